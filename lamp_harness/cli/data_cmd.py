@@ -1,0 +1,1 @@
+"""`lamp data` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""`lamp evaluate` (being written: registers nothing yet)."""

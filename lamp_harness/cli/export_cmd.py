@@ -1,0 +1,1 @@
+"""`lamp export` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""`lamp leaderboard` (being written: registers nothing yet)."""

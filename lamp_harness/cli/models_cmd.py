@@ -1,0 +1,1 @@
+"""`lamp models` (being written: registers nothing yet)."""

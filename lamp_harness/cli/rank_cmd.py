@@ -1,0 +1,1 @@
+"""`lamp rank` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""`lamp run` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""`lamp train` (being written: registers nothing yet)."""

@@ -1,0 +1,384 @@
+"""The four plugin contracts (Task, Retriever, Personalizer, Generator) and the data that flows between them.
+
+Data types are frozen dataclasses. The flow of one example through a run is::
+
+    Task.query/document --> Retriever.rank --> ranked profile items (top k)
+    Personalizer.personalize(task, example, top_k) --> GenerationRequest
+    Generator.generate([GenerationRequest, ...]) --> [Generation, ...]
+    Task.parse(Generation.text) --> Prediction.output --> Task.score(...) --> [MetricResult, ...]
+
+``GenerationRequest`` is deliberately open: a plain prompt (IPA, none), a prompt with a prefix of
+text and soft vectors in front of it (PPlug, PPlug + retrieval), or several passages that an
+encoder-decoder encodes separately and fuses in its decoder (FiD). Generators that cannot serve a
+kind of request raise :class:`~lamp_harness.errors.LampError` naming the model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileItem:
+    """One entry of a user's profile (a past tweet, paper, review, ...).
+
+    ``id`` is the official item id, or the item's position as a string when the file has none
+    (the real LaMP-7 dev records here carry no ids). ``fields`` holds every other field of the
+    record as read from the file (``text``, ``title``, ``score``, ``date``...).
+    """
+
+    id: str
+    position: int
+    fields: Mapping[str, Any]
+
+    def get(self, name: str, default: str = "") -> str:
+        value = self.fields.get(name, default)
+        return value if isinstance(value, str) else str(value)
+
+    @property
+    def date(self) -> str | None:
+        value = self.fields.get("date")
+        return None if value in (None, "") else str(value)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question: the task input, the asking user's profile, and the gold output when known."""
+
+    id: str
+    input: str
+    profile: tuple[ProfileItem, ...]
+    gold: str | None = None
+
+
+@dataclass(frozen=True)
+class SoftTokens:
+    """Vectors in the generator's input-embedding space, placed among the prompt's tokens.
+
+    ``vectors`` is a ``torch.Tensor`` of shape ``[n, hidden]`` (kept as ``Any`` so this module
+    needs no torch). It may require grad: generators keep the graph for training losses.
+    """
+
+    vectors: Any
+
+    @property
+    def length(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+Segment = str | SoftTokens
+"""A piece of a request's prefix: text (tokenized and embedded) or soft vectors (used as is)."""
+
+DecodeMode = Literal["generate", "labels"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a personalizer asks the generator to complete.
+
+    - ``prompt``: the text input (for chat models it becomes the user turn).
+    - ``prefix``: segments placed, in order, in front of the prompt's tokens (PPlug: ``[I; P]``
+      soft tokens; PPlug + retrieval: a text segment and then the soft tokens).
+    - ``passages``: when non-empty, a fusion-in-decoder request: each passage is encoded
+      separately by an encoder-decoder and the decoder attends to all of them; ``prompt`` is then
+      only informative.
+    - ``choices``: the label set, used by label-scoring decoding (``--decode labels``).
+    - ``max_new_tokens``: the task's generation budget (``None``: the generator's default).
+    """
+
+    example_id: str
+    prompt: str
+    prefix: tuple[Segment, ...] = ()
+    passages: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    max_new_tokens: int | None = None
+
+    @property
+    def is_fusion(self) -> bool:
+        return bool(self.passages)
+
+    @property
+    def has_soft_tokens(self) -> bool:
+        return any(isinstance(s, SoftTokens) for s in self.prefix)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generator's answer to one request, with the token counts the run's timing reports."""
+
+    text: str
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One predicted example as stored in ``predictions.jsonl``.
+
+    ``output`` is the parsed answer that is scored and exported; ``raw`` the generator's text.
+    """
+
+    example_id: str
+    output: str
+    raw: str
+    prompt: str = ""
+    retrieved: tuple[str, ...] = ()
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """A metric's value over a set of predictions, with a seeded bootstrap 95% interval."""
+
+    name: str
+    value: float
+    higher_is_better: bool
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class RankQuery:
+    """One question to rank a profile for: its query text and each profile item's document text."""
+
+    example_id: str
+    query: str
+    documents: tuple[str, ...]
+    items: tuple[ProfileItem, ...]
+
+
+Ranking = tuple[int, ...]
+"""Positions into ``RankQuery.items``, best first, covering the whole profile."""
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """The generator tokenizer's view that prompt builders need for the official token budget."""
+
+    def count(self, text: str) -> int:
+        """Number of tokens of ``text`` (no special tokens)."""
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """``text`` cut to at most ``max_tokens`` tokens and decoded back to a string."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Run context: what a component factory receives
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """Shared state handed to every component factory.
+
+    ``shared`` is a per-process cache for expensive objects (loaded models, encoders), keyed by
+    whatever the component finds stable (e.g. ``("generator", model_id, dtype)``), so cells of a
+    matrix that use the same model reuse it.
+    """
+
+    lamp_home: Path
+    preset: str = "offline"
+    seed: int = 0
+    device: str = "auto"
+    shared: dict[Any, Any] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Record a message for the console (e.g. which preset substituted which model)."""
+        if message not in self.events:
+            self.events.append(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# The four contracts
+# ---------------------------------------------------------------------------------------------
+
+
+class Task(ABC):
+    """A benchmark task: its data schema, label set, retrieval texts, prompts, parsing and metrics."""
+
+    name: ClassVar[str]
+    """Canonical registry name, e.g. ``"lamp-7"``."""
+    official_name: ClassVar[str]
+    """The name in outputs files, e.g. ``"LaMP_7"``."""
+    kind: ClassVar[Literal["classification", "ordinal", "generation"]]
+    labels: ClassVar[tuple[str, ...]] = ()
+    """The full label set, in the official order (empty for generation tasks)."""
+    profile_fields: ClassVar[tuple[str, ...]]
+    """Fields every profile item must have (besides ``id``, which is optional)."""
+    max_new_tokens: ClassVar[int] = 128
+
+    @abstractmethod
+    def query(self, example: Example) -> str:
+        """The retrieval query extracted from the input (REFERENCE §3)."""
+
+    @abstractmethod
+    def document(self, item: ProfileItem) -> str:
+        """The retrieval text of one profile item (REFERENCE §3)."""
+
+    @abstractmethod
+    def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
+        """The per-profile-entry prompt of one item (REFERENCE §4); ``free_text`` replaces the
+        item's free-text field (already truncated)."""
+
+    @abstractmethod
+    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
+               max_tokens: int = 256) -> str:
+        """The aggregated input prompt for ``items`` with the official token-budget truncation.
+        With no items it is the bare input."""
+
+    def parse(self, text: str) -> str:
+        """The answer to score from a generator's raw text (default: stripped text)."""
+        return text.strip()
+
+    @abstractmethod
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str],
+              *, seed: int = 0) -> list[MetricResult]:
+        """The task's metrics over examples whose ids are in both mappings (ids must match)."""
+
+    def validate_gold(self, output: str) -> str | None:
+        """An error message when ``output`` is not a valid gold for this task, else ``None``."""
+        if self.labels and output not in self.labels:
+            return f"label {output!r} is not one of the task's labels ({', '.join(self.labels)})"
+        return None
+
+
+class Retriever(ABC):
+    """Ranks each question's profile. Rankings are full (every item) and are cached by the runner
+    under :meth:`cache_key`, so every k and every personalizer reuses them."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
+        """Full rankings, best first, one per query. Batched: implementations should amortise work
+        across queries. Must be deterministic for a given configuration."""
+
+    def cache_key(self) -> Mapping[str, Any]:
+        """Everything that changes the rankings (name, parameters, encoder id and revision).
+        An empty mapping disables the ranking cache for this retriever."""
+        return {"name": self.name}
+
+
+class Personalizer(ABC):
+    """Turns (task, example, retrieved items) into a generation request."""
+
+    name: ClassVar[str]
+    needs_retriever: ClassVar[bool] = True
+    """``False`` for methods that never use retrieved items (``none``, plain ``pplug``)."""
+    requires_encoder_decoder: ClassVar[bool] = False
+    """``True`` for FiD: the runner rejects decoder-only generators before any work starts."""
+    trainable: ClassVar[bool] = False
+
+    def setup(self, task: Task, generator: Generator, context: RunContext) -> None:  # noqa: B027
+        """Called once per cell before any example, with the cell's task and generator."""
+
+    @abstractmethod
+    def personalize(self, task: Task, example: Example,
+                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+        """The request for ``example``; ``retrieved`` holds the top-k items (empty without a
+        retriever)."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """Resolved configuration recorded in the run's ``config.json``."""
+        return {"name": self.name}
+
+
+class Generator(ABC):
+    """Turns generation requests into text. Also the tokenizer the prompt budget counts with."""
+
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def tokens(self) -> TokenCounter:
+        """The tokenizer view used for prompt budgets."""
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return False
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The prompt budget L (REFERENCE §4: 256 by default); personalizers build prompts to it."""
+        return 256
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest], *,
+                 decode: DecodeMode = "generate") -> list[Generation]:
+        """One generation per request, in order. Batching, sorting by length and padding are the
+        generator's business."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """Concrete model id, revision, dtype, device, decoding settings (for ``config.json``)."""
+        return {"name": self.name}
+
+    # -- training support (PPlug, FiD, fine-tuning); generators that cannot train raise LampError --
+    def loss(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> Any:
+        """Mean token cross-entropy of ``targets`` given ``requests`` (a differentiable torch
+        scalar; soft tokens in the requests keep their graph)."""
+        from lamp_harness.errors import lamp_error
+
+        raise lamp_error(f"generator {self.name!r} cannot compute training losses",
+                         fix="Use the 'hf' generator for trainable personalizers.")
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the model's input token embeddings (the size of soft tokens)."""
+        raise NotImplementedError
+
+    @property
+    def embedding_norm(self) -> float:
+        """Typical L2 norm of the model's input token embeddings (soft tokens are scaled to it)."""
+        raise NotImplementedError
+
+    def trainable_module(self) -> Any:
+        """The underlying ``torch.nn.Module``, for plain fine-tuning of the generator itself."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """What a trainable personalizer (PPlug, FiD, fine-tuned IPA) offers ``lamp train``."""
+
+    def parameters(self) -> Any:
+        """The trainable ``torch`` parameters (only these go into a checkpoint)."""
+
+    def training_loss(self, task: Task, examples: Sequence[Example],
+                      retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
+        """Mean token cross-entropy of the gold outputs, as a differentiable torch scalar."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded split: examples plus where they came from (for ``config.json`` and caches)."""
+
+    task: str
+    split: str
+    examples: tuple[Example, ...]
+    source: str
+    checksums: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short stable id of the data contents (for cache keys)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in sorted(self.checksums):
+            digest.update(f"{name}={self.checksums[name]};".encode())
+        return digest.hexdigest()[:16]

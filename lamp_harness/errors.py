@@ -1,0 +1,24 @@
+"""The one exception type for problems a user can fix."""
+
+from __future__ import annotations
+
+
+class LampError(Exception):
+    """A problem the user caused and can fix: bad file, unknown name, missing model, wrong model kind.
+
+    The CLI prints it as one line (no traceback) and exits with code 2. Build the message with
+    :func:`lamp_error` so that it always says what was wrong, where, and what to do.
+    Bugs are not LampErrors: they still raise normally.
+    """
+
+    exit_code = 2
+
+
+def lamp_error(what: str, *, where: str | None = None, fix: str | None = None) -> LampError:
+    """Build a one-line :class:`LampError`: ``WHERE: WHAT. FIX``."""
+    text = " ".join(what.split())
+    if where:
+        text = f"{where}: {text}"
+    if fix:
+        text = f"{text.rstrip('.')}. {' '.join(fix.split())}"
+    return LampError(text)

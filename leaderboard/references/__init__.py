@@ -1,0 +1,1 @@
+"""Reference numbers of the LaMP and PPlug papers, as data files (REFERENCE §8)."""

@@ -1,0 +1,1 @@
+"""Built-in retrievers, personalizers, generators and reporters of lamp-harness."""

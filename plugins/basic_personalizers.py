@@ -1,0 +1,56 @@
+"""The retrieval-augmented baseline personalizers of the LaMP paper: ``none`` and ``ipa``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lamp_harness.contracts import (
+    Example,
+    GenerationRequest,
+    Generator,
+    Personalizer,
+    ProfileItem,
+    RunContext,
+    Task,
+)
+from lamp_harness.options import reject_unknown_args
+
+
+
+
+class NonPersonalized(Personalizer):
+    """``none``: the bare task input, no profile (the non-personalized baseline)."""
+
+    name = "none"
+    needs_retriever = False
+
+    def __init__(self, context: RunContext, **args: str) -> None:
+        reject_unknown_args(args, set(), f"personalizer {self.name!r}")
+
+    def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
+        self._tokens = generator.tokens
+        self.max_input_tokens = generator.max_input_tokens
+
+    def personalize(self, task: Task, example: Example,
+                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+        prompt = task.prompt(example, (), self._tokens, self.max_input_tokens)
+        return GenerationRequest(example.id, prompt, choices=task.labels,
+                                 max_new_tokens=task.max_new_tokens)
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"name": self.name}
+
+
+class InPromptAugmentation(NonPersonalized):
+    """``ipa``: the top-k retrieved profile items, each as its PPEP, in the prompt (LaMP's AIP)
+    with the official token-budget truncation."""
+
+    name = "ipa"
+    needs_retriever = True
+
+    def personalize(self, task: Task, example: Example,
+                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+        prompt = task.prompt(example, tuple(retrieved), self._tokens, self.max_input_tokens)
+        return GenerationRequest(example.id, prompt, choices=task.labels,
+                                 max_new_tokens=task.max_new_tokens)

@@ -1,0 +1,1 @@
+"""Built-in LaMP task plugins of lamp-harness."""

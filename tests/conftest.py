@@ -1,0 +1,43 @@
+"""Shared fixtures. Every test gets its own LAMP_HOME; the converted SmolLM2 is shared per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "lamp-data"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def session_lamp_home(tmp_path_factory) -> Path:
+    """A LAMP_HOME shared by the whole session (converted models are cached there once)."""
+    return tmp_path_factory.mktemp("lamp-home-session")
+
+
+@pytest.fixture(autouse=True)
+def lamp_home(tmp_path, monkeypatch, session_lamp_home) -> Path:
+    """Each test gets a fresh LAMP_HOME; converted models stay in the session one
+    (LAMP_MODEL_CACHE)."""
+    home = tmp_path / "lamp-home"
+    monkeypatch.setenv("LAMP_HOME", str(home))
+    monkeypatch.setenv("LAMP_MODEL_CACHE", str(session_lamp_home / "models"))
+    from lamp_harness import registry
+
+    registry.reset_host(None)
+    yield home
+    registry.reset_host(None)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real LaMP records beside the checkout; skips cleanly when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/lamp-data is absent")
+    return SHARED_DATA
