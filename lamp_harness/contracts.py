@@ -275,13 +275,24 @@ class Personalizer(ABC):
 
     name: ClassVar[str]
     needs_retriever: ClassVar[bool] = True
-    """``False`` for methods that never use retrieved items (``none``, plain ``pplug``)."""
+    """``True`` when the method cannot work without retrieved items (``ipa``, ``fid``)."""
+    accepts_retriever: ClassVar[bool] = True
+    """``False`` for methods that never use retrieved items (``none``): the runner drops the
+    retriever from such cells. ``pplug`` accepts one optionally (it becomes PPlug + retrieval)."""
+    default_retriever: ClassVar[str | None] = None
+    """Retriever used when the cell names none (``pplug+retrieval``: the preset's BGE retriever)."""
+    default_retriever_args: ClassVar[Mapping[str, str]] = {}
     requires_encoder_decoder: ClassVar[bool] = False
     """``True`` for FiD: the runner rejects decoder-only generators before any work starts."""
     trainable: ClassVar[bool] = False
 
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:  # noqa: B027
         """Called once per cell before any example, with the cell's task and generator."""
+
+    def prepare(self, task: Task, examples: Sequence[Example]) -> None:  # noqa: B027
+        """Called after :meth:`setup` with every example the cell (or a training run) will
+        personalize, before the first one: the place to precompute per-profile state in batches
+        (PPlug embeds all history items here, once, through the embedding cache)."""
 
     @abstractmethod
     def personalize(self, task: Task, example: Example,

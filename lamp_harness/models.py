@@ -186,6 +186,8 @@ def _from_alias(component: Component, role: str, name: str, materialize: bool) -
         path = str(Path(source).expanduser().resolve())
     elif "@" in source:
         path, _, revision = source.partition("@")
+    if revision is None and source.startswith("package:"):
+        revision = _package_revision(source.partition(":")[2])
     return ResolvedModel(role=role, name=name, source=source, path=path, revision=revision,
                          substitutes=_paper_equivalent(component, role), alias=component.name,
                          metadata=meta)
@@ -209,6 +211,15 @@ def _from_path_or_hub(reg: Registry, role: str, name: str) -> ResolvedModel:
                          revision=revision or meta.get("revision"),
                          substitutes=_paper_equivalent(known, role) if known is not None else None,
                          alias=known.name if known is not None else None, metadata=meta)
+
+
+def _package_revision(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return f"{distribution}=={metadata.version(distribution)}"
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _read_source_file(folder: Path) -> dict[str, Any]:

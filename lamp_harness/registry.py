@@ -155,9 +155,19 @@ class Registry:
     def _registering(self, plugin: str, dist: str, version: str) -> None:
         self._current = (plugin, dist, version)
 
-    def _forget(self, plugin: str) -> None:
-        for key in [k for k, c in self._components.items() if c.plugin == plugin]:
+    def _forget(self, plugin: str, distribution: str) -> None:
+        for key in [k for k, c in self._components.items()
+                    if (c.plugin, c.distribution) == (plugin, distribution)]:
             del self._components[key]
+        # A broken plugin's duplicate must not leave a false conflict behind.
+        for key, owners in list(self._conflicts.items()):
+            kept = [c for c in owners if (c.plugin, c.distribution) != (plugin, distribution)]
+            if len(kept) > 1:
+                self._conflicts[key] = kept
+                continue
+            del self._conflicts[key]
+            if kept and key not in self._components:
+                self._components[key] = kept[0]
         for key in [k for k, v in self._aliases.items() if (k[0], v) not in self._components]:
             del self._aliases[key]
 
@@ -204,16 +214,18 @@ class PluginHost:
             self._add(ep.name, dist, version, ep.load)
 
     def _add(self, name: str, dist: str, version: str, load: Callable[[], Any]) -> None:
+        # Entry-point names are unique only within a distribution ("retrievers" in two of them).
+        key = name if self.pm.get_plugin(name) is None else f"{dist}:{name}"
         try:
             module = load()
-            self.pm.register(module, name=name)
+            self.pm.register(module, name=key)
         except Exception as exc:  # a broken plugin must never break the CLI
             self.broken.append(BrokenPlugin(name, dist, version, _one_line(exc)))
             return
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            self.pm.unregister(name=name)
+            self.pm.unregister(name=key)
             self.broken.append(BrokenPlugin(name, dist, version, _one_line(exc)))
             return
         self.loaded.append(LoadedPlugin(name, dist, version, module))
@@ -226,7 +238,7 @@ class PluginHost:
             try:
                 caller(registry=self.registry)
             except Exception as exc:
-                self.registry._forget(plugin.name)
+                self.registry._forget(plugin.name, plugin.distribution)
                 self.pm.unregister(plugin.module)
                 self.loaded.remove(plugin)
                 self.broken.append(BrokenPlugin(plugin.name, plugin.distribution, plugin.version,
@@ -243,9 +255,12 @@ class PluginHost:
     # -- lifecycle hooks ------------------------------------------------------------------------
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin; a plugin that raises is disabled, with a warning."""
+        trace = self.pm.trace.root.get("hook")  # writes only when LAMP_TRACE_PLUGINS is on
         for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            args = {k: v for k, v in kwargs.items() if k in impl.argnames}
+            trace(f"{hook} -> {impl.plugin_name}", args)
             try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+                impl.function(**args)
             except Exception as exc:
                 print(f"warning: plugin {impl.plugin_name!r} failed in {hook} and is disabled for "
                       f"this run: {_one_line(exc)}", file=sys.stderr)

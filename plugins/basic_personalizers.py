@@ -24,6 +24,7 @@ class NonPersonalized(Personalizer):
 
     name = "none"
     needs_retriever = False
+    accepts_retriever = False
 
     def __init__(self, context: RunContext, **args: str) -> None:
         reject_unknown_args(args, set(), f"personalizer {self.name!r}")
@@ -48,6 +49,7 @@ class InPromptAugmentation(NonPersonalized):
 
     name = "ipa"
     needs_retriever = True
+    accepts_retriever = True
 
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:

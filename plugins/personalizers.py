@@ -14,3 +14,15 @@ def lamp_register(registry):
     registry.add_personalizer(
         "ipa", "lamp_plugins.basic_personalizers:InPromptAugmentation",
         "In-prompt augmentation (LaMP): top-k retrieved items in the prompt, official truncation.")
+    registry.add_personalizer(
+        "fid", "lamp_plugins.fid:FusionInDecoder",
+        "Fusion-in-decoder (LaMP): one passage per retrieved item, fused in an encoder-decoder's "
+        "decoder; trainable (fine-tunes the generator).")
+    registry.add_personalizer(
+        "pplug", "lamp_plugins.pplug:PPlug",
+        "PPlug (persona-plug): input-aware user embedding [I; P] as soft tokens in front of a frozen "
+        "LLM; trainable. With a retriever: PPlug + retrieval.")
+    registry.add_personalizer(
+        "pplug+retrieval", "lamp_plugins.pplug:PPlugRetrieval",
+        "PPlug + retrieval: the top-1 retrieved item (dense BGE-style retriever by default) as text "
+        "in front of [I; P]; trainable.")

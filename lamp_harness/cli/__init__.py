@@ -55,7 +55,10 @@ _COMMANDS = (plugins_cmd, run_cmd, data_cmd, evaluate_cmd, models_cmd, rank_cmd,
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lamp`` script: user errors become one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a ``typer.Exit``.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except LampError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -1,1 +1,78 @@
-"""`lamp leaderboard` (being written: registers nothing yet)."""
+"""``lamp leaderboard``: paper-style tables (and a bar chart) from finished run folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from lamp_harness.cli import app
+
+
+@app.command("leaderboard")
+def leaderboard(
+    runs_dirs: list[Path] = typer.Argument(
+        None,
+        metavar="RUNS_DIR",
+        help="Run folders to read, searched recursively for cells "
+        "(folders with config.json + metrics.json). [default: runs]",
+    ),
+    fmt: str = typer.Option(
+        "markdown",
+        "--format",
+        "-f",
+        help="markdown (the papers' layout), json, or csv (one line per task x "
+        "metric x method). [default: markdown]",
+    ),
+    ci: bool = typer.Option(
+        False,
+        "--ci",
+        help="Show 95% bootstrap intervals, e.g. 0.512 [0.490, 0.530] "
+        "(markdown; json and csv always carry them).",
+    ),
+    reference: list[str] = typer.Option(
+        [],
+        "--reference",
+        help="Add a paper's numbers as extra columns (repeatable): "
+        "lamp-user, lamp-time (LaMP paper, FlanT5-base) or pplug "
+        "(PPlug paper, FlanT5-XXL). Example: --reference lamp-time",
+    ),
+    plot: Path = typer.Option(
+        None,
+        "--plot",
+        help="Also write a grouped bar chart, one panel per metric; PNG or SVG "
+        "by extension, e.g. --plot leaderboard.png",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Write the table to this file (atomically) instead of stdout."
+    ),
+) -> None:
+    """Render the leaderboard of finished runs: one block per split (and data scheme), rows task x
+    metric with the direction (↑ higher is better, ↓ lower is better), one column per method
+    (personalizer / retriever / k / generator), the best value of each row in bold.
+
+    Example: lamp leaderboard runs/ --reference lamp-user --ci --plot runs/leaderboard.png
+    """
+    from lamp_harness import leaderboard as lb
+    from lamp_harness.errors import lamp_error
+    from lamp_harness.io import atomic_write_text
+
+    if fmt not in lb.FORMATS:
+        raise lamp_error(
+            f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(lb.FORMATS)}."
+        )
+    for name in reference:  # checked before any reading, so a typo fails fast
+        lb.load_reference(name)
+    board = lb.leaderboard(runs_dirs or [Path("runs")], references=reference)
+    for note in board.notes:
+        print(f"note: {note}", file=sys.stderr)
+    text = lb.render(board, fmt, ci=ci)
+    if out is not None:
+        atomic_write_text(out, text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if plot is not None:
+        lb.plot(board, plot)
+        print(f"wrote {plot}", file=sys.stderr)

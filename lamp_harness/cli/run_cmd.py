@@ -1,1 +1,201 @@
-"""`lamp run` (being written: registers nothing yet)."""
+"""``lamp run``: run one experiment or a whole matrix, resumably."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lamp_harness.cli import app
+from lamp_harness.errors import lamp_error
+from lamp_harness.options import parse_kv
+
+_LIST = "Comma list allowed: every combination is run."
+
+
+def split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def component_args(pairs: list[str], option: str) -> dict[str, dict[str, str]]:
+    """``key=value`` applies to every component of the kind; ``name:key=value`` to one of them."""
+    result: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        target, sep, rest = pair.partition(":")
+        if sep and "=" not in target:
+            result.setdefault(target.strip().lower(), {}).update(parse_kv([rest], option))
+        else:
+            result.setdefault("*", {}).update(parse_kv([pair], option))
+    return result
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A matrix file (TOML): the same keys as the command's options (see examples/matrix.toml)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise lamp_error("matrix file not found", where=str(path),
+                         fix="Check the path (see examples/matrix.toml for the format).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise lamp_error(f"invalid TOML: {exc}", where=str(path),
+                         fix="Fix the syntax (see examples/matrix.toml for the format).") from None
+    known = {"task", "personalizer", "retriever", "k", "generator", "split", "data", "data-dir",
+             "scheme", "limit", "preset", "seed", "decode", "out", "batch-size", "num-beams",
+             "max-input-tokens", "device", "checkpoint", "retriever-args", "personalizer-args",
+             "generator-args"}
+    data = {key.replace("_", "-"): value for key, value in data.items()}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise lamp_error(f"unknown key(s) {', '.join(unknown)}", where=str(path),
+                         fix=f"Valid keys: {', '.join(sorted(known))}.")
+    return data
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return split_list(str(value))
+
+
+def _stringify(table: Any, where: str) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise lamp_error(f"{where} must be a table of key = value", fix="See examples/matrix.toml.")
+    return {str(k).replace("-", "_"): str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in table.items()}
+
+
+@app.command("run")
+def run(
+    task: str = typer.Option(None, "--task", "-t", help=f"Task(s), e.g. lamp-7 or lamp-1,lamp-3. {_LIST}"),
+    personalizer: str = typer.Option(None, "--personalizer", "-p",
+                                     help=f"Method(s): none, ipa, fid, pplug, pplug+retrieval... {_LIST} "
+                                     "[default: none]"),
+    retriever: str = typer.Option(None, "--retriever", "-r",
+                                  help=f"Retriever(s): bm25, contriever, dense, recency, random... {_LIST} "
+                                  "Ignored for methods that use no retrieval (none)."),
+    k: str = typer.Option(None, "--k", help=f"Retrieved items per prompt. {_LIST} [default: 1]"),
+    generator: str = typer.Option(None, "--generator", "-g",
+                                  help="Model alias, hub id or local path (served by the 'hf' plugin), or "
+                                  f"PLUGIN:MODEL. [default: the preset's generator] {_LIST}"),
+    preset: str = typer.Option(None, "--preset",
+                               help="Model preset: offline (packaged SmolLM2 + MiniLM, runs anywhere), "
+                               "lamp-paper, pplug-paper. See `lamp models`. [default: offline]"),
+    data: str = typer.Option(None, "--data",
+                             help="Data source: lamp (official server, cached in $LAMP_HOME) or demo "
+                             "(synthetic, offline). [default: lamp]"),
+    data_dir: Path = typer.Option(None, "--data-dir",
+                                  help="Folder with {split}_questions.json and {split}_outputs.json "
+                                  "(wins over --data)."),
+    split: str = typer.Option(None, "--split", help="train, dev or test. [default: dev]"),
+    scheme: str = typer.Option(None, "--scheme", help="user or time (LaMP's two splits). [default: user]"),
+    limit: int = typer.Option(None, "--limit", help="Only the first N questions of the split."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder: one sub-folder per cell. [default: runs]"),
+    config: Path = typer.Option(None, "--config", "-c",
+                                help="Matrix file (TOML) with the same keys as these options; options "
+                                "given on the command line win. Example: examples/matrix.toml"),
+    decode: str = typer.Option(None, "--decode",
+                               help="generate (free generation, as in the papers) or labels (score every "
+                               "label of a classification task and pick the best). [default: generate]"),
+    batch_size: str = typer.Option(None, "--batch-size", help="Generation batch size: N or auto."),
+    num_beams: int = typer.Option(None, "--num-beams", help="Beam width (papers: 4; 1 = greedy)."),
+    max_input_tokens: int = typer.Option(None, "--max-input-tokens",
+                                         help="Prompt budget L in generator tokens. [default: 256]"),
+    retriever_arg: list[str] = typer.Option([], "--retriever-arg",
+                                            help="KEY=VALUE for every retriever, or NAME:KEY=VALUE for one "
+                                            "(repeatable), e.g. --retriever-arg recency:fallback=profile-order"),
+    personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
+                                               help="KEY=VALUE or NAME:KEY=VALUE (repeatable), e.g. "
+                                               "--personalizer-arg pplug:aggregation=mean"),
+    generator_arg: list[str] = typer.Option([], "--generator-arg",
+                                            help="KEY=VALUE passed to the model loader / generate "
+                                            "(repeatable), e.g. --generator-arg dtype=bfloat16"),
+    checkpoint: Path = typer.Option(None, "--checkpoint",
+                                    help="Trained weights from `lamp train` for a trainable method."),
+    seed: int = typer.Option(None, "--seed", help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run personalization methods on LaMP tasks and score them.
+
+    Every cell (task x personalizer x retriever x k x generator) gets its own folder under --out with
+    config.json, predictions.jsonl, metrics.json and timing.json. Re-running the same command skips
+    finished cells and resumes interrupted ones.
+
+    Example: lamp run --task lamp-7 --personalizer none,ipa --retriever bm25 --k 1 --data demo
+    """
+    from rich.console import Console
+
+    from lamp_harness.runner import Matrix, run_matrix
+
+    cfg: dict[str, Any] = read_config(config) if config else {}
+
+    def pick(cli: Any, key: str, default: Any) -> Any:
+        return cli if cli is not None else cfg.get(key, default)
+
+    tasks = split_list(task) or _as_list(cfg.get("task"))
+    if not tasks:
+        raise lamp_error("no task given", fix="Pass --task lamp-7 (or a comma list), or task = [...] in --config.")
+    ks_raw = split_list(k) or _as_list(cfg.get("k")) or ["1"]
+    try:
+        ks = tuple(int(x) for x in ks_raw)
+    except ValueError:
+        raise lamp_error(f"--k {','.join(ks_raw)!r} is not a comma list of integers", fix="Write e.g. --k 1,4.") from None
+    if any(x < 1 for x in ks):
+        raise lamp_error("--k values must be at least 1", fix="Write e.g. --k 1,4.")
+
+    gen_args = _stringify(cfg.get("generator-args", {}), "[generator-args]")
+    gen_args.update(parse_kv(generator_arg, "--generator-arg"))
+    for key, value in (("batch_size", pick(batch_size, "batch-size", None)),
+                       ("num_beams", pick(num_beams, "num-beams", None)),
+                       ("max_input_tokens", pick(max_input_tokens, "max-input-tokens", None))):
+        if value is not None:
+            gen_args[key] = str(value)
+
+    def tables(key: str, cli_pairs: list[str], option: str) -> dict[str, dict[str, str]]:
+        merged: dict[str, dict[str, str]] = {}
+        for name, table in (cfg.get(key) or {}).items():
+            if isinstance(table, dict):
+                merged[name.lower()] = _stringify(table, f"[{key}.{name}]")
+            else:
+                merged.setdefault("*", {})[name.replace("-", "_")] = str(table)
+        for name, table in component_args(cli_pairs, option).items():
+            merged.setdefault(name, {}).update(table)
+        return merged
+
+    data_dir_value = pick(data_dir, "data-dir", None)
+    checkpoint_value = pick(checkpoint, "checkpoint", None)
+    decode_value = pick(decode, "decode", "generate")
+    if decode_value not in ("generate", "labels"):
+        raise lamp_error(f"--decode {decode_value!r} is not generate or labels", fix="Pass --decode labels.")
+    matrix = Matrix(
+        tasks=tuple(tasks),
+        personalizers=tuple(split_list(personalizer) or _as_list(cfg.get("personalizer")) or ["none"]),
+        retrievers=tuple(split_list(retriever) or _as_list(cfg.get("retriever"))),
+        ks=ks,
+        generators=tuple(split_list(generator) or _as_list(cfg.get("generator"))) or (None,),
+        split=pick(split, "split", "dev"),
+        data=pick(data, "data", None),
+        data_dir=Path(data_dir_value) if data_dir_value else None,
+        scheme=pick(scheme, "scheme", "user"),
+        limit=pick(limit, "limit", None),
+        preset=pick(preset, "preset", "offline"),
+        seed=int(pick(seed, "seed", 0)),
+        decode=decode_value,
+        personalizer_args=tables("personalizer-args", personalizer_arg, "--personalizer-arg"),
+        retriever_args=tables("retriever-args", retriever_arg, "--retriever-arg"),
+        generator_args=gen_args,
+        checkpoint=Path(checkpoint_value) if checkpoint_value else None,
+        device=pick(device, "device", "auto"),
+    )
+    out_dir = Path(pick(out, "out", "runs"))
+    console = Console(stderr=True)
+    run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet)

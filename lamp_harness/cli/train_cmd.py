@@ -1,1 +1,112 @@
-"""`lamp train` (being written: registers nothing yet)."""
+"""``lamp train``: train a trainable personalizer (PPlug, FiD) or fine-tune a generator for a
+prompt-only one (IPA, none), with checkpoints, resuming, and a dev evaluation at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lamp_harness.cli import app
+from lamp_harness.options import parse_kv
+
+
+@app.command("train")
+def train(
+    task: str = typer.Option(..., "--task", "-t", help="The task to train on, e.g. lamp-7."),
+    personalizer: str = typer.Option(..., "--personalizer", "-p",
+                                     help="pplug, pplug+retrieval, fid; or ipa / none (plain fine-tuning "
+                                     "of the generator, as in the LaMP paper)."),
+    data: str = typer.Option(None, "--data", help="Data source: lamp (official) or demo (synthetic). "
+                             "[default: lamp]"),
+    data_dir: Path = typer.Option(None, "--data-dir",
+                                  help="Folder with {split}_questions.json / {split}_outputs.json "
+                                  "(wins over --data), e.g. ../shared/lamp-data/LaMP-7/user."),
+    scheme: str = typer.Option("user", "--scheme", help="user or time. [default: user]"),
+    split: str = typer.Option("train", "--split", help="Split to train on. [default: train]"),
+    eval_split: str = typer.Option("dev", "--eval-split",
+                                   help="Split evaluated after training; 'none' to skip. [default: dev]"),
+    train_users: float = typer.Option(None, "--train-users",
+                                      help="Split --split by users instead: this fraction of the users "
+                                      "trains, the rest is evaluated (e.g. 0.67 for 2:1; for data with "
+                                      "only a dev split, like the real LaMP-7 records)."),
+    retriever: str = typer.Option(None, "--retriever", "-r",
+                                  help="Retriever for methods that use retrieved items (ipa, fid, "
+                                  "pplug+retrieval), e.g. bm25. [default: the method's default]"),
+    retriever_arg: list[str] = typer.Option([], "--retriever-arg", help="KEY=VALUE (repeatable)."),
+    k: int = typer.Option(1, "--k", help="Retrieved items per example. [default: 1]"),
+    generator: str = typer.Option(None, "--generator", "-g",
+                                  help="Model alias, hub id or folder for the hf plugin, or PLUGIN:MODEL. "
+                                  "[default: the preset's generator]"),
+    generator_arg: list[str] = typer.Option([], "--generator-arg",
+                                            help="KEY=VALUE for the generator (repeatable), e.g. "
+                                            "--generator-arg num_beams=1."),
+    preset: str = typer.Option("offline", "--preset", help="Model preset (see `lamp models`). "
+                               "[default: offline]"),
+    personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
+                                               help="KEY=VALUE (repeatable), e.g. --personalizer-arg "
+                                               "aggregation=mean."),
+    epochs: int = typer.Option(2, "--epochs", help="Passes over the training data. [default: 2, as "
+                               "in PPlug]"),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass. [default: 8]"),
+    grad_accum: int = typer.Option(1, "--grad-accum",
+                                   help="Forward passes per optimizer step (effective batch = batch size "
+                                   "x this; PPlug used 64). [default: 1]"),
+    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate. [default: 1e-4]"),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="AdamW weight decay. [default: 1e-4]"),
+    warmup: float = typer.Option(0.05, "--warmup", help="Linear warmup, as a fraction of the steps. "
+                                 "[default: 0.05]"),
+    limit: int = typer.Option(None, "--limit", help="Train on the first N examples only."),
+    eval_limit: int = typer.Option(None, "--eval-limit", help="Evaluate the first N examples only."),
+    save_every: int = typer.Option(50, "--save-every", help="Checkpoint every N steps (and at the end). "
+                                   "[default: 50]"),
+    out: Path = typer.Option(None, "--out", "-o",
+                             help="Training folder (resumes if it holds an interrupted run). [default: "
+                             "$LAMP_HOME/checkpoints/<task>-<personalizer>-<config hash>]"),
+    seed: int = typer.Option(0, "--seed", help="Seed for shuffling and initialisation. [default: 0]"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a personalizer and save its trainable weights.
+
+    Checkpoints hold only the trainable weights (safetensors) plus the optimizer state, so an
+    interrupted run resumes where it stopped when the same command is run again. Use the result
+    with `lamp run --checkpoint FOLDER`.
+
+    Example: lamp train --task lamp-7 --personalizer pplug --data demo --max-steps 20
+    """
+    from rich.console import Console
+
+    from lamp_harness.contracts import RunContext
+    from lamp_harness.io import lamp_home
+    from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
+    from lamp_harness.training import train as run_training
+
+    console = Console(stderr=True)
+    config = TrainConfig(
+        task=task, personalizer=personalizer, personalizer_args=parse_kv(personalizer_arg, "--personalizer-arg"),
+        retriever=retriever, retriever_args=parse_kv(retriever_arg, "--retriever-arg"), k=k,
+        generator=generator, generator_args=parse_kv(generator_arg, "--generator-arg"), preset=preset,
+        data=data, data_dir=str(data_dir) if data_dir else None, scheme=scheme, split=split,
+        eval_split=None if eval_split.strip().lower() in ("", "none") else eval_split,
+        train_users=train_users, limit=limit, eval_limit=eval_limit, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        seed=seed, save_every=save_every, device=device)
+    config.validate()
+    context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device)
+    directory = out if out is not None else training_dir(config, context)
+    result = run_training(config, directory, context=context, progress=not quiet, console=console)
+    for note in context.events:
+        console.print(f"[dim]{note}[/dim]")
+    checkpoint = latest_checkpoint(result.directory) or result.checkpoint
+    resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""
+    last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
+    speed = f", {result.examples_per_s:.2f} examples/s" if result.examples else ""
+    print(f"trained {result.steps} steps{resumed} in {result.wall_s:.1f} s{speed}{last}")
+    for metric in result.metrics:
+        ci = (f" [{metric.ci_low:.4f}, {metric.ci_high:.4f}]"
+              if metric.ci_low is not None and metric.ci_high is not None else "")
+        print(f"eval {metric.name}: {metric.value:.4f}{ci} (n={metric.n})")
+    print(f"checkpoint: {checkpoint}")
+    print(f"use it with: lamp run --task {task} --personalizer {personalizer} --checkpoint {result.directory}")

@@ -1,0 +1,3 @@
+"""An example third-party lamp-harness plugin that adds one retriever, ``overlap``."""
+
+__version__ = "0.1.0"

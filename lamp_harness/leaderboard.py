@@ -1,0 +1,622 @@
+"""Paper-style leaderboards from finished run folders.
+
+A *cell* is a folder holding ``config.json`` and ``metrics.json`` (written by the run store; see
+:mod:`lamp_harness.store`). Everything shown comes from those files: task names from
+``config.json``'s ``task``, metric names and directions from ``metrics.json``. Nothing here knows a
+concrete task, metric or method.
+
+Layout, as in the LaMP and PPlug papers: one block per split (and per data scheme when the
+config records one); rows are task x metric with an arrow for the direction; columns are methods
+labelled ``personalizer / retriever / k / generator``; the best of our values in each row is in
+bold. Reference columns (the papers' numbers, :mod:`lamp_references`) can be added beside ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lamp_harness.errors import lamp_error
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+FORMATS = ("markdown", "json", "csv")
+PLACES = 3  # the papers print three decimals
+
+# ---------------------------------------------------------------------------------------------
+# Cells: what one finished run folder says
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of a cell (``metrics.json``'s entries)."""
+
+    name: str
+    value: float
+    higher_is_better: bool
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A finished cell found on disk."""
+
+    cell_id: str
+    dir: Path
+    task: str
+    split: str
+    scheme: str | None
+    label: str
+    metrics: tuple[Metric, ...]
+    config: Mapping[str, Any]
+    mtime: float
+
+    @property
+    def block(self) -> tuple[str, str | None]:
+        return (self.split, self.scheme)
+
+
+def method_label(config: Mapping[str, Any]) -> str:
+    """``personalizer / retriever / k / generator`` (the config's own ``label`` when present);
+    retriever and k are left out when the cell has no retriever."""
+    label = config.get("label")
+    if isinstance(label, str) and label.strip():
+        return label.strip()
+    personalizer = config.get("personalizer")
+    if isinstance(personalizer, Mapping):
+        personalizer = personalizer.get("name")
+    parts = [str(personalizer or "?")]
+    retriever = _name(config.get("retriever"))
+    if retriever:
+        parts.append(retriever)
+        if config.get("k") not in (None, ""):
+            parts.append(f"k={config['k']}")
+    generator = config.get("generator")
+    if isinstance(generator, Mapping):
+        model = generator.get("model") or generator.get("name") or "?"
+        parts.append(str(model).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1])
+    elif generator:
+        parts.append(str(generator))
+    return " / ".join(parts)
+
+
+def _name(component: Any) -> str | None:
+    """A component's name; ``None`` for an absent one (null, empty, or ``"none"``)."""
+    if isinstance(component, Mapping):
+        name = component.get("name")
+        return str(name) if name not in (None, "", "none") else None
+    return str(component) if component not in (None, "", "none") else None
+
+
+def _scheme(config: Mapping[str, Any]) -> str | None:
+    """The data scheme (user- or time-based split) when the config records one."""
+    data = config.get("data")
+    for source in (config, data if isinstance(data, Mapping) else {}):
+        value = source.get("scheme")
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def read_cell(directory: Path) -> Cell:
+    """The cell in ``directory``; a malformed file is a one-line error naming it."""
+    directory = Path(directory)
+    config = _read_json(directory / CONFIG)
+    data = _read_json(directory / METRICS)
+    where = str(directory / METRICS)
+    try:
+        metrics = tuple(
+            Metric(
+                str(m["name"]),
+                float(m["value"]),
+                bool(m["higher_is_better"]),
+                _maybe_float(m.get("ci_low")),
+                _maybe_float(m.get("ci_high")),
+                int(m.get("n") or 0),
+            )
+            for m in data["metrics"]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise lamp_error(
+            f"malformed metrics entry ({type(exc).__name__}: {exc})",
+            where=where,
+            fix="Re-run the cell with `lamp run ... --force`.",
+        ) from None
+    task = config.get("task") or data.get("task")
+    split = config.get("split") or data.get("split")
+    if not task or not split:
+        raise lamp_error(
+            "config.json has no 'task' or 'split'",
+            where=str(directory / CONFIG),
+            fix="Re-run the cell with `lamp run ... --force`.",
+        )
+    return Cell(
+        cell_id=str(config.get("cell_id") or directory.name),
+        dir=directory,
+        task=str(task),
+        split=str(split),
+        scheme=_scheme(config),
+        label=method_label(config),
+        metrics=metrics,
+        config=config,
+        mtime=(directory / METRICS).stat().st_mtime,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise lamp_error(
+            f"cannot read JSON ({type(exc).__name__}: {exc})",
+            where=str(path),
+            fix="Re-run the cell with `lamp run ... --force`, or delete the folder.",
+        ) from None
+    if not isinstance(data, dict):
+        raise lamp_error(
+            "expected a JSON object",
+            where=str(path),
+            fix="Re-run the cell with `lamp run ... --force`, or delete the folder.",
+        )
+    return data
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """The cells kept, and notes about the ones dropped as duplicates."""
+
+    cells: tuple[Cell, ...]
+    notes: tuple[str, ...] = ()
+
+
+def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
+    """Every finished cell under ``runs_dirs`` (searched recursively).
+
+    The same cell found twice (one cell id, or one method on one task and split in two runs) is
+    kept once: the newest ``metrics.json`` wins, and a note says which folder was dropped.
+    """
+    found: dict[Path, Cell] = {}
+    for root in runs_dirs:
+        root = Path(root)
+        if not root.is_dir():
+            raise lamp_error(
+                "runs folder does not exist",
+                where=str(root),
+                fix="Pass the --out folder of a `lamp run` (default runs/).",
+            )
+        for metrics_path in sorted(root.rglob(METRICS)):
+            directory = metrics_path.parent
+            if (directory / CONFIG).is_file() and directory.resolve() not in found:
+                found[directory.resolve()] = read_cell(directory)
+    if not found:
+        where = ", ".join(str(Path(r)) for r in runs_dirs) or "(no folder)"
+        raise lamp_error(
+            "no finished cells (folders with config.json and metrics.json)",
+            where=where,
+            fix="Run `lamp run ... --out FOLDER` first, then pass that FOLDER.",
+        )
+    newest_first = sorted(found.values(), key=lambda c: (-c.mtime, str(c.dir)))
+    kept: dict[tuple[str, ...], Cell] = {}
+    seen_ids: dict[str, Cell] = {}
+    notes = []
+    for cell in newest_first:
+        key = (cell.split, cell.scheme or "", cell.task, cell.label)
+        winner = seen_ids.get(cell.cell_id) or kept.get(key)
+        if winner is not None:
+            notes.append(
+                f"{cell.dir}: same cell as {winner.dir} ({cell.task}, {cell.label}); kept the newer one"
+            )
+            continue
+        kept[key] = cell
+        seen_ids[cell.cell_id] = cell
+    cells = sorted(kept.values(), key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
+    return Collection(tuple(cells), tuple(sorted(notes)))
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Sort key that puts ``lamp-2`` before ``lamp-10`` and ``k=4`` before ``k=16``."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in re.split(r"(\d+)", text)
+        if part
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference numbers (lamp_references)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    task: str
+    metric: str
+    method: str
+    value: float
+
+
+def reference_names() -> list[str]:
+    """Names of the packaged reference tables (``lamp-user``, ``lamp-time``, ``pplug``...)."""
+    return sorted(
+        p.name[:-4] for p in resources.files("lamp_references").iterdir() if p.name.endswith(".csv")
+    )
+
+
+def load_reference(name: str) -> list[ReferenceValue]:
+    """A packaged reference table, in file order (the paper's column order)."""
+    names = reference_names()
+    if name not in names:
+        raise lamp_error(
+            f"unknown reference {name!r}", where="--reference", fix=f"Available: {', '.join(names)}."
+        )
+    text = resources.files("lamp_references").joinpath(f"{name}.csv").read_text(encoding="utf-8")
+    rows = csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return [ReferenceValue(r["task"], r["metric"], r["method"], float(r["value"])) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A method column: our cells (``kind="run"``) or a paper's numbers (``kind="reference"``)."""
+
+    label: str
+    kind: str = "run"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Value:
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+    cell_id: str = ""
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    task: str
+    metric: str
+    higher_is_better: bool
+    values: tuple[Value | None, ...]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One table: a split (and data scheme)."""
+
+    split: str
+    scheme: str | None
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+
+    @property
+    def title(self) -> str:
+        return f"split: {self.split}" + (f", scheme: {self.scheme}" if self.scheme else "")
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    blocks: tuple[Block, ...]
+    notes: tuple[str, ...] = field(default=())
+
+
+def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence[str] = ()) -> Leaderboard:
+    """Arrange ``cells`` into blocks; ``references`` names packaged reference tables to add."""
+    ref_tables = [(name, load_reference(name)) for name in references]
+    cells = [c for c in cells if c.metrics]  # test-split cells have no golds, hence no metrics
+    blocks = []
+    for split, scheme in sorted({c.block for c in cells}, key=lambda b: (natural_key(b[0]), b[1] or "")):
+        members = [c for c in cells if c.block == (split, scheme)]
+        labels = sorted({c.label for c in members}, key=natural_key)
+        by_key = {(c.task, c.label): c for c in members}
+        row_keys: list[tuple[str, str, bool]] = []
+        for task in sorted({c.task for c in members}, key=natural_key):
+            for cell in (c for c in members if c.task == task):
+                for m in cell.metrics:
+                    if all((task, m.name) != k[:2] for k in row_keys):
+                        row_keys.append((task, m.name, m.higher_is_better))
+        columns = [Column(label) for label in labels]
+        # Task and metric names are matched without regard to case or ``_``/``-``, so
+        # ``LaMP_3``/``mae`` in a table still meets ``lamp-3``/``MAE`` in metrics.json.
+        ref_values: list[dict[tuple[str, str], float]] = []
+        wanted = {_ref_key(t, m) for t, m, _ in row_keys}
+        for name, table in ref_tables:
+            for method in dict.fromkeys(r.method for r in table):
+                values = {_ref_key(r.task, r.metric): r.value for r in table if r.method == method}
+                if wanted & values.keys():
+                    columns.append(Column(f"{name}: {method}", "reference", name))
+                    ref_values.append(values)
+        rows = []
+        for task, metric, higher in row_keys:
+            values: list[Value | None] = []
+            for label in labels:
+                cell = by_key.get((task, label))
+                m = next((m for m in cell.metrics if m.name == metric), None) if cell else None
+                values.append(
+                    None
+                    if m is None or cell is None
+                    else Value(m.value, m.ci_low, m.ci_high, m.n, cell.cell_id)
+                )
+            values = _mark_best(values, higher)
+            key = _ref_key(task, metric)
+            values += [Value(v[key]) if key in v else None for v in ref_values]
+            rows.append(Row(task, metric, higher, tuple(values)))
+        blocks.append(Block(split, scheme, tuple(columns), tuple(rows)))
+    return Leaderboard(tuple(blocks), tuple(notes))
+
+
+def _ref_key(task: str, metric: str) -> tuple[str, str]:
+    return (task.lower().replace("_", "-"), metric.lower().replace("_", "-"))
+
+
+def _mark_best(values: list[Value | None], higher: bool) -> list[Value | None]:
+    """Bold the best of our values; ties at the printed precision are all bold."""
+    shown = [round(v.value, PLACES) for v in values if v is not None]
+    if not shown:
+        return values
+    best = max(shown) if higher else min(shown)
+    return [
+        None
+        if v is None
+        else Value(v.value, v.ci_low, v.ci_high, v.n, v.cell_id, round(v.value, PLACES) == best)
+        for v in values
+    ]
+
+
+def leaderboard(runs_dirs: Iterable[Path], references: Sequence[str] = ()) -> Leaderboard:
+    """Collect the cells under ``runs_dirs`` and arrange them (see :func:`build`)."""
+    runs_dirs = list(runs_dirs)
+    collection = collect_cells(runs_dirs)
+    board = build(collection.cells, references, collection.notes)
+    if not board.blocks:
+        raise lamp_error(
+            "no scored cells: every cell found has empty metrics (a split without golds)",
+            where=", ".join(str(Path(r)) for r in runs_dirs),
+            fix="Score dev-split runs here, or export test predictions with "
+            "`lamp export --submission OUT` and score them with `lamp evaluate`.",
+        )
+    return board
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
+
+
+def format_value(value: Value | None, ci: bool = False, bold: bool = True) -> str:
+    """``0.512``, ``**0.512**`` when best, ``0.512 [0.490, 0.530]`` with intervals."""
+    if value is None:
+        return "–"
+    text = f"{value.value:.{PLACES}f}"
+    if bold and value.best:
+        text = f"**{text}**"
+    if ci and value.ci_low is not None and value.ci_high is not None:
+        text += f" [{value.ci_low:.{PLACES}f}, {value.ci_high:.{PLACES}f}]"
+    return text
+
+
+def render(board: Leaderboard, fmt: str = "markdown", ci: bool = False) -> str:
+    """The leaderboard as ``markdown``, ``json`` or ``csv`` text (deterministic)."""
+    if fmt == "markdown":
+        return render_markdown(board, ci)
+    if fmt == "json":
+        return render_json(board)
+    if fmt == "csv":
+        return render_csv(board)
+    raise lamp_error(f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(FORMATS)}.")
+
+
+def _cell_text(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(board: Leaderboard, ci: bool = False) -> str:
+    parts = []
+    for block in board.blocks:
+        header = ["task", "metric"] + [_cell_text(c.label) for c in block.columns]
+        lines = [
+            f"## {block.title}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---", "---"] + ["---:"] * len(block.columns)) + "|",
+        ]
+        for row in block.rows:
+            cells = [row.task, f"{row.metric} {arrow(row.higher_is_better)}"]
+            cells += [format_value(v, ci) for v in row.values]
+            lines.append("| " + " | ".join(_cell_text(c) for c in cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_json(board: Leaderboard) -> str:
+    blocks = []
+    for block in board.blocks:
+        blocks.append(
+            {
+                "split": block.split,
+                "scheme": block.scheme,
+                "columns": [
+                    {"label": c.label, "kind": c.kind, "source": c.source or None} for c in block.columns
+                ],
+                "rows": [
+                    {
+                        "task": row.task,
+                        "metric": row.metric,
+                        "higher_is_better": row.higher_is_better,
+                        "values": [
+                            None
+                            if v is None
+                            else {
+                                "value": v.value,
+                                "ci_low": v.ci_low,
+                                "ci_high": v.ci_high,
+                                "n": v.n,
+                                "cell_id": v.cell_id or None,
+                                "best": v.best,
+                            }
+                            for v in row.values
+                        ],
+                    }
+                    for row in block.rows
+                ],
+            }
+        )
+    return json.dumps({"blocks": blocks}, indent=2, ensure_ascii=False) + "\n"
+
+
+CSV_FIELDS = (
+    "split",
+    "scheme",
+    "task",
+    "metric",
+    "higher_is_better",
+    "method",
+    "kind",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "best",
+    "cell_id",
+)
+
+
+def render_csv(board: Leaderboard) -> str:
+    """Long format: one line per (split, task, metric, method)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for block in board.blocks:
+        for row in block.rows:
+            for column, v in zip(block.columns, row.values):
+                if v is None:
+                    continue
+                writer.writerow(
+                    [
+                        block.split,
+                        block.scheme or "",
+                        row.task,
+                        row.metric,
+                        str(row.higher_is_better).lower(),
+                        column.label,
+                        column.kind,
+                        repr(v.value),
+                        "" if v.ci_low is None else repr(v.ci_low),
+                        "" if v.ci_high is None else repr(v.ci_high),
+                        v.n or "",
+                        str(v.best).lower() if column.kind == "run" else "",
+                        v.cell_id,
+                    ]
+                )
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plot
+# ---------------------------------------------------------------------------------------------
+
+
+def plot(board: Leaderboard, path: Path) -> Path:
+    """A grouped bar chart: one subplot per (block, metric), tasks on the x axis, one bar per
+    method (reference columns hatched), 95% intervals as error bars. PNG or SVG by extension."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise lamp_error(
+            f"cannot tell the image format from {path.name!r}",
+            where="--plot",
+            fix="End the file name with .png or .svg.",
+        )
+    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    from lamp_harness.io import atomic_write_bytes
+
+    panels = []
+    for block in board.blocks:
+        for metric in dict.fromkeys(r.metric for r in block.rows):
+            panels.append((block, metric, [r for r in block.rows if r.metric == metric]))
+    # Our methods first, then the papers' columns in their tables' order; one color per column.
+    columns = sorted(
+        dict.fromkeys(c for block in board.blocks for c in block.columns), key=lambda c: c.kind != "run"
+    )
+    ncols = min(3, len(panels)) or 1
+    nrows = max(1, -(-len(panels) // ncols))
+    with matplotlib.rc_context({"svg.hashsalt": "lamp-harness", "svg.fonttype": "none"}):
+        fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 0.4 * (len(columns) // 2 + 1)), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        colors = matplotlib.colormaps["tab20"]
+        handles = {}
+        for ax, (block, metric, rows) in zip(axes.flat, panels):
+            present = [
+                c
+                for c in columns
+                if c in block.columns and any(r.values[block.columns.index(c)] is not None for r in rows)
+            ]
+            width = 0.8 / max(1, len(present))
+            for j, column in enumerate(present):
+                index = block.columns.index(column)
+                xs, ys, errs = [], [], [[], []]
+                for i, row in enumerate(rows):
+                    v = row.values[index]
+                    if v is None:
+                        continue
+                    xs.append(i - 0.4 + width * (j + 0.5))
+                    ys.append(v.value)
+                    errs[0].append(v.value - v.ci_low if v.ci_low is not None else 0.0)
+                    errs[1].append(v.ci_high - v.value if v.ci_high is not None else 0.0)
+                bars = ax.bar(
+                    xs,
+                    ys,
+                    width,
+                    color=colors(columns.index(column) % 20),
+                    hatch="//" if column.kind == "reference" else None,
+                    yerr=errs if any(errs[0] + errs[1]) else None,
+                    capsize=2,
+                    edgecolor="black",
+                    linewidth=0.4,
+                    label=column.label,
+                )
+                handles.setdefault(column.label, bars)
+            ax.set_xticks(range(len(rows)), [r.task for r in rows])
+            ax.set_title(f"{metric} {arrow(rows[0].higher_is_better)} ({block.title})", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+        for ax in list(axes.flat)[len(panels) :]:
+            ax.set_visible(False)
+        fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="outside lower center",
+            ncols=min(3, max(1, len(handles))),
+            fontsize=8,
+            frameon=False,
+        )
+        buffer = io.BytesIO()
+        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+        fig.savefig(buffer, format=fmt, metadata=metadata, dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

@@ -1,0 +1,170 @@
+"""Task-agnostic metrics with seeded bootstrap 95% intervals.
+
+Every metric is computed natively from per-example values (no scikit-learn, no ``evaluate``), and
+its interval is a percentile bootstrap over examples: ``resamples`` resamples of the examples with
+replacement drawn from ``numpy.random.default_rng(seed)``, the statistic recomputed on each, and
+the 2.5th and 97.5th percentiles reported (widened, if need be, to contain the value). All
+resamples are drawn at once as a count matrix (``resamples x n``: how often each example appears
+in each resample), so every statistic is a matrix product, fast for thousands of examples.
+
+Names follow the official LaMP scorer's keys: ``accuracy``, ``f1`` (macro), ``MAE``, ``RMSE``,
+``rouge-1``, ``rouge-L``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from lamp_harness.contracts import MetricResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+def resample_counts(n: int, *, seed: int, resamples: int = DEFAULT_RESAMPLES) -> np.ndarray:
+    """A ``resamples x n`` matrix: how often each of ``n`` examples is drawn in each bootstrap
+    resample (each row sums to ``n``). The same ``seed`` and ``n`` give the same matrix, so every
+    metric of a run is bootstrapped over the same resamples."""
+    import numpy as np
+
+    if n <= 0:
+        raise ValueError("cannot bootstrap an empty set of examples")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    offsets = np.arange(resamples)[:, None] * n
+    return np.bincount((draws + offsets).ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+def percentile_interval(statistics: np.ndarray, value: float) -> tuple[float, float]:
+    """The central ``CONFIDENCE`` percentile interval of bootstrap statistics, widened to contain
+    ``value`` (the statistic on the full sample). A biased statistic can fall outside its own
+    percentile interval: macro-F1 over a fixed label set drops in every resample that loses a
+    rare class, so its resamples sit below the full-sample value."""
+    import numpy as np
+
+    tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    low, high = np.percentile(statistics, [tail, 100.0 - tail])
+    return min(float(low), value), max(float(high), value)
+
+
+def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, seed: int = 0,
+                resamples: int = DEFAULT_RESAMPLES,
+                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> MetricResult:
+    """A metric that is the mean of per-example ``values`` (optionally passed through
+    ``transform``, e.g. a square root for RMSE), with its bootstrap interval."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    n = len(array)
+    counts = resample_counts(n, seed=seed, resamples=resamples)
+    means = counts @ array / n
+    value = np.asarray(array.mean())
+    if transform is not None:
+        means, value = transform(means), transform(value)
+    low, high = percentile_interval(means, float(value))
+    return MetricResult(name, float(value), higher_is_better, low, high, n)
+
+
+def accuracy(predictions: Sequence[str], golds: Sequence[str], *, seed: int = 0,
+             resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
+    """Share of predictions equal to their gold (exact string match; callers strip first)."""
+    _check_lengths(predictions, golds)
+    correct = [float(p == g) for p, g in zip(predictions, golds, strict=True)]
+    return mean_metric("accuracy", correct, higher_is_better=True, seed=seed, resamples=resamples)
+
+
+def macro_f1(predictions: Sequence[str], golds: Sequence[str], labels: Sequence[str], *,
+             seed: int = 0, resamples: int = DEFAULT_RESAMPLES, name: str = "f1") -> MetricResult:
+    """Macro-F1 over the FULL label set, with scikit-learn's
+    ``f1_score(labels=range(len(labels)), average="macro")`` semantics:
+
+    - per label, F1 = 2·TP / (2·TP + FP + FN), and 0 when the label is absent from both the golds
+      and the predictions (scikit-learn's ``zero_division`` default);
+    - the macro average is over every label, present or not;
+    - a prediction outside ``labels`` is a miss (a false negative) for its gold's label and a false
+      positive for no label.
+
+    The bootstrap resamples whole examples and recomputes the confusion counts per resample.
+    """
+    import numpy as np
+
+    _check_lengths(predictions, golds)
+    index = {label: i for i, label in enumerate(labels)}
+    gold_idx = np.array([index.get(g, -1) for g in golds])
+    pred_idx = np.array([index.get(p, -1) for p in predictions])
+    classes = np.arange(len(labels))
+    gold_is = gold_idx[:, None] == classes[None, :]
+    pred_is = pred_idx[:, None] == classes[None, :]
+    tp = (gold_is & pred_is).astype(np.float64)
+    fp = (pred_is & ~gold_is).astype(np.float64)
+    fn = (gold_is & ~pred_is).astype(np.float64)
+
+    def f1(tp_c: np.ndarray, fp_c: np.ndarray, fn_c: np.ndarray) -> np.ndarray:
+        denominator = 2 * tp_c + fp_c + fn_c
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_label = np.where(denominator > 0, 2 * tp_c / denominator, 0.0)
+        return per_label.mean(axis=-1)
+
+    n = len(golds)
+    value = f1(tp.sum(0), fp.sum(0), fn.sum(0))
+    counts = resample_counts(n, seed=seed, resamples=resamples).astype(np.float64)
+    statistics = f1(counts @ tp, counts @ fp, counts @ fn)
+    low, high = percentile_interval(statistics, float(value))
+    return MetricResult(name, float(value), True, low, high, n)
+
+
+def mae(predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0,
+        resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
+    """Mean absolute error (lower is better)."""
+    _check_lengths(predictions, golds)
+    errors = [abs(float(p) - float(g)) for p, g in zip(predictions, golds, strict=True)]
+    return mean_metric("MAE", errors, higher_is_better=False, seed=seed, resamples=resamples)
+
+
+def rmse(predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0,
+         resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
+    """Root mean squared error (lower is better); the interval is the square root of the
+    bootstrapped mean squared error."""
+    import numpy as np
+
+    _check_lengths(predictions, golds)
+    squared = [(float(p) - float(g)) ** 2 for p, g in zip(predictions, golds, strict=True)]
+    return mean_metric("RMSE", squared, higher_is_better=False, seed=seed, resamples=resamples,
+                       transform=np.sqrt)
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Per-example ROUGE-1 and ROUGE-L F-measures from rouge-score (no stemming, its default
+    tokenizer, one reference per example)."""
+    from rouge_score import rouge_scorer
+
+    _check_lengths(predictions, references)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
+    rouge1, rouge_l = [], []
+    for prediction, reference in zip(predictions, references, strict=True):
+        scores = scorer.score(reference, prediction)
+        rouge1.append(scores["rouge1"].fmeasure)
+        rouge_l.append(scores["rougeL"].fmeasure)
+    return rouge1, rouge_l
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str], *, seed: int = 0,
+          resamples: int = DEFAULT_RESAMPLES) -> list[MetricResult]:
+    """``rouge-1`` and ``rouge-L``: the mean per-example F-measure. (The official scorer reports
+    the median of 1,000 unseeded bootstrap means, which is the mean up to resampling noise.)"""
+    rouge1, rouge_l = rouge_scores(predictions, references)
+    return [
+        mean_metric("rouge-1", rouge1, higher_is_better=True, seed=seed, resamples=resamples),
+        mean_metric("rouge-L", rouge_l, higher_is_better=True, seed=seed, resamples=resamples),
+    ]
+
+
+def _check_lengths(predictions: Sequence[object], golds: Sequence[object]) -> None:
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} golds")
+    if not golds:
+        raise ValueError("no examples to score")

@@ -1,0 +1,450 @@
+"""The experiment runner: expands a matrix into cells, validates them all before any work, shares
+expensive work across cells (data, rankings, loaded models), and runs each cell resumably.
+
+A cell is one (task, personalizer, retriever, k, generator) combination on one split. Its id is a
+hash of its resolved configuration, so re-running the same command finds the same folders: finished
+cells are skipped, partial ones resume from their last whole batch (see :mod:`lamp_harness.store`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lamp_harness import __version__
+from lamp_harness.contracts import (
+    Dataset,
+    Example,
+    Generator,
+    MetricResult,
+    Prediction,
+    ProfileItem,
+    RunContext,
+)
+from lamp_harness.errors import LampError
+from lamp_harness.io import lamp_home, stable_hash
+from lamp_harness.registry import PluginHost, host
+from lamp_harness.store import CellStore
+
+DEFAULT_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """What ``lamp run`` was asked for: every selector is a list; the runner takes the product."""
+
+    tasks: tuple[str, ...]
+    personalizers: tuple[str, ...] = ("none",)
+    retrievers: tuple[str, ...] = ()
+    ks: tuple[int, ...] = (1,)
+    generators: tuple[str | None, ...] = (None,)
+    split: str = "dev"
+    data: str | None = None
+    data_dir: Path | None = None
+    scheme: str = "user"
+    limit: int | None = None
+    preset: str = "offline"
+    seed: int = 0
+    decode: str = "generate"
+    personalizer_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    retriever_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    generator_args: Mapping[str, str] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell of a matrix, fully resolved (what its folder's ``config.json`` records)."""
+
+    cell_id: str
+    label: str
+    task: str
+    split: str
+    personalizer: str
+    personalizer_args: tuple[tuple[str, str], ...]
+    retriever: str | None
+    retriever_args: tuple[tuple[str, str], ...]
+    k: int
+    generator: str
+    model: str | None
+    generator_args: tuple[tuple[str, str], ...]
+    decode: str
+    dir: Path
+
+
+@dataclass
+class RunInfo:
+    """A whole ``lamp run`` invocation, as the lifecycle hooks see it."""
+
+    out_dir: Path
+    cells: list[CellSpec]
+    matrix: Matrix
+    context: RunContext
+    console: Any = None
+
+
+@dataclass(frozen=True)
+class _Draft:
+    task: str
+    personalizer: str
+    retriever: str | None
+    k: int
+    generator: str
+    model: str | None
+    retriever_args: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def generator_key(self) -> tuple[str, str | None]:
+        return (self.generator, self.model)
+
+
+class Runner:
+    """Runs a :class:`Matrix`. Use :func:`run_matrix` unless you need the pieces."""
+
+    def __init__(self, matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,
+                 plugin_host: PluginHost | None = None, progress: bool = True) -> None:
+        self.matrix = matrix
+        self.out_dir = Path(out_dir)
+        self.force = force
+        self.console = console
+        self.progress = progress
+        self.host = plugin_host or host()
+        self.registry = self.host.registry
+        self.context = RunContext(lamp_home=lamp_home(), preset=matrix.preset, seed=matrix.seed,
+                                  device=matrix.device)
+        self._generators: dict[tuple[str, str | None], Generator] = {}
+        self._datasets: dict[str, Dataset] = {}
+        self._rankings: dict[tuple[str, str], dict[str, Any]] = {}
+
+    # -- planning -------------------------------------------------------------------------------
+    def plan(self) -> list[_Draft]:
+        """The cells to run: the product, minus meaningless cells, with impossible ones rejected."""
+        m = self.matrix
+        reg = self.registry
+        tasks = [reg.get("task", t).name for t in m.tasks]
+        personalizers = [reg.get("personalizer", p).name for p in m.personalizers]
+        retrievers = [reg.get("retriever", r).name for r in m.retrievers]
+        generators = [self._generator_spec(g) for g in m.generators]
+        drafts: list[_Draft] = []
+        problems: list[str] = []
+        for task, pers, gen in itertools.product(tasks, personalizers, generators):
+            cls = reg.get("personalizer", pers).load()
+            options: list[tuple[str | None, int, tuple[tuple[str, str], ...]]]
+            if not cls.accepts_retriever:
+                options = [(None, 0, ())]
+            elif retrievers:
+                options = [(r, k, self._retriever_args(r)) for r in retrievers for k in m.ks]
+            elif cls.default_retriever:
+                name = reg.get("retriever", cls.default_retriever).name
+                args = tuple(sorted({**cls.default_retriever_args,
+                                     **dict(self._retriever_args(name))}.items()))
+                options = [(name, k, args) for k in m.ks]
+            elif cls.needs_retriever:
+                problems.append(f"{pers} needs a retriever (add --retriever, e.g. "
+                                f"{', '.join(reg.names('retriever')[:4])})")
+                continue
+            else:
+                options = [(None, 0, ())]
+            for retriever, k, rargs in options:
+                draft = _Draft(task, pers, retriever, k, *gen, retriever_args=rargs)
+                if draft not in drafts:
+                    drafts.append(draft)
+        for draft in drafts:
+            cls = self.registry.get("personalizer", draft.personalizer).load()
+            if cls.requires_encoder_decoder:
+                generator = self.generator(draft.generator_key)
+                if not generator.is_encoder_decoder:
+                    model = generator.describe().get("model", draft.model or draft.generator)
+                    problems.append(f"{self._label(draft)}: personalizer {draft.personalizer!r} needs an "
+                                    f"encoder-decoder model and {model!r} is decoder-only")
+        if problems:
+            unique = list(dict.fromkeys(problems))
+            raise LampError(f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique)
+                            + ". Fix the selection (e.g. --generator google/flan-t5-base for fid).")
+        return drafts
+
+    def _generator_spec(self, value: str | None) -> tuple[str, str | None]:
+        """``--generator`` values: a generator plugin name, ``plugin:model``, or a model for ``hf``."""
+        names = set(self.registry.names("generator"))
+        if value is None:
+            return ("hf", None)
+        plugin, sep, model = value.partition(":")
+        if sep and plugin.lower() in names:
+            return (plugin.lower(), model or None)
+        if value.lower() in names:
+            return (value.lower(), None)
+        return ("hf", value)
+
+    # -- shared resources -----------------------------------------------------------------------
+    def generator(self, key: tuple[str, str | None]) -> Generator:
+        if key not in self._generators:
+            plugin, model = key
+            args = dict(self.matrix.generator_args)
+            if model is not None:
+                args["model"] = model
+            self._generators[key] = self.registry.create("generator", plugin, self.context, **args)
+        return self._generators[key]
+
+    def dataset(self, task_name: str) -> Dataset:
+        if task_name not in self._datasets:
+            from lamp_harness.data import resolve_dataset
+
+            m = self.matrix
+            task = self.registry.create("task", task_name)
+            dataset = resolve_dataset(task, data=m.data, data_dir=m.data_dir, split=m.split,
+                                      scheme=m.scheme, context=self.context)
+            if m.limit is not None:
+                dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit],
+                                  dataset.source, dataset.checksums)
+            self._datasets[task_name] = dataset
+        return self._datasets[task_name]
+
+    def rankings(self, task_name: str, retriever_name: str,
+                 args: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+        key = (task_name, retriever_name, args)
+        if key not in self._rankings:
+            from lamp_harness.cache import rank_examples
+
+            task = self.registry.create("task", task_name)
+            retriever = self.registry.create("retriever", retriever_name, self.context, **dict(args))
+            dataset = self.dataset(task_name)
+            self._rankings[key] = rank_examples(retriever, task, dataset.fingerprint,
+                                                dataset.examples, self.context)
+        return self._rankings[key]
+
+    def _retriever_args(self, name: str) -> tuple[tuple[str, str], ...]:
+        args = dict(self.matrix.retriever_args.get("*", {}))
+        args.update(self.matrix.retriever_args.get(name, {}))
+        return tuple(sorted(args.items()))
+
+    def _personalizer_args(self, name: str) -> dict[str, str]:
+        args = dict(self.matrix.personalizer_args.get("*", {}))
+        args.update(self.matrix.personalizer_args.get(name, {}))
+        return args
+
+    # -- cells ----------------------------------------------------------------------------------
+    def _label(self, draft: _Draft) -> str:
+        parts = [draft.personalizer]
+        if draft.retriever:
+            parts += [draft.retriever, f"k={draft.k}"]
+        parts.append(self._model_name(draft))
+        return " / ".join(parts)
+
+    def _model_name(self, draft: _Draft) -> str:
+        if draft.model is None and draft.generator == "hf":
+            try:
+                from lamp_harness.models import resolve_model
+
+                return resolve_model("generator", self.context, None).name
+            except (ImportError, LampError):
+                return f"{self.matrix.preset} preset"
+        return draft.model or draft.generator
+
+    def _decode_for(self, task_name: str) -> str:
+        task = self.registry.create("task", task_name)
+        # Label scoring needs a label set: generation tasks always generate.
+        return self.matrix.decode if task.labels else "generate"
+
+    def cell(self, draft: _Draft) -> CellSpec:
+        m = self.matrix
+        dataset = self.dataset(draft.task)
+        decode = self._decode_for(draft.task)
+        pargs = tuple(sorted(self._personalizer_args(draft.personalizer).items()))
+        rargs = draft.retriever_args
+        gargs = tuple(sorted(m.generator_args.items()))
+        identity = {
+            "task": draft.task, "split": m.split, "data": dataset.fingerprint, "limit": m.limit,
+            "personalizer": [draft.personalizer, pargs], "retriever": [draft.retriever, rargs],
+            "k": draft.k, "generator": [draft.generator, draft.model, gargs], "preset": m.preset,
+            "decode": decode, "seed": m.seed,
+            "checkpoint": str(m.checkpoint) if m.checkpoint else None,
+        }
+        slug = "_".join(x for x in (draft.task, draft.personalizer, draft.retriever or "",
+                                    f"k{draft.k}" if draft.retriever else "") if x)
+        cell_id = f"{slug.replace('+', 'plus')}-{stable_hash(identity, 10)}"
+        return CellSpec(cell_id, self._label(draft), draft.task, m.split, draft.personalizer, pargs,
+                        draft.retriever, rargs, draft.k, draft.generator, draft.model, gargs, decode,
+                        self.out_dir / cell_id)
+
+    def resolved_config(self, spec: CellSpec, personalizer: Any, generator: Generator) -> dict[str, Any]:
+        dataset = self.dataset(spec.task)
+        retriever = None
+        if spec.retriever:
+            retriever = {"name": spec.retriever, **dict(spec.retriever_args)}
+        versions = {"lamp-harness": __version__}
+        for plugin in self.host.loaded:
+            versions[plugin.distribution] = plugin.version
+        return {
+            "cell_id": spec.cell_id,
+            "label": spec.label,
+            "task": spec.task,
+            "split": spec.split,
+            "scheme": self.matrix.scheme,
+            "data": {"source": dataset.source, "checksums": dict(dataset.checksums),
+                     "fingerprint": dataset.fingerprint, "examples": len(dataset.examples)},
+            "limit": self.matrix.limit,
+            "personalizer": dict(personalizer.describe()) | dict(spec.personalizer_args),
+            "retriever": retriever,
+            "k": spec.k,
+            "generator": {**dict(generator.describe()), "plugin": spec.generator},
+            "decode": spec.decode,
+            "preset": self.matrix.preset,
+            "preset_notes": list(self.context.events),
+            "seed": self.matrix.seed,
+            "checkpoint": str(self.matrix.checkpoint) if self.matrix.checkpoint else None,
+            "versions": versions,
+        }
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        drafts = self.plan()
+        specs = [self.cell(d) for d in drafts]
+        info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.host.notify("lamp_run_started", run=info)
+        results = []
+        # Cells sharing a generator run back to back, so a loaded model is reused.
+        order = sorted(range(len(specs)), key=lambda i: (drafts[i].generator_key != drafts[0].generator_key,
+                                                         str(drafts[i].generator_key), i))
+        for i in order:
+            results.append(self.run_cell(info, drafts[i], specs[i]))
+        self.host.notify("lamp_run_finished", run=info, results=results)
+        return results
+
+    def run_cell(self, info: RunInfo, draft: _Draft, spec: CellSpec) -> dict[str, Any]:
+        store = CellStore(spec.dir)
+        if self.force:
+            store.reset()
+        if store.finished:
+            metrics = store.read_metrics()
+            timing = {**store.read_timing(), "skipped": True}
+            self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
+            return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task,
+                    "metrics": metrics, "skipped": True, "dir": str(spec.dir)}
+
+        task = self.registry.create("task", spec.task)
+        dataset = self.dataset(spec.task)
+        generator = self.generator(draft.generator_key)
+        personalizer = self.registry.create("personalizer", spec.personalizer, self.context,
+                                            **dict(spec.personalizer_args))
+        personalizer.setup(task, generator, self.context)
+        self._prepare_training(personalizer, spec, task, generator)
+        rankings = self.rankings(spec.task, spec.retriever, spec.retriever_args) if spec.retriever else {}
+        store.write_config(self.resolved_config(spec, personalizer, generator))
+
+        chunk = _chunk_size(generator)
+        done = store.recover_predictions(chunk)
+        examples = dataset.examples
+        self.host.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
+
+        started = time.perf_counter()
+        new = 0
+        with _progress(self.console, self.progress, spec.label, len(examples), len(done)) as advance:
+            for start in range(len(done), len(examples), chunk):
+                batch = examples[start:start + chunk]
+                retrieved = [_top_k(example, rankings, spec.k) for example in batch]
+                requests = [personalizer.personalize(task, ex, items)
+                            for ex, items in zip(batch, retrieved, strict=True)]
+                generations = generator.generate(requests, decode=spec.decode)  # type: ignore[arg-type]
+                predictions = [
+                    Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt,
+                               tuple(item.id for item in items), gen.prompt_tokens, gen.generated_tokens)
+                    for ex, req, gen, items in zip(batch, requests, generations, retrieved, strict=True)
+                ]
+                store.append_predictions(predictions)
+                done.extend(predictions)
+                new += len(predictions)
+                for ex, pred in zip(batch, predictions, strict=True):
+                    self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=pred)
+                advance(len(batch))
+        wall = time.perf_counter() - started
+
+        metrics = _score(task, examples, done, self.matrix.seed)
+        timing = _timing(done, new, wall)
+        store.write_results(spec.task, spec.split, metrics, timing)
+        self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
+        return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
+                "skipped": False, "dir": str(spec.dir), "timing": timing}
+
+    def _prepare_training(self, personalizer: Any, spec: CellSpec, task: Any, generator: Generator) -> None:
+        """Trainable personalizers use ``--checkpoint`` or are trained first (cached by config hash)."""
+        if not getattr(personalizer, "trainable", False):
+            return
+        try:
+            from lamp_harness import training
+        except ImportError:  # pragma: no cover - training ships with the core
+            return
+        if self.matrix.checkpoint is not None:
+            training.load_checkpoint(personalizer, self.matrix.checkpoint)
+            return
+        if hasattr(training, "ensure_trained_for_cell"):
+            training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
+
+
+def _chunk_size(generator: Generator) -> int:
+    size = getattr(generator, "batch_size", None)
+    return size if isinstance(size, int) and size > 0 else DEFAULT_CHUNK
+
+
+def _top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[ProfileItem, ...]:
+    if not rankings or k <= 0:
+        return ()
+    return tuple(example.profile[i] for i in rankings[example.id][:k])
+
+
+def _score(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
+           seed: int) -> list[MetricResult]:
+    golds = {ex.id: ex.gold for ex in examples if ex.gold is not None}
+    if not golds:
+        return []  # test split: golds are withheld; export the predictions instead
+    outputs = {p.example_id: p.output for p in predictions if p.example_id in golds}
+    return task.score(outputs, {i: golds[i] for i in outputs}, seed=seed)
+
+
+def _timing(predictions: Sequence[Prediction], new: int, wall: float) -> dict[str, Any]:
+    n = len(predictions)
+    return {
+        "wall_s": round(wall, 3),
+        "examples": n,
+        "examples_this_run": new,
+        "examples_per_s": round(new / wall, 3) if wall > 0 and new else None,
+        "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
+        "generated_tokens": sum(p.generated_tokens for p in predictions),
+    }
+
+
+class _progress:
+    """A rich progress bar for one cell (a no-op when disabled)."""
+
+    def __init__(self, console: Any, enabled: bool, label: str, total: int, done: int) -> None:
+        self.enabled = enabled
+        self.args = (console, label, total, done)
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        console, label, total, done = self.args
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+        self.bar.start()
+        task_id = self.bar.add_task(label, total=total, completed=done)
+        return lambda n: self.bar.advance(task_id, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def run_matrix(matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,
+               plugin_host: PluginHost | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every cell of ``matrix`` into ``out_dir``; returns one summary per cell."""
+    return Runner(matrix, out_dir, force=force, console=console, plugin_host=plugin_host,
+                  progress=progress).run()

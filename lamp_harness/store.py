@@ -1,0 +1,130 @@
+"""The run store: one folder per cell, written so that a crash at any point loses nothing.
+
+Layout of ``OUT/<cell_id>/``:
+
+- ``config.json``: the fully resolved configuration (written atomically when the cell starts);
+- ``predictions.jsonl``: one :class:`~lamp_harness.contracts.Prediction` per line, appended and
+  fsynced batch by batch. After a crash, only whole batches are kept (a torn last line or a
+  partial batch is cut), so a resumed run re-predicts exactly the batches it would have predicted
+  uninterrupted and its predictions are identical;
+- ``metrics.json``: values, 95% intervals and directions (written atomically, last: its presence
+  marks the cell as finished);
+- ``timing.json``: wall time, examples/s, mean prompt tokens, generated tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lamp_harness.contracts import MetricResult, Prediction
+from lamp_harness.io import atomic_write_json
+
+CONFIG = "config.json"
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+TIMING = "timing.json"
+
+
+class CellStore:
+    """Reads and writes one cell's folder."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return (self.dir / METRICS).is_file()
+
+    def reset(self) -> None:
+        """Forget earlier results (``--force``)."""
+        for name in (METRICS, TIMING, PREDICTIONS, CONFIG):
+            (self.dir / name).unlink(missing_ok=True)
+
+    # -- config ---------------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.dir / CONFIG, config)
+
+    def read_config(self) -> dict[str, Any]:
+        return json.loads((self.dir / CONFIG).read_text(encoding="utf-8"))
+
+    # -- predictions ----------------------------------------------------------------------------
+    def recover_predictions(self, batch_size: int) -> list[Prediction]:
+        """The predictions of whole batches already written; cuts anything after them.
+
+        A run killed mid-write may leave a torn line or a partial batch; both are removed from
+        the file so that appending continues from a batch boundary.
+        """
+        path = self.dir / PREDICTIONS
+        if not path.is_file():
+            return []
+        raw = path.read_bytes()
+        predictions: list[Prediction] = []
+        offsets: list[int] = []
+        position = 0
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                predictions.append(Prediction(**_tuples(json.loads(line))))
+            except (ValueError, TypeError):
+                break
+            position += len(line)
+            offsets.append(position)
+        keep = (len(predictions) // batch_size) * batch_size
+        end = offsets[keep - 1] if keep else 0
+        if end != len(raw):
+            with open(path, "r+b") as handle:
+                handle.truncate(end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        return predictions[:keep]
+
+    def append_predictions(self, predictions: Sequence[Prediction]) -> None:
+        """Append one batch in a single write and fsync it."""
+        if not predictions:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions)
+        with open(self.dir / PREDICTIONS, "a", encoding="utf-8") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_predictions(self) -> list[Prediction]:
+        path = self.dir / PREDICTIONS
+        if not path.is_file():
+            return []
+        return [Prediction(**_tuples(json.loads(line)))
+                for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    # -- results --------------------------------------------------------------------------------
+    def write_results(self, task: str, split: str, metrics: Iterable[MetricResult],
+                      timing: dict[str, Any]) -> None:
+        metrics = list(metrics)
+        atomic_write_json(self.dir / TIMING, timing)
+        atomic_write_json(self.dir / METRICS, {
+            "task": task,
+            "split": split,
+            "n": max((m.n for m in metrics), default=0),
+            "metrics": [asdict(m) for m in metrics],
+        })
+
+    def read_metrics(self) -> list[MetricResult]:
+        data = json.loads((self.dir / METRICS).read_text(encoding="utf-8"))
+        return [MetricResult(**m) for m in data["metrics"]]
+
+    def read_timing(self) -> dict[str, Any]:
+        path = self.dir / TIMING
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _tuples(record: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(record.get("retrieved"), list):
+        record["retrieved"] = tuple(record["retrieved"])
+    return record

@@ -1,0 +1,883 @@
+"""Training trainable personalizers (``lamp train``), checkpoints, and resuming.
+
+Any personalizer that implements :class:`~lamp_harness.contracts.Trainable` trains here; a
+personalizer that does not (a prompt-only method such as IPA) is trained by plain fine-tuning of
+the generator through the :class:`FineTuned` adapter, as the LaMP paper fine-tunes FlanT5-base.
+This module knows no concrete method: it talks to contracts only.
+
+The loop: AdamW (weight decay on every trainable tensor), a linear warmup over the first
+``warmup`` fraction of the steps then linear decay to zero, gradient accumulation to an effective
+batch of ``batch_size * grad_accum`` examples, gradient clipping, seeded shuffling per epoch.
+
+A training directory holds::
+
+    config.json                 the resolved configuration, the data checksums, the identity hash
+    checkpoints/step-00000040/  one checkpoint (only the latest ones are kept):
+        weights.safetensors     the trainable weights only
+        trainer_state.pt        optimizer, scheduler and RNG states (for resuming)
+        state.json              step, epoch, losses so far, finished flag
+        config.json             the same resolved configuration (a checkpoint is self-describing)
+    latest.json                 which checkpoint is the newest complete one (written last)
+    eval/                       dev-split predictions and metrics (the run-store layout)
+
+Checkpoints are written into a temporary folder and renamed into place; ``latest.json`` is replaced
+atomically after that, so an interruption at any moment leaves the previous checkpoint usable.
+Running the same training again resumes from the newest checkpoint, and with the same seed ends
+with exactly the weights an uninterrupted run would have produced.
+
+Data with only a dev split (the real LaMP-7 records): ``train_users=0.67`` splits one file by
+users, 2:1, into a training part and an evaluation part. LaMP has no user ids: a user is the set
+of its profile texts (questions with the same profile belong to the same user), and users are
+ordered by a salted hash of that identity, so the split is deterministic, independent of the seed
+and of the file order, and the same for every method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lamp_harness.contracts import (
+    Dataset,
+    Example,
+    Generator,
+    Personalizer,
+    ProfileItem,
+    RunContext,
+    Task,
+    Trainable,
+)
+from lamp_harness.errors import lamp_error
+from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
+
+WEIGHTS = "weights.safetensors"
+TRAINER_STATE = "trainer_state.pt"
+STATE = "state.json"
+CONFIG = "config.json"
+LATEST = "latest.json"
+KEEP_CHECKPOINTS = 2
+USER_SPLIT_SALT = "lamp-harness/user-split/v1"
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (what ``lamp train`` parses from its options).
+
+    ``generator`` is a ``--generator`` value: a model alias / hub id / folder for the ``hf``
+    plugin, a generator plugin name, or ``PLUGIN:MODEL``; ``None`` is the preset's generator.
+    ``train_users``: when set, ``split`` is divided by users into a training part (that fraction
+    of the users) and an evaluation part (the rest), and ``eval_split`` is ignored.
+    ``limit`` / ``eval_limit`` cap the examples (the first N, after the user split).
+    ``epochs`` and ``max_steps``: training stops at whichever ends first.
+    """
+
+    task: str
+    personalizer: str
+    personalizer_args: Mapping[str, str] = field(default_factory=dict)
+    retriever: str | None = None
+    retriever_args: Mapping[str, str] = field(default_factory=dict)
+    k: int = 1
+    generator: str | None = None
+    generator_args: Mapping[str, str] = field(default_factory=dict)
+    preset: str = "offline"
+    data: str | None = None
+    data_dir: str | None = None
+    scheme: str = "user"
+    split: str = "train"
+    eval_split: str | None = "dev"
+    train_users: float | None = None
+    limit: int | None = None
+    eval_limit: int | None = None
+    epochs: int = 2
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup: float = 0.05
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    save_every: int = 50
+    device: str = "auto"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the trained weights (not where or how often it is saved, nor
+        the evaluation)."""
+        data = asdict(self)
+        for key in ("save_every", "eval_limit", "device"):
+            data.pop(key)
+        if self.train_users is None:
+            data.pop("eval_split")
+        data["personalizer_args"] = dict(sorted(self.personalizer_args.items()))
+        data["retriever_args"] = dict(sorted(self.retriever_args.items()))
+        data["generator_args"] = dict(sorted(self.generator_args.items()))
+        return data
+
+    def validate(self) -> None:
+        """One-line errors for impossible settings."""
+        where = "lamp train"
+        if self.epochs < 1 and not self.max_steps:
+            raise lamp_error(f"--epochs {self.epochs} trains nothing", where=where, fix="Use --epochs 1 or more.")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise lamp_error("--batch-size and --grad-accum must be at least 1", where=where)
+        if self.lr <= 0:
+            raise lamp_error(f"--lr {self.lr} must be positive", where=where, fix="The papers use 1e-4.")
+        if not 0 <= self.warmup < 1:
+            raise lamp_error(f"warmup {self.warmup} must be a fraction in [0, 1)", where=where)
+        if self.train_users is not None and not 0 < self.train_users < 1:
+            raise lamp_error(f"--train-users {self.train_users} must be a fraction between 0 and 1",
+                             where=where, fix="Use e.g. --train-users 0.67 for a 2:1 split.")
+        if self.save_every < 1:
+            raise lamp_error("--save-every must be at least 1", where=where)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or resumed-and-finished) training run reports."""
+
+    directory: Path
+    checkpoint: Path
+    steps: int
+    examples: int
+    wall_s: float
+    examples_per_s: float
+    losses: tuple[float, ...]
+    metrics: tuple[Any, ...] = ()
+    resumed_from: int = 0
+    history_forward_passes: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain fine-tuning of the generator
+# ---------------------------------------------------------------------------------------------
+
+
+class GeneratorFineTuning:
+    """Mixin for personalizers whose training fine-tunes the generator itself (FiD, fine-tuned
+    IPA). Needs ``self.generator`` (set in ``setup``) and ``self.personalize``.
+
+    Override :meth:`trained_parameters` to train only part of the model.
+    """
+
+    fine_tunes_generator: ClassVar[bool] = True
+    generator: Any
+
+    def _llm(self) -> Any:
+        if getattr(self, "generator", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.setup(task, generator, context) must be called first")
+        # Asked once: a generator may unfreeze or detach its model from shared caches on the call.
+        if getattr(self, "_llm_generator", None) is not self.generator:
+            self._llm_module = self.generator.trainable_module()
+            self._llm_generator = self.generator
+        return self._llm_module
+
+    def trained_parameters(self, module: Any) -> list[Any]:
+        """The generator weights that train (default: all of them)."""
+        return list(module.parameters())
+
+    def _trained_ids(self, module: Any) -> set[int]:
+        return {id(p) for p in self.trained_parameters(module)}
+
+    def parameters(self) -> list[Any]:
+        module = self._llm()
+        trained = self.trained_parameters(module)
+        ids = {id(p) for p in trained}
+        for param in module.parameters():
+            param.requires_grad_(id(param) in ids)
+        return trained
+
+    def training_loss(self, task: Task, examples: Sequence[Example],
+                      retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
+        requests = [self.personalize(task, ex, items)  # type: ignore[attr-defined]
+                    for ex, items in zip(examples, retrieved, strict=True)]
+        return self.generator.loss(requests, [ex.gold or "" for ex in examples])
+
+    def set_training(self, mode: bool) -> None:
+        self._llm().train(mode)
+
+    def state_dict(self) -> dict[str, Any]:
+        module = self._llm()
+        ids = self._trained_ids(module)
+        return {name: p.detach().cpu().contiguous() for name, p in module.named_parameters()
+                if id(p) in ids}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        module = self._llm()
+        names = {name for name, _ in module.named_parameters()}
+        unknown = sorted(set(state) - names)
+        if unknown:
+            raise lamp_error(f"the checkpoint has {len(unknown)} tensors this generator does not "
+                             f"(e.g. {unknown[0]!r})", where=type(self).__name__,
+                             fix="Load the checkpoint with the generator model it was trained with.")
+        module.load_state_dict(dict(state), strict=False)
+
+
+class FineTuned(GeneratorFineTuning):
+    """Makes any prompt-only personalizer trainable by fine-tuning its generator."""
+
+    def __init__(self, personalizer: Personalizer, generator: Generator) -> None:
+        self.personalizer = personalizer
+        self.generator = generator
+
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> Any:
+        return self.personalizer.personalize(task, example, retrieved)
+
+
+def as_trainable(personalizer: Personalizer, generator: Generator | None = None) -> Trainable:
+    """``personalizer`` itself when it is :class:`Trainable`, else a :class:`FineTuned` adapter
+    around it (which needs the ``generator``)."""
+    if isinstance(personalizer, Trainable):
+        return personalizer
+    generator = generator or getattr(personalizer, "generator", None)
+    if generator is None:
+        raise lamp_error(f"personalizer {personalizer.name!r} is not trainable by itself and no "
+                         "generator was given to fine-tune", where="lamp_harness.training")
+    return FineTuned(personalizer, generator)  # type: ignore[return-value]
+
+
+def fine_tunes_generator(personalizer: Personalizer) -> bool:
+    """Whether training ``personalizer`` changes the generator's weights (then a generator shared
+    with other cells must not receive its checkpoint)."""
+    return not isinstance(personalizer, Trainable) or bool(getattr(personalizer, "fine_tunes_generator", False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def user_key(example: Example) -> str:
+    """A user's identity: the hash of its profile's item contents (ids and order ignored)."""
+    items = sorted(json.dumps({k: v for k, v in item.fields.items()}, sort_keys=True, ensure_ascii=False,
+                              default=str) for item in example.profile)
+    return hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
+
+
+def split_by_users(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """``dataset`` divided into (training, evaluation) parts with disjoint users.
+
+    Users are ordered by a salted hash of :func:`user_key` and the first ``round(fraction * users)``
+    go to training (at least one user on each side). Examples keep the file order within each part.
+    """
+    keys = [user_key(ex) for ex in dataset.examples]
+    users = sorted(set(keys), key=lambda k: hashlib.sha256(f"{USER_SPLIT_SALT}:{k}".encode()).hexdigest())
+    if len(users) < 2:
+        raise lamp_error(f"--train-users needs at least two users, and {dataset.split!r} has "
+                         f"{len(users)}", where=dataset.source, fix="Use a larger file.")
+    n_train = min(max(1, round(fraction * len(users))), len(users) - 1)
+    train_users = set(users[:n_train])
+    train = tuple(ex for ex, k in zip(dataset.examples, keys) if k in train_users)
+    held = tuple(ex for ex, k in zip(dataset.examples, keys) if k not in train_users)
+    tag = f"users{fraction:g}"
+
+    def part(name: str, examples: tuple[Example, ...]) -> Dataset:
+        checksums = {**dataset.checksums, "user-split": f"{tag}:{name}"}
+        return Dataset(dataset.task, f"{dataset.split}[{name}-{tag}]", examples, dataset.source, checksums)
+
+    return part("train", train), part("eval", held)
+
+
+def _limited(dataset: Dataset, limit: int | None) -> Dataset:
+    if limit is None or limit >= len(dataset.examples):
+        return dataset
+    return Dataset(dataset.task, dataset.split, dataset.examples[:limit], dataset.source,
+                   {**dataset.checksums, "limit": str(limit)})
+
+
+def load_training_data(config: TrainConfig, task: Task, context: RunContext) -> tuple[Dataset, Dataset | None]:
+    """The training dataset and the evaluation dataset (``None`` without an eval split)."""
+    from lamp_harness.data import resolve_dataset
+
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    train = resolve_dataset(task, data=config.data, data_dir=data_dir, split=config.split,
+                            scheme=config.scheme, context=context)
+    evaluation: Dataset | None = None
+    if config.train_users is not None:
+        train, evaluation = split_by_users(train, config.train_users)
+    elif config.eval_split:
+        evaluation = resolve_dataset(task, data=config.data, data_dir=data_dir, split=config.eval_split,
+                                     scheme=config.scheme, context=context)
+    train = _limited(train, config.limit)
+    if evaluation is not None:
+        evaluation = _limited(evaluation, config.eval_limit)
+    missing = [ex.id for ex in train.examples if ex.gold is None]
+    if missing:
+        raise lamp_error(f"{len(missing)} training questions have no gold output (e.g. {missing[0]!r})",
+                         where=train.source, fix="Train on a split with golds (train or dev), not test.")
+    if not train.examples:
+        raise lamp_error("the training split is empty", where=train.source)
+    return train, evaluation
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def generator_spec(value: str | None, names: Sequence[str]) -> tuple[str, str | None]:
+    """``--generator`` values: a generator plugin name, ``PLUGIN:MODEL``, or a model for ``hf``."""
+    if value is None:
+        return ("hf", None)
+    plugin, sep, model = value.partition(":")
+    if sep and plugin.lower() in names:
+        return (plugin.lower(), model or None)
+    if value.lower() in names:
+        return (value.lower(), None)
+    return ("hf", value)
+
+
+def resolve_retriever(config: TrainConfig, personalizer_cls: Any) -> TrainConfig:
+    """``config`` with the personalizer's default retriever filled in (as the runner does), or the
+    retriever dropped for methods that accept none."""
+    if not getattr(personalizer_cls, "accepts_retriever", True):
+        return replace(config, retriever=None, retriever_args={}, k=0)
+    if config.retriever is None and getattr(personalizer_cls, "default_retriever", None):
+        args = {**personalizer_cls.default_retriever_args, **config.retriever_args}
+        return replace(config, retriever=personalizer_cls.default_retriever, retriever_args=args)
+    if config.retriever is None and getattr(personalizer_cls, "needs_retriever", False):
+        raise lamp_error(f"personalizer {personalizer_cls.name!r} needs a retriever", where="lamp train",
+                         fix="Add --retriever (e.g. bm25) and --k.")
+    if config.retriever is None:
+        return replace(config, retriever_args={}, k=0)
+    return config
+
+
+def retrieve(config: TrainConfig, task: Task, dataset: Dataset,
+             context: RunContext) -> dict[str, tuple[ProfileItem, ...]]:
+    """The top-k profile items of every example (empty tuples without a retriever)."""
+    if not config.retriever or config.k <= 0:
+        return {ex.id: () for ex in dataset.examples}
+    from lamp_harness.cache import rank_examples
+    from lamp_harness.registry import host
+
+    retriever = host().registry.create("retriever", config.retriever, context, **dict(config.retriever_args))
+    rankings = rank_examples(retriever, task, dataset.fingerprint, dataset.examples, context)
+    return {ex.id: tuple(ex.profile[i] for i in rankings[ex.id][:config.k]) for ex in dataset.examples}
+
+
+@dataclass
+class _Session:
+    config: TrainConfig
+    context: RunContext
+    task: Task
+    generator: Generator
+    personalizer: Personalizer
+    trainable: Any
+    train_data: Dataset
+    eval_data: Dataset | None
+    identity: str
+
+
+def _session(config: TrainConfig, context: RunContext, *, generator: Generator | None = None,
+             personalizer: Personalizer | None = None, task: Task | None = None) -> _Session:
+    from lamp_harness.registry import host
+
+    config.validate()
+    registry = host().registry
+    task = task or registry.create("task", config.task)
+    pcls = type(personalizer) if personalizer is not None else registry.get("personalizer", config.personalizer).load()
+    config = resolve_retriever(config, pcls)
+    train_data, eval_data = load_training_data(config, task, context)
+    if generator is None:
+        plugin, model = generator_spec(config.generator, registry.names("generator"))
+        args = dict(config.generator_args)
+        if model is not None:
+            args["model"] = model
+        generator = registry.create("generator", plugin, context, **args)
+    if personalizer is None:
+        personalizer = registry.create("personalizer", config.personalizer, context,
+                                       **dict(config.personalizer_args))
+        personalizer.setup(task, generator, context)
+    trainable = as_trainable(personalizer, generator)
+    identity = stable_hash({"config": config.identity(), "data": train_data.fingerprint}, 16)
+    return _Session(config, context, task, generator, personalizer, trainable, train_data, eval_data,
+                    identity)
+
+
+def resolved_config(session: _Session) -> dict[str, Any]:
+    """What ``config.json`` records: the configuration, the data, the components, the identity."""
+    from lamp_harness import __version__
+
+    def data(ds: Dataset | None) -> dict[str, Any] | None:
+        if ds is None:
+            return None
+        return {"split": ds.split, "source": ds.source, "checksums": dict(ds.checksums),
+                "fingerprint": ds.fingerprint, "examples": len(ds.examples)}
+
+    return {
+        "identity": session.identity,
+        "train_config": {**asdict(session.config),
+                         "personalizer_args": dict(session.config.personalizer_args),
+                         "retriever_args": dict(session.config.retriever_args),
+                         "generator_args": dict(session.config.generator_args)},
+        "task": session.task.name,
+        "personalizer": dict(session.personalizer.describe()),
+        "generator": dict(session.generator.describe()),
+        "train_data": data(session.train_data),
+        "eval_data": data(session.eval_data),
+        "preset_notes": list(session.context.events),
+        "versions": {"lamp-harness": __version__},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which examples each optimizer step sees. Deterministic in (seed, epoch), so a resumed run
+    replays exactly the batches an uninterrupted run would have seen."""
+
+    n_examples: int
+    batch_size: int
+    grad_accum: int
+    epochs: int
+    max_steps: int | None
+    seed: int
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return math.ceil(self.n_examples / self.batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.micro_per_epoch / self.grad_accum)
+
+    @property
+    def total_steps(self) -> int:
+        total = self.steps_per_epoch * max(self.epochs, 1 if self.max_steps else 0)
+        if self.max_steps:
+            total = self.max_steps if self.epochs < 1 else min(total, self.max_steps)
+        return total
+
+    def order(self, epoch: int) -> list[int]:
+        indices = list(range(self.n_examples))
+        random.Random(f"lamp-train:{self.seed}:{epoch}").shuffle(indices)
+        return indices
+
+    def micro_batches(self, step: int) -> tuple[int, list[list[int]]]:
+        """The epoch of ``step`` and its micro-batches (lists of example indices)."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = self.order(epoch)
+        batches = []
+        for micro in range(within * self.grad_accum, min((within + 1) * self.grad_accum, self.micro_per_epoch)):
+            batches.append(order[micro * self.batch_size:(micro + 1) * self.batch_size])
+        return epoch, batches
+
+
+def _lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
+    warm = max(1, math.ceil(warmup * total)) if warmup > 0 else 0
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, scheduler: Any,
+                    config: Mapping[str, Any], state: Mapping[str, Any]) -> Path:
+    """Write ``checkpoints/step-N`` atomically and point ``latest.json`` at it; returns its path."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    root = directory / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"step-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
+    try:
+        save_file(dict(trainable.state_dict()), str(tmp / WEIGHTS), metadata={"step": str(step)})
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state()}, tmp / TRAINER_STATE)
+        atomic_write_json(tmp / STATE, dict(state))
+        atomic_write_json(tmp / CONFIG, dict(config))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_json(directory / LATEST, {"step": step, "checkpoint": str(target.relative_to(directory)),
+                                           "finished": bool(state.get("finished"))})
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint of a training directory (``None`` when there is none)."""
+    directory = Path(directory)
+    try:
+        latest = json.loads((directory / LATEST).read_text(encoding="utf-8"))
+        path = directory / latest["checkpoint"]
+        if (path / WEIGHTS).is_file() and (path / STATE).is_file():
+            return path
+    except (OSError, ValueError, KeyError):
+        pass
+    found = sorted(p for p in (directory / "checkpoints").glob("step-*")
+                   if (p / WEIGHTS).is_file() and (p / STATE).is_file())
+    return found[-1] if found else None
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    path = Path(path)
+    if (path / WEIGHTS).is_file():
+        return path
+    found = latest_checkpoint(path)
+    if found is None:
+        raise lamp_error("no checkpoint here (expected weights.safetensors, or a `lamp train` output "
+                         "folder with latest.json)", where=str(path),
+                         fix="Pass the folder `lamp train` printed, or train first.")
+    return found
+
+
+def read_checkpoint_config(path: Path) -> dict[str, Any]:
+    """The resolved configuration a checkpoint was trained with."""
+    return json.loads((_checkpoint_dir(path) / CONFIG).read_text(encoding="utf-8"))
+
+
+def load_checkpoint(personalizer: Personalizer, directory: Path, *,
+                    generator: Generator | None = None) -> dict[str, Any]:
+    """Load trained weights into a personalizer that :meth:`~Personalizer.setup` has prepared.
+
+    ``directory`` is a ``lamp train`` output folder (its newest checkpoint is used) or one
+    checkpoint folder. A personalizer that is not :class:`Trainable` itself (IPA, none) receives
+    plain fine-tuned generator weights; pass its ``generator``. Returns the checkpoint's resolved
+    configuration. A checkpoint of another method is a one-line error.
+    """
+    from safetensors.torch import load_file
+
+    path = _checkpoint_dir(Path(directory))
+    config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    trained = config.get("train_config", {}).get("personalizer")
+    if trained and trained != personalizer.name:
+        raise lamp_error(f"this checkpoint was trained for personalizer {trained!r}, not "
+                         f"{personalizer.name!r}", where=str(path),
+                         fix=f"Use --personalizer {trained}, or train {personalizer.name!r} first.")
+    trainable = as_trainable(personalizer, generator)
+    device = _device_of(trainable)
+    state = load_file(str(path / WEIGHTS), device=device)
+    trainable.load_state_dict(state)
+    return config
+
+
+def _device_of(trainable: Any) -> str:
+    params = list(trainable.parameters())
+    return str(params[0].device) if params else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = None,
+          generator: Generator | None = None, personalizer: Personalizer | None = None,
+          progress: bool = True, console: Any = None,
+          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train (or resume training) into ``out_dir`` and evaluate on the eval split at the end.
+
+    ``generator`` / ``personalizer`` may be passed already built (the personalizer already
+    ``setup``); otherwise they are created from the registry. ``on_step(step, loss)`` is called
+    after every optimizer step (after a checkpoint of that step is written).
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
+                                    device=config.device)
+    session = _session(config, context, generator=generator, personalizer=personalizer)
+    config = session.config
+    resolved = resolved_config(session)
+    _check_same_run(out_dir, session.identity)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / CONFIG, resolved)
+
+    examples = session.train_data.examples
+    eval_examples = session.eval_data.examples if session.eval_data is not None else ()
+    # Per-profile state (PPlug's history vectors) is computed here, once, never inside a step.
+    session.personalizer.prepare(session.task, tuple(examples) + tuple(eval_examples))
+    retrieved = retrieve(config, session.task, session.train_data, context)
+
+    schedule = Schedule(len(examples), config.batch_size, config.grad_accum, config.epochs,
+                        config.max_steps, config.seed)
+    total = schedule.total_steps
+    trainable = session.trainable
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    if not params:
+        raise lamp_error(f"personalizer {session.personalizer.name!r} has no trainable parameters",
+                         where="lamp train")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, config.warmup))
+
+    step, losses = 0, []
+    found = latest_checkpoint(out_dir)
+    if found is not None:
+        step, losses = _resume(found, trainable, optimizer, scheduler)
+    resumed_from = step
+    history = getattr(session.personalizer, "history", None)
+    passes_before = getattr(history, "forward_passes", None)
+    set_training = getattr(trainable, "set_training", None)
+    seen = 0
+    started = time.perf_counter()
+    checkpoint = found
+    if step < total:
+        if set_training:
+            set_training(True)
+        try:
+            with _TrainProgress(progress, console, total, step) as bar:
+                while step < total:
+                    epoch, batches = schedule.micro_batches(step)
+                    optimizer.zero_grad(set_to_none=True)
+                    count = sum(len(b) for b in batches)
+                    step_loss = 0.0
+                    for batch in batches:
+                        chosen = [examples[i] for i in batch]
+                        loss = trainable.training_loss(session.task, chosen,
+                                                       [retrieved[ex.id] for ex in chosen])
+                        (loss * (len(batch) / count)).backward()
+                        step_loss += float(loss.detach()) * len(batch) / count
+                    if config.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    seen += count
+                    losses.append(round(step_loss, 6))
+                    if step % config.save_every == 0 or step == total:
+                        state = {"step": step, "epoch": epoch, "total_steps": total, "losses": losses,
+                                 "finished": step == total}
+                        checkpoint = save_checkpoint(out_dir, step, trainable, optimizer, scheduler,
+                                                     resolved, state)
+                    bar.update(step, step_loss, seen / max(time.perf_counter() - started, 1e-9))
+                    if on_step is not None:
+                        on_step(step, step_loss)
+        finally:
+            if set_training:
+                set_training(False)
+    wall = time.perf_counter() - started
+    assert checkpoint is not None
+    passes = None
+    if passes_before is not None:
+        passes = history.forward_passes - passes_before
+    metrics: tuple[Any, ...] = ()
+    if session.eval_data is not None and session.eval_data.examples:
+        metrics = tuple(evaluate(session, out_dir / "eval", progress=progress, console=console))
+    return TrainResult(out_dir, checkpoint, step, seen, round(wall, 3),
+                       round(seen / wall, 3) if wall > 0 and seen else 0.0, tuple(losses), metrics,
+                       resumed_from, passes)
+
+
+def _check_same_run(out_dir: Path, identity: str) -> None:
+    path = out_dir / CONFIG
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("identity")
+    except ValueError:
+        return
+    if recorded and recorded != identity and latest_checkpoint(out_dir) is not None:
+        raise lamp_error("this folder holds a training run with a different configuration or data",
+                         where=str(out_dir),
+                         fix="Use another --out folder, or delete this one to start over.")
+
+
+def _resume(path: Path, trainable: Any, optimizer: Any, scheduler: Any) -> tuple[int, list[float]]:
+    import torch
+    from safetensors.torch import load_file
+
+    state = json.loads((path / STATE).read_text(encoding="utf-8"))
+    trainable.load_state_dict(load_file(str(path / WEIGHTS), device=_device_of(trainable)))
+    saved = torch.load(path / TRAINER_STATE, weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"])
+    return int(state["step"]), [float(x) for x in state.get("losses", [])]
+
+
+class _TrainProgress:
+    """A rich progress bar showing the step, the loss and examples/s (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, console: Any, total: int, done: int) -> None:
+        self.enabled, self.console, self.total, self.done = enabled, console, total, done
+
+    def __enter__(self) -> _TrainProgress:
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} ex/s"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+            self.bar.start()
+            self.id = self.bar.add_task("train", total=self.total, completed=self.done, loss="-", speed="-")
+        return self
+
+    def update(self, step: int, loss: float, speed: float) -> None:
+        if self.enabled:
+            self.bar.update(self.id, completed=step, loss=f"{loss:.4f}", speed=f"{speed:.2f}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console: Any = None,
+             batch_size: int = 8) -> list[Any]:
+    """Generate for the eval examples with the trained personalizer and score them; writes
+    ``predictions.jsonl``, ``metrics.json`` and ``timing.json`` into ``out_dir``."""
+    from lamp_harness.contracts import Prediction
+    from lamp_harness.store import CellStore
+
+    assert session.eval_data is not None
+    data = session.eval_data
+    store = CellStore(out_dir)
+    store.reset()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.write_config({**resolved_config(session), "split": data.split})
+    retrieved = retrieve(session.config, session.task, data, session.context)
+    batch_size = getattr(session.generator, "batch_size", None) or batch_size
+    predictions: list[Prediction] = []
+    started = time.perf_counter()
+    with _TrainProgress(progress, console, len(data.examples), 0) as bar:
+        for start in range(0, len(data.examples), batch_size):
+            batch = data.examples[start:start + batch_size]
+            items = [retrieved[ex.id] for ex in batch]
+            requests = [session.personalizer.personalize(session.task, ex, it) for ex, it in zip(batch, items)]
+            generations = session.generator.generate(requests)
+            chunk = [Prediction(ex.id, session.task.parse(g.text), g.text, r.prompt,
+                                tuple(i.id for i in it), g.prompt_tokens, g.generated_tokens)
+                     for ex, r, g, it in zip(batch, requests, generations, items)]
+            store.append_predictions(chunk)
+            predictions.extend(chunk)
+            if progress:
+                bar.bar.update(bar.id, completed=len(predictions), loss="eval", speed="-")
+    wall = time.perf_counter() - started
+    golds = {ex.id: ex.gold for ex in data.examples if ex.gold is not None}
+    metrics = session.task.score({p.example_id: p.output for p in predictions if p.example_id in golds},
+                                 golds, seed=session.config.seed) if golds else []
+    n = len(predictions)
+    store.write_results(session.task.name, data.split, metrics, {
+        "wall_s": round(wall, 3), "examples": n, "examples_per_s": round(n / wall, 3) if wall > 0 else None,
+        "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
+        "generated_tokens": sum(p.generated_tokens for p in predictions)})
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# What the runner calls
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_home() -> Path:
+    """Where :func:`ensure_trained` keeps its training runs: ``$LAMP_HOME/checkpoints``."""
+    return lamp_home() / "checkpoints"
+
+
+def training_dir(config: TrainConfig, context: RunContext | None = None) -> Path:
+    """The cache folder of ``config``'s training run (named by its identity hash, data included)."""
+    from lamp_harness.registry import host
+
+    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
+                                    device=config.device)
+    task = host().registry.create("task", config.task)
+    train_data, _ = load_training_data(replace(config, eval_split=None), task, context)
+    identity = stable_hash({"config": config.identity(), "data": train_data.fingerprint}, 16)
+    slug = f"{config.task}-{config.personalizer}".replace("+", "plus")
+    return checkpoint_home() / f"{slug}-{identity}"
+
+
+def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
+                   generator: Generator | None = None, personalizer: Personalizer | None = None,
+                   progress: bool = True, console: Any = None) -> Path:
+    """The newest checkpoint of ``config``'s finished training run under
+    ``$LAMP_HOME/checkpoints``, training (or resuming) first when it is missing or unfinished."""
+    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
+                                    device=config.device)
+    from lamp_harness.registry import host
+
+    pcls = (type(personalizer) if personalizer is not None
+            else host().registry.get("personalizer", config.personalizer).load())
+    config = resolve_retriever(config, pcls)
+    directory = training_dir(config, context)
+    found = latest_checkpoint(directory)
+    if found is not None and json.loads((found / STATE).read_text(encoding="utf-8")).get("finished"):
+        return found
+    return train(config, directory, context=context, generator=generator, personalizer=personalizer,
+                 progress=progress, console=console).checkpoint
+
+
+def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, task: Task,
+                            generator: Generator) -> Path:
+    """Train a cell's personalizer on the ``train`` split of the cell's data (cached by
+    configuration under ``$LAMP_HOME/checkpoints``) and load the weights into it.
+
+    Called by the runner for trainable personalizers when no ``--checkpoint`` is given. Data without
+    a train split (e.g. the real LaMP-7 dev file) needs an explicit ``lamp train --train-users``
+    run and ``--checkpoint``.
+    """
+    matrix = runner.matrix
+    if spec.split == "train":
+        raise lamp_error(f"cell {spec.label!r} evaluates on the train split, which its personalizer "
+                         "would be trained on", fix="Evaluate on dev, or pass --checkpoint.")
+    model = f"{spec.generator}:{spec.model}" if spec.model else spec.generator
+    config = TrainConfig(
+        task=spec.task, personalizer=spec.personalizer, personalizer_args=dict(spec.personalizer_args),
+        retriever=spec.retriever, retriever_args=dict(spec.retriever_args), k=spec.k,
+        generator=model, generator_args=dict(spec.generator_args), preset=matrix.preset,
+        data=matrix.data, data_dir=str(matrix.data_dir) if matrix.data_dir else None,
+        scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device)
+    try:
+        checkpoint = ensure_trained(config, context=runner.context, generator=generator,
+                                    personalizer=personalizer, progress=getattr(runner, "progress", True),
+                                    console=getattr(runner, "console", None))
+    except FileNotFoundError as exc:  # pragma: no cover - data sources raise LampErrors
+        raise lamp_error(f"no train split to train {spec.personalizer!r} on: {exc}",
+                         fix="Run `lamp train ... --train-users 0.67` and pass --checkpoint.") from exc
+    load_checkpoint(personalizer, checkpoint, generator=generator)
+    return checkpoint

