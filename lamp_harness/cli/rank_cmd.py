@@ -16,8 +16,8 @@ def rank(
                                   help="Retriever (see `lamp plugins`): bm25, contriever, dense, recency, "
                                   "random... Example: --retriever bm25."),
     out: Path = typer.Option(..., "--out", "-o",
-                             help="JSON file to write: {question_id: [profile ids, best first]}. "
-                             "Example: --out rankings.json."),
+                             help="JSON file to write: an object mapping each question id to its profile "
+                             "ids, best first. Example: --out rankings.json."),
     split: str = typer.Option("dev", "--split", help="Split: train, dev or test. [default: dev]"),
     data_dir: Path = typer.Option(None, "--data-dir",
                                   help="Folder with {split}_questions.json (and outputs); wins over --data. "

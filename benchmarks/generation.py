@@ -1,0 +1,178 @@
+"""Generation throughput: the ``hf`` generator against a plain transformers ``generate`` loop.
+
+On the same prompts (real LaMP-7 dev prompts with one profile tweet in the prompt when
+``../shared/lamp-data`` is present, else synthetic tweets) and the same batch size, it measures:
+
+1. examples/s of ``HFGenerator.generate`` vs a hand-written loop (tokenize with left padding,
+   ``model.generate``, decode) over the same loaded model: the ratio should be >= 0.9;
+2. a batch-size sweep (1, 4, 8, 16) of the generator;
+3. label scoring (``decode="labels"``, LaMP-3's five labels): the generator's shared-prompt KV-cache
+   reuse against scoring every prompt+label sequence in full.
+
+Usage::
+
+    python benchmarks/generation.py                 # SmolLM2 (offline preset), CPU, ~3 minutes
+    python benchmarks/generation.py --limit 16 --max-new-tokens 16 --device cpu
+    python benchmarks/generation.py --model /path/to/model --device cuda --batch-sizes 1,8,32
+
+The first run converts SmolLM2 once (about 40 s) into ``$LAMP_MODEL_CACHE`` / ``$LAMP_HOME/models``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LAMP7 = REPO.parent / "shared" / "lamp-data" / "LaMP-7" / "user" / "dev_questions.json"
+
+
+def load_prompts(limit: int, tokens) -> tuple[list[str], str]:
+    """LaMP-7 prompts (the task's own prompt builder, k=1) or synthetic ones, and where from."""
+    if LAMP7.is_file():
+        from lamp_harness.contracts import Example, ProfileItem
+
+        records = json.loads(LAMP7.read_text(encoding="utf-8"))[:limit]
+        try:
+            from lamp_harness.registry import host
+
+            task = host().registry.create("task", "lamp-7")
+        except Exception:  # the task plugin is optional here: fall back to the bare inputs
+            task = None
+        prompts = []
+        for record in records:
+            items = tuple(ProfileItem(str(i), i, item) for i, item in enumerate(record["profile"]))
+            example = Example(str(record["id"]), record["input"], items)
+            prompts.append(task.prompt(example, items[:1], tokens, 256) if task else record["input"])
+        return prompts, f"LaMP-7 dev ({'task prompts, k=1' if task else 'bare inputs'})"
+    words = "today was a great day at the beach with my friends and the music was loud".split()
+    prompts = [f"Paraphrase the following tweet without any explanation before or after it: "
+               f"{' '.join(words[: 5 + i % 10])} #{i}" for i in range(limit)]
+    return prompts, "synthetic tweets"
+
+
+def plain_loop(gen, prompts: list[str], batch_size: int, max_new_tokens: int, num_beams: int) -> list[str]:
+    """What a user would write by hand with transformers: the baseline to match."""
+    import torch
+
+    tok, model = gen.tokenizer, gen.model
+    texts = prompts
+    if gen._chat is not None:
+        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                         add_generation_prompt=True) for p in prompts]
+    tok.padding_side = "left" if not gen.is_encoder_decoder else "right"
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        batch = tok(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                    add_special_tokens=gen._chat is None, truncation=True, max_length=512)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                 do_sample=False, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=gen._eos_ids)
+        new = out[:, 1:] if gen.is_encoder_decoder else out[:, batch["input_ids"].shape[1]:]
+        outputs += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+    return outputs
+
+
+def naive_label_scores(gen, prompts: list[str], labels: tuple[str, ...], batch_size: int):
+    """Every prompt+label sequence run in full (no shared prompt computation)."""
+    import torch
+
+    from lamp_harness.contracts import GenerationRequest
+
+    rows = []
+    for p in prompts:
+        seq = gen._encode(GenerationRequest("x", p)).sequences[0]
+        ids = [t for piece in seq for t in piece]
+        rows += [(ids, gen._target_ids(label)) for label in labels]
+    scores = []
+    for start in range(0, len(rows), batch_size * len(labels)):
+        chunk = rows[start:start + batch_size * len(labels)]
+        sequences = [[a, b] for a, b in chunk]
+        batch = gen._assemble(sequences, pad_left=True)
+        with torch.no_grad():
+            logp = torch.log_softmax(gen.model(**batch).logits.float(), -1)
+        width = batch["attention_mask"].shape[1]
+        for row, (_, target) in enumerate(chunk):
+            first = width - len(target)
+            scores.append(sum(float(logp[row, first - 1 + i, t]) for i, t in enumerate(target)))
+    return scores
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="alias, hub id or folder (default: the offline "
+                                                      "preset's generator, SmolLM2-135M-Instruct)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    parser.add_argument("--limit", type=int, default=32, help="number of prompts (default 32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size of the comparison (8)")
+    parser.add_argument("--batch-sizes", default="1,4,8,16", help="the sweep (default 1,4,8,16)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="generation budget (32)")
+    parser.add_argument("--num-beams", type=int, default=1, help="1 = greedy (default)")
+    parser.add_argument("--skip-labels", action="store_true", help="skip the label-scoring part")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    from lamp_harness.contracts import GenerationRequest, RunContext
+    from lamp_harness.io import lamp_home
+    from lamp_plugins.hf_generator import HFGenerator
+
+    context = RunContext(lamp_home=lamp_home(), device=args.device)
+    gen = HFGenerator(context, args.model, num_beams=str(args.num_beams),
+                      max_new_tokens=str(args.max_new_tokens), batch_size=str(args.batch_size))
+    prompts, origin = load_prompts(args.limit, gen.tokens)
+    info = gen.describe()
+    print(f"model {info['model']} ({info['family']}, {info['dtype']}, {info['device']}), "
+          f"torch threads {torch.get_num_threads()}; {len(prompts)} prompts from {origin}; "
+          f"max_new_tokens {args.max_new_tokens}, num_beams {args.num_beams}")
+    requests = [GenerationRequest(str(i), p) for i, p in enumerate(prompts)]
+
+    # Warm-up (first-call allocations, lazy imports) outside the timings.
+    gen.generate(requests[:2])
+    plain_loop(gen, prompts[:2], 2, 4, args.num_beams)
+
+    ours, t_ours = timed(gen.generate, requests)
+    theirs, t_plain = timed(plain_loop, gen, prompts, args.batch_size, args.max_new_tokens, args.num_beams)
+    same = sum(a.text == b for a, b in zip(ours, theirs))
+    print(f"\n1. batch size {args.batch_size}: hf generator {len(prompts) / t_ours:.2f} ex/s, plain "
+          f"transformers loop {len(prompts) / t_plain:.2f} ex/s, ratio {t_plain / t_ours:.2f}x; "
+          f"identical outputs {same}/{len(prompts)}")
+
+    print("\n2. batch-size sweep (hf generator):")
+    for size in [int(s) for s in args.batch_sizes.split(",") if s.strip()]:
+        gen.batch_size = size
+        out, seconds = timed(gen.generate, requests)
+        tokens = sum(g.generated_tokens for g in out)
+        print(f"   batch {size:>3}: {len(prompts) / seconds:6.2f} ex/s, {tokens / seconds:7.1f} "
+              f"generated tok/s, {seconds:6.1f} s")
+    gen.batch_size = args.batch_size
+
+    if not args.skip_labels:
+        labels = ("1", "2", "3", "4", "5")
+        labelled = [GenerationRequest(str(i), p, choices=labels) for i, p in enumerate(prompts)]
+        scores, t_cache = timed(gen.label_scores, labelled)
+        naive, t_naive = timed(naive_label_scores, gen, prompts, labels, args.batch_size)
+        flat = [s for row in scores for s in row]
+        worst = max(abs(a - b) for a, b in zip(flat, naive))
+        print(f"\n3. label scoring, {len(labels)} labels: prompt-cache reuse {len(prompts) / t_cache:.2f} "
+              f"ex/s, full prompt+label sequences {len(prompts) / t_naive:.2f} ex/s "
+              f"({t_naive / t_cache:.2f}x); max |score difference| {worst:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
