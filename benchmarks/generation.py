@@ -12,7 +12,7 @@ On the same prompts (real LaMP-7 dev prompts with one profile tweet in the promp
 Usage::
 
     python benchmarks/generation.py                 # SmolLM2 (offline preset), CPU, ~3 minutes
-    python benchmarks/generation.py --limit 16 --max-new-tokens 16 --device cpu
+    python benchmarks/generation.py --limit 16 --max-new-tokens 16 --threads 1
     python benchmarks/generation.py --model /path/to/model --device cuda --batch-sizes 1,8,32
 
 The first run converts SmolLM2 once (about 40 s) into ``$LAMP_MODEL_CACHE`` / ``$LAMP_HOME/models``.
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="1,4,8,16", help="the sweep (default 1,4,8,16)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="generation budget (32)")
     parser.add_argument("--num-beams", type=int, default=1, help="1 = greedy (default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: torch's choice; use 1 on a busy machine, "
+                             "where oversubscribed threads slow CPU inference down by 10x)")
     parser.add_argument("--skip-labels", action="store_true", help="skip the label-scoring part")
     args = parser.parse_args(argv)
 
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from lamp_harness.contracts import GenerationRequest, RunContext
     from lamp_harness.io import lamp_home
     from lamp_plugins.hf_generator import HFGenerator
