@@ -38,18 +38,19 @@ def official_rankings(queries: list[str], profiles: list[list[str]]) -> tuple[li
 
     started = time.perf_counter()
     rankings = []
-    for query, docs in zip(queries, profiles):
+    for query, docs in zip(queries, profiles, strict=True):
         index = BM25Okapi([d.split() for d in docs])
         rankings.append(index.get_top_n(query.split(), list(range(len(docs))), n=len(docs)))
     return rankings, time.perf_counter() - started
 
 
 def ours(queries: list[str], profiles: list[list[str]]) -> tuple[list[tuple[int, ...]], float]:
-    from lamp_harness.contracts import ProfileItem, RankQuery
     from lamp_plugins.bm25 import BM25Retriever
 
+    from lamp_harness.contracts import ProfileItem, RankQuery
+
     rank_queries = [RankQuery(str(i), q, tuple(d), tuple(ProfileItem(str(j), j, {}) for j in range(len(d))))
-                    for i, (q, d) in enumerate(zip(queries, profiles))]
+                    for i, (q, d) in enumerate(zip(queries, profiles, strict=True))]
     retriever = BM25Retriever()
     started = time.perf_counter()
     rankings = retriever.rank(rank_queries)
@@ -61,9 +62,9 @@ def compare_bm25(label: str, queries: list[str], profiles: list[list[str]]) -> N
     mine, t_ours = ours(queries, profiles)
     official, t_official = official_rankings(queries, profiles)
     n = len(queries)
-    top1 = sum(list(a[:1]) == b[:1] for a, b in zip(mine, official)) / n
-    top4 = sum(list(a[:4]) == b[:4] for a, b in zip(mine, official)) / n
-    full = sum(list(a) == b for a, b in zip(mine, official)) / n
+    top1 = sum(list(a[:1]) == b[:1] for a, b in zip(mine, official, strict=True)) / n
+    top4 = sum(list(a[:4]) == b[:4] for a, b in zip(mine, official, strict=True)) / n
+    full = sum(list(a) == b for a, b in zip(mine, official, strict=True)) / n
     print(f"BM25 {label}: {n} questions, {sum(map(len, profiles)) / n:.1f} items/profile")
     print(f"  official (BM25Okapi per question + get_top_n): {n / t_official:10.1f} q/s ({t_official:.2f} s)")
     print(f"  lamp bm25 (batched):                           {n / t_ours:10.1f} q/s ({t_ours:.2f} s)"
@@ -100,11 +101,11 @@ def lamp7() -> tuple[list[dict], list[str], list[list[str]]] | None:
 
 
 def dense(texts: list[str]) -> None:
+    from lamp_plugins.encoders import load_encoder
+    from lamp_plugins.models import minilm_path
     from sentence_transformers import SentenceTransformer
 
     from lamp_harness.contracts import RunContext
-    from lamp_plugins.encoders import load_encoder
-    from lamp_plugins.models import minilm_path
 
     context = RunContext(lamp_home=Path(os.environ["LAMP_HOME"]), device="cpu")
     encoder = load_encoder(context, "minilm", "contriever", batch_size=64)
@@ -130,7 +131,8 @@ def cached_reruns(questions: list[dict], n: int) -> None:
 
     registry = host().registry
     task = registry.create("task", "lamp-7")
-    examples = [Example(q["id"], q["input"], tuple(ProfileItem(str(i), i, p) for i, p in enumerate(q["profile"])))
+    examples = [Example(q["id"], q["input"],
+                        tuple(ProfileItem(str(i), i, p) for i, p in enumerate(q["profile"])))
                 for q in questions[:n]]
     home = Path(os.environ["LAMP_HOME"])
     print(f"Cached reruns ({len(examples)} LaMP-7 questions, "

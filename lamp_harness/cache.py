@@ -263,7 +263,7 @@ class EmbeddingCache:
         rows = self._load()
         digests = [hashlib.sha256(t.encode("utf-8")).digest()[:KEY_BYTES] for t in texts]
         missing: dict[bytes, str] = {}
-        for digest, text in zip(digests, texts):
+        for digest, text in zip(digests, texts, strict=True):
             if digest not in rows and digest not in missing:
                 missing[digest] = text
         pending = list(missing.items())
@@ -397,7 +397,7 @@ def _compute(retriever: Retriever, todo: list[tuple[Any, str]], result: dict[str
                     raise lamp_error(f"retriever {retriever.name!r} returned {len(rankings)} rankings "
                                      f"for {len(batch)} questions",
                                      fix="Fix the retriever plugin: rank() returns one ranking per query.")
-                for (query, digest), ranking in zip(batch, rankings):
+                for (query, digest), ranking in zip(batch, rankings, strict=True):
                     positions = [int(p) for p in ranking]
                     if sorted(positions) != list(range(len(query.items))):
                         raise lamp_error(f"retriever {retriever.name!r} returned {positions[:8]} for a "

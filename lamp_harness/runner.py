@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,7 +229,10 @@ class Runner:
 
     # -- cells ----------------------------------------------------------------------------------
     def _label(self, draft: _Draft) -> str:
-        parts = [draft.personalizer]
+        args = self._personalizer_args(draft.personalizer)
+        # Ablations (pplug aggregation=mean...) must get columns of their own.
+        parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in sorted(args.items()))}]"
+                                       if args else "")]
         if draft.retriever:
             parts += [draft.retriever, f"k={draft.k}"]
         parts.append(self._model_name(draft))
@@ -333,7 +336,15 @@ class Runner:
         personalizer = self.registry.create("personalizer", spec.personalizer, self.context,
                                             **dict(spec.personalizer_args))
         personalizer.setup(task, generator, self.context)
-        self._prepare_training(personalizer, spec, task, generator)
+        personalizer.prepare(task, dataset.examples)
+        restore = self._prepare_training(personalizer, spec, task, generator)
+        try:
+            return self._predict(info, spec, store, task, dataset, generator, personalizer)
+        finally:
+            restore()
+
+    def _predict(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any, dataset: Dataset,
+                 generator: Generator, personalizer: Any) -> dict[str, Any]:
         rankings = self.rankings(spec.task, spec.retriever, spec.retriever_args) if spec.retriever else {}
         store.write_config(self.resolved_config(spec, personalizer, generator))
 
@@ -371,19 +382,26 @@ class Runner:
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
                 "skipped": False, "dir": str(spec.dir), "timing": timing}
 
-    def _prepare_training(self, personalizer: Any, spec: CellSpec, task: Any, generator: Generator) -> None:
-        """Trainable personalizers use ``--checkpoint`` or are trained first (cached by config hash)."""
-        if not getattr(personalizer, "trainable", False):
-            return
-        try:
-            from lamp_harness import training
-        except ImportError:  # pragma: no cover - training ships with the core
-            return
-        if self.matrix.checkpoint is not None:
-            training.load_checkpoint(personalizer, self.matrix.checkpoint)
-            return
-        if hasattr(training, "ensure_trained_for_cell"):
+    def _prepare_training(self, personalizer: Any, spec: CellSpec, task: Any,
+                          generator: Generator) -> Callable[[], None]:
+        """Load ``--checkpoint`` into the personalizer, or train a trainable one first (cached by
+        config hash). Returns how to undo it: weights fine-tuned into a generator that other cells
+        share are restored after the cell."""
+        checkpoint = self.matrix.checkpoint
+        if checkpoint is None and not getattr(personalizer, "trainable", False):
+            return lambda: None
+        from lamp_harness import training
+
+        restore: Callable[[], None] = lambda: None  # noqa: E731
+        if training.fine_tunes_generator(personalizer):
+            module = generator.trainable_module()
+            saved = {name: value.detach().clone() for name, value in module.state_dict().items()}
+            restore = lambda: module.load_state_dict(saved)  # noqa: E731
+        if checkpoint is not None:
+            training.load_checkpoint(personalizer, checkpoint, generator=generator)
+        else:
             training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
+        return restore
 
 
 def _chunk_size(generator: Generator) -> int:

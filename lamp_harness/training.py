@@ -19,6 +19,8 @@ A training directory holds::
         config.json             the same resolved configuration (a checkpoint is self-describing)
     latest.json                 which checkpoint is the newest complete one (written last)
     eval/                       dev-split predictions and metrics (the run-store layout)
+    heldout-users/              with --train-users: the held-out users as official files, so that
+                                ``lamp run --data-dir .../heldout-users`` scores every method on them
 
 Checkpoints are written into a temporary folder and renamed into place; ``latest.json`` is replaced
 atomically after that, so an interruption at any moment leaves the previous checkpoint usable.
@@ -79,7 +81,7 @@ class TrainConfig:
     ``generator`` is a ``--generator`` value: a model alias / hub id / folder for the ``hf``
     plugin, a generator plugin name, or ``PLUGIN:MODEL``; ``None`` is the preset's generator.
     ``train_users``: when set, ``split`` is divided by users into a training part (that fraction
-    of the users) and an evaluation part (the rest), and ``eval_split`` is ignored.
+    of the users) and an evaluation part (the rest, evaluated unless ``eval_split`` is ``None``).
     ``limit`` / ``eval_limit`` cap the examples (the first N, after the user split).
     ``epochs`` and ``max_steps``: training stops at whichever ends first.
     """
@@ -117,10 +119,8 @@ class TrainConfig:
         """The fields that change the trained weights (not where or how often it is saved, nor
         the evaluation)."""
         data = asdict(self)
-        for key in ("save_every", "eval_limit", "device"):
+        for key in ("save_every", "eval_limit", "device", "eval_split"):
             data.pop(key)
-        if self.train_users is None:
-            data.pop("eval_split")
         data["personalizer_args"] = dict(sorted(self.personalizer_args.items()))
         data["retriever_args"] = dict(sorted(self.retriever_args.items()))
         data["generator_args"] = dict(sorted(self.generator_args.items()))
@@ -130,7 +130,8 @@ class TrainConfig:
         """One-line errors for impossible settings."""
         where = "lamp train"
         if self.epochs < 1 and not self.max_steps:
-            raise lamp_error(f"--epochs {self.epochs} trains nothing", where=where, fix="Use --epochs 1 or more.")
+            raise lamp_error(f"--epochs {self.epochs} trains nothing", where=where,
+                             fix="Use --epochs 1 or more.")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise lamp_error("--batch-size and --grad-accum must be at least 1", where=where)
         if self.lr <= 0:
@@ -222,7 +223,7 @@ class GeneratorFineTuning:
             raise lamp_error(f"the checkpoint has {len(unknown)} tensors this generator does not "
                              f"(e.g. {unknown[0]!r})", where=type(self).__name__,
                              fix="Load the checkpoint with the generator model it was trained with.")
-        module.load_state_dict(dict(state), strict=False)
+        module.load_state_dict(dict(state), strict=True)
 
 
 class FineTuned(GeneratorFineTuning):
@@ -251,7 +252,8 @@ def as_trainable(personalizer: Personalizer, generator: Generator | None = None)
 def fine_tunes_generator(personalizer: Personalizer) -> bool:
     """Whether training ``personalizer`` changes the generator's weights (then a generator shared
     with other cells must not receive its checkpoint)."""
-    return not isinstance(personalizer, Trainable) or bool(getattr(personalizer, "fine_tunes_generator", False))
+    return (not isinstance(personalizer, Trainable)
+            or bool(getattr(personalizer, "fine_tunes_generator", False)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,8 +281,8 @@ def split_by_users(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset]
                          f"{len(users)}", where=dataset.source, fix="Use a larger file.")
     n_train = min(max(1, round(fraction * len(users))), len(users) - 1)
     train_users = set(users[:n_train])
-    train = tuple(ex for ex, k in zip(dataset.examples, keys) if k in train_users)
-    held = tuple(ex for ex, k in zip(dataset.examples, keys) if k not in train_users)
+    train = tuple(ex for ex, k in zip(dataset.examples, keys, strict=True) if k in train_users)
+    held = tuple(ex for ex, k in zip(dataset.examples, keys, strict=True) if k not in train_users)
     tag = f"users{fraction:g}"
 
     def part(name: str, examples: tuple[Example, ...]) -> Dataset:
@@ -290,6 +292,29 @@ def split_by_users(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset]
     return part("train", train), part("eval", held)
 
 
+def write_split_files(dataset: Dataset, folder: Path, split: str, official_name: str) -> Path:
+    """Write ``dataset`` as an official ``{split}_questions.json`` / ``{split}_outputs.json`` pair in
+    ``folder`` (e.g. the held-out users of a ``--train-users`` split, so that ``lamp run
+    --data-dir FOLDER --split dev`` evaluates every method on exactly those users)."""
+    from lamp_harness.data import split_file_names, write_outputs
+
+    folder = Path(folder)
+    questions_name, outputs_name = split_file_names(split)
+    records = []
+    for ex in dataset.examples:
+        profile = []
+        for item in ex.profile:
+            # Files without item ids (the real LaMP-7 records) get positions as ids on loading;
+            # they are not written back, so the files stay what they were.
+            record = {"id": item.id} if item.id != str(item.position) else {}
+            profile.append({**record, **dict(item.fields)})
+        records.append({"id": ex.id, "input": ex.input, "profile": profile})
+    atomic_write_json(folder / questions_name, records)
+    write_outputs(folder / outputs_name, official_name,
+                  {ex.id: ex.gold for ex in dataset.examples if ex.gold is not None})
+    return folder
+
+
 def _limited(dataset: Dataset, limit: int | None) -> Dataset:
     if limit is None or limit >= len(dataset.examples):
         return dataset
@@ -297,7 +322,8 @@ def _limited(dataset: Dataset, limit: int | None) -> Dataset:
                    {**dataset.checksums, "limit": str(limit)})
 
 
-def load_training_data(config: TrainConfig, task: Task, context: RunContext) -> tuple[Dataset, Dataset | None]:
+def load_training_data(config: TrainConfig, task: Task,
+                       context: RunContext) -> tuple[Dataset, Dataset | None]:
     """The training dataset and the evaluation dataset (``None`` without an eval split)."""
     from lamp_harness.data import resolve_dataset
 
@@ -388,7 +414,8 @@ def _session(config: TrainConfig, context: RunContext, *, generator: Generator |
     config.validate()
     registry = host().registry
     task = task or registry.create("task", config.task)
-    pcls = type(personalizer) if personalizer is not None else registry.get("personalizer", config.personalizer).load()
+    pcls = (type(personalizer) if personalizer is not None
+            else registry.get("personalizer", config.personalizer).load())
     config = resolve_retriever(config, pcls)
     train_data, eval_data = load_training_data(config, task, context)
     if generator is None:
@@ -475,7 +502,8 @@ class Schedule:
         epoch, within = divmod(step, self.steps_per_epoch)
         order = self.order(epoch)
         batches = []
-        for micro in range(within * self.grad_accum, min((within + 1) * self.grad_accum, self.micro_per_epoch)):
+        last = min((within + 1) * self.grad_accum, self.micro_per_epoch)
+        for micro in range(within * self.grad_accum, last):
             batches.append(order[micro * self.batch_size:(micro + 1) * self.batch_size])
         return epoch, batches
 
@@ -633,6 +661,9 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / CONFIG, resolved)
 
+    if config.train_users is not None and session.eval_data is not None:
+        write_split_files(session.eval_data, out_dir / "heldout-users", config.split,
+                          session.task.official_name)
     examples = session.train_data.examples
     eval_examples = session.eval_data.examples if session.eval_data is not None else ()
     # Per-profile state (PPlug's history vectors) is computed here, once, never inside a step.
@@ -701,7 +732,7 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
     if passes_before is not None:
         passes = history.forward_passes - passes_before
     metrics: tuple[Any, ...] = ()
-    if session.eval_data is not None and session.eval_data.examples:
+    if config.eval_split and session.eval_data is not None and session.eval_data.examples:
         metrics = tuple(evaluate(session, out_dir / "eval", progress=progress, console=console))
     return TrainResult(out_dir, checkpoint, step, seen, round(wall, 3),
                        round(seen / wall, 3) if wall > 0 and seen else 0.0, tuple(losses), metrics,
@@ -743,11 +774,18 @@ class _TrainProgress:
 
     def __enter__(self) -> _TrainProgress:
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} ex/s"),
+                                TextColumn("loss {task.fields[loss]}"),
+                                TextColumn("{task.fields[speed]} ex/s"),
                                 TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
             self.bar.start()
             self.id = self.bar.add_task("train", total=self.total, completed=self.done, loss="-", speed="-")
@@ -788,11 +826,12 @@ def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console
         for start in range(0, len(data.examples), batch_size):
             batch = data.examples[start:start + batch_size]
             items = [retrieved[ex.id] for ex in batch]
-            requests = [session.personalizer.personalize(session.task, ex, it) for ex, it in zip(batch, items)]
+            requests = [session.personalizer.personalize(session.task, ex, it)
+                        for ex, it in zip(batch, items, strict=True)]
             generations = session.generator.generate(requests)
             chunk = [Prediction(ex.id, session.task.parse(g.text), g.text, r.prompt,
                                 tuple(i.id for i in it), g.prompt_tokens, g.generated_tokens)
-                     for ex, r, g, it in zip(batch, requests, generations, items)]
+                     for ex, r, g, it in zip(batch, requests, generations, items, strict=True)]
             store.append_predictions(chunk)
             predictions.extend(chunk)
             if progress:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from lamp_harness.contracts import RankQuery, Ranking, Retriever, RunContext
+from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
 from lamp_harness.options import float_arg, reject_unknown_args
 
 # Bytes that ``str.isspace()`` accepts among ASCII characters.

@@ -22,12 +22,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from lamp_plugins.encoders import POOLINGS, TextEncoder, load_encoder
 
 from lamp_harness.cache import EmbeddingCache
-from lamp_harness.contracts import RankQuery, Ranking, Retriever, RunContext
+from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
 from lamp_harness.errors import lamp_error
 from lamp_harness.options import bool_arg, int_arg, reject_unknown_args
-from lamp_plugins.encoders import POOLINGS, TextEncoder, load_encoder
 
 
 class DenseRetriever(Retriever):

@@ -69,10 +69,9 @@ class TextEncoder:
         if self._model is not None:
             return
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         from lamp_harness.models import loading_error, pretrained_kwargs
-
-        from transformers.utils import logging as hf_logging
 
         kwargs = pretrained_kwargs(self.resolved)
         hf_logging.disable_progress_bar()  # a per-load bar would clutter the run's own progress

@@ -348,7 +348,7 @@ class HFGenerator(Generator):
             inputs = self._encoder_inputs(encoded)
             labels = _pad([torch.tensor(t) for t in target_ids], -100).to(device)
             return self.model(**inputs, labels=labels).loss
-        sequences = [[*e.sequences[0], list(t)] for e, t in zip(encoded, target_ids)]
+        sequences = [[*e.sequences[0], list(t)] for e, t in zip(encoded, target_ids, strict=True)]
         batch = self._assemble(sequences, pad_left=True)
         width = batch["attention_mask"].shape[1]
         labels = torch.full((len(sequences), width), -100, dtype=torch.long)
@@ -487,7 +487,7 @@ class HFGenerator(Generator):
             layer = self.model.get_input_embeddings()
             dtype = layer.weight.dtype
             rows = []
-            for seq, n in zip(sequences, lengths):
+            for seq, n in zip(sequences, lengths, strict=True):
                 parts = [layer(torch.tensor(p, dtype=torch.long, device=device)) if isinstance(p, list)
                          else p.to(device=device, dtype=dtype) for p in seq]
                 row = torch.cat(parts, dim=0)
@@ -557,7 +557,7 @@ class HFGenerator(Generator):
                                  f"{self.device} with a batch of {len(chunk)}", where=OWNER,
                                  fix="Pass batch_size=auto or a smaller batch_size, a smaller "
                                      "max_input_tokens, or dtype=bfloat16.") from None
-            for i, out in zip(chunk, outputs):
+            for i, out in zip(chunk, outputs, strict=True):
                 results[i] = out
             pos += len(chunk)
 
@@ -590,7 +590,7 @@ class HFGenerator(Generator):
             new = sequences[:, inputs["input_ids"].shape[1]:]
         else:
             new = sequences  # from inputs_embeds generate returns the new tokens only
-        return [self._finish(row.tolist(), e.length) for row, e in zip(new, encoded)]
+        return [self._finish(row.tolist(), e.length) for row, e in zip(new, encoded, strict=True)]
 
     def _finish(self, ids: list[int], prompt_tokens: int) -> Generation:
         stop = set(self._eos_ids)
@@ -613,7 +613,7 @@ class HFGenerator(Generator):
             else:
                 scores = self._label_scores_causal(requests, encoded)
         results = []
-        for request, e, row in zip(requests, encoded, scores):
+        for request, e, row in zip(requests, encoded, scores, strict=True):
             best = max(range(len(row)), key=lambda j: (row[j], -j))
             label = request.choices[best]
             results.append(Generation(text=label, prompt_tokens=e.length,
@@ -660,6 +660,8 @@ class HFGenerator(Generator):
         batch = self._assemble([e.sequences[0] for e in encoded], pad_left=True)
         extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(self.model) else {}
         out = self.model(**batch, use_cache=True, **extra)
+        if not hasattr(out.past_key_values, "batch_select_indices"):
+            return self._label_scores_causal_full(requests, encoded)
         first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         owner, labels = self._label_rows(requests)
         index = torch.tensor(owner, device=first.device)
@@ -680,6 +682,22 @@ class HFGenerator(Generator):
                                 position_ids=positions, past_key_values=cache, use_cache=True).logits
             target = _pad([torch.tensor(t[1:]) for t in labels], -100, width=longest - 1).to(first.device)
             scores = scores + _sum_logprobs(logits, target)
+        return _group(scores, owner, len(requests))
+
+    def _label_scores_causal_full(self, requests, encoded) -> list[list[float]]:
+        """Label scores from full prompt+label sequences, for models whose cache cannot be
+        expanded per label. Same numbers as the cached path, ~C times the prompt compute (the
+        generation benchmark measures the difference)."""
+        owner, labels = self._label_rows(requests)
+        sequences = [[*encoded[i].sequences[0], list(t)] for i, t in zip(owner, labels, strict=True)]
+        batch = self._assemble(sequences, pad_left=True)
+        logits = self.model(**batch).logits
+        width = batch["attention_mask"].shape[1]
+        target = torch.full((len(labels), width), -100, dtype=torch.long)
+        for row, t in enumerate(labels):
+            target[row, width - len(t):] = torch.tensor(t)
+        # logits at position p predict the token at p + 1.
+        scores = _sum_logprobs(logits[:, :-1], target[:, 1:].to(logits.device))
         return _group(scores, owner, len(requests))
 
 
@@ -724,7 +742,7 @@ def _sum_logprobs(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _group(scores: torch.Tensor, owner: Sequence[int], n: int) -> list[list[float]]:
     grouped: list[list[float]] = [[] for _ in range(n)]
-    for value, i in zip(scores.tolist(), owner):
+    for value, i in zip(scores.tolist(), owner, strict=True):
         grouped[i].append(float(value))
     return grouped
 

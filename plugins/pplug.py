@@ -180,7 +180,7 @@ class HistoryTable:
         missing = list(dict.fromkeys(t for t in texts if self.key(t) not in self.vectors))
         if missing and self.store is not None:
             found = self.store.load([self.key(t) for t in missing])
-            for text, vector in zip(missing, found):
+            for text, vector in zip(missing, found, strict=True):
                 if vector is not None:
                     self.vectors[self.key(text)] = torch.as_tensor(vector, dtype=torch.float32)
             missing = [t for t in missing if self.key(t) not in self.vectors]
@@ -188,7 +188,7 @@ class HistoryTable:
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start:start + self.batch_size]
             vectors = self.embed(batch)
-            for text, vector in zip(batch, vectors):
+            for text, vector in zip(batch, vectors, strict=True):
                 computed[self.key(text)] = vector
             if progress is not None:
                 progress(len(batch))
@@ -425,7 +425,7 @@ class PPlug(Personalizer):
         assert self.generator is not None
         vectors, _ = self.soft_tokens(task, examples)
         requests = [self._request(task, ex, items, v)
-                    for ex, items, v in zip(examples, retrieved, vectors)]
+                    for ex, items, v in zip(examples, retrieved, vectors, strict=True)]
         return self.generator.loss(requests, [ex.gold or "" for ex in examples])
 
     def set_training(self, mode: bool) -> None:
@@ -439,7 +439,7 @@ class PPlug(Personalizer):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._require_setup()
-        missing, unexpected = self.module.load_state_dict(dict(state), strict=False)
+        missing, unexpected = self.module.load_state_dict(dict(state), strict=True)
         if missing or unexpected:
             raise lamp_error(f"the checkpoint does not match this PPlug configuration (missing "
                              f"{len(missing)} tensors, {len(unexpected)} unexpected, e.g. "

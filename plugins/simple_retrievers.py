@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from lamp_harness.contracts import RankQuery, Ranking, Retriever, RunContext
+from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
 from lamp_harness.errors import lamp_error
 from lamp_harness.options import int_arg, reject_unknown_args
 

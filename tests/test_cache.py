@@ -12,7 +12,7 @@ import pytest
 
 from lamp_harness import cache as cache_module
 from lamp_harness.cache import EmbeddingCache, rank_examples, ranking_path, text_key
-from lamp_harness.contracts import Example, ProfileItem, RankQuery, Ranking, Retriever, RunContext
+from lamp_harness.contracts import Example, ProfileItem, Ranking, RankQuery, Retriever, RunContext
 from lamp_harness.registry import host
 
 IDENTITY = {"model": "test/encoder", "revision": "1", "pooling": "mean", "normalize": False,

@@ -52,7 +52,7 @@ def test_each_passage_is_the_input_with_one_retrieved_item(context, task, exampl
     example = examples[0]
     request = fid.personalize(task, example, example.profile[:3])
     assert request.is_fusion and len(request.passages) == 3
-    for passage, item in zip(request.passages, example.profile[:3]):
+    for passage, item in zip(request.passages, example.profile[:3], strict=True):
         assert passage == ipa.personalize(task, example, (item,)).prompt
         assert example.input in passage
     assert fid.personalize(task, example, ()).passages == (example.input,)

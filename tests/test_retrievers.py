@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lamp_plugins.bm25 import okapi_scores, ranking_from_scores
 
 from lamp_harness.contracts import ProfileItem, RankQuery, RunContext
 from lamp_harness.errors import LampError
 from lamp_harness.registry import host
 from lamp_harness.testing import check_retriever
-from lamp_plugins.bm25 import OkapiParams, okapi_scores, ranking_from_scores
 
 
 def items(*texts: str, dates: tuple[str | None, ...] | None = None) -> tuple[ProfileItem, ...]:
@@ -76,7 +76,7 @@ def test_bm25_equals_rank_bm25_on_unicode_whitespace_and_long_tokens() -> None:
                "nul\x00byte \U0001F600 exactly8", "sep unit rec line tab"]
     ours = okapi_scores(queries, [docs] * len(queries))
     index = rank_bm25.BM25Okapi([d.split() for d in docs])
-    for q, scores in zip(queries, ours):
+    for q, scores in zip(queries, ours, strict=True):
         assert np.array_equal(scores, index.get_scores(q.split()))
 
 
@@ -85,7 +85,7 @@ def test_bm25_hash_collisions_fall_back_to_exact_tokens() -> None:
     queries = ["w1 w2 common", "w5 w9 w11"]
     exact = okapi_scores(queries, [docs, docs[:10]])
     forced = okapi_scores(queries, [docs, docs[:10]], hash_bits=2)  # 4 buckets: certain collisions
-    assert all(np.array_equal(a, b) for a, b in zip(exact, forced))
+    assert all(np.array_equal(a, b) for a, b in zip(exact, forced, strict=True))
 
 
 def test_bm25_empty_profile_empty_items_and_empty_query(context) -> None:
@@ -108,7 +108,7 @@ def test_bm25_agrees_with_rank_bm25_on_real_lamp7_dev(shared_data: Path) -> None
         queries.append(RankQuery(q["id"], task.query(example), tuple(map(task.document, profile)), profile))
     ours = retriever("bm25", RunContext(lamp_home=Path("."))).rank(queries)
     full = top1 = 0
-    for rq, ranking in zip(queries, ours):
+    for rq, ranking in zip(queries, ours, strict=True):
         index = rank_bm25.BM25Okapi([d.split() for d in rq.documents])
         official = index.get_top_n(rq.query.split(), list(range(len(rq.documents))), n=len(rq.documents))
         full += list(ranking) == official
@@ -225,7 +225,8 @@ def test_lamp_rank_exports_ranked_profile_ids(tmp_path: Path, capsys) -> None:
                                "it: cats and dogs", "profile": [{"text": "cats purr"}, {"text": "stocks"},
                                                                 {"text": "dogs and cats"}]},
         {"id": "611", "input": "Paraphrase the following tweet without any explanation before or after "
-                               "it: rain", "profile": [{"id": "x1", "text": "sun"}, {"id": "x2", "text": "rain"}]},
+                               "it: rain",
+         "profile": [{"id": "x1", "text": "sun"}, {"id": "x2", "text": "rain"}]},
     ]
     (data / "dev_questions.json").write_text(json.dumps(questions))
     (data / "dev_outputs.json").write_text(json.dumps(

@@ -32,7 +32,8 @@ GEN_ARGS = {"num_beams": "1", "max_new_tokens": "4", "device": "cpu"}
 
 @pytest.fixture
 def config(tiny_llama_dir, tiny_encoder_dir) -> TrainConfig:
-    return TrainConfig(task="lamp-7", personalizer="pplug", personalizer_args={"encoder": str(tiny_encoder_dir)},
+    return TrainConfig(task="lamp-7", personalizer="pplug",
+                       personalizer_args={"encoder": str(tiny_encoder_dir)},
                        generator=str(tiny_llama_dir), generator_args=GEN_ARGS, data="demo", eval_split=None,
                        limit=12, epochs=2, batch_size=4, lr=3e-3, warmup=0.1, seed=3, save_every=2,
                        device="cpu")
@@ -110,12 +111,18 @@ def test_user_split_of_the_real_lamp7_dev_set(shared_data: Path, lamp_home: Path
     keys = {training.user_key(ex) for ex in train_part.examples}
     assert not keys & {training.user_key(ex) for ex in eval_part.examples}
     assert 0.6 < len(train_part.examples) / len(dataset.examples) < 0.74
+    # The held-out users written as official files load back as the same examples.
+    folder = training.write_split_files(eval_part, lamp_home / "heldout", "dev", task.official_name)
+    reloaded = resolve_dataset(task, data=None, data_dir=folder, split="dev",
+                               context=RunContext(lamp_home=lamp_home))
+    assert reloaded.examples == eval_part.examples
 
 
 # -- training ------------------------------------------------------------------------------------------
 
 
-def test_training_lowers_the_loss_and_reloaded_weights_predict_identically(config, tmp_path, lamp_home) -> None:
+def test_training_lowers_the_loss_and_reloaded_weights_predict_identically(config, tmp_path,
+                                                                          lamp_home) -> None:
     task, _, untrained, examples = _fresh(config, lamp_home)
     before = _mean_loss(untrained, task, examples)
     result = train(config, tmp_path / "run", progress=False)
@@ -137,7 +144,8 @@ def test_training_lowers_the_loss_and_reloaded_weights_predict_identically(confi
     second = again.personalize(task, examples[0], ())
     assert torch.equal(first.prefix[0].vectors, second.prefix[0].vectors)
     short = [replace(first, max_new_tokens=4)]
-    assert generator.generate(short)[0].text == generator2.generate([replace(second, max_new_tokens=4)])[0].text
+    again_short = [replace(second, max_new_tokens=4)]
+    assert generator.generate(short)[0].text == generator2.generate(again_short)[0].text
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(config, tmp_path) -> None:

@@ -16,9 +16,8 @@ import pytest
 def build_tiny_encoder(path: Path, seed: int = 0) -> Path:
     """A 2-layer BERT (hidden 16) saved with its tokenizer to ``path``."""
     import torch
-    from transformers import BertConfig, BertModel
-
     from tiny_models import build_tokenizer, vocabulary
+    from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
     vocab = vocabulary()

@@ -4,9 +4,11 @@ Each builder writes a real model folder (config, safetensors weights, a fast tok
 loaded through the project's real loading code. The tokenizer is a word-level one over a small
 fixed vocabulary (LaMP-like words, the label sets, digits), so the models stay tiny.
 
-Fixtures (session-scoped; import them into a test module to use them)::
+Fixtures (session-scoped). A test module enables them with::
 
-    from tiny_models import tiny_t5_dir, tiny_bart_dir, tiny_llama_dir, tiny_llama_plain_dir  # noqa: F401
+    pytest_plugins = ("tiny_models",)
+
+(or the root conftest may list ``"tiny_models"`` in its own ``pytest_plugins``).
 
 - ``tiny_t5_dir``: a 2-layer T5 (encoder-decoder), tokenizer appends ``</s>``.
 - ``tiny_bart_dir``: a 2-layer BART (encoder-decoder, scaled embeddings), ``<s> ... </s>``.

@@ -85,7 +85,8 @@ def train(
 
     console = Console(stderr=True)
     config = TrainConfig(
-        task=task, personalizer=personalizer, personalizer_args=parse_kv(personalizer_arg, "--personalizer-arg"),
+        task=task, personalizer=personalizer,
+        personalizer_args=parse_kv(personalizer_arg, "--personalizer-arg"),
         retriever=retriever, retriever_args=parse_kv(retriever_arg, "--retriever-arg"), k=k,
         generator=generator, generator_args=parse_kv(generator_arg, "--generator-arg"), preset=preset,
         data=data, data_dir=str(data_dir) if data_dir else None, scheme=scheme, split=split,
@@ -109,4 +110,5 @@ def train(
               if metric.ci_low is not None and metric.ci_high is not None else "")
         print(f"eval {metric.name}: {metric.value:.4f}{ci} (n={metric.n})")
     print(f"checkpoint: {checkpoint}")
-    print(f"use it with: lamp run --task {task} --personalizer {personalizer} --checkpoint {result.directory}")
+    print(f"use it with: lamp run --task {task} --personalizer {personalizer} "
+          f"--checkpoint {result.directory}")
