@@ -53,6 +53,9 @@ class Matrix:
     personalizer_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     retriever_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     generator_args: Mapping[str, str] = field(default_factory=dict)
+    train_args: Mapping[str, str] = field(default_factory=dict)
+    """Overrides of the training settings (epochs, max_steps, batch_size, lr...) used when a
+    trainable personalizer is trained before its cell (see ``lamp train --help``)."""
     checkpoint: Path | None = None
     device: str = "auto"
 
@@ -243,7 +246,7 @@ class Runner:
             try:
                 from lamp_harness.models import resolve_model
 
-                return resolve_model("generator", self.context, None).name
+                return resolve_model("generator", self.context, None, materialize=False).name
             except (ImportError, LampError):
                 return f"{self.matrix.preset} preset"
         return draft.model or draft.generator
@@ -267,6 +270,10 @@ class Runner:
             "decode": decode, "seed": m.seed,
             "checkpoint": str(m.checkpoint) if m.checkpoint else None,
         }
+        if m.train_args:  # only trained cells' predictions depend on them
+            cls = self.registry.get("personalizer", draft.personalizer).load()
+            if getattr(cls, "trainable", False):
+                identity["train"] = sorted(m.train_args.items())
         slug = "_".join(x for x in (draft.task, draft.personalizer, draft.retriever or "",
                                     f"k{draft.k}" if draft.retriever else "") if x)
         cell_id = f"{slug.replace('+', 'plus')}-{stable_hash(identity, 10)}"

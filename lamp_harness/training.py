@@ -891,6 +891,28 @@ def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
                  progress=progress, console=console).checkpoint
 
 
+_OVERRIDABLE = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
+                "max_grad_norm", "save_every", "limit")
+
+
+def with_overrides(config: TrainConfig, overrides: Mapping[str, str]) -> TrainConfig:
+    """``config`` with ``--train-arg KEY=VALUE`` overrides, converted to the fields' types."""
+    from dataclasses import replace
+
+    from lamp_harness.options import float_arg, int_arg, reject_unknown_args
+
+    reject_unknown_args(overrides, _OVERRIDABLE, "--train-arg")
+    values: dict[str, Any] = {}
+    for key in overrides:
+        if key in ("lr", "weight_decay", "warmup", "max_grad_norm"):
+            values[key] = float_arg(overrides, key, getattr(config, key), "--train-arg")
+        else:
+            values[key] = int_arg(overrides, key, 1, "--train-arg", minimum=1)
+    result = replace(config, **values)
+    result.validate()
+    return result
+
+
 def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, task: Task,
                             generator: Generator) -> Path:
     """Train a cell's personalizer on the ``train`` split of the cell's data (cached by
@@ -911,6 +933,7 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
         generator=model, generator_args=dict(spec.generator_args), preset=matrix.preset,
         data=matrix.data, data_dir=str(matrix.data_dir) if matrix.data_dir else None,
         scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device)
+    config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
     try:
         checkpoint = ensure_trained(config, context=runner.context, generator=generator,
                                     personalizer=personalizer, progress=getattr(runner, "progress", True),

@@ -70,9 +70,6 @@ _DTYPES = {
 _AUTO_START = {"cpu": 8, "mps": 16, "cuda": 64}
 _MARKER = "<<<LAMP-PROMPT-MARKER>>>"
 
-Piece = "list[int] | torch.Tensor"
-"""A run of token ids, or soft vectors of shape ``[n, hidden]``."""
-
 
 # ---------------------------------------------------------------------------------------------
 # Argument handling
@@ -236,7 +233,8 @@ def load_model(context: RunContext, resolved: ResolvedModel, device: str, dtype:
 
 @dataclass
 class _Encoded:
-    """A request turned into pieces: one sequence, or one per passage for FiD."""
+    """A request turned into pieces: one sequence, or one per passage for FiD. A piece is a run
+    of token ids (``list[int]``) or soft vectors (a ``[n, hidden]`` tensor)."""
 
     sequences: list[list[Any]]
     length: int

