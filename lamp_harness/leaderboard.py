@@ -512,7 +512,7 @@ def render_csv(board: Leaderboard) -> str:
     writer.writerow(CSV_FIELDS)
     for block in board.blocks:
         for row in block.rows:
-            for column, v in zip(block.columns, row.values):
+            for column, v in zip(block.columns, row.values, strict=False):
                 if v is None:
                     continue
                 writer.writerow(
@@ -571,7 +571,7 @@ def plot(board: Leaderboard, path: Path) -> Path:
         axes = fig.subplots(nrows, ncols, squeeze=False)
         colors = matplotlib.colormaps["tab20"]
         handles = {}
-        for ax, (block, metric, rows) in zip(axes.flat, panels):
+        for ax, (block, metric, rows) in zip(axes.flat, panels, strict=False):
             present = [
                 c
                 for c in columns

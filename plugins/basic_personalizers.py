@@ -17,8 +17,6 @@ from lamp_harness.contracts import (
 from lamp_harness.options import reject_unknown_args
 
 
-
-
 class NonPersonalized(Personalizer):
     """``none``: the bare task input, no profile (the non-personalized baseline)."""
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Session-scoped tiny models built from configs (tiny_t5_dir, tiny_bart_dir, tiny_llama_dir...).
+pytest_plugins = ("tiny_models", "tiny_encoder")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "lamp-data"
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_llama_dir, tiny_t5_dir  # noqa: F401
 
 from lamp_harness.contracts import GenerationRequest, RunContext
 from lamp_harness.errors import LampError

@@ -17,7 +17,7 @@ PROMPTS = (
     "love",
 )
 LABELS = ("positive", "negative", "neutral")
-pytest_plugins = ("tiny_models",)  # tiny_t5_dir, tiny_bart_dir, tiny_llama_dir, tiny_llama_plain_dir
+
 
 FAMILIES = ["tiny_t5_dir", "tiny_bart_dir", "tiny_llama_dir", "tiny_llama_plain_dir"]
 

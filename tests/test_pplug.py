@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from lamp_plugins.pplug import attention_weights, mean_weights
-from tiny_encoder import tiny_encoder_dir  # noqa: F401
-from tiny_models import tiny_llama_dir, tiny_t5_dir  # noqa: F401
 
 from lamp_harness.contracts import GenerationRequest, RunContext, SoftTokens
 from lamp_harness.errors import LampError

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_encoder import tiny_encoder_dir  # noqa: F401
-from tiny_models import tiny_llama_dir  # noqa: F401
 
 from lamp_harness import training
 from lamp_harness.contracts import Dataset, Example, ProfileItem, RunContext
