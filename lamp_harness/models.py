@@ -131,6 +131,12 @@ def preset_roles(name: str, registry: Registry | None = None) -> dict[str, str]:
     return dict(component.metadata.get("roles", {}))
 
 
+def preset_generator_args(name: str, registry: Registry | None = None) -> dict[str, str]:
+    """The default generator arguments of a registered preset (explicit arguments override them)."""
+    component = _registry(registry).get("preset", name)
+    return dict(component.metadata.get("generator_args", {}))
+
+
 def resolve_model(role: str, context: RunContext, explicit: str | None = None, *,
                   registry: Registry | None = None, materialize: bool = True) -> ResolvedModel:
     """The concrete model for ``role``: ``explicit`` (alias, hub id or local path) if given, else

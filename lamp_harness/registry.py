@@ -118,9 +118,12 @@ class Registry:
         """A model alias (role, source, size...) for ``lamp models`` and presets."""
         self.add("model", alias, None, summary, **meta)
 
-    def add_preset(self, name: str, roles: Mapping[str, str], summary: str = "") -> None:
-        """A preset: the concrete model (alias, hub id or path) for each role."""
-        self.add("preset", name, None, summary, roles=dict(roles))
+    def add_preset(self, name: str, roles: Mapping[str, str], summary: str = "", *,
+                   generator_args: Mapping[str, str] | None = None) -> None:
+        """A preset: the concrete model (alias, hub id or path) for each role, and default
+        generator arguments (e.g. greedy decoding for a CPU preset) that explicit ones override."""
+        self.add("preset", name, None, summary, roles=dict(roles),
+                 generator_args=dict(generator_args or {}))
 
     # -- reading --------------------------------------------------------------------------------
     def components(self, kind: str | None = None) -> list[Component]:

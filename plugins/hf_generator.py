@@ -20,7 +20,8 @@ Arguments (``--generator-arg KEY=VALUE``; all optional):
 ``device``           ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``
 ``dtype``            ``auto`` (bf16 on a GPU that supports it, else fp32), ``float32``,
                      ``bfloat16``, ``float16``
-``num_beams``        beam width (default 4 as in both papers; 1 = greedy)
+``num_beams``        beam width (default 4 as in both papers; 1 = greedy; the offline preset
+                    defaults to 1 on CPU)
 ``max_input_tokens`` tokens of prompt text the model sees (default 256; special and chat-template
                      tokens and soft/prefix tokens come on top)
 ``max_new_tokens``   generation budget when a request sets none (default 128)
@@ -55,7 +56,13 @@ from lamp_harness.contracts import (
     SoftTokens,
 )
 from lamp_harness.errors import lamp_error
-from lamp_harness.models import ResolvedModel, loading_error, pretrained_kwargs, resolve_model
+from lamp_harness.models import (
+    ResolvedModel,
+    loading_error,
+    preset_generator_args,
+    pretrained_kwargs,
+    resolve_model,
+)
 from lamp_harness.options import bool_arg, int_arg
 from lamp_harness.tokens import HFTokenCounter
 
@@ -249,6 +256,7 @@ class HFGenerator(Generator):
     def __init__(self, context: RunContext, model: str | None = None, **args: Any) -> None:
         self.context = context
         self.resolved = resolve_model("generator", context, model)
+        args = {**preset_generator_args(context.preset), **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.loader_args, self.generate_args = _split_extra(
             {k: v for k, v in args.items() if k not in KNOWN_ARGS})

@@ -70,7 +70,9 @@ def register(registry) -> None:
     registry.add_preset(
         "offline", {"generator": SMOLLM2_ALIAS, "contriever": "minilm", "bge": "minilm"},
         "Default. Packaged models only (no network): SmolLM2-135M-Instruct and MiniLM stand in "
-        "for the papers' models.")
+        "for the papers' models. Greedy decoding (CPU-friendly; --num-beams 4 restores the papers' "
+        "beam search).",
+        generator_args={"num_beams": "1"})
     registry.add_preset(
         "lamp-paper", {"generator": "google/flan-t5-base", "contriever": "facebook/contriever",
                        "bge": "BAAI/bge-base-en-v1.5"},

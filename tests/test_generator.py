@@ -312,8 +312,12 @@ def test_describe_and_training_support(context, tiny_t5_dir):
     gen = make(context, tiny_t5_dir, dtype="float32")
     info = gen.describe()
     assert info["model"] == str(tiny_t5_dir) and info["family"] == "encoder-decoder"
+    # The offline preset decodes greedily on CPU; the papers' presets keep their 4 beams.
     assert (info["dtype"], info["device"], info["num_beams"], info["max_input_tokens"]) == \
-        ("float32", "cpu", 4, 256)
+        ("float32", "cpu", 1, 256)
+    paper = RunContext(lamp_home=context.lamp_home, device="cpu", preset="lamp-paper")
+    assert make(paper, tiny_t5_dir).describe()["num_beams"] == 4
+    assert make(context, tiny_t5_dir, num_beams="4").describe()["num_beams"] == 4
     assert gen.is_encoder_decoder and gen.embedding_width == 32
     rows = gen.model.get_input_embeddings().weight
     assert gen.embedding_norm == pytest.approx(float(rows.norm(dim=-1).mean()), rel=1e-5)
