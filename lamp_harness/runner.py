@@ -58,6 +58,12 @@ class Matrix:
     trainable personalizer is trained before its cell (see ``lamp train --help``)."""
     checkpoint: Path | None = None
     device: str = "auto"
+    groups: tuple[Matrix, ...] = ()
+    """Sub-matrices whose products are run together (``[[group]]`` tables of a matrix file):
+    each group sets its own selectors and component arguments; every other setting is shared."""
+
+    def selections(self) -> tuple[Matrix, ...]:
+        return self.groups or (self,)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class _Draft:
     generator: str
     model: str | None
     retriever_args: tuple[tuple[str, str], ...] = ()
+    personalizer_args: tuple[tuple[str, str], ...] = ()
 
     @property
     def generator_key(self) -> tuple[str, str | None]:
@@ -126,37 +133,12 @@ class Runner:
 
     # -- planning -------------------------------------------------------------------------------
     def plan(self) -> list[_Draft]:
-        """The cells to run: the product, minus meaningless cells, with impossible ones rejected."""
-        m = self.matrix
-        reg = self.registry
-        tasks = [reg.get("task", t).name for t in m.tasks]
-        personalizers = [reg.get("personalizer", p).name for p in m.personalizers]
-        retrievers = [reg.get("retriever", r).name for r in m.retrievers]
-        generators = [self._generator_spec(g) for g in m.generators]
+        """The cells to run: the product (of each group), minus meaningless cells, with impossible
+        ones rejected, all of them listed at once, before any work."""
         drafts: list[_Draft] = []
         problems: list[str] = []
-        for task, pers, gen in itertools.product(tasks, personalizers, generators):
-            cls = reg.get("personalizer", pers).load()
-            options: list[tuple[str | None, int, tuple[tuple[str, str], ...]]]
-            if not cls.accepts_retriever:
-                options = [(None, 0, ())]
-            elif retrievers:
-                options = [(r, k, self._retriever_args(r)) for r in retrievers for k in m.ks]
-            elif cls.default_retriever:
-                name = reg.get("retriever", cls.default_retriever).name
-                args = tuple(sorted({**cls.default_retriever_args,
-                                     **dict(self._retriever_args(name))}.items()))
-                options = [(name, k, args) for k in m.ks]
-            elif cls.needs_retriever:
-                problems.append(f"{pers} needs a retriever (add --retriever, e.g. "
-                                f"{', '.join(reg.names('retriever')[:4])})")
-                continue
-            else:
-                options = [(None, 0, ())]
-            for retriever, k, rargs in options:
-                draft = _Draft(task, pers, retriever, k, *gen, retriever_args=rargs)
-                if draft not in drafts:
-                    drafts.append(draft)
+        for selection in self.matrix.selections():
+            self._expand(selection, drafts, problems)
         for draft in drafts:
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if cls.requires_encoder_decoder:
@@ -170,6 +152,36 @@ class Runner:
             raise LampError(f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique)
                             + ". Fix the selection (e.g. --generator google/flan-t5-base for fid).")
         return drafts
+
+    def _expand(self, m: Matrix, drafts: list[_Draft], problems: list[str]) -> None:
+        reg = self.registry
+        tasks = [reg.get("task", t).name for t in m.tasks]
+        personalizers = [reg.get("personalizer", p).name for p in m.personalizers]
+        retrievers = [reg.get("retriever", r).name for r in m.retrievers]
+        generators = [self._generator_spec(g) for g in m.generators]
+        for task, pers, gen in itertools.product(tasks, personalizers, generators):
+            cls = reg.get("personalizer", pers).load()
+            options: list[tuple[str | None, int, tuple[tuple[str, str], ...]]]
+            if not cls.accepts_retriever:
+                options = [(None, 0, ())]
+            elif retrievers:
+                options = [(r, k, self._retriever_args(m, r)) for r in retrievers for k in m.ks]
+            elif cls.default_retriever:
+                name = reg.get("retriever", cls.default_retriever).name
+                args = tuple(sorted({**cls.default_retriever_args,
+                                     **dict(self._retriever_args(m, name))}.items()))
+                options = [(name, k, args) for k in m.ks]
+            elif cls.needs_retriever:
+                problems.append(f"{pers} needs a retriever (add --retriever, e.g. "
+                                f"{', '.join(reg.names('retriever')[:4])})")
+                continue
+            else:
+                options = [(None, 0, ())]
+            pargs = self._personalizer_args(m, pers)
+            for retriever, k, rargs in options:
+                draft = _Draft(task, pers, retriever, k, *gen, retriever_args=rargs, personalizer_args=pargs)
+                if draft not in drafts:
+                    drafts.append(draft)
 
     def _generator_spec(self, value: str | None) -> tuple[str, str | None]:
         """``--generator`` values: a generator plugin name, ``plugin:model``, or a model for ``hf``."""
@@ -220,22 +232,23 @@ class Runner:
                                                 dataset.examples, self.context)
         return self._rankings[key]
 
-    def _retriever_args(self, name: str) -> tuple[tuple[str, str], ...]:
-        args = dict(self.matrix.retriever_args.get("*", {}))
-        args.update(self.matrix.retriever_args.get(name, {}))
+    @staticmethod
+    def _retriever_args(m: Matrix, name: str) -> tuple[tuple[str, str], ...]:
+        args = dict(m.retriever_args.get("*", {}))
+        args.update(m.retriever_args.get(name, {}))
         return tuple(sorted(args.items()))
 
-    def _personalizer_args(self, name: str) -> dict[str, str]:
-        args = dict(self.matrix.personalizer_args.get("*", {}))
-        args.update(self.matrix.personalizer_args.get(name, {}))
-        return args
+    @staticmethod
+    def _personalizer_args(m: Matrix, name: str) -> tuple[tuple[str, str], ...]:
+        args = dict(m.personalizer_args.get("*", {}))
+        args.update(m.personalizer_args.get(name, {}))
+        return tuple(sorted(args.items()))
 
     # -- cells ----------------------------------------------------------------------------------
     def _label(self, draft: _Draft) -> str:
-        args = self._personalizer_args(draft.personalizer)
+        args = draft.personalizer_args
         # Ablations (pplug aggregation=mean...) must get columns of their own.
-        parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in sorted(args.items()))}]"
-                                       if args else "")]
+        parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "")]
         if draft.retriever:
             parts += [draft.retriever, f"k={draft.k}"]
         parts.append(self._model_name(draft))
@@ -260,7 +273,7 @@ class Runner:
         m = self.matrix
         dataset = self.dataset(draft.task)
         decode = self._decode_for(draft.task)
-        pargs = tuple(sorted(self._personalizer_args(draft.personalizer).items()))
+        pargs = draft.personalizer_args
         rargs = draft.retriever_args
         gargs = tuple(sorted(m.generator_args.items()))
         identity = {

@@ -197,6 +197,7 @@ def load_model(context: RunContext, resolved: ResolvedModel, device: str, dtype:
     remote = {k: loader_args[k] for k in ("trust_remote_code",) if k in loader_args}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a per-load bar would clutter the run's own progress
     try:
         config = AutoConfig.from_pretrained(resolved.path, **hub, **remote)
         encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))

@@ -125,6 +125,32 @@ seed = "7"
     assert config_json["retriever"] == {"name": "random", "seed": "7"}
 
 
+def test_matrix_file_groups_combine_sub_products(toys, tmp_path):
+    config = tmp_path / "matrix.toml"
+    out = tmp_path / "runs"
+    config.write_text(f"""
+task = ["lamp-7"]
+generator = ["toy-echo"]
+data = "demo"
+limit = 2
+out = "{out.as_posix()}"
+
+[[group]]
+personalizer = ["none"]
+retriever = ["bm25"]          # dropped: none uses no retrieval
+
+[[group]]
+personalizer = ["ipa"]
+retriever = ["bm25", "random"]
+k = [2]
+""")
+    assert lamp("run", "--config", str(config), "--quiet") == 0
+    assert sorted(cells(out)) == ["ipa / bm25 / k=2 / toy-echo", "ipa / random / k=2 / toy-echo",
+                                  "none / toy-echo"]
+    config.write_text(config.read_text() + "limit = 3\n")
+    assert lamp("run", "--config", str(config)) == 2  # shared settings cannot move into a group
+
+
 def test_bad_matrix_file_is_one_line(toys, tmp_path, capsys):
     config = tmp_path / "matrix.toml"
     config.write_text('task = ["lamp-7"]\nretreiver = ["bm25"]\n')

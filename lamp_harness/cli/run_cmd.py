@@ -48,7 +48,7 @@ def read_config(path: Path) -> dict[str, Any]:
     known = {"task", "personalizer", "retriever", "k", "generator", "split", "data", "data-dir",
              "scheme", "limit", "preset", "seed", "decode", "out", "batch-size", "num-beams",
              "max-input-tokens", "device", "checkpoint", "retriever-args", "personalizer-args",
-             "generator-args", "train-args"}
+             "generator-args", "train-args", "group"}
     data = {key.replace("_", "-"): value for key, value in data.items()}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -145,17 +145,6 @@ def run(
     def pick(cli: Any, key: str, default: Any) -> Any:
         return cli if cli is not None else cfg.get(key, default)
 
-    tasks = split_list(task) or _as_list(cfg.get("task"))
-    if not tasks:
-        raise lamp_error("no task given", fix="Pass --task lamp-7 (or a comma list), or task = [...] in --config.")
-    ks_raw = split_list(k) or _as_list(cfg.get("k")) or ["1"]
-    try:
-        ks = tuple(int(x) for x in ks_raw)
-    except ValueError:
-        raise lamp_error(f"--k {','.join(ks_raw)!r} is not a comma list of integers", fix="Write e.g. --k 1,4.") from None
-    if any(x < 1 for x in ks):
-        raise lamp_error("--k values must be at least 1", fix="Write e.g. --k 1,4.")
-
     gen_args = _stringify(cfg.get("generator-args", {}), "[generator-args]")
     gen_args.update(parse_kv(generator_arg, "--generator-arg"))
     for key, value in (("batch_size", pick(batch_size, "batch-size", None)),
@@ -164,9 +153,33 @@ def run(
         if value is not None:
             gen_args[key] = str(value)
 
-    def tables(key: str, cli_pairs: list[str], option: str) -> dict[str, dict[str, str]]:
+    def selection(part: dict[str, Any], where: str) -> dict[str, Any]:
+        """The selectors of the whole matrix or of one ``[[group]]`` (command-line values win)."""
+        tasks = split_list(task) or _as_list(part.get("task"))
+        if not tasks:
+            raise lamp_error("no task given", where=where,
+                             fix="Pass --task lamp-7 (or a comma list), or task = [...] in --config.")
+        ks_raw = split_list(k) or _as_list(part.get("k")) or ["1"]
+        try:
+            ks = tuple(int(x) for x in ks_raw)
+        except ValueError:
+            raise lamp_error(f"k {','.join(ks_raw)!r} is not a list of integers", where=where,
+                             fix="Write e.g. --k 1,4.") from None
+        if any(x < 1 for x in ks):
+            raise lamp_error("k values must be at least 1", where=where, fix="Write e.g. --k 1,4.")
+        return {
+            "tasks": tuple(tasks),
+            "personalizers": tuple(split_list(personalizer) or _as_list(part.get("personalizer")) or ["none"]),
+            "retrievers": tuple(split_list(retriever) or _as_list(part.get("retriever"))),
+            "ks": ks,
+            "generators": tuple(split_list(generator) or _as_list(part.get("generator"))) or (None,),
+            "personalizer_args": tables(part, "personalizer-args", personalizer_arg, "--personalizer-arg"),
+            "retriever_args": tables(part, "retriever-args", retriever_arg, "--retriever-arg"),
+        }
+
+    def tables(part: dict[str, Any], key: str, cli_pairs: list[str], option: str) -> dict[str, dict[str, str]]:
         merged: dict[str, dict[str, str]] = {}
-        for name, table in (cfg.get(key) or {}).items():
+        for name, table in (part.get(key) or {}).items():
             if isinstance(table, dict):
                 merged[name.lower()] = _stringify(table, f"[{key}.{name}]")
             else:
@@ -175,17 +188,30 @@ def run(
             merged.setdefault(name, {}).update(table)
         return merged
 
+    where = str(config) if config else "lamp run"
+    groups = cfg.get("group", [])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise lamp_error("group must be an array of tables ([[group]])", where=where,
+                         fix="See examples/demo.toml.")
+    group_keys = {"task", "personalizer", "retriever", "k", "generator", "retriever-args", "personalizer-args"}
+    for i, g in enumerate(groups):
+        bad = sorted({key.replace("_", "-") for key in g} - group_keys)
+        if bad:
+            raise lamp_error(f"[[group]] {i + 1} has key(s) {', '.join(bad)} that a group cannot set",
+                             where=where, fix=f"A group sets only {', '.join(sorted(group_keys))}; "
+                             "put shared settings at the top of the file.")
+    selected = [selection({**cfg, **{key.replace("_", "-"): v for key, v in g.items()}},
+                          f"{where} [[group]] {i + 1}") for i, g in enumerate(groups)]
+    base = selection(cfg, where) if not selected or split_list(task) or cfg.get("task") else selected[0]
+
     data_dir_value = pick(data_dir, "data-dir", None)
     checkpoint_value = pick(checkpoint, "checkpoint", None)
     decode_value = pick(decode, "decode", "generate")
     if decode_value not in ("generate", "labels"):
         raise lamp_error(f"--decode {decode_value!r} is not generate or labels", fix="Pass --decode labels.")
     matrix = Matrix(
-        tasks=tuple(tasks),
-        personalizers=tuple(split_list(personalizer) or _as_list(cfg.get("personalizer")) or ["none"]),
-        retrievers=tuple(split_list(retriever) or _as_list(cfg.get("retriever"))),
-        ks=ks,
-        generators=tuple(split_list(generator) or _as_list(cfg.get("generator"))) or (None,),
+        **base,
+        groups=tuple(Matrix(**sel) for sel in selected),
         split=pick(split, "split", "dev"),
         data=pick(data, "data", None),
         data_dir=Path(data_dir_value) if data_dir_value else None,
@@ -194,8 +220,6 @@ def run(
         preset=pick(preset, "preset", "offline"),
         seed=int(pick(seed, "seed", 0)),
         decode=decode_value,
-        personalizer_args=tables("personalizer-args", personalizer_arg, "--personalizer-arg"),
-        retriever_args=tables("retriever-args", retriever_arg, "--retriever-arg"),
         generator_args=gen_args,
         train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
                     **parse_kv(train_arg, "--train-arg")},
