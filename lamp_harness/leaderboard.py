@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lamp_harness.contracts import MetricResult as Metric
 from lamp_harness.errors import lamp_error
 
 CONFIG = "config.json"
@@ -33,18 +34,6 @@ PLACES = 3  # the papers print three decimals
 # ---------------------------------------------------------------------------------------------
 # Cells: what one finished run folder says
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One metric of a cell (``metrics.json``'s entries)."""
-
-    name: str
-    value: float
-    higher_is_better: bool
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n: int = 0
 
 
 @dataclass(frozen=True)

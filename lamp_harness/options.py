@@ -62,3 +62,17 @@ def bool_arg(args: Mapping[str, str], key: str, default: bool, owner: str) -> bo
         return False
     raise lamp_error(f"argument {key}={raw!r} is not a boolean", where=owner,
                      fix=f"Pass {key}=true or {key}=false.")
+
+
+def generator_spec(value: str | None, names: Iterable[str]) -> tuple[str, str | None]:
+    """``--generator`` values: a generator plugin name, ``PLUGIN:MODEL``, or a model for ``hf``
+    (``None``: ``hf`` with the preset's model)."""
+    names = {n.lower() for n in names}
+    if value is None:
+        return ("hf", None)
+    plugin, sep, model = value.partition(":")
+    if sep and plugin.lower() in names:
+        return (plugin.lower(), model or None)
+    if value.lower() in names:
+        return (value.lower(), None)
+    return ("hf", value)

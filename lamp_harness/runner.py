@@ -27,6 +27,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import LampError
 from lamp_harness.io import lamp_home, stable_hash
+from lamp_harness.options import generator_spec
 from lamp_harness.registry import PluginHost, host
 from lamp_harness.store import CellStore
 
@@ -184,16 +185,7 @@ class Runner:
                     drafts.append(draft)
 
     def _generator_spec(self, value: str | None) -> tuple[str, str | None]:
-        """``--generator`` values: a generator plugin name, ``plugin:model``, or a model for ``hf``."""
-        names = set(self.registry.names("generator"))
-        if value is None:
-            return ("hf", None)
-        plugin, sep, model = value.partition(":")
-        if sep and plugin.lower() in names:
-            return (plugin.lower(), model or None)
-        if value.lower() in names:
-            return (value.lower(), None)
-        return ("hf", value)
+        return generator_spec(value, self.registry.names("generator"))
 
     # -- shared resources -----------------------------------------------------------------------
     def generator(self, key: tuple[str, str | None]) -> Generator:

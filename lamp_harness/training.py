@@ -60,6 +60,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
+from lamp_harness.options import generator_spec
 
 WEIGHTS = "weights.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -351,18 +352,6 @@ def load_training_data(config: TrainConfig, task: Task,
 # ---------------------------------------------------------------------------------------------
 # Building the pieces
 # ---------------------------------------------------------------------------------------------
-
-
-def generator_spec(value: str | None, names: Sequence[str]) -> tuple[str, str | None]:
-    """``--generator`` values: a generator plugin name, ``PLUGIN:MODEL``, or a model for ``hf``."""
-    if value is None:
-        return ("hf", None)
-    plugin, sep, model = value.partition(":")
-    if sep and plugin.lower() in names:
-        return (plugin.lower(), model or None)
-    if value.lower() in names:
-        return (value.lower(), None)
-    return ("hf", value)
 
 
 def resolve_retriever(config: TrainConfig, personalizer_cls: Any) -> TrainConfig:

@@ -64,3 +64,27 @@ def _one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def context(lamp_home):
+    """A CPU run context in the test's own LAMP_HOME."""
+    from lamp_harness.contracts import RunContext
+
+    return RunContext(lamp_home=lamp_home, seed=0, device="cpu")
+
+
+@pytest.fixture
+def task():
+    """The real lamp-7 task plugin."""
+    from lamp_harness.registry import host
+
+    return host().registry.create("task", "lamp-7")
+
+
+@pytest.fixture
+def demo_train(task, context):
+    """The demo data's lamp-7 train examples."""
+    from lamp_harness.data import resolve_dataset
+
+    return resolve_dataset(task, data="demo", data_dir=None, split="train", context=context).examples

@@ -31,10 +31,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def context(lamp_home) -> RunContext:
-    return RunContext(lamp_home=lamp_home, seed=0, device="cpu")
-
 
 def make(context, folder, **args) -> HFGenerator:
     args.setdefault("max_new_tokens", "6")

@@ -15,21 +15,11 @@ from lamp_harness.registry import host
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture
-def context(lamp_home: Path) -> RunContext:
-    return RunContext(lamp_home=lamp_home, seed=0, device="cpu")
 
 
 @pytest.fixture
-def task():
-    return host().registry.create("task", "lamp-7")
-
-
-@pytest.fixture
-def examples(task, context):
-    from lamp_harness.data import resolve_dataset
-
-    return resolve_dataset(task, data="demo", data_dir=None, split="train", context=context).examples[:6]
+def examples(demo_train):
+    return demo_train[:6]
 
 
 def _generator(context: RunContext, model: Path):
