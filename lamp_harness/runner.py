@@ -349,16 +349,18 @@ class Runner:
                                             **dict(spec.personalizer_args))
         personalizer.setup(task, generator, self.context)
         personalizer.prepare(task, dataset.examples)
-        restore = self._prepare_training(personalizer, spec, task, generator)
+        restore, checkpoint = self._prepare_training(personalizer, spec, task, generator)
         try:
-            return self._predict(info, spec, store, task, dataset, generator, personalizer)
+            return self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint)
         finally:
             restore()
 
     def _predict(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any, dataset: Dataset,
-                 generator: Generator, personalizer: Any) -> dict[str, Any]:
+                 generator: Generator, personalizer: Any, checkpoint: Path | None) -> dict[str, Any]:
         rankings = self.rankings(spec.task, spec.retriever, spec.retriever_args) if spec.retriever else {}
-        store.write_config(self.resolved_config(spec, personalizer, generator))
+        config = self.resolved_config(spec, personalizer, generator)
+        config["checkpoint"] = str(checkpoint) if checkpoint else None
+        store.write_config(config)
 
         chunk = _chunk_size(generator)
         done = store.recover_predictions(chunk)
@@ -395,13 +397,13 @@ class Runner:
                 "skipped": False, "dir": str(spec.dir), "timing": timing}
 
     def _prepare_training(self, personalizer: Any, spec: CellSpec, task: Any,
-                          generator: Generator) -> Callable[[], None]:
+                          generator: Generator) -> tuple[Callable[[], None], Path | None]:
         """Load ``--checkpoint`` into the personalizer, or train a trainable one first (cached by
-        config hash). Returns how to undo it: weights fine-tuned into a generator that other cells
-        share are restored after the cell."""
+        config hash). Returns how to undo it (weights fine-tuned into a generator that other cells
+        share are restored after the cell) and the checkpoint used."""
         checkpoint = self.matrix.checkpoint
         if checkpoint is None and not getattr(personalizer, "trainable", False):
-            return lambda: None
+            return (lambda: None), None
         from lamp_harness import training
 
         restore: Callable[[], None] = lambda: None  # noqa: E731
@@ -412,8 +414,8 @@ class Runner:
         if checkpoint is not None:
             training.load_checkpoint(personalizer, checkpoint, generator=generator)
         else:
-            training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
-        return restore
+            checkpoint = training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
+        return restore, checkpoint
 
 
 def _chunk_size(generator: Generator) -> int:
