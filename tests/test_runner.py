@@ -194,3 +194,29 @@ def test_sigkill_mid_run_then_resume_gives_identical_predictions(toys, tmp_path)
     assert predictions.read_bytes() == (ref_cell / "predictions.jsonl").read_bytes()
     assert json.loads((ref_cell / "metrics.json").read_text())["metrics"] == \
         json.loads((predictions.parent / "metrics.json").read_text())["metrics"]
+
+
+def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_reusable(
+        tiny_llama_dir, tiny_encoder_dir, tmp_path, lamp_home):
+    out = tmp_path / "runs"
+    args = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "pplug",
+            "--generator", str(tiny_llama_dir), "--personalizer-arg", f"encoder={tiny_encoder_dir}",
+            "--train-arg", "max_steps=2", "--train-arg", "batch_size=2", "--train-arg", "limit=4",
+            "--generator-arg", "max_new_tokens=4", "--limit", "3", "--device", "cpu", "--quiet")
+    assert lamp(*args, "--out", str(out)) == 0
+    (cell,) = cells(out).values()
+    config = json.loads((cell / "config.json").read_text())
+    checkpoint = Path(config["checkpoint"])
+    assert checkpoint.is_relative_to(lamp_home / "checkpoints")  # trained first, cached by config hash
+    trained_at = {p: p.stat().st_mtime_ns for p in checkpoint.rglob("*") if p.is_file()}
+
+    again = tmp_path / "again"
+    assert lamp(*args, "--out", str(again)) == 0  # same config: the cached checkpoint, no training
+    assert {p: p.stat().st_mtime_ns for p in checkpoint.rglob("*") if p.is_file()} == trained_at
+    (cell_again,) = cells(again).values()
+    assert (cell_again / "predictions.jsonl").read_bytes() == (cell / "predictions.jsonl").read_bytes()
+
+    explicit = tmp_path / "explicit"
+    assert lamp(*args, "--checkpoint", str(checkpoint), "--out", str(explicit)) == 0
+    (cell_explicit,) = cells(explicit).values()
+    assert (cell_explicit / "predictions.jsonl").read_bytes() == (cell / "predictions.jsonl").read_bytes()
