@@ -220,3 +220,27 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
     assert lamp(*args, "--checkpoint", str(checkpoint), "--out", str(explicit)) == 0
     (cell_explicit,) = cells(explicit).values()
     assert (cell_explicit / "predictions.jsonl").read_bytes() == (cell / "predictions.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_real_smollm2_end_to_end_on_demo_examples(tmp_path):
+    """The packaged offline generator through the whole path: demo data, BM25, IPA prompt,
+    SmolLM2 generation, scoring; and label decoding that only ever answers with valid labels."""
+    out = tmp_path / "runs"
+    assert lamp("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "ipa", "--retriever", "bm25",
+                "--limit", "2", "--generator-arg", "max_new_tokens=24", "--out", str(out), "--quiet") == 0
+    (cell,) = cells(out).values()
+    config = json.loads((cell / "config.json").read_text())
+    assert config["generator"]["model"] == "smollm2-135m-instruct"
+    assert config["generator"]["substitutes"] is None or "smollm2" not in config["generator"]["substitutes"]
+    predictions = [json.loads(line) for line in (cell / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 2 and all(p["raw"].strip() for p in predictions)
+    assert all('are written by a person' in p["prompt"] for p in predictions)  # the LaMP-7 AIP
+
+    labels_out = tmp_path / "labels"
+    assert lamp("run", "--task", "lamp-3", "--data", "demo", "--decode", "labels", "--limit", "4",
+                "--out", str(labels_out), "--quiet") == 0
+    (cell,) = cells(labels_out).values()
+    assert json.loads((cell / "config.json").read_text())["decode"] == "labels"
+    outputs = [json.loads(line)["output"] for line in (cell / "predictions.jsonl").read_text().splitlines()]
+    assert len(outputs) == 4 and set(outputs) <= {"1", "2", "3", "4", "5"}
