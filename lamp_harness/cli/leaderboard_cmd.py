@@ -45,7 +45,7 @@ def leaderboard(
         "by extension, e.g. --plot leaderboard.png",
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Write the table to this file (atomically) instead of stdout."
+        None, "--out", "-o", help="Also write the table to this file (atomically)."
     ),
 ) -> None:
     """Render the leaderboard of finished runs: one block per split (and data scheme), rows task x
@@ -68,11 +68,10 @@ def leaderboard(
     for note in board.notes:
         print(f"note: {note}", file=sys.stderr)
     text = lb.render(board, fmt, ci=ci)
+    sys.stdout.write(text)
     if out is not None:
         atomic_write_text(out, text)
         print(f"wrote {out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
     if plot is not None:
         lb.plot(board, plot)
         print(f"wrote {plot}", file=sys.stderr)
