@@ -49,10 +49,13 @@ class Cell:
     metrics: tuple[Metric, ...]
     config: Mapping[str, Any]
     mtime: float
+    data: str | None = None
+    """Where the examples came from (``demo:v1``, ``lamp:user``, ``local:<folder name>``): results on
+    different data never share a table."""
 
     @property
-    def block(self) -> tuple[str, str | None]:
-        return (self.split, self.scheme)
+    def block(self) -> tuple[str, str | None, str | None]:
+        return (self.split, self.scheme, self.data)
 
 
 def method_label(config: Mapping[str, Any]) -> str:
@@ -97,6 +100,16 @@ def _scheme(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _data_source(config: Mapping[str, Any]) -> str | None:
+    """The data source recorded by the runner, without machine-specific absolute paths."""
+    data = config.get("data")
+    source = data.get("source") if isinstance(data, Mapping) else None
+    if not source:
+        return None
+    kind, sep, rest = str(source).partition(":")
+    return f"{kind}:{Path(rest).name}" if sep and kind == "local" else str(source)
+
+
 def read_cell(directory: Path) -> Cell:
     """The cell in ``directory``; a malformed file is a one-line error naming it."""
     directory = Path(directory)
@@ -135,6 +148,7 @@ def read_cell(directory: Path) -> Cell:
         task=str(task),
         split=str(split),
         scheme=_scheme(config),
+        data=_data_source(config),
         label=method_label(config),
         metrics=metrics,
         config=config,
@@ -203,7 +217,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
     seen_ids: dict[str, Cell] = {}
     notes = []
     for cell in newest_first:
-        key = (cell.split, cell.scheme or "", cell.task, cell.label)
+        key = (cell.split, cell.scheme or "", cell.data or "", cell.task, cell.label)
         winner = seen_ids.get(cell.cell_id) or kept.get(key)
         if winner is not None:
             notes.append(
@@ -297,10 +311,12 @@ class Block:
     scheme: str | None
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
+    data: str | None = None
 
     @property
     def title(self) -> str:
-        return f"split: {self.split}" + (f", scheme: {self.scheme}" if self.scheme else "")
+        return (f"split: {self.split}" + (f", scheme: {self.scheme}" if self.scheme else "")
+                + (f", data: {self.data}" if self.data else ""))
 
 
 @dataclass(frozen=True)
@@ -314,8 +330,9 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
     ref_tables = [(name, load_reference(name)) for name in references]
     cells = [c for c in cells if c.metrics]  # test-split cells have no golds, hence no metrics
     blocks = []
-    for split, scheme in sorted({c.block for c in cells}, key=lambda b: (natural_key(b[0]), b[1] or "")):
-        members = [c for c in cells if c.block == (split, scheme)]
+    for split, scheme, data in sorted({c.block for c in cells},
+                                      key=lambda b: (natural_key(b[0]), b[1] or "", b[2] or "")):
+        members = [c for c in cells if c.block == (split, scheme, data)]
         labels = sorted({c.label for c in members}, key=natural_key)
         by_key = {(c.task, c.label): c for c in members}
         row_keys: list[tuple[str, str, bool]] = []
@@ -350,7 +367,7 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
             key = _ref_key(task, metric)
             values += [Value(v[key]) if key in v else None for v in ref_values]
             rows.append(Row(task, metric, higher, tuple(values)))
-        blocks.append(Block(split, scheme, tuple(columns), tuple(rows)))
+        blocks.append(Block(split, scheme, tuple(columns), tuple(rows), data))
     return Leaderboard(tuple(blocks), tuple(notes))
 
 
@@ -448,6 +465,7 @@ def render_json(board: Leaderboard) -> str:
             {
                 "split": block.split,
                 "scheme": block.scheme,
+                "data": block.data,
                 "columns": [
                     {"label": c.label, "kind": c.kind, "source": c.source or None} for c in block.columns
                 ],

@@ -15,7 +15,7 @@ from lamp_harness.cli import main
 from lamp_harness.errors import LampError
 
 EXPECTED = """\
-## split: dev, scheme: user
+## split: dev, scheme: user, data: fabricated
 
 | task | metric | ipa / bm25 / k=1 / smollm2-135m-instruct | ipa / bm25 / k=4 / smollm2-135m-instruct | none / smollm2-135m-instruct |
 |---|---|---:|---:|---:|
@@ -191,13 +191,26 @@ def test_newest_duplicate_wins_across_runs_dirs(runs, tmp_path, capsys):
     assert "kept the newer one" in result.err
 
 
+def test_results_on_different_data_never_share_a_table(tmp_path):
+    metric = [{"name": "rouge-1", "value": 0.5, "higher_is_better": True}]
+    demo = write_cell(tmp_path / "a", task="lamp-7", personalizer="none", metrics=metric)
+    real = write_cell(tmp_path / "b", task="lamp-7", personalizer="none", metrics=metric)
+    for folder, source in ((demo, "demo:v1"), (real, "local:/home/someone/LaMP-7/user")):
+        config = json.loads((folder / "config.json").read_text())
+        config["data"]["source"] = source
+        (folder / "config.json").write_text(json.dumps(config))
+    titles = [b.title for b in lb.leaderboard([tmp_path]).blocks]
+    assert titles == ["split: dev, scheme: user, data: demo:v1", "split: dev, scheme: user, data: local:user"]
+
+
 def test_blocks_per_split_and_scheme(tmp_path):
     metric = [{"name": "rouge-1", "value": 0.4, "higher_is_better": True}]
     write_cell(tmp_path, task="lamp-7", personalizer="none", split="dev", scheme="time", metrics=metric)
     write_cell(tmp_path, task="lamp-7", personalizer="none", split="dev", scheme="user", metrics=metric)
     write_cell(tmp_path, task="lamp-7", personalizer="none", split="train", scheme=None, metrics=metric)
     titles = [b.title for b in lb.leaderboard([tmp_path]).blocks]
-    assert titles == ["split: dev, scheme: time", "split: dev, scheme: user", "split: train"]
+    assert titles == ["split: dev, scheme: time, data: fabricated", "split: dev, scheme: user, data: fabricated",
+                      "split: train, data: fabricated"]
 
 
 def test_missing_runs_dir_and_empty_dir_are_one_line_errors(tmp_path, capsys):
