@@ -94,16 +94,33 @@ def okapi_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]],
 
     ``hash_bits`` forces a narrower token hash (tests use it to exercise the collision fallback).
     """
-    results: list[np.ndarray] = []
-    for chunk in _chunks(profiles):
+    def score(chunk: list[int]) -> list[np.ndarray]:
         sub_queries = [queries[i] for i in chunk]
         sub_profiles = [profiles[i] for i in chunk]
         try:
-            results.extend(_chunk_scores(sub_queries, sub_profiles, params,
-                                         _hashed_tokens, hash_bits))
+            return _chunk_scores(sub_queries, sub_profiles, params, _hashed_tokens, hash_bits)
         except _Collision:
-            results.extend(_chunk_scores(sub_queries, sub_profiles, params, _exact_tokens, None))
-    return results
+            return _chunk_scores(sub_queries, sub_profiles, params, _exact_tokens, None)
+
+    chunks = _chunks(profiles)
+    workers = min(len(chunks), _threads())
+    if workers <= 1:
+        return [s for chunk in chunks for s in score(chunk)]
+    # numpy releases the GIL in its sorts and array arithmetic: chunks scale across cores.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [s for part in pool.map(score, chunks) for s in part]
+
+
+def _threads() -> int:
+    """Worker threads for scoring: ``LAMP_BM25_THREADS``, else the CPUs this process may use."""
+    import os
+
+    configured = os.environ.get("LAMP_BM25_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------------------------
