@@ -22,8 +22,8 @@ from typing import Any
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_bytes, atomic_write_json
 from lamp_harness.leaderboard import Cell, collect_cells, natural_key
+from lamp_harness.store import PREDICTIONS, CellStore
 
-PREDICTIONS = "predictions.jsonl"
 ZIP_NAME = "submission.zip"
 SELECT_KEYS = ("personalizer", "retriever", "k", "generator", "model", "label", "cell_id")
 
@@ -131,25 +131,8 @@ def read_outputs(cell: Cell) -> list[dict[str, str]]:
             fix="Re-run the cell with `lamp run ... --force`.",
         )
     outputs: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            example_id, output = record["example_id"], record["output"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise lamp_error(
-                f"line {number} is not a prediction ({type(exc).__name__}: {exc})",
-                where=str(path),
-                fix="Re-run the cell with `lamp run ... --force`.",
-            ) from None
-        if not isinstance(output, str):
-            raise lamp_error(
-                f"line {number}: 'output' is not a string",
-                where=str(path),
-                fix="Re-run the cell with `lamp run ... --force`.",
-            )
-        outputs[str(example_id)] = output
+    for prediction in CellStore(cell.dir).read_predictions():
+        outputs[str(prediction.example_id)] = prediction.output
     return [{"id": i, "output": o} for i, o in outputs.items()]
 
 

@@ -25,9 +25,8 @@ from typing import Any
 
 from lamp_harness.contracts import MetricResult as Metric
 from lamp_harness.errors import lamp_error
+from lamp_harness.store import CONFIG, METRICS
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
 FORMATS = ("markdown", "json", "csv")
 PLACES = 3  # the papers print three decimals
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lamp_harness.contracts import MetricResult, Prediction
+from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_json
 
 CONFIG = "config.json"
@@ -97,11 +98,24 @@ class CellStore:
             os.fsync(handle.fileno())
 
     def read_predictions(self) -> list[Prediction]:
+        """Every prediction of the file; a malformed line is a one-line error naming it."""
         path = self.dir / PREDICTIONS
         if not path.is_file():
             return []
-        return [Prediction(**_tuples(json.loads(line)))
-                for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        predictions = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                prediction = Prediction(**_tuples(json.loads(line)))
+            except (ValueError, TypeError) as exc:
+                raise lamp_error(f"line {number} is not a prediction ({type(exc).__name__}: {exc})",
+                                 where=str(path), fix="Re-run the cell with `lamp run ... --force`.") from None
+            if not isinstance(prediction.output, str):
+                raise lamp_error(f"line {number}: 'output' is not a string", where=str(path),
+                                 fix="Re-run the cell with `lamp run ... --force`.")
+            predictions.append(prediction)
+        return predictions
 
     # -- results --------------------------------------------------------------------------------
     def write_results(self, task: str, split: str, metrics: Iterable[MetricResult],
