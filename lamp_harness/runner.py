@@ -28,6 +28,7 @@ from lamp_harness.contracts import (
 from lamp_harness.errors import LampError
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.options import generator_spec
+from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import PluginHost, host
 from lamp_harness.store import CellStore
 
@@ -368,29 +369,20 @@ class Runner:
         self.host.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
         started = time.perf_counter()
-        new = 0
-        with _progress(self.console, self.progress, spec.label, len(examples), len(done)) as advance:
-            for start in range(len(done), len(examples), chunk):
-                batch = examples[start:start + chunk]
-                retrieved = [_top_k(example, rankings, spec.k) for example in batch]
-                requests = [personalizer.personalize(task, ex, items)
-                            for ex, items in zip(batch, retrieved, strict=True)]
-                generations = generator.generate(requests, decode=spec.decode)  # type: ignore[arg-type]
-                predictions = [
-                    Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt,
-                               tuple(item.id for item in items), gen.prompt_tokens, gen.generated_tokens)
-                    for ex, req, gen, items in zip(batch, requests, generations, retrieved, strict=True)
-                ]
-                store.append_predictions(predictions)
-                done.extend(predictions)
-                new += len(predictions)
+        with ProgressBar(self.console, self.progress, spec.label, len(examples), len(done)) as bar:
+            def reported(batch: Sequence[Example], predictions: Sequence[Prediction]) -> None:
                 for ex, pred in zip(batch, predictions, strict=True):
                     self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=pred)
-                advance(len(batch))
+                bar.advance(len(batch))
+
+            new = predict(task, personalizer, generator, examples[len(done):], store, chunk=chunk,
+                          retrieved=lambda ex: _top_k(ex, rankings, spec.k), decode=spec.decode,
+                          on_batch=reported)
+        done.extend(new)
         wall = time.perf_counter() - started
 
-        metrics = _score(task, examples, done, self.matrix.seed)
-        timing = _timing(done, new, wall)
+        metrics = score_predictions(task, examples, done, self.matrix.seed)
+        timing = timing_summary(done, len(new), wall)
         store.write_results(spec.task, spec.split, metrics, timing)
         self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
@@ -418,6 +410,30 @@ class Runner:
         return restore, checkpoint
 
 
+def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequence[Example],
+            store: CellStore, *, chunk: int, retrieved: Callable[[Example], Sequence[ProfileItem]],
+            decode: str = "generate",
+            on_batch: Callable[[Sequence[Example], Sequence[Prediction]], None] | None = None,
+            ) -> list[Prediction]:
+    """Predict ``examples`` batch by batch (``chunk`` at a time), appending each batch to ``store``
+    before the next starts; returns the new predictions. Shared by ``lamp run`` and the
+    evaluation at the end of ``lamp train``."""
+    predictions: list[Prediction] = []
+    for start in range(0, len(examples), chunk):
+        batch = examples[start:start + chunk]
+        items = [tuple(retrieved(ex)) for ex in batch]
+        requests = [personalizer.personalize(task, ex, it) for ex, it in zip(batch, items, strict=True)]
+        generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
+        new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
+                          gen.prompt_tokens, gen.generated_tokens)
+               for ex, req, gen, it in zip(batch, requests, generations, items, strict=True)]
+        store.append_predictions(new)
+        predictions.extend(new)
+        if on_batch is not None:
+            on_batch(batch, new)
+    return predictions
+
+
 def _chunk_size(generator: Generator) -> int:
     size = getattr(generator, "batch_size", None)
     return size if isinstance(size, int) and size > 0 else DEFAULT_CHUNK
@@ -429,7 +445,7 @@ def _top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[Profi
     return tuple(example.profile[i] for i in rankings[example.id][:k])
 
 
-def _score(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
+def score_predictions(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
            seed: int) -> list[MetricResult]:
     golds = {ex.id: ex.gold for ex in examples if ex.gold is not None}
     if not golds:
@@ -438,7 +454,8 @@ def _score(task: Any, examples: Sequence[Example], predictions: Sequence[Predict
     return task.score(outputs, {i: golds[i] for i in outputs}, seed=seed)
 
 
-def _timing(predictions: Sequence[Prediction], new: int, wall: float) -> dict[str, Any]:
+def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> dict[str, Any]:
+    """``timing.json``: wall time and speed of the ``new`` predictions, token counts of all."""
     n = len(predictions)
     return {
         "wall_s": round(wall, 3),
@@ -448,37 +465,6 @@ def _timing(predictions: Sequence[Prediction], new: int, wall: float) -> dict[st
         "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
         "generated_tokens": sum(p.generated_tokens for p in predictions),
     }
-
-
-class _progress:
-    """A rich progress bar for one cell (a no-op when disabled)."""
-
-    def __init__(self, console: Any, enabled: bool, label: str, total: int, done: int) -> None:
-        self.enabled = enabled
-        self.args = (console, label, total, done)
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        console, label, total, done = self.args
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
-        self.bar.start()
-        task_id = self.bar.add_task(label, total=total, completed=done)
-        return lambda n: self.bar.advance(task_id, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.bar.stop()
 
 
 def run_matrix(matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,

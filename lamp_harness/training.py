@@ -61,6 +61,8 @@ from lamp_harness.contracts import (
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
 from lamp_harness.options import generator_spec
+from lamp_harness.progress import ProgressBar
+from lamp_harness.runner import predict, score_predictions, timing_summary
 
 WEIGHTS = "weights.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -685,7 +687,7 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
         if set_training:
             set_training(True)
         try:
-            with _TrainProgress(progress, console, total, step) as bar:
+            with ProgressBar(console, progress, "training", total, step, loss="-", ex_per_s="-") as bar:
                 while step < total:
                     epoch, batches = schedule.micro_batches(step)
                     optimizer.zero_grad(set_to_none=True)
@@ -709,7 +711,8 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
                                  "finished": step == total}
                         checkpoint = save_checkpoint(out_dir, step, trainable, optimizer, scheduler,
                                                      resolved, state)
-                    bar.update(step, step_loss, seen / max(time.perf_counter() - started, 1e-9))
+                    bar.update(step, loss=f"{step_loss:.4f}",
+                               ex_per_s=f"{seen / max(time.perf_counter() - started, 1e-9):.2f}")
                     if on_step is not None:
                         on_step(step, step_loss)
         finally:
@@ -755,40 +758,6 @@ def _resume(path: Path, trainable: Any, optimizer: Any, scheduler: Any) -> tuple
     return int(state["step"]), [float(x) for x in state.get("losses", [])]
 
 
-class _TrainProgress:
-    """A rich progress bar showing the step, the loss and examples/s (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, console: Any, total: int, done: int) -> None:
-        self.enabled, self.console, self.total, self.done = enabled, console, total, done
-
-    def __enter__(self) -> _TrainProgress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("loss {task.fields[loss]}"),
-                                TextColumn("{task.fields[speed]} ex/s"),
-                                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
-            self.bar.start()
-            self.id = self.bar.add_task("train", total=self.total, completed=self.done, loss="-", speed="-")
-        return self
-
-    def update(self, step: int, loss: float, speed: float) -> None:
-        if self.enabled:
-            self.bar.update(self.id, completed=step, loss=f"{loss:.4f}", speed=f"{speed:.2f}")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.bar.stop()
-
-
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
@@ -798,7 +767,6 @@ def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console
              batch_size: int = 8) -> list[Any]:
     """Generate for the eval examples with the trained personalizer and score them; writes
     ``predictions.jsonl``, ``metrics.json`` and ``timing.json`` into ``out_dir``."""
-    from lamp_harness.contracts import Prediction
     from lamp_harness.store import CellStore
 
     assert session.eval_data is not None
@@ -809,31 +777,15 @@ def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console
     store.write_config({**resolved_config(session), "split": data.split})
     retrieved = retrieve(session.config, session.task, data, session.context)
     batch_size = getattr(session.generator, "batch_size", None) or batch_size
-    predictions: list[Prediction] = []
     started = time.perf_counter()
-    with _TrainProgress(progress, console, len(data.examples), 0) as bar:
-        for start in range(0, len(data.examples), batch_size):
-            batch = data.examples[start:start + batch_size]
-            items = [retrieved[ex.id] for ex in batch]
-            requests = [session.personalizer.personalize(session.task, ex, it)
-                        for ex, it in zip(batch, items, strict=True)]
-            generations = session.generator.generate(requests)
-            chunk = [Prediction(ex.id, session.task.parse(g.text), g.text, r.prompt,
-                                tuple(i.id for i in it), g.prompt_tokens, g.generated_tokens)
-                     for ex, r, g, it in zip(batch, requests, generations, items, strict=True)]
-            store.append_predictions(chunk)
-            predictions.extend(chunk)
-            if progress:
-                bar.bar.update(bar.id, completed=len(predictions), loss="eval", speed="-")
+    with ProgressBar(console, progress, "evaluating", len(data.examples)) as bar:
+        predictions = predict(session.task, session.personalizer, session.generator, data.examples, store,
+                              chunk=batch_size, retrieved=lambda ex: retrieved[ex.id],
+                              on_batch=lambda batch, _: bar.advance(len(batch)))
     wall = time.perf_counter() - started
-    golds = {ex.id: ex.gold for ex in data.examples if ex.gold is not None}
-    metrics = session.task.score({p.example_id: p.output for p in predictions if p.example_id in golds},
-                                 golds, seed=session.config.seed) if golds else []
-    n = len(predictions)
-    store.write_results(session.task.name, data.split, metrics, {
-        "wall_s": round(wall, 3), "examples": n, "examples_per_s": round(n / wall, 3) if wall > 0 else None,
-        "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
-        "generated_tokens": sum(p.generated_tokens for p in predictions)})
+    metrics = score_predictions(session.task, data.examples, predictions, session.config.seed)
+    store.write_results(session.task.name, data.split, metrics,
+                        timing_summary(predictions, len(predictions), wall))
     return metrics
 
 
