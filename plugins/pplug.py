@@ -52,6 +52,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lamp_plugins.encoders import pool
+
 from lamp_harness.contracts import (
     Example,
     GenerationRequest,
@@ -82,15 +84,6 @@ def resolve_device(requested: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Pure tensor pieces (tested on their own)
 # ---------------------------------------------------------------------------------------------
-
-
-def pool(hidden: Any, mask: Any, mode: str) -> Any:
-    """Sentence vectors from token states ``[B, T, d]``: the first token (``cls``) or the mean
-    over the attention mask (``mean``)."""
-    if mode == "cls":
-        return hidden[:, 0]
-    weights = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 def attention_weights(query: Any, history: Any, mask: Any, *, top_k: int = 0) -> Any:
