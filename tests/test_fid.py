@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import greedy_generator
 
-from lamp_harness.contracts import GenerationRequest, RunContext
+from lamp_harness.contracts import GenerationRequest
 from lamp_harness.errors import LampError
 from lamp_harness.registry import host
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-
-
 @pytest.fixture
 def examples(demo_train):
     return demo_train[:4]
-
-
-def _generator(context: RunContext, model: Path):
-    return host().registry.create("generator", "hf", context, model=str(model), num_beams="1",
-                                  max_new_tokens="6", device="cpu")
 
 
 def _fid(context, task, generator, **args: str):
@@ -34,7 +27,7 @@ def _fid(context, task, generator, **args: str):
 
 
 def test_each_passage_is_the_input_with_one_retrieved_item(context, task, examples, tiny_t5_dir) -> None:
-    generator = _generator(context, tiny_t5_dir)
+    generator = greedy_generator(context, tiny_t5_dir)
     fid = _fid(context, task, generator)
     ipa = host().registry.create("personalizer", "ipa", context)
     ipa.setup(task, generator, context)
@@ -48,7 +41,7 @@ def test_each_passage_is_the_input_with_one_retrieved_item(context, task, exampl
 
 
 def test_fid_with_one_passage_equals_the_plain_model(context, task, examples, tiny_t5_dir) -> None:
-    generator = _generator(context, tiny_t5_dir)
+    generator = greedy_generator(context, tiny_t5_dir)
     fid = _fid(context, task, generator)
     # A short generation budget keeps the random tiny model fast; equality is what matters.
     requests = [replace(fid.personalize(task, ex, ex.profile[:1]), max_new_tokens=6) for ex in examples]
@@ -61,7 +54,7 @@ def test_fid_with_one_passage_equals_the_plain_model(context, task, examples, ti
 
 
 def test_fid_attends_to_every_passage(context, task, examples, tiny_t5_dir) -> None:
-    generator = _generator(context, tiny_t5_dir)
+    generator = greedy_generator(context, tiny_t5_dir)
     fid = _fid(context, task, generator)
     example = examples[0]
     one = fid.personalize(task, example, example.profile[:1])
@@ -71,8 +64,8 @@ def test_fid_attends_to_every_passage(context, task, examples, tiny_t5_dir) -> N
             float(generator.loss([three], [example.gold])), abs=1e-6)
 
 
-def test_fid_refuses_a_decoder_only_generator(context, task, tiny_llama_dir) -> None:
-    generator = _generator(context, tiny_llama_dir)
+def test_fid_refuses_a_decoder_onlygreedy_generator(context, task, tiny_llama_dir) -> None:
+    generator = greedy_generator(context, tiny_llama_dir)
     fid = host().registry.create("personalizer", "fid", context)
     assert fid.requires_encoder_decoder
     with pytest.raises(LampError, match="encoder-decoder"):
@@ -82,7 +75,7 @@ def test_fid_refuses_a_decoder_only_generator(context, task, tiny_llama_dir) -> 
 def test_fid_trains_the_generator_weights(context, task, examples, tiny_t5_dir) -> None:
     from lamp_harness.training import as_trainable
 
-    generator = _generator(context, tiny_t5_dir)
+    generator = greedy_generator(context, tiny_t5_dir)
     fid = _fid(context, task, generator, train="decoder")
     trainable = as_trainable(fid)
     assert trainable is fid

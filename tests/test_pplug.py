@@ -7,24 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 from lamp_plugins.pplug import attention_weights, mean_weights
+from tiny_models import greedy_generator
 
-from lamp_harness.contracts import GenerationRequest, RunContext, SoftTokens
+from lamp_harness.contracts import GenerationRequest, SoftTokens
 from lamp_harness.errors import LampError
 from lamp_harness.registry import host
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-
-
 @pytest.fixture
 def examples(demo_train):
     return demo_train[:6]
-
-
-def _generator(context: RunContext, model: Path):
-    return host().registry.create("generator", "hf", context, model=str(model), num_beams="1",
-                                  max_new_tokens="6", device="cpu")
 
 
 def _pplug(context, task, generator, encoder: Path, name: str = "pplug", **args: str):
@@ -79,7 +73,7 @@ def test_an_empty_history_gets_zero_weights_not_nan() -> None:
 
 def test_mean_aggregation_is_the_plain_mean_of_projected_history(context, task, examples, tiny_llama_dir,
                                                                   tiny_encoder_dir) -> None:
-    generator = _generator(context, tiny_llama_dir)
+    generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir, aggregation="mean")
     assert not hasattr(pplug.module, "input_encoder")  # the ablation has no input encoder to train
     pplug.prepare(task, examples)
@@ -96,7 +90,7 @@ def test_mean_aggregation_is_the_plain_mean_of_projected_history(context, task, 
 
 def test_soft_tokens_are_scaled_to_the_llm_embedding_norm(context, task, examples, tiny_llama_dir,
                                                           tiny_encoder_dir) -> None:
-    generator = _generator(context, tiny_llama_dir)
+    generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir)
     request = pplug.personalize(task, examples[0], ())
     (soft,) = request.prefix
@@ -109,7 +103,7 @@ def test_soft_tokens_are_scaled_to_the_llm_embedding_norm(context, task, example
 
 def test_injection_changes_the_output_and_removing_it_restores_the_plain_path(
         context, task, examples, tiny_llama_dir, tiny_encoder_dir) -> None:
-    generator = _generator(context, tiny_llama_dir)
+    generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir)
     plain = host().registry.create("personalizer", "none", context)
     plain.setup(task, generator, context)
@@ -130,7 +124,7 @@ def test_injection_changes_the_output_and_removing_it_restores_the_plain_path(
 
 def test_history_is_embedded_once_and_never_during_training_steps(context, task, examples, tiny_llama_dir,
                                                                   tiny_encoder_dir) -> None:
-    generator = _generator(context, tiny_llama_dir)
+    generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir)
     pplug.prepare(task, examples)
     passes = pplug.history.forward_passes
@@ -151,7 +145,7 @@ def test_history_is_embedded_once_and_never_during_training_steps(context, task,
 
 def test_pplug_with_retrieval_puts_the_top_item_text_before_the_soft_tokens(
         context, task, examples, tiny_llama_dir, tiny_encoder_dir) -> None:
-    generator = _generator(context, tiny_llama_dir)
+    generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir, name="pplug+retrieval")
     assert pplug.needs_retriever and pplug.default_retriever == "dense"
     example = examples[0]
@@ -166,9 +160,9 @@ def test_pplug_with_retrieval_puts_the_top_item_text_before_the_soft_tokens(
     assert torch.isfinite(loss)
 
 
-def test_pplug_works_with_an_encoder_decoder_generator(context, task, examples, tiny_t5_dir,
+def test_pplug_works_with_an_encoder_decodergreedy_generator(context, task, examples, tiny_t5_dir,
                                                        tiny_encoder_dir) -> None:
-    generator = _generator(context, tiny_t5_dir)
+    generator = greedy_generator(context, tiny_t5_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir)
     pplug.prepare(task, examples)
     loss = pplug.training_loss(task, examples[:2], [(), ()])
@@ -182,7 +176,7 @@ def test_pplug_passes_the_personalizer_conformance_checks(context, task, tiny_ll
                                                           tiny_encoder_dir) -> None:
     from lamp_harness.testing import check_personalizer
 
-    generator = _generator(context, tiny_llama_dir)
+    generator = greedy_generator(context, tiny_llama_dir)
     pplug = host().registry.create("personalizer", "pplug", context, encoder=str(tiny_encoder_dir))
     check_personalizer(pplug, task, generator, context=context)
 

@@ -144,3 +144,11 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 def tiny_llama_plain_dir(tmp_path_factory) -> Path:
     """A saved 2-layer Llama model folder without a chat template."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-plain") / "model", chat=False)
+
+
+def greedy_generator(context, model_dir):
+    """The real ``hf`` generator on a tiny model folder: greedy, 6 new tokens, CPU."""
+    from lamp_harness.registry import host
+
+    return host().registry.create("generator", "hf", context, model=str(model_dir), num_beams="1",
+                                  max_new_tokens="6", device="cpu")
