@@ -242,6 +242,11 @@ class Runner:
         args = draft.personalizer_args
         # Ablations (pplug aggregation=mean...) must get columns of their own.
         parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "")]
+        if self.matrix.checkpoint is not None and not getattr(
+                self.registry.get("personalizer", draft.personalizer).load(), "trainable", False):
+            # A prompt-only method given a checkpoint runs a fine-tuned generator: it must not share
+            # a column (nor a baseline selector) with the same method zero-shot.
+            parts[0] += " (fine-tuned)"
         if draft.retriever:
             parts += [draft.retriever, f"k={draft.k}"]
         parts.append(self._model_name(draft))

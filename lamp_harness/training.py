@@ -220,13 +220,22 @@ class GeneratorFineTuning:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         module = self._llm()
+        # named_parameters() names a tied tensor once (SmolLM2's lm_head is its input embeddings),
+        # as state_dict() above saved it; loading it fills the alias too. Weights that did not
+        # train (FiD's train=decoder) are not in the checkpoint and keep the model's values.
         names = {name for name, _ in module.named_parameters()}
         unknown = sorted(set(state) - names)
         if unknown:
             raise lamp_error(f"the checkpoint has {len(unknown)} tensors this generator does not "
                              f"(e.g. {unknown[0]!r})", where=type(self).__name__,
                              fix="Load the checkpoint with the generator model it was trained with.")
-        module.load_state_dict(dict(state), strict=True)
+        ids = self._trained_ids(module)
+        missing = sorted(name for name, p in module.named_parameters() if id(p) in ids and name not in state)
+        if missing:
+            raise lamp_error(f"the checkpoint lacks {len(missing)} trained tensors of this generator "
+                             f"(e.g. {missing[0]!r})", where=type(self).__name__,
+                             fix="Load the checkpoint with the generator model it was trained with.")
+        module.load_state_dict(dict(state), strict=False)
 
 
 class FineTuned(GeneratorFineTuning):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import build_tiny_llama
 
 from lamp_harness import training
 from lamp_harness.contracts import Dataset, Example, ProfileItem, RunContext
@@ -187,6 +188,23 @@ def test_prompt_only_methods_train_by_fine_tuning_the_generator(config, tmp_path
     assert torch.equal(tuned.detach(), weights["model.embed_tokens.weight"])
 
 
+def test_a_fine_tuned_generator_with_tied_embeddings_round_trips(config, tmp_path, lamp_home) -> None:
+    tied = build_tiny_llama(tmp_path / "tied", tied=True)
+    plain = replace(config, personalizer="none", personalizer_args={}, generator=str(tied), max_steps=2,
+                    lr=1e-2)
+    result = train(plain, tmp_path / "ft", progress=False)
+    weights = _weights(tmp_path / "ft")
+    assert "lm_head.weight" not in weights  # saved once, as the input embeddings
+    task, generator, personalizer, examples = _fresh(plain, lamp_home)
+    load_checkpoint(personalizer, result.checkpoint, generator=generator)
+    model = generator.model
+    assert torch.equal(model.get_input_embeddings().weight.detach(), weights["model.embed_tokens.weight"])
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    tuned = _mean_loss(training.as_trainable(personalizer, generator), task, examples)
+    fresh = _fresh(plain, lamp_home)
+    assert tuned < _mean_loss(training.as_trainable(fresh[2], fresh[1]), fresh[0], fresh[3])
+
+
 def test_a_checkpoint_of_another_method_is_refused(config, tmp_path, lamp_home) -> None:
     result = train(replace(config, max_steps=1), tmp_path / "run", progress=False)
     _, _, _, _ = _fresh(config, lamp_home)
@@ -236,3 +254,19 @@ def test_bad_training_options_are_one_line_errors(config) -> None:
         replace(config, train_users=1.5).validate()
     with pytest.raises(LampError, match="lr"):
         replace(config, lr=0).validate()
+
+
+def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_dir, tmp_path) -> None:
+    from lamp_harness.cli import main
+    from lamp_harness.leaderboard import collect_cells
+
+    plain = replace(config, personalizer="none", personalizer_args={}, max_steps=1)
+    result = train(plain, tmp_path / "ft", progress=False)
+    run = ["run", "--task", "lamp-7", "--personalizer", "none", "--data", "demo", "--limit", "2",
+           "--generator", str(tiny_llama_dir), "--generator-arg", "max_new_tokens=4",
+           "--num-beams", "1", "--device", "cpu", "--out", str(tmp_path / "runs"), "--quiet"]
+    main(run)
+    main([*run, "--checkpoint", str(result.directory)])
+    labels = {json.loads(p.read_text())["label"] for p in (tmp_path / "runs").glob("*/config.json")}
+    assert labels == {f"none / {tiny_llama_dir}", f"none (fine-tuned) / {tiny_llama_dir}"}
+    assert len(collect_cells([tmp_path / "runs"]).cells) == 2  # neither replaces the other

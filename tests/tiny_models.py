@@ -107,8 +107,9 @@ def build_tiny_bart(path: Path, seed: int = 0) -> Path:
     return _save(BartForConditionalGeneration(config), build_tokenizer("bart"), path)
 
 
-def build_tiny_llama(path: Path, chat: bool = True, seed: int = 0) -> Path:
-    """A 2-layer Llama (hidden 32) saved with its tokenizer (chat template when ``chat``)."""
+def build_tiny_llama(path: Path, chat: bool = True, seed: int = 0, tied: bool = False) -> Path:
+    """A 2-layer Llama (hidden 32) saved with its tokenizer (chat template when ``chat``; output
+    head tied to the input embeddings when ``tied``, as in SmolLM2)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -118,7 +119,7 @@ def build_tiny_llama(path: Path, chat: bool = True, seed: int = 0) -> Path:
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, pad_token_id=vocab["<pad>"],
-                         bos_token_id=vocab["<s>"], eos_token_id=eos, tie_word_embeddings=False)
+                         bos_token_id=vocab["<s>"], eos_token_id=eos, tie_word_embeddings=tied)
     return _save(LlamaForCausalLM(config), build_tokenizer("llama", chat=chat), path)
 
 
