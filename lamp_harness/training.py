@@ -60,7 +60,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
-from lamp_harness.options import generator_spec
+from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.progress import ProgressBar
 from lamp_harness.runner import predict, score_predictions, timing_summary
 
@@ -411,10 +411,9 @@ def _session(config: TrainConfig, context: RunContext, *, generator: Generator |
     train_data, eval_data = load_training_data(config, task, context)
     if generator is None:
         plugin, model = generator_spec(config.generator, registry.names("generator"))
-        args = dict(config.generator_args)
-        if model is not None:
-            args["model"] = model
-        generator = registry.create("generator", plugin, context, **args)
+        factory = registry.get("generator", plugin).load()
+        generator = factory(context, **generator_kwargs(factory, config.generator_args, model,
+                                                        f"generator {plugin!r}", context.events))
     if personalizer is None:
         personalizer = registry.create("personalizer", config.personalizer, context,
                                        **dict(config.personalizer_args))

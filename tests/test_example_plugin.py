@@ -64,9 +64,11 @@ def _lamp(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complet
 def test_lamp_plugins_lists_the_installed_overlap_retriever(installed, tmp_path):
     done = _lamp(["plugins"], _env(installed, tmp_path / "home"), tmp_path)
     assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if re.search(r"\boverlap\b", line)]
+    rows = [line for line in done.stdout.splitlines() if re.search(r"^│ retriever\s+│ overlap\b", line)]
     assert len(rows) == 1, done.stdout
-    assert "retriever" in rows[0] and "lamp-plugin-example 0.1.0" in rows[0]
+    assert "lamp-plugin-example 0.1.0 (overlap)" in rows[0]
+    plugin = [line for line in done.stdout.splitlines() if re.search(r"^│ overlap\s+│ lamp-plugin-example", line)]
+    assert len(plugin) == 1 and "lamp_register" in plugin[0] and "retriever overlap" in plugin[0], done.stdout
     assert "broken" not in done.stdout and "conflict" not in done.stdout
 
 
