@@ -624,8 +624,9 @@ def get_source(name: str, context: RunContext) -> DataSource:
 def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, split: str,
                     scheme: str = "user", context: RunContext, download: bool = True) -> Dataset:
     """The dataset a run uses: ``data_dir`` (a local folder) wins; else the registered data
-    source ``data`` (default ``"lamp"``: the official server through the cache under
-    ``$LAMP_HOME``, downloading on demand unless ``download`` is false).
+    source ``data``, else the task's own :attr:`~lamp_harness.contracts.Task.data_source`, else
+    ``"lamp"`` (the official server through the cache under ``$LAMP_HOME``, downloading on
+    demand unless ``download`` is false).
 
     Loaded datasets are kept in ``context.shared`` (keyed by the files' paths, sizes and
     modification times), so cells of a matrix that share a split parse it once.
@@ -635,7 +636,7 @@ def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, spli
     if data_dir is not None:
         files = local_split_files(Path(data_dir), split, scheme)
     else:
-        source = get_source(data or DEFAULT_SOURCE, context)
+        source = get_source(data or task.data_source or DEFAULT_SOURCE, context)
         if scheme not in source.schemes:
             raise lamp_error(f"data source {source.name!r} has no {scheme!r} split scheme",
                              fix=f"Use --scheme {' or '.join(source.schemes)}.")

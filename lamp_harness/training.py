@@ -867,11 +867,12 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
         raise lamp_error(f"cell {spec.label!r} evaluates on the train split, which its personalizer "
                          "would be trained on", fix="Evaluate on dev, or pass --checkpoint.")
     model = f"{spec.generator}:{spec.model}" if spec.model else spec.generator
+    source = runner.data_source_name(spec.task)  # --data TASK=NAME, the task's own source...
     config = TrainConfig(
         task=spec.task, personalizer=spec.personalizer, personalizer_args=dict(spec.personalizer_args),
         retriever=spec.retriever, retriever_args=dict(spec.retriever_args), k=spec.k,
         generator=model, generator_args=dict(spec.generator_args), preset=matrix.preset,
-        data=matrix.data, data_dir=str(matrix.data_dir) if matrix.data_dir else None,
+        data=source, data_dir=str(matrix.data_dir) if matrix.data_dir and source is None else None,
         scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device)
     config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
     try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from installing import FakeSite
 
 # Session-scoped tiny models built from configs (tiny_t5_dir, tiny_bart_dir, tiny_llama_dir...).
 pytest_plugins = ("tiny_models", "tiny_encoder")
@@ -88,3 +90,15 @@ def demo_train(task, context):
     from lamp_harness.data import resolve_dataset
 
     return resolve_dataset(task, data="demo", data_dir=None, split="train", context=context).examples
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """Fake distributions visible to ``importlib.metadata`` for this test only."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    fake = FakeSite(root)
+    yield fake
+    for module in fake.modules:
+        sys.modules.pop(module, None)

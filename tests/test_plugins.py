@@ -1,18 +1,16 @@
 """The plugin system: discovery through entry points, isolation of broken plugins, the environment
 switches, name conflicts, unknown names, and the fast start-up of ``lamp --help`` / ``lamp plugins``.
 
-Third-party distributions are faked without pip: a ``*.dist-info`` folder with an
-``entry_points.txt`` in a temporary directory put on ``sys.path`` is exactly what
-``importlib.metadata`` looks for.
+Third-party distributions are faked without pip (the ``site`` fixture, ``installing.FakeSite``):
+a ``*.dist-info`` folder with an ``entry_points.txt`` in a temporary directory put on
+``sys.path`` is exactly what ``importlib.metadata`` looks for.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,46 +25,6 @@ from lamp_harness.registry import PluginHost, host
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "sentence_transformers", "bm25s")
-_counter = itertools.count()
-
-
-class FakeSite:
-    """A folder on ``sys.path`` holding fake installed distributions and their plugin modules."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.modules: list[str] = []
-
-    def add(self, dist: str, version: str = "1.0", **plugins: str) -> dict[str, str]:
-        """Install ``dist`` with one entry point per keyword: ``ep_name=module_source``.
-        Returns the generated module name of each entry point."""
-        names = {}
-        lines = []
-        for ep_name, source in plugins.items():
-            module = f"lamp_fake_{ep_name.replace('-', '_')}_{next(_counter)}"
-            (self.root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-            self.modules.append(module)
-            names[ep_name] = module
-            lines.append(f"{ep_name} = {module}")
-        info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
-                                       encoding="utf-8")
-        (info / "entry_points.txt").write_text("[lamp_harness]\n" + "\n".join(lines) + "\n",
-                                               encoding="utf-8")
-        return names
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """Fake distributions visible to ``importlib.metadata`` for this test only."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    fake = FakeSite(root)
-    yield fake
-    for module in fake.modules:
-        sys.modules.pop(module, None)
 
 
 @pytest.fixture
