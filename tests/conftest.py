@@ -102,3 +102,25 @@ def site(tmp_path, monkeypatch):
     yield fake
     for module in fake.modules:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real ``lamp`` entry point in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("COLUMNS", "250")  # rich must not fold names across table lines
+
+    from lamp_harness import registry as registry_module
+    from lamp_harness.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        registry_module.reset_host(None)
+        capsys.readouterr()
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

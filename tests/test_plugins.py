@@ -17,33 +17,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from lamp_harness import registry as registry_module
-from lamp_harness.cli import app, main
+from lamp_harness.cli import app
 from lamp_harness.errors import LampError
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.registry import PluginHost, host
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "sentence_transformers", "bm25s")
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run the real ``lamp`` entry point in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "250")  # rich must not fold names across table lines
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        registry_module.reset_host(None)
-        capsys.readouterr()
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def retriever_plugin(*names: str, then_raise: str | None = None) -> str:
