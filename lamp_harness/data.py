@@ -135,6 +135,7 @@ class ProfileStats:
 
     @classmethod
     def of(cls, sizes: Sequence[int]) -> ProfileStats:
+        """Count, mean, median, min and max of profile ``sizes``."""
         if not sizes:
             return cls(0, 0, 0, 0, 0.0, 0.0)
         return cls(len(sizes), sum(sizes), min(sizes), max(sizes), sum(sizes) / len(sizes),
@@ -158,6 +159,7 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
+        """Whether the split has no problem."""
         return self.problem_count == 0
 
     def first_error(self, hint: str = "") -> LampError:

@@ -244,6 +244,7 @@ class Runner:
 
     # -- shared resources -----------------------------------------------------------------------
     def generator(self, key: tuple[str, str | None]) -> Generator:
+        """The generator for ``(plugin, model)``, built once per run and shared by its cells."""
         if key not in self._generators:
             plugin, model = key
             factory = self.registry.get("generator", plugin).load()
@@ -255,6 +256,7 @@ class Runner:
         return self._generators[key]
 
     def dataset(self, task_name: str) -> Dataset:
+        """The task's dataset for the run's split (loaded once, cut to ``--limit``)."""
         if task_name not in self._datasets:
             from lamp_harness.data import resolve_dataset
 
@@ -271,6 +273,7 @@ class Runner:
 
     def rankings(self, task_name: str, retriever_name: str,
                  args: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+        """Every example's full profile ranking by a retriever (cached on disk)."""
         key = (task_name, retriever_name, args)
         if key not in self._rankings:
             from lamp_harness.cache import rank_examples
@@ -320,6 +323,7 @@ class Runner:
         return self.matrix.decode if task.labels else "generate"
 
     def cell(self, draft: _Draft) -> CellSpec:
+        """The fully resolved :class:`CellSpec` of a planned cell (its id hashes the identity)."""
         m = self.matrix
         dataset = self.dataset(draft.task)
         decode = self._decode_for(draft.task)
@@ -360,6 +364,7 @@ class Runner:
         return tuple(sorted({self.registry.provider(kind, name) for kind, name in wanted}))
 
     def resolved_config(self, spec: CellSpec, personalizer: Any, generator: Generator) -> dict[str, Any]:
+        """The cell's ``config.json``: every resolved setting, the data, the versions."""
         dataset = self.dataset(spec.task)
         retriever = None
         if spec.retriever:
@@ -392,6 +397,7 @@ class Runner:
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
+        """Plan, check and run every cell; returns one summary per cell."""
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
@@ -456,6 +462,7 @@ class Runner:
             print(f"warning: {message}", file=sys.stderr)
 
     def run_cell(self, info: RunInfo, draft: _Draft, spec: CellSpec) -> dict[str, Any]:
+        """Run one cell (skip it when finished, resume it when partial); returns its summary."""
         store = CellStore(spec.dir)
         if self.force:
             store.reset()
