@@ -159,8 +159,10 @@ class Runner:
                                     f"encoder-decoder model and {model!r} is decoder-only")
         if problems:
             unique = list(dict.fromkeys(problems))
+            hint = (" (e.g. --generator google/flan-t5-base for fid)"
+                    if any("encoder-decoder" in p for p in unique) else "")
             raise LampError(f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique)
-                            + ". Fix the selection (e.g. --generator google/flan-t5-base for fid).")
+                            + f". Fix the selection{hint}.")
         return drafts
 
     def _expand(self, m: Matrix, drafts: list[_Draft], problems: list[str]) -> None:
