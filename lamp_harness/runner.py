@@ -420,6 +420,8 @@ class Runner:
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
+        for warning in self.host.warnings:  # e.g. a hook function missing @hookimpl: it would never run
+            self._warn(warning)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.host.notify("lamp_run_started", run=info)
         results = []
