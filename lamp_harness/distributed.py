@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -256,8 +257,11 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    # The agent's own progress messages are for torchrun users; ``lamp`` prints one line.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    # The agent's own messages are for torchrun users; ``lamp`` prints one line. Its modules set
+    # their loggers' levels themselves, so each one is quietened.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ[LAUNCHED_BY_LAMP] = "1"
     args = get_args_parser().parse_args(["--nproc-per-node", str(nproc), "--standalone",
@@ -272,20 +276,25 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
 
 
 def failure_line(failures: dict[int, Any]) -> str:
-    """The one line for a failed job: the first failure that is not a victim of another's."""
+    """The one line for a failed job: the rank that failed first by itself, not a victim (a rank
+    that lost its peer, or one the launcher stopped with SIGTERM after another failed)."""
     records = []
     for rank, failure in failures.items():
         data = getattr(failure, "error_file_data", None) or {}
         message = data.get("message") if isinstance(data, dict) else None
         info = message.get("extraInfo", {}) if isinstance(message, dict) else {}
         text = message.get("message") if isinstance(message, dict) else None
-        secondary = bool(info.get("lamp_secondary")) or not text
-        if not text:
-            code = getattr(failure, "exitcode", None)
-            text = (f"killed by signal {-code}" if isinstance(code, int) and code < 0
-                    else f"exited with code {code}")
-        records.append((secondary, float(info.get("lamp_time", getattr(failure, "timestamp", 0))), rank, text))
-    secondary, _, rank, text = min(records)
+        code = getattr(failure, "exitcode", None)
+        if text:
+            level = 2 if info.get("lamp_secondary") else 0
+        elif isinstance(code, int) and code < 0:
+            level = 3 if -code == signal.SIGTERM else 1
+            text = f"killed by signal {-code} ({signal.Signals(-code).name})"
+        else:
+            level, text = 1, f"exited with code {code}"
+        when = float(info.get("lamp_time", getattr(failure, "timestamp", 0)))
+        records.append((level, when, rank, text))
+    _, _, rank, text = min(records)
     return text if text.startswith(f"rank {rank}") else f"rank {rank}: {text}"
 
 
