@@ -200,3 +200,43 @@ def test_a_killed_rank_then_a_rerun_with_any_world_size_completes_identically(re
                    LAMP_HOME=home)
     assert resumed.returncode == 0, resumed.stderr
     assert results(out) == reference
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def test_two_process_training_equals_one_process_with_the_same_effective_batch(tmp_path, tiny_llama_dir) -> None:
+    from safetensors.torch import load_file
+
+    args = ("train", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "bm25", "--data", "demo",
+            "--generator", str(tiny_llama_dir), "--max-steps", "3", "--limit", "10", "--eval-split", "none",
+            "--save-every", "2", "--batch-size", "2", "--lr", "1e-3", "--quiet")
+    home = str(tmp_path / "home")
+    one = lamp(*args, "--grad-accum", "2", "--out", str(tmp_path / "one"), LAMP_HOME=home)
+    assert one.returncode == 0, one.stderr
+    two = lamp(*args, "--nproc-per-node", "2", "--out", str(tmp_path / "two"), LAMP_HOME=home)
+    assert two.returncode == 0, two.stderr
+    assert "effective batch: 4 examples per step (2 per process x 2 process(es) x 1 accumulation)" in two.stdout
+
+    def final(folder: str) -> tuple[dict, list[float]]:
+        step = tmp_path / folder / "checkpoints" / "step-00000003"
+        return (load_file(str(step / "weights.safetensors")),
+                json.loads((step / "state.json").read_text())["losses"])
+
+    (w1, l1), (w2, l2) = final("one"), final("two")
+    assert l1 == pytest.approx(l2, abs=1e-5)
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-5
+    assert len(l1) == 3 and l1[0] != l1[2]
+
+    # Resume with another world size: the 2-process run's step-2 checkpoint, finished by 1 process.
+    import shutil
+
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "step-00000003")
+    resumed = lamp(*args, "--grad-accum", "2", "--out", str(tmp_path / "two"), LAMP_HOME=home)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step 2" in resumed.stdout
+    w3, l3 = final("two")
+    assert l3 == pytest.approx(l1, abs=1e-5)
+    assert max(float((w1[k] - w3[k]).abs().max()) for k in w1) < 1e-5
