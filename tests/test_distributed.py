@@ -30,10 +30,10 @@ MATRIX = ("run", "--task", "lamp-7,lamp-3", "--data", "demo", "--personalizer", 
 
 def env(**extra: str) -> dict[str, str]:
     values = {**os.environ, "OMP_NUM_THREADS": "1", "LAMP_DIST_TIMEOUT": "120",
-              "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]), **extra}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS"):
+              "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID"):
         values.pop(name, None)
-    return values
+    return {**values, **extra}
 
 
 def lamp(*args: str, launcher: tuple[str, ...] = (), **extra: str) -> subprocess.CompletedProcess[str]:
@@ -240,3 +240,17 @@ def test_two_process_training_equals_one_process_with_the_same_effective_batch(t
     w3, l3 = final("two")
     assert l3 == pytest.approx(l1, abs=1e-5)
     assert max(float((w1[k] - w3[k]).abs().max()) for k in w1) < 1e-5
+
+
+def test_ranks_started_by_srun_find_each_other_from_slurm_variables(reference, tmp_path) -> None:
+    """What ``srun`` gives each task (no torchrun): SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID,
+    and MASTER_ADDR / MASTER_PORT from the batch script."""
+    port = str(free_port())
+    tasks = [subprocess.Popen([str(BIN / "lamp"), *MATRIX, "--out", str(tmp_path / "runs")],
+                              env=env(LAMP_HOME=str(tmp_path / "home"), SLURM_PROCID=str(rank), SLURM_NTASKS="2",
+                                      SLURM_LOCALID=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    for task in tasks:
+        _, err = task.communicate(timeout=600)
+        assert task.returncode == 0, err
+    assert results(tmp_path / "runs") == reference
