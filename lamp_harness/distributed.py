@@ -51,6 +51,7 @@ class World:
 
     @property
     def distributed(self) -> bool:
+        """Whether this is one rank of several."""
         return self.size > 1
 
     @property
@@ -161,6 +162,7 @@ class PeerFailed(LampError):
 
 
 def barrier() -> None:
+    """Wait until every rank gets here."""
     if _current.distributed:
         import torch.distributed as dist
 
