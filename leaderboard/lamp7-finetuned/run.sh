@@ -17,9 +17,10 @@
 #
 # Size: the defaults are what ran on one contended CPU core (see README.md): 128 training users,
 # 1 epoch of 16 steps of 8, generator learning rate 1e-4, PPlug's learning rate 1e-3 (raised for
-# the few steps), greedy decoding, EVAL_LIMIT=100. Full size, for a GPU (hours on CPU):
-#   TRAIN_LIMIT= EVAL_LIMIT= EPOCHS=2 GRAD_ACCUM=8 PPLUG_LR=1e-4 BEAMS=4 DEVICE=cuda \
-#     bash leaderboard/lamp7-finetuned/run.sh
+# the few steps) over the same 16 steps, greedy decoding, EVAL_LIMIT=100. Full size, for a GPU
+# (hours on CPU):
+#   TRAIN_LIMIT= EVAL_LIMIT= EPOCHS=2 GRAD_ACCUM=8 PPLUG_LR=1e-4 PPLUG_MAX_STEPS= BEAMS=4 DEVICE=cuda \
+#     OUT=runs/lamp7-finetuned bash leaderboard/lamp7-finetuned/run.sh
 # (all 1,005 training users, all 495 held-out users, PPlug's official 2 epochs, effective batch 64,
 # lr 1e-4 and 4 beams.) Set OUT to another folder to keep the committed cells.
 set -euo pipefail
@@ -32,6 +33,7 @@ BATCH=${BATCH:-8}
 GRAD_ACCUM=${GRAD_ACCUM:-1}
 LR=${LR:-1e-4}                    # generator fine-tuning, rows (a) and (b)
 PPLUG_LR=${PPLUG_LR:-1e-3}        # PPlug's modules, row (c)
+PPLUG_MAX_STEPS=${PPLUG_MAX_STEPS-16}  # PPlug's official augmentation makes ~11x the examples: same steps
 BEAMS=${BEAMS:-1}
 GEN_BATCH=${GEN_BATCH:-16}
 DEVICE=${DEVICE:-cpu}
@@ -59,7 +61,8 @@ run() {
 train none-ft "$LR" --personalizer none
 mkdir -p "$HELD" && cp "$WORK/none-ft/heldout-users/"dev_*.json "$HELD/"
 train ipa-ft "$LR" --personalizer ipa --retriever bm25 --k 1
-train pplug "$PPLUG_LR" --personalizer pplug
+# shellcheck disable=SC2046
+train pplug "$PPLUG_LR" --personalizer pplug $([ -n "$PPLUG_MAX_STEPS" ] && echo --max-steps "$PPLUG_MAX_STEPS")
 
 run --personalizer none
 run --personalizer ipa --retriever bm25 --k 1
