@@ -68,7 +68,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     prompt_budget: str = typer.Option("official", "--prompt-budget",
                                       help="official (the official LaMP prompt budget) or strict (the "
-                                      "harness's deviation, see `lamp run --help`). [default: official]"),
+                                      "harness's deviation, see `lamp run --help`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a personalizer and save its trainable weights.
