@@ -12,8 +12,6 @@ from lamp_harness.contracts import Example, ProfileItem
 from lamp_harness.errors import LampError
 from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter, clean_up_tokenization
 
-pytest_plugins = ("tiny_models",)
-
 WORDS = WhitespaceTokenCounter()  # one token per word, no special tokens
 
 
