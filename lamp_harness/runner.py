@@ -368,6 +368,7 @@ class Runner:
         examples = dataset.examples
         self.host.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
+        usage_before = dict(generator.usage())
         started = time.perf_counter()
         with ProgressBar(self.console, self.progress, spec.label, len(examples), len(done)) as bar:
             def reported(batch: Sequence[Example], predictions: Sequence[Prediction]) -> None:
@@ -383,6 +384,9 @@ class Runner:
 
         metrics = score_predictions(task, examples, done, self.matrix.seed)
         timing = timing_summary(done, len(new), wall)
+        usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
+        if usage:
+            timing["usage"] = usage
         store.write_results(spec.task, spec.split, metrics, timing)
         self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
@@ -463,6 +467,7 @@ def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> 
         "examples_this_run": new,
         "examples_per_s": round(new / wall, 3) if wall > 0 and new else None,
         "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
+        "prompt_tokens": sum(p.prompt_tokens for p in predictions),
         "generated_tokens": sum(p.generated_tokens for p in predictions),
     }
 
