@@ -40,6 +40,7 @@ class CellStore:
     # -- state ----------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
+        """Whether the cell's ``metrics.json`` exists (the cell completed)."""
         return (self.dir / METRICS).is_file()
 
     def reset(self) -> None:
@@ -49,9 +50,11 @@ class CellStore:
 
     # -- config ---------------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` atomically."""
         atomic_write_json(self.dir / CONFIG, config)
 
     def read_config(self) -> dict[str, Any]:
+        """The cell's ``config.json``."""
         return json.loads((self.dir / CONFIG).read_text(encoding="utf-8"))
 
     # -- predictions ----------------------------------------------------------------------------
@@ -120,6 +123,7 @@ class CellStore:
     # -- results --------------------------------------------------------------------------------
     def write_results(self, task: str, split: str, metrics: Iterable[MetricResult],
                       timing: dict[str, Any]) -> None:
+        """Write ``timing.json`` then ``metrics.json`` (last: its presence marks the cell finished)."""
         metrics = list(metrics)
         atomic_write_json(self.dir / TIMING, timing)
         atomic_write_json(self.dir / METRICS, {
@@ -130,10 +134,12 @@ class CellStore:
         })
 
     def read_metrics(self) -> list[MetricResult]:
+        """The metrics of a finished cell."""
         data = json.loads((self.dir / METRICS).read_text(encoding="utf-8"))
         return [MetricResult(**m) for m in data["metrics"]]
 
     def read_timing(self) -> dict[str, Any]:
+        """The cell's ``timing.json``."""
         path = self.dir / TIMING
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
