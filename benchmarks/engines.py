@@ -135,9 +135,8 @@ def main() -> None:
 
     if not args.skip_server:
         sys.path.insert(0, str(REPO / "tests"))
-        from vllm_env import Server, engine_env
-
         from lamp_plugins.models import materialize_smollm2
+        from vllm_env import Server, engine_env
 
         with tempfile.TemporaryDirectory() as home:
             server = Server(materialize_smollm2(), "smollm2-135m-instruct",

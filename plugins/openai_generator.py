@@ -68,6 +68,7 @@ from typing import Any
 
 from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Generator, RunContext
 from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.models import preset_generator_args
 from lamp_harness.options import bool_arg, float_arg, int_arg
 from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter
 
@@ -113,6 +114,7 @@ class ResponseCache:
         return hashlib.sha256(json.dumps({"url": url, "body": body}, sort_keys=True).encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The stored answer under ``key``, or ``None``."""
         with self._lock:
             row = self._db.execute("SELECT body FROM responses WHERE key = ?", (key,)).fetchone()
         if row is None:
@@ -123,6 +125,7 @@ class ResponseCache:
             return None
 
     def put(self, key: str, body: Mapping[str, Any]) -> None:
+        """Store an answer (committed at once, so a crash keeps every answer received)."""
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
                              (key, json.dumps(body), time.time()))
@@ -198,13 +201,17 @@ class OpenAIGenerator(Generator):
 
     name = "openai"
 
-    def __init__(self, context: RunContext, model: str | None = None, **args: Any) -> None:
+    def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
+                 num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
         try:
             import httpx
         except ImportError:
             raise lamp_error("the openai generator needs httpx", where=OWNER,
                              fix='Install it: pip install "lamp-harness[openai]".') from None
         self.context = context
+        run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
+                                       ("max_input_tokens", max_input_tokens)) if v is not None}
+        args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.body_args = {k: _value(v) for k, v in args.items() if k not in KNOWN_ARGS and k != "model"}
         self.body_args.setdefault("temperature", 0)

@@ -68,7 +68,7 @@ from lamp_harness.tokens import HFTokenCounter
 OWNER = "generator 'vllm'"
 KNOWN_ARGS = ("dtype", "num_beams", "max_input_tokens", "max_new_tokens", "batch_size", "chat_template",
               "do_sample", "device")
-SHARED_WITH_HF = ("dtype", "max_input_tokens", "max_new_tokens", "chat_template")
+SHARED_WITH_HF = ("dtype", "max_input_tokens", "max_new_tokens", "chat_template", "num_beams")
 """Arguments that mean the same to ``hf``: they follow a checkpoint trained there."""
 DEFAULT_BATCH = 1024
 CPU_MEMORY_FRACTION = 0.2
@@ -239,10 +239,15 @@ class VLLMGenerator(RequestEncoding, Generator):
 
     name = "vllm"
 
-    def __init__(self, context: RunContext, model: str | None = None, **args: Any) -> None:
+    def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
+                 num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
         self.context = context
         self.resolved = resolve_model("generator", context, model)
         self.model_spec = model
+        # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
+        run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
+                                       ("max_input_tokens", max_input_tokens)) if v is not None}
+        args = {**run_level, **args}
         self.args = dict(args)
         args = {**preset_generator_args(context.preset), **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}

