@@ -427,7 +427,7 @@ class OpenAIGenerator(Generator):
             for choice in request.choices:
                 target = self._ids(choice) + [self.tokenizer.eos_token_id]
                 body = {"model": self.model, "prompt": prompt + target, "max_tokens": 1, "echo": True,
-                        "logprobs": 0, "temperature": 0}
+                        "logprobs": 1, "temperature": 0}  # echo + logprobs >= 1: prompt logprobs
                 jobs.append(("/completions", body, len(prompt) + len(target) + 1))
                 spans.append((len(prompt), len(target)))
         with ThreadPoolExecutor(self.concurrency) as pool:

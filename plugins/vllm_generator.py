@@ -241,6 +241,7 @@ class VLLMGenerator(RequestEncoding, Generator):
 
     def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
                  num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
+        _vllm()  # fail before materializing any model when the engine is not installed
         self.context = context
         self.resolved = resolve_model("generator", context, model)
         self.model_spec = model

@@ -75,3 +75,19 @@ def test_lamp_plugins_lists_the_engine_generators():
     lamp = Path(sys.executable).parent / "lamp"
     out = subprocess.run([str(lamp), "plugins"], capture_output=True, text=True, timeout=120).stdout
     assert "vllm" in out and "openai" in out
+
+
+def test_the_vllm_generator_without_the_engine_is_a_one_line_error(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        import pytest
+
+        pytest.skip("vllm is installed in this environment")
+    lamp = Path(sys.executable).parent / "lamp"
+    done = subprocess.run([str(lamp), "run", "--task", "lamp-7", "--data", "demo", "--limit", "1", "--generator",
+                           "vllm", "--out", str(tmp_path / "runs"), "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    line = done.stderr.strip().splitlines()[-1]
+    assert "vLLM engine" in line and "setup-vllm.sh" in line and "Traceback" not in done.stderr
