@@ -723,7 +723,7 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
     session = on_ranks(world, lambda: _session(config, context, generator=generator, personalizer=personalizer),
                        "loading the training data and models")
     config = session.config
-    resolved = resolved_config(session)
+    resolved = {**resolved_config(session), "mixed_precision": mixed_precision}
     if world.is_main:
         _check_same_run(out_dir, session.identity)
         out_dir.mkdir(parents=True, exist_ok=True)
