@@ -566,6 +566,7 @@ class Runner:
         examples = dataset.examples
         self.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
+        usage_before = dict(generator.usage())
         started = time.perf_counter()
         with ProgressBar(self.console, self.progress, spec.label, len(examples), len(done)) as bar:
             def reported(batch: Sequence[Example], predictions: Sequence[Prediction]) -> None:
@@ -581,6 +582,9 @@ class Runner:
 
         metrics = score_predictions(task, examples, done, self.matrix.seed)
         timing = timing_summary(done, len(new), wall)
+        usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
+        if usage:
+            timing["usage"] = usage
         store.write_results(spec.task, spec.split, metrics, timing)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
