@@ -83,8 +83,17 @@ def _kinds(kinds: Sequence[str]) -> list[str]:
     return [k for k in SCAFFOLD_KINDS if k in chosen]
 
 
+def harness_requirement() -> str:
+    """The compatible range of lamp-harness a plugin should depend on: this release's minor series
+    (``lamp-harness>=0.1,<0.2`` for 0.1.x), as the plugin guide's Versioning section says."""
+    from lamp_harness import __version__
+
+    major, minor = (int(x) for x in __version__.split(".")[:2])
+    return f"lamp-harness>={major}.{minor},<{major}.{minor + 1}"
+
+
 def _pyproject(v: dict[str, str], kinds: Sequence[str]) -> str:
-    deps = ['"lamp-harness"'] + (['"torch"'] if "trainable-personalizer" in kinds else [])
+    deps = [f'"{harness_requirement()}"'] + (['"torch"'] if "trainable-personalizer" in kinds else [])
     points = []
     if set(kinds) - {"reporter"}:
         points.append(f'{v["short"]} = "{v["package"]}.plugin"')

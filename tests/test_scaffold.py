@@ -9,6 +9,8 @@ import re
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
+from lamp_harness import __version__
+
 
 @pytest.fixture(scope="module")
 def starter(tmp_path_factory):
@@ -63,6 +65,10 @@ def test_a_single_kind_scaffold_installs_and_passes(tmp_path):
                     plugin_env([], tmp_path / "home"), tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not (source / "lamp_only_reporter" / "plugin.py").exists()  # a reporter needs no registration
+    pyproject = (source / "pyproject.toml").read_text(encoding="utf-8")
+    major, minor = (int(x) for x in __version__.split(".")[:2])
+    # the compatible range the plugin guide asks for; no torch for a reporter
+    assert f'dependencies = ["lamp-harness>={major}.{minor},<{major}.{minor + 1}"]' in pyproject, pyproject
     site = pip_install(source, tmp_path / "install")
     done = run_pytest(source / "tests", plugin_env([site], tmp_path / "home"), tmp_path, source)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -128,8 +128,10 @@ def run(
                                   "Ignored for methods that use no retrieval (none)."),
     k: str = typer.Option(None, "--k", help=f"Retrieved items per prompt. {_LIST} [default: 1]"),
     generator: str = typer.Option(None, "--generator", "-g",
-                                  help="Model alias, hub id or local path (served by the 'hf' plugin), or "
-                                  f"PLUGIN:MODEL. [default: the preset's generator] {_LIST}"),
+                                  help="Model alias, hub id or local path (served by the 'hf' plugin); or a "
+                                  "generator plugin's name (e.g. my-gen: its own default model); or "
+                                  "PLUGIN:MODEL (e.g. my-gen:my-model, its model argument). "
+                                  f"[default: the preset's generator] {_LIST}"),
     preset: str = typer.Option(None, "--preset",
                                help="Model preset: offline (packaged SmolLM2 + MiniLM, runs anywhere), "
                                "lamp-paper, pplug-paper. See `lamp models`. [default: offline]"),
