@@ -30,6 +30,7 @@ from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.options import generator_spec
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import PluginHost, host
+from lamp_harness.scores import score_cell
 from lamp_harness.store import CellStore
 
 DEFAULT_CHUNK = 16
@@ -381,9 +382,11 @@ class Runner:
         done.extend(new)
         wall = time.perf_counter() - started
 
-        metrics = score_predictions(task, examples, done, self.matrix.seed)
+        scored = score_cell(task, examples, done, seed=self.matrix.seed)
+        metrics = scored.metrics
         timing = timing_summary(done, len(new), wall)
-        store.write_results(spec.task, spec.split, metrics, timing)
+        store.write_results(spec.task, spec.split, metrics, timing,
+                            scored.scores.to_json() if scored.scores else None)
         self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
                 "skipped": False, "dir": str(spec.dir), "timing": timing}
@@ -446,12 +449,9 @@ def _top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[Profi
 
 
 def score_predictions(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
-           seed: int) -> list[MetricResult]:
-    golds = {ex.id: ex.gold for ex in examples if ex.gold is not None}
-    if not golds:
-        return []  # test split: golds are withheld; export the predictions instead
-    outputs = {p.example_id: p.output for p in predictions if p.example_id in golds}
-    return task.score(outputs, {i: golds[i] for i in outputs}, seed=seed)
+                      seed: int) -> list[MetricResult]:
+    """The metrics of ``predictions`` (empty on a split without golds); see :func:`score_cell`."""
+    return score_cell(task, examples, predictions, seed=seed).metrics
 
 
 def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> dict[str, Any]:
