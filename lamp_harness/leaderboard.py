@@ -561,8 +561,9 @@ def _markdown_breakdown(breakdown: Breakdown) -> str:
     lines = [
         f"## by {breakdown.by}: {breakdown.block}",
         "",
-        f"Each metric recomputed on the examples of each group ({what}); n = examples"
-        + (" (users)" if breakdown.by == "user" else "") + " in the group.",
+        f"Each metric recomputed on the examples of each group ({what}); "
+        + ("n = users; ↑/↓ = users served better/worse than by the baseline." if breakdown.by == "user"
+           else "n = examples in the group."),
         "",
         "| task | metric | group | " + " | ".join(_cell_text(c) for c in breakdown.columns) + " |",
         "|" + "|".join(["---"] * 3 + ["---:"] * len(breakdown.columns)) + "|",
