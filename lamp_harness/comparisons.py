@@ -271,7 +271,7 @@ def breakdowns(board: Leaderboard, by: str, *, book: ScoreBook | None = None) ->
                         details.append(f"{better}↑ {worse}↓ of {len(shared)} users")
                     else:
                         details.append("")
-                buckets = [Bucket(f"mean over users", tuple(values), tuple(details))]
+                buckets = [Bucket("mean over users", tuple(values), tuple(details))]
             rows.append(BreakdownRow(row.task, row.metric, row.higher_is_better, tuple(buckets)))
         if rows:
             results.append(Breakdown(by, block.title, columns, tuple(rows)))

@@ -719,6 +719,8 @@ def render_csv(board: Leaderboard) -> str:
 def plot(board: Leaderboard, path: Path) -> Path:
     """A grouped bar chart: one subplot per (block, metric), tasks on the x axis, one bar per
     method (reference columns hatched), 95% intervals as error bars. PNG or SVG by extension."""
+    from lamp_harness.io import atomic_write_bytes
+
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg"):
@@ -727,10 +729,14 @@ def plot(board: Leaderboard, path: Path) -> Path:
             where="--plot",
             fix="End the file name with .png or .svg.",
         )
+    atomic_write_bytes(path, plot_bytes(board, fmt))
+    return path
+
+
+def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
+    """The chart of :func:`plot` as ``png`` or ``svg`` bytes."""
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
-    from lamp_harness.io import atomic_write_bytes
 
     panels = []
     for block in board.blocks:
@@ -794,5 +800,4 @@ def plot(board: Leaderboard, path: Path) -> Path:
         buffer = io.BytesIO()
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
         fig.savefig(buffer, format=fmt, metadata=metadata, dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()

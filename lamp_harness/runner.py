@@ -9,6 +9,7 @@ cells are skipped, partial ones resume from their last whole batch (see :mod:`la
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from lamp_harness.errors import LampError
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.options import generator_spec
 from lamp_harness.progress import ProgressBar
-from lamp_harness.registry import PluginHost, host
+from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
 from lamp_harness.scores import score_cell
 from lamp_harness.store import CellStore
 
@@ -61,6 +62,9 @@ class Matrix:
     trainable personalizer is trained before its cell (see ``lamp train --help``)."""
     checkpoint: Path | None = None
     device: str = "auto"
+    reporters: tuple[str, ...] = ()
+    """Opt-in reporters (registered ``reporter`` components) to enable for the run, besides those
+    named in ``LAMP_REPORTERS``."""
     groups: tuple[Matrix, ...] = ()
     """Sub-matrices whose products are run together (``[[group]]`` tables of a matrix file):
     each group sets its own selectors and component arguments; every other setting is shared."""
@@ -322,6 +326,10 @@ class Runner:
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
+        wanted = [*self.matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]
+        for name in self.host.enable_reporters(wanted):
+            if self.console is not None:
+                self.console.print(f"reporter [bold]{name}[/] enabled")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.host.notify("lamp_run_started", run=info)
         results = []
