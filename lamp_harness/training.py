@@ -61,8 +61,8 @@ from lamp_harness.contracts import (
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
 from lamp_harness.options import generator_spec
+from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
-from lamp_harness.runner import predict, timing_summary
 from lamp_harness.scores import score_cell
 
 WEIGHTS = "weights.safetensors"
