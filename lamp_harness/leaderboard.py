@@ -54,6 +54,7 @@ class Cell:
 
     @property
     def block(self) -> tuple[str, str | None, str | None]:
+        """The table the cell belongs in: ``(split, scheme, data source)``."""
         return (self.split, self.scheme, self.data)
 
 
@@ -327,6 +328,7 @@ class Block:
 
     @property
     def title(self) -> str:
+        """The table's heading: its split, scheme and data source."""
         return (f"split: {self.split}" + (f", scheme: {self.scheme}" if self.scheme else "")
                 + (f", data: {self.data}" if self.data else ""))
 
@@ -487,6 +489,7 @@ def leaderboard(runs_dirs: Iterable[Path], references: Sequence[str] = ()) -> Le
 
 
 def arrow(higher_is_better: bool) -> str:
+    """``↑`` for higher-is-better metrics, ``↓`` otherwise."""
     return "↑" if higher_is_better else "↓"
 
 
@@ -534,6 +537,7 @@ def column_title(block: Block, index: int) -> str:
 
 
 def render_markdown(board: Leaderboard, ci: bool = False) -> str:
+    """The leaderboard as markdown: one table per (split, scheme, data) block."""
     parts = []
     for block in board.blocks:
         header = ["task", "metric"] + [_cell_text(column_title(block, i)) for i in range(len(block.columns))]
@@ -621,6 +625,7 @@ def entry(block: Block, row: Row, index: int, test: str | None) -> dict[str, Any
 
 
 def render_json(board: Leaderboard) -> str:
+    """The leaderboard as JSON: blocks, methods, metrics and values with intervals."""
     test = board.significance.test if board.significance else None
     blocks = []
     for block in board.blocks:

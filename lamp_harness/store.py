@@ -44,6 +44,7 @@ class CellStore:
     # -- state ----------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
+        """Whether the cell's ``metrics.json`` exists (the cell completed)."""
         return (self.dir / METRICS).is_file()
 
     def reset(self) -> None:
@@ -53,9 +54,11 @@ class CellStore:
 
     # -- config ---------------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` atomically."""
         atomic_write_json(self.dir / CONFIG, config)
 
     def read_config(self) -> dict[str, Any]:
+        """The cell's ``config.json``."""
         return json.loads((self.dir / CONFIG).read_text(encoding="utf-8"))
 
     # -- predictions ----------------------------------------------------------------------------
@@ -138,10 +141,12 @@ class CellStore:
         })
 
     def read_metrics(self) -> list[MetricResult]:
+        """The metrics of a finished cell."""
         data = json.loads((self.dir / METRICS).read_text(encoding="utf-8"))
         return [MetricResult(**m) for m in data["metrics"]]
 
     def read_timing(self) -> dict[str, Any]:
+        """The cell's ``timing.json``."""
         path = self.dir / TIMING
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
