@@ -47,9 +47,11 @@ class ScoreBook:
         self.missing: dict[str, str] = {}
 
     def cell(self, cell_id: str) -> Cell | None:
+        """The board's cell with this id."""
         return self._cells.get(cell_id)
 
     def get(self, cell_id: str) -> CellScores | None:
+        """The cell's per-example scores (loaded or rescored once), ``None`` when unavailable."""
         if cell_id not in self._scores:
             cell = self._cells.get(cell_id)
             scores, reason = cell_scores(cell.dir, cell.config) if cell else (None, "unknown cell")
@@ -59,6 +61,7 @@ class ScoreBook:
         return self._scores[cell_id]
 
     def notes(self) -> list[str]:
+        """One line per cell without per-example scores, naming its folder and why."""
         return [
             f"{self._cells[c].dir if c in self._cells else c}: no per-example scores, so no paired test or "
             f"breakdown for this cell ({reason})"
@@ -171,6 +174,7 @@ def with_significance(board: Leaderboard, baseline: str, *, test: str = "ar", tr
 
 
 def check_breakdown(by: str) -> str:
+    """``by`` when it names a breakdown, else a one-line error listing them."""
     if by not in BREAKDOWNS:
         raise lamp_error(f"unknown breakdown {by!r}", where="--by", fix="Use profile-size or user.")
     return by

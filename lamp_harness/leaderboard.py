@@ -345,6 +345,7 @@ class Significance:
     alpha: float
 
     def legend(self) -> str:
+        """The markdown legend of the ``†`` marker: baseline, test, trials, seed, correction."""
         from lamp_harness.significance import TEST_NAMES
 
         correction = ("Holm-corrected across the columns compared in each row" if self.correction == "holm"

@@ -5,7 +5,8 @@ When a task offers per-example sufficient statistics (:meth:`Task.example_scores
 run store keeps them in ``scores.json`` beside the predictions, with each example's profile size
 and asking user (when the data identifies users). Cells scored before that file existed are
 rescored from their ``predictions.jsonl`` and the golds of the data recorded in ``config.json``,
-provided those files are still on this machine and their checksums match.
+provided those files are still on this machine and their checksums match; the result is saved as
+their ``scores.json``.
 
 ``scores.json``::
 
@@ -42,9 +43,11 @@ class CellScores:
     user: tuple[str, ...] | None = None
 
     def metric(self, name: str) -> ExampleScores | None:
+        """The scores of metric ``name``, or ``None``."""
         return next((m for m in self.metrics if m.name == name), None)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``scores.json`` object."""
         return {
             "ids": list(self.ids),
             "profile_size": list(self.profile_size) if self.profile_size is not None else None,
@@ -188,11 +191,22 @@ def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
 
 
 def cell_scores(directory: Path, config: Mapping[str, Any]) -> tuple[CellScores | None, str | None]:
-    """The cell's per-example scores (stored, else rescored), or ``None`` and the reason."""
+    """The cell's per-example scores (stored, else rescored), or ``None`` and the reason.
+
+    Rescored scores are saved as the cell's ``scores.json`` (atomically; a read-only folder is
+    left as is), so they are computed once and travel with the cell, e.g. to a machine without
+    the data."""
+    from lamp_harness.io import atomic_write_json
+
     try:
         stored = read_scores(directory)
         if stored is not None:
             return stored, None
-        return rescore(directory, config), None
+        scores = rescore(directory, config)
     except LampError as exc:
         return None, str(exc)
+    try:
+        atomic_write_json(Path(directory) / SCORES, scores.to_json())
+    except OSError:
+        pass
+    return scores, None

@@ -56,6 +56,7 @@ class PairedResult:
 
 
 def check_test(test: str) -> str:
+    """``test`` when it names a test (``ar``, ``bootstrap``), else a one-line error."""
     if test not in TESTS:
         raise lamp_error(f"unknown test {test!r}", where="--test",
                          fix="Use ar (approximate randomization, the default) or bootstrap.")
@@ -63,6 +64,7 @@ def check_test(test: str) -> str:
 
 
 def check_correction(correction: str) -> str:
+    """``correction`` when known (``holm``, ``none``), else a one-line error."""
     if correction not in CORRECTIONS:
         raise lamp_error(f"unknown correction {correction!r}", where="--correction", fix="Use holm or none.")
     return correction

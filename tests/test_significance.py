@@ -283,6 +283,8 @@ def test_cells_without_stored_scores_are_rescored_from_their_data(runs, capsys):
     _, after, err = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "-f", "json")
     assert json.loads(after)["blocks"] == json.loads(before)["blocks"]
     assert "no per-example scores" not in err
+    # ... once: the rescored statistics are saved beside the predictions
+    assert len(list(runs.glob(f"*/{SCORES}"))) == 6
 
 
 def test_a_cell_that_cannot_be_rescored_is_named_with_the_reason(runs, capsys):
