@@ -7,7 +7,7 @@ Enable it with ``lamp run --reporter mlflow`` (or ``reporter = ["mlflow"]`` in a
 cell's files (predictions, metrics, scores, config, timing) as artifacts.
 
 Where it logs: ``MLFLOW_TRACKING_URI`` when set (a server, a ``file:`` store, a database), else a
-SQLite store in the run folder (``sqlite:///RUNS/mlflow.db``; browse it with
+SQLite store in the run folder (``sqlite:///RUNS/mlflow.db``, artifacts in ``RUNS/mlruns``; browse it with
 ``mlflow ui --backend-store-uri sqlite:///RUNS/mlflow.db``). A cell logged once is not logged again:
 rerunning a finished matrix only adds the cells it has not seen.
 """
@@ -40,11 +40,15 @@ class MlflowReporter:
         from mlflow.tracking import MlflowClient
 
         out = Path(run.out_dir).resolve()
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out / 'mlflow.db'}"
-        self._client = MlflowClient(tracking_uri=uri)
+        configured = os.environ.get("MLFLOW_TRACKING_URI")
+        self._client = MlflowClient(tracking_uri=configured or f"sqlite:///{out / 'mlflow.db'}")
         name = out.name
         experiment = self._client.get_experiment_by_name(name)
-        self._experiment = experiment.experiment_id if experiment else self._client.create_experiment(name)
+        # With the default store, artifacts live beside it in the run folder (MLflow's own default
+        # would be ./mlruns in whatever folder the command ran from).
+        location = None if configured else (out / "mlruns").as_uri()
+        self._experiment = (experiment.experiment_id if experiment
+                            else self._client.create_experiment(name, artifact_location=location))
         self.logged = 0
 
     @hookimpl

@@ -41,13 +41,15 @@ def test_mlflow_logs_one_run_per_cell_with_params_metrics_intervals_and_artifact
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "my-experiment"
     code, _, err = lamp(capsys, *RUN, "--out", str(out), "--reporter", "mlflow")
     assert code == 0, err
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("my-experiment")
     runs = client.search_runs([experiment.experiment_id])
-    cells = {json.loads((d / "config.json").read_text())["cell_id"]: d for d in out.iterdir() if d.is_dir()}
+    cells = {json.loads((d / "config.json").read_text())["cell_id"]: d for d in out.iterdir()
+             if (d / "config.json").is_file()}
     assert sorted(r.data.tags["lamp_cell_id"] for r in runs) == sorted(cells)
     for run in runs:
         cell = cells[run.data.tags["lamp_cell_id"]]
@@ -63,6 +65,7 @@ def test_mlflow_logs_one_run_per_cell_with_params_metrics_intervals_and_artifact
         assert "timing.wall_s" in run.data.metrics
         names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "cell")}
         assert {"predictions.jsonl", "metrics.json", "config.json", "scores.json"} <= names
+        assert (out / "mlruns").is_dir()  # artifacts beside the store, not in the current folder
         local = client.download_artifacts(run.info.run_id, "cell/predictions.jsonl", str(tmp_path / run.info.run_id))
         assert Path(local).read_bytes() == (cell / "predictions.jsonl").read_bytes()
 
@@ -79,6 +82,7 @@ def test_mlflow_from_a_matrix_file_and_an_explicit_tracking_uri(toys, tmp_path, 
 
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root for this store is ./mlruns
     matrix = tmp_path / "matrix.toml"
     matrix.write_text('task = "lamp-7"\ndata = "demo"\ngenerator = "toy-words"\nlimit = 4\nreporter = ["mlflow"]\n')
     code, _, err = lamp(capsys, "run", "--config", str(matrix), "--out", str(tmp_path / "runs"), "--quiet")

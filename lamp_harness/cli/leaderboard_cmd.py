@@ -24,7 +24,7 @@ def leaderboard(
         "-f",
         help="markdown (the papers' layout), json, csv (one line per task x "
         "metric x column), or html (one self-contained page: sortable, intervals on "
-        "a toggle, plots and each column's configuration; use with --out). [default: markdown]",
+        "a toggle, plots and each column's configuration; use with --out).",
     ),
     ci: bool = typer.Option(
         False,
@@ -60,14 +60,14 @@ def leaderboard(
         "ar",
         "--test",
         help="ar: paired approximate randomization, 10,000 trials; bootstrap: paired bootstrap, "
-        "1,000 resamples. Both recompute corpus-level metrics (macro-F1, RMSE) on every trial. [default: ar]",
+        "1,000 resamples. Both recompute corpus-level metrics (macro-F1, RMSE) on every trial.",
     ),
     correction: str = typer.Option(
         "holm",
         "--correction",
-        help="holm: Holm's correction across the columns compared in each row; none. [default: holm]",
+        help="holm: Holm's correction across the columns compared in each row; none.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the tests' random trials. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the tests' random trials."),
     by: list[str] = typer.Option(
         [],
         "--by",
