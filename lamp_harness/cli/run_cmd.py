@@ -77,7 +77,7 @@ def read_config(path: Path) -> dict[str, Any]:
         raise lamp_error(f"invalid TOML: {exc}", where=str(path),
                          fix="Fix the syntax (see examples/matrix.toml for the format).") from None
     known = {"task", "personalizer", "retriever", "k", "generator", "split", "data", "data-dir",
-             "scheme", "limit", "preset", "seed", "decode", "out", "batch-size", "num-beams",
+             "scheme", "limit", "preset", "seed", "decode", "prompt-budget", "out", "batch-size", "num-beams",
              "max-input-tokens", "device", "checkpoint", "retriever-args", "personalizer-args",
              "generator-args", "train-args", "group", "reporter"}
     data = {key.replace("_", "-"): value for key, value in data.items()}
@@ -137,6 +137,12 @@ def run(
     decode: str = typer.Option(None, "--decode",
                                help="generate (free generation, as in the papers) or labels (score every "
                                "label of a classification task and pick the best). [default: generate]"),
+    prompt_budget: str = typer.Option(None, "--prompt-budget",
+                                      help="official (the official LaMP prompt code's token budget, "
+                                      "prompt for prompt) or strict (the harness's deviation: counts "
+                                      "without special tokens, exact separator and suffix reserves, "
+                                      "the prompt cut to L). Recorded in config.json, the cell id and "
+                                      "the label. [default: official]"),
     batch_size: str = typer.Option(None, "--batch-size", help="Generation batch size: N or auto."),
     num_beams: int = typer.Option(None, "--num-beams", help="Beam width (papers: 4; 1 = greedy)."),
     max_input_tokens: int = typer.Option(None, "--max-input-tokens",
@@ -250,6 +256,9 @@ def run(
     decode_value = pick(decode, "decode", "generate")
     if decode_value not in ("generate", "labels"):
         raise lamp_error(f"--decode {decode_value!r} is not generate or labels", fix="Pass --decode labels.")
+    from lamp_harness.options import prompt_budget as checked_budget
+
+    budget_value = checked_budget(str(pick(prompt_budget, "prompt-budget", "official")))
     data_default, task_data = data_sources(pick(data, "data", None), where)
     matrix = Matrix(
         **base,
@@ -263,6 +272,7 @@ def run(
         preset=pick(preset, "preset", "offline"),
         seed=int(pick(seed, "seed", 0)),
         decode=decode_value,
+        prompt_budget=budget_value,
         generator_args=gen_args,
         train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
                     **parse_kv(train_arg, "--train-arg")},
