@@ -429,6 +429,12 @@ class Generator(ABC):
         """Concrete model id, revision, dtype, device, decoding settings (for ``config.json``)."""
         return {"name": self.name}
 
+    def usage(self) -> Mapping[str, int]:
+        """Running counters since the generator was created (API generators: requests sent,
+        retries, cache hits, prompt and completion tokens billed). The runner writes each cell's
+        increase into ``timing.json``. Empty for generators with nothing to account."""
+        return {}
+
     # -- training support (PPlug, FiD, fine-tuning); generators that cannot train raise LampError --
     def loss(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> Any:
         """Mean token cross-entropy of ``targets`` given ``requests`` (a differentiable torch
@@ -448,6 +454,13 @@ class Generator(ABC):
         """Typical L2 norm of the model's input token embeddings (soft tokens are scaled to it)."""
         raise NotImplementedError
 
+    def input_embeddings(self) -> Any:
+        """The model's input token-embedding matrix ``[vocab, width]`` as a ``torch.Tensor``
+        (embedding scale applied): the space soft tokens live in. A generator behind an engine
+        that takes prompt embeddings (``vllm``) embeds the text around soft tokens with it, read
+        from the checkpoint's tensors rather than from a second copy of the model."""
+        raise NotImplementedError
+
     def trainable_module(self) -> Any:
         """The underlying ``torch.nn.Module``, for plain fine-tuning of the generator itself."""
         raise NotImplementedError
@@ -455,6 +468,13 @@ class Generator(ABC):
     def set_train_mode(self, mode: bool) -> None:  # noqa: B027
         """Put the model in train mode (dropout active) or back in eval mode without unfreezing
         it: PPlug trains with the frozen LLM in train mode, as the official HF Trainer does."""
+
+    def trainer(self) -> tuple[str, Mapping[str, str]] | None:
+        """For a generator that cannot compute training losses (an inference engine): the
+        ``--generator`` value and arguments of one that can, on the same weights and with the same
+        prompts. Trainable personalizers of a cell are then trained there (sharing the checkpoint
+        a ``lamp train`` with those settings writes) and run here. ``None``: train on this one."""
+        return None
 
 
 @runtime_checkable

@@ -48,6 +48,16 @@ def int_arg(args: Mapping[str, str], key: str, default: int, owner: str, *, mini
     return value
 
 
+def batch_size_arg(value: object, default: int, owner: str) -> int:
+    """A generator's ``batch_size`` parameter as an int: ``--batch-size`` arrives as a string,
+    either a positive integer or ``"auto"``. ``"auto"`` (or ``None``) gives ``default``: the
+    generator's own choice, which a generator able to probe memory may refine; anything else is a
+    one-line error naming ``owner``."""
+    if value is None or str(value).strip().lower() == "auto":
+        return default
+    return int_arg({"batch_size": str(value).strip()}, "batch_size", default, owner, minimum=1)
+
+
 def float_arg(args: Mapping[str, str], key: str, default: float, owner: str) -> float:
     """``args[key]`` as a float (``default`` when absent); a one-line error when it is not a number."""
     raw = args.get(key, default)

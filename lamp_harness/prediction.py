@@ -81,5 +81,6 @@ def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> 
         "examples_this_run": new,
         "examples_per_s": round(new / wall, 3) if wall > 0 and new else None,
         "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
+        "prompt_tokens": sum(p.prompt_tokens for p in predictions),
         "generated_tokens": sum(p.generated_tokens for p in predictions),
     }

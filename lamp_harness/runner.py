@@ -568,6 +568,7 @@ class Runner:
         examples = dataset.examples
         self.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
+        usage_before = dict(generator.usage())
         started = time.perf_counter()
         with ProgressBar(self.console, self.progress, spec.label, len(examples), len(done)) as bar:
             def reported(batch: Sequence[Example], predictions: Sequence[Prediction]) -> None:
@@ -584,6 +585,9 @@ class Runner:
         scored = score_cell(task, examples, done, seed=self.matrix.seed)
         metrics = scored.metrics
         timing = timing_summary(done, len(new), wall)
+        usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
+        if usage:
+            timing["usage"] = usage
         store.write_results(spec.task, spec.split, metrics, timing,
                             scored.scores.to_json() if scored.scores else None)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)

@@ -221,3 +221,18 @@ def test_lamp_run_warns_about_a_hook_function_missing_hookimpl(site, cli, tmp_pa
     assert code == 0, stdout + err
     assert ("warning: plugin 'forgetful' (lamp-forgetful 0.1): function 'lamp_cell_finished' looks like the "
             "'lamp_cell_finished' hook but has no @hookimpl") in " ".join(err.split())
+
+
+def test_batch_size_arg_takes_an_integer_or_auto_and_names_the_generator_otherwise():
+    import pytest
+
+    from lamp_harness.errors import LampError
+    from lamp_harness.options import batch_size_arg
+
+    assert batch_size_arg("auto", 32, "generator 'x'") == 32
+    assert batch_size_arg(" AUTO ", 32, "generator 'x'") == 32
+    assert batch_size_arg(None, 32, "generator 'x'") == 32
+    assert batch_size_arg("8", 32, "generator 'x'") == 8
+    for bad in ("0", "eight"):
+        with pytest.raises(LampError, match="generator 'x'"):
+            batch_size_arg(bad, 32, "generator 'x'")

@@ -44,11 +44,13 @@ def test_the_generated_components_are_listed_and_run_end_to_end(starter, tmp_pat
     out = tmp_path / "out"
     done = run_lamp(["run", "--task", "starter-task", "--personalizer", "starter-personalizer,starter-trainable",
                      "--retriever", "starter-retriever", "--k", "2", "--generator", "starter-generator",
-                     "--num-beams", "4", "--train-arg", "max_steps=2", "--out", str(out), "--quiet"], env, tmp_path)
+                     "--num-beams", "4", "--batch-size", "auto", "--train-arg", "max_steps=2", "--out", str(out),
+                     "--quiet"], env, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
     assert sorted(c["personalizer"]["name"] for c in configs) == ["starter-personalizer", "starter-trainable"]
     assert all(c["data"]["source"] == "starter-data:v1" for c in configs)  # the task's own data source
+    assert all(c["generator"]["batch_size"] == 8 for c in configs)  # --batch-size auto: the generator's default
     trained = [c for c in configs if c["personalizer"]["name"] == "starter-trainable"]
     assert trained[0]["checkpoint"]  # trained before its cell
     lines = (out / "starter-cells.jsonl").read_text(encoding="utf-8").splitlines()
