@@ -7,8 +7,9 @@ concrete task, metric or method.
 
 Layout, as in the LaMP and PPlug papers: one block per split (and per data scheme when the
 config records one); rows are task x metric with an arrow for the direction; columns are methods
-labelled ``personalizer / retriever / k / generator``; the best of our values in each row is in
-bold. Reference columns (the papers' numbers, :mod:`lamp_references`) can be added beside ours.
+labelled ``personalizer / retriever / k=K / model`` (plus ``beams=N``... when not the default);
+the best of our values in each row is in bold. Reference columns (the papers' numbers,
+:mod:`lamp_references`) can be added beside ours.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class Cell:
 
 
 def method_label(config: Mapping[str, Any]) -> str:
-    """``personalizer / retriever / k / generator`` (the config's own ``label`` when present);
+    """``personalizer / retriever / k=K / model`` (the config's own ``label``, written by the runner,
+    when present);
     retriever and k are left out when the cell has no retriever."""
     label = config.get("label")
     if isinstance(label, str) and label.strip():

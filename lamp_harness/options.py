@@ -131,6 +131,29 @@ def generator_kwargs(factory: Any, args: Mapping[str, str], model: str | None = 
     return kwargs
 
 
+LABEL_SETTINGS = {"num_beams": "beams", "max_input_tokens": "max-input-tokens"}
+"""Run-level settings that change a generator's outputs, with their short name in a cell label
+(``--batch-size`` changes only speed, so it is left out)."""
+
+
+def label_settings(factory: Any, args: Mapping[str, str]) -> list[str]:
+    """``["beams=4", ...]``: the output-changing run-level settings (:data:`LABEL_SETTINGS`) that
+    ``factory`` declares and receives with a value other than its declared default, so cells that
+    differ only in them get labels of their own (and leaderboard columns of their own)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return []
+    declared = _declared_parameters(factory)
+    parts = []
+    for key, short in LABEL_SETTINGS.items():
+        if key in args and key in declared:
+            default = parameters[key].default
+            if default is inspect.Parameter.empty or str(default) != str(args[key]).strip():
+                parts.append(f"{short}={str(args[key]).strip()}")
+    return parts
+
+
 def _declared_parameters(factory: Any) -> set[str]:
     """Names of the parameters ``factory`` (a class or callable) declares explicitly."""
     try:

@@ -26,7 +26,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import LampError
 from lamp_harness.io import lamp_home, stable_hash
-from lamp_harness.options import generator_kwargs, generator_spec
+from lamp_harness.options import generator_kwargs, generator_spec, label_settings
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
@@ -84,7 +84,8 @@ class CellSpec:
     - ``cell_id``: the folder name, ``{task}_{personalizer}_{retriever}_k{k}-{hash}``; the hash
       covers everything that changes predictions, including the versions of the distributions
       that provide the cell's components (see ``versions``).
-    - ``label``: the method's display name, ``personalizer / retriever / k=K / model``.
+    - ``label``: the method's display name, ``personalizer[args] / retriever / k=K / model``, then
+      ``beams=N``, ``max-input-tokens=N``, ``prompt-budget=strict`` when not the defaults.
     - ``task``, ``split``, ``personalizer``, ``retriever`` (``None`` without retrieval), ``k``
       (0 without retrieval), ``generator`` (the generator plugin) and ``model`` (its model, or
       ``None`` for the preset's): registry names.
@@ -339,6 +340,12 @@ class Runner:
         if draft.retriever:
             parts += [draft.retriever, f"k={draft.k}"] if draft.k else [f"encoder={draft.retriever}"]
         parts.append(self._model_name(draft))
+        # --num-beams 4 vs the default are different methods: the label must tell them apart.
+        try:
+            parts += label_settings(self.registry.get("generator", draft.generator).load(),
+                                    self.matrix.generator_args)
+        except (ImportError, LampError):  # a broken generator is reported where it is built
+            pass
         if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
             parts.append(f"prompt-budget={self.matrix.prompt_budget}")
         return " / ".join(parts)

@@ -82,7 +82,7 @@ def leaderboard(
 ) -> None:
     """Render the leaderboard of finished runs: one block per split (and data scheme), rows task x
     metric with the direction (↑ higher is better, ↓ lower is better), one column per method
-    (personalizer / retriever / k / generator), the best value of each row in bold.
+    (personalizer / retriever / k=K / model ...), the best value of each row in bold.
 
     Examples:
 
