@@ -164,6 +164,25 @@ class MetricResult:
 
 
 @dataclass(frozen=True)
+class ExampleScores:
+    """One metric's per-example sufficient statistics, from which the metric can be recomputed on
+    any subset or resample of the examples (paired significance tests, breakdowns, intervals).
+
+    ``rows`` is an ``n x d`` array (``numpy``; kept as ``Any`` so this module needs no numpy), one
+    row per id of ``ids``; ``statistic`` names how summed rows become the metric
+    (:data:`lamp_harness.metrics.STATISTICS`): ``"mean"`` (accuracy, MAE, ROUGE: one column),
+    ``"root_mean"`` (RMSE: squared errors) or ``"macro_f1"`` (per-label true positive, false
+    positive and false negative counts, so macro-F1 is recomputed from confusion counts).
+    """
+
+    name: str
+    higher_is_better: bool
+    statistic: str
+    ids: tuple[str, ...]
+    rows: Any
+
+
+@dataclass(frozen=True)
 class RankQuery:
     """One question to rank a profile for: its query text and each profile item's document text."""
 
@@ -285,6 +304,15 @@ class Task(ABC):
     def score(self, predictions: Mapping[str, str], golds: Mapping[str, str],
               *, seed: int = 0) -> list[MetricResult]:
         """The task's metrics over examples whose ids are in both mappings (ids must match)."""
+
+    def example_scores(self, predictions: Mapping[str, str],
+                       golds: Mapping[str, str]) -> list[ExampleScores]:
+        """The same metrics as :meth:`score`, as per-example sufficient statistics (one
+        :class:`ExampleScores` per metric, ids in gold order). When a task returns them, the runner
+        derives the metrics from them and stores them beside the predictions, so paired
+        significance tests and breakdowns need no regeneration. The default (``[]``) means the
+        task only offers :meth:`score`: its cells get intervals but no paired tests."""
+        return []
 
     def validate_gold(self, output: str) -> str | None:
         """An error message when ``output`` is not a valid gold for this task, else ``None``."""

@@ -9,6 +9,7 @@ cells are skipped, partial ones resume from their last whole batch (see :mod:`la
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from lamp_harness.contracts import (
 from lamp_harness.errors import LampError
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec, label_settings
-from lamp_harness.prediction import chunk_size, predict, score_predictions, timing_summary, top_k
+from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
-from lamp_harness.registry import PluginHost, host
+from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
+from lamp_harness.scores import score_cell
 from lamp_harness.store import CellStore
 
 
@@ -63,6 +65,9 @@ class Matrix:
     trainable personalizer is trained before its cell (see ``lamp train --help``)."""
     checkpoint: Path | None = None
     device: str = "auto"
+    reporters: tuple[str, ...] = ()
+    """Opt-in reporters (registered ``reporter`` components) to enable for the run, besides those
+    named in ``LAMP_REPORTERS``."""
     groups: tuple[Matrix, ...] = ()
     """Sub-matrices whose products are run together (``[[group]]`` tables of a matrix file):
     each group sets its own selectors and component arguments; every other setting is shared."""
@@ -442,6 +447,10 @@ class Runner:
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
         for warning in self.host.warnings:  # e.g. a hook function missing @hookimpl: it would never run
             self._warn(warning)
+        wanted = [*self.matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]
+        for name in self.host.enable_reporters(wanted):
+            if self.console is not None:
+                self.console.print(f"reporter [bold]{name}[/] enabled")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.notify("lamp_run_started", run=info)
         results = []
@@ -580,12 +589,14 @@ class Runner:
         done.extend(new)
         wall = time.perf_counter() - started
 
-        metrics = score_predictions(task, examples, done, self.matrix.seed)
+        scored = score_cell(task, examples, done, seed=self.matrix.seed)
+        metrics = scored.metrics
         timing = timing_summary(done, len(new), wall)
         usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
         if usage:
             timing["usage"] = usage
-        store.write_results(spec.task, spec.split, metrics, timing)
+        store.write_results(spec.task, spec.split, metrics, timing,
+                            scored.scores.to_json() if scored.scores else None)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
                 "skipped": False, "dir": str(spec.dir), "timing": timing}
@@ -634,11 +645,13 @@ class Runner:
             for ex, prediction in zip(examples, done, strict=True):
                 if ex.id not in kept:
                     self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=prediction)
-            metrics = score_predictions(task, examples, done, self.matrix.seed)
+            scored = score_cell(task, examples, done, seed=self.matrix.seed)
+            metrics = scored.metrics
             longest = max(s["wall_s"] for s in speeds)
             timing = {**timing_summary(done, sum(s["examples"] for s in speeds), longest),
                       "world_size": world.size, "ranks": speeds}
-            store.write_results(spec.task, spec.split, metrics, timing)
+            store.write_results(spec.task, spec.split, metrics, timing,
+                                scored.scores.to_json() if scored.scores else None)
             self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
             return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
                     "skipped": False, "dir": str(spec.dir), "timing": timing}

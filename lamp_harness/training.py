@@ -63,8 +63,9 @@ from lamp_harness.distributed import World, device_for
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec
-from lamp_harness.prediction import predict, score_predictions, timing_summary
+from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
+from lamp_harness.scores import score_cell
 
 WEIGHTS = "weights.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -985,10 +986,11 @@ def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console
                               chunk=batch_size, retrieved=lambda ex: retrieved[ex.id],
                               on_batch=lambda batch, _: bar.advance(len(batch)))
     wall = time.perf_counter() - started
-    metrics = score_predictions(session.task, data.examples, predictions, session.config.seed)
-    store.write_results(session.task.name, data.split, metrics,
-                        timing_summary(predictions, len(predictions), wall))
-    return metrics
+    scored = score_cell(session.task, data.examples, predictions, seed=session.config.seed)
+    store.write_results(session.task.name, data.split, scored.metrics,
+                        timing_summary(predictions, len(predictions), wall),
+                        scored.scores.to_json() if scored.scores else None)
+    return scored.metrics
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def read_config(path: Path) -> dict[str, Any]:
     known = {"task", "personalizer", "retriever", "k", "generator", "split", "data", "data-dir",
              "scheme", "limit", "preset", "seed", "decode", "prompt-budget", "out", "batch-size", "num-beams",
              "max-input-tokens", "device", "checkpoint", "retriever-args", "personalizer-args",
-             "generator-args", "train-args", "group"}
+             "generator-args", "train-args", "group", "reporter"}
     data = {key.replace("_", "-"): value for key, value in data.items()}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -180,6 +180,11 @@ def run(
                                     help="Trained weights from `lamp train` for a trainable method."),
     seed: int = typer.Option(None, "--seed", help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    reporter: list[str] = typer.Option([], "--reporter",
+                                       help="Also report to an experiment tracker (repeatable or a comma "
+                                       "list): mlflow (one MLflow run per cell), wandb (one W&B run per "
+                                       "cell); any installed reporter plugin. Also: reporter = [...] in "
+                                       "--config, or LAMP_REPORTERS=mlflow. See `lamp plugins`."),
     force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished."),
     allow_stale: bool = typer.Option(False, "--allow-stale",
                                      help="Keep finished cells computed with other versions of their plugins "
@@ -301,6 +306,8 @@ def run(
                     **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
         device=pick(device, "device", "auto"),
+        reporters=tuple(dict.fromkeys([*_as_list(cfg.get("reporter")),
+                                       *(name for value in reporter for name in split_list(value))])),
     )
     out_dir = Path(pick(out, "out", "runs"))
     world = distributed.init()
