@@ -7,6 +7,9 @@ Layout of ``OUT/<cell_id>/``:
   fsynced batch by batch. After a crash, only whole batches are kept (a torn last line or a
   partial batch is cut), so a resumed run re-predicts exactly the batches it would have predicted
   uninterrupted and its predictions are identical;
+- ``scores.json``: per-example sufficient statistics of every metric, with each example's profile
+  size (written atomically just before ``metrics.json``; see :mod:`lamp_harness.scores`), so
+  paired significance tests and breakdowns never need the run again;
 - ``metrics.json``: values, 95% intervals and directions (written atomically, last: its presence
   marks the cell as finished);
 - ``timing.json``: wall time, examples/s, mean prompt tokens, generated tokens (and, for a
@@ -32,6 +35,7 @@ from lamp_harness.io import atomic_write_bytes, atomic_write_json
 CONFIG = "config.json"
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
+SCORES = "scores.json"
 TIMING = "timing.json"
 SHARDS = "shards"
 
@@ -50,7 +54,7 @@ class CellStore:
 
     def reset(self) -> None:
         """Forget earlier results (``--force``)."""
-        for name in (METRICS, TIMING, PREDICTIONS, CONFIG):
+        for name in (METRICS, SCORES, TIMING, PREDICTIONS, CONFIG):
             (self.dir / name).unlink(missing_ok=True)
 
     # -- config ---------------------------------------------------------------------------------
@@ -127,10 +131,13 @@ class CellStore:
 
     # -- results --------------------------------------------------------------------------------
     def write_results(self, task: str, split: str, metrics: Iterable[MetricResult],
-                      timing: dict[str, Any]) -> None:
-        """Write ``timing.json`` then ``metrics.json`` (last: its presence marks the cell finished)."""
+                      timing: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
+        """Write ``timing.json``, ``scores.json`` (when ``scores`` is given: a JSON object from
+        :meth:`lamp_harness.scores.CellScores.to_json`) and, last, ``metrics.json``."""
         metrics = list(metrics)
         atomic_write_json(self.dir / TIMING, timing)
+        if scores is not None:
+            atomic_write_json(self.dir / SCORES, scores)
         atomic_write_json(self.dir / METRICS, {
             "task": task,
             "split": split,

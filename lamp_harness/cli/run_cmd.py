@@ -93,7 +93,7 @@ def read_config(path: Path) -> dict[str, Any]:
     known = {"task", "personalizer", "retriever", "k", "generator", "split", "data", "data-dir",
              "scheme", "limit", "preset", "seed", "decode", "prompt-budget", "out", "batch-size", "num-beams",
              "max-input-tokens", "device", "checkpoint", "retriever-args", "personalizer-args",
-             "generator-args", "train-args", "group"}
+             "generator-args", "train-args", "group", "reporter"}
     data = {key.replace("_", "-"): value for key, value in data.items()}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -128,8 +128,10 @@ def run(
                                   "Ignored for methods that use no retrieval (none)."),
     k: str = typer.Option(None, "--k", help=f"Retrieved items per prompt. {_LIST} [default: 1]"),
     generator: str = typer.Option(None, "--generator", "-g",
-                                  help="Model alias, hub id or local path (served by the 'hf' plugin), or "
-                                  f"PLUGIN:MODEL. [default: the preset's generator] {_LIST}"),
+                                  help="Model alias, hub id or local path (served by the 'hf' plugin); or a "
+                                  "generator plugin's name (e.g. my-gen: its own default model); or "
+                                  "PLUGIN:MODEL (e.g. my-gen:my-model, its model argument). "
+                                  f"[default: the preset's generator] {_LIST}"),
     preset: str = typer.Option(None, "--preset",
                                help="Model preset: offline (packaged SmolLM2 + MiniLM, runs anywhere), "
                                "lamp-paper, pplug-paper. See `lamp models`. [default: offline]"),
@@ -178,6 +180,11 @@ def run(
                                     help="Trained weights from `lamp train` for a trainable method."),
     seed: int = typer.Option(None, "--seed", help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    reporter: list[str] = typer.Option([], "--reporter",
+                                       help="Also report to an experiment tracker (repeatable or a comma "
+                                       "list): mlflow (one MLflow run per cell), wandb (one W&B run per "
+                                       "cell); any installed reporter plugin. Also: reporter = [...] in "
+                                       "--config, or LAMP_REPORTERS=mlflow. See `lamp plugins`."),
     force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished."),
     allow_stale: bool = typer.Option(False, "--allow-stale",
                                      help="Keep finished cells computed with other versions of their plugins "
@@ -299,6 +306,8 @@ def run(
                     **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
         device=pick(device, "device", "auto"),
+        reporters=tuple(dict.fromkeys([*_as_list(cfg.get("reporter")),
+                                       *(name for value in reporter for name in split_list(value))])),
     )
     out_dir = Path(pick(out, "out", "runs"))
     world = distributed.init()

@@ -70,5 +70,6 @@ run --personalizer none --checkpoint "$WORK/none-ft"
 run --personalizer ipa --retriever bm25 --k 1 --checkpoint "$WORK/ipa-ft"
 run --personalizer pplug --checkpoint "$WORK/pplug"
 
-lamp leaderboard "$OUT" --ci --reference lamp-user --out leaderboard/lamp7-finetuned/results.md
+lamp leaderboard "$OUT" --baseline "none (fine-tuned) / smollm2-135m-instruct" --correction holm --seed 0 --ci \
+  --reference lamp-user --out leaderboard/lamp7-finetuned/results.md
 echo "wrote leaderboard/lamp7-finetuned/results.md"
