@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from lamp_harness.contracts import MetricResult as Metric
-from lamp_harness.errors import lamp_error
-from lamp_harness.store import CONFIG, METRICS
+from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, CellStore
 
 FORMATS = ("markdown", "json", "csv")
 PLACES = 3  # the papers print three decimals
@@ -189,9 +189,12 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
     """Every finished cell under ``runs_dirs`` (searched recursively).
 
     The same cell found twice (one cell id, or one method on one task and split in two runs) is
-    kept once: the newest ``metrics.json`` wins, and a note says which folder was dropped.
+    kept once: the newest ``metrics.json`` wins, and a note says which folder was dropped. A folder
+    whose files disagree (unfinished, damaged, edited: see :meth:`CellStore.inconsistency`) is
+    skipped with a note saying why.
     """
     found: dict[Path, Cell] = {}
+    skipped: list[str] = []
     for root in runs_dirs:
         root = Path(root)
         if not root.is_dir():
@@ -200,14 +203,25 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
                 where=str(root),
                 fix="Pass the --out folder of a `lamp run` (default runs/).",
             )
-        for metrics_path in sorted(root.rglob(METRICS)):
-            directory = metrics_path.parent
-            if (directory / CONFIG).is_file() and directory.resolve() not in found:
-                found[directory.resolve()] = read_cell(directory)
+        candidates = {p.parent for p in root.rglob(METRICS)} | {p.parent for p in root.rglob(PREDICTIONS)}
+        for directory in sorted(candidates):
+            if directory.resolve() in found:
+                continue
+            # A cell whose files disagree is named, never silently dropped or half-read.
+            problem = CellStore(directory).inconsistency()
+            if problem is None:
+                try:
+                    found[directory.resolve()] = read_cell(directory)
+                    continue
+                except LampError as exc:
+                    problem = str(exc)
+            skipped.append(f"skipped {directory}: {problem}; re-run its `lamp run` command to complete or "
+                           "repair it")
     if not found:
         where = ", ".join(str(Path(r)) for r in runs_dirs) or "(no folder)"
         raise lamp_error(
-            "no finished cells (folders with config.json and metrics.json)",
+            "no finished cells (folders with config.json and metrics.json)"
+            + (f" ({len(skipped)} skipped: {'; '.join(skipped)})" if skipped else ""),
             where=where,
             fix="Run `lamp run ... --out FOLDER` first, then pass that FOLDER.",
         )
@@ -226,7 +240,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
         kept[key] = cell
         seen_ids[cell.cell_id] = cell
     cells = sorted(kept.values(), key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
-    return Collection(tuple(cells), tuple(sorted(notes)))
+    return Collection(tuple(cells), tuple(sorted(notes)) + tuple(skipped))
 
 
 def natural_key(text: str) -> tuple[Any, ...]:

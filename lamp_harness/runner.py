@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,12 @@ from lamp_harness.contracts import (
     ProfileItem,
     RunContext,
 )
-from lamp_harness.errors import LampError
+from lamp_harness.errors import LampError, warn
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.options import generator_spec
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import PluginHost, host
-from lamp_harness.store import CellStore
+from lamp_harness.store import METRICS, CellBusy, CellStore
 
 DEFAULT_CHUNK = 16
 
@@ -139,6 +140,7 @@ class Runner:
         ones rejected, all of them listed at once, before any work."""
         drafts: list[_Draft] = []
         problems: list[str] = []
+        self.registry.get("preset", self.matrix.preset)  # a typo fails here, before any work
         for selection in self.matrix.selections():
             self._expand(selection, drafts, problems)
         for draft in drafts:
@@ -327,16 +329,39 @@ class Runner:
         # Cells sharing a generator run back to back, so a loaded model is reused.
         order = sorted(range(len(specs)), key=lambda i: (drafts[i].generator_key != drafts[0].generator_key,
                                                          str(drafts[i].generator_key), i))
+        busy: list[tuple[int, CellBusy]] = []
         for i in order:
-            results.append(self.run_cell(info, drafts[i], specs[i]))
+            # A cell another process is computing (a second `lamp run` on the same --out) is left
+            # to it; this process does the other cells first, then waits for those.
+            with ExitStack() as held:
+                try:
+                    held.enter_context(CellStore(specs[i].dir).lock())
+                except CellBusy as exc:
+                    busy.append((i, exc))
+                    continue
+                results.append(self.run_cell(info, drafts[i], specs[i]))
+        for i, exc in busy:
+            self._say(f"waiting for {specs[i].label}: {exc}")
+            with CellStore(specs[i].dir).lock(wait=True):
+                results.append(self.run_cell(info, drafts[i], specs[i]))
         self.host.notify("lamp_run_finished", run=info, results=results)
         return results
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
 
     def run_cell(self, info: RunInfo, draft: _Draft, spec: CellSpec) -> dict[str, Any]:
         store = CellStore(spec.dir)
         if self.force:
             store.reset()
-        if store.finished:
+        expected = [ex.id for ex in self.dataset(spec.task).examples]
+        problem = store.inconsistency(expected)
+        if problem is not None and (spec.dir / METRICS).exists():
+            warn(f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
+                 "is predicted again)")
+            store.unfinish()
+        if problem is None:
             metrics = store.read_metrics()
             timing = {**store.read_timing(), "skipped": True}
             self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
@@ -364,8 +389,9 @@ class Runner:
         store.write_config(config)
 
         chunk = _chunk_size(generator)
-        done = store.recover_predictions(chunk)
         examples = dataset.examples
+        done = store.recover_predictions(chunk, [ex.id for ex in examples])
+        done_ids = {p.example_id for p in done}
         self.host.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
         started = time.perf_counter()
@@ -375,7 +401,8 @@ class Runner:
                     self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=pred)
                 bar.advance(len(batch))
 
-            new = predict(task, personalizer, generator, examples[len(done):], store, chunk=chunk,
+            todo = [ex for ex in examples if ex.id not in done_ids]
+            new = predict(task, personalizer, generator, todo, store, chunk=chunk,
                           retrieved=lambda ex: _top_k(ex, rankings, spec.k), decode=spec.decode,
                           on_batch=reported)
         done.extend(new)
@@ -450,7 +477,9 @@ def score_predictions(task: Any, examples: Sequence[Example], predictions: Seque
     golds = {ex.id: ex.gold for ex in examples if ex.gold is not None}
     if not golds:
         return []  # test split: golds are withheld; export the predictions instead
-    outputs = {p.example_id: p.output for p in predictions if p.example_id in golds}
+    by_id = {p.example_id: p.output for p in predictions}
+    # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
+    outputs = {ex.id: by_id[ex.id] for ex in examples if ex.id in golds and ex.id in by_id}
     return task.score(outputs, {i: golds[i] for i in outputs}, seed=seed)
 
 
