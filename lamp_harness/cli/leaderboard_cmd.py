@@ -56,12 +56,15 @@ def leaderboard(
     """
     from lamp_harness import leaderboard as lb
     from lamp_harness.errors import lamp_error
-    from lamp_harness.io import atomic_write_text
+    from lamp_harness.io import atomic_write_text, writable_file
 
     if fmt not in lb.FORMATS:
         raise lamp_error(
             f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(lb.FORMATS)}."
         )
+    for path, option in ((out, "--out"), (plot, "--plot")):
+        if path is not None:
+            writable_file(path, option)
     for name in reference:  # checked before any reading, so a typo fails fast
         lb.load_reference(name)
     board = lb.leaderboard(runs_dirs or [Path("runs")], references=reference)

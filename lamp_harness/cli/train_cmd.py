@@ -34,7 +34,7 @@ def train(
                                   help="Retriever for methods that use retrieved items (ipa, fid, "
                                   "pplug+retrieval), e.g. bm25. [default: the method's default]"),
     retriever_arg: list[str] = typer.Option([], "--retriever-arg", help="KEY=VALUE (repeatable)."),
-    k: int = typer.Option(1, "--k", help="Retrieved items per example. [default: 1]"),
+    k: int = typer.Option(1, "--k", min=1, help="Retrieved items per example. [default: 1]"),
     generator: str = typer.Option(None, "--generator", "-g",
                                   help="Model alias, hub id or folder for the hf plugin, or PLUGIN:MODEL. "
                                   "[default: the preset's generator]"),
@@ -46,25 +46,25 @@ def train(
     personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
                                                help="KEY=VALUE (repeatable), e.g. --personalizer-arg "
                                                "aggregation=mean."),
-    epochs: int = typer.Option(2, "--epochs", help="Passes over the training data. [default: 2, as "
+    epochs: int = typer.Option(2, "--epochs", min=1, help="Passes over the training data. [default: 2, as "
                                "in PPlug]"),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass. [default: 8]"),
-    grad_accum: int = typer.Option(1, "--grad-accum",
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per forward pass. [default: 8]"),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1,
                                    help="Forward passes per optimizer step (effective batch = batch size "
                                    "x this; PPlug used 64). [default: 1]"),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate. [default: 1e-4]"),
-    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="AdamW weight decay. [default: 1e-4]"),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="AdamW weight decay. [default: 1e-4]"),
     warmup: float = typer.Option(0.05, "--warmup", help="Linear warmup, as a fraction of the steps. "
                                  "[default: 0.05]"),
-    limit: int = typer.Option(None, "--limit", help="Train on the first N examples only."),
-    eval_limit: int = typer.Option(None, "--eval-limit", help="Evaluate the first N examples only."),
-    save_every: int = typer.Option(50, "--save-every", help="Checkpoint every N steps (and at the end). "
+    limit: int = typer.Option(None, "--limit", min=1, help="Train on the first N examples only."),
+    eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Evaluate the first N examples only."),
+    save_every: int = typer.Option(50, "--save-every", min=1, help="Checkpoint every N steps (and at the end). "
                                    "[default: 50]"),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Training folder (resumes if it holds an interrupted run). [default: "
                              "$LAMP_HOME/checkpoints/<task>-<personalizer>-<config hash>]"),
-    seed: int = typer.Option(0, "--seed", help="Seed for shuffling and initialisation. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for shuffling and initialisation. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -79,7 +79,7 @@ def train(
     from rich.console import Console
 
     from lamp_harness.contracts import RunContext
-    from lamp_harness.io import lamp_home
+    from lamp_harness.io import lamp_home, writable_dir
     from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
     from lamp_harness.training import train as run_training
 
@@ -95,6 +95,14 @@ def train(
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         seed=seed, save_every=save_every, device=device)
     config.validate()
+    from lamp_harness.registry import host
+
+    registry = host().registry
+    registry.get("preset", preset)  # typos fail here, before any work
+    registry.get("task", task)
+    registry.get("personalizer", personalizer)
+    if out is not None:
+        writable_dir(out, "--out")
     context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device)
     directory = out if out is not None else training_dir(config, context)
     result = run_training(config, directory, context=context, progress=not quiet, console=console)
