@@ -21,19 +21,16 @@ from lamp_harness.contracts import (
     Dataset,
     Example,
     Generator,
-    MetricResult,
     Prediction,
-    ProfileItem,
     RunContext,
 )
 from lamp_harness.errors import LampError, warn
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.options import generator_spec
+from lamp_harness.prediction import chunk_size, predict, score_predictions, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import PluginHost, host
 from lamp_harness.store import METRICS, CellBusy, CellStore
-
-DEFAULT_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -388,7 +385,7 @@ class Runner:
         config["checkpoint"] = str(checkpoint) if checkpoint else None
         store.write_config(config)
 
-        chunk = _chunk_size(generator)
+        chunk = chunk_size(generator)
         examples = dataset.examples
         done = store.recover_predictions(chunk, [ex.id for ex in examples])
         done_ids = {p.example_id for p in done}
@@ -403,7 +400,7 @@ class Runner:
 
             todo = [ex for ex in examples if ex.id not in done_ids]
             new = predict(task, personalizer, generator, todo, store, chunk=chunk,
-                          retrieved=lambda ex: _top_k(ex, rankings, spec.k), decode=spec.decode,
+                          retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
                           on_batch=reported)
         done.extend(new)
         wall = time.perf_counter() - started
@@ -435,65 +432,6 @@ class Runner:
         else:
             checkpoint = training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
         return restore, checkpoint
-
-
-def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequence[Example],
-            store: CellStore, *, chunk: int, retrieved: Callable[[Example], Sequence[ProfileItem]],
-            decode: str = "generate",
-            on_batch: Callable[[Sequence[Example], Sequence[Prediction]], None] | None = None,
-            ) -> list[Prediction]:
-    """Predict ``examples`` batch by batch (``chunk`` at a time), appending each batch to ``store``
-    before the next starts; returns the new predictions. Shared by ``lamp run`` and the
-    evaluation at the end of ``lamp train``."""
-    predictions: list[Prediction] = []
-    for start in range(0, len(examples), chunk):
-        batch = examples[start:start + chunk]
-        items = [tuple(retrieved(ex)) for ex in batch]
-        requests = [personalizer.personalize(task, ex, it) for ex, it in zip(batch, items, strict=True)]
-        generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
-        new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
-                          gen.prompt_tokens, gen.generated_tokens)
-               for ex, req, gen, it in zip(batch, requests, generations, items, strict=True)]
-        store.append_predictions(new)
-        predictions.extend(new)
-        if on_batch is not None:
-            on_batch(batch, new)
-    return predictions
-
-
-def _chunk_size(generator: Generator) -> int:
-    size = getattr(generator, "batch_size", None)
-    return size if isinstance(size, int) and size > 0 else DEFAULT_CHUNK
-
-
-def _top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[ProfileItem, ...]:
-    if not rankings or k <= 0:
-        return ()
-    return tuple(example.profile[i] for i in rankings[example.id][:k])
-
-
-def score_predictions(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
-           seed: int) -> list[MetricResult]:
-    golds = {ex.id: ex.gold for ex in examples if ex.gold is not None}
-    if not golds:
-        return []  # test split: golds are withheld; export the predictions instead
-    by_id = {p.example_id: p.output for p in predictions}
-    # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
-    outputs = {ex.id: by_id[ex.id] for ex in examples if ex.id in golds and ex.id in by_id}
-    return task.score(outputs, {i: golds[i] for i in outputs}, seed=seed)
-
-
-def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> dict[str, Any]:
-    """``timing.json``: wall time and speed of the ``new`` predictions, token counts of all."""
-    n = len(predictions)
-    return {
-        "wall_s": round(wall, 3),
-        "examples": n,
-        "examples_this_run": new,
-        "examples_per_s": round(new / wall, 3) if wall > 0 and new else None,
-        "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
-        "generated_tokens": sum(p.generated_tokens for p in predictions),
-    }
 
 
 def run_matrix(matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,

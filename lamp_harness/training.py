@@ -61,8 +61,8 @@ from lamp_harness.contracts import (
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
 from lamp_harness.options import generator_spec
+from lamp_harness.prediction import predict, score_predictions, timing_summary
 from lamp_harness.progress import ProgressBar
-from lamp_harness.runner import predict, score_predictions, timing_summary
 
 WEIGHTS = "weights.safetensors"
 TRAINER_STATE = "trainer_state.pt"

@@ -1,0 +1,80 @@
+"""The prediction loop, one floor below the runner and the trainer.
+
+``lamp run`` (:mod:`lamp_harness.runner`) and the evaluation at the end of ``lamp train``
+(:mod:`lamp_harness.training`) both predict, score and time through these functions, so both
+write the same ``predictions.jsonl``, ``metrics.json`` and ``timing.json``. This module imports
+only contracts and the run store: the runner imports the trainer, and neither is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lamp_harness.contracts import Example, Generator, MetricResult, Prediction, ProfileItem
+from lamp_harness.store import CellStore
+
+DEFAULT_CHUNK = 16
+
+
+def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequence[Example],
+            store: CellStore, *, chunk: int, retrieved: Callable[[Example], Sequence[ProfileItem]],
+            decode: str = "generate",
+            on_batch: Callable[[Sequence[Example], Sequence[Prediction]], None] | None = None,
+            ) -> list[Prediction]:
+    """Predict ``examples`` batch by batch (``chunk`` at a time), appending each batch to ``store``
+    before the next starts; returns the new predictions. Shared by ``lamp run`` and the
+    evaluation at the end of ``lamp train``."""
+    predictions: list[Prediction] = []
+    for start in range(0, len(examples), chunk):
+        batch = examples[start:start + chunk]
+        items = [tuple(retrieved(ex)) for ex in batch]
+        requests = [personalizer.personalize(task, ex, it) for ex, it in zip(batch, items, strict=True)]
+        generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
+        new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
+                          gen.prompt_tokens, gen.generated_tokens)
+               for ex, req, gen, it in zip(batch, requests, generations, items, strict=True)]
+        store.append_predictions(new)
+        predictions.extend(new)
+        if on_batch is not None:
+            on_batch(batch, new)
+    return predictions
+
+
+def chunk_size(generator: Generator) -> int:
+    """How many examples one batch holds: the generator's ``batch_size``, else :data:`DEFAULT_CHUNK`."""
+    size = getattr(generator, "batch_size", None)
+    return size if isinstance(size, int) and size > 0 else DEFAULT_CHUNK
+
+
+def top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[ProfileItem, ...]:
+    """The ``k`` best profile items of ``example`` by ``rankings`` (indices per example id)."""
+    if not rankings or k <= 0:
+        return ()
+    return tuple(example.profile[i] for i in rankings[example.id][:k])
+
+
+def score_predictions(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
+                      seed: int) -> list[MetricResult]:
+    """The task's metrics of ``predictions`` against the golds of ``examples`` (none on a split
+    without golds)."""
+    golds = {ex.id: ex.gold for ex in examples if ex.gold is not None}
+    if not golds:
+        return []  # test split: golds are withheld; export the predictions instead
+    by_id = {p.example_id: p.output for p in predictions}
+    # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
+    outputs = {ex.id: by_id[ex.id] for ex in examples if ex.id in golds and ex.id in by_id}
+    return task.score(outputs, {i: golds[i] for i in outputs}, seed=seed)
+
+
+def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> dict[str, Any]:
+    """``timing.json``: wall time and speed of the ``new`` predictions, token counts of all."""
+    n = len(predictions)
+    return {
+        "wall_s": round(wall, 3),
+        "examples": n,
+        "examples_this_run": new,
+        "examples_per_s": round(new / wall, 3) if wall > 0 and new else None,
+        "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
+        "generated_tokens": sum(p.generated_tokens for p in predictions),
+    }
