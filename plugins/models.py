@@ -170,6 +170,9 @@ def materialize_smollm2() -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_ALIAS}.", dir=target.parent))
         try:
             _convert_gguf(gguf, tmp)
+            # The manifest (size and SHA-256 of every file) lets later reads verify the folder.
+            source = json.loads((tmp / SOURCE_FILE).read_text(encoding="utf-8"))
+            atomic_write_json(tmp / SOURCE_FILE, {**source, "files": folder_manifest(tmp, skip=(SOURCE_FILE,))})
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
             for child in tmp.iterdir():
                 child.chmod(0o644)
@@ -208,7 +211,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     sha = file_sha256(gguf)
     version = _version(SMOLLM2_PACKAGE)
     atomic_write_json(out / SOURCE_FILE, {
-        "files": folder_manifest(out, skip=(SOURCE_FILE,)),
         "alias": SMOLLM2_ALIAS,
         "source": f"package:{SMOLLM2_PACKAGE}",
         "package_version": version,
