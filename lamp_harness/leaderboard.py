@@ -560,17 +560,23 @@ def render_csv(board: Leaderboard) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def plot_format(path: Path) -> str:
+    """``png`` or ``svg`` from the file name; anything else is a one-line error."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise lamp_error(
+            f"cannot tell the image format from {Path(path).name!r}",
+            where="--plot",
+            fix="End the file name with .png or .svg.",
+        )
+    return fmt
+
+
 def plot(board: Leaderboard, path: Path) -> Path:
     """A grouped bar chart: one subplot per (block, metric), tasks on the x axis, one bar per
     method (reference columns hatched), 95% intervals as error bars. PNG or SVG by extension."""
     path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in ("png", "svg"):
-        raise lamp_error(
-            f"cannot tell the image format from {path.name!r}",
-            where="--plot",
-            fix="End the file name with .png or .svg.",
-        )
+    fmt = plot_format(path)
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 

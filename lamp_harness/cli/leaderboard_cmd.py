@@ -62,6 +62,8 @@ def leaderboard(
         raise lamp_error(
             f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(lb.FORMATS)}."
         )
+    if plot is not None:
+        lb.plot_format(plot)
     for path, option in ((out, "--out"), (plot, "--plot")):
         if path is not None:
             writable_file(path, option)

@@ -53,11 +53,12 @@ def rank(
     from lamp_harness.data import resolve_dataset
     from lamp_harness.errors import lamp_error
     from lamp_harness.io import atomic_write_json, lamp_home, writable_file
-    from lamp_harness.options import parse_kv
+    from lamp_harness.options import check_device, parse_kv
     from lamp_harness.registry import host
 
     if top < 0 or limit < 0:
         raise lamp_error("--top and --limit must be 0 or more", fix="Pass e.g. --top 4.")
+    check_device(device)
     writable_file(out, "--out")
     registry = host().registry
     registry.get("preset", preset)  # a typo fails before any work

@@ -12,7 +12,7 @@ import typer
 
 from lamp_harness.cli import app
 from lamp_harness.errors import lamp_error
-from lamp_harness.options import parse_kv
+from lamp_harness.options import check_device, parse_kv
 
 _LIST = "Comma list allowed: every combination is run."
 
@@ -333,7 +333,7 @@ def run(
         train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
                     **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
-        device=pick(device, "device", "auto"),
+        device=check_device(pick(device, "device", "auto")),
     )
     from lamp_harness.io import writable_dir
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from lamp_harness.cli import app
-from lamp_harness.options import parse_kv
+from lamp_harness.options import check_device, parse_kv
 
 
 @app.command("train")
@@ -94,6 +94,7 @@ def train(
         train_users=train_users, limit=limit, eval_limit=eval_limit, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         seed=seed, save_every=save_every, device=device)
+    check_device(device)
     config.validate()
     from lamp_harness.registry import host
 
