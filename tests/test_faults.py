@@ -363,3 +363,36 @@ def test_a_lamp_home_that_is_a_file_is_one_line(toys, tmp_path, monkeypatch, cap
     monkeypatch.setenv("LAMP_HOME", str(home))
     code = _lamp("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--out", str(tmp_path / "r"))
     assert "LAMP_HOME" in _one_line(capsys, code)
+
+
+def test_concurrent_rankers_of_one_cache_file_take_turns(task, demo_train, context):
+    """Two processes ranking the same (task, retriever, data) wait on the cache file's lock: the
+    second reuses the first's rankings instead of computing them again."""
+    import threading
+
+    from lamp_harness.cache import rank_examples
+
+    calls: list[int] = []
+    started = threading.Event()
+
+    class Slow:
+        name = "slow"
+
+        def cache_key(self):
+            return {"name": "slow"}
+
+        def rank(self, queries):
+            calls.append(len(queries))
+            started.set()
+            time.sleep(0.3)
+            return [list(range(len(q.items)))[::-1] for q in queries]
+
+    examples = demo_train[:6]
+    results = []
+    worker = threading.Thread(target=lambda: results.append(
+        rank_examples(Slow(), task, "fp", examples, context, progress=False)))
+    worker.start()
+    started.wait(5)
+    second = rank_examples(Slow(), task, "fp", examples, context, progress=False)
+    worker.join()
+    assert len(calls) == 1 and results == [second]
