@@ -116,7 +116,8 @@ def folder_manifest(folder: Path, *, skip: tuple[str, ...] = ()) -> dict[str, di
     manifest = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name not in skip and not path.name.endswith(".lock"):
-            manifest[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size,
+            stat = path.stat()
+            manifest[path.relative_to(folder).as_posix()] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                                                              "sha256": file_sha256(path)}
     return manifest
 
@@ -139,20 +140,27 @@ def check_manifest(folder: Path, manifest: Any, *, hashes: bool = True) -> str |
             return f"{name} is missing"
         if not isinstance(expected, dict) or stat.st_size != expected.get("size"):
             return f"{name} has the wrong size"
-        if hashes and not file_matches(path, expected.get("size"), expected.get("sha256")):
+        if hashes and not file_matches(path, expected.get("size"), expected.get("sha256"),
+                                       expected.get("mtime_ns")):
             return f"{name} does not match its checksum"
     return None
 
 
-def file_matches(path: Path, size: Any, sha256: Any) -> bool:
-    """Whether ``path`` has this size and SHA-256. A file this process already verified and that
-    is unchanged since (same size and modification time) is not hashed again."""
+def file_matches(path: Path, size: Any, sha256: Any, mtime_ns: Any = None) -> bool:
+    """Whether ``path`` has this size and SHA-256.
+
+    Hashing a 500 MB model on every start would cost seconds, so a file whose size and
+    modification time still equal those recorded with its checksum (``mtime_ns``), or that this
+    process already hashed and that is unchanged since, is not hashed again: any write to the file
+    (a truncation, a partial copy, an edit) changes its modification time and gets it hashed."""
     try:
         stat = Path(path).stat()
     except OSError:
         return False
     if stat.st_size != size:
         return False
+    if mtime_ns is not None and stat.st_mtime_ns == mtime_ns:
+        return True
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if _VERIFIED.get(key) == sha256:
         return True

@@ -294,6 +294,7 @@ class LampServerSource(DataSource):
             with FileLock(str(folder.parent / f".{folder.name}.{CHECKSUMS}.lock")):
                 recorded = _read_checksums(folder)
                 recorded[name] = {"sha256": done.sha256, "bytes": done.size, "url": done.url,
+                                  "mtime_ns": (folder / name).stat().st_mtime_ns,
                                   "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                 atomic_write_json(folder / CHECKSUMS, dict(sorted(recorded.items())))
         files = self._files(task, split, scheme)
@@ -332,7 +333,7 @@ def _intact(path: Path, recorded: dict[str, dict]) -> bool:
     entry = recorded.get(path.name)
     if not isinstance(entry, dict) or not path.is_file():
         return False
-    if file_matches(path, entry.get("bytes"), entry.get("sha256")):
+    if file_matches(path, entry.get("bytes"), entry.get("sha256"), entry.get("mtime_ns")):
         return True
     warn(f"cached download {path} is damaged (size or checksum differs from {CHECKSUMS}); it will be "
          "downloaded again")

@@ -307,6 +307,7 @@ def test_a_damaged_converted_model_is_detected_by_its_manifest(tmp_path):
     (folder / "config.json").write_text("{}")
     atomic_write_json(folder / models.SOURCE_FILE, {"files": folder_manifest(folder, skip=(models.SOURCE_FILE,))})
     assert models._problem(folder) is None
+    time.sleep(0.05)  # damage comes later than the conversion (a later write, a later mtime)
     (folder / "model.safetensors").write_bytes(b"weightz" * 100)
     assert "checksum" in models._problem(folder)
     (folder / "config.json").unlink()
