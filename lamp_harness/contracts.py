@@ -40,11 +40,13 @@ class ProfileItem:
     fields: Mapping[str, Any]
 
     def get(self, name: str, default: str = "") -> str:
+        """The field ``name`` as a string (``default`` when absent; numbers are converted)."""
         value = self.fields.get(name, default)
         return value if isinstance(value, str) else str(value)
 
     @property
     def date(self) -> str | None:
+        """The item's ``date`` field, or ``None`` when it has none (recency retrieval uses it)."""
         value = self.fields.get("date")
         return None if value in (None, "") else str(value)
 
@@ -71,6 +73,7 @@ class SoftTokens:
 
     @property
     def length(self) -> int:
+        """Number of soft tokens (rows of ``vectors``)."""
         return int(self.vectors.shape[0])
 
 
@@ -78,6 +81,7 @@ Segment = str | SoftTokens
 """A piece of a request's prefix: text (tokenized and embedded) or soft vectors (used as is)."""
 
 DecodeMode = Literal["generate", "labels"]
+"""``generate``: free generation; ``labels``: score each of a request's ``choices`` and answer the best."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,14 @@ class GenerationRequest:
       only informative.
     - ``choices``: the label set, used by label-scoring decoding (``--decode labels``).
     - ``max_new_tokens``: the task's generation budget (``None``: the generator's default).
+    - ``retrieved``: the profile items retrieved for the example, best first (the top k the
+      personalizer was given). The runner fills it in when a personalizer leaves it empty, so
+      oracles, rerankers and retrieval-aware generators never need to parse the prompt.
+    - ``metadata``: free-form, JSON-friendly facts a personalizer wants a generator to know
+      (e.g. ``{"task": "lamp-7"}``); generators that do not know a key ignore it.
+
+    ``retrieved`` and ``metadata`` have defaults, so code that builds requests positionally or
+    with the older fields keeps working.
     """
 
     example_id: str
@@ -100,13 +112,17 @@ class GenerationRequest:
     passages: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
     max_new_tokens: int | None = None
+    retrieved: tuple[ProfileItem, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_fusion(self) -> bool:
+        """Whether this is a fusion-in-decoder request (it has ``passages``)."""
         return bool(self.passages)
 
     @property
     def has_soft_tokens(self) -> bool:
+        """Whether the prefix holds soft vectors (only embedding-aware generators can serve it)."""
         return any(isinstance(s, SoftTokens) for s in self.prefix)
 
 
@@ -179,7 +195,14 @@ class TokenCounter(Protocol):
 
 @dataclass
 class RunContext:
-    """Shared state handed to every component factory.
+    """Shared state handed to every component factory (the first argument of retriever,
+    personalizer, generator and data-source factories).
+
+    - ``lamp_home``: the cache folder (``$LAMP_HOME``): put downloads and converted models here.
+    - ``preset``: the model preset of the run (``offline``, ``lamp-paper``...).
+    - ``seed``: the run's seed; use it for anything random.
+    - ``device``: ``auto``, ``cpu``, ``cuda``, ``mps`` (``--device``).
+    - ``events``: notes for the user, recorded in each cell's ``config.json``; add with :meth:`note`.
 
     ``shared`` is a per-process cache for expensive objects (loaded models, encoders), keyed by
     whatever the component finds stable (e.g. ``("generator", model_id, dtype)``), so cells of a
@@ -212,24 +235,35 @@ class Task(ABC):
     official_name: ClassVar[str]
     """The name in outputs files, e.g. ``"LaMP_7"``."""
     kind: ClassVar[Literal["classification", "ordinal", "generation"]]
+    """``classification`` and ``ordinal`` tasks have ``labels``; ``generation`` tasks have none."""
     labels: ClassVar[tuple[str, ...]] = ()
     """The full label set, in the official order (empty for generation tasks)."""
     profile_fields: ClassVar[tuple[str, ...]]
     """Fields every profile item must have (besides ``id``, which is optional)."""
     max_new_tokens: ClassVar[int] = 128
+    """The generation budget put on every request of the task."""
+    data_source: ClassVar[str | None] = None
+    """The data source used for this task when the run names none for it (``--data TASK=NAME``
+    and ``--data NAME`` win); ``None`` means the default, ``lamp``. A task plugin that brings its
+    own data registers a data source and names it here."""
 
     @abstractmethod
     def query(self, example: Example) -> str:
-        """The retrieval query extracted from the input (REFERENCE §3)."""
+        """The retrieval query extracted from the example's input (e.g. the text after the
+        task's instruction)."""
 
     @abstractmethod
     def document(self, item: ProfileItem) -> str:
-        """The retrieval text of one profile item (REFERENCE §3)."""
+        """The retrieval text of one profile item (the fields a retriever scores)."""
 
     @abstractmethod
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
-        """The per-profile-entry prompt of one item (REFERENCE §4); ``free_text`` replaces the
-        item's free-text field (already truncated)."""
+        """The per-profile-entry prompt (PPEP) of one item, e.g. ``"text" is the title for
+        "abstract"``. ``free_text``, when given, replaces the value of the item's *free-text
+        field*: the one long field the prompt budget truncates (the LaMP tasks call it
+        ``free_field``: ``title`` for LaMP-1, ``description`` for LaMP-2, ``abstract`` for
+        LaMP-5, ``text`` for the others). The prompt builder passes that field already cut to
+        its token allowance; with ``None`` the item's own value is used."""
 
     @abstractmethod
     def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
@@ -317,11 +351,13 @@ class Generator(ABC):
 
     @property
     def is_encoder_decoder(self) -> bool:
+        """``True`` for encoder-decoder models (required by fusion-in-decoder personalizers)."""
         return False
 
     @property
     def max_input_tokens(self) -> int:
-        """The prompt budget L (REFERENCE §4: 256 by default); personalizers build prompts to it."""
+        """The prompt budget L in this generator's tokens (LaMP uses 256); personalizers build
+        prompts to it."""
         return 256
 
     @abstractmethod
@@ -375,9 +411,11 @@ class Trainable(Protocol):
                       retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
         """Mean token cross-entropy of the gold outputs, as a differentiable torch scalar."""
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """The trainable weights by name (tensors), as saved in a checkpoint."""
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load weights saved by :meth:`state_dict`."""
 
 
 @dataclass(frozen=True)

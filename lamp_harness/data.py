@@ -137,6 +137,7 @@ class ProfileStats:
 
     @classmethod
     def of(cls, sizes: Sequence[int]) -> ProfileStats:
+        """Count, mean, median, min and max of profile ``sizes``."""
         if not sizes:
             return cls(0, 0, 0, 0, 0.0, 0.0)
         return cls(len(sizes), sum(sizes), min(sizes), max(sizes), sum(sizes) / len(sizes),
@@ -160,6 +161,7 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
+        """Whether the split has no problem."""
         return self.problem_count == 0
 
     def first_error(self, hint: str = "") -> LampError:
@@ -630,8 +632,9 @@ def get_source(name: str, context: RunContext) -> DataSource:
 def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, split: str,
                     scheme: str = "user", context: RunContext, download: bool = True) -> Dataset:
     """The dataset a run uses: ``data_dir`` (a local folder) wins; else the registered data
-    source ``data`` (default ``"lamp"``: the official server through the cache under
-    ``$LAMP_HOME``, downloading on demand unless ``download`` is false).
+    source ``data``, else the task's own :attr:`~lamp_harness.contracts.Task.data_source`, else
+    ``"lamp"`` (the official server through the cache under ``$LAMP_HOME``, downloading on
+    demand unless ``download`` is false).
 
     Loaded datasets are kept in ``context.shared`` (keyed by the files' paths, sizes and
     modification times), so cells of a matrix that share a split parse it once.
@@ -641,7 +644,7 @@ def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, spli
     if data_dir is not None:
         files = local_split_files(Path(data_dir), split, scheme)
     else:
-        source = get_source(data or DEFAULT_SOURCE, context)
+        source = get_source(data or task.data_source or DEFAULT_SOURCE, context)
         if scheme not in source.schemes:
             raise lamp_error(f"data source {source.name!r} has no {scheme!r} split scheme",
                              fix=f"Use --scheme {' or '.join(source.schemes)}.")

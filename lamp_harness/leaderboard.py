@@ -54,6 +54,7 @@ class Cell:
 
     @property
     def block(self) -> tuple[str, str | None, str | None]:
+        """The table the cell belongs in: ``(split, scheme, data source)``."""
         return (self.split, self.scheme, self.data)
 
 
@@ -328,6 +329,7 @@ class Block:
 
     @property
     def title(self) -> str:
+        """The table's heading: its split, scheme and data source."""
         return (f"split: {self.split}" + (f", scheme: {self.scheme}" if self.scheme else "")
                 + (f", data: {self.data}" if self.data else ""))
 
@@ -423,6 +425,7 @@ def leaderboard(runs_dirs: Iterable[Path], references: Sequence[str] = ()) -> Le
 
 
 def arrow(higher_is_better: bool) -> str:
+    """``↑`` for higher-is-better metrics, ``↓`` otherwise."""
     return "↑" if higher_is_better else "↓"
 
 
@@ -454,6 +457,7 @@ def _cell_text(text: str) -> str:
 
 
 def render_markdown(board: Leaderboard, ci: bool = False) -> str:
+    """The leaderboard as markdown: one table per (split, scheme, data) block."""
     parts = []
     for block in board.blocks:
         header = ["task", "metric"] + [_cell_text(c.label) for c in block.columns]
@@ -472,6 +476,7 @@ def render_markdown(board: Leaderboard, ci: bool = False) -> str:
 
 
 def render_json(board: Leaderboard) -> str:
+    """The leaderboard as JSON: blocks, methods, metrics and values with intervals."""
     blocks = []
     for block in board.blocks:
         blocks.append(

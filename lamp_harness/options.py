@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from lamp_harness.errors import lamp_error
 
@@ -32,6 +34,8 @@ def reject_unknown_args(args: Mapping[str, object], known: Iterable[str], owner:
 
 
 def int_arg(args: Mapping[str, str], key: str, default: int, owner: str, *, minimum: int = 0) -> int:
+    """``args[key]`` as an int (``default`` when absent); a one-line error naming ``owner`` when
+    it is not an integer or is below ``minimum``."""
     raw = args.get(key, default)
     try:
         value = int(raw)
@@ -44,6 +48,7 @@ def int_arg(args: Mapping[str, str], key: str, default: int, owner: str, *, mini
 
 
 def float_arg(args: Mapping[str, str], key: str, default: float, owner: str) -> float:
+    """``args[key]`` as a float (``default`` when absent); a one-line error when it is not a number."""
     raw = args.get(key, default)
     try:
         return float(raw)
@@ -53,6 +58,7 @@ def float_arg(args: Mapping[str, str], key: str, default: float, owner: str) -> 
 
 
 def bool_arg(args: Mapping[str, str], key: str, default: bool, owner: str) -> bool:
+    """``args[key]`` as a bool (true/false, yes/no, on/off, 1/0; ``default`` when absent)."""
     raw = args.get(key)
     if raw is None or isinstance(raw, bool):
         return default if raw is None else raw
@@ -88,3 +94,39 @@ def generator_spec(value: str | None, names: Iterable[str]) -> tuple[str, str | 
     if value.lower() in names:
         return (value.lower(), None)
     return ("hf", value)
+
+
+RUN_LEVEL_ARGS = ("model", "batch_size", "num_beams", "max_input_tokens")
+"""Run-level generator settings (``--generator``'s model, ``--batch-size``, ``--num-beams``,
+``--max-input-tokens``). A generator factory receives each one only when it declares a parameter
+of that name, so a generator that rejects unknown ``--generator-arg`` keys never sees them."""
+
+
+def generator_kwargs(factory: Any, args: Mapping[str, str], model: str | None = None,
+                     owner: str = "generator", notes: list[str] | None = None) -> dict[str, Any]:
+    """The keyword arguments a generator ``factory`` is called with (after the run context).
+
+    Every ``--generator-arg`` key is passed. A run-level setting (:data:`RUN_LEVEL_ARGS`) is passed
+    only when the factory's signature names it; otherwise it is dropped, with a line in ``notes``
+    so the user learns that, e.g., ``--num-beams`` does not apply to this generator."""
+    declared = _declared_parameters(factory)
+    settings = {k: v for k, v in args.items() if k in RUN_LEVEL_ARGS}
+    if model is not None:
+        settings["model"] = model
+    kwargs: dict[str, Any] = {k: v for k, v in args.items() if k not in RUN_LEVEL_ARGS}
+    for key, value in settings.items():
+        if key in declared:
+            kwargs[key] = value
+        elif notes is not None:
+            notes.append(f"{owner} takes no {key!r} parameter: {key}={value} is not used by it")
+    return kwargs
+
+
+def _declared_parameters(factory: Any) -> set[str]:
+    """Names of the parameters ``factory`` (a class or callable) declares explicitly."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return set()
+    return {name for name, p in signature.parameters.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}

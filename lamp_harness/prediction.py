@@ -9,9 +9,10 @@ only contracts and the run store: the runner imports the trainer, and neither is
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from lamp_harness.contracts import Example, Generator, MetricResult, Prediction, ProfileItem
+from lamp_harness.contracts import Example, GenerationRequest, Generator, MetricResult, Prediction, ProfileItem
 from lamp_harness.store import CellStore
 
 DEFAULT_CHUNK = 16
@@ -29,7 +30,8 @@ def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequen
     for start in range(0, len(examples), chunk):
         batch = examples[start:start + chunk]
         items = [tuple(retrieved(ex)) for ex in batch]
-        requests = [personalizer.personalize(task, ex, it) for ex, it in zip(batch, items, strict=True)]
+        requests = [with_retrieved(personalizer.personalize(task, ex, it), it)
+                    for ex, it in zip(batch, items, strict=True)]
         generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
         new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
                           gen.prompt_tokens, gen.generated_tokens)
@@ -39,6 +41,14 @@ def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequen
         if on_batch is not None:
             on_batch(batch, new)
     return predictions
+
+
+def with_retrieved(request: GenerationRequest, items: Sequence[ProfileItem]) -> GenerationRequest:
+    """``request`` carrying the retrieved ``items`` (unless its personalizer already set them),
+    so every generator can see what was retrieved without parsing the prompt."""
+    if request.retrieved or not items:
+        return request
+    return replace(request, retrieved=tuple(items))
 
 
 def chunk_size(generator: Generator) -> int:

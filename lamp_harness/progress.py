@@ -35,10 +35,12 @@ class ProgressBar:
         return self
 
     def advance(self, n: int) -> None:
+        """Move the bar ``n`` steps forward."""
         if self.enabled:
             self._bar.advance(self._id, n)
 
     def update(self, completed: int, **fields: str) -> None:
+        """Set the bar's position (and extra fields)."""
         if self.enabled:
             self._bar.update(self._id, completed=completed, **fields)
 

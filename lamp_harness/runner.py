@@ -26,7 +26,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import LampError, warn
 from lamp_harness.io import lamp_home, stable_hash
-from lamp_harness.options import generator_spec
+from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import chunk_size, predict, score_predictions, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import PluginHost, host
@@ -44,6 +44,10 @@ class Matrix:
     generators: tuple[str | None, ...] = (None,)
     split: str = "dev"
     data: str | None = None
+    """The data source of every task (``--data NAME``); ``None``: each task's own default."""
+    task_data: Mapping[str, str] = field(default_factory=dict)
+    """Per-task data sources (``--data lamp-7=demo,toy-sentiment=toy``); they win over ``data``
+    and ``data_dir``."""
     data_dir: Path | None = None
     scheme: str = "user"
     limit: int | None = None
@@ -63,12 +67,29 @@ class Matrix:
     each group sets its own selectors and component arguments; every other setting is shared."""
 
     def selections(self) -> tuple[Matrix, ...]:
+        """The sub-matrices to expand: the ``[[group]]`` tables, or the matrix itself."""
         return self.groups or (self,)
 
 
 @dataclass(frozen=True)
 class CellSpec:
-    """One cell of a matrix, fully resolved (what its folder's ``config.json`` records)."""
+    """One cell of a matrix, fully resolved (what its folder's ``config.json`` records).
+
+    - ``cell_id``: the folder name, ``{task}_{personalizer}_{retriever}_k{k}-{hash}``; the hash
+      covers everything that changes predictions, including the versions of the distributions
+      that provide the cell's components (see ``versions``).
+    - ``label``: the method's display name, ``personalizer / retriever / k=K / model``.
+    - ``task``, ``split``, ``personalizer``, ``retriever`` (``None`` without retrieval), ``k``
+      (0 without retrieval), ``generator`` (the generator plugin) and ``model`` (its model, or
+      ``None`` for the preset's): registry names.
+    - ``personalizer_args``, ``retriever_args``, ``generator_args``: sorted ``(key, value)``
+      string pairs, as given by the user.
+    - ``decode``: ``generate`` or ``labels``.
+    - ``dir``: the cell's folder (``config.json``, ``predictions.jsonl``, ``metrics.json``...).
+    - ``versions``: ``(distribution, version)`` pairs of the cell's components' providers.
+    - ``base_id``: the cell id without the versions: cells that differ only by plugin versions
+      share it (how ``--allow-stale`` finds a cell computed by another version).
+    """
 
     cell_id: str
     label: str
@@ -84,11 +105,15 @@ class CellSpec:
     generator_args: tuple[tuple[str, str], ...]
     decode: str
     dir: Path
+    versions: tuple[tuple[str, str], ...] = ()
+    base_id: str = ""
 
 
 @dataclass
 class RunInfo:
-    """A whole ``lamp run`` invocation, as the lifecycle hooks see it."""
+    """A whole ``lamp run`` invocation, as the lifecycle hooks see it: ``out_dir`` (the run
+    folder), ``cells`` (every :class:`CellSpec`), ``matrix`` (what was asked), ``context`` (the
+    :class:`~lamp_harness.contracts.RunContext`) and ``console`` (a rich ``Console`` or ``None``)."""
 
     out_dir: Path
     cells: list[CellSpec]
@@ -117,10 +142,12 @@ class Runner:
     """Runs a :class:`Matrix`. Use :func:`run_matrix` unless you need the pieces."""
 
     def __init__(self, matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,
-                 plugin_host: PluginHost | None = None, progress: bool = True) -> None:
+                 plugin_host: PluginHost | None = None, progress: bool = True,
+                 allow_stale: bool = False) -> None:
         self.matrix = matrix
         self.out_dir = Path(out_dir)
         self.force = force
+        self.allow_stale = allow_stale
         self.console = console
         self.progress = progress
         self.host = plugin_host or host()
@@ -140,6 +167,8 @@ class Runner:
         self.registry.get("preset", self.matrix.preset)  # a typo fails here, before any work
         for selection in self.matrix.selections():
             self._expand(selection, drafts, problems)
+        # Import every factory now: a typo in a plugin's lazy target fails before any work.
+        self.host.check_components(self._used_components(drafts))
         for draft in drafts:
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if cls.requires_encoder_decoder:
@@ -187,24 +216,57 @@ class Runner:
     def _generator_spec(self, value: str | None) -> tuple[str, str | None]:
         return generator_spec(value, self.registry.names("generator"))
 
+    def _used_components(self, drafts: Sequence[_Draft]) -> list[tuple[str, str]]:
+        used: list[tuple[str, str]] = []
+        for d in drafts:
+            used += [("task", d.task), ("personalizer", d.personalizer), ("generator", d.generator)]
+            if d.retriever:
+                used.append(("retriever", d.retriever))
+            source = self.data_source_name(d.task)
+            if source is not None:
+                used.append(("data_source", source))
+        return used
+
+    def data_source_name(self, task_name: str) -> str | None:
+        """The data source a task reads: ``--data TASK=NAME``, else ``None`` when ``--data-dir``
+        is given, else ``--data NAME``, else the task's declared ``data_source``, else ``lamp``."""
+        from lamp_harness.data import DEFAULT_SOURCE
+        from lamp_harness.registry import normalize
+
+        m = self.matrix
+        for name, source in m.task_data.items():
+            if self.registry.get("task", name).name == task_name:
+                return source
+        if m.data_dir is not None:
+            return None
+        if m.data:
+            return m.data
+        declared = getattr(self.registry.get("task", task_name).load(), "data_source", None)
+        return normalize(declared) if declared else DEFAULT_SOURCE
+
     # -- shared resources -----------------------------------------------------------------------
     def generator(self, key: tuple[str, str | None]) -> Generator:
+        """The generator for ``(plugin, model)``, built once per run and shared by its cells."""
         if key not in self._generators:
             plugin, model = key
-            args = dict(self.matrix.generator_args)
-            if model is not None:
-                args["model"] = model
-            self._generators[key] = self.registry.create("generator", plugin, self.context, **args)
+            factory = self.registry.get("generator", plugin).load()
+            notes: list[str] = []
+            kwargs = generator_kwargs(factory, self.matrix.generator_args, model, f"generator {plugin!r}", notes)
+            for note in notes:
+                self.context.note(note)
+            self._generators[key] = factory(self.context, **kwargs)
         return self._generators[key]
 
     def dataset(self, task_name: str) -> Dataset:
+        """The task's dataset for the run's split (loaded once, cut to ``--limit``)."""
         if task_name not in self._datasets:
             from lamp_harness.data import resolve_dataset
 
             m = self.matrix
             task = self.registry.create("task", task_name)
-            dataset = resolve_dataset(task, data=m.data, data_dir=m.data_dir, split=m.split,
-                                      scheme=m.scheme, context=self.context)
+            source = self.data_source_name(task_name)
+            dataset = resolve_dataset(task, data=source, data_dir=m.data_dir if source is None else None,
+                                      split=m.split, scheme=m.scheme, context=self.context)
             if m.limit is not None:
                 dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit],
                                   dataset.source, dataset.checksums)
@@ -213,6 +275,7 @@ class Runner:
 
     def rankings(self, task_name: str, retriever_name: str,
                  args: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+        """Every example's full profile ranking by a retriever (cached on disk)."""
         key = (task_name, retriever_name, args)
         if key not in self._rankings:
             from lamp_harness.cache import rank_examples
@@ -262,6 +325,7 @@ class Runner:
         return self.matrix.decode if task.labels else "generate"
 
     def cell(self, draft: _Draft) -> CellSpec:
+        """The fully resolved :class:`CellSpec` of a planned cell (its id hashes the identity)."""
         m = self.matrix
         dataset = self.dataset(draft.task)
         decode = self._decode_for(draft.task)
@@ -281,12 +345,28 @@ class Runner:
                 identity["train"] = sorted(m.train_args.items())
         slug = "_".join(x for x in (draft.task, draft.personalizer, draft.retriever or "",
                                     f"k{draft.k}" if draft.retriever else "") if x)
-        cell_id = f"{slug.replace('+', 'plus')}-{stable_hash(identity, 10)}"
+        slug = slug.replace("+", "plus")
+        base_id = f"{slug}-{stable_hash(identity, 10)}"
+        versions = self.component_versions(draft)
+        # A plugin upgrade changes the cell: its results are recomputed (or reused on request).
+        cell_id = f"{slug}-{stable_hash({**identity, 'versions': dict(versions)}, 10)}"
         return CellSpec(cell_id, self._label(draft), draft.task, m.split, draft.personalizer, pargs,
                         draft.retriever, rargs, draft.k, draft.generator, draft.model, gargs, decode,
-                        self.out_dir / cell_id)
+                        self.out_dir / cell_id, versions, base_id)
+
+    def component_versions(self, draft: _Draft) -> tuple[tuple[str, str], ...]:
+        """``(distribution, version)`` of every package providing one of the cell's components
+        (task, data source, retriever, personalizer, generator), sorted."""
+        wanted = [("task", draft.task), ("personalizer", draft.personalizer), ("generator", draft.generator)]
+        if draft.retriever:
+            wanted.append(("retriever", draft.retriever))
+        source = self.data_source_name(draft.task)
+        if source is not None:
+            wanted.append(("data_source", source))
+        return tuple(sorted({self.registry.provider(kind, name) for kind, name in wanted}))
 
     def resolved_config(self, spec: CellSpec, personalizer: Any, generator: Generator) -> dict[str, Any]:
+        """The cell's ``config.json``: every resolved setting, the data, the versions."""
         dataset = self.dataset(spec.task)
         retriever = None
         if spec.retriever:
@@ -313,10 +393,13 @@ class Runner:
             "seed": self.matrix.seed,
             "checkpoint": str(self.matrix.checkpoint) if self.matrix.checkpoint else None,
             "versions": versions,
+            "component_versions": dict(spec.versions),
+            "base_id": spec.base_id,
         }
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
+        """Plan, check and run every cell; returns one summary per cell."""
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
@@ -348,7 +431,57 @@ class Runner:
         if self.console is not None:
             self.console.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
 
+    def stale_cell(self, spec: CellSpec) -> tuple[CellStore, dict[str, str]] | None:
+        """A finished cell in the run folder that differs from ``spec`` only by the versions of
+        its components' distributions (its ``config.json`` has the same ``base_id``; cells from
+        before versions were recorded have it as their folder name), with its versions."""
+        if not self.out_dir.is_dir():
+            return None
+        for config_path in sorted(self.out_dir.glob("*/config.json")):
+            folder = config_path.parent
+            if folder == spec.dir:
+                continue
+            store = CellStore(folder)
+            if not store.finished:
+                continue
+            try:
+                config = store.read_config()
+            except (LampError, OSError, ValueError):
+                continue
+            if config.get("base_id", folder.name) == spec.base_id:
+                return store, dict(config.get("component_versions") or {})
+        return None
+
+    def _reuse_stale(self, info: RunInfo, spec: CellSpec) -> dict[str, Any] | None:
+        found = self.stale_cell(spec)
+        if found is None:
+            return None
+        store, versions = found
+        now = dict(spec.versions)
+        changed = ", ".join(f"{d} {versions.get(d, '?')} -> {v}" for d, v in now.items() if versions.get(d) != v)
+        if not self.allow_stale:
+            self._warn(f"{spec.label} ({spec.task}): the finished cell {store.dir.name} was computed with "
+                       f"other versions ({changed or 'unrecorded'}); recomputing it as {spec.cell_id} "
+                       "(pass --allow-stale to keep the old results)")
+            return None
+        self._warn(f"{spec.label} ({spec.task}): keeping {store.dir.name}, computed with other versions "
+                   f"({changed or 'unrecorded'}), because of --allow-stale")
+        metrics = store.read_metrics()
+        timing = {**store.read_timing(), "skipped": True, "stale": True}
+        self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
+        return {"cell_id": store.dir.name, "label": spec.label, "task": spec.task, "metrics": metrics,
+                "skipped": True, "stale": True, "dir": str(store.dir)}
+
+    def _warn(self, message: str) -> None:
+        import sys
+
+        if self.console is not None:
+            self.console.print(f"[yellow]warning[/]: {message}", soft_wrap=True)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+
     def run_cell(self, info: RunInfo, draft: _Draft, spec: CellSpec) -> dict[str, Any]:
+        """Run one cell (skip it when finished, resume it when partial); returns its summary."""
         store = CellStore(spec.dir)
         if self.force:
             store.reset()
@@ -358,6 +491,10 @@ class Runner:
             warn(f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
                  "is predicted again)")
             store.unfinish()
+        if problem is not None and not self.force:
+            reused = self._reuse_stale(info, spec)
+            if reused is not None:
+                return reused
         if problem is None:
             metrics = store.read_metrics()
             timing = {**store.read_timing(), "skipped": True}
@@ -435,7 +572,12 @@ class Runner:
 
 
 def run_matrix(matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,
-               plugin_host: PluginHost | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Run every cell of ``matrix`` into ``out_dir``; returns one summary per cell."""
+               plugin_host: PluginHost | None = None, progress: bool = True,
+               allow_stale: bool = False) -> list[dict[str, Any]]:
+    """Run every cell of ``matrix`` into ``out_dir``; returns one summary per cell
+    (``cell_id``, ``label``, ``task``, ``metrics``, ``skipped``, ``dir``).
+
+    ``force`` recomputes finished cells; ``allow_stale`` keeps a finished cell computed with other
+    versions of its plugins (with a warning) instead of recomputing it."""
     return Runner(matrix, out_dir, force=force, console=console, plugin_host=plugin_host,
-                  progress=progress).run()
+                  progress=progress, allow_stale=allow_stale).run()

@@ -157,6 +157,7 @@ class CellStore:
 
     # -- config ---------------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` atomically."""
         atomic_write_json(self.dir / CONFIG, config)
 
     def read_config(self) -> dict[str, Any]:
@@ -285,6 +286,7 @@ class CellStore:
                              fix="Re-run the cell with the same `lamp run` command.") from None
 
     def read_timing(self) -> dict[str, Any]:
+        """The cell's ``timing.json``."""
         path = self.dir / TIMING
         try:
             return _read_object(path)

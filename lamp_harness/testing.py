@@ -10,6 +10,10 @@ the broken rule. They need no pytest and no model downloads::
     def test_my_retriever_conforms(tmp_path):
         check_retriever(MyRetriever(RunContext(lamp_home=tmp_path)))
 
+Kinds and their checks: :func:`check_task`, :func:`check_retriever`, :func:`check_personalizer`,
+:func:`check_trainable_personalizer` (needs torch), :func:`check_generator`,
+:func:`check_data_source` and :func:`check_reporter`.
+
 Only the contracts are used here: nothing concrete (no task, retriever or model name) is assumed.
 """
 
@@ -42,10 +46,13 @@ from lamp_harness.errors import LampError, lamp_error
 __all__ = [
     "EchoGenerator",
     "WhitespaceTokens",
+    "check_data_source",
     "check_generator",
     "check_personalizer",
+    "check_reporter",
     "check_retriever",
     "check_task",
+    "check_trainable_personalizer",
     "sample_examples",
     "sample_profile",
     "sample_rank_queries",
@@ -64,9 +71,11 @@ class WhitespaceTokens:
     one token. Good enough to check that prompts respect a token budget."""
 
     def count(self, text: str) -> int:
+        """Number of whitespace-separated words."""
         return len(text.split())
 
     def truncate(self, text: str, max_tokens: int) -> str:
+        """The first ``max_tokens`` words (``text`` itself when it is short enough)."""
         words = text.split()
         return text if len(words) <= max_tokens else " ".join(words[:max(0, max_tokens)])
 
@@ -437,7 +446,7 @@ def check_personalizer(personalizer: Personalizer, task: Task, generator: Genera
       ``max_new_tokens``; with an empty ``retrieved`` it still works;
     - plain prompts stay within ``generator.max_input_tokens`` even with long profile items;
     - requests without soft tokens are deterministic; ``describe`` is JSON-serializable;
-    - a personalizer that needs no retriever gives the same request whatever is retrieved.
+    - a personalizer that accepts no retriever gives the same request whatever is retrieved.
     """
     who = _who(personalizer)
     assert isinstance(personalizer, Personalizer), \
@@ -460,12 +469,12 @@ def check_personalizer(personalizer: Personalizer, task: Task, generator: Genera
                         f"retrieved items; the generator's budget is {budget}"
                     repeat = personalizer.personalize(task, example, retrieved)
                     assert repeat == request, f"{who}.personalize is not deterministic for {example.id!r}"
-            if not personalizer.needs_retriever:
+            if not personalizer.accepts_retriever:
                 without = personalizer.personalize(task, example, ())
                 with_items = personalizer.personalize(task, example, example.profile[:2])
                 if not without.has_soft_tokens:
                     assert without == with_items, \
-                        f"{who} declares needs_retriever=False but its request changes with the " \
+                        f"{who} declares accepts_retriever=False but its request changes with the " \
                         "retrieved items"
     description = personalizer.describe()
     assert isinstance(description, Mapping) and description.get("name") == personalizer.name, \
@@ -576,3 +585,196 @@ def _check_generations(who: str, requests: Sequence[GenerationRequest], generati
             value = getattr(generation, attr)
             assert isinstance(value, int) and value >= 0, \
                 f"{who}: {attr} for {request.example_id!r} must be a non-negative int, got {value!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainable personalizers, data sources, reporters
+# ---------------------------------------------------------------------------------------------
+
+
+def check_trainable_personalizer(personalizer: Personalizer, task: Task, generator: Generator | None = None,
+                                 examples: Sequence[Example] | None = None, *, k: int = 2,
+                                 lr: float = 0.05, context: RunContext | None = None) -> None:
+    """Check a trainable :class:`~lamp_harness.contracts.Personalizer` (one that implements
+    :class:`~lamp_harness.contracts.Trainable`), the way ``lamp train`` uses it. Needs torch.
+
+    - ``trainable`` is ``True`` and the personalizer has trainable torch parameters;
+    - ``training_loss`` on a batch (each example with its first ``k`` profile items as retrieved)
+      is a finite scalar with a gradient, and one optimizer step changes the weights that
+      ``state_dict`` returns (what a checkpoint saves);
+    - the state dict round-trips: saved as a checkpoint is (safetensors), the weights perturbed,
+      then loaded back, every tensor is restored exactly and ``personalize`` gives the same request;
+    - after training, the usual :func:`check_personalizer` rules still hold.
+
+    ``generator`` defaults to an :class:`EchoGenerator`; personalizers that train through the
+    generator's loss (soft prompts) must pass a real one. Pass ``examples`` when your task needs a
+    particular input format.
+    """
+    import torch
+    from safetensors.torch import load as load_safetensors
+    from safetensors.torch import save as save_safetensors
+
+    from lamp_harness.contracts import Trainable
+
+    who = _who(personalizer)
+    assert isinstance(personalizer, Personalizer), \
+        f"{who} does not subclass lamp_harness.contracts.Personalizer"
+    assert getattr(personalizer, "trainable", False) is True, \
+        f"{who} must set the class attribute trainable = True so that lamp run trains it first"
+    assert isinstance(personalizer, Trainable), \
+        f"{who} must implement parameters(), training_loss(), state_dict() and load_state_dict()"
+    generator = generator if generator is not None else EchoGenerator()
+    examples = tuple(examples) if examples is not None else sample_examples(task)
+    with tempfile.TemporaryDirectory(prefix="lamp-check-") as tmp:
+        context = context if context is not None else RunContext(lamp_home=Path(tmp))
+        personalizer.setup(task, generator, context)
+        personalizer.prepare(task, examples)
+        params = [p for p in personalizer.parameters() if getattr(p, "requires_grad", False)]  # type: ignore[attr-defined]
+        assert params, f"{who}.parameters() yields no tensor with requires_grad=True"
+
+        def snapshot() -> dict[str, Any]:
+            state = personalizer.state_dict()  # type: ignore[attr-defined]
+            assert isinstance(state, dict) and state, f"{who}.state_dict() must return a non-empty dict"
+            bad = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
+            assert not bad, f"{who}.state_dict() values must be tensors; {bad[:3]} are not"
+            return {name: value.detach().cpu().clone() for name, value in state.items()}
+
+        before = snapshot()
+        retrieved = [example.profile[:k] for example in examples]
+        optimizer = torch.optim.SGD(params, lr=lr)
+        optimizer.zero_grad()
+        loss = personalizer.training_loss(task, examples, retrieved)  # type: ignore[attr-defined]
+        assert isinstance(loss, torch.Tensor) and loss.dim() == 0, \
+            f"{who}.training_loss must return a scalar torch tensor, got {loss!r}"
+        assert torch.isfinite(loss).item(), f"{who}.training_loss is not finite: {loss.item()}"
+        assert loss.requires_grad, f"{who}.training_loss has no gradient (is the graph detached?)"
+        loss.backward()
+        assert any(p.grad is not None and bool(torch.any(p.grad != 0)) for p in params), \
+            f"{who}: the training loss gives no parameter a non-zero gradient"
+        optimizer.step()
+        after = snapshot()
+        assert set(after) == set(before), f"{who}.state_dict() keys changed during a training step"
+        changed = [name for name in after if not torch.equal(after[name], before[name])]
+        assert changed, f"{who}: a training step did not change any weight in state_dict()"
+
+        request = personalizer.personalize(task, examples[0], examples[0].profile[:k])
+        restored = load_safetensors(save_safetensors({n: v.contiguous() for n, v in after.items()}))
+        with torch.no_grad():
+            for p in params:
+                p.add_(1.0)
+        assert any(not torch.equal(v, after[n]) for n, v in snapshot().items()), \
+            f"{who}.state_dict() does not reflect the parameters' values"
+        personalizer.load_state_dict(restored)  # type: ignore[attr-defined]
+        reloaded = snapshot()
+        for name, value in after.items():
+            assert torch.equal(reloaded[name], value), \
+                f"{who}: weight {name!r} differs after a state_dict round trip (load_state_dict " \
+                "must restore exactly what state_dict returned)"
+        again = personalizer.personalize(task, examples[0], examples[0].profile[:k])
+        if not request.has_soft_tokens:
+            assert again == request, f"{who}: the request changed after a state_dict round trip"
+    check_personalizer(personalizer, task, generator, examples)
+
+
+def check_data_source(source: Any, task: Task, splits: Sequence[str] = ("dev",)) -> None:
+    """Check a :class:`~lamp_harness.data.DataSource` for ``task``.
+
+    - ``name`` is a non-empty lowercase string and ``schemes`` a subset of ``("user", "time")``;
+    - ``locate`` gives, for each split in ``splits`` and each scheme, files that exist and load
+      and validate as the task's official format (:func:`lamp_harness.data.load_split`), with
+      golds for the train and dev splits, and a ``source`` label for ``config.json``;
+    - a second ``locate`` returns the same files and the same data (runs are reproducible);
+    - an unknown split is refused with a one-line :class:`LampError`;
+    - ``cached`` and ``notes`` return lists of the documented shapes.
+    """
+    from lamp_harness.data import SCHEMES, DataSource, SplitFiles, load_split
+
+    who = _who(source)
+    assert isinstance(source, DataSource), f"{who} does not subclass lamp_harness.data.DataSource"
+    assert isinstance(getattr(source, "name", None), str) and source.name == source.name.strip().lower() \
+        and source.name, f"{who} needs a non-empty lowercase class attribute 'name'"
+    schemes = tuple(source.schemes)
+    assert schemes and set(schemes) <= set(SCHEMES), f"{who}.schemes must be a subset of {SCHEMES}, got {schemes}"
+    for scheme in schemes:
+        for split in splits:
+            files = source.locate(task, split, scheme)
+            assert isinstance(files, SplitFiles), f"{who}.locate must return SplitFiles, got {type(files).__name__}"
+            assert Path(files.questions).is_file(), f"{who}: questions file {files.questions} does not exist"
+            assert files.outputs is None or Path(files.outputs).is_file(), \
+                f"{who}: outputs file {files.outputs} does not exist"
+            assert isinstance(files.source, str) and files.source, f"{who}: SplitFiles.source must name the data"
+            dataset = load_split(task, files.questions, files.outputs, split=split, source=files.source)
+            assert dataset.examples, f"{who}: {split} split of {task.name} is empty"
+            if split in ("train", "dev"):
+                assert files.outputs is not None and all(e.gold is not None for e in dataset.examples), \
+                    f"{who}: the {split} split must come with golds for every question"
+            again = source.locate(task, split, scheme)
+            assert (again.questions, again.outputs) == (files.questions, files.outputs), \
+                f"{who}.locate gave different files on a second call"
+            reloaded = load_split(task, again.questions, again.outputs, split=split, source=again.source)
+            assert reloaded.fingerprint == dataset.fingerprint and reloaded.examples == dataset.examples, \
+                f"{who}: the {split} data changed between two calls (runs must be reproducible)"
+    try:
+        source.locate(task, "no-such-split", schemes[0])
+    except LampError as exc:
+        assert "\n" not in str(exc), f"{who}: the error for an unknown split must be one line"
+    else:
+        raise AssertionError(f"{who}.locate accepted the unknown split 'no-such-split' (raise a LampError)")
+    cached = source.cached(task)
+    assert isinstance(cached, list) and all(isinstance(c, tuple) and len(c) == 3 for c in cached), \
+        f"{who}.cached must return a list of (scheme, split, SplitFiles)"
+    notes = source.notes(task)
+    assert isinstance(notes, list) and all(isinstance(n, str) for n in notes), f"{who}.notes must return strings"
+
+
+def check_reporter(reporter: Any, *, examples: int = 3) -> None:
+    """Check a reporter: a plugin module or object with lifecycle ``@hookimpl`` functions.
+
+    It is loaded into a real :class:`~lamp_harness.registry.PluginHost` (without the installed
+    plugins) and driven through a whole fake run in a temporary folder: ``lamp_run_started``, a
+    computed cell (``lamp_cell_started``, ``examples`` x ``lamp_example_predicted``,
+    ``lamp_cell_finished``), a skipped cell, a cell without metrics (test split), and
+    ``lamp_run_finished``, twice (a resumed run). The reporter must load (hook names and
+    argument names match the specs), implement at least one lifecycle hook, draw no warning and
+    never raise.
+    """
+    from lamp_harness.contracts import Prediction
+    from lamp_harness.registry import LIFECYCLE_HOOKS, PluginHost
+    from lamp_harness.runner import CellSpec, Matrix, RunInfo
+
+    who = _who(reporter)
+    host = PluginHost(extra_plugins=[("reporter-under-check", reporter)], entry_points=False)
+    assert not host.broken, f"{who} failed to load: {host.broken[0].error}"
+    assert not host.warnings, f"{who}: {host.warnings[0]}"
+    loaded = host.loaded[0]
+    assert any(h in LIFECYCLE_HOOKS for h in loaded.hooks), \
+        f"{who} implements no lifecycle hook (one of {', '.join(LIFECYCLE_HOOKS)})"
+    with tempfile.TemporaryDirectory(prefix="lamp-check-") as tmp:
+        out = Path(tmp) / "run"
+        cells = []
+        for index in range(3):
+            cell_id = f"sample-task_none-{index:010d}"
+            cells.append(CellSpec(cell_id, f"none / model-{index}", "sample-task", "dev" if index < 2 else "test",
+                                  "none", (), None, (), 0, "echo", None, (), "generate", out / cell_id))
+        info = RunInfo(out, cells, Matrix(tasks=("sample-task",)), RunContext(lamp_home=Path(tmp)), None)
+        sample = sample_examples()[:1] * examples
+        metrics = [MetricResult("accuracy", 0.5, True, 0.25, 0.75, examples)]
+        timing = {"wall_s": 1.0, "examples": examples, "examples_this_run": examples,
+                  "examples_per_s": float(examples), "mean_prompt_tokens": 10.0, "generated_tokens": 3 * examples}
+        for _ in range(2):
+            out.mkdir(parents=True, exist_ok=True)
+            host.notify("lamp_run_started", run=info)
+            host.notify("lamp_cell_started", run=info, cell=cells[0], total=examples, done=0)
+            for i, example in enumerate(sample):
+                prediction = Prediction(f"{example.id}-{i}", "answer", "answer", "prompt", ("p0",), 10, 3)
+                host.notify("lamp_example_predicted", cell=cells[0], example=example, prediction=prediction)
+            host.notify("lamp_cell_finished", run=info, cell=cells[0], metrics=metrics, timing=timing)
+            host.notify("lamp_cell_finished", run=info, cell=cells[1], metrics=metrics,
+                        timing={**timing, "skipped": True})
+            host.notify("lamp_cell_started", run=info, cell=cells[2], total=examples, done=1)
+            host.notify("lamp_cell_finished", run=info, cell=cells[2], metrics=[], timing=timing)
+            results = [{"cell_id": c.cell_id, "label": c.label, "task": c.task, "metrics": m,
+                        "skipped": i == 1, "dir": str(c.dir)}
+                       for i, (c, m) in enumerate(zip(cells, (metrics, metrics, []), strict=True))]
+            host.notify("lamp_run_finished", run=info, results=results)
+            assert not host.broken, f"{who} raised in a lifecycle hook: {host.broken[0].error}"

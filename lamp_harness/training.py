@@ -60,7 +60,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
-from lamp_harness.options import generator_spec
+from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import predict, score_predictions, timing_summary
 from lamp_harness.progress import ProgressBar
 
@@ -197,6 +197,7 @@ class GeneratorFineTuning:
         return {id(p) for p in self.trained_parameters(module)}
 
     def parameters(self) -> list[Any]:
+        """The generator weights that are trained."""
         module = self._llm()
         trained = self.trained_parameters(module)
         ids = {id(p) for p in trained}
@@ -206,20 +207,24 @@ class GeneratorFineTuning:
 
     def training_loss(self, task: Task, examples: Sequence[Example],
                       retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
+        """The generator's loss on the gold outputs of the wrapped personalizer's requests."""
         requests = [self.personalize(task, ex, items)  # type: ignore[attr-defined]
                     for ex, items in zip(examples, retrieved, strict=True)]
         return self.generator.loss(requests, [ex.gold or "" for ex in examples])
 
     def set_training(self, mode: bool) -> None:
+        """Switch the generator's module between training and evaluation mode."""
         self._llm().train(mode)
 
     def state_dict(self) -> dict[str, Any]:
+        """The trained generator weights, by name."""
         module = self._llm()
         ids = self._trained_ids(module)
         return {name: p.detach().cpu().contiguous() for name, p in module.named_parameters()
                 if id(p) in ids}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load trained generator weights."""
         module = self._llm()
         names = {name for name, _ in module.named_parameters()}
         unknown = sorted(set(state) - names)
@@ -238,6 +243,7 @@ class FineTuned(GeneratorFineTuning):
         self.generator = generator
 
     def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> Any:
+        """The wrapped personalizer's request."""
         return self.personalizer.personalize(task, example, retrieved)
 
 
@@ -412,10 +418,9 @@ def _session(config: TrainConfig, context: RunContext, *, generator: Generator |
     train_data, eval_data = load_training_data(config, task, context)
     if generator is None:
         plugin, model = generator_spec(config.generator, registry.names("generator"))
-        args = dict(config.generator_args)
-        if model is not None:
-            args["model"] = model
-        generator = registry.create("generator", plugin, context, **args)
+        factory = registry.get("generator", plugin).load()
+        generator = factory(context, **generator_kwargs(factory, config.generator_args, model,
+                                                        f"generator {plugin!r}", context.events))
     if personalizer is None:
         personalizer = registry.create("personalizer", config.personalizer, context,
                                        **dict(config.personalizer_args))
@@ -471,20 +476,24 @@ class Schedule:
 
     @property
     def micro_per_epoch(self) -> int:
+        """Micro-batches in one epoch."""
         return math.ceil(self.n_examples / self.batch_size)
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (micro-batches / gradient accumulation)."""
         return math.ceil(self.micro_per_epoch / self.grad_accum)
 
     @property
     def total_steps(self) -> int:
+        """Optimizer steps of the whole run (epochs or ``max_steps``, whichever ends first)."""
         total = self.steps_per_epoch * max(self.epochs, 1 if self.max_steps else 0)
         if self.max_steps:
             total = self.max_steps if self.epochs < 1 else min(total, self.max_steps)
         return total
 
     def order(self, epoch: int) -> list[int]:
+        """The seeded shuffled example order of ``epoch``."""
         indices = list(range(self.n_examples))
         random.Random(f"lamp-train:{self.seed}:{epoch}").shuffle(indices)
         return indices
@@ -933,11 +942,12 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
         raise lamp_error(f"cell {spec.label!r} evaluates on the train split, which its personalizer "
                          "would be trained on", fix="Evaluate on dev, or pass --checkpoint.")
     model = f"{spec.generator}:{spec.model}" if spec.model else spec.generator
+    source = runner.data_source_name(spec.task)  # --data TASK=NAME, the task's own source...
     config = TrainConfig(
         task=spec.task, personalizer=spec.personalizer, personalizer_args=dict(spec.personalizer_args),
         retriever=spec.retriever, retriever_args=dict(spec.retriever_args), k=spec.k,
         generator=model, generator_args=dict(spec.generator_args), preset=matrix.preset,
-        data=matrix.data, data_dir=str(matrix.data_dir) if matrix.data_dir else None,
+        data=source, data_dir=str(matrix.data_dir) if matrix.data_dir and source is None else None,
         scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device)
     config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
     try:

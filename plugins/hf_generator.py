@@ -254,10 +254,14 @@ class HFGenerator(Generator):
 
     name = "hf"
 
-    def __init__(self, context: RunContext, model: str | None = None, **args: Any) -> None:
+    def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
+                 num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
         self.context = context
         self.resolved = resolve_model("generator", context, model)
-        args = {**preset_generator_args(context.preset), **args}
+        # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
+        run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
+                                       ("max_input_tokens", max_input_tokens)) if v is not None}
+        args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.loader_args, self.generate_args = _split_extra(
             {k: v for k, v in args.items() if k not in KNOWN_ARGS})

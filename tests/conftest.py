@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from installing import FakeSite
 
 # Session-scoped tiny models built from configs (tiny_t5_dir, tiny_bart_dir, tiny_llama_dir...).
 pytest_plugins = ("tiny_models", "tiny_encoder")
@@ -88,3 +90,37 @@ def demo_train(task, context):
     from lamp_harness.data import resolve_dataset
 
     return resolve_dataset(task, data="demo", data_dir=None, split="train", context=context).examples
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """Fake distributions visible to ``importlib.metadata`` for this test only."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    fake = FakeSite(root)
+    yield fake
+    for module in fake.modules:
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real ``lamp`` entry point in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("COLUMNS", "250")  # rich must not fold names across table lines
+
+    from lamp_harness import registry as registry_module
+    from lamp_harness.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        registry_module.reset_host(None)
+        capsys.readouterr()
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -8,65 +8,40 @@ venv's setuptools (``--no-build-isolation``); subprocesses see it through ``PYTH
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from installing import pip_install, plugin_env, run_lamp, run_pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "lamp-plugin-example"
-TOYS = Path(__file__).resolve().parent / "toy_plugins"  # the model-free `toy-echo` generator
 LAMP7 = "Paraphrase the following tweet without any explanation before or after it: "
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """The example plugin pip-installed into a temporary target folder."""
-    root = tmp_path_factory.mktemp("example-plugin")
-    source = root / "src"
-    # Build from a copy: pip builds in place and would leave build/ and *.egg-info in the checkout.
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns(
-        "build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    target = root / "site"
-    # --no-build-isolation builds with the venv's setuptools (>=70.1 in the test extra: it builds
-    # wheels without the separate 'wheel' package), so nothing is fetched.
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    target = pip_install(EXAMPLE, tmp_path_factory.mktemp("example-plugin"))
     assert (target / "lamp_plugin_example" / "overlap.py").is_file()
     return target
 
 
 def _env(installed: Path, home: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "LAMP_HOME": str(home), "COLUMNS": "250", "PYTHONDONTWRITEBYTECODE": "1", **extra}
-    paths = [str(installed), str(TOYS), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    for name in ("LAMP_DISABLE_PLUGINS", "LAMP_TRACE_PLUGINS"):
-        if name not in extra:
-            env.pop(name, None)
-    return env
+    return plugin_env([installed], home, **extra)
 
 
-def _lamp(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("lamp")
-    command = [str(script)] if script.exists() else [
-        sys.executable, "-c", "from lamp_harness.cli import main; main()"]
-    return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+_lamp = run_lamp
 
 
 def test_lamp_plugins_lists_the_installed_overlap_retriever(installed, tmp_path):
     done = _lamp(["plugins"], _env(installed, tmp_path / "home"), tmp_path)
     assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if re.search(r"\boverlap\b", line)]
+    rows = [line for line in done.stdout.splitlines() if re.search(r"^│ retriever\s+│ overlap\b", line)]
     assert len(rows) == 1, done.stdout
-    assert "retriever" in rows[0] and "lamp-plugin-example 0.1.0" in rows[0]
+    assert "lamp-plugin-example 0.1.0 (overlap)" in rows[0]
+    plugin = [line for line in done.stdout.splitlines() if re.search(r"^│ overlap\s+│ lamp-plugin-example", line)]
+    assert len(plugin) == 1 and "lamp_register" in plugin[0] and "retriever overlap" in plugin[0], done.stdout
     assert "broken" not in done.stdout and "conflict" not in done.stdout
 
 
@@ -80,10 +55,7 @@ def test_lamp_disable_plugins_hides_the_installed_plugin(installed, tmp_path):
 
 def test_the_example_s_own_conformance_tests_pass_against_the_installed_plugin(installed, tmp_path):
     env = _env(installed, tmp_path / "home")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", str(EXAMPLE / "tests"), "-q", "-p", "no:cacheprovider",
-         "-rs", "--rootdir", str(EXAMPLE)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    done = run_pytest(EXAMPLE / "tests", env, tmp_path, EXAMPLE)
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     passed = re.search(r"(\d+) passed", summary)

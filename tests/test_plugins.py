@@ -1,91 +1,29 @@
 """The plugin system: discovery through entry points, isolation of broken plugins, the environment
 switches, name conflicts, unknown names, and the fast start-up of ``lamp --help`` / ``lamp plugins``.
 
-Third-party distributions are faked without pip: a ``*.dist-info`` folder with an
-``entry_points.txt`` in a temporary directory put on ``sys.path`` is exactly what
-``importlib.metadata`` looks for.
+Third-party distributions are faked without pip (the ``site`` fixture, ``installing.FakeSite``):
+a ``*.dist-info`` folder with an ``entry_points.txt`` in a temporary directory put on
+``sys.path`` is exactly what ``importlib.metadata`` looks for.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from lamp_harness import registry as registry_module
-from lamp_harness.cli import app, main
+from lamp_harness.cli import app
 from lamp_harness.errors import LampError
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.registry import PluginHost, host
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "sentence_transformers", "bm25s")
-_counter = itertools.count()
-
-
-class FakeSite:
-    """A folder on ``sys.path`` holding fake installed distributions and their plugin modules."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.modules: list[str] = []
-
-    def add(self, dist: str, version: str = "1.0", **plugins: str) -> dict[str, str]:
-        """Install ``dist`` with one entry point per keyword: ``ep_name=module_source``.
-        Returns the generated module name of each entry point."""
-        names = {}
-        lines = []
-        for ep_name, source in plugins.items():
-            module = f"lamp_fake_{ep_name.replace('-', '_')}_{next(_counter)}"
-            (self.root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-            self.modules.append(module)
-            names[ep_name] = module
-            lines.append(f"{ep_name} = {module}")
-        info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
-                                       encoding="utf-8")
-        (info / "entry_points.txt").write_text("[lamp_harness]\n" + "\n".join(lines) + "\n",
-                                               encoding="utf-8")
-        return names
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """Fake distributions visible to ``importlib.metadata`` for this test only."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    fake = FakeSite(root)
-    yield fake
-    for module in fake.modules:
-        sys.modules.pop(module, None)
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run the real ``lamp`` entry point in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "250")  # rich must not fold names across table lines
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        registry_module.reset_host(None)
-        capsys.readouterr()
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def retriever_plugin(*names: str, then_raise: str | None = None) -> str:
@@ -439,3 +377,191 @@ def test_help_and_plugins_import_no_heavy_library_and_start_fast(argv, tmp_path)
         assert done.returncode == 0, done.stderr
     print(f"lamp {' '.join(argv)}: {min(timings):.2f} s wall (best of {len(timings)})")
     assert min(timings) < 3.0, f"lamp {' '.join(argv)} took {min(timings):.2f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Robust loading: everything a plugin raises, lazy targets, broken providers of unknown names
+# ---------------------------------------------------------------------------------------------
+
+
+def test_plugin_calling_sys_exit_on_import_or_in_lamp_register_is_broken_not_fatal(site, cli):
+    site.add("lamp-exit-import", "0.1", exitimport="import sys\nsys.exit('no licence key')\n")
+    site.add("lamp-exit-register", "0.2", exitregister="""
+        import sys
+        from lamp_harness.hookspecs import hookimpl
+
+        @hookimpl
+        def lamp_register(registry):
+            registry.add_retriever("exit-ret", "collections:OrderedDict")
+            sys.exit(3)
+    """)
+    h = PluginHost()
+    broken = {b.name: b for b in h.broken}
+    assert set(broken) == {"exitimport", "exitregister"}
+    assert broken["exitimport"].error.startswith("SystemExit: no licence key")
+    assert broken["exitregister"].error.startswith("SystemExit: 3")
+    assert broken["exitregister"].provides == (("retriever", "exit-ret"),)
+    assert "exit-ret" not in h.registry.names("retriever")
+
+    code, out, err = cli("plugins")
+    assert code == 0, err
+    assert "broken: exitimport (lamp-exit-import 0.1): SystemExit: no licence key" in out
+    assert "broken: exitregister (lamp-exit-register 0.2): SystemExit: 3" in out
+
+
+def test_keyboard_interrupt_while_loading_a_plugin_is_not_swallowed(site):
+    site.add("lamp-ctrl-c", "0.1", ctrlc="raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        PluginHost()
+
+
+def lazy_plugin(target: str) -> str:
+    return ("from lamp_harness.hookspecs import hookimpl\n\n"
+            "@hookimpl\n"
+            "def lamp_register(registry):\n"
+            f"    registry.add_retriever('lazy-ret', {target!r}, 'a lazy retriever')\n")
+
+
+@pytest.fixture
+def heavy_module(site):
+    """A module on the fake site that must never be imported by `lamp plugins`: importing it
+    raises (standing in for a module that imports torch)."""
+    (site.root / "lamp_fake_heavy_impl.py").write_text(
+        "raise RuntimeError('imported a heavy module')\n"
+        "class OverlapRetriever:\n    pass\n", encoding="utf-8")
+    site.modules.append("lamp_fake_heavy_impl")
+    return "lamp_fake_heavy_impl"
+
+
+def test_lamp_plugins_finds_a_typo_in_a_lazy_target_without_importing_it(site, cli, heavy_module):
+    site.add("lamp-typo-target", "1.4", typo=lazy_plugin(f"{heavy_module}:OverlapRetrievr"))
+    site.add("lamp-no-module", "2.0", nomod=lazy_plugin("lamp_fake_missing_module_xyz:Thing")
+             .replace("lazy-ret", "other-ret"))
+    site.add("lamp-fine-target", "1.0", fine=lazy_plugin(f"{heavy_module}:OverlapRetriever")
+             .replace("lazy-ret", "fine-ret"))
+    code, out, err = cli("plugins")
+    assert code == 0, err
+    assert heavy_module not in sys.modules  # checked by parsing, not importing
+    broken = [line for line in out.splitlines() if line.startswith("broken")]
+    assert len(broken) == 2, out
+    assert ("broken: retriever 'lazy-ret' of plugin 'typo' (lamp-typo-target 1.4) cannot load "
+            f"'{heavy_module}:OverlapRetrievr': module '{heavy_module}' defines no 'OverlapRetrievr' "
+            "(did you mean 'OverlapRetriever'?)") in broken
+    assert any("'other-ret' of plugin 'nomod' (lamp-no-module 2.0)" in line
+               and "no module named 'lamp_fake_missing_module_xyz'" in line for line in broken)
+
+
+def test_lamp_run_fails_up_front_on_a_lazy_target_typo_naming_plugin_and_distribution(site, cli, tmp_path):
+    site.add("lamp-typo-target", "1.4", typo=lazy_plugin("collections:OrderedDikt"))
+    out_dir = tmp_path / "out"
+    code, out, err = cli("run", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "lazy-ret",
+                         "--data", "demo", "--limit", "1", "--quiet", "--out", str(out_dir))
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: plugin 'typo' (lamp-typo-target 1.4): retriever 'lazy-ret' cannot be "
+                               "loaded from 'collections:OrderedDikt': AttributeError"), lines[0]
+    assert "LAMP_DISABLE_PLUGINS=typo" in lines[0]
+    assert not out_dir.exists() or not any(out_dir.rglob("predictions.jsonl"))
+
+
+def test_unknown_name_says_plugins_failed_and_names_the_broken_provider(site):
+    site.add("lamp-half", "2.0", half=retriever_plugin("half-ret", then_raise="cannot find my model"))
+    site.add("lamp-tfidf", "0.3", tfidf="import lamp_missing_sklearn_xyz\n")
+    h = PluginHost()
+
+    with pytest.raises(LampError) as info:
+        h.registry.get("retriever", "half-ret")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("Unknown retriever 'half-ret'. Available: ")
+    assert "2 plugins failed to load; see `lamp plugins`" in message
+    assert "plugin 'half' (lamp-half 2.0) would provide it but is broken: RuntimeError: cannot find my model" \
+        in message
+    assert "tfidf" not in message.split("failed to load")[1]  # only the likely provider is named
+
+    message = str(pytest.raises(LampError, h.registry.get, "retriever", "tfidf").value)
+    assert "plugin 'tfidf' (lamp-tfidf 0.3) would provide it but is broken: ModuleNotFoundError" in message
+
+    message = str(pytest.raises(LampError, h.registry.get, "retriever", "bm52").value)
+    assert "2 plugins failed to load; see `lamp plugins`" in message and "would provide" not in message
+
+
+def test_misspelled_hook_gets_a_did_you_mean(site):
+    site.add("lamp-typo", "1.0", typo="""
+        from lamp_harness.hookspecs import hookimpl
+
+        @hookimpl
+        def lamp_cell_finishd(cell, metrics):
+            pass
+    """)
+    h = PluginHost()
+    assert [b.name for b in h.broken] == ["typo"]
+    assert "did you mean 'lamp_cell_finished' instead of 'lamp_cell_finishd'?" in h.broken[0].error
+
+
+def test_hook_named_function_without_hookimpl_draws_a_warning(site, cli):
+    site.add("lamp-undecorated", "1.0", undecorated="""
+        from lamp_harness.hookspecs import hookimpl
+
+        def lamp_register(registry):
+            registry.add_retriever("never-ret", "collections:OrderedDict")
+
+        def lamp_cell_finishd(cell):
+            pass
+
+        def lamp_helper_not_a_hook():
+            pass
+
+        @hookimpl
+        def lamp_run_started(run):
+            pass
+    """)
+    h = PluginHost()
+    assert h.broken == []
+    assert "never-ret" not in h.registry.names("retriever")
+    assert len(h.warnings) == 2, h.warnings
+    assert ("plugin 'undecorated' (lamp-undecorated 1.0): function 'lamp_register' looks like the "
+            "'lamp_register' hook but has no @hookimpl") in h.warnings[1] + h.warnings[0]
+    assert any("'lamp_cell_finishd' looks like the 'lamp_cell_finished' hook" in w for w in h.warnings)
+
+    code, out, _ = cli("plugins")
+    assert code == 0
+    assert sum(line.startswith("warning: plugin 'undecorated'") for line in out.splitlines()) == 2
+
+
+def test_trace_names_the_plugin_and_distribution_behind_each_hook_call(site, cli, monkeypatch):
+    site.add("lamp-good", "1.0", good=retriever_plugin("good-ret"))
+    monkeypatch.setenv("LAMP_TRACE_PLUGINS", "1")
+    code, _, err = cli("plugins")
+    assert code == 0
+    assert "[lamp trace] lamp_register -> good (lamp-good 1.0) (registry=" in err
+    assert "[lamp trace] lamp_register <- good (lamp-good 1.0): ok" in err
+    assert "[lamp trace] lamp_register -> retrievers (lamp-harness " in err
+
+
+def test_lamp_plugins_lists_plugins_hooks_reporters_data_sources_and_each_side_of_a_conflict(site, cli):
+    site.add("lamp-dup-a", "1.0", dupa=retriever_plugin("twin"))
+    site.add("lamp-dup-b", "2.0", dupb=retriever_plugin("twin"))
+    site.add("lamp-slack", "0.5", slack='''
+        """Posts finished cells to a chat channel."""
+        from lamp_harness.hookspecs import hookimpl
+
+        @hookimpl
+        def lamp_cell_finished(cell, metrics):
+            pass
+    ''')
+    code, out, err = cli("plugins")
+    assert code == 0, err
+    lines = out.splitlines()
+    plugin_rows = [line for line in lines if "│ slack" in line]
+    assert any("lamp-slack" in row and "0.5" in row and "lamp_cell_finished" in row for row in plugin_rows), out
+    reporter = [line for line in lines if line.startswith("│ reporter") and "slack" in line]
+    assert len(reporter) == 1 and "lamp-slack 0.5 (slack)" in reporter[0]
+    assert "Posts finished cells to a chat channel." in reporter[0]
+    assert any(line.startswith("│ reporter") and "reporters" in line for line in lines)  # the built-ins
+    assert any(line.startswith("│ data source") and "demo" in line for line in lines)
+    twins = [line for line in lines if line.startswith("│ retriever") and "twin" in line]
+    assert len(twins) == 2, out
+    assert any("CONFLICT: lamp-dup-a 1.0 (dupa)" in row for row in twins)
+    assert any("CONFLICT: lamp-dup-b 2.0 (dupb)" in row for row in twins)

@@ -18,7 +18,38 @@ _LIST = "Comma list allowed: every combination is run."
 
 
 def split_list(value: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def data_sources(value: Any, where: str) -> tuple[str | None, dict[str, str]]:
+    """``--data``: ``NAME`` for every task, ``TASK=NAME`` for one, or a comma list of both
+    (``lamp-7=demo,toy-sentiment=toy``); in a matrix file also a table ``{lamp-7 = "demo"}``.
+    Returns the default source and the per-task ones."""
+    if value is None:
+        return None, {}
+    if isinstance(value, dict):
+        pairs = [f"{k}={v}" for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        pairs = [str(v) for v in value]
+    else:
+        pairs = split_list(str(value))
+    default: str | None = None
+    per_task: dict[str, str] = {}
+    for pair in pairs:
+        task_name, sep, source = pair.partition("=")
+        if not sep:
+            if default is not None and default != pair.strip():
+                raise lamp_error(f"--data names two default sources, {default!r} and {pair.strip()!r}",
+                                 where=where, fix="Give one NAME, and TASK=NAME for the other tasks "
+                                 "(e.g. --data demo,toy-sentiment=toy).")
+            default = pair.strip()
+        elif not task_name.strip() or not source.strip():
+            raise lamp_error(f"--data entry {pair!r} is not TASK=SOURCE", where=where,
+                             fix="Write e.g. --data lamp-7=demo,toy-sentiment=toy.")
+        else:
+            per_task[task_name.strip()] = source.strip()
+    return default, per_task
 
 
 def component_args(pairs: list[str], option: str) -> dict[str, dict[str, str]]:
@@ -192,7 +223,9 @@ def run(
                                "lamp-paper, pplug-paper. See `lamp models`. [default: offline]"),
     data: str = typer.Option(None, "--data",
                              help="Data source: lamp (official server, cached in $LAMP_HOME) or demo "
-                             "(synthetic, offline). [default: lamp]"),
+                             "(synthetic, offline), or one per task: lamp-7=demo,toy-sentiment=toy "
+                             "(NAME alone applies to the other tasks). `lamp plugins` lists the sources. "
+                             "[default: each task's own source, else lamp]"),
     data_dir: Path = typer.Option(None, "--data-dir",
                                   help="Folder with {split}_questions.json and {split}_outputs.json "
                                   "(wins over --data)."),
@@ -228,6 +261,9 @@ def run(
     seed: int = typer.Option(None, "--seed", min=0, help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished."),
+    allow_stale: bool = typer.Option(False, "--allow-stale",
+                                     help="Keep finished cells computed with other versions of their plugins "
+                                     "(with a warning) instead of recomputing them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run personalization methods on LaMP tasks and score them.
@@ -318,11 +354,13 @@ def run(
     decode_value = pick(decode, "decode", "generate")
     if decode_value not in ("generate", "labels"):
         raise lamp_error(f"--decode {decode_value!r} is not generate or labels", fix="Pass --decode labels.")
+    data_default, task_data = data_sources(pick(data, "data", None), where)
     matrix = Matrix(
         **base,
         groups=tuple(Matrix(**sel) for sel in selected),
         split=pick(split, "split", "dev"),
-        data=pick(data, "data", None),
+        data=data_default,
+        task_data=task_data,
         data_dir=Path(data_dir_value) if data_dir_value else None,
         scheme=pick(scheme, "scheme", "user"),
         limit=pick(limit, "limit", None),
@@ -339,4 +377,4 @@ def run(
 
     out_dir = writable_dir(Path(pick(out, "out", "runs")), "--out")
     console = Console(stderr=True)
-    run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet)
+    run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet, allow_stale=allow_stale)

@@ -30,8 +30,8 @@ class ToyEcho(Generator):
 
     name = "toy-echo"
 
-    def __init__(self, context, model=None, **args):
-        self.batch_size = int(args.pop("batch_size", 3))
+    def __init__(self, context, model=None, batch_size=3, **args):
+        self.batch_size = int(batch_size)
         self.model = model or "toy"
         self.delay = float(os.environ.get("LAMP_TOY_DELAY", "0"))
 
