@@ -15,12 +15,12 @@ from lamp_harness.cli import app, main
 
 
 def _leaves(command, path=()):
+    """Every command that runs something: leaves, and groups that also run on their own."""
     subcommands = getattr(command, "commands", None)
-    if subcommands:
-        for name, sub in sorted(subcommands.items()):
-            yield from _leaves(sub, (*path, name))
-    else:
+    if not subcommands or (path and getattr(command, "invoke_without_command", False)):
         yield path, command
+    for name, sub in sorted((subcommands or {}).items()):
+        yield from _leaves(sub, (*path, name))
 
 
 COMMANDS = list(_leaves(typer.main.get_command(app)))
