@@ -213,6 +213,10 @@ class RunContext:
     preset: str = "offline"
     seed: int = 0
     device: str = "auto"
+    prompt_budget: str = "official"
+    """How prompts are fitted to the generator's budget: ``official`` (the official LaMP code's
+    budget, token for token) or ``strict`` (the harness's stricter variant); see
+    :func:`prompt_options`."""
     shared: dict[Any, Any] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
 
@@ -269,7 +273,9 @@ class Task(ABC):
     def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
                max_tokens: int = 256) -> str:
         """The aggregated input prompt for ``items`` with the official token-budget truncation.
-        With no items it is the bare input."""
+        With no items it is the bare input. Personalizers pass ``budget="strict"`` as a keyword
+        only when a run asks for a non-official budget (see :func:`prompt_options`), so a task
+        that knows only the official budget need not accept it."""
 
     def parse(self, text: str) -> str:
         """The answer to score from a generator's raw text (default: stripped text)."""
@@ -287,6 +293,13 @@ class Task(ABC):
         return None
 
 
+def prompt_options(context: RunContext | None) -> dict[str, str]:
+    """Keyword arguments personalizers add to ``Task.prompt`` for the run's prompt budget: none
+    for the official budget, ``{"budget": "strict"}`` for the strict one."""
+    budget = getattr(context, "prompt_budget", "official") or "official"
+    return {} if budget == "official" else {"budget": budget}
+
+
 class Retriever(ABC):
     """Ranks each question's profile. Rankings are full (every item) and are cached by the runner
     under :meth:`cache_key`, so every k and every personalizer reuses them."""
@@ -299,9 +312,16 @@ class Retriever(ABC):
         across queries. Must be deterministic for a given configuration."""
 
     def cache_key(self) -> Mapping[str, Any]:
-        """Everything that changes the rankings (name, parameters, encoder id and revision).
-        An empty mapping disables the ranking cache for this retriever."""
+        """Everything that changes the rankings (name, parameters, encoder id and revision, and
+        the algorithm that orders tied scores). An empty mapping disables the ranking cache for
+        this retriever."""
         return {"name": self.name}
+
+    def text_encoder(self) -> Mapping[str, Any] | None:
+        """The text encoder the retriever embeds with, for methods that use a retriever's encoder
+        rather than its items (``model``: a resolvable model spec, plus ``pooling`` and
+        ``query_prefix``), or ``None`` for retrievers without one (lexical, by date, random)."""
+        return None
 
 
 class Personalizer(ABC):
@@ -312,7 +332,14 @@ class Personalizer(ABC):
     """``True`` when the method cannot work without retrieved items (``ipa``, ``fid``)."""
     accepts_retriever: ClassVar[bool] = True
     """``False`` for methods that never use retrieved items (``none``): the runner drops the
-    retriever from such cells. ``pplug`` accepts one optionally (it becomes PPlug + retrieval)."""
+    retriever from such cells."""
+    retriever_use: ClassVar[Literal["items", "encoder"]] = "items"
+    """How the method uses a cell's retriever: its ranked ``items`` (IPA, FiD, PPlug + retrieval),
+    or its text ``encoder`` (PPlug: a dense retriever's encoder becomes PPlug's encoder; the runner
+    then calls :meth:`use_encoder` with ``Retriever.text_encoder()`` and retrieves no items)."""
+    items_variant: ClassVar[str | None] = None
+    """For ``retriever_use = "encoder"``: the method that uses the retriever's items instead
+    (suggested when a retriever has no encoder)."""
     default_retriever: ClassVar[str | None] = None
     """Retriever used when the cell names none (``pplug+retrieval``: the preset's BGE retriever)."""
     default_retriever_args: ClassVar[Mapping[str, str]] = {}
@@ -322,6 +349,10 @@ class Personalizer(ABC):
 
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:  # noqa: B027
         """Called once per cell before any example, with the cell's task and generator."""
+
+    def use_encoder(self, encoder: Mapping[str, Any]) -> None:  # noqa: B027
+        """For ``retriever_use = "encoder"``: the cell's retriever's ``text_encoder()``, given
+        before :meth:`setup`."""
 
     def prepare(self, task: Task, examples: Sequence[Example]) -> None:  # noqa: B027
         """Called after :meth:`setup` with every example the cell (or a training run) will
@@ -398,6 +429,10 @@ class Generator(ABC):
 
         return lamp_error(f"generator {self.name!r} cannot {what}",
                           fix="Use the 'hf' generator for trainable and soft-prompt personalizers (pplug, fid).")
+
+    def set_train_mode(self, mode: bool) -> None:  # noqa: B027
+        """Put the model in train mode (dropout active) or back in eval mode without unfreezing
+        it: PPlug trains with the frozen LLM in train mode, as the official HF Trainer does."""
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """Loading and validating LaMP data files, and the data-source contract.
 
-A split of a task is two files in the official format (REFERENCE §1)::
+A split of a task is two files in the official format, as the LaMP benchmark distributes them::
 
     {split}_questions.json   [{"id": str, "input": str, "profile": [{"id": str, ...fields}]}]
     {split}_outputs.json     {"task": "LaMP_N", "golds": [{"id": str, "output": str}]}

@@ -1,7 +1,7 @@
 """Submission export: one official gold-format predictions file per task, and their zip.
 
 Each file is ``{"task": "<official name>", "golds": [{"id": ..., "output": ...}, ...]}`` (the
-format of the official ``*_outputs.json`` files, REFERENCE §5), built from a finished cell's
+format of the official ``*_outputs.json`` files), built from a finished cell's
 ``predictions.jsonl`` (the parsed ``output``). The LaMP leaderboard's scorer reads every ``*.json``
 in the zip, identifies the task by its ``task`` field, requires prediction ids to equal the gold
 ids, and requires all tasks of the benchmark: :class:`Submission` says which are missing.

@@ -9,6 +9,8 @@ from typing import Any
 
 from lamp_harness.errors import lamp_error
 
+PROMPT_BUDGETS = ("official", "strict")
+"""``--prompt-budget`` values: the official LaMP code's budget (default) and the harness's stricter one."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -94,6 +96,15 @@ def generator_spec(value: str | None, names: Iterable[str]) -> tuple[str, str | 
     if value.lower() in names:
         return (value.lower(), None)
     return ("hf", value)
+
+
+def prompt_budget(value: str | None) -> str:
+    """A ``--prompt-budget`` value normalised, or a one-line error naming the valid ones."""
+    budget = (value or "official").strip().lower()
+    if budget not in PROMPT_BUDGETS:
+        raise lamp_error(f"prompt budget {value!r} is not one of {', '.join(PROMPT_BUDGETS)}",
+                         fix="Pass --prompt-budget official (the official LaMP code) or strict.")
+    return budget
 
 
 RUN_LEVEL_ARGS = ("model", "batch_size", "num_beams", "max_input_tokens")

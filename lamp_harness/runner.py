@@ -54,6 +54,8 @@ class Matrix:
     preset: str = "offline"
     seed: int = 0
     decode: str = "generate"
+    prompt_budget: str = "official"
+    """``official`` (the official LaMP prompt budget) or ``strict`` (the harness's deviation)."""
     personalizer_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     retriever_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     generator_args: Mapping[str, str] = field(default_factory=dict)
@@ -153,7 +155,7 @@ class Runner:
         self.host = plugin_host or host()
         self.registry = self.host.registry
         self.context = RunContext(lamp_home=lamp_home(), preset=matrix.preset, seed=matrix.seed,
-                                  device=matrix.device)
+                                  device=matrix.device, prompt_budget=matrix.prompt_budget)
         self._generators: dict[tuple[str, str | None], Generator] = {}
         self._datasets: dict[str, Dataset] = {}
         self._rankings: dict[tuple[str, str], dict[str, Any]] = {}
@@ -171,6 +173,15 @@ class Runner:
         self.host.check_components(self._used_components(drafts))
         for draft in drafts:
             cls = self.registry.get("personalizer", draft.personalizer).load()
+            if cls.retriever_use == "encoder" and draft.retriever:
+                retriever = self.registry.create("retriever", draft.retriever, self.context,
+                                                 **dict(draft.retriever_args))
+                if retriever.text_encoder() is None:
+                    instead = (f"; use --personalizer {cls.items_variant} to put its top items in the "
+                               "prompt instead" if cls.items_variant else "")
+                    problems.append(f"{self._label(draft)}: {draft.personalizer!r} uses a retriever's "
+                                    f"text encoder as its own, and {draft.retriever!r} has none (use a "
+                                    f"dense retriever such as contriever{instead})")
             if cls.requires_encoder_decoder:
                 generator = self.generator(draft.generator_key)
                 if not generator.is_encoder_decoder:
@@ -179,8 +190,10 @@ class Runner:
                                     f"encoder-decoder model and {model!r} is decoder-only")
         if problems:
             unique = list(dict.fromkeys(problems))
+            hint = (" (e.g. --generator google/flan-t5-base for fid)"
+                    if any("encoder-decoder" in p for p in unique) else "")
             raise LampError(f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique)
-                            + ". Fix the selection (e.g. --generator google/flan-t5-base for fid).")
+                            + f". Fix the selection{hint}.")
         return drafts
 
     def _expand(self, m: Matrix, drafts: list[_Draft], problems: list[str]) -> None:
@@ -194,6 +207,9 @@ class Runner:
             options: list[tuple[str | None, int, tuple[tuple[str, str], ...]]]
             if not cls.accepts_retriever:
                 options = [(None, 0, ())]
+            elif retrievers and cls.retriever_use == "encoder":
+                # The retriever lends its encoder, not items: k plays no part.
+                options = [(r, 0, self._retriever_args(m, r)) for r in retrievers]
             elif retrievers:
                 options = [(r, k, self._retriever_args(m, r)) for r in retrievers for k in m.ks]
             elif cls.default_retriever:
@@ -305,8 +321,10 @@ class Runner:
         # Ablations (pplug aggregation=mean...) must get columns of their own.
         parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "")]
         if draft.retriever:
-            parts += [draft.retriever, f"k={draft.k}"]
+            parts += [draft.retriever, f"k={draft.k}"] if draft.k else [f"encoder={draft.retriever}"]
         parts.append(self._model_name(draft))
+        if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
+            parts.append(f"prompt-budget={self.matrix.prompt_budget}")
         return " / ".join(parts)
 
     def _model_name(self, draft: _Draft) -> str:
@@ -336,7 +354,7 @@ class Runner:
             "task": draft.task, "split": m.split, "data": dataset.fingerprint, "limit": m.limit,
             "personalizer": [draft.personalizer, pargs], "retriever": [draft.retriever, rargs],
             "k": draft.k, "generator": [draft.generator, draft.model, gargs], "preset": m.preset,
-            "decode": decode, "seed": m.seed,
+            "decode": decode, "seed": m.seed, "prompt_budget": m.prompt_budget,
             "checkpoint": str(m.checkpoint) if m.checkpoint else None,
         }
         if m.train_args:  # only trained cells' predictions depend on them
@@ -344,7 +362,7 @@ class Runner:
             if getattr(cls, "trainable", False):
                 identity["train"] = sorted(m.train_args.items())
         slug = "_".join(x for x in (draft.task, draft.personalizer, draft.retriever or "",
-                                    f"k{draft.k}" if draft.retriever else "") if x)
+                                    f"k{draft.k}" if draft.retriever and draft.k else "") if x)
         slug = slug.replace("+", "plus")
         base_id = f"{slug}-{stable_hash(identity, 10)}"
         versions = self.component_versions(draft)
@@ -388,6 +406,7 @@ class Runner:
             "k": spec.k,
             "generator": {**dict(generator.describe()), "plugin": spec.generator},
             "decode": spec.decode,
+            "prompt_budget": self.matrix.prompt_budget,
             "preset": self.matrix.preset,
             "preset_notes": list(self.context.events),
             "seed": self.matrix.seed,
@@ -403,6 +422,8 @@ class Runner:
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
+        for warning in self.host.warnings:  # e.g. a hook function missing @hookimpl: it would never run
+            self._warn(warning)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.host.notify("lamp_run_started", run=info)
         results = []
@@ -507,6 +528,10 @@ class Runner:
         generator = self.generator(draft.generator_key)
         personalizer = self.registry.create("personalizer", spec.personalizer, self.context,
                                             **dict(spec.personalizer_args))
+        if spec.retriever and personalizer.retriever_use == "encoder":
+            retriever = self.registry.create("retriever", spec.retriever, self.context,
+                                             **dict(spec.retriever_args))
+            personalizer.use_encoder(retriever.text_encoder() or {})
         personalizer.setup(task, generator, self.context)
         personalizer.prepare(task, dataset.examples)
         restore, checkpoint = self._prepare_training(personalizer, spec, task, generator)
@@ -517,7 +542,8 @@ class Runner:
 
     def _predict(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any, dataset: Dataset,
                  generator: Generator, personalizer: Any, checkpoint: Path | None) -> dict[str, Any]:
-        rankings = self.rankings(spec.task, spec.retriever, spec.retriever_args) if spec.retriever else {}
+        rankings = (self.rankings(spec.task, spec.retriever, spec.retriever_args)
+                    if spec.retriever and spec.k > 0 else {})
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
         store.write_config(config)

@@ -5,8 +5,9 @@ personalizer that does not (a prompt-only method such as IPA) is trained by plai
 the generator through the :class:`FineTuned` adapter, as the LaMP paper fine-tunes FlanT5-base.
 This module knows no concrete method: it talks to contracts only.
 
-The loop: AdamW (weight decay on every trainable tensor), a linear warmup over the first
-``warmup`` fraction of the steps then linear decay to zero, gradient accumulation to an effective
+The loop: AdamW (weight decay except on biases and normalisation weights, as the HF Trainer), a
+linear warmup over the first ``ceil(warmup * steps)`` steps (the first at rate 0, as HF's
+schedule) then linear decay to zero, gradient accumulation to an effective
 batch of ``batch_size * grad_accum`` examples, gradient clipping, seeded shuffling per epoch.
 
 A training directory holds::
@@ -71,6 +72,7 @@ CONFIG = "config.json"
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
 KEEP_CHECKPOINTS = 2
+DEFAULT_EPOCHS = 2
 USER_SPLIT_SALT = "lamp-harness/user-split/v1"
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +89,8 @@ class TrainConfig:
     ``train_users``: when set, ``split`` is divided by users into a training part (that fraction
     of the users) and an evaluation part (the rest, evaluated unless ``eval_split`` is ``None``).
     ``limit`` / ``eval_limit`` cap the examples (the first N, after the user split).
-    ``epochs`` and ``max_steps``: training stops at whichever ends first.
+    ``epochs`` and ``max_steps``: training stops at whichever ends first; ``epochs=None`` is the
+    method's official count (``official_epochs(task)``: PPlug 1 on LaMP-3, else 2; 2 otherwise).
     """
 
     task: str
@@ -107,7 +110,7 @@ class TrainConfig:
     train_users: float | None = None
     limit: int | None = None
     eval_limit: int | None = None
-    epochs: int = 2
+    epochs: int | None = None
     max_steps: int | None = None
     batch_size: int = 8
     grad_accum: int = 1
@@ -118,6 +121,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 50
     device: str = "auto"
+    prompt_budget: str = "official"
 
     def identity(self) -> dict[str, Any]:
         """The fields that change the trained weights (not where or how often it is saved, nor
@@ -133,7 +137,7 @@ class TrainConfig:
     def validate(self) -> None:
         """One-line errors for impossible settings."""
         where = "lamp train"
-        if self.epochs < 1 and not self.max_steps:
+        if self.epochs is not None and self.epochs < 1 and not self.max_steps:
             raise lamp_error(f"--epochs {self.epochs} trains nothing", where=where,
                              fix="Use --epochs 1 or more.")
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -195,6 +199,10 @@ class GeneratorFineTuning:
 
     def _trained_ids(self, module: Any) -> set[int]:
         return {id(p) for p in self.trained_parameters(module)}
+
+    def trainable_modules(self) -> list[Any]:
+        """The generator's model (for the no-decay groups of AdamW)."""
+        return [self._llm()]
 
     def parameters(self) -> list[Any]:
         """The generator weights that are trained."""
@@ -365,9 +373,12 @@ def load_training_data(config: TrainConfig, task: Task,
 
 def resolve_retriever(config: TrainConfig, personalizer_cls: Any) -> TrainConfig:
     """``config`` with the personalizer's default retriever filled in (as the runner does), or the
-    retriever dropped for methods that accept none."""
+    retriever dropped for methods that accept none; a retriever that lends its encoder (PPlug)
+    retrieves no items (k = 0)."""
     if not getattr(personalizer_cls, "accepts_retriever", True):
         return replace(config, retriever=None, retriever_args={}, k=0)
+    if config.retriever and getattr(personalizer_cls, "retriever_use", "items") == "encoder":
+        return replace(config, k=0)
     if config.retriever is None and getattr(personalizer_cls, "default_retriever", None):
         args = {**personalizer_cls.default_retriever_args, **config.retriever_args}
         return replace(config, retriever=personalizer_cls.default_retriever, retriever_args=args)
@@ -424,7 +435,21 @@ def _session(config: TrainConfig, context: RunContext, *, generator: Generator |
     if personalizer is None:
         personalizer = registry.create("personalizer", config.personalizer, context,
                                        **dict(config.personalizer_args))
+        if config.retriever and getattr(personalizer, "retriever_use", "items") == "encoder":
+            retriever = registry.create("retriever", config.retriever, context, **dict(config.retriever_args))
+            encoder = retriever.text_encoder()
+            if encoder is None:
+                variant = getattr(personalizer, "items_variant", None)
+                raise lamp_error(f"{config.personalizer!r} uses a retriever's text encoder as its own, "
+                                 f"and {config.retriever!r} has none", where="lamp train",
+                                 fix="Use a dense retriever such as contriever"
+                                     + (f", or --personalizer {variant} to put its top items in the "
+                                        "prompt." if variant else "."))
+            personalizer.use_encoder(encoder)
         personalizer.setup(task, generator, context)
+    if config.epochs is None:
+        official = getattr(personalizer, "official_epochs", None)
+        config = replace(config, epochs=official(task) if official is not None else DEFAULT_EPOCHS)
     trainable = as_trainable(personalizer, generator)
     identity = stable_hash({"config": config.identity(), "data": train_data.fingerprint}, 16)
     return _Session(config, context, task, generator, personalizer, trainable, train_data, eval_data,
@@ -510,14 +535,35 @@ class Schedule:
 
 
 def _lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
-    warm = max(1, math.ceil(warmup * total)) if warmup > 0 else 0
+    """HF ``get_linear_schedule_with_warmup`` with ``ceil(warmup * total)`` warmup steps: step s
+    (0-based) trains at ``s / warm`` of the rate while warming up (the first step at 0), then
+    decays linearly to 0."""
+    warm = math.ceil(warmup * total) if warmup > 0 else 0
 
     def factor(step: int) -> float:
-        if warm and step < warm:
-            return (step + 1) / warm
+        if step < warm:
+            return step / max(1, warm)
         return max(0.0, (total - step) / max(1, total - warm))
 
     return factor
+
+
+def decay_groups(trainable: Any, params: Sequence[Any], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups as the HF Trainer builds them: biases and normalisation-layer
+    weights (LayerNorm, RMSNorm, T5's LayerNorm) get no weight decay, everything else does. The
+    modules come from ``trainable.trainable_modules()`` (a trainable without it decays all)."""
+    exempt: set[int] = set()
+    modules = getattr(trainable, "trainable_modules", None)
+    for root in (modules() if modules is not None else []):
+        for module in root.modules():
+            is_norm = "LayerNorm" in type(module).__name__ or "RMSNorm" in type(module).__name__
+            for name, param in module.named_parameters(recurse=False):
+                if is_norm or "bias" in name:
+                    exempt.add(id(param))
+    decay = [p for p in params if id(p) not in exempt]
+    no_decay = [p for p in params if id(p) in exempt]
+    return [group for group in ({"params": decay, "weight_decay": weight_decay},
+                                {"params": no_decay, "weight_decay": 0.0}) if group["params"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -718,7 +764,7 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
     import torch
 
     context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
-                                    device=config.device)
+                                    device=config.device, prompt_budget=config.prompt_budget)
     session = _session(config, context, generator=generator, personalizer=personalizer)
     config = session.config
     resolved = resolved_config(session)
@@ -734,6 +780,13 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
     # Per-profile state (PPlug's history vectors) is computed here, once, never inside a step.
     session.personalizer.prepare(session.task, tuple(examples) + tuple(eval_examples))
     retrieved = retrieve(config, session.task, session.train_data, context)
+    augment = getattr(session.trainable, "training_examples", None)
+    if augment is not None:  # e.g. PPlug's copies with dropped history items
+        originals = {ex.id: ex for ex in examples}
+        examples = tuple(augment(session.task, examples, config.seed))
+        base = {ex.id: ex.id.split("#aug", 1)[0] for ex in examples}
+        retrieved = {ex.id: retrieved[base[ex.id] if base[ex.id] in originals else ex.id]
+                     for ex in examples}
 
     schedule = Schedule(len(examples), config.batch_size, config.grad_accum, config.epochs,
                         config.max_steps, config.seed)
@@ -743,7 +796,7 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
     if not params:
         raise lamp_error(f"personalizer {session.personalizer.name!r} has no trainable parameters",
                          where="lamp train")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(decay_groups(trainable, params, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, config.warmup))
 
     step, losses = 0, []
@@ -878,7 +931,7 @@ def training_dir(config: TrainConfig, context: RunContext | None = None) -> Path
     from lamp_harness.registry import host
 
     context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
-                                    device=config.device)
+                                    device=config.device, prompt_budget=config.prompt_budget)
     task = host().registry.create("task", config.task)
     train_data, _ = load_training_data(replace(config, eval_split=None), task, context)
     identity = stable_hash({"config": config.identity(), "data": train_data.fingerprint}, 16)
@@ -892,7 +945,7 @@ def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
     """The newest checkpoint of ``config``'s finished training run under
     ``$LAMP_HOME/checkpoints``, training (or resuming) first when it is missing or unfinished."""
     context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
-                                    device=config.device)
+                                    device=config.device, prompt_budget=config.prompt_budget)
     from lamp_harness.registry import host
 
     pcls = (type(personalizer) if personalizer is not None
@@ -948,7 +1001,8 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
         retriever=spec.retriever, retriever_args=dict(spec.retriever_args), k=spec.k,
         generator=model, generator_args=dict(spec.generator_args), preset=matrix.preset,
         data=source, data_dir=str(matrix.data_dir) if matrix.data_dir and source is None else None,
-        scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device)
+        scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device,
+        prompt_budget=getattr(matrix, "prompt_budget", "official"))
     config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
     try:
         checkpoint = ensure_trained(config, context=runner.context, generator=generator,

@@ -13,6 +13,7 @@ from lamp_harness.contracts import (
     ProfileItem,
     RunContext,
     Task,
+    prompt_options,
 )
 from lamp_harness.options import reject_unknown_args
 
@@ -30,10 +31,11 @@ class NonPersonalized(Personalizer):
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
         self._tokens = generator.tokens
         self.max_input_tokens = generator.max_input_tokens
+        self._budget = prompt_options(context)
 
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:
-        prompt = task.prompt(example, (), self._tokens, self.max_input_tokens)
+        prompt = task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget)
         return GenerationRequest(example.id, prompt, choices=task.labels,
                                  max_new_tokens=task.max_new_tokens)
 
@@ -51,6 +53,6 @@ class InPromptAugmentation(NonPersonalized):
 
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:
-        prompt = task.prompt(example, tuple(retrieved), self._tokens, self.max_input_tokens)
+        prompt = task.prompt(example, tuple(retrieved), self._tokens, self.max_input_tokens, **self._budget)
         return GenerationRequest(example.id, prompt, choices=task.labels,
                                  max_new_tokens=task.max_new_tokens)

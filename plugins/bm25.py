@@ -3,8 +3,9 @@
 The official code builds one ``rank_bm25.BM25Okapi`` per question over that question's profile
 (whitespace tokens, no lowercasing, k1=1.5, b=0.75, epsilon=0.25) and calls ``get_top_n``, i.e.
 ``np.argsort(scores)[::-1]``. This module computes the very same float64 scores for a whole batch
-of questions at once and ranks each question with that same ``argsort`` call, so rankings (top-k
-and the full order, ties included) are identical to the official ones:
+of questions at once and ranks each question in the order that call gives under the official
+pinned numpy 1.24.2, so rankings (top-k and the full order, ties included) are identical to the
+official ones on every machine:
 
 - **Tokens**: ``str.split()``. All texts are joined into one byte buffer and split with numpy;
   texts with non-ASCII characters are first rewritten as ``" ".join(text.split())`` so that
@@ -17,8 +18,10 @@ and the full order, ties included) are identical to the official ones:
 - **Scores**: ``idf * (tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)))`` with the same
   operation order, accumulated per document in query-token order (repeated query tokens count
   again, as in ``get_scores``).
-- **Order**: ``np.argsort(scores)[::-1]`` per question (ties: numpy's order, reversed; for the
-  small profiles of LaMP this puts the later profile item first).
+- **Order**: ``np.argsort(scores)[::-1]`` as numpy 1.24.2 computes it, transcribed in pure code
+  (:mod:`lamp_plugins.ordering`): numpy's own ``argsort`` orders ties differently on numpy >= 2
+  with AVX2/AVX-512 CPUs. Ties in a profile of at most 16 items come out later item first (an
+  insertion sort, reversed); larger profiles follow numpy 1.24's introsort partitions.
 
 Why not ``bm25s``: its ``robertson`` scorer has no epsilon floor at the mean IDF, computes the IDF
 as ``log(a / b)`` rather than ``log(a) - log(b)`` (different last bits), and one ``bm25s`` index per
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from lamp_plugins.ordering import ALGORITHM, official_descending
 
 from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
 from lamp_harness.options import float_arg, reject_unknown_args
@@ -79,12 +83,14 @@ class BM25Retriever(Retriever):
 
     def cache_key(self) -> Mapping[str, Any]:
         return {"name": self.name, "k1": self.params.k1, "b": self.params.b,
-                "epsilon": self.params.epsilon, "tokens": "whitespace", "version": 1}
+                "epsilon": self.params.epsilon, "tokens": "whitespace", "order": ALGORITHM,
+                "version": 2}
 
 
 def ranking_from_scores(scores: np.ndarray) -> Ranking:
-    """Best first, exactly as ``BM25.get_top_n`` orders (``np.argsort(scores)[::-1]``)."""
-    return tuple(np.argsort(scores)[::-1].tolist())
+    """Best first, exactly as ``BM25.get_top_n`` orders under numpy 1.24.2
+    (``np.argsort(scores)[::-1]``, ties included), whatever numpy and CPU run it."""
+    return official_descending(scores)
 
 
 def okapi_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]],

@@ -84,10 +84,20 @@ class DenseRetriever(Retriever):
 
     def cache_key(self) -> Mapping[str, Any]:
         return {"name": self.name, "encoder": self.encoder.identity,
-                "query_prefix": self.encoder.query_prefix, "score": "dot", "version": 1}
+                "query_prefix": self.encoder.query_prefix, "score": "dot",
+                "order": "stable-descending", "version": 1}
 
     def describe(self) -> Mapping[str, Any]:
         return {"name": self.name, **self.encoder.describe()}
+
+    def text_encoder(self) -> Mapping[str, Any]:
+        """The encoder model (its resolved path), pooling and query prefix, e.g. for PPlug."""
+        resolved = self.encoder.resolved
+        model = resolved.path
+        if not resolved.is_local and resolved.revision:
+            model = f"{model}@{resolved.revision}"
+        return {"model": model, "pooling": self.encoder.pooling,
+                "query_prefix": self.encoder.query_prefix, "name": resolved.name}
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         if not queries:

@@ -1,9 +1,9 @@
-"""FiD (fusion-in-decoder) personalizer for encoder-decoder generators (REFERENCE §6).
+"""FiD (fusion-in-decoder) personalizer for encoder-decoder generators (LaMP paper).
 
 Each of the k retrieved items becomes one passage that the encoder reads on its own; the decoder
 cross-attends to the concatenation of all k encoder outputs.
 
-Passage format: passage ``i`` is the task's aggregated input prompt (REFERENCE §4) built with that
+Passage format: passage ``i`` is the task's aggregated input prompt (the IPA prompt) built with that
 one item, under the same token budget as IPA (``generator.max_input_tokens``, the input at most 60%
 of it, the item's free text truncated to the rest). So each passage is exactly the IPA k=1 prompt
 for that item, and FiD with k=1 is the plain model on the IPA k=1 prompt. With no retrieved items
@@ -27,6 +27,7 @@ from lamp_harness.contracts import (
     ProfileItem,
     RunContext,
     Task,
+    prompt_options,
 )
 from lamp_harness.errors import lamp_error
 from lamp_harness.options import reject_unknown_args
@@ -62,20 +63,21 @@ class FusionInDecoder(GeneratorFineTuning, Personalizer):
         self.generator = generator
         self._tokens = generator.tokens
         self.max_input_tokens = generator.max_input_tokens
+        self._budget = prompt_options(context)
 
     def passages(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> tuple[str, ...]:
         """One passage per retrieved item (the IPA k=1 prompt of that item); the bare input when
         there is none."""
         if not retrieved:
-            return (task.prompt(example, (), self._tokens, self.max_input_tokens),)
-        return tuple(task.prompt(example, (item,), self._tokens, self.max_input_tokens)
+            return (task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget),)
+        return tuple(task.prompt(example, (item,), self._tokens, self.max_input_tokens, **self._budget)
                      for item in retrieved)
 
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         if self.generator is None:
             raise RuntimeError("FusionInDecoder.setup(task, generator, context) must be called first")
-        bare = task.prompt(example, (), self._tokens, self.max_input_tokens)
+        bare = task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget)
         return GenerationRequest(example.id, bare, passages=self.passages(task, example, retrieved),
                                  choices=task.labels, max_new_tokens=task.max_new_tokens)
 

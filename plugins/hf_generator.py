@@ -392,6 +392,10 @@ class HFGenerator(Generator):
         self.model.requires_grad_(True)
         return self.model
 
+    def set_train_mode(self, mode: bool) -> None:
+        """Train mode (dropout on) or eval mode; the weights stay frozen."""
+        self.model.train(mode)
+
     # -- requests -> token pieces ---------------------------------------------------------------
     def _check_fusion(self, requests: Sequence[GenerationRequest]) -> None:
         if not self.is_encoder_decoder and any(r.is_fusion for r in requests):
@@ -465,9 +469,11 @@ class HFGenerator(Generator):
 
     def _target_ids(self, text: str) -> list[int]:
         if self.is_encoder_decoder:
-            # The seq2seq convention: targets tokenized with the tokenizer's own special tokens.
-            ids = list(self.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
-            return ids[:self.max_new_tokens]
+            # The seq2seq convention: targets tokenized with the tokenizer's own special tokens,
+            # truncated by the tokenizer itself so that a long target keeps its end token (as the
+            # official ``tokenizer(output, max_length=..., truncation=True)`` does).
+            return list(self.tokenizer(text, max_length=max(self.max_new_tokens, 2), truncation=True,
+                                       verbose=False)["input_ids"])
         return self._ids(text)[:self.max_new_tokens - 1] + [self._eos_ids[0]]
 
     # -- pieces -> tensors ----------------------------------------------------------------------

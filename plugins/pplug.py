@@ -1,23 +1,41 @@
 """PPlug (persona-plug, Liu et al. ACL 2025): a user embedding plugged in front of a frozen LLM.
 
-The method, as REFERENCE §7 describes it:
+The method as its authors' code runs it (rucliujn/PPlug: ``code/ModelForPer.py``,
+``code/PersonalDataset_profile.py``, ``code/main_profile.py``, ``embedding.py``, ``aggr_id.py``,
+``code/run_all_t5.sh``):
 
-- a frozen history encoder embeds every profile item once (``h_i``; the last 512 items of the
-  profile). The vectors are computed before any training step or generation, in batches, by
-  :meth:`PPlug.prepare`, and kept in the embedding cache (in memory per process, and on disk under
-  ``$LAMP_HOME`` when the shared embedding cache is available), so training never runs the history
-  encoder;
+- a frozen history encoder embeds every profile item once (``h_i``, CLS pooling, L2-normalised,
+  at most 512 encoder tokens; the last 512 items of the profile). Item texts: LaMP-1/5
+  ``title + " " + abstract``, LaMP-2 ``description``, LaMP-3 ``text``, LaMP-4 ``text + " " +
+  title``, LaMP-7 ``text`` (other tasks: the task's retrieval document). The vectors are computed
+  before any training step or generation, in batches, by :meth:`PPlug.prepare`, and kept in the
+  embedding cache, so training never runs the history encoder;
+- the LLM input is the task input cut to ``L - 1`` LLM tokens (L = the generator's
+  ``max_input_tokens``, 256: the official ``decode(encode(input)[:256][:-1])``);
 - a trainable input encoder of the same architecture, initialised from the history encoder,
-  embeds the input's query text (``task.query``) behind the model's query instruction;
+  embeds ``query_prefix + query`` (at most ``L + 20`` = 276 encoder tokens), where the query is
+  taken from the cut input as the official code takes it: LaMP-1 the paper's title (between
+  ``title "`` and ``",``), LaMP-2 after ``description: ``, LaMP-3 after ``review: ``, LaMP-4 after
+  ``article: ``, LaMP-5 after ``paper: ``, LaMP-7 after ``before or after it: `` (other tasks:
+  ``task.query``). BGE's instruction is written as the official code writes it, with no space
+  before the query;
 - an input-aware aggregator ``w_i = softmax_i(x · h_i)`` (padding masked) and
   ``P = Σ_i w_i · Proj(h_i)`` with ``Proj`` a Linear → GELU → Linear MLP from the encoder width
   to the LLM's embedding width;
-- a trainable instruction embedding ``I`` through its own MLP of the same shape;
-- ``[I; P]`` go to the generator as :class:`~lamp_harness.contracts.SoftTokens` in the request
-  prefix, in front of the input, each scaled to the LLM's typical token-embedding norm
-  (L2-normalised, then multiplied by ``generator.embedding_norm``).
+- a trainable instruction seed ``torch.rand(d)`` (uniform [0, 1)) through its own MLP: ``I``;
+- the official scale (``scale=official``): ``P · c`` and ``I / 7 · c``, so the norms are learned.
+  The official ``c = 539.9738`` was chosen for FlanT5-XXL; for any other model ``c`` is that
+  constant rescaled by the ratio of the model's mean input-embedding norm to FlanT5-XXL's, taking
+  the constant as FlanT5-XXL's typical token-embedding norm: ``c = generator.embedding_norm``
+  (FlanT5-XXL itself keeps 539.9738). ``scale=norm`` (a deviation) L2-normalises ``I`` and ``P``
+  to ``generator.embedding_norm`` instead (only directions train, ``‖I‖ = ‖P‖``);
+- ``[I; P]`` go to the generator as :class:`~lamp_harness.contracts.SoftTokens` in front of the
+  input, where the official code overwrites two placeholder tokens' embeddings.
 
-Only the input encoder, the two projectors and the instruction seed train; the LLM is frozen.
+Only the input encoder, the two projectors and the instruction seed train; the LLM is frozen but
+in train mode during training (its dropout is active, as under the official HF Trainer). Training
+examples with more than 2 history items get ``augment`` (default 10) extra copies, each dropping
+``int(n · U(0, 0.5)) + 1`` random items (``aggr_id.py``); LaMP-3 trains 1 epoch, the others 2.
 
 Pooling and query instruction follow the encoder model's registered metadata (``bge-base``: CLS
 pooling and BGE's instruction, as in the paper). The offline stand-in MiniLM is a mean-pooling
@@ -26,23 +44,31 @@ prefix); ``pooling=cls`` and ``query_prefix=...`` force the paper's settings on 
 
 Arguments (``--personalizer-arg k=v``):
 
-- ``encoder``: the encoder model (alias, hub id or folder); default: the preset's ``bge`` role;
+- ``encoder``: the encoder model (alias, hub id or folder); default: the preset's ``bge`` role,
+  or the cell's dense retriever's encoder (``--retriever contriever``: "PPlug with Contriever",
+  paper Table 2);
 - ``pooling``: ``model`` (default: the model's metadata, CLS when it has none), ``cls`` or ``mean``;
 - ``query_prefix``: the instruction in front of the input's query (default: the model's metadata,
   BGE's instruction when the model has none);
+- ``scale``: ``official`` (default) or ``norm`` (deviation: unit direction times the LLM's mean
+  embedding norm);
 - ``aggregation``: ``input`` (default, input-aware softmax) or ``mean`` (ablation: plain mean);
 - ``instruction``: ``true`` (default) or ``false`` (ablation: no instruction embedding ``I``);
 - ``history_top_k``: ``0`` (default, all items) or K (ablation "with selection": only the top-K
   items by ``w_i``, softmax renormalised over them);
 - ``history_size``: the most recent items of the profile used (default 512);
-- ``max_encoder_tokens``: encoder input length (default 512);
+- ``max_encoder_tokens``: history encoder input length (default 512);
+- ``input_encoder_tokens``: input encoder length (default: ``L + 20``, 276 with L = 256);
+- ``augment``: extra training copies per example with more than 2 history items (default 10;
+  0 switches augmentation off, a deviation);
 - ``encode_batch_size``: batch size of the history precomputation (default 64).
 
-PPlug + retrieval: when the cell has a retriever, the top-1 retrieved item's PPEP (REFERENCE §4)
-goes as text in front of ``[I; P]``: prefix ``(ppep, SoftTokens([I; P]))``. The PPEP is cut to
-the prompt budget left after the input (``generator.max_input_tokens`` minus the input's tokens
-and the soft tokens). ``pplug+retrieval`` is the same method with the preset's BGE-style dense
-retriever as its default retriever.
+PPlug + retrieval (paper Table 3, not in the public code): ``pplug+retrieval`` puts the top-1
+retrieved item's PPEP as text in front of ``[I; P]``: prefix ``(ppep, SoftTokens([I; P]))``,
+cut to the prompt budget left after the input and the soft tokens. Its default retriever is the
+preset's BGE-style dense retriever. ``pplug`` itself never prepends items: a dense retriever given
+to it supplies PPlug's encoder instead, and a retriever without an encoder (bm25, recency,
+random) is an error that suggests ``pplug+retrieval``.
 """
 
 from __future__ import annotations
@@ -66,10 +92,67 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import lamp_error
 from lamp_harness.options import bool_arg, int_arg, reject_unknown_args
+from lamp_harness.tokens import HFTokenCounter
 
-BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
+BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages:"
+"""BGE's query instruction as the official PPlug code writes it (no space before the query)."""
+OFFICIAL_SCALE = 539.9738
+"""The official multiplier of ``P`` (and of ``I / 7``), chosen for FlanT5-XXL."""
+INSTRUCTION_DIVISOR = 7.0
+AUGMENT_COPIES = 10
+SCALES = ("official", "norm")
+QUERY_MARKERS: dict[str, tuple[str, str | None]] = {
+    "lamp-1": ('title "', '",'), "lamp-2": ("description: ", None), "lamp-3": ("review: ", None),
+    "lamp-4": ("article: ", None), "lamp-5": ("paper: ", None), "lamp-7": ("before or after it: ", None)}
+"""Where the official code's input-encoder query starts (and, for LaMP-1, ends) in the input."""
+HISTORY_FIELDS: dict[str, tuple[str, ...]] = {
+    "lamp-1": ("title", "abstract"), "lamp-2": ("description",), "lamp-3": ("text",),
+    "lamp-4": ("text", "title"), "lamp-5": ("title", "abstract"), "lamp-7": ("text",)}
+"""The official history item texts: these fields joined by a space."""
+OFFICIAL_EPOCHS = {"lamp-3": 1}
+"""Training epochs of the official run script where they differ from 2."""
 _ARGS = {"encoder", "pooling", "query_prefix", "aggregation", "instruction", "history_top_k",
-         "history_size", "max_encoder_tokens", "encode_batch_size"}
+         "history_size", "max_encoder_tokens", "input_encoder_tokens", "encode_batch_size", "scale",
+         "augment"}
+
+
+def official_query(task_name: str, text: str) -> str | None:
+    """The input encoder's query as the official code cuts it from ``text``, or ``None`` for a
+    task the official code does not cover. Transcribed literally: a missing marker starts the
+    query at ``len(marker) - 1`` and a missing LaMP-1 end marker stops it before the last char."""
+    markers = QUERY_MARKERS.get(task_name)
+    if markers is None:
+        return None
+    start, end = markers
+    at = text.find(start) + len(start)
+    if end is None:
+        return text[at:]
+    return text[at:text.find(end, at)]
+
+
+def history_text(task: Task, item: ProfileItem) -> str:
+    """The official history item text (the task's retrieval document for other tasks)."""
+    fields = HISTORY_FIELDS.get(task.name)
+    return " ".join(item.get(f) for f in fields) if fields else task.document(item)
+
+
+def augmented(examples: Sequence[Example], seed: int, copies: int = AUGMENT_COPIES) -> list[Example]:
+    """The official training-set augmentation: every example with more than 2 history items is
+    preceded by ``copies`` copies, each keeping a random sample of ``n - (int(n * U(0, 0.5)) + 1)``
+    of its ``n`` items (in sampled order). Seeded, so every run draws the same copies."""
+    import random
+
+    rng = random.Random(f"pplug-augment:{seed}")
+    out: list[Example] = []
+    for example in examples:
+        n = len(example.profile)
+        if copies and n > 2:
+            for copy_index in range(copies):
+                dropped = int(n * rng.uniform(0, 0.5)) + 1
+                kept = tuple(rng.sample(list(example.profile), n - dropped))
+                out.append(Example(f"{example.id}#aug{copy_index}", example.input, kept, example.gold))
+        out.append(example)
+    return out
 
 
 def resolve_device(requested: str) -> str:
@@ -130,8 +213,7 @@ def _build_module(encoder: Any, encoder_width: int, llm_width: int, instruction:
         module.input_encoder = encoder
     module.projector = _mlp(encoder_width, llm_width)
     if instruction:
-        # A random (not zero) seed: a zero soft token has no direction to normalise.
-        module.instruction_seed = torch.nn.Parameter(torch.randn(encoder_width) * encoder_width ** -0.5)
+        module.instruction_seed = torch.nn.Parameter(torch.rand(encoder_width))  # official init
         module.instruction_projector = _mlp(encoder_width, llm_width)
     return module
 
@@ -220,11 +302,13 @@ class HistoryTable:
 
 
 class PPlug(Personalizer):
-    """``pplug``: a frozen-LLM personalizer driven by a learned user embedding (REFERENCE §7)."""
+    """``pplug``: a frozen-LLM personalizer driven by a learned user embedding."""
 
     name = "pplug"
     needs_retriever = False
     accepts_retriever = True
+    retriever_use = "encoder"
+    items_variant = "pplug+retrieval"
     trainable = True
 
     def __init__(self, context: RunContext, **args: str) -> None:
@@ -246,6 +330,12 @@ class PPlug(Personalizer):
         self.history_top_k = int_arg(args, "history_top_k", 0, owner)
         self.history_size = int_arg(args, "history_size", 512, owner, minimum=1)
         self.max_encoder_tokens = int_arg(args, "max_encoder_tokens", 512, owner, minimum=8)
+        self.input_encoder_tokens = int_arg(args, "input_encoder_tokens", 0, owner)
+        self.augment = int_arg(args, "augment", AUGMENT_COPIES, owner)
+        self.scale = (args.get("scale") or "official").strip().lower()
+        if self.scale not in SCALES:
+            raise lamp_error(f"argument scale={self.scale!r} is not official or norm", where=owner,
+                             fix="Pass scale=official (the authors' learned norms) or scale=norm.")
         self.encode_batch_size = int_arg(args, "encode_batch_size", 64, owner, minimum=1)
         if self.aggregation == "mean" and self.history_top_k:
             raise lamp_error("history_top_k selects items by the input-aware weights, which "
@@ -255,6 +345,16 @@ class PPlug(Personalizer):
         self.generator: Generator | None = None
 
     # -- setup ----------------------------------------------------------------------------------
+    def use_encoder(self, encoder: Mapping[str, Any]) -> None:
+        """Take the cell's dense retriever's text encoder (``Retriever.text_encoder()``) as the
+        history and input encoder ("PPlug with Contriever"), unless ``encoder=`` was given."""
+        if self.encoder_spec is None:
+            self.encoder_spec = str(encoder["model"])
+            if self.pooling_arg == "model" and encoder.get("pooling"):
+                self.pooling_arg = str(encoder["pooling"])
+            if self.query_prefix_arg is None and "query_prefix" in encoder:
+                self.query_prefix_arg = str(encoder["query_prefix"])
+
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
         """Load the encoder (once per process), build the trainable module for ``generator``."""
         import torch
@@ -275,7 +375,9 @@ class PPlug(Personalizer):
         if self.query_prefix_arg is not None:
             self.query_prefix = self.query_prefix_arg
         else:
-            self.query_prefix = str(meta["query_prefix"]) if "query_prefix" in meta else BGE_QUERY_PREFIX
+            # The official code writes BGE's instruction with no space before the query.
+            self.query_prefix = (str(meta["query_prefix"]).rstrip(" ") if "query_prefix" in meta
+                                 else BGE_QUERY_PREFIX)
         frozen, tokenizer = _load_encoder(self.resolved, context, self.device)
         self.tokenizer = tokenizer
         key = ("pplug-history", self.resolved.path, self.resolved.revision, self.pooling,
@@ -299,11 +401,15 @@ class PPlug(Personalizer):
         # The LLM stays frozen: generators load their weights without gradients, and only the
         # soft tokens carry a graph into it.
         self.embedding_norm = float(generator.embedding_norm)
+        self.official_scale = _official_scale(generator, self.embedding_norm)
+        self.max_input_tokens = int(generator.max_input_tokens)
+        if not self.input_encoder_tokens:
+            self.input_encoder_tokens = self.max_input_tokens + 20
 
     def prepare(self, task: Task, examples: Sequence[Example]) -> None:
         """Embed every history item of ``examples`` (batched; already known ones are skipped)."""
         self._require_setup()
-        texts = list(dict.fromkeys(task.document(item) for ex in examples
+        texts = list(dict.fromkeys(history_text(task, item) for ex in examples
                                    for item in self._history_items(ex)))
         missing = [t for t in texts if HistoryTable.key(t) not in self.history.vectors]
         if not missing:
@@ -323,11 +429,25 @@ class PPlug(Personalizer):
     def _history_items(self, example: Example) -> tuple[ProfileItem, ...]:
         return example.profile[-self.history_size:]
 
+    def llm_input(self, example: Example) -> str:
+        """The input cut to ``L - 1`` LLM tokens and decoded, as the official dataset does."""
+        assert self.generator is not None
+        tokens = self.generator.tokens
+        keep = self.max_input_tokens - 1
+        if isinstance(tokens, HFTokenCounter):
+            return tokens.truncate(example.input, keep, clean_up=True)
+        return tokens.truncate(example.input, keep)
+
+    def input_query(self, task: Task, example: Example) -> str:
+        """The input encoder's query: taken from the cut input as the official code takes it."""
+        found = official_query(task.name, self.llm_input(example))
+        return task.query(example) if found is None else found
+
     def _encode_inputs(self, task: Task, examples: Sequence[Example]) -> Any:
         import torch
 
-        texts = [self.query_prefix + task.query(ex) for ex in examples]
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_encoder_tokens,
+        texts = [self.query_prefix + self.input_query(task, ex) for ex in examples]
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.input_encoder_tokens,
                                return_tensors="pt").to(self.device)
         hidden = self.module.input_encoder(**batch).last_hidden_state
         return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], self.pooling), dim=-1)
@@ -336,7 +456,7 @@ class PPlug(Personalizer):
         """Padded history vectors ``[B, n, d]`` and mask ``[B, n]`` from the table."""
         import torch
 
-        rows = [[task.document(item) for item in self._history_items(ex)] for ex in examples]
+        rows = [[history_text(task, item) for item in self._history_items(ex)] for ex in examples]
         width = max((len(r) for r in rows), default=0) or 1
         dim = int(self.module.projector[0].in_features)
         history = torch.zeros(len(rows), width, dim)
@@ -361,16 +481,24 @@ class PPlug(Personalizer):
             query = self._encode_inputs(task, examples)
             weights = attention_weights(query, history, mask, top_k=self.history_top_k)
         projected = self.module.projector(history)
-        persona = self._scale(torch.einsum("bn,bnd->bd", weights, projected))
+        persona = torch.einsum("bn,bnd->bd", weights, projected)
+        if self.scale == "official":
+            persona = persona * self.official_scale
+        else:
+            persona = self._normalised(persona)
         rows = [persona.unsqueeze(1)]
         if self.instruction:
-            seed = self.module.instruction_seed.unsqueeze(0)
-            instruction = self._scale(self.module.instruction_projector(seed))
+            instruction = self.module.instruction_projector(self.module.instruction_seed.unsqueeze(0))
+            if self.scale == "official":
+                instruction = instruction / INSTRUCTION_DIVISOR * self.official_scale
+            else:
+                instruction = self._normalised(instruction)
             rows.insert(0, instruction.unsqueeze(1).expand(len(examples), 1, -1))
         vectors = torch.cat(rows, dim=1)
         return [vectors[b] for b in range(len(examples))], weights
 
-    def _scale(self, vectors: Any) -> Any:
+    def _normalised(self, vectors: Any) -> Any:
+        """``scale=norm``: unit vectors times the LLM's mean token-embedding norm."""
         import torch
 
         return torch.nn.functional.normalize(vectors, dim=-1, eps=1e-6) * self.embedding_norm
@@ -380,7 +508,7 @@ class PPlug(Personalizer):
         assert self.generator is not None
         tokens = self.generator.tokens
         budget = self.generator.max_input_tokens
-        prompt = task.prompt(example, (), tokens, budget)
+        prompt = self.llm_input(example)
         prefix: tuple[Any, ...] = (SoftTokens(vectors),)
         if retrieved:
             room = budget - tokens.count(prompt) - int(vectors.shape[0])
@@ -422,9 +550,26 @@ class PPlug(Personalizer):
         return self.generator.loss(requests, [ex.gold or "" for ex in examples])
 
     def set_training(self, mode: bool) -> None:
-        """Train mode (dropout in the input encoder) during ``lamp train``, eval otherwise."""
+        """Train mode during ``lamp train``, eval otherwise: the input encoder's and, as under the
+        official HF Trainer, the frozen LLM's dropout are active while training."""
         self._require_setup()
         self.module.train(mode)
+        assert self.generator is not None
+        self.generator.set_train_mode(mode)
+
+    def training_examples(self, task: Task, examples: Sequence[Example], seed: int) -> list[Example]:
+        """The training set with the official augmentation (``augment`` copies per example with
+        more than 2 history items; copies are named ``<id>#aug<j>``)."""
+        return augmented(examples, seed, self.augment)
+
+    def official_epochs(self, task: Task) -> int:
+        """Epochs of the official run script: LaMP-3 1, every other task 2."""
+        return OFFICIAL_EPOCHS.get(task.name, 2)
+
+    def trainable_modules(self) -> list[Any]:
+        """The modules holding the trained parameters (for the no-decay groups of AdamW)."""
+        self._require_setup()
+        return [self.module]
 
     def state_dict(self) -> dict[str, Any]:
         self._require_setup()
@@ -443,8 +588,9 @@ class PPlug(Personalizer):
         info: dict[str, Any] = {
             "name": self.name, "aggregation": self.aggregation, "instruction": self.instruction,
             "history_top_k": self.history_top_k, "history_size": self.history_size,
-            "max_encoder_tokens": self.max_encoder_tokens, "pooling": self.pooling_arg,
-            "encoder": self.encoder_spec}
+            "max_encoder_tokens": self.max_encoder_tokens,
+            "input_encoder_tokens": self.input_encoder_tokens or "L+20", "scale": self.scale,
+            "augment": self.augment, "pooling": self.pooling_arg, "encoder": self.encoder_spec}
         if self.module is not None:
             info.update(encoder=self.resolved.describe(), pooling=self.pooling,
                         query_prefix=self.query_prefix)
@@ -456,8 +602,17 @@ class PPlugRetrieval(PPlug):
 
     name = "pplug+retrieval"
     needs_retriever = True
+    retriever_use = "items"
     default_retriever = "dense"
     default_retriever_args: Mapping[str, str] = {"model": "bge"}
+
+
+def _official_scale(generator: Generator, embedding_norm: float) -> float:
+    """The official multiplier for ``generator``'s model: 539.9738 for FlanT5-XXL, else that
+    constant rescaled by the embedding-norm ratio to FlanT5-XXL, taking the constant as FlanT5-XXL's
+    typical token-embedding norm, which makes it the model's own mean embedding norm."""
+    model = str(generator.describe().get("model", "")).lower()
+    return OFFICIAL_SCALE if "flan-t5-xxl" in model else embedding_norm
 
 
 # ---------------------------------------------------------------------------------------------

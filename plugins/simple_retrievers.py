@@ -78,7 +78,8 @@ class RecencyRetriever(Retriever):
                              fix="Pass fallback=profile-order to rank undated profiles last item first.")
 
     def cache_key(self) -> Mapping[str, Any]:
-        return {"name": self.name, "fallback": self.fallback, "version": 1}
+        return {"name": self.name, "fallback": self.fallback, "order": "stable-newest-first",
+                "version": 1}
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         return [self._rank(q) for q in queries]
@@ -121,7 +122,7 @@ class RandomRetriever(Retriever):
         self.seed = int_arg(args, "seed", default, "retriever 'random'", minimum=-(2 ** 63))
 
     def cache_key(self) -> Mapping[str, Any]:
-        return {"name": self.name, "seed": self.seed, "version": 1}
+        return {"name": self.name, "seed": self.seed, "order": "numpy-pcg64-permutation", "version": 1}
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         import numpy as np

@@ -1,37 +1,41 @@
 """What every LaMP task shares: retrieval query extraction, the PPEP/AIP prompt with the official
 token budget, and id alignment for scoring.
 
-The prompt budget re-implements the official LaMP prompt code (``LaMP/prompts/prompts.py``).
-Details settled from that code, with L the maximum prompt length (default 256):
+The prompt budget transcribes the official LaMP prompt code (LaMP-Benchmark/LaMP,
+``LaMP/prompts/prompts.py``) as it ran under its pinned environment (transformers 4.27.1 with a
+fast tokenizer). With L the maximum prompt length (default 256) and every count taken the way
+the official code takes it, ``len(tokenizer(text)["input_ids"])``, i.e. **with** the special
+tokens the tokenizer adds (T5's ``</s>``):
 
-1. ``budget = L - min(tokens(input), int(factor * L))`` with ``factor = 0.6`` at first.
-2. ``share = (budget - separators - suffix) // k`` where ``separators = 1 + 2 * (k - 1)`` (a
-   constant: 1 for the ``". "`` before the input, 2 per ``", and "``; LaMP-1 has no ``". "`` and
-   reserves ``2 * k``, see :mod:`lamp_tasks.lamp`), and ``suffix`` is the token count of the
-   fixed text LaMP-5 and LaMP-7 add (``Following the given patterns`` and ``are written by a
-   person. Following the given patterns``).
-3. Items are handled in retrieval order. Item i's free text may take
-   ``allowance = share + saved - fixed_i`` tokens, where ``fixed_i`` is the token count of the
-   item's PPEP with its free text replaced by ``" "`` (LaMP-7: by ``""``; LaMP-1: the constant 2,
-   for the two quotes). The free text is truncated to ``allowance`` tokens (it always goes through
-   ``TokenCounter.truncate``, as the official code always decodes the kept ids), and
-   ``saved += share - min(tokens(text), allowance) - fixed_i`` rolls the unused share over.
-4. An allowance ``<= 0`` is a failure (the official tokenizer call raises): the factor is lowered by
-   0.1 (float arithmetic as in the official loop, so 0.6, 0.5, ..., 0.1 and ~3e-17 are tried) and
-   everything is rebuilt; when the factor drops below 0 the bare input is used.
-5. The whole prompt is finally cut to L tokens (the official code lets the model's tokenizer
-   truncate at L), re-checked so the result never exceeds L even when a tokenizer's decode/encode
-   round trip is not exact.
+1. ``budget = L - min(count(input), int(factor * L))`` with ``factor = 0.6`` at first.
+2. ``share = (budget - separators - suffix) // k`` where ``separators = 1 + 2 * (k - 1)`` (LaMP-1:
+   ``2 * (k - 1)``) and ``suffix`` is the count of the fixed text LaMP-5 and LaMP-7 reserve
+   (``Following the given patterns``; LaMP-7: ``are written by user. Following the given
+   patterns``, the official text, although the prompt then says ``a person``).
+3. Items are handled in retrieval order. Item i's free text goes through the official tokenizer
+   call ``tokenizer(text, max_length=share + saved - fixed_i, truncation=True)``, where
+   ``fixed_i`` counts the item's PPEP with its free text replaced by ``" "`` (LaMP-7: ``""``;
+   LaMP-5: the official ``"{title}" is a title " " ``, without ``for``; LaMP-1: the constant 2).
+   The kept ids are decoded with ``skip_special_tokens=True`` and transformers 4.27.1's clean-up
+   (:func:`lamp_harness.tokens.clean_up_tokenization`), and ``saved += share - n_i - fixed_i``
+   with ``n_i`` the number of ids the call returned (special tokens included).
+4. The call behaves as the fast tokenizer's: a negative ``max_length`` raises, which lowers the
+   factor by 0.1 (float arithmetic as in the official loop: 0.6, 0.5, ..., 0.1 and ~3e-17) and
+   rebuilds everything, and below 0 the bare input is used; ``max_length`` 0 does not raise: a
+   tokenizer that adds no special tokens keeps an empty text, and one that adds k > 0 of them
+   keeps the whole text whenever ``max_length < k`` (its unsigned ``max_length - k`` wraps around).
+5. The prompt string is not cut: the generator's tokenizer truncates it to L tokens, as the
+   official training and evaluation scripts do.
 
-Deviations, all deliberate:
+``budget="strict"`` (``lamp run --prompt-budget strict``) is the harness's stricter variant, a
+deliberate deviation recorded in each run's ``config.json``, cell id and label: counts exclude
+special tokens; LaMP-1 reserves ``2 * k`` separator tokens (one ``", and "`` per title); LaMP-5's
+fixed part is its real PPEP and LaMP-7's suffix the text actually appended; an allowance ``<= 0``
+is a failure; and the whole prompt is finally cut to L tokens, re-checked so that it never
+exceeds L even when a tokenizer's decode/encode round trip is not exact.
 
-- Token counts exclude special tokens (the official counts include T5's ``</s>`` in each call, so
-  it reserves about two extra tokens per item).
-- LaMP-5's fixed part is counted on the real PPEP (the official code counts ``"{title}" is a title
-  " "``, missing the word ``for``), and LaMP-7's suffix on the text actually appended (the official
-  code counts ``are written by user. ...`` but appends ``are written by a person. ...``).
-- When an input lacks the marker its query is taken after (``description:``...), the whole
-  stripped input is the query (the official code returns ``None`` and crashes in BM25).
+When an input lacks the marker its query is taken after (``description:``...), the whole
+stripped input is the query (the official code returns ``None`` and crashes in BM25).
 """
 
 from __future__ import annotations
@@ -41,11 +45,37 @@ from typing import ClassVar
 
 from lamp_harness.contracts import Example, MetricResult, ProfileItem, Task, TokenCounter
 from lamp_harness.errors import lamp_error
+from lamp_harness.options import prompt_budget
+from lamp_harness.tokens import HFTokenCounter
 
 INITIAL_FACTOR = 0.6
 FACTOR_STEP = 0.1
 JOINER = ", and "
 INVALID = "\0invalid"
+
+
+class _NoRoom(Exception):
+    """The official tokenizer call got a negative ``max_length`` (it raises there)."""
+
+
+def official_count(tokens: TokenCounter, text: str) -> int:
+    """``len(tokenizer(text)["input_ids"])``, special tokens included (a counter without an
+    ``official_count`` of its own adds none)."""
+    counter = getattr(tokens, "official_count", None)
+    return int(counter(text)) if counter is not None else tokens.count(text)
+
+
+def official_call(tokens: TokenCounter, text: str, max_length: int) -> tuple[str, int]:
+    """The official truncating tokenizer call and decode: the kept text and the number of ids
+    (see :meth:`lamp_harness.tokens.HFTokenCounter.official_call`). Raises :class:`_NoRoom` for a
+    negative ``max_length``, where the official call raises."""
+    if max_length < 0:
+        raise _NoRoom
+    call = getattr(tokens, "official_call", None)
+    if call is not None:
+        return call(text, max_length)
+    keep = min(tokens.count(text), max_length)
+    return tokens.truncate(text, keep), keep
 
 
 def text_after(text: str, marker: str) -> str | None:
@@ -70,6 +100,14 @@ def fit_to_budget(tokens: TokenCounter, text: str, max_tokens: int) -> str:
         keep = max(0, keep - over)
 
 
+def _decoded(tokens: TokenCounter, text: str, max_tokens: int) -> str:
+    """``text`` cut to ``max_tokens`` and decoded as the official code decodes (with
+    transformers 4.27.1's clean-up when the counter is a real tokenizer)."""
+    if isinstance(tokens, HFTokenCounter):
+        return tokens.truncate(text, max_tokens, clean_up=True)
+    return tokens.truncate(text, max_tokens)
+
+
 class LampTask(Task):
     """Base of the LaMP tasks: subclasses declare their fields and templates; this class runs the
     official token budget and the id alignment for scoring."""
@@ -77,7 +115,7 @@ class LampTask(Task):
     free_field: ClassVar[str]
     """The profile field truncated to fit the budget (abstract / description / text; LaMP-1: title)."""
     document_fields: ClassVar[tuple[str, ...]]
-    """Fields joined with a space into an item's retrieval document (REFERENCE §3)."""
+    """Fields joined with a space into an item's retrieval document."""
     query_marker: ClassVar[str] = ":"
     """The query is the input text after the first occurrence of this marker."""
     fixed_placeholder: ClassVar[str] = " "
@@ -85,7 +123,10 @@ class LampTask(Task):
     input_separator: ClassVar[str] = ". "
     """Text between the joined PPEPs and the input."""
     budget_suffix: ClassVar[str] = ""
-    """Fixed text (besides separators) the AIP adds, whose tokens are reserved up front."""
+    """Fixed text (besides separators) the AIP adds, whose tokens the strict budget reserves."""
+    official_suffix: ClassVar[str] = ""
+    """The text whose tokens the official code reserves for the suffix (LaMP-7's differs from
+    what it appends)."""
 
     # -- retrieval ------------------------------------------------------------------------------
     def query(self, example: Example) -> str:
@@ -97,33 +138,78 @@ class LampTask(Task):
 
     # -- prompt ---------------------------------------------------------------------------------
     def aggregate(self, example: Example, ppeps: Sequence[str]) -> str:
-        """The aggregated input prompt from already-budgeted PPEPs (REFERENCE §4)."""
+        """The aggregated input prompt from already-budgeted PPEPs."""
         return f"{JOINER.join(ppeps)}{self.input_separator}{example.input}"
 
     def separator_tokens(self, k: int) -> int:
-        """Tokens reserved for the separators around ``k`` PPEPs (official constants)."""
+        """Tokens the strict budget reserves for the separators around ``k`` PPEPs."""
+        return 1 + 2 * (k - 1)
+
+    def official_separator_tokens(self, k: int) -> int:
+        """Tokens the official code reserves for the separators around ``k`` PPEPs."""
         return 1 + 2 * (k - 1)
 
     def fixed_tokens(self, item: ProfileItem, tokens: TokenCounter) -> int:
-        """Tokens of ``item``'s PPEP other than its free text."""
+        """Tokens of ``item``'s PPEP other than its free text (strict budget)."""
         return tokens.count(self.ppep(item, self.fixed_placeholder))
 
+    def official_fixed_text(self, item: ProfileItem) -> str:
+        """The text whose token count the official code takes as ``item``'s fixed part."""
+        return self.ppep(item, self.fixed_placeholder)
+
+    def official_fixed_tokens(self, item: ProfileItem, tokens: TokenCounter) -> int:
+        """The official fixed part of ``item``'s PPEP, special tokens included."""
+        return official_count(tokens, self.official_fixed_text(item))
+
     def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-               max_tokens: int = 256) -> str:
+               max_tokens: int = 256, *, budget: str = "official") -> str:
         if max_tokens <= 0:
             raise lamp_error(f"the prompt budget must be a positive number of tokens, got {max_tokens}",
                              fix="Set the generator's maximum input length to at least 1 (LaMP uses 256).")
+        budget = prompt_budget(budget)
         items = tuple(items)
         text = example.input
         if items:
-            ppeps = self.budgeted_ppeps(example, items, tokens, max_tokens)
+            if budget == "official":
+                ppeps = self.official_ppeps(example, items, tokens, max_tokens)
+            else:
+                ppeps = self.budgeted_ppeps(example, items, tokens, max_tokens)
             if ppeps is not None:
                 text = self.aggregate(example, ppeps)
+        if budget == "official":
+            return text  # the generator's tokenizer cuts it to L tokens, as the official scripts do
         return fit_to_budget(tokens, text, max_tokens)
+
+    def official_ppeps(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
+                       max_tokens: int) -> list[str] | None:
+        """The PPEPs of ``items`` exactly as the official prompt code builds them, or ``None``
+        when every factor fails (the bare input is used then)."""
+        k = len(items)
+        input_tokens = official_count(tokens, example.input)
+        reserved = self.official_separator_tokens(k) + (
+            official_count(tokens, self.official_suffix) if self.official_suffix else 0)
+        texts = [item.get(self.free_field) for item in items]
+        fixed = [self.official_fixed_tokens(item, tokens) for item in items]
+        factor = INITIAL_FACTOR
+        # Same float arithmetic as the official loop: it decides how many retries happen.
+        while factor >= 0:
+            share = (max_tokens - min(input_tokens, int(factor * max_tokens)) - reserved) // k
+            saved = 0
+            ppeps = []
+            try:
+                for item, text, fixed_part in zip(items, texts, fixed, strict=True):
+                    kept, used = official_call(tokens, text, share + saved - fixed_part)
+                    saved += share - used - fixed_part
+                    ppeps.append(self.ppep(item, kept))
+            except _NoRoom:
+                factor -= FACTOR_STEP
+                continue
+            return ppeps
+        return None
 
     def budgeted_ppeps(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
                        max_tokens: int) -> list[str] | None:
-        """The PPEPs of ``items`` with their free texts cut to the official budget, or ``None``
+        """The PPEPs of ``items`` with their free texts cut to the strict budget, or ``None``
         when no factor leaves every item a positive allowance (the bare input is used then)."""
         k = len(items)
         input_tokens = tokens.count(example.input)
@@ -132,12 +218,11 @@ class LampTask(Task):
         text_tokens = [tokens.count(text) for text in texts]
         fixed = [self.fixed_tokens(item, tokens) for item in items]
         factor = INITIAL_FACTOR
-        # Same float arithmetic as the official loop: it decides how many retries happen.
         while factor >= 0:
             budget = max_tokens - min(input_tokens, int(factor * max_tokens))
             allowances = self._allowances((budget - reserved) // k, text_tokens, fixed)
             if allowances is not None:
-                return [self.ppep(item, tokens.truncate(text, allowance))
+                return [self.ppep(item, _decoded(tokens, text, allowance))
                         for item, text, allowance in zip(items, texts, allowances, strict=True)]
             factor -= FACTOR_STEP
         return None

@@ -1,6 +1,6 @@
 """The official LaMP download server as a data source, through a local cache.
 
-URL layout (REFERENCE §1), below ``https://ciir.cs.umass.edu/downloads/LaMP/`` (override with the
+URL layout of the official LaMP download server, below ``https://ciir.cs.umass.edu/downloads/LaMP/`` (override with the
 environment variable ``LAMP_DATA_URL``, e.g. a mirror or a local test server)::
 
     LaMP_{N}/{split}/{split}_questions.json           user-based split

@@ -1,17 +1,17 @@
 """The seven LaMP tasks, plus the superseded news-categorization LaMP-2 (``lamp-2-news``).
 
-Each class declares its fields and templates (REFERENCE §2-5); the budget and scoring machinery
-lives in :mod:`lamp_tasks.base`. Decisions beyond the reference:
+Each class declares its fields and templates, transcribed from the official LaMP code
+(LaMP-Benchmark/LaMP, ``LaMP/prompts/prompts.py`` and ``LaMP/prompts/utils.py``); the budget and
+scoring machinery lives in :mod:`lamp_tasks.base`. Details:
 
-- LaMP-1's query is the two reference titles joined by a space. They are read from the
-  ``[1]: "..." [2]: "..."`` tail of the input, so a paper title containing quotes cannot shift
-  them; inputs without that tail fall back to the official rule (the 2nd and 3rd quoted strings),
-  and inputs with fewer quoted strings use the whole input.
+- LaMP-1's query is the 2nd and 3rd double-quoted strings of the input joined by a space (the two
+  reference titles, as the official ``extract_strings_between_quotes`` finds them); an input with
+  fewer quoted strings uses the whole input (the official code crashes there).
 - LaMP-1's AIP inserts ``, and`` + the PPEPs after the first ``title`` of the input; an input
-  without ``title`` is left unchanged, as the official code does. Its budget reserves 2 tokens per
-  ``, and`` for all k of them (the official constant, ``2 * (k - 1)``, misses the first one and
-  relies on the spare ``</s>`` its T5 counts include; with counts free of special tokens the prompt
-  would overflow L and lose the end of the input).
+  without ``title`` is left unchanged, as the official code does. The official budget reserves
+  ``2 * (k - 1)`` separator tokens and 2 per title; the strict budget reserves ``2 * k`` (one
+  ``", and "`` per title: without the spare ``</s>`` of T5's counts the official constant lets the
+  prompt overflow L and lose the end of the input).
 - LaMP-3 predictions parse with Python's ``float`` after stripping (official); non-finite values
   (``nan``, ``inf``) count as unparsable too, since the official scorer would return NaN/inf.
   Unparsable outputs become whichever of 1 and 5 is farther from the gold (gold 3 gives 5). No
@@ -39,7 +39,6 @@ NEWS_CATEGORIES = ("food & drink", "sports", "education", "parents", "religion",
                    "business", "crime", "science & technology", "culture & arts", "entertainment",
                    "politics", "women", "style & beauty", "healthy living")
 
-_REFERENCES = re.compile(r'\[1\]:\s*"(.*?)"\s*\[2\]:\s*"(.*)"\s*$', re.DOTALL)
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
@@ -61,9 +60,6 @@ class LaMP1(LampClassificationTask):
     max_new_tokens = 8
 
     def query(self, example: Example) -> str:
-        match = _REFERENCES.search(example.input)
-        if match:
-            return f"{match.group(1)} {match.group(2)}"
         quoted = quoted_strings(example.input)
         if len(quoted) >= 3:
             return f"{quoted[1]} {quoted[2]}"
@@ -76,10 +72,16 @@ class LaMP1(LampClassificationTask):
     def fixed_tokens(self, item: ProfileItem, tokens: TokenCounter) -> int:
         return 2  # the official constant: the two quotes around the title
 
+    def official_fixed_tokens(self, item: ProfileItem, tokens: TokenCounter) -> int:
+        return 2  # the official constant
+
     def separator_tokens(self, k: int) -> int:
         # One ", and " per title (the official 2 * (k - 1) forgets the one before the first title;
-        # its T5 counts include a spare </s> per item, which ours, without special tokens, lack).
+        # its T5 counts include a spare </s> per item, which counts without special tokens lack).
         return 2 * k
+
+    def official_separator_tokens(self, k: int) -> int:
+        return 2 * (k - 1)
 
     def aggregate(self, example: Example, ppeps: Sequence[str]) -> str:
         at = example.input.find("title")
@@ -201,10 +203,14 @@ class LaMP5(LampGenerationTask):
     query_marker = "paper:"
     input_separator = ". Following the given patterns "
     budget_suffix = "Following the given patterns"
+    official_suffix = "Following the given patterns"
 
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
         abstract = item.get("abstract") if free_text is None else free_text
         return f'"{item.get("title")}" is a title for "{abstract}" '
+
+    def official_fixed_text(self, item: ProfileItem) -> str:
+        return f'"{item.get("title")}" is a title " " '  # sic: the official code counts no "for"
 
 
 class LaMP6(LampGenerationTask):
@@ -232,6 +238,7 @@ class LaMP7(LampGenerationTask):
     fixed_placeholder = ""
     input_separator = " are written by a person. Following the given patterns "
     budget_suffix = "are written by a person. Following the given patterns"
+    official_suffix = "are written by user. Following the given patterns"  # sic: official reserve
 
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
         text = item.get("text") if free_text is None else free_text

@@ -99,7 +99,7 @@ def test_reference_lamp_time_adds_the_papers_numbers_beside_ours(runs, capsys):
         "lamp-time: Contriever k=1 | lamp-time: Recency k=1 | lamp-time: IPA tuned | "
         "lamp-time: FiD k=16 |"
     )
-    # LaMP paper, time-based split: LaMP-3 MAE row (REFERENCE §8); our best stays the only bold one
+    # LaMP paper, time-based split: LaMP-3 MAE row (leaderboard/references); our best stays the only bold one
     assert (
         "| lamp-3 | MAE ↓ | **0.300** | 0.350 | 0.400 | 0.280 | 0.280 | 0.279 | 0.278 | 0.281 | "
         "0.279 | 0.266 | 0.250 |"

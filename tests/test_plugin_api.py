@@ -211,3 +211,13 @@ def test_a_plugin_upgrade_recomputes_its_cells_or_keeps_them_with_allow_stale(si
     # Another run with 1.1 finds its own cell finished: no warning, nothing recomputed.
     code, stdout, err = cli(*args)
     assert code == 0 and "recomputing" not in err and len(_cells(out)) == 2
+
+
+def test_lamp_run_warns_about_a_hook_function_missing_hookimpl(site, cli, tmp_path):
+    site.add("lamp-strict", "1.0", strict=COMPONENTS)
+    site.add("lamp-forgetful", "0.1", forgetful="def lamp_cell_finished(cell, metrics):\n    pass\n")
+    code, stdout, err = cli("run", "--task", "lamp-7", "--data", "demo", "--limit", "1", "--generator", "strict",
+                            "--out", str(tmp_path / "out"), "--quiet")
+    assert code == 0, stdout + err
+    assert ("warning: plugin 'forgetful' (lamp-forgetful 0.1): function 'lamp_cell_finished' looks like the "
+            "'lamp_cell_finished' hook but has no @hookimpl") in " ".join(err.split())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from lamp_plugins.pplug import attention_weights, mean_weights
+from lamp_plugins.pplug import attention_weights, history_text, mean_weights
 from tiny_models import greedy_generator
 
 from lamp_harness.contracts import GenerationRequest, SoftTokens
@@ -80,23 +81,28 @@ def test_mean_aggregation_is_the_plain_mean_of_projected_history(context, task, 
     with torch.no_grad():
         vectors, weights = pplug.soft_tokens(task, examples[:2])
         for row, example in enumerate(examples[:2]):
-            history = pplug.history.lookup([task.document(item) for item in example.profile])
+            history = pplug.history.lookup([history_text(task, item) for item in example.profile])
             mean = pplug.module.projector(history).mean(0)
-            expected = torch.nn.functional.normalize(mean, dim=-1) * generator.embedding_norm
+            expected = mean * pplug.official_scale
             assert torch.allclose(vectors[row][1], expected, atol=1e-5)
             n = len(example.profile)
             assert torch.allclose(weights[row, :n], torch.full((n,), 1 / n))
 
 
-def test_soft_tokens_are_scaled_to_the_llm_embedding_norm(context, task, examples, tiny_llama_dir,
-                                                          tiny_encoder_dir) -> None:
+def test_scale_norm_puts_both_soft_tokens_at_the_llm_embedding_norm(context, task, examples, tiny_llama_dir,
+                                                                    tiny_encoder_dir) -> None:
     generator = greedy_generator(context, tiny_llama_dir)
-    pplug = _pplug(context, task, generator, tiny_encoder_dir)
+    pplug = _pplug(context, task, generator, tiny_encoder_dir, scale="norm")
     request = pplug.personalize(task, examples[0], ())
     (soft,) = request.prefix
     assert isinstance(soft, SoftTokens) and soft.length == 2
     assert soft.vectors.shape[-1] == generator.embedding_width
     assert torch.allclose(soft.vectors.norm(dim=-1), torch.full((2,), generator.embedding_norm), rtol=1e-4)
+    # The official scale learns the norms: I and P differ in norm.
+    official = _pplug(context, task, generator, tiny_encoder_dir).personalize(task, examples[0], ())
+    norms = official.prefix[0].vectors.norm(dim=-1)
+    assert not torch.allclose(norms[0], norms[1], rtol=1e-2)
+    assert pplug.describe()["scale"] == "norm" and official.prefix[0].length == 2
     without = _pplug(context, task, generator, tiny_encoder_dir, instruction="false")
     assert without.personalize(task, examples[0], ()).prefix[0].length == 1
 
@@ -109,7 +115,8 @@ def test_injection_changes_the_output_and_removing_it_restores_the_plain_path(
     plain.setup(task, generator, context)
     example = examples[0]
     request = pplug.personalize(task, example, ())
-    baseline = plain.personalize(task, example, ())
+    # PPlug's text input is the input cut to L - 1 tokens and decoded, as in the official code.
+    baseline = plain.personalize(task, replace(example, input=pplug.llm_input(example)), ())
     gold = [example.gold]
     with torch.no_grad():
         injected = float(generator.loss([request], gold))
@@ -188,6 +195,7 @@ def test_pplug_passes_the_personalizer_conformance_checks(context, task, tiny_ll
     ({"history_top_k": "-1"}, "history_top_k"),
     ({"aggregation": "mean", "history_top_k": "3"}, "history_top_k"),
     ({"temperature": "2"}, "temperature"),
+    ({"scale": "huge"}, "scale"),
 ])
 def test_bad_arguments_are_one_line_errors(context, args, fragment) -> None:
     with pytest.raises(LampError, match=fragment):

@@ -1,5 +1,5 @@
 """The LaMP task plugins: registry names, queries, documents, PPEP/AIP prompts (expected strings
-written by hand from REFERENCE §4), the official token budget, parsing, gold checks and scoring."""
+written by hand from the official LaMP prompt code), the official token budget, parsing, gold checks and scoring."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_task_passes_the_conformance_kit(name):
     check_task(task(name))
 
 
-# -- queries and documents (REFERENCE §3) ----------------------------------------------------------
+# -- queries and documents (official LaMP code) -------------------------------------------------------
 
 
 @pytest.mark.parametrize("name, text, query", [
@@ -129,11 +129,13 @@ def test_query_is_taken_from_the_input(name, text, query):
     assert task(name).query(example(text)) == query
 
 
-def test_lamp1_query_is_not_fooled_by_quotes_inside_the_paper_title():
+def test_lamp1_query_takes_the_official_quoted_strings_even_with_quotes_in_the_title():
+    # The official extract_strings_between_quotes pairs quotes blindly: a title with quotes shifts
+    # the query, and the harness reproduces that.
     text = ('For an author who has written the paper with the title "On "naive" Bayes", which '
             'reference is related? Just answer with [1] or [2] without explanation. '
             '[1]: "Graph cuts" [2]: "Sparse coding"')
-    assert task("lamp-1").query(example(text)) == "Graph cuts Sparse coding"
+    assert task("lamp-1").query(example(text)) == " Bayes Graph cuts"
 
 
 def test_lamp1_query_falls_back_to_the_second_and_third_quoted_strings():
@@ -163,7 +165,7 @@ def test_document_text(name, fields, document):
     assert task(name).document(item(0, **fields)) == document
 
 
-# -- PPEPs and AIPs (REFERENCE §4), expected strings written by hand --------------------------------
+# -- PPEPs and AIPs (official templates), expected strings written by hand --------------------------------
 
 
 def test_lamp1_prompt_inserts_the_titles_after_the_word_title():
@@ -263,8 +265,12 @@ def test_lamp1_budget_truncates_the_title():
     # the quotes: 3 title words.
     text = 'the title "P" [1]: "A" [2]: "B"'
     got = task("lamp-1").prompt(example(text), (item(0, title="w1 w2 w3 w4 w5 w6", abstract="a"),),
-                                WS, max_tokens=14)
+                                WS, max_tokens=14, budget="strict")
     assert got == 'the title, and "w1 w2 w3" "P" [1]: "A" [2]: "B"'
+    # Official: no reserve for the first ", and": share 7, minus 2 for the quotes: 5 words.
+    official = task("lamp-1").prompt(example(text), (item(0, title="w1 w2 w3 w4 w5 w6", abstract="a"),),
+                                     WS, max_tokens=14)
+    assert official == 'the title, and "w1 w2 w3 w4 w5" "P" [1]: "A" [2]: "B"'
 
 
 def test_a_failed_budget_lowers_the_input_factor_and_the_prompt_is_cut_to_L():
@@ -272,8 +278,11 @@ def test_a_failed_budget_lowers_the_input_factor_and_the_prompt_is_cut_to_L():
     # fail. Factor 0.5: budget 10, share 9, allowance 2. Then the prompt is cut to 20 words.
     words = [f"i{n}" for n in range(1, 31)]
     items = (item(0, title="T", text="w1 w2 w3 w4"),)
-    got = task("lamp-4").prompt(example(" ".join(words)), items, WS, max_tokens=20)
+    got = task("lamp-4").prompt(example(" ".join(words)), items, WS, max_tokens=20, budget="strict")
     assert got == '"T" is the title for "w1 w2" . ' + " ".join(words[:12])
+    # Official: allowance 0 does not fail (empty text), and the prompt string is not cut.
+    official = task("lamp-4").prompt(example(" ".join(words)), items, WS, max_tokens=20)
+    assert official == '"T" is the title for "" . ' + " ".join(words)
 
 
 def test_factor_is_lowered_in_float_steps_down_to_about_zero():
@@ -281,14 +290,17 @@ def test_factor_is_lowered_in_float_steps_down_to_about_zero():
     # int(factor * L) == 0, so the whole L is available) leaves a positive allowance.
     words = [f"i{n}" for n in range(1, 21)]
     items = (item(0, title="T U", text="w1 w2 w3"),)
-    got = task("lamp-4").prompt(example(" ".join(words)), items, WS, max_tokens=10)
+    got = task("lamp-4").prompt(example(" ".join(words)), items, WS, max_tokens=10, budget="strict")
     assert got == '"T U" is the title for "w1" . i1 i2'
 
 
 def test_when_no_factor_works_the_bare_input_is_used_and_cut_to_L():
     items = (item(0, title="T", text="w1 w2"),)
-    got = task("lamp-4").prompt(example("Generate: a b c d e f"), items, WS, max_tokens=5)
+    got = task("lamp-4").prompt(example("Generate: a b c d e f"), items, WS, max_tokens=5, budget="strict")
     assert got == "Generate: a b c d"
+    # Official: the bare input, uncut (the generator's tokenizer cuts it to L tokens).
+    assert task("lamp-4").prompt(example("Generate: a b c d e f"), items, WS, max_tokens=5) == \
+        "Generate: a b c d e f"
 
 
 def test_non_positive_budget_is_a_lamp_error():
@@ -329,7 +341,7 @@ def test_budget_holds_with_10000_word_profile_texts_and_a_real_tokenizer(name, m
     short = example(LAMP1_INPUT if name == "lamp-1" else "Do the task: on this short input")
     for max_tokens in (256, 48):
         for k in (1, 3):
-            prompt = t.prompt(short, items[:k], minilm_tokens, max_tokens=max_tokens)
+            prompt = t.prompt(short, items[:k], minilm_tokens, max_tokens=max_tokens, budget="strict")
             assert minilm_tokens.count(prompt) <= max_tokens
             if max_tokens == 256:  # the profile was cut, never the short input
                 assert prompt.endswith(short.input[-20:])
@@ -341,7 +353,8 @@ def test_budget_holds_with_a_10000_word_input_and_long_fixed_fields(name, minilm
     t = task(name)
     text = _huge_text(10_000, seed=2)
     fields = {f: text for f in t.profile_fields}
-    prompt = t.prompt(example("Task: " + text), (item(0, **fields),), minilm_tokens, max_tokens=256)
+    prompt = t.prompt(example("Task: " + text), (item(0, **fields),), minilm_tokens, max_tokens=256,
+                      budget="strict")
     assert 0 < minilm_tokens.count(prompt) <= 256
 
 

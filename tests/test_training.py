@@ -31,7 +31,8 @@ GEN_ARGS = {"num_beams": "1", "max_new_tokens": "4", "device": "cpu"}
 @pytest.fixture
 def config(tiny_llama_dir, tiny_encoder_dir) -> TrainConfig:
     return TrainConfig(task="lamp-7", personalizer="pplug",
-                       personalizer_args={"encoder": str(tiny_encoder_dir)},
+                       # augment=0: these tests count steps; augmentation has its own test below.
+                       personalizer_args={"encoder": str(tiny_encoder_dir), "augment": "0"},
                        generator=str(tiny_llama_dir), generator_args=GEN_ARGS, data="demo", eval_split=None,
                        limit=12, epochs=2, batch_size=4, lr=3e-3, warmup=0.1, seed=3, save_every=2,
                        device="cpu")
@@ -236,3 +237,22 @@ def test_bad_training_options_are_one_line_errors(config) -> None:
         replace(config, train_users=1.5).validate()
     with pytest.raises(LampError, match="lr"):
         replace(config, lr=0).validate()
+
+
+def test_pplug_trains_on_the_official_augmented_set_with_hf_schedule_and_no_decay_groups(config, tmp_path):
+    from lamp_harness.training import _lr_lambda, decay_groups
+
+    args = {**config.personalizer_args, "augment": "10"}
+    augmented = replace(config, personalizer_args=args, limit=4, epochs=None, max_steps=None, batch_size=8)
+    result = train(augmented, tmp_path / "aug", progress=False)
+    # 4 demo examples with > 2 history items -> 4 x 11 = 44 examples, 2 official epochs (lamp-7).
+    assert result.examples == 2 * 44
+    # HF's linear warmup: the first step at rate 0, then s / warm; decay to 0.
+    factor = _lr_lambda(10, 0.2)
+    assert [factor(s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    task, _, pplug, _ = _fresh(config, tmp_path)
+    groups = decay_groups(pplug, list(pplug.parameters()), 1e-4)
+    exempt = {id(p) for p in groups[1]["params"]}
+    names = {name for name, p in pplug.module.named_parameters() if id(p) in exempt}
+    assert names and all(name.endswith("bias") or "LayerNorm" in name for name in names)
+    assert id(pplug.module.instruction_seed) not in exempt and groups[1]["weight_decay"] == 0.0

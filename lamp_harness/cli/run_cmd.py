@@ -138,6 +138,7 @@ CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "preset": (lambda v: isinstance(v, str), "a preset name as a string (see `lamp models`)"),
     "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "decode": (lambda v: v in ("generate", "labels"), "\"generate\" or \"labels\""),
+    "prompt-budget": (lambda v: v in ("official", "strict"), "\"official\" or \"strict\""),
     "out": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
     "batch-size": (lambda v: (_is_int(v) and v >= 1) or v == "auto", "a whole number >= 1 or \"auto\""),
     "num-beams": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
@@ -240,6 +241,12 @@ def run(
     decode: str = typer.Option(None, "--decode",
                                help="generate (free generation, as in the papers) or labels (score every "
                                "label of a classification task and pick the best). [default: generate]"),
+    prompt_budget: str = typer.Option(None, "--prompt-budget",
+                                      help="official (the official LaMP prompt code's token budget, "
+                                      "prompt for prompt) or strict (the harness's deviation: counts "
+                                      "without special tokens, exact separator and suffix reserves, "
+                                      "the prompt cut to L). Recorded in config.json, the cell id and "
+                                      "the label. [default: official]"),
     batch_size: str = typer.Option(None, "--batch-size", help="Generation batch size: N or auto."),
     num_beams: int = typer.Option(None, "--num-beams", min=1, help="Beam width (papers: 4; 1 = greedy)."),
     max_input_tokens: int = typer.Option(None, "--max-input-tokens", min=1,
@@ -355,6 +362,9 @@ def run(
     decode_value = pick(decode, "decode", "generate")
     if decode_value not in ("generate", "labels"):
         raise lamp_error(f"--decode {decode_value!r} is not generate or labels", fix="Pass --decode labels.")
+    from lamp_harness.options import prompt_budget as checked_budget
+
+    budget_value = checked_budget(str(pick(prompt_budget, "prompt-budget", "official")))
     data_default, task_data = data_sources(pick(data, "data", None), where)
     matrix = Matrix(
         **base,
@@ -368,6 +378,7 @@ def run(
         preset=pick(preset, "preset", "offline"),
         seed=int(pick(seed, "seed", 0)),
         decode=decode_value,
+        prompt_budget=budget_value,
         generator_args=gen_args,
         train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
                     **parse_kv(train_arg, "--train-arg")},

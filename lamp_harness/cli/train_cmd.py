@@ -46,8 +46,8 @@ def train(
     personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
                                                help="KEY=VALUE (repeatable), e.g. --personalizer-arg "
                                                "aggregation=mean."),
-    epochs: int = typer.Option(2, "--epochs", min=1, help="Passes over the training data. [default: 2, as "
-                               "in PPlug]"),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Passes over the training data. [default: the "
+                               "method's official count: 2, PPlug on LaMP-3 1]"),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per forward pass. [default: 8]"),
     grad_accum: int = typer.Option(1, "--grad-accum", min=1,
@@ -66,6 +66,9 @@ def train(
                              "$LAMP_HOME/checkpoints/<task>-<personalizer>-<config hash>]"),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for shuffling and initialisation. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    prompt_budget: str = typer.Option("official", "--prompt-budget",
+                                      help="official (the official LaMP prompt budget) or strict (the "
+                                      "harness's deviation, see `lamp run --help`). [default: official]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a personalizer and save its trainable weights.
@@ -80,6 +83,7 @@ def train(
 
     from lamp_harness.contracts import RunContext
     from lamp_harness.io import lamp_home, writable_dir
+    from lamp_harness.options import prompt_budget as checked_budget
     from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
     from lamp_harness.training import train as run_training
 
@@ -93,7 +97,7 @@ def train(
         eval_split=None if eval_split.strip().lower() in ("", "none") else eval_split,
         train_users=train_users, limit=limit, eval_limit=eval_limit, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        seed=seed, save_every=save_every, device=device)
+        seed=seed, save_every=save_every, device=device, prompt_budget=checked_budget(prompt_budget))
     check_device(device)
     config.validate()
     from lamp_harness.registry import host
@@ -104,7 +108,8 @@ def train(
     registry.get("personalizer", personalizer)
     if out is not None:
         writable_dir(out, "--out")
-    context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device)
+    context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device,
+                         prompt_budget=config.prompt_budget)
     directory = out if out is not None else training_dir(config, context)
     result = run_training(config, directory, context=context, progress=not quiet, console=console)
     for note in context.events:

@@ -1,1 +1,1 @@
-"""Reference numbers of the LaMP and PPlug papers, as data files (REFERENCE §8)."""
+"""Reference numbers of the LaMP and PPlug papers, as data files (see README.md here)."""
