@@ -7,8 +7,6 @@ a folder of prepared bad files (see ``bad_files``)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -140,11 +138,18 @@ def test_the_corpus_is_big_and_unique():
 def finished_runs(tmp_path_factory):
     """A finished `lamp run` folder (toy generator, demo data) that no bad input may touch."""
     root = tmp_path_factory.mktemp("finished")
-    env = {**os.environ, "LAMP_HOME": str(root / "home"),
-           "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", "from lamp_harness.cli import main; main()", *RUN,
-                           "--out", str(root / "runs")], env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAMP_HOME", str(root / "home"))
+        patch.syspath_prepend(str(TOYS))
+        from lamp_harness import registry
+
+        registry.reset_host(None)
+        try:
+            main([*RUN, "--out", str(root / "runs")])
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        finally:
+            registry.reset_host(None)
     return root / "runs"
 
 
