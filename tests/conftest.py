@@ -124,3 +124,8 @@ def cli(capsys, monkeypatch):
         return code, out, err
 
     return run
+
+
+# Distributions under tests/third_party are installed by the tests that use them; their own tests
+# run in those subprocesses, not in this session.
+collect_ignore_glob = ["third_party/*"]

@@ -1,0 +1,1 @@
+"""A third-party suite written from docs/plugins.md only."""
