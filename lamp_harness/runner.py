@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lamp_harness import __version__
+from lamp_harness import __version__, distributed
 from lamp_harness.contracts import (
     Dataset,
     Example,
@@ -154,8 +154,10 @@ class Runner:
         self.progress = progress
         self.host = plugin_host or host()
         self.registry = self.host.registry
+        self.world = distributed.current()
         self.context = RunContext(lamp_home=lamp_home(), preset=matrix.preset, seed=matrix.seed,
-                                  device=matrix.device, prompt_budget=matrix.prompt_budget)
+                                  device=distributed.device_for(matrix.device, self.world),
+                                  prompt_budget=matrix.prompt_budget)
         self._generators: dict[tuple[str, str | None], Generator] = {}
         self._datasets: dict[str, Dataset] = {}
         self._rankings: dict[tuple[str, str], dict[str, Any]] = {}
@@ -270,24 +272,31 @@ class Runner:
             kwargs = generator_kwargs(factory, self.matrix.generator_args, model, f"generator {plugin!r}", notes)
             for note in notes:
                 self.context.note(note)
-            self._generators[key] = factory(self.context, **kwargs)
+            # Rank 0 first: a model converted or downloaded on first use is written once.
+            self._generators[key] = distributed.main_first(lambda: factory(self.context, **kwargs),
+                                                           f"loading generator {model or plugin}")
         return self._generators[key]
 
     def dataset(self, task_name: str) -> Dataset:
         """The task's dataset for the run's split (loaded once, cut to ``--limit``)."""
         if task_name not in self._datasets:
-            from lamp_harness.data import resolve_dataset
-
-            m = self.matrix
-            task = self.registry.create("task", task_name)
-            source = self.data_source_name(task_name)
-            dataset = resolve_dataset(task, data=source, data_dir=m.data_dir if source is None else None,
-                                      split=m.split, scheme=m.scheme, context=self.context)
-            if m.limit is not None:
-                dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit],
-                                  dataset.source, dataset.checksums)
-            self._datasets[task_name] = dataset
+            # Read once, by rank 0, and handed to the other ranks.
+            self._datasets[task_name] = distributed.on_main(lambda: self._read_dataset(task_name),
+                                                            f"reading the {task_name} data")
         return self._datasets[task_name]
+
+    def _read_dataset(self, task_name: str) -> Dataset:
+        from lamp_harness.data import resolve_dataset
+
+        m = self.matrix
+        task = self.registry.create("task", task_name)
+        source = self.data_source_name(task_name)
+        dataset = resolve_dataset(task, data=source, data_dir=m.data_dir if source is None else None,
+                                  split=m.split, scheme=m.scheme, context=self.context)
+        if m.limit is not None:
+            dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit],
+                              dataset.source, dataset.checksums)
+        return dataset
 
     def rankings(self, task_name: str, retriever_name: str,
                  args: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
@@ -296,11 +305,15 @@ class Runner:
         if key not in self._rankings:
             from lamp_harness.cache import rank_examples
 
-            task = self.registry.create("task", task_name)
-            retriever = self.registry.create("retriever", retriever_name, self.context, **dict(args))
             dataset = self.dataset(task_name)
-            self._rankings[key] = rank_examples(retriever, task, dataset.fingerprint,
-                                                dataset.examples, self.context)
+
+            def rank() -> Mapping[str, Any]:
+                task = self.registry.create("task", task_name)
+                retriever = self.registry.create("retriever", retriever_name, self.context, **dict(args))
+                return rank_examples(retriever, task, dataset.fingerprint, dataset.examples, self.context)
+
+            # Ranked once, by rank 0 (the only writer of the ranking cache), and handed on.
+            self._rankings[key] = distributed.on_main(rank, f"ranking {task_name} with {retriever_name}")
         return self._rankings[key]
 
     @staticmethod
@@ -425,13 +438,16 @@ class Runner:
         for warning in self.host.warnings:  # e.g. a hook function missing @hookimpl: it would never run
             self._warn(warning)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.host.notify("lamp_run_started", run=info)
+        self.notify("lamp_run_started", run=info)
         results = []
         # Cells sharing a generator run back to back, so a loaded model is reused.
         order = sorted(range(len(specs)), key=lambda i: (drafts[i].generator_key != drafts[0].generator_key,
                                                          str(drafts[i].generator_key), i))
         busy: list[tuple[int, CellBusy]] = []
         for i in order:
+            if self.world.distributed:  # the ranks of a data-parallel job compute each cell together
+                results.append(self.run_cell(info, drafts[i], specs[i]))
+                continue
             # A cell another process is computing (a second `lamp run` on the same --out) is left
             # to it; this process does the other cells first, then waits for those.
             with ExitStack() as held:
@@ -445,8 +461,13 @@ class Runner:
             self._say(f"waiting for {specs[i].label}: {exc}")
             with CellStore(specs[i].dir).lock(wait=True):
                 results.append(self.run_cell(info, drafts[i], specs[i]))
-        self.host.notify("lamp_run_finished", run=info, results=results)
+        self.notify("lamp_run_finished", run=info, results=results)
         return results
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Fire a lifecycle hook; in a data-parallel job only rank 0 reports."""
+        if self.world.is_main:
+            self.host.notify(hook, **kwargs)
 
     def _say(self, text: str) -> None:
         if self.console is not None:
@@ -489,13 +510,15 @@ class Runner:
                    f"({changed or 'unrecorded'}), because of --allow-stale")
         metrics = store.read_metrics()
         timing = {**store.read_timing(), "skipped": True, "stale": True}
-        self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
+        self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": store.dir.name, "label": spec.label, "task": spec.task, "metrics": metrics,
                 "skipped": True, "stale": True, "dir": str(store.dir)}
 
     def _warn(self, message: str) -> None:
         import sys
 
+        if not self.world.is_main:
+            return
         if self.console is not None:
             self.console.print(f"[yellow]warning[/]: {message}", soft_wrap=True)
         else:
@@ -504,22 +527,26 @@ class Runner:
     def run_cell(self, info: RunInfo, draft: _Draft, spec: CellSpec) -> dict[str, Any]:
         """Run one cell (skip it when finished, resume it when partial); returns its summary."""
         store = CellStore(spec.dir)
-        if self.force:
+        if self.force and self.world.is_main:
             store.reset()
-        expected = [ex.id for ex in self.dataset(spec.task).examples]
-        problem = store.inconsistency(expected)
-        if problem is not None and (spec.dir / METRICS).exists():
-            warn(f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
-                 "is predicted again)")
-            store.unfinish()
-        if problem is not None and not self.force:
+            store.remove_shards()
+        # Every rank must take the same branch: rank 0 decides, and alone repairs.
+        problem = None
+        if self.world.is_main:
+            problem = store.inconsistency([ex.id for ex in self.dataset(spec.task).examples])
+            if problem is not None and (spec.dir / METRICS).exists():
+                warn(f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
+                     "is predicted again)")
+                store.unfinish()
+        finished = distributed.broadcast(problem is None)
+        if not finished and not self.force:
             reused = self._reuse_stale(info, spec)
             if reused is not None:
                 return reused
-        if problem is None:
+        if finished:
             metrics = store.read_metrics()
             timing = {**store.read_timing(), "skipped": True}
-            self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
+            self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
             return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task,
                     "metrics": metrics, "skipped": True, "dir": str(spec.dir)}
 
@@ -533,8 +560,12 @@ class Runner:
                                              **dict(spec.retriever_args))
             personalizer.use_encoder(retriever.text_encoder() or {})
         personalizer.setup(task, generator, self.context)
-        personalizer.prepare(task, dataset.examples)
-        restore, checkpoint = self._prepare_training(personalizer, spec, task, generator)
+        # Rank 0 first: it fills the embedding cache and trains; the others then only read.
+        distributed.main_first(lambda: personalizer.prepare(task, dataset.examples),
+                               f"preparing {spec.personalizer}")
+        restore, checkpoint = distributed.main_first(
+            lambda: self._prepare_training(personalizer, spec, task, generator),
+            f"training {spec.personalizer}")
         try:
             return self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint)
         finally:
@@ -546,13 +577,17 @@ class Runner:
                     if spec.retriever and spec.k > 0 else {})
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
-        store.write_config(config)
+        if self.world.is_main:
+            store.write_config(config)
 
         chunk = chunk_size(generator)
+        if self.world.distributed or store.has_shards():
+            return self._predict_sharded(info, spec, store, task, dataset, generator, personalizer,
+                                         rankings, chunk)
         examples = dataset.examples
         done = store.recover_predictions(chunk, [ex.id for ex in examples])
         done_ids = {p.example_id for p in done}
-        self.host.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
+        self.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
         started = time.perf_counter()
         with ProgressBar(self.console, self.progress, spec.label, len(examples), len(done)) as bar:
@@ -571,9 +606,64 @@ class Runner:
         metrics = score_predictions(task, examples, done, self.matrix.seed)
         timing = timing_summary(done, len(new), wall)
         store.write_results(spec.task, spec.split, metrics, timing)
-        self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
+        self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
                 "skipped": False, "dir": str(spec.dir), "timing": timing}
+
+    def _predict_sharded(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any,
+                         dataset: Dataset, generator: Generator, personalizer: Any,
+                         rankings: Mapping[str, Any], chunk: int) -> dict[str, Any]:
+        """The data-parallel prediction of a cell (also a 1-process resume of one).
+
+        The batches are those of a 1-process run (``chunk`` consecutive examples), so every batch
+        is generated exactly as one process would generate it; whole batches are dealt to ranks,
+        balanced by prompt length. Each rank appends to its own shard; rank 0 merges the shards
+        into ``predictions.jsonl`` in example order, then scores, times and reports.
+        """
+        world = self.world
+        examples = dataset.examples
+        batches = [examples[i:i + chunk] for i in range(0, len(examples), chunk)]
+        # Resume by example id: whatever world size wrote them, whole batches already predicted
+        # are kept; a batch cut short is predicted again, whole.
+        kept = distributed.on_main(lambda: store.consolidate_shards(batches),
+                                   f"reading {spec.label}'s earlier predictions")
+        todo = [b for b, batch in enumerate(batches) if batch[0].id not in kept]
+
+        def cost(batch: Sequence[Example]) -> float:
+            # Prompt length, estimated from the input and the retrieved items it will carry.
+            return sum(len(ex.input) + sum(len(str(item.fields)) for item in top_k(ex, rankings, spec.k))
+                       for ex in batch)
+
+        mine = [todo[i] for i in distributed.deal([cost(batches[b]) for b in todo], world.size)[world.rank]]
+        self.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(kept))
+        shard = store.shard(world.rank)
+        new: list[Prediction] = []
+        started = time.perf_counter()
+        with ProgressBar(self.console, self.progress, spec.label, sum(len(batches[b]) for b in mine)) as bar:
+            for b in mine:
+                new.extend(predict(task, personalizer, generator, batches[b], shard, chunk=chunk,
+                                   retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
+                                   on_batch=lambda batch, _: bar.advance(len(batch))))
+        wall = time.perf_counter() - started
+        speeds = distributed.gather({"rank": world.rank, "examples": len(new), "wall_s": round(wall, 3),
+                                     "examples_per_s": round(len(new) / wall, 3) if wall > 0 and new else None})
+
+        def merge() -> dict[str, Any]:
+            assert speeds is not None
+            done = store.merge_shards(examples, kept)
+            for ex, prediction in zip(examples, done, strict=True):
+                if ex.id not in kept:
+                    self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=prediction)
+            metrics = score_predictions(task, examples, done, self.matrix.seed)
+            longest = max(s["wall_s"] for s in speeds)
+            timing = {**timing_summary(done, sum(s["examples"] for s in speeds), longest),
+                      "world_size": world.size, "ranks": speeds}
+            store.write_results(spec.task, spec.split, metrics, timing)
+            self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
+            return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
+                    "skipped": False, "dir": str(spec.dir), "timing": timing}
+
+        return distributed.on_main(merge, f"merging {spec.label}'s predictions")
 
     def _prepare_training(self, personalizer: Any, spec: CellSpec, task: Any,
                           generator: Generator) -> tuple[Callable[[], None], Path | None]:

@@ -10,6 +10,8 @@ Layout of ``OUT/<cell_id>/``:
 - ``metrics.json``: values, 95% intervals and directions, plus the count and SHA-256 of
   ``predictions.jsonl`` they were computed from (written atomically, last);
 - ``timing.json``: wall time, examples/s, mean prompt tokens, generated tokens;
+- ``shards/rank-NNNNN/predictions.jsonl``: only while a data-parallel run is under way or was
+  interrupted: each rank's predictions, merged into ``predictions.jsonl`` by rank 0;
 - ``.lock`` / ``.lock.owner``: the exclusive lock of the process computing the cell, and its PID.
 
 A cell is *finished* only when the three files agree (:meth:`CellStore.inconsistency`): both JSON
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -32,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.contracts import MetricResult, Prediction
+from lamp_harness.contracts import Example, MetricResult, Prediction
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_bytes, atomic_write_json
 
@@ -40,6 +43,7 @@ CONFIG = "config.json"
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 TIMING = "timing.json"
+SHARDS = "shards"
 LOCK = ".lock"
 OWNER = ".lock.owner"
 
@@ -294,6 +298,64 @@ class CellStore:
             return _read_object(path)
         except (OSError, ValueError):
             return {}  # timing is informative only
+
+    def write_predictions(self, predictions: Sequence[Prediction]) -> None:
+        """Replace ``predictions.jsonl`` atomically (same lines as appending them one by one)."""
+        data = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions)
+        atomic_write_bytes(self.dir / PREDICTIONS, data.encode("utf-8"))
+
+    # -- data-parallel shards -------------------------------------------------------------------
+    # In a data-parallel run each rank appends its predictions to ``shards/rank-NNNNN/`` with the
+    # same guarantees as ``predictions.jsonl``; rank 0 merges them. Resuming is keyed by example
+    # id, so a job of any world size continues what a job of any other world size left.
+    def shard(self, rank: int) -> CellStore:
+        """The store of rank ``rank``'s predictions shard."""
+        return CellStore(self.dir / SHARDS / f"rank-{rank:05d}")
+
+    def _shards(self) -> list[CellStore]:
+        root = self.dir / SHARDS
+        return [CellStore(p) for p in sorted(root.glob("rank-*")) if p.is_dir()] if root.is_dir() else []
+
+    def has_shards(self) -> bool:
+        """Whether a data-parallel run is under way here or was interrupted (its predictions may
+        then be any whole batches, not a prefix: only :meth:`merge_shards` ends that state)."""
+        return (self.dir / SHARDS).is_dir()
+
+    def remove_shards(self) -> None:
+        """Delete every rank's shard (``--force``, or once merged)."""
+        shutil.rmtree(self.dir / SHARDS, ignore_errors=True)
+
+    def _collect(self, predictions: dict[str, Prediction]) -> dict[str, Prediction]:
+        for source in self._shards():
+            for prediction in source.recover_predictions(1):
+                predictions.setdefault(prediction.example_id, prediction)
+        return predictions
+
+    def consolidate_shards(self, batches: Sequence[Sequence[Example]]) -> set[str]:
+        """Fold the shards of an interrupted run into ``predictions.jsonl``, keeping only whole
+        ``batches`` (a batch cut short is predicted again, whole, so that it is generated exactly
+        as it was planned); returns the ids kept."""
+        found = self._collect({p.example_id: p for p in self.recover_predictions(1)})
+        kept = [found[ex.id] for batch in batches if all(ex.id in found for ex in batch) for ex in batch]
+        if kept or (self.dir / PREDICTIONS).is_file():
+            self.write_predictions(kept)  # before the shards go: a crash in between loses nothing
+        for source in self._shards():
+            shutil.rmtree(source.dir, ignore_errors=True)
+        (self.dir / SHARDS).mkdir(parents=True, exist_ok=True)
+        return {p.example_id for p in kept}
+
+    def merge_shards(self, examples: Sequence[Example], kept: set[str]) -> list[Prediction]:
+        """Merge the kept predictions and every shard into ``predictions.jsonl`` in the order of
+        ``examples``; returns them in that order."""
+        found = self._collect({p.example_id: p for p in self.recover_predictions(1) if p.example_id in kept})
+        missing = [ex.id for ex in examples if ex.id not in found]
+        if missing:
+            raise lamp_error(f"{len(missing)} examples have no prediction in any shard (e.g. {missing[0]!r})",
+                             where=str(self.dir), fix="Run the same command again to predict them.")
+        ordered = [found[ex.id] for ex in examples]
+        self.write_predictions(ordered)
+        self.remove_shards()
+        return ordered
 
 
 _EMPTY = hashlib.sha256(b"").hexdigest()

@@ -59,6 +59,7 @@ from lamp_harness.contracts import (
     Task,
     Trainable,
 )
+from lamp_harness.distributed import World, device_for
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec
@@ -167,6 +168,9 @@ class TrainResult:
     metrics: tuple[Any, ...] = ()
     resumed_from: int = 0
     history_forward_passes: int | None = None
+    effective_batch: int = 0
+    """Examples per optimizer step: per-rank batch x ranks x accumulation."""
+    world_size: int = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,47 +743,68 @@ def _device_of(trainable: Any) -> str:
 def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = None,
           generator: Generator | None = None, personalizer: Personalizer | None = None,
           progress: bool = True, console: Any = None,
-          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, float], None] | None = None,
+          world: World | None = None, mixed_precision: str = "no") -> TrainResult:
     """Train (or resume training) into ``out_dir`` and evaluate on the eval split at the end.
 
     ``generator`` / ``personalizer`` may be passed already built (the personalizer already
     ``setup``); otherwise they are created from the registry. ``on_step(step, loss)`` is called
     after every optimizer step (after a checkpoint of that step is written).
 
+    ``world``: the data-parallel job this process is a rank of (see
+    :mod:`lamp_harness.distributed`; one process when ``None``). ``batch_size`` is then per rank,
+    and the job is the 1-process run with ``grad_accum * world.size`` micro-batches per step:
+    rank ``r`` computes the ``r``-th micro-batch of each round of ``world.size``, and DDP (through
+    accelerate) sums the ranks' gradients. Same seed, same data order, same weights as that
+    1-process run, whose identity (training folder, checkpoints) it shares, so either resumes the
+    other. accelerate also applies ``mixed_precision`` (``bf16`` / ``fp16``), and FSDP or
+    DeepSpeed when ``accelerate launch --config_file`` asks for them. Rank 0 alone writes files and
+    evaluates.
+
     One process at a time trains into ``out_dir``: a second one waits on its file lock, then
     resumes from (or simply reuses) what the first one saved.
     """
     from filelock import FileLock
 
+    world = world or World()
     out_dir = Path(out_dir)
+    kwargs = dict(context=context, generator=generator, personalizer=personalizer, progress=progress,
+                  console=console, on_step=on_step, world=world, mixed_precision=mixed_precision)
+    if world.distributed:  # the ranks of one job train together; rank 0 alone writes
+        return _train(replace(config, grad_accum=config.grad_accum * world.size), out_dir, **kwargs)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir / ".lock")):
-        return _train(config, out_dir, context=context, generator=generator, personalizer=personalizer,
-                      progress=progress, console=console, on_step=on_step)
+        return _train(config, out_dir, **kwargs)
 
 
 def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
            generator: Generator | None, personalizer: Personalizer | None, progress: bool, console: Any,
-           on_step: Callable[[int, float], None] | None) -> TrainResult:
+           on_step: Callable[[int, float], None] | None, world: World, mixed_precision: str) -> TrainResult:
     import torch
 
     context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
                                     device=config.device, prompt_budget=config.prompt_budget)
-    session = _session(config, context, generator=generator, personalizer=personalizer)
+    if world.distributed:
+        context = replace(context, device=device_for(context.device, world))
+    session = on_ranks(world, lambda: _session(config, context, generator=generator, personalizer=personalizer),
+                       "loading the training data and models")
     config = session.config
     resolved = resolved_config(session)
-    _check_same_run(out_dir, session.identity)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / CONFIG, resolved)
-
-    if config.train_users is not None and session.eval_data is not None:
-        write_split_files(session.eval_data, out_dir / "heldout-users", config.split,
-                          session.task.official_name)
+    if world.is_main:
+        _check_same_run(out_dir, session.identity)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / CONFIG, resolved)
+        if config.train_users is not None and session.eval_data is not None:
+            write_split_files(session.eval_data, out_dir / "heldout-users", config.split,
+                              session.task.official_name)
     examples = session.train_data.examples
     eval_examples = session.eval_data.examples if session.eval_data is not None else ()
-    # Per-profile state (PPlug's history vectors) is computed here, once, never inside a step.
-    session.personalizer.prepare(session.task, tuple(examples) + tuple(eval_examples))
-    retrieved = retrieve(config, session.task, session.train_data, context)
+    # Per-profile state (PPlug's history vectors) is computed here, once, never inside a step
+    # (rank 0 first: it fills the embedding cache the others then read).
+    on_ranks(world, lambda: session.personalizer.prepare(session.task, tuple(examples) + tuple(eval_examples)),
+             "preparing the personalizer")
+    retrieved = on_ranks(world, lambda: retrieve(config, session.task, session.train_data, context),
+                         "ranking the training profiles", main_only=True)
     augment = getattr(session.trainable, "training_examples", None)
     if augment is not None:  # e.g. PPlug's copies with dropped history items
         originals = {ex.id: ex for ex in examples}
@@ -800,9 +825,10 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, config.warmup))
 
     step, losses = 0, []
-    found = latest_checkpoint(out_dir)
+    found = broadcast(world, latest_checkpoint(out_dir) if world.is_main else None)
     if found is not None:
         step, losses = _resume(found, trainable, optimizer, scheduler)
+    parallel = _Parallel(world, trainable, session.task, params, optimizer, mixed_precision, context.device)
     resumed_from = step
     history = getattr(session.personalizer, "history", None)
     passes_before = getattr(history, "forward_passes", None)
@@ -820,24 +846,32 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
                     optimizer.zero_grad(set_to_none=True)
                     count = sum(len(b) for b in batches)
                     step_loss = 0.0
-                    for batch in batches:
-                        chosen = [examples[i] for i in batch]
-                        loss = trainable.training_loss(session.task, chosen,
-                                                       [retrieved[ex.id] for ex in chosen])
-                        (loss * (len(batch) / count)).backward()
-                        step_loss += float(loss.detach()) * len(batch) / count
-                    if config.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                    optimizer.step()
+                    rounds = [batches[k:k + world.size] for k in range(0, len(batches), world.size)]
+                    for j, group in enumerate(rounds):
+                        # A rank without a micro-batch in the last round of an epoch still joins
+                        # the gradient sum, with weight 0.
+                        mine = group[world.rank] if world.rank < len(group) else []
+                        chosen = [examples[i] for i in (mine or group[0][:1])]
+                        weight = len(mine) / count  # this micro-batch's share of the step's mean loss
+                        loss = parallel.backward(chosen, [retrieved[ex.id] for ex in chosen], weight,
+                                                 last=j == len(rounds) - 1)
+                        step_loss += loss * weight
+                    step_loss = parallel.total(step_loss)
+                    parallel.clip(params, config.max_grad_norm)
+                    parallel.step()
                     scheduler.step()
                     step += 1
                     seen += count
                     losses.append(round(step_loss, 6))
                     if step % config.save_every == 0 or step == total:
                         state = {"step": step, "epoch": epoch, "total_steps": total, "losses": losses,
-                                 "finished": step == total}
-                        checkpoint = save_checkpoint(out_dir, step, trainable, optimizer, scheduler,
-                                                     resolved, state)
+                                 "finished": step == total,
+                                 "effective_batch": config.batch_size * config.grad_accum,
+                                 "world_size": world.size}
+                        checkpoint = out_dir / "checkpoints" / f"step-{step:08d}"
+                        if world.is_main:  # rank 0 alone writes, atomically
+                            checkpoint = save_checkpoint(out_dir, step, trainable, optimizer, scheduler,
+                                                         resolved, state)
                     bar.update(step, loss=f"{step_loss:.4f}",
                                ex_per_s=f"{seen / max(time.perf_counter() - started, 1e-9):.2f}")
                     if on_step is not None:
@@ -851,11 +885,91 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
     if passes_before is not None:
         passes = history.forward_passes - passes_before
     metrics: tuple[Any, ...] = ()
-    if config.eval_split and session.eval_data is not None and session.eval_data.examples:
+    barrier(world)  # the last checkpoint is on disk before any rank reports it
+    if (world.is_main and config.eval_split and session.eval_data is not None
+            and session.eval_data.examples):
         metrics = tuple(evaluate(session, out_dir / "eval", progress=progress, console=console))
     return TrainResult(out_dir, checkpoint, step, seen, round(wall, 3),
                        round(seen / wall, 3) if wall > 0 and seen else 0.0, tuple(losses), metrics,
-                       resumed_from, passes)
+                       resumed_from, passes, config.batch_size * config.grad_accum, world.size)
+
+
+def _loss_module(trainable: Any, task: Task, params: Sequence[Any]) -> Any:
+    """A ``torch.nn.Module`` whose forward is ``trainable``'s loss, so that DDP (and FSDP /
+    DeepSpeed) can wrap a personalizer that is not one module: its parameters are registered here."""
+    import torch
+
+    class Loss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trained = torch.nn.ParameterList(params)
+
+        def forward(self, examples: Sequence[Example], retrieved: Sequence[Any]) -> Any:
+            return trainable.training_loss(task, examples, retrieved)
+
+    return Loss()
+
+
+class _Parallel:
+    """One optimizer step's gradients: plain backward in one process, DDP through accelerate in a
+    data-parallel job or with mixed precision."""
+
+    def __init__(self, world: World, trainable: Any, task: Task, params: Sequence[Any], optimizer: Any,
+                 mixed_precision: str, device: str) -> None:
+        self.world, self.trainable, self.task, self.optimizer = world, trainable, task, optimizer
+        self.accelerator = None
+        if world.distributed or mixed_precision != "no":
+            from accelerate import Accelerator
+
+            try:
+                self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
+            except (ValueError, RuntimeError) as exc:
+                raise lamp_error(f"--mixed-precision {mixed_precision}: {' '.join(str(exc).split())}",
+                                 where="lamp train", fix="Use bf16 on CPUs and recent GPUs, fp16 on GPUs, "
+                                 "or no.") from None
+            self.model, self.prepared = self.accelerator.prepare(_loss_module(trainable, task, params), optimizer)
+
+    def backward(self, examples: Sequence[Example], retrieved: Sequence[Any], weight: float, *,
+                 last: bool) -> float:
+        """Backpropagate ``weight`` x the mean loss of ``examples``; returns that mean loss."""
+        if self.accelerator is None:
+            loss = self.trainable.training_loss(self.task, examples, retrieved)
+            (loss * weight).backward()
+            return float(loss.detach())
+        from contextlib import nullcontext
+
+        # Gradients are averaged over ranks once per step, after its last micro-batch.
+        sync = nullcontext() if last or not self.world.distributed else self.accelerator.no_sync(self.model)
+        with sync:
+            loss = self.model(examples, retrieved)
+            self.accelerator.backward(loss * (weight * self.world.size))
+        return float(loss.detach())
+
+    def total(self, value: float) -> float:
+        """The sum of ``value`` over ranks (the step's mean loss from each rank's share)."""
+        if not self.world.distributed:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def clip(self, params: Sequence[Any], max_norm: float) -> None:
+        """Clip the summed gradients to ``max_norm`` (nothing when it is 0)."""
+        if max_norm <= 0:
+            return
+        if self.accelerator is None:
+            import torch
+
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+
+    def step(self) -> None:
+        """The optimizer step."""
+        (self.optimizer if self.accelerator is None else self.prepared).step()
 
 
 def _check_same_run(out_dir: Path, identity: str) -> None:
@@ -883,6 +997,33 @@ def _resume(path: Path, trainable: Any, optimizer: Any, scheduler: Any) -> tuple
     scheduler.load_state_dict(saved["scheduler"])
     _set_rng_state(saved["rng"])
     return int(state["step"]), [float(x) for x in state.get("losses", [])]
+
+
+def on_ranks(world: World, work: Callable[[], Any], what: str, *, main_only: bool = False) -> Any:
+    """``work`` for a data-parallel job: rank 0 first (it fills the caches), then the others
+    (``main_only``: they receive rank 0's result instead of running it)."""
+    if not world.distributed:
+        return work()
+    from lamp_harness import distributed
+
+    return (distributed.on_main if main_only else distributed.main_first)(work, what)
+
+
+def broadcast(world: World, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank of ``world``."""
+    if not world.distributed:
+        return value
+    from lamp_harness import distributed
+
+    return distributed.broadcast(value)
+
+
+def barrier(world: World) -> None:
+    """Wait until every rank of ``world`` gets here."""
+    if world.distributed:
+        from lamp_harness import distributed
+
+        distributed.barrier()
 
 
 # ---------------------------------------------------------------------------------------------

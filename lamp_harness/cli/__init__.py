@@ -6,6 +6,7 @@ Commands import heavy libraries (torch, transformers) inside their bodies only, 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -54,9 +55,38 @@ _COMMANDS = (plugins_cmd, run_cmd, data_cmd, evaluate_cmd, models_cmd, rank_cmd,
 
 INTERRUPTED = "Interrupted: finished work is saved; run the same command again to resume."
 
+ARGV: list[str] = []
+"""The arguments of this invocation (``--nproc-per-node`` hands them on to its workers)."""
+
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``lamp`` script: user errors become one line on stderr and exit code 2.
+    """Entry point of the ``lamp`` script: user errors become one line and exit code 2 (in a
+    distributed job, one line naming the rank)."""
+    ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+    try:
+        _main(argv)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        from lamp_harness import distributed
+
+        if not distributed.current().distributed:
+            raise
+        if not isinstance(exc, LampError) and not distributed.is_peer_failure(exc):
+            if not os.environ.get(distributed.LAUNCHED_BY_LAMP):
+                raise  # torchrun, srun: the traceback goes to the job's log
+        line = distributed.report_failure(exc)
+        if line:
+            print(f"Error: {line}", file=sys.stderr)
+        sys.exit(exc.exit_code if isinstance(exc, LampError) else 1)
+    finally:
+        from lamp_harness import distributed
+
+        distributed.shutdown()
+
+
+def _main(argv: list[str] | None) -> None:
+    """Run the command: usage and user errors become one line on stderr and exit code 2.
 
     Usage errors come from click, and typer may bundle its own copy of click (typer 0.2x does), so
     they are recognised by their class names rather than by ``isinstance`` against one copy.
@@ -65,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
         # Without standalone mode click returns (not raises) the code of a ``typer.Exit``.
         code = app(args=argv, standalone_mode=False, prog_name="lamp")
     except LampError as exc:
+        from lamp_harness import distributed
+
+        if distributed.current().distributed:
+            raise  # main() names the rank
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail(INTERRUPTED, 130, prefix="")

@@ -22,6 +22,20 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE`` (what a launcher hands its workers)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
 def data_sources(value: Any, where: str) -> tuple[str | None, dict[str, str]]:
     """``--data``: ``NAME`` for every task, ``TASK=NAME`` for one, or a comma list of both
     (``lamp-7=demo,toy-sentiment=toy``); in a matrix file also a table ``{lamp-7 = "demo"}``.
@@ -273,6 +287,12 @@ def run(
                                      help="Keep finished cells computed with other versions of their plugins "
                                      "(with a warning) instead of recomputing them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
+                                       help="Data-parallel worker processes on this machine (one per GPU, "
+                                       "or CPU processes with gloo), started through torch.distributed.run; "
+                                       "results equal a 1-process run. Under torchrun, accelerate launch "
+                                       "or srun the ranks are found from the environment instead. See "
+                                       "docs/scale-out.md."),
 ) -> None:
     """Run personalization methods on LaMP tasks and score them.
 
@@ -284,7 +304,13 @@ def run(
     """
     from rich.console import Console
 
+    from lamp_harness import distributed
     from lamp_harness.runner import Matrix, run_matrix
+
+    if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
+        from lamp_harness.cli import ARGV
+
+        raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
 
     cfg: dict[str, Any] = read_config(config) if config else {}
 
@@ -388,5 +414,7 @@ def run(
     from lamp_harness.io import writable_dir
 
     out_dir = writable_dir(Path(pick(out, "out", "runs")), "--out")
+    world = distributed.init()
     console = Console(stderr=True)
-    run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet, allow_stale=allow_stale)
+    run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main,
+               allow_stale=allow_stale)

@@ -3,6 +3,7 @@ prompt-only one (IPA, none), with checkpoints, resuming, and a dev evaluation at
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -70,6 +71,13 @@ def train(
                                       help="official (the official LaMP prompt budget) or strict (the "
                                       "harness's deviation, see `lamp run --help`). [default: official]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
+                                       help="Data-parallel training processes on this machine (DDP through "
+                                       "accelerate; one per GPU, or CPU processes with gloo). --batch-size "
+                                       "is per process: the effective batch is batch size x processes x "
+                                       "--grad-accum. See docs/scale-out.md."),
+    mixed_precision: str = typer.Option("no", "--mixed-precision",
+                                        help="no, bf16 or fp16 (through accelerate). [default: no]"),
 ) -> None:
     """Train a personalizer and save its trainable weights.
 
@@ -81,12 +89,22 @@ def train(
     """
     from rich.console import Console
 
+    from lamp_harness import distributed
     from lamp_harness.contracts import RunContext
+    from lamp_harness.errors import lamp_error
     from lamp_harness.io import lamp_home, writable_dir
     from lamp_harness.options import prompt_budget as checked_budget
     from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
     from lamp_harness.training import train as run_training
 
+    if mixed_precision not in ("no", "bf16", "fp16"):
+        raise lamp_error(f"--mixed-precision {mixed_precision!r} is not no, bf16 or fp16",
+                         fix="Pass --mixed-precision bf16.")
+    if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
+        from lamp_harness.cli import ARGV
+        from lamp_harness.cli.run_cmd import without_option
+
+        raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
     console = Console(stderr=True)
     config = TrainConfig(
         task=task, personalizer=personalizer,
@@ -108,10 +126,17 @@ def train(
     registry.get("personalizer", personalizer)
     if out is not None:
         writable_dir(out, "--out")
+    world = distributed.init()
     context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device,
                          prompt_budget=config.prompt_budget)
-    directory = out if out is not None else training_dir(config, context)
-    result = run_training(config, directory, context=context, progress=not quiet, console=console)
+    # The folder of the equivalent 1-process run (same identity), so that either resumes the other.
+    same = replace(config, grad_accum=grad_accum * world.size)
+    directory = out if out is not None else distributed.on_main(lambda: training_dir(same, context),
+                                                                "finding the training folder")
+    result = run_training(config, directory, context=context, progress=not quiet and world.is_main,
+                          console=console, world=world, mixed_precision=mixed_precision)
+    if not world.is_main:
+        return
     for note in context.events:
         console.print(f"[dim]{note}[/dim]")
     checkpoint = latest_checkpoint(result.directory) or result.checkpoint
@@ -119,6 +144,9 @@ def train(
     last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
     speed = f", {result.examples_per_s:.2f} examples/s" if result.examples else ""
     print(f"trained {result.steps} steps{resumed} in {result.wall_s:.1f} s{speed}{last}")
+    print(f"effective batch: {result.effective_batch} examples per step ({batch_size} per process x "
+          f"{result.world_size} process(es) x {grad_accum} accumulation); the same run as 1 process "
+          f"with --grad-accum {grad_accum * result.world_size}")
     for metric in result.metrics:
         ci = (f" [{metric.ci_low:.4f}, {metric.ci_high:.4f}]"
               if metric.ci_low is not None and metric.ci_high is not None else "")

@@ -4,7 +4,8 @@
 ``toy-echo`` is a deterministic, model-free generator whose output depends on the batch it ran in
 (like real padded batches can): a resumed run only reproduces an uninterrupted one when batches
 are re-formed identically. ``LAMP_TOY_DELAY`` slows each batch (seconds) so a test can kill a run
-mid-way. ``toy-encdec`` claims to be an encoder-decoder so FiD cells can be planned.
+mid-way; ``LAMP_TOY_FAIL_RANK=R`` makes it raise on the rank ``R`` of a data-parallel job (its
+``RANK``), so a test can watch one rank fail. ``toy-encdec`` claims to be an encoder-decoder so FiD cells can be planned.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ToyEcho(Generator):
 
     def generate(self, requests, *, decode="generate"):
         time.sleep(self.delay)
+        if os.environ.get("LAMP_TOY_FAIL_RANK", "x") == os.environ.get("RANK"):
+            raise ValueError("toy-echo failed on purpose")
         digest = hashlib.sha1("|".join(r.example_id for r in requests).encode()).hexdigest()[:6]
         out = []
         for r in requests:
