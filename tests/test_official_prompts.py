@@ -12,8 +12,6 @@ from lamp_harness.contracts import Example, ProfileItem
 from lamp_harness.errors import LampError
 from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter, clean_up_tokenization
 
-pytest_plugins = ("tiny_models",)
-
 WORDS = WhitespaceTokenCounter()  # one token per word, no special tokens
 
 
@@ -167,3 +165,19 @@ def test_an_allowance_of_zero_keeps_the_whole_text_with_an_end_token(t5_tokens):
 
 def test_decode_clean_up_is_transformers_4_27s():
     assert clean_up_tokenization("level ? DeBarge  .. do n't it 's") == "level? DeBarge .. don't it's"
+
+
+def test_a_strict_budget_cell_is_recorded_in_its_id_label_and_config(tmp_path):
+    from lamp_harness.runner import Matrix, Runner
+
+    def spec(budget: str):
+        runner = Runner(Matrix(tasks=("lamp-7",), personalizers=("ipa",), retrievers=("bm25",), data="demo",
+                               limit=2, prompt_budget=budget), tmp_path / "runs", progress=False)
+        (draft,) = runner.plan()
+        return runner, runner.cell(draft)
+
+    official_runner, official = spec("official")
+    strict_runner, strict = spec("strict")
+    assert official.cell_id != strict.cell_id
+    assert "prompt-budget" not in official.label and strict.label.endswith("/ prompt-budget=strict")
+    assert strict_runner.context.prompt_budget == "strict"

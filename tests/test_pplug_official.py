@@ -18,7 +18,6 @@ from tiny_models import greedy_generator
 from lamp_harness.contracts import Example, ProfileItem
 from lamp_harness.registry import host
 
-pytest_plugins = ("tiny_models",)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 

@@ -12,12 +12,7 @@ from rich.table import Table
 from lamp_harness.cli import app
 from lamp_harness.registry import KINDS, PluginHost, host
 
-plugins_app = typer.Typer(
-    help="List plugins and their components (`lamp plugins`), or scaffold a new plugin "
-    "distribution (`lamp plugins new NAME --out DIR`).",
-    no_args_is_help=False,
-    rich_markup_mode="markdown",
-)
+plugins_app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 app.add_typer(plugins_app, name="plugins")
 
 _LISTED = tuple(k for k in KINDS if k not in ("model", "preset"))  # models: `lamp models`
@@ -31,6 +26,9 @@ def plugins(ctx: typer.Context) -> None:
 
     Lazy `module:Class` targets are checked without importing them, so a typo shows here.
     Block plugins with LAMP_DISABLE_PLUGINS=a,b; trace hook calls with LAMP_TRACE_PLUGINS=1.
+
+    `lamp plugins new NAME --out DIR --kind ...` writes a new plugin distribution; the plugin
+    guide is docs/plugins.md.
     """
     if ctx.invoked_subcommand is not None:
         return

@@ -69,7 +69,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     prompt_budget: str = typer.Option("official", "--prompt-budget",
                                       help="official (the official LaMP prompt budget) or strict (the "
-                                      "harness's deviation, see `lamp run --help`). [default: official]"),
+                                      "harness's deviation, see `lamp run --help`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
                                        help="Data-parallel training processes on this machine (DDP through "
