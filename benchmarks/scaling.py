@@ -40,7 +40,9 @@ def run(procs: int, args: list[str], out: Path, threads: int) -> dict[str, float
     if procs > 1:
         command += ["--nproc-per-node", str(procs)]
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     wall = time.perf_counter() - started
     (cell,) = [d for d in out.iterdir() if d.is_dir()]
     timing = json.loads((cell / "timing.json").read_text())

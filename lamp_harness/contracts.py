@@ -164,6 +164,25 @@ class MetricResult:
 
 
 @dataclass(frozen=True)
+class ExampleScores:
+    """One metric's per-example sufficient statistics, from which the metric can be recomputed on
+    any subset or resample of the examples (paired significance tests, breakdowns, intervals).
+
+    ``rows`` is an ``n x d`` array (``numpy``; kept as ``Any`` so this module needs no numpy), one
+    row per id of ``ids``; ``statistic`` names how summed rows become the metric
+    (:data:`lamp_harness.metrics.STATISTICS`): ``"mean"`` (accuracy, MAE, ROUGE: one column),
+    ``"root_mean"`` (RMSE: squared errors) or ``"macro_f1"`` (per-label true positive, false
+    positive and false negative counts, so macro-F1 is recomputed from confusion counts).
+    """
+
+    name: str
+    higher_is_better: bool
+    statistic: str
+    ids: tuple[str, ...]
+    rows: Any
+
+
+@dataclass(frozen=True)
 class RankQuery:
     """One question to rank a profile for: its query text and each profile item's document text."""
 
@@ -286,6 +305,15 @@ class Task(ABC):
               *, seed: int = 0) -> list[MetricResult]:
         """The task's metrics over examples whose ids are in both mappings (ids must match)."""
 
+    def example_scores(self, predictions: Mapping[str, str],
+                       golds: Mapping[str, str]) -> list[ExampleScores]:
+        """The same metrics as :meth:`score`, as per-example sufficient statistics (one
+        :class:`ExampleScores` per metric, ids in gold order). When a task returns them, the runner
+        derives the metrics from them and stores them beside the predictions, so paired
+        significance tests and breakdowns need no regeneration. The default (``[]``) means the
+        task only offers :meth:`score`: its cells get intervals but no paired tests."""
+        return []
+
     def validate_gold(self, output: str) -> str | None:
         """An error message when ``output`` is not a valid gold for this task, else ``None``."""
         if self.labels and output not in self.labels:
@@ -401,6 +429,12 @@ class Generator(ABC):
         """Concrete model id, revision, dtype, device, decoding settings (for ``config.json``)."""
         return {"name": self.name}
 
+    def usage(self) -> Mapping[str, int]:
+        """Running counters since the generator was created (API generators: requests sent,
+        retries, cache hits, prompt and completion tokens billed). The runner writes each cell's
+        increase into ``timing.json``. Empty for generators with nothing to account."""
+        return {}
+
     # -- training support (PPlug, FiD, fine-tuning); generators that cannot train raise LampError --
     def loss(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> Any:
         """Mean token cross-entropy of ``targets`` given ``requests`` (a differentiable torch
@@ -420,6 +454,13 @@ class Generator(ABC):
         """Typical L2 norm of the model's input token embeddings (soft tokens are scaled to it)."""
         raise self._cannot("take soft tokens (input embeddings)")
 
+    def input_embeddings(self) -> Any:
+        """The model's input token-embedding matrix ``[vocab, width]`` as a ``torch.Tensor``
+        (embedding scale applied): the space soft tokens live in. A generator behind an engine
+        that takes prompt embeddings (``vllm``) embeds the text around soft tokens with it, read
+        from the checkpoint's tensors rather than from a second copy of the model."""
+        raise NotImplementedError
+
     def trainable_module(self) -> Any:
         """The underlying ``torch.nn.Module``, for plain fine-tuning of the generator itself."""
         raise self._cannot("be fine-tuned (it exposes no torch module)")
@@ -433,6 +474,13 @@ class Generator(ABC):
     def set_train_mode(self, mode: bool) -> None:  # noqa: B027
         """Put the model in train mode (dropout active) or back in eval mode without unfreezing
         it: PPlug trains with the frozen LLM in train mode, as the official HF Trainer does."""
+
+    def trainer(self) -> tuple[str, Mapping[str, str]] | None:
+        """For a generator that cannot compute training losses (an inference engine): the
+        ``--generator`` value and arguments of one that can, on the same weights and with the same
+        prompts. Trainable personalizers of a cell are then trained there (sharing the checkpoint
+        a ``lamp train`` with those settings writes) and run here. ``None``: train on this one."""
+        return None
 
 
 @runtime_checkable

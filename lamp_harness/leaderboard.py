@@ -7,8 +7,9 @@ concrete task, metric or method.
 
 Layout, as in the LaMP and PPlug papers: one block per split (and per data scheme when the
 config records one); rows are task x metric with an arrow for the direction; columns are methods
-labelled ``personalizer / retriever / k / generator``; the best of our values in each row is in
-bold. Reference columns (the papers' numbers, :mod:`lamp_references`) can be added beside ours.
+labelled ``personalizer / retriever / k=K / model`` (plus ``beams=N``... when not the default);
+the best of our values in each row is in bold. Reference columns (the papers' numbers,
+:mod:`lamp_references`) can be added beside ours.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from lamp_harness.contracts import MetricResult as Metric
 from lamp_harness.errors import LampError, lamp_error
 from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, CellStore
 
-FORMATS = ("markdown", "json", "csv")
+FORMATS = ("markdown", "json", "csv", "html")
 PLACES = 3  # the papers print three decimals
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +60,8 @@ class Cell:
 
 
 def method_label(config: Mapping[str, Any]) -> str:
-    """``personalizer / retriever / k / generator`` (the config's own ``label`` when present);
+    """``personalizer / retriever / k=K / model`` (the config's own ``label``, written by the runner,
+    when present);
     retriever and k are left out when the cell has no retriever."""
     label = config.get("label")
     if isinstance(label, str) and label.strip():
@@ -301,12 +303,23 @@ class Column:
 
 @dataclass(frozen=True)
 class Value:
+    """One number of the table; the paired test against the baseline column when one was run."""
+
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
     n: int = 0
     cell_id: str = ""
     best: bool = False
+    p_value: float | None = None
+    """The paired test's p-value against the baseline (before correction)."""
+    p_adjusted: float | None = None
+    """``p_value`` after the multiple-comparison correction (``significant`` is decided on it)."""
+    significant: bool | None = None
+    n_paired: int = 0
+    """Examples the test paired (those both cells scored)."""
+    delta: float | None = None
+    """This value minus the baseline's, both on the paired examples."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +339,8 @@ class Block:
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     data: str | None = None
+    baseline: int | None = None
+    """Index of the baseline column (``--baseline``), when this block has one."""
 
     @property
     def title(self) -> str:
@@ -335,9 +350,80 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Significance:
+    """How the paired tests of a leaderboard were run."""
+
+    baseline: str
+    test: str
+    trials: int
+    correction: str
+    seed: int
+    alpha: float
+
+    def legend(self) -> str:
+        """The markdown legend of the ``†`` marker: baseline, test, trials, seed, correction."""
+        from lamp_harness.significance import TEST_NAMES
+
+        correction = ("Holm-corrected across the columns compared in each row" if self.correction == "holm"
+                      else "no correction for multiple comparisons")
+        trials = f"{self.trials:,} {'trials' if self.test == 'ar' else 'resamples'}"
+        return (f"† p < {self.alpha:g} against the baseline column `{self.baseline}` "
+                f"({TEST_NAMES[self.test]}, {trials}, seed {self.seed}, {correction}; "
+                "each test pairs the examples both cells scored).")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One group of a breakdown row: its values per column (``Value.n`` = examples in the group)."""
+
+    label: str
+    values: tuple[Value | None, ...]
+    detail: tuple[str, ...] = ()
+    """Per column, extra text (``--by user``: users better / worse than the baseline)."""
+
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    task: str
+    metric: str
+    higher_is_better: bool
+    buckets: tuple[Bucket, ...]
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """A block's metrics recomputed per group of examples (``by``: ``profile-size`` or ``user``)."""
+
+    by: str
+    block: str
+    columns: tuple[str, ...]
+    rows: tuple[BreakdownRow, ...]
+
+
+@dataclass(frozen=True)
+class WinRate:
+    column: str
+    win_rate: float
+    rows: int
+    """Rows (task x metric) in which the column was compared with at least one other."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A block's direction-aware mean win rate per column (HELM's headline aggregate)."""
+
+    block: str
+    rates: tuple[WinRate, ...]
+
+
+@dataclass(frozen=True)
 class Leaderboard:
     blocks: tuple[Block, ...]
     notes: tuple[str, ...] = field(default=())
+    cells: tuple[Cell, ...] = field(default=())
+    significance: Significance | None = None
+    breakdowns: tuple[Breakdown, ...] = field(default=())
+    summaries: tuple[Summary, ...] = field(default=())
 
 
 def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence[str] = ()) -> Leaderboard:
@@ -383,7 +469,7 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
             values += [Value(v[key]) if key in v else None for v in ref_values]
             rows.append(Row(task, metric, higher, tuple(values)))
         blocks.append(Block(split, scheme, tuple(columns), tuple(rows), data))
-    return Leaderboard(tuple(blocks), tuple(notes))
+    return Leaderboard(tuple(blocks), tuple(notes), tuple(cells))
 
 
 def _ref_key(task: str, metric: str) -> tuple[str, str]:
@@ -396,12 +482,7 @@ def _mark_best(values: list[Value | None], higher: bool) -> list[Value | None]:
     if not shown:
         return values
     best = max(shown) if higher else min(shown)
-    return [
-        None
-        if v is None
-        else Value(v.value, v.ci_low, v.ci_high, v.n, v.cell_id, round(v.value, PLACES) == best)
-        for v in values
-    ]
+    return [None if v is None else replace(v, best=round(v.value, PLACES) == best) for v in values]
 
 
 def leaderboard(runs_dirs: Iterable[Path], references: Sequence[str] = ()) -> Leaderboard:
@@ -430,25 +511,35 @@ def arrow(higher_is_better: bool) -> str:
 
 
 def format_value(value: Value | None, ci: bool = False, bold: bool = True) -> str:
-    """``0.512``, ``**0.512**`` when best, ``0.512 [0.490, 0.530]`` with intervals."""
+    """``0.512``, ``**0.512**`` when best, ``0.512†`` when significantly different from the
+    baseline, ``0.512 [0.490, 0.530]`` with intervals, ``(n=45)`` when the test paired fewer
+    examples than the cell scored."""
     if value is None:
         return "–"
     text = f"{value.value:.{PLACES}f}"
     if bold and value.best:
         text = f"**{text}**"
+    if value.significant:
+        text += "†"
     if ci and value.ci_low is not None and value.ci_high is not None:
         text += f" [{value.ci_low:.{PLACES}f}, {value.ci_high:.{PLACES}f}]"
+    if value.n_paired and value.n and value.n_paired != value.n:
+        text += f" (n={value.n_paired})"
     return text
 
 
 def render(board: Leaderboard, fmt: str = "markdown", ci: bool = False) -> str:
-    """The leaderboard as ``markdown``, ``json`` or ``csv`` text (deterministic)."""
+    """The leaderboard as ``markdown``, ``json``, ``csv`` or ``html`` text (deterministic)."""
     if fmt == "markdown":
         return render_markdown(board, ci)
     if fmt == "json":
         return render_json(board)
     if fmt == "csv":
         return render_csv(board)
+    if fmt == "html":
+        from lamp_harness.webpage import render_html
+
+        return render_html(board, ci=ci)
     raise lamp_error(f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(FORMATS)}.")
 
 
@@ -456,11 +547,17 @@ def _cell_text(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def column_title(block: Block, index: int) -> str:
+    """A column's label, marked when it is the baseline of the paired tests."""
+    label = block.columns[index].label
+    return f"{label} (baseline)" if block.baseline == index else label
+
+
 def render_markdown(board: Leaderboard, ci: bool = False) -> str:
     """The leaderboard as markdown: one table per (split, scheme, data) block."""
     parts = []
     for block in board.blocks:
-        header = ["task", "metric"] + [_cell_text(c.label) for c in block.columns]
+        header = ["task", "metric"] + [_cell_text(column_title(block, i)) for i in range(len(block.columns))]
         lines = [
             f"## {block.title}",
             "",
@@ -471,12 +568,82 @@ def render_markdown(board: Leaderboard, ci: bool = False) -> str:
             cells = [row.task, f"{row.metric} {arrow(row.higher_is_better)}"]
             cells += [format_value(v, ci) for v in row.values]
             lines.append("| " + " | ".join(_cell_text(c) for c in cells) + " |")
+        if board.significance is not None and block.baseline is not None:
+            lines += ["", board.significance.legend()]
         parts.append("\n".join(lines))
+    parts += [_markdown_breakdown(b) for b in board.breakdowns]
+    parts += [_markdown_summary(s) for s in board.summaries]
     return "\n\n".join(parts) + "\n"
+
+
+def _markdown_breakdown(breakdown: Breakdown) -> str:
+    what = ("quartiles of the asking user's profile size" if breakdown.by == "profile-size"
+            else "per user, averaged over users")
+    lines = [
+        f"## by {breakdown.by}: {breakdown.block}",
+        "",
+        f"Each metric recomputed on the examples of each group ({what}); "
+        + ("n = users; ↑/↓ = users served better/worse than by the baseline." if breakdown.by == "user"
+           else "n = examples in the group."),
+        "",
+        "| task | metric | group | " + " | ".join(_cell_text(c) for c in breakdown.columns) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * len(breakdown.columns)) + "|",
+    ]
+    for row in breakdown.rows:
+        for bucket in row.buckets:
+            shown = []
+            for k, v in enumerate(bucket.values):
+                text = "–" if v is None else f"{v.value:.{PLACES}f} (n={v.n})"
+                if v is not None and k < len(bucket.detail) and bucket.detail[k]:
+                    text += f" {bucket.detail[k]}"
+                shown.append(text)
+            cells = [row.task, f"{row.metric} {arrow(row.higher_is_better)}", bucket.label, *shown]
+            lines.append("| " + " | ".join(_cell_text(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _markdown_summary(summary: Summary) -> str:
+    lines = [
+        f"## mean win rate: {summary.block}",
+        "",
+        "Per row (task x metric), the share of the other columns each column beats (direction-aware, ties "
+        "count one half), averaged over rows.",
+        "",
+        "| column | mean win rate | rows |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {_cell_text(r.column)} | {r.win_rate:.{PLACES}f} | {r.rows} |" for r in summary.rates]
+    return "\n".join(lines)
+
+
+def entry(block: Block, row: Row, index: int, test: str | None) -> dict[str, Any]:
+    """One (task, metric, column) entry with its interval and its test against the baseline."""
+    column, v = block.columns[index], row.values[index]
+    assert v is not None
+    return {
+        "task": row.task,
+        "metric": row.metric,
+        "column": column.label,
+        "kind": column.kind,
+        "value": v.value,
+        "ci_low": v.ci_low,
+        "ci_high": v.ci_high,
+        "n": v.n or None,
+        "cell_id": v.cell_id or None,
+        "best": v.best,
+        "baseline": block.baseline == index,
+        "p_value": v.p_value,
+        "p_adjusted": v.p_adjusted,
+        "significant": v.significant,
+        "test": test if v.p_value is not None else None,
+        "n_paired": v.n_paired or None,
+        "delta": v.delta,
+    }
 
 
 def render_json(board: Leaderboard) -> str:
     """The leaderboard as JSON: blocks, methods, metrics and values with intervals."""
+    test = board.significance.test if board.significance else None
     blocks = []
     for block in board.blocks:
         blocks.append(
@@ -485,41 +652,40 @@ def render_json(board: Leaderboard) -> str:
                 "scheme": block.scheme,
                 "data": block.data,
                 "columns": [
-                    {"label": c.label, "kind": c.kind, "source": c.source or None} for c in block.columns
+                    {"label": c.label, "kind": c.kind, "source": c.source or None,
+                     "baseline": block.baseline == i} for i, c in enumerate(block.columns)
                 ],
                 "rows": [
                     {
                         "task": row.task,
                         "metric": row.metric,
                         "higher_is_better": row.higher_is_better,
-                        "values": [
-                            None
-                            if v is None
-                            else {
-                                "value": v.value,
-                                "ci_low": v.ci_low,
-                                "ci_high": v.ci_high,
-                                "n": v.n,
-                                "cell_id": v.cell_id or None,
-                                "best": v.best,
-                            }
-                            for v in row.values
-                        ],
+                        "values": [None if v is None else entry(block, row, i, test) for i, v in enumerate(row.values)],
                     }
                     for row in block.rows
                 ],
             }
         )
-    return json.dumps({"blocks": blocks}, indent=2, ensure_ascii=False) + "\n"
+    document: dict[str, Any] = {"blocks": blocks}
+    if board.significance is not None:
+        document["significance"] = asdict(board.significance)
+    if board.breakdowns:
+        document["breakdowns"] = [asdict(b) for b in board.breakdowns]
+    if board.summaries:
+        document["summaries"] = [asdict(s) for s in board.summaries]
+    if board.notes:
+        document["notes"] = list(board.notes)
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 CSV_FIELDS = (
     "split",
     "scheme",
+    "data",
     "task",
     "metric",
     "higher_is_better",
-    "method",
+    "column",
     "kind",
     "value",
     "ci_low",
@@ -527,35 +693,42 @@ CSV_FIELDS = (
     "n",
     "best",
     "cell_id",
+    "baseline",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "test",
+    "n_paired",
 )
 
 
 def render_csv(board: Leaderboard) -> str:
-    """Long format: one line per (split, task, metric, method)."""
+    """Long format: one line per (split, task, metric, column)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
+    test = board.significance.test if board.significance else None
+
+    def text(x: Any) -> str:
+        if x is None:
+            return ""
+        if isinstance(x, bool):
+            return str(x).lower()
+        return repr(x) if isinstance(x, float) else str(x)
+
     for block in board.blocks:
         for row in block.rows:
-            for column, v in zip(block.columns, row.values, strict=False):
+            for index, v in enumerate(row.values):
                 if v is None:
                     continue
+                e = entry(block, row, index, test)
+                run = e["kind"] == "run"
                 writer.writerow(
-                    [
-                        block.split,
-                        block.scheme or "",
-                        row.task,
-                        row.metric,
-                        str(row.higher_is_better).lower(),
-                        column.label,
-                        column.kind,
-                        repr(v.value),
-                        "" if v.ci_low is None else repr(v.ci_low),
-                        "" if v.ci_high is None else repr(v.ci_high),
-                        v.n or "",
-                        str(v.best).lower() if column.kind == "run" else "",
-                        v.cell_id,
-                    ]
+                    [block.split, block.scheme or "", block.data or "", row.task, row.metric,
+                     text(row.higher_is_better), e["column"], e["kind"], text(e["value"]), text(e["ci_low"]),
+                     text(e["ci_high"]), text(e["n"]), text(e["best"]) if run else "", text(e["cell_id"]),
+                     text(e["baseline"]) if run else "", text(e["p_value"]), text(e["p_adjusted"]),
+                     text(e["significant"]), text(e["test"]), text(e["n_paired"])]
                 )
     return out.getvalue()
 
@@ -580,12 +753,18 @@ def plot_format(path: Path) -> str:
 def plot(board: Leaderboard, path: Path) -> Path:
     """A grouped bar chart: one subplot per (block, metric), tasks on the x axis, one bar per
     method (reference columns hatched), 95% intervals as error bars. PNG or SVG by extension."""
+    from lamp_harness.io import atomic_write_bytes
+
     path = Path(path)
     fmt = plot_format(path)
+    atomic_write_bytes(path, plot_bytes(board, fmt))
+    return path
+
+
+def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
+    """The chart of :func:`plot` as ``png`` or ``svg`` bytes."""
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
-    from lamp_harness.io import atomic_write_bytes
 
     panels = []
     for block in board.blocks:
@@ -649,5 +828,4 @@ def plot(board: Leaderboard, path: Path) -> Path:
         buffer = io.BytesIO()
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
         fig.savefig(buffer, format=fmt, metadata=metadata, dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from lamp_harness.contracts import MetricResult
+from lamp_harness.contracts import ExampleScores, MetricResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +51,67 @@ def percentile_interval(statistics: np.ndarray, value: float) -> tuple[float, fl
     return min(float(low), value), max(float(high), value)
 
 
+STATISTICS = ("mean", "root_mean", "macro_f1")
+"""How summed per-example rows become a metric (see :func:`combine`)."""
+
+
+def combine(statistic: str, totals: np.ndarray, n: np.ndarray | float) -> np.ndarray:
+    """The metric from per-example rows summed over a set of ``n`` examples.
+
+    ``totals`` has the rows' width in its last axis and any leading shape (one total per
+    resample, trial or bucket), so thousands of resamples are one call. ``mean``: the mean of the
+    one column; ``root_mean``: its square root (RMSE from squared errors); ``macro_f1``: the
+    columns are per-label true positive, false positive and false negative counts, and the
+    result is scikit-learn's macro-F1 over every label (0 for a label absent from both sides).
+    """
+    import numpy as np
+
+    totals = np.asarray(totals, dtype=np.float64)
+    if statistic == "mean":
+        return totals[..., 0] / n
+    if statistic == "root_mean":
+        return np.sqrt(totals[..., 0] / n)
+    if statistic == "macro_f1":
+        tp, fp, fn = np.split(totals, 3, axis=-1)
+        denominator = 2 * tp + fp + fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_label = np.where(denominator > 0, 2 * tp / denominator, 0.0)
+        return per_label.mean(axis=-1)
+    raise ValueError(f"unknown statistic {statistic!r} (known: {', '.join(STATISTICS)})")
+
+
+def summarize(scores: ExampleScores, *, seed: int = 0, resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
+    """The metric of per-example ``scores`` with its bootstrap interval: the statistic
+    recomputed from the rows summed over each resample."""
+    import numpy as np
+
+    rows = np.asarray(scores.rows, dtype=np.float64)
+    n = len(rows)
+    counts = resample_counts(n, seed=seed, resamples=resamples).astype(np.float64)
+    # One column: a matrix-vector product, so the sums are bit-identical to a plain mean's.
+    totals = (counts @ rows[:, 0])[:, None] if rows.shape[1] == 1 else counts @ rows
+    statistics = combine(scores.statistic, totals, n)
+    value = float(combine(scores.statistic, rows.sum(axis=0), n))
+    low, high = percentile_interval(statistics, value)
+    return MetricResult(scores.name, value, scores.higher_is_better, low, high, n)
+
+
+def example_scores(name: str, rows: Sequence[Sequence[float]] | np.ndarray, *, statistic: str,
+                   higher_is_better: bool, ids: Sequence[str] | None = None) -> ExampleScores:
+    """Per-example ``rows`` as :class:`ExampleScores` (``ids`` default to positions)."""
+    import numpy as np
+
+    array = np.asarray(rows, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r} (known: {', '.join(STATISTICS)})")
+    names = tuple(str(i) for i in ids) if ids is not None else tuple(str(i) for i in range(len(array)))
+    if len(names) != len(array):
+        raise ValueError(f"{len(names)} ids for {len(array)} rows")
+    return ExampleScores(name, higher_is_better, statistic, names, array)
+
+
 def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, seed: int = 0,
                 resamples: int = DEFAULT_RESAMPLES,
                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> MetricResult:
@@ -69,12 +130,65 @@ def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, s
     return MetricResult(name, float(value), higher_is_better, low, high, n)
 
 
+# -- per-example rows of the LaMP scorer's metrics ----------------------------------------------
+
+
+def accuracy_scores(predictions: Sequence[str], golds: Sequence[str],
+                    ids: Sequence[str] | None = None) -> ExampleScores:
+    """``accuracy`` rows: 1 where the prediction equals its gold (exact string match)."""
+    _check_lengths(predictions, golds)
+    correct = [float(p == g) for p, g in zip(predictions, golds, strict=True)]
+    return example_scores("accuracy", correct, statistic="mean", higher_is_better=True, ids=ids)
+
+
+def macro_f1_scores(predictions: Sequence[str], golds: Sequence[str], labels: Sequence[str], *,
+                    name: str = "f1", ids: Sequence[str] | None = None) -> ExampleScores:
+    """Macro-F1 rows: per label, whether the example is a true positive, false positive or false
+    negative (see :func:`macro_f1` for the semantics)."""
+    import numpy as np
+
+    _check_lengths(predictions, golds)
+    index = {label: i for i, label in enumerate(labels)}
+    gold_idx = np.array([index.get(g, -1) for g in golds])
+    pred_idx = np.array([index.get(p, -1) for p in predictions])
+    classes = np.arange(len(labels))
+    gold_is = gold_idx[:, None] == classes[None, :]
+    pred_is = pred_idx[:, None] == classes[None, :]
+    rows = np.concatenate([gold_is & pred_is, pred_is & ~gold_is, gold_is & ~pred_is], axis=1)
+    return example_scores(name, rows, statistic="macro_f1", higher_is_better=True, ids=ids)
+
+
+def absolute_error_scores(predictions: Sequence[float], golds: Sequence[float],
+                          ids: Sequence[str] | None = None) -> ExampleScores:
+    """``MAE`` rows: absolute errors."""
+    _check_lengths(predictions, golds)
+    errors = [abs(float(p) - float(g)) for p, g in zip(predictions, golds, strict=True)]
+    return example_scores("MAE", errors, statistic="mean", higher_is_better=False, ids=ids)
+
+
+def squared_error_scores(predictions: Sequence[float], golds: Sequence[float],
+                         ids: Sequence[str] | None = None) -> ExampleScores:
+    """``RMSE`` rows: squared errors (the metric is the root of their mean)."""
+    _check_lengths(predictions, golds)
+    squared = [(float(p) - float(g)) ** 2 for p, g in zip(predictions, golds, strict=True)]
+    return example_scores("RMSE", squared, statistic="root_mean", higher_is_better=False, ids=ids)
+
+
+def rouge_example_scores(predictions: Sequence[str], references: Sequence[str],
+                         ids: Sequence[str] | None = None) -> list[ExampleScores]:
+    """``rouge-1`` and ``rouge-L`` rows: per-example F-measures."""
+    rouge1, rouge_l = rouge_scores(predictions, references)
+    return [example_scores("rouge-1", rouge1, statistic="mean", higher_is_better=True, ids=ids),
+            example_scores("rouge-L", rouge_l, statistic="mean", higher_is_better=True, ids=ids)]
+
+
+# -- the metrics themselves -----------------------------------------------------------------------
+
+
 def accuracy(predictions: Sequence[str], golds: Sequence[str], *, seed: int = 0,
              resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
     """Share of predictions equal to their gold (exact string match; callers strip first)."""
-    _check_lengths(predictions, golds)
-    correct = [float(p == g) for p, g in zip(predictions, golds, strict=True)]
-    return mean_metric("accuracy", correct, higher_is_better=True, seed=seed, resamples=resamples)
+    return summarize(accuracy_scores(predictions, golds), seed=seed, resamples=resamples)
 
 
 def macro_f1(predictions: Sequence[str], golds: Sequence[str], labels: Sequence[str], *,
@@ -90,51 +204,21 @@ def macro_f1(predictions: Sequence[str], golds: Sequence[str], labels: Sequence[
 
     The bootstrap resamples whole examples and recomputes the confusion counts per resample.
     """
-    import numpy as np
-
-    _check_lengths(predictions, golds)
-    index = {label: i for i, label in enumerate(labels)}
-    gold_idx = np.array([index.get(g, -1) for g in golds])
-    pred_idx = np.array([index.get(p, -1) for p in predictions])
-    classes = np.arange(len(labels))
-    gold_is = gold_idx[:, None] == classes[None, :]
-    pred_is = pred_idx[:, None] == classes[None, :]
-    tp = (gold_is & pred_is).astype(np.float64)
-    fp = (pred_is & ~gold_is).astype(np.float64)
-    fn = (gold_is & ~pred_is).astype(np.float64)
-
-    def f1(tp_c: np.ndarray, fp_c: np.ndarray, fn_c: np.ndarray) -> np.ndarray:
-        denominator = 2 * tp_c + fp_c + fn_c
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_label = np.where(denominator > 0, 2 * tp_c / denominator, 0.0)
-        return per_label.mean(axis=-1)
-
-    n = len(golds)
-    value = f1(tp.sum(0), fp.sum(0), fn.sum(0))
-    counts = resample_counts(n, seed=seed, resamples=resamples).astype(np.float64)
-    statistics = f1(counts @ tp, counts @ fp, counts @ fn)
-    low, high = percentile_interval(statistics, float(value))
-    return MetricResult(name, float(value), True, low, high, n)
+    scores = macro_f1_scores(predictions, golds, labels, name=name)
+    return summarize(scores, seed=seed, resamples=resamples)
 
 
 def mae(predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0,
         resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
     """Mean absolute error (lower is better)."""
-    _check_lengths(predictions, golds)
-    errors = [abs(float(p) - float(g)) for p, g in zip(predictions, golds, strict=True)]
-    return mean_metric("MAE", errors, higher_is_better=False, seed=seed, resamples=resamples)
+    return summarize(absolute_error_scores(predictions, golds), seed=seed, resamples=resamples)
 
 
 def rmse(predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0,
          resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
     """Root mean squared error (lower is better); the interval is the square root of the
     bootstrapped mean squared error."""
-    import numpy as np
-
-    _check_lengths(predictions, golds)
-    squared = [(float(p) - float(g)) ** 2 for p, g in zip(predictions, golds, strict=True)]
-    return mean_metric("RMSE", squared, higher_is_better=False, seed=seed, resamples=resamples,
-                       transform=np.sqrt)
+    return summarize(squared_error_scores(predictions, golds), seed=seed, resamples=resamples)
 
 
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> tuple[list[float], list[float]]:
@@ -156,11 +240,7 @@ def rouge(predictions: Sequence[str], references: Sequence[str], *, seed: int = 
           resamples: int = DEFAULT_RESAMPLES) -> list[MetricResult]:
     """``rouge-1`` and ``rouge-L``: the mean per-example F-measure. (The official scorer reports
     the median of 1,000 unseeded bootstrap means, which is the mean up to resampling noise.)"""
-    rouge1, rouge_l = rouge_scores(predictions, references)
-    return [
-        mean_metric("rouge-1", rouge1, higher_is_better=True, seed=seed, resamples=resamples),
-        mean_metric("rouge-L", rouge_l, higher_is_better=True, seed=seed, resamples=resamples),
-    ]
+    return [summarize(s, seed=seed, resamples=resamples) for s in rouge_example_scores(predictions, references)]
 
 
 def _check_lengths(predictions: Sequence[object], golds: Sequence[object]) -> None:

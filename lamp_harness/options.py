@@ -49,6 +49,16 @@ def int_arg(args: Mapping[str, str], key: str, default: int, owner: str, *, mini
     return value
 
 
+def batch_size_arg(value: object, default: int, owner: str) -> int:
+    """A generator's ``batch_size`` parameter as an int: ``--batch-size`` arrives as a string,
+    either a positive integer or ``"auto"``. ``"auto"`` (or ``None``) gives ``default``: the
+    generator's own choice, which a generator able to probe memory may refine; anything else is a
+    one-line error naming ``owner``."""
+    if value is None or str(value).strip().lower() == "auto":
+        return default
+    return int_arg({"batch_size": str(value).strip()}, "batch_size", default, owner, minimum=1)
+
+
 def float_arg(args: Mapping[str, str], key: str, default: float, owner: str) -> float:
     """``args[key]`` as a float (``default`` when absent); a one-line error when it is not a number."""
     raw = args.get(key, default)
@@ -131,6 +141,29 @@ def generator_kwargs(factory: Any, args: Mapping[str, str], model: str | None = 
         elif notes is not None:
             notes.append(f"{owner} takes no {key!r} parameter: {key}={value} is not used by it")
     return kwargs
+
+
+LABEL_SETTINGS = {"num_beams": "beams", "max_input_tokens": "max-input-tokens"}
+"""Run-level settings that change a generator's outputs, with their short name in a cell label
+(``--batch-size`` changes only speed, so it is left out)."""
+
+
+def label_settings(factory: Any, args: Mapping[str, str]) -> list[str]:
+    """``["beams=4", ...]``: the output-changing run-level settings (:data:`LABEL_SETTINGS`) that
+    ``factory`` declares and receives with a value other than its declared default, so cells that
+    differ only in them get labels of their own (and leaderboard columns of their own)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return []
+    declared = _declared_parameters(factory)
+    parts = []
+    for key, short in LABEL_SETTINGS.items():
+        if key in args and key in declared:
+            default = parameters[key].default
+            if default is inspect.Parameter.empty or str(default) != str(args[key]).strip():
+                parts.append(f"{short}={str(args[key]).strip()}")
+    return parts
 
 
 def _declared_parameters(factory: Any) -> set[str]:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from lamp_harness.contracts import Example, GenerationRequest, Generator, MetricResult, Prediction, ProfileItem
+from lamp_harness.scores import score_cell
 from lamp_harness.store import CellStore
 
 DEFAULT_CHUNK = 16
@@ -66,15 +67,9 @@ def top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[Profil
 
 def score_predictions(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
                       seed: int) -> list[MetricResult]:
-    """The task's metrics of ``predictions`` against the golds of ``examples`` (none on a split
-    without golds)."""
-    golds = {ex.id: ex.gold for ex in examples if ex.gold is not None}
-    if not golds:
-        return []  # test split: golds are withheld; export the predictions instead
-    by_id = {p.example_id: p.output for p in predictions}
-    # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
-    outputs = {ex.id: by_id[ex.id] for ex in examples if ex.id in golds and ex.id in by_id}
-    return task.score(outputs, {i: golds[i] for i in outputs}, seed=seed)
+    """The metrics of ``predictions`` (empty on a split without golds); see
+    :func:`lamp_harness.scores.score_cell`, which also gives the per-example scores behind them."""
+    return score_cell(task, examples, predictions, seed=seed).metrics
 
 
 def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> dict[str, Any]:
@@ -86,5 +81,6 @@ def timing_summary(predictions: Sequence[Prediction], new: int, wall: float) -> 
         "examples_this_run": new,
         "examples_per_s": round(new / wall, 3) if wall > 0 and new else None,
         "mean_prompt_tokens": round(sum(p.prompt_tokens for p in predictions) / n, 2) if n else 0,
+        "prompt_tokens": sum(p.prompt_tokens for p in predictions),
         "generated_tokens": sum(p.generated_tokens for p in predictions),
     }

@@ -36,7 +36,9 @@ from lamp_harness import hookspecs
 from lamp_harness.errors import LampError, lamp_error
 
 GROUP = "lamp_harness"
-KINDS = ("task", "retriever", "personalizer", "generator", "data_source", "model", "preset")
+KINDS = ("task", "retriever", "personalizer", "generator", "data_source", "model", "preset", "reporter")
+REPORTERS_ENV = "LAMP_REPORTERS"
+"""Comma list of opt-in reporters to enable for every run (as ``lamp run --reporter``)."""
 
 
 def normalize(name: str) -> str:
@@ -287,6 +289,13 @@ class Registry:
         """Register a :class:`~lamp_harness.data.DataSource`. The factory is called as
         ``factory(context)``; ``--data NAME`` (or ``--data TASK=NAME``) selects it."""
         self.add("data_source", name, factory, summary, **kw)
+
+    def add_reporter(self, name: str, factory: Any, summary: str = "", **kw: Any) -> None:
+        """An opt-in reporter: ``factory()`` returns an object with ``@hookimpl`` lifecycle methods,
+        registered for a run only when enabled (``lamp run --reporter NAME``, ``reporter = [...]``
+        in a matrix file, or ``LAMP_REPORTERS``). The factory should raise a :class:`LampError`
+        with an install hint when its library is missing."""
+        self.add("reporter", name, factory, summary, **kw)
 
     def add_model(self, alias: str, summary: str = "", **meta: Any) -> None:
         """A model alias (role, source, size...) for ``lamp models`` and presets."""
@@ -565,6 +574,25 @@ class PluginHost:
         who = ", ".join(self.plugin_label(i.plugin_name) for i in reversed(impls)) or "no plugin"
         error = outcome.exception
         self._trace(f"{hook} <- {who}: " + (f"raised {_one_line(error)}" if error else "ok"))
+
+    def enable_reporters(self, names: Iterable[str]) -> list[str]:
+        """Create the named opt-in reporters and register them for lifecycle hooks (once each);
+        returns the names enabled now. Unknown names and missing libraries are one-line errors."""
+        enabled = []
+        for name in dict.fromkeys(normalize(n) for n in names if n and n.strip()):
+            key = f"reporter:{self.registry.get('reporter', name).name}"
+            if self.pm.get_plugin(key) is not None:
+                continue
+            instance = self.registry.create("reporter", name)
+            self.pm.register(instance, name=key)
+            try:
+                self.pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                self.pm.unregister(name=key)
+                raise lamp_error(f"reporter {name!r} implements no known hook ({_one_line(exc)})",
+                                 fix="Check its hook names against lamp_harness/hookspecs.py.") from None
+            enabled.append(name)
+        return enabled
 
     # -- lifecycle hooks ------------------------------------------------------------------------
     def notify(self, hook: str, **kwargs: Any) -> None:

@@ -9,6 +9,7 @@ cells are skipped, partial ones resume from their last whole batch (see :mod:`la
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -26,10 +27,11 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import LampError, warn
 from lamp_harness.io import lamp_home, stable_hash
-from lamp_harness.options import generator_kwargs, generator_spec
-from lamp_harness.prediction import chunk_size, predict, score_predictions, timing_summary, top_k
+from lamp_harness.options import generator_kwargs, generator_spec, label_settings
+from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
-from lamp_harness.registry import PluginHost, host
+from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
+from lamp_harness.scores import score_cell
 from lamp_harness.store import METRICS, CellBusy, CellStore
 
 
@@ -64,6 +66,9 @@ class Matrix:
     trainable personalizer is trained before its cell (see ``lamp train --help``)."""
     checkpoint: Path | None = None
     device: str = "auto"
+    reporters: tuple[str, ...] = ()
+    """Opt-in reporters (registered ``reporter`` components) to enable for the run, besides those
+    named in ``LAMP_REPORTERS``."""
     groups: tuple[Matrix, ...] = ()
     """Sub-matrices whose products are run together (``[[group]]`` tables of a matrix file):
     each group sets its own selectors and component arguments; every other setting is shared."""
@@ -80,7 +85,8 @@ class CellSpec:
     - ``cell_id``: the folder name, ``{task}_{personalizer}_{retriever}_k{k}-{hash}``; the hash
       covers everything that changes predictions, including the versions of the distributions
       that provide the cell's components (see ``versions``).
-    - ``label``: the method's display name, ``personalizer / retriever / k=K / model``.
+    - ``label``: the method's display name, ``personalizer[args] / retriever / k=K / model``, then
+      ``beams=N``, ``max-input-tokens=N``, ``prompt-budget=strict`` when not the defaults.
     - ``task``, ``split``, ``personalizer``, ``retriever`` (``None`` without retrieval), ``k``
       (0 without retrieval), ``generator`` (the generator plugin) and ``model`` (its model, or
       ``None`` for the preset's): registry names.
@@ -336,6 +342,12 @@ class Runner:
         if draft.retriever:
             parts += [draft.retriever, f"k={draft.k}"] if draft.k else [f"encoder={draft.retriever}"]
         parts.append(self._model_name(draft))
+        # --num-beams 4 vs the default are different methods: the label must tell them apart.
+        try:
+            parts += label_settings(self.registry.get("generator", draft.generator).load(),
+                                    self.matrix.generator_args)
+        except (ImportError, LampError):  # a broken generator is reported where it is built
+            pass
         if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
             parts.append(f"prompt-budget={self.matrix.prompt_budget}")
         return " / ".join(parts)
@@ -437,6 +449,10 @@ class Runner:
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
         for warning in self.host.warnings:  # e.g. a hook function missing @hookimpl: it would never run
             self._warn(warning)
+        wanted = [*self.matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]
+        for name in self.host.enable_reporters(wanted):
+            if self.console is not None:
+                self.console.print(f"reporter [bold]{name}[/] enabled")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.notify("lamp_run_started", run=info)
         results = []
@@ -589,6 +605,7 @@ class Runner:
         done_ids = {p.example_id for p in done}
         self.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
+        usage_before = dict(generator.usage())
         started = time.perf_counter()
         with ProgressBar(self.console, self.progress, spec.label, len(examples), len(done)) as bar:
             def reported(batch: Sequence[Example], predictions: Sequence[Prediction]) -> None:
@@ -601,11 +618,19 @@ class Runner:
                           retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
                           on_batch=reported)
         done.extend(new)
+        # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
+        position = {ex.id: i for i, ex in enumerate(examples)}
+        done.sort(key=lambda p: position[p.example_id])
         wall = time.perf_counter() - started
 
-        metrics = score_predictions(task, examples, done, self.matrix.seed)
+        scored = score_cell(task, examples, done, seed=self.matrix.seed)
+        metrics = scored.metrics
         timing = timing_summary(done, len(new), wall)
-        store.write_results(spec.task, spec.split, metrics, timing)
+        usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
+        if usage:
+            timing["usage"] = usage
+        store.write_results(spec.task, spec.split, metrics, timing,
+                            scored.scores.to_json() if scored.scores else None)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
         return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
                 "skipped": False, "dir": str(spec.dir), "timing": timing}
@@ -654,11 +679,13 @@ class Runner:
             for ex, prediction in zip(examples, done, strict=True):
                 if ex.id not in kept:
                     self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=prediction)
-            metrics = score_predictions(task, examples, done, self.matrix.seed)
+            scored = score_cell(task, examples, done, seed=self.matrix.seed)
+            metrics = scored.metrics
             longest = max(s["wall_s"] for s in speeds)
             timing = {**timing_summary(done, sum(s["examples"] for s in speeds), longest),
                       "world_size": world.size, "ranks": speeds}
-            store.write_results(spec.task, spec.split, metrics, timing)
+            store.write_results(spec.task, spec.split, metrics, timing,
+                                scored.scores.to_json() if scored.scores else None)
             self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
             return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
                     "skipped": False, "dir": str(spec.dir), "timing": timing}

@@ -83,8 +83,17 @@ def _kinds(kinds: Sequence[str]) -> list[str]:
     return [k for k in SCAFFOLD_KINDS if k in chosen]
 
 
+def harness_requirement() -> str:
+    """The compatible range of lamp-harness a plugin should depend on: this release's minor series
+    (``lamp-harness>=0.1,<0.2`` for 0.1.x), as the plugin guide's Versioning section says."""
+    from lamp_harness import __version__
+
+    major, minor = (int(x) for x in __version__.split(".")[:2])
+    return f"lamp-harness>={major}.{minor},<{major}.{minor + 1}"
+
+
 def _pyproject(v: dict[str, str], kinds: Sequence[str]) -> str:
-    deps = ['"lamp-harness"'] + (['"torch"'] if "trainable-personalizer" in kinds else [])
+    deps = [f'"{harness_requirement()}"'] + (['"torch"'] if "trainable-personalizer" in kinds else [])
     points = []
     if set(kinds) - {"reporter"}:
         points.append(f'{v["short"]} = "{v["package"]}.plugin"')
@@ -531,7 +540,7 @@ from collections.abc import Sequence
 from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, RunContext
 from lamp_harness.contracts import Generator as BaseGenerator
 from lamp_harness.errors import lamp_error
-from lamp_harness.options import reject_unknown_args
+from lamp_harness.options import batch_size_arg, int_arg, reject_unknown_args
 
 
 class Words:
@@ -553,12 +562,15 @@ class Generator(BaseGenerator):
 
     name = "$generator_name"
 
-    def __init__(self, context: RunContext, batch_size: int | str = 8, max_input_tokens: int | str = 256,
+    def __init__(self, context: RunContext, batch_size: int | str = "auto", max_input_tokens: int | str = 256,
                  **args: str) -> None:
-        reject_unknown_args(args, {"words"}, f"generator {self.name!r}")
-        self.batch_size = int(batch_size)  # the runner predicts this many examples per batch
-        self._max_input_tokens = int(max_input_tokens)
-        self.words = int(args.get("words", 3))
+        owner = f"generator {self.name!r}"
+        reject_unknown_args(args, {"words"}, owner)
+        # --batch-size is a positive integer or "auto" (here: 8); the runner predicts this many per batch
+        self.batch_size = batch_size_arg(batch_size, 8, owner)
+        self._max_input_tokens = int_arg({"max_input_tokens": max_input_tokens}, "max_input_tokens", 256, owner,
+                                         minimum=1)
+        self.words = int_arg(args, "words", 3, owner, minimum=1)
         self._tokens = Words()
 
     @property

@@ -7,9 +7,13 @@ Layout of ``OUT/<cell_id>/``:
   fsynced batch by batch. After a crash, only whole batches are kept (a torn last line or a
   partial batch is cut), so a resumed run re-predicts exactly the batches it would have predicted
   uninterrupted and its predictions are identical;
+- ``scores.json``: per-example sufficient statistics of every metric, with each example's profile
+  size (written atomically just before ``metrics.json``; see :mod:`lamp_harness.scores`), so
+  paired significance tests and breakdowns never need the run again;
 - ``metrics.json``: values, 95% intervals and directions, plus the count and SHA-256 of
   ``predictions.jsonl`` they were computed from (written atomically, last);
-- ``timing.json``: wall time, examples/s, mean prompt tokens, generated tokens;
+- ``timing.json``: wall time, examples/s, mean prompt tokens, generated tokens (and, for a
+  data-parallel run, the world size and each rank's throughput);
 - ``shards/rank-NNNNN/predictions.jsonl``: only while a data-parallel run is under way or was
   interrupted: each rank's predictions, merged into ``predictions.jsonl`` by rank 0;
 - ``.lock`` / ``.lock.owner``: the exclusive lock of the process computing the cell, and its PID.
@@ -42,6 +46,7 @@ from lamp_harness.io import atomic_write_bytes, atomic_write_json
 CONFIG = "config.json"
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
+SCORES = "scores.json"
 TIMING = "timing.json"
 SHARDS = "shards"
 LOCK = ".lock"
@@ -152,7 +157,7 @@ class CellStore:
 
     def reset(self) -> None:
         """Forget earlier results (``--force``)."""
-        for name in (METRICS, TIMING, PREDICTIONS, CONFIG):
+        for name in (METRICS, SCORES, TIMING, PREDICTIONS, CONFIG):
             (self.dir / name).unlink(missing_ok=True)
 
     def unfinish(self) -> None:
@@ -267,11 +272,13 @@ class CellStore:
 
     # -- results --------------------------------------------------------------------------------
     def write_results(self, task: str, split: str, metrics: Iterable[MetricResult],
-                      timing: dict[str, Any]) -> None:
-        """``timing.json`` then ``metrics.json`` (last: with the predictions' checksum and count,
-        it is what makes the cell finished)."""
+                      timing: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
+        """Write ``timing.json``, ``scores.json`` (when ``scores`` is given) and, last,
+        ``metrics.json`` with the predictions' checksum and count (what makes the cell finished)."""
         metrics = list(metrics)
         atomic_write_json(self.dir / TIMING, timing)
+        if scores is not None:
+            atomic_write_json(self.dir / SCORES, scores)
         path = self.dir / PREDICTIONS
         digest, count = _digest_and_count(path) if path.is_file() else (_EMPTY, 0)
         atomic_write_json(self.dir / METRICS, {

@@ -728,7 +728,8 @@ def check_data_source(source: Any, task: Task, splits: Sequence[str] = ("dev",))
 
 
 def check_reporter(reporter: Any, *, examples: int = 3) -> None:
-    """Check a reporter: a plugin module or object with lifecycle ``@hookimpl`` functions.
+    """Check a reporter: the plugin itself, i.e. its module (``from my_package import reporter``)
+    or an instance whose methods carry the lifecycle ``@hookimpl`` marks; not a class.
 
     It is loaded into a real :class:`~lamp_harness.registry.PluginHost` (without the installed
     plugins) and driven through a whole fake run in a temporary folder: ``lamp_run_started``, a

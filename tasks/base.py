@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from lamp_harness.contracts import Example, MetricResult, ProfileItem, Task, TokenCounter
+from lamp_harness.contracts import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter
 from lamp_harness.errors import lamp_error
 from lamp_harness.options import prompt_budget
 from lamp_harness.tokens import HFTokenCounter
@@ -240,6 +240,18 @@ class LampTask(Task):
         return allowances
 
     # -- scoring --------------------------------------------------------------------------------
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
+              seed: int = 0) -> list[MetricResult]:
+        """Each metric of :meth:`example_scores` with its bootstrap interval."""
+        from lamp_harness import metrics
+
+        return [metrics.summarize(s, seed=seed) for s in self.example_scores(predictions, golds)]
+
+    @staticmethod
+    def aligned_ids(predictions: Mapping[str, str], golds: Mapping[str, str]) -> list[str]:
+        """The ids :meth:`aligned` scores, in the same (gold) order."""
+        return [i for i in golds if i in predictions]
+
     def aligned(self, predictions: Mapping[str, str],
                 golds: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """Stripped predictions and golds (official post-processing) for the ids in both, in gold
@@ -272,18 +284,19 @@ class LampClassificationTask(LampTask):
         found = [hit for hit in found if hit[0] >= 0]
         return min(found)[2] if found else stripped
 
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def example_scores(self, predictions: Mapping[str, str],
+                       golds: Mapping[str, str]) -> list[ExampleScores]:
         from lamp_harness import metrics
 
+        ids = self.aligned_ids(predictions, golds)
         preds, gold = self.aligned(predictions, golds)
         # Official: both sides map to a label index, -1 for anything else, and accuracy compares
         # indices; so every non-label becomes one shared "invalid" value here.
         labels = set(self.labels)
         preds = [p if p in labels else INVALID for p in preds]
         gold = [g if g in labels else INVALID for g in gold]
-        return [metrics.accuracy(preds, gold, seed=seed),
-                metrics.macro_f1(preds, gold, self.labels, seed=seed)]
+        return [metrics.accuracy_scores(preds, gold, ids),
+                metrics.macro_f1_scores(preds, gold, self.labels, ids=ids)]
 
     def validate_gold(self, output: str) -> str | None:
         if output.strip() not in self.labels:
@@ -299,12 +312,12 @@ class LampGenerationTask(LampTask):
     kind = "generation"
     max_new_tokens = 128
 
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def example_scores(self, predictions: Mapping[str, str],
+                       golds: Mapping[str, str]) -> list[ExampleScores]:
         from lamp_harness import metrics
 
         preds, gold = self.aligned(predictions, golds)
-        return metrics.rouge(preds, gold, seed=seed)
+        return metrics.rouge_example_scores(preds, gold, self.aligned_ids(predictions, golds))
 
     def validate_gold(self, output: str) -> str | None:
         return None

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 
 from lamp_tasks.base import LampClassificationTask, LampGenerationTask, LampTask
 
-from lamp_harness.contracts import Example, MetricResult, ProfileItem, TokenCounter
+from lamp_harness.contracts import Example, ExampleScores, ProfileItem, TokenCounter
 
 MOVIE_TAGS = ("sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia",
               "dark comedy", "classic", "psychology", "fantasy", "romance", "thought-provoking",
@@ -161,14 +161,15 @@ class LaMP3(LampTask):
             return value
         return 1.0 if abs(1.0 - gold) > abs(5.0 - gold) else 5.0
 
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def example_scores(self, predictions: Mapping[str, str],
+                       golds: Mapping[str, str]) -> list[ExampleScores]:
         from lamp_harness import metrics
 
+        ids = self.aligned_ids(predictions, golds)
         preds, gold_texts = self.aligned(predictions, golds)
         gold = [float(g) for g in gold_texts]
         values = [self.rating(p, g) for p, g in zip(preds, gold, strict=True)]
-        return [metrics.mae(values, gold, seed=seed), metrics.rmse(values, gold, seed=seed)]
+        return [metrics.absolute_error_scores(values, gold, ids), metrics.squared_error_scores(values, gold, ids)]
 
     def validate_gold(self, output: str) -> str | None:
         value = _number(output.strip())

@@ -254,3 +254,23 @@ def test_ranks_started_by_srun_find_each_other_from_slurm_variables(reference, t
         _, err = task.communicate(timeout=600)
         assert task.returncode == 0, err
     assert results(tmp_path / "runs") == reference
+
+
+def test_bf16_mixed_precision_trains_through_accelerate_autocast(tmp_path, tiny_llama_dir) -> None:
+    args = ("train", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "bm25", "--data", "demo",
+            "--generator", str(tiny_llama_dir), "--max-steps", "2", "--limit", "8", "--eval-split", "none",
+            "--batch-size", "2", "--quiet")
+    losses = {}
+    for precision in ("no", "bf16"):
+        done = lamp(*args, "--mixed-precision", precision, "--out", str(tmp_path / precision),
+                    LAMP_HOME=str(tmp_path / "home"))
+        assert done.returncode == 0, done.stderr
+        state = tmp_path / precision / "checkpoints" / "step-00000002" / "state.json"
+        losses[precision] = json.loads(state.read_text())["losses"]
+        config = json.loads((tmp_path / precision / "config.json").read_text())
+        assert config["mixed_precision"] == precision
+    # bf16 autocast computes the same losses, rounded differently.
+    assert losses["bf16"] != losses["no"]
+    assert losses["bf16"] == pytest.approx(losses["no"], abs=0.05)
+    bad = lamp(*args, "--mixed-precision", "fp8", "--out", str(tmp_path / "fp8"))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("Error: --mixed-precision")

@@ -155,22 +155,34 @@ def test_json_format(runs, capsys):
     mae = next(r for r in block["rows"] if r["metric"] == "MAE")
     assert mae["higher_is_better"] is False
     assert mae["values"][0] == {
+        "task": "lamp-3",
+        "metric": "MAE",
+        "column": "ipa / bm25 / k=1 / smollm2-135m-instruct",
+        "kind": "run",
         "value": 0.3,
         "ci_low": 0.2,
         "ci_high": 0.4,
         "n": 2,
         "cell_id": "lamp-3_ipa_bm25_k1-dev-" + mae["values"][0]["cell_id"][-8:],
         "best": True,
+        "baseline": False,
+        # no --baseline: no test
+        "p_value": None,
+        "p_adjusted": None,
+        "significant": None,
+        "test": None,
+        "n_paired": None,
+        "delta": None,
     }
 
 
 def test_csv_format_is_long_and_complete(runs, capsys):
     rows = list(csv.DictReader(io.StringIO(cli_ok(capsys, "leaderboard", str(runs), "-f", "csv").out)))
     assert len(rows) == 2 * 2 * 3  # tasks x metrics x methods
-    best = [(r["task"], r["metric"], r["method"]) for r in rows if r["best"] == "true"]
+    best = [(r["task"], r["metric"], r["column"]) for r in rows if r["best"] == "true"]
     assert ("lamp-3", "MAE", "ipa / bm25 / k=1 / smollm2-135m-instruct") in best
     assert (
-        float(next(r for r in rows if r["metric"] == "RMSE" and r["method"].startswith("none"))["value"])
+        float(next(r for r in rows if r["metric"] == "RMSE" and r["column"].startswith("none"))["value"])
         == 0.7
     )
 

@@ -20,7 +20,7 @@ from lamp_harness.contracts import Generation, Generator, Task
 from lamp_harness.data import DataSource, SplitFiles
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.io import atomic_write_json
-from lamp_harness.options import reject_unknown_args
+from lamp_harness.options import batch_size_arg, reject_unknown_args
 
 
 class Words:
@@ -38,7 +38,7 @@ class Strict(Generator):
 
     def __init__(self, context, batch_size=2, **args):
         reject_unknown_args(args, {"style"}, "generator 'strict'")
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size_arg(batch_size, 2, "generator 'strict'")
         self.style = args.get("style", "ids")
 
     @property
@@ -54,6 +54,16 @@ class Strict(Generator):
                 text = "|".join(i.id for i in r.retrieved) + ";" + json.dumps(dict(r.metadata), sort_keys=True)
             out.append(Generation(text, 1, 1))
         return out
+
+
+class Beams(Strict):
+    """Declares num_beams (default 1), so --num-beams changes what it would generate."""
+
+    name = "beams"
+
+    def __init__(self, context, batch_size=2, num_beams=1, **args):
+        super().__init__(context, batch_size, **args)
+        self.num_beams = int(num_beams)
 
 
 class Echo(Task):
@@ -99,6 +109,7 @@ class ToyFiles(DataSource):
 @hookimpl
 def lamp_register(registry):
     registry.add_generator("strict", Strict, "strict toy generator")
+    registry.add_generator("beams", Beams, "toy generator declaring num_beams")
     registry.add_task("toy-echo-task", Echo, "toy task with its own data")
     registry.add_data_source("toy-files", ToyFiles, "toy data")
 '''
@@ -221,3 +232,38 @@ def test_lamp_run_warns_about_a_hook_function_missing_hookimpl(site, cli, tmp_pa
     assert code == 0, stdout + err
     assert ("warning: plugin 'forgetful' (lamp-forgetful 0.1): function 'lamp_cell_finished' looks like the "
             "'lamp_cell_finished' hook but has no @hookimpl") in " ".join(err.split())
+
+
+def test_batch_size_arg_takes_an_integer_or_auto_and_names_the_generator_otherwise():
+    import pytest
+
+    from lamp_harness.errors import LampError
+    from lamp_harness.options import batch_size_arg
+
+    assert batch_size_arg("auto", 32, "generator 'x'") == 32
+    assert batch_size_arg(" AUTO ", 32, "generator 'x'") == 32
+    assert batch_size_arg(None, 32, "generator 'x'") == 32
+    assert batch_size_arg("8", 32, "generator 'x'") == 8
+    for bad in ("0", "eight"):
+        with pytest.raises(LampError, match="generator 'x'"):
+            batch_size_arg(bad, 32, "generator 'x'")
+
+
+def test_a_declared_num_beams_other_than_the_default_gets_a_label_and_a_column_of_its_own(site, cli, tmp_path):
+    site.add("lamp-strict", "1.0", strict=COMPONENTS)
+    out = tmp_path / "out"
+    for extra in ([], ["--num-beams", "4"], ["--num-beams", "1"], ["--batch-size", "auto"]):
+        code, stdout, err = cli("run", "--task", "toy-echo-task", "--generator", "beams", *extra,
+                                "--out", str(out), "--quiet")
+        assert code == 0, stdout + err
+    labels = sorted(c["label"] for c in _cells(out).values())
+    # 1 is the declared default and the batch size changes no output: those keep the plain label
+    assert labels == ["none / beams", "none / beams", "none / beams", "none / beams / beams=4"], labels
+    code, stdout, err = cli("leaderboard", str(out), "--format", "json")
+    assert code == 0, err
+    assert {"none / beams", "none / beams / beams=4"} <= set(json.dumps(json.loads(stdout)).split('"'))
+    # strict declares no num_beams: the setting is unused, so it stays out of the label
+    code, stdout, err = cli("run", "--task", "toy-echo-task", "--generator", "strict", "--num-beams", "4",
+                            "--out", str(tmp_path / "strict"), "--quiet")
+    assert code == 0, stdout + err
+    assert [c["label"] for c in _cells(tmp_path / "strict").values()] == ["none / strict"]

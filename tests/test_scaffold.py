@@ -9,6 +9,8 @@ import re
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
+from lamp_harness import __version__
+
 
 @pytest.fixture(scope="module")
 def starter(tmp_path_factory):
@@ -44,11 +46,13 @@ def test_the_generated_components_are_listed_and_run_end_to_end(starter, tmp_pat
     out = tmp_path / "out"
     done = run_lamp(["run", "--task", "starter-task", "--personalizer", "starter-personalizer,starter-trainable",
                      "--retriever", "starter-retriever", "--k", "2", "--generator", "starter-generator",
-                     "--num-beams", "4", "--train-arg", "max_steps=2", "--out", str(out), "--quiet"], env, tmp_path)
+                     "--num-beams", "4", "--batch-size", "auto", "--train-arg", "max_steps=2", "--out", str(out),
+                     "--quiet"], env, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
     assert sorted(c["personalizer"]["name"] for c in configs) == ["starter-personalizer", "starter-trainable"]
     assert all(c["data"]["source"] == "starter-data:v1" for c in configs)  # the task's own data source
+    assert all(c["generator"]["batch_size"] == 8 for c in configs)  # --batch-size auto: the generator's default
     trained = [c for c in configs if c["personalizer"]["name"] == "starter-trainable"]
     assert trained[0]["checkpoint"]  # trained before its cell
     lines = (out / "starter-cells.jsonl").read_text(encoding="utf-8").splitlines()
@@ -61,6 +65,10 @@ def test_a_single_kind_scaffold_installs_and_passes(tmp_path):
                     plugin_env([], tmp_path / "home"), tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not (source / "lamp_only_reporter" / "plugin.py").exists()  # a reporter needs no registration
+    pyproject = (source / "pyproject.toml").read_text(encoding="utf-8")
+    major, minor = (int(x) for x in __version__.split(".")[:2])
+    # the compatible range the plugin guide asks for; no torch for a reporter
+    assert f'dependencies = ["lamp-harness>={major}.{minor},<{major}.{minor + 1}"]' in pyproject, pyproject
     site = pip_install(source, tmp_path / "install")
     done = run_pytest(source / "tests", plugin_env([site], tmp_path / "home"), tmp_path, source)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

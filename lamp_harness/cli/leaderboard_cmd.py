@@ -22,8 +22,9 @@ def leaderboard(
         "markdown",
         "--format",
         "-f",
-        help="markdown (the papers' layout), json, or csv (one line per task x "
-        "metric x method). [default: markdown]",
+        help="markdown (the papers' layout), json, csv (one line per task x "
+        "metric x column), or html (one self-contained page: sortable, intervals on "
+        "a toggle, plots and each column's configuration; use with --out).",
     ),
     ci: bool = typer.Option(
         False,
@@ -45,14 +46,49 @@ def leaderboard(
         "by extension, e.g. --plot leaderboard.png",
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Also write the table to this file (atomically)."
+        None, "--out", "-o", help="Also write the table to this file (atomically; html goes only there)."
+    ),
+    baseline: str = typer.Option(
+        None,
+        "--baseline",
+        "-b",
+        help="Test every other column against this one, per task and metric, on the examples both "
+        "cells scored: a personalizer name (none), a column label or a cell-id prefix. "
+        "Significant values get a † (p < 0.05 after correction). Example: --baseline none",
+    ),
+    test: str = typer.Option(
+        "ar",
+        "--test",
+        help="ar: paired approximate randomization, 10,000 trials; bootstrap: paired bootstrap, "
+        "1,000 resamples. Both recompute corpus-level metrics (macro-F1, RMSE) on every trial.",
+    ),
+    correction: str = typer.Option(
+        "holm",
+        "--correction",
+        help="holm: Holm's correction across the columns compared in each row; none.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the tests' random trials."),
+    by: list[str] = typer.Option(
+        [],
+        "--by",
+        help="Also break every metric down (repeatable): profile-size (quartiles of the asking "
+        "user's profile length) or user (per-user means, users better/worse than the baseline).",
+    ),
+    summary: bool = typer.Option(
+        False,
+        "--summary",
+        help="Add each column's mean win rate across tasks and metrics (direction-aware, as HELM).",
     ),
 ) -> None:
     """Render the leaderboard of finished runs: one block per split (and data scheme), rows task x
     metric with the direction (↑ higher is better, ↓ lower is better), one column per method
-    (personalizer / retriever / k / generator), the best value of each row in bold.
+    (personalizer / retriever / k=K / model ...), the best value of each row in bold.
 
-    Example: lamp leaderboard runs/ --reference lamp-user --ci --plot runs/leaderboard.png
+    Examples:
+
+    lamp leaderboard runs/ --reference lamp-user --ci --plot runs/leaderboard.png
+
+    lamp leaderboard runs/ --baseline none --by profile-size --summary --format html --out page.html
     """
     from lamp_harness import leaderboard as lb
     from lamp_harness.errors import lamp_error
@@ -67,13 +103,24 @@ def leaderboard(
     for path, option in ((out, "--out"), (plot, "--plot")):
         if path is not None:
             writable_file(path, option)
+    from lamp_harness import comparisons, significance
+
     for name in reference:  # checked before any reading, so a typo fails fast
         lb.load_reference(name)
+    significance.check_test(test)
+    significance.check_correction(correction)
+    for name in by:
+        comparisons.check_breakdown(name)
+    if fmt == "html" and out is None:
+        raise lamp_error("an html page needs a file", where="--format html", fix="Add --out page.html.")
     board = lb.leaderboard(runs_dirs or [Path("runs")], references=reference)
+    board = comparisons.compare(board, baseline=baseline, test=test, correction=correction, seed=seed,
+                                by=by, summary=summary)
     for note in board.notes:
         print(f"note: {note}", file=sys.stderr)
     text = lb.render(board, fmt, ci=ci)
-    sys.stdout.write(text)
+    if fmt != "html":
+        sys.stdout.write(text)
     if out is not None:
         atomic_write_text(out, text)
         print(f"wrote {out}", file=sys.stderr)

@@ -152,6 +152,7 @@ CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "preset": (lambda v: isinstance(v, str), "a preset name as a string (see `lamp models`)"),
     "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "decode": (lambda v: v in ("generate", "labels"), "\"generate\" or \"labels\""),
+    "reporter": (_names, "a reporter name or a list of names, e.g. [\"mlflow\"]"),
     "prompt-budget": (lambda v: v in ("official", "strict"), "\"official\" or \"strict\""),
     "out": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
     "batch-size": (lambda v: (_is_int(v) and v >= 1) or v == "auto", "a whole number >= 1 or \"auto\""),
@@ -232,8 +233,10 @@ def run(
                                   "Ignored for methods that use no retrieval (none)."),
     k: str = typer.Option(None, "--k", help=f"Retrieved items per prompt. {_LIST} [default: 1]"),
     generator: str = typer.Option(None, "--generator", "-g",
-                                  help="Model alias, hub id or local path (served by the 'hf' plugin), or "
-                                  f"PLUGIN:MODEL. [default: the preset's generator] {_LIST}"),
+                                  help="Model alias, hub id or local path (served by the 'hf' plugin); or a "
+                                  "generator plugin's name (e.g. my-gen: its own default model); or "
+                                  "PLUGIN:MODEL (e.g. my-gen:my-model, its model argument). "
+                                  f"[default: the preset's generator] {_LIST}"),
     preset: str = typer.Option(None, "--preset",
                                help="Model preset: offline (packaged SmolLM2 + MiniLM, runs anywhere), "
                                "lamp-paper, pplug-paper. See `lamp models`. [default: offline]"),
@@ -282,6 +285,11 @@ def run(
                                     help="Trained weights from `lamp train` for a trainable method."),
     seed: int = typer.Option(None, "--seed", min=0, help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    reporter: list[str] = typer.Option([], "--reporter",
+                                       help="Also report to an experiment tracker (repeatable or a comma "
+                                       "list): mlflow (one MLflow run per cell), wandb (one W&B run per "
+                                       "cell); any installed reporter plugin. Also: reporter = [...] in "
+                                       "--config, or LAMP_REPORTERS=mlflow. See `lamp plugins`."),
     force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished."),
     allow_stale: bool = typer.Option(False, "--allow-stale",
                                      help="Keep finished cells computed with other versions of their plugins "
@@ -410,6 +418,8 @@ def run(
                     **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
         device=check_device(pick(device, "device", "auto")),
+        reporters=tuple(dict.fromkeys([*_as_list(cfg.get("reporter")),
+                                       *(name for value in reporter for name in split_list(value))])),
     )
     from lamp_harness.io import writable_dir
 

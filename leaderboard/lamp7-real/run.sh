@@ -50,5 +50,5 @@ RUN=(lamp run --task lamp-7 --data-dir "$HELD" --split dev --limit "$EVAL_LIMIT"
 "${RUN[@]}" --personalizer pplug --personalizer-arg history_top_k=4 --checkpoint "$WORK/pplug-top4"
 "${RUN[@]}" --personalizer pplug+retrieval --checkpoint "$WORK/pplug-retrieval"
 
-lamp leaderboard "$OUT" --ci --out leaderboard/lamp7-real/results.md
+lamp leaderboard "$OUT" --baseline none --ci --by profile-size --out leaderboard/lamp7-real/results.md
 echo "wrote leaderboard/lamp7-real/results.md"

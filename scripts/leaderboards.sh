@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Regenerate the committed leaderboards from the result files under leaderboard/:
+#   leaderboard/demo.md, demo.html     the offline demo (leaderboard/demo-runs), tested against none
+#   leaderboard/<experiment>/results.md  every experiment folder with a runs/ folder
+#   leaderboard/README.md              everything under leaderboard/, found recursively, so a new
+#                                      experiment's runs/ appear without touching this script
+#   docs/leaderboard-demo.png          a screenshot of demo.html (when chromium is installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAMP=${LAMP:-.venv/bin/lamp}
+SIG=(--baseline none --correction holm --seed 0)
+
+"$LAMP" leaderboard leaderboard/demo-runs "${SIG[@]}" --out leaderboard/demo.md > /dev/null
+"$LAMP" leaderboard leaderboard/demo-runs "${SIG[@]}" --ci --by profile-size --summary \
+  --format html --out leaderboard/demo.html
+for runs in leaderboard/*/runs; do
+  [ -d "$runs" ] || continue
+  "$LAMP" leaderboard "$runs" "${SIG[@]}" --ci --by profile-size --out "$(dirname "$runs")/results.md" > /dev/null
+done
+"$LAMP" leaderboard leaderboard "${SIG[@]}" --ci --summary --out leaderboard/README.md > /dev/null
+
+CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
+if [ -n "$CHROMIUM" ]; then
+  "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,960 \
+    --screenshot=docs/leaderboard-demo.png "file://$PWD/leaderboard/demo.html" 2>/dev/null
+  echo "wrote docs/leaderboard-demo.png"
+fi
