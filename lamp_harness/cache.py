@@ -25,14 +25,13 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lamp_harness.errors import lamp_error
+from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_bytes, atomic_write_json, lamp_home, stable_hash
 
 if TYPE_CHECKING:
@@ -46,11 +45,6 @@ MAX_SHARDS = 32
 """More shard files than this are merged into one when a cache is opened."""
 FLUSH_ROWS = 8192
 """New vectors are written to disk (one shard) at least every this many texts."""
-
-
-def warn(message: str) -> None:
-    """One warning line on stderr (cache problems never stop a run)."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def text_key(text: str) -> str:
@@ -125,6 +119,7 @@ class EmbeddingCache:
         """Texts encoded (cache misses) through :meth:`get_or_encode` by this object."""
         self._rows: dict[bytes, tuple[int, int]] | None = None
         self._blocks: list[np.ndarray] = []
+        self._seen: set[str] = set()
 
     @classmethod
     def for_model(cls, context: RunContext | Path | str | None, resolved: Any, *, pooling: str,
@@ -143,6 +138,7 @@ class EmbeddingCache:
         shards = sorted(self.root.glob("shard-*.npz")) if self.root.is_dir() else []
         good: list[Path] = []
         for path in shards:
+            self._seen.add(path.name)
             loaded = self._read_shard(path)
             if loaded is None:
                 continue
@@ -152,6 +148,16 @@ class EmbeddingCache:
         if len(good) > MAX_SHARDS:
             self._merge(good)
         return self._rows
+
+    def _refresh(self) -> None:
+        """Index the shards other processes wrote since this cache was opened."""
+        self._load()
+        for path in sorted(self.root.glob("shard-*.npz")) if self.root.is_dir() else []:
+            if path.name not in self._seen:
+                self._seen.add(path.name)
+                loaded = self._read_shard(path)
+                if loaded is not None:
+                    self._add_block(*loaded)
 
     def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         import numpy as np
@@ -251,6 +257,7 @@ class EmbeddingCache:
         if not (self.root / "identity.json").is_file():
             atomic_write_json(self.root / "identity.json", self.identity)
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        self._seen.add(name)
         atomic_write_bytes(self.root / name, buffer.getvalue())
 
     def get_or_encode(self, texts: Sequence[str],
@@ -262,19 +269,30 @@ class EmbeddingCache:
 
         rows = self._load()
         digests = [hashlib.sha256(t.encode("utf-8")).digest()[:KEY_BYTES] for t in texts]
-        missing: dict[bytes, str] = {}
-        for digest, text in zip(digests, texts, strict=True):
-            if digest not in rows and digest not in missing:
-                missing[digest] = text
-        pending = list(missing.items())
-        for start in range(0, len(pending), FLUSH_ROWS):
-            part = pending[start:start + FLUSH_ROWS]
-            matrix = np.asarray(encode([text for _, text in part]), dtype=np.float32)
-            if matrix.ndim != 2 or matrix.shape[0] != len(part):
-                raise ValueError(f"encoder returned shape {matrix.shape} for {len(part)} texts")
-            keys = np.frombuffer(b"".join(d for d, _ in part), dtype=np.uint8).reshape(-1, KEY_BYTES)
-            self._store(keys, matrix)
-            self.encoded += len(part)
+
+        def missing() -> list[tuple[bytes, str]]:
+            found: dict[bytes, str] = {}
+            for digest, text in zip(digests, texts, strict=True):
+                if digest not in rows and digest not in found:
+                    found[digest] = text
+            return list(found.items())
+
+        if missing():
+            from filelock import FileLock
+
+            # Processes encoding for the same cache take turns; each reuses what the others wrote.
+            self.root.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.root / ".lock")):
+                self._refresh()
+                pending = missing()
+                for start in range(0, len(pending), FLUSH_ROWS):
+                    part = pending[start:start + FLUSH_ROWS]
+                    matrix = np.asarray(encode([text for _, text in part]), dtype=np.float32)
+                    if matrix.ndim != 2 or matrix.shape[0] != len(part):
+                        raise ValueError(f"encoder returned shape {matrix.shape} for {len(part)} texts")
+                    keys = np.frombuffer(b"".join(d for d, _ in part), dtype=np.uint8).reshape(-1, KEY_BYTES)
+                    self._store(keys, matrix)
+                    self.encoded += len(part)
         if not texts:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
         out = np.empty((len(texts), self.dim or 0), dtype=np.float32)
@@ -324,17 +342,35 @@ def _read_rankings(path: Path, key: Mapping[str, Any]) -> dict[str, list[Any]]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         if data.get("retriever") != json.loads(json.dumps(dict(key), default=str)):
             raise ValueError("written for another retriever configuration")
         entries = data["rankings"]
         if not isinstance(entries, dict):
             raise ValueError("'rankings' is not an object")
+        if "sha256" in data and data["sha256"] != _rankings_checksum(entries):
+            raise ValueError("checksum mismatch")
         return entries
-    except (OSError, ValueError, KeyError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         warn(f"ranking cache file {path} is unreadable ({' '.join(str(exc).split())[:120]}); "
              "the rankings will be computed again")
         return {}
+
+
+def _rankings_checksum(entries: Mapping[str, Any]) -> str:
+    text = json.dumps(entries, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _valid_ranking(entry: Any, digest: str, size: int) -> bool:
+    """A cached entry is used only when it is ``[digest, permutation of range(size)]``."""
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == digest and isinstance(entry[1], list)):
+        return False
+    positions = entry[1]
+    return (len(positions) == size and all(type(p) is int for p in positions)
+            and sorted(positions) == list(range(size)))
 
 
 def rank_examples(retriever: Retriever, task: Task, dataset_fingerprint: str,
@@ -347,13 +383,39 @@ def rank_examples(retriever: Retriever, task: Task, dataset_fingerprint: str,
     ``batch_size`` through ``retriever.rank`` and saved (atomically, at least every
     ``save_every_s`` seconds, and when done or interrupted). An empty ``cache_key()`` disables
     caching. Empty profiles rank to ``()`` without calling the retriever.
+
+    The file carries a SHA-256 of its entries and each entry must be a permutation of its
+    profile's positions: a damaged file or entry is reported in one warning line and recomputed,
+    never used. Processes computing the same file take turns on a file lock, so the second one
+    reuses what the first computed.
     """
     examples = list(examples)
     key = dict(retriever.cache_key())
     path = ranking_path(context, task.name, key, dataset_fingerprint) if key else None
     stored = _read_rankings(path, key) if path is not None else {}
+    result, todo = _cached(task, examples, stored, path)
+    if todo and path is not None:
+        from filelock import FileLock
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            stored = _read_rankings(path, key)  # another process may have computed them meanwhile
+            result, todo = _cached(task, examples, stored, None)
+            if todo:
+                _compute(retriever, todo, result, stored, path, key, task.name, dataset_fingerprint,
+                         progress, batch_size, save_every_s)
+    elif todo:
+        _compute(retriever, todo, result, stored, path, key, task.name, dataset_fingerprint,
+                 progress, batch_size, save_every_s)
+    return {example.id: result[example.id] for example in examples}
+
+
+def _cached(task: Task, examples: Sequence[Example], stored: Mapping[str, Any],
+            path: Path | None) -> tuple[dict[str, Ranking], list[tuple[Any, str]]]:
+    """The rankings ``stored`` holds validly, and the (query, digest) pairs still to compute."""
     result: dict[str, Ranking] = {}
     todo: list[tuple[Any, str]] = []
+    corrupt = 0
     for example in examples:
         if example.id in result:
             continue
@@ -363,15 +425,16 @@ def rank_examples(retriever: Retriever, task: Task, dataset_fingerprint: str,
         query = rank_query(task, example)
         digest = _digest(query)
         entry = stored.get(example.id)
-        if (isinstance(entry, list) and len(entry) == 2 and entry[0] == digest
-                and isinstance(entry[1], list) and len(entry[1]) == len(example.profile)):
+        if _valid_ranking(entry, digest, len(example.profile)):
             result[example.id] = tuple(entry[1])
         else:
+            if isinstance(entry, list) and len(entry) == 2 and entry[0] == digest:
+                corrupt += 1
             todo.append((query, digest))
-    if todo:
-        _compute(retriever, todo, result, stored, path, key, task.name, dataset_fingerprint,
-                 progress, batch_size, save_every_s)
-    return {example.id: result[example.id] for example in examples}
+    if corrupt and path is not None:
+        warn(f"ranking cache file {path}: {corrupt} damaged entr{'y' if corrupt == 1 else 'ies'} "
+             "(not a ranking of the profile); computing them again")
+    return result, todo
 
 
 def _compute(retriever: Retriever, todo: list[tuple[Any, str]], result: dict[str, Ranking],
@@ -381,7 +444,7 @@ def _compute(retriever: Retriever, todo: list[tuple[Any, str]], result: dict[str
         if path is not None:
             atomic_write_json(path, {"task": task_name, "dataset": fingerprint,
                                      "retriever": json.loads(json.dumps(key, default=str)),
-                                     "rankings": stored})
+                                     "rankings": stored, "sha256": _rankings_checksum(stored)})
 
     from rich.progress import Progress
 

@@ -447,12 +447,12 @@ class Generator(ABC):
     @property
     def embedding_width(self) -> int:
         """Width of the model's input token embeddings (the size of soft tokens)."""
-        raise NotImplementedError
+        raise self._cannot("take soft tokens (input embeddings)")
 
     @property
     def embedding_norm(self) -> float:
         """Typical L2 norm of the model's input token embeddings (soft tokens are scaled to it)."""
-        raise NotImplementedError
+        raise self._cannot("take soft tokens (input embeddings)")
 
     def input_embeddings(self) -> Any:
         """The model's input token-embedding matrix ``[vocab, width]`` as a ``torch.Tensor``
@@ -463,7 +463,13 @@ class Generator(ABC):
 
     def trainable_module(self) -> Any:
         """The underlying ``torch.nn.Module``, for plain fine-tuning of the generator itself."""
-        raise NotImplementedError
+        raise self._cannot("be fine-tuned (it exposes no torch module)")
+
+    def _cannot(self, what: str) -> Exception:
+        from lamp_harness.errors import lamp_error
+
+        return lamp_error(f"generator {self.name!r} cannot {what}",
+                          fix="Use the 'hf' generator for trainable and soft-prompt personalizers (pplug, fid).")
 
     def set_train_mode(self, mode: bool) -> None:  # noqa: B027
         """Put the model in train mode (dropout active) or back in eval mode without unfreezing

@@ -26,6 +26,7 @@ import stat
 import statistics
 import tempfile
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from typing import Any, ClassVar
 
 from lamp_harness.contracts import Dataset, Example, ProfileItem, RunContext, Task
 from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.io import broken_link
 from lamp_harness.registry import normalize
 
 SPLITS = ("train", "dev", "test")
@@ -207,7 +209,7 @@ def read_json(path: Path) -> tuple[Any, str]:
     malformed files are one-line errors (malformed: with line and column)."""
     path = Path(path)
     if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        what = "is a folder, not a file" if path.is_dir() else (broken_link(path) or "does not exist")
         raise lamp_error(what, where=str(path),
                          fix="Check the path (files are named {split}_questions.json and "
                              "{split}_outputs.json).")
@@ -571,12 +573,16 @@ def local_split_files(data_dir: Path, split: str, scheme: str = "user") -> Split
     data_dir = Path(data_dir).expanduser()
     questions_name, outputs_name = split_file_names(split)
     if not data_dir.is_dir():
-        raise lamp_error("is not a folder", where=f"--data-dir {data_dir}",
+        what = broken_link(data_dir) or ("does not exist" if not data_dir.exists() else "is not a folder")
+        raise lamp_error(what, where=f"--data-dir {data_dir}",
                          fix=f"Pass the folder that holds {questions_name} (and {outputs_name}).")
     folder = data_dir
     if not (folder / questions_name).is_file() and (data_dir / scheme / questions_name).is_file():
         folder = data_dir / scheme
     questions = folder / questions_name
+    if not questions.is_file() and broken_link(questions):
+        raise lamp_error(str(broken_link(questions)), where=f"--data-dir {data_dir}",
+                         fix=f"Point {questions_name} at the real file, or copy the file in its place.")
     if not questions.is_file():
         present = sorted(p.name for p in data_dir.glob("*_questions.json"))
         have = f" (it has {', '.join(present)})" if present else ""
@@ -687,12 +693,24 @@ def outputs_files(path: Path) -> Iterator[dict[str, OutputsFile]]:
     if not path.exists():
         raise lamp_error("does not exist", where=str(path),
                          fix="Pass a folder, a .zip, or an outputs .json file.")
-    if path.is_file() and zipfile.is_zipfile(path):
+    if path.is_file() and (zipfile.is_zipfile(path) or _looks_zipped(path)):
         with tempfile.TemporaryDirectory(prefix="lamp-zip-") as tmp:
             _safe_extract(path, Path(tmp))
             yield _index_outputs(Path(tmp), label=path)
         return
     yield _index_outputs(path, label=path)
+
+
+def _looks_zipped(path: Path) -> bool:
+    """A ``.zip`` name or the zip signature: such a file is reported as a damaged zip, not as
+    malformed JSON, when ``zipfile`` cannot open it."""
+    if path.suffix.lower() == ".zip":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
 
 
 def _safe_extract(archive: Path, target: Path) -> None:
@@ -721,9 +739,9 @@ def _safe_extract(archive: Path, target: Path) -> None:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out)
-    except zipfile.BadZipFile as exc:
-        raise lamp_error(f"is not a readable zip ({exc})", where=str(archive),
-                         fix="Create the zip again.") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise lamp_error(f"is a damaged zip ({' '.join(str(exc).split()) or type(exc).__name__})",
+                         where=str(archive), fix="Create or download the zip again.") from None
 
 
 def _index_outputs(root: Path, *, label: Path) -> dict[str, OutputsFile]:

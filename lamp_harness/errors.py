@@ -22,3 +22,11 @@ def lamp_error(what: str, *, where: str | None = None, fix: str | None = None) -
     if fix:
         text = f"{text.rstrip('.')}. {' '.join(fix.split())}"
     return LampError(text)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr: a problem the harness repaired by itself (a corrupt cache entry,
+    an inconsistent run folder), so the run goes on but the user is told."""
+    import sys
+
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)

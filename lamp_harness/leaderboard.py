@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from lamp_harness.contracts import MetricResult as Metric
-from lamp_harness.errors import lamp_error
-from lamp_harness.store import CONFIG, METRICS
+from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, CellStore
 
 FORMATS = ("markdown", "json", "csv", "html")
 PLACES = 3  # the papers print three decimals
@@ -192,9 +192,12 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
     """Every finished cell under ``runs_dirs`` (searched recursively).
 
     The same cell found twice (one cell id, or one method on one task and split in two runs) is
-    kept once: the newest ``metrics.json`` wins, and a note says which folder was dropped.
+    kept once: the newest ``metrics.json`` wins, and a note says which folder was dropped. A folder
+    whose files disagree (unfinished, damaged, edited: see :meth:`CellStore.inconsistency`) is
+    skipped with a note saying why.
     """
     found: dict[Path, Cell] = {}
+    skipped: list[str] = []
     for root in runs_dirs:
         root = Path(root)
         if not root.is_dir():
@@ -203,14 +206,25 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
                 where=str(root),
                 fix="Pass the --out folder of a `lamp run` (default runs/).",
             )
-        for metrics_path in sorted(root.rglob(METRICS)):
-            directory = metrics_path.parent
-            if (directory / CONFIG).is_file() and directory.resolve() not in found:
-                found[directory.resolve()] = read_cell(directory)
+        candidates = {p.parent for p in root.rglob(METRICS)} | {p.parent for p in root.rglob(PREDICTIONS)}
+        for directory in sorted(candidates):
+            if directory.resolve() in found:
+                continue
+            # A cell whose files disagree is named, never silently dropped or half-read.
+            problem = CellStore(directory).inconsistency()
+            if problem is None:
+                try:
+                    found[directory.resolve()] = read_cell(directory)
+                    continue
+                except LampError as exc:
+                    problem = str(exc)
+            skipped.append(f"skipped {directory}: {problem}; re-run its `lamp run` command to complete or "
+                           "repair it")
     if not found:
         where = ", ".join(str(Path(r)) for r in runs_dirs) or "(no folder)"
         raise lamp_error(
-            "no finished cells (folders with config.json and metrics.json)",
+            "no finished cells (folders with config.json and metrics.json)"
+            + (f" ({len(skipped)} skipped: {'; '.join(skipped)})" if skipped else ""),
             where=where,
             fix="Run `lamp run ... --out FOLDER` first, then pass that FOLDER.",
         )
@@ -229,7 +243,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
         kept[key] = cell
         seen_ids[cell.cell_id] = cell
     cells = sorted(kept.values(), key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
-    return Collection(tuple(cells), tuple(sorted(notes)))
+    return Collection(tuple(cells), tuple(sorted(notes)) + tuple(skipped))
 
 
 def natural_key(text: str) -> tuple[Any, ...]:
@@ -724,19 +738,25 @@ def render_csv(board: Leaderboard) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def plot_format(path: Path) -> str:
+    """``png`` or ``svg`` from the file name; anything else is a one-line error."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise lamp_error(
+            f"cannot tell the image format from {Path(path).name!r}",
+            where="--plot",
+            fix="End the file name with .png or .svg.",
+        )
+    return fmt
+
+
 def plot(board: Leaderboard, path: Path) -> Path:
     """A grouped bar chart: one subplot per (block, metric), tasks on the x axis, one bar per
     method (reference columns hatched), 95% intervals as error bars. PNG or SVG by extension."""
     from lamp_harness.io import atomic_write_bytes
 
     path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in ("png", "svg"):
-        raise lamp_error(
-            f"cannot tell the image format from {path.name!r}",
-            where="--plot",
-            fix="End the file name with .png or .svg.",
-        )
+    fmt = plot_format(path)
     atomic_write_bytes(path, plot_bytes(board, fmt))
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,6 +81,17 @@ def bool_arg(args: Mapping[str, str], key: str, default: bool, owner: str) -> bo
         return False
     raise lamp_error(f"argument {key}={raw!r} is not a boolean", where=owner,
                      fix=f"Pass {key}=true or {key}=false.")
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|(cuda|xpu)(:\d+)?)")
+
+
+def check_device(value: str, option: str = "--device") -> str:
+    """``value`` if it names a device (auto, cpu, cuda, cuda:N, mps, xpu), else a one-line error
+    before any work (whether the device is present is checked where the model is loaded)."""
+    if not _DEVICE.fullmatch(str(value).strip().lower()):
+        raise lamp_error(f"{option} {value!r} is not a device", fix=f"Pass {option} auto, cpu, cuda, cuda:1 or mps.")
+    return str(value).strip().lower()
 
 
 def generator_spec(value: str | None, names: Iterable[str]) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,14 @@ from lamp_harness.contracts import (
     Prediction,
     RunContext,
 )
-from lamp_harness.errors import LampError
+from lamp_harness.errors import LampError, warn
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec, label_settings
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
 from lamp_harness.scores import score_cell
-from lamp_harness.store import CellStore
+from lamp_harness.store import METRICS, CellBusy, CellStore
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class Runner:
         ones rejected, all of them listed at once, before any work."""
         drafts: list[_Draft] = []
         problems: list[str] = []
+        self.registry.get("preset", self.matrix.preset)  # a typo fails here, before any work
         for selection in self.matrix.selections():
             self._expand(selection, drafts, problems)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
@@ -462,8 +464,24 @@ class Runner:
         # Cells sharing a generator run back to back, so a loaded model is reused.
         order = sorted(range(len(specs)), key=lambda i: (drafts[i].generator_key != drafts[0].generator_key,
                                                          str(drafts[i].generator_key), i))
+        busy: list[tuple[int, CellBusy]] = []
         for i in order:
-            results.append(self.run_cell(info, drafts[i], specs[i]))
+            if self.world.distributed:  # the ranks of a data-parallel job compute each cell together
+                results.append(self.run_cell(info, drafts[i], specs[i]))
+                continue
+            # A cell another process is computing (a second `lamp run` on the same --out) is left
+            # to it; this process does the other cells first, then waits for those.
+            with ExitStack() as held:
+                try:
+                    held.enter_context(CellStore(specs[i].dir).lock())
+                except CellBusy as exc:
+                    busy.append((i, exc))
+                    continue
+                results.append(self.run_cell(info, drafts[i], specs[i]))
+        for i, exc in busy:
+            self._say(f"waiting for {specs[i].label}: {exc}")
+            with CellStore(specs[i].dir).lock(wait=True):
+                results.append(self.run_cell(info, drafts[i], specs[i]))
         self.notify("lamp_run_finished", run=info, results=results)
         return results
 
@@ -471,6 +489,10 @@ class Runner:
         """Fire a lifecycle hook; in a data-parallel job only rank 0 reports."""
         if self.world.is_main:
             self.host.notify(hook, **kwargs)
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
 
     def stale_cell(self, spec: CellSpec) -> tuple[CellStore, dict[str, str]] | None:
         """A finished cell in the run folder that differs from ``spec`` only by the versions of
@@ -529,8 +551,15 @@ class Runner:
         if self.force and self.world.is_main:
             store.reset()
             store.remove_shards()
-        # Every rank must take the same branch: rank 0 decides.
-        finished = distributed.broadcast(store.finished)
+        # Every rank must take the same branch: rank 0 decides, and alone repairs.
+        problem = None
+        if self.world.is_main:
+            problem = store.inconsistency([ex.id for ex in self.dataset(spec.task).examples])
+            if problem is not None and (spec.dir / METRICS).exists():
+                warn(f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
+                     "is predicted again)")
+                store.unfinish()
+        finished = distributed.broadcast(problem is None)
         if not finished and not self.force:
             reused = self._reuse_stale(info, spec)
             if reused is not None:
@@ -576,8 +605,9 @@ class Runner:
         if self.world.distributed or store.has_shards():
             return self._predict_sharded(info, spec, store, task, dataset, generator, personalizer,
                                          rankings, chunk)
-        done = store.recover_predictions(chunk)
         examples = dataset.examples
+        done = store.recover_predictions(chunk, [ex.id for ex in examples])
+        done_ids = {p.example_id for p in done}
         self.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(done))
 
         usage_before = dict(generator.usage())
@@ -588,10 +618,14 @@ class Runner:
                     self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=pred)
                 bar.advance(len(batch))
 
-            new = predict(task, personalizer, generator, examples[len(done):], store, chunk=chunk,
+            todo = [ex for ex in examples if ex.id not in done_ids]
+            new = predict(task, personalizer, generator, todo, store, chunk=chunk,
                           retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
                           on_batch=reported)
         done.extend(new)
+        # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
+        position = {ex.id: i for i, ex in enumerate(examples)}
+        done.sort(key=lambda p: position[p.example_id])
         wall = time.perf_counter() - started
 
         scored = score_cell(task, examples, done, seed=self.matrix.seed)

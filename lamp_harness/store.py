@@ -1,4 +1,4 @@
-"""The run store: one folder per cell, written so that a crash at any point loses nothing.
+"""The run store: one folder per cell, written so that a crash, a race or a kill loses nothing.
 
 Layout of ``OUT/<cell_id>/``:
 
@@ -10,26 +10,37 @@ Layout of ``OUT/<cell_id>/``:
 - ``scores.json``: per-example sufficient statistics of every metric, with each example's profile
   size (written atomically just before ``metrics.json``; see :mod:`lamp_harness.scores`), so
   paired significance tests and breakdowns never need the run again;
-- ``metrics.json``: values, 95% intervals and directions (written atomically, last: its presence
-  marks the cell as finished);
+- ``metrics.json``: values, 95% intervals and directions, plus the count and SHA-256 of
+  ``predictions.jsonl`` they were computed from (written atomically, last);
 - ``timing.json``: wall time, examples/s, mean prompt tokens, generated tokens (and, for a
   data-parallel run, the world size and each rank's throughput);
 - ``shards/rank-NNNNN/predictions.jsonl``: only while a data-parallel run is under way or was
-  interrupted: each rank's predictions, merged into ``predictions.jsonl`` by rank 0.
+  interrupted: each rank's predictions, merged into ``predictions.jsonl`` by rank 0;
+- ``.lock`` / ``.lock.owner``: the exclusive lock of the process computing the cell, and its PID.
+
+A cell is *finished* only when the three files agree (:meth:`CellStore.inconsistency`): both JSON
+files parse, the predictions file has the checksum and count ``metrics.json`` recorded, and (when
+the caller knows the split) it holds every example id of the split exactly once and nothing else.
+Resuming is keyed by example id (:meth:`CellStore.recover_predictions`): foreign ids, duplicates
+and garbled lines are dropped with a warning and only the missing examples are predicted again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+import socket
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lamp_harness.contracts import Example, MetricResult, Prediction
-from lamp_harness.errors import lamp_error
+from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_bytes, atomic_write_json
 
 CONFIG = "config.json"
@@ -38,6 +49,18 @@ METRICS = "metrics.json"
 SCORES = "scores.json"
 TIMING = "timing.json"
 SHARDS = "shards"
+LOCK = ".lock"
+OWNER = ".lock.owner"
+
+
+class CellBusy(Exception):
+    """Another live process holds the cell's lock (``pid`` is its process id, when known)."""
+
+    def __init__(self, directory: Path, pid: int | None, host: str | None) -> None:
+        self.dir, self.pid, self.host = directory, pid, host
+        who = f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "") \
+            if pid else "another process"
+        super().__init__(f"{directory}: being computed by {who}")
 
 
 class CellStore:
@@ -46,15 +69,101 @@ class CellStore:
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
 
+    # -- locking --------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, *, wait: bool = False) -> Iterator[None]:
+        """Hold the cell's exclusive lock (an OS file lock: a killed holder releases it at once).
+
+        Without ``wait``, a cell held by another process raises :class:`CellBusy` naming its PID;
+        with ``wait``, blocks until the holder is done. Also serialises threads of one process.
+        """
+        from filelock import FileLock, Timeout
+
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise lamp_error(f"cannot create the cell folder ({exc.strerror or exc})", where=str(self.dir),
+                             fix="Pass a writable --out folder.") from None
+        handle = FileLock(str(self.dir / LOCK), thread_local=False)
+        try:
+            handle.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            raise CellBusy(self.dir, *self.holder()) from None
+        try:
+            atomic_write_json(self.dir / OWNER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                 "since": time.time()})
+            yield
+        finally:
+            (self.dir / OWNER).unlink(missing_ok=True)
+            handle.release()
+
+    def holder(self) -> tuple[int | None, str | None]:
+        """``(pid, host)`` of the process that holds (or last held) the lock, when recorded."""
+        try:
+            owner = json.loads((self.dir / OWNER).read_text(encoding="utf-8"))
+            return int(owner["pid"]), str(owner.get("host") or "")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, None
+
     # -- state ----------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
-        """Whether the cell's ``metrics.json`` exists (the cell completed)."""
-        return (self.dir / METRICS).is_file()
+        """Whether the cell's files agree (see :meth:`inconsistency`; the split is not checked)."""
+        return self.inconsistency() is None
+
+    def inconsistency(self, expected_ids: Collection[str] | None = None) -> str | None:
+        """``None`` when ``config.json``, ``predictions.jsonl`` and ``metrics.json`` agree, else why
+        not, in a few words ("not finished (no metrics.json)", "predictions.jsonl does not match
+        the checksum in metrics.json"...). With ``expected_ids`` (the split's example ids), the
+        predictions must hold each of them exactly once and no other."""
+        if not (self.dir / METRICS).is_file():
+            return f"not finished (no {METRICS})"
+        try:
+            metrics = _read_object(self.dir / METRICS)
+            if not isinstance(metrics.get("metrics"), list):
+                raise ValueError("no 'metrics' list")
+            [MetricResult(**m) for m in metrics["metrics"]]
+        except (OSError, ValueError, TypeError) as exc:
+            return f"{METRICS} is unreadable ({_short(exc)})"
+        try:
+            config = _read_object(self.dir / CONFIG)
+        except FileNotFoundError:
+            return f"{CONFIG} is missing"
+        except (OSError, ValueError) as exc:
+            return f"{CONFIG} is unreadable ({_short(exc)})"
+        for key in ("task", "split"):
+            if key in metrics and key in config and metrics[key] != config[key]:
+                return f"{CONFIG} and {METRICS} name different {key}s ({config[key]!r}, {metrics[key]!r})"
+        path = self.dir / PREDICTIONS
+        recorded = metrics.get("predictions")
+        if not path.is_file():
+            return f"{PREDICTIONS} is missing"
+        if isinstance(recorded, dict):
+            digest, count = _digest_and_count(path)
+            if digest != recorded.get("sha256") or count != recorded.get("count"):
+                return f"{PREDICTIONS} does not match the checksum and count in {METRICS} (changed or damaged)"
+        if expected_ids is not None or not isinstance(recorded, dict):
+            try:
+                # With a matching checksum the lines are ours: reading their ids is enough.
+                ids = (_ids_of(path) if isinstance(recorded, dict)
+                       else [p.example_id for p in self.read_predictions()])
+            except Exception as exc:  # a LampError naming the line
+                return _short(exc)
+            if expected_ids is not None:
+                problem = _id_problem(ids, expected_ids)
+                if problem:
+                    return f"{PREDICTIONS} {problem}"
+        return None
 
     def reset(self) -> None:
         """Forget earlier results (``--force``)."""
         for name in (METRICS, SCORES, TIMING, PREDICTIONS, CONFIG):
+            (self.dir / name).unlink(missing_ok=True)
+
+    def unfinish(self) -> None:
+        """Drop ``metrics.json`` and ``timing.json`` (an inconsistent cell is to be completed again);
+        the valid predictions stay and are reused."""
+        for name in (METRICS, TIMING):
             (self.dir / name).unlink(missing_ok=True)
 
     # -- config ---------------------------------------------------------------------------------
@@ -63,40 +172,73 @@ class CellStore:
         atomic_write_json(self.dir / CONFIG, config)
 
     def read_config(self) -> dict[str, Any]:
-        """The cell's ``config.json``."""
-        return json.loads((self.dir / CONFIG).read_text(encoding="utf-8"))
+        """``config.json``; an unreadable one is a one-line error naming it."""
+        return _read_or_fail(self.dir / CONFIG)
 
     # -- predictions ----------------------------------------------------------------------------
-    def recover_predictions(self, batch_size: int) -> list[Prediction]:
-        """The predictions of whole batches already written; cuts anything after them.
+    def recover_predictions(self, batch_size: int,
+                            expected_ids: Collection[str] | None = None) -> list[Prediction]:
+        """The predictions already written that a resumed run keeps; the file is cut back to them.
 
-        A run killed mid-write may leave a torn line or a partial batch; both are removed from
-        the file so that appending continues from a batch boundary.
+        The common case is a kill: the file holds the first predictions of the split in order,
+        then perhaps a partial batch and a torn line. Only whole batches are kept, so the resumed
+        run predicts exactly the batches an uninterrupted run would have. Anything else (a
+        garbled line, an id outside ``expected_ids``, a duplicate) is dropped with a warning,
+        every valid record is kept, and the file is rewritten atomically to hold just those.
         """
         path = self.dir / PREDICTIONS
         if not path.is_file():
             return []
         raw = path.read_bytes()
-        predictions: list[Prediction] = []
-        offsets: list[int] = []
-        position = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                predictions.append(Prediction(**_tuples(json.loads(line))))
-            except (ValueError, TypeError):
-                break
-            position += len(line)
-            offsets.append(position)
-        keep = (len(predictions) // batch_size) * batch_size
-        end = offsets[keep - 1] if keep else 0
-        if end != len(raw):
-            with open(path, "r+b") as handle:
-                handle.truncate(end)
-                handle.flush()
-                os.fsync(handle.fileno())
-        return predictions[:keep]
+        lines = raw.splitlines(keepends=True)
+        kept: list[Prediction] = []
+        kept_lines: list[bytes] = []
+        seen: set[str] = set()
+        dropped: dict[str, int] = {}
+        expected = set(expected_ids) if expected_ids is not None else None
+        for number, line in enumerate(lines, 1):
+            torn = not line.endswith(b"\n")
+            problem = None
+            prediction = None
+            if torn:
+                problem = "torn last line" if number == len(lines) else "garbled line"
+            else:
+                try:
+                    prediction = _parse(line)
+                except (ValueError, TypeError, UnicodeDecodeError):
+                    problem = "garbled line" if line.strip() else None
+                    if problem is None:
+                        continue  # blank lines carry nothing
+            if prediction is not None:
+                if expected is not None and prediction.example_id not in expected:
+                    problem = "id not in the split"
+                elif prediction.example_id in seen:
+                    problem = "duplicate id"
+            if problem is not None:
+                dropped[problem] = dropped.get(problem, 0) + 1
+                continue
+            assert prediction is not None
+            seen.add(prediction.example_id)
+            kept.append(prediction)
+            kept_lines.append(line)
+        clean = not (set(dropped) - {"torn last line"})
+        if clean and (expected_ids is None or _is_prefix(kept, expected_ids)):
+            # A kill: keep whole batches so the resumed run batches exactly as an uninterrupted one.
+            keep = (len(kept) // batch_size) * batch_size
+            end = sum(len(line) for line in kept_lines[:keep])
+            if end != len(raw):
+                with open(path, "r+b") as handle:
+                    handle.truncate(end)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            return kept[:keep]
+        what = ", ".join(f"{n} {kind}{'s' if n > 1 and not kind.endswith('line') else ''}"
+                         for kind, n in sorted(dropped.items()))
+        if what:
+            warn(f"{path}: dropped {what}; kept {len(kept)} valid prediction(s), the missing examples "
+                 "are predicted again")
+        atomic_write_bytes(path, b"".join(kept_lines))
+        return kept
 
     def append_predictions(self, predictions: Sequence[Prediction]) -> None:
         """Append one batch in a single write and fsync it."""
@@ -114,46 +256,55 @@ class CellStore:
         path = self.dir / PREDICTIONS
         if not path.is_file():
             return []
+        fix = "Re-run the cell with the same `lamp run` command (it repairs the cell), or add --force."
         predictions = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(path.read_bytes().splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                prediction = Prediction(**_tuples(json.loads(line)))
+                predictions.append(_parse(line))
+            except UnicodeDecodeError:
+                raise lamp_error(f"line {number} is not UTF-8", where=str(path), fix=fix) from None
             except (ValueError, TypeError) as exc:
-                raise lamp_error(f"line {number} is not a prediction ({type(exc).__name__}: {exc})",
-                                 where=str(path), fix="Re-run the cell with `lamp run ... --force`.") from None
-            if not isinstance(prediction.output, str):
-                raise lamp_error(f"line {number}: 'output' is not a string", where=str(path),
-                                 fix="Re-run the cell with `lamp run ... --force`.")
-            predictions.append(prediction)
+                raise lamp_error(f"line {number} is not a prediction ({_short(exc)})", where=str(path),
+                                 fix=fix) from None
         return predictions
 
     # -- results --------------------------------------------------------------------------------
     def write_results(self, task: str, split: str, metrics: Iterable[MetricResult],
                       timing: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
-        """Write ``timing.json``, ``scores.json`` (when ``scores`` is given: a JSON object from
-        :meth:`lamp_harness.scores.CellScores.to_json`) and, last, ``metrics.json``."""
+        """Write ``timing.json``, ``scores.json`` (when ``scores`` is given) and, last,
+        ``metrics.json`` with the predictions' checksum and count (what makes the cell finished)."""
         metrics = list(metrics)
         atomic_write_json(self.dir / TIMING, timing)
         if scores is not None:
             atomic_write_json(self.dir / SCORES, scores)
+        path = self.dir / PREDICTIONS
+        digest, count = _digest_and_count(path) if path.is_file() else (_EMPTY, 0)
         atomic_write_json(self.dir / METRICS, {
             "task": task,
             "split": split,
             "n": max((m.n for m in metrics), default=0),
             "metrics": [asdict(m) for m in metrics],
+            "predictions": {"count": count, "sha256": digest},
         })
 
     def read_metrics(self) -> list[MetricResult]:
-        """The metrics of a finished cell."""
-        data = json.loads((self.dir / METRICS).read_text(encoding="utf-8"))
-        return [MetricResult(**m) for m in data["metrics"]]
+        """The metrics of ``metrics.json``; an unreadable file is a one-line error naming it."""
+        data = _read_or_fail(self.dir / METRICS)
+        try:
+            return [MetricResult(**m) for m in data["metrics"]]
+        except (KeyError, TypeError) as exc:
+            raise lamp_error(f"malformed metrics ({_short(exc)})", where=str(self.dir / METRICS),
+                             fix="Re-run the cell with the same `lamp run` command.") from None
 
     def read_timing(self) -> dict[str, Any]:
         """The cell's ``timing.json``."""
         path = self.dir / TIMING
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        try:
+            return _read_object(path)
+        except (OSError, ValueError):
+            return {}  # timing is informative only
 
     def write_predictions(self, predictions: Sequence[Prediction]) -> None:
         """Replace ``predictions.jsonl`` atomically (same lines as appending them one by one)."""
@@ -214,7 +365,90 @@ class CellStore:
         return ordered
 
 
-def _tuples(record: dict[str, Any]) -> dict[str, Any]:
+_EMPTY = hashlib.sha256(b"").hexdigest()
+
+
+def _parse(line: bytes) -> Prediction:
+    record = json.loads(line.decode("utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
     if isinstance(record.get("retrieved"), list):
         record["retrieved"] = tuple(record["retrieved"])
-    return record
+    prediction = Prediction(**record)
+    if not isinstance(prediction.example_id, str) or not isinstance(prediction.output, str):
+        raise ValueError("'example_id' and 'output' must be strings")
+    return prediction
+
+
+_ID_PREFIX = b'{"example_id": '
+_DECODER = json.JSONDecoder()
+
+
+def _ids_of(path: Path) -> list[str]:
+    """The example ids of a predictions file, decoding only each line's leading id (the store
+    writes it first), which is ten times faster than parsing whole records with their prompts."""
+    ids = []
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        if line.startswith(_ID_PREFIX):
+            value, _ = _DECODER.raw_decode(line[len(_ID_PREFIX):].decode("utf-8"))
+        else:
+            value = _parse(line).example_id
+        if not isinstance(value, str):
+            raise ValueError("an 'example_id' is not a string")
+        ids.append(value)
+    return ids
+
+
+def _digest_and_count(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    count = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            digest.update(line)
+            count += bool(line.strip())
+    return digest.hexdigest(), count
+
+
+def _id_problem(ids: Sequence[str], expected_ids: Collection[str]) -> str | None:
+    expected = set(expected_ids)
+    seen: set[str] = set()
+    duplicates = {i for i in ids if i in seen or seen.add(i)}  # type: ignore[func-returns-value]
+    foreign = seen - expected
+    missing = expected - seen
+    parts = []
+    if missing:
+        parts.append(f"lacks {len(missing)} example id(s) of the split (e.g. {sorted(missing)[0]!r})")
+    if foreign:
+        parts.append(f"has {len(foreign)} id(s) not in the split (e.g. {sorted(foreign)[0]!r})")
+    if duplicates:
+        parts.append(f"repeats {len(duplicates)} id(s) (e.g. {sorted(duplicates)[0]!r})")
+    return "; ".join(parts) or None
+
+
+def _is_prefix(kept: Sequence[Prediction], expected_ids: Collection[str]) -> bool:
+    order = list(expected_ids)
+    return len(kept) <= len(order) and all(p.example_id == i for p, i in zip(kept, order, strict=False))
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_bytes().decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def _read_or_fail(path: Path) -> dict[str, Any]:
+    try:
+        return _read_object(path)
+    except (OSError, ValueError) as exc:
+        raise lamp_error(f"cannot read it ({_short(exc)})", where=str(path),
+                         fix="Re-run the cell with the same `lamp run` command, or delete the folder.") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return (f"{type(exc).__name__}: {text}" if not isinstance(exc, ValueError) or not text else text)[:160]

@@ -60,8 +60,8 @@ from lamp_harness.contracts import (
     Trainable,
 )
 from lamp_harness.distributed import World, device_for
-from lamp_harness.errors import lamp_error
-from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
+from lamp_harness.errors import lamp_error, warn
+from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
@@ -72,6 +72,7 @@ TRAINER_STATE = "trainer_state.pt"
 STATE = "state.json"
 CONFIG = "config.json"
 LATEST = "latest.json"
+MANIFEST = "manifest.json"
 KEEP_CHECKPOINTS = 2
 DEFAULT_EPOCHS = 2
 USER_SPLIT_SALT = "lamp-harness/user-split/v1"
@@ -619,6 +620,7 @@ def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, 
                     "rng": _rng_state()}, tmp / TRAINER_STATE)
         atomic_write_json(tmp / STATE, dict(state))
         atomic_write_json(tmp / CONFIG, dict(config))
+        atomic_write_json(tmp / MANIFEST, folder_manifest(tmp))
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -632,28 +634,62 @@ def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, 
     return target
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be used (``None``: complete and intact: every file
+    has the size and SHA-256 its ``manifest.json`` recorded)."""
+    path = Path(path)
+    if not (path / WEIGHTS).is_file():
+        return f"{WEIGHTS} is missing"
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:  # written before manifests existed: check what can be checked
+        return None if (path / STATE).is_file() else f"{STATE} is missing"
+    except (OSError, ValueError) as exc:
+        return f"{MANIFEST} is unreadable ({type(exc).__name__})"
+    return check_manifest(path, manifest)
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
-    """The newest complete checkpoint of a training directory (``None`` when there is none)."""
+    """The newest intact checkpoint of a training directory (``None`` when there is none). A damaged
+    newer one is named in a warning and skipped, so training resumes from the one before it."""
     directory = Path(directory)
+    candidates: list[Path] = []
     try:
         latest = json.loads((directory / LATEST).read_text(encoding="utf-8"))
-        path = directory / latest["checkpoint"]
-        if (path / WEIGHTS).is_file() and (path / STATE).is_file():
-            return path
-    except (OSError, ValueError, KeyError):
+        candidates.append(directory / latest["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
         pass
-    found = sorted(p for p in (directory / "checkpoints").glob("step-*")
-                   if (p / WEIGHTS).is_file() and (p / STATE).is_file())
-    return found[-1] if found else None
+    candidates += sorted((p for p in (directory / "checkpoints").glob("step-*") if p.is_dir()), reverse=True)
+    for path in dict.fromkeys(candidates):
+        if not path.is_dir():
+            continue
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        warn(f"checkpoint {path} is damaged ({problem}); skipping it")
+    return None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The checkpoint folder ``path`` names (itself, or a ``lamp train`` folder's newest intact
+    checkpoint); a missing, empty or damaged one is a one-line error."""
+    return _checkpoint_dir(path)
 
 
 def _checkpoint_dir(path: Path) -> Path:
     path = Path(path)
+    if not path.exists():
+        raise lamp_error("does not exist", where=str(path),
+                         fix="Pass the folder `lamp train` printed, or train first.")
     if (path / WEIGHTS).is_file():
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise lamp_error(f"the checkpoint is damaged ({problem})", where=str(path),
+                             fix="Delete it and train again with `lamp train` (or pass an intact checkpoint).")
         return path
     found = latest_checkpoint(path)
     if found is None:
-        raise lamp_error("no checkpoint here (expected weights.safetensors, or a `lamp train` output "
+        raise lamp_error("no checkpoint here (expected an intact weights.safetensors, or a `lamp train` output "
                          "folder with latest.json)", where=str(path),
                          fix="Pass the folder `lamp train` printed, or train first.")
     return found
@@ -661,7 +697,18 @@ def _checkpoint_dir(path: Path) -> Path:
 
 def read_checkpoint_config(path: Path) -> dict[str, Any]:
     """The resolved configuration a checkpoint was trained with."""
-    return json.loads((_checkpoint_dir(path) / CONFIG).read_text(encoding="utf-8"))
+    return _read_checkpoint_json(_checkpoint_dir(path) / CONFIG)
+
+
+def _read_checkpoint_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError) as exc:
+        raise lamp_error(f"cannot read it ({type(exc).__name__})", where=str(path),
+                         fix="Delete the checkpoint and train again with `lamp train`.") from None
 
 
 def load_checkpoint(personalizer: Personalizer, directory: Path, *,
@@ -676,7 +723,7 @@ def load_checkpoint(personalizer: Personalizer, directory: Path, *,
     from safetensors.torch import load_file
 
     path = _checkpoint_dir(Path(directory))
-    config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    config = _read_checkpoint_json(path / CONFIG)
     trained = config.get("train_config", {}).get("personalizer")
     if trained and trained != personalizer.name:
         raise lamp_error(f"this checkpoint was trained for personalizer {trained!r}, not "
@@ -684,7 +731,11 @@ def load_checkpoint(personalizer: Personalizer, directory: Path, *,
                          fix=f"Use --personalizer {trained}, or train {personalizer.name!r} first.")
     trainable = as_trainable(personalizer, generator)
     device = _device_of(trainable)
-    state = load_file(str(path / WEIGHTS), device=device)
+    try:
+        state = load_file(str(path / WEIGHTS), device=device)
+    except Exception as exc:  # a damaged safetensors file (header, truncation)
+        raise lamp_error(f"cannot read {WEIGHTS} ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})",
+                         where=str(path), fix="Delete the checkpoint and train again with `lamp train`.") from None
     trainable.load_state_dict(state)
     return config
 
@@ -719,13 +770,28 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
     other. accelerate also applies ``mixed_precision`` (``bf16`` / ``fp16``), and FSDP or
     DeepSpeed when ``accelerate launch --config_file`` asks for them. Rank 0 alone writes files and
     evaluates.
+
+    One process at a time trains into ``out_dir``: a second one waits on its file lock, then
+    resumes from (or simply reuses) what the first one saved.
     """
-    import torch
+    from filelock import FileLock
 
     world = world or World()
-    if world.distributed:
-        config = replace(config, grad_accum=config.grad_accum * world.size)
     out_dir = Path(out_dir)
+    kwargs = dict(context=context, generator=generator, personalizer=personalizer, progress=progress,
+                  console=console, on_step=on_step, world=world, mixed_precision=mixed_precision)
+    if world.distributed:  # the ranks of one job train together; rank 0 alone writes
+        return _train(replace(config, grad_accum=config.grad_accum * world.size), out_dir, **kwargs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir / ".lock")):
+        return _train(config, out_dir, **kwargs)
+
+
+def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
+           generator: Generator | None, personalizer: Personalizer | None, progress: bool, console: Any,
+           on_step: Callable[[int, float], None] | None, world: World, mixed_precision: str) -> TrainResult:
+    import torch
+
     context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
                                     device=config.device, prompt_budget=config.prompt_budget)
     if world.distributed:
@@ -1039,7 +1105,7 @@ def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
     config = resolve_retriever(config, pcls)
     directory = training_dir(config, context)
     found = latest_checkpoint(directory)
-    if found is not None and json.loads((found / STATE).read_text(encoding="utf-8")).get("finished"):
+    if found is not None and _read_checkpoint_json(found / STATE).get("finished"):
         return found
     return train(config, directory, context=context, generator=generator, personalizer=personalizer,
                  progress=progress, console=console).checkpoint

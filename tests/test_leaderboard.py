@@ -233,11 +233,14 @@ def test_missing_runs_dir_and_empty_dir_are_one_line_errors(tmp_path, capsys):
     assert code == 2 and "no finished cells" in err
 
 
-def test_malformed_metrics_names_the_file(runs):
+def test_malformed_metrics_skips_the_cell_and_names_it(runs, capsys):
+    before = len(lb.collect_cells([runs]).cells)
     bad = next(runs.rglob("metrics.json"))
     bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(LampError, match="metrics.json: cannot read JSON"):
-        lb.leaderboard([runs])
+    board = lb.leaderboard([runs])
+    assert any(str(bad.parent) in note and "metrics.json is unreadable" in note for note in board.notes)
+    assert len(lb.collect_cells([runs]).cells) == before - 1
+    assert f"skipped {bad.parent}" in cli_ok(capsys, "leaderboard", str(runs)).err
 
 
 def test_plot_writes_a_valid_png_and_svg(runs, tmp_path, capsys):

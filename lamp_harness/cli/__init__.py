@@ -53,6 +53,8 @@ _COMMANDS = (plugins_cmd, run_cmd, data_cmd, evaluate_cmd, models_cmd, rank_cmd,
              leaderboard_cmd, export_cmd)
 
 
+INTERRUPTED = "Interrupted: finished work is saved; run the same command again to resume."
+
 ARGV: list[str] = []
 """The arguments of this invocation (``--nproc-per-node`` hands them on to its workers)."""
 
@@ -84,30 +86,61 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
+    """Run the command: usage and user errors become one line on stderr and exit code 2.
+
+    Usage errors come from click, and typer may bundle its own copy of click (typer 0.2x does), so
+    they are recognised by their class names rather than by ``isinstance`` against one copy.
+    """
     try:
         # Without standalone mode click returns (not raises) the code of a ``typer.Exit``.
-        code = app(args=argv, standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        code = app(args=argv, standalone_mode=False, prog_name="lamp")
     except LampError as exc:
         from lamp_harness import distributed
 
         if distributed.current().distributed:
             raise  # main() names the rank
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("Aborted.", file=sys.stderr)
-        sys.exit(130)
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print("Interrupted: finished work is saved; run the same command again to resume.", file=sys.stderr)
-        sys.exit(130)
+        _fail(INTERRUPTED, 130, prefix="")
+    except OSError as exc:
+        if not exc.filename:  # not about a path the user gave: a bug, keep the traceback
+            raise
+        # A full disk, a read-only or vanished folder met mid-run: the path and the reason suffice.
+        where = exc.filename if not exc.filename2 else f"{exc.filename} -> {exc.filename2}"
+        _fail(f"{where}: {exc.strerror or exc}. Check the path and its permissions (finished work is "
+              "saved; run the same command again to resume).", 2)
     except Exception as exc:
-        import click
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "Exit" in kinds:
+            code = getattr(exc, "exit_code", 0)
+        elif "Abort" in kinds:  # click turns Ctrl-C (and EOF at a prompt) into Abort
+            _fail(INTERRUPTED, 130, prefix="")
+        elif "NoArgsIsHelpError" in kinds:  # a bare `lamp` or `lamp data`: show the help
+            ctx = getattr(exc, "ctx", None)
+            print(ctx.get_help() if ctx is not None else exc.format_message())
+            path = ctx.command_path if ctx is not None else "lamp"
+            _fail(f"{path}: missing command. Pick one of the commands listed above.", 2)
+        elif "ClickException" in kinds:
+            _fail(_usage_message(exc), 2)
+        else:
+            raise
+    if isinstance(code, int) and code:
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            print(INTERRUPTED, file=sys.stderr)
+        sys.exit(code)
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+
+def _usage_message(exc: Exception) -> str:
+    """One line: the command, what click found wrong, and where to read the options."""
+    text = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return text
+    text = text.rstrip(".")
+    end = " " if text.endswith(("?", "!")) else ". "
+    return f"{ctx.command_path}: {text}{end}See `{ctx.command_path} --help`."
+
+
+def _fail(message: str, code: int, prefix: str = "Error: ") -> None:
+    print(f"{prefix}{' '.join(message.split())}", file=sys.stderr)
+    sys.exit(code)

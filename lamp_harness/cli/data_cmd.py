@@ -164,7 +164,7 @@ def validate(
     task: str = typer.Option(None, "--task", "-t",
                              help="The task the files are for, e.g. --task lamp-5. [default: read from "
                              "the outputs file's \"task\" field]"),
-    show: int = typer.Option(_SHOW, "--show",
+    show: int = typer.Option(_SHOW, "--show", min=1,
                              help=f"How many problems to list per split. [default: {_SHOW}]"),
 ) -> None:
     """Check files against the official LaMP format and the task: JSON syntax, shape, required and
@@ -184,9 +184,13 @@ def validate(
         pairs = [(path.name, None, path) if _is_outputs_file(path) else (path.name, path, None)]
     t = host().registry.create("task", task) if task else _infer_task(pairs, path)
     console = Console()
+    reports = [(label, questions, outputs, validate_split(t, questions, outputs))
+               for label, questions, outputs in pairs]
+    bad = [r for *_, r in reports if not r.ok]
+    if len(bad) == 1 and bad[0].problem_count == 1 and len(pairs) == 1:
+        raise LampError(bad[0].problems[0])  # a single problem: the one line says it all
     total = 0
-    for label, questions, outputs in pairs:
-        report = validate_split(t, questions, outputs)
+    for label, questions, outputs, report in reports:
         if report.ok:
             parts = []
             if questions is not None:

@@ -79,7 +79,7 @@ def evaluate(
                              help="The task, e.g. --task lamp-3. [default: the golds file's \"task\" field]"),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Also write the metrics as JSON here, e.g. --out metrics.json."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap intervals. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap intervals. [default: 0]"),
     require_all: bool = typer.Option(False, "--require-all",
                                      help="With --submission: fail (exit 2) when a task of the golds has no "
                                      "predictions, like the leaderboard. [default: score what is there]"),
@@ -90,11 +90,13 @@ def evaluate(
     from rich.console import Console
 
     from lamp_harness.errors import LampError
-    from lamp_harness.io import atomic_write_json
+    from lamp_harness.io import atomic_write_json, writable_file
 
     if (predictions is None) == (submission is None):
         raise lamp_error("pass exactly one of --predictions (one task) and --submission (all tasks)",
                          fix="e.g. lamp evaluate --golds dev_outputs.json --predictions preds.json.")
+    if out is not None:
+        writable_file(out, "--out")
     console = Console()
     if predictions is not None:
         result, rows = _evaluate_one(golds, predictions, task, seed)

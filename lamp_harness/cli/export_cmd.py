@@ -42,10 +42,12 @@ def export(
     Example: lamp export --submission submission/ runs/ --select personalizer=ipa,retriever=bm25
     """
     from lamp_harness.export import export_submission
+    from lamp_harness.io import writable_dir
     from lamp_harness.options import parse_kv
 
     pairs = [p for p in (select or "").split(",") if p.strip()]
     chosen = parse_kv(pairs, "--select")
+    writable_dir(submission, "--submission")
     result = export_submission(runs_dirs or [Path("runs")], submission, split=split, select=chosen)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

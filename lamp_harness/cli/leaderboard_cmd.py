@@ -92,12 +92,17 @@ def leaderboard(
     """
     from lamp_harness import leaderboard as lb
     from lamp_harness.errors import lamp_error
-    from lamp_harness.io import atomic_write_text
+    from lamp_harness.io import atomic_write_text, writable_file
 
     if fmt not in lb.FORMATS:
         raise lamp_error(
             f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(lb.FORMATS)}."
         )
+    if plot is not None:
+        lb.plot_format(plot)
+    for path, option in ((out, "--out"), (plot, "--plot")):
+        if path is not None:
+            writable_file(path, option)
     from lamp_harness import comparisons, significance
 
     for name in reference:  # checked before any reading, so a typo fails fast

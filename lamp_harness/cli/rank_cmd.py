@@ -31,14 +31,14 @@ def rank(
     retriever_arg: list[str] = typer.Option([], "--retriever-arg",
                                             help="Retriever argument KEY=VALUE, repeatable. Example: "
                                             "--retriever-arg model=minilm --retriever-arg pooling=cls."),
-    top: int = typer.Option(0, "--top", help="Keep only the best N ids per question (0: the full "
+    top: int = typer.Option(0, "--top", min=0, help="Keep only the best N ids per question (0: the full "
                             "ranking). [default: 0]"),
     preset: str = typer.Option("offline", "--preset",
                                help="Model preset for dense retrievers: offline (packaged MiniLM), "
                                "lamp-paper (facebook/contriever)... [default: offline]"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random retriever. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random retriever. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
-    limit: int = typer.Option(0, "--limit", help="Rank only the first N questions (0: all). [default: 0]"),
+    limit: int = typer.Option(0, "--limit", min=0, help="Rank only the first N questions (0: all). [default: 0]"),
 ) -> None:
     """Rank every question's profile with a retriever and write the ranked profile ids (items
     without ids are named by their position, "0", "1", ...). Rankings are cached under
@@ -52,14 +52,17 @@ def rank(
     from lamp_harness.contracts import RunContext
     from lamp_harness.data import resolve_dataset
     from lamp_harness.errors import lamp_error
-    from lamp_harness.io import atomic_write_json, lamp_home
-    from lamp_harness.options import parse_kv
+    from lamp_harness.io import atomic_write_json, lamp_home, writable_file
+    from lamp_harness.options import check_device, parse_kv
     from lamp_harness.registry import host
 
     if top < 0 or limit < 0:
         raise lamp_error("--top and --limit must be 0 or more", fix="Pass e.g. --top 4.")
-    context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device)
+    check_device(device)
+    writable_file(out, "--out")
     registry = host().registry
+    registry.get("preset", preset)  # a typo fails before any work
+    context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device)
     task_obj = registry.create("task", task)
     args = parse_kv(retriever_arg, "--retriever-arg")
     ranker = registry.create("retriever", retriever, context, **args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import typer
 
 from lamp_harness.cli import app
 from lamp_harness.errors import lamp_error
-from lamp_harness.options import parse_kv
+from lamp_harness.options import check_device, parse_kv
 
 _LIST = "Comma list allowed: every combination is run."
 
@@ -77,29 +79,132 @@ def component_args(pairs: list[str], option: str) -> dict[str, dict[str, str]]:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """A matrix file (TOML): the same keys as the command's options (see examples/matrix.toml)."""
+    """A matrix file (TOML): the same keys as the command's options (see examples/matrix.toml).
+
+    Checked against :data:`CONFIG_SCHEMA` before any work: a missing file, a folder, bad UTF-8, a
+    TOML syntax error (with its line), an unknown key (with the closest valid one) or a value of
+    the wrong type or range is a one-line error naming the file and line."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
+    fix = "See examples/matrix.toml for the format."
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise lamp_error("matrix file not found", where=str(path),
-                         fix="Check the path (see examples/matrix.toml for the format).") from None
+        raise lamp_error("matrix file not found", where=str(path), fix="Check the path. " + fix) from None
+    except IsADirectoryError:
+        raise lamp_error("is a folder, not a matrix file", where=str(path),
+                         fix="Pass a .toml file, e.g. --config examples/matrix.toml.") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise lamp_error(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x})", where=f"{path}:{line}",
+                         fix="Save the file as UTF-8.") from None
+    except OSError as exc:
+        raise lamp_error(f"cannot read it ({exc.strerror or exc})", where=str(path)) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise lamp_error(f"invalid TOML: {exc}", where=str(path),
-                         fix="Fix the syntax (see examples/matrix.toml for the format).") from None
-    known = {"task", "personalizer", "retriever", "k", "generator", "split", "data", "data-dir",
-             "scheme", "limit", "preset", "seed", "decode", "prompt-budget", "out", "batch-size", "num-beams",
-             "max-input-tokens", "device", "checkpoint", "retriever-args", "personalizer-args",
-             "generator-args", "train-args", "group", "reporter"}
+        message = str(exc)
+        found = re.search(r"\(at line (\d+)(?:, column (\d+))?\)", message)
+        where = f"{path}:{found.group(1)}" if found else str(path)
+        message = re.sub(r"\s*\(at line \d+(?:, column \d+)?\)", "", message)
+        raise lamp_error(f"invalid TOML: {message}", where=where, fix="Fix the syntax. " + fix) from None
     data = {key.replace("_", "-"): value for key, value in data.items()}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise lamp_error(f"unknown key(s) {', '.join(unknown)}", where=str(path),
-                         fix=f"Valid keys: {', '.join(sorted(known))}.")
+    check_config(data, path, text)
     return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _ints(value: Any) -> bool:
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, str):
+        items = split_list(value)
+    try:
+        return bool(items) and all((_is_int(v) or isinstance(v, str)) and int(v) >= 1 for v in items)
+    except ValueError:
+        return False
+
+
+def _table(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "task": (_names, "a name or a list of names, e.g. [\"lamp-7\"]"),
+    "personalizer": (_names, "a name or a list of names, e.g. [\"none\", \"ipa\"]"),
+    "retriever": (_names, "a name or a list of names, e.g. [\"bm25\"]"),
+    "generator": (_names, "a model or a list of models"),
+    "k": (_ints, "a whole number >= 1 or a list of them, e.g. [1, 4]"),
+    "split": (lambda v: isinstance(v, str), "a string: train, dev or test"),
+    "data": (lambda v: isinstance(v, str) or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+             "a source as a string (lamp, demo) or a table of task = source"),
+    "data-dir": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
+    "scheme": (lambda v: v in ("user", "time"), "\"user\" or \"time\""),
+    "limit": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "preset": (lambda v: isinstance(v, str), "a preset name as a string (see `lamp models`)"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "decode": (lambda v: v in ("generate", "labels"), "\"generate\" or \"labels\""),
+    "reporter": (_names, "a reporter name or a list of names, e.g. [\"mlflow\"]"),
+    "prompt-budget": (lambda v: v in ("official", "strict"), "\"official\" or \"strict\""),
+    "out": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
+    "batch-size": (lambda v: (_is_int(v) and v >= 1) or v == "auto", "a whole number >= 1 or \"auto\""),
+    "num-beams": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "max-input-tokens": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "device": (lambda v: isinstance(v, str), "a string: auto, cpu, cuda or mps"),
+    "checkpoint": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
+    "retriever-args": (_table, "a table, e.g. [retriever-args.bm25]"),
+    "personalizer-args": (_table, "a table, e.g. [personalizer-args.pplug]"),
+    "generator-args": (_table, "a table, e.g. [generator-args]"),
+    "train-args": (_table, "a table, e.g. [train-args]"),
+    "group": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+              "an array of tables ([[group]])"),
+}
+"""Every key of a matrix file: whether a value is valid, and what a valid one looks like."""
+
+
+def check_config(data: dict[str, Any], path: Path, text: str = "") -> None:
+    """One-line errors for unknown keys (with a did-you-mean) and values of the wrong type."""
+    import difflib
+
+    for key, value in data.items():
+        where = f"{path}:{_line_of(text, key)}" if _line_of(text, key) else str(path)
+        if key not in CONFIG_SCHEMA:
+            close = difflib.get_close_matches(key, list(CONFIG_SCHEMA), n=1)
+            hint = f"Did you mean {close[0]!r}? " if close else ""
+            raise lamp_error(f"unknown key {key!r}", where=where,
+                             fix=f"{hint}Valid keys: {', '.join(CONFIG_SCHEMA)}.")
+        valid, expected = CONFIG_SCHEMA[key]
+        if not valid(value):
+            raise lamp_error(f"{key} = {_show(value)} is not valid", where=where, fix=f"Write {expected}.")
+        if key == "group":
+            for group in value:
+                check_config({k.replace("_", "-"): v for k, v in group.items()}, path, text)
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line of ``key = ...`` (or ``[key``) in a TOML text, for error messages."""
+    variants = {key, key.replace("-", "_")}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip().lstrip("[").strip()
+        for name in variants:
+            if re.match(rf"{re.escape(name)}\s*(=|\]|\.)", stripped) or stripped.startswith(f'"{name}"'):
+                return number
+    return None
+
+
+def _show(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _as_list(value: Any) -> list[str]:
@@ -145,7 +250,7 @@ def run(
                                   "(wins over --data)."),
     split: str = typer.Option(None, "--split", help="train, dev or test. [default: dev]"),
     scheme: str = typer.Option(None, "--scheme", help="user or time (LaMP's two splits). [default: user]"),
-    limit: int = typer.Option(None, "--limit", help="Only the first N questions of the split."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Only the first N questions of the split."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder: one sub-folder per cell. [default: runs]"),
     config: Path = typer.Option(None, "--config", "-c",
                                 help="Matrix file (TOML) with the same keys as these options; options "
@@ -160,8 +265,8 @@ def run(
                                       "the prompt cut to L). Recorded in config.json, the cell id and "
                                       "the label. [default: official]"),
     batch_size: str = typer.Option(None, "--batch-size", help="Generation batch size: N or auto."),
-    num_beams: int = typer.Option(None, "--num-beams", help="Beam width (papers: 4; 1 = greedy)."),
-    max_input_tokens: int = typer.Option(None, "--max-input-tokens",
+    num_beams: int = typer.Option(None, "--num-beams", min=1, help="Beam width (papers: 4; 1 = greedy)."),
+    max_input_tokens: int = typer.Option(None, "--max-input-tokens", min=1,
                                          help="Prompt budget L in generator tokens. [default: 256]"),
     retriever_arg: list[str] = typer.Option([], "--retriever-arg",
                                             help="KEY=VALUE for every retriever, or NAME:KEY=VALUE for one "
@@ -178,7 +283,7 @@ def run(
                                         "e.g. --train-arg max_steps=20"),
     checkpoint: Path = typer.Option(None, "--checkpoint",
                                     help="Trained weights from `lamp train` for a trainable method."),
-    seed: int = typer.Option(None, "--seed", help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
+    seed: int = typer.Option(None, "--seed", min=0, help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     reporter: list[str] = typer.Option([], "--reporter",
                                        help="Also report to an experiment tracker (repeatable or a comma "
@@ -220,6 +325,9 @@ def run(
     def pick(cli: Any, key: str, default: Any) -> Any:
         return cli if cli is not None else cfg.get(key, default)
 
+    if batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) >= 1):
+        raise lamp_error(f"--batch-size {batch_size!r} is not a whole number >= 1 or auto",
+                         fix="Pass e.g. --batch-size 8 or --batch-size auto.")
     gen_args = _stringify(cfg.get("generator-args", {}), "[generator-args]")
     gen_args.update(parse_kv(generator_arg, "--generator-arg"))
     for key, value in (("batch_size", pick(batch_size, "batch-size", None)),
@@ -281,6 +389,10 @@ def run(
 
     data_dir_value = pick(data_dir, "data-dir", None)
     checkpoint_value = pick(checkpoint, "checkpoint", None)
+    if checkpoint_value:
+        from lamp_harness.training import resolve_checkpoint
+
+        resolve_checkpoint(Path(checkpoint_value))  # missing or damaged: fail before any work
     decode_value = pick(decode, "decode", "generate")
     if decode_value not in ("generate", "labels"):
         raise lamp_error(f"--decode {decode_value!r} is not generate or labels", fix="Pass --decode labels.")
@@ -305,11 +417,13 @@ def run(
         train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
                     **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
-        device=pick(device, "device", "auto"),
+        device=check_device(pick(device, "device", "auto")),
         reporters=tuple(dict.fromkeys([*_as_list(cfg.get("reporter")),
                                        *(name for value in reporter for name in split_list(value))])),
     )
-    out_dir = Path(pick(out, "out", "runs"))
+    from lamp_harness.io import writable_dir
+
+    out_dir = writable_dir(Path(pick(out, "out", "runs")), "--out")
     world = distributed.init()
     console = Console(stderr=True)
     run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main,

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from lamp_harness.cli import app
-from lamp_harness.options import parse_kv
+from lamp_harness.options import check_device, parse_kv
 
 
 @app.command("train")
@@ -35,7 +35,7 @@ def train(
                                   help="Retriever for methods that use retrieved items (ipa, fid, "
                                   "pplug+retrieval), e.g. bm25. [default: the method's default]"),
     retriever_arg: list[str] = typer.Option([], "--retriever-arg", help="KEY=VALUE (repeatable)."),
-    k: int = typer.Option(1, "--k", help="Retrieved items per example. [default: 1]"),
+    k: int = typer.Option(1, "--k", min=1, help="Retrieved items per example. [default: 1]"),
     generator: str = typer.Option(None, "--generator", "-g",
                                   help="Model alias, hub id or folder for the hf plugin, or PLUGIN:MODEL. "
                                   "[default: the preset's generator]"),
@@ -47,25 +47,25 @@ def train(
     personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
                                                help="KEY=VALUE (repeatable), e.g. --personalizer-arg "
                                                "aggregation=mean."),
-    epochs: int = typer.Option(None, "--epochs", help="Passes over the training data. [default: the "
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Passes over the training data. [default: the "
                                "method's official count: 2, PPlug on LaMP-3 1]"),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass. [default: 8]"),
-    grad_accum: int = typer.Option(1, "--grad-accum",
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per forward pass. [default: 8]"),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1,
                                    help="Forward passes per optimizer step (effective batch = batch size "
                                    "x this; PPlug used 64). [default: 1]"),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate. [default: 1e-4]"),
-    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="AdamW weight decay. [default: 1e-4]"),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="AdamW weight decay. [default: 1e-4]"),
     warmup: float = typer.Option(0.05, "--warmup", help="Linear warmup, as a fraction of the steps. "
                                  "[default: 0.05]"),
-    limit: int = typer.Option(None, "--limit", help="Train on the first N examples only."),
-    eval_limit: int = typer.Option(None, "--eval-limit", help="Evaluate the first N examples only."),
-    save_every: int = typer.Option(50, "--save-every", help="Checkpoint every N steps (and at the end). "
+    limit: int = typer.Option(None, "--limit", min=1, help="Train on the first N examples only."),
+    eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Evaluate the first N examples only."),
+    save_every: int = typer.Option(50, "--save-every", min=1, help="Checkpoint every N steps (and at the end). "
                                    "[default: 50]"),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Training folder (resumes if it holds an interrupted run). [default: "
                              "$LAMP_HOME/checkpoints/<task>-<personalizer>-<config hash>]"),
-    seed: int = typer.Option(0, "--seed", help="Seed for shuffling and initialisation. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for shuffling and initialisation. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     prompt_budget: str = typer.Option("official", "--prompt-budget",
                                       help="official (the official LaMP prompt budget) or strict (the "
@@ -92,7 +92,7 @@ def train(
     from lamp_harness import distributed
     from lamp_harness.contracts import RunContext
     from lamp_harness.errors import lamp_error
-    from lamp_harness.io import lamp_home
+    from lamp_harness.io import lamp_home, writable_dir
     from lamp_harness.options import prompt_budget as checked_budget
     from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
     from lamp_harness.training import train as run_training
@@ -116,7 +116,16 @@ def train(
         train_users=train_users, limit=limit, eval_limit=eval_limit, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         seed=seed, save_every=save_every, device=device, prompt_budget=checked_budget(prompt_budget))
+    check_device(device)
     config.validate()
+    from lamp_harness.registry import host
+
+    registry = host().registry
+    registry.get("preset", preset)  # typos fail here, before any work
+    registry.get("task", task)
+    registry.get("personalizer", personalizer)
+    if out is not None:
+        writable_dir(out, "--out")
     world = distributed.init()
     context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device,
                          prompt_budget=config.prompt_budget)
