@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +179,20 @@ class Runner:
             self._expand(selection, drafts, problems)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
         self.host.check_components(self._used_components(drafts))
-        for draft in drafts:
+        for index, draft in enumerate(drafts):
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if cls.retriever_use == "encoder" and draft.retriever:
                 retriever = self.registry.create("retriever", draft.retriever, self.context,
                                                  **dict(draft.retriever_args))
-                if retriever.text_encoder() is None:
+                if retriever.text_encoder() is None and self._items_use(drafts, draft.retriever):
+                    # The retriever is in the matrix for other methods (none,ipa,pplug x bm25):
+                    # this method keeps its own encoder, as a method without a retriever does.
+                    drafts[index] = replace(draft, retriever=None, retriever_args=())
+                    warn(f"{draft.personalizer} uses a retriever's encoder and {draft.retriever!r} "
+                         f"has none: its cell runs with {draft.personalizer}'s own encoder"
+                         + (f" (--personalizer {cls.items_variant} puts {draft.retriever}'s top "
+                            "items in the prompt)" if cls.items_variant else ""))
+                elif retriever.text_encoder() is None:
                     instead = (f"; use --personalizer {cls.items_variant} to put its top items in the "
                                "prompt instead" if cls.items_variant else "")
                     problems.append(f"{self._label(draft)}: {draft.personalizer!r} uses a retriever's "
@@ -196,6 +204,7 @@ class Runner:
                     model = generator.describe().get("model", draft.model or draft.generator)
                     problems.append(f"{self._label(draft)}: personalizer {draft.personalizer!r} needs an "
                                     f"encoder-decoder model and {model!r} is decoder-only")
+        drafts = list(dict.fromkeys(drafts))
         if problems:
             unique = list(dict.fromkeys(problems))
             hint = (" (e.g. --generator google/flan-t5-base for fid)"
@@ -203,6 +212,11 @@ class Runner:
             raise LampError(f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique)
                             + f". Fix the selection{hint}.")
         return drafts
+
+    def _items_use(self, drafts: Sequence[_Draft], retriever: str) -> bool:
+        """Whether some cell of the plan uses ``retriever``'s ranked items."""
+        return any(d.retriever == retriever and self.registry.get(
+            "personalizer", d.personalizer).load().retriever_use == "items" for d in drafts)
 
     def _expand(self, m: Matrix, drafts: list[_Draft], problems: list[str]) -> None:
         reg = self.registry

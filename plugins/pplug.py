@@ -68,7 +68,8 @@ retrieved item's PPEP as text in front of ``[I; P]``: prefix ``(ppep, SoftTokens
 cut to the prompt budget left after the input and the soft tokens. Its default retriever is the
 preset's BGE-style dense retriever. ``pplug`` itself never prepends items: a dense retriever given
 to it supplies PPlug's encoder instead, and a retriever without an encoder (bm25, recency,
-random) is an error that suggests ``pplug+retrieval``.
+random) is an error that suggests ``pplug+retrieval`` (unless other methods of the matrix use that
+retriever's items: then the pplug cell keeps its own encoder, with a warning).
 """
 
 from __future__ import annotations

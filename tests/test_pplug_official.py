@@ -195,3 +195,19 @@ def test_pplug_plus_retrieval_keeps_its_items_and_defaults_to_the_bge_retriever(
     (draft,) = runner.plan()
     assert (draft.retriever, dict(draft.retriever_args), draft.k) == ("dense", {"model": "bge"}, 1)
     assert _runner(tmp_path, "bm25", "pplug+retrieval").plan()[0].k == 1
+
+
+def test_in_a_matrix_with_item_methods_pplug_keeps_its_own_encoder_beside_bm25(tmp_path, capsys) -> None:
+    """``--personalizer none,ipa,pplug --retriever bm25``: bm25 is there for IPA; the pplug cell
+    runs as plain PPlug (its own encoder), with a warning, instead of refusing the whole matrix."""
+    from lamp_harness.runner import Matrix, Runner
+
+    matrix = Matrix(tasks=("lamp-7",), personalizers=("none", "ipa", "pplug"), retrievers=("bm25",),
+                    data="demo", limit=2, device="cpu")
+    drafts = Runner(matrix, tmp_path / "runs", progress=False).plan()
+    assert sorted((d.personalizer, d.retriever) for d in drafts) == [
+        ("ipa", "bm25"), ("none", None), ("pplug", None)]
+    assert "own encoder" in capsys.readouterr().err
+    alone = Runner(Matrix(tasks=("lamp-7",), personalizers=("pplug",), data="demo", limit=2),
+                   tmp_path / "runs", progress=False).plan()
+    assert [d for d in drafts if d.personalizer == "pplug"] == alone  # the same cell as plain pplug
