@@ -100,23 +100,28 @@ def _literal(value: Any) -> Any:
     return text
 
 
+def split_passthrough(args: Mapping[str, Any], first: str, second: str,
+                      second_fields: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pass-through arguments -> (``first`` kwargs, ``second`` kwargs): ``first.x`` and
+    ``second.x`` say where ``x`` goes; a bare key goes to ``second`` when it is one of
+    ``second_fields``, else to ``first``. Values are parsed as Python literals where they are."""
+    firsts: dict[str, Any] = {}
+    seconds: dict[str, Any] = {}
+    for key, value in args.items():
+        if key.startswith(f"{first}."):
+            firsts[key[len(first) + 1:]] = _literal(value)
+        elif key.startswith(f"{second}.") or key in second_fields:
+            seconds[key.removeprefix(f"{second}.")] = _literal(value)
+        else:
+            firsts[key] = _literal(value)
+    return firsts, seconds
+
+
 def _split_extra(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pass-through arguments -> (from_pretrained kwargs, generate kwargs)."""
     from transformers import GenerationConfig
 
-    gen_fields = set(GenerationConfig().to_dict())
-    load: dict[str, Any] = {}
-    gen: dict[str, Any] = {}
-    for key, value in args.items():
-        if key.startswith("load."):
-            load[key[5:]] = _literal(value)
-        elif key.startswith("generate."):
-            gen[key[9:]] = _literal(value)
-        elif key in gen_fields:
-            gen[key] = _literal(value)
-        else:
-            load[key] = _literal(value)
-    return load, gen
+    return split_passthrough(args, "load", "generate", set(GenerationConfig().to_dict()))
 
 
 def _pick_device(requested: str) -> str:

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lamp_plugins.hf_generator import _DTYPES, RequestEncoding, _Encoded, _literal
+from lamp_plugins.hf_generator import _DTYPES, RequestEncoding, _Encoded, split_passthrough
 
 from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Generator, RunContext
 from lamp_harness.errors import lamp_error
@@ -98,18 +98,7 @@ def split_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 
     fields = set(SamplingParams.__struct_fields__) if hasattr(SamplingParams, "__struct_fields__") \
         else set(SamplingParams.__init__.__code__.co_varnames)
-    engine: dict[str, Any] = {}
-    sampling: dict[str, Any] = {}
-    for key, value in args.items():
-        if key.startswith("engine."):
-            engine[key[7:]] = _literal(value)
-        elif key.startswith("sampling."):
-            sampling[key[9:]] = _literal(value)
-        elif key in fields:
-            sampling[key] = _literal(value)
-        else:
-            engine[key] = _literal(value)
-    return engine, sampling
+    return split_passthrough(args, "engine", "sampling", fields)
 
 
 # ---------------------------------------------------------------------------------------------
