@@ -421,10 +421,16 @@ def run(
         reporters=tuple(dict.fromkeys([*_as_list(cfg.get("reporter")),
                                        *(name for value in reporter for name in split_list(value))])),
     )
-    from lamp_harness.io import writable_dir
+    import os
 
+    from lamp_harness.io import writable_dir
+    from lamp_harness.registry import REPORTERS_ENV, host
+
+    console = Console(stderr=True)
+    # An unknown reporter or its missing library is refused before anything is written.
+    for name in host().enable_reporters([*matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]):
+        console.print(f"reporter [bold]{name}[/] enabled")
     out_dir = writable_dir(Path(pick(out, "out", "runs")), "--out")
     world = distributed.init()
-    console = Console(stderr=True)
     run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main,
                allow_stale=allow_stale)
