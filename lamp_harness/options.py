@@ -148,10 +148,13 @@ LABEL_SETTINGS = {"num_beams": "beams", "max_input_tokens": "max-input-tokens"}
 (``--batch-size`` changes only speed, so it is left out)."""
 
 
-def label_settings(factory: Any, args: Mapping[str, str]) -> list[str]:
+def label_settings(factory: Any, args: Mapping[str, str],
+                   preset_defaults: Mapping[str, str] | None = None) -> list[str]:
     """``["beams=4", ...]``: the output-changing run-level settings (:data:`LABEL_SETTINGS`) that
-    ``factory`` declares and receives with a value other than its declared default, so cells that
-    differ only in them get labels of their own (and leaderboard columns of their own)."""
+    ``factory`` declares and receives with a value other than its default, so cells that differ
+    only in them get labels of their own (and leaderboard columns of their own). A declared default
+    of ``None`` means "the preset decides" (``hf``): the preset's value in ``preset_defaults`` is
+    then the default."""
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -161,6 +164,8 @@ def label_settings(factory: Any, args: Mapping[str, str]) -> list[str]:
     for key, short in LABEL_SETTINGS.items():
         if key in args and key in declared:
             default = parameters[key].default
+            if default is None and key in (preset_defaults or {}):
+                default = preset_defaults[key]  # type: ignore[index]
             if default is inspect.Parameter.empty or str(default) != str(args[key]).strip():
                 parts.append(f"{short}={str(args[key]).strip()}")
     return parts

@@ -27,6 +27,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.errors import LampError, warn
 from lamp_harness.io import lamp_home, stable_hash
+from lamp_harness.models import preset_generator_args
 from lamp_harness.options import generator_kwargs, generator_spec, label_settings
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
@@ -364,7 +365,8 @@ class Runner:
         # --num-beams 4 vs the default are different methods: the label must tell them apart.
         try:
             parts += label_settings(self.registry.get("generator", draft.generator).load(),
-                                    self.matrix.generator_args)
+                                    self.matrix.generator_args,
+                                    preset_generator_args(self.matrix.preset, self.registry))
         except (ImportError, LampError):  # a broken generator is reported where it is built
             pass
         if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
