@@ -6,6 +6,7 @@ The commands are discovered from the CLI itself, so a command added later is cov
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,19 @@ def test_the_usage_error_exit_code_survives_a_real_process(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: ")
     assert not list(Path(tmp_path).iterdir())
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "lamp")
+def test_help_states_each_default_once(path, capsys, monkeypatch):
+    """An option whose help states its default in words does not get typer's line as well."""
+    command = dict(COMMANDS)[path]
+    for param in command.params:
+        if "[default:" in (getattr(param, "help", None) or ""):
+            assert not param.show_default, f"lamp {' '.join(path)} {param.opts[0]}: two defaults"
+    monkeypatch.setenv("COLUMNS", "240")
+    try:
+        main([*path, "--help"])
+    except SystemExit as stop:
+        assert stop.code in (0, None)
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert not re.search(r"(\[default: [^\]]+\]) \1", text), text

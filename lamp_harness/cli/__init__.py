@@ -53,6 +53,23 @@ _COMMANDS = (plugins_cmd, run_cmd, data_cmd, evaluate_cmd, models_cmd, rank_cmd,
              leaderboard_cmd, export_cmd)
 
 
+def _one_default_each(typer_app: typer.Typer) -> None:
+    """Options whose help states its default in words (``[default: 1e-4]``, ``[default: the
+    preset's generator]``) do not get typer's own ``[default: ...]`` line as well."""
+    import inspect
+
+    for command in typer_app.registered_commands:
+        for parameter in inspect.signature(command.callback).parameters.values():
+            info = parameter.default
+            if isinstance(info, typer.models.ParameterInfo) and "[default:" in (info.help or ""):
+                info.show_default = False
+    for group in typer_app.registered_groups:
+        _one_default_each(group.typer_instance)
+
+
+_one_default_each(app)
+
+
 INTERRUPTED = "Interrupted: finished work is saved; run the same command again to resume."
 
 ARGV: list[str] = []

@@ -64,7 +64,7 @@ def train(
                                    "[default: 50]"),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Training folder (resumes if it holds an interrupted run). [default: "
-                             "$LAMP_HOME/checkpoints/<task>-<personalizer>-<config hash>]"),
+                             "$LAMP_HOME/checkpoints/TASK-PERSONALIZER-CONFIGHASH]"),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for shuffling and initialisation. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     prompt_budget: str = typer.Option("official", "--prompt-budget",
