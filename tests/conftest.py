@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from installing import FakeSite
+from lamp_cli import TOYS
 
 # Session-scoped tiny models built from configs (tiny_t5_dir, tiny_bart_dir, tiny_llama_dir...).
 pytest_plugins = ("tiny_models", "tiny_encoder")
@@ -102,6 +103,14 @@ def site(tmp_path, monkeypatch):
     yield fake
     for module in fake.modules:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def toys(monkeypatch):
+    """Make the fake ``lamp-toys`` distribution (model-free generators) discoverable through its
+    entry point, in this process and in the ``lamp`` processes a test starts."""
+    monkeypatch.syspath_prepend(str(TOYS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]))
 
 
 @pytest.fixture

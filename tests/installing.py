@@ -13,7 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-TOYS = Path(__file__).resolve().parent / "toy_plugins"  # the model-free `toy-echo` generator
+from lamp_cli import TOYS  # the model-free `toy-echo` generator
+
 _counter = itertools.count()
 
 

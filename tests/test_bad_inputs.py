@@ -11,10 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from lamp_cli import TOYS
 
 from lamp_harness.cli import main
 
-TOYS = Path(__file__).parent / "toy_plugins"
 RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet", "--limit", "3")
 TRAIN = ("train", "--task", "lamp-7", "--personalizer", "pplug", "--data", "demo")
 RANK = ("rank", "--task", "lamp-7", "--retriever", "bm25", "--data", "demo")

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from lamp_cli import TOYS
 
 from lamp_harness.cli.run_cmd import without_option
 from lamp_harness.contracts import Example, Prediction
 from lamp_harness.distributed import World, deal, detect_world
 from lamp_harness.store import CellStore
 
-TOYS = Path(__file__).parent / "toy_plugins"
 BIN = Path(sys.executable).parent
 # The toy generator's outputs depend on the batch each example ran in, so equal files prove
 # that the ranks generated exactly the batches one process generates.

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from lamp_cli import TOYS
+from lamp_cli import lamp_code as _lamp
 
-from lamp_harness.cli import main
 from lamp_harness.store import METRICS, PREDICTIONS
 
-TOYS = Path(__file__).parent / "toy_plugins"
 RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet",
        "--personalizer", "ipa", "--retriever", "bm25", "--limit", "24")
 SEED = 20260
@@ -117,18 +117,6 @@ def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_sam
 # -- damaged cache and store files ----------------------------------------------------------------
 
 
-def _lamp(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-@pytest.fixture
-def toys(monkeypatch):
-    monkeypatch.syspath_prepend(str(TOYS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]))
 
 
 def _garble_entry(path: Path) -> None:

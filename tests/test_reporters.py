@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from lamp_harness.cli import main
 from lamp_harness.contracts import Example, MetricResult, Prediction
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.registry import PluginHost
-
-TOYS = Path(__file__).parent / "toy_plugins"
 
 
 # Stand-ins with exactly the attributes reporters may use (RunInfo / CellSpec of the runner).
@@ -238,12 +235,6 @@ def test_built_in_reporters_are_loaded_through_the_entry_point():
     names = {impl.plugin_name for impl in host.pm.hook.lamp_example_predicted.get_hookimpls()}
     assert "reporters" in names
 
-
-@pytest.fixture
-def toys(monkeypatch):
-    """The runner tests' fake ``lamp-toys`` distribution (a model-free generator)."""
-    monkeypatch.syspath_prepend(str(TOYS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]))
 
 
 def test_a_real_run_logs_events_and_prints_the_summary(toys, tmp_path, capsys):

@@ -11,27 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from lamp_cli import TOYS
+from lamp_cli import lamp_code as lamp
 
-from lamp_harness.cli import main
 from lamp_harness.contracts import Prediction
 from lamp_harness.store import CellStore
-
-TOYS = Path(__file__).parent / "toy_plugins"
-
-
-@pytest.fixture
-def toys(monkeypatch):
-    """Make the fake ``lamp-toys`` distribution discoverable through its entry point."""
-    monkeypatch.syspath_prepend(str(TOYS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]))
-
-
-def lamp(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def cells(out: Path) -> dict[str, Path]:

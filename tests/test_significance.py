@@ -7,21 +7,17 @@ import csv
 import io
 import json
 import math
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from lamp_cli import lamp_output as lamp
 from rouge_score import rouge_scorer
 
 from lamp_harness import metrics
 from lamp_harness import significance as sig
-from lamp_harness.cli import main
 from lamp_harness.store import SCORES
-
-TOYS = Path(__file__).parent / "toy_plugins"
-
 
 # -- an independent paired approximate randomization test (plain Python, per-trial loop) ----------
 
@@ -145,21 +141,6 @@ def test_holm_correction():
 # -- end to end ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def toys(monkeypatch):
-    monkeypatch.syspath_prepend(str(TOYS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]))
-
-
-def lamp(capsys, *args):
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -9,27 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from lamp_cli import TOYS
+from lamp_cli import lamp_code as lamp
 
-from lamp_harness.cli import main
 from lamp_harness.contracts import MetricResult, Prediction
 from lamp_harness.store import METRICS, PREDICTIONS, CellBusy, CellStore
 
-TOYS = Path(__file__).parent / "toy_plugins"
 BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet")
 
 
-@pytest.fixture
-def toys(monkeypatch):
-    monkeypatch.syspath_prepend(str(TOYS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]))
-
-
-def lamp(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def preds(*ids: str) -> list[Prediction]:

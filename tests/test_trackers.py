@@ -4,32 +4,10 @@ store (no server) and W&B in offline mode (local files only)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-
-from lamp_harness.cli import main
-
-TOYS = Path(__file__).parent / "toy_plugins"
-
-
-@pytest.fixture
-def toys(monkeypatch):
-    monkeypatch.syspath_prepend(str(TOYS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]))
-
-
-def lamp(capsys, *args):
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
+from lamp_cli import lamp_output as lamp
 
 RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-words", "--personalizer", "none,ipa",
        "--retriever", "bm25", "--limit", "6", "--quiet")

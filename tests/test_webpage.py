@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lamp_cli import lamp_output as lamp
 from PIL import Image
 
 from lamp_harness.cli import main
@@ -26,16 +27,6 @@ EXTERNAL = re.compile(
 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
 
-
-def lamp(capsys, *args):
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    else:
-        code = 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def chromium(*args: str, timeout: int = 120) -> str:
