@@ -99,9 +99,9 @@ def _heapsort(v: list[float], order: list[int], start: int, n: int) -> None:
     def put(i: int, value: int) -> None:
         order[start + i - 1] = value
 
-    for top in range(n >> 1, 0, -1):
-        tmp = get(top)
-        i, j = top, top << 1
+    def sift_down(tmp: int, i: int, n: int) -> None:
+        """Move ``tmp`` down from heap slot ``i`` of a heap of ``n``."""
+        j = i << 1
         while j <= n:
             if j < n and _less(v[get(j)], v[get(j + 1)]):
                 j += 1
@@ -112,21 +112,14 @@ def _heapsort(v: list[float], order: list[int], start: int, n: int) -> None:
             else:
                 break
         put(i, tmp)
+
+    for top in range(n >> 1, 0, -1):
+        sift_down(get(top), top, n)
     while n > 1:
         tmp = get(n)
         put(n, get(1))
         n -= 1
-        i, j = 1, 2
-        while j <= n:
-            if j < n and _less(v[get(j)], v[get(j + 1)]):
-                j += 1
-            if _less(v[tmp], v[get(j)]):
-                put(i, get(j))
-                i = j
-                j += j
-            else:
-                break
-        put(i, tmp)
+        sift_down(tmp, 1, n)
 
 
 def official_descending(scores: Any) -> tuple[int, ...]:

@@ -37,6 +37,31 @@ def test_many_tied_scores_rank_as_numpy_1_24_did(name):
     assert list(reversed(argsort_numpy124(values))) == expected
 
 
+# A median-of-three killer (McIlroy's adversary run against this transcription, then every score
+# halved so that pairs tie): introsort exhausts its depth and heapsorts a range. ``np.argsort``
+# (ascending) recorded under numpy 1.24.2.
+HEAP_VALUES = [
+    0, 13, 1, 13, 2, 14, 3, 14, 4, 15, 5, 15, 6, 16, 7, 16, 8, 17, 9, 17, 10, 18, 11, 18, 12, 19,
+    19, 20, 20, 21, 21, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 22, 22, 23, 23, 24, 24, 25, 25,
+    26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 31, 31
+]
+HEAP_ORDER = [
+    0, 31, 2, 32, 4, 33, 6, 34, 8, 35, 10, 36, 12, 37, 14, 38, 16, 39, 18, 40, 20, 41, 22, 42, 24,
+    43, 1, 3, 5, 7, 11, 9, 13, 15, 17, 19, 23, 21, 26, 25, 28, 27, 30, 29, 45, 44, 47, 46, 49, 48,
+    51, 50, 53, 52, 55, 54, 56, 57, 59, 58, 61, 60, 62, 63
+]
+
+
+def test_the_heapsort_fallback_orders_ties_as_numpy_1_24_did(monkeypatch):
+    from lamp_plugins import ordering
+
+    calls = []
+    heapsort = ordering._heapsort
+    monkeypatch.setattr(ordering, "_heapsort", lambda *args: calls.append(args) or heapsort(*args))
+    assert argsort_numpy124([float(x) for x in HEAP_VALUES]) == HEAP_ORDER
+    assert calls, "the input no longer reaches the heapsort fallback"
+
+
 def test_small_profiles_put_the_later_tied_item_first():
     # At most 16 items: numpy 1.24 insertion-sorts (stable), so the reversed order puts later
     # items of a tie first.
