@@ -228,7 +228,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
             where=where,
             fix="Run `lamp run ... --out FOLDER` first, then pass that FOLDER.",
         )
-    newest_first = sorted(found.values(), key=lambda c: (-c.mtime, str(c.dir)))
+    newest_first = _tell_apart(sorted(found.values(), key=lambda c: (-c.mtime, str(c.dir))))
     kept: dict[tuple[str, ...], Cell] = {}
     seen_ids: dict[str, Cell] = {}
     notes = []
@@ -244,6 +244,55 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
         seen_ids[cell.cell_id] = cell
     cells = sorted(kept.values(), key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
     return Collection(tuple(cells), tuple(sorted(notes)) + tuple(skipped))
+
+
+NOT_A_SETTING = frozenset({"name", "plugin", "device", "engine", "engine_args", "substitutes", "source",
+                           "batch_size"})
+"""Recorded component fields that say where or with what a cell ran, not what it computed: cells
+that differ only in them are the same method (a rerun on another machine, with another vLLM)."""
+
+
+def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The output-changing settings a cell's ``config.json`` records for its generator, retriever
+    and personalizer, flattened to ``{"dtype": "bfloat16", "k1": 1.2, ...}``."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, name: str) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                if key not in NOT_A_SETTING:
+                    walk(inner, str(key))
+        elif name:
+            flat.setdefault(name, json.dumps(value, sort_keys=True, default=str))
+
+    for part in ("generator", "retriever", "personalizer"):
+        walk(config.get(part), "")
+    return flat
+
+
+def _tell_apart(cells: list[Cell]) -> list[Cell]:
+    """Cells that share a label but were computed with different settings that the label does not
+    show (``--generator-arg dtype=bfloat16`` beside the default, ``--retriever-arg k1=1.2``...) are
+    different methods: each gets the differing settings appended to its label (``/ dtype=bfloat16``)
+    instead of one of them being dropped as a rerun. Cells recorded with different plugin versions
+    stay reruns of one method (the newest wins). A setting one cell records and another does not
+    (an explicit argument beside the plugin's default) shows as ``name=default`` on the other."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, cell in enumerate(cells):
+        versions = json.dumps(cell.config.get("versions"), sort_keys=True)
+        key = (cell.split, cell.scheme or "", cell.data or "", cell.task, cell.label, versions)
+        groups.setdefault(key, []).append(index)
+    out = list(cells)
+    for members in groups.values():
+        settings = [_settings(cells[i].config) for i in members]
+        differing = sorted({name for a in settings for b in settings for name in a.keys() | b.keys()
+                            if a.get(name) != b.get(name)})
+        if not differing:
+            continue
+        for index, own in zip(members, settings, strict=True):
+            shown = [f"{name}={json.loads(own[name]) if name in own else 'default'}" for name in differing]
+            out[index] = replace(cells[index], label=" / ".join([cells[index].label, *shown]))
+    return out
 
 
 def natural_key(text: str) -> tuple[Any, ...]:

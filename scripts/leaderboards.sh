@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate the committed leaderboards from the result files under leaderboard/:
 #   leaderboard/demo.md, demo.html     the offline demo (leaderboard/demo-runs), tested against none
-#   leaderboard/<experiment>/results.md  every experiment folder with a runs/ folder
+#   leaderboard/<experiment>/results.md  every experiment folder with a runs/ folder (an
+#                                      experiment whose run.sh has a `results` step renders its
+#                                      own table: its baseline and reference columns)
 #   leaderboard/README.md              everything under leaderboard/, found recursively, so a new
 #                                      experiment's runs/ appear without touching this script
 #   docs/leaderboard-demo.png          a screenshot of demo.html (when chromium is installed)
@@ -15,7 +17,12 @@ SIG=(--baseline none --correction holm --seed 0)
   --format html --out leaderboard/demo.html
 for runs in leaderboard/*/runs; do
   [ -d "$runs" ] || continue
-  "$LAMP" leaderboard "$runs" "${SIG[@]}" --ci --by profile-size --out "$(dirname "$runs")/results.md" > /dev/null
+  experiment=$(dirname "$runs")
+  if grep -qs '^ *results)' "$experiment/run.sh"; then
+    PATH="$(cd "$(dirname "$LAMP")" && pwd):$PATH" bash "$experiment/run.sh" results > /dev/null
+  else
+    "$LAMP" leaderboard "$runs" "${SIG[@]}" --ci --by profile-size --out "$experiment/results.md" > /dev/null
+  fi
 done
 "$LAMP" leaderboard leaderboard "${SIG[@]}" --ci --summary --out leaderboard/README.md > /dev/null
 

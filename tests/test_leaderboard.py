@@ -203,6 +203,36 @@ def test_newest_duplicate_wins_across_runs_dirs(runs, tmp_path, capsys):
     assert "kept the newer one" in result.err
 
 
+
+def test_same_label_different_settings_are_two_columns(tmp_path):
+    """A --generator-arg the label does not show (dtype) makes another method, not a rerun."""
+    metric = [{"name": "rouge-1", "value": 0.5, "higher_is_better": True}]
+    for name, dtype, value in (("fp32", "float32", 0.5), ("bf16", "bfloat16", 0.4), ("rerun", "float32", 0.6)):
+        cell = write_cell(tmp_path / name, task="lamp-7", personalizer="none", cell_id=f"cell-{name}",
+                          metrics=[{**metric[0], "value": value}])
+        config = json.loads((cell / "config.json").read_text())
+        config["generator"].update(dtype=dtype, device="cuda" if name == "rerun" else "cpu")
+        (cell / "config.json").write_text(json.dumps(config))
+        os.utime(cell / "metrics.json", (1_000_000 + len(name), 1_000_000 + len(name)))
+    collected = lb.collect_cells([tmp_path])
+    labels = {c.label: c.metrics[0].value for c in collected.cells}
+    base = "none / smollm2-135m-instruct"
+    # float32 ran twice (on another device): the newer one wins; bfloat16 is a column of its own.
+    assert labels == {f"{base} / dtype=float32": 0.6, f"{base} / dtype=bfloat16": 0.4}
+    assert any("kept the newer one" in note for note in collected.notes)
+
+
+def test_a_retriever_argument_gets_its_own_column(tmp_path, toys, cli):
+    out = tmp_path / "runs"
+    common = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--personalizer", "ipa",
+              "--retriever", "bm25", "--limit", "6", "--quiet", "--out", str(out))
+    assert cli(*common)[0] == 0
+    assert cli(*common, "--retriever-arg", "k1=0.5")[0] == 0
+    code, board, err = cli("leaderboard", str(out))
+    assert code == 0 and "same cell" not in err
+    assert "ipa / bm25 / k=1 / toy-echo / k1=0.5" in board
+    assert "ipa / bm25 / k=1 / toy-echo / k1=default" in board
+
 def test_results_on_different_data_never_share_a_table(tmp_path):
     metric = [{"name": "rouge-1", "value": 0.5, "higher_is_better": True}]
     demo = write_cell(tmp_path / "a", task="lamp-7", personalizer="none", metrics=metric)
