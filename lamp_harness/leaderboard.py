@@ -252,9 +252,14 @@ NOT_A_SETTING = frozenset({"name", "plugin", "device", "engine", "engine_args", 
 that differ only in them are the same method (a rerun on another machine, with another vLLM)."""
 
 
+RUN_SETTINGS = ("checkpoint", "seed", "decode")
+"""Run-level fields of ``config.json`` that change what a cell computes."""
+
+
 def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The output-changing settings a cell's ``config.json`` records for its generator, retriever
-    and personalizer, flattened to ``{"dtype": "bfloat16", "k1": 1.2, ...}``."""
+    and personalizer, and :data:`RUN_SETTINGS`, flattened to ``{"dtype": "bfloat16", "k1": 1.2,
+    "seed": 1, ...}``."""
     flat: dict[str, Any] = {}
 
     def walk(value: Any, name: str) -> None:
@@ -267,6 +272,9 @@ def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
     for part in ("generator", "retriever", "personalizer"):
         walk(config.get(part), "")
+    for name in RUN_SETTINGS:
+        if config.get(name) is not None:
+            flat[name] = json.dumps(config[name], sort_keys=True, default=str)
     return flat
 
 

@@ -222,6 +222,19 @@ def test_same_label_different_settings_are_two_columns(tmp_path):
     assert any("kept the newer one" in note for note in collected.notes)
 
 
+
+def test_cells_of_another_seed_or_checkpoint_are_columns_of_their_own(tmp_path):
+    metric = [{"name": "rouge-1", "value": 0.5, "higher_is_better": True}]
+    for name, change in (("a", {}), ("b", {"seed": 1}), ("c", {"checkpoint": "/ckpt/other"})):
+        cell = write_cell(tmp_path / name, task="lamp-7", personalizer="pplug", cell_id=f"cell-{name}",
+                          metrics=metric)
+        config = json.loads((cell / "config.json").read_text())
+        config.update(change)
+        (cell / "config.json").write_text(json.dumps(config))
+    labels = sorted(c.label.split(" / ", 2)[2] for c in lb.collect_cells([tmp_path]).cells)
+    assert labels == ["checkpoint=/ckpt/other / seed=0", "checkpoint=default / seed=0",
+                      "checkpoint=default / seed=1"]
+
 def test_a_retriever_argument_gets_its_own_column(tmp_path, toys, cli):
     out = tmp_path / "runs"
     common = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--personalizer", "ipa",
