@@ -16,7 +16,7 @@ kind of request raise :class:`~lamp_harness.errors.LampError` naming the model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -464,6 +464,14 @@ class Generator(ABC):
     def trainable_module(self) -> Any:
         """The underlying ``torch.nn.Module``, for plain fine-tuning of the generator itself."""
         raise self._cannot("be fine-tuned (it exposes no torch module)")
+
+    def serve_fine_tuned(self, weights: Path) -> Callable[[], None] | None:
+        """For an inference engine that cannot be handed tensors: serve the fine-tuned weights in
+        ``weights`` (a safetensors file of this model's whole state dict, as ``lamp train
+        --personalizer none|ipa`` writes it) until the returned callable is called, which goes
+        back to the base model. ``None`` (the default): the runner loads the weights into
+        :meth:`trainable_module` instead."""
+        return None
 
     def _cannot(self, what: str) -> Exception:
         from lamp_harness.errors import lamp_error

@@ -724,6 +724,12 @@ class Runner:
         from lamp_harness import training
 
         restore: Callable[[], None] = lambda: None  # noqa: E731
+        serve = getattr(generator, "serve_fine_tuned", None)
+        if checkpoint is not None and serve is not None and not getattr(personalizer, "trainable", False):
+            # An inference engine loads fine-tuned weights itself (it cannot be handed tensors).
+            undo = serve(training.fine_tuned_weights(personalizer, checkpoint))
+            if undo is not None:
+                return undo, checkpoint
         if training.fine_tunes_generator(personalizer):
             module = generator.trainable_module()
             saved = {name: value.detach().clone() for name, value in module.state_dict().items()}

@@ -722,13 +722,7 @@ def load_checkpoint(personalizer: Personalizer, directory: Path, *,
     """
     from safetensors.torch import load_file
 
-    path = _checkpoint_dir(Path(directory))
-    config = _read_checkpoint_json(path / CONFIG)
-    trained = config.get("train_config", {}).get("personalizer")
-    if trained and trained != personalizer.name:
-        raise lamp_error(f"this checkpoint was trained for personalizer {trained!r}, not "
-                         f"{personalizer.name!r}", where=str(path),
-                         fix=f"Use --personalizer {trained}, or train {personalizer.name!r} first.")
+    path, config = _checkpoint_for(personalizer, directory)
     trainable = as_trainable(personalizer, generator)
     device = _device_of(trainable)
     try:
@@ -738,6 +732,28 @@ def load_checkpoint(personalizer: Personalizer, directory: Path, *,
                          where=str(path), fix="Delete the checkpoint and train again with `lamp train`.") from None
     trainable.load_state_dict(state)
     return config
+
+
+def fine_tuned_weights(personalizer: Personalizer, directory: Path) -> Path:
+    """The safetensors file of generator weights that a prompt-only method's checkpoint holds
+    (``lamp train --personalizer none|ipa``), for a generator that loads them itself (an inference
+    engine serving the fine-tuned model, see :meth:`Generator.serve_fine_tuned`). ``directory`` is
+    checked as :func:`load_checkpoint` checks it."""
+    path, _ = _checkpoint_for(personalizer, directory)
+    return path / WEIGHTS
+
+
+def _checkpoint_for(personalizer: Personalizer, directory: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest intact checkpoint under ``directory`` and its configuration; one line when it
+    was trained for another method."""
+    path = _checkpoint_dir(Path(directory))
+    config = _read_checkpoint_json(path / CONFIG)
+    trained = config.get("train_config", {}).get("personalizer")
+    if trained and trained != personalizer.name:
+        raise lamp_error(f"this checkpoint was trained for personalizer {trained!r}, not "
+                         f"{personalizer.name!r}", where=str(path),
+                         fix=f"Use --personalizer {trained}, or train {personalizer.name!r} first.")
+    return path, config
 
 
 def _device_of(trainable: Any) -> str:

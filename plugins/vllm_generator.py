@@ -14,6 +14,10 @@ paged KV cache, prefix caching).
 - soft-token prefixes (PPlug, PPlug + retrieval): the whole prompt goes in as ``prompt_embeds``
   (text tokens embedded with the checkpoint's own input-embedding matrix, read from its
   safetensors, soft vectors as they are). PPlug trains on ``hf``; its checkpoint runs here.
+- fine-tuned generators (``lamp run --personalizer none|ipa --checkpoint FOLDER`` of a ``lamp train
+  --generator hf`` run on the same model): the checkpoint's weights are served from an engine of
+  their own (a model folder of links under ``$LAMP_HOME/models/fine-tuned/``, nothing copied); the
+  base model's engine is shut down first and restarted when a later cell needs it;
 - fusion-in-decoder and encoder-decoder models: a one-line error that suggests ``hf``.
 
 One engine per process and model: every cell naming the same model and engine arguments reuses it
@@ -52,7 +56,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,11 +167,103 @@ class Engine:
     engine_args: Mapping[str, Any]
 
 
+def engine_key(resolved: ResolvedModel, dtype: str, engine_args: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The ``context.shared`` key of the engine serving ``resolved`` with these settings."""
+    return ("vllm-engine", resolved.path, resolved.revision, dtype,
+            tuple(sorted((k, repr(v)) for k, v in engine_args.items())))
+
+
+def release_engine(context: RunContext, key: tuple[Any, ...]) -> None:
+    """Shut down the engine under ``key`` and free its memory (its worker process, its KV cache)."""
+    import gc
+
+    engine = context.shared.pop(key, None)
+    if engine is None:
+        return
+    core = getattr(getattr(engine.llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    del engine
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuned weights as a model folder
+# ---------------------------------------------------------------------------------------------
+
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".safetensors.index.json", ".bin.index.json")
+
+
+def fine_tuned_folder(resolved: ResolvedModel, weights: Path) -> Path:
+    """A model folder vLLM can load for fine-tuned ``weights`` of ``resolved``: the base model's
+    config, tokenizer and generation config linked beside the fine-tuned safetensors, under
+    ``$LAMP_HOME/models/fine-tuned/`` (named by the weights' path, size and modification time).
+    Nothing is copied. The weights must hold the whole model (``lamp train --personalizer
+    none|ipa`` saves every tensor); a partial fine-tune is a one-line error."""
+    import os
+    import shutil
+
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    from lamp_harness.io import stable_hash
+    from lamp_harness.models import model_cache_dir
+
+    hub = pretrained_kwargs(resolved)
+    try:
+        base = Path(cached_file(resolved.path, "config.json", **hub)).parent
+    except OSError as exc:
+        raise loading_error(resolved, exc) from None
+    weights = Path(weights).resolve()
+    with safe_open(str(weights), framework="pt") as handle:
+        tuned = set(handle.keys())
+    expected = _tensor_names(base)
+    # A tied output layer is saved once, as the input embeddings.
+    missing, foreign = sorted(expected - tuned - {"lm_head.weight"}), sorted(tuned - expected)
+    if expected and (missing or foreign):
+        what = f"lacks {missing[0]!r}" if missing else f"has {foreign[0]!r}, which the model has not"
+        raise lamp_error(f"{weights} is not a whole fine-tune of {resolved.name!r} (it {what})",
+                         where=OWNER, fix="Run this checkpoint with --generator hf, on the model it was "
+                                          "trained from.")
+    stat = weights.stat()
+    name = f"{Path(resolved.name).name}-{stable_hash([str(weights), stat.st_size, stat.st_mtime_ns], 16)}"
+    folder = model_cache_dir() / "fine-tuned" / name
+    if (folder / "model.safetensors").exists():
+        return folder
+    staging = folder.with_name(f"{name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for item in base.iterdir():
+        if item.is_file() and not item.name.endswith(WEIGHT_FILES):
+            os.symlink(item.resolve(), staging / item.name)
+    os.symlink(weights, staging / "model.safetensors")
+    try:
+        staging.rename(folder)
+    except OSError:  # another process made it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _tensor_names(folder: Path) -> set[str]:
+    """The tensor names of a local model folder's safetensors (empty when it has none)."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+    names: set[str] = set()
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            names |= set(handle.keys())
+    return names
+
+
 def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str,
                 engine_args: Mapping[str, Any]) -> Engine:
     """Start (or reuse from ``context.shared``) the engine for ``resolved``."""
-    key = ("vllm-engine", resolved.path, resolved.revision, dtype,
-           tuple(sorted((k, repr(v)) for k, v in engine_args.items())))
+    key = engine_key(resolved, dtype, engine_args)
     if key in context.shared:
         return context.shared[key]
     vllm = _vllm()
@@ -261,13 +357,44 @@ class VLLMGenerator(RequestEncoding, Generator):
                              fix="Pass dtype=auto, float32, bfloat16 or float16.")
         if dtype != "auto":
             dtype = str(_DTYPES[dtype]).removeprefix("torch.")
-        self.engine = load_engine(context, self.resolved, dtype, self.engine_args)
-        self.llm = self.engine.llm
+        self.dtype = dtype
+        self.serving = self.resolved  # the base model, or a fine-tuned folder (serve_fine_tuned)
         self.tokenizer = self.engine.tokenizer
         self.generation_config = self.engine.generation_config
         self._counter = HFTokenCounter(self.tokenizer)
         self._embeddings: torch.Tensor | None = None
         self._init_encoding()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine serving the current weights (:attr:`serving`). One engine per model and its
+        fine-tunes: switching weights shuts the other one down first (a GPU holds one)."""
+        key = engine_key(self.serving, self.dtype, self.engine_args)
+        if key not in self.context.shared:
+            family = self.context.shared.setdefault(("vllm-family", self.resolved.path, self.dtype), set())
+            for other in family - {key}:
+                release_engine(self.context, other)
+            family.clear()
+            family.add(key)
+        return load_engine(self.context, self.serving, self.dtype, self.engine_args)
+
+    @property
+    def llm(self) -> Any:
+        """The ``vllm.LLM`` of :attr:`engine`."""
+        return self.engine.llm
+
+    def serve_fine_tuned(self, weights: Path) -> Any:
+        """Serve the fine-tuned ``weights`` (a ``lamp train --personalizer none|ipa`` checkpoint of
+        this model) from an engine of their own, started on first use; the returned callable goes
+        back to the base model (restarted when next used)."""
+        base = self.serving
+        self.serving = replace(self.resolved, path=str(fine_tuned_folder(self.resolved, Path(weights))),
+                               revision=None)
+
+        def restore() -> None:
+            self.serving = base
+
+        return restore
 
     # -- contract -------------------------------------------------------------------------------
     @property
@@ -309,7 +436,8 @@ class VLLMGenerator(RequestEncoding, Generator):
 
     def trainable_module(self) -> Any:
         raise lamp_error("vLLM cannot fine-tune the generator's weights", where=OWNER,
-                         fix="Fine-tune with --generator hf, then serve the saved model with vllm.")
+                         fix="Fine-tune with `lamp train --generator hf` on the same model, then run "
+                             "`lamp run --generator vllm --checkpoint FOLDER`.")
 
     def describe(self) -> Mapping[str, Any]:
         """Model alias, source, revision, dtype, engine and decoding settings."""

@@ -124,3 +124,33 @@ def test_encoder_decoder_models_are_refused_in_one_line_suggesting_hf(tiny_t5_di
     message = done.stderr.strip().splitlines()[-1]
     assert "encoder-decoder" in message and f"--generator hf:{tiny_t5_dir}" in message
     assert "Traceback" not in done.stderr
+
+
+def test_a_fine_tuned_generator_is_served_from_its_checkpoint(runs, tmp_path, session_lamp_home):
+    """``lamp train --personalizer none`` on hf, then ``lamp run --checkpoint`` through hf and through
+    vllm: the engine serves the fine-tuned weights (its outputs are hf's, not the base model's)."""
+    hf_base, _, _ = runs
+    env = engine_env(tmp_path / "home", session_lamp_home / "models")
+    lamp = Path(sys.executable).parent / "lamp"
+    tuned = tmp_path / "none-ft"
+    dtype = ("--generator-arg", "dtype=float32")
+    train = subprocess.run([str(lamp), "train", "--task", "lamp-7", "--data", "demo", "--personalizer", "none",
+                            "--eval-split", "none", "--max-steps", "3", "--batch-size", "4", "--limit", "12",
+                            "--lr", "1e-3", *dtype, "--out", str(tuned), "--quiet"],
+                           env=env, capture_output=True, text=True, timeout=1800)
+    assert train.returncode == 0, train.stderr[-3000:]
+    command = ["run", "--task", "lamp-7", "--data", "demo", "--limit", str(LIMIT), "--personalizer", "none",
+               "--checkpoint", str(tuned), *dtype, "--quiet"]
+    hf = subprocess.run([str(lamp), *command, "--generator", "hf", "--out", str(tmp_path / "hf")], env=env,
+                        capture_output=True, text=True, timeout=1800)
+    assert hf.returncode == 0, hf.stderr[-3000:]
+    engine = lamp_vllm([*command, "--generator", "vllm", "--out", str(tmp_path / "vllm")], env)
+    assert engine.returncode == 0, engine.stderr[-3000:]
+    (hf_cell,), (engine_cell,) = _cells(tmp_path / "hf").values(), _cells(tmp_path / "vllm").values()
+    a, b, base = _raw(hf_cell), _raw(engine_cell), _raw(hf_base[("lamp-7", "none")])
+    assert set(a) == set(b) == set(base)
+    assert sum(a[i] == b[i] for i in a) >= 0.9 * LIMIT  # the fine-tuned model, on either generator
+    assert sum(a[i] != base[i] for i in a) >= LIMIT // 2  # ...which is not the base model
+    config = json.loads((engine_cell / "config.json").read_text())
+    assert config["checkpoint"] and "(fine-tuned)" in config["label"]
+    assert list((session_lamp_home / "models" / "fine-tuned").glob("*/model.safetensors"))
