@@ -95,8 +95,7 @@ step() {
     eval-pplug)   trained pplug; run "$1" --personalizer pplug --checkpoint "$WORK/pplug" ;;
     results)
       lamp leaderboard "$OUT" --baseline "none (fine-tuned) / smollm2-135m-instruct" --correction holm \
-        --seed 0 --ci --reference lamp-user --out "$RESULTS"
-      echo "wrote $RESULTS" ;;
+        --seed 0 --ci --reference lamp-user --out "$RESULTS" ;;
     *) echo "run.sh: unknown step '$1'. Steps: train-none train-ipa train-pplug eval-zs-none" \
          "eval-zs-ipa eval-none eval-ipa eval-pplug results" >&2; exit 2 ;;
   esac
