@@ -247,31 +247,34 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
 
 
 NOT_A_SETTING = frozenset({"name", "plugin", "device", "engine", "engine_args", "substitutes", "source",
-                           "batch_size"})
-"""Recorded component fields that say where or with what a cell ran, not what it computed: cells
-that differ only in them are the same method (a rerun on another machine, with another vLLM)."""
+                           "batch_size", "base_url", "concurrency", "rpm", "tpm", "api_key_env", "timeout",
+                           "max_retries", "cache"})
+"""Recorded component fields that say where or how fast a cell ran, not what it computed: cells
+that differ only in them are the same method (a rerun on another machine, with another vLLM, at
+another rate limit)."""
+
+RUN_SETTINGS = ("seed", "decode")
+"""Run-level fields of ``config.json`` that change what a cell computes. (``--checkpoint`` is left
+out: its path differs from machine to machine for the same weights.)"""
 
 
-RUN_SETTINGS = ("checkpoint", "seed", "decode")
-"""Run-level fields of ``config.json`` that change what a cell computes."""
-
-
-def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
+def _settings(config: Mapping[str, Any]) -> dict[str, str]:
     """The output-changing settings a cell's ``config.json`` records for its generator, retriever
-    and personalizer, and :data:`RUN_SETTINGS`, flattened to ``{"dtype": "bfloat16", "k1": 1.2,
-    "seed": 1, ...}``."""
-    flat: dict[str, Any] = {}
+    and personalizer, and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
+    '"bfloat16"', "retriever.k1": "1.2", "seed": "1", ...}`` (values as JSON)."""
+    flat: dict[str, str] = {}
 
-    def walk(value: Any, name: str) -> None:
+    def walk(value: Any, path: str) -> None:
         if isinstance(value, Mapping):
             for key, inner in value.items():
                 if key not in NOT_A_SETTING:
-                    walk(inner, str(key))
-        elif name:
-            flat.setdefault(name, json.dumps(value, sort_keys=True, default=str))
+                    walk(inner, f"{path}.{key}")
+        else:
+            flat[path] = json.dumps(value, sort_keys=True, default=str)
 
     for part in ("generator", "retriever", "personalizer"):
-        walk(config.get(part), "")
+        if isinstance(config.get(part), Mapping):
+            walk(config[part], part)
     for name in RUN_SETTINGS:
         if config.get(name) is not None:
             flat[name] = json.dumps(config[name], sort_keys=True, default=str)
@@ -280,25 +283,37 @@ def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _tell_apart(cells: list[Cell]) -> list[Cell]:
     """Cells that share a label but were computed with different settings that the label does not
-    show (``--generator-arg dtype=bfloat16`` beside the default, ``--retriever-arg k1=1.2``...) are
-    different methods: each gets the differing settings appended to its label (``/ dtype=bfloat16``)
-    instead of one of them being dropped as a rerun. Cells recorded with different plugin versions
-    stay reruns of one method (the newest wins). A setting one cell records and another does not
-    (an explicit argument beside the plugin's default) shows as ``name=default`` on the other."""
+    show (``--generator-arg dtype=bfloat16`` beside the default, ``--retriever-arg k1=1.2``, another
+    ``--seed``...) are different methods: each gets the differing settings appended to its label
+    (``/ dtype=bfloat16``; the full path, ``retriever.model=...``, where a short name is ambiguous)
+    instead of one of them being dropped as a rerun.
+
+    A setting one cell records and another does not (an explicit argument beside the plugin's
+    default) shows as ``name=default`` on the other, unless the two cells come from different plugin
+    versions: a newer version may record more, so only settings both record are compared then.
+    Cells whose labels still agree are reruns of one method, and the newest wins."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for index, cell in enumerate(cells):
-        versions = json.dumps(cell.config.get("versions"), sort_keys=True)
-        key = (cell.split, cell.scheme or "", cell.data or "", cell.task, cell.label, versions)
+        key = (cell.split, cell.scheme or "", cell.data or "", cell.task, cell.label)
         groups.setdefault(key, []).append(index)
     out = list(cells)
     for members in groups.values():
         settings = [_settings(cells[i].config) for i in members]
-        differing = sorted({name for a in settings for b in settings for name in a.keys() | b.keys()
-                            if a.get(name) != b.get(name)})
+        versions = [json.dumps(cells[i].config.get("versions"), sort_keys=True) for i in members]
+        differing: set[str] = set()
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                a, b = settings[x], settings[y]
+                names = a.keys() | b.keys() if versions[x] == versions[y] else a.keys() & b.keys()
+                differing |= {name for name in names if a.get(name) != b.get(name)}
         if not differing:
             continue
+        short = {name: name.rsplit(".", 1)[-1] for name in differing}
+        clashes = {s for s in short.values() if list(short.values()).count(s) > 1}
+        shown_names = {name: name if short[name] in clashes else short[name] for name in differing}
         for index, own in zip(members, settings, strict=True):
-            shown = [f"{name}={json.loads(own[name]) if name in own else 'default'}" for name in differing]
+            shown = [f"{shown_names[name]}={json.loads(own[name]) if name in own else 'default'}"
+                     for name in sorted(differing, key=lambda n: shown_names[n])]
             out[index] = replace(cells[index], label=" / ".join([cells[index].label, *shown]))
     return out
 

@@ -724,7 +724,11 @@ class Runner:
         from lamp_harness import training
 
         restore: Callable[[], None] = lambda: None  # noqa: E731
+        # Only a generator that overrides serve_fine_tuned loads weights itself (the checkpoint is
+        # verified once, here or in load_checkpoint below).
         serve = getattr(generator, "serve_fine_tuned", None)
+        if getattr(type(generator), "serve_fine_tuned", None) is Generator.serve_fine_tuned:
+            serve = None
         if checkpoint is not None and serve is not None and not getattr(personalizer, "trainable", False):
             # An inference engine loads fine-tuned weights itself (it cannot be handed tensors).
             undo = serve(training.fine_tuned_weights(personalizer, checkpoint))

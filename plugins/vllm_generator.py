@@ -199,13 +199,14 @@ WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".safetensors.in
 def fine_tuned_folder(resolved: ResolvedModel, weights: Path) -> Path:
     """A model folder vLLM can load for fine-tuned ``weights`` of ``resolved``: the base model's
     config, tokenizer and generation config linked beside the fine-tuned safetensors, under
-    ``$LAMP_HOME/models/fine-tuned/`` (named by the weights' path, size and modification time).
-    Nothing is copied. The weights must hold the whole model (``lamp train --personalizer
-    none|ipa`` saves every tensor); a partial fine-tune is a one-line error."""
+    ``$LAMP_HOME/models/fine-tuned/`` (named by the base model and the weights' path, size and
+    modification time). Nothing is copied. The weights must hold the whole model with the base
+    model's tensor names and shapes (``lamp train --personalizer none|ipa`` saves every tensor);
+    anything else is a one-line error."""
     import os
     import shutil
+    import tempfile
 
-    from safetensors import safe_open
     from transformers.utils import cached_file
 
     from lamp_harness.io import stable_hash
@@ -217,47 +218,62 @@ def fine_tuned_folder(resolved: ResolvedModel, weights: Path) -> Path:
     except OSError as exc:
         raise loading_error(resolved, exc) from None
     weights = Path(weights).resolve()
-    with safe_open(str(weights), framework="pt") as handle:
-        tuned = set(handle.keys())
-    expected = _tensor_names(base)
-    # A tied output layer is saved once, as the input embeddings.
-    missing, foreign = sorted(expected - tuned - {"lm_head.weight"}), sorted(tuned - expected)
-    if expected and (missing or foreign):
-        what = f"lacks {missing[0]!r}" if missing else f"has {foreign[0]!r}, which the model has not"
-        raise lamp_error(f"{weights} is not a whole fine-tune of {resolved.name!r} (it {what})",
-                         where=OWNER, fix="Run this checkpoint with --generator hf, on the model it was "
-                                          "trained from.")
+    _check_whole_fine_tune(resolved, base, weights)
     stat = weights.stat()
-    name = f"{Path(resolved.name).name}-{stable_hash([str(weights), stat.st_size, stat.st_mtime_ns], 16)}"
-    folder = model_cache_dir() / "fine-tuned" / name
-    if (folder / "model.safetensors").exists():
+    key = stable_hash([str(base.resolve()), resolved.revision, str(weights), stat.st_size, stat.st_mtime_ns], 16)
+    folder = model_cache_dir() / "fine-tuned" / f"{Path(resolved.name).name}-{key}"
+    if folder.is_dir() and all(link.exists() for link in folder.iterdir()):
         return folder
-    staging = folder.with_name(f"{name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     for item in base.iterdir():
         if item.is_file() and not item.name.endswith(WEIGHT_FILES):
             os.symlink(item.resolve(), staging / item.name)
     os.symlink(weights, staging / "model.safetensors")
+    if folder.is_dir():  # a stale folder (a link whose target was cleaned away): replace it
+        shutil.rmtree(folder, ignore_errors=True)
     try:
         staging.rename(folder)
-    except OSError:  # another process made it first
+    except OSError:
         shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / "model.safetensors").exists():  # not another process's finished folder
+            raise
     return folder
 
 
-def _tensor_names(folder: Path) -> set[str]:
-    """The tensor names of a local model folder's safetensors (empty when it has none)."""
+def _check_whole_fine_tune(resolved: ResolvedModel, base: Path, weights: Path) -> None:
+    """One line unless ``weights`` has every tensor of the base model's safetensors (a tied output
+    layer may be missing: it is saved once, as the input embeddings) with the same shapes."""
     from safetensors import safe_open
 
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
-    names: set[str] = set()
-    for file in folder.glob("*.safetensors"):
+    with safe_open(str(weights), framework="pt") as handle:
+        tuned = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    expected = _tensor_shapes(base)
+    if not expected:
+        raise lamp_error(f"model {resolved.name!r} has no safetensors weights to check {weights} against",
+                         where=OWNER, fix="Run this checkpoint with --generator hf.")
+    missing = sorted(set(expected) - set(tuned) - {"lm_head.weight"})
+    foreign = sorted(set(tuned) - set(expected))
+    reshaped = sorted(n for n in set(tuned) & set(expected) if tuned[n] != expected[n])
+    if missing or foreign or reshaped:
+        what = (f"lacks {missing[0]!r}" if missing else f"has {foreign[0]!r}, which the model has not"
+                if foreign else f"has {reshaped[0]!r} with shape {tuned[reshaped[0]]}, not "
+                                f"{expected[reshaped[0]]}")
+        raise lamp_error(f"{weights} is not a whole fine-tune of {resolved.name!r} (it {what})",
+                         where=OWNER, fix="Serve it with the model it was trained from (--generator "
+                                          "vllm:MODEL), or run it with --generator hf.")
+
+
+def _tensor_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a local model folder's safetensors (empty when it has none)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:
-            names |= set(handle.keys())
-    return names
+            for name in handle.keys():  # noqa: SIM118
+                shapes[name] = tuple(handle.get_slice(name).get_shape())
+    return shapes
 
 
 def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str,

@@ -19,7 +19,8 @@ for runs in leaderboard/*/runs; do
   [ -d "$runs" ] || continue
   experiment=$(dirname "$runs")
   if grep -qs '^ *results)' "$experiment/run.sh"; then
-    PATH="$(cd "$(dirname "$LAMP")" && pwd):$PATH" bash "$experiment/run.sh" results > /dev/null
+    PATH="$(cd "$(dirname "$LAMP")" && pwd):$PATH" OUT="$runs" RESULTS="$experiment/results.md" \
+      bash "$experiment/run.sh" results > /dev/null
   else
     "$LAMP" leaderboard "$runs" "${SIG[@]}" --ci --by profile-size --out "$experiment/results.md" > /dev/null
   fi

@@ -223,17 +223,51 @@ def test_same_label_different_settings_are_two_columns(tmp_path):
 
 
 
-def test_cells_of_another_seed_or_checkpoint_are_columns_of_their_own(tmp_path):
-    metric = [{"name": "rouge-1", "value": 0.5, "higher_is_better": True}]
-    for name, change in (("a", {}), ("b", {"seed": 1}), ("c", {"checkpoint": "/ckpt/other"})):
-        cell = write_cell(tmp_path / name, task="lamp-7", personalizer="pplug", cell_id=f"cell-{name}",
-                          metrics=metric)
-        config = json.loads((cell / "config.json").read_text())
-        config.update(change)
-        (cell / "config.json").write_text(json.dumps(config))
-    labels = sorted(c.label.split(" / ", 2)[2] for c in lb.collect_cells([tmp_path]).cells)
-    assert labels == ["checkpoint=/ckpt/other / seed=0", "checkpoint=default / seed=0",
-                      "checkpoint=default / seed=1"]
+def _cell(root, name, value=0.5, mtime=1_000_000, **changes):
+    """A finished lamp-7 cell whose config.json has ``changes`` applied (dotted keys reach into the
+    components: ``generator.dtype``)."""
+    cell = write_cell(root / name, task="lamp-7", personalizer="ipa", retriever="dense", k=1,
+                      cell_id=f"cell-{name}", metrics=[{"name": "rouge-1", "value": value, "higher_is_better": True}])
+    config = json.loads((cell / "config.json").read_text())
+    for key, change in changes.items():
+        *parts, last = key.split("__")
+        target = config
+        for part in parts:
+            target = target[part]
+        target[last] = change
+    (cell / "config.json").write_text(json.dumps(config))
+    os.utime(cell / "metrics.json", (mtime, mtime))
+    return cell
+
+
+def test_another_seed_is_a_column_and_another_checkpoint_path_is_a_rerun(tmp_path):
+    _cell(tmp_path, "a", checkpoint="/home/a/ckpt", mtime=1_000_001)
+    _cell(tmp_path, "b", checkpoint="/scratch/b/ckpt", mtime=1_000_002)
+    _cell(tmp_path, "c", seed=1)
+    labels = sorted(c.label.split(" / ")[-1] for c in lb.collect_cells([tmp_path]).cells)
+    assert labels == ["seed=0", "seed=1"]
+
+
+def test_settings_with_the_same_name_in_two_components_are_told_apart(tmp_path):
+    """The retriever's model is not hidden behind the generator's."""
+    _cell(tmp_path, "bge", retriever__model="bge")
+    _cell(tmp_path, "contriever", retriever__model="contriever")
+    labels = sorted(c.label.split(" / ")[-1] for c in lb.collect_cells([tmp_path]).cells)
+    assert labels == ["model=bge", "model=contriever"]
+    _cell(tmp_path, "fp16", retriever__model="bge", generator__model="other")
+    labels = sorted(" / ".join(c.label.split(" / ")[-2:]) for c in lb.collect_cells([tmp_path]).cells)
+    assert "generator.model=other / retriever.model=bge" in labels
+
+
+def test_after_an_upgrade_the_rerun_replaces_the_old_cell(tmp_path):
+    """v1 ran float32 and bfloat16; v2 reran float32 only: two columns, the float32 one from v2."""
+    _cell(tmp_path, "a", value=0.1, generator__dtype="float32", versions={"lamp-harness": "1"})
+    _cell(tmp_path, "b", value=0.2, generator__dtype="bfloat16", versions={"lamp-harness": "1"})
+    _cell(tmp_path, "c", value=0.3, mtime=2_000_000, generator__dtype="float32",
+          generator__new_field=1, versions={"lamp-harness": "2"})
+    kept = {c.label.split(" / ")[-1]: c.metrics[0].value for c in lb.collect_cells([tmp_path]).cells}
+    assert kept == {"dtype=float32": 0.3, "dtype=bfloat16": 0.2}
+
 
 def test_a_retriever_argument_gets_its_own_column(tmp_path, toys, cli):
     out = tmp_path / "runs"

@@ -47,29 +47,67 @@ WORK=${WORK:-${LAMP_HOME:-$HOME/.cache/lamp-harness}/lamp7-finetuned}  # checkpo
 OUT=${OUT:-leaderboard/lamp7-finetuned/runs}
 RESULTS=${RESULTS:-leaderboard/lamp7-finetuned/results.md}
 HELD="$WORK/lamp7-user-heldout"
+WAIT_HOURS=${WAIT_HOURS:-12}      # how long an eval step waits for another lane's training
+# Trainings live in a folder named by the training settings, so an eval never scores a finished
+# training of other settings left in $WORK by an earlier run.
+SETTINGS=$(printf '%s|' "$DATA" "$TRAIN_LIMIT" "$EPOCHS" "$BATCH" "$GRAD_ACCUM" "$LR" "$PPLUG_LR" \
+  "$PPLUG_MAX_STEPS" "$BEAMS" "$DEVICE" | sha256sum | cut -c1-10)
+TRAINED="$WORK/trained-$SETTINGS"
 
 limit() { [ -n "$1" ] && echo "--limit $1" || true; }
 
 train() {
   local name=$1 lr=$2; shift 2
+  mkdir -p "$TRAINED" && rm -f "$TRAINED/$name.failed"
   # shellcheck disable=SC2046
-  /usr/bin/time -f "$name: training wall %e s" lamp train --task lamp-7 --data-dir "$DATA" --split dev \
-    --train-users 0.67 $(limit "$TRAIN_LIMIT") --eval-split none --epochs "$EPOCHS" --lr "$lr" \
-    --batch-size "$BATCH" --grad-accum "$GRAD_ACCUM" --save-every 16 --preset offline --device "$DEVICE" \
-    --generator-arg num_beams="$BEAMS" --out "$WORK/$name" --quiet "$@"
+  if ! /usr/bin/time -f "$name: training wall %e s" lamp train --task lamp-7 --data-dir "$DATA" --split dev \
+      --train-users 0.67 $(limit "$TRAIN_LIMIT") --eval-split none --epochs "$EPOCHS" --lr "$lr" \
+      --batch-size "$BATCH" --grad-accum "$GRAD_ACCUM" --save-every 16 --preset offline --device "$DEVICE" \
+      --generator-arg num_beams="$BEAMS" --out "$TRAINED/$name" --quiet "$@"; then
+    touch "$TRAINED/$name.failed"  # an eval step waiting for it stops instead of waiting on
+    exit 1
+  fi
   held
 }
 
-held() {  # the held-out users: every training run writes the same split before its first step
-  local found
-  until found=$(ls "$WORK"/*/heldout-users/dev_questions.json 2>/dev/null | head -1) && [ -n "$found" ]; do
-    sleep 10
+wait_for() {  # wait_for WHAT CONDITION...: until CONDITION holds, at most WAIT_HOURS
+  local what=$1 waited=0; shift
+  until "$@"; do
+    [ "$waited" -eq 0 ] && echo "run.sh: waiting for $what" >&2
+    if [ "$waited" -ge $((WAIT_HOURS * 3600)) ]; then
+      echo "run.sh: gave up after $WAIT_HOURS h waiting for $what" >&2; exit 1
+    fi
+    sleep 20; waited=$((waited + 20))
   done
-  [ -s "$HELD/dev_questions.json" ] || { mkdir -p "$HELD" && cp "$(dirname "$found")"/dev_*.json "$HELD/"; }
+}
+
+split_written() {  # a training has written both held-out files
+  local found
+  for found in "$TRAINED"/*/heldout-users; do
+    [ -s "$found/dev_questions.json" ] && [ -s "$found/dev_outputs.json" ] && return 0
+  done
+  return 1
+}
+
+held() {  # the held-out users, copied once (whole, then moved into place) from a training folder
+  [ -s "$HELD/dev_questions.json" ] && [ -s "$HELD/dev_outputs.json" ] && return
+  wait_for "a training step (train-none, train-ipa or train-pplug) to write the held-out users" split_written
+  local found staging
+  for found in "$TRAINED"/*/heldout-users; do [ -s "$found/dev_outputs.json" ] && break; done
+  staging=$(mktemp -d "$WORK/.heldout.XXXXXX")
+  cp "$found"/dev_questions.json "$found"/dev_outputs.json "$staging/"
+  rm -rf "$HELD" && mv "$staging" "$HELD"
+}
+
+finished() {  # training $1 finished, or failed (then this step fails too)
+  if [ -e "$TRAINED/$1.failed" ]; then
+    echo "run.sh: training $1 failed (see its lane's output); not evaluating it" >&2; exit 1
+  fi
+  grep -qs '"finished": true' "$TRAINED/$1/latest.json"
 }
 
 trained() {  # wait until (another lane's) training $1 has finished
-  until grep -qs '"finished": true' "$WORK/$1/latest.json"; do sleep 30; done
+  wait_for "training $1 ($TRAINED/$1) to finish" finished "$1"
   held
 }
 
@@ -90,9 +128,9 @@ step() {
                     $([ -n "$PPLUG_MAX_STEPS" ] && echo --max-steps "$PPLUG_MAX_STEPS") ;;
     eval-zs-none) held; run "$1" --personalizer none ;;
     eval-zs-ipa)  held; run "$1" --personalizer ipa --retriever bm25 --k 1 ;;
-    eval-none)    trained none-ft; run "$1" --personalizer none --checkpoint "$WORK/none-ft" ;;
-    eval-ipa)     trained ipa-ft; run "$1" --personalizer ipa --retriever bm25 --k 1 --checkpoint "$WORK/ipa-ft" ;;
-    eval-pplug)   trained pplug; run "$1" --personalizer pplug --checkpoint "$WORK/pplug" ;;
+    eval-none)    trained none-ft; run "$1" --personalizer none --checkpoint "$TRAINED/none-ft" ;;
+    eval-ipa)     trained ipa-ft; run "$1" --personalizer ipa --retriever bm25 --k 1 --checkpoint "$TRAINED/ipa-ft" ;;
+    eval-pplug)   trained pplug; run "$1" --personalizer pplug --checkpoint "$TRAINED/pplug" ;;
     results)
       lamp leaderboard "$OUT" --baseline "none (fine-tuned) / smollm2-135m-instruct" --correction holm \
         --seed 0 --ci --reference lamp-user --out "$RESULTS" ;;
