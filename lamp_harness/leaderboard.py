@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -309,7 +310,7 @@ def _tell_apart(cells: list[Cell]) -> list[Cell]:
         if not differing:
             continue
         short = {name: name.rsplit(".", 1)[-1] for name in differing}
-        clashes = {s for s in short.values() if list(short.values()).count(s) > 1}
+        clashes = {name for name, count in Counter(short.values()).items() if count > 1}
         shown_names = {name: name if short[name] in clashes else short[name] for name in differing}
         for index, own in zip(members, settings, strict=True):
             shown = [f"{shown_names[name]}={json.loads(own[name]) if name in own else 'default'}"

@@ -726,12 +726,10 @@ class Runner:
         restore: Callable[[], None] = lambda: None  # noqa: E731
         # Only a generator that overrides serve_fine_tuned loads weights itself (the checkpoint is
         # verified once, here or in load_checkpoint below).
-        serve = getattr(generator, "serve_fine_tuned", None)
-        if getattr(type(generator), "serve_fine_tuned", None) is Generator.serve_fine_tuned:
-            serve = None
-        if checkpoint is not None and serve is not None and not getattr(personalizer, "trainable", False):
+        serves = getattr(type(generator), "serve_fine_tuned", None) not in (None, Generator.serve_fine_tuned)
+        if checkpoint is not None and serves and not getattr(personalizer, "trainable", False):
             # An inference engine loads fine-tuned weights itself (it cannot be handed tensors).
-            undo = serve(training.fine_tuned_weights(personalizer, checkpoint))
+            undo = generator.serve_fine_tuned(training.fine_tuned_weights(personalizer, checkpoint))
             if undo is not None:
                 return undo, checkpoint
         if training.fine_tunes_generator(personalizer):
