@@ -45,6 +45,7 @@ class ScoreBook:
         self._cells = {c.cell_id: c for c in cells}
         self._scores: dict[str, CellScores | None] = {}
         self.missing: dict[str, str] = {}
+        self.recomputed: dict[str, str] = {}
 
     def cell(self, cell_id: str) -> Cell | None:
         """The board's cell with this id."""
@@ -54,10 +55,13 @@ class ScoreBook:
         """The cell's per-example scores (loaded or rescored once), ``None`` when unavailable."""
         if cell_id not in self._scores:
             cell = self._cells.get(cell_id)
-            scores, reason = cell_scores(cell.dir, cell.config) if cell else (None, "unknown cell")
+            scores, reason = (cell_scores(cell.dir, cell.config, cell.metrics) if cell
+                              else (None, "unknown cell"))
             self._scores[cell_id] = scores
             if scores is None:
                 self.missing[cell_id] = reason or "no per-example scores"
+            elif reason:
+                self.recomputed[cell_id] = reason
         return self._scores[cell_id]
 
     def notes(self) -> list[str]:
@@ -66,7 +70,8 @@ class ScoreBook:
             f"{self._cells[c].dir if c in self._cells else c}: no per-example scores, so no paired test or "
             f"breakdown for this cell ({reason})"
             for c, reason in sorted(self.missing.items())
-        ]
+        ] + [f"{self._cells[c].dir if c in self._cells else c}: {reason}"
+             for c, reason in sorted(self.recomputed.items())]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +94,7 @@ def baseline_column(board: Leaderboard, block: Block, selector: str) -> int | No
     exact = [i for i in runs if _norm(labels[i]) == wanted]
     if exact:
         return exact[0]
-    members = [c for c in board.cells if (c.split, c.scheme, c.data) == (block.split, block.scheme, block.data)]
+    members = [c for c in board.cells if c.block == block.key]
     named = sorted({labels.index(c.label) for c in members if _personalizer(c) == wanted and c.label in labels})
     if len(named) > 1:  # prefer the plain method over its variants (pplug over pplug[aggregation=mean])
         plain = [i for i in named if _norm(labels[i].split(" / ")[0]) == wanted]
@@ -105,7 +110,13 @@ def baseline_column(board: Leaderboard, block: Block, selector: str) -> int | No
         )
     prefixed = sorted({labels.index(c.label) for c in members
                        if _norm(c.cell_id).startswith(wanted) and c.label in labels})
-    return prefixed[0] if len(prefixed) == 1 else None
+    if len(prefixed) > 1:
+        raise lamp_error(
+            f"--baseline {selector!r} is the start of the cell ids of {len(prefixed)} columns in the table "
+            f"'{block.title}': " + "; ".join(labels[i] for i in prefixed),
+            fix="Pass a longer cell-id prefix (see `ls` of the runs folder) or a column's full label.",
+        )
+    return prefixed[0] if prefixed else None
 
 
 # ---------------------------------------------------------------------------------------------

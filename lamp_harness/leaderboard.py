@@ -51,13 +51,28 @@ class Cell:
     config: Mapping[str, Any]
     mtime: float
     data: str | None = None
-    """Where the examples came from (``demo:v1``, ``lamp:user``, ``local:<folder name>``): results on
-    different data never share a table."""
+    """Where the examples came from (``demo:v1``, ``lamp:user``, ``local:<folder name>``), as shown."""
+    data_id: str | None = None
+    """The data's identity: a digest of the checksums of the task's files (``None`` for a cell
+    that recorded none). Results on different data never share a table, whatever their names."""
+    data_variant: int = 0
+    """Which of the data sets named :attr:`data` this is, for its task (0 unless two different
+    data sets share the name; set by :func:`collect_cells`)."""
 
     @property
-    def block(self) -> tuple[str, str | None, str | None]:
-        """The table the cell belongs in: ``(split, scheme, data source)``."""
-        return (self.split, self.scheme, self.data)
+    def block(self) -> tuple[str, str | None, str | None, int]:
+        """The table the cell belongs in: ``(split, scheme, data name, data variant)``."""
+        return (self.split, self.scheme, self.data, self.data_variant)
+
+    @property
+    def method(self) -> tuple[Any, ...]:
+        """What makes two cells the same method on the same data (reruns of each other)."""
+        return (self.split, self.scheme, self.data, self.data_id, self.task, self.label)
+
+    @property
+    def n(self) -> int:
+        """Examples scored (the largest ``n`` of its metrics)."""
+        return max((m.n for m in self.metrics), default=0)
 
 
 def method_label(config: Mapping[str, Any]) -> str:
@@ -113,6 +128,19 @@ def _data_source(config: Mapping[str, Any]) -> str | None:
     return f"{kind}:{Path(rest).name}" if sep and kind == "local" else str(source)
 
 
+def _data_id(config: Mapping[str, Any]) -> str | None:
+    """A short digest of the data's file checksums (``config.json``'s ``data.checksums``): two
+    folders both called ``data`` holding different files get different identities, and a
+    ``--limit`` rerun on the same files the same one."""
+    from lamp_harness.io import stable_hash
+
+    data = config.get("data")
+    checksums = data.get("checksums") if isinstance(data, Mapping) else None
+    if not isinstance(checksums, Mapping) or not checksums:
+        return None
+    return stable_hash(dict(sorted((str(k), str(v)) for k, v in checksums.items())), 12)
+
+
 def read_cell(directory: Path) -> Cell:
     """The cell in ``directory``; a malformed file is a one-line error naming it."""
     directory = Path(directory)
@@ -152,6 +180,7 @@ def read_cell(directory: Path) -> Cell:
         split=str(split),
         scheme=_scheme(config),
         data=_data_source(config),
+        data_id=_data_id(config),
         label=method_label(config),
         metrics=metrics,
         config=config,
@@ -192,8 +221,10 @@ class Collection:
 def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
     """Every finished cell under ``runs_dirs`` (searched recursively).
 
-    The same cell found twice (one cell id, or one method on one task and split in two runs) is
-    kept once: the newest ``metrics.json`` wins, and a note says which folder was dropped. A folder
+    The same cell found twice (one cell id, or one method on one task, split and data in two
+    runs) is kept once: the one that scored more examples, and of those the newest ``metrics.json``,
+    wins; a note says which folder was dropped and why (a ``--limit 2`` smoke rerun never replaces
+    the 40-example cell silently). A folder
     whose files disagree (unfinished, damaged, edited: see :meth:`CellStore.inconsistency`) is
     skipped with a note saying why.
     """
@@ -229,22 +260,42 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
             where=where,
             fix="Run `lamp run ... --out FOLDER` first, then pass that FOLDER.",
         )
-    newest_first = _tell_apart(sorted(found.values(), key=lambda c: (-c.mtime, str(c.dir))))
+    preferred = _tell_apart(sorted(found.values(), key=lambda c: (-c.n, -c.mtime, str(c.dir))))
     kept: dict[tuple[str, ...], Cell] = {}
     seen_ids: dict[str, Cell] = {}
     notes = []
-    for cell in newest_first:
-        key = (cell.split, cell.scheme or "", cell.data or "", cell.task, cell.label)
+    for cell in preferred:
+        key = cell.method
         winner = seen_ids.get(cell.cell_id) or kept.get(key)
         if winner is not None:
-            notes.append(
-                f"{cell.dir}: same cell as {winner.dir} ({cell.task}, {cell.label}); kept the newer one"
-            )
+            if winner.n > cell.n:
+                why = (f"scored {cell.n} examples, {winner.dir.name} scored {winner.n}; kept the larger one"
+                       + (" although this one is newer" if cell.mtime > winner.mtime else ""))
+            else:
+                why = "kept the newer one"
+            notes.append(f"{cell.dir}: same cell as {winner.dir} ({cell.task}, {cell.label}); {why}")
             continue
         kept[key] = cell
         seen_ids[cell.cell_id] = cell
-    cells = sorted(kept.values(), key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
+    cells = sorted(_variants(list(kept.values())),
+                   key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
     return Collection(tuple(cells), tuple(sorted(notes)) + tuple(skipped))
+
+
+def _variants(cells: list[Cell]) -> list[Cell]:
+    """Number the different data sets that share a name, per task (newest first), so that no
+    table mixes two of them: cells of one task on data of one name but different checksums (two
+    folders both called ``data``) get different :attr:`Cell.data_variant` values, hence tables."""
+    newest: dict[tuple[Any, ...], dict[str | None, float]] = {}
+    for cell in cells:
+        ids = newest.setdefault((cell.split, cell.scheme, cell.data, cell.task), {})
+        ids[cell.data_id] = max(ids.get(cell.data_id, 0.0), cell.mtime)
+    out = []
+    for cell in cells:
+        ids = newest[(cell.split, cell.scheme, cell.data, cell.task)]
+        order = sorted(ids, key=lambda i: (-ids[i], i or ""))
+        out.append(replace(cell, data_variant=order.index(cell.data_id)))
+    return out
 
 
 NOT_A_SETTING = frozenset({"name", "plugin", "device", "engine", "engine_args", "substitutes", "source",
@@ -295,7 +346,7 @@ def _tell_apart(cells: list[Cell]) -> list[Cell]:
     Cells whose labels still agree are reruns of one method, and the newest wins."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for index, cell in enumerate(cells):
-        key = (cell.split, cell.scheme or "", cell.data or "", cell.task, cell.label)
+        key = cell.method
         groups.setdefault(key, []).append(index)
     out = list(cells)
     for members in groups.values():
@@ -360,6 +411,225 @@ def load_reference(name: str) -> list[ReferenceValue]:
     return [ReferenceValue(r["task"], r["metric"], r["method"], float(r["value"])) for r in rows]
 
 
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """What a packaged reference table's numbers are: its ``# source:``, ``# model:`` and
+    ``# split:`` comment lines."""
+
+    name: str
+    source: str
+    model: str
+    split: str
+
+    @property
+    def short(self) -> str:
+        """``paper; model; split`` as a column label shows it."""
+        return f"{self.source.split(',')[0].split(' (')[0]}; {self.model}; {self.split}"
+
+
+def reference_info(name: str) -> ReferenceInfo:
+    """The source, model and split a reference table names in its header comments (``?`` for
+    one it leaves out)."""
+    load_reference(name)  # a one-line error for an unknown name
+    text = resources.files("lamp_references").joinpath(f"{name}.csv").read_text(encoding="utf-8")
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.lstrip("#").partition(":")
+        if line.startswith("#") and sep and key.strip() in ("source", "model", "split"):
+            fields[key.strip()] = value.strip()
+    return ReferenceInfo(name, fields.get("source", "?"), fields.get("model", "?"), fields.get("split", "?"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The header: what a table is
+# ---------------------------------------------------------------------------------------------
+
+SMALL_N = 30
+"""Below this many examples a table warns, in the file itself, that its intervals are wide and
+its paired tests coarse."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """One table's data: its name, its identity (digest of the files' checksums) and the examples
+    scored per task (``"10"``, or ``"2–40"`` when the columns differ)."""
+
+    table: str
+    name: str | None
+    checksum: str | None
+    n: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the cells used, where (``generator``, ``pplug encoder``...) and what it stands in
+    for when a preset substituted it (``None`` otherwise)."""
+
+    model: str
+    role: str
+    stand_in_for: str | None = None
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingInfo:
+    """A column whose cells ran trained weights, and their training budget as recorded."""
+
+    column: str
+    budget: str
+    table: str = ""
+    """The table the column is in, when the leaderboard has several."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a leaderboard is, written at the top of every rendering (markdown, html, json)."""
+
+    cells: int
+    data: tuple[DataInfo, ...] = ()
+    models: tuple[ModelInfo, ...] = ()
+    training: tuple[TrainingInfo, ...] = ()
+    references: tuple[ReferenceInfo, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The header as plain-text bullet lines (markdown inline code marks the checksums)."""
+        out = [f"**What this is**: {self.cells} finished cells of `lamp run`; the values are computed by the "
+               "harness from their predictions (`metrics.json`), not typed in."]
+        for d in self.data:
+            counts = sorted({v for _, v in d.n})
+            per_task = (f"n = {counts[0]} per task" if len(counts) == 1
+                        else "n per task: " + ", ".join(f"{t} {v}" for t, v in d.n))
+            tasks = ", ".join(t for t, _ in d.n)
+            out.append(f"**Data** ({d.table}): {d.name or 'not recorded'}"
+                       + (f", checksum `{d.checksum}`" if d.checksum else ", no checksum recorded")
+                       + f"; {per_task} ({tasks})")
+        if self.models:
+            shown = []
+            for m in self.models:
+                text = f"{m.model} ({m.role})"
+                if m.stand_in_for:
+                    text += (f", a stand-in for {m.stand_in_for}"
+                             + (f" (preset '{m.preset}')" if m.preset else ""))
+                shown.append(text)
+            out.append("**Models**: " + "; ".join(shown))
+        for t in self.training:
+            out.append(f"**Training** ({t.column}" + (f", in table '{t.table}'" if t.table else "")
+                       + f"): {t.budget}")
+        for r in self.references:
+            out.append(f"**Reference columns** ({r.short}): {r.source}; model {r.model}; split {r.split}. "
+                       "Published numbers, not run here.")
+        out += [f"**Warning**: {w}" for w in self.warnings]
+        return out
+
+
+def _n_range(values: Iterable[int]) -> str:
+    values = sorted(set(values))
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+def _models(cells: Sequence[Cell]) -> tuple[ModelInfo, ...]:
+    found: dict[tuple[str, str], ModelInfo] = {}
+
+    def walk(value: Any, role: str, preset: str | None) -> None:
+        if not isinstance(value, Mapping):
+            return
+        model = value.get("model")
+        if isinstance(model, str) and model:
+            name = model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+            substitutes = value.get("substitutes")
+            info = ModelInfo(name, role, str(substitutes) if substitutes else None,
+                             preset if substitutes else None)
+            found.setdefault((name, role), info)
+        for key, inner in value.items():
+            if isinstance(inner, Mapping):
+                walk(inner, f"{role} {key}", preset)
+
+    for cell in cells:
+        preset = cell.config.get("preset")
+        for part in ("generator", "retriever", "personalizer"):
+            component = cell.config.get(part)
+            if isinstance(component, Mapping):
+                role = part if part == "generator" else str(component.get("name") or part)
+                walk(component, role, str(preset) if preset else None)
+    return tuple(sorted(found.values(), key=lambda m: (m.role != "generator", natural_key(m.role),
+                                                       natural_key(m.model))))
+
+
+def training_budget(config: Mapping[str, Any]) -> str | None:
+    """How a trained cell's weights were trained, as its ``config.json`` records it (``training``,
+    written by the runner from the checkpoint); for cells run before that was recorded, what the
+    checkpoint's path tells (its step), saying what is not recorded. ``None`` for an untrained cell."""
+    recorded = config.get("training")
+    checkpoint = config.get("checkpoint")
+    if isinstance(recorded, Mapping) and recorded:
+        parts = []
+        steps, batch, accum = recorded.get("steps"), recorded.get("batch_size"), recorded.get("grad_accum")
+        if steps is not None:
+            text = f"{steps} steps"
+            if batch is not None:
+                text += f" × batch {batch}" + (f" × {accum} accumulated" if accum not in (None, 1) else "")
+            parts.append(text)
+        if recorded.get("examples") is not None:
+            parts.append(f"{recorded['examples']} training examples")
+        if recorded.get("epochs") is not None:
+            parts.append(f"{recorded['epochs']} epoch(s) planned")
+        if recorded.get("max_steps") is not None:
+            parts.append(f"max_steps {recorded['max_steps']}")
+        if recorded.get("lr") is not None:
+            parts.append(f"lr {recorded['lr']:g}" if isinstance(recorded["lr"], int | float)
+                         else f"lr {recorded['lr']}")
+        for key in ("augment", "mixed_precision"):
+            if recorded.get(key) not in (None, False, 0, ""):
+                parts.append(f"{key.replace('_', ' ')} {recorded[key]}")
+        return ", ".join(parts) or "trained (budget not recorded)"
+    if not checkpoint:
+        return None
+    step = re.search(r"step-0*(\d+)", str(checkpoint))
+    name = str(checkpoint).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    if step:
+        return (f"{step.group(1)} steps (from its checkpoint's name); batch size, epochs and learning rate "
+                "are not recorded in the run folder")
+    return f"checkpoint '{name}'; its training budget is not recorded in the run folder"
+
+
+def describe(blocks: Sequence[Block], cells: Sequence[Cell],
+             references: Sequence[tuple[str, Any]] = ()) -> Header:
+    """The header of a leaderboard of ``blocks`` built from ``cells``: data (name, checksum, n per
+    task), models (stand-ins named), training budgets, the reference tables' sources and the
+    small-sample warning."""
+    data, warnings = [], []
+    for block in blocks:
+        members = [c for c in cells if c.block == block.key]
+        tasks = sorted({c.task for c in members}, key=natural_key)
+        n = tuple((t, _n_range(c.n for c in members if c.task == t)) for t in tasks)
+        data.append(DataInfo(block.title, block.data, block.data_id, n))
+        small = [(t, max(c.n for c in members if c.task == t)) for t in tasks]
+        small = [(t, k) for t, k in small if k < SMALL_N]
+        if small:
+            shown = ", ".join(f"{t}: n={k}" for t, k in small)
+            warnings.append(f"table '{block.title}' rests on fewer than {SMALL_N} examples ({shown}): its "
+                            "intervals are wide, its paired tests coarse and able to show only very large "
+                            "differences; read its values and † marks as a demonstration, not a result")
+    training: dict[tuple[str, str], list[str]] = {}
+    titles = {block.key: block.title for block in blocks}
+    for cell in cells:
+        budget = training_budget(cell.config)
+        if budget is not None and cell.block in titles:
+            key = (titles[cell.block] if len(blocks) > 1 else "", cell.label)
+            training.setdefault(key, [])
+            if budget not in training[key]:
+                training[key].append(budget)
+    return Header(
+        cells=len(cells),
+        data=tuple(data),
+        models=_models(cells),
+        training=tuple(TrainingInfo(label, "; ".join(b), table) for (table, label), b in training.items()),
+        references=tuple(reference_info(name) for name, _ in references),
+        warnings=tuple(warnings),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
@@ -414,12 +684,28 @@ class Block:
     data: str | None = None
     baseline: int | None = None
     """Index of the baseline column (``--baseline``), when this block has one."""
+    data_id: str | None = None
+    """The data's identity: its cells' :attr:`Cell.data_id` when they all share one (one task),
+    else a digest of each task's; ``None`` when no cell recorded checksums."""
+    same_name: bool = False
+    """Another table's data has the same name but other files: the title shows the checksum."""
+    variant: int = 0
+    """:attr:`Cell.data_variant` of its cells."""
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None, int]:
+        """What its cells share (:attr:`Cell.block`)."""
+        return (self.split, self.scheme, self.data, self.variant)
 
     @property
     def title(self) -> str:
-        """The table's heading: its split, scheme and data source."""
+        """The table's heading: its split, scheme and data (with the data's checksum when another
+        table's data has the same name)."""
+        data = self.data or ""
+        if self.same_name and self.data_id:
+            data = f"{data} (checksum {self.data_id})".strip()
         return (f"split: {self.split}" + (f", scheme: {self.scheme}" if self.scheme else "")
-                + (f", data: {self.data}" if self.data else ""))
+                + (f", data: {data}" if data else ""))
 
 
 @dataclass(frozen=True)
@@ -497,6 +783,8 @@ class Leaderboard:
     significance: Significance | None = None
     breakdowns: tuple[Breakdown, ...] = field(default=())
     summaries: tuple[Summary, ...] = field(default=())
+    header: Header | None = None
+    """What the tables are (data, models, training, references, warnings)."""
 
 
 def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence[str] = ()) -> Leaderboard:
@@ -504,9 +792,11 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
     ref_tables = [(name, load_reference(name)) for name in references]
     cells = [c for c in cells if c.metrics]  # test-split cells have no golds, hence no metrics
     blocks = []
-    for split, scheme, data in sorted({c.block for c in cells},
-                                      key=lambda b: (natural_key(b[0]), b[1] or "", b[2] or "")):
-        members = [c for c in cells if c.block == (split, scheme, data)]
+    keys = sorted({c.block for c in cells}, key=lambda b: (natural_key(b[0]), b[1] or "", b[2] or "", b[3]))
+    repeated = {key[:3] for key in keys if key[3] > 0}
+    for block_key in keys:
+        split, scheme, data, variant = block_key
+        members = [c for c in cells if c.block == block_key]
         labels = sorted({c.label for c in members}, key=natural_key)
         by_key = {(c.task, c.label): c for c in members}
         row_keys: list[tuple[str, str, bool]] = []
@@ -524,7 +814,7 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
             for method in dict.fromkeys(r.method for r in table):
                 values = {_ref_key(r.task, r.metric): r.value for r in table if r.method == method}
                 if wanted & values.keys():
-                    columns.append(Column(f"{name}: {method}", "reference", name))
+                    columns.append(Column(f"{method} ({reference_info(name).short})", "reference", name))
                     ref_values.append(values)
         rows = []
         for task, metric, higher in row_keys:
@@ -541,8 +831,22 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
             key = _ref_key(task, metric)
             values += [Value(v[key]) if key in v else None for v in ref_values]
             rows.append(Row(task, metric, higher, tuple(values)))
-        blocks.append(Block(split, scheme, tuple(columns), tuple(rows), data))
-    return Leaderboard(tuple(blocks), tuple(notes), tuple(cells))
+        blocks.append(Block(split, scheme, tuple(columns), tuple(rows), data, data_id=_block_data_id(members),
+                            same_name=block_key[:3] in repeated, variant=variant))
+    return Leaderboard(tuple(blocks), tuple(notes), tuple(cells), header=describe(blocks, cells, ref_tables))
+
+
+def _block_data_id(members: Sequence[Cell]) -> str | None:
+    """The identity of a table's data: the one :attr:`Cell.data_id` its cells share, or a digest
+    of every task's (``None`` when none recorded checksums)."""
+    from lamp_harness.io import stable_hash
+
+    ids = {c.task: c.data_id for c in members if c.data_id}
+    if not ids:
+        return None
+    if len(set(ids.values())) == 1:
+        return next(iter(ids.values()))
+    return stable_hash(sorted(ids.items()), 12)
 
 
 def _ref_key(task: str, metric: str) -> tuple[str, str]:
@@ -627,8 +931,11 @@ def column_title(block: Block, index: int) -> str:
 
 
 def render_markdown(board: Leaderboard, ci: bool = False) -> str:
-    """The leaderboard as markdown: one table per (split, scheme, data) block."""
+    """The leaderboard as markdown: the header (what the tables are), then one table per
+    (split, scheme, data) block."""
     parts = []
+    if board.header is not None:
+        parts.append("# Leaderboard\n\n" + "\n".join(f"- {_cell_text(line)}" for line in board.header.lines()))
     for block in board.blocks:
         header = ["task", "metric"] + [_cell_text(column_title(block, i)) for i in range(len(block.columns))]
         lines = [
@@ -739,7 +1046,10 @@ def render_json(board: Leaderboard) -> str:
                 ],
             }
         )
-    document: dict[str, Any] = {"blocks": blocks}
+    document: dict[str, Any] = {}
+    if board.header is not None:
+        document["header"] = asdict(board.header)
+    document["blocks"] = blocks
     if board.significance is not None:
         document["significance"] = asdict(board.significance)
     if board.breakdowns:
@@ -772,6 +1082,7 @@ CSV_FIELDS = (
     "significant",
     "test",
     "n_paired",
+    "delta",
 )
 
 
@@ -801,7 +1112,7 @@ def render_csv(board: Leaderboard) -> str:
                      text(row.higher_is_better), e["column"], e["kind"], text(e["value"]), text(e["ci_low"]),
                      text(e["ci_high"]), text(e["n"]), text(e["best"]) if run else "", text(e["cell_id"]),
                      text(e["baseline"]) if run else "", text(e["p_value"]), text(e["p_adjusted"]),
-                     text(e["significant"]), text(e["test"]), text(e["n_paired"])]
+                     text(e["significant"]), text(e["test"]), text(e["n_paired"]), text(e["delta"])]
                 )
     return out.getvalue()
 
@@ -832,6 +1143,13 @@ def plot(board: Leaderboard, path: Path) -> Path:
     fmt = plot_format(path)
     atomic_write_bytes(path, plot_bytes(board, fmt))
     return path
+
+
+def _plain(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a ``$`` would start mathtext (and an unbalanced
+    or invalid ``$…$`` in a label, say ``--generator-arg stop=$``, is a parse error), so it is
+    escaped."""
+    return str(text).replace("$", r"\$")
 
 
 def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
@@ -882,11 +1200,11 @@ def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
                     capsize=2,
                     edgecolor="black",
                     linewidth=0.4,
-                    label=column.label,
+                    label=_plain(column.label),
                 )
-                handles.setdefault(column.label, bars)
-            ax.set_xticks(range(len(rows)), [r.task for r in rows])
-            ax.set_title(f"{metric} {arrow(rows[0].higher_is_better)} ({block.title})", fontsize=10)
+                handles.setdefault(_plain(column.label), bars)
+            ax.set_xticks(range(len(rows)), [_plain(r.task) for r in rows])
+            ax.set_title(_plain(f"{metric} {arrow(rows[0].higher_is_better)} ({block.title})"), fontsize=10)
             ax.grid(axis="y", alpha=0.3)
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)

@@ -12,7 +12,17 @@ their ``scores.json``.
 
     {"ids": [...], "profile_size": [...], "user": [... or null],
      "metrics": [{"name": "f1", "higher_is_better": true, "statistic": "macro_f1",
-                  "rows": [[...], ...]}, ...]}
+                  "rows": [[...], ...]}, ...],
+     "predictions": {"count": 40, "sha256": "..."}}
+
+``predictions`` is the checksum of the ``predictions.jsonl`` the scores were computed from (the
+run store adds it). Before any test or breakdown uses a cell's scores, :func:`cell_scores`
+verifies them (:func:`verify`): the checksum matches the predictions, the ids are the predicted
+ids exactly once, every value is finite, every profile size a count, and each metric recomputed
+from the rows is the value ``metrics.json`` records. Scores that fail are recomputed from the
+predictions and the data, or refused with a note; they are never used. Files written before the
+checksum existed are verified by rescoring where the data is on this machine, else by the other
+checks.
 
 Nothing here knows a concrete task or metric: statistics are named by how they combine
 (:data:`lamp_harness.metrics.STATISTICS`).
@@ -22,8 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +52,9 @@ class CellScores:
     metrics: tuple[ExampleScores, ...]
     profile_size: tuple[int, ...] | None = None
     user: tuple[str, ...] | None = None
+    predictions: tuple[str, int] | None = None
+    """``(sha256, count)`` of the ``predictions.jsonl`` these scores were computed from; ``None``
+    in files written before the checksum was recorded."""
 
     def metric(self, name: str) -> ExampleScores | None:
         """The scores of metric ``name``, or ``None``."""
@@ -57,7 +71,8 @@ class CellScores:
                  "rows": [[_compact(x) for x in row] for row in m.rows.tolist()]}
                 for m in self.metrics
             ],
-        }
+        } | ({"predictions": {"count": self.predictions[1], "sha256": self.predictions[0]}}
+             if self.predictions is not None else {})
 
 
 def _compact(x: float) -> float | int:
@@ -131,13 +146,29 @@ def parse_scores(data: Mapping[str, Any], where: str) -> CellScores:
         users = data.get("user")
         if sizes is not None and len(sizes) != len(ids) or users is not None and len(users) != len(ids):
             raise ValueError("'profile_size' or 'user' does not have one entry per id")
+        recorded = data.get("predictions")
+        predictions = None
+        if recorded is not None:
+            if not isinstance(recorded, Mapping) or not isinstance(recorded.get("sha256"), str):
+                raise ValueError("'predictions' is not {\"count\": N, \"sha256\": \"...\"}")
+            predictions = (recorded["sha256"], _count(recorded.get("count"), "predictions count"))
         return CellScores(ids, tuple(entries),
-                          tuple(int(s) for s in sizes) if sizes is not None else None,
-                          tuple(str(u) for u in users) if users is not None else None)
-    except (KeyError, TypeError, ValueError) as exc:
+                          tuple(_count(s, "profile size") for s in sizes) if sizes is not None else None,
+                          tuple(str(u) for u in users) if users is not None else None,
+                          predictions)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise lamp_error(f"malformed per-example scores ({type(exc).__name__}: {exc})", where=where,
                          fix="Delete the file; `lamp leaderboard` rescores the cell from its predictions "
                              "when the data is present.") from None
+
+
+def _count(value: Any, what: str) -> int:
+    """A count (a whole number >= 0); ``Infinity``, ``NaN``, ``-3``, ``2.5`` or ``"7"`` is a
+    ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value < 0 or value != int(value):
+        raise ValueError(f"impossible {what} {value!r}")
+    return int(value)
 
 
 def read_scores(directory: Path) -> CellScores | None:
@@ -187,26 +218,126 @@ def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
     scored = score_cell(task, dataset.examples, predictions, seed=int(config.get("seed") or 0))
     if scored.scores is None:
         raise lamp_error(f"task {task.name!r} offers no per-example scores", where=str(directory))
-    return scored.scores
+    from lamp_harness.store import PREDICTIONS, _digest_and_count
+
+    return replace(scored.scores, predictions=_digest_and_count(directory / PREDICTIONS))
 
 
-def cell_scores(directory: Path, config: Mapping[str, Any]) -> tuple[CellScores | None, str | None]:
-    """The cell's per-example scores (stored, else rescored), or ``None`` and the reason.
+TOLERANCE = 1e-6
+"""How far a metric recomputed from ``scores.json`` may be from ``metrics.json`` (the rows are
+stored with fewer digits than the value was computed with)."""
 
-    Rescored scores are saved as the cell's ``scores.json`` (atomically; a read-only folder is
-    left as is), so they are computed once and travel with the cell, e.g. to a machine without
-    the data."""
+
+def verify(scores: CellScores, metrics: Sequence[MetricResult], prediction_ids: Sequence[str],
+           digest: tuple[str, int] | None) -> str | None:
+    """Why ``scores`` cannot be trusted for the cell whose ``metrics.json`` holds ``metrics`` and
+    whose ``predictions.jsonl`` holds ``prediction_ids`` (checksum and count ``digest``), in a few
+    words; ``None`` when they can. Checked: the recorded checksum (when the file has one), every
+    id a predicted one and none twice, one id per metric's ``n``, finite values, and each metric
+    recomputed from its rows equal to the value ``metrics.json`` records (a changed row,
+    statistic or direction shows there)."""
+    import numpy as np
+
+    from lamp_harness.metrics import combine
+
+    if scores.predictions is not None and digest is not None and tuple(scores.predictions) != tuple(digest):
+        return "its checksum is not that of predictions.jsonl (computed from other predictions, or edited)"
+    seen: set[str] = set()
+    duplicates = sorted({i for i in scores.ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+    if duplicates:
+        return f"id {duplicates[0]!r} appears more than once ({len(duplicates)} repeated id(s))"
+    foreign = sorted(seen - set(prediction_ids))
+    if foreign:
+        return f"{len(foreign)} id(s) are not in predictions.jsonl (e.g. {foreign[0]!r})"
+    recorded = {m.name: m for m in metrics}
+    for entry in scores.metrics:
+        rows = np.asarray(entry.rows, dtype=np.float64)
+        if not np.all(np.isfinite(rows)):
+            bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
+            return f"metric {entry.name!r} has a non-finite value (example {entry.ids[bad]!r})"
+        metric = recorded.get(entry.name)
+        if metric is None:
+            return f"metric {entry.name!r} is not in metrics.json"
+        if metric.n and metric.n != len(entry.ids):
+            return f"metric {entry.name!r} covers {len(entry.ids)} examples, metrics.json {metric.n}"
+        if bool(metric.higher_is_better) != entry.higher_is_better:
+            return f"metric {entry.name!r} has the other direction than in metrics.json"
+        value = float(combine(entry.statistic, rows.sum(axis=0), len(rows))) if len(rows) else math.nan
+        if not math.isclose(value, metric.value, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+            return (f"metric {entry.name!r} recomputed from its rows ({entry.statistic}) is {value:.6g}, "
+                    f"not the {metric.value:.6g} of metrics.json")
+    return None
+
+
+def cell_scores(directory: Path, config: Mapping[str, Any],
+                metrics: Sequence[MetricResult] | None = None) -> tuple[CellScores | None, str | None]:
+    """The cell's verified per-example scores, and a note: ``(scores, None)`` when the stored file
+    is verified; ``(rescored, why)`` when it failed verification (or predates checksums and
+    rescoring it gave other values) and the cell could be rescored from its predictions and data;
+    ``(None, why)`` when there is nothing to trust (see :func:`verify`).
+
+    ``metrics`` are the cell's ``metrics.json`` values (read here when not given). Scores rescored
+    for a cell without ``scores.json`` are saved as its ``scores.json`` (atomically; a read-only
+    folder is left as is), so they are computed once and travel with the cell, e.g. to a machine
+    without the data. A damaged file is left for the user to see; it is never used."""
     from lamp_harness.io import atomic_write_json
+    from lamp_harness.store import PREDICTIONS, _digest_and_count, _ids_of
 
+    directory = Path(directory)
+    try:
+        if metrics is None:
+            metrics = CellStore(directory).read_metrics()
+        path = directory / PREDICTIONS
+        digest = _digest_and_count(path) if path.is_file() else None
+        prediction_ids = _ids_of(path) if path.is_file() else []
+    except (LampError, OSError, ValueError) as exc:
+        return None, f"cannot read the cell ({' '.join(str(exc).split())[:160]})"
+
+    def checked(scores: CellScores) -> str | None:
+        return verify(scores, metrics, prediction_ids, digest)
+
+    problem = None
     try:
         stored = read_scores(directory)
-        if stored is not None:
-            return stored, None
-        scores = rescore(directory, config)
     except LampError as exc:
-        return None, str(exc)
+        stored, problem = None, str(exc).split("\n")[0]
+    if stored is not None:
+        problem = checked(stored)
+        if problem is None and stored.predictions is not None:
+            return stored, None
     try:
-        atomic_write_json(Path(directory) / SCORES, scores.to_json())
-    except OSError:
-        pass
-    return scores, None
+        rescored = rescore(directory, config)
+        rescore_problem = checked(rescored)
+    except LampError as exc:
+        rescored, rescore_problem = None, str(exc).split("\n")[0]
+    except Exception as exc:  # a plugin failing to rescore: the cell gets no tests, the rest renders
+        rescored, rescore_problem = None, f"rescoring failed ({type(exc).__name__}: {exc})"
+    if stored is not None and problem is None:
+        # Written before checksums: verified against metrics.json and predictions.jsonl above, and
+        # against a rescore where the data is here.
+        if rescored is None or rescore_problem is not None or _same(stored, rescored):
+            return stored, None
+        return rescored, (f"{SCORES} differs from a rescore of predictions.jsonl against the data; "
+                          "used the rescored values")
+    if rescored is None or rescore_problem is not None:
+        if stored is None and problem is None:
+            return None, rescore_problem
+        return None, (f"{SCORES} not used: {problem}; and it cannot be recomputed here ({rescore_problem}). "
+                      f"Fix: re-run the cell's `lamp run` command with --force")
+    if stored is None and problem is None:
+        try:
+            atomic_write_json(directory / SCORES, rescored.to_json())
+        except OSError:
+            pass
+        return rescored, None
+    return rescored, f"{SCORES} not used ({problem}); recomputed from predictions.jsonl and the data"
+
+
+def _same(a: CellScores, b: CellScores) -> bool:
+    import numpy as np
+
+    if a.ids != b.ids or [m.name for m in a.metrics] != [m.name for m in b.metrics]:
+        return False
+    return all(x.statistic == y.statistic and np.allclose(np.asarray(x.rows), np.asarray(y.rows),
+                                                          rtol=TOLERANCE, atol=TOLERANCE)
+               for x, y in zip(a.metrics, b.metrics, strict=True))

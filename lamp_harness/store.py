@@ -8,7 +8,8 @@ Layout of ``OUT/<cell_id>/``:
   partial batch is cut), so a resumed run re-predicts exactly the batches it would have predicted
   uninterrupted and its predictions are identical;
 - ``scores.json``: per-example sufficient statistics of every metric, with each example's profile
-  size (written atomically just before ``metrics.json``; see :mod:`lamp_harness.scores`), so
+  size and the checksum of the predictions they were computed from (written atomically just
+  before ``metrics.json``; see :mod:`lamp_harness.scores`), so
   paired significance tests and breakdowns never need the run again;
 - ``metrics.json``: values, 95% intervals and directions, plus the count and SHA-256 of
   ``predictions.jsonl`` they were computed from (written atomically, last);
@@ -277,10 +278,10 @@ class CellStore:
         ``metrics.json`` with the predictions' checksum and count (what makes the cell finished)."""
         metrics = list(metrics)
         atomic_write_json(self.dir / TIMING, timing)
-        if scores is not None:
-            atomic_write_json(self.dir / SCORES, scores)
         path = self.dir / PREDICTIONS
         digest, count = _digest_and_count(path) if path.is_file() else (_EMPTY, 0)
+        if scores is not None:  # with the checksum of the predictions they were computed from
+            atomic_write_json(self.dir / SCORES, {**scores, "predictions": {"count": count, "sha256": digest}})
         atomic_write_json(self.dir / METRICS, {
             "task": task,
             "split": split,

@@ -26,6 +26,7 @@ from lamp_harness.leaderboard import (
     arrow,
     column_title,
     plot_bytes,
+    training_budget,
 )
 
 STYLE = """
@@ -57,6 +58,7 @@ dt { color: var(--muted); } dd { margin: 0; font-family: ui-monospace, SFMono-Re
      font-size: 12px; word-break: break-all; }
 .plot svg { max-width: 100%; height: auto; }
 ul.notes { color: var(--muted); font-size: 12px; }
+section.header ul { margin: 8px 0; padding-left: 20px; } li.warning { color: var(--sig); }
 """
 
 SCRIPT = """
@@ -118,6 +120,8 @@ def render_html(board: Leaderboard, *, ci: bool = False, title: str = "lamp-harn
     if board.significance is not None:
         parts.append(f'<span><sup class="sig">†</sup> {escape(board.significance.legend()[2:].replace("`", ""))}</span>')
     parts.append("</div>")
+    if board.header is not None:
+        parts.append(_header(board))
     for number, block in enumerate(board.blocks):
         parts.append(_block(board, block, number))
     for breakdown in board.breakdowns:
@@ -131,6 +135,21 @@ def render_html(board: Leaderboard, *, ci: bool = False, title: str = "lamp-harn
                      + "</ul>")
     parts.append(f"<script>{SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _header(board: Leaderboard) -> str:
+    """What the tables are (data, models, training, references, warnings): the header block of
+    :class:`~lamp_harness.leaderboard.Header`, its ``**name**`` marks as bold and its inline code
+    as code."""
+    assert board.header is not None
+    items = []
+    for line in board.header.lines():
+        text = escape(line)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+        warning = line.startswith("**Warning**")
+        items.append(f'<li{" class=warning" if warning else ""}>{text}</li>')
+    return f'<section class="header"><ul>{"".join(items)}</ul></section>'
 
 
 def _value_cell(value: Value | None, *, baseline: bool, reference: bool) -> str:
@@ -183,7 +202,7 @@ def _configurations(board: Leaderboard, block: Block) -> str:
         if column.kind != "run":
             continue
         cells = [c for c in board.cells if c.label == column.label
-                 and (c.split, c.scheme, c.data) == (block.split, block.scheme, block.data)]
+                 and c.block == block.key]
         if not cells:
             continue
         facts = configuration(cells)
@@ -219,6 +238,7 @@ def configuration(cells: Iterable[Cell]) -> dict[str, str]:
         add("decode", config.get("decode"), cell.task)
         add("seed", config.get("seed"), cell.task)
         add("checkpoint", config.get("checkpoint"), cell.task)
+        add("training", training_budget(config), cell.task)
         data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
         add("data", data.get("source"), cell.task)
         checksums = data.get("checksums") or {}

@@ -25,6 +25,11 @@ app = typer.Typer(
 )
 
 
+SEED_MAX = 2**32 - 1
+"""The largest ``--seed`` any command takes: every seeded library accepts it (NumPy's legacy
+seeding, and hence ``transformers.set_seed``, stops at 2**32 - 1)."""
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"lamp-harness {__version__}")

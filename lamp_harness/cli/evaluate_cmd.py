@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli import SEED_MAX, app
 from lamp_harness.errors import lamp_error
 
 
@@ -79,7 +79,7 @@ def evaluate(
                              help="The task, e.g. --task lamp-3. [default: the golds file's \"task\" field]"),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Also write the metrics as JSON here, e.g. --out metrics.json."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap intervals. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap intervals. [default: 0]"),
     require_all: bool = typer.Option(False, "--require-all",
                                      help="With --submission: fail (exit 2) when a task of the golds has no "
                                      "predictions, like the leaderboard. [default: score what is there]"),

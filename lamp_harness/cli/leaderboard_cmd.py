@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli import SEED_MAX, app
 
 
 @app.command("leaderboard")
@@ -67,7 +67,8 @@ def leaderboard(
         "--correction",
         help="holm: Holm's correction across the columns compared in each row; none.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the tests' random trials."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX,
+                              help="Seed of the tests' random trials (0 to 4294967295)."),
     by: list[str] = typer.Option(
         [],
         "--by",

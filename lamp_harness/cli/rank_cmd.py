@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli import SEED_MAX, app
 
 
 @app.command("rank")
@@ -36,7 +36,7 @@ def rank(
     preset: str = typer.Option("offline", "--preset",
                                help="Model preset for dense retrievers: offline (packaged MiniLM), "
                                "lamp-paper (facebook/contriever)... [default: offline]"),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random retriever. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the random retriever. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     limit: int = typer.Option(0, "--limit", min=0, help="Rank only the first N questions (0: all). [default: 0]"),
 ) -> None:

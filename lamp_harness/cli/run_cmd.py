@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli import SEED_MAX, app
 from lamp_harness.errors import lamp_error
 from lamp_harness.options import check_device, parse_kv
 
@@ -150,7 +150,7 @@ CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheme": (lambda v: v in ("user", "time"), "\"user\" or \"time\""),
     "limit": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "preset": (lambda v: isinstance(v, str), "a preset name as a string (see `lamp models`)"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "seed": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
     "decode": (lambda v: v in ("generate", "labels"), "\"generate\" or \"labels\""),
     "reporter": (_names, "a reporter name or a list of names, e.g. [\"mlflow\"]"),
     "prompt-budget": (lambda v: v in ("official", "strict"), "\"official\" or \"strict\""),
@@ -283,7 +283,8 @@ def run(
                                         "e.g. --train-arg max_steps=20"),
     checkpoint: Path = typer.Option(None, "--checkpoint",
                                     help="Trained weights from `lamp train` for a trainable method."),
-    seed: int = typer.Option(None, "--seed", min=0, help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
+    seed: int = typer.Option(None, "--seed", min=0, max=SEED_MAX,
+                              help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     reporter: list[str] = typer.Option([], "--reporter",
                                        help="Also report to an experiment tracker (repeatable or a comma "

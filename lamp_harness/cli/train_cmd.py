@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli import SEED_MAX, app
 from lamp_harness.options import check_device, parse_kv
 
 
@@ -65,7 +65,7 @@ def train(
     out: Path = typer.Option(None, "--out", "-o",
                              help="Training folder (resumes if it holds an interrupted run). [default: "
                              "$LAMP_HOME/checkpoints/TASK-PERSONALIZER-CONFIGHASH]"),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed for shuffling and initialisation. [default: 0]"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for shuffling and initialisation. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     prompt_budget: str = typer.Option("official", "--prompt-budget",
                                       help="official (the official LaMP prompt budget) or strict (the "
