@@ -566,7 +566,7 @@ def training_budget(config: Mapping[str, Any]) -> str | None:
         parts = []
         steps, batch, accum = recorded.get("steps"), recorded.get("batch_size"), recorded.get("grad_accum")
         if steps is not None:
-            text = f"{steps} steps"
+            text = f"{steps} step{'' if steps == 1 else 's'}"
             if batch is not None:
                 text += f" × batch {batch}" + (f" × {accum} accumulated" if accum not in (None, 1) else "")
             parts.append(text)

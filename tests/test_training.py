@@ -271,6 +271,15 @@ def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_
     labels = {json.loads(p.read_text())["label"] for p in (tmp_path / "runs").glob("*/config.json")}
     assert labels == {f"none / {tiny_llama_dir}", f"none (fine-tuned) / {tiny_llama_dir}"}
     assert len(collect_cells([tmp_path / "runs"]).cells) == 2  # neither replaces the other
+    # the fine-tuned cell records how its weights were trained, and the leaderboard says it
+    (tuned,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/config.json")
+                if json.loads(p.read_text())["checkpoint"]]
+    assert tuned["training"]["steps"] == 1 and tuned["training"]["batch_size"] == plain.batch_size
+    assert tuned["training"]["lr"] == plain.lr
+    from lamp_harness.leaderboard import leaderboard, render
+
+    board = render(leaderboard([tmp_path / "runs"]))
+    assert f"- **Training** (none (fine-tuned) / {tiny_llama_dir}): 1 step × batch {plain.batch_size}" in board
 
 
 def test_pplug_trains_on_the_official_augmented_set_with_hf_schedule_and_no_decay_groups(config, tmp_path):
