@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -159,7 +160,10 @@ def read_cell(directory: Path) -> Cell:
             )
             for m in data["metrics"]
         )
-    except (KeyError, TypeError, ValueError) as exc:
+        for m in metrics:  # NaN or Infinity would be ranked, bolded and plotted as numbers
+            if not all(math.isfinite(x) for x in (m.value, m.ci_low or 0.0, m.ci_high or 0.0)):
+                raise ValueError(f"metric {m.name!r} has a non-finite value")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise lamp_error(
             f"malformed metrics entry ({type(exc).__name__}: {exc})",
             where=where,

@@ -337,3 +337,15 @@ def test_a_matrix_files_seed_is_range_checked_in_one_line(toys, tmp_path, capsys
     line = one_line(err)
     assert code == 2 and "seed" in line and "4294967295" in line and str(matrix) in line, line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_metric_skips_the_cell_with_a_note(value, runs, capsys):
+    victim = cell(runs, "lamp-7_ipa")
+    path = victim / "metrics.json"
+    edit_scores(path, lambda d: d["metrics"][0].__setitem__("value", float(value)))
+    code, out, err = lamp(capsys, "leaderboard", str(runs))
+    assert code == 0 and "Traceback" not in err
+    (note,) = [n for n in notes(err) if str(victim) in n]
+    assert "non-finite value" in note and "skipped" in note
+    assert "ipa / bm25" not in out.split("## split")[1]
