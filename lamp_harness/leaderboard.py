@@ -549,6 +549,8 @@ def _models(cells: Sequence[Cell]) -> tuple[ModelInfo, ...]:
             if isinstance(inner, Mapping):
                 walk(inner, f"{role} {key}", preset)
 
+    from lamp_harness.models import substitution
+
     for cell in cells:
         preset = cell.config.get("preset")
         for part in ("generator", "retriever", "personalizer"):
@@ -556,6 +558,17 @@ def _models(cells: Sequence[Cell]) -> tuple[ModelInfo, ...]:
             if isinstance(component, Mapping):
                 role = part if part == "generator" else str(component.get("name") or part)
                 walk(component, role, str(preset) if preset else None)
+    # Substitutions a component does not record itself (a retriever's encoder) are in the notes
+    # the preset left; those already shown are not repeated.
+    shown = {m.stand_in_for for m in found.values()}
+    for cell in cells:
+        notes = cell.config.get("preset_notes")
+        for note in notes if isinstance(notes, list) else ():
+            sub = substitution(str(note))
+            if sub and sub["substitutes"] not in shown:
+                shown.add(sub["substitutes"])
+                found[(sub["model"], sub["role"])] = ModelInfo(sub["model"], sub["role"], sub["substitutes"],
+                                                               sub["preset"])
     return tuple(sorted(found.values(), key=lambda m: (m.role != "generator", natural_key(m.role),
                                                        natural_key(m.model))))
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -169,6 +170,17 @@ def resolve_model(role: str, context: RunContext, explicit: str | None = None, *
         context.note(f"preset {context.preset!r}: {role} -> {alias} ({resolved.source}) "
                      f"substitutes {resolved.substitutes}")
     return resolved
+
+
+_SUBSTITUTION = re.compile(r"preset '(?P<preset>[^']*)': (?P<role>\S+) -> (?P<model>\S+) \((?P<source>[^)]*)\) "
+                           r"substitutes (?P<substitutes>\S+)$")
+
+
+def substitution(note: str) -> dict[str, str] | None:
+    """The ``preset``, ``role``, ``model``, ``source`` and ``substitutes`` of a preset note written
+    by :func:`resolve_model` (``config.json``'s ``preset_notes``), or ``None`` for another note."""
+    found = _SUBSTITUTION.match(note)
+    return found.groupdict() if found else None
 
 
 def _from_alias(component: Component, role: str, name: str, materialize: bool) -> ResolvedModel:

@@ -226,6 +226,7 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
     assert "n = 10 per task (lamp-1, lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7)" in head
     assert "smollm2-135m-instruct (generator), a stand-in for google/flan-t5-base (preset 'offline')" in head
     assert "minilm (pplug encoder), a stand-in for BAAI/bge-base-en-v1.5" in head
+    assert "minilm (contriever), a stand-in for facebook/contriever" in head  # from the preset's notes
     assert "**Training** (pplug / smollm2-135m-instruct): 6 steps" in head
     assert "**Warning**: table 'split: dev, scheme: user, data: demo:v1' rests on fewer than 30" in head
 
