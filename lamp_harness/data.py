@@ -79,6 +79,9 @@ class DataSource(ABC):
     name: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]] = SCHEMES
     """The split schemes the source offers (``user``: user-based, ``time``: time-based)."""
+    description: ClassVar[str] = ""
+    """What the data is, in a few words, for the header of every leaderboard of results on it
+    (``"synthetic data in LaMP's format, not the benchmark"``); empty: nothing is said."""
 
     def __init__(self, context: RunContext) -> None:
         self.context = context

@@ -462,6 +462,9 @@ class DataInfo:
     name: str | None
     checksum: str | None
     n: tuple[tuple[str, str], ...]
+    description: str = ""
+    """What the data is, as its data source plugin says (:attr:`DataSource.description
+    <lamp_harness.data.DataSource.description>`)."""
 
 
 @dataclass(frozen=True)
@@ -506,7 +509,8 @@ class Header:
                         else "n per task: " + ", ".join(f"{t} {v}" for t, v in d.n))
             tasks = ", ".join(t for t, _ in d.n)
             out.append(f"**Data** ({d.table}): {d.name or 'not recorded'}"
-                       + (f", checksum `{d.checksum}`" if d.checksum else ", no checksum recorded")
+                       + (f" ({d.description})" if d.description else "")
+                       + (f"; checksum `{d.checksum}`" if d.checksum else "; no checksum recorded")
                        + f"; {per_task} ({tasks})")
         if self.models:
             shown = []
@@ -610,6 +614,21 @@ def training_budget(config: Mapping[str, Any]) -> str | None:
     return f"checkpoint '{name}'; its training budget is not recorded in the run folder"
 
 
+def _data_description(name: str | None) -> str:
+    """What the data source plugin named by ``name`` (``demo`` of ``demo:v1``) says its data is;
+    empty when the plugin says nothing or is not installed here."""
+    kind = str(name or "").partition(":")[0]
+    if not kind:
+        return ""
+    try:
+        from lamp_harness.registry import host
+
+        source = host().registry.get("data_source", kind).load()
+        return str(getattr(source, "description", "") or "")
+    except Exception:  # an uninstalled or broken plugin: the header says nothing about it
+        return ""
+
+
 def describe(blocks: Sequence[Block], cells: Sequence[Cell],
              references: Sequence[tuple[str, Any]] = ()) -> Header:
     """The header of a leaderboard of ``blocks`` built from ``cells``: data (name, checksum, n per
@@ -620,7 +639,7 @@ def describe(blocks: Sequence[Block], cells: Sequence[Cell],
         members = [c for c in cells if c.block == block.key]
         tasks = sorted({c.task for c in members}, key=natural_key)
         n = tuple((t, _n_range(c.n for c in members if c.task == t)) for t in tasks)
-        data.append(DataInfo(block.title, block.data, block.data_id, n))
+        data.append(DataInfo(block.title, block.data, block.data_id, n, _data_description(block.data)))
         small = [(t, max(c.n for c in members if c.task == t)) for t in tasks]
         small = [(t, k) for t, k in small if k < SMALL_N]
         if small:

@@ -239,6 +239,7 @@ class LampServerSource(DataSource):
     """The official LaMP files, downloaded on demand into ``$LAMP_HOME/data/lamp/`` and reused."""
 
     name: ClassVar[str] = "lamp"
+    description: ClassVar[str] = "the official LaMP benchmark files"
 
     def __init__(self, context: RunContext) -> None:
         super().__init__(context)

@@ -222,7 +222,8 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
     assert code == 0
     head = md.split("## split")[0]
     assert head.startswith("# Leaderboard\n")
-    assert "**Data** (split: dev, scheme: user, data: demo:v1): demo:v1, checksum `" in head
+    assert ("**Data** (split: dev, scheme: user, data: demo:v1): demo:v1 (synthetic data in LaMP's format, generated "
+            "by the harness with planted personal signals; not the LaMP benchmark); checksum `") in head
     assert "n = 10 per task (lamp-1, lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7)" in head
     assert "smollm2-135m-instruct (generator), a stand-in for google/flan-t5-base (preset 'offline')" in head
     assert "minilm (pplug encoder), a stand-in for BAAI/bge-base-en-v1.5" in head
