@@ -501,8 +501,8 @@ class Header:
 
     def lines(self) -> list[str]:
         """The header as plain-text bullet lines (markdown inline code marks the checksums)."""
-        out = [f"**What this is**: {self.cells} finished cells of `lamp run`; the values are computed by the "
-               "harness from their predictions (`metrics.json`), not typed in."]
+        out = [f"**What this is**: {self.cells} finished cells (run folders); every value is computed by the "
+               "harness from the cell's predictions (`metrics.json`), not typed in."]
         for d in self.data:
             counts = sorted({v for _, v in d.n})
             per_task = (f"n = {counts[0]} per task" if len(counts) == 1
@@ -590,6 +590,9 @@ def training_budget(config: Mapping[str, Any]) -> str | None:
             text = f"{steps} step{'' if steps == 1 else 's'}"
             if batch is not None:
                 text += f" × batch {batch}" + (f" × {accum} accumulated" if accum not in (None, 1) else "")
+            world = recorded.get("world_size")
+            if isinstance(world, int) and world > 1:
+                text += f" on each of {world} ranks"
             parts.append(text)
         if recorded.get("examples") is not None:
             parts.append(f"{recorded['examples']} training examples")

@@ -49,7 +49,7 @@ def cli_ok(capsys, *args):
 HEADER = """\
 # Leaderboard
 
-- **What this is**: 6 finished cells of `lamp run`; the values are computed by the harness from their predictions (`metrics.json`), not typed in.
+- **What this is**: 6 finished cells (run folders); every value is computed by the harness from the cell's predictions (`metrics.json`), not typed in.
 - **Data** (split: dev, scheme: user, data: fabricated): fabricated; no checksum recorded; n = 2 per task (lamp-1, lamp-3)
 - **Models**: smollm2-135m-instruct (generator)
 - **Warning**: table 'split: dev, scheme: user, data: fabricated' rests on fewer than 30 examples (lamp-1: n=2, lamp-3: n=2): its intervals are wide, its paired tests coarse and able to show only very large differences; read its values and † marks as a demonstration, not a result
