@@ -150,7 +150,12 @@ def with_significance(board: Leaderboard, baseline: str, *, test: str = "ar", tr
                     continue
                 scores = book.get(value.cell_id)
                 metric = scores.metric(row.metric) if scores else None
-                if metric is None or metric.statistic != base_metric.statistic:
+                if metric is None:
+                    continue
+                if metric.statistic != base_metric.statistic:  # computed another way: not comparable
+                    notes.append(f"table '{block.title}', {row.task} {row.metric}: {column.label} is a "
+                                 f"{metric.statistic} statistic and the baseline a {base_metric.statistic} one; "
+                                 "no test between them")
                     continue
                 result = sig.paired_test(base_metric, metric, test=test, trials=trials, seed=seed)
                 if result.n:
