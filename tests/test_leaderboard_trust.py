@@ -351,3 +351,21 @@ def test_a_non_finite_metric_skips_the_cell_with_a_note(value, runs, capsys):
     (note,) = [n for n in notes(err) if str(victim) in n]
     assert "non-finite value" in note and "skipped" in note
     assert "ipa / bm25" not in out.split("## split")[1]
+
+
+def test_cells_whose_metric_is_another_statistic_get_a_note_not_a_test(runs, capsys):
+    import math
+
+    victim = cell(runs, "lamp-7_ipa")
+    scores = json.loads((victim / SCORES).read_text())
+    entry = next(m for m in scores["metrics"] if m["name"] == "rouge-1")
+    entry["statistic"] = "root_mean"
+    (victim / SCORES).write_text(json.dumps(scores))
+    rows = [r[0] for r in entry["rows"]]
+    edit_scores(victim / "metrics.json", lambda d: next(m for m in d["metrics"] if m["name"] == "rouge-1")
+                .__setitem__("value", math.sqrt(sum(rows) / len(rows))))
+    board, err = board_json(capsys, runs)
+    (note,) = [n for n in notes(err) if "root_mean statistic" in n]
+    assert "lamp-7 rouge-1" in note and "no test between them" in note
+    row = next(r for r in board["blocks"][0]["rows"] if r["metric"] == "rouge-1")
+    assert all(v["p_value"] is None for v in row["values"])
