@@ -70,7 +70,7 @@ def _one_default_each(typer_app: typer.Typer) -> None:
 _one_default_each(app)
 
 
-INTERRUPTED = "Interrupted: finished work is saved; run the same command again to resume."
+from lamp_harness.errors import INTERRUPTED  # noqa: E402  (here for the commands that print it)
 
 ARGV: list[str] = []
 """The arguments of this invocation (``--nproc-per-node`` hands them on to its workers)."""
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lamp`` script: user errors become one line and exit code 2 (in a
     distributed job, one line naming the rank)."""
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:
+        _as_a_rank()
     try:
         _main(argv)
     except SystemExit:
@@ -100,6 +102,20 @@ def main(argv: list[str] | None = None) -> None:
         from lamp_harness import distributed
 
         distributed.shutdown()
+
+
+def _as_a_rank() -> None:
+    """A process a launcher started as one rank dies with its launcher; a worker of
+    ``--nproc-per-node`` also ends silently on Ctrl-C (its launcher prints the one line)."""
+    from lamp_harness import distributed
+
+    if not distributed.is_rank_process():
+        return
+    distributed.die_with_launcher()
+    if os.environ.get(distributed.LAUNCHED_BY_LAMP):
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _main(argv: list[str] | None) -> None:
