@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from lamp_harness.errors import INTERRUPTED, LampError, lamp_error
+from lamp_harness.errors import LampError, lamp_error
 
 T = TypeVar("T")
 
@@ -359,8 +359,8 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         return 2
     except (SignalException, KeyboardInterrupt):
         # Ctrl-C or SIGTERM (SIGHUP, SIGQUIT): the agent has already stopped every worker with the
-        # same signal (SIGKILL after a grace period); the workers print nothing, this is the line.
-        print(INTERRUPTED, file=sys.stderr)
+        # same signal (SIGKILL after a grace period); the workers print nothing, and the exit code
+        # 130 makes the command print the one line (``INTERRUPTED``).
         return 130
     return 0
 
