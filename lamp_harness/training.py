@@ -62,7 +62,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.distributed import World, device_for
 from lamp_harness.errors import lamp_error, warn
-from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
+from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash, writing
 from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
@@ -616,9 +616,11 @@ def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, 
     target = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
     try:
-        save_file(dict(trainable.state_dict()), str(tmp / WEIGHTS), metadata={"step": str(step)})
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state()}, tmp / TRAINER_STATE)
+        with writing(tmp / WEIGHTS):
+            save_file(dict(trainable.state_dict()), str(tmp / WEIGHTS), metadata={"step": str(step)})
+        with writing(tmp / TRAINER_STATE):
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": _rng_state()}, tmp / TRAINER_STATE)
         atomic_write_json(tmp / STATE, dict(state))
         atomic_write_json(tmp / CONFIG, dict(config))
         atomic_write_json(tmp / MANIFEST, folder_manifest(tmp))

@@ -136,10 +136,21 @@ def _main(argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         _fail(INTERRUPTED, 130, prefix="")
     except OSError as exc:
+        import errno
+
+        if not exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            from lamp_harness.io import lamp_home
+
+            # A write that did not say where (a library writing an open file): both places lamp writes.
+            _fail(f"{exc.strerror or exc} (writing under the output folder or LAMP_HOME={lamp_home()}). Free "
+                  "some space there, then run the same command again: finished work is saved.", 2)
         if not exc.filename:  # not about a path the user gave: a bug, keep the traceback
             raise
         # A full disk, a read-only or vanished folder met mid-run: the path and the reason suffice.
         where = exc.filename if not exc.filename2 else f"{exc.filename} -> {exc.filename2}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            _fail(f"{where}: {exc.strerror or exc}. Free some space there (or point --out / LAMP_HOME "
+                  "to a larger disk), then run the same command again: finished work is saved.", 2)
         _fail(f"{where}: {exc.strerror or exc}. Check the path and its permissions (finished work is "
               "saved; run the same command again to resume).", 2)
     except Exception as exc:
