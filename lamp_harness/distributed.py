@@ -175,7 +175,7 @@ def die_with_launcher() -> None:
             return
     except (OSError, AttributeError):  # pragma: no cover  (no libc prctl)
         return
-    launcher = os.environ.get(LAUNCHER_PID, "")
+    launcher = os.environ.pop(LAUNCHER_PID, "")  # this rank's own: not inherited by its children
     if launcher.isdigit() and os.getppid() != int(launcher):
         os._exit(1)  # the launcher is already gone: nobody waits for this rank
 

@@ -283,9 +283,12 @@ def test_bf16_mixed_precision_trains_through_accelerate_autocast(tmp_path, tiny_
 SLOW_RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "40", "--quiet")
 
 
-def _start(args: tuple[str, ...], tmp_path: Path, **extra: str) -> subprocess.Popen:
+TORCHRUN = (str(BIN / "torchrun"), "--nproc-per-node", "2", "--standalone", "--no-python")
+
+
+def _start(args: tuple[str, ...], tmp_path: Path, launcher: tuple[str, ...] = (), **extra: str) -> subprocess.Popen:
     """``lamp ARGS`` as the leader of a process group of its own (as a shell starts a job)."""
-    return subprocess.Popen([str(BIN / "lamp"), *args], env=env(LAMP_HOME=str(tmp_path / "home"), **extra),
+    return subprocess.Popen([*launcher, str(BIN / "lamp"), *args], env=env(LAMP_HOME=str(tmp_path / "home"), **extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -323,9 +326,13 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_kill_9_of_the_launchers_group_leaves_no_rank_alive_and_no_shard_written_afterwards(tmp_path) -> None:
+@pytest.mark.parametrize("launcher", ["nproc-per-node", "torchrun"])
+def test_kill_9_of_the_launchers_group_leaves_no_rank_alive_and_no_shard_written_afterwards(tmp_path, launcher) -> None:
     out = tmp_path / "runs"
-    job = _start((*SLOW_RUN, "--out", str(out), "--nproc-per-node", "2"), tmp_path, LAMP_TOY_DELAY="0.3")
+    if launcher == "torchrun":
+        job = _start((*SLOW_RUN, "--out", str(out)), tmp_path, TORCHRUN, LAMP_TOY_DELAY="0.3")
+    else:
+        job = _start((*SLOW_RUN, "--out", str(out), "--nproc-per-node", "2"), tmp_path, LAMP_TOY_DELAY="0.3")
     try:
         _wait_for(job, "*/shards/rank-0000[01]/predictions.jsonl", out)
         ranks = _workers(job.pid)
