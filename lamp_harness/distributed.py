@@ -23,6 +23,7 @@ the rank that failed first, not a victim.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -61,26 +62,48 @@ class World:
 
 
 def detect_world(env: dict[str, str] | None = None) -> World:
-    """The world the environment describes (torchrun / accelerate variables first, then Slurm)."""
+    """The world the environment describes (torchrun / accelerate variables first, then Slurm).
+
+    The variables are checked here, before any rendezvous: a rank outside the world (``RANK=5
+    WORLD_SIZE=2``) or a value that is not a whole number is one line, not a silent wait."""
     env = dict(os.environ if env is None else env)
 
-    def number(*names: str) -> int | None:
-        for name in names:
-            value = env.get(name, "").strip()
-            if value:
-                try:
-                    return int(value)
-                except ValueError:
-                    raise lamp_error(f"{name}={value!r} is not an integer", where="environment",
-                                     fix=f"Unset {name} or set it to a whole number.") from None
-        return None
+    def number(name: str, minimum: int) -> int | None:
+        value = env.get(name, "").strip()
+        if not value:
+            return None
+        try:
+            found = int(value)
+        except ValueError:
+            found = None
+        if found is None or found < minimum:
+            raise lamp_error(f"{name}={value!r} is not a whole number >= {minimum}", where="environment",
+                             fix=f"Unset {name} or set it to a whole number >= {minimum} (the launcher "
+                             "sets it: torchrun, accelerate launch, srun).")
+        return found
 
-    size = number("WORLD_SIZE")
-    if size is not None:
-        return World(number("RANK") or 0, size, number("LOCAL_RANK") or 0)
-    size = number("SLURM_NTASKS")
-    if size is not None and size > 1 and "SLURM_PROCID" in env:
-        return World(number("SLURM_PROCID") or 0, size, number("SLURM_LOCALID") or 0)
+    def world(rank_name: str, size_name: str, local_name: str, local_size_name: str | None) -> World:
+        size = number(size_name, 1)
+        assert size is not None
+        rank, local = number(rank_name, 0), number(local_name, 0)
+        if rank is None and size > 1:
+            raise lamp_error(f"{size_name}={size} but {rank_name} is not set", where="environment",
+                             fix=f"Set {rank_name} (0 to {size - 1}) for each process, or unset {size_name}.")
+        if rank is not None and rank >= size:
+            raise lamp_error(f"{rank_name}={rank} is outside a world of {size_name}={size} processes",
+                             where="environment", fix=f"Give each process a {rank_name} from 0 to {size - 1}.")
+        local_size = (number(local_size_name, 1) if local_size_name else None) or size
+        if local is not None and local >= local_size:
+            raise lamp_error(f"{local_name}={local} is outside the {local_size} process(es) of this node",
+                             where="environment",
+                             fix=f"Give each process on a node a {local_name} from 0 to {local_size - 1}.")
+        return World(rank or 0, size, local or 0)
+
+    if env.get("WORLD_SIZE", "").strip():
+        return world("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    if env.get("SLURM_NTASKS", "").strip() and "SLURM_PROCID" in env:
+        found = world("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", None)
+        return found if found.distributed else World()
     return World()
 
 
@@ -92,14 +115,69 @@ def current() -> World:
     return _current
 
 
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+"""The longest ``LAMP_DIST_TIMEOUT`` accepted (a week; torch's timers overflow on larger values)."""
+
+
 def timeout_s() -> float:
-    """Seconds a collective may wait (``LAMP_DIST_TIMEOUT``, default 1800)."""
+    """Seconds a collective may wait (``LAMP_DIST_TIMEOUT``, default 1800): a number of seconds
+    above 0 and at most a week, else one line."""
     raw = os.environ.get("LAMP_DIST_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
     try:
-        return float(raw) if raw else DEFAULT_TIMEOUT_S
+        value = float(raw)
     except ValueError:
-        raise lamp_error(f"LAMP_DIST_TIMEOUT={raw!r} is not a number of seconds", where="environment",
-                         fix="Set e.g. LAMP_DIST_TIMEOUT=600.") from None
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT_S:  # also false for nan
+        raise lamp_error(f"LAMP_DIST_TIMEOUT={raw!r} is not a number of seconds above 0 and at most "
+                         f"{MAX_TIMEOUT_S:.0f} (a week)", where="environment",
+                         fix="Set e.g. LAMP_DIST_TIMEOUT=600, or unset it for the default of 1800.")
+    return value
+
+
+def is_rank_process(env: dict[str, str] | None = None) -> bool:
+    """Whether a launcher (torchrun, accelerate, ``--nproc-per-node``, srun) started this process
+    as one rank of a job (checked without validating anything)."""
+    env = os.environ if env is None else env
+    return bool(env.get("WORLD_SIZE", "").strip() or env.get("SLURM_PROCID", "").strip())
+
+
+def check_environment() -> World:
+    """Validate every variable a data-parallel job reads (the world, ``LAMP_DIST_TIMEOUT``) before
+    any process is started or any rendezvous is joined; returns the world."""
+    world = detect_world()
+    timeout_s()
+    return world
+
+
+PR_SET_PDEATHSIG = 1
+LAUNCHER_PID = "LAMP_LAUNCHER_PID"
+"""Set by ``--nproc-per-node`` in its workers: the launcher's process id."""
+
+
+def die_with_launcher() -> None:
+    """Make this rank die with the process that started it (Linux: a parent-death signal).
+
+    torch's launcher starts each worker in a session of its own, so killing the launcher's
+    process group (``kill -9 -PGID``, a terminal closing) would leave the ranks running as
+    orphans, writing shards for a job nobody waits for. The kernel instead sends this process
+    SIGKILL when its parent (torchrun's or ``lamp --nproc-per-node``'s agent, Slurm's
+    ``slurmstepd``) dies. If the launcher died before this call, the rank exits at once.
+    A no-op where ``prctl`` does not exist (macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # pragma: no cover  (no libc prctl)
+        return
+    launcher = os.environ.pop(LAUNCHER_PID, "")  # this rank's own: not inherited by its children
+    if launcher.isdigit() and os.getppid() != int(launcher):
+        os._exit(1)  # the launcher is already gone: nobody waits for this rank
 
 
 def init() -> World:
@@ -112,6 +190,7 @@ def init() -> World:
         import torch.distributed as dist
 
         if not dist.is_initialized():
+            timeout = timedelta(seconds=timeout_s())
             if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
                 raise lamp_error(f"rank {world.rank} of {world.size} has no rendezvous address",
                                  where="environment",
@@ -124,7 +203,7 @@ def init() -> World:
             if cuda:
                 torch.cuda.set_device(world.local_rank)
             dist.init_process_group("nccl" if cuda else "gloo", rank=world.rank, world_size=world.size,
-                                    timeout=timedelta(seconds=timeout_s()))
+                                    timeout=timeout)
     _current = world
     return world
 
@@ -264,8 +343,12 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith(("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    check_environment()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ[LAUNCHED_BY_LAMP] = "1"
+    os.environ[LAUNCHER_PID] = str(os.getpid())
     args = get_args_parser().parse_args(["--nproc-per-node", str(nproc), "--standalone",
                                          "--monitor-interval", "0.1",
                                          "--module", "lamp_harness", *argv])
@@ -274,6 +357,11 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     except ChildFailedError as exc:
         print(f"Error: {failure_line(exc.failures)}", file=sys.stderr)
         return 2
+    except (SignalException, KeyboardInterrupt):
+        # Ctrl-C or SIGTERM (SIGHUP, SIGQUIT): the agent has already stopped every worker with the
+        # same signal (SIGKILL after a grace period); the workers print nothing, and the exit code
+        # 130 makes the command print the one line (``INTERRUPTED``).
+        return 130
     return 0
 
 

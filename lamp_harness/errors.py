@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+INTERRUPTED = "Interrupted: finished work is saved; run the same command again to resume."
+"""The one line of an interrupted command (Ctrl-C, SIGTERM), which exits with code 130."""
+
 
 class LampError(Exception):
     """A problem the user caused and can fix: bad file, unknown name, missing model, wrong model kind.

@@ -604,7 +604,7 @@ class PluginHost:
                 impl.function(**args)
             except KeyboardInterrupt:
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # noqa: BLE001  SystemExit from a reporter too: it never ends the run
                 name, dist, version = self._owners.get(impl.plugin_name, (impl.plugin_name, "", ""))
                 provider = f" ({dist} {version})".rstrip() if dist and not dist.startswith("(") else ""
                 print(f"warning: plugin {name!r}{provider.replace(' )', ')')} failed in {hook} and is "

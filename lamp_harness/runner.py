@@ -25,7 +25,7 @@ from lamp_harness.contracts import (
     Prediction,
     RunContext,
 )
-from lamp_harness.errors import LampError, warn
+from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.models import preset_generator_args
 from lamp_harness.options import generator_kwargs, generator_spec, label_settings
@@ -178,6 +178,7 @@ class Runner:
         self.registry.get("preset", self.matrix.preset)  # a typo fails here, before any work
         for selection in self.matrix.selections():
             self._expand(selection, drafts, problems)
+        self._check_task_data(drafts)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
         self.host.check_components(self._used_components(drafts))
         for index, draft in enumerate(drafts):
@@ -265,6 +266,23 @@ class Runner:
             if source is not None:
                 used.append(("data_source", source))
         return used
+
+    def _check_task_data(self, drafts: Sequence[_Draft]) -> None:
+        """Each ``--data TASK=NAME`` names a task of the run, and no task gets two sources (two
+        spellings of one task); otherwise a typo would silently send that task to its default source."""
+        tasks = list(dict.fromkeys(d.task for d in drafts))
+        chosen: dict[str, tuple[str, str]] = {}
+        for name, source in self.matrix.task_data.items():
+            task = self.registry.get("task", name).name
+            if task not in tasks:
+                raise lamp_error(f"--data {name}={source} names a task this run does not include "
+                                 f"(its tasks: {', '.join(tasks)})",
+                                 fix=f"Fix the task name (e.g. --data {tasks[0]}={source}) or add "
+                                 f"--task {name}." if tasks else "Fix the task name.")
+            if task in chosen and chosen[task][1] != source:
+                raise lamp_error(f"--data gives task {task!r} two sources, {chosen[task][0]}={chosen[task][1]} "
+                                 f"and {name}={source}", fix="Keep one of them.")
+            chosen[task] = (name, source)
 
     def data_source_name(self, task_name: str) -> str | None:
         """The data source a task reads: ``--data TASK=NAME``, else ``None`` when ``--data-dir``
@@ -481,9 +499,23 @@ class Runner:
         order = sorted(range(len(specs)), key=lambda i: (drafts[i].generator_key != drafts[0].generator_key,
                                                          str(drafts[i].generator_key), i))
         busy: list[tuple[int, CellBusy]] = []
+        taken_by: list[str] = []  # a data-parallel job's cells that another process holds
         for i in order:
             if self.world.distributed:  # the ranks of a data-parallel job compute each cell together
-                results.append(self.run_cell(info, drafts[i], specs[i]))
+                with ExitStack() as held:
+                    # Rank 0 holds the cell's lock for the whole job (all ranks learn whether it got it),
+                    # so a second job or a resume on the same --out cannot compute the cell meanwhile.
+                    taken: str | None = None
+                    if self.world.is_main:
+                        try:
+                            held.enter_context(CellStore(specs[i].dir).lock())
+                        except CellBusy as exc:
+                            taken = str(exc)
+                    taken = distributed.broadcast(taken)
+                    if taken is None:
+                        results.append(self.run_cell(info, drafts[i], specs[i]))
+                        continue
+                taken_by.append(taken)
                 continue
             # A cell another process is computing (a second `lamp run` on the same --out) is left
             # to it; this process does the other cells first, then waits for those.
@@ -494,6 +526,12 @@ class Runner:
                     busy.append((i, exc))
                     continue
                 results.append(self.run_cell(info, drafts[i], specs[i]))
+        if taken_by:
+            # Waiting would hold every other rank in a collective until LAMP_DIST_TIMEOUT: the job
+            # ends after the free cells, naming the cells another process is computing.
+            raise lamp_error(f"{len(taken_by)} cell(s) are being computed by another job: {'; '.join(taken_by)}",
+                             fix="The other cells are done; run the same command again when that job "
+                             "has finished.")
         for i, exc in busy:
             self._say(f"waiting for {specs[i].label}: {exc}")
             with CellStore(specs[i].dir).lock(wait=True):

@@ -24,18 +24,59 @@ SCAFFOLD_KINDS = ("task", "data-source", "retriever", "personalizer", "trainable
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]$")
 
 
-def scaffold(name: str, out: Path, kinds: Sequence[str]) -> list[Path]:
-    """Write the distribution ``name`` with one component of each of ``kinds`` into ``out``
-    (which must not exist or be empty); returns the files written."""
+MAX_NAME = 64
+"""The longest distribution name ``lamp plugins new`` accepts (its files are named after it)."""
+
+
+def check_name(name: str) -> str:
+    """The Python package of the distribution ``name``, or a one-line error when the name cannot
+    work: not a distribution name, too long, a Python keyword, or a name that is already taken in
+    this environment (a standard-library module, lamp-harness itself or one of its packages, an
+    installed distribution or importable module), which the new package would shadow or be
+    shadowed by. Checked before anything is written."""
+    import importlib.metadata
+    import importlib.util
+    import keyword
+    import sys
+
+    fix = "Choose another name, e.g. lamp-tfidf."
+    if len(name) > MAX_NAME:
+        raise lamp_error(f"the name {name[:20]!r}... is {len(name)} characters long (at most {MAX_NAME})",
+                         fix=fix)
     if not _NAME.match(name):
         raise lamp_error(f"{name!r} is not a valid distribution name",
                          fix="Use letters, digits and '-', e.g. lamp-tfidf.")
+    package = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if keyword.iskeyword(package) or keyword.issoftkeyword(package):
+        raise lamp_error(f"{name!r} would make the package {package!r}, a Python keyword", fix=fix)
+    if package in sys.stdlib_module_names or package in sys.builtin_module_names:
+        raise lamp_error(f"{name!r} would make the package {package!r}, a module of Python's standard "
+                         "library", fix=fix)
+    normalized = re.sub(r"[-_.]+", "-", name.lower())
+    owners = importlib.metadata.packages_distributions().get(package, [])
+    if normalized == "lamp-harness" or "lamp-harness" in owners or package == "lamp_harness":
+        raise lamp_error(f"{name!r} is lamp-harness's own name (or one of its packages)", fix=fix)
+    try:
+        importlib.metadata.distribution(normalized)
+        taken = f"the installed distribution {normalized!r}"
+    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        taken = f"the package {package!r} of {', '.join(owners) or spec.origin or 'this environment'}" \
+            if spec is not None else None
+    if taken:
+        raise lamp_error(f"{name!r} is already taken here: {taken}", fix=fix)
+    return package
+
+
+def scaffold(name: str, out: Path, kinds: Sequence[str]) -> list[Path]:
+    """Write the distribution ``name`` with one component of each of ``kinds`` into ``out``
+    (which must not exist or be empty); returns the files written."""
+    package = check_name(name)
     chosen = _kinds(kinds)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise lamp_error("the output folder exists and is not empty", where=str(out),
                          fix="Pass --out with a new folder.")
-    package = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     short = re.sub(r"^lamp[-_.]", "", name.lower())
     short = re.sub(r"[^a-z0-9]+", "-", short).strip("-") or "plugin"
     values = {

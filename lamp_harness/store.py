@@ -42,7 +42,7 @@ from typing import Any
 
 from lamp_harness.contracts import Example, MetricResult, Prediction
 from lamp_harness.errors import lamp_error, warn
-from lamp_harness.io import atomic_write_bytes, atomic_write_json
+from lamp_harness.io import atomic_write_bytes, atomic_write_json, writing
 
 CONFIG = "config.json"
 PREDICTIONS = "predictions.jsonl"
@@ -247,7 +247,7 @@ class CellStore:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         data = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions)
-        with open(self.dir / PREDICTIONS, "a", encoding="utf-8") as handle:
+        with writing(self.dir / PREDICTIONS), open(self.dir / PREDICTIONS, "a", encoding="utf-8") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

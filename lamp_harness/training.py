@@ -44,7 +44,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,7 +62,7 @@ from lamp_harness.contracts import (
 )
 from lamp_harness.distributed import World, device_for
 from lamp_harness.errors import LampError, lamp_error, warn
-from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
+from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash, writing
 from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
@@ -615,9 +616,11 @@ def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, 
     target = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
     try:
-        save_file(dict(trainable.state_dict()), str(tmp / WEIGHTS), metadata={"step": str(step)})
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state()}, tmp / TRAINER_STATE)
+        with writing(tmp / WEIGHTS):
+            save_file(dict(trainable.state_dict()), str(tmp / WEIGHTS), metadata={"step": str(step)})
+        with writing(tmp / TRAINER_STATE):
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": _rng_state()}, tmp / TRAINER_STATE)
         atomic_write_json(tmp / STATE, dict(state))
         atomic_write_json(tmp / CONFIG, dict(config))
         atomic_write_json(tmp / MANIFEST, folder_manifest(tmp))
@@ -642,11 +645,32 @@ def checkpoint_problem(path: Path) -> str | None:
         return f"{WEIGHTS} is missing"
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:  # written before manifests existed: check what can be checked
-        return None if (path / STATE).is_file() else f"{STATE} is missing"
+    except FileNotFoundError:  # written before manifests existed: verify by reading everything
+        return _unverified_problem(path)
     except (OSError, ValueError) as exc:
         return f"{MANIFEST} is unreadable ({type(exc).__name__})"
     return check_manifest(path, manifest)
+
+
+def _unverified_problem(path: Path) -> str | None:
+    """Why a checkpoint without a manifest cannot be used: its weights must load (every tensor
+    read in full) and its state must be a JSON object."""
+    from safetensors import safe_open
+
+    if not (path / STATE).is_file():
+        return f"{STATE} is missing"
+    try:
+        with safe_open(str(path / WEIGHTS), framework="pt") as weights:
+            for name in weights.keys():
+                weights.get_tensor(name)
+    except Exception as exc:  # noqa: BLE001  safetensors raises its own and OS errors for garbage
+        return f"{WEIGHTS} does not load ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+    try:
+        if not isinstance(json.loads((path / STATE).read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return f"{STATE} is unreadable ({type(exc).__name__})"
+    return None
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -827,10 +851,41 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
     kwargs = dict(context=context, generator=generator, personalizer=personalizer, progress=progress,
                   console=console, on_step=on_step, world=world, mixed_precision=mixed_precision)
     if world.distributed:  # the ranks of one job train together; rank 0 alone writes
-        return _train(replace(config, grad_accum=config.grad_accum * world.size), out_dir, **kwargs)
+        with _job_lock(out_dir, world):
+            return _train(replace(config, grad_accum=config.grad_accum * world.size), out_dir, **kwargs)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir / ".lock")):
         return _train(config, out_dir, **kwargs)
+
+
+@contextmanager
+def _job_lock(out_dir: Path, world: World) -> Iterator[None]:
+    """Rank 0 holds the training folder's lock for the whole data-parallel job, so that a second
+    training (or a resume) into the same folder cannot run meanwhile; the job refuses, in one
+    line, a folder another process is training into (waiting would hold the other ranks in a
+    collective until ``LAMP_DIST_TIMEOUT``)."""
+    from filelock import FileLock, Timeout
+
+    from lamp_harness import distributed
+
+    lock = FileLock(str(out_dir / ".lock"), thread_local=False)
+    refused: str | None = None
+    if world.is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=0)
+        except Timeout:
+            refused = "another process is training into this folder"
+    refused = distributed.broadcast(refused)
+    if refused is not None:
+        raise lamp_error(refused, where=str(out_dir),
+                         fix="Wait until it has finished (then run the same command to reuse or resume it), "
+                         "or pass another --out.")
+    try:
+        yield
+    finally:
+        if world.is_main:
+            lock.release()
 
 
 def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,

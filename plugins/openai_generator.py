@@ -53,6 +53,7 @@ Any other key (``temperature``, ``top_p``, ``seed``, ``stop``...) goes into ever
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -125,11 +126,17 @@ class ResponseCache:
             return None
 
     def put(self, key: str, body: Mapping[str, Any]) -> None:
-        """Store an answer (committed at once, so a crash keeps every answer received)."""
+        """Store an answer (committed at once, so a crash keeps every answer received). A full
+        disk is an ``OSError`` naming the cache file (the CLI's one line)."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
-                             (key, json.dumps(body), time.time()))
-            self._db.commit()
+            try:
+                self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                                 (key, json.dumps(body), time.time()))
+                self._db.commit()
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc) and "disk I/O" not in str(exc):
+                    raise
+                raise OSError(errno.ENOSPC, f"cannot store an answer ({exc})", str(self.path)) from exc
 
 
 # ---------------------------------------------------------------------------------------------

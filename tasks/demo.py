@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 from lamp_harness.contracts import RunContext, Task
 from lamp_harness.data import DataSource, SplitFiles, check_split_name, split_file_names
 from lamp_harness.errors import lamp_error
+from lamp_harness.io import writing
 
 VERSION = 1
 USERS = {"train": 40, "dev": 40}
@@ -383,8 +384,9 @@ def ensure_demo(root: Path, task: str) -> Path:
         for split in USERS:
             questions, outputs = generate(task, split)
             q_name, o_name = split_file_names(split)
-            (tmp / q_name).write_bytes(render(questions))
-            (tmp / o_name).write_bytes(render(outputs))
+            with writing(folder):  # a full disk names the folder being generated
+                (tmp / q_name).write_bytes(render(questions))
+                (tmp / o_name).write_bytes(render(outputs))
         try:
             os.rename(tmp, folder)
         except OSError:

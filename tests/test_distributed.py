@@ -274,3 +274,192 @@ def test_bf16_mixed_precision_trains_through_accelerate_autocast(tmp_path, tiny_
     assert losses["bf16"] == pytest.approx(losses["no"], abs=0.05)
     bad = lamp(*args, "--mixed-precision", "fp8", "--out", str(tmp_path / "fp8"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("Error: --mixed-precision")
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifetime: ranks die with their launcher, Ctrl-C/SIGTERM end the job, one job per cell
+# ---------------------------------------------------------------------------------------------
+
+SLOW_RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "40", "--quiet")
+
+
+TORCHRUN = (str(BIN / "torchrun"), "--nproc-per-node", "2", "--standalone", "--no-python")
+
+
+def _start(args: tuple[str, ...], tmp_path: Path, launcher: tuple[str, ...] = (), **extra: str) -> subprocess.Popen:
+    """``lamp ARGS`` as the leader of a process group of its own (as a shell starts a job)."""
+    return subprocess.Popen([*launcher, str(BIN / "lamp"), *args], env=env(LAMP_HOME=str(tmp_path / "home"), **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(job: subprocess.Popen, pattern: str, root: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(root.glob(pattern)):
+        assert job.poll() is None, job.communicate()[1]
+        assert time.monotonic() < deadline, f"no {pattern} after {timeout} s"
+        time.sleep(0.05)
+
+
+def _alive(pids) -> list[int]:
+    """The processes of ``pids`` that still run (zombies do not)."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _gone(pids, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _alive(pids)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("launcher", ["nproc-per-node", "torchrun"])
+def test_kill_9_of_the_launchers_group_leaves_no_rank_alive_and_no_shard_written_afterwards(tmp_path, launcher) -> None:
+    out = tmp_path / "runs"
+    if launcher == "torchrun":
+        job = _start((*SLOW_RUN, "--out", str(out)), tmp_path, TORCHRUN, LAMP_TOY_DELAY="0.3")
+    else:
+        job = _start((*SLOW_RUN, "--out", str(out), "--nproc-per-node", "2"), tmp_path, LAMP_TOY_DELAY="0.3")
+    try:
+        _wait_for(job, "*/shards/rank-0000[01]/predictions.jsonl", out)
+        ranks = _workers(job.pid)
+        assert sorted(ranks) == [0, 1]
+        os.killpg(job.pid, signal.SIGKILL)  # the launcher's group: torch starts each rank in a session of its own
+        job.wait(timeout=30)
+        assert _gone(ranks.values()) == []
+        before = _snapshot(out)
+        time.sleep(2)
+        assert _snapshot(out) == before
+    finally:
+        for pid in _alive(_workers(job.pid).values() if job.poll() is None else ()):
+            os.kill(pid, signal.SIGKILL)
+    # Nothing lost: a rerun finishes the cell from the shards the ranks wrote.
+    resumed = lamp(*SLOW_RUN, "--out", str(out), LAMP_HOME=str(tmp_path / "home"))
+    assert resumed.returncode == 0, resumed.stderr
+    (cell,) = [d for d in out.iterdir() if d.is_dir()]
+    assert CellStore(cell).finished
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_ends_every_rank_with_one_line_and_exit_130(tmp_path, sig) -> None:
+    out = tmp_path / "runs"
+    job = _start((*SLOW_RUN, "--out", str(out), "--nproc-per-node", "2"), tmp_path, LAMP_TOY_DELAY="0.3")
+    try:
+        _wait_for(job, "*/shards/rank-0000[01]/predictions.jsonl", out)
+        ranks = _workers(job.pid)
+        job.send_signal(sig)
+        _, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 130, err
+    assert "Traceback" not in err and "rror" not in err, err
+    assert err.strip().splitlines()[-1] == "Interrupted: finished work is saved; run the same command again to resume."
+    assert err.count("Interrupted") == 1, err  # the launcher's line; the ranks print nothing
+    assert _gone(ranks.values()) == []
+    resumed = lamp(*SLOW_RUN, "--out", str(out), LAMP_HOME=str(tmp_path / "home"))
+    assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.slow
+def test_a_second_job_cannot_compute_a_cell_the_first_job_holds(tmp_path) -> None:
+    out = tmp_path / "runs"
+    # 7 batches of 8 s per rank: the first job is still computing when the second one asks.
+    first = _start((*SLOW_RUN, "--out", str(out), "--nproc-per-node", "2"), tmp_path, LAMP_TOY_DELAY="8")
+    try:
+        _wait_for(first, "*/shards/rank-0000[01]/predictions.jsonl", out)
+        (cell,) = [d for d in out.iterdir() if d.is_dir()]
+        pid, _ = CellStore(cell).holder()
+        assert pid == _workers(first.pid)[0]  # rank 0 holds the cell's lock for the job
+        second = lamp(*SLOW_RUN, "--out", str(out), "--nproc-per-node", "2", LAMP_HOME=str(tmp_path / "home"))
+        assert first.poll() is None  # the check did not end before the second job's answer
+        assert second.returncode == 2
+        lines = [line for line in second.stderr.splitlines() if "rror" in line or "Traceback" in line]
+        assert len(lines) == 1 and lines[0].startswith("Error: rank 0: 1 cell(s) are being computed"), second.stderr
+        assert f"being computed by process {pid}" in lines[0] and "run the same command again" in lines[0]
+        _, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 0, err
+    assert CellStore(cell).finished and not (cell / "shards").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_killed_two_process_training_does_not_finish_on_its_own(tmp_path, tiny_llama_dir) -> None:
+    out = tmp_path / "train"
+    args = ("train", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "bm25", "--data", "demo",
+            "--generator", str(tiny_llama_dir), "--max-steps", "400", "--limit", "10", "--eval-split", "none",
+            "--save-every", "1", "--batch-size", "1", "--quiet", "--out", str(out), "--nproc-per-node", "2")
+    job = _start(args, tmp_path)
+    try:
+        _wait_for(job, "checkpoints/step-*/weights.safetensors", out)
+        ranks = _workers(job.pid)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        assert _gone(ranks.values()) == []
+        before = _snapshot(out)
+        time.sleep(3)
+        assert _snapshot(out) == before
+    finally:
+        for pid in _alive(_workers(job.pid).values() if job.poll() is None else ()):
+            os.kill(pid, signal.SIGKILL)
+    assert not (out / "checkpoints" / "step-00000400").exists()
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"LAMP_DIST_TIMEOUT": "-5"}, "LAMP_DIST_TIMEOUT='-5' is not a number of seconds above 0"),
+    ({"LAMP_DIST_TIMEOUT": "0"}, "LAMP_DIST_TIMEOUT='0' is not a number of seconds above 0"),
+    ({"LAMP_DIST_TIMEOUT": "nan"}, "LAMP_DIST_TIMEOUT='nan' is not a number of seconds above 0"),
+    ({"LAMP_DIST_TIMEOUT": "inf"}, "LAMP_DIST_TIMEOUT='inf' is not a number of seconds above 0"),
+    ({"LAMP_DIST_TIMEOUT": "abc"}, "LAMP_DIST_TIMEOUT='abc' is not a number of seconds above 0"),
+    ({"RANK": "5", "WORLD_SIZE": "2"}, "RANK=5 is outside a world of WORLD_SIZE=2 processes"),
+    ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is not a whole number >= 0"),
+    ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE='0' is not a whole number >= 1"),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 but RANK is not set"),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}, "LOCAL_RANK='-1' is not a whole number >= 0"),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_RANK=2 is outside"),
+    ({"SLURM_PROCID": "3", "SLURM_NTASKS": "2"}, "SLURM_PROCID=3 is outside a world of SLURM_NTASKS=2"),
+])
+def test_the_job_environment_is_validated_in_one_line(monkeypatch, variables, message) -> None:
+    from lamp_harness.distributed import check_environment
+    from lamp_harness.errors import LampError
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID",
+                 "LAMP_DIST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(LampError) as caught:
+        check_environment()
+    assert str(caught.value).startswith(f"environment: {message}") and "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variables, launcher", [
+    ({"LAMP_DIST_TIMEOUT": "nan"}, True),
+    ({"RANK": "5", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, False),
+], ids=["timeout-under-nproc-per-node", "rank-outside-the-world"])
+def test_a_bad_job_environment_is_one_line_before_any_rendezvous(tmp_path, variables, launcher) -> None:
+    started = time.monotonic()
+    done = lamp(*SLOW_RUN, "--out", str(tmp_path / "runs"), *(["--nproc-per-node", "2"] if launcher else []),
+                LAMP_HOME=str(tmp_path / "home"), **variables)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("Error: environment: "), done.stderr
+    assert time.monotonic() - started < 60  # no rendezvous wait
+    assert not list((tmp_path / "runs").glob("*/*"))

@@ -75,7 +75,7 @@ def _one_default_each(typer_app: typer.Typer) -> None:
 _one_default_each(app)
 
 
-INTERRUPTED = "Interrupted: finished work is saved; run the same command again to resume."
+from lamp_harness.errors import INTERRUPTED  # noqa: E402  (here for the commands that print it)
 
 ARGV: list[str] = []
 """The arguments of this invocation (``--nproc-per-node`` hands them on to its workers)."""
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lamp`` script: user errors become one line and exit code 2 (in a
     distributed job, one line naming the rank)."""
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:
+        _as_a_rank()
     try:
         _main(argv)
     except SystemExit:
@@ -107,6 +109,20 @@ def main(argv: list[str] | None = None) -> None:
         distributed.shutdown()
 
 
+def _as_a_rank() -> None:
+    """A process a launcher started as one rank dies with its launcher; a worker of
+    ``--nproc-per-node`` also ends silently on Ctrl-C (its launcher prints the one line)."""
+    from lamp_harness import distributed
+
+    if not distributed.is_rank_process():
+        return
+    distributed.die_with_launcher()
+    if os.environ.get(distributed.LAUNCHED_BY_LAMP):
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _main(argv: list[str] | None) -> None:
     """Run the command: usage and user errors become one line on stderr and exit code 2.
 
@@ -125,10 +141,21 @@ def _main(argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         _fail(INTERRUPTED, 130, prefix="")
     except OSError as exc:
+        import errno
+
+        if not exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            from lamp_harness.io import lamp_home
+
+            # A write that did not say where (a library writing an open file): both places lamp writes.
+            _fail(f"{exc.strerror or exc} (writing under the output folder or LAMP_HOME={lamp_home()}). Free "
+                  "some space there, then run the same command again: finished work is saved.", 2)
         if not exc.filename:  # not about a path the user gave: a bug, keep the traceback
             raise
         # A full disk, a read-only or vanished folder met mid-run: the path and the reason suffice.
         where = exc.filename if not exc.filename2 else f"{exc.filename} -> {exc.filename2}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            _fail(f"{where}: {exc.strerror or exc}. Free some space there (or point --out / LAMP_HOME "
+                  "to a larger disk), then run the same command again: finished work is saved.", 2)
         _fail(f"{where}: {exc.strerror or exc}. Check the path and its permissions (finished work is "
               "saved; run the same command again to resume).", 2)
     except Exception as exc:

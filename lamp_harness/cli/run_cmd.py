@@ -62,7 +62,11 @@ def data_sources(value: Any, where: str) -> tuple[str | None, dict[str, str]]:
             raise lamp_error(f"--data entry {pair!r} is not TASK=SOURCE", where=where,
                              fix="Write e.g. --data lamp-7=demo,toy-sentiment=toy.")
         else:
-            per_task[task_name.strip()] = source.strip()
+            name, source = task_name.strip(), source.strip()
+            if per_task.get(name, source) != source:
+                raise lamp_error(f"--data gives task {name!r} two sources, {per_task[name]!r} and {source!r}",
+                                 where=where, fix=f"Keep one of them (e.g. --data {name}={source}).")
+            per_task[name] = source
     return default, per_task
 
 
