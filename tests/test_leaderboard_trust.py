@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lamp_cli import lamp_output as lamp
 
@@ -250,7 +251,9 @@ def test_training_budget_is_recorded_by_the_runner_and_shown(tmp_path, capsys):
 
     step = tmp_path / "train" / "checkpoints" / "step-00000012"
     step.mkdir(parents=True)
-    (step / "weights.safetensors").write_bytes(b"")
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(1, dtype=np.float32)}, str(step / "weights.safetensors"))  # intact, as a real one
     (step / "state.json").write_text(json.dumps({"step": 12, "world_size": 1}))
     (step / "config.json").write_text(json.dumps({
         "train_config": {"batch_size": 8, "grad_accum": 8, "lr": 1e-4, "epochs": 2, "max_steps": None},
