@@ -13,7 +13,9 @@ Names follow the official LaMP scorer's keys: ``accuracy``, ``f1`` (macro), ``MA
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from lamp_harness.contracts import ExampleScores, MetricResult
@@ -23,6 +25,28 @@ if TYPE_CHECKING:
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
+
+_CAPTURED: ContextVar[list[ExampleScores] | None] = ContextVar("lamp_harness_captured_scores", default=None)
+
+
+@contextmanager
+def capturing() -> Iterator[list[ExampleScores]]:
+    """Collect, in a list, the per-example scores behind every metric the helpers of this module
+    compute inside the block (:func:`summarize` and everything built on it, and
+    :func:`mean_metric` without a transform). How the harness gets per-example scores from a
+    task that computes its metrics with these helpers and writes no ``example_scores``."""
+    captured: list[ExampleScores] = []
+    token = _CAPTURED.set(captured)
+    try:
+        yield captured
+    finally:
+        _CAPTURED.reset(token)
+
+
+def _capture(scores: ExampleScores) -> None:
+    captured = _CAPTURED.get()
+    if captured is not None:
+        captured.append(scores)
 
 
 def resample_counts(n: int, *, seed: int, resamples: int = DEFAULT_RESAMPLES) -> np.ndarray:
@@ -85,6 +109,7 @@ def summarize(scores: ExampleScores, *, seed: int = 0, resamples: int = DEFAULT_
     recomputed from the rows summed over each resample."""
     import numpy as np
 
+    _capture(scores)
     rows = np.asarray(scores.rows, dtype=np.float64)
     n = len(rows)
     counts = resample_counts(n, seed=seed, resamples=resamples).astype(np.float64)
@@ -120,6 +145,8 @@ def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, s
     import numpy as np
 
     array = np.asarray(values, dtype=np.float64)
+    if transform is None:  # a plain mean: its per-example rows are the values
+        _capture(example_scores(name, array, statistic="mean", higher_is_better=higher_is_better))
     n = len(array)
     counts = resample_counts(n, seed=seed, resamples=resamples)
     means = counts @ array / n
