@@ -197,6 +197,21 @@ def test_every_recorded_setting_is_the_one_the_generator_received(site, cli, tmp
         assert config["label"].endswith("/ max-new-tokens=8 / prompt-budget=strict")
 
 
+def test_label_decoding_recorded_is_the_decoding_the_generator_ran(site, cli, tmp_path, lamp_home):
+    site.add("lamp-recorder", "1.0", recorder=RECORDER)
+    out = tmp_path / "out"
+    code, stdout, err = cli("run", "--task", "lamp-1,lamp-7", "--data", "demo", "--limit", "2", "--decode", "labels",
+                            "--generator", "recorder", "--out", str(out), "--quiet")
+    assert code == 0, stdout + err
+    requests = [r for r in _log(lamp_home) if r["event"] == "request"]
+    cells = _cells(out)
+    for task, config in cells.items():
+        ids = {p["example_id"] for p in _predictions(out, config)}
+        assert {r["decode"] for r in requests if r["id"] in ids} == {config["decode"]}, task
+    # LaMP-7 has no labels to score: it generates, and says so.
+    assert (cells["lamp-1"]["decode"], cells["lamp-7"]["decode"]) == ("labels", "generate")
+
+
 def test_budget_precedence_task_arg_then_generator_arg_then_task_default_within_the_limit(
         site, cli, tmp_path, lamp_home):
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
