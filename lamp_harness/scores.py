@@ -140,7 +140,7 @@ def derived_example_scores(task: Any, outputs: Mapping[str, str], golds: Mapping
     rows: dict[str, list[Any]] = {m.name: [] for m in results}
     for i in ids:
         try:
-            with metrics.capturing() as alone:
+            with metrics.capturing(rows_only=True) as alone:
                 task.score({i: outputs[i]}, {i: golds[i]}, seed=seed)
         except Exception:  # noqa: BLE001  (a metric that cannot score one example has no rows)
             return results, []
