@@ -176,6 +176,7 @@ class Runner:
                                   device=distributed.device_for(matrix.device, self.world),
                                   prompt_budget=matrix.prompt_budget)
         self._generators: dict[tuple[str, str | None], Generator] = {}
+        self._checkpoint_stale: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
         self._rankings: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -511,6 +512,8 @@ class Runner:
         """Plan, check and run every cell; returns one summary per cell."""
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
+        if self.matrix.checkpoint is not None:
+            self._check_checkpoint_versions(specs)
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
         for warning in self.host.warnings:  # e.g. a hook function missing @hookimpl: it would never run
             self._warn(warning)
@@ -544,6 +547,26 @@ class Runner:
                 results.append(self.run_cell(info, drafts[i], specs[i]))
         self.notify("lamp_run_finished", run=info, results=results)
         return results
+
+    def _check_checkpoint_versions(self, specs: Sequence[CellSpec]) -> None:
+        """A ``--checkpoint`` trained with other versions of the cells' components is refused
+        before any cell runs, or used with ``--allow-stale`` (its cells labelled ``(stale
+        weights)``), exactly like weights trained before a cell."""
+        from lamp_harness import training
+
+        checkpoint = self.matrix.checkpoint
+        assert checkpoint is not None
+        for spec in specs:
+            stale = training.checkpoint_staleness(checkpoint, dict(spec.versions))
+            if stale is None:
+                continue
+            if not self.allow_stale:
+                raise LampError(f"{checkpoint}: the checkpoint was trained with other versions "
+                                f"({stale.changed}) than {spec.label} ({spec.task}) runs with. Train it again "
+                                "with `lamp train` (same options), or pass --allow-stale to use it anyway.")
+            self._warn(f"{spec.label} ({spec.task}): using {checkpoint}, trained with other versions "
+                       f"({stale.changed}), because of --allow-stale")
+            self._checkpoint_stale[spec.cell_id] = stale
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Fire a lifecycle hook; in a data-parallel job only rank 0 reports."""
@@ -796,12 +819,12 @@ class Runner:
             # An inference engine loads fine-tuned weights itself (it cannot be handed tensors).
             undo = generator.serve_fine_tuned(training.fine_tuned_weights(personalizer, checkpoint))
             if undo is not None:
-                return undo, checkpoint, None
+                return undo, checkpoint, self._checkpoint_stale.get(spec.cell_id)
         if training.fine_tunes_generator(personalizer):
             module = generator.trainable_module()
             saved = {name: value.detach().clone() for name, value in module.state_dict().items()}
             restore = lambda: module.load_state_dict(saved)  # noqa: E731
-        stale = None
+        stale = self._checkpoint_stale.get(spec.cell_id)
         if checkpoint is not None:
             training.load_checkpoint(personalizer, checkpoint, generator=generator)
         else:

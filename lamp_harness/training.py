@@ -60,7 +60,7 @@ from lamp_harness.contracts import (
     Trainable,
 )
 from lamp_harness.distributed import World, device_for
-from lamp_harness.errors import lamp_error, warn
+from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
 from lamp_harness.options import generation_budget, generator_kwargs, generator_spec, make_task
 from lamp_harness.prediction import predict, timing_summary
@@ -1194,6 +1194,19 @@ def stale_weights(config: TrainConfig, context: RunContext | None = None) -> Sta
         changed = ", ".join(f"{d} {old.get(d, '?')} -> {v}" for d, v in versions.items() if old.get(d) != v)
         return StaleWeights(found, changed if old else "unrecorded")
     return None
+
+
+def checkpoint_staleness(checkpoint: Path, versions: Mapping[str, str]) -> StaleWeights | None:
+    """For a ``--checkpoint``: what differs between the versions it was trained with and
+    ``versions`` (the installed ones of a cell's components; only distributions both record are
+    compared), or ``None`` when nothing does or the checkpoint records no versions."""
+    try:
+        recorded = dict(read_checkpoint_config(checkpoint).get("component_versions") or {})
+    except LampError:  # no readable config: load_checkpoint says what is wrong with it
+        return None
+    changed = [f"{d} {recorded[d]} -> {v}" for d, v in sorted(versions.items())
+               if d in recorded and recorded[d] != v]
+    return StaleWeights(resolve_checkpoint(checkpoint), ", ".join(changed)) if changed else None
 
 
 def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,

@@ -151,3 +151,33 @@ def test_a_version_bump_retrains_the_weights_or_keeps_them_marked_with_allow_sta
     # And then nothing more: the cell and the weights follow the installed versions.
     code, stdout, err = cli(*args, "--limit", "4")
     assert code == 0 and "training again" not in err and "recomputing" not in err
+
+
+def test_a_checkpoint_from_lamp_train_of_other_versions_is_refused_or_kept_marked(site, cli, tmp_path, lamp_home):
+    site.add("lamp-wordbias", "1.0", wordbias=TRAINABLE)
+    trained = tmp_path / "trained"
+    code, stdout, err = cli("train", "--task", "lamp-7", "--data", "demo", "--personalizer", "word-bias",
+                            "--generator", "bias-echo", "--max-steps", "2", "--limit", "4", "--batch-size", "2",
+                            "--eval-split", "none", "--out", str(trained))
+    assert code == 0, stdout + err
+    out = tmp_path / "out"
+    args = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "word-bias",
+            "--generator", "bias-echo", "--checkpoint", str(trained), "--out", str(out), "--quiet")
+    code, stdout, err = cli(*args, "--limit", "2")
+    assert code == 0, stdout + err
+    assert _cell(out, 2)["stale_weights"] is None
+
+    _set_version(site, "lamp-wordbias", "1.0", "1.1")
+    # A new cell (another --limit): the old one would be kept whole by --allow-stale.
+    args = (*args, "--limit", "3")
+    code, stdout, err = cli(*args)
+    assert code == 2 and "Traceback" not in err
+    message = " ".join(err.split())
+    assert "the checkpoint was trained with other versions (lamp-wordbias 1.0 -> 1.1)" in message
+    assert "pass --allow-stale" in message
+    code, stdout, err = cli(*args, "--allow-stale")
+    assert code == 0, stdout + err
+    kept = _cell(out, 3)
+    assert kept["component_versions"]["lamp-wordbias"] == "1.1"
+    assert kept["label"].endswith(" (stale weights)")
+    assert kept["stale_weights"]["changed"] == "lamp-wordbias 1.0 -> 1.1"
