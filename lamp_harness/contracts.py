@@ -95,7 +95,12 @@ class GenerationRequest:
       separately by an encoder-decoder and the decoder attends to all of them; ``prompt`` is then
       only informative.
     - ``choices``: the label set, used by label-scoring decoding (``--decode labels``).
-    - ``max_new_tokens``: the task's generation budget (``None``: the generator's default).
+    - ``max_new_tokens``: the generation budget. Personalizers put the task's default here; the
+      runner then sets every request of a cell to the cell's budget
+      (:func:`lamp_harness.options.generation_budget`: a user's ``--task-arg`` or
+      ``--generator-arg max_new_tokens`` wins over the task's default, within the task's
+      ``max_new_tokens_limit``), the value its ``config.json`` records. ``None`` (a request built
+      outside a run): the generator's default.
     - ``retrieved``: the profile items retrieved for the example, best first (the top k the
       personalizer was given). The runner fills it in when a personalizer leaves it empty, so
       oracles, rerankers and retrieval-aware generators never need to parse the prompt.
@@ -251,7 +256,30 @@ class RunContext:
 
 
 class Task(ABC):
-    """A benchmark task: its data schema, label set, retrieval texts, prompts, parsing and metrics."""
+    """A benchmark task: its data schema, label set, retrieval texts, prompts, parsing and metrics.
+
+    **Options.** The factory is called as ``factory(**args)`` with the user's ``--task-arg``
+    strings (``[task-args]`` in a matrix file): declare each option as a keyword parameter of
+    ``__init__`` and convert it with :mod:`lamp_harness.options` (``int_arg``, ``bool_arg``...), so
+    a bad value is a one-line error; an undeclared key is refused by the harness with the list of
+    valid ones, before any cell runs. Every task also accepts ``max_new_tokens`` (its budget),
+    which the harness applies and never passes to the factory. Options are recorded in each
+    cell's ``config.json`` (``task_args``) and change its id.
+
+    **Per-example scores.** Paired significance tests (the leaderboard's † marks) and breakdowns
+    (``lamp leaderboard --by profile-size|user``) need each metric per example. A task provides
+    them in one of two ways:
+
+    - it computes its metrics in :meth:`score` with the helpers of :mod:`lamp_harness.metrics`
+      (``accuracy``, ``macro_f1``, ``mae``, ``rmse``, ``rouge``, ``summarize``, or ``mean_metric``
+      without a transform): nothing more to write, the harness derives the per-example rows by
+      scoring each example alone and keeps them only when they reproduce :meth:`score`'s values;
+    - or it overrides :meth:`example_scores` with sufficient statistics (:class:`ExampleScores`),
+      also the way for a corpus metric (e.g. macro-F1 from per-example confusion counts).
+
+    A task whose metrics neither way yields gets intervals but no ``scores.json``; the conformance
+    kit (:func:`lamp_harness.testing.check_task`) fails it.
+    """
 
     name: ClassVar[str]
     """Canonical registry name, e.g. ``"lamp-7"``."""
@@ -264,7 +292,12 @@ class Task(ABC):
     profile_fields: ClassVar[tuple[str, ...]]
     """Fields every profile item must have (besides ``id``, which is optional)."""
     max_new_tokens: ClassVar[int] = 128
-    """The generation budget put on every request of the task."""
+    """The task's default generation budget. A user's ``--task-arg max_new_tokens=N`` or
+    ``--generator-arg max_new_tokens=N`` wins over it (see
+    :func:`lamp_harness.options.generation_budget`)."""
+    max_new_tokens_limit: ClassVar[int | None] = None
+    """The task's hard limit on the generation budget, or ``None`` for none: a user's larger budget
+    is cut to it (and the cell's ``config.json`` says so)."""
     data_source: ClassVar[str | None] = None
     """The data source used for this task when the run names none for it (``--data TASK=NAME``
     and ``--data NAME`` win); ``None`` means the default, ``lamp``. A task plugin that brings its
@@ -311,7 +344,8 @@ class Task(ABC):
         :class:`ExampleScores` per metric, ids in gold order). When a task returns them, the runner
         derives the metrics from them and stores them beside the predictions, so paired
         significance tests and breakdowns need no regeneration. The default (``[]``) means the
-        task only offers :meth:`score`: its cells get intervals but no paired tests."""
+        task only offers :meth:`score`: the harness then derives the rows from the metric helpers
+        :meth:`score` calls (see the class docstring), or the cells get no paired tests."""
         return []
 
     def validate_gold(self, output: str) -> str | None:

@@ -315,8 +315,8 @@ out: its path differs from machine to machine for the same weights.)"""
 
 
 def _settings(config: Mapping[str, Any]) -> dict[str, str]:
-    """The output-changing settings a cell's ``config.json`` records for its generator, retriever
-    and personalizer, and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
+    """The output-changing settings a cell's ``config.json`` records for its generator, retriever,
+    personalizer and task (``task_args``), and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
     '"bfloat16"', "retriever.k1": "1.2", "seed": "1", ...}`` (values as JSON)."""
     flat: dict[str, str] = {}
 
@@ -328,7 +328,7 @@ def _settings(config: Mapping[str, Any]) -> dict[str, str]:
         else:
             flat[path] = json.dumps(value, sort_keys=True, default=str)
 
-    for part in ("generator", "retriever", "personalizer"):
+    for part in ("generator", "retriever", "personalizer", "task_args"):
         if isinstance(config.get(part), Mapping):
             walk(config[part], part)
     for name in RUN_SETTINGS:

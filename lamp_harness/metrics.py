@@ -13,7 +13,9 @@ Names follow the official LaMP scorer's keys: ``accuracy``, ``f1`` (macro), ``MA
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from lamp_harness.contracts import ExampleScores, MetricResult
@@ -23,6 +25,34 @@ if TYPE_CHECKING:
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
+
+_CAPTURED: ContextVar[tuple[list[ExampleScores], bool] | None] = ContextVar("lamp_harness_captured_scores",
+                                                                            default=None)
+
+
+@contextmanager
+def capturing(*, rows_only: bool = False) -> Iterator[list[ExampleScores]]:
+    """Collect, in a list, the per-example scores behind every metric the helpers of this module
+    compute inside the block (:func:`summarize` and everything built on it, and
+    :func:`mean_metric` without a transform). How the harness gets per-example scores from a
+    task that computes its metrics with these helpers and writes no ``example_scores``.
+    ``rows_only``: the helpers skip their bootstrap (their metrics come without intervals), for
+    when only the rows are wanted."""
+    captured: list[ExampleScores] = []
+    token = _CAPTURED.set((captured, rows_only))
+    try:
+        yield captured
+    finally:
+        _CAPTURED.reset(token)
+
+
+def _capture(scores: ExampleScores) -> bool:
+    """Record ``scores`` when capturing; whether the caller may skip its bootstrap."""
+    state = _CAPTURED.get()
+    if state is None:
+        return False
+    state[0].append(scores)
+    return state[1]
 
 
 def resample_counts(n: int, *, seed: int, resamples: int = DEFAULT_RESAMPLES) -> np.ndarray:
@@ -85,8 +115,12 @@ def summarize(scores: ExampleScores, *, seed: int = 0, resamples: int = DEFAULT_
     recomputed from the rows summed over each resample."""
     import numpy as np
 
+    rows_only = _capture(scores)
     rows = np.asarray(scores.rows, dtype=np.float64)
     n = len(rows)
+    if rows_only:
+        value = float(combine(scores.statistic, rows.sum(axis=0), n))
+        return MetricResult(scores.name, value, scores.higher_is_better, None, None, n)
     counts = resample_counts(n, seed=seed, resamples=resamples).astype(np.float64)
     # One column: a matrix-vector product, so the sums are bit-identical to a plain mean's.
     totals = (counts @ rows[:, 0])[:, None] if rows.shape[1] == 1 else counts @ rows
@@ -121,6 +155,10 @@ def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, s
 
     array = np.asarray(values, dtype=np.float64)
     n = len(array)
+    # A plain mean: its per-example rows are the values.
+    if transform is None and _capture(example_scores(name, array, statistic="mean",
+                                                     higher_is_better=higher_is_better)):
+        return MetricResult(name, float(array.mean()), higher_is_better, None, None, n)
     counts = resample_counts(n, seed=seed, resamples=resamples)
     means = counts @ array / n
     value = np.asarray(array.mean())

@@ -23,15 +23,17 @@ def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequen
             store: CellStore, *, chunk: int, retrieved: Callable[[Example], Sequence[ProfileItem]],
             decode: str = "generate",
             on_batch: Callable[[Sequence[Example], Sequence[Prediction]], None] | None = None,
-            ) -> list[Prediction]:
+            max_new_tokens: int | None = None) -> list[Prediction]:
     """Predict ``examples`` batch by batch (``chunk`` at a time), appending each batch to ``store``
     before the next starts; returns the new predictions. Shared by ``lamp run`` and the
-    evaluation at the end of ``lamp train``."""
+    evaluation at the end of ``lamp train``. ``max_new_tokens`` (the cell's budget, see
+    :func:`lamp_harness.options.generation_budget`) is put on every request, whatever the
+    personalizer set, so the budget recorded is the one the generator gets."""
     predictions: list[Prediction] = []
     for start in range(0, len(examples), chunk):
         batch = examples[start:start + chunk]
         items = [tuple(retrieved(ex)) for ex in batch]
-        requests = [with_retrieved(personalizer.personalize(task, ex, it), it)
+        requests = [with_budget(with_retrieved(personalizer.personalize(task, ex, it), it), max_new_tokens)
                     for ex, it in zip(batch, items, strict=True)]
         generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
         new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
@@ -50,6 +52,13 @@ def with_retrieved(request: GenerationRequest, items: Sequence[ProfileItem]) -> 
     if request.retrieved or not items:
         return request
     return replace(request, retrieved=tuple(items))
+
+
+def with_budget(request: GenerationRequest, max_new_tokens: int | None) -> GenerationRequest:
+    """``request`` with the cell's generation budget (unchanged when ``max_new_tokens`` is ``None``)."""
+    if max_new_tokens is None or request.max_new_tokens == max_new_tokens:
+        return request
+    return replace(request, max_new_tokens=max_new_tokens)
 
 
 def chunk_size(generator: Generator) -> int:

@@ -260,8 +260,10 @@ class Registry:
             self._aliases.setdefault((kind, alias), component.name)
 
     def add_task(self, name: str, factory: Any, summary: str = "", **kw: Any) -> None:
-        """Register a :class:`~lamp_harness.contracts.Task`. The factory is called with no
-        arguments, ``factory()``, whenever the task is needed (keep it cheap)."""
+        """Register a :class:`~lamp_harness.contracts.Task`. The factory is called as
+        ``factory(**args)`` with the user's ``--task-arg`` strings (none by default, ``factory()``),
+        whenever the task is needed (keep it cheap); ``max_new_tokens`` is applied by the harness
+        and never passed."""
         self.add("task", name, factory, summary, **kw)
 
     def add_retriever(self, name: str, factory: Any, summary: str = "", **kw: Any) -> None:

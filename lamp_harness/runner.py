@@ -28,7 +28,7 @@ from lamp_harness.contracts import (
 from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import lamp_home, stable_hash
 from lamp_harness.models import preset_generator_args
-from lamp_harness.options import generator_kwargs, generator_spec, label_settings
+from lamp_harness.options import generation_budget, generator_kwargs, generator_spec, label_settings, make_task
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
@@ -62,6 +62,9 @@ class Matrix:
     personalizer_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     retriever_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     generator_args: Mapping[str, str] = field(default_factory=dict)
+    task_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Task options (``--task-arg``, ``[task-args]``), under ``"*"`` for every task or a task's
+    name; ``max_new_tokens`` among them is the task's generation budget."""
     train_args: Mapping[str, str] = field(default_factory=dict)
     """Overrides of the training settings (epochs, max_steps, batch_size, lr...) used when a
     trainable personalizer is trained before its cell (see ``lamp train --help``)."""
@@ -87,7 +90,8 @@ class CellSpec:
       covers everything that changes predictions, including the versions of the distributions
       that provide the cell's components (see ``versions``).
     - ``label``: the method's display name, ``personalizer[args] / retriever / k=K / model``, then
-      ``beams=N``, ``max-input-tokens=N``, ``prompt-budget=strict`` when not the defaults.
+      ``beams=N``, ``max-input-tokens=N``, ``max-new-tokens=N`` (a user's budget),
+      ``prompt-budget=strict`` when not the defaults.
     - ``task``, ``split``, ``personalizer``, ``retriever`` (``None`` without retrieval), ``k``
       (0 without retrieval), ``generator`` (the generator plugin) and ``model`` (its model, or
       ``None`` for the preset's): registry names.
@@ -98,6 +102,9 @@ class CellSpec:
     - ``versions``: ``(distribution, version)`` pairs of the cell's components' providers.
     - ``base_id``: the cell id without the versions: cells that differ only by plugin versions
       share it (how ``--allow-stale`` finds a cell computed by another version).
+    - ``task_args``: the task's options (``--task-arg``), sorted ``(key, value)`` pairs.
+    - ``max_new_tokens`` and ``budget_source``: the generation budget put on every request and
+      where it comes from (see :func:`lamp_harness.options.generation_budget`).
     """
 
     cell_id: str
@@ -116,6 +123,9 @@ class CellSpec:
     dir: Path
     versions: tuple[tuple[str, str], ...] = ()
     base_id: str = ""
+    task_args: tuple[tuple[str, str], ...] = ()
+    max_new_tokens: int | None = None
+    budget_source: str = "task"
 
 
 @dataclass
@@ -166,6 +176,7 @@ class Runner:
                                   device=distributed.device_for(matrix.device, self.world),
                                   prompt_budget=matrix.prompt_budget)
         self._generators: dict[tuple[str, str | None], Generator] = {}
+        self._checkpoint_stale: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
         self._rankings: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -181,6 +192,8 @@ class Runner:
         self._check_task_data(drafts)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
         self.host.check_components(self._used_components(drafts))
+        for name in dict.fromkeys(d.task for d in drafts):  # a bad --task-arg fails here too
+            self.budget(name)
         for index, draft in enumerate(drafts):
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if cls.retriever_use == "encoder" and draft.retriever:
@@ -328,7 +341,7 @@ class Runner:
         from lamp_harness.data import resolve_dataset
 
         m = self.matrix
-        task = self.registry.create("task", task_name)
+        task = self.task(task_name)
         source = self.data_source_name(task_name)
         dataset = resolve_dataset(task, data=source, data_dir=m.data_dir if source is None else None,
                                   split=m.split, scheme=m.scheme, context=self.context)
@@ -347,13 +360,31 @@ class Runner:
             dataset = self.dataset(task_name)
 
             def rank() -> Mapping[str, Any]:
-                task = self.registry.create("task", task_name)
+                task = self.task(task_name)
                 retriever = self.registry.create("retriever", retriever_name, self.context, **dict(args))
                 return rank_examples(retriever, task, dataset.fingerprint, dataset.examples, self.context)
 
             # Ranked once, by rank 0 (the only writer of the ranking cache), and handed on.
             self._rankings[key] = distributed.on_main(rank, f"ranking {task_name} with {retriever_name}")
         return self._rankings[key]
+
+    def task_args(self, task_name: str) -> tuple[tuple[str, str], ...]:
+        """The task's options: ``--task-arg KEY=VALUE`` for every task, overridden by
+        ``--task-arg TASK:KEY=VALUE`` for this one."""
+        args = dict(self.matrix.task_args.get("*", {}))
+        for name, table in self.matrix.task_args.items():
+            if name != "*" and self.registry.get("task", name).name == task_name:
+                args.update(table)
+        return tuple(sorted(args.items()))
+
+    def task(self, task_name: str) -> Any:
+        """The task built with its options (a bad option is a one-line error)."""
+        return make_task(self.registry, task_name, dict(self.task_args(task_name)))
+
+    def budget(self, task_name: str) -> tuple[int, str]:
+        """The cell's generation budget for this task and its source (see
+        :func:`~lamp_harness.options.generation_budget`)."""
+        return generation_budget(self.task(task_name), self.matrix.generator_args, dict(self.task_args(task_name)))
 
     @staticmethod
     def _retriever_args(m: Matrix, name: str) -> tuple[tuple[str, str], ...]:
@@ -387,6 +418,9 @@ class Runner:
                                     preset_generator_args(self.matrix.preset, self.registry))
         except (ImportError, LampError):  # a broken generator is reported where it is built
             pass
+        budget, source = self.budget(draft.task)
+        if source != "task":  # the user's budget, not the task's: a setting of its own
+            parts.append(f"max-new-tokens={budget}")
         if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
             parts.append(f"prompt-budget={self.matrix.prompt_budget}")
         return " / ".join(parts)
@@ -402,7 +436,7 @@ class Runner:
         return draft.model or draft.generator
 
     def _decode_for(self, task_name: str) -> str:
-        task = self.registry.create("task", task_name)
+        task = self.task(task_name)
         # Label scoring needs a label set: generation tasks always generate.
         return self.matrix.decode if task.labels else "generate"
 
@@ -421,6 +455,13 @@ class Runner:
             "decode": decode, "seed": m.seed, "prompt_budget": m.prompt_budget,
             "checkpoint": str(m.checkpoint) if m.checkpoint else None,
         }
+        targs = self.task_args(draft.task)
+        budget, budget_source = self.budget(draft.task)
+        # Added only when set, so the cells of runs without them keep their ids.
+        if targs:
+            identity["task_args"] = [list(pair) for pair in targs]
+        if budget_source != "task":
+            identity["max_new_tokens"] = budget
         if m.train_args:  # only trained cells' predictions depend on them
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if getattr(cls, "trainable", False):
@@ -434,7 +475,7 @@ class Runner:
         cell_id = f"{slug}-{stable_hash({**identity, 'versions': dict(versions)}, 10)}"
         return CellSpec(cell_id, self._label(draft), draft.task, m.split, draft.personalizer, pargs,
                         draft.retriever, rargs, draft.k, draft.generator, draft.model, gargs, decode,
-                        self.out_dir / cell_id, versions, base_id)
+                        self.out_dir / cell_id, versions, base_id, targs, budget, budget_source)
 
     def component_versions(self, draft: _Draft) -> tuple[tuple[str, str], ...]:
         """``(distribution, version)`` of every package providing one of the cell's components
@@ -468,7 +509,11 @@ class Runner:
             "personalizer": dict(personalizer.describe()) | dict(spec.personalizer_args),
             "retriever": retriever,
             "k": spec.k,
-            "generator": {**dict(generator.describe()), "plugin": spec.generator},
+            "generator": {**dict(generator.describe()), "plugin": spec.generator,
+                          # what every request carried, whatever the generator's own default
+                          "max_new_tokens": spec.max_new_tokens},
+            "generation": {"max_new_tokens": spec.max_new_tokens, "max_new_tokens_from": spec.budget_source},
+            "task_args": dict(spec.task_args),
             "decode": spec.decode,
             "prompt_budget": self.matrix.prompt_budget,
             "preset": self.matrix.preset,
@@ -485,6 +530,8 @@ class Runner:
         """Plan, check and run every cell; returns one summary per cell."""
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
+        if self.matrix.checkpoint is not None:
+            self._check_checkpoint_versions(specs)
         info = RunInfo(self.out_dir, specs, self.matrix, self.context, self.console)
         for warning in self.host.warnings:  # e.g. a hook function missing @hookimpl: it would never run
             self._warn(warning)
@@ -538,6 +585,26 @@ class Runner:
                 results.append(self.run_cell(info, drafts[i], specs[i]))
         self.notify("lamp_run_finished", run=info, results=results)
         return results
+
+    def _check_checkpoint_versions(self, specs: Sequence[CellSpec]) -> None:
+        """A ``--checkpoint`` trained with other versions of the cells' components is refused
+        before any cell runs, or used with ``--allow-stale`` (its cells labelled ``(stale
+        weights)``), exactly like weights trained before a cell."""
+        from lamp_harness import training
+
+        checkpoint = self.matrix.checkpoint
+        assert checkpoint is not None
+        for spec in specs:
+            stale = training.checkpoint_staleness(checkpoint, dict(spec.versions))
+            if stale is None:
+                continue
+            if not self.allow_stale:
+                raise LampError(f"{checkpoint}: the checkpoint was trained with other versions "
+                                f"({stale.changed}) than {spec.label} ({spec.task}) runs with. Train it again "
+                                "with `lamp train` (same options), or pass --allow-stale to use it anyway.")
+            self._warn(f"{spec.label} ({spec.task}): using {checkpoint}, trained with other versions "
+                       f"({stale.changed}), because of --allow-stale")
+            self._checkpoint_stale[spec.cell_id] = stale
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Fire a lifecycle hook; in a data-parallel job only rank 0 reports."""
@@ -613,6 +680,13 @@ class Runner:
                 warn(f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
                      "is predicted again)")
                 store.unfinish()
+            elif problem is None and not self.allow_stale and self._stale_weights(store):
+                # Kept earlier with --allow-stale: without it, the cell follows the versions again.
+                self._warn(f"{spec.label} ({spec.task}): its predictions were made with weights trained "
+                           "by other versions (--allow-stale); recomputing it with weights trained by "
+                           "these versions (pass --allow-stale to keep it)")
+                store.reset()
+                problem = "stale weights"
         finished = distributed.broadcast(problem is None)
         if not finished and not self.force:
             reused = self._reuse_stale(info, spec)
@@ -625,7 +699,7 @@ class Runner:
             return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task,
                     "metrics": metrics, "skipped": True, "dir": str(spec.dir)}
 
-        task = self.registry.create("task", spec.task)
+        task = self.task(spec.task)
         dataset = self.dataset(spec.task)
         generator = self.generator(draft.generator_key)
         personalizer = self.registry.create("personalizer", spec.personalizer, self.context,
@@ -638,16 +712,27 @@ class Runner:
         # Rank 0 first: it fills the embedding cache and trains; the others then only read.
         distributed.main_first(lambda: personalizer.prepare(task, dataset.examples),
                                f"preparing {spec.personalizer}")
-        restore, checkpoint = distributed.main_first(
+        restore, checkpoint, stale = distributed.main_first(
             lambda: self._prepare_training(personalizer, spec, task, generator),
             f"training {spec.personalizer}")
+        if stale is not None:  # weights kept by --allow-stale: the column says so
+            spec = replace(spec, label=f"{spec.label} (stale weights)")
         try:
-            return self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint)
+            return self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint, stale)
         finally:
             restore()
 
+    @staticmethod
+    def _stale_weights(store: CellStore) -> bool:
+        """Whether a finished cell was predicted with weights kept by ``--allow-stale``."""
+        try:
+            return bool(store.read_config().get("stale_weights"))
+        except (LampError, OSError, ValueError):
+            return False
+
     def _predict(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any, dataset: Dataset,
-                 generator: Generator, personalizer: Any, checkpoint: Path | None) -> dict[str, Any]:
+                 generator: Generator, personalizer: Any, checkpoint: Path | None,
+                 stale: Any = None) -> dict[str, Any]:
         rankings = (self.rankings(spec.task, spec.retriever, spec.retriever_args)
                     if spec.retriever and spec.k > 0 else {})
         config = self.resolved_config(spec, personalizer, generator)
@@ -656,6 +741,7 @@ class Runner:
             from lamp_harness.training import recorded_budget
 
             config["training"] = recorded_budget(checkpoint)
+        config["stale_weights"] = stale.describe() if stale is not None else None
         if self.world.is_main:
             store.write_config(config)
 
@@ -679,7 +765,7 @@ class Runner:
             todo = [ex for ex in examples if ex.id not in done_ids]
             new = predict(task, personalizer, generator, todo, store, chunk=chunk,
                           retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
-                          on_batch=reported)
+                          on_batch=reported, max_new_tokens=spec.max_new_tokens)
         done.extend(new)
         # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
         position = {ex.id: i for i, ex in enumerate(examples)}
@@ -731,7 +817,8 @@ class Runner:
             for b in mine:
                 new.extend(predict(task, personalizer, generator, batches[b], shard, chunk=chunk,
                                    retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
-                                   on_batch=lambda batch, _: bar.advance(len(batch))))
+                                   on_batch=lambda batch, _: bar.advance(len(batch)),
+                                   max_new_tokens=spec.max_new_tokens))
         wall = time.perf_counter() - started
         speeds = distributed.gather({"rank": world.rank, "examples": len(new), "wall_s": round(wall, 3),
                                      "examples_per_s": round(len(new) / wall, 3) if wall > 0 and new else None})
@@ -756,13 +843,14 @@ class Runner:
         return distributed.on_main(merge, f"merging {spec.label}'s predictions")
 
     def _prepare_training(self, personalizer: Any, spec: CellSpec, task: Any,
-                          generator: Generator) -> tuple[Callable[[], None], Path | None]:
+                          generator: Generator) -> tuple[Callable[[], None], Path | None, Any]:
         """Load ``--checkpoint`` into the personalizer, or train a trainable one first (cached by
-        config hash). Returns how to undo it (weights fine-tuned into a generator that other cells
-        share are restored after the cell) and the checkpoint used."""
+        config hash and the versions of the components). Returns how to undo it (weights fine-tuned
+        into a generator that other cells share are restored after the cell), the checkpoint used,
+        and, when ``--allow-stale`` kept weights trained by other versions, what made them stale."""
         checkpoint = self.matrix.checkpoint
         if checkpoint is None and not getattr(personalizer, "trainable", False):
-            return (lambda: None), None
+            return (lambda: None), None, None
         from lamp_harness import training
 
         restore: Callable[[], None] = lambda: None  # noqa: E731
@@ -773,16 +861,17 @@ class Runner:
             # An inference engine loads fine-tuned weights itself (it cannot be handed tensors).
             undo = generator.serve_fine_tuned(training.fine_tuned_weights(personalizer, checkpoint))
             if undo is not None:
-                return undo, checkpoint
+                return undo, checkpoint, self._checkpoint_stale.get(spec.cell_id)
         if training.fine_tunes_generator(personalizer):
             module = generator.trainable_module()
             saved = {name: value.detach().clone() for name, value in module.state_dict().items()}
             restore = lambda: module.load_state_dict(saved)  # noqa: E731
+        stale = self._checkpoint_stale.get(spec.cell_id)
         if checkpoint is not None:
             training.load_checkpoint(personalizer, checkpoint, generator=generator)
         else:
-            checkpoint = training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
-        return restore, checkpoint
+            checkpoint, stale = training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
+        return restore, checkpoint, stale
 
 
 def run_matrix(matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,

@@ -111,8 +111,12 @@ def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Pre
     outputs = {p.example_id: p.output for p in predictions if p.example_id in golds}
     wanted = {i: golds[i] for i in outputs}
     per_example = list(task.example_scores(outputs, wanted) or [])
-    if not per_example:
-        return Scored(list(task.score(outputs, wanted, seed=seed)), None)
+    if per_example:
+        results = [metrics.summarize(s, seed=seed) for s in per_example]
+    else:
+        results, per_example = derived_example_scores(task, outputs, wanted, seed=seed)
+        if not per_example:
+            return Scored(results, None)
     ids = per_example[0].ids
     if any(s.ids != ids for s in per_example):
         raise ValueError(f"task {task.name!r}: example_scores returned metrics over different ids")
@@ -124,7 +128,52 @@ def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Pre
         profile_size=tuple(len(by_id[i].profile) for i in ids),
         user=tuple(u or "" for u in users) if all(users) else None,
     )
-    return Scored([metrics.summarize(s, seed=seed) for s in per_example], scores)
+    return Scored(results, scores)
+
+
+def derived_example_scores(task: Any, outputs: Mapping[str, str], golds: Mapping[str, str], *,
+                           seed: int) -> tuple[list[MetricResult], list[ExampleScores]]:
+    """``task.score``'s metrics, and the per-example scores behind them when the task computes
+    them with the helpers of :mod:`lamp_harness.metrics` (else ``[]``).
+
+    The helpers report the rows they summarize (:func:`lamp_harness.metrics.capturing`); each
+    example is scored alone to learn its own row, and the rows are kept only when, combined,
+    they give exactly the values ``task.score`` reports on all the examples (a metric computed
+    some other way, or over examples the task filters, gives no rows rather than wrong ones)."""
+    import math
+
+    import numpy as np
+
+    from lamp_harness import metrics
+
+    with metrics.capturing() as whole:
+        results = list(task.score(outputs, golds, seed=seed))
+    ids = [i for i in golds if i in outputs]
+    behind = {s.name: s for s in whole}
+    if not results or not ids or any(m.name not in behind for m in results):
+        return results, []
+    rows: dict[str, list[Any]] = {m.name: [] for m in results}
+    for i in ids:
+        try:
+            with metrics.capturing(rows_only=True) as alone:
+                task.score({i: outputs[i]}, {i: golds[i]}, seed=seed)
+        except Exception:  # noqa: BLE001  (a metric that cannot score one example has no rows)
+            return results, []
+        found = {s.name: s for s in alone}
+        for m in results:
+            row = found.get(m.name)
+            if row is None or row.statistic != behind[m.name].statistic or len(row.rows) != 1:
+                return results, []
+            rows[m.name].append(np.asarray(row.rows, dtype=np.float64)[0])
+    derived = []
+    for m in results:
+        array = np.asarray(rows[m.name], dtype=np.float64)
+        statistic = behind[m.name].statistic
+        value = float(metrics.combine(statistic, array.sum(axis=0), len(array)))
+        if not math.isclose(value, m.value, rel_tol=1e-9, abs_tol=1e-12):
+            return results, []
+        derived.append(ExampleScores(m.name, m.higher_is_better, statistic, tuple(ids), array))
+    return results, derived
 
 
 def parse_scores(data: Mapping[str, Any], where: str) -> CellScores:
@@ -200,8 +249,10 @@ def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
     kind, _, rest = source.partition(":")
     if not kind:
         raise lamp_error("config.json records no data source", where=str(directory))
+    from lamp_harness.options import make_task
+
     registry = host().registry
-    task = registry.create("task", str(config["task"]))
+    task = make_task(registry, str(config["task"]), dict(config.get("task_args") or {}))
     context = RunContext(lamp_home())
     scheme = str(config.get("scheme") or "user")
     if kind == "local":

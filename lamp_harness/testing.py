@@ -288,7 +288,10 @@ def check_task(task: Task, examples: Sequence[Example] | None = None,
     - the prompt with no items contains the input; prompts stay within the token budget even with
       a long profile (counted with ``tokens``, default :class:`WhitespaceTokens`);
     - perfect predictions score at least as well as wrong ones on every metric, and strictly better
-      on one; ``score`` is deterministic for a seed and counts every example.
+      on one; ``score`` is deterministic for a seed and counts every example;
+    - every metric has per-example scores (from ``example_scores``, or derived from the metric
+      helpers ``score`` uses) that reproduce ``score``'s values: without them a task's cells get no
+      significance marks and no ``--by profile-size|user`` rows.
 
     ``examples`` replaces :func:`sample_examples` for tasks whose inputs need a particular format;
     give each a gold and a profile with the task's ``profile_fields``.
@@ -414,6 +417,35 @@ def _check_scores(who: str, task: Task, examples: Sequence[Example]) -> None:
                 f"but {bad.value} on wrong ones"
             strictly_better |= good.value < bad.value
     assert strictly_better, f"{who}: no metric tells perfect predictions from wrong ones"
+    half = {i: (g if n % 2 else _wrong_answer(task, g)) for n, (i, g) in enumerate(golds.items())}
+    for predictions in (dict(golds), half):
+        _check_example_scores(who, task, examples, predictions)
+
+
+def _check_example_scores(who: str, task: Task, examples: Sequence[Example],
+                          predictions: Mapping[str, str]) -> None:
+    from lamp_harness.contracts import Prediction
+    from lamp_harness.metrics import summarize
+    from lamp_harness.scores import score_cell
+
+    done = [Prediction(i, output, output) for i, output in predictions.items()]
+    scored = score_cell(task, examples, done, seed=0)
+    assert scored.scores is not None, (
+        f"{who} offers no per-example scores: compute its metrics in score() with the helpers of "
+        "lamp_harness.metrics (accuracy, macro_f1, mae, rmse, rouge, summarize, mean_metric), or "
+        "override example_scores(); without them its cells get no significance marks and no "
+        "--by profile-size|user rows")
+    reported = {m.name: m for m in task.score(dict(predictions), {e.id: e.gold for e in examples
+                                                                 if e.gold is not None}, seed=0)}
+    for scores in scored.scores.metrics:
+        assert scores.name in reported, \
+            f"{who}: per-example scores of {scores.name!r}, a metric score() does not report"
+        value = summarize(scores).value
+        assert math.isclose(value, reported[scores.name].value, rel_tol=1e-9, abs_tol=1e-12), \
+            f"{who}: the per-example scores of {scores.name!r} give {value}, score() says " \
+            f"{reported[scores.name].value}"
+    missing = sorted(set(reported) - {s.name for s in scored.scores.metrics})
+    assert not missing, f"{who}: metric(s) {', '.join(missing)} have no per-example scores"
 
 
 def _score(who: str, task: Task, predictions: dict[str, str], golds: Mapping[str, str]) -> list[MetricResult]:

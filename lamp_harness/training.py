@@ -63,7 +63,7 @@ from lamp_harness.contracts import (
 from lamp_harness.distributed import World, device_for
 from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash, writing
-from lamp_harness.options import generator_kwargs, generator_spec
+from lamp_harness.options import generation_budget, generator_kwargs, generator_spec, make_task
 from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
 from lamp_harness.scores import score_cell
@@ -125,13 +125,19 @@ class TrainConfig:
     save_every: int = 50
     device: str = "auto"
     prompt_budget: str = "official"
+    task_args: Mapping[str, str] = field(default_factory=dict)
+    """The task's options (``--task-arg``), as a cell of ``lamp run`` has them."""
 
     def identity(self) -> dict[str, Any]:
         """The fields that change the trained weights (not where or how often it is saved, nor
-        the evaluation)."""
+        the evaluation). The versions of the components are added by :func:`training_identity`."""
         data = asdict(self)
         for key in ("save_every", "eval_limit", "device", "eval_split"):
             data.pop(key)
+        if self.task_args:  # absent when empty: trainings without options keep their identity
+            data["task_args"] = dict(sorted(self.task_args.items()))
+        else:
+            data.pop("task_args")
         data["personalizer_args"] = dict(sorted(self.personalizer_args.items()))
         data["retriever_args"] = dict(sorted(self.retriever_args.items()))
         data["generator_args"] = dict(sorted(self.generator_args.items()))
@@ -429,6 +435,38 @@ class _Session:
     train_data: Dataset
     eval_data: Dataset | None
     identity: str
+    base_identity: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+
+def component_versions(config: TrainConfig) -> dict[str, str]:
+    """``{distribution: version}`` of every installed package providing a component that shapes
+    the trained weights: the task, the personalizer, the generator, the retriever and the data
+    source. A plugin upgrade changes them, hence the training's identity: its weights are retrained
+    (or kept with ``--allow-stale``), exactly like the cells computed with them."""
+    from lamp_harness.data import DEFAULT_SOURCE
+    from lamp_harness.registry import host
+
+    registry = host().registry
+    plugin, _ = generator_spec(config.generator, registry.names("generator"))
+    wanted = [("task", config.task), ("personalizer", config.personalizer), ("generator", plugin)]
+    if config.retriever:
+        wanted.append(("retriever", config.retriever))
+    if config.data_dir is None:
+        declared = getattr(registry.get("task", config.task).load(), "data_source", None)
+        wanted.append(("data_source", config.data or declared or DEFAULT_SOURCE))
+    return dict(sorted({registry.provider(kind, name) for kind, name in wanted}))
+
+
+def training_identity(config: TrainConfig, train_data: Dataset) -> tuple[str, str, dict[str, str]]:
+    """``(identity, base identity, versions)`` of a training run: the identity hashes the settings
+    that change the weights, the training data and the components' versions
+    (:func:`component_versions`); the base identity leaves the versions out, so trainings that
+    differ only by versions share it (how ``--allow-stale`` finds weights trained by another
+    version; it is also the whole identity of trainings from before versions were recorded)."""
+    base = {"config": config.identity(), "data": train_data.fingerprint}
+    versions = component_versions(config)
+    return stable_hash({**base, "versions": versions}, 16), stable_hash(base, 16), versions
 
 
 def _session(config: TrainConfig, context: RunContext, *, generator: Generator | None = None,
@@ -437,11 +475,14 @@ def _session(config: TrainConfig, context: RunContext, *, generator: Generator |
 
     config.validate()
     registry = host().registry
-    task = task or registry.create("task", config.task)
+    task = task or make_task(registry, config.task, config.task_args)
     pcls = (type(personalizer) if personalizer is not None
             else registry.get("personalizer", config.personalizer).load())
     config = resolve_retriever(config, pcls)
     train_data, eval_data = load_training_data(config, task, context)
+    # Computed as training_dir computes it (before the official epochs fill in an unset count), so
+    # a cache folder's name and its config.json agree.
+    identity, base_identity, versions = training_identity(config, train_data)
     if generator is None:
         plugin, model = generator_spec(config.generator, registry.names("generator"))
         factory = registry.get("generator", plugin).load()
@@ -466,9 +507,8 @@ def _session(config: TrainConfig, context: RunContext, *, generator: Generator |
         official = getattr(personalizer, "official_epochs", None)
         config = replace(config, epochs=official(task) if official is not None else DEFAULT_EPOCHS)
     trainable = as_trainable(personalizer, generator)
-    identity = stable_hash({"config": config.identity(), "data": train_data.fingerprint}, 16)
     return _Session(config, context, task, generator, personalizer, trainable, train_data, eval_data,
-                    identity)
+                    identity, base_identity, versions)
 
 
 def resolved_config(session: _Session) -> dict[str, Any]:
@@ -483,10 +523,13 @@ def resolved_config(session: _Session) -> dict[str, Any]:
 
     return {
         "identity": session.identity,
+        "base_identity": session.base_identity,
+        "component_versions": dict(session.versions),
         "train_config": {**asdict(session.config),
                          "personalizer_args": dict(session.config.personalizer_args),
                          "retriever_args": dict(session.config.retriever_args),
-                         "generator_args": dict(session.config.generator_args)},
+                         "generator_args": dict(session.config.generator_args),
+                         "task_args": dict(session.config.task_args)},
         "task": session.task.name,
         "personalizer": dict(session.personalizer.describe()),
         "generator": dict(session.generator.describe()),
@@ -1156,11 +1199,12 @@ def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console
     store.write_config({**resolved_config(session), "split": data.split})
     retrieved = retrieve(session.config, session.task, data, session.context)
     batch_size = getattr(session.generator, "batch_size", None) or batch_size
+    budget, _ = generation_budget(session.task, session.config.generator_args, session.config.task_args)
     started = time.perf_counter()
     with ProgressBar(console, progress, "evaluating", len(data.examples)) as bar:
         predictions = predict(session.task, session.personalizer, session.generator, data.examples, store,
                               chunk=batch_size, retrieved=lambda ex: retrieved[ex.id],
-                              on_batch=lambda batch, _: bar.advance(len(batch)))
+                              on_batch=lambda batch, _: bar.advance(len(batch)), max_new_tokens=budget)
     wall = time.perf_counter() - started
     scored = score_cell(session.task, data.examples, predictions, seed=session.config.seed)
     store.write_results(session.task.name, data.split, scored.metrics,
@@ -1179,17 +1223,75 @@ def checkpoint_home() -> Path:
     return lamp_home() / "checkpoints"
 
 
-def training_dir(config: TrainConfig, context: RunContext | None = None) -> Path:
-    """The cache folder of ``config``'s training run (named by its identity hash, data included)."""
+def _identities(config: TrainConfig, context: RunContext | None) -> tuple[str, str, dict[str, str]]:
     from lamp_harness.registry import host
 
     context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
                                     device=config.device, prompt_budget=config.prompt_budget)
-    task = host().registry.create("task", config.task)
+    task = make_task(host().registry, config.task, config.task_args)
     train_data, _ = load_training_data(replace(config, eval_split=None), task, context)
-    identity = stable_hash({"config": config.identity(), "data": train_data.fingerprint}, 16)
-    slug = f"{config.task}-{config.personalizer}".replace("+", "plus")
-    return checkpoint_home() / f"{slug}-{identity}"
+    return training_identity(config, train_data)
+
+
+def _slug(config: TrainConfig) -> str:
+    return f"{config.task}-{config.personalizer}".replace("+", "plus")
+
+
+def training_dir(config: TrainConfig, context: RunContext | None = None) -> Path:
+    """The cache folder of ``config``'s training run (named by its identity hash: settings, data
+    and the versions of its components)."""
+    identity, _, _ = _identities(config, context)
+    return checkpoint_home() / f"{_slug(config)}-{identity}"
+
+
+@dataclass(frozen=True)
+class StaleWeights:
+    """A finished training of the same settings and data by other versions of its components."""
+
+    checkpoint: Path
+    changed: str
+    """What differs, e.g. ``"lamp-toys 0.1 -> 0.2"`` (``"unrecorded"`` for a training from before
+    versions were recorded)."""
+
+    def describe(self) -> dict[str, str]:
+        """What a cell's ``config.json`` records of the stale weights it used."""
+        return {"checkpoint": str(self.checkpoint), "changed": self.changed}
+
+
+def stale_weights(config: TrainConfig, context: RunContext | None = None) -> StaleWeights | None:
+    """A finished training under ``$LAMP_HOME/checkpoints`` that differs from ``config``'s only by
+    the versions of its components (same base identity), or ``None``."""
+    identity, base, versions = _identities(config, context)
+    for folder in sorted(checkpoint_home().glob(f"{_slug(config)}-*")):
+        if folder.name.endswith(f"-{identity}"):
+            continue
+        try:
+            recorded = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        # Trainings from before versions were recorded are named by their base identity.
+        if recorded.get("base_identity") != base and not folder.name.endswith(f"-{base}"):
+            continue
+        found = latest_checkpoint(folder)
+        if found is None or not _read_checkpoint_json(found / STATE).get("finished"):
+            continue
+        old = dict(recorded.get("component_versions") or {})
+        changed = ", ".join(f"{d} {old.get(d, '?')} -> {v}" for d, v in versions.items() if old.get(d) != v)
+        return StaleWeights(found, changed if old else "unrecorded")
+    return None
+
+
+def checkpoint_staleness(checkpoint: Path, versions: Mapping[str, str]) -> StaleWeights | None:
+    """For a ``--checkpoint``: what differs between the versions it was trained with and
+    ``versions`` (the installed ones of a cell's components; only distributions both record are
+    compared), or ``None`` when nothing does or the checkpoint records no versions."""
+    try:
+        recorded = dict(read_checkpoint_config(checkpoint).get("component_versions") or {})
+    except LampError:  # no readable config: load_checkpoint says what is wrong with it
+        return None
+    changed = [f"{d} {recorded[d]} -> {v}" for d, v in sorted(versions.items())
+               if d in recorded and recorded[d] != v]
+    return StaleWeights(resolve_checkpoint(checkpoint), ", ".join(changed)) if changed else None
 
 
 def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
@@ -1197,6 +1299,17 @@ def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
                    progress: bool = True, console: Any = None) -> Path:
     """The newest checkpoint of ``config``'s finished training run under
     ``$LAMP_HOME/checkpoints``, training (or resuming) first when it is missing or unfinished."""
+    return _ensure_trained(config, context=context, generator=generator, personalizer=personalizer,
+                           progress=progress, console=console)[0]
+
+
+def _ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
+                    generator: Generator | None = None, personalizer: Personalizer | None = None,
+                    progress: bool = True, console: Any = None,
+                    allow_stale: bool = False) -> tuple[Path, StaleWeights | None]:
+    """:func:`ensure_trained`; with a training of other versions of the components found
+    (:func:`stale_weights`), its weights are kept when ``allow_stale`` (and returned as stale),
+    else the settings are trained again, with a warning either way."""
     context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
                                     device=config.device, prompt_budget=config.prompt_budget)
     from lamp_harness.registry import host
@@ -1207,9 +1320,19 @@ def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
     directory = training_dir(config, context)
     found = latest_checkpoint(directory)
     if found is not None and _read_checkpoint_json(found / STATE).get("finished"):
-        return found
+        return found, None
+    stale = stale_weights(config, context)
+    if stale is not None and allow_stale:
+        warn(f"{config.personalizer} on {config.task}: keeping the weights {stale.checkpoint}, trained with "
+             f"other versions ({stale.changed}), because of --allow-stale; its cells are labelled "
+             "'(stale weights)'")
+        return stale.checkpoint, stale
+    if stale is not None:
+        warn(f"{config.personalizer} on {config.task}: the weights {stale.checkpoint} were trained with "
+             f"other versions ({stale.changed}); training again into {directory} (pass --allow-stale "
+             "to keep the old weights)")
     return train(config, directory, context=context, generator=generator, personalizer=personalizer,
-                 progress=progress, console=console).checkpoint
+                 progress=progress, console=console).checkpoint, None
 
 
 _OVERRIDABLE = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
@@ -1235,13 +1358,14 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, str]) -> TrainCo
 
 
 def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, task: Task,
-                            generator: Generator) -> Path:
+                            generator: Generator) -> tuple[Path, StaleWeights | None]:
     """Train a cell's personalizer on the ``train`` split of the cell's data (cached by
     configuration under ``$LAMP_HOME/checkpoints``) and load the weights into it.
 
     Called by the runner for trainable personalizers when no ``--checkpoint`` is given. Data without
     a train split (e.g. the real LaMP-7 dev file) needs an explicit ``lamp train --train-users``
-    run and ``--checkpoint``.
+    run and ``--checkpoint``. Returns the checkpoint, and what made it stale when the runner's
+    ``--allow-stale`` kept weights trained with other versions of the components.
     """
     matrix = runner.matrix
     if spec.split == "train":
@@ -1264,14 +1388,16 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
         generator=model, generator_args=dict(generator_args), preset=matrix.preset,
         data=source, data_dir=str(matrix.data_dir) if matrix.data_dir and source is None else None,
         scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device,
-        prompt_budget=getattr(matrix, "prompt_budget", "official"))
+        prompt_budget=getattr(matrix, "prompt_budget", "official"), task_args=dict(spec.task_args))
     config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
     try:
-        checkpoint = ensure_trained(config, context=runner.context, generator=train_generator,
-                                    personalizer=train_personalizer, progress=getattr(runner, "progress", True),
-                                    console=getattr(runner, "console", None))
+        checkpoint, stale = _ensure_trained(config, context=runner.context, generator=train_generator,
+                                            personalizer=train_personalizer,
+                                            progress=getattr(runner, "progress", True),
+                                            console=getattr(runner, "console", None),
+                                            allow_stale=getattr(runner, "allow_stale", False))
     except FileNotFoundError as exc:  # pragma: no cover - data sources raise LampErrors
         raise lamp_error(f"no train split to train {spec.personalizer!r} on: {exc}",
                          fix="Run `lamp train ... --train-users 0.67` and pass --checkpoint.") from exc
     load_checkpoint(personalizer, checkpoint, generator=generator)
-    return checkpoint
+    return checkpoint, stale

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from lamp_harness import metrics
 from lamp_harness.contracts import (
     Example,
     Generation,
@@ -76,7 +77,8 @@ class ParaphraseTask(Task):
         for i in ids:
             p, g = set(predictions[i].split()), set(golds[i].split())
             overlaps.append(len(p & g) / max(1, len(p | g)))
-        return [MetricResult("overlap", sum(overlaps) / len(ids), True, n=len(ids))]
+        # A helper of lamp_harness.metrics: the harness then has per-example scores too.
+        return [metrics.mean_metric("overlap", overlaps, higher_is_better=True, seed=seed)]
 
 
 class LabelTask(ParaphraseTask):
@@ -92,9 +94,9 @@ class LabelTask(ParaphraseTask):
 
     def score(self, predictions, golds, *, seed=0):
         ids = [i for i in golds if i in predictions]
-        accuracy = sum(predictions[i] == golds[i] for i in ids) / len(ids)
-        return [MetricResult("accuracy", accuracy, True, n=len(ids)),
-                MetricResult("error-rate", 1 - accuracy, False, n=len(ids))]
+        wrong = [float(predictions[i] != golds[i]) for i in ids]
+        return [metrics.accuracy([predictions[i] for i in ids], [golds[i] for i in ids], seed=seed),
+                metrics.mean_metric("error-rate", wrong, higher_is_better=False, seed=seed)]
 
 
 @pytest.fixture

@@ -55,6 +55,8 @@ def test_the_generated_components_are_listed_and_run_end_to_end(starter, tmp_pat
     assert all(c["generator"]["batch_size"] == 8 for c in configs)  # --batch-size auto: the generator's default
     trained = [c for c in configs if c["personalizer"]["name"] == "starter-trainable"]
     assert trained[0]["checkpoint"]  # trained before its cell
+    # The scaffold's task scores with the metric helpers: its cells get per-example scores.
+    assert all((out / c["cell_id"] / "scores.json").is_file() for c in configs)
     lines = (out / "starter-cells.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2 and all("accuracy" in json.loads(line)["metrics"] for line in lines)
 

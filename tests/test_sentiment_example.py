@@ -51,6 +51,8 @@ def test_one_matrix_runs_the_plugin_task_on_its_own_data_next_to_a_built_in_task
                for c in (json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json"))}
     assert set(configs) == {("toy-sentiment", "none"), ("toy-sentiment", "ipa"), ("lamp-7", "none"), ("lamp-7", "ipa")}
     assert configs[("toy-sentiment", "ipa")]["data"]["source"] == "toy-sentiment:v1"
+    # The example task scores with the metric helpers: its cells get per-example scores.
+    assert all((out / c["cell_id"] / "scores.json").is_file() for c in configs.values())
     assert configs[("lamp-7", "ipa")]["data"]["source"] == "demo:v1"
     assert configs[("toy-sentiment", "ipa")]["component_versions"]["lamp-sentiment-example"] == "0.2.0"
     assert any("takes no 'num_beams'" in note for note in configs[("toy-sentiment", "ipa")]["preset_notes"])

@@ -269,7 +269,9 @@ def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_
     main(run)
     main([*run, "--checkpoint", str(result.directory)])
     labels = {json.loads(p.read_text())["label"] for p in (tmp_path / "runs").glob("*/config.json")}
-    assert labels == {f"none / {tiny_llama_dir}", f"none (fine-tuned) / {tiny_llama_dir}"}
+    # The budget asked for is applied, hence in the label.
+    assert labels == {f"none / {tiny_llama_dir} / max-new-tokens=4",
+                      f"none (fine-tuned) / {tiny_llama_dir} / max-new-tokens=4"}
     assert len(collect_cells([tmp_path / "runs"]).cells) == 2  # neither replaces the other
     # the fine-tuned cell records how its weights were trained, and the leaderboard says it
     (tuned,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/config.json")

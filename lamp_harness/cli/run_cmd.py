@@ -167,6 +167,7 @@ CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "retriever-args": (_table, "a table, e.g. [retriever-args.bm25]"),
     "personalizer-args": (_table, "a table, e.g. [personalizer-args.pplug]"),
     "generator-args": (_table, "a table, e.g. [generator-args]"),
+    "task-args": (_table, "a table, e.g. [task-args] or [task-args.lamp-7]"),
     "train-args": (_table, "a table, e.g. [train-args]"),
     "group": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
               "an array of tables ([[group]])"),
@@ -280,7 +281,15 @@ def run(
                                                "--personalizer-arg pplug:aggregation=mean"),
     generator_arg: list[str] = typer.Option([], "--generator-arg",
                                             help="KEY=VALUE passed to the model loader / generate "
-                                            "(repeatable), e.g. --generator-arg dtype=bfloat16"),
+                                            "(repeatable), e.g. --generator-arg dtype=bfloat16. "
+                                            "max_new_tokens=N is the generation budget of every task "
+                                            "(it wins over each task's default)."),
+    task_arg: list[str] = typer.Option([], "--task-arg",
+                                       help="KEY=VALUE option of every task, or TASK:KEY=VALUE of one "
+                                       "(repeatable). Every task takes max_new_tokens=N (its generation "
+                                       "budget; wins over --generator-arg max_new_tokens); an unknown key is "
+                                       "refused with the task's valid ones. Recorded in config.json and the "
+                                       "cell id."),
     train_arg: list[str] = typer.Option([], "--train-arg",
                                         help="KEY=VALUE training setting for trainable methods trained "
                                         "before their cell (epochs, max_steps, batch_size, lr, limit...), "
@@ -377,6 +386,7 @@ def run(
         return merged
 
     where = str(config) if config else "lamp run"
+    task_args = tables(cfg, "task-args", task_arg, "--task-arg")
     groups = cfg.get("group", [])
     if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
         raise lamp_error("group must be an array of tables ([[group]])", where=where,
@@ -419,6 +429,7 @@ def run(
         decode=decode_value,
         prompt_budget=budget_value,
         generator_args=gen_args,
+        task_args=task_args,
         train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
                     **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,

@@ -47,6 +47,9 @@ def train(
     personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
                                                help="KEY=VALUE (repeatable), e.g. --personalizer-arg "
                                                "aggregation=mean."),
+    task_arg: list[str] = typer.Option([], "--task-arg",
+                                       help="KEY=VALUE option of the task (repeatable), as in `lamp run`; "
+                                       "max_new_tokens=N is the evaluation's generation budget."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Passes over the training data. [default: the "
                                "method's official count: 2, PPlug on LaMP-3 1]"),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
@@ -115,14 +118,16 @@ def train(
         eval_split=None if eval_split.strip().lower() in ("", "none") else eval_split,
         train_users=train_users, limit=limit, eval_limit=eval_limit, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        seed=seed, save_every=save_every, device=device, prompt_budget=checked_budget(prompt_budget))
+        seed=seed, save_every=save_every, device=device, prompt_budget=checked_budget(prompt_budget),
+        task_args=parse_kv(task_arg, "--task-arg"))
     check_device(device)
     config.validate()
+    from lamp_harness.options import make_task
     from lamp_harness.registry import host
 
     registry = host().registry
     registry.get("preset", preset)  # typos fail here, before any work
-    registry.get("task", task)
+    make_task(registry, task, config.task_args)  # an unknown or bad task option too
     registry.get("personalizer", personalizer)
     if out is not None:
         writable_dir(out, "--out")
