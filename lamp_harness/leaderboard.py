@@ -249,7 +249,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
 
 NOT_A_SETTING = frozenset({"name", "plugin", "device", "engine", "engine_args", "substitutes", "source",
                            "batch_size", "base_url", "concurrency", "rpm", "tpm", "api_key_env", "timeout",
-                           "max_retries", "cache"})
+                           "max_retries", "cache", "world_size"})
 """Recorded component fields that say where or how fast a cell ran, not what it computed: cells
 that differ only in them are the same method (a rerun on another machine, with another vLLM, at
 another rate limit)."""
@@ -261,7 +261,8 @@ out: its path differs from machine to machine for the same weights.)"""
 
 def _settings(config: Mapping[str, Any]) -> dict[str, str]:
     """The output-changing settings a cell's ``config.json`` records for its generator, retriever
-    and personalizer, and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
+    and personalizer, the training of its weights (``training``: batch, accumulation, steps...),
+    and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
     '"bfloat16"', "retriever.k1": "1.2", "seed": "1", ...}`` (values as JSON)."""
     flat: dict[str, str] = {}
 
@@ -273,7 +274,7 @@ def _settings(config: Mapping[str, Any]) -> dict[str, str]:
         else:
             flat[path] = json.dumps(value, sort_keys=True, default=str)
 
-    for part in ("generator", "retriever", "personalizer"):
+    for part in ("generator", "retriever", "personalizer", "training"):
         if isinstance(config.get(part), Mapping):
             walk(config[part], part)
     for name in RUN_SETTINGS:
