@@ -287,7 +287,7 @@ def test_the_official_placeholder_input_is_the_harness_prompt(context, demo_t5_d
         assert ids[2:] == generator.tokenizer(pplug.llm_input(example))["input_ids"]
 
 
-@pytest.mark.parametrize("task_name", ["lamp-1", "lamp-3", "lamp-7"])
+@pytest.mark.parametrize("task_name", ["lamp-1", "lamp-2", "lamp-3", "lamp-4", "lamp-5", "lamp-7"])
 def test_forward_equals_the_official_code_with_the_same_weights(task_name, context, demo_t5_dir,
                                                                 bert_encoder_dir) -> None:
     """The training loss of the harness equals ``PersonalLLM.forward`` run on the official
