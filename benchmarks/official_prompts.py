@@ -28,7 +28,7 @@ per data set and task), with the versions on both sides. The committed summary
         --lamp-commit 38c9d4d87629 --official-python /tmp/lamp-official/bin/python \\
         --tokenizer smollm2=smollm2-135m-instruct --tokenizer minilm=minilm --end-token smollm2 \\
         --real LaMP-7=../shared/lamp-data/LaMP-7/user --real LaMP-1=../shared/lamp-data/LaMP-1/user \\
-        --real-budgets 64,256 --summary benchmarks/results/official_prompts.md
+        --summary benchmarks/results/official_prompts.md
 
 (``/tmp/lamp-src``: ``git clone https://github.com/LaMP-Benchmark/LaMP /tmp/lamp-src``.)
 """
@@ -179,7 +179,9 @@ def tokenizer_folder(spec: str) -> Path:
     return Path(resolve_model(role, RunContext(lamp_home=lamp_home()), spec).path)
 
 
-def harness_side(jobs: list[dict], official: dict) -> collections.Counter:
+def harness_side(jobs: list[dict]) -> dict[str, list]:
+    """The harness's prompt and top-k list of every (job, question, k, L), keyed like the official
+    side's (computed while the official side runs)."""
     from lamp_plugins.bm25 import okapi_scores, ranking_from_scores
     from transformers import AutoTokenizer
 
@@ -187,7 +189,7 @@ def harness_side(jobs: list[dict], official: dict) -> collections.Counter:
     from lamp_harness.registry import host
     from lamp_harness.tokens import HFTokenCounter
 
-    stats: collections.Counter = collections.Counter()
+    out: dict[str, list] = {}
     for job in jobs:
         tokens = HFTokenCounter(AutoTokenizer.from_pretrained(job["tokenizer"]))
         task = host().registry.create("task", NAMES[job["task"]])
@@ -199,15 +201,24 @@ def harness_side(jobs: list[dict], official: dict) -> collections.Counter:
         rankings = [ranking_from_scores(s) for s in scores]
         for k in job["ks"]:
             for budget in job["budgets"]:
-                group = (job["data"], job["name"], job["task"], k, budget)
                 for example, ranking in zip(examples, rankings, strict=True):
-                    want_prompt, want_top = official["|".join((job["name"], job["data"], job["task"], example.id,
-                                                               str(k), str(budget)))]
-                    top = list(ranking[:k])
+                    top = [int(i) for i in ranking[:k]]
                     prompt = task.prompt(example, [example.profile[i] for i in top], tokens, budget)
-                    stats[group, "n"] += 1
-                    stats[group, "top"] += top == want_top
-                    stats[group, "prompt"] += prompt == want_prompt
+                    out["|".join((job["name"], job["data"], job["task"], example.id, str(k), str(budget)))] = \
+                        [prompt, top]
+    return out
+
+
+def compare(ours: dict[str, list], official: dict[str, list]) -> collections.Counter:
+    """Per (data set, tokenizer, task, k, L): questions, identical top-k lists, identical prompts."""
+    stats: collections.Counter = collections.Counter()
+    for key, (prompt, top) in ours.items():
+        name, data, task, _, k, budget = key.split("|")
+        want_prompt, want_top = official[key]
+        group = (data, name, task, int(k), int(budget))
+        stats[group, "n"] += 1
+        stats[group, "top"] += top == want_top
+        stats[group, "prompt"] += prompt == want_prompt
     return stats
 
 
@@ -286,8 +297,8 @@ def main() -> None:
                         help="NAME of a --tokenizer to add a T5-style variant NAME+eos of (repeatable)")
     parser.add_argument("--real", action="append", default=[],
                         help="TASK=FOLDER with real *_questions.json, e.g. LaMP-7=DIR (repeatable)")
-    parser.add_argument("--budgets", default="8,12,16,24,32,48,64,256", help="L for the synthetic records")
-    parser.add_argument("--real-budgets", default="16,64,256", help="L for the real records")
+    parser.add_argument("--budgets", default="8,16,24,32,64,256", help="L for the synthetic records")
+    parser.add_argument("--real-budgets", default="64,256", help="L for the real records")
     parser.add_argument("--ks", default="1,2,4")
     parser.add_argument("--summary", type=Path, help="also write the comparison as Markdown here")
     args = parser.parse_args()
@@ -322,12 +333,19 @@ def main() -> None:
         (work / "official_side.py").write_text(OFFICIAL_SIDE)
         (work / "stub").mkdir()
         (work / "stub" / "torch.py").write_text('"""Stub: the prompt code imports torch for Contriever only."""\n')
-        subprocess.run([args.official_python, str(work / "official_side.py"), str(args.lamp_repo / "LaMP"),
-                        str(work / "jobs.json"), str(work / "official.json"), str(work / "stub")], check=True,
-                       stdout=subprocess.DEVNULL)
+        # The two sides run at the same time (two processes); the comparison waits for both.
+        official_run = subprocess.Popen([args.official_python, str(work / "official_side.py"),
+                                         str(args.lamp_repo / "LaMP"), str(work / "jobs.json"),
+                                         str(work / "official.json"), str(work / "stub")],
+                                        stdout=subprocess.DEVNULL)
+        try:
+            ours = harness_side(jobs)
+        finally:
+            if official_run.wait() != 0:
+                raise SystemExit(f"the official side failed (exit code {official_run.returncode})")
         official = json.loads((work / "official.json").read_text())
         versions = official.pop("__versions__")
-        stats = harness_side(jobs, official)
+        stats = compare(ours, official)
     total: collections.Counter = collections.Counter()
     for group in sorted({g for g, _ in stats}):
         n, top, prompt = stats[group, "n"], stats[group, "top"], stats[group, "prompt"]
