@@ -58,6 +58,19 @@ def test_lamp3_with_the_pplug_papers_scorer(tmp_path, capsys):
     capsys.readouterr()
     assert _run([*argv, "--task-arg", "scorer=paper"]) == 2
     assert "scorer='paper' is not lamp or pplug" in capsys.readouterr().err
+    # A submission: the option names its task (the others are scored as usual).
+    for folder, outputs in (("g", {"1": "1", "2": "5"}), ("p", {"1": "maybe 2", "2": "x"})):
+        write_outputs(tmp_path / folder / "LaMP_3.json", "LaMP_3", outputs)
+        write_outputs(tmp_path / folder / "LaMP_7.json", "LaMP_7", {"1": "a b"})
+    submission = ["evaluate", "--submission", str(tmp_path / "p"), "--golds", str(tmp_path / "g"),
+                  "--out", str(out)]
+    assert _run([*submission, "--task-arg", "lamp-3:scorer=pplug"]) == 0
+    mae = next(m for m in json.loads(out.read_text())["tasks"]["LaMP_3"]["metrics"] if m["name"].lower() == "mae")
+    assert mae["value"] == pytest.approx((1 + 4) / 2)  # "maybe 2" -> 2, "x" -> 1.0
+    assert json.loads(out.read_text())["task_args"] == {"lamp_3:scorer": "pplug"}
+    capsys.readouterr()
+    assert _run([*submission, "--task-arg", "scorer=pplug"]) == 2
+    assert "with --submission, name the task" in capsys.readouterr().err
     write_outputs(golds, "LaMP_7", {"1": "a"})
     write_outputs(preds, "LaMP_7", {"1": "a"})
     assert _run([*argv, "--task-arg", "scorer=pplug"]) == 2

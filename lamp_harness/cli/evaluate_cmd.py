@@ -131,7 +131,7 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
     """``task`` rebuilt with its ``--task-arg`` options: ``KEY=VALUE``, or ``NAME:KEY=VALUE`` for
     the task NAME only (the only form with ``scoped``, a submission of several tasks). A task that
     takes no options is a one-line error."""
-    from lamp_harness.registry import host
+    from lamp_harness.registry import host, normalize
 
     args = {}
     for key, value in task_args.items():
@@ -139,7 +139,7 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
         if not name and scoped:
             raise lamp_error(f"--task-arg {key}={value}: with --submission, name the task",
                              fix=f"Write --task-arg TASK:{key}={value}, e.g. lamp-3:{key}={value}.")
-        if not name or name == task.name:
+        if not name or normalize(name) == normalize(task.name):
             args[option] = value
     if not args:
         return task
@@ -226,7 +226,8 @@ def _evaluate_submission(golds_path: Path, submission_path: Path, seed: int, req
                          where=str(submission_path),
                          fix="Check the files' \"task\" fields (e.g. \"LaMP_3\").")
     result = {"golds": str(golds_path), "submission": str(submission_path), "tasks": scored,
-              "missing": missing, "without_golds": unmatched, "failed": failed}
+              "missing": missing, "without_golds": unmatched, "failed": failed,
+              **({"task_args": task_args} if task_args else {})}
     return result, rows
 
 
