@@ -230,6 +230,7 @@ def _official_tokenizers(model_dir, encoder_dir):
 # -- the tests -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_name", sorted(TASK_IDS))
 def test_inputs_equal_the_official_input_handling(task_name, context, demo_t5_dir, bert_encoder_dir) -> None:
     """Every text and token id PPlug builds from an example, on the demo data of every task and at
@@ -271,6 +272,7 @@ def test_inputs_equal_the_official_input_handling(task_name, context, demo_t5_di
             assert ours_history == [texts[i - 1] for i in his_id if i]
 
 
+@pytest.mark.slow
 def test_the_official_placeholder_input_is_the_harness_prompt(context, demo_t5_dir, bert_encoder_dir) -> None:
     """``[INST][SPC]`` + the cut input (``max_length = L + 10``): without the two placeholders
     (whose embeddings are overwritten by ``I`` and ``P``), the ids the harness's T5 encodes."""
@@ -287,6 +289,7 @@ def test_the_official_placeholder_input_is_the_harness_prompt(context, demo_t5_d
         assert ids[2:] == generator.tokenizer(pplug.llm_input(example))["input_ids"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["lamp-1", "lamp-2", "lamp-3", "lamp-4", "lamp-5", "lamp-7"])
 def test_forward_equals_the_official_code_with_the_same_weights(task_name, context, demo_t5_dir,
                                                                 bert_encoder_dir) -> None:
