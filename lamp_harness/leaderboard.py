@@ -249,7 +249,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
 
 NOT_A_SETTING = frozenset({"name", "plugin", "device", "engine", "engine_args", "substitutes", "source",
                            "batch_size", "base_url", "concurrency", "rpm", "tpm", "api_key_env", "timeout",
-                           "max_retries", "cache", "world_size"})
+                           "max_retries", "cache"})
 """Recorded component fields that say where or how fast a cell ran, not what it computed: cells
 that differ only in them are the same method (a rerun on another machine, with another vLLM, at
 another rate limit)."""
@@ -261,8 +261,7 @@ out: its path differs from machine to machine for the same weights.)"""
 
 def _settings(config: Mapping[str, Any]) -> dict[str, str]:
     """The output-changing settings a cell's ``config.json`` records for its generator, retriever
-    and personalizer, the training of its weights (``training``: batch, accumulation, steps...),
-    and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
+    and personalizer, and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
     '"bfloat16"', "retriever.k1": "1.2", "seed": "1", ...}`` (values as JSON)."""
     flat: dict[str, str] = {}
 
@@ -274,12 +273,21 @@ def _settings(config: Mapping[str, Any]) -> dict[str, str]:
         else:
             flat[path] = json.dumps(value, sort_keys=True, default=str)
 
-    for part in ("generator", "retriever", "personalizer", "training"):
+    for part in ("generator", "retriever", "personalizer"):
         if isinstance(config.get(part), Mapping):
             walk(config[part], part)
     for name in RUN_SETTINGS:
         if config.get(name) is not None:
             flat[name] = json.dumps(config[name], sort_keys=True, default=str)
+    training = config.get("training")
+    if isinstance(training, Mapping):
+        # How the cell's weights were trained (PPlug at effective batch 8 and at the paper's 64 are
+        # two methods). A data-parallel job is the 1-process run with its accumulation x processes.
+        ranks = training.get("world_size") or 1
+        for key, value in training.items():
+            if key != "world_size":
+                value = value * ranks if key == "grad_accum" and isinstance(value, int) else value
+                flat[f"training.{key}"] = json.dumps(value, sort_keys=True, default=str)
     return flat
 
 

@@ -614,10 +614,6 @@ class Runner:
                     if spec.retriever and spec.k > 0 else {})
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
-        if checkpoint:  # the training budget behind the weights (batch, accumulation, steps...)
-            from lamp_harness.training import applied_training
-
-            config["training"] = applied_training(checkpoint)
         if self.world.is_main:
             store.write_config(config)
 

@@ -700,30 +700,6 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
     return _read_checkpoint_json(_checkpoint_dir(path) / CONFIG)
 
 
-APPLIED_TRAINING = ("split", "train_users", "limit", "epochs", "max_steps", "batch_size", "grad_accum",
-                    "lr", "weight_decay", "warmup", "max_grad_norm", "seed")
-"""The training settings a cell records from its checkpoint (``training`` in its config.json)."""
-
-
-def applied_training(path: Path) -> dict[str, Any]:
-    """How the checkpoint ``path`` was trained, as it recorded it: the settings that shaped the
-    weights (epochs resolved), the effective batch (per-process batch x processes x accumulation),
-    the precision and the steps taken. A cell that loads the checkpoint records this as
-    ``training`` in its ``config.json``, so a number is read with the budget that produced it."""
-    folder = _checkpoint_dir(Path(path))
-    config = _read_checkpoint_json(folder / CONFIG)
-    state = _read_checkpoint_json(folder / STATE)
-    settings = config.get("train_config", {})
-    applied = {key: settings[key] for key in APPLIED_TRAINING if key in settings}
-    batch, accum = settings.get("batch_size"), settings.get("grad_accum")
-    applied["effective_batch"] = state.get("effective_batch") or (batch * accum if batch and accum else None)
-    applied["world_size"] = state.get("world_size", 1)
-    applied["mixed_precision"] = config.get("mixed_precision", "no")
-    applied["steps"] = state.get("step")
-    applied["total_steps"] = state.get("total_steps")
-    return applied
-
-
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -22,8 +22,8 @@ scoring machinery lives in :mod:`lamp_tasks.base`. Details:
   output; the default is the official strip.
 - LaMP-3 takes one option, ``scorer``: ``lamp`` (default, the LaMP scorer above) or ``pplug``, the
   rule of the PPlug authors' own scorer, behind the PPlug paper's numbers: an output that is not a
-  finite number counts as its first decimal digit, else 1.0 (``lamp evaluate --task-arg
-  scorer=pplug``).
+  finite number counts as its first decimal digit, else 1.0 (``--task-arg lamp-3:scorer=pplug``
+  in ``lamp run`` and ``lamp evaluate``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from lamp_tasks.base import LampClassificationTask, LampGenerationTask, LampTask
 
 from lamp_harness.contracts import Example, ExampleScores, ProfileItem, TokenCounter
 from lamp_harness.errors import lamp_error
-from lamp_harness.options import reject_unknown_args
 
 MOVIE_TAGS = ("sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia",
               "dark comedy", "classic", "psychology", "fantasy", "romance", "thought-provoking",
@@ -145,12 +144,10 @@ class LaMP3(LampTask):
     scorers = ("lamp", "pplug")
     """``scorer=lamp``: LaMP's rule for unparsable outputs (default); ``scorer=pplug``: PPlug's."""
 
-    def __init__(self, **args: str) -> None:
-        owner = f"task {self.name!r}"
-        reject_unknown_args(args, ("scorer",), owner)
-        self.scorer = str(args.get("scorer") or "lamp").strip().lower()
+    def __init__(self, scorer: str = "lamp") -> None:
+        self.scorer = str(scorer or "lamp").strip().lower()
         if self.scorer not in self.scorers:
-            raise lamp_error(f"argument scorer={self.scorer!r} is not lamp or pplug", where=owner,
+            raise lamp_error(f"argument scorer={self.scorer!r} is not lamp or pplug", where=f"task {self.name!r}",
                              fix="Pass scorer=lamp (the LaMP scorer) or scorer=pplug (the PPlug paper's).")
 
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:

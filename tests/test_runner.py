@@ -186,18 +186,12 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
     args = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "pplug",
             "--generator", str(tiny_llama_dir), "--personalizer-arg", f"encoder={tiny_encoder_dir}",
             "--train-arg", "max_steps=2", "--train-arg", "batch_size=2", "--train-arg", "limit=4",
-            "--train-arg", "grad_accum=2",
             "--generator-arg", "max_new_tokens=4", "--limit", "3", "--device", "cpu", "--quiet")
     assert lamp(*args, "--out", str(out)) == 0
     (cell,) = cells(out).values()
     config = json.loads((cell / "config.json").read_text())
     checkpoint = Path(config["checkpoint"])
     assert checkpoint.is_relative_to(lamp_home / "checkpoints")  # trained first, cached by config hash
-    # The cell records the training its weights went through (PPlug's paper: effective batch 64).
-    training = config["training"]
-    assert (training["batch_size"], training["grad_accum"], training["effective_batch"]) == (2, 2, 4)
-    assert (training["steps"], training["max_steps"], training["epochs"], training["lr"]) == (2, 2, 2, 1e-4)
-    assert training["mixed_precision"] == "no" and training["world_size"] == 1
     trained_at = {p: p.stat().st_mtime_ns for p in checkpoint.rglob("*") if p.is_file()}
 
     again = tmp_path / "again"

@@ -80,14 +80,14 @@ def evaluate(
     out: Path = typer.Option(None, "--out", "-o",
                              help="Also write the metrics as JSON here, e.g. --out metrics.json."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap intervals. [default: 0]"),
+    require_all: bool = typer.Option(False, "--require-all",
+                                     help="With --submission: fail (exit 2) when a task of the golds has no "
+                                     "predictions, like the leaderboard. [default: score what is there]"),
     task_arg: list[str] = typer.Option([], "--task-arg",
                                        help="KEY=VALUE option of the task (repeatable; a submission: "
                                        "NAME:KEY=VALUE for one task), e.g. --task-arg scorer=pplug: "
                                        "LaMP-3 scored by the PPlug paper's rule (an unparsable answer "
                                        "counts as its first digit, else 1) instead of LaMP's."),
-    require_all: bool = typer.Option(False, "--require-all",
-                                     help="With --submission: fail (exit 2) when a task of the golds has no "
-                                     "predictions, like the leaderboard. [default: score what is there]"),
 ) -> None:
     """Score predictions against golds with the task's official metrics and seeded bootstrap 95%
     intervals. Examples: lamp evaluate --golds dev_outputs.json --predictions preds.json --out m.json;
@@ -143,12 +143,20 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
             args[option] = value
     if not args:
         return task
+    import inspect
+
+    factory = host().registry.get("task", task.name).load()
     try:
-        return host().registry.create("task", task.name, **args)
-    except TypeError:
-        raise lamp_error(f"task {task.name!r} takes no options (--task-arg {', '.join(args)})",
-                         fix="Drop --task-arg, or give it to a task that takes it "
-                             "(e.g. lamp-3:scorer=pplug).") from None
+        declared = [p.name for p in inspect.signature(factory).parameters.values()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):
+        declared = []
+    for key in args:
+        if key not in declared:
+            its = f"its options: {', '.join(declared)}" if declared else "it takes none"
+            raise lamp_error(f"task {task.name!r} has no option {key!r} ({its})",
+                             fix="Drop that --task-arg, or name an option of the task (e.g. lamp-3:scorer=pplug).")
+    return host().registry.create("task", task.name, **args)
 
 
 def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | None, seed: int,

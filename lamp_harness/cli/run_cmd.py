@@ -279,9 +279,8 @@ def run(
                                             "(repeatable), e.g. --generator-arg dtype=bfloat16"),
     train_arg: list[str] = typer.Option([], "--train-arg",
                                         help="KEY=VALUE training setting for trainable methods trained "
-                                        "before their cell (epochs, max_steps, batch_size, grad_accum, lr, "
-                                        "limit...), e.g. --train-arg max_steps=20; --train-arg grad_accum=8: "
-                                        "PPlug's effective batch of 64 (8 x 8; the default is 8)"),
+                                        "before their cell (epochs, max_steps, batch_size, lr, limit...), "
+                                        "e.g. --train-arg max_steps=20"),
     checkpoint: Path = typer.Option(None, "--checkpoint",
                                     help="Trained weights from `lamp train` for a trainable method."),
     seed: int = typer.Option(None, "--seed", min=0, help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
