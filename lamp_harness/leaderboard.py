@@ -334,6 +334,15 @@ def _settings(config: Mapping[str, Any]) -> dict[str, str]:
     for name in RUN_SETTINGS:
         if config.get(name) is not None:
             flat[name] = json.dumps(config[name], sort_keys=True, default=str)
+    training = config.get("training")
+    if isinstance(training, Mapping):
+        # How the cell's weights were trained (PPlug at effective batch 8 and at the paper's 64 are
+        # two methods). A data-parallel job is the 1-process run with its accumulation x processes.
+        ranks = training.get("world_size") or 1
+        for key, value in training.items():
+            if key != "world_size":
+                value = value * ranks if key == "grad_accum" and isinstance(value, int) else value
+                flat[f"training.{key}"] = json.dumps(value, sort_keys=True, default=str)
     return flat
 
 

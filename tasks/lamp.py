@@ -20,6 +20,10 @@ scoring machinery lives in :mod:`lamp_tasks.base`. Details:
   generation max length).
 - ``parse(text, lenient=True)`` is an opt-in deviation that digs a label or number out of chatty
   output; the default is the official strip.
+- LaMP-3 takes one option, ``scorer``: ``lamp`` (default, the LaMP scorer above) or ``pplug``, the
+  rule of the PPlug authors' own scorer, behind the PPlug paper's numbers: an output that is not a
+  finite number counts as its first decimal digit, else 1.0 (``--task-arg lamp-3:scorer=pplug``
+  in ``lamp run`` and ``lamp evaluate``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from lamp_tasks.base import LampClassificationTask, LampGenerationTask, LampTask
 
 from lamp_harness.contracts import Example, ExampleScores, ProfileItem, TokenCounter
+from lamp_harness.errors import lamp_error
 
 MOVIE_TAGS = ("sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia",
               "dark comedy", "classic", "psychology", "fantasy", "romance", "thought-provoking",
@@ -136,6 +141,14 @@ class LaMP3(LampTask):
     document_fields = ("text",)
     query_marker = "review:"
     max_new_tokens = 4
+    scorers = ("lamp", "pplug")
+    """``scorer=lamp``: LaMP's rule for unparsable outputs (default); ``scorer=pplug``: PPlug's."""
+
+    def __init__(self, scorer: str = "lamp") -> None:
+        self.scorer = str(scorer or "lamp").strip().lower()
+        if self.scorer not in self.scorers:
+            raise lamp_error(f"argument scorer={self.scorer!r} is not lamp or pplug", where=f"task {self.name!r}",
+                             fix="Pass scorer=lamp (the LaMP scorer) or scorer=pplug (the PPlug paper's).")
 
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
         text = item.get("text") if free_text is None else free_text
@@ -152,13 +165,15 @@ class LaMP3(LampTask):
                 return match.group(0)
         return stripped
 
-    @staticmethod
-    def rating(output: str, gold: float) -> float:
+    def rating(self, output: str, gold: float) -> float:
         """The number an output counts as: its value, or, when it is not a finite number, whichever
-        of 1 and 5 is farther from ``gold`` (5 for gold 3)."""
+        of 1 and 5 is farther from ``gold`` (5 for gold 3). With ``scorer=pplug``, PPlug's rule
+        instead: the output's first decimal digit, else 1.0 (``"I'd say 4"`` gives 4)."""
         value = _number(output)
         if value is not None:
             return value
+        if self.scorer == "pplug":
+            return next((float(int(c)) for c in output if c.isdecimal()), 1.0)
         return 1.0 if abs(1.0 - gold) > abs(5.0 - gold) else 5.0
 
     def example_scores(self, predictions: Mapping[str, str],

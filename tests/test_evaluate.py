@@ -40,6 +40,47 @@ def test_single_task_scores_like_the_official_scorer(tmp_path, capsys):
     assert "lamp-3" in shown and "95% CI" in shown
 
 
+def test_lamp3_with_the_pplug_papers_scorer(tmp_path, capsys):
+    """``--task-arg scorer=pplug``: an unparsable answer counts as its first digit, else 1.0 (the
+    PPlug authors' scorer, behind the PPlug paper's numbers), not as the farther of 1 and 5."""
+    golds, preds, out = tmp_path / "dev_outputs.json", tmp_path / "preds.json", tmp_path / "m.json"
+    write_outputs(golds, "LaMP_3", {"1": "1", "2": "3", "3": "5", "4": "4"})
+    write_outputs(preds, "LaMP_3", {"1": "I'd say 2 of 5", "2": "3", "3": "no idea", "4": " 4 "})
+    argv = ["evaluate", "--golds", str(golds), "--predictions", str(preds), "--out", str(out)]
+    assert _run([*argv, "--task-arg", "scorer=pplug"]) == 0
+    result = json.loads(out.read_text())
+    mae = next(m for m in result["metrics"] if m["name"].lower() == "mae")
+    assert mae["value"] == pytest.approx((1 + 0 + 4 + 0) / 4)  # "I'd say 2 of 5" -> 2, "no idea" -> 1
+    assert result["task_args"] == {"scorer": "pplug"}
+    assert _run(argv) == 0  # the LaMP scorer: both unparsable answers are 4 away from their gold
+    mae = next(m for m in json.loads(out.read_text())["metrics"] if m["name"].lower() == "mae")
+    assert mae["value"] == pytest.approx((4 + 0 + 4 + 0) / 4)
+    capsys.readouterr()
+    assert _run([*argv, "--task-arg", "scorer=paper"]) == 2
+    assert "scorer='paper' is not lamp or pplug" in capsys.readouterr().err
+    # A submission: the option names its task (the others are scored as usual).
+    for folder, outputs in (("g", {"1": "1", "2": "5"}), ("p", {"1": "maybe 2", "2": "x"})):
+        write_outputs(tmp_path / folder / "LaMP_3.json", "LaMP_3", outputs)
+        write_outputs(tmp_path / folder / "LaMP_7.json", "LaMP_7", {"1": "a b"})
+    submission = ["evaluate", "--submission", str(tmp_path / "p"), "--golds", str(tmp_path / "g"),
+                  "--out", str(out)]
+    assert _run([*submission, "--task-arg", "lamp-3:scorer=pplug"]) == 0
+    mae = next(m for m in json.loads(out.read_text())["tasks"]["LaMP_3"]["metrics"] if m["name"].lower() == "mae")
+    assert mae["value"] == pytest.approx((1 + 4) / 2)  # "maybe 2" -> 2, "x" -> 1.0
+    assert json.loads(out.read_text())["task_args"] == {"lamp_3:scorer": "pplug"}
+    capsys.readouterr()
+    assert _run([*submission, "--task-arg", "scorer=pplug"]) == 2
+    assert "with --submission, name the task" in capsys.readouterr().err
+    write_outputs(golds, "LaMP_7", {"1": "a"})
+    write_outputs(preds, "LaMP_7", {"1": "a"})
+    assert _run([*argv, "--task-arg", "scorer=pplug"]) == 2
+    assert "task 'lamp-7' has no option 'scorer' (it takes none)" in capsys.readouterr().err
+    write_outputs(golds, "LaMP_3", {"1": "1"})
+    write_outputs(preds, "LaMP_3", {"1": "1"})
+    assert _run([*argv, "--task-arg", "scorers=pplug"]) == 2
+    assert "task 'lamp-3' has no option 'scorers' (its options: scorer)" in capsys.readouterr().err
+
+
 def test_prediction_ids_must_equal_gold_ids(tmp_path, capsys):
     golds, preds = tmp_path / "g.json", tmp_path / "p.json"
     write_outputs(golds, "LaMP_7", {"1": "a b", "2": "c d", "3": "e"})

@@ -263,6 +263,17 @@ def test_another_seed_is_a_column_and_another_checkpoint_path_is_a_rerun(tmp_pat
     assert labels == ["seed=0", "seed=1"]
 
 
+def test_another_training_budget_is_a_column_and_another_world_size_a_rerun(tmp_path):
+    """PPlug trained at effective batch 8 and at the paper's 64 (``--train-arg grad_accum=8``) are
+    two methods; the same budget as 2 processes x accumulation 1 instead of 1 x 2 is the same one."""
+    trained = {"batch_size": 4, "grad_accum": 2, "world_size": 1, "steps": 40, "lr": 1e-4}
+    _cell(tmp_path, "b8", training=trained, mtime=1_000_001)
+    _cell(tmp_path, "b8-ddp", training={**trained, "grad_accum": 1, "world_size": 2}, mtime=1_000_002)
+    _cell(tmp_path, "b64", training={**trained, "grad_accum": 16, "steps": 5})
+    labels = sorted(c.label.split(" / ", 4)[-1] for c in lb.collect_cells([tmp_path]).cells)
+    assert labels == ["grad_accum=16 / steps=5", "grad_accum=2 / steps=40"]
+
+
 def test_settings_with_the_same_name_in_two_components_are_told_apart(tmp_path):
     """The retriever's model is not hidden behind the generator's."""
     _cell(tmp_path, "bge", retriever__model="bge")

@@ -83,6 +83,11 @@ def evaluate(
     require_all: bool = typer.Option(False, "--require-all",
                                      help="With --submission: fail (exit 2) when a task of the golds has no "
                                      "predictions, like the leaderboard. [default: score what is there]"),
+    task_arg: list[str] = typer.Option([], "--task-arg",
+                                       help="KEY=VALUE option of the task (repeatable; a submission: "
+                                       "NAME:KEY=VALUE for one task), e.g. --task-arg scorer=pplug: "
+                                       "LaMP-3 scored by the PPlug paper's rule (an unparsable answer "
+                                       "counts as its first digit, else 1) instead of LaMP's."),
 ) -> None:
     """Score predictions against golds with the task's official metrics and seeded bootstrap 95%
     intervals. Examples: lamp evaluate --golds dev_outputs.json --predictions preds.json --out m.json;
@@ -91,6 +96,7 @@ def evaluate(
 
     from lamp_harness.errors import LampError
     from lamp_harness.io import atomic_write_json, writable_file
+    from lamp_harness.options import parse_kv
 
     if (predictions is None) == (submission is None):
         raise lamp_error("pass exactly one of --predictions (one task) and --submission (all tasks)",
@@ -98,13 +104,14 @@ def evaluate(
     if out is not None:
         writable_file(out, "--out")
     console = Console()
+    task_args = parse_kv(task_arg, "--task-arg")
     if predictions is not None:
-        result, rows = _evaluate_one(golds, predictions, task, seed)
+        result, rows = _evaluate_one(golds, predictions, task, seed, task_args)
     else:
         if task is not None:
             raise lamp_error("--task does not apply to --submission (each file's \"task\" field says it)",
                              fix="Drop --task, or score one file with --predictions.")
-        result, rows = _evaluate_submission(golds, submission, seed, require_all, console)
+        result, rows = _evaluate_submission(golds, submission, seed, require_all, console, task_args)
     if rows:
         console.print(_table("lamp evaluate", rows))
     if out is not None:
@@ -120,7 +127,40 @@ def evaluate(
         raise LampError(f"{submission}: {'; '.join(what)}")
 
 
-def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | None, seed: int):
+def _with_args(task, task_args: dict[str, str], scoped: bool = False):
+    """``task`` rebuilt with its ``--task-arg`` options: ``KEY=VALUE``, or ``NAME:KEY=VALUE`` for
+    the task NAME only (the only form with ``scoped``, a submission of several tasks). A task that
+    takes no options is a one-line error."""
+    from lamp_harness.registry import host, normalize
+
+    args = {}
+    for key, value in task_args.items():
+        name, _, option = key.rpartition(":")
+        if not name and scoped:
+            raise lamp_error(f"--task-arg {key}={value}: with --submission, name the task",
+                             fix=f"Write --task-arg TASK:{key}={value}, e.g. lamp-3:{key}={value}.")
+        if not name or normalize(name) == normalize(task.name):
+            args[option] = value
+    if not args:
+        return task
+    import inspect
+
+    factory = host().registry.get("task", task.name).load()
+    try:
+        declared = [p.name for p in inspect.signature(factory).parameters.values()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):
+        declared = []
+    for key in args:
+        if key not in declared:
+            its = f"its options: {', '.join(declared)}" if declared else "it takes none"
+            raise lamp_error(f"task {task.name!r} has no option {key!r} ({its})",
+                             fix="Drop that --task-arg, or name an option of the task (e.g. lamp-3:scorer=pplug).")
+    return host().registry.create("task", task.name, **args)
+
+
+def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | None, seed: int,
+                  task_args: dict[str, str]):
     from lamp_harness.data import read_outputs, task_for_official_name
     from lamp_harness.errors import LampError
     from lamp_harness.registry import host
@@ -130,6 +170,7 @@ def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | Non
     else:
         name, _ = read_outputs(golds_path)
         task = task_for_official_name(name)
+    task = _with_args(task, task_args)
     _, golds = read_outputs(golds_path, task, check_labels=True)
     _, predictions = read_outputs(predictions_path, task)
     lines = _id_mismatch(golds, predictions, str(predictions_path))
@@ -141,11 +182,12 @@ def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | Non
     if not metrics:
         raise LampError(f"task {task.name} returned no metrics")
     result = _metrics_json(task, len(golds), metrics, golds=str(golds_path),
-                           predictions=str(predictions_path))
+                           predictions=str(predictions_path), **({"task_args": task_args} if task_args else {}))
     return result, [(task.name, m) for m in metrics]
 
 
-def _evaluate_submission(golds_path: Path, submission_path: Path, seed: int, require_all: bool, console):
+def _evaluate_submission(golds_path: Path, submission_path: Path, seed: int, require_all: bool, console,
+                         task_args: dict[str, str]):
     from lamp_harness.data import outputs_files, read_outputs, task_for_official_name
     from lamp_harness.errors import LampError
     from lamp_harness.registry import normalize
@@ -161,7 +203,7 @@ def _evaluate_submission(golds_path: Path, submission_path: Path, seed: int, req
                 continue
             gold_file, pred_file = gold_by[key], pred_by[key]
             try:
-                task = task_for_official_name(gold_file.task)
+                task = _with_args(task_for_official_name(gold_file.task), task_args, scoped=True)
                 _, golds = read_outputs(gold_file.path, task, check_labels=True, label=gold_file.label)
                 _, predictions = read_outputs(pred_file.path, task, label=pred_file.label)
             except LampError as exc:
@@ -192,7 +234,8 @@ def _evaluate_submission(golds_path: Path, submission_path: Path, seed: int, req
                          where=str(submission_path),
                          fix="Check the files' \"task\" fields (e.g. \"LaMP_3\").")
     result = {"golds": str(golds_path), "submission": str(submission_path), "tasks": scored,
-              "missing": missing, "without_golds": unmatched, "failed": failed}
+              "missing": missing, "without_golds": unmatched, "failed": failed,
+              **({"task_args": task_args} if task_args else {})}
     return result, rows
 
 
