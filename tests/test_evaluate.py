@@ -74,7 +74,7 @@ def test_lamp3_with_the_pplug_papers_scorer(tmp_path, capsys):
     write_outputs(golds, "LaMP_7", {"1": "a"})
     write_outputs(preds, "LaMP_7", {"1": "a"})
     assert _run([*argv, "--task-arg", "scorer=pplug"]) == 2
-    assert "task 'lamp-7' has no option 'scorer' (it takes none)" in capsys.readouterr().err
+    assert "task 'lamp-7' (--task-arg): unknown argument(s) scorer. Valid keys: max_new_tokens." in capsys.readouterr().err
     write_outputs(golds, "LaMP_3", {"1": "1"})
     write_outputs(preds, "LaMP_3", {"1": "1"})
     assert _run([*argv, "--task-arg", "scorers=pplug"]) == 2

@@ -143,20 +143,9 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
             args[option] = value
     if not args:
         return task
-    import inspect
+    from lamp_harness.options import make_task
 
-    factory = host().registry.get("task", task.name).load()
-    try:
-        declared = [p.name for p in inspect.signature(factory).parameters.values()
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    except (TypeError, ValueError):
-        declared = []
-    for key in args:
-        if key not in declared:
-            its = f"its options: {', '.join(declared)}" if declared else "it takes none"
-            raise lamp_error(f"task {task.name!r} has no option {key!r} ({its})",
-                             fix="Drop that --task-arg, or name an option of the task (e.g. lamp-3:scorer=pplug).")
-    return host().registry.create("task", task.name, **args)
+    return make_task(host().registry, task.name, args)
 
 
 def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | None, seed: int,
