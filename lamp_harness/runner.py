@@ -164,7 +164,7 @@ class Runner:
         self.world = distributed.current()
         self.context = RunContext(lamp_home=lamp_home(), preset=matrix.preset, seed=matrix.seed,
                                   device=distributed.device_for(matrix.device, self.world),
-                                  prompt_budget=matrix.prompt_budget)
+                                  prompt_budget=matrix.prompt_budget, force=force)
         self._generators: dict[tuple[str, str | None], Generator] = {}
         self._datasets: dict[str, Dataset] = {}
         self._rankings: dict[tuple[str, str], dict[str, Any]] = {}

@@ -66,6 +66,7 @@ from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
 from lamp_harness.scores import score_cell
+from lamp_harness.secrets import redact
 
 WEIGHTS = "weights.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -480,7 +481,7 @@ def resolved_config(session: _Session) -> dict[str, Any]:
         return {"split": ds.split, "source": ds.source, "checksums": dict(ds.checksums),
                 "fingerprint": ds.fingerprint, "examples": len(ds.examples)}
 
-    return {
+    return redact({  # a secret never reaches disk, even from a component's describe()
         "identity": session.identity,
         "train_config": {**asdict(session.config),
                          "personalizer_args": dict(session.config.personalizer_args),
@@ -493,7 +494,7 @@ def resolved_config(session: _Session) -> dict[str, Any]:
         "eval_data": data(session.eval_data),
         "preset_notes": list(session.context.events),
         "versions": {"lamp-harness": __version__},
-    }
+    })
 
 
 # ---------------------------------------------------------------------------------------------

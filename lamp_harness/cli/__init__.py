@@ -13,6 +13,7 @@ import typer
 
 from lamp_harness import __version__
 from lamp_harness.errors import LampError
+from lamp_harness.secrets import redact_text
 
 app = typer.Typer(
     name="lamp",
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lamp`` script: user errors become one line and exit code 2 (in a
     distributed job, one line naming the rank)."""
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+    from lamp_harness.secrets import remember_environment
+
+    remember_environment()  # no line printed or written repeats a key from the environment
     try:
         _main(argv)
     except SystemExit:
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise  # torchrun, srun: the traceback goes to the job's log
         line = distributed.report_failure(exc)
         if line:
-            print(f"Error: {line}", file=sys.stderr)
+            print(f"Error: {redact_text(line)}", file=sys.stderr)
         sys.exit(exc.exit_code if isinstance(exc, LampError) else 1)
     finally:
         from lamp_harness import distributed
@@ -159,5 +163,5 @@ def _usage_message(exc: Exception) -> str:
 
 
 def _fail(message: str, code: int, prefix: str = "Error: ") -> None:
-    print(f"{prefix}{' '.join(message.split())}", file=sys.stderr)
+    print(f"{prefix}{' '.join(redact_text(message).split())}", file=sys.stderr)
     sys.exit(code)
