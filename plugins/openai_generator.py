@@ -722,11 +722,12 @@ class OpenAIGenerator(Generator):
             self.limiter.acquire(tokens)
             self._count("requests_sent")
             wait = None
+            sent = time.monotonic()
             try:
                 response = self._send(httpx, "POST", url, body)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 last = type(exc).__name__
-                if "deadline" in str(exc):
+                if isinstance(exc, httpx.TimeoutException) and time.monotonic() - sent >= self.deadline - 0.05:
                     last = f"no complete answer within deadline={self.deadline:g} s"
             else:
                 if response.status_code == 200:
