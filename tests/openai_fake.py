@@ -6,7 +6,8 @@ headers, body). ``faults`` is a queue of what to serve instead of the next compl
 
 - ``("json", payload)``: HTTP 200 with this JSON (malformed answers), sent as text when a string;
 - ``("status", code, headers, body)``: that status, headers and body;
-- ``("echo", code)``: that status with the request's ``Authorization`` header in the message;
+- ``("echo", code)``: that status with the request's ``Authorization`` header in the error
+  message (with 200: a valid answer quoting its ``api-key`` header);
 - ``("drip", seconds)``: a valid answer, one byte every ``seconds`` (headers included);
 - ``("hang", seconds)``: nothing for ``seconds``, then a 503.
 
@@ -67,6 +68,10 @@ class FakeOpenAI:
                     return self._send(code, text.encode(), headers)
                 if kind == "echo":
                     message = f"invalid credentials: Authorization: {self.headers.get('Authorization')}"
+                    if fault[1] == 200:  # a "successful" answer quoting the headers it got
+                        message = f"you sent api-key {self.headers.get('api-key')}"
+                        choice = {"message": {"role": "assistant", "content": message}}
+                        return self._send(200, json.dumps({"choices": [choice]}).encode())
                     return self._send(fault[1], json.dumps({"error": {"message": message}}).encode())
                 if kind == "drip":
                     return self._drip(fake._answer(self.path, body), fault[1])
