@@ -77,7 +77,7 @@ def remember_environment(environ: Mapping[str, str] | None = None) -> None:
 
 def redact_text(text: str) -> str:
     """``text`` with URL credentials, ``NAME=VALUE`` (or ``NAME: VALUE``) where ``NAME`` is a secret
-    name, ``Bearer`` tokens (8 characters or more, with a digit) and every registered secret value
+    name other than a bare ``key``, ``Bearer`` tokens (8 characters or more, with a digit) and every registered secret value
     replaced by ``***``."""
     if not isinstance(text, str) or not text:
         return text
@@ -88,8 +88,14 @@ def redact_text(text: str) -> str:
             text = text.replace(value, MASK)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
-    return _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK if is_secret_name(m.group(1)) else m.group(0),
+    return _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK if _secret_in_text(m.group(1)) else m.group(0),
                            text)
+
+
+def _secret_in_text(name: str) -> bool:
+    # A bare "key" in prose is the placeholder of "KEY=VALUE" far more often than a secret (an
+    # argument named key is refused, and a mapping's "key" is masked by :func:`redact`).
+    return name.lower() != "key" and is_secret_name(name)
 
 
 def redact(obj: Any) -> Any:

@@ -385,3 +385,19 @@ def test_the_answers_are_the_servers(cli, fake, tmp_path):
     assert code == 0, err
     prompts = [r["body"]["messages"][0]["content"] for r in fake.requests if r["method"] == "POST"]
     assert sorted(_raws(tmp_path / "runs")) == sorted(answer_text(p) for p in prompts)
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_it(cli, fake, tmp_path, lamp_home, monkeypatch):
+    import lamp_plugins.openai_generator as module
+
+    class ReadOnly(module.ResponseCache):
+        """The real cache, reopened read-only: every write fails as on a full or read-only disk."""
+
+        def _open(self) -> sqlite3.Connection:
+            super()._open().close()
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+
+    monkeypatch.setattr(module, "ResponseCache", ReadOnly)
+    line = _one_line(*_run(cli, fake, tmp_path / "runs")[::2])
+    assert str(lamp_home / "openai-cache.sqlite") in line and "response cache failed" in line
+    assert "cache=false" in line and "finished predictions are kept" in line
