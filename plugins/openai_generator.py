@@ -521,6 +521,9 @@ class OpenAIGenerator(Generator):
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.body_args = {k: _value(v) for k, v in args.items() if k not in KNOWN_ARGS and k != "model"}
         self.body_args.setdefault("temperature", 0)
+        if self.body_args.get("stream") not in (None, False):
+            raise lamp_error("argument stream is not supported (answers are read whole, then checked and cached)",
+                             where=OWNER, fix="Drop --generator-arg stream.")
         for key, value in self.body_args.items():
             if not _finite(value):
                 raise lamp_error(f"argument {key}={args.get(key, value)} is not a finite number", where=OWNER,
@@ -725,7 +728,7 @@ class OpenAIGenerator(Generator):
             sent = time.monotonic()
             try:
                 response = self._send(httpx, "POST", url, body)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+            except httpx.RequestError as exc:  # timeouts, connection, protocol and decoding errors
                 last = type(exc).__name__
                 if isinstance(exc, httpx.TimeoutException) and time.monotonic() - sent >= self.deadline - 0.05:
                     last = f"no complete answer within deadline={self.deadline:g} s"

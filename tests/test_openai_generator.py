@@ -337,7 +337,7 @@ def test_retry_after_reads_infinity_and_ignores_nan():
 @pytest.mark.parametrize("arg", ["timeout=-1", "timeout=nan", "timeout=0", "timeout=abc", "deadline=inf",
                                  "deadline=0", "backoff=-1", "max_retry_wait=nan", "max_retries=-1", "concurrency=0",
                                  "rpm=-5", "tpm=1.5", "max_new_tokens=0", "temperature=NaN", "top_p=Infinity",
-                                 "endpoint=embeddings", "cache=maybe", "api_key_env=sk-live-123"])
+                                 "endpoint=embeddings", "cache=maybe", "api_key_env=sk-live-123", "stream=true"])
 def test_a_bad_argument_is_one_line_before_any_request(cli, fake, tmp_path, arg):
     line = _one_line(*_run(cli, fake, tmp_path / "runs", "--generator-arg", arg)[::2])
     assert "generator 'openai'" in line
