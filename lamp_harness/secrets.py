@@ -86,8 +86,12 @@ def redact_text(text: str) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, MASK)
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    if "@" in text:
+        text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    if "earer" in text or "EARER" in text:
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    if "=" not in text and ":" not in text:
+        return text
     return _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK if _secret_in_text(m.group(1)) else m.group(0),
                            text)
 
