@@ -401,3 +401,24 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_it(cli, fake, tmp_pat
     line = _one_line(*_run(cli, fake, tmp_path / "runs")[::2])
     assert str(lamp_home / "openai-cache.sqlite") in line and "response cache failed" in line
     assert "cache=false" in line and "finished predictions are kept" in line
+
+
+@pytest.mark.parametrize("fault", [("json", MALFORMED["message null"]),
+                                   ("status", 429, {"Retry-After": "86400"}, "{}")])
+def test_a_run_stopped_by_the_server_loses_nothing_and_a_resume_sends_only_what_is_missing(cli, fake, tmp_path,
+                                                                                         lamp_home, fault):
+    args = ("--generator-arg", "concurrency=1", "--generator-arg", "batch_size=1", "--generator-arg", "max_retries=1")
+    code, _, err = _run(cli, fake, tmp_path / "probe", "--limit", "1", *args)  # caches the first answer
+    assert code == 0, err
+    fake.always = fault  # from now on the server only fails
+    line = _one_line(*_run(cli, fake, tmp_path / "runs", *args)[::2])
+    assert fake.url in line and "finished predictions are kept" in line
+    # The first example (answered from the cache) is in the run store; the cache holds only good answers.
+    kept = _raws(tmp_path / "runs")
+    assert len(kept) == 1 and kept[0].startswith("echo:")
+    assert len(_cache_rows(lamp_home)) == 1
+    fake.always = None
+    sent = fake.completions
+    code, _, err = _run(cli, fake, tmp_path / "runs", *args)
+    assert code == 0, err
+    assert fake.completions == sent + 1 and len(_raws(tmp_path / "runs")) == 2
