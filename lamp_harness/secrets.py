@@ -59,8 +59,9 @@ def has_url_credentials(value: Any) -> bool:
 def remember(value: str | None) -> None:
     """Register a secret value (e.g. an API key read from the environment) so that
     :func:`redact_text` masks it wherever it appears, such as a server echoing a header back.
-    Values shorter than 4 characters are not registered (masking them would garble text)."""
-    if value and len(value.strip()) >= 4:
+    Values shorter than 8 characters are not registered: keys are longer, and masking every
+    ``true`` or ``1234`` would garble what is written."""
+    if value and len(value.strip()) >= 8:
         with _lock:
             _known.add(value.strip())
 
