@@ -277,18 +277,19 @@ class ResponseCache:
                     warn(f"{self.path} is damaged ({exc}); moved to {aside.name} and rebuilt empty (its answers "
                          "will be asked again)")
                     self._db = self._open()
-        except (OSError, _Damaged) as exc:
+        except (OSError, sqlite3.OperationalError, _Damaged) as exc:
             raise lamp_error(f"cannot open the response cache ({getattr(exc, 'strerror', None) or exc})",
                              where=str(self.path),
-                             fix="Check that $LAMP_HOME is writable (or pass --generator-arg cache=false).") from None
+                             fix="Check that $LAMP_HOME is writable and has free space (or pass --generator-arg "
+                                 "cache=false).") from None
 
     def _open(self) -> sqlite3.Connection:
+        """The verified connection; :class:`_Damaged` when the file is not a sound cache, and
+        ``sqlite3.OperationalError`` when it cannot be used now (a full disk, no permission): a
+        sound cache is never moved aside for that."""
         if self.path.exists() and not self.path.is_file():
             raise _Damaged("not a file")
-        try:
-            db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        except sqlite3.Error as exc:
-            raise _Damaged(str(exc)) from None
+        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL, "
@@ -300,7 +301,10 @@ class ResponseCache:
             check = db.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
                 raise _Damaged(f"integrity check: {check[0] if check else 'no answer'}")
-        except (sqlite3.Error, _Damaged) as exc:
+        except sqlite3.OperationalError:
+            db.close()
+            raise
+        except (sqlite3.Error, _Damaged) as exc:  # "file is not a database", "disk image is malformed"
             db.close()
             raise _Damaged(str(exc)) from None
         return db
