@@ -33,6 +33,7 @@ from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
 from lamp_harness.scores import score_cell
+from lamp_harness.secrets import redact_text
 from lamp_harness.store import METRICS, CellBusy, CellStore
 
 
@@ -508,7 +509,7 @@ class Runner:
 
     def _say(self, text: str) -> None:
         if self.console is not None:
-            self.console.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
+            self.console.print(f"[dim]{redact_text(text)}[/dim]", highlight=False, soft_wrap=True)
 
     def stale_cell(self, spec: CellSpec) -> tuple[CellStore, dict[str, str]] | None:
         """A finished cell in the run folder that differs from ``spec`` only by the versions of
@@ -556,6 +557,7 @@ class Runner:
 
         if not self.world.is_main:
             return
+        message = redact_text(message)
         if self.console is not None:
             self.console.print(f"[yellow]warning[/]: {message}", soft_wrap=True)
         else:

@@ -303,7 +303,8 @@ def run(
                                        "list): mlflow (one MLflow run per cell), wandb (one W&B run per "
                                        "cell); any installed reporter plugin. Also: reporter = [...] in "
                                        "--config, or LAMP_REPORTERS=mlflow. See `lamp plugins`."),
-    force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished."),
+    force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished (a remote "
+                               "model is asked again: the openai generator's response cache is not read)."),
     allow_stale: bool = typer.Option(False, "--allow-stale",
                                      help="Keep finished cells computed with other versions of their plugins "
                                      "(with a warning) instead of recomputing them."),
