@@ -4,8 +4,10 @@ One notion, used everywhere:
 
 - **Secret names.** A setting is secret when its name (case-insensitive, ``-`` read as ``_``) is
   ``key`` or ends in ``_key``/``apikey`` (``api_key``, ``secret_key``), or contains ``token``
-  (``hf_token``, ``access_token``; the counting names ``tokens``, ``tokenizer``, ``token_id(s)``
-  and ``token_type`` are not secrets: ``max_new_tokens``, ``pad_token_id``), ``password``,
+  (``hf_token``, ``access_token``; names about tokens of text are not secrets: ``*tokens*``,
+  ``tokeniz*``, ``token_id(s)``, ``token_type``, ``token_logprobs``, ``token_budget``/``count``/
+  ``limit``/``len(gth)``/``level``, and the special tokens ``cls_token``, ``pad_token``,
+  ``eos_token``..., as in ``max_new_tokens``, ``detokenize``, ``pad_token_id``), ``password``,
   ``passwd``, ``secret``, ``credential`` or ``authorization``. A name ending in ``_env``
   (``api_key_env``) names an environment variable, not a secret.
 - **Secret values.** Credentials inside a URL (``http://user:KEY@host/v1``), a ``Bearer ...``
@@ -30,7 +32,8 @@ from typing import Any
 MASK = "***"
 """What a secret is replaced with."""
 
-_COUNTING = re.compile(r"tokens|tokenizer|token_?ids?|token_?type")
+_COUNTING = re.compile(r"tokens|tokeniz|token_?(?:ids?|type|logprobs?|budget|count|limit|len|length|level)"
+                       r"|(?:cls|pad|eos|bos|unk|sep|mask|special)_token")
 _WORDS = ("password", "passwd", "secret", "credential", "authorization")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#@\s\"'<>]+@")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z._~+/=\-]*[0-9])[A-Za-z0-9._~+/=\-]{8,}")

@@ -30,7 +30,8 @@ def test_secret_names(name):
 
 @pytest.mark.parametrize("name", ["api_key_env", "max_new_tokens", "max_input_tokens", "tokenizer", "pad_token_id",
                                   "eos_token_ids", "token_type_ids", "tpm", "temperature", "base_url", "keys",
-                                  "monkey", "TOKENIZERS_PARALLELISM", "k1"])
+                                  "monkey", "TOKENIZERS_PARALLELISM", "k1", "detokenize", "pooling_mode_cls_token",
+                                  "token_logprobs", "stop_token_ids", "token_budget"])
 def test_names_that_are_not_secrets(name):
     assert not is_secret_name(name)
 
