@@ -227,6 +227,9 @@ class RunContext:
     - ``seed``: the run's seed; use it for anything random.
     - ``device``: ``auto``, ``cpu``, ``cuda``, ``mps`` (``--device``).
     - ``events``: notes for the user, recorded in each cell's ``config.json``; add with :meth:`note`.
+    - ``force``: the run recomputes finished cells (``lamp run --force``): a component that keeps a
+      cache of *results* (the openai generator's response cache) asks again, and stores the new
+      answer; caches of inputs (models, embeddings, rankings) stay valid.
 
     ``shared`` is a per-process cache for expensive objects (loaded models, encoders), keyed by
     whatever the component finds stable (e.g. ``("generator", model_id, dtype)``), so cells of a
@@ -243,6 +246,7 @@ class RunContext:
     :func:`prompt_options`."""
     shared: dict[Any, Any] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
+    force: bool = False
 
     def note(self, message: str) -> None:
         """Record a message for the console (e.g. which preset substituted which model)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lamp_harness.secrets import redact_text
+
 INTERRUPTED = "Interrupted: finished work is saved; run the same command again to resume."
 """The one line of an interrupted command (Ctrl-C, SIGTERM), which exits with code 130."""
 
@@ -19,11 +21,11 @@ class LampError(Exception):
 
 def lamp_error(what: str, *, where: str | None = None, fix: str | None = None) -> LampError:
     """Build a one-line :class:`LampError`: ``WHERE: WHAT. FIX``."""
-    text = " ".join(what.split())
+    text = " ".join(redact_text(what).split())
     if where:
-        text = f"{where}: {text}"
+        text = f"{redact_text(where)}: {text}"
     if fix:
-        text = f"{text.rstrip('.')}. {' '.join(fix.split())}"
+        text = f"{text.rstrip('.')}. {' '.join(redact_text(fix).split())}"
     return LampError(text)
 
 
@@ -32,4 +34,4 @@ def warn(message: str) -> None:
     an inconsistent run folder), so the run goes on but the user is told."""
     import sys
 
-    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"warning: {' '.join(redact_text(str(message)).split())}", file=sys.stderr)

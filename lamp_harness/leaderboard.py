@@ -28,6 +28,7 @@ from typing import Any
 
 from lamp_harness.contracts import MetricResult as Metric
 from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.secrets import redact
 from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, CellStore
 
 FORMATS = ("markdown", "json", "csv", "html")
@@ -145,7 +146,7 @@ def _data_id(config: Mapping[str, Any]) -> str | None:
 def read_cell(directory: Path) -> Cell:
     """The cell in ``directory``; a malformed file is a one-line error naming it."""
     directory = Path(directory)
-    config = _read_json(directory / CONFIG)
+    config = redact(_read_json(directory / CONFIG))  # a folder from before secrets were masked
     data = _read_json(directory / METRICS)
     where = str(directory / METRICS)
     try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lamp_harness.errors import lamp_error
+from lamp_harness.secrets import redact_text, refusal
 
 PROMPT_BUDGETS = ("official", "strict")
 """``--prompt-budget`` values: the official LaMP code's budget (default) and the harness's stricter one."""
@@ -16,14 +18,26 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def parse_kv(pairs: Iterable[str], option: str) -> dict[str, str]:
-    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a pair without ``=`` is a one-line error."""
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; a pair without ``=`` is a one-line error,
+    and so is a secret (``api_key=...``, a URL with credentials: see :mod:`lamp_harness.secrets`),
+    since arguments are recorded."""
     result: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise lamp_error(f"{option} {pair!r} is not KEY=VALUE", fix=f"Write e.g. {option} k1=1.2.")
-        result[key.strip().replace("-", "_")] = value.strip()
+            raise lamp_error(f"{option} {redact_text(pair)!r} is not KEY=VALUE", fix=f"Write e.g. {option} k1=1.2.")
+        item = {key.strip().replace("-", "_"): value.strip()}
+        check_args(item, option)
+        result.update(item)
     return result
+
+
+def check_args(args: Mapping[str, object], option: str, where: str | None = None) -> None:
+    """A one-line error for a secret among component arguments (``api_key=...``, ``hf_token=...``,
+    a URL with credentials), pointing to an environment variable (see :mod:`lamp_harness.secrets`)."""
+    problem = refusal(args, option)
+    if problem is not None:
+        raise lamp_error(problem[0], where=where, fix=problem[1])
 
 
 def reject_unknown_args(args: Mapping[str, object], known: Iterable[str], owner: str) -> None:
@@ -59,14 +73,25 @@ def batch_size_arg(value: object, default: int, owner: str) -> int:
     return int_arg({"batch_size": str(value).strip()}, "batch_size", default, owner, minimum=1)
 
 
-def float_arg(args: Mapping[str, str], key: str, default: float, owner: str) -> float:
-    """``args[key]`` as a float (``default`` when absent); a one-line error when it is not a number."""
+def float_arg(args: Mapping[str, str], key: str, default: float, owner: str, *,
+              minimum: float | None = None, positive: bool = False) -> float:
+    """``args[key]`` as a finite float (``default`` when absent); a one-line error naming ``owner``
+    when it is not a number, is ``nan`` or infinite, is below ``minimum``, or (``positive``) is not
+    above 0."""
     raw = args.get(key, default)
     try:
-        return float(raw)
+        value = float(raw)
     except (TypeError, ValueError):
         raise lamp_error(f"argument {key}={raw!r} is not a number", where=owner,
                          fix=f"Pass e.g. {key}={default}.") from None
+    if not math.isfinite(value):
+        raise lamp_error(f"argument {key}={raw} is not a finite number", where=owner, fix=f"Pass e.g. {key}={default}.")
+    if positive and value <= 0:
+        raise lamp_error(f"argument {key}={raw} must be above 0", where=owner, fix=f"Pass e.g. {key}={default}.")
+    if minimum is not None and value < minimum:
+        raise lamp_error(f"argument {key}={raw} must be at least {minimum:g}", where=owner,
+                         fix=f"Pass e.g. {key}={default}.")
+    return value
 
 
 def bool_arg(args: Mapping[str, str], key: str, default: bool, owner: str) -> bool:

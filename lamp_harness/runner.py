@@ -33,6 +33,7 @@ from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
 from lamp_harness.scores import score_cell
+from lamp_harness.secrets import redact_text
 from lamp_harness.store import METRICS, CellBusy, CellStore
 
 
@@ -174,7 +175,7 @@ class Runner:
         self.world = distributed.current()
         self.context = RunContext(lamp_home=lamp_home(), preset=matrix.preset, seed=matrix.seed,
                                   device=distributed.device_for(matrix.device, self.world),
-                                  prompt_budget=matrix.prompt_budget)
+                                  prompt_budget=matrix.prompt_budget, force=force)
         self._generators: dict[tuple[str, str | None], Generator] = {}
         self._checkpoint_stale: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
@@ -613,7 +614,7 @@ class Runner:
 
     def _say(self, text: str) -> None:
         if self.console is not None:
-            self.console.print(f"[dim]{text}[/dim]", highlight=False, soft_wrap=True)
+            self.console.print(f"[dim]{redact_text(text)}[/dim]", highlight=False, soft_wrap=True)
 
     def stale_cell(self, spec: CellSpec) -> tuple[CellStore, dict[str, str]] | None:
         """A finished cell in the run folder that differs from ``spec`` only by the versions of
@@ -661,6 +662,7 @@ class Runner:
 
         if not self.world.is_main:
             return
+        message = redact_text(message)
         if self.console is not None:
             self.console.print(f"[yellow]warning[/]: {message}", soft_wrap=True)
         else:

@@ -43,6 +43,7 @@ from typing import Any
 from lamp_harness.contracts import Example, MetricResult, Prediction
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_bytes, atomic_write_json, writing
+from lamp_harness.secrets import redact
 
 CONFIG = "config.json"
 PREDICTIONS = "predictions.jsonl"
@@ -169,8 +170,9 @@ class CellStore:
 
     # -- config ---------------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
-        """Write ``config.json`` atomically."""
-        atomic_write_json(self.dir / CONFIG, config)
+        """Write ``config.json`` atomically, secrets masked (:func:`~lamp_harness.secrets.redact`:
+        a component's ``describe()`` or a note cannot put a key on disk)."""
+        atomic_write_json(self.dir / CONFIG, redact(config))
 
     def read_config(self) -> dict[str, Any]:
         """``config.json``; an unreadable one is a one-line error naming it."""

@@ -67,6 +67,7 @@ from lamp_harness.options import generation_budget, generator_kwargs, generator_
 from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
 from lamp_harness.scores import score_cell
+from lamp_harness.secrets import redact
 
 WEIGHTS = "weights.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -521,7 +522,7 @@ def resolved_config(session: _Session) -> dict[str, Any]:
         return {"split": ds.split, "source": ds.source, "checksums": dict(ds.checksums),
                 "fingerprint": ds.fingerprint, "examples": len(ds.examples)}
 
-    return {
+    return redact({  # a secret never reaches disk, even from a component's describe()
         "identity": session.identity,
         "base_identity": session.base_identity,
         "component_versions": dict(session.versions),
@@ -537,7 +538,7 @@ def resolved_config(session: _Session) -> dict[str, Any]:
         "eval_data": data(session.eval_data),
         "preset_notes": list(session.context.events),
         "versions": {"lamp-harness": __version__},
-    }
+    })
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,15 +3,41 @@ server, OpenAI, Azure OpenAI...).
 
 ``--generator openai:MODEL --generator-arg base_url=http://host:8000/v1``. Requests go out
 ``concurrency`` at a time, under client-side requests-per-minute and tokens-per-minute limits; 429,
-5xx, timeouts and connection errors are retried with exponential backoff and full jitter, waiting at
-least what a ``Retry-After`` header asks. When the server stays down after the retries the run stops
-with one line naming the URL; every answer received so far is kept in the response cache (and the
-run store keeps every finished batch), so a resume only sends what is missing.
+5xx, timeouts, connection errors and malformed answers are retried with exponential backoff and
+full jitter, waiting at least what a ``Retry-After`` header asks (up to ``max_retry_wait``). When
+the server stays down after the retries the run stops with one line naming the URL; every answer
+received so far is kept in the response cache (and the run store keeps every finished batch), so a
+resume only sends what is missing.
+
+**The API key** is read from the environment variable named by ``api_key_env`` (default
+``OPENAI_API_KEY``) and sent as the ``Authorization: Bearer`` header (and Azure's ``api-key``). It
+is never an argument: ``--generator-arg api_key=...`` (any secret name, see
+:mod:`lamp_harness.secrets`) and a ``base_url`` with ``user:password@`` are refused in one line, so
+the key cannot reach ``config.json``, cell ids, labels, events or reporters; a server echoing the
+header back in an error is masked in the line printed. The response cache key hashes the URL and
+the request body, never the key.
+
+**Answers are checked before use.** An answer must be a JSON object with a first choice that is an
+object holding a text (``message.content`` for ``chat``, ``text`` for ``completions``), no
+``error`` object, and a ``usage`` whose token counts are finite non-negative numbers. Anything else
+(``message: null``, ``content: null`` beside an ``error``, a string choice, ``usage`` of
+``"NaN"``...) is retried like a server error and never cached or scored; a cached answer that fails
+the check is asked again.
 
 **Response cache.** Answers are stored in SQLite under ``$LAMP_HOME/openai-cache.sqlite``, keyed by a
 SHA-256 of the endpoint URL, the model and the full request body (prompt and decoding parameters).
-A rerun, a resumed run or another matrix with the same requests sends nothing. The API key is
-never part of the key, the cache, ``config.json``, events or logs.
+A rerun, a resumed run or another matrix with the same requests sends nothing; ``lamp run --force``
+asks again (and stores the new answers). The file is verified when opened (its schema and SQLite's
+``quick_check``); a damaged one (garbage, truncated, another schema, a folder in its place) is moved
+aside to ``openai-cache.sqlite.damaged-TIME`` with a warning and rebuilt empty. Opening takes a
+file lock (``openai-cache.sqlite.lock``), so concurrent runs never rebuild it twice; SQLite's own
+locking (WAL) serialises their writes.
+
+**Time bounds.** ``timeout`` bounds each network wait (connect, each read, each write); ``deadline``
+bounds a whole request (connect + headers + body), so a server that drips one byte a second times
+out too. A ``Retry-After`` (seconds, HTTP date, or ``retry-after-ms``) longer than ``max_retry_wait``
+(default 300 s) stops the run at once in one line (finished work is kept); a wait over 5 s is
+announced on stderr.
 
 **Usage.** Prompt and completion tokens come from the server's ``usage`` of each answer (also for
 cached answers: they are what the answer cost); :meth:`OpenAIGenerator.usage` adds the requests
@@ -27,58 +53,72 @@ count). Soft-token prompts (PPlug) and FiD cannot go over this API: use ``vllm``
 ``logprobs`` on token-id prompts built with the local tokenizer and the chat template (vLLM and
 compatible servers); servers that return no prompt logprobs give a one-line error.
 
-Arguments (``--generator-arg KEY=VALUE``):
+Arguments (``--generator-arg KEY=VALUE``), every one checked before any request:
 
 ====================  =====================================================================
-``base_url``          the API root, e.g. ``http://127.0.0.1:8000/v1`` (default:
-                      ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``)
+``base_url``          the API root, ``http(s)://host[:port]/path``, e.g.
+                      ``http://127.0.0.1:8000/v1`` (default: ``$OPENAI_BASE_URL``, else
+                      ``https://api.openai.com/v1``); no ``user:password@``
 ``api_key_env``       name of the environment variable holding the key (default
                       ``OPENAI_API_KEY``; no key is sent when it is unset)
 ``endpoint``          ``chat`` (default) or ``completions``
-``concurrency``       requests in flight at once (default 8)
+``concurrency``       requests in flight at once (default 8, at least 1)
 ``rpm`` / ``tpm``     requests / tokens per minute, client side, paced evenly (default 0: no
                       limit); a request's tokens are the prompt's count plus ``max_tokens``
-``timeout``           seconds per request (default 60)
-``max_retries``       retries per request before giving up (default 6)
-``backoff``           first backoff in seconds (default 1; doubles per retry, capped at 60)
+``timeout``           seconds of each network wait: connect, read, write (default 60, > 0)
+``deadline``          seconds of a whole request, connect to last byte (default 600, > 0)
+``max_retries``       retries per request before giving up (default 6, >= 0)
+``backoff``           first backoff in seconds (default 1, >= 0; doubles per retry, capped at 60)
+``max_retry_wait``    the longest ``Retry-After`` honoured, in seconds (default 300, >= 0)
 ``cache``             ``true`` (default) / ``false`` (bypass the response cache)
 ``max_new_tokens``    budget when a request sets none (default 128)
 ``max_input_tokens``  prompt-text budget (default 256)
 ``tokenizer``         tokenizer for budgets and label scoring (see above)
 ====================  =====================================================================
 
-Any other key (``temperature``, ``top_p``, ``seed``, ``stop``...) goes into every request body;
-``temperature`` defaults to 0 (greedy), as the other generators decode.
+Any other key (``temperature``, ``top_p``, ``seed``, ``stop``...) goes into every request body
+(numbers must be finite); ``temperature`` defaults to 0 (greedy), as the other generators decode.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Generator, RunContext
-from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.models import preset_generator_args
-from lamp_harness.options import bool_arg, float_arg, int_arg
+from lamp_harness.options import bool_arg, check_args, float_arg, int_arg
+from lamp_harness.secrets import redact, redact_text, remember
 from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter
 
 OWNER = "generator 'openai'"
-KNOWN_ARGS = ("base_url", "api_key_env", "endpoint", "concurrency", "rpm", "tpm", "timeout", "max_retries",
-              "backoff", "cache", "max_new_tokens", "max_input_tokens", "tokenizer", "num_beams",
-              "batch_size")
+KNOWN_ARGS = ("base_url", "api_key_env", "endpoint", "concurrency", "rpm", "tpm", "timeout", "deadline",
+              "max_retries", "backoff", "max_retry_wait", "cache", "max_new_tokens", "max_input_tokens",
+              "tokenizer", "num_beams", "batch_size")
 MAX_BACKOFF = 60.0
+"""The longest backoff between two attempts (seconds), whatever ``backoff`` and the attempt."""
+MAX_RETRY_WAIT = 300.0
+"""Default of ``max_retry_wait``: the longest ``Retry-After`` honoured (seconds)."""
+ANNOUNCE_WAIT = 5.0
+"""Waits longer than this (seconds) are announced on stderr."""
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _value(text: Any) -> Any:
@@ -91,52 +131,229 @@ def _value(text: Any) -> Any:
         return text
 
 
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` (nested lists and objects included) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def check_base_url(url: str, source: str) -> str:
+    """``url`` without a trailing slash when it is an ``http(s)://host[:port][/path]`` URL without
+    credentials; else a one-line error naming ``source`` (the argument or the variable)."""
+    url = str(url).strip().rstrip("/")
+    fix = "Pass base_url=http://HOST:PORT/v1 (the API root of an OpenAI-compatible server)."
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+    except ValueError:
+        raise lamp_error(f"{source}={redact_text(url)!r} is not a usable URL (bad port)", where=OWNER, fix=fix) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise lamp_error(f"{source}={redact_text(url)!r} is not an http(s) URL with a host", where=OWNER, fix=fix)
+    if parts.username is not None or parts.password is not None:
+        raise lamp_error(f"{source}={redact_text(url)!r} carries credentials inside the URL, which would be "
+                         "recorded with it", where=OWNER,
+                         fix="Remove 'user:password@' from the URL and put the key in an environment variable: "
+                             "$OPENAI_API_KEY, or api_key_env=NAME (sent as the Authorization header).")
+    if parts.query or parts.fragment:
+        raise lamp_error(f"{source}={redact_text(url)!r} has a query or fragment", where=OWNER, fix=fix)
+    return url
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+# ---------------------------------------------------------------------------------------------
+
+
+class MalformedAnswer(ValueError):
+    """An answer with HTTP 200 that cannot be used (retried like a server error, never cached)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A checked answer: its text, the echoed prompt's per-token logprobs (label scoring; ``None``
+    when the server sent none) and the tokens it cost."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    token_logprobs: tuple[float | None, ...] | None = None
+
+
+def _count(usage: Mapping[str, Any], name: str) -> int:
+    value = usage.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or value != int(value):
+        raise MalformedAnswer(f"usage.{name} is {json.dumps(value)[:40]}, not a token count")
+    return int(value)
+
+
+def check_answer(answer: Any, chat: bool) -> Answer:
+    """The usable content of a ``/chat/completions`` (``chat``) or ``/completions`` answer, or
+    :class:`MalformedAnswer` saying what is wrong with it."""
+    if not isinstance(answer, Mapping):
+        raise MalformedAnswer(f"the answer is a JSON {type(answer).__name__}, not an object")
+    if answer.get("error"):
+        raise MalformedAnswer(f"the answer carries an error ({_error_text(answer['error'])})")
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedAnswer("the answer has no choices")
+    choice = choices[0]
+    if not isinstance(choice, Mapping):
+        raise MalformedAnswer(f"choices[0] is a JSON {type(choice).__name__}, not an object")
+    if choice.get("error"):
+        raise MalformedAnswer(f"choices[0] carries an error ({_error_text(choice['error'])})")
+    if chat:
+        message = choice.get("message")
+        if not isinstance(message, Mapping):
+            raise MalformedAnswer("choices[0].message is " + ("missing" if message is None and "message" not in choice
+                                                              else f"{json.dumps(message)[:40]}, not an object"))
+        text = message.get("content")
+        where = "choices[0].message.content"
+    else:
+        text = choice.get("text")
+        where = "choices[0].text"
+    if not isinstance(text, str):
+        raise MalformedAnswer(f"{where} is {'missing' if text is None else 'not text'}")
+    usage = answer.get("usage")
+    if usage is not None and not isinstance(usage, Mapping):
+        raise MalformedAnswer("usage is not an object")
+    usage = usage or {}
+    logprobs = choice.get("logprobs")
+    token_logprobs = None
+    if logprobs is not None:
+        if not isinstance(logprobs, Mapping):
+            raise MalformedAnswer("choices[0].logprobs is not an object")
+        values = logprobs.get("token_logprobs")
+        if values is not None:
+            if not isinstance(values, list) or not all(
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+                    for v in values):
+                raise MalformedAnswer("choices[0].logprobs.token_logprobs is not a list of finite numbers")
+            token_logprobs = tuple(None if v is None else float(v) for v in values)
+    return Answer(text, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), token_logprobs)
+
+
+def _error_text(error: Any) -> str:
+    message = error.get("message", error) if isinstance(error, Mapping) else error
+    return " ".join(redact_text(str(message)).split())[:120]
+
+
 # ---------------------------------------------------------------------------------------------
 # Response cache
 # ---------------------------------------------------------------------------------------------
 
+_SCHEMA = [("key", "TEXT"), ("body", "TEXT"), ("created", "REAL")]
+
+
+class _Damaged(Exception):
+    """The cache file cannot be used as it is (the reason is the message)."""
+
 
 class ResponseCache:
-    """Answers of an OpenAI-compatible server in SQLite, keyed by request hash (thread-safe)."""
+    """Answers of an OpenAI-compatible server in SQLite, keyed by request hash (thread-safe).
+
+    Verified when opened (schema and ``PRAGMA quick_check``), under a file lock so that concurrent
+    runs never rebuild it twice; a damaged file is moved aside with a warning and rebuilt empty."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        from filelock import FileLock
+
+        self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL, "
-                         "created REAL NOT NULL)")
-        self._db.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.path.with_name(self.path.name + ".lock")), thread_local=False):
+                try:
+                    self._db = self._open()
+                except _Damaged as exc:
+                    aside = self._move_aside()
+                    warn(f"{self.path} is damaged ({exc}); moved to {aside.name} and rebuilt empty (its answers "
+                         "will be asked again)")
+                    self._db = self._open()
+        except (OSError, sqlite3.OperationalError, _Damaged) as exc:
+            raise lamp_error(f"cannot open the response cache ({getattr(exc, 'strerror', None) or exc})",
+                             where=str(self.path),
+                             fix="Check that $LAMP_HOME is writable and has free space (or pass --generator-arg "
+                                 "cache=false).") from None
+
+    def _open(self) -> sqlite3.Connection:
+        """The verified connection; :class:`_Damaged` when the file is not a sound cache, and
+        ``sqlite3.OperationalError`` when it cannot be used now (a full disk, no permission): a
+        sound cache is never moved aside for that."""
+        if self.path.exists() and not self.path.is_file():
+            raise _Damaged("not a file")
+        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL, "
+                       "created REAL NOT NULL)")
+            db.commit()
+            columns = [(row[1], str(row[2]).upper()) for row in db.execute("PRAGMA table_info(responses)")]
+            if columns != _SCHEMA:
+                raise _Damaged(f"another schema: responses({', '.join(c for c, _ in columns)})")
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise _Damaged(f"integrity check: {check[0] if check else 'no answer'}")
+        except sqlite3.OperationalError:
+            db.close()
+            raise
+        except (sqlite3.Error, _Damaged) as exc:  # "file is not a database", "disk image is malformed"
+            db.close()
+            raise _Damaged(str(exc)) from None
+        return db
+
+    def _move_aside(self) -> Path:
+        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm", "-journal"):  # SQLite's side files belong to the damaged one
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+        return aside
 
     @staticmethod
     def key(url: str, body: Mapping[str, Any]) -> str:
-        """SHA-256 of the endpoint URL and the request body (model, prompt, decoding parameters)."""
-        return hashlib.sha256(json.dumps({"url": url, "body": body}, sort_keys=True).encode()).hexdigest()
+        """SHA-256 of the endpoint URL and the request body (model, prompt, decoding parameters),
+        secrets masked (they are refused as arguments anyway: see :mod:`lamp_harness.secrets`)."""
+        return hashlib.sha256(json.dumps({"url": redact_text(url), "body": redact(dict(body))},
+                                         sort_keys=True).encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored answer under ``key``, or ``None``."""
-        with self._lock:
-            row = self._db.execute("SELECT body FROM responses WHERE key = ?", (key,)).fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT body FROM responses WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         if row is None:
             return None
         try:
-            return dict(json.loads(row[0]))
-        except ValueError:  # a torn or foreign row: ask the server again
+            found = json.loads(row[0])
+        except (TypeError, ValueError):  # a torn or foreign row: ask the server again
             return None
+        return found if isinstance(found, dict) else None
 
     def put(self, key: str, body: Mapping[str, Any]) -> None:
-        """Store an answer (committed at once, so a crash keeps every answer received). A full
-        disk is an ``OSError`` naming the cache file (the CLI's one line)."""
-        with self._lock:
-            try:
+        """Store a checked answer (committed at once, so a crash keeps every answer received)."""
+        try:
+            with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
-                                 (key, json.dumps(body), time.time()))
+                                 (key, redact_text(json.dumps(body)), time.time()))
                 self._db.commit()
-            except sqlite3.OperationalError as exc:
-                if "full" not in str(exc) and "disk I/O" not in str(exc):
-                    raise
-                raise OSError(errno.ENOSPC, f"cannot store an answer ({exc})", str(self.path)) from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> LampError:
+        return lamp_error(f"the response cache failed ({exc}); finished predictions are kept", where=str(self.path),
+                          fix="Free disk space under $LAMP_HOME (or pass --generator-arg cache=false), then rerun "
+                              "the same command to resume.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,24 +395,109 @@ class RateLimiter:
             self.sleep(start - now)
 
 
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else max(0.0, value)
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds a ``Retry-After`` (or ``retry-after-ms``) header asks to wait, if any."""
+    """Seconds a ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms`` header asks to wait:
+    ``None`` when absent or unreadable (``nan``, garbage), ``inf`` when it says so (the caller
+    compares with ``max_retry_wait``), 0 for a past date or a negative number."""
     millis = headers.get("retry-after-ms")
     if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+        value = _seconds(millis.strip())
+        if value is not None:
+            return value / 1000
+    value = (headers.get("retry-after") or "").strip()
     if not value:
         return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+def _announce(message: str) -> None:
+    print(f"{OWNER}: {message}", file=sys.stderr, flush=True)
+
+
+class _Deadline:
+    """A per-thread deadline (``time.monotonic()`` value) that every network wait of the current
+    request is clamped to, so a request cannot outlive it however the server paces its bytes."""
+
+    local = threading.local()
+
+    @classmethod
+    def clamp(cls, timeout: float | None, kind: str) -> float | None:
+        at = getattr(cls.local, "at", None)
+        if at is None:
+            return timeout
+        left = at - time.monotonic()
+        if left <= 0:
+            import httpcore
+
+            error = {"connect": httpcore.ConnectTimeout, "write": httpcore.WriteTimeout}.get(kind, httpcore.ReadTimeout)
+            raise error("the request's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+def _deadline_backend(inner: Any) -> Any:
+    """An httpcore network backend whose every connect, read and write waits at most until the
+    current request's deadline (see :class:`_Deadline`)."""
+    import httpcore
+
+    class Stream(httpcore.NetworkStream):
+        def __init__(self, stream: Any) -> None:
+            self._stream = stream
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self._stream.read(max_bytes, _Deadline.clamp(timeout, "read"))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._stream.write(buffer, _Deadline.clamp(timeout, "write"))
+
+        def close(self) -> None:
+            self._stream.close()
+
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                      timeout: float | None = None) -> Any:
+            return Stream(self._stream.start_tls(ssl_context, server_hostname, _Deadline.clamp(timeout, "connect")))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._stream.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                        socket_options: Any = None) -> Any:
+            return Stream(inner.connect_tcp(host, port, _Deadline.clamp(timeout, "connect"), local_address,
+                                            socket_options))
+
+        def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+            return Stream(inner.connect_unix_socket(path, _Deadline.clamp(timeout, "connect"), socket_options))
+
+        def sleep(self, seconds: float) -> None:
+            inner.sleep(seconds)
+
+    return Backend()
+
+
+def _with_deadlines(client: Any) -> bool:
+    """Put :func:`_deadline_backend` under every connection pool of an ``httpx.Client`` (its
+    default transport and any proxy mounts); ``False`` when this httpx keeps its pools elsewhere."""
+    transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+    pools = [getattr(t, "_pool", None) for t in transports]
+    if not all(hasattr(pool, "_network_backend") for pool in pools):
+        return False
+    for pool in pools:
+        pool._network_backend = _deadline_backend(pool._network_backend)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,15 +518,31 @@ class OpenAIGenerator(Generator):
             raise lamp_error("the openai generator needs httpx", where=OWNER,
                              fix='Install it: pip install "lamp-harness[openai]".') from None
         self.context = context
+        check_args(args, "--generator-arg", where=OWNER)  # also for the Python API
         run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
                                        ("max_input_tokens", max_input_tokens)) if v is not None}
         args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.body_args = {k: _value(v) for k, v in args.items() if k not in KNOWN_ARGS and k != "model"}
         self.body_args.setdefault("temperature", 0)
-        self.base_url = str(known.get("base_url") or os.environ.get("OPENAI_BASE_URL")
-                            or "https://api.openai.com/v1").rstrip("/")
-        self.api_key_env = str(known.get("api_key_env", "OPENAI_API_KEY"))
+        if self.body_args.get("stream") not in (None, False):
+            raise lamp_error("argument stream is not supported (answers are read whole, then checked and cached)",
+                             where=OWNER, fix="Drop --generator-arg stream.")
+        for key, value in self.body_args.items():
+            if not _finite(value):
+                raise lamp_error(f"argument {key}={args.get(key, value)} is not a finite number", where=OWNER,
+                                 fix="JSON has no NaN or Infinity: pass a finite value.")
+        if known.get("base_url"):
+            self.base_url = check_base_url(known["base_url"], "argument base_url")
+        elif os.environ.get("OPENAI_BASE_URL"):
+            self.base_url = check_base_url(os.environ["OPENAI_BASE_URL"], "$OPENAI_BASE_URL")
+        else:
+            self.base_url = "https://api.openai.com/v1"
+        self.api_key_env = str(known.get("api_key_env", "OPENAI_API_KEY")).strip()
+        if not _ENV_NAME.fullmatch(self.api_key_env):
+            raise lamp_error("argument api_key_env is not the name of an environment variable (it names the "
+                             "variable that holds the key; the key itself is never an argument)", where=OWNER,
+                             fix="export MY_KEY=... and pass api_key_env=MY_KEY (default: OPENAI_API_KEY).")
         self.endpoint = str(known.get("endpoint", "chat")).strip().lower()
         if self.endpoint not in ("chat", "completions"):
             raise lamp_error(f"argument endpoint={self.endpoint!r} is not chat or completions", where=OWNER,
@@ -232,9 +550,11 @@ class OpenAIGenerator(Generator):
         self.concurrency = int_arg(known, "concurrency", 8, OWNER, minimum=1)
         self.batch_size = int_arg(known, "batch_size", max(16, 4 * self.concurrency), OWNER, minimum=1)
         self.limiter = RateLimiter(int_arg(known, "rpm", 0, OWNER), int_arg(known, "tpm", 0, OWNER))
-        self.timeout = float_arg(known, "timeout", 60.0, OWNER)
+        self.timeout = float_arg(known, "timeout", 60.0, OWNER, positive=True)
+        self.deadline = float_arg(known, "deadline", 600.0, OWNER, positive=True)
         self.max_retries = int_arg(known, "max_retries", 6, OWNER)
-        self.backoff = float_arg(known, "backoff", 1.0, OWNER)
+        self.backoff = float_arg(known, "backoff", 1.0, OWNER, minimum=0)
+        self.max_retry_wait = float_arg(known, "max_retry_wait", MAX_RETRY_WAIT, OWNER, minimum=0)
         self.use_cache = bool_arg(known, "cache", True, OWNER)
         self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
         self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
@@ -242,12 +562,16 @@ class OpenAIGenerator(Generator):
             raise lamp_error("beam search is not part of the OpenAI API", where=OWNER,
                              fix="Drop num_beams (the offline preset's greedy decoding is used), or use "
                                  "--generator vllm / hf for beams.")
+        remember(os.environ.get(self.api_key_env))  # masked wherever a line could repeat it
+        self.client = httpx.Client(timeout=self.timeout, headers=self._headers(),
+                                   limits=httpx.Limits(max_connections=self.concurrency))
+        if not _with_deadlines(self.client):
+            context.note(f"{OWNER}: this httpx version hides its connection pools: deadline={self.deadline:g} "
+                         "is not enforced (timeout still is)")
         self.model = model or self._served_model(httpx)
         self.tokenizer = self._load_tokenizer(known.get("tokenizer"))
         self._counter = HFTokenCounter(self.tokenizer) if self.tokenizer is not None else WhitespaceTokenCounter()
         self.cache = ResponseCache(context.lamp_home / "openai-cache.sqlite") if self.use_cache else None
-        self.client = httpx.Client(timeout=self.timeout, headers=self._headers(),
-                                   limits=httpx.Limits(max_connections=self.concurrency))
         self._lock = threading.Lock()
         self._usage = {"requests_sent": 0, "retries": 0, "cache_hits": 0, "prompt_tokens": 0,
                        "completion_tokens": 0}
@@ -262,19 +586,31 @@ class OpenAIGenerator(Generator):
         return headers
 
     def _served_model(self, httpx: Any) -> str:
-        """The only model the server serves, when ``openai`` is given without one."""
+        """The only model the server serves, when ``openai`` is given without one (``/models``
+        answering ``{"data": [...]}``, ``{"models": [...]}`` or a bare list, of objects with an
+        ``id`` (or ``name``) or of names)."""
         url = f"{self.base_url}/models"
+        fix = "Name the model: --generator openai:MODEL."
         try:
-            response = httpx.get(url, headers=self._headers(), timeout=self.timeout)
+            response = self._send(httpx, "GET", url)
             response.raise_for_status()
-            models = [m["id"] for m in response.json().get("data", [])]
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            raise lamp_error(f"no model given and {url} did not list the served models "
-                             f"({type(exc).__name__})", where=OWNER,
-                             fix="Name the model: --generator openai:MODEL.") from None
+            payload = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            detail = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else \
+                type(exc).__name__
+            raise lamp_error(f"no model given and {url} did not list the served models ({detail})", where=OWNER,
+                             fix=fix) from None
+        listed = payload.get("data", payload.get("models")) if isinstance(payload, Mapping) else payload
+        models = []
+        for item in listed if isinstance(listed, list) else [None]:
+            name = item.get("id", item.get("name")) if isinstance(item, Mapping) else item
+            if not isinstance(name, str) or not name:
+                raise lamp_error(f"no model given and {url} answered a model list this client cannot read "
+                                 f"({json.dumps(payload)[:80]})", where=OWNER, fix=fix)
+            models.append(name)
         if len(models) != 1:
             raise lamp_error(f"no model given and {url} serves {len(models)} models ({', '.join(models)})",
-                             where=OWNER, fix="Name the model: --generator openai:MODEL.")
+                             where=OWNER, fix=fix)
         return models[0]
 
     def _load_tokenizer(self, spec: Any) -> Any:
@@ -308,13 +644,13 @@ class OpenAIGenerator(Generator):
 
     def describe(self) -> Mapping[str, Any]:
         """Model, server, endpoint, flow control and decoding settings (never the API key)."""
-        return {
+        return redact({
             "name": self.name, "model": self.model, "base_url": self.base_url, "endpoint": self.endpoint,
             "api_key_env": self.api_key_env, "concurrency": self.concurrency, "rpm": self.limiter.rpm,
             "tpm": self.limiter.tpm, "max_input_tokens": self.max_input_tokens,
             "max_new_tokens": self.max_new_tokens, "request_args": dict(self.body_args),
             "tokenizer": getattr(self.tokenizer, "name_or_path", None),
-        }
+        })
 
     def usage(self) -> Mapping[str, int]:
         """Counters since this generator was created: requests sent (retries included), retries,
@@ -335,7 +671,8 @@ class OpenAIGenerator(Generator):
         jobs = [self._job(r) for r in requests]
         with ThreadPoolExecutor(self.concurrency) as pool:
             answers = list(pool.map(lambda job: self._call(*job), jobs))
-        return [self._generation(a) for a in answers]
+        return [Generation(text=redact_text(a.text).strip(), prompt_tokens=a.prompt_tokens,
+                           generated_tokens=a.completion_tokens) for a in answers]
 
     # -- requests -------------------------------------------------------------------------------
     def _text(self, request: GenerationRequest) -> str:
@@ -356,48 +693,60 @@ class OpenAIGenerator(Generator):
             path = "/completions"
         return path, body, self._counter.count(text) + budget
 
-    def _generation(self, answer: Mapping[str, Any]) -> Generation:
-        choice = answer["choices"][0]
-        text = choice["message"].get("content") or "" if "message" in choice else choice.get("text", "")
-        usage = answer.get("usage") or {}
-        return Generation(text=str(text).strip(), prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          generated_tokens=int(usage.get("completion_tokens") or 0))
-
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self._usage[key] += n
 
-    def _call(self, path: str, body: dict[str, Any], tokens: int) -> dict[str, Any]:
-        """One answer: from the cache, or from the server with rate limits and retries."""
+    def _send(self, httpx: Any, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One HTTP request, whole within ``deadline`` seconds (body read included)."""
+        _Deadline.local.at = time.monotonic() + self.deadline
+        try:
+            return self.client.request(method, url, json=body)
+        finally:
+            _Deadline.local.at = None
+
+    def _call(self, path: str, body: dict[str, Any], tokens: int) -> Answer:
+        """One checked answer: from the cache (unless the run is forced), or from the server with
+        rate limits and retries; a server's answer is cached only once it passed the check."""
         import httpx
 
         url = self.base_url + path
+        chat = path == "/chat/completions"
         key = ResponseCache.key(url, body)
-        if self.cache is not None:
+        if self.cache is not None and not self.context.force:
             cached = self.cache.get(key)
             if cached is not None:
-                self._count("cache_hits")
-                self._add_usage(cached)
-                return cached
+                try:
+                    answer = check_answer(cached, chat)
+                except MalformedAnswer:  # stored by an older version: ask again (and replace it)
+                    pass
+                else:
+                    self._count("cache_hits")
+                    self._add_usage(answer)
+                    return answer
         last = ""
         for attempt in range(self.max_retries + 1):
             self.limiter.acquire(tokens)
             self._count("requests_sent")
             wait = None
+            sent = time.monotonic()
             try:
-                response = self.client.post(url, json=body)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                response = self._send(httpx, "POST", url, body)
+            except httpx.RequestError as exc:  # timeouts, connection, protocol and decoding errors
                 last = type(exc).__name__
+                if isinstance(exc, httpx.TimeoutException) and time.monotonic() - sent >= self.deadline - 0.05:
+                    last = f"no complete answer within deadline={self.deadline:g} s"
             else:
                 if response.status_code == 200:
                     try:
-                        answer = response.json()
-                        answer["choices"][0]
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        last = "a malformed answer"
+                        payload = response.json()
+                        answer = check_answer(payload, chat)
+                    except ValueError as exc:  # MalformedAnswer, or not JSON at all
+                        last = f"a malformed answer: {exc}" if isinstance(exc, MalformedAnswer) else \
+                            "a malformed answer: not JSON"
                     else:
                         if self.cache is not None:
-                            self.cache.put(key, answer)
+                            self.cache.put(key, payload)
                         self._add_usage(answer)
                         return answer
                 elif response.status_code not in RETRY_STATUS:
@@ -406,20 +755,30 @@ class OpenAIGenerator(Generator):
                 else:
                     last = f"HTTP {response.status_code}"
                     wait = retry_after(response.headers)
+                    if wait is not None and wait > self.max_retry_wait:
+                        raise lamp_error(f"{url} answered {last} and asks to wait {_duration(wait)} before retrying "
+                                         f"(Retry-After), more than max_retry_wait={self.max_retry_wait:g} s; "
+                                         "finished predictions are kept", where=OWNER,
+                                         fix="Rerun the same command later to resume, or raise "
+                                             "--generator-arg max_retry_wait=SECONDS.")
             if attempt == self.max_retries:
                 break
             self._count("retries")
-            backoff = random.uniform(0, min(MAX_BACKOFF, self.backoff * 2 ** attempt))
-            time.sleep(max(backoff, wait or 0.0))
+            pause = max(random.uniform(0, min(MAX_BACKOFF, self.backoff * 2 ** attempt)), wait or 0.0)
+            if pause > ANNOUNCE_WAIT:
+                reason = "as its Retry-After asks" if wait is not None and wait >= pause else "(backoff)"
+                _announce(f"{url} answered {last}; waiting {pause:.0f} s {reason} before retry "
+                          f"{attempt + 1} of {self.max_retries}")
+            time.sleep(pause)
         raise lamp_error(f"{url} did not answer after {self.max_retries + 1} attempts (last: {last}); "
                          "finished predictions are kept", where=OWNER,
-                         fix="Check that the server is up, then rerun the same command to resume.")
+                         fix="Check that the server is up and serves this model, then rerun the same command "
+                             "to resume.")
 
-    def _add_usage(self, answer: Mapping[str, Any]) -> None:
-        usage = answer.get("usage") or {}
+    def _add_usage(self, answer: Answer) -> None:
         with self._lock:
-            self._usage["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-            self._usage["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+            self._usage["prompt_tokens"] += answer.prompt_tokens
+            self._usage["completion_tokens"] += answer.completion_tokens
 
     # -- label scoring --------------------------------------------------------------------------
     def _labels(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -447,12 +806,12 @@ class OpenAIGenerator(Generator):
             scores = []
             for _ in request.choices:
                 start, n = spans[pos]
-                logprobs = (answers[pos]["choices"][0].get("logprobs") or {}).get("token_logprobs")
-                if not logprobs or len(logprobs) < start + n:
+                logprobs = answers[pos].token_logprobs
+                if not logprobs or len(logprobs) < start + n or any(v is None for v in logprobs[start:start + n]):
                     raise lamp_error(f"{self.base_url} returned no prompt logprobs for label scoring",
                                      where=OWNER, fix="Use --decode generate with this server, or a "
                                                       "server that supports echo with logprobs (vLLM).")
-                scores.append(float(sum(logprobs[start:start + n])))
+                scores.append(float(sum(v for v in logprobs[start:start + n] if v is not None)))
                 pos += 1
             best = max(range(len(scores)), key=lambda j: (scores[j], -j))
             label = request.choices[best]
@@ -472,13 +831,24 @@ class OpenAIGenerator(Generator):
 
 
 def _detail(response: Any) -> str:
+    """The server's error message (its JSON ``error.message``, else the body), masked and short."""
     try:
         payload = response.json()
-        message = payload.get("error", payload)
-        message = message.get("message", message) if isinstance(message, dict) else message
     except ValueError:
-        message = response.text
-    return " ".join(str(message).split())[:200]
+        message: Any = response.text
+    else:
+        message = payload.get("error", payload) if isinstance(payload, Mapping) else payload
+        message = message.get("message", message) if isinstance(message, Mapping) else message
+    return " ".join(redact_text(str(message)).split())[:200] or "(no message)"
+
+
+def _duration(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "forever"
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _fix_for(status: int, key_env: str) -> str:

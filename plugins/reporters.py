@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lamp_harness.hookspecs import hookimpl
+from lamp_harness.secrets import redact
 
 EVENTS_FILE = "events.jsonl"
 
@@ -172,7 +173,7 @@ class EventLog:
     def _write(handle: IO[str], event: str, **fields: Any) -> None:
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event}
         record.update(fields)
-        handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        handle.write(json.dumps(redact(record), ensure_ascii=False, default=_jsonable) + "\n")
         handle.flush()
 
     @staticmethod

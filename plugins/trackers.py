@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lamp_harness.errors import lamp_error
+from lamp_harness.secrets import redact
 from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, SCORES, TIMING
 
 ARTIFACTS = (CONFIG, METRICS, PREDICTIONS, SCORES, TIMING)
@@ -23,9 +24,10 @@ def require(module: str, extra: str, package: str) -> None:
 
 
 def cell_config(cell: Any) -> dict[str, Any]:
-    """The cell's ``config.json`` (empty when it cannot be read: a reporter never stops a run)."""
+    """The cell's ``config.json``, secrets masked (a folder written before they were: see
+    :mod:`lamp_harness.secrets`); empty when it cannot be read: a reporter never stops a run."""
     try:
-        return json.loads((Path(cell.dir) / CONFIG).read_text(encoding="utf-8"))
+        return redact(json.loads((Path(cell.dir) / CONFIG).read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return {}
 

@@ -78,7 +78,8 @@ def test_lamp3_with_the_pplug_papers_scorer(tmp_path, capsys):
     write_outputs(golds, "LaMP_3", {"1": "1"})
     write_outputs(preds, "LaMP_3", {"1": "1"})
     assert _run([*argv, "--task-arg", "scorers=pplug"]) == 2
-    assert "task 'lamp-3' (--task-arg): unknown argument(s) scorers. Valid keys: max_new_tokens, scorer." in capsys.readouterr().err
+    assert ("task 'lamp-3' (--task-arg): unknown argument(s) scorers. Valid keys: max_new_tokens, scorer."
+            in capsys.readouterr().err)
 
 
 def test_prediction_ids_must_equal_gold_ids(tmp_path, capsys):

@@ -13,6 +13,7 @@ import typer
 
 from lamp_harness import __version__
 from lamp_harness.errors import LampError
+from lamp_harness.secrets import redact_text
 
 app = typer.Typer(
     name="lamp",
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     if argv is None:
         _as_a_rank()
+    from lamp_harness.secrets import remember_environment
+
+    remember_environment()  # no line printed or written repeats a key from the environment
     try:
         _main(argv)
     except SystemExit:
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise  # torchrun, srun: the traceback goes to the job's log
         line = distributed.report_failure(exc)
         if line:
-            print(f"Error: {line}", file=sys.stderr)
+            print(f"Error: {redact_text(line)}", file=sys.stderr)
         sys.exit(exc.exit_code if isinstance(exc, LampError) else 1)
     finally:
         from lamp_harness import distributed
@@ -191,5 +195,5 @@ def _usage_message(exc: Exception) -> str:
 
 
 def _fail(message: str, code: int, prefix: str = "Error: ") -> None:
-    print(f"{prefix}{' '.join(message.split())}", file=sys.stderr)
+    print(f"{prefix}{' '.join(redact_text(message).split())}", file=sys.stderr)
     sys.exit(code)

@@ -12,7 +12,7 @@ import typer
 
 from lamp_harness.cli import SEED_MAX, app
 from lamp_harness.errors import lamp_error
-from lamp_harness.options import check_device, parse_kv
+from lamp_harness.options import check_args, check_device, parse_kv
 
 _LIST = "Comma list allowed: every combination is run."
 
@@ -189,9 +189,22 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> None:
         valid, expected = CONFIG_SCHEMA[key]
         if not valid(value):
             raise lamp_error(f"{key} = {_show(value)} is not valid", where=where, fix=f"Write {expected}.")
+        if key.endswith("-args"):
+            _check_secrets(value, f"[{key}]", path, text)
         if key == "group":
             for group in value:
                 check_config({k.replace("_", "-"): v for k, v in group.items()}, path, text)
+
+
+def _check_secrets(table: dict[str, Any], name: str, path: Path, text: str) -> None:
+    """A one-line error naming the file and line for a secret in an arguments table (nested
+    tables such as ``[retriever-args.bm25]`` included)."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _check_secrets(value, f"{name.rstrip(']')}.{key}]", path, text)
+            continue
+        line = _line_of(text, str(key))
+        check_args({str(key): value}, name, where=f"{path}:{line}" if line else str(path))
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -304,7 +317,8 @@ def run(
                                        "list): mlflow (one MLflow run per cell), wandb (one W&B run per "
                                        "cell); any installed reporter plugin. Also: reporter = [...] in "
                                        "--config, or LAMP_REPORTERS=mlflow. See `lamp plugins`."),
-    force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished."),
+    force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished (a remote "
+                               "model is asked again: the openai generator's response cache is not read)."),
     allow_stale: bool = typer.Option(False, "--allow-stale",
                                      help="Keep finished cells computed with other versions of their plugins "
                                      "(with a warning) instead of recomputing them."),
