@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from lamp_cli import TOYS
 
+from lamp_harness.errors import LampError
+
 BIN = Path(sys.executable).parent
 RUN = ("run", "--task", "lamp-7,lamp-3", "--personalizer", "none,ipa", "--retriever", "bm25", "--data", "demo",
        "--generator", "toy-echo", "--limit", "30", "--quiet")
@@ -146,10 +148,11 @@ def test_a_full_disk_under_the_response_cache_names_the_cache_file_and_keeps_the
     cache = ResponseCache(path)
     body = {"choices": [{"message": {"content": "x" * 8000}}]}
     stored = 0
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(LampError) as caught:
         for stored in range(1000):  # noqa: B007  (the count is read after the error)
             cache.put(f"key-{stored}", body)
-    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    line = str(caught.value)
+    assert line.startswith(f"{path}: ") and "disk is full" in line and "\n" not in line
     assert stored > 3
     disk.grow()
     reopened = ResponseCache(path)
