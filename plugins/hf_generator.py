@@ -36,6 +36,8 @@ Any other key is passed through, like lm-eval's ``--model_args``: a key that nam
 goes to ``generate``; anything else (``attn_implementation``, ``trust_remote_code``,
 ``device_map``...) goes to ``from_pretrained``. Prefix a key with ``generate.`` or ``load.`` to
 choose explicitly. Values are parsed as int, float, ``true``/``false``/``none`` or kept as text.
+A ``temperature`` above 0 without ``do_sample`` samples (nucleus sampling with ``top_p``), as a
+temperature does on vLLM and OpenAI-compatible servers.
 """
 
 from __future__ import annotations
@@ -624,6 +626,8 @@ class HFGenerator(RequestEncoding, Generator):
             "eos_token_id": self._eos_ids,
         }
         kwargs.update(self.generate_args)
+        if "do_sample" not in self.generate_args and float(self.generate_args.get("temperature") or 0) > 0:
+            kwargs["do_sample"] = True  # a temperature asks for sampling, as on vLLM and OpenAI servers
         if self.is_encoder_decoder:
             inputs = self._encoder_inputs(encoded)
         else:
