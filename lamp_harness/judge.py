@@ -151,6 +151,7 @@ class JudgeCache:
         self._db.commit()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """The stored ``(answer, prompt tokens, generated tokens)`` of every known key."""
         found: dict[str, tuple[str, int, int]] = {}
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 500):
@@ -161,12 +162,14 @@ class JudgeCache:
         return found
 
     def put_many(self, rows: Sequence[tuple[str, str, int, int]]) -> None:
+        """Store ``(key, answer, prompt tokens, generated tokens)`` rows in one transaction."""
         now = time.time()
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)",
                                  [(k, t, p, g, now) for k, t, p, g in rows])
 
     def close(self) -> None:
+        """Close the database."""
         self._db.close()
 
 
@@ -190,6 +193,7 @@ class _Asker:
         self._generators: dict[str, Generator | None] = {}
 
     def generator(self, temperature: str) -> Generator | None:
+        """The judge generator decoding at ``temperature`` (``None``: it cannot sample)."""
         if temperature not in self._generators:
             ident = self.identity
             args = dict(ident.args)
@@ -207,6 +211,8 @@ class _Asker:
 
     def ask(self, questions: Sequence[tuple[Example, JudgePrompt]], temperature: str,
             bar: ProgressBar) -> list[str] | None:
+        """The judge's answers to ``questions`` (cached ones first), or ``None`` when it cannot
+        decode at ``temperature``."""
         keys = [self.identity.call_key(temperature, q) for _, q in questions]
         known = self.cache.get_many(keys)
         self.usage["cached"] += sum(1 for k in keys if k in known)
