@@ -207,7 +207,7 @@ class JudgedMetric:
     - ``max_new_tokens``, ``max_retries``, ``top_p``: the judge's decoding. The first try is
       greedy (temperature 0); an answer :meth:`Task.judge_parse` rejects is asked again with the
       temperature raised by 0.1 per retry (nucleus sampling at ``top_p``), and after
-      ``max_retries`` retries it scores 0.
+      ``max_retries`` retries (``--judge-arg parse_retries=N``) it scores 0.
     - ``default_judge`` / ``default_judge_args``: the judge when the run names none (a
       ``--generator`` value; ``None``: the run preset's generator), per preset in
       ``preset_judges`` (``{preset: (judge, args)}``) when the default differs by preset.
@@ -219,6 +219,9 @@ class JudgedMetric:
     max_new_tokens: int = 4096
     max_retries: int = 100
     top_p: float = 0.95
+    max_input_tokens: int = 32000
+    """The judge generator's ``max_input_tokens`` unless ``--judge-arg`` sets it: generators cut
+    prompts to it, and a judge must read the whole of its prompt."""
     default_judge: str | None = None
     default_judge_args: Mapping[str, str] = field(default_factory=dict)
     preset_judges: Mapping[str, tuple[str | None, Mapping[str, str]]] = field(default_factory=dict)

@@ -51,8 +51,9 @@ CACHE_FILE = Path("judge") / "calls.sqlite"
 JUDGMENTS = "judgments.json"
 """The per-example rationale file beside ``scores.json``: per judged metric, per example, each
 question's raw judge answer, parsed score and number of tries."""
-JUDGE_SETTINGS = ("max_retries", "max_new_tokens")
-"""``--judge-arg`` keys that set the judge's decoding rather than its generator."""
+JUDGE_SETTINGS = ("parse_retries", "max_new_tokens")
+"""``--judge-arg`` keys that set the judge's decoding rather than its generator: how often an
+unparsable answer is asked again (the metric's ``max_retries``) and the answer's token budget."""
 BATCH = 16
 
 
@@ -108,10 +109,12 @@ def resolve_judge(registry: Any, metric: JudgedMetric, choice: JudgeChoice | Non
     else:
         spec, defaults = metric.preset_judges.get(preset, (metric.default_judge, metric.default_judge_args))
         args = {**dict(defaults), **dict(choice.args)}
+    # The whole judge prompt must reach the judge (generators cut prompts to max_input_tokens).
+    args.setdefault("max_input_tokens", str(metric.max_input_tokens))
     plugin, model = generator_spec(spec, registry.names("generator"))
     registry.get("generator", plugin)  # an unknown judge fails here, before any work
     owner = f"--judge-arg for {metric.name}"
-    max_retries = _whole(args.pop("max_retries", metric.max_retries), "max_retries", owner)
+    max_retries = _whole(args.pop("parse_retries", metric.max_retries), "parse_retries", owner)
     max_new_tokens = _whole(args.pop("max_new_tokens", metric.max_new_tokens), "max_new_tokens", owner)
     model_name = model or plugin
     if model is None and plugin == generator_spec(None, ())[0]:  # the default generator: the preset's model

@@ -193,12 +193,11 @@ class LampQA(Task):
             METRIC, PROMPT_VERSION, max_new_tokens=4096, max_retries=100, top_p=0.95,
             # The paper's judge; serve it with vLLM (`--judge vllm:Qwen/Qwen2.5-32B-Instruct`) or
             # any OpenAI-compatible server (`--judge openai:... --judge-arg base_url=...`).
-            default_judge="vllm:Qwen/Qwen2.5-32B-Instruct",
-            default_judge_args={"max_input_tokens": "32000"},
+            default_judge="vllm:Qwen/Qwen2.5-32B-Instruct", max_input_tokens=32000,
             # The offline preset's stand-in: the packaged SmolLM2 (135M). Its scores only show
             # that the pipeline works; see docs/judges.md.
             preset_judges={"offline": (None, {"max_input_tokens": "2048", "max_new_tokens": "32",
-                                              "max_retries": "2"})},
+                                              "parse_retries": "2"})},
         ),
     )
 

@@ -206,7 +206,7 @@ def test_the_judge_scores_exactly_as_the_official_evaluator(judges, max_retries)
     outputs = {ex.id: f"Try {ex.input.split()[-1]} with friends." for ex in examples}
     metric = task.judged_metrics[0]
     registry = host().registry
-    identity = resolve_judge(registry, metric, JudgeChoice("scripted-judge", {"max_retries": str(max_retries)}),
+    identity = resolve_judge(registry, metric, JudgeChoice("scripted-judge", {"parse_retries": str(max_retries)}),
                              "offline")
     judged = judge_examples(task, metric, identity, examples, outputs, registry=registry,
                             context=RunContext(lamp_home=Path(".")), progress=False)
@@ -248,7 +248,7 @@ def _run(tmp_path, out="runs", **overrides):
 
     settings = dict(tasks=("lamp-qa-arts",), personalizers=("none", "ipa"), retrievers=("bm25",), ks=(3,),
                     generators=("recording",), data="demo", limit=6, judge="scripted-judge",
-                    judge_args={"max_retries": "2"})
+                    judge_args={"parse_retries": "2"})
     settings.update(overrides)
     return run_matrix(Matrix(**settings), tmp_path / out, progress=False)
 

@@ -287,7 +287,7 @@ def run(
                               "docs/judges.md. [default: each judged metric's default for the preset]"),
     judge_arg: list[str] = typer.Option([], "--judge-arg",
                                         help="KEY=VALUE for the judge generator (as --generator-arg, e.g. "
-                                        "base_url=http://127.0.0.1:8000/v1), or its decoding: max_retries=N, "
+                                        "base_url=http://127.0.0.1:8000/v1), or its decoding: parse_retries=N, "
                                         "max_new_tokens=N (repeatable)."),
     train_arg: list[str] = typer.Option([], "--train-arg",
                                         help="KEY=VALUE training setting for trainable methods trained "
