@@ -3,8 +3,9 @@
 The official ``utils/download_datasets.py`` writes one JSON list of records per category and split,
 ``{Category}_{split}.json`` (``Art_and_Entertainment_validation.json``...). This source reads that
 layout from ``--data-dir DIR``, or from ``$LAMP_HOME/data/lamp-qa/{revision}/`` where it puts the
-files it downloads from the Hugging Face dataset ``alireza7/LaMP-QA`` (through ``huggingface_hub``;
-``HF_ENDPOINT`` picks a mirror; offline once cached). Every record is checked; a bad one is one
+files it downloads from the Hugging Face dataset ``alireza7/LaMP-QA`` (through ``huggingface_hub``,
+from the hub's Parquet conversion of the dataset, read with ``pyarrow``; ``HF_ENDPOINT`` picks a
+mirror; offline once cached). Every record is checked; a bad one is one
 line naming the file, the record and the field. The records are then written as the harness's
 split files (question and profile as the input, the evaluation-only ``narrative`` and
 ``rubric_aspects`` as the gold) under ``$LAMP_HOME/data/lamp-qa/converted/``, keyed by the
@@ -24,6 +25,8 @@ from lamp_harness.errors import LampError, lamp_error
 from lamp_harness.io import atomic_write_bytes, file_sha256
 
 REPO = "alireza7/LaMP-QA"
+PARQUET_REVISION = "refs/convert/parquet"
+"""The hub revision holding every dataset's Parquet conversion (``{config}/{split}/0000.parquet``)."""
 OFFICIAL_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 """The harness's split names -> the benchmark's."""
 
@@ -109,7 +112,7 @@ class LampQASource(DataSource):
     def __init__(self, context: RunContext) -> None:
         super().__init__(context)
         self.root = Path(context.lamp_home) / "data" / "lamp-qa"
-        self.revision = os.environ.get("LAMP_QA_REVISION", "main")
+        self.revision = "parquet"  # the folder of the downloaded files (see PARQUET_REVISION)
 
     def locate(self, task: Task, split: str, scheme: str = "user", *, download: bool = True) -> SplitFiles:
         folder = self.root / self.revision
@@ -154,36 +157,43 @@ class LampQASource(DataSource):
         return SplitFiles(target / q_name, target / o_name, source=f"local:{folder.resolve()}")
 
     def _download(self, task: Task, split: str, dest: Path) -> None:
-        """The split's records from the hub (the dataset's JSON or JSON-lines files of the
-        category and split), written as the official file."""
+        """The split's records from the hub, written as the official file. The hub keeps every
+        dataset's Parquet conversion in the ``refs/convert/parquet`` revision, laid out as
+        ``{configuration}/{split}/0000.parquet``, ``0001.parquet``...; these are read in order."""
         try:
-            from huggingface_hub import HfApi, hf_hub_download
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import EntryNotFoundError
         except ImportError:
             raise lamp_error("huggingface_hub is not installed", fix="pip install huggingface_hub, or pass "
                              "--data-dir with the official files.") from None
-        category, wanted = _category(task), OFFICIAL_SPLITS[split]
-        cache = str(self.root / "hub")
         try:
-            files = HfApi().list_repo_files(REPO, repo_type="dataset", revision=self.revision)
-            chosen = sorted(f for f in files if category in f and Path(f).name.startswith(wanted)
-                            and f.endswith((".json", ".jsonl")))
-            if not chosen:
-                raise lamp_error(f"the hub dataset {REPO} has no JSON file for {category}/{wanted}",
-                                 fix="Download it with the official utils/download_datasets.py and pass --data-dir.")
-            records: list[Any] = []
-            for name in chosen:
-                local = hf_hub_download(REPO, name, repo_type="dataset", revision=self.revision, cache_dir=cache)
-                text = Path(local).read_text(encoding="utf-8")
-                if name.endswith(".jsonl"):
-                    records += [json.loads(line) for line in text.splitlines() if line.strip()]
-                else:
-                    loaded = json.loads(text)
-                    records += loaded if isinstance(loaded, list) else [loaded]
+            import pyarrow.parquet as parquet
+        except ImportError:
+            raise lamp_error("reading the hub's Parquet files needs pyarrow", where=f"--data lamp-qa ({REPO})",
+                             fix='Install it (pip install "lamp-harness[lamp-qa]"), or pass --data-dir with '
+                                 "the files the official utils/download_datasets.py wrote.") from None
+        category, wanted = _category(task), OFFICIAL_SPLITS[split]
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        records: list[Any] = []
+        try:
+            for part in range(10_000):
+                name = f"{category}/{wanted}/{part:04d}.parquet"
+                try:
+                    local = hf_hub_download(REPO, name, repo_type="dataset", revision=PARQUET_REVISION,
+                                            cache_dir=str(self.root / "hub"), endpoint=endpoint)
+                except EntryNotFoundError:
+                    if part == 0:
+                        raise lamp_error(f"the hub dataset {REPO} has no {name} in {PARQUET_REVISION}",
+                                         fix="Download it with the official utils/download_datasets.py and "
+                                             "pass --data-dir.") from None
+                    break
+                records += parquet.read_table(local).to_pylist()
         except LampError:
             raise
         except Exception as exc:  # network, HTTP and hub errors: one line
-            raise lamp_error(f"cannot download {REPO} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-                             fix="Check the network or HF_ENDPOINT; or pass --data-dir with the files the official "
-                                 "utils/download_datasets.py wrote.") from None
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise lamp_error(f"cannot download {REPO} ({type(exc).__name__}: {first})",
+                             fix="Check the network or HF_ENDPOINT; or pass --data-dir with the files the "
+                                 "official utils/download_datasets.py wrote.") from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(dest, json.dumps(records, ensure_ascii=False, indent=1).encode())

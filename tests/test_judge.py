@@ -363,3 +363,125 @@ def test_data_dir_reads_the_official_download_layout(judges, tmp_path):
     with pytest.raises(LampError, match="has no Art_and_Entertainment_train.json"):
         resolve_dataset(task, data=None, data_dir=tmp_path / "bad", split="train",
                         context=RunContext(lamp_home=lamp_home()))
+
+
+@pytest.mark.slow
+def test_the_packaged_smollm2_judges_through_the_real_hf_generator(tmp_path):
+    """The offline preset's stand-in judge, end to end: real prompts, real answers, parsed or
+    retried by sampling, every call cached (a second pass sends nothing)."""
+    from lamp_harness.judge import JudgeChoice, judge_examples, resolve_judge
+    from lamp_harness.registry import host
+
+    task, examples = _demo()
+    examples = examples[:2]
+    outputs = {ex.id: "Start small: ten minutes a day, free videos online, and a cheap sketchbook." for ex in examples}
+    metric = task.judged_metrics[0]
+    registry = host().registry
+    context = RunContext(lamp_home=Path("."), device="cpu")
+    identity = resolve_judge(registry, metric, JudgeChoice(None, {"parse_retries": "1", "max_new_tokens": "16"}),
+                             "offline", context)
+    assert identity.plugin == "hf" and identity.model_name.lower().startswith("smollm2")
+    judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
+                            progress=False)
+    questions = judged.usage["questions"]
+    assert questions == 4 and questions <= judged.usage["calls"] <= 2 * questions
+    assert judged.usage["generated_tokens"] > 0 and judged.usage["prompt_tokens"] > 300 * questions
+    for result in judged.rationale.values():
+        assert 0.0 <= result["score"] <= 1.0 and all(q["raw"] for q in result["questions"])
+    again = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
+                           progress=False)
+    assert again.usage["calls"] == 0 and again.rationale == judged.rationale
+
+
+class HubServer:
+    """The Hugging Face hub's file endpoint on 127.0.0.1, serving files of a dataset repository
+    at a revision in the hub's layout (``/datasets/{repo}/resolve/{revision}/{path}``)."""
+
+    def __init__(self, repo: str, revision: str, files: dict[str, bytes]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import quote, unquote
+
+        self.requests: list[str] = []
+        hub = self
+        prefix = f"/datasets/{repo}/resolve/"
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, body: bool) -> None:
+                hub.requests.append(self.path)
+                path = unquote(self.path.split("?")[0])
+                name = path[len(prefix) + len(revision) + 1:] if path.startswith(prefix + revision + "/") else None
+                if name not in files:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = files[name]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):
+                self._answer(False)
+
+            def do_GET(self):
+                self._answer(True)
+
+        self.quoted = quote(revision, safe="")
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_hub_loader_reads_the_parquet_layout_and_works_offline_once_cached(judges, tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow")
+    import io
+
+    import huggingface_hub.constants
+    import pyarrow
+    import pyarrow.parquet as parquet
+    from lamp_tasks.lamp_qa_data import PARQUET_REVISION, REPO
+
+    from lamp_harness.data import resolve_dataset
+    from lamp_harness.io import lamp_home
+    from lamp_harness.registry import host
+
+    records = _official_files(tmp_path / "official")
+    files = {}
+    for part, chunk in enumerate((records[:12], records[12:])):  # two Parquet shards, read in order
+        buffer = io.BytesIO()
+        parquet.write_table(pyarrow.Table.from_pylist(chunk), buffer)
+        files[f"Art_and_Entertainment/validation/{part:04d}.parquet"] = buffer.getvalue()
+    hub = HubServer(REPO, PARQUET_REVISION, files)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    task = host().registry.create("task", "lamp-qa-arts")
+    try:
+        dataset = resolve_dataset(task, data=None, data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home()))
+    finally:
+        hub.close()
+    assert [ex.id for ex in dataset.examples] == [r["id"] for r in records]
+    assert dataset.source == "lamp-qa:parquet" and any("0001.parquet" in r for r in hub.requests)
+    assert json.loads(dataset.examples[5].gold)["narrative"] == records[5]["narrative"]
+    # the server is gone: the cached copy is used
+    again = resolve_dataset(task, data=None, data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home()))
+    assert again.examples == dataset.examples
+    with pytest.raises(LampError) as error:  # a split never downloaded, with no server: one line
+        resolve_dataset(task, data=None, data_dir=None, split="test", context=RunContext(lamp_home=lamp_home()))
+    assert "\n" not in str(error.value) and "--data-dir" in str(error.value)
