@@ -485,3 +485,21 @@ def test_the_hub_loader_reads_the_parquet_layout_and_works_offline_once_cached(j
     with pytest.raises(LampError) as error:  # a split never downloaded, with no server: one line
         resolve_dataset(task, data=None, data_dir=None, split="test", context=RunContext(lamp_home=lamp_home()))
     assert "\n" not in str(error.value) and "--data-dir" in str(error.value)
+
+
+def test_the_paper_numbers_sit_beside_the_paper_judge_only(judges, tmp_path):
+    from lamp_harness.leaderboard import leaderboard
+
+    _run(tmp_path, out="paper", judge="scripted-judge:Qwen/Qwen2.5-32B-Instruct", personalizers=("none",))
+    from lamp_harness.judge import JudgeChoice, score_cells
+
+    score_cells([tmp_path / "paper"], JudgeChoice("scripted-judge:other"), progress=False)
+    board = leaderboard([tmp_path / "paper"], references=["lamp-qa"])
+    (block,) = board.blocks
+    references = [i for i, c in enumerate(block.columns) if c.kind == "reference"]
+    assert len(references) == 6, (block.columns, [r.metric for r in block.rows])
+    rows = {row.metric.split(":")[0]: row for row in block.rows}
+    assert set(rows) == {"aspect-score@Qwen2.5-32B-Instruct", "aspect-score@other"}
+    paper = [rows["aspect-score@Qwen2.5-32B-Instruct"].values[i] for i in references]
+    assert [v.value for v in paper] == [0.416, 0.428, 0.327, 0.400, 0.468, 0.471]
+    assert all(rows["aspect-score@other"].values[i] is None for i in references)
