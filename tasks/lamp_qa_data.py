@@ -130,11 +130,19 @@ class LampQASource(DataSource):
         return self.locate(task, split, scheme)
 
     def cached(self, task: Task) -> list[tuple[str, str, SplitFiles]]:
+        if not getattr(task, "category", ""):
+            return []  # not a LaMP-QA task
         found = []
         for split in OFFICIAL_SPLITS:
             if (self.root / self.revision / official_file(task, split)).is_file():
                 found.append(("user", split, self.locate(task, split, download=False)))
         return found
+
+    def notes(self, task: Task) -> list[str]:
+        if not getattr(task, "category", ""):
+            return ["The lamp-qa source serves only the LaMP-QA tasks."]
+        return [f"Hugging Face dataset {REPO}, configuration {_category(task)} (splits train, validation = "
+                "dev, test); or --data-dir with the official {Category}_{split}.json files."]
 
     def from_folder(self, task: Task, folder: Path, split: str, scheme: str = "user") -> SplitFiles:
         """The split's files from a folder in the official layout (``--data-dir``), converted once."""
