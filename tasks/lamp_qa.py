@@ -215,16 +215,31 @@ class LampQA(Task):
                max_tokens: int = 256, **_: Any) -> str:
         """The official prompt. The official code puts every retrieved item in; when the whole
         prompt is over ``max_tokens`` the lowest-ranked items are left out (whole) until it fits,
-        so the question is never cut. Raise ``--max-input-tokens`` to keep them all."""
-        if not items:
-            return f"{NO_RAG_SYSTEM}\n\n{example.input}"
+        and when not even the best one fits, its text is cut to what is left, so the question is
+        never cut. A budget too small for the RAG prompt's own text gets the no-personalization
+        prompt (cut to the budget when even that is too long). Raise ``--max-input-tokens`` (the
+        official code has no budget) to keep all items."""
+        bare = f"{NO_RAG_SYSTEM}\n\n{example.input}"
+        if not items or tokens.count(RAG_SYSTEM) >= max_tokens:
+            # no room for the RAG prompt at all: the bare prompt, cut to the budget if need be
+            return bare if tokens.count(bare) <= max_tokens else tokens.truncate(bare, max_tokens)
+
+        def build(texts: Sequence[str]) -> str:
+            profile = "\n\n".join(texts)
+            return f"{RAG_SYSTEM}\n\n{RAG_USER.format(profile=profile, question=example.input)}"
+
         kept = list(items)
-        while True:
-            profile = "\n\n".join(self.ppep(item) for item in kept)
-            text = f"{RAG_SYSTEM}\n\n{RAG_USER.format(profile=profile, question=example.input)}"
-            if len(kept) <= 1 or tokens.count(text) <= max_tokens:
+        while kept:
+            text = build([self.ppep(item) for item in kept])
+            if tokens.count(text) <= max_tokens:
                 return text
+            if len(kept) == 1:
+                left = max_tokens - tokens.count(build([""]))
+                best = tokens.truncate(self.ppep(kept[0]), left) if left > 0 else ""
+                text = build([self.ppep(kept[0], free_text=best)] if best else [])
+                return text if tokens.count(text) <= max_tokens else tokens.truncate(text, max_tokens)
             kept.pop()
+        return build([])
 
     def parse(self, text: str) -> str:
         """``personalized_answer`` of the generated JSON object, else the stripped text."""
