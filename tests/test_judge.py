@@ -503,3 +503,10 @@ def test_the_paper_numbers_sit_beside_the_paper_judge_only(judges, tmp_path):
     paper = [rows["aspect-score@Qwen2.5-32B-Instruct"].values[i] for i in references]
     assert [v.value for v in paper] == [0.416, 0.428, 0.327, 0.400, 0.468, 0.471]
     assert all(rows["aspect-score@other"].values[i] is None for i in references)
+
+
+def test_lamp_score_on_a_folder_without_cells_is_one_line(cli, tmp_path):
+    code, out, err = cli("score", str(tmp_path))
+    assert code == 2 and "no finished cells" in err and "lamp run" in err and "Traceback" not in err
+    code, out, err = cli("score", str(tmp_path / "nope"))
+    assert code == 2 and "is not a run folder or a cell folder" in err
