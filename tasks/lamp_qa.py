@@ -29,7 +29,8 @@ of the LaMP-QA repository):
   most 100 retries, then 0;
 - decoding of the official baselines: nucleus sampling at temperature 0.1, top-p 0.95, up to
   4,096 new tokens (``--generator-arg temperature=0.1 --generator-arg top_p=0.95``); RAG over the
-  profile ranked by ``facebook/contriever-msmarco`` with 10 items (``--retriever contriever --k 10``).
+  profile ranked by ``facebook/contriever-msmarco`` with 10 items (``--retriever contriever
+  --retriever-arg model=facebook/contriever-msmarco --k 10``).
 
 Data: ``--data lamp-qa`` (the default) reads the Hugging Face dataset ``alireza7/LaMP-QA`` through
 ``huggingface_hub`` into ``$LAMP_HOME/data/lamp-qa`` (offline once cached); ``--data-dir DIR``
