@@ -188,6 +188,51 @@ class ExampleScores:
 
 
 @dataclass(frozen=True)
+class JudgePrompt:
+    """One question a judged metric asks the judge about one example's answer (LaMP-QA: one per
+    rubric aspect). ``system`` and ``user`` are the two chat turns; ``key`` identifies the
+    question within the example (stable across runs), ``label`` is what the rationale file shows
+    (e.g. the aspect's title)."""
+
+    key: str
+    system: str
+    user: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class JudgedMetric:
+    """A metric whose per-example value needs a judge model (see ``docs/judges.md``).
+
+    - ``name``: the metric's base name; the metric as stored and shown is
+      ``{name}@{judge model}:{prompt_version}:{settings digest}`` (:func:`lamp_harness.judge`), so
+      scores from different judges never share a leaderboard row.
+    - ``prompt_version``: bump it whenever :meth:`Task.judge_prompts` or :meth:`Task.judge_parse`
+      change; it is part of the metric name and of the judge-call cache key.
+    - ``max_new_tokens``, ``max_retries``, ``top_p``: the judge's decoding. The first try is
+      greedy (temperature 0); an answer :meth:`Task.judge_parse` rejects is asked again with the
+      temperature raised by 0.1 per retry (nucleus sampling at ``top_p``), and after
+      ``max_retries`` retries (``--judge-arg parse_retries=N``) it scores 0.
+    - ``default_judge`` / ``default_judge_args``: the judge when the run names none (a
+      ``--generator`` value; ``None``: the run preset's generator), per preset in
+      ``preset_judges`` (``{preset: (judge, args)}``) when the default differs by preset.
+    """
+
+    name: str
+    prompt_version: str
+    higher_is_better: bool = True
+    max_new_tokens: int = 4096
+    max_retries: int = 100
+    top_p: float = 0.95
+    max_input_tokens: int = 32000
+    """The judge generator's ``max_input_tokens`` unless ``--judge-arg`` sets it: generators cut
+    prompts to it, and a judge must read the whole of its prompt."""
+    default_judge: str | None = None
+    default_judge_args: Mapping[str, str] = field(default_factory=dict)
+    preset_judges: Mapping[str, tuple[str | None, Mapping[str, str]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RankQuery:
     """One question to rank a profile for: its query text and each profile item's document text."""
 
@@ -351,6 +396,25 @@ class Task(ABC):
         task only offers :meth:`score`: the harness then derives the rows from the metric helpers
         :meth:`score` calls (see the class docstring), or the cells get no paired tests."""
         return []
+
+    judged_metrics: ClassVar[tuple[JudgedMetric, ...]] = ()
+    """Metrics that need a judge model (LLM-as-judge). For each, the runner asks the judge the
+    questions of :meth:`judge_prompts`, parses the answers with :meth:`judge_parse` and combines
+    them with :meth:`judge_combine`; the judge is ``--judge`` or the metric's default."""
+
+    def judge_prompts(self, metric: str, example: Example, output: str) -> Sequence[JudgePrompt]:
+        """The judge's questions about ``output``, the parsed answer to ``example`` (gold-side
+        fields such as a rubric come from ``example.gold``)."""
+        raise NotImplementedError(f"task {self.name!r} declares no judged metric {metric!r}")
+
+    def judge_parse(self, metric: str, text: str) -> float:
+        """The score in a judge's raw answer; raise ``ValueError`` when it is unparsable (the
+        question is then asked again, see :class:`JudgedMetric`)."""
+        raise NotImplementedError(f"task {self.name!r} declares no judged metric {metric!r}")
+
+    def judge_combine(self, metric: str, example: Example, scores: Sequence[float]) -> float:
+        """The example's metric value from the scores of its questions (default: their mean)."""
+        return sum(scores) / len(scores) if scores else 0.0
 
     def validate_gold(self, output: str) -> str | None:
         """An error message when ``output`` is not a valid gold for this task, else ``None``."""

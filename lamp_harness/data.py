@@ -106,6 +106,16 @@ class DataSource(ABC):
         """Extra facts for ``lamp data info`` (e.g. that a task's data is not public)."""
         return []
 
+    def from_folder(self, task: Task, folder: Path, split: str, scheme: str = "user") -> SplitFiles | None:
+        """For a task whose data comes in a layout of its own: the split's files from ``folder``
+        (``--data-dir``) in that layout, converted when needed. ``None`` (the default): the folder
+        holds the harness's ``{split}_questions.json`` / ``{split}_outputs.json``."""
+        return None
+
+
+SPLIT_ALIASES = {"validation": "dev", "val": "dev"}
+"""Other benchmarks' names of the harness's splits (LaMP-QA's ``validation`` is ``dev``)."""
+
 
 def check_split_name(split: str) -> str:
     """``split`` if it is train, dev or test, else a one-line error."""
@@ -645,7 +655,9 @@ def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, spli
     check_split_name(split)
     check_scheme(scheme)
     if data_dir is not None:
-        files = local_split_files(Path(data_dir), split, scheme)
+        own = get_source(task.data_source, context) if task.data_source else None
+        folder_files = own.from_folder(task, Path(data_dir), split, scheme) if own is not None else None
+        files = folder_files or local_split_files(Path(data_dir), split, scheme)
     else:
         source = get_source(data or task.data_source or DEFAULT_SOURCE, context)
         if scheme not in source.schemes:

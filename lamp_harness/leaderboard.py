@@ -862,7 +862,7 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
         for name, table in ref_tables:
             for method in dict.fromkeys(r.method for r in table):
                 values = {_ref_key(r.task, r.metric): r.value for r in table if r.method == method}
-                if wanted & values.keys():
+                if any(_ref_value(values, key) is not None for key in wanted):
                     columns.append(Column(f"{method} ({reference_info(name).short})", "reference", name))
                     ref_values.append(values)
         rows = []
@@ -878,7 +878,7 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
                 )
             values = _mark_best(values, higher)
             key = _ref_key(task, metric)
-            values += [Value(v[key]) if key in v else None for v in ref_values]
+            values += [None if _ref_value(v, key) is None else Value(_ref_value(v, key)) for v in ref_values]
             rows.append(Row(task, metric, higher, tuple(values)))
         blocks.append(Block(split, scheme, tuple(columns), tuple(rows), data, data_id=_block_data_id(members),
                             same_name=block_key[:3] in repeated, variant=variant))
@@ -900,6 +900,23 @@ def _block_data_id(members: Sequence[Cell]) -> str | None:
 
 def _ref_key(task: str, metric: str) -> tuple[str, str]:
     return (task.lower().replace("_", "-"), metric.lower().replace("_", "-"))
+
+
+def _ref_value(values: dict[tuple[str, str], float], key: tuple[str, str]) -> float | None:
+    """A reference table's value for a (task, metric) row: the exact entry, else an entry whose
+    task is a pattern (``lamp-qa-*``: a macro average shown on each of its tasks' rows) and whose
+    metric is the row's or the row's without its last ``:`` part (a judged metric's settings
+    digest, ``aspect-score@MODEL:VERSION:DIGEST``)."""
+    from fnmatch import fnmatchcase
+
+    if key in values:
+        return values[key]
+    task, metric = key
+    for (ref_task, ref_metric), value in values.items():
+        if "*" in ref_task and fnmatchcase(task, ref_task) and (
+                metric == ref_metric or metric.rsplit(":", 1)[0] == ref_metric):
+            return value
+    return None
 
 
 def _mark_best(values: list[Value | None], higher: bool) -> list[Value | None]:

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,12 @@ class Matrix:
     trainable personalizer is trained before its cell (see ``lamp train --help``)."""
     checkpoint: Path | None = None
     device: str = "auto"
+    judge: str | None = None
+    """The judge of judged metrics (``--judge``, a ``--generator`` value); ``None``: each judged
+    metric's default (see ``docs/judges.md``)."""
+    judge_args: Mapping[str, str] = field(default_factory=dict)
+    """``--judge-arg`` pairs: the judge generator's arguments, plus ``parse_retries`` and
+    ``max_new_tokens`` for its decoding."""
     reporters: tuple[str, ...] = ()
     """Opt-in reporters (registered ``reporter`` components) to enable for the run, besides those
     named in ``LAMP_REPORTERS``."""
@@ -463,6 +469,9 @@ class Runner:
             identity["task_args"] = [list(pair) for pair in targs]
         if budget_source != "task":
             identity["max_new_tokens"] = budget
+        judges = self.judges(draft.task)
+        if judges:  # a judged metric's judge is part of the cell: two judges never share a row
+            identity["judges"] = [j.metric_name for j in judges]
         if m.train_args:  # only trained cells' predictions depend on them
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if getattr(cls, "trainable", False):
@@ -524,7 +533,39 @@ class Runner:
             "versions": versions,
             "component_versions": dict(spec.versions),
             "base_id": spec.base_id,
+            **({"judges": [asdict(j) | {"metric_name": j.metric_name} for j in self.judges(spec.task)]}
+               if self.judges(spec.task) else {}),
         }
+
+    def judges(self, task_name: str) -> list[Any]:
+        """The judge of each judged metric of the task (``--judge`` or the metric's default)."""
+        from lamp_harness.judge import JudgeChoice, resolve_judge
+
+        task = self.registry.create("task", task_name)
+        choice = JudgeChoice(self.matrix.judge, dict(self.matrix.judge_args))
+        return [resolve_judge(self.registry, metric, choice, self.matrix.preset, self.context)
+                for metric in getattr(task, "judged_metrics", ())]
+
+    def score(self, task: Any, spec: CellSpec, examples: Sequence[Example],
+              done: Sequence[Prediction]) -> tuple[Any, dict[str, Any] | None]:
+        """The cell's metrics: the task's own, then its judged ones (judge calls cached under
+        ``$LAMP_HOME``; the rationale goes to the cell's ``judgments.json``). Returns the scored
+        cell and the judges' usage (``None`` without judged metrics)."""
+        from lamp_harness.judge import judge_examples, write_judgments
+        from lamp_harness.scores import with_metrics
+
+        scored = score_cell(task, examples, done, seed=self.matrix.seed)
+        metrics = {m.name: m for m in getattr(task, "judged_metrics", ())}
+        if not metrics or not any(ex.gold is not None for ex in examples):
+            return scored, None
+        outputs = {p.example_id: p.output for p in done}
+        judged = [judge_examples(task, metrics[j.metric], j, examples, outputs, registry=self.registry,
+                                 context=self.context, console=self.console, progress=self.progress,
+                                 label=f"{spec.label} ({spec.task})")
+                  for j in self.judges(spec.task)]
+        write_judgments(spec.dir, judged)
+        scored = with_metrics(scored, examples, [j.scores for j in judged], seed=self.matrix.seed)
+        return scored, {"judges": [j.usage for j in judged]}
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -774,12 +815,14 @@ class Runner:
         done.sort(key=lambda p: position[p.example_id])
         wall = time.perf_counter() - started
 
-        scored = score_cell(task, examples, done, seed=self.matrix.seed)
+        usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
+        scored, judging = self.score(task, spec, examples, done)
         metrics = scored.metrics
         timing = timing_summary(done, len(new), wall)
-        usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
         if usage:
             timing["usage"] = usage
+        if judging:
+            timing["judging"] = judging
         store.write_results(spec.task, spec.split, metrics, timing,
                             scored.scores.to_json() if scored.scores else None)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
@@ -831,11 +874,11 @@ class Runner:
             for ex, prediction in zip(examples, done, strict=True):
                 if ex.id not in kept:
                     self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=prediction)
-            scored = score_cell(task, examples, done, seed=self.matrix.seed)
+            scored, judging = self.score(task, spec, examples, done)
             metrics = scored.metrics
             longest = max(s["wall_s"] for s in speeds)
             timing = {**timing_summary(done, sum(s["examples"] for s in speeds), longest),
-                      "world_size": world.size, "ranks": speeds}
+                      "world_size": world.size, "ranks": speeds, **({"judging": judging} if judging else {})}
             store.write_results(spec.task, spec.split, metrics, timing,
                                 scored.scores.to_json() if scored.scores else None)
             self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)

@@ -176,6 +176,33 @@ def derived_example_scores(task: Any, outputs: Mapping[str, str], golds: Mapping
     return results, derived
 
 
+def with_metrics(scored: Scored, examples: Sequence[Example], extra: Sequence[ExampleScores], *,
+                 seed: int) -> Scored:
+    """``scored`` plus the per-example scores in ``extra`` (judged metrics), each replacing a metric
+    of the same name. The ids must be those of ``scored`` (or, when it has no per-example scores,
+    ``extra``'s own, in example order)."""
+    from lamp_harness import metrics
+
+    if not extra:
+        return scored
+    by_id = {ex.id: ex for ex in examples}
+    if scored.scores is None:
+        ids = extra[0].ids
+        users = [user_key(by_id[i]) for i in ids]
+        base = CellScores(tuple(ids), (), tuple(len(by_id[i].profile) for i in ids),
+                          tuple(u or "" for u in users) if all(users) else None)
+    else:
+        base = scored.scores
+    names = {e.name for e in extra}
+    for e in extra:
+        if e.ids != base.ids:
+            raise ValueError(f"per-example scores of {e.name!r} are over other examples than the cell's")
+    kept = tuple(m for m in base.metrics if m.name not in names)
+    merged = CellScores(base.ids, kept + tuple(extra), base.profile_size, base.user)
+    results = [m for m in scored.metrics if m.name not in names]
+    return Scored(results + [metrics.summarize(e, seed=seed) for e in extra], merged)
+
+
 def parse_scores(data: Mapping[str, Any], where: str) -> CellScores:
     """A ``scores.json`` object as :class:`CellScores`; a malformed file is a one-line error."""
     import numpy as np
@@ -238,6 +265,19 @@ def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
     """Per-example scores of a cell without ``scores.json``: its predictions scored again against
     the golds of the data its ``config.json`` records (never downloaded; checksums must match).
     Raises :class:`LampError` saying why when that is not possible."""
+    task, dataset = recorded_dataset(directory, config)
+    predictions = CellStore(directory).read_predictions()
+    scored = score_cell(task, dataset.examples, predictions, seed=int(config.get("seed") or 0))
+    if scored.scores is None:
+        raise lamp_error(f"task {task.name!r} offers no per-example scores", where=str(directory))
+    from lamp_harness.store import PREDICTIONS, _digest_and_count
+
+    return replace(scored.scores, predictions=_digest_and_count(directory / PREDICTIONS))
+
+
+def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The task and the data a cell's ``config.json`` records, read from this machine (never
+    downloaded); a one-line :class:`LampError` when the data is absent or its checksums differ."""
     from lamp_harness.contracts import RunContext
     from lamp_harness.data import resolve_dataset
     from lamp_harness.io import lamp_home
@@ -265,13 +305,7 @@ def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
     if recorded and dict(dataset.checksums) != dict(recorded):
         raise lamp_error(f"the data at {dataset.source} changed since the cell ran (checksums differ)",
                          where=str(directory))
-    predictions = CellStore(directory).read_predictions()
-    scored = score_cell(task, dataset.examples, predictions, seed=int(config.get("seed") or 0))
-    if scored.scores is None:
-        raise lamp_error(f"task {task.name!r} offers no per-example scores", where=str(directory))
-    from lamp_harness.store import PREDICTIONS, _digest_and_count
-
-    return replace(scored.scores, predictions=_digest_and_count(directory / PREDICTIONS))
+    return task, dataset
 
 
 TOLERANCE = 1e-6

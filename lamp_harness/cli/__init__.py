@@ -52,11 +52,12 @@ from lamp_harness.cli import (  # noqa: E402  (commands register themselves on `
     plugins_cmd,
     rank_cmd,
     run_cmd,
+    score_cmd,
     train_cmd,
 )
 
 _COMMANDS = (plugins_cmd, run_cmd, data_cmd, evaluate_cmd, models_cmd, rank_cmd, train_cmd,
-             leaderboard_cmd, export_cmd)
+             leaderboard_cmd, export_cmd, score_cmd)
 
 
 def _one_default_each(typer_app: typer.Typer) -> None:

@@ -169,6 +169,8 @@ CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "generator-args": (_table, "a table, e.g. [generator-args]"),
     "task-args": (_table, "a table, e.g. [task-args] or [task-args.lamp-7]"),
     "train-args": (_table, "a table, e.g. [train-args]"),
+    "judge": (lambda v: isinstance(v, str) and bool(v.strip()), "a judge as a string, e.g. \"openai:MODEL\""),
+    "judge-args": (_table, "a table, e.g. [judge-args]"),
     "group": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
               "an array of tables ([[group]])"),
 }
@@ -266,7 +268,7 @@ def run(
     data_dir: Path = typer.Option(None, "--data-dir",
                                   help="Folder with {split}_questions.json and {split}_outputs.json "
                                   "(wins over --data)."),
-    split: str = typer.Option(None, "--split", help="train, dev or test. [default: dev]"),
+    split: str = typer.Option(None, "--split", help="train, dev or test (validation = dev). [default: dev]"),
     scheme: str = typer.Option(None, "--scheme", help="user or time (LaMP's two splits). [default: user]"),
     limit: int = typer.Option(None, "--limit", min=1, help="Only the first N questions of the split."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder: one sub-folder per cell. [default: runs]"),
@@ -303,6 +305,16 @@ def run(
                                        "budget; wins over --generator-arg max_new_tokens); an unknown key is "
                                        "refused with the task's valid ones. Recorded in config.json and the "
                                        "cell id."),
+    judge: str = typer.Option(None, "--judge",
+                              help="The judge of judged metrics (LaMP-QA's aspect score): any generator, in "
+                              "the forms of --generator (a model for hf, PLUGIN, PLUGIN:MODEL), e.g. "
+                              "--judge openai:Qwen/Qwen2.5-32B-Instruct. Its identity is part of the metric's "
+                              "name and of the cell id; its calls are cached in $LAMP_HOME/judge. See "
+                              "docs/judges.md. [default: each judged metric's default for the preset]"),
+    judge_arg: list[str] = typer.Option([], "--judge-arg",
+                                        help="KEY=VALUE for the judge generator (as --generator-arg, e.g. "
+                                        "base_url=http://127.0.0.1:8000/v1), or its decoding: parse_retries=N, "
+                                        "max_new_tokens=N (repeatable)."),
     train_arg: list[str] = typer.Option([], "--train-arg",
                                         help="KEY=VALUE training setting for trainable methods trained "
                                         "before their cell (epochs, max_steps, batch_size, lr, limit...), "
@@ -341,6 +353,7 @@ def run(
     from rich.console import Console
 
     from lamp_harness import distributed
+    from lamp_harness.data import SPLIT_ALIASES
     from lamp_harness.runner import Matrix, run_matrix
 
     if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
@@ -432,7 +445,7 @@ def run(
     matrix = Matrix(
         **base,
         groups=tuple(Matrix(**sel) for sel in selected),
-        split=pick(split, "split", "dev"),
+        split=SPLIT_ALIASES.get(pick(split, "split", "dev"), pick(split, "split", "dev")),
         data=data_default,
         task_data=task_data,
         data_dir=Path(data_dir_value) if data_dir_value else None,
@@ -444,6 +457,8 @@ def run(
         prompt_budget=budget_value,
         generator_args=gen_args,
         task_args=task_args,
+        judge=pick(judge, "judge", None),
+        judge_args={**_stringify(cfg.get("judge-args", {}), "[judge-args]"), **parse_kv(judge_arg, "--judge-arg")},
         train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
                     **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
