@@ -700,6 +700,31 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
     return _read_checkpoint_json(_checkpoint_dir(path) / CONFIG)
 
 
+BUDGET_FIELDS = ("train_users", "limit", "epochs", "max_steps", "batch_size", "grad_accum", "lr",
+                 "weight_decay", "warmup", "max_grad_norm", "seed")
+"""The :class:`TrainConfig` fields a cell's ``training`` record repeats: how much the weights it
+used were trained, and how."""
+
+
+def training_record(path: Path) -> dict[str, Any]:
+    """What shaped the weights of checkpoint ``path``, as a cell's ``config.json`` records it under
+    ``training``: the budget and optimizer settings (:data:`BUDGET_FIELDS`), the steps actually
+    taken, the training examples (before a method's own augmentation) and the trained
+    personalizer's settings as it described itself while training (``augment``...). Two cells of
+    one method whose weights were trained differently differ here, so their leaderboard columns say
+    how (``lr=0.001``, ``augment=0``...)."""
+    found = _checkpoint_dir(Path(path))
+    config = _read_checkpoint_json(found / CONFIG)
+    state = _read_checkpoint_json(found / STATE)
+    train_config = config.get("train_config") or {}
+    train_data = config.get("train_data") or {}
+    personalizer = {key: value for key, value in (config.get("personalizer") or {}).items()
+                    if key != "name"}
+    return {**{name: train_config.get(name) for name in BUDGET_FIELDS},
+            "steps": state.get("step"), "examples": train_data.get("examples"),
+            "personalizer": personalizer}
+
+
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

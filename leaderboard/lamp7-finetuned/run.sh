@@ -40,6 +40,7 @@ GRAD_ACCUM=${GRAD_ACCUM:-1}
 LR=${LR:-1e-4}                    # generator fine-tuning, rows (a) and (b)
 PPLUG_LR=${PPLUG_LR:-1e-3}        # PPlug's modules, row (c): raised from the paper's 1e-4 for few steps
 PPLUG_MAX_STEPS=${PPLUG_MAX_STEPS-126}  # = (a)'s and (b)'s steps; empty: PPlug's official epochs
+PPLUG_EPOCH_LR=${PPLUG_EPOCH_LR:-1e-4}  # row (d), PPlug at (a)'s and (b)'s budget: their lr, the official one
 BEAMS=${BEAMS:-1}
 GEN_BATCH=${GEN_BATCH:-16}
 DEVICE=${DEVICE:-cpu}
@@ -51,7 +52,7 @@ WAIT_HOURS=${WAIT_HOURS:-12}      # how long an eval step waits for another lane
 # Trainings live in a folder named by the training settings, so an eval never scores a finished
 # training of other settings left in $WORK by an earlier run.
 SETTINGS=$(printf '%s|' "$DATA" "$TRAIN_LIMIT" "$EPOCHS" "$BATCH" "$GRAD_ACCUM" "$LR" "$PPLUG_LR" \
-  "$PPLUG_MAX_STEPS" "$BEAMS" "$DEVICE" | sha256sum | cut -c1-10)
+  "$PPLUG_MAX_STEPS" "$PPLUG_EPOCH_LR" "$BEAMS" "$DEVICE" | sha256sum | cut -c1-10)
 TRAINED="$WORK/trained-$SETTINGS"
 
 limit() { [ -n "$1" ] && echo "--limit $1" || true; }
@@ -126,11 +127,13 @@ step() {
     # shellcheck disable=SC2046
     train-pplug)  train pplug "$PPLUG_LR" --personalizer pplug \
                     $([ -n "$PPLUG_MAX_STEPS" ] && echo --max-steps "$PPLUG_MAX_STEPS") ;;
+    train-pplug-epoch) train pplug-epoch "$PPLUG_EPOCH_LR" --personalizer pplug --personalizer-arg augment=0 ;;
     eval-zs-none) held; run "$1" --personalizer none ;;
     eval-zs-ipa)  held; run "$1" --personalizer ipa --retriever bm25 --k 1 ;;
     eval-none)    trained none-ft; run "$1" --personalizer none --checkpoint "$TRAINED/none-ft" ;;
     eval-ipa)     trained ipa-ft; run "$1" --personalizer ipa --retriever bm25 --k 1 --checkpoint "$TRAINED/ipa-ft" ;;
     eval-pplug)   trained pplug; run "$1" --personalizer pplug --checkpoint "$TRAINED/pplug" ;;
+    eval-pplug-epoch) trained pplug-epoch; run "$1" --personalizer pplug --checkpoint "$TRAINED/pplug-epoch" ;;
     results)
       lamp leaderboard "$OUT" --baseline "none (fine-tuned) / smollm2-135m-instruct" --correction holm \
         --seed 0 --ci --reference lamp-user --out "$RESULTS" ;;
