@@ -261,10 +261,8 @@ out: its path differs from machine to machine for the same weights.)"""
 
 def _settings(config: Mapping[str, Any]) -> dict[str, str]:
     """The output-changing settings a cell's ``config.json`` records for its generator, retriever
-    and personalizer, for the training of the weights it loaded (``training``: budget, optimizer,
-    the trained personalizer's settings), and :data:`RUN_SETTINGS`, flattened by path:
-    ``{"generator.dtype": '"bfloat16"', "retriever.k1": "1.2", "training.lr": "0.001", "seed": "1",
-    ...}`` (values as JSON)."""
+    and personalizer, and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
+    '"bfloat16"', "retriever.k1": "1.2", "seed": "1", ...}`` (values as JSON)."""
     flat: dict[str, str] = {}
 
     def walk(value: Any, path: str) -> None:
@@ -275,7 +273,7 @@ def _settings(config: Mapping[str, Any]) -> dict[str, str]:
         else:
             flat[path] = json.dumps(value, sort_keys=True, default=str)
 
-    for part in ("generator", "retriever", "personalizer", "training"):
+    for part in ("generator", "retriever", "personalizer"):
         if isinstance(config.get(part), Mapping):
             walk(config[part], part)
     for name in RUN_SETTINGS:

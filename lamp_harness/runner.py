@@ -614,10 +614,10 @@ class Runner:
                     if spec.retriever and spec.k > 0 else {})
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
-        if checkpoint is not None:  # the path differs by machine; how the weights were trained does not
-            from lamp_harness import training
+        if checkpoint:  # how the weights were trained, so a leaderboard can say it
+            from lamp_harness.training import recorded_budget
 
-            config["training"] = training.training_record(checkpoint)
+            config["training"] = recorded_budget(checkpoint)
         if self.world.is_main:
             store.write_config(config)
 

@@ -248,21 +248,6 @@ def test_another_seed_is_a_column_and_another_checkpoint_path_is_a_rerun(tmp_pat
     assert labels == ["seed=0", "seed=1"]
 
 
-def test_weights_trained_with_another_budget_are_a_column_of_their_own(tmp_path):
-    """The training a cell's checkpoint had (config.json ``training``) names the columns apart;
-    the checkpoint path alone does not."""
-    budget = {"epochs": 1, "max_steps": 126, "batch_size": 8, "lr": 1e-3, "steps": 126,
-              "personalizer": {"augment": 10}}
-    _cell(tmp_path, "capped", checkpoint="/a/pplug", training=budget)
-    _cell(tmp_path, "epoch", checkpoint="/a/pplug-epoch",
-          training={**budget, "max_steps": None, "lr": 1e-4, "personalizer": {"augment": 0}})
-    _cell(tmp_path, "rerun", checkpoint="/b/pplug", training=budget, mtime=1_000_001)
-    collected = lb.collect_cells([tmp_path])
-    labels = sorted(" / ".join(c.label.split(" / ")[-3:]) for c in collected.cells)
-    assert labels == ["augment=0 / lr=0.0001 / max_steps=None", "augment=10 / lr=0.001 / max_steps=126"]
-    assert any("kept the newer one" in note for note in collected.notes)
-
-
 def test_settings_with_the_same_name_in_two_components_are_told_apart(tmp_path):
     """The retriever's model is not hidden behind the generator's."""
     _cell(tmp_path, "bge", retriever__model="bge")

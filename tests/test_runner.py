@@ -192,9 +192,6 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
     config = json.loads((cell / "config.json").read_text())
     checkpoint = Path(config["checkpoint"])
     assert checkpoint.is_relative_to(lamp_home / "checkpoints")  # trained first, cached by config hash
-    training = config["training"]  # how the weights it used were trained, as applied
-    assert (training["max_steps"], training["steps"], training["batch_size"], training["limit"]) == (2, 2, 2, 4)
-    assert training["examples"] == 4 and training["personalizer"]["augment"] == 10
     trained_at = {p: p.stat().st_mtime_ns for p in checkpoint.rglob("*") if p.is_file()}
 
     again = tmp_path / "again"
@@ -206,7 +203,6 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
     explicit = tmp_path / "explicit"
     assert lamp(*args, "--checkpoint", str(checkpoint), "--out", str(explicit)) == 0
     (cell_explicit,) = cells(explicit).values()
-    assert json.loads((cell_explicit / "config.json").read_text())["training"] == training
     assert (cell_explicit / "predictions.jsonl").read_bytes() == (cell / "predictions.jsonl").read_bytes()
 
 
