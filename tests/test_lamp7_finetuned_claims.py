@@ -30,14 +30,18 @@ def test_answers_talking_about_the_task_are_counted_as_the_readme_says():
     assert counts["lamp-7_none-d86ec8d121"] == 4  # (a)
     assert counts["lamp-7_pplug-a6a69151f8"] == 1  # (c)
     assert counts["lamp-7_ipa_bm25_k1-f9261a1063"] == 244  # zero-shot IPA
+    assert counts["lamp-7_pplug-5388405d1e"] == 8  # (d)
     assert talk.talks_about_task("Here's a revised version of the tweet") == ["here's a", "the tweet"]
     assert talk.talks_about_task("there's a party tonight") == []  # whole words only
 
 
-def test_the_paired_interval_of_b_against_a_is_the_readmes():
+def test_the_paired_intervals_against_a_are_the_readmes():
     out = subprocess.run([sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121",
                           "lamp-7_ipa_bm25_k1-08f547223a"], capture_output=True, text=True, check=True).stdout
     assert "-0.012 over 495 paired examples, 95% interval [-0.026, +0.003]" in out
+    out = subprocess.run([sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121",
+                          "lamp-7_pplug-5388405d1e"], capture_output=True, text=True, check=True).stdout
+    assert "-0.020 over 495 paired examples, 95% interval [-0.036, -0.005]" in out  # (d) against (a)
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="the real LaMP-7 data is not at ../shared/lamp-data")
