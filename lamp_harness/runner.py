@@ -614,10 +614,6 @@ class Runner:
                     if spec.retriever and spec.k > 0 else {})
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
-        if checkpoint:  # how the weights were trained, so a leaderboard can say it
-            from lamp_harness.training import recorded_budget
-
-            config["training"] = recorded_budget(checkpoint)
         if self.world.is_main:
             store.write_config(config)
 

@@ -60,7 +60,7 @@ from lamp_harness.contracts import (
     Trainable,
 )
 from lamp_harness.distributed import World, device_for
-from lamp_harness.errors import LampError, lamp_error, warn
+from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import predict, timing_summary
@@ -698,36 +698,6 @@ def _checkpoint_dir(path: Path) -> Path:
 def read_checkpoint_config(path: Path) -> dict[str, Any]:
     """The resolved configuration a checkpoint was trained with."""
     return _read_checkpoint_json(_checkpoint_dir(path) / CONFIG)
-
-
-def recorded_budget(path: Path) -> dict[str, Any] | None:
-    """The training budget of the checkpoint a cell ran (what its ``config.json`` records as
-    ``training``, so a leaderboard can say how long a column trained): optimizer steps, batch
-    size, gradient accumulation, training examples, epochs (planned), ``max_steps``, learning
-    rate, mixed precision, and the personalizer's augmentation when it records one. ``None`` when
-    the checkpoint records no configuration."""
-    try:
-        folder = _checkpoint_dir(Path(path))
-        config = _read_checkpoint_json(folder / CONFIG)
-        state = _read_checkpoint_json(folder / STATE) if (folder / STATE).is_file() else {}
-    except LampError:
-        return None
-    train = config.get("train_config") if isinstance(config.get("train_config"), Mapping) else {}
-    data = config.get("train_data") if isinstance(config.get("train_data"), Mapping) else {}
-    personalizer = config.get("personalizer") if isinstance(config.get("personalizer"), Mapping) else {}
-    budget = {
-        "steps": state.get("step"),
-        "batch_size": train.get("batch_size"),
-        "grad_accum": train.get("grad_accum"),
-        "world_size": state.get("world_size"),
-        "examples": data.get("examples"),
-        "epochs": train.get("epochs"),
-        "max_steps": train.get("max_steps"),
-        "lr": train.get("lr"),
-        "mixed_precision": config.get("mixed_precision"),
-        "augment": personalizer.get("augment"),
-    }
-    return {k: v for k, v in budget.items() if v is not None} or None
 
 
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:
