@@ -10,24 +10,33 @@
 #   (a) none, fine-tuned: the generator is fine-tuned on the plain inputs (the LaMP paper's
 #       fine-tuned non-personalized baseline);
 #   (b) IPA, BM25, k=1, fine-tuned: the generator is fine-tuned on the IPA prompts;
-#   (c) PPlug with its official defaults: PPlug's modules train, the generator stays frozen;
+#   (c) PPlug, capped augmented run: PPlug's modules train (the generator stays frozen) at lr 1e-3
+#       for (a)'s 126 steps of 8, drawn from PPlug's official augmented training set (11 copies
+#       per user): 1,008 draws, 9% of one epoch of it, reaching 652 of the 1,005 users;
+#   (d) PPlug at (a)'s and (b)'s budget: PPlug's modules train with every setting of (a) and (b)
+#       (1 epoch over the 1,005 users, so each user once; no augmentation, `augment=0`; 126 steps
+#       of 8; lr = LR, 1e-4, also the PPlug paper's; same optimizer, warmup, clipping, seed);
 #   zero-shot none and IPA (BM25, k=1) for reference.
 #
 # Usage:
 #   bash leaderboard/lamp7-finetuned/run.sh            every step in order, then results.md
 #   bash leaderboard/lamp7-finetuned/run.sh STEP...    only these steps, e.g. to run two lanes at
 #                                                      once on a 2-core machine
-# Steps: train-none train-ipa train-pplug eval-zs-none eval-zs-ipa eval-none eval-ipa eval-pplug
-# results. An eval step of a fine-tuned row waits for its training to finish. Finished cells and
+# Steps: train-none train-ipa train-pplug train-pplug-epoch eval-zs-none eval-zs-ipa eval-none
+# eval-ipa eval-pplug eval-pplug-epoch results (and logs: copy the trainings' records, below). An eval step of a fine-tuned row waits for its training to finish. Finished cells and
 # finished trainings are skipped, and an interrupted training resumes from its last checkpoint.
+# A finished training's record (its config.json and the losses of every step, state.json) is
+# copied to $LOGS/<training>/ (default: trainings/ beside $OUT), without the weights.
 #
 # Size: the defaults are what ran on the 2-core CPU machine (see README.md): all 1,005 training
-# users, 1 epoch of 126 steps of 8 for (a) and (b), PPlug capped at the same 126 steps of 8 drawn
-# from its augmented training set, greedy decoding, all 495 held-out users. The papers' size
-# (for a GPU):
-#   EPOCHS=2 GRAD_ACCUM=8 PPLUG_LR=1e-4 PPLUG_MAX_STEPS= BEAMS=4 DEVICE=cuda \
-#     OUT=runs/lamp7-finetuned bash leaderboard/lamp7-finetuned/run.sh
-# (PPlug's official epochs over its whole augmented set, effective batch 64, lr 1e-4, 4 beams.)
+# users, 1 epoch of 126 steps of 8 for (a), (b) and (d), PPlug (c) capped at the same 126 steps of
+# 8 drawn from its augmented training set, greedy decoding, all 495 held-out users. The papers'
+# recipes (for a GPU):
+#   EPOCHS=10 LR=5e-5 BATCH=16 PPLUG_EPOCHS= PPLUG_GRAD_ACCUM=4 PPLUG_LR=1e-4 PPLUG_MAX_STEPS= \
+#     BEAMS=4 DEVICE=cuda OUT=runs/lamp7-finetuned bash leaderboard/lamp7-finetuned/run.sh
+# (a), (b): the LaMP paper's fine-tuning, 10 epochs, lr 5e-5, batch 16; (c): PPlug's official
+# training, its epochs (2; LaMP-3 1) over its whole augmented set, batch 16 x 4 = 64, lr 1e-4;
+# (d): PPlug at (a)'s budget, 10 epochs at lr 5e-5, batch 16, no augmentation; 4 beams.
 # Set OUT to another folder to keep the committed cells.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,34 +49,51 @@ GRAD_ACCUM=${GRAD_ACCUM:-1}
 LR=${LR:-1e-4}                    # generator fine-tuning, rows (a) and (b)
 PPLUG_LR=${PPLUG_LR:-1e-3}        # PPlug's modules, row (c): raised from the paper's 1e-4 for few steps
 PPLUG_MAX_STEPS=${PPLUG_MAX_STEPS-126}  # = (a)'s and (b)'s steps; empty: PPlug's official epochs
+PPLUG_EPOCHS=${PPLUG_EPOCHS-$EPOCHS}  # row (c); empty: PPlug's official epochs
+PPLUG_GRAD_ACCUM=${PPLUG_GRAD_ACCUM:-$GRAD_ACCUM}  # row (c)
+PPLUG_EPOCH_LR=${PPLUG_EPOCH_LR:-$LR}  # row (d), PPlug at (a)'s and (b)'s budget: their lr (1e-4, PPlug's too)
 BEAMS=${BEAMS:-1}
 GEN_BATCH=${GEN_BATCH:-16}
 DEVICE=${DEVICE:-cpu}
 WORK=${WORK:-${LAMP_HOME:-$HOME/.cache/lamp-harness}/lamp7-finetuned}  # checkpoints, held-out files
 OUT=${OUT:-leaderboard/lamp7-finetuned/runs}
+LOGS=${LOGS:-$(dirname "$OUT")/trainings}  # the trainings' records (config.json, state.json), not weights
 RESULTS=${RESULTS:-leaderboard/lamp7-finetuned/results.md}
 HELD="$WORK/lamp7-user-heldout"
 WAIT_HOURS=${WAIT_HOURS:-12}      # how long an eval step waits for another lane's training
 # Trainings live in a folder named by the training settings, so an eval never scores a finished
 # training of other settings left in $WORK by an earlier run.
+# (PPlug's own epochs and accumulation join the name only when they differ from (a)'s.)
+PPLUG_OWN=()
+[ "$PPLUG_EPOCHS" = "$EPOCHS" ] || PPLUG_OWN+=("pplug-epochs=$PPLUG_EPOCHS")
+[ "$PPLUG_GRAD_ACCUM" = "$GRAD_ACCUM" ] || PPLUG_OWN+=("pplug-grad-accum=$PPLUG_GRAD_ACCUM")
 SETTINGS=$(printf '%s|' "$DATA" "$TRAIN_LIMIT" "$EPOCHS" "$BATCH" "$GRAD_ACCUM" "$LR" "$PPLUG_LR" \
-  "$PPLUG_MAX_STEPS" "$BEAMS" "$DEVICE" | sha256sum | cut -c1-10)
+  "$PPLUG_MAX_STEPS" "$PPLUG_EPOCH_LR" "$BEAMS" "$DEVICE" "${PPLUG_OWN[@]}" | sha256sum | cut -c1-10)
 TRAINED="$WORK/trained-$SETTINGS"
 
 limit() { [ -n "$1" ] && echo "--limit $1" || true; }
 
-train() {
-  local name=$1 lr=$2; shift 2
+train() {  # train NAME LR EPOCHS GRAD_ACCUM LAMP-TRAIN-OPTION... (EPOCHS empty: the method's official count)
+  local name=$1 lr=$2 epochs=$3 accum=$4; shift 4
   mkdir -p "$TRAINED" && rm -f "$TRAINED/$name.failed"
   # shellcheck disable=SC2046
   if ! /usr/bin/time -f "$name: training wall %e s" lamp train --task lamp-7 --data-dir "$DATA" --split dev \
-      --train-users 0.67 $(limit "$TRAIN_LIMIT") --eval-split none --epochs "$EPOCHS" --lr "$lr" \
-      --batch-size "$BATCH" --grad-accum "$GRAD_ACCUM" --save-every 16 --preset offline --device "$DEVICE" \
+      --train-users 0.67 $(limit "$TRAIN_LIMIT") --eval-split none $([ -n "$epochs" ] && echo --epochs "$epochs") \
+      --lr "$lr" --batch-size "$BATCH" --grad-accum "$accum" --save-every 16 --preset offline --device "$DEVICE" \
       --generator-arg num_beams="$BEAMS" --out "$TRAINED/$name" --quiet "$@"; then
     touch "$TRAINED/$name.failed"  # an eval step waiting for it stops instead of waiting on
     exit 1
   fi
+  keep_log "$name"
   held
+}
+
+keep_log() {  # copy a finished training's config.json and last state.json (losses) to $LOGS/NAME
+  local dir="$TRAINED/$1" checkpoint
+  checkpoint=$(sed -n 's/.*"checkpoint": *"\([^"]*\)".*/\1/p' "$dir/latest.json")
+  mkdir -p "$LOGS/$1"
+  cp "$dir/config.json" "$LOGS/$1/config.json"
+  cp "$dir/$checkpoint/state.json" "$LOGS/$1/state.json"
 }
 
 wait_for() {  # wait_for WHAT CONDITION...: until CONDITION holds, at most WAIT_HOURS
@@ -121,25 +147,35 @@ run() {
 
 step() {
   case $1 in
-    train-none)   train none-ft "$LR" --personalizer none ;;
-    train-ipa)    train ipa-ft "$LR" --personalizer ipa --retriever bm25 --k 1 ;;
+    train-none)   train none-ft "$LR" "$EPOCHS" "$GRAD_ACCUM" --personalizer none ;;
+    train-ipa)    train ipa-ft "$LR" "$EPOCHS" "$GRAD_ACCUM" --personalizer ipa --retriever bm25 --k 1 ;;
     # shellcheck disable=SC2046
-    train-pplug)  train pplug "$PPLUG_LR" --personalizer pplug \
+    train-pplug)  train pplug "$PPLUG_LR" "$PPLUG_EPOCHS" "$PPLUG_GRAD_ACCUM" --personalizer pplug \
                     $([ -n "$PPLUG_MAX_STEPS" ] && echo --max-steps "$PPLUG_MAX_STEPS") ;;
+    train-pplug-epoch) train pplug-epoch "$PPLUG_EPOCH_LR" "$EPOCHS" "$GRAD_ACCUM" --personalizer pplug \
+                    --personalizer-arg augment=0 ;;
     eval-zs-none) held; run "$1" --personalizer none ;;
     eval-zs-ipa)  held; run "$1" --personalizer ipa --retriever bm25 --k 1 ;;
     eval-none)    trained none-ft; run "$1" --personalizer none --checkpoint "$TRAINED/none-ft" ;;
     eval-ipa)     trained ipa-ft; run "$1" --personalizer ipa --retriever bm25 --k 1 --checkpoint "$TRAINED/ipa-ft" ;;
     eval-pplug)   trained pplug; run "$1" --personalizer pplug --checkpoint "$TRAINED/pplug" ;;
+    eval-pplug-epoch) trained pplug-epoch; run "$1" --personalizer pplug --checkpoint "$TRAINED/pplug-epoch" ;;
+    logs)  # the records of the finished trainings of these settings
+      for found in "$TRAINED"/*/latest.json; do
+        if [ -e "$found" ] && finished "$(basename "$(dirname "$found")")"; then
+          keep_log "$(basename "$(dirname "$found")")"
+        fi
+      done ;;
     results)
       lamp leaderboard "$OUT" --baseline "none (fine-tuned) / smollm2-135m-instruct" --correction holm \
         --seed 0 --ci --reference lamp-user --out "$RESULTS" ;;
-    *) echo "run.sh: unknown step '$1'. Steps: train-none train-ipa train-pplug eval-zs-none" \
-         "eval-zs-ipa eval-none eval-ipa eval-pplug results" >&2; exit 2 ;;
+    *) echo "run.sh: unknown step '$1'. Steps: train-none train-ipa train-pplug train-pplug-epoch" \
+         "eval-zs-none eval-zs-ipa eval-none eval-ipa eval-pplug eval-pplug-epoch logs results" >&2; exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
-  set -- train-none train-ipa train-pplug eval-zs-none eval-zs-ipa eval-none eval-ipa eval-pplug results
+  set -- train-none train-ipa train-pplug train-pplug-epoch eval-zs-none eval-zs-ipa eval-none eval-ipa \
+    eval-pplug eval-pplug-epoch results
 fi
 for s in "$@"; do step "$s"; done
