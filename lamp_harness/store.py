@@ -280,14 +280,18 @@ class CellStore:
         atomic_write_json(self.dir / TIMING, timing)
         path = self.dir / PREDICTIONS
         digest, count = _digest_and_count(path) if path.is_file() else (_EMPTY, 0)
+        recorded: dict[str, Any] = {}
         if scores is not None:  # with the checksum of the predictions they were computed from
-            atomic_write_json(self.dir / SCORES, {**scores, "predictions": {"count": count, "sha256": digest}})
+            scores = {**scores, "predictions": {"count": count, "sha256": digest}}
+            atomic_write_json(self.dir / SCORES, scores)
+            recorded = {"scores": {"sha256": scores_digest(scores)}}
         atomic_write_json(self.dir / METRICS, {
             "task": task,
             "split": split,
             "n": max((m.n for m in metrics), default=0),
             "metrics": [asdict(m) for m in metrics],
             "predictions": {"count": count, "sha256": digest},
+            **recorded,
         })
 
     def read_metrics(self) -> list[MetricResult]:
@@ -400,6 +404,16 @@ def _ids_of(path: Path) -> list[str]:
             raise ValueError("an 'example_id' is not a string")
         ids.append(value)
     return ids
+
+
+def scores_digest(scores: Any) -> str:
+    """The checksum of a ``scores.json`` object's content (independent of key order and
+    indentation), which ``metrics.json`` records: an edited ``scores.json`` (rows swapped between
+    examples, a profile size changed, which leave every metric's value intact) shows as a
+    different checksum."""
+    from lamp_harness.io import stable_hash
+
+    return stable_hash(scores, 64)
 
 
 def _digest_and_count(path: Path) -> tuple[str, int]:

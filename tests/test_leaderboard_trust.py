@@ -148,6 +148,7 @@ def test_old_scores_without_a_checksum_are_verified_by_rescoring(runs, capsys):
     intact, _ = board_json(capsys, runs)
     for path in runs.glob(f"*/{SCORES}"):
         edit_scores(path, lambda d: d.pop("predictions"))
+        edit_scores(path.parent / "metrics.json", lambda d: d.pop("scores"))  # old cells record no checksum
     board, err = board_json(capsys, runs)
     assert board["blocks"] == intact["blocks"] and notes(err) == [n for n in notes(err) if "fewer than" in n]
     # an old file whose rows a rescore contradicts (within what metrics.json allows) is replaced
@@ -367,6 +368,10 @@ def test_cells_whose_metric_is_another_statistic_get_a_note_not_a_test(runs, cap
     rows = [r[0] for r in entry["rows"]]
     edit_scores(victim / "metrics.json", lambda d: next(m for m in d["metrics"] if m["name"] == "rouge-1")
                 .__setitem__("value", math.sqrt(sum(rows) / len(rows))))
+    from lamp_harness.store import scores_digest
+
+    # as a cell computed that way writes it: metrics.json records the checksum of that scores.json
+    edit_scores(victim / "metrics.json", lambda d: d["scores"].__setitem__("sha256", scores_digest(scores)))
     board, err = board_json(capsys, runs)
     (note,) = [n for n in notes(err) if "root_mean statistic" in n]
     assert "lamp-7 rouge-1" in note and "no test between them" in note

@@ -28,3 +28,45 @@ def test_task_arg_for_a_task_the_run_does_not_include_is_refused(toys, cli, tmp_
     assert not out.exists() or not list(Path(out).glob("*/config.json"))
     code, stdout, err = cli(*base, "--task-arg", "lamp-7:max_new_tokens=4", "--task-arg", "LAMP-7:max_new_tokens=4")
     assert code == 0, stdout + err
+
+
+def _leaderboard_json(cli, runs: Path) -> tuple[list[dict], str]:
+    """The tables of ``lamp leaderboard RUNS --baseline none --format json``, and stderr."""
+    import json
+
+    code, stdout, err = cli("leaderboard", str(runs), "--baseline", "none", "--format", "json")
+    assert code == 0, stdout + err
+    return json.loads(stdout)["blocks"], err
+
+
+def test_scores_json_edited_without_changing_any_metric_is_not_used(toys, cli, tmp_path, lamp_home):
+    """Rows swapped between two examples of a cell's ``scores.json`` keep every metric's value
+    (so metrics.json agrees) but change every paired test: ``metrics.json`` records the file's
+    checksum, and the edited file is named in a note and rescored, never used."""
+    import json
+    import shutil
+
+    runs = tmp_path / "runs"
+    code, stdout, err = cli("run", "--task", "lamp-3", "--data", "demo", "--limit", "12", "--personalizer", "none,ipa",
+                            "--retriever", "bm25", "--generator", "toy-words", "--quiet", "--out", str(runs))
+    assert code == 0, stdout + err
+    (baseline,) = runs.glob("lamp-3_none-*")
+    recorded = json.loads((baseline / "metrics.json").read_text(encoding="utf-8"))["scores"]["sha256"]
+    intact, _ = _leaderboard_json(cli, runs)
+
+    edited = tmp_path / "edited"
+    shutil.copytree(runs, edited)
+    path = edited / baseline.name / "scores.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = data["metrics"][0]["rows"]
+    other = next(i for i, row in enumerate(rows) if row != rows[0])
+    rows[0], rows[other] = rows[other], rows[0]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    from lamp_harness.store import scores_digest
+
+    assert scores_digest(data) != recorded
+    tested, err = _leaderboard_json(cli, edited)
+    assert "Traceback" not in err
+    assert f"{baseline.name}: scores.json not used" in err and "does not match the checksum" in err
+    assert tested == intact  # rescored from the predictions: the same tests as the intact file
+    assert json.loads(path.read_text(encoding="utf-8")) == data  # the edited file is left for the user to see
