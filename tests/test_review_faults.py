@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def _one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
@@ -70,3 +72,52 @@ def test_scores_json_edited_without_changing_any_metric_is_not_used(toys, cli, t
     assert f"{baseline.name}: scores.json not used" in err and "does not match the checksum" in err
     assert tested == intact  # rescored from the predictions: the same tests as the intact file
     assert json.loads(path.read_text(encoding="utf-8")) == data  # the edited file is left for the user to see
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_one_process_run_like_ctrl_c(tmp_path) -> None:
+    """``kill PID`` (or ``timeout``, a scheduler's stop) of a plain ``lamp run`` ends it as Ctrl-C
+    does: the one line, exit code 130, its lock released; it used to die silently (-15). The
+    rerun finishes the cell from the predictions already written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lamp_cli import TOYS
+
+    from lamp_harness.store import CellStore
+
+    out = tmp_path / "runs"
+    env = {**os.environ, "LAMP_HOME": str(tmp_path / "home"), "LAMP_TOY_DELAY": "0.5",
+           "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        env.pop(name, None)
+    command = [str(Path(sys.executable).parent / "lamp"), "run", "--task", "lamp-7", "--data", "demo",
+               "--generator", "toy-echo", "--generator-arg", "batch_size=2", "--limit", "40", "--quiet",
+               "--out", str(out)]
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not [p for p in out.glob("*/predictions.jsonl") if p.stat().st_size]:
+            assert job.poll() is None, job.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        job.send_signal(signal.SIGTERM)
+        _, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "Interrupted: finished work is saved; run the same command again to resume.")
+    (cell,) = [d for d in out.iterdir() if d.is_dir()]
+    with CellStore(cell).lock():  # free: the lock went with the process
+        pass
+    kept = (cell / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert kept and not CellStore(cell).finished
+    resumed = subprocess.run([*command], env={**env, "LAMP_TOY_DELAY": "0"}, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert CellStore(cell).finished

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     if argv is None:
         _as_a_rank()
+        _terminate_like_ctrl_c()
     try:
         _main(argv)
     except SystemExit:
@@ -121,6 +122,26 @@ def _as_a_rank() -> None:
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (``kill``, ``timeout``, a scheduler's stop) ends a ``lamp`` command as Ctrl-C does:
+    locks released, the one line, exit code 130; without this it died silently with -15. A rank
+    of a data-parallel job is left as it is: its launcher stops it and prints the line (the
+    launcher's own SIGTERM handling replaces this one when it starts the ranks)."""
+    import signal
+    import threading
+
+    from lamp_harness import distributed
+
+    if distributed.is_rank_process() or threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _main(argv: list[str] | None) -> None:
