@@ -121,3 +121,12 @@ def test_sigterm_ends_a_one_process_run_like_ctrl_c(tmp_path) -> None:
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert CellStore(cell).finished
+
+
+def test_plugins_new_refuses_the_name_of_its_own_test_folder(cli, tmp_path) -> None:
+    """``lamp plugins new tests`` made the package ``tests``: the same folder as the
+    distribution's conformance tests, installed as a top-level ``tests`` package."""
+    out = tmp_path / "new"
+    code, _, err = cli("plugins", "new", "tests", "--out", str(out), "--kind", "task")
+    assert code == 2 and "would make the package 'tests'" in _one_line(err) and "Choose another name" in err
+    assert not out.exists()
