@@ -130,3 +130,74 @@ def test_plugins_new_refuses_the_name_of_its_own_test_folder(cli, tmp_path) -> N
     code, _, err = cli("plugins", "new", "tests", "--out", str(out), "--kind", "task")
     assert code == 2 and "would make the package 'tests'" in _one_line(err) and "Choose another name" in err
     assert not out.exists()
+
+
+TRAINABLE = '''
+import torch
+
+from lamp_harness.contracts import GenerationRequest, Personalizer
+from lamp_harness.hookspecs import hookimpl
+
+
+class Bias(Personalizer):
+    """A trainable personalizer with one small layer (no model)."""
+
+    name = "bias"
+    needs_retriever = False
+    trainable = True
+
+    def __init__(self, context, **args):
+        pass
+
+    def setup(self, task, generator, context):
+        self.generator = generator
+        self.layer = torch.nn.Linear(2, 2)
+
+    def personalize(self, task, example, retrieved):
+        return GenerationRequest(example.id, example.input, max_new_tokens=task.max_new_tokens)
+
+    def parameters(self):
+        return list(self.layer.parameters())
+
+    def training_loss(self, task, examples, retrieved):
+        return self.layer(torch.ones(len(examples), 2)).pow(2).mean()
+
+    def state_dict(self):
+        return {k: v.detach().clone() for k, v in self.layer.state_dict().items()}
+
+    def load_state_dict(self, state):
+        self.layer.load_state_dict(dict(state))
+
+
+@hookimpl
+def lamp_register(registry):
+    registry.add_personalizer("bias", Bias, "a tiny trainable personalizer")
+'''
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_the_method_is_one_line(site, toys, cli, tmp_path) -> None:
+    """A checkpoint whose safetensors file loads but holds other tensors (another model's, or a
+    manifest-less folder whose weights were replaced) was a torch traceback from
+    ``load_state_dict``; it is one line naming the checkpoint, before any prediction."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    site.add("lamp-bias", "1.0", bias=TRAINABLE)
+    step = tmp_path / "trained" / "checkpoints" / "step-00000002"
+    step.mkdir(parents=True)
+    save_file({"weight": torch.zeros(3, 3)}, str(step / "weights.safetensors"))
+    (step / "state.json").write_text(json.dumps({"step": 2, "finished": True}), encoding="utf-8")
+    (step / "config.json").write_text(json.dumps({"train_config": {"personalizer": "bias"},
+                                                  "component_versions": {"lamp-bias": "1.0"}}), encoding="utf-8")
+    (tmp_path / "trained" / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step-00000002"}),
+                                                      encoding="utf-8")
+    out = tmp_path / "runs"
+    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "bias", "--generator", "toy-echo",
+                       "--limit", "2", "--quiet", "--out", str(out), "--checkpoint", str(tmp_path / "trained"))
+    errors = [line for line in err.splitlines() if line.startswith("Error")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err
+    assert errors[0].startswith(f"Error: {step}: its weights do not fit the method as set up here (RuntimeError:")
+    assert "size mismatch for weight" in errors[0] and "train again" in errors[0]
+    assert not list(out.glob("*/predictions.jsonl")) or not any(p.read_text() for p in out.glob("*/predictions.jsonl"))
