@@ -201,3 +201,61 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_method_is_one_line(site, toys
     assert errors[0].startswith(f"Error: {step}: its weights do not fit the method as set up here (RuntimeError:")
     assert "size mismatch for weight" in errors[0] and "train again" in errors[0]
     assert not list(out.glob("*/predictions.jsonl")) or not any(p.read_text() for p in out.glob("*/predictions.jsonl"))
+
+
+STRICT_GENERATOR = '''
+from lamp_harness.contracts import Generation, Generator
+from lamp_harness.hookspecs import hookimpl
+from lamp_harness.options import reject_unknown_args
+
+
+class Strict(Generator):
+    """Validates its arguments as docs/plugins.md teaches; answers with as many words as allowed."""
+
+    name = "strict"
+
+    def __init__(self, context, model=None, **args):
+        reject_unknown_args(args, {"word"}, "generator 'strict'")
+        self.word = args.get("word", "w")
+
+    @property
+    def tokens(self):
+        from lamp_harness.testing import WhitespaceTokens
+
+        return WhitespaceTokens()
+
+    def generate(self, requests, *, decode="generate"):
+        return [Generation(" ".join([self.word] * (r.max_new_tokens or 50)), 1, r.max_new_tokens or 50)
+                for r in requests]
+
+
+@hookimpl
+def lamp_register(registry):
+    registry.add_generator("strict", Strict, "a generator that refuses unknown arguments")
+'''
+
+
+def test_generator_arg_max_new_tokens_works_with_a_generator_that_validates_its_arguments(site, cli, tmp_path):
+    """``--generator-arg max_new_tokens=8`` is the budget of every task, applied on each request;
+    it was also handed to the generator's factory, so a plugin generator validating its arguments
+    as the guide teaches (the shipped example's ``prior-reader`` among them) refused the run."""
+    import json
+
+    site.add("lamp-strict", "1.0", strict=STRICT_GENERATOR)
+    out = tmp_path / "runs"
+    code, stdout, err = cli("run", "--task", "lamp-7,lamp-3", "--data", "demo", "--generator", "strict", "--limit", "2",
+                            "--generator-arg", "max_new_tokens=8", "--generator-arg", "word=x", "--quiet",
+                            "--out", str(out))
+    assert code == 0, stdout + err
+    configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
+    assert len(configs) == 2
+    for config in configs:
+        assert config["generation"] == {"max_new_tokens": 8, "max_new_tokens_from": "generator-arg"}
+        assert not any("max_new_tokens" in note for note in config["preset_notes"])
+        predictions = (out / config["cell_id"] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        assert all(json.loads(line)["generated_tokens"] == 8 for line in predictions)
+    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--generator", "strict", "--limit", "2",
+                       "--generator-arg", "wrod=x", "--quiet", "--out", str(out))
+    assert code == 2 and "Traceback" not in err  # its own validation still works
+    assert [line for line in err.splitlines() if line.startswith("Error")] == [
+        "Error: generator 'strict': unknown argument(s) wrod. Valid keys: word."]
