@@ -259,3 +259,17 @@ def test_generator_arg_max_new_tokens_works_with_a_generator_that_validates_its_
     assert code == 2 and "Traceback" not in err  # its own validation still works
     assert [line for line in err.splitlines() if line.startswith("Error")] == [
         "Error: generator 'strict': unknown argument(s) wrod. Valid keys: word."]
+
+
+def test_an_empty_data_option_is_refused_not_sent_to_the_official_server(toys, cli, tmp_path, lamp_home):
+    """``--data "$DATA"`` with ``DATA`` unset (or ``--data ,,``) named no source and silently sent
+    every task to its default source (the official server for LaMP)."""
+    out = tmp_path / "runs"
+    for value in ("", ",,", " "):
+        code, _, err = cli("run", "--task", "lamp-7", "--data", value, "--generator", "toy-echo", "--limit", "2",
+                           "--quiet", "--out", str(out))
+        assert code == 2 and "names no data source" in _one_line(err), (value, err)
+    assert not list(out.glob("*/*"))
+    code, _, err = cli("train", "--task", "lamp-7", "--personalizer", "pplug", "--data", "", "--max-steps", "1",
+                       "--out", str(tmp_path / "trained"))
+    assert code == 2 and "names no data source" in _one_line(err), err

@@ -108,6 +108,10 @@ def train(
         from lamp_harness.cli.run_cmd import without_option
 
         raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
+    if data is not None and not data.strip():
+        # `--data "$DATA"` with DATA unset would otherwise train on the task's default source.
+        raise lamp_error(f"--data {data!r} names no data source",
+                         fix="Pass e.g. --data demo, or leave --data out for the task's own source.")
     console = Console(stderr=True)
     config = TrainConfig(
         task=task, personalizer=personalizer,
