@@ -273,3 +273,21 @@ def test_an_empty_data_option_is_refused_not_sent_to_the_official_server(toys, c
     code, _, err = cli("train", "--task", "lamp-7", "--personalizer", "pplug", "--data", "", "--max-steps", "1",
                        "--out", str(tmp_path / "trained"))
     assert code == 2 and "names no data source" in _one_line(err), err
+
+
+def test_train_takes_task_args_as_lamp_run_writes_them(site, toys, cli, tmp_path):
+    """``lamp train --task-arg`` is documented "as in `lamp run`", but refused the run's
+    ``TASK:KEY=VALUE`` form ("unknown argument(s) lamp_7:max_new_tokens"); it takes it for the
+    trained task, and another task's name is one line."""
+    import json
+
+    site.add("lamp-bias", "1.0", bias=TRAINABLE)
+    base = ("train", "--task", "lamp-7", "--personalizer", "bias", "--generator", "toy-echo", "--data", "demo",
+            "--max-steps", "1", "--limit", "4", "--eval-split", "none", "--quiet")
+    code, _, err = cli(*base, "--task-arg", "lamp-5:max_new_tokens=3", "--out", str(tmp_path / "refused"))
+    assert code == 2 and "names another task than the one trained (lamp-7)" in _one_line(err)
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+    code, stdout, err = cli(*base, "--task-arg", "lamp-7:max_new_tokens=3", "--out", str(tmp_path / "trained"))
+    assert code == 0, stdout + err
+    config = json.loads((tmp_path / "trained" / "config.json").read_text(encoding="utf-8"))
+    assert config["train_config"]["task_args"] == {"max_new_tokens": "3"}
