@@ -253,6 +253,44 @@ def edited(directory: Path) -> str | None:
     return None
 
 
+def recorded_values_problem(directory: Path, values: Mapping[str, float]) -> str | None:
+    """Why the metric ``values`` of the cell's ``metrics.json`` are not the ones the cell computed,
+    or ``None``. Checked against the ``scores.json`` that ``metrics.json`` vouches for (its
+    checksum recorded there and matching): each metric recomputed from its rows must be the
+    recorded value, so a value typed into ``metrics.json`` shows. Cells without that checksum (or
+    without scores) are not checked here."""
+    import numpy as np
+
+    from lamp_harness.metrics import combine
+
+    directory = Path(directory)
+    if not (directory / SCORES).is_file() or _recorded_digest(directory) is None or edited(directory):
+        return None
+    try:
+        scores = read_scores(directory)
+    except LampError:
+        return None
+    for entry in scores.metrics if scores is not None else ():
+        if entry.name not in values or not len(entry.ids):
+            continue
+        rows = np.asarray(entry.rows, dtype=np.float64)
+        value = float(combine(entry.statistic, rows.sum(axis=0), len(rows)))
+        if math.isfinite(value) and not math.isclose(value, values[entry.name], rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+            return (f"metric {entry.name!r} is {values[entry.name]:.6g} here but {value:.6g} in the per-example "
+                    f"scores the cell wrote with it (changed after the cell wrote it)")
+    return None
+
+
+def _recorded_digest(directory: Path) -> str | None:
+    from lamp_harness.store import METRICS
+
+    try:
+        digest = json.loads((Path(directory) / METRICS).read_text(encoding="utf-8")).get("scores", {}).get("sha256")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
 def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
     """Per-example scores of a cell without ``scores.json``: its predictions scored again against
     the golds of the data its ``config.json`` records (never downloaded; checksums must match).

@@ -291,3 +291,27 @@ def test_train_takes_task_args_as_lamp_run_writes_them(site, toys, cli, tmp_path
     assert code == 0, stdout + err
     config = json.loads((tmp_path / "trained" / "config.json").read_text(encoding="utf-8"))
     assert config["train_config"]["task_args"] == {"max_new_tokens": "3"}
+
+
+def test_a_value_typed_into_metrics_json_is_not_shown_as_the_harness_s(toys, cli, tmp_path, lamp_home):
+    """A value edited in a cell's ``metrics.json`` was shown (and bolded as the best) with only a
+    note that its tests were dropped, under a header saying every value is computed by the
+    harness; ``metrics.json`` vouches for its ``scores.json`` (checksum), which gives the value the
+    cell computed: the cell is skipped with a note naming the file and both values."""
+    import json
+
+    runs = tmp_path / "runs"
+    code, stdout, err = cli("run", "--task", "lamp-7", "--data", "demo", "--limit", "6", "--personalizer", "none,ipa",
+                            "--retriever", "bm25", "--generator", "toy-words", "--quiet", "--out", str(runs))
+    assert code == 0, stdout + err
+    (victim,) = runs.glob("lamp-7_none-*")
+    path = victim / "metrics.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["metrics"][0]["value"] = 0.9
+    path.write_text(json.dumps(data), encoding="utf-8")
+    code, out, err = cli("leaderboard", str(runs), "--baseline", "ipa", "--format", "json")
+    assert code == 0 and "Traceback" not in err
+    (note,) = [line for line in err.splitlines() if victim.name in line]
+    assert note.startswith(f"note: skipped {victim}") and "is 0.9 here but" in note and "--force" in note
+    shown = [v for block in json.loads(out)["blocks"] for row in block["rows"] for v in row["values"]]
+    assert shown and not any(v["value"] == 0.9 for v in shown) and not any(v["cell_id"] == victim.name for v in shown)
