@@ -135,6 +135,9 @@ class CellStore:
         for key in ("task", "split"):
             if key in metrics and key in config and metrics[key] != config[key]:
                 return f"{CONFIG} and {METRICS} name different {key}s ({config[key]!r}, {metrics[key]!r})"
+        written = metrics.get("config")
+        if isinstance(written, dict) and written.get("sha256") != scores_digest(config):
+            return f"{CONFIG} does not match the checksum in {METRICS} (changed after the cell was written)"
         path = self.dir / PREDICTIONS
         recorded = metrics.get("predictions")
         if not path.is_file():
@@ -281,10 +284,14 @@ class CellStore:
         path = self.dir / PREDICTIONS
         digest, count = _digest_and_count(path) if path.is_file() else (_EMPTY, 0)
         recorded: dict[str, Any] = {}
+        try:  # the configuration the results belong to: an edit of config.json afterwards shows
+            recorded["config"] = {"sha256": scores_digest(_read_object(self.dir / CONFIG))}
+        except (OSError, ValueError):
+            pass
         if scores is not None:  # with the checksum of the predictions they were computed from
             scores = {**scores, "predictions": {"count": count, "sha256": digest}}
             atomic_write_json(self.dir / SCORES, scores)
-            recorded = {"scores": {"sha256": scores_digest(scores)}}
+            recorded["scores"] = {"sha256": scores_digest(scores)}
         atomic_write_json(self.dir / METRICS, {
             "task": task,
             "split": split,
@@ -407,10 +414,10 @@ def _ids_of(path: Path) -> list[str]:
 
 
 def scores_digest(scores: Any) -> str:
-    """The checksum of a ``scores.json`` object's content (independent of key order and
-    indentation), which ``metrics.json`` records: an edited ``scores.json`` (rows swapped between
-    examples, a profile size changed, which leave every metric's value intact) shows as a
-    different checksum."""
+    """The checksum of a JSON object's content (independent of key order and indentation), which
+    ``metrics.json`` records for ``scores.json`` and ``config.json``: an edited ``scores.json``
+    (rows swapped between examples, a profile size changed, which leave every metric's value
+    intact) or ``config.json`` (another label or model) shows as a different checksum."""
     from lamp_harness.io import stable_hash
 
     return stable_hash(scores, 64)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lamp_cli import lamp_output as lamp
+from run_folders import rewrite_config
 
 from lamp_harness import leaderboard as lb
 from lamp_harness.store import PREDICTIONS, SCORES
@@ -128,9 +129,7 @@ def test_damaged_scores_that_cannot_be_recomputed_are_refused_with_a_note(damage
     baseline = cell(runs, "lamp-7_none")
     edit_scores(baseline / SCORES, DAMAGES[damage][0])
     for path in runs.glob("*/config.json"):  # the data on this machine is not the cells'
-        config = json.loads(path.read_text())
-        config["data"]["checksums"] = {"dev_outputs.json": "0" * 64}
-        path.write_text(json.dumps(config))
+        rewrite_config(path.parent, lambda c: c["data"].__setitem__("checksums", {"dev_outputs.json": "0" * 64}))
     board, err = board_json(capsys, runs, "--by", "profile-size")
     (note,) = [n for n in notes(err) if str(baseline) in n]
     assert "not used" in note and DAMAGES[damage][1] in note and "checksums differ" in note
@@ -296,9 +295,7 @@ def test_csv_has_the_delta_column(runs, capsys):
 
 def test_a_dollar_in_a_column_label_renders_in_the_plot_and_the_page(runs, tmp_path, capsys):
     victim = cell(runs, "lamp-7_ipa")
-    config = json.loads((victim / "config.json").read_text())
-    config["label"] = "ipa $x^$ / cost $5 / $\\frac{a"
-    (victim / "config.json").write_text(json.dumps(config))
+    rewrite_config(victim, lambda c: c.__setitem__("label", "ipa $x^$ / cost $5 / $\\frac{a"))
     page, image = tmp_path / "page.html", tmp_path / "plot.png"
     code, _, err = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "-f", "html", "--out",
                         str(page), "--plot", str(image))

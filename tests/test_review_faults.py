@@ -315,3 +315,31 @@ def test_a_value_typed_into_metrics_json_is_not_shown_as_the_harness_s(toys, cli
     assert note.startswith(f"note: skipped {victim}") and "is 0.9 here but" in note and "--force" in note
     shown = [v for block in json.loads(out)["blocks"] for row in block["rows"] for v in row["values"]]
     assert shown and not any(v["value"] == 0.9 for v in shown) and not any(v["cell_id"] == victim.name for v in shown)
+
+
+def test_an_edited_config_json_makes_the_cell_inconsistent_not_another_method(toys, cli, tmp_path, lamp_home):
+    """``config.json`` says which method and model produced a cell's numbers; a hand edit (another
+    label, another model) was shown as that method. ``metrics.json`` records the checksum of the
+    configuration its results belong to: the leaderboard skips the cell with a note, and the same
+    ``lamp run`` repairs it (predictions kept) back to the truth."""
+    import json
+
+    runs = tmp_path / "runs"
+    command = ("run", "--task", "lamp-7", "--data", "demo", "--limit", "6", "--personalizer", "none,ipa",
+               "--retriever", "bm25", "--generator", "toy-words", "--quiet", "--out", str(runs))
+    code, stdout, err = cli(*command)
+    assert code == 0, stdout + err
+    (victim,) = runs.glob("lamp-7_none-*")
+    path = victim / "config.json"
+    original = json.loads(path.read_text(encoding="utf-8"))
+    edited = {**original, "label": "pplug / gpt-5", "generator": {**original["generator"], "model": "gpt-5"}}
+    path.write_text(json.dumps(edited, indent=2), encoding="utf-8")
+    code, out, err = cli("leaderboard", str(runs), "--baseline", "ipa")
+    assert code == 0 and "gpt-5" not in out
+    (note,) = [line for line in err.splitlines() if victim.name in line]
+    assert note.startswith(f"note: skipped {victim}: config.json does not match the checksum in metrics.json")
+    code, stdout, err = cli(*command)
+    assert code == 0 and "config.json does not match the checksum" in err, stdout + err
+    assert json.loads(path.read_text(encoding="utf-8"))["label"] == original["label"]
+    code, out, err = cli("leaderboard", str(runs), "--baseline", "none")
+    assert code == 0 and "skipped" not in err and "gpt-5" not in out
