@@ -343,3 +343,28 @@ def test_an_edited_config_json_makes_the_cell_inconsistent_not_another_method(to
     assert json.loads(path.read_text(encoding="utf-8"))["label"] == original["label"]
     code, out, err = cli("leaderboard", str(runs), "--baseline", "none")
     assert code == 0 and "skipped" not in err and "gpt-5" not in out
+
+
+def test_a_reporter_meeting_a_full_disk_ends_the_run_in_one_line(site, toys, cli, tmp_path) -> None:
+    """A reporter writing beside the run (``events.jsonl`` under ``--out``) may be the first to meet
+    a full disk: it was disabled with a warning and the run went on to fail at its next write, two
+    lines and a truncated log. A full disk is the run's problem: one line naming the path, exit 2,
+    finished work kept."""
+    site.add("lamp-diskfull", "1.0", diskfull=f"""
+        import errno
+
+        from lamp_harness.hookspecs import hookimpl
+
+        @hookimpl
+        def lamp_example_predicted(cell, example):
+            raise OSError(errno.ENOSPC, "No space left on device", {str(tmp_path / "log.jsonl")!r})
+    """)
+    out = tmp_path / "runs"
+    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "4",
+                       "--quiet", "--out", str(out))
+    assert code == 2 and not any(line.startswith("warning") for line in err.splitlines()), err
+    (line,) = [line for line in err.splitlines() if line.startswith("Error")]
+    assert line.startswith(f"Error: {tmp_path / 'log.jsonl'}: No space left on device. Free some space there"), line
+    assert "Traceback" not in err
+    (cell,) = [d for d in out.iterdir() if d.is_dir()]
+    assert (cell / "predictions.jsonl").read_text(encoding="utf-8").strip()  # the batch written is kept
