@@ -368,3 +368,13 @@ def test_a_reporter_meeting_a_full_disk_ends_the_run_in_one_line(site, toys, cli
     assert "Traceback" not in err
     (cell,) = [d for d in out.iterdir() if d.is_dir()]
     assert (cell / "predictions.jsonl").read_text(encoding="utf-8").strip()  # the batch written is kept
+
+
+def test_an_empty_baseline_is_refused_not_a_table_without_tests(cli, tmp_path) -> None:
+    """``--baseline "$B"`` with ``B`` unset gave a table without a single test and no word about it."""
+    from run_folders import fabricate_runs
+
+    runs = fabricate_runs(tmp_path / "runs")
+    for value in ("", "  "):
+        code, _, err = cli("leaderboard", str(runs), "--baseline", value)
+        assert code == 2 and "names no column" in _one_line(err), err
