@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     if argv is None:
         _as_a_rank()
-        _terminate_like_ctrl_c()
     try:
         _main(argv)
     except SystemExit:
@@ -150,6 +149,8 @@ def _main(argv: list[str] | None) -> None:
     Usage errors come from click, and typer may bundle its own copy of click (typer 0.2x does), so
     they are recognised by their class names rather than by ``isinstance`` against one copy.
     """
+    if argv is None:  # the ``lamp`` process itself (tests call it in-process with a list)
+        _terminate_like_ctrl_c()
     try:
         # Without standalone mode click returns (not raises) the code of a ``typer.Exit``.
         code = app(args=argv, standalone_mode=False, prog_name="lamp")
