@@ -170,6 +170,11 @@ def read_cell(directory: Path) -> Cell:
             where=where,
             fix="Re-run the cell with `lamp run ... --force`.",
         ) from None
+    from lamp_harness.scores import recorded_values_problem
+
+    edited = recorded_values_problem(directory, {m.name: m.value for m in metrics})
+    if edited:  # a value typed into metrics.json would be shown as the harness's
+        raise lamp_error(edited, where=where, fix="Re-run the cell with `lamp run ... --force`.")
     task = config.get("task") or data.get("task")
     split = config.get("split") or data.get("split")
     if not task or not split:

@@ -142,7 +142,7 @@ def prompt_budget(value: str | None) -> str:
     return budget
 
 
-RUN_LEVEL_ARGS = ("model", "batch_size", "num_beams", "max_input_tokens")
+RUN_LEVEL_ARGS = ("model", "batch_size", "num_beams", "max_input_tokens", "max_new_tokens")
 """Run-level generator settings (``--generator``'s model, ``--batch-size``, ``--num-beams``,
 ``--max-input-tokens``). A generator factory receives each one only when it declares a parameter
 of that name, so a generator that rejects unknown ``--generator-arg`` keys never sees them."""
@@ -154,7 +154,10 @@ def generator_kwargs(factory: Any, args: Mapping[str, str], model: str | None = 
 
     Every ``--generator-arg`` key is passed. A run-level setting (:data:`RUN_LEVEL_ARGS`) is passed
     only when the factory's signature names it; otherwise it is dropped, with a line in ``notes``
-    so the user learns that, e.g., ``--num-beams`` does not apply to this generator."""
+    so the user learns that, e.g., ``--num-beams`` does not apply to this generator.
+    ``max_new_tokens`` (the budget of every task, see :func:`generation_budget`) reaches every
+    generator on each request whatever its signature, so dropping it needs no note; a generator
+    that validates its own arguments never refuses it."""
     declared = _declared_parameters(factory)
     settings = {k: v for k, v in args.items() if k in RUN_LEVEL_ARGS}
     if model is not None:
@@ -163,7 +166,7 @@ def generator_kwargs(factory: Any, args: Mapping[str, str], model: str | None = 
     for key, value in settings.items():
         if key in declared:
             kwargs[key] = value
-        elif notes is not None:
+        elif notes is not None and key != TASK_BUDGET_OPTION:
             notes.append(f"{owner} takes no {key!r} parameter: {key}={value} is not used by it")
     return kwargs
 

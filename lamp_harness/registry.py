@@ -606,13 +606,23 @@ class PluginHost:
                 impl.function(**args)
             except KeyboardInterrupt:
                 raise
+            except OSError as exc:
+                import errno
+
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # a full disk is the run's, not the plugin's: one line naming the path, work kept
+                self._disable(impl, hook, exc)
             except BaseException as exc:  # noqa: BLE001  SystemExit from a reporter too: it never ends the run
-                name, dist, version = self._owners.get(impl.plugin_name, (impl.plugin_name, "", ""))
-                provider = f" ({dist} {version})".rstrip() if dist and not dist.startswith("(") else ""
-                print(f"warning: plugin {name!r}{provider.replace(' )', ')')} failed in {hook} and is "
-                      f"disabled for this run: {_one_line(exc)}", file=sys.stderr)
-                self.pm.unregister(impl.plugin)
-                self.broken.append(BrokenPlugin(name, dist, version, f"{hook}: {_one_line(exc)}"))
+                self._disable(impl, hook, exc)
+
+    def _disable(self, impl: Any, hook: str, exc: BaseException) -> None:
+        """Unregister the plugin behind ``impl`` for the rest of the run, with a warning."""
+        name, dist, version = self._owners.get(impl.plugin_name, (impl.plugin_name, "", ""))
+        provider = f" ({dist} {version})".rstrip() if dist and not dist.startswith("(") else ""
+        print(f"warning: plugin {name!r}{provider.replace(' )', ')')} failed in {hook} and is "
+              f"disabled for this run: {_one_line(exc)}", file=sys.stderr)
+        self.pm.unregister(impl.plugin)
+        self.broken.append(BrokenPlugin(name, dist, version, f"{hook}: {_one_line(exc)}"))
 
 
 def _short(kwargs: Mapping[str, Any]) -> str:

@@ -197,6 +197,7 @@ class Runner:
         for selection in self.matrix.selections():
             self._expand(selection, drafts, problems)
         self._check_task_data(drafts)
+        self._check_task_args(drafts)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
         self.host.check_components(self._used_components(drafts))
         for name in dict.fromkeys(d.task for d in drafts):  # a bad --task-arg fails here too
@@ -303,6 +304,30 @@ class Runner:
                 raise lamp_error(f"--data gives task {task!r} two sources, {chosen[task][0]}={chosen[task][1]} "
                                  f"and {name}={source}", fix="Keep one of them.")
             chosen[task] = (name, source)
+
+    def _check_task_args(self, drafts: Sequence[_Draft]) -> None:
+        """Each ``--task-arg TASK:KEY=VALUE`` (``[task-args.TASK]``) names a task of the run, and no
+        option is given two values under two spellings of one task; otherwise a typo in the task
+        name would silently run the task without the option."""
+        tasks = list(dict.fromkeys(d.task for d in drafts))
+        chosen: dict[str, dict[str, tuple[str, str]]] = {}
+        for name, table in self.matrix.task_args.items():
+            if name == "*":
+                continue
+            task = self.registry.get("task", name).name
+            if task not in tasks:
+                key, value = next(iter(table.items()), ("KEY", "VALUE"))
+                raise lamp_error(f"--task-arg {name}:{key}={value} names a task this run does not include "
+                                 f"(its tasks: {', '.join(tasks)})",
+                                 fix=f"Fix the task name (e.g. --task-arg {tasks[0]}:{key}={value}) or add "
+                                 f"--task {name}." if tasks else "Fix the task name.")
+            for key, value in table.items():
+                earlier = chosen.setdefault(task, {}).get(key)
+                if earlier is not None and earlier[1] != value:
+                    raise lamp_error(f"--task-arg gives task {task!r} two values of {key}, "
+                                     f"{earlier[0]}:{key}={earlier[1]} and {name}:{key}={value}",
+                                     fix="Keep one of them.")
+                chosen[task][key] = (name, value)
 
     def data_source_name(self, task_name: str) -> str | None:
         """The data source a task reads: ``--data TASK=NAME``, else ``None`` when ``--data-dir``

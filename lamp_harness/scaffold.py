@@ -52,6 +52,9 @@ def check_name(name: str) -> str:
     if package in sys.stdlib_module_names or package in sys.builtin_module_names:
         raise lamp_error(f"{name!r} would make the package {package!r}, a module of Python's standard "
                          "library", fix=fix)
+    if package == "tests":
+        raise lamp_error(f"{name!r} would make the package 'tests', the folder of the distribution's own "
+                         "conformance tests (and a name many projects' test folders shadow)", fix=fix)
     normalized = re.sub(r"[-_.]+", "-", name.lower())
     owners = importlib.metadata.packages_distributions().get(package, [])
     if normalized == "lamp-harness" or "lamp-harness" in owners or package == "lamp_harness":

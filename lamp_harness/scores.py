@@ -16,8 +16,9 @@ their ``scores.json``.
      "predictions": {"count": 40, "sha256": "..."}}
 
 ``predictions`` is the checksum of the ``predictions.jsonl`` the scores were computed from (the
-run store adds it). Before any test or breakdown uses a cell's scores, :func:`cell_scores`
-verifies them (:func:`verify`): the checksum matches the predictions, the ids are the predicted
+run store adds it, and records the checksum of the whole file in ``metrics.json``). Before any
+test or breakdown uses a cell's scores, :func:`cell_scores` verifies them (:func:`verify`,
+:func:`edited`): the checksums match the predictions and the file, the ids are the predicted
 ids exactly once, every value is finite, every profile size a count, and each metric recomputed
 from the rows is the value ``metrics.json`` records. Scores that fail are recomputed from the
 predictions and the data, or refused with a note; they are never used. Files written before the
@@ -261,6 +262,62 @@ def read_scores(directory: Path) -> CellScores | None:
     return parse_scores(data, str(path))
 
 
+def edited(directory: Path) -> str | None:
+    """Why the cell's ``scores.json`` is not the file the cell wrote, or ``None``: its content's
+    checksum differs from the one ``metrics.json`` records for it (rows swapped between examples,
+    a profile size changed: edits that leave every metric's value intact). Cells written before
+    the checksum was recorded have nothing to compare with (``None``)."""
+    from lamp_harness.store import METRICS, scores_digest
+
+    directory = Path(directory)
+    try:
+        recorded = json.loads((directory / METRICS).read_text(encoding="utf-8")).get("scores", {}).get("sha256")
+        data = json.loads((directory / SCORES).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    if isinstance(recorded, str) and scores_digest(data) != recorded:
+        return f"its content does not match the checksum {METRICS} records for it (changed after the cell wrote it)"
+    return None
+
+
+def recorded_values_problem(directory: Path, values: Mapping[str, float]) -> str | None:
+    """Why the metric ``values`` of the cell's ``metrics.json`` are not the ones the cell computed,
+    or ``None``. Checked against the ``scores.json`` that ``metrics.json`` vouches for (its
+    checksum recorded there and matching): each metric recomputed from its rows must be the
+    recorded value, so a value typed into ``metrics.json`` shows. Cells without that checksum (or
+    without scores) are not checked here."""
+    import numpy as np
+
+    from lamp_harness.metrics import combine
+
+    directory = Path(directory)
+    if not (directory / SCORES).is_file() or _recorded_digest(directory) is None or edited(directory):
+        return None
+    try:
+        scores = read_scores(directory)
+    except LampError:
+        return None
+    for entry in scores.metrics if scores is not None else ():
+        if entry.name not in values or not len(entry.ids):
+            continue
+        rows = np.asarray(entry.rows, dtype=np.float64)
+        value = float(combine(entry.statistic, rows.sum(axis=0), len(rows)))
+        if math.isfinite(value) and not math.isclose(value, values[entry.name], rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+            return (f"metric {entry.name!r} is {values[entry.name]:.6g} here but {value:.6g} in the per-example "
+                    f"scores the cell wrote with it (changed after the cell wrote it)")
+    return None
+
+
+def _recorded_digest(directory: Path) -> str | None:
+    from lamp_harness.store import METRICS
+
+    try:
+        digest = json.loads((Path(directory) / METRICS).read_text(encoding="utf-8")).get("scores", {}).get("sha256")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
 def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
     """Per-example scores of a cell without ``scores.json``: its predictions scored again against
     the golds of the data its ``config.json`` records (never downloaded; checksums must match).
@@ -387,7 +444,7 @@ def cell_scores(directory: Path, config: Mapping[str, Any],
     except LampError as exc:
         stored, problem = None, str(exc).split("\n")[0]
     if stored is not None:
-        problem = checked(stored)
+        problem = checked(stored) or edited(directory)
         if problem is None and stored.predictions is not None:
             return stored, None
     try:

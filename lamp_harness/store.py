@@ -136,6 +136,9 @@ class CellStore:
         for key in ("task", "split"):
             if key in metrics and key in config and metrics[key] != config[key]:
                 return f"{CONFIG} and {METRICS} name different {key}s ({config[key]!r}, {metrics[key]!r})"
+        written = metrics.get("config")
+        if isinstance(written, dict) and written.get("sha256") != scores_digest(config):
+            return f"{CONFIG} does not match the checksum in {METRICS} (changed after the cell was written)"
         path = self.dir / PREDICTIONS
         recorded = metrics.get("predictions")
         if not path.is_file():
@@ -284,14 +287,22 @@ class CellStore:
         atomic_write_json(self.dir / TIMING, timing)
         path = self.dir / PREDICTIONS
         digest, count = _digest_and_count(path) if path.is_file() else (_EMPTY, 0)
+        recorded: dict[str, Any] = {}
+        try:  # the configuration the results belong to: an edit of config.json afterwards shows
+            recorded["config"] = {"sha256": scores_digest(_read_object(self.dir / CONFIG))}
+        except (OSError, ValueError):
+            pass
         if scores is not None:  # with the checksum of the predictions they were computed from
-            atomic_write_json(self.dir / SCORES, {**scores, "predictions": {"count": count, "sha256": digest}})
+            scores = {**scores, "predictions": {"count": count, "sha256": digest}}
+            atomic_write_json(self.dir / SCORES, scores)
+            recorded["scores"] = {"sha256": scores_digest(scores)}
         atomic_write_json(self.dir / METRICS, {
             "task": task,
             "split": split,
             "n": max((m.n for m in metrics), default=0),
             "metrics": [asdict(m) for m in metrics],
             "predictions": {"count": count, "sha256": digest},
+            **recorded,
         })
 
     def read_metrics(self) -> list[MetricResult]:
@@ -404,6 +415,16 @@ def _ids_of(path: Path) -> list[str]:
             raise ValueError("an 'example_id' is not a string")
         ids.append(value)
     return ids
+
+
+def scores_digest(scores: Any) -> str:
+    """The checksum of a JSON object's content (independent of key order and indentation), which
+    ``metrics.json`` records for ``scores.json`` and ``config.json``: an edited ``scores.json``
+    (rows swapped between examples, a profile size changed, which leave every metric's value
+    intact) or ``config.json`` (another label or model) shows as a different checksum."""
+    from lamp_harness.io import stable_hash
+
+    return stable_hash(scores, 64)
 
 
 def _digest_and_count(path: Path) -> tuple[str, int]:

@@ -828,8 +828,23 @@ def load_checkpoint(personalizer: Personalizer, directory: Path, *,
     except Exception as exc:  # a damaged safetensors file (header, truncation)
         raise lamp_error(f"cannot read {WEIGHTS} ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})",
                          where=str(path), fix="Delete the checkpoint and train again with `lamp train`.") from None
-    trainable.load_state_dict(state)
+    _load_weights(trainable, state, path)
     return config
+
+
+def _load_weights(trainable: Any, state: Mapping[str, Any], path: Path) -> None:
+    """``trainable.load_state_dict(state)``; weights that do not fit the method as set up (other
+    tensor names or shapes: another model, a damaged checkpoint without a manifest) are a one-line
+    error naming the checkpoint, not a torch traceback."""
+    try:
+        trainable.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise lamp_error(f"its weights do not fit the method as set up here ({type(exc).__name__}: "
+                         f"{why[:200]}{'...' if len(why) > 200 else ''})",
+                         where=str(path),
+                         fix="Pass the checkpoint `lamp train` wrote for this method, task and model, or delete "
+                             "it and train again.") from None
 
 
 def fine_tuned_weights(personalizer: Personalizer, directory: Path) -> Path:
@@ -1146,7 +1161,7 @@ def _resume(path: Path, trainable: Any, optimizer: Any, scheduler: Any) -> tuple
     from safetensors.torch import load_file
 
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
-    trainable.load_state_dict(load_file(str(path / WEIGHTS), device=_device_of(trainable)))
+    _load_weights(trainable, load_file(str(path / WEIGHTS), device=_device_of(trainable)), path)
     saved = torch.load(path / TRAINER_STATE, weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])

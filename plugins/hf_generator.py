@@ -358,12 +358,14 @@ class HFGenerator(RequestEncoding, Generator):
     name = "hf"
 
     def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
-                 num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
+                 num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
+                 **args: Any) -> None:
         self.context = context
         self.resolved = resolve_model("generator", context, model)
         # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
         run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
-                                       ("max_input_tokens", max_input_tokens)) if v is not None}
+                                       ("max_input_tokens", max_input_tokens), ("max_new_tokens", max_new_tokens))
+                     if v is not None}
         args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.loader_args, self.generate_args = _split_extra(

@@ -511,7 +511,8 @@ class OpenAIGenerator(Generator):
     name = "openai"
 
     def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
-                 num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
+                 num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
+                 **args: Any) -> None:
         try:
             import httpx
         except ImportError:
@@ -520,7 +521,8 @@ class OpenAIGenerator(Generator):
         self.context = context
         check_args(args, "--generator-arg", where=OWNER)  # also for the Python API
         run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
-                                       ("max_input_tokens", max_input_tokens)) if v is not None}
+                                       ("max_input_tokens", max_input_tokens), ("max_new_tokens", max_new_tokens))
+                     if v is not None}
         args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.body_args = {k: _value(v) for k, v in args.items() if k not in KNOWN_ARGS and k != "model"}

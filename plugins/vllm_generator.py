@@ -341,14 +341,16 @@ class VLLMGenerator(RequestEncoding, Generator):
     name = "vllm"
 
     def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
-                 num_beams: Any = None, max_input_tokens: Any = None, **args: Any) -> None:
+                 num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
+                 **args: Any) -> None:
         _vllm()  # fail before materializing any model when the engine is not installed
         self.context = context
         self.resolved = resolve_model("generator", context, model)
         self.model_spec = model
         # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
         run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
-                                       ("max_input_tokens", max_input_tokens)) if v is not None}
+                                       ("max_input_tokens", max_input_tokens), ("max_new_tokens", max_new_tokens))
+                     if v is not None}
         args = {**run_level, **args}
         self.args = dict(args)
         args = {**preset_generator_args(context.preset), **args}

@@ -144,3 +144,18 @@ def fabricate_runs(root: Path, *, split: str = "dev", offset: float = 0.0) -> Pa
                 with_label=personalizer != "none",
             )
     return Path(root)
+
+
+def rewrite_config(cell: Path, change) -> None:
+    """Apply ``change`` to a real cell's ``config.json`` as if the cell had been run that way:
+    ``metrics.json`` records the checksum of the configuration its results belong to, so it is
+    updated too (an edit alone makes the cell inconsistent, which is what the run store checks)."""
+    from lamp_harness.store import scores_digest
+
+    config = json.loads((cell / "config.json").read_text(encoding="utf-8"))
+    change(config)
+    (cell / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    metrics = json.loads((cell / "metrics.json").read_text(encoding="utf-8"))
+    if "config" in metrics:
+        metrics["config"]["sha256"] = scores_digest(config)
+        (cell / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")

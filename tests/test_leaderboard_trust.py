@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lamp_cli import lamp_output as lamp
+from run_folders import rewrite_config
 
 from lamp_harness import leaderboard as lb
 from lamp_harness.store import PREDICTIONS, SCORES
@@ -128,9 +129,7 @@ def test_damaged_scores_that_cannot_be_recomputed_are_refused_with_a_note(damage
     baseline = cell(runs, "lamp-7_none")
     edit_scores(baseline / SCORES, DAMAGES[damage][0])
     for path in runs.glob("*/config.json"):  # the data on this machine is not the cells'
-        config = json.loads(path.read_text())
-        config["data"]["checksums"] = {"dev_outputs.json": "0" * 64}
-        path.write_text(json.dumps(config))
+        rewrite_config(path.parent, lambda c: c["data"].__setitem__("checksums", {"dev_outputs.json": "0" * 64}))
     board, err = board_json(capsys, runs, "--by", "profile-size")
     (note,) = [n for n in notes(err) if str(baseline) in n]
     assert "not used" in note and DAMAGES[damage][1] in note and "checksums differ" in note
@@ -148,6 +147,7 @@ def test_old_scores_without_a_checksum_are_verified_by_rescoring(runs, capsys):
     intact, _ = board_json(capsys, runs)
     for path in runs.glob(f"*/{SCORES}"):
         edit_scores(path, lambda d: d.pop("predictions"))
+        edit_scores(path.parent / "metrics.json", lambda d: d.pop("scores"))  # old cells record no checksum
     board, err = board_json(capsys, runs)
     assert board["blocks"] == intact["blocks"] and notes(err) == [n for n in notes(err) if "fewer than" in n]
     # an old file whose rows a rescore contradicts (within what metrics.json allows) is replaced
@@ -295,9 +295,7 @@ def test_csv_has_the_delta_column(runs, capsys):
 
 def test_a_dollar_in_a_column_label_renders_in_the_plot_and_the_page(runs, tmp_path, capsys):
     victim = cell(runs, "lamp-7_ipa")
-    config = json.loads((victim / "config.json").read_text())
-    config["label"] = "ipa $x^$ / cost $5 / $\\frac{a"
-    (victim / "config.json").write_text(json.dumps(config))
+    rewrite_config(victim, lambda c: c.__setitem__("label", "ipa $x^$ / cost $5 / $\\frac{a"))
     page, image = tmp_path / "page.html", tmp_path / "plot.png"
     code, _, err = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "-f", "html", "--out",
                         str(page), "--plot", str(image))
@@ -367,6 +365,10 @@ def test_cells_whose_metric_is_another_statistic_get_a_note_not_a_test(runs, cap
     rows = [r[0] for r in entry["rows"]]
     edit_scores(victim / "metrics.json", lambda d: next(m for m in d["metrics"] if m["name"] == "rouge-1")
                 .__setitem__("value", math.sqrt(sum(rows) / len(rows))))
+    from lamp_harness.store import scores_digest
+
+    # as a cell computed that way writes it: metrics.json records the checksum of that scores.json
+    edit_scores(victim / "metrics.json", lambda d: d["scores"].__setitem__("sha256", scores_digest(scores)))
     board, err = board_json(capsys, runs)
     (note,) = [n for n in notes(err) if "root_mean statistic" in n]
     assert "lamp-7 rouge-1" in note and "no test between them" in note

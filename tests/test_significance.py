@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from lamp_cli import lamp_output as lamp
 from rouge_score import rouge_scorer
+from run_folders import rewrite_config
 
 from lamp_harness import metrics
 from lamp_harness import significance as sig
@@ -272,9 +273,7 @@ def test_a_cell_that_cannot_be_rescored_is_named_with_the_reason(runs, capsys):
     victim = next(d for d in runs.iterdir() if d.name.startswith("lamp-7_ipa_bm25_k2"))
     (victim / SCORES).unlink()
     for cell in runs.glob("lamp-7_*"):  # the data here is not the lamp-7 cells' (one table: one data set)
-        config = json.loads((cell / "config.json").read_text())
-        config["data"]["checksums"] = {"dev_outputs.json": "0" * 64}
-        (cell / "config.json").write_text(json.dumps(config))
+        rewrite_config(cell, lambda c: c["data"].__setitem__("checksums", {"dev_outputs.json": "0" * 64}))
     code, out, err = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "-f", "json")
     assert code == 0
     assert f"{victim}: no per-example scores" in err and "checksums differ" in err

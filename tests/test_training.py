@@ -281,7 +281,9 @@ def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_
     from lamp_harness.leaderboard import leaderboard, render
 
     board = render(leaderboard([tmp_path / "runs"]))
-    assert f"- **Training** (none (fine-tuned) / {tiny_llama_dir}): 1 step × batch {plain.batch_size}" in board
+    # named by its column's label, the applied budget included
+    assert (f"- **Training** (none (fine-tuned) / {tiny_llama_dir} / max-new-tokens=4): 1 step × batch "
+            f"{plain.batch_size}") in board
 
 
 def test_pplug_trains_on_the_official_augmented_set_with_hf_schedule_and_no_decay_groups(config, tmp_path):

@@ -128,12 +128,34 @@ def _as_a_rank() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (``kill``, ``timeout``, a scheduler's stop) ends a ``lamp`` command as Ctrl-C does:
+    locks released, the one line, exit code 130; without this it died silently with -15. A rank
+    of a data-parallel job is left as it is: its launcher stops it and prints the line (the
+    launcher's own SIGTERM handling replaces this one when it starts the ranks)."""
+    import signal
+    import threading
+
+    from lamp_harness import distributed
+
+    if distributed.is_rank_process() or threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def _main(argv: list[str] | None) -> None:
     """Run the command: usage and user errors become one line on stderr and exit code 2.
 
     Usage errors come from click, and typer may bundle its own copy of click (typer 0.2x does), so
     they are recognised by their class names rather than by ``isinstance`` against one copy.
     """
+    if argv is None:  # the ``lamp`` process itself (tests call it in-process with a list)
+        _terminate_like_ctrl_c()
     try:
         # Without standalone mode click returns (not raises) the code of a ``typer.Exit``.
         code = app(args=argv, standalone_mode=False, prog_name="lamp")

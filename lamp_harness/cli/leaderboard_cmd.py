@@ -112,6 +112,10 @@ def leaderboard(
     significance.check_correction(correction)
     for name in by:
         comparisons.check_breakdown(name)
+    if baseline is not None and not baseline.strip():  # `--baseline "$B"` with B unset: no silent untested table
+        raise lamp_error(f"{baseline!r} names no column", where="--baseline",
+                         fix="Pass a personalizer name, a column label or a cell-id prefix (e.g. --baseline none), "
+                             "or leave --baseline out for a table without tests.")
     if fmt == "html" and out is None:
         raise lamp_error("an html page needs a file", where="--format html", fix="Add --out page.html.")
     board = lb.leaderboard(runs_dirs or [Path("runs")], references=reference)

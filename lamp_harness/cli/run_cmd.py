@@ -48,6 +48,11 @@ def data_sources(value: Any, where: str) -> tuple[str | None, dict[str, str]]:
         pairs = [str(v) for v in value]
     else:
         pairs = split_list(str(value))
+    if not [pair for pair in pairs if str(pair).strip()]:
+        # `--data "$DATA"` with DATA unset would otherwise send every task to its default source.
+        raise lamp_error(f"--data {str(value)!r} names no data source", where=where,
+                         fix="Pass e.g. --data demo (or --data lamp-7=demo), or leave --data out for each "
+                             "task's own source.")
     default: str | None = None
     per_task: dict[str, str] = {}
     for pair in pairs:

@@ -48,8 +48,8 @@ def train(
                                                help="KEY=VALUE (repeatable), e.g. --personalizer-arg "
                                                "aggregation=mean."),
     task_arg: list[str] = typer.Option([], "--task-arg",
-                                       help="KEY=VALUE option of the task (repeatable), as in `lamp run`; "
-                                       "max_new_tokens=N is the evaluation's generation budget."),
+                                       help="KEY=VALUE (or TASK:KEY=VALUE) option of the task (repeatable), as in "
+                                       "`lamp run`; max_new_tokens=N is the evaluation's generation budget."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Passes over the training data. [default: the "
                                "method's official count: 2, PPlug on LaMP-3 1]"),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
@@ -108,6 +108,10 @@ def train(
         from lamp_harness.cli.run_cmd import without_option
 
         raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
+    if data is not None and not data.strip():
+        # `--data "$DATA"` with DATA unset would otherwise train on the task's default source.
+        raise lamp_error(f"--data {data!r} names no data source",
+                         fix="Pass e.g. --data demo, or leave --data out for the task's own source.")
     console = Console(stderr=True)
     config = TrainConfig(
         task=task, personalizer=personalizer,
@@ -119,7 +123,7 @@ def train(
         train_users=train_users, limit=limit, eval_limit=eval_limit, epochs=epochs, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         seed=seed, save_every=save_every, device=device, prompt_budget=checked_budget(prompt_budget),
-        task_args=parse_kv(task_arg, "--task-arg"))
+        task_args=_task_args(task_arg, task))
     check_device(device)
     config.validate()
     from lamp_harness.options import make_task
@@ -159,3 +163,22 @@ def train(
     print(f"checkpoint: {checkpoint}")
     print(f"use it with: lamp run --task {task} --personalizer {personalizer} "
           f"--checkpoint {result.directory}")
+
+
+def _task_args(pairs: list[str], task: str) -> dict[str, str]:
+    """``--task-arg`` as in ``lamp run``: ``KEY=VALUE``, or ``TASK:KEY=VALUE`` naming the trained
+    task (so a run's options can be copied as they are); another task's name is one line."""
+    from lamp_harness.cli.run_cmd import component_args
+    from lamp_harness.errors import lamp_error
+    from lamp_harness.registry import host
+
+    tables = component_args(pairs, "--task-arg")
+    args = dict(tables.pop("*", {}))
+    registry = host().registry
+    for name, table in tables.items():
+        if registry.get("task", name).name != registry.get("task", task).name:
+            key, value = next(iter(table.items()))
+            raise lamp_error(f"--task-arg {name}:{key}={value} names another task than the one trained "
+                             f"({task})", fix=f"Write --task-arg {key}={value} (or {task}:{key}={value}).")
+        args.update(table)
+    return args
