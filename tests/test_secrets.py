@@ -137,12 +137,17 @@ def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(c
     config["label"] += f" / api_key={SECRET}"
     config["cell_id"] = "legacy-cell"
     (legacy / "config.json").write_text(json.dumps(config))
+    metrics = json.loads((legacy / "metrics.json").read_text())
+    for checksum in ("config", "scores"):  # a folder that old records no checksums of its files
+        metrics.pop(checksum, None)
+    (legacy / "metrics.json").write_text(json.dumps(metrics))
     boards = tmp_path / "boards"
     boards.mkdir()
     for fmt, name in (("markdown", "board.md"), ("html", "board.html"), ("json", "board.json"), ("csv", "board.csv")):
         code, stdout, err = cli("leaderboard", str(out), "--format", fmt, "--out", str(boards / name))
         printed.extend([stdout, err])
         assert code == 0, err
+    assert "api_key=***" in (boards / "board.md").read_text()  # the legacy cell is shown, masked
     shutil.rmtree(legacy)  # planted by the test itself, not written by the harness
 
     # Every byte the harness wrote or printed.
