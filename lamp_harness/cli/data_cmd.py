@@ -71,7 +71,7 @@ def download(
     from lamp_harness.data import check_scheme, check_split_name, get_source
     from lamp_harness.errors import LampError
 
-    check_scheme(scheme)
+    scheme = check_scheme(scheme)
     splits = [check_split_name(s.strip()) for s in split.split(",") if s.strip()]
     context = _context()
     source = get_source(data, context)
