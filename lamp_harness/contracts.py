@@ -171,8 +171,10 @@ class ExampleScores:
     ``rows`` is an ``n x d`` array (``numpy``; kept as ``Any`` so this module needs no numpy), one
     row per id of ``ids``; ``statistic`` names how summed rows become the metric
     (:data:`lamp_harness.metrics.STATISTICS`): ``"mean"`` (accuracy, MAE, ROUGE: one column),
-    ``"root_mean"`` (RMSE: squared errors) or ``"macro_f1"`` (per-label true positive, false
-    positive and false negative counts, so macro-F1 is recomputed from confusion counts).
+    ``"root_mean"`` (RMSE: squared errors), ``"macro_f1"`` (per-label true positive, false
+    positive and false negative counts, so macro-F1 is recomputed from confusion counts) or
+    ``"ratio"`` (two columns, numerator and denominator: a metric over a subgroup, e.g. accuracy
+    per question type).
     """
 
     name: str

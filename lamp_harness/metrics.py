@@ -48,11 +48,15 @@ def percentile_interval(statistics: np.ndarray, value: float) -> tuple[float, fl
     import numpy as np
 
     tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    statistics = np.asarray(statistics, dtype=np.float64)
+    statistics = statistics[~np.isnan(statistics)]
+    if not len(statistics):
+        return value, value
     low, high = np.percentile(statistics, [tail, 100.0 - tail])
     return min(float(low), value), max(float(high), value)
 
 
-STATISTICS = ("mean", "root_mean", "macro_f1")
+STATISTICS = ("mean", "root_mean", "macro_f1", "ratio")
 """How summed per-example rows become a metric (see :func:`combine`)."""
 
 
@@ -63,7 +67,10 @@ def combine(statistic: str, totals: np.ndarray, n: np.ndarray | float) -> np.nda
     resample, trial or bucket), so thousands of resamples are one call. ``mean``: the mean of the
     one column; ``root_mean``: its square root (RMSE from squared errors); ``macro_f1``: the
     columns are per-label true positive, false positive and false negative counts, and the
-    result is scikit-learn's macro-F1 over every label (0 for a label absent from both sides).
+    result is scikit-learn's macro-F1 over every label (0 for a label absent from both sides);
+    ``ratio``: the sum of the first column over the sum of the second (a metric over a subgroup of
+    the examples, e.g. accuracy per question type: rows ``[correct and in the group, in the group]``;
+    a resample without a member of the group gives NaN, which intervals skip).
     """
     import numpy as np
 
@@ -78,6 +85,9 @@ def combine(statistic: str, totals: np.ndarray, n: np.ndarray | float) -> np.nda
         with np.errstate(invalid="ignore", divide="ignore"):
             per_label = np.where(denominator > 0, 2 * tp / denominator, 0.0)
         return per_label.mean(axis=-1)
+    if statistic == "ratio":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(totals[..., 1] > 0, totals[..., 0] / totals[..., 1], np.nan)
     raise ValueError(f"unknown statistic {statistic!r} (known: {', '.join(STATISTICS)})")
 
 

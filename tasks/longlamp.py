@@ -22,9 +22,10 @@ Retrieval documents join the item fields listed above with a space (the order of
 LongLaMP loaders). Prompts follow the LongLaMP paper's retrieval-augmented form, LaMP style: the
 top-k items, each rendered by its per-task template (:meth:`LongLaMPTask.ppep`), joined with
 ``", and "``, then the task input. The prompt budget is the generator's ``max_input_tokens``: the
-input is kept whole when it fits in 60% of it, the rest is shared equally among the k items, whose
-long free-text field (abstract / review text / content) is cut to its share; unused share passes to
-the next item; the whole prompt is finally cut to the budget.
+input is always kept whole (cut only when it alone exceeds the budget); the rest is shared equally
+among the k items, whose long free-text field (abstract / review text / content) is cut to its
+share, unused share passing to the next item; the profile part is finally cut to what is left, so
+the prompt never exceeds the budget and always ends with the whole input.
 
 Outputs are hundreds of tokens: ``max_new_tokens`` is 512 for every task (the paper's long targets
 average about 150 to 300 words), put on every request and so recorded in each cell's config.
@@ -42,7 +43,6 @@ from lamp_harness import metrics
 from lamp_harness.contracts import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter
 from lamp_harness.errors import lamp_error
 
-INPUT_SHARE = 0.6
 JOINER = ", and "
 
 
@@ -83,12 +83,10 @@ class LongLaMPTask(Task):
             raise lamp_error(f"the prompt budget must be a positive number of tokens, got {max_tokens}",
                              fix="Set the generator's maximum input length to at least 1.")
         items = tuple(items)
-        if not items:
+        room = max_tokens - tokens.count(example.input) - 1
+        if not items or room <= 0:
             return _fit(tokens, example.input, max_tokens)
-        input_tokens = tokens.count(example.input)
-        room = max_tokens - min(input_tokens, int(INPUT_SHARE * max_tokens))
-        room -= tokens.count(JOINER) * (len(items) - 1) + 2
-        share = max(room // len(items), 0)
+        share = max((room - tokens.count(JOINER) * (len(items) - 1)) // len(items), 0)
         saved = 0
         ppeps = []
         for item in items:
@@ -98,7 +96,8 @@ class LongLaMPTask(Task):
             kept = tokens.truncate(text, allowance) if tokens.count(text) > allowance else text
             saved = max(share + saved - fixed - tokens.count(kept), 0)
             ppeps.append(self.ppep(item, kept))
-        return _fit(tokens, f"{JOINER.join(ppeps)}. {example.input}", max_tokens)
+        profile = _fit(tokens, f"{JOINER.join(ppeps)}.", room)
+        return f"{profile} {example.input}" if profile else example.input
 
     # -- scoring ----------------------------------------------------------------------------------
     def example_scores(self, predictions: Mapping[str, str],

@@ -167,11 +167,12 @@ class PersonaMem(Task):
         gold = [str(golds[i]).strip() for i in ids]
         scores = [metrics.accuracy_scores(preds, gold, ids)]
         for kind in sorted({question_type(i) for i in ids}):
-            chosen = [n for n, i in enumerate(ids) if question_type(i) == kind]
-            part = metrics.accuracy_scores([preds[n] for n in chosen], [gold[n] for n in chosen],
-                                           [ids[n] for n in chosen])
-            scores.append(ExampleScores(f"accuracy[{kind}]", part.higher_is_better, part.statistic,
-                                        part.ids, part.rows))
+            # Over every question (the breakdowns share the examples' ids): [correct and of this
+            # type, of this type], whose ratio is the type's accuracy.
+            rows = [[float(question_type(i) == kind and p == g), float(question_type(i) == kind)]
+                    for i, p, g in zip(ids, preds, gold, strict=True)]
+            scores.append(metrics.example_scores(f"accuracy[{kind}]", rows, statistic="ratio",
+                                                 higher_is_better=True, ids=ids))
         return scores
 
     def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
