@@ -114,7 +114,7 @@ class PersonaMem(Task):
 
     def context_text(self, items: Sequence[ProfileItem]) -> str:
         """The sessions of ``items`` in timeline order (by their start index), one after another."""
-        ordered = sorted(items, key=lambda item: int(item.fields.get("start", item.position)))
+        ordered = sorted(items, key=_start)
         return "\n\n".join(item.get("text") for item in ordered)
 
     def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
@@ -199,6 +199,14 @@ class PersonaMem128k(PersonaMem):
     name = "personamem-128k"
     official_name = "PersonaMem_128k"
     size = "128k"
+
+
+def _start(item: ProfileItem) -> tuple[int, int]:
+    """Where a session item starts in the timeline (its ``start`` index; else its position)."""
+    try:
+        return int(float(item.fields.get("start", item.position))), item.position
+    except (TypeError, ValueError):
+        return item.position, item.position
 
 
 def sessions(messages: Sequence[Mapping[str, Any]], end: int) -> list[dict[str, Any]]:
