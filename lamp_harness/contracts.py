@@ -149,6 +149,10 @@ class Prediction:
     retrieved: tuple[str, ...] = ()
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    notes: Mapping[str, Any] = field(default_factory=dict)
+    """Facts about how this prediction's prompt was built that a reader needs (e.g.
+    ``truncated_share``: the share of a long context the budget cut), copied from the request's
+    ``metadata["notes"]``; empty for most tasks (and then not written)."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,14 @@ class Task(ABC):
         differ from question to question (each choice must :meth:`parse` to one of ``labels``).
         Personalizers put it on every request as ``choices``."""
         return tuple(self.labels)
+
+    def truncated_share(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
+                        max_tokens: int) -> float | None:
+        """For a task whose prompt cuts a long context to the budget (PersonaMem cuts the oldest
+        part of the history): the share of the context's tokens :meth:`prompt` drops for these
+        ``items`` and budget, from 0 to 1. Personalizers record it with each prediction
+        (``Prediction.notes["truncated_share"]``). ``None`` (the default): not applicable."""
+        return None
 
     def parse(self, text: str) -> str:
         """The answer to score from a generator's raw text (default: stripped text)."""

@@ -125,9 +125,20 @@ class PersonaMem(Task):
     def fitted_context(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
                        max_tokens: int) -> tuple[str, float]:
         """The context of ``items`` cut from its oldest end so that it and the question fit in
-        ``max_tokens``, and the share of the context's tokens that was cut (0 to 1)."""
+        ``max_tokens``, and the share of the context's tokens that was cut (0 to 1). The last
+        answer is remembered: the prompt and its truncated share cost one fit."""
         if not items:
             return "", 0.0
+        key = (example.id, example.input, tuple(item.id for item in items), max_tokens, id(tokens))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        self._last = (key, self._fit_context(example, items, tokens, max_tokens))
+        return self._last[1]
+
+    _last: tuple[Any, tuple[str, float]] | None = None
+
+    def _fit_context(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
+                     max_tokens: int) -> tuple[str, float]:
         context = self.context_text(items)
         total = tokens.count(context)
         room = max_tokens - tokens.count(example.input) - 2

@@ -276,3 +276,10 @@ def test_cli_runs_longlamp_and_personamem_demo_and_the_leaderboard_shows_their_m
         assert column in board
     configs = [json.loads(p.read_text()) for p in out.glob("*/config.json")]
     assert len(configs) == 6
+    # PersonaMem predictions record the share of the history the budget cut; other tasks' have no notes
+    for cell in out.glob("personamem-32k_*"):
+        rows = [json.loads(line) for line in (cell / "predictions.jsonl").read_text().splitlines()]
+        shares = [row["notes"]["truncated_share"] for row in rows if "notes" in row]
+        assert len(shares) == (0 if "_none" in cell.name else 8) and all(0 <= s <= 1 for s in shares)
+    for cell in out.glob("longlamp-review_*"):
+        assert '"notes"' not in (cell / "predictions.jsonl").read_text()
