@@ -646,7 +646,7 @@ def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, spli
     modification times), so cells of a matrix that share a split parse it once.
     """
     check_split_name(split)
-    check_scheme(scheme)
+    scheme = check_scheme(scheme)
     if data_dir is not None:
         files = local_split_files(Path(data_dir), split, scheme)
     else:
