@@ -14,7 +14,9 @@ if [ -s "$TARGET/lexnames" ] && [ -s "$TARGET/data.noun" ] && [ -s "$TARGET/inde
   echo "WordNet 3.0 already in $TARGET"; exit 0
 fi
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
-(cd "$WORK" && apt-get download -q wordnet-base wordnet-sense-index >/dev/null 2>&1) || {
+fetch() { (cd "$WORK" && apt-get download -q wordnet-base wordnet-sense-index >/dev/null 2>&1); }
+# As root, a machine whose package lists were never fetched gets them first.
+fetch || { [ "$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && fetch; } || {
   # No package download possible: an apt-installed copy will do.
   if [ -s /usr/share/wordnet/data.noun ]; then mkdir -p "$WORK/root/usr/share" && cp -r /usr/share/wordnet "$WORK/root/usr/share/";
     [ -f /usr/share/man/man5/lexnames.5WN.gz ] && mkdir -p "$WORK/root/usr/share/man/man5" && cp /usr/share/man/man5/lexnames.5WN.gz "$WORK/root/usr/share/man/man5/";
