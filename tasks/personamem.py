@@ -182,7 +182,7 @@ class PersonaMem(Task):
             # type, of this type], whose ratio is the type's accuracy.
             rows = [[float(question_type(i) == kind and p == g), float(question_type(i) == kind)]
                     for i, p, g in zip(ids, preds, gold, strict=True)]
-            scores.append(metrics.example_scores(f"accuracy[{kind}]", rows, statistic="ratio",
+            scores.append(metrics.example_scores(f"accuracy:{kind}", rows, statistic="ratio",
                                                  higher_is_better=True, ids=ids))
         return scores
 

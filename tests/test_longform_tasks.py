@@ -228,7 +228,7 @@ def test_personamem_accuracy_per_question_type() -> None:
     golds = {"a:1": "(a)", "a:2": "(b)", "b:3": "(c)"}
     predictions = {"a:1": "(a) How about jazz?", "a:2": "<final_answer>(d)", "b:3": "(c)"}
     results = {m.name: m.value for m in task.score(predictions, golds)}
-    assert results == pytest.approx({"accuracy": 2 / 3, "accuracy[a]": 0.5, "accuracy[b]": 1.0})
+    assert results == pytest.approx({"accuracy": 2 / 3, "accuracy:a": 0.5, "accuracy:b": 1.0})
 
 
 def test_malformed_personamem_row_is_one_line_naming_file_row_field(tmp_path) -> None:
