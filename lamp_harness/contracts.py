@@ -154,6 +154,10 @@ class Prediction:
     retrieved: tuple[str, ...] = ()
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    notes: Mapping[str, Any] = field(default_factory=dict)
+    """Facts about how this prediction's prompt was built that a reader needs (e.g.
+    ``truncated_share``: the share of a long context the budget cut), copied from the request's
+    ``metadata["notes"]``; empty for most tasks (and then not written)."""
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,10 @@ class ExampleScores:
     ``rows`` is an ``n x d`` array (``numpy``; kept as ``Any`` so this module needs no numpy), one
     row per id of ``ids``; ``statistic`` names how summed rows become the metric
     (:data:`lamp_harness.metrics.STATISTICS`): ``"mean"`` (accuracy, MAE, ROUGE: one column),
-    ``"root_mean"`` (RMSE: squared errors) or ``"macro_f1"`` (per-label true positive, false
-    positive and false negative counts, so macro-F1 is recomputed from confusion counts).
+    ``"root_mean"`` (RMSE: squared errors), ``"macro_f1"`` (per-label true positive, false
+    positive and false negative counts, so macro-F1 is recomputed from confusion counts) or
+    ``"ratio"`` (two columns, numerator and denominator: a metric over a subgroup, e.g. accuracy
+    per question type).
     """
 
     name: str
@@ -377,6 +383,21 @@ class Task(ABC):
         With no items it is the bare input. Personalizers pass ``budget="strict"`` as a keyword
         only when a run asks for a non-official budget (see :func:`prompt_options`), so a task
         that knows only the official budget need not accept it."""
+
+    def choices(self, example: Example) -> tuple[str, ...]:
+        """What label scoring (``--decode labels``) chooses among for ``example``: the task's
+        ``labels`` (the default), or per-question texts for multiple-choice tasks whose options
+        differ from question to question (each choice must :meth:`parse` to one of ``labels``).
+        Personalizers put it on every request as ``choices``."""
+        return tuple(self.labels)
+
+    def truncated_share(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
+                        max_tokens: int) -> float | None:
+        """For a task whose prompt cuts a long context to the budget (PersonaMem cuts the oldest
+        part of the history): the share of the context's tokens :meth:`prompt` drops for these
+        ``items`` and budget, from 0 to 1. Personalizers record it with each prediction
+        (``Prediction.notes["truncated_share"]``). ``None`` (the default): not applicable."""
+        return None
 
     def parse(self, text: str) -> str:
         """The answer to score from a generator's raw text (default: stripped text)."""

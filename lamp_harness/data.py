@@ -124,8 +124,14 @@ def check_split_name(split: str) -> str:
     return split
 
 
+SCHEME_ALIASES = {"temporal": "time"}
+"""Other names of the split schemes (LongLaMP calls the time-based split ``temporal``)."""
+
+
 def check_scheme(scheme: str) -> str:
-    """``scheme`` if it is ``user`` or ``time``, else a one-line error."""
+    """``scheme`` if it is ``user`` or ``time`` (``temporal`` is ``time``), else a one-line error.
+    Returns the canonical name."""
+    scheme = SCHEME_ALIASES.get(scheme, scheme)
     if scheme not in SCHEMES:
         raise lamp_error(f"unknown split scheme {scheme!r}",
                          fix="Use 'user' (user-based split) or 'time' (time-based split).")
@@ -653,7 +659,7 @@ def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, spli
     modification times), so cells of a matrix that share a split parse it once.
     """
     check_split_name(split)
-    check_scheme(scheme)
+    scheme = check_scheme(scheme)
     if data_dir is not None:
         own = get_source(task.data_source, context) if task.data_source else None
         folder_files = own.from_folder(task, Path(data_dir), split, scheme) if own is not None else None

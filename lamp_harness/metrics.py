@@ -8,7 +8,7 @@ resamples are drawn at once as a count matrix (``resamples x n``: how often each
 in each resample), so every statistic is a matrix product, fast for thousands of examples.
 
 Names follow the official LaMP scorer's keys: ``accuracy``, ``f1`` (macro), ``MAE``, ``RMSE``,
-``rouge-1``, ``rouge-L``.
+``rouge-1``, ``rouge-L``; long-form tasks add ``meteor`` (NLTK's METEOR, see :func:`meteor_scores`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lamp_harness.contracts import ExampleScores, MetricResult
 
@@ -77,11 +78,15 @@ def percentile_interval(statistics: np.ndarray, value: float) -> tuple[float, fl
     import numpy as np
 
     tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    statistics = np.asarray(statistics, dtype=np.float64)
+    statistics = statistics[~np.isnan(statistics)]
+    if not len(statistics):
+        return value, value
     low, high = np.percentile(statistics, [tail, 100.0 - tail])
     return min(float(low), value), max(float(high), value)
 
 
-STATISTICS = ("mean", "root_mean", "macro_f1")
+STATISTICS = ("mean", "root_mean", "macro_f1", "ratio")
 """How summed per-example rows become a metric (see :func:`combine`)."""
 
 
@@ -92,7 +97,10 @@ def combine(statistic: str, totals: np.ndarray, n: np.ndarray | float) -> np.nda
     resample, trial or bucket), so thousands of resamples are one call. ``mean``: the mean of the
     one column; ``root_mean``: its square root (RMSE from squared errors); ``macro_f1``: the
     columns are per-label true positive, false positive and false negative counts, and the
-    result is scikit-learn's macro-F1 over every label (0 for a label absent from both sides).
+    result is scikit-learn's macro-F1 over every label (0 for a label absent from both sides);
+    ``ratio``: the sum of the first column over the sum of the second (a metric over a subgroup of
+    the examples, e.g. accuracy per question type: rows ``[correct and in the group, in the group]``;
+    a resample without a member of the group gives NaN, which intervals skip).
     """
     import numpy as np
 
@@ -107,6 +115,9 @@ def combine(statistic: str, totals: np.ndarray, n: np.ndarray | float) -> np.nda
         with np.errstate(invalid="ignore", divide="ignore"):
             per_label = np.where(denominator > 0, 2 * tp / denominator, 0.0)
         return per_label.mean(axis=-1)
+    if statistic == "ratio":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(totals[..., 1] > 0, totals[..., 0] / totals[..., 1], np.nan)
     raise ValueError(f"unknown statistic {statistic!r} (known: {', '.join(STATISTICS)})")
 
 
@@ -218,6 +229,96 @@ def rouge_example_scores(predictions: Sequence[str], references: Sequence[str],
     rouge1, rouge_l = rouge_scores(predictions, references)
     return [example_scores("rouge-1", rouge1, statistic="mean", higher_is_better=True, ids=ids),
             example_scores("rouge-L", rouge_l, statistic="mean", higher_is_better=True, ids=ids)]
+
+
+METEOR_PARAMETERS = {"alpha": 0.9, "beta": 3.0, "gamma": 0.5}
+"""NLTK's (and ``evaluate``'s) METEOR defaults."""
+WORDNET_ENV = "LAMP_NLTK_DATA"
+"""A folder holding ``corpora/wordnet`` (WordNet 3.0) for METEOR, searched first."""
+WORDNET_FIX = ("Install it with: bash scripts/setup-wordnet.sh (copies Debian's wordnet-base and "
+               "wordnet-sense-index into .venv/share/lamp-harness/nltk_data; or pass a folder and set "
+               f"{WORDNET_ENV} to it).")
+
+
+def wordnet_folders() -> list[Path]:
+    """Where METEOR looks for WordNet (``corpora/wordnet`` below each), in order:
+    ``$LAMP_NLTK_DATA``, ``$LAMP_HOME/nltk_data``, and the virtualenv's
+    ``share/lamp-harness/nltk_data`` (where ``scripts/setup-wordnet.sh`` installs it)."""
+    import os
+    import sys
+
+    from lamp_harness.io import lamp_home
+
+    folders = [Path(os.environ[WORDNET_ENV])] if os.environ.get(WORDNET_ENV) else []
+    folders += [lamp_home() / "nltk_data", Path(sys.prefix) / "share" / "lamp-harness" / "nltk_data"]
+    return folders
+
+
+def wordnet() -> Any:
+    """NLTK's WordNet 3.0 reader, loaded from :func:`wordnet_folders` only (never from NLTK's
+    other default places, so every machine scores with the same data). A missing or other-version
+    WordNet is a one-line :class:`~lamp_harness.errors.LampError` saying how to install it."""
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    from lamp_harness.errors import lamp_error
+
+    for folder in wordnet_folders():
+        root = folder / "corpora" / "wordnet"
+        if (root / "lexnames").is_file() and (root / "data.noun").is_file():
+            key = str(root.resolve())
+            if key not in _WORDNETS:
+                import nltk
+
+                # NLTK reads corpora only below a folder of its data path.
+                if str(folder.resolve()) not in nltk.data.path:
+                    nltk.data.path.append(str(folder.resolve()))
+                import warnings
+
+                with warnings.catch_warnings():  # "multilingual functions are not available": not used
+                    warnings.simplefilter("ignore", UserWarning)
+                    reader = WordNetCorpusReader(key, None)
+                version = reader.get_version()
+                if version != "3.0":
+                    raise lamp_error(f"METEOR needs WordNet 3.0, found WordNet {version}", where=str(root),
+                                     fix=WORDNET_FIX)
+                _WORDNETS[key] = reader
+            return _WORDNETS[key]
+    looked = ", ".join(str(f / "corpora" / "wordnet") for f in wordnet_folders())
+    raise lamp_error(f"METEOR needs WordNet 3.0, which is not installed (looked in {looked})", fix=WORDNET_FIX)
+
+
+_WORDNETS: dict[str, Any] = {}
+
+
+def meteor_tokens(text: str) -> list[str]:
+    """The tokens METEOR compares: NLTK's ``word_tokenize`` with ``preserve_line=True`` (the
+    Treebank word tokenizer over the whole text). ``evaluate``'s ``meteor`` calls ``word_tokenize``
+    without it, which first splits sentences with NLTK's Punkt model (``punkt_tab``); that model is
+    no registry package, so it is not used: sentence-final periods inside a text stay attached to
+    their word (``"end."``) where the Punkt split would make them tokens of their own."""
+    from nltk.tokenize import word_tokenize
+
+    return word_tokenize(text, preserve_line=True)
+
+
+def meteor_scores(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """Per-example METEOR: NLTK's ``single_meteor_score(reference_tokens, prediction_tokens)``
+    with :data:`METEOR_PARAMETERS`, WordNet 3.0 synonyms (:func:`wordnet`), Porter stems and
+    :func:`meteor_tokens`, one reference per example (as ``evaluate``'s ``meteor`` with one
+    reference)."""
+    from nltk.translate.meteor_score import single_meteor_score
+
+    _check_lengths(predictions, references)
+    reader = wordnet()
+    return [float(single_meteor_score(meteor_tokens(r), meteor_tokens(p), wordnet=reader, **METEOR_PARAMETERS))
+            for p, r in zip(predictions, references, strict=True)]
+
+
+def meteor_example_scores(predictions: Sequence[str], references: Sequence[str],
+                          ids: Sequence[str] | None = None) -> ExampleScores:
+    """``meteor`` rows: per-example METEOR (:func:`meteor_scores`)."""
+    return example_scores("meteor", meteor_scores(predictions, references), statistic="mean",
+                          higher_is_better=True, ids=ids)
 
 
 # -- the metrics themselves -----------------------------------------------------------------------

@@ -37,7 +37,7 @@ def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequen
                     for ex, it in zip(batch, items, strict=True)]
         generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
         new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
-                          gen.prompt_tokens, gen.generated_tokens)
+                          gen.prompt_tokens, gen.generated_tokens, dict(req.metadata.get("notes") or {}))
                for ex, req, gen, it in zip(batch, requests, generations, items, strict=True)]
         store.append_predictions(new)
         predictions.extend(new)

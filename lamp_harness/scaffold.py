@@ -502,7 +502,7 @@ class Personalizer(BasePersonalizer):
     def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         assert self.generator is not None, "setup() runs first"
         prompt = task.prompt(example, retrieved, self.generator.tokens, self.generator.max_input_tokens)
-        return GenerationRequest(example.id, prompt, choices=tuple(task.labels),
+        return GenerationRequest(example.id, prompt, choices=task.choices(example),
                                  max_new_tokens=task.max_new_tokens, metadata={"personalizer": self.name})
 '''
 
@@ -556,7 +556,7 @@ class Trainable(BasePersonalizer):
         items = sorted(retrieved or example.profile,
                        key=lambda item: (-float(wanted @ self.bag(task.document(item))), item.position))[:2]
         prompt = task.prompt(example, items, self.generator.tokens, self.generator.max_input_tokens)
-        return GenerationRequest(example.id, prompt, choices=tuple(task.labels), max_new_tokens=task.max_new_tokens)
+        return GenerationRequest(example.id, prompt, choices=task.choices(example), max_new_tokens=task.max_new_tokens)
 
     # -- what lamp train needs (lamp_harness.contracts.Trainable) --------------------------------
     def parameters(self) -> list[torch.nn.Parameter]:

@@ -253,7 +253,7 @@ class CellStore:
         if not predictions:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        data = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions)
+        data = "".join(json.dumps(_record(p), ensure_ascii=False) + "\n" for p in predictions)
         with writing(self.dir / PREDICTIONS), open(self.dir / PREDICTIONS, "a", encoding="utf-8") as handle:
             handle.write(data)
             handle.flush()
@@ -324,7 +324,7 @@ class CellStore:
 
     def write_predictions(self, predictions: Sequence[Prediction]) -> None:
         """Replace ``predictions.jsonl`` atomically (same lines as appending them one by one)."""
-        data = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions)
+        data = "".join(json.dumps(_record(p), ensure_ascii=False) + "\n" for p in predictions)
         atomic_write_bytes(self.dir / PREDICTIONS, data.encode("utf-8"))
 
     # -- data-parallel shards -------------------------------------------------------------------
@@ -382,6 +382,15 @@ class CellStore:
 
 
 _EMPTY = hashlib.sha256(b"").hexdigest()
+
+
+def _record(prediction: Prediction) -> dict:
+    """A prediction as written to ``predictions.jsonl`` (``notes`` only when it has some, so
+    files of tasks without notes keep their format)."""
+    record = asdict(prediction)
+    if not record.get("notes"):
+        record.pop("notes", None)
+    return record
 
 
 def _parse(line: bytes) -> Prediction:

@@ -548,10 +548,11 @@ def _check_request(who: str, task: Task, example: Example, request: Any) -> None
     assert isinstance(request.prompt, str), f"{who}: request prompt is {type(request.prompt).__name__}"
     assert request.prompt.strip() or request.is_fusion or request.prefix, \
         f"{who}: request for {example.id!r} is empty (no prompt, prefix or passages)"
-    assert tuple(request.choices) in ((), tuple(task.labels)), \
-        f"{who}: request choices {request.choices} are not the task's labels {task.labels}"
+    choices = tuple(task.choices(example))
+    assert tuple(request.choices) in ((), choices), \
+        f"{who}: request choices {request.choices} are not the task's choices {choices}"
     if task.labels:
-        assert tuple(request.choices) == tuple(task.labels), \
+        assert tuple(request.choices) == choices, \
             f"{who}: requests for a task with labels must carry them as choices (label decoding uses " \
             f"them); got {request.choices}"
     assert request.max_new_tokens is None or (isinstance(request.max_new_tokens, int)

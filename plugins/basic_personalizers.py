@@ -36,7 +36,7 @@ class NonPersonalized(Personalizer):
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         prompt = task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget)
-        return GenerationRequest(example.id, prompt, choices=task.labels,
+        return GenerationRequest(example.id, prompt, choices=task.choices(example),
                                  max_new_tokens=task.max_new_tokens)
 
     def describe(self) -> Mapping[str, Any]:
@@ -53,6 +53,29 @@ class InPromptAugmentation(NonPersonalized):
 
     def personalize(self, task: Task, example: Example,
                     retrieved: Sequence[ProfileItem]) -> GenerationRequest:
-        prompt = task.prompt(example, tuple(retrieved), self._tokens, self.max_input_tokens, **self._budget)
-        return GenerationRequest(example.id, prompt, choices=task.labels,
-                                 max_new_tokens=task.max_new_tokens)
+        return self._request(task, example, tuple(retrieved))
+
+    def _request(self, task: Task, example: Example, items: tuple[ProfileItem, ...]) -> GenerationRequest:
+        """The request with ``items`` in the prompt, noting the share of a long context the task's
+        budget cut (``Task.truncated_share``) when the task reports one."""
+        prompt = task.prompt(example, items, self._tokens, self.max_input_tokens, **self._budget)
+        share_of = getattr(task, "truncated_share", None)  # tasks written before the hook lack it
+        share = share_of(example, items, self._tokens, self.max_input_tokens) if share_of else None
+        notes = {} if share is None else {"notes": {"truncated_share": round(float(share), 4)}}
+        return GenerationRequest(example.id, prompt, choices=task.choices(example),
+                                 max_new_tokens=task.max_new_tokens, metadata=notes)
+
+
+class FullProfile(InPromptAugmentation):
+    """``full``: the whole profile in the prompt, in profile order (for a long-context task, the
+    entire history up to the question), fitted to the generator's input budget by the task's
+    prompt (PersonaMem cuts the oldest context first, and each prediction records the share cut).
+    Needs no retriever."""
+
+    name = "full"
+    needs_retriever = False
+    accepts_retriever = False
+
+    def personalize(self, task: Task, example: Example,
+                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+        return self._request(task, example, tuple(example.profile))

@@ -79,7 +79,7 @@ class FusionInDecoder(GeneratorFineTuning, Personalizer):
             raise RuntimeError("FusionInDecoder.setup(task, generator, context) must be called first")
         bare = task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget)
         return GenerationRequest(example.id, bare, passages=self.passages(task, example, retrieved),
-                                 choices=task.labels, max_new_tokens=task.max_new_tokens)
+                                 choices=task.choices(example), max_new_tokens=task.max_new_tokens)
 
     def trained_parameters(self, module: Any) -> list[Any]:
         """All generator weights, or only the decoder's (``train=decoder``)."""

@@ -15,6 +15,10 @@ def lamp_register(registry):
         "ipa", "lamp_plugins.basic_personalizers:InPromptAugmentation",
         "In-prompt augmentation (LaMP): top-k retrieved items in the prompt, official truncation.")
     registry.add_personalizer(
+        "full", "lamp_plugins.basic_personalizers:FullProfile",
+        "The whole profile in the prompt (long-context tasks: the entire history up to the question), "
+        "fitted to the input budget by the task (PersonaMem drops the oldest context first).")
+    registry.add_personalizer(
         "fid", "lamp_plugins.fid:FusionInDecoder",
         "Fusion-in-decoder (LaMP): one passage per retrieved item, fused in an encoder-decoder's "
         "decoder; trainable (fine-tunes the generator).")

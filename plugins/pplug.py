@@ -519,7 +519,7 @@ class PPlug(Personalizer):
                     text = tokens.truncate(text, room)
                 if text.strip():
                     prefix = (text, *prefix)
-        return GenerationRequest(example.id, prompt, prefix=prefix, choices=task.labels,
+        return GenerationRequest(example.id, prompt, prefix=prefix, choices=task.choices(example),
                                  max_new_tokens=task.max_new_tokens)
 
     def personalize(self, task: Task, example: Example,

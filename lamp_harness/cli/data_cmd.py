@@ -57,9 +57,10 @@ def download(
     split: str = typer.Option("train,dev", "--split",
                               help="Split(s), comma-separated: train, dev, test (test has no golds). "
                               "[default: train,dev]"),
-    data: str = typer.Option("lamp", "--data",
+    data: str = typer.Option(None, "--data",
                              help="Data source to fetch from (see `lamp data info`). Example: --data demo "
-                             "generates the synthetic set. [default: lamp]"),
+                             "generates the synthetic set. [default: the task's own source: lamp for "
+                             "LaMP, hub for LongLaMP and PersonaMem]"),
     force: bool = typer.Option(False, "--force", help="Download again even when the cache has the files."),
 ) -> None:
     """Download splits into the cache ($LAMP_HOME/data/lamp/{scheme}/{task}/), resuming interrupted
@@ -71,17 +72,19 @@ def download(
     from lamp_harness.data import check_scheme, check_split_name, get_source
     from lamp_harness.errors import LampError
 
-    check_scheme(scheme)
+    scheme = check_scheme(scheme)
     splits = [check_split_name(s.strip()) for s in split.split(",") if s.strip()]
     context = _context()
-    source = get_source(data, context)
     tasks = _tasks(task)
+    sources = {t.name: get_source(data or t.data_source or "lamp", context) for t in tasks}
+    names = sorted({source.name for source in sources.values()})
     many = len(tasks) > 1
     console = Console()
-    table = Table(title=f"{source.name} data ({scheme}-based split)")
+    table = Table(title=f"{', '.join(names)} data ({scheme}-based split)")
     for column in ("task", "split", "file", "size", "folder"):
         table.add_column(column, overflow="fold")
     for t in tasks:
+        source = sources[t.name]
         for s in splits:
             try:
                 files = source.fetch(t, s, scheme, force=force)

@@ -156,7 +156,7 @@ CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data": (lambda v: isinstance(v, str) or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
              "a source as a string (lamp, demo) or a table of task = source"),
     "data-dir": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
-    "scheme": (lambda v: v in ("user", "time"), "\"user\" or \"time\""),
+    "scheme": (lambda v: v in ("user", "time", "temporal"), "\"user\" or \"time\" (alias \"temporal\")"),
     "limit": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "preset": (lambda v: isinstance(v, str), "a preset name as a string (see `lamp models`)"),
     "seed": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
@@ -274,7 +274,8 @@ def run(
                                   help="Folder with {split}_questions.json and {split}_outputs.json "
                                   "(wins over --data)."),
     split: str = typer.Option(None, "--split", help="train, dev or test (validation = dev). [default: dev]"),
-    scheme: str = typer.Option(None, "--scheme", help="user or time (LaMP's two splits). [default: user]"),
+    scheme: str = typer.Option(None, "--scheme", help="user or time (LaMP's two splits; 'temporal', LongLaMP's word, "
+                                "is time). [default: user]"),
     limit: int = typer.Option(None, "--limit", min=1, help="Only the first N questions of the split."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder: one sub-folder per cell. [default: runs]"),
     config: Path = typer.Option(None, "--config", "-c",
@@ -443,6 +444,7 @@ def run(
     decode_value = pick(decode, "decode", "generate")
     if decode_value not in ("generate", "labels"):
         raise lamp_error(f"--decode {decode_value!r} is not generate or labels", fix="Pass --decode labels.")
+    from lamp_harness.data import check_scheme
     from lamp_harness.options import prompt_budget as checked_budget
 
     budget_value = checked_budget(str(pick(prompt_budget, "prompt-budget", "official")))
@@ -454,7 +456,7 @@ def run(
         data=data_default,
         task_data=task_data,
         data_dir=Path(data_dir_value) if data_dir_value else None,
-        scheme=pick(scheme, "scheme", "user"),
+        scheme=check_scheme(pick(scheme, "scheme", "user")),
         limit=pick(limit, "limit", None),
         preset=pick(preset, "preset", "offline"),
         seed=int(pick(seed, "seed", 0)),
