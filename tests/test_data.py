@@ -254,8 +254,8 @@ def test_cli_info_overview_task_details_and_lamp6_note(lamp_home, capsys, monkey
     assert (lamp_home / "demo" / "v1" / "lamp-7" / "dev_outputs.json").is_file()
     main(["data", "info"])
     rows = [r.replace("│", " ").split() for r in capsys.readouterr().out.splitlines()]
-    assert ["lamp-3", "user:train,", "user:dev", "-", "-"] in rows  # demo has it, the lamp and lamp-qa caches not
-    assert ["lamp-2-news", "-", "-", "-"] in rows
+    assert ["lamp-3", "user:train,", "user:dev", "-", "-", "-"] in rows  # demo has it; the hub, lamp, lamp-qa caches not
+    assert ["lamp-2-news", "-", "-", "-", "-"] in rows
     main(["data", "info", "lamp-3"])
     rows = [r.replace("│", " ").split() for r in capsys.readouterr().out.splitlines()]
     assert ["demo", "user", "dev", "89.7", "KB", "40", "40", "8/14.1/15/20", "ok"] in rows
