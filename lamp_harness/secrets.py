@@ -96,14 +96,39 @@ def redact_text(text: str) -> str:
         text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     if "=" not in text and ":" not in text:
         return text
-    return _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK if _secret_in_text(m.group(1)) else m.group(0),
-                           text)
+    return _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK if _secret_in_text(m) else m.group(0), text)
 
 
-def _secret_in_text(name: str) -> bool:
+def _secret_in_text(match: re.Match[str]) -> bool:
     # A bare "key" in prose is the placeholder of "KEY=VALUE" far more often than a secret (an
-    # argument named key is refused, and a mapping's "key" is masked by :func:`redact`).
-    return name.lower() != "key" and is_secret_name(name)
+    # argument named key is refused, and a mapping's "key" is masked by :func:`redact`); inside a
+    # URL (after "?", "&", ";" or "/": "...?key=VALUE", "/key=VALUE") it is a credential.
+    name = match.group(1)
+    if name.lower() == "key":
+        start = match.start()
+        return start > 0 and match.string[start - 1] in "?&;/" and "=" in match.group(2)
+    return is_secret_name(name)
+
+
+class RedactedStream:
+    """A text stream (``sys.stdout``/``sys.stderr``, looked up at each write so that redirections
+    apply) that masks secrets (:func:`redact_text`) in everything written to it: the consoles of
+    ``lamp`` commands print through it, so a line written by any reporter or plugin never repeats
+    a secret (a model named like a key, a label, a server's echo)."""
+
+    def __init__(self, name: str = "stderr") -> None:
+        self._name = name
+
+    def _stream(self) -> Any:
+        import sys
+
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        return self._stream().write(redact_text(text))
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._stream(), attribute)
 
 
 def redact(obj: Any) -> Any:

@@ -97,6 +97,7 @@ def train(
     from lamp_harness.errors import lamp_error
     from lamp_harness.io import lamp_home, writable_dir
     from lamp_harness.options import prompt_budget as checked_budget
+    from lamp_harness.secrets import RedactedStream
     from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
     from lamp_harness.training import train as run_training
 
@@ -108,7 +109,7 @@ def train(
         from lamp_harness.cli.run_cmd import without_option
 
         raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
-    console = Console(stderr=True)
+    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
     config = TrainConfig(
         task=task, personalizer=personalizer,
         personalizer_args=parse_kv(personalizer_arg, "--personalizer-arg"),
