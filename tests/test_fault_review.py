@@ -88,3 +88,25 @@ def test_an_answer_nested_too_deep_to_parse_is_retried_then_one_line(cli, fake, 
 def test_non_finite_numbers_written_as_text_are_refused_before_any_request(cli, fake, tmp_path, arg):
     line = _one_line(*_run(cli, fake.url, tmp_path / "runs", "--generator-arg", arg)[::2])
     assert "not a finite number" in line and fake.requests == []
+
+
+def test_a_model_named_like_the_key_reaches_no_reporter(cli, fake, tmp_path, lamp_home, monkeypatch):
+    """MLflow got the key in its run name and tags (the cell label), W&B in its metadata (the
+    command line it records)."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["lamp", "run", "--generator", f"openai:{SECRET}"]  # what W&B reads as the command line
+    monkeypatch.setattr("sys.argv", argv)
+    code, out, err = _run(cli, fake.url, tmp_path / "runs", "--reporter", "mlflow,wandb", model=SECRET)
+    assert code == 0, err
+    assert (tmp_path / "runs" / "mlflow.db").is_file() and list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    import sys
+
+    assert sys.argv == argv  # restored after W&B read it
+    _nowhere(SECRET, out + err, tmp_path)
