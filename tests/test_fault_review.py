@@ -49,6 +49,12 @@ def test_a_key_in_a_url_query_or_path_is_masked_but_prose_placeholders_are_not()
     assert redact_text("pass --generator-arg KEY=VALUE") == "pass --generator-arg KEY=VALUE"
 
 
+@pytest.mark.parametrize("name", ["api.key", "Api Key", "cookie", "ssh_passphrase"])
+def test_secret_names_spelled_with_dots_or_spaces_and_other_credentials_are_refused(cli, fake, tmp_path, name):
+    line = _one_line(*_run(cli, fake.url, tmp_path / "runs", "--generator-arg", f"{name}={SECRET}")[::2])
+    assert "api_key_env" in line and SECRET not in line and fake.requests == []
+
+
 @pytest.mark.parametrize("tail", [f"?key={SECRET}", f"?sig=1&key={SECRET}", f"#{SECRET}", f"?{SECRET}"])
 def test_a_base_url_error_never_repeats_its_query_or_fragment(tail):
     with pytest.raises(Exception) as raised:
