@@ -125,6 +125,7 @@ class RedactedStream:
         return getattr(sys, self._name)
 
     def write(self, text: str) -> int:
+        """Write ``text`` to the stream, secrets masked."""
         return self._stream().write(redact_text(text))
 
     def __getattr__(self, attribute: str) -> Any:
