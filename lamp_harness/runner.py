@@ -455,7 +455,9 @@ class Runner:
             parts.append(f"max-new-tokens={budget}")
         if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
             parts.append(f"prompt-budget={self.matrix.prompt_budget}")
-        return " / ".join(parts)
+        # A display name: shown, recorded and sent to reporters (run names, tags), so never a secret
+        # (a model named like the key, a key inside a URL-valued setting).
+        return redact_text(" / ".join(parts))
 
     def _model_name(self, draft: _Draft) -> str:
         if draft.model is None and draft.generator == "hf":

@@ -2,14 +2,14 @@
 
 One notion, used everywhere:
 
-- **Secret names.** A setting is secret when its name (case-insensitive, ``-`` read as ``_``) is
-  ``key`` or ends in ``_key``/``apikey`` (``api_key``, ``secret_key``), or contains ``token``
+- **Secret names.** A setting is secret when its name (case-insensitive, ``-``, ``.`` and spaces
+  read as ``_``) is ``key`` or ends in ``_key``/``apikey`` (``api_key``, ``secret_key``), or contains ``token``
   (``hf_token``, ``access_token``; names about tokens of text are not secrets: ``*tokens*``,
   ``tokeniz*``, ``token_id(s)``, ``token_type``, ``token_logprobs``, ``token_budget``/``count``/
   ``limit``/``len(gth)``/``level``, and the special tokens ``cls_token``, ``pad_token``,
   ``eos_token``..., as in ``max_new_tokens``, ``detokenize``, ``pad_token_id``), ``password``,
-  ``passwd``, ``secret``, ``credential`` or ``authorization``. A name ending in ``_env``
-  (``api_key_env``) names an environment variable, not a secret.
+  ``passwd``, ``passphrase``, ``secret``, ``credential``, ``authorization`` or ``cookie``. A name
+  ending in ``_env`` (``api_key_env``) names an environment variable, not a secret.
 - **Secret values.** Credentials inside a URL (``http://user:KEY@host/v1``), a ``Bearer ...``
   token, and every value a component registered with :func:`remember` (the openai generator
   registers the key it reads from ``$api_key_env``).
@@ -34,7 +34,7 @@ MASK = "***"
 
 _COUNTING = re.compile(r"tokens|tokeniz|token_?(?:ids?|type|logprobs?|budget|count|limit|len|length|level)"
                        r"|(?:cls|pad|eos|bos|unk|sep|mask|special)_token")
-_WORDS = ("password", "passwd", "secret", "credential", "authorization")
+_WORDS = ("password", "passwd", "passphrase", "secret", "credential", "authorization", "cookie")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#@\s\"'<>]+@")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z._~+/=\-]*[0-9])[A-Za-z0-9._~+/=\-]{8,}")
 _ASSIGNMENT = re.compile(r"(?<![\w-])([A-Za-z_][\w-]*)(\s*[=:]\s*)([^\s,;/\])\"'*][^\s,;\])\"']*)")
@@ -44,7 +44,7 @@ _lock = threading.Lock()
 
 def is_secret_name(name: str) -> bool:
     """Whether a setting called ``name`` holds a secret (see the module doc)."""
-    text = str(name).strip().lower().replace("-", "_")
+    text = re.sub(r"[-.\s]+", "_", str(name).strip().lower())  # "api-key", "api.key", "Api Key"
     if not text or text.endswith("_env"):
         return False
     if text == "key" or text.endswith(("_key", "apikey")):
@@ -96,14 +96,40 @@ def redact_text(text: str) -> str:
         text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     if "=" not in text and ":" not in text:
         return text
-    return _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK if _secret_in_text(m.group(1)) else m.group(0),
-                           text)
+    return _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK if _secret_in_text(m) else m.group(0), text)
 
 
-def _secret_in_text(name: str) -> bool:
+def _secret_in_text(match: re.Match[str]) -> bool:
     # A bare "key" in prose is the placeholder of "KEY=VALUE" far more often than a secret (an
-    # argument named key is refused, and a mapping's "key" is masked by :func:`redact`).
-    return name.lower() != "key" and is_secret_name(name)
+    # argument named key is refused, and a mapping's "key" is masked by :func:`redact`); inside a
+    # URL (after "?", "&", ";" or "/": "...?key=VALUE", "/key=VALUE") it is a credential.
+    name = match.group(1)
+    if name.lower() == "key":
+        start = match.start()
+        return start > 0 and match.string[start - 1] in "?&;/" and "=" in match.group(2)
+    return is_secret_name(name)
+
+
+class RedactedStream:
+    """A text stream (``sys.stdout``/``sys.stderr``, looked up at each write so that redirections
+    apply) that masks secrets (:func:`redact_text`) in everything written to it: the consoles of
+    ``lamp`` commands print through it, so a line written by any reporter or plugin never repeats
+    a secret (a model named like a key, a label, a server's echo)."""
+
+    def __init__(self, name: str = "stderr") -> None:
+        self._name = name
+
+    def _stream(self) -> Any:
+        import sys
+
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        """Write ``text`` to the stream, secrets masked."""
+        return self._stream().write(redact_text(text))
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._stream(), attribute)
 
 
 def redact(obj: Any) -> Any:

@@ -104,7 +104,7 @@ from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Ge
 from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.models import preset_generator_args
 from lamp_harness.options import bool_arg, check_args, float_arg, int_arg
-from lamp_harness.secrets import redact, redact_text, remember
+from lamp_harness.secrets import MASK, redact, redact_text, remember
 from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter
 
 OWNER = "generator 'openai'"
@@ -147,20 +147,24 @@ def check_base_url(url: str, source: str) -> str:
     credentials; else a one-line error naming ``source`` (the argument or the variable)."""
     url = str(url).strip().rstrip("/")
     fix = "Pass base_url=http://HOST:PORT/v1 (the API root of an OpenAI-compatible server)."
+    # What an error repeats: credentials masked, and no query or fragment (where keys travel too:
+    # "?key=...", "#token").
+    shown = re.sub(r"[?#].*", lambda m: m.group(0)[0] + MASK, redact_text(url), count=1)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
     except ValueError:
-        raise lamp_error(f"{source}={redact_text(url)!r} is not a usable URL (bad port)", where=OWNER, fix=fix) from None
+        raise lamp_error(f"{source}={shown!r} is not a usable URL (bad port)", where=OWNER, fix=fix) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise lamp_error(f"{source}={redact_text(url)!r} is not an http(s) URL with a host", where=OWNER, fix=fix)
+        raise lamp_error(f"{source}={shown!r} is not an http(s) URL with a host", where=OWNER, fix=fix)
     if parts.username is not None or parts.password is not None:
-        raise lamp_error(f"{source}={redact_text(url)!r} carries credentials inside the URL, which would be "
+        raise lamp_error(f"{source}={shown!r} carries credentials inside the URL, which would be "
                          "recorded with it", where=OWNER,
                          fix="Remove 'user:password@' from the URL and put the key in an environment variable: "
                              "$OPENAI_API_KEY, or api_key_env=NAME (sent as the Authorization header).")
     if parts.query or parts.fragment:
-        raise lamp_error(f"{source}={redact_text(url)!r} has a query or fragment", where=OWNER, fix=fix)
+        raise lamp_error(f"{source}={shown!r} has a query or fragment (not recorded: keys travel there too)",
+                         where=OWNER, fix=fix)
     return url
 
 
@@ -336,7 +340,7 @@ class ResponseCache:
             return None
         try:
             found = json.loads(row[0])
-        except (TypeError, ValueError):  # a torn or foreign row: ask the server again
+        except (TypeError, ValueError, RecursionError):  # a torn or foreign row: ask the server again
             return None
         return found if isinstance(found, dict) else None
 
@@ -531,7 +535,9 @@ class OpenAIGenerator(Generator):
             raise lamp_error("argument stream is not supported (answers are read whole, then checked and cached)",
                              where=OWNER, fix="Drop --generator-arg stream.")
         for key, value in self.body_args.items():
-            if not _finite(value):
+            # "nan"/"inf" are not JSON numbers, so they would go out as text ("temperature": "nan")
+            if not _finite(value) or (isinstance(value, str) and value.strip().lower().lstrip("+-")
+                                      in ("nan", "inf", "infinity")):
                 raise lamp_error(f"argument {key}={args.get(key, value)} is not a finite number", where=OWNER,
                                  fix="JSON has no NaN or Infinity: pass a finite value.")
         if known.get("base_url"):
@@ -545,6 +551,13 @@ class OpenAIGenerator(Generator):
             raise lamp_error("argument api_key_env is not the name of an environment variable (it names the "
                              "variable that holds the key; the key itself is never an argument)", where=OWNER,
                              fix="export MY_KEY=... and pass api_key_env=MY_KEY (default: OPENAI_API_KEY).")
+        if "api_key_env" in known and self.api_key_env not in os.environ:
+            # Named on purpose but unset: a key pasted in place of the name would be recorded and
+            # no key sent. The name is not repeated, as it may be the key itself.
+            raise lamp_error("argument api_key_env names an environment variable that is not set (it names the "
+                             "variable that holds the key; the key itself is never an argument)", where=OWNER,
+                             fix="Set the variable (export MY_API_KEY) and pass api_key_env=MY_API_KEY, or drop "
+                                 "api_key_env for a server that needs no key.")
         self.endpoint = str(known.get("endpoint", "chat")).strip().lower()
         if self.endpoint not in ("chat", "completions"):
             raise lamp_error(f"argument endpoint={self.endpoint!r} is not chat or completions", where=OWNER,
@@ -597,7 +610,7 @@ class OpenAIGenerator(Generator):
             response = self._send(httpx, "GET", url)
             response.raise_for_status()
             payload = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, RecursionError) as exc:
             detail = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else \
                 type(exc).__name__
             raise lamp_error(f"no model given and {url} did not list the served models ({detail})", where=OWNER,
@@ -743,7 +756,7 @@ class OpenAIGenerator(Generator):
                     try:
                         payload = response.json()
                         answer = check_answer(payload, chat)
-                    except ValueError as exc:  # MalformedAnswer, or not JSON at all
+                    except (ValueError, RecursionError) as exc:  # MalformedAnswer, or not JSON (too deep)
                         last = f"a malformed answer: {exc}" if isinstance(exc, MalformedAnswer) else \
                             "a malformed answer: not JSON"
                     else:
@@ -836,7 +849,7 @@ def _detail(response: Any) -> str:
     """The server's error message (its JSON ``error.message``, else the body), masked and short."""
     try:
         payload = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         message: Any = response.text
     else:
         message = payload.get("error", payload) if isinstance(payload, Mapping) else payload

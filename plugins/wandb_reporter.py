@@ -12,12 +12,27 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lamp_plugins.trackers import artifacts, cell_config, metric_values, require
 
 from lamp_harness.hookspecs import hookimpl
+from lamp_harness.secrets import redact_text
+
+
+@contextmanager
+def _argv_redacted() -> Iterator[None]:
+    """``sys.argv`` with secrets masked (a model named like the key...) while W&B reads it."""
+    saved = sys.argv
+    sys.argv = [redact_text(arg) for arg in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 class WandbReporter:
@@ -34,6 +49,11 @@ class WandbReporter:
             return
         import wandb
 
+        with _argv_redacted():  # W&B records the command line in each run's metadata
+            self._log(wandb, run, cell, metrics, timing)
+        self.logged += 1
+
+    def _log(self, wandb: Any, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
         out = Path(run.out_dir).resolve()
         directory = os.environ.get("WANDB_DIR") or str(out)
         tracked = wandb.init(project=os.environ.get("WANDB_PROJECT") or out.name, group=out.name, name=cell.label,
@@ -49,7 +69,6 @@ class WandbReporter:
             tracked.log_artifact(artifact)
         finally:
             tracked.finish()
-        self.logged += 1
 
     @hookimpl
     def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:

@@ -97,13 +97,14 @@ def evaluate(
     from lamp_harness.errors import LampError
     from lamp_harness.io import atomic_write_json, writable_file
     from lamp_harness.options import parse_kv
+    from lamp_harness.secrets import RedactedStream
 
     if (predictions is None) == (submission is None):
         raise lamp_error("pass exactly one of --predictions (one task) and --submission (all tasks)",
                          fix="e.g. lamp evaluate --golds dev_outputs.json --predictions preds.json.")
     if out is not None:
         writable_file(out, "--out")
-    console = Console()
+    console = Console(file=RedactedStream("stdout"))  # no line repeats a secret
     task_args = parse_kv(task_arg, "--task-arg")
     if predictions is not None:
         result, rows = _evaluate_one(golds, predictions, task, seed, task_args)

@@ -55,6 +55,7 @@ def rank(
     from lamp_harness.io import atomic_write_json, lamp_home, writable_file
     from lamp_harness.options import check_device, parse_kv
     from lamp_harness.registry import host
+    from lamp_harness.secrets import RedactedStream
 
     if top < 0 or limit < 0:
         raise lamp_error("--top and --limit must be 0 or more", fix="Pass e.g. --top 4.")
@@ -69,7 +70,7 @@ def rank(
     dataset = resolve_dataset(task_obj, data=data, data_dir=data_dir, split=split, scheme=scheme,
                               context=context)
     examples = dataset.examples[:limit] if limit else dataset.examples
-    console = Console(stderr=True)
+    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
     for note in context.events:
         console.print(f"[dim]{note}[/dim]")
     started = time.perf_counter()

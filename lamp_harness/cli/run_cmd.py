@@ -361,6 +361,7 @@ def run(
     from lamp_harness import distributed
     from lamp_harness.data import SPLIT_ALIASES
     from lamp_harness.runner import Matrix, run_matrix
+    from lamp_harness.secrets import RedactedStream
 
     if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
         from lamp_harness.cli import ARGV
@@ -478,7 +479,7 @@ def run(
     from lamp_harness.io import writable_dir
     from lamp_harness.registry import REPORTERS_ENV, host
 
-    console = Console(stderr=True)
+    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
     # An unknown reporter or its missing library is refused before anything is written.
     for name in host().enable_reporters([*matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]):
         console.print(f"reporter [bold]{name}[/] enabled")

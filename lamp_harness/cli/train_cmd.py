@@ -97,6 +97,7 @@ def train(
     from lamp_harness.errors import lamp_error
     from lamp_harness.io import lamp_home, writable_dir
     from lamp_harness.options import prompt_budget as checked_budget
+    from lamp_harness.secrets import RedactedStream
     from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
     from lamp_harness.training import train as run_training
 
@@ -112,7 +113,7 @@ def train(
         # `--data "$DATA"` with DATA unset would otherwise train on the task's default source.
         raise lamp_error(f"--data {data!r} names no data source",
                          fix="Pass e.g. --data demo, or leave --data out for the task's own source.")
-    console = Console(stderr=True)
+    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
     config = TrainConfig(
         task=task, personalizer=personalizer,
         personalizer_args=parse_kv(personalizer_arg, "--personalizer-arg"),
