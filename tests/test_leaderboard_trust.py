@@ -225,19 +225,21 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
     assert head.startswith("# Leaderboard\n")
     assert ("**Data** (split: dev, scheme: user, data: demo:v1): demo:v1 (synthetic data in LaMP's format, generated "
             "by the harness with planted personal signals; not the LaMP benchmark); checksum `") in head
-    assert "n = 10 per task (lamp-1, lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7)" in head
+    assert ("n = 10 per task (lamp-1, lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7, longlamp-review, "
+            "personamem-32k)") in head
     assert "smollm2-135m-instruct (generator), a stand-in for google/flan-t5-base (preset 'offline')" in head
     assert "minilm (pplug encoder), a stand-in for BAAI/bge-base-en-v1.5" in head
     assert "minilm (contriever), a stand-in for facebook/contriever" in head  # from the preset's notes
-    assert "**Training** (pplug / smollm2-135m-instruct): 6 steps" in head
+    assert "**Training** (pplug / smollm2-135m-instruct / max-new-tokens=24): 6 steps × batch 4" in head
     assert "**Warning**: table 'split: dev, scheme: user, data: demo:v1' rests on fewer than 30" in head
 
     code, out, _ = lamp(capsys, "leaderboard", str(demo), "-f", "json")
     header = json.loads(out)["header"]
-    assert header["data"][0]["n"] == [[f"lamp-{i}", "10"] for i in range(1, 8)]
+    assert header["data"][0]["n"] == [*([f"lamp-{i}", "10"] for i in range(1, 8)), ["longlamp-review", "10"],
+                                      ["personamem-32k", "10"]]
     assert {"model": "smollm2-135m-instruct", "role": "generator", "stand_in_for": "google/flan-t5-base",
             "preset": "offline"} in header["models"]
-    assert header["warnings"] and header["cells"] == 28
+    assert header["warnings"] and header["cells"] == 33
 
     page = tmp_path / "page.html"
     code, _, _ = lamp(capsys, "leaderboard", str(demo), "-f", "html", "--out", str(page))
