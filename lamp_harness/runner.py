@@ -26,7 +26,7 @@ from lamp_harness.contracts import (
     RunContext,
 )
 from lamp_harness.errors import LampError, warn
-from lamp_harness.io import lamp_home, stable_hash
+from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
 from lamp_harness.models import preset_generator_args
 from lamp_harness.options import generator_kwargs, generator_spec, label_settings
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
@@ -604,9 +604,13 @@ class Runner:
             lambda: self._prepare_training(personalizer, spec, task, generator),
             f"training {spec.personalizer}")
         try:
-            return self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint)
+            summary = self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint)
         finally:
             restore()
+        if self.world.is_main:  # what the method produced on the way (PAG's summaries), kept with the cell
+            for name, value in dict(personalizer.artifacts()).items():
+                atomic_write_json(spec.dir / name, value)
+        return summary
 
     def _predict(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any, dataset: Dataset,
                  generator: Generator, personalizer: Any, checkpoint: Path | None) -> dict[str, Any]:
