@@ -394,7 +394,8 @@ class OPPU(Personalizer):
 
     # -- training data --------------------------------------------------------------------------
     def _cut(self, limit: int) -> Callable[[str], str]:
-        return lambda text: self._tokens.truncate(text, limit) if text else text
+        """Cut to ``limit`` tokens; a text that fits is kept as written (not re-decoded)."""
+        return lambda text: self._tokens.truncate(text, limit) if text and self._tokens.count(text) > limit else text
 
     def _history(self, example: Example) -> list[ProfileItem]:
         items = list(example.profile)
