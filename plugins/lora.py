@@ -55,9 +55,11 @@ def activate(model: Any, name: str | None) -> None:
 
 def delete(model: Any, name: str) -> None:
     """Remove adapter ``name`` from ``model`` (its memory is freed; others stay)."""
-    for layer in _layers(model):
-        if name in layer.lora_A:
-            layer.delete_adapter(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "adapter was active...": activate() decides next
+        for layer in _layers(model):
+            if name in layer.lora_A:
+                layer.delete_adapter(name)
     config = getattr(model, "peft_config", None)
     if isinstance(config, dict):
         config.pop(name, None)

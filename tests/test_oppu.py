@@ -178,7 +178,7 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
               "oppu+summary:summary_tokens=6", "--personalizer-arg", "oppu:epochs=1")
     code, out, err = cli(*matrix, "--out", str(tmp_path / "one"))
     assert code == 0, err
-    assert "oppu+retrieval" in out and "pag" in out  # the leaderboard rendered every method
+    assert "oppu+retrieval" in out + err and "pag" in out + err  # the leaderboard rendered every method
     configs = {json.loads((d / "config.json").read_text())["personalizer"]["name"]: d
                for d in (tmp_path / "one").iterdir() if (d / "config.json").exists()}
     assert set(configs) == {"oppu", "oppu+retrieval", "oppu+summary", "pag"}
