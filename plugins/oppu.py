@@ -371,14 +371,30 @@ class OPPU(Personalizer):
             raise lamp_error(f"{self.name} answers with per-user LoRA adapters, which generator "
                              f"{generator.name!r} cannot serve",
                              fix="Use the 'hf' generator (or 'vllm', which serves them with multi-LoRA).")
+        self.trainer = generator
+        spec = generator.trainer() if self.uses_adapter else None
+        if spec is not None:  # an inference engine: adapters train on the generator it names
+            self.trainer = self._trainer_generator(*spec)
+
+    def _trainer_generator(self, spec: str, args: Mapping[str, str]) -> Generator:
+        """The generator that trains the adapters an inference engine serves (same weights and
+        prompts; built once per run)."""
+        from lamp_harness.options import generator_kwargs, generator_spec
+        from lamp_harness.registry import host
+
+        registry = host().registry
+        plugin, model = generator_spec(spec, registry.names("generator"))
+        key = ("adapter-trainer", plugin, model, tuple(sorted(args.items())))
+        if key not in self.context.shared:
+            factory = registry.get("generator", plugin).load()
+            self.context.shared[key] = factory(self.context, **generator_kwargs(factory, args, model))
+        return self.context.shared[key]
 
     def identity(self) -> dict[str, Any]:
-        """Everything an adapter's weights depend on (besides the user's history)."""
-        gen = dict(self.generator.describe())
+        """Everything an adapter's weights depend on (besides the user's history): the same for
+        an engine's cell and its trainer's, so both use the same adapters."""
+        gen = dict(self.trainer.describe())
         model = {k: gen.get(k) for k in ("model", "revision", "dtype", "chat_template")}
-        trainer = getattr(self.generator, "trainer", lambda: None)()
-        if trainer is not None:  # an inference engine: the adapters are those of its trainer's model
-            model = {"trainer": list(trainer[0:1]) + [dict(trainer[1])], "model": gen.get("model")}
         return {"method": self.name, "task": self.task.name, "model": model, "lora": self.lora,
                 "train": self.train, "train_k": self.train_k, "seed": self.seed,
                 "summaries": self.summaries.identity() if self.summaries else None,
@@ -515,7 +531,7 @@ class OPPU(Personalizer):
         if not pairs:
             raise lamp_error(f"user {key[:12]} has an empty history: OPPU has nothing to train on",
                              fix="Remove users without profile items from the data.")
-        model = self.generator.adapter_module()
+        model = self.trainer.adapter_module()
         name = "oppu_training"
         seed = int(hashlib.sha256(f"oppu:{self.seed}:{key}".encode()).hexdigest()[:8], 16)
         torch.manual_seed(seed)  # a fresh adapter per user, initialised from the seed and the user
@@ -542,25 +558,25 @@ class OPPU(Personalizer):
 
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             order_rng = random.Random(seed)
-            self.generator.set_train_mode(True)
+            self.trainer.set_train_mode(True)
             for _epoch in range(self.train["epochs"]):
                 order = list(range(len(pairs)))
                 order_rng.shuffle(order)
                 for start in range(0, len(order), batch):
                     chosen = [pairs[i] for i in order[start:start + batch]]
                     requests = [GenerationRequest(f"train-{i}", p) for i, (p, _) in enumerate(chosen)]
-                    loss = self.generator.loss(requests, [a for _, a in chosen])
+                    loss = self.trainer.loss(requests, [a for _, a in chosen])
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, self.train["max_grad_norm"])
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     losses.append(round(float(loss.detach()), 6))
-            self.generator.set_train_mode(False)
+            self.trainer.set_train_mode(False)
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
             try:
-                lora.save(model, name, config, tmp, str(dict(self.generator.describe()).get("model")))
+                lora.save(model, name, config, tmp, str(dict(self.trainer.describe()).get("model")))
                 atomic_write_json(tmp / MANIFEST, {
                     "user": key, "examples": len(pairs), "steps": len(losses), "losses": losses,
                     "trained_on": [text_hash(f"{p}\n{a}") for p, a in pairs],
@@ -572,7 +588,7 @@ class OPPU(Personalizer):
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         finally:
-            self.generator.set_train_mode(False)
+            self.trainer.set_train_mode(False)
             lora.delete(model, name)
             lora.activate(model, None)
         return {"steps": len(losses), "examples": len(pairs)}
