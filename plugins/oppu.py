@@ -674,6 +674,8 @@ class OPPUSummary(OPPU):
 
     name = "oppu+summary"
     uses_summary = True
+    takes_summarizer = True
+    """``lamp run --summarizer G --summarizer-arg K=V`` reach it as ``summarizer`` / ``summarizer.K``."""
 
 
 class PAG(OPPU):
@@ -681,6 +683,7 @@ class PAG(OPPU):
     within the task's token budget. No adapter."""
 
     name = "pag"
+    takes_summarizer = True
     needs_retriever = False
     accepts_retriever = True
     trains_per_user = False

@@ -175,7 +175,8 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
     matrix = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu,oppu+retrieval,oppu+summary,pag",
               "--retriever", "bm25", "--limit", "3", "--generator", str(tiny_llama_dir), "--generator-arg",
               "num_beams=1", "--personalizer-arg", "pag:summary_tokens=6", "--personalizer-arg",
-              "oppu+summary:summary_tokens=6", "--personalizer-arg", "oppu:epochs=1")
+              "oppu+summary:summary_tokens=6", "--personalizer-arg", "oppu:epochs=1",
+              "--summarizer", str(tiny_llama_dir), "--summarizer-arg", "num_beams=2")
     code, out, err = cli(*matrix, "--out", str(tmp_path / "one"))
     assert code == 0, err
     assert "oppu+retrieval" in out + err and "pag" in out + err  # the leaderboard rendered every method
@@ -189,6 +190,7 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
     # oppu+summary ran first (cells run in matrix order) and wrote the same 3 summaries: pag reuses them.
     summary_cell = json.loads((configs["oppu+summary"] / "config.json").read_text())["personalizer"]
     assert summary_cell["summaries"]["generated_this_run"] + pag["summaries"]["generated_this_run"] == 3
+    assert pag["summaries"]["summarizer"]["num_beams"] == 2  # --summarizer-arg reached the summarizer
     kept = json.loads((configs["pag"] / "summaries.json").read_text())
     assert len(kept["users"]) == 3 and all(isinstance(u["summary"], str) for u in kept["users"])
     prompts = [json.loads(line)["prompt"] for line in (configs["pag"] / "predictions.jsonl").read_text().splitlines()]
@@ -208,3 +210,9 @@ def test_a_generator_that_cannot_serve_adapters_is_refused_in_one_line(cli, toys
                        "--generator", "toy-echo")
     assert code != 0
     assert "cannot serve" in err and "Traceback" not in err
+
+
+def test_summarizer_options_without_a_summary_method_are_one_line_errors(cli) -> None:
+    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "none", "--limit", "1",
+                       "--summarizer", "hf", "--generator", "toy-echo")
+    assert code != 0 and "--summarizer applies to no personalizer" in err and "Traceback" not in err
