@@ -359,6 +359,9 @@ class VLLMGenerator(RequestEncoding, Generator):
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.engine_args, self.sampling_args = split_args({k: v for k, v in args.items()
                                                            if k not in KNOWN_ARGS})
+        if any(k in self.engine_args for k in ("enable_lora", *self.LORA_DEFAULTS)):
+            # LoRA settings given: the one engine starts with LoRA enabled.
+            self.engine_args = self._lora_args(self.engine_args)
         self.num_beams = int_arg(known, "num_beams", 4, OWNER, minimum=1)
         self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
         self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
@@ -528,14 +531,19 @@ class VLLMGenerator(RequestEncoding, Generator):
     def _enable_lora(self) -> None:
         """Serve LoRA adapters: the engine is (re)started once with LoRA enabled, then serves
         every user's adapter (and plain requests) from that one engine."""
-        if self.engine_args.get("enable_lora"):
+        if self.engine_args.get("enable_lora") is True:
             return
-        self.engine_args = {**{k: v for k, v in self.LORA_DEFAULTS.items()}, **self.engine_args,
-                            "enable_lora": True}
-        for key in ("max_loras", "max_lora_rank", "max_cpu_loras"):
-            if key in self.engine_args:
-                self.engine_args[key] = int(self.engine_args[key])
+        self.engine_args = self._lora_args(self.engine_args)
         self.tokenizer = self.engine.tokenizer  # starts the LoRA engine (the other one is released)
+
+    def _lora_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Engine arguments with LoRA enabled: ``max_loras`` / ``max_lora_rank`` as given (numbers),
+        else :attr:`LORA_DEFAULTS`."""
+        out = {**self.LORA_DEFAULTS, **args, "enable_lora": True}
+        for key in ("max_loras", "max_lora_rank", "max_cpu_loras"):
+            if key in out:
+                out[key] = int_arg(out, key, 1, OWNER, minimum=1) if isinstance(out[key], str) else int(out[key])
+        return out
 
     def _lora_request(self, folder: str | None) -> Any:
         """vLLM's ``LoRARequest`` for the adapter in ``folder`` (a stable id per folder), or ``None``."""
