@@ -608,7 +608,7 @@ class Runner:
         finally:
             restore()
         if self.world.is_main:  # what the method produced on the way (PAG's summaries), kept with the cell
-            for name, value in dict(personalizer.artifacts()).items():
+            for name, value in dict(getattr(personalizer, "artifacts", dict)()).items():
                 atomic_write_json(spec.dir / name, value)
         return summary
 
