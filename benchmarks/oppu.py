@@ -86,8 +86,10 @@ def main() -> None:
     parser.add_argument("--generator", default=None)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="Folder for the adapters (a rerun resumes there: users/minute counts the users trained)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="oppu-bench-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="oppu-bench-"))
     home = Path(os.environ.get("LAMP_HOME", work / "home"))
     result: dict = {"users": args.users, "epochs": args.epochs}
     if not args.skip_training:

@@ -17,7 +17,7 @@ from vllm_env import engine_env, lamp_vllm, require_vllm
 
 pytestmark = pytest.mark.slow
 
-LIMIT = 6
+LIMIT = 4
 
 
 def _cell(out: Path) -> tuple[dict, dict[str, str]]:
