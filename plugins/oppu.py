@@ -545,6 +545,7 @@ class OPPU(Personalizer):
                              fix="Pass --personalizer-arg target_modules=... naming the model's attention "
                                  "projections (e.g. c_attn for GPT-2).") from None
         losses: list[float] = []
+        started = time.perf_counter()
         try:
             optimizer = torch.optim.AdamW(params, lr=self.train["lr"], weight_decay=self.train["weight_decay"])
             batch = self.train["batch_size"]
@@ -579,6 +580,7 @@ class OPPU(Personalizer):
                 lora.save(model, name, config, tmp, str(dict(self.trainer.describe()).get("model")))
                 atomic_write_json(tmp / MANIFEST, {
                     "user": key, "examples": len(pairs), "steps": len(losses), "losses": losses,
+                    "train_s": round(time.perf_counter() - started, 3),
                     "trained_on": [text_hash(f"{p}\n{a}") for p, a in pairs],
                     "identity": stable_hash(self.identity(), 16),
                     "files": folder_manifest(tmp, skip=(MANIFEST,))})
