@@ -14,6 +14,9 @@ model (SmolLM2-135M-Instruct) unless ``--generator`` names another; OPPU's LoRA 
   ``vllm`` generator (one LoRA-enabled engine, a ``LoRARequest`` per question), engine start
   excluded; agreement = greedy texts equal between the two.
 
+Every process runs with ``--threads`` torch threads (default 1, what ``torchrun`` gives each rank),
+so 1 and 2 processes are compared at the same threads per process.
+
     .venv/bin/python benchmarks/oppu.py --users 4 --epochs 1          # training + hf serving
     .venv-vllm/bin/python benchmarks/oppu.py --users 4 --epochs 1     # + vllm serving
 """
@@ -88,7 +91,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None,
                         help="Folder for the adapters (a rerun resumes there: users/minute counts the users trained)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (torchrun gives each rank 1; the same for 1 process)")
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="oppu-bench-"))
     home = Path(os.environ.get("LAMP_HOME", work / "home"))
     result: dict = {"users": args.users, "epochs": args.epochs}
