@@ -106,6 +106,10 @@ class GenerationRequest:
       oracles, rerankers and retrieval-aware generators never need to parse the prompt.
     - ``metadata``: free-form, JSON-friendly facts a personalizer wants a generator to know
       (e.g. ``{"task": "lamp-7"}``); generators that do not know a key ignore it.
+    - ``adapter``: the folder of a LoRA adapter (the peft layout: ``adapter_config.json`` and
+      ``adapter_model.safetensors``) the request is answered with, on the generator's base model
+      (per-user adapters: one folder per user); ``None``: the base model itself. Generators group
+      requests by adapter; one that cannot serve adapters raises a one-line error.
 
     ``retrieved`` and ``metadata`` have defaults, so code that builds requests positionally or
     with the older fields keeps working.
@@ -119,6 +123,7 @@ class GenerationRequest:
     max_new_tokens: int | None = None
     retrieved: tuple[ProfileItem, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    adapter: str | None = None
 
     @property
     def is_fusion(self) -> bool:
@@ -520,11 +525,21 @@ class Personalizer(ABC):
         """Resolved configuration recorded in the run's ``config.json``."""
         return {"name": self.name}
 
+    def artifacts(self) -> Mapping[str, Any]:
+        """Files to keep in the cell's folder beside its predictions, by file name (``.json``
+        names, JSON-friendly values), written by the runner when the cell's predictions are done:
+        what a reader needs to see what the method produced on the way (PAG: each user's profile
+        summary). Empty by default."""
+        return {}
+
 
 class Generator(ABC):
     """Turns generation requests into text. Also the tokenizer the prompt budget counts with."""
 
     name: ClassVar[str]
+    serves_adapters: ClassVar[bool] = False
+    """``True`` when :meth:`generate` answers requests that name a LoRA adapter
+    (``GenerationRequest.adapter``); others are refused before any work starts."""
 
     @property
     @abstractmethod
@@ -587,6 +602,13 @@ class Generator(ABC):
     def trainable_module(self) -> Any:
         """The underlying ``torch.nn.Module``, for plain fine-tuning of the generator itself."""
         raise self._cannot("be fine-tuned (it exposes no torch module)")
+
+    def adapter_module(self) -> Any:
+        """The frozen base ``torch.nn.Module`` that LoRA adapters are injected into for training
+        (peft's ``inject_adapter_in_model``): the caller adds one adapter, trains it through
+        :meth:`loss`, saves it and deletes it, so the base weights never change and the generator
+        stays shared. Requests then name a saved adapter (``GenerationRequest.adapter``)."""
+        raise self._cannot("train LoRA adapters (it exposes no torch module)")
 
     def serve_fine_tuned(self, weights: Path) -> Callable[[], None] | None:
         """For an inference engine that cannot be handed tensors: serve the fine-tuned weights in

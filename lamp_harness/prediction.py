@@ -35,6 +35,7 @@ def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequen
         items = [tuple(retrieved(ex)) for ex in batch]
         requests = [with_budget(with_retrieved(personalizer.personalize(task, ex, it), it), max_new_tokens)
                     for ex, it in zip(batch, items, strict=True)]
+        check_adapters(generator, requests)
         generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
         new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
                           gen.prompt_tokens, gen.generated_tokens, dict(req.metadata.get("notes") or {}))
@@ -44,6 +45,15 @@ def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequen
         if on_batch is not None:
             on_batch(batch, new)
     return predictions
+
+
+def check_adapters(generator: Generator, requests: Sequence[GenerationRequest]) -> None:
+    """A one-line error when a request names a LoRA adapter and ``generator`` cannot serve one."""
+    if not getattr(generator, "serves_adapters", False) and any(r.adapter for r in requests):
+        from lamp_harness.errors import lamp_error
+
+        raise lamp_error(f"generator {generator.name!r} cannot answer with per-user LoRA adapters",
+                         fix="Use the 'hf' generator (or 'vllm', which serves them with multi-LoRA).")
 
 
 def with_retrieved(request: GenerationRequest, items: Sequence[ProfileItem]) -> GenerationRequest:

@@ -26,7 +26,7 @@ from lamp_harness.contracts import (
     RunContext,
 )
 from lamp_harness.errors import LampError, lamp_error, warn
-from lamp_harness.io import lamp_home, stable_hash
+from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
 from lamp_harness.models import preset_generator_args
 from lamp_harness.options import generation_budget, generator_kwargs, generator_spec, label_settings, make_task
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
@@ -788,9 +788,13 @@ class Runner:
         if stale is not None:  # weights kept by --allow-stale: the column says so
             spec = replace(spec, label=f"{spec.label} (stale weights)")
         try:
-            return self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint, stale)
+            summary = self._predict(info, spec, store, task, dataset, generator, personalizer, checkpoint, stale)
         finally:
             restore()
+        if self.world.is_main:  # what the method produced on the way (PAG's summaries), kept with the cell
+            for name, value in dict(getattr(personalizer, "artifacts", dict)()).items():
+                atomic_write_json(spec.dir / name, value)
+        return summary
 
     @staticmethod
     def _stale_weights(store: CellStore) -> bool:

@@ -180,6 +180,11 @@ class TrainResult:
     effective_batch: int = 0
     """Examples per optimizer step: per-rank batch x ranks x accumulation."""
     world_size: int = 1
+    users: int | None = None
+    """Per-user training (one adapter per user): the users of the split, those trained by this
+    run (the others were already complete) and users per minute."""
+    users_trained: int = 0
+    users_per_minute: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -907,6 +912,9 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
 
     world = world or World()
     out_dir = Path(out_dir)
+    if trains_per_user(personalizer if personalizer is not None else config.personalizer):
+        return train_per_user(config, context=context, generator=generator, personalizer=personalizer,
+                              progress=progress, console=console, world=world)
     kwargs = dict(context=context, generator=generator, personalizer=personalizer, progress=progress,
                   console=console, on_step=on_step, world=world, mixed_precision=mixed_precision)
     if world.distributed:  # the ranks of one job train together; rank 0 alone writes
@@ -945,6 +953,71 @@ def _job_lock(out_dir: Path, world: World) -> Iterator[None]:
     finally:
         if world.is_main:
             lock.release()
+
+
+def trains_per_user(personalizer: Personalizer | str) -> bool:
+    """Whether a personalizer (or a registered name) trains one adapter per user
+    (``trains_per_user``; e.g. one LoRA per user) instead of one set of weights for everyone."""
+    if isinstance(personalizer, str):
+        from lamp_harness.registry import host
+
+        personalizer = host().registry.get("personalizer", personalizer).load()
+    return bool(getattr(personalizer, "trains_per_user", False))
+
+
+def train_per_user(config: TrainConfig, *, context: RunContext | None = None, generator: Generator | None = None,
+                   personalizer: Personalizer | None = None, progress: bool = True, console: Any = None,
+                   world: World | None = None) -> TrainResult:
+    """``lamp train`` for a personalizer that trains one adapter per user: every user of the split
+    gets the personalizer's ``train_users(task, examples, rank=, world_size=, progress=)``; users
+    are independent, so the ranks of a job each train their share (dealt by the personalizer),
+    and a user whose adapter is already complete is skipped, so a killed job resumes with the
+    missing users at any world size. The personalizer's adapter store is the result's folder;
+    no evaluation (the adapters are for the users of the split itself)."""
+    from lamp_harness.data import resolve_dataset
+    from lamp_harness.registry import host
+
+    world = world or World()
+    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
+                                    device=config.device, prompt_budget=config.prompt_budget)
+    if world.distributed:
+        context = replace(context, device=device_for(context.device, world))
+    registry = host().registry
+    task = registry.create("task", config.task)
+    if generator is None:
+        plugin, model = generator_spec(config.generator, registry.names("generator"))
+        factory = registry.get("generator", plugin).load()
+        generator = on_ranks(world, lambda: factory(context, **generator_kwargs(
+            factory, config.generator_args, model, f"generator {plugin!r}", context.events)), "loading the generator")
+    if personalizer is None:
+        personalizer = registry.create("personalizer", config.personalizer, context, **dict(config.personalizer_args))
+        personalizer.setup(task, generator, context)
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    dataset = on_ranks(world, lambda: resolve_dataset(task, data=config.data, data_dir=data_dir, split=config.split,
+                                                      scheme=config.scheme, context=context), "reading the data")
+    if config.train_users is not None:
+        dataset = split_by_users(dataset, config.train_users)[0]
+    dataset = _limited(dataset, config.limit)
+    started = time.perf_counter()
+    say = (lambda text: console.print(f"[dim]rank {world.rank}: {text}[/dim]")) if console and progress else None
+    stats = personalizer.train_users(task, dataset.examples, rank=world.rank,  # type: ignore[attr-defined]
+                                     world_size=world.size, progress=say)
+    barrier(world)
+    wall = time.perf_counter() - started
+    store = Path(personalizer.store())  # type: ignore[attr-defined]
+    if world.is_main:
+        personalizer.index_users()  # type: ignore[attr-defined]
+    from lamp_harness import distributed
+
+    every = distributed.gather(stats) if world.distributed else [stats]
+    every = every or [stats]
+    trained = sum(s["trained"] for s in every)
+    steps = sum(s["steps"] for s in every)
+    examples = sum(s["examples"] for s in every)
+    return TrainResult(store, store, steps, examples, round(wall, 3),
+                       round(examples / wall, 3) if wall > 0 and examples else 0.0, (),
+                       world_size=world.size, users=stats["users"], users_trained=trained,
+                       users_per_minute=round(60 * trained / wall, 3) if wall > 0 and trained else None)
 
 
 def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,

@@ -43,9 +43,12 @@ temperature does on vLLM and OpenAI-compatible servers.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -356,6 +359,9 @@ class HFGenerator(RequestEncoding, Generator):
     """Any transformers causal LM or seq2seq model as a lamp-harness generator (see module doc)."""
 
     name = "hf"
+    serves_adapters = True
+    MAX_LOADED_ADAPTERS = 32
+    """LoRA adapters kept loaded on the model at once (the least recently used one is dropped)."""
 
     def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
                  num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
@@ -438,6 +444,21 @@ class HFGenerator(RequestEncoding, Generator):
         ``choices``, the label with the highest summed log-likelihood (others are generated)."""
         if not requests:
             return []
+        adapters = list(dict.fromkeys(r.adapter for r in requests))
+        if adapters != [None]:
+            # Questions grouped by adapter (per-user LoRA): each adapter is switched on once for
+            # its requests, on the same base model (never reloaded).
+            results: list[Generation | None] = [None] * len(requests)
+            for adapter in adapters:
+                idx = [i for i, r in enumerate(requests) if r.adapter == adapter]
+                with self._adapter(adapter):
+                    for i, gen in zip(idx, self._generate([requests[i] for i in idx], decode), strict=True):
+                        results[i] = gen
+            return [r for r in results if r is not None]
+        with self._adapter(None):
+            return self._generate(requests, decode)
+
+    def _generate(self, requests: Sequence[GenerationRequest], decode: DecodeMode) -> list[Generation]:
         self._check_fusion(requests)
         encoded = [self._encode(r) for r in requests]
         results: list[Generation | None] = [None] * len(requests)
@@ -509,6 +530,41 @@ class HFGenerator(RequestEncoding, Generator):
     def set_train_mode(self, mode: bool) -> None:
         """Train mode (dropout on) or eval mode; the weights stay frozen."""
         self.model.train(mode)
+
+    def adapter_module(self) -> torch.nn.Module:
+        """The shared, frozen model: LoRA adapters are added to it, trained, saved and deleted
+        (see :mod:`lamp_plugins.lora`), so its base weights never change."""
+        return self.model
+
+    # -- per-user LoRA adapters -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _adapter(self, folder: str | None) -> Any:
+        """The model answering with the LoRA adapter in ``folder`` (loaded once, by name; the
+        least recently used beyond :attr:`MAX_LOADED_ADAPTERS` is deleted), or with no adapter."""
+        from lamp_plugins import lora
+
+        loaded: dict[str, str] = self.__dict__.setdefault("_adapters", {})
+        if folder is None:
+            if loaded:
+                lora.activate(self.model, None)
+            yield
+            return
+        key = str(Path(folder).resolve())
+        name = loaded.pop(key, None)
+        if name is None:
+            if not (Path(key) / lora.CONFIG_FILE).is_file():
+                raise lamp_error(f"{folder}: no LoRA adapter here ({lora.CONFIG_FILE} is missing)",
+                                 where=OWNER, fix="Train the adapter again (its folder is incomplete).")
+            while len(loaded) >= self.MAX_LOADED_ADAPTERS:
+                lora.delete(self.model, loaded.pop(next(iter(loaded))))
+            name = "lamp_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+            lora.load(self.model, Path(key), name)
+        loaded[key] = name  # most recently used last
+        lora.activate(self.model, name)
+        try:
+            yield
+        finally:
+            lora.activate(self.model, None)
 
     # -- requests -> token pieces ---------------------------------------------------------------
     def _check_fusion(self, requests: Sequence[GenerationRequest]) -> None:

@@ -30,3 +30,17 @@ def lamp_register(registry):
         "pplug+retrieval", "lamp_plugins.pplug:PPlugRetrieval",
         "PPlug + retrieval: the top-1 retrieved item (dense BGE-style retriever by default) as text "
         "in front of [I; P]; trainable.")
+    registry.add_personalizer(
+        "oppu", "lamp_plugins.oppu:OPPU",
+        "OPPU (one PEFT per user): a LoRA per user trained on that user's history, questions answered "
+        "with it; trained per user on demand (lamp run) or by lamp train (users dealt to ranks).")
+    registry.add_personalizer(
+        "oppu+retrieval", "lamp_plugins.oppu:OPPURetrieval",
+        "OPPU + RAG: the user's LoRA and the top-k retrieved items in the prompt (BM25 by default).")
+    registry.add_personalizer(
+        "oppu+summary", "lamp_plugins.oppu:OPPUSummary",
+        "OPPU + PAG: the user's LoRA and the user's profile summary in the prompt.")
+    registry.add_personalizer(
+        "pag", "lamp_plugins.oppu:PAG",
+        "PAG (summary-augmented prompting): a per-user profile summary written by a summarizer "
+        "generator (cached), then the top-k retrieved items, within the task's token budget.")

@@ -339,6 +339,10 @@ class VLLMGenerator(RequestEncoding, Generator):
     """A decoder-only model behind an in-process vLLM engine (see module doc)."""
 
     name = "vllm"
+    serves_adapters = True
+    LORA_DEFAULTS = {"max_loras": 8, "max_lora_rank": 16}
+    """Engine LoRA slots and the largest rank served, unless ``--generator-arg`` sets them
+    (``max_loras``, ``max_lora_rank``, ``max_cpu_loras``: vLLM's own engine arguments)."""
 
     def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
                  num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
@@ -357,6 +361,9 @@ class VLLMGenerator(RequestEncoding, Generator):
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.engine_args, self.sampling_args = split_args({k: v for k, v in args.items()
                                                            if k not in KNOWN_ARGS})
+        if any(k in self.engine_args for k in ("enable_lora", *self.LORA_DEFAULTS)):
+            # LoRA settings given: the one engine starts with LoRA enabled.
+            self.engine_args = self._lora_args(self.engine_args)
         self.num_beams = int_arg(known, "num_beams", 4, OWNER, minimum=1)
         self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
         self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
@@ -488,8 +495,11 @@ class VLLMGenerator(RequestEncoding, Generator):
         if not requests:
             return []
         self._check_supported(requests)
+        if any(r.adapter for r in requests):
+            self._enable_lora()
         encoded = [self._encode(r) for r in requests]
         results: list[Generation | None] = [None] * len(requests)
+        lora = [self._lora_request(r.adapter) for r in requests]
         if decode == "labels":
             scored = [i for i, r in enumerate(requests) if r.choices]
             scores = self._label_scores([requests[i] for i in scored], [encoded[i] for i in scored])
@@ -499,15 +509,64 @@ class VLLMGenerator(RequestEncoding, Generator):
                 results[i] = Generation(text=label, prompt_tokens=encoded[i].length,
                                         generated_tokens=len(self._target_ids(label)))
         todo = [i for i in range(len(requests)) if results[i] is None]
-        if todo:
-            budgets = [requests[i].max_new_tokens or self.max_new_tokens for i in todo]
-            for i, generation in zip(todo, self._generate([encoded[i] for i in todo], budgets), strict=True):
+        # Questions grouped by adapter (one user's at a time, at most max_loras users per engine
+        # call), so each adapter is loaded into the engine once.
+        todo.sort(key=lambda i: (requests[i].adapter or "", i))
+        slots = int(self.engine_args.get("max_loras", 1)) if any(lora) else len(todo) or 1
+        start = 0
+        while start < len(todo):
+            users: list[str | None] = []
+            end = start
+            while end < len(todo) and (requests[todo[end]].adapter in users or len(users) < slots):
+                if requests[todo[end]].adapter not in users:
+                    users.append(requests[todo[end]].adapter)
+                end += 1
+            part = todo[start:end]
+            budgets = [requests[i].max_new_tokens or self.max_new_tokens for i in part]
+            loras = [lora[i] for i in part]
+            for i, generation in zip(part, self._generate([encoded[i] for i in part], budgets, loras), strict=True):
                 results[i] = generation
+            start = end
         return [r for r in results if r is not None]
+
+    # -- per-user LoRA adapters -----------------------------------------------------------------
+    def _enable_lora(self) -> None:
+        """Serve LoRA adapters: the engine is (re)started once with LoRA enabled, then serves
+        every user's adapter (and plain requests) from that one engine."""
+        if self.engine_args.get("enable_lora") is True:
+            return
+        self.engine_args = self._lora_args(self.engine_args)
+        self.tokenizer = self.engine.tokenizer  # starts the LoRA engine (the other one is released)
+
+    def _lora_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Engine arguments with LoRA enabled: ``max_loras`` / ``max_lora_rank`` as given (numbers),
+        else :attr:`LORA_DEFAULTS`."""
+        out = {**self.LORA_DEFAULTS, **args, "enable_lora": True}
+        for key in ("max_loras", "max_lora_rank", "max_cpu_loras"):
+            if key in out:
+                out[key] = int_arg(out, key, 1, OWNER, minimum=1) if isinstance(out[key], str) else int(out[key])
+        return out
+
+    def _lora_request(self, folder: str | None) -> Any:
+        """vLLM's ``LoRARequest`` for the adapter in ``folder`` (a stable id per folder), or ``None``."""
+        if folder is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        ids: dict[str, int] = self.__dict__.setdefault("_lora_ids", {})
+        key = str(Path(folder).resolve())
+        if key not in ids:
+            if not (Path(key) / "adapter_config.json").is_file():
+                raise lamp_error(f"{folder}: no LoRA adapter here (adapter_config.json is missing)",
+                                 where=OWNER, fix="Train the adapter again (its folder is incomplete).")
+            ids[key] = len(ids) + 1
+        return LoRARequest(f"adapter-{ids[key]}", ids[key], key)
 
     def label_scores(self, requests: Sequence[GenerationRequest]) -> list[list[float]]:
         """Summed log-likelihood of every choice of every request (what label decoding maximises)."""
         self._check_supported(requests)
+        if any(r.adapter for r in requests):
+            self._enable_lora()
         return self._label_scores(requests, [self._encode(r) for r in requests])
 
     # -- requests -> engine prompts -------------------------------------------------------------
@@ -540,17 +599,19 @@ class VLLMGenerator(RequestEncoding, Generator):
             values["seed"] = self.context.seed
         return SamplingParams(**values)
 
-    def _generate(self, encoded: Sequence[_Encoded], budgets: Sequence[int]) -> list[Generation]:
+    def _generate(self, encoded: Sequence[_Encoded], budgets: Sequence[int],
+                  loras: Sequence[Any] = ()) -> list[Generation]:
         prompts = [self._prompt(e.sequences[0]) for e in encoded]
+        lora = list(loras) if any(loras) else None
         if self.num_beams > 1:
-            return self._beam_search(prompts, encoded, budgets)
+            return self._beam_search(prompts, encoded, budgets, lora)
         params = [self._sampling(b) for b in budgets]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
         return [self._finish(list(out.outputs[0].token_ids), e.length)
                 for out, e in zip(outputs, encoded, strict=True)]
 
     def _beam_search(self, prompts: list[dict[str, Any]], encoded: Sequence[_Encoded],
-                     budgets: Sequence[int]) -> list[Generation]:
+                     budgets: Sequence[int], lora: Sequence[Any] | None = None) -> list[Generation]:
         from vllm.sampling_params import BeamSearchParams
 
         if any("prompt_embeds" in p for p in prompts):
@@ -563,7 +624,8 @@ class VLLMGenerator(RequestEncoding, Generator):
             params = BeamSearchParams(beam_width=self.num_beams, max_tokens=budget,
                                       **{k: v for k, v in self.sampling_args.items()
                                          if k in ("length_penalty", "temperature", "ignore_eos")})
-            outputs = self.llm.beam_search([prompts[i] for i in idx], params)
+            extra = {"lora_request": [lora[i] for i in idx]} if lora else {}
+            outputs = self.llm.beam_search([prompts[i] for i in idx], params, **extra)
             for i, out in zip(idx, outputs, strict=True):
                 tokens = list(out.sequences[0].tokens)[len(prompts[i]["prompt_token_ids"]):]
                 results.append((i, self._finish(tokens, encoded[i].length)))  # type: ignore[arg-type]
@@ -610,7 +672,9 @@ class VLLMGenerator(RequestEncoding, Generator):
             prompts = [self._prompt([*encoded[i].sequences[0], list(head)]) for i, head in wave]
             params = [SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
                                      logprob_token_ids=sorted(nodes[k])) for k in wave]
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            adapters = [requests[i].adapter for i, _ in wave]
+            lora = [self._lora_request(a) for a in adapters] if any(adapters) else None
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
             for key, out in zip(wave, outputs, strict=True):
                 found = out.outputs[0].logprobs[0]
                 for token in nodes[key]:

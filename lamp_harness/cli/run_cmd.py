@@ -321,6 +321,13 @@ def run(
                                         help="KEY=VALUE for the judge generator (as --generator-arg, e.g. "
                                         "base_url=http://127.0.0.1:8000/v1), or its decoding: parse_retries=N, "
                                         "max_new_tokens=N (repeatable)."),
+    summarizer: str = typer.Option(None, "--summarizer",
+                                   help="The generator that writes per-user profile summaries for the "
+                                   "methods that use them (pag, oppu+summary): the same forms as "
+                                   "--generator. [default: the run's generator]"),
+    summarizer_arg: list[str] = typer.Option([], "--summarizer-arg",
+                                             help="KEY=VALUE for the summarizer, as --generator-arg "
+                                             "(repeatable), e.g. --summarizer-arg num_beams=1"),
     train_arg: list[str] = typer.Option([], "--train-arg",
                                         help="KEY=VALUE training setting for trainable methods trained "
                                         "before their cell (epochs, max_steps, batch_size, lr, limit...), "
@@ -398,15 +405,33 @@ def run(
                              fix="Write e.g. --k 1,4.") from None
         if any(x < 1 for x in ks):
             raise lamp_error("k values must be at least 1", where=where, fix="Write e.g. --k 1,4.")
+        personalizers = tuple(split_list(personalizer) or _as_list(part.get("personalizer")) or ["none"])
+        personalizer_args = tables(part, "personalizer-args", personalizer_arg, "--personalizer-arg")
+        if summarizer or summarizer_arg:
+            with_summarizer(personalizers, personalizer_args, where)
         return {
             "tasks": tuple(tasks),
-            "personalizers": tuple(split_list(personalizer) or _as_list(part.get("personalizer")) or ["none"]),
+            "personalizers": personalizers,
             "retrievers": tuple(split_list(retriever) or _as_list(part.get("retriever"))),
             "ks": ks,
             "generators": tuple(split_list(generator) or _as_list(part.get("generator"))) or (None,),
-            "personalizer_args": tables(part, "personalizer-args", personalizer_arg, "--personalizer-arg"),
+            "personalizer_args": personalizer_args,
             "retriever_args": tables(part, "retriever-args", retriever_arg, "--retriever-arg"),
         }
+
+    def with_summarizer(names: tuple[str, ...], args: dict[str, dict[str, str]], where: str) -> None:
+        """--summarizer / --summarizer-arg as the arguments of the personalizers that write
+        summaries (those declaring ``takes_summarizer``)."""
+        from lamp_harness.registry import host
+
+        extra = {"summarizer": summarizer} if summarizer else {}
+        extra.update({f"summarizer.{k}": v for k, v in parse_kv(summarizer_arg, "--summarizer-arg").items()})
+        takers = [n for n in names if getattr(host().registry.get("personalizer", n).load(), "takes_summarizer", False)]
+        if not takers:
+            raise lamp_error("--summarizer applies to no personalizer of the matrix (none writes summaries)",
+                             where=where, fix="Add a summary method such as pag, or drop --summarizer.")
+        for name in takers:
+            args.setdefault(name.lower(), {}).update(extra)
 
     def tables(part: dict[str, Any], key: str, cli_pairs: list[str], option: str) -> dict[str, dict[str, str]]:
         merged: dict[str, dict[str, str]] = {}

@@ -98,7 +98,7 @@ def train(
     from lamp_harness.io import lamp_home, writable_dir
     from lamp_harness.options import prompt_budget as checked_budget
     from lamp_harness.secrets import RedactedStream
-    from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir
+    from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir, trains_per_user
     from lamp_harness.training import train as run_training
 
     if mixed_precision not in ("no", "bf16", "fp16"):
@@ -139,6 +139,19 @@ def train(
     world = distributed.init()
     context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device,
                          prompt_budget=config.prompt_budget)
+    if trains_per_user(personalizer):  # one adapter per user: users are dealt to the ranks
+        if out is not None:
+            config = replace(config, personalizer_args={**config.personalizer_args, "adapters": str(out)})
+        result = run_training(config, Path("."), context=context, progress=not quiet, console=console, world=world)
+        if world.is_main:
+            per_minute = f", {result.users_per_minute:.2f} users/minute" if result.users_per_minute else ""
+            print(f"trained {result.users_trained} of {result.users} users' adapters ({result.steps} steps, "
+                  f"{result.world_size} process(es)) in {result.wall_s:.1f} s{per_minute}; the others were complete")
+            print(f"adapters: {result.directory}")
+            found = "" if out is None else f" --personalizer-arg adapters={out}"
+            print(f"use them with: lamp run --task {task} --personalizer {personalizer}{found} "
+                  "(found by their settings)")
+        return
     # The folder of the equivalent 1-process run (same identity), so that either resumes the other.
     same = replace(config, grad_accum=grad_accum * world.size)
     directory = out if out is not None else distributed.on_main(lambda: training_dir(same, context),

@@ -1,0 +1,701 @@
+"""OPPU (one PEFT per user, Tan et al., EMNLP 2024) and PAG (summary-augmented prompting,
+Richardson et al. 2023): per-user LoRA adapters and per-user profile summaries.
+
+OPPU, as the paper describes it and its authors' code (``OPPU.py``, ``prompt/prompt.json``) runs it:
+
+- every user whose questions are answered gets a LoRA of their own, trained on that user's
+  history: each profile item becomes one training example, the task's question about the item
+  (``OPPU_input``) followed by its answer (``OPPU_full``: the label, the title, the tweet), the
+  prompt tokens masked out of the loss;
+- the LoRA of the published script: rank 8, alpha 8, dropout 0.05 on ``q_proj`` and ``v_proj``;
+  AdamW, learning rate 1e-4, weight decay 0.01, 2 epochs, batch 16, linear schedule with 10%
+  warmup, gradient clipping at 0.3; each item field cut to its first 768 tokens;
+- the user's questions are answered with that user's adapter, the prompt being the task's
+  OPPU prompt (``prompt``) filled with the question's text (the task's retrieval query);
+- ``oppu+retrieval`` (OPPU + RAG): the top-k retrieved items (``retrieval_history`` format) in front
+  of the prompt, at training time too (the k best of the items *before* each training item, by
+  BM25, as the script does), k = ``train_k`` (1, the README's ``--k 1``);
+- ``oppu+summary`` (OPPU + PAG): the user's profile summary in front of the prompt, at training
+  time too.
+
+Defects of the published script fixed by default (docs/fidelity.md lists each one):
+
+- its list of training examples is built once before the per-user loop and never cleared, so
+  each later user's LoRA also trains on every earlier user's history: here each adapter sees only
+  its own user's items (:func:`user_training_texts` is what it trains on, and each adapter's
+  manifest lists the hashes of those texts);
+- ``get_peft_model`` wraps the same model object again for every user: here each user gets a
+  fresh adapter (seeded by the run's seed and the user), trained, saved and deleted;
+- decoding samples (``do_sample=True``, temperature 0.1): here the generator's deterministic
+  decoding (greedy / beam search, the harness's default);
+- the answer is cut from the output with ``str.replace(prompt, "")``: here the generator decodes
+  only the new tokens;
+- items are cut by whitespace-split "tokens": here by the generator's tokens.
+
+Not implemented: stage 1 of the paper (a task LoRA trained on the training users, merged into the
+base model before the per-user LoRAs): per-user adapters are trained on the base model itself.
+For tasks the official prompts do not cover (LaMP-1, whose official data has a ``citation``
+field the LaMP files lack, and third-party tasks) an adapter trains on each item's PPEP as text
+and questions use the task's own prompt.
+
+Per-user training is independent per user: ``prepare`` (``lamp run``) and ``lamp train`` train
+only the users whose adapter is missing; ``lamp train --nproc-per-node N`` deals the users to
+the ranks (balanced by history size). Each adapter is written into a temporary folder and renamed
+into place with its manifest, so a killed job resumes with the missing users, at any world size,
+and ends with the adapters an uninterrupted run writes. The adapters of one configuration live in
+``$LAMP_HOME/checkpoints/<task>-<method>-<hash>/users/<user>/`` (``adapter_config.json``,
+``adapter_model.safetensors``, ``manifest.json``: the peft layout, which vLLM also loads), and
+``users.json`` there lists the users it holds.
+
+PAG: one summary per user, written by a summarizer generator with the paper's per-task prompt
+(``profile_prompt``) over 10 of the user's items (a seeded sample; each field cut to 200 tokens),
+cached under ``$LAMP_HOME/summaries`` keyed by the prompt (hence the profile) and the summarizer,
+so no summary is generated twice; the question's prompt is the summary, then the task's own prompt
+with the top-k retrieved items, within the task's token budget. The cell keeps the summaries in
+``summaries.json``.
+
+Arguments (``--personalizer-arg k=v``): ``rank`` (8), ``alpha`` (8), ``dropout`` (0.05),
+``target_modules`` (``q_proj,v_proj``), ``epochs`` (2), ``lr`` (1e-4), ``weight_decay`` (0.01),
+``batch_size`` (16), ``warmup`` (0.1), ``max_grad_norm`` (0.3), ``item_tokens`` (768),
+``max_items`` (0: every history item), ``train_k`` (``oppu+retrieval``: 1), ``adapters`` (a
+folder for the adapters instead of the cache); summaries: ``summarizer`` (a ``--generator``
+value; default the run's generator), ``summarizer.KEY=VALUE`` (its ``--generator-arg``),
+``summary_tokens`` (200), ``summary_items`` (10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lamp_harness.contracts import (
+    Example,
+    GenerationRequest,
+    Generator,
+    Personalizer,
+    ProfileItem,
+    RankQuery,
+    RunContext,
+    Task,
+    prompt_options,
+)
+from lamp_harness.errors import lamp_error
+from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, stable_hash
+from lamp_harness.options import float_arg, int_arg, reject_unknown_args
+
+
+@dataclass(frozen=True)
+class Templates:
+    """One task's official OPPU / PAG prompts (``{name}``: an item field; ``{query}``: the
+    question's text)."""
+
+    train_input: str
+    answer: str
+    prompt: str
+    history: str
+    summary: str
+
+
+_TWEET_SUMMARY = ("Given this person’s previous tweets, try to describe a template for their tweets. I want to take "
+                  "a generic sentence and rephrase it to sound like one of their tweets, with the same "
+                  "style/punctuation/capitalization/wording/tone/etc. as them. Only give me the template "
+                  "description, nothing else. User History: {history} Answer:")
+TEMPLATES: dict[str, Templates] = {
+    "lamp-2": Templates(
+        "Which tag does this movie relate to among the following tags? Just answer with the tag name without "
+        "further explanation. tags: [sci-fi, based on a book, comedy, action, twist ending, dystopia, dark "
+        "comedy, classic, psychology, fantasy, romance, thought-provoking, social commentary, violence, true "
+        "story]\n description: {description} tag:", "{tag}",
+        "Which tag does this movie relate to among the following tags? Just answer with the tag name without "
+        "further explanation. tags: [sci-fi, based on a book, comedy, action, twist ending, dystopia, dark "
+        "comedy, classic, psychology, fantasy, romance, thought-provoking, social commentary, violence, true "
+        "story]\n description: {query} tag:",
+        "description: {description} tag: {tag}\n",
+        "Look at the following past movies this user has watched and determine the most popular tag they "
+        "labeled. Answer in the following form: most popular tag: <tag>. User History: {history} Answer:"),
+    "lamp-2-news": Templates(
+        "Which category does this article relate to among the following categories? Just answer with the "
+        "category name without further explanation. categories: [travel, education, parents, style & beauty, "
+        "entertainment, food & drink, science & technology, business, sports, healthy living, women, politics, "
+        "crime, culture & arts, religion]\n article: {text} category:", "{category}",
+        "Which category does this article relate to among the following categories? Just answer with the "
+        "category name without further explanation. categories: [travel, education, parents, style & beauty, "
+        "entertainment, food & drink, science & technology, business, sports, healthy living, women, politics, "
+        "crime, culture & arts, religion]\n article: {query} category:",
+        "article: {text} category: {category}\n",
+        "Look at the following past articles this journalist has written and determine the most popular "
+        "category they write in. Answer in the following form: most popular category: <category>. User "
+        "History: {history} Answer:"),
+    "lamp-3": Templates(
+        "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
+        "without further explanation. review: {text}\n score:", "{score}",
+        "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
+        "without further explanation. review: {query}\n score:",
+        "review: {text} score: {score}\n",
+        "Based on this user’s past reviews, what are the most common scores they give for positive and "
+        "negative reviews? Answer in the following form: most common positive score: <most common positive "
+        "score>, most common negative score: <most common negative score>. User History: {history} Answer:"),
+    "lamp-4": Templates(
+        "Generate a headline for the following article.\n article: {text} headline:", "{title}",
+        "Generate a headline for the following article.\narticle: {query} headline:",
+        "article: {text} headline: {title}\n",
+        "Given this author’s previous articles, try to describe a template for their headlines. I want to be "
+        "able to accurately predict the headline gives one of their articles. Be specific about their style "
+        "and wording, don’t tell me anything generic. User History: {history} Answer:"),
+    "lamp-5": Templates(
+        "Generate a title for the following abstract of a paper.\n abstract: {abstract} title:", "{title}",
+        "Generate a title for the following abstract of a paper.\n abstract: {query} title:",
+        "abstract: {abstract} title: {title}\n",
+        "Given this author’s previous publications, try to describe a template for their titles. I want to be "
+        "able to accurately predict the title of one of the papers from the abstract. Only generate the "
+        "template description, nothing else. User History: {history} Answer:"),
+    "lamp-7": Templates(
+        "tweet:", "{text}",
+        "Paraphrase the following text into tweet without any explanation before or after it.\n text: {query} "
+        "tweet:",
+        "tweet: {text}\n", _TWEET_SUMMARY),
+}
+"""The official OPPU prompts (training input and answer, question prompt, retrieved-item format)
+and PAG summary prompts, by harness task name."""
+RETRIEVAL_IN_TRAINING = {"lamp-2", "lamp-2-news", "lamp-3", "lamp-4", "lamp-5"}
+"""Tasks whose training examples carry retrieved items / the summary in the published script
+(its ``format_flag``: not LaMP-7, whose training input is only ``tweet:``)."""
+GENERIC_SUMMARY = ("Write a summary of the following items of this user's history that describes their "
+                   "preferences and style. Only generate the summary, no other text. User History: {history} "
+                   "Answer:")
+"""The summary prompt for tasks the paper has none for."""
+
+LORA_DEFAULTS = {"rank": 8, "alpha": 8, "dropout": 0.05, "target_modules": "q_proj,v_proj"}
+TRAIN_DEFAULTS = {"epochs": 2, "lr": 1e-4, "weight_decay": 0.01, "batch_size": 16, "warmup": 0.1,
+                  "max_grad_norm": 0.3, "item_tokens": 768, "max_items": 0}
+SUMMARY_DEFAULTS = {"summary_tokens": 200, "summary_items": 10, "summary_item_tokens": 200}
+TEST_ITEM_TOKENS = 368
+"""Each retrieved item's free text is cut to this many tokens at question time (the script's 368)."""
+USERS = "users"
+USERS_INDEX = "users.json"
+MANIFEST = "manifest.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def user_key(example: Example) -> str:
+    """A user's identity: the hash of its profile's item contents (ids and order ignored)."""
+    items = sorted(json.dumps(dict(item.fields), sort_keys=True, ensure_ascii=False, default=str)
+                   for item in example.profile)
+    return hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
+
+
+def users_of(examples: Sequence[Example]) -> dict[str, Example]:
+    """One example per user (the first), by :func:`user_key`, in first-seen order."""
+    users: dict[str, Example] = {}
+    for example in examples:
+        users.setdefault(user_key(example), example)
+    return users
+
+
+def _fill(template: str, item: ProfileItem, cut: Callable[[str], str]) -> str:
+    fields = {k: cut(item.get(k)) for k in item.fields}
+    try:
+        return template.format(**fields)
+    except KeyError as exc:
+        raise lamp_error(f"profile item {item.id!r} has no field {exc.args[0]!r} that the OPPU prompt needs",
+                         fix="Check the data file: every item needs the task's profile fields.") from None
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries (PAG; OPPU + PAG)
+# ---------------------------------------------------------------------------------------------
+
+
+class Summaries:
+    """One profile summary per user, written by a summarizer generator, cached under
+    ``$LAMP_HOME/summaries`` by the summary prompt (hence the profile) and the summarizer."""
+
+    def __init__(self, context: RunContext, spec: str | None, args: Mapping[str, str], *,
+                 tokens: int, items: int, item_tokens: int) -> None:
+        self.context, self.spec, self.args = context, spec, dict(args)
+        self.tokens, self.items, self.item_tokens = tokens, items, item_tokens
+        self.generator: Generator | None = None
+        self.by_user: dict[str, str] = {}
+        self.generated = 0
+
+    def bind(self, run_generator: Generator) -> None:
+        """The summarizer: ``summarizer=`` when given (built once per run), else the run's generator."""
+        if self.spec is None and not self.args:
+            self.generator = run_generator
+            return
+        from lamp_harness.options import generator_kwargs, generator_spec
+        from lamp_harness.registry import host
+
+        registry = host().registry
+        plugin, model = generator_spec(self.spec, registry.names("generator"))
+        key = ("summarizer", plugin, model, tuple(sorted(self.args.items())))
+        if key not in self.context.shared:
+            factory = registry.get("generator", plugin).load()
+            kwargs = generator_kwargs(factory, self.args, model, f"summarizer {plugin!r}")
+            self.context.shared[key] = factory(self.context, **kwargs)
+        self.generator = self.context.shared[key]
+
+    def identity(self) -> dict[str, Any]:
+        assert self.generator is not None
+        described = {k: v for k, v in dict(self.generator.describe()).items() if k not in ("device",)}
+        return {"summarizer": described, "max_new_tokens": self.tokens, "items": self.items,
+                "item_tokens": self.item_tokens}
+
+    def prompt(self, task: Task, example: Example, seed: int, key: str) -> str:
+        assert self.generator is not None
+        templates = TEMPLATES.get(task.name)
+        items = list(example.profile)
+        if len(items) > self.items:  # the script samples K items; seeded here
+            items = random.Random(f"pag:{seed}:{key}").sample(items, self.items)
+        cut = lambda text: self.generator.tokens.truncate(text, self.item_tokens)  # noqa: E731
+        if templates is not None:
+            history = [_fill(templates.history, item, cut).strip() for item in items]
+            return templates.summary.format(history=" | ".join(history))
+        history = [cut(task.ppep(item)).strip() for item in items]
+        return GENERIC_SUMMARY.format(history=" | ".join(history))
+
+    def ensure(self, task: Task, users: Mapping[str, Example], seed: int, home: Path) -> None:
+        """Summaries of ``users`` (by user key): read from the cache, the missing ones generated in
+        one batch and cached."""
+        assert self.generator is not None
+        folder = home / "summaries"
+        todo: list[tuple[str, str, Path]] = []
+        for key, example in users.items():
+            if key in self.by_user:
+                continue
+            prompt = self.prompt(task, example, seed, key)
+            path = folder / f"{stable_hash({'prompt': prompt, **self.identity()}, 24)}.json"
+            try:
+                self.by_user[key] = json.loads(path.read_text(encoding="utf-8"))["summary"]
+            except (OSError, ValueError, KeyError):
+                todo.append((key, prompt, path))
+        if not todo:
+            return
+        requests = [GenerationRequest(f"summary-{key[:12]}", prompt, max_new_tokens=self.tokens)
+                    for key, prompt, _ in todo]
+        generations = self.generator.generate(requests)
+        for (key, prompt, path), generation in zip(todo, generations, strict=True):
+            summary = generation.text.strip()
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"summary": summary, "prompt": prompt, **self.identity()})
+            self.by_user[key] = summary
+            self.generated += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The personalizers
+# ---------------------------------------------------------------------------------------------
+
+
+class OPPU(Personalizer):
+    """``oppu``: one LoRA per user, trained on that user's history; questions answered with it."""
+
+    name = "oppu"
+    needs_retriever = False
+    accepts_retriever = False
+    trainable = False
+    trains_per_user = True
+    """Trained per user (``prepare`` trains the missing adapters; ``lamp train`` deals users to ranks)."""
+    uses_items = False
+    uses_summary = False
+    uses_adapter = True
+
+    def __init__(self, context: RunContext, **args: str) -> None:
+        owner = f"personalizer {self.name!r}"
+        summarizer_args = {k.split(".", 1)[1]: v for k, v in args.items() if k.startswith("summarizer.")}
+        plain = {k: v for k, v in args.items() if not k.startswith("summarizer.")}
+        known = set(TRAIN_DEFAULTS) | set(LORA_DEFAULTS) | {"adapters"}
+        if self.uses_items:
+            known |= {"train_k"}
+        if self.uses_summary:
+            known |= {"summarizer", "summary_tokens", "summary_items"}
+        if not self.uses_adapter:
+            known = {"summarizer", "summary_tokens", "summary_items"}
+        if summarizer_args and not self.uses_summary:
+            raise lamp_error(f"{owner} writes no summaries: summarizer.* arguments do not apply",
+                             fix="Use them with pag or oppu+summary.")
+        reject_unknown_args(plain, known, owner)
+        self.context = context
+        self.lora = {
+            "rank": int_arg(plain, "rank", LORA_DEFAULTS["rank"], owner, minimum=1),
+            "alpha": float_arg(plain, "alpha", LORA_DEFAULTS["alpha"], owner),
+            "dropout": float_arg(plain, "dropout", LORA_DEFAULTS["dropout"], owner),
+            "target_modules": [m.strip() for m in str(plain.get("target_modules", LORA_DEFAULTS["target_modules"]))
+                               .split(",") if m.strip()],
+        }
+        self.train = {
+            "epochs": int_arg(plain, "epochs", TRAIN_DEFAULTS["epochs"], owner, minimum=1),
+            "lr": float_arg(plain, "lr", TRAIN_DEFAULTS["lr"], owner),
+            "weight_decay": float_arg(plain, "weight_decay", TRAIN_DEFAULTS["weight_decay"], owner),
+            "batch_size": int_arg(plain, "batch_size", TRAIN_DEFAULTS["batch_size"], owner, minimum=1),
+            "warmup": float_arg(plain, "warmup", TRAIN_DEFAULTS["warmup"], owner),
+            "max_grad_norm": float_arg(plain, "max_grad_norm", TRAIN_DEFAULTS["max_grad_norm"], owner),
+            "item_tokens": int_arg(plain, "item_tokens", TRAIN_DEFAULTS["item_tokens"], owner, minimum=1),
+            "max_items": int_arg(plain, "max_items", TRAIN_DEFAULTS["max_items"], owner),
+        }
+        self.train_k = int_arg(plain, "train_k", 1, owner) if self.uses_items else 0
+        self.adapters_dir = Path(plain["adapters"]) if plain.get("adapters") else None
+        self.summaries = None
+        if self.uses_summary:
+            self.summaries = Summaries(
+                context, plain.get("summarizer"), summarizer_args,
+                tokens=int_arg(plain, "summary_tokens", SUMMARY_DEFAULTS["summary_tokens"], owner, minimum=1),
+                items=int_arg(plain, "summary_items", SUMMARY_DEFAULTS["summary_items"], owner, minimum=1),
+                item_tokens=SUMMARY_DEFAULTS["summary_item_tokens"])
+        self.adapters: dict[str, Path] = {}
+        self.trained_now: list[str] = []
+        self.train_stats: dict[str, Any] = {}
+
+    # -- setup ----------------------------------------------------------------------------------
+    def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
+        self.task, self.generator = task, generator
+        self._tokens = generator.tokens
+        self.max_input_tokens = generator.max_input_tokens
+        self._budget = prompt_options(context)
+        self.seed = context.seed
+        if self.summaries is not None:
+            self.summaries.bind(generator)
+        if self.uses_adapter and not getattr(generator, "serves_adapters", False):
+            raise lamp_error(f"{self.name} answers with per-user LoRA adapters, which generator "
+                             f"{generator.name!r} cannot serve",
+                             fix="Use the 'hf' generator (or 'vllm', which serves them with multi-LoRA).")
+        self.trainer = generator
+        spec = generator.trainer() if self.uses_adapter else None
+        if spec is not None:  # an inference engine: adapters train on the generator it names
+            self.trainer = self._trainer_generator(*spec)
+
+    def _trainer_generator(self, spec: str, args: Mapping[str, str]) -> Generator:
+        """The generator that trains the adapters an inference engine serves (same weights and
+        prompts; built once per run)."""
+        from lamp_harness.options import generator_kwargs, generator_spec
+        from lamp_harness.registry import host
+
+        registry = host().registry
+        plugin, model = generator_spec(spec, registry.names("generator"))
+        key = ("adapter-trainer", plugin, model, tuple(sorted(args.items())))
+        if key not in self.context.shared:
+            factory = registry.get("generator", plugin).load()
+            self.context.shared[key] = factory(self.context, **generator_kwargs(factory, args, model))
+        return self.context.shared[key]
+
+    def identity(self) -> dict[str, Any]:
+        """Everything an adapter's weights depend on (besides the user's history): the same for
+        an engine's cell and its trainer's, so both use the same adapters."""
+        gen = dict(self.trainer.describe())
+        model = {k: gen.get(k) for k in ("model", "revision", "dtype", "chat_template")}
+        return {"method": self.name, "task": self.task.name, "model": model, "lora": self.lora,
+                "train": self.train, "train_k": self.train_k, "seed": self.seed,
+                "summaries": self.summaries.identity() if self.summaries else None,
+                "templates": stable_hash(TEMPLATES.get(self.task.name).__dict__
+                                         if self.task.name in TEMPLATES else "ppep", 12), "layout": 1}
+
+    def store(self) -> Path:
+        """The folder of this configuration's adapters (one sub-folder per user)."""
+        if self.adapters_dir is not None:
+            return self.adapters_dir
+        slug = f"{self.task.name}-{self.name}".replace("+", "plus")
+        return self.context.lamp_home / "checkpoints" / f"{slug}-{stable_hash(self.identity(), 16)}"
+
+    # -- training data --------------------------------------------------------------------------
+    def _cut(self, limit: int) -> Callable[[str], str]:
+        """Cut to ``limit`` tokens; a text that fits is kept as written (not re-decoded)."""
+        return lambda text: self._tokens.truncate(text, limit) if text and self._tokens.count(text) > limit else text
+
+    def _history(self, example: Example) -> list[ProfileItem]:
+        items = list(example.profile)
+        limit = self.train["max_items"]
+        return items[-limit:] if limit else items
+
+    def training_pairs(self, task: Task, example: Example) -> list[tuple[str, str]]:
+        """The user's training examples ``(prompt, answer)``: one per history item of this user,
+        nothing else (the published script's accumulating list is the defect fixed here)."""
+        items = self._history(example)
+        cut = self._cut(self.train["item_tokens"])
+        templates = TEMPLATES.get(task.name)
+        if templates is None:
+            return [("", cut(task.ppep(item)).strip()) for item in items]
+        pairs = [(_fill(templates.train_input, item, cut), _fill(templates.answer, item, cut)) for item in items]
+        augment = task.name in RETRIEVAL_IN_TRAINING
+        if augment and self.uses_items and self.train_k > 0 and len(items) > 1:
+            ranked = self._rank_earlier(task, items)
+            history = [_fill(templates.history, item, cut) for item in items]
+            pairs = [(("".join(history[j] for j in ranked[i][:self.train_k]) + "\n" + p) if i else p, a)
+                     for i, (p, a) in enumerate(pairs)]
+        if augment and self.summaries is not None:
+            summary = self.summaries.by_user[user_key(example)]
+            pairs = [(f"{summary}\n{p}", a) for p, a in pairs]
+        return pairs
+
+    def _rank_earlier(self, task: Task, items: Sequence[ProfileItem]) -> list[tuple[int, ...]]:
+        """For each item, the items before it ranked by BM25 against its retrieval query (the
+        script's training-time retrieval)."""
+        from lamp_harness.registry import host
+
+        retriever = host().registry.create("retriever", "bm25", self.context)
+        queries = [RankQuery(f"item-{i}", task.document(items[i]), tuple(task.document(x) for x in items[:i]),
+                             tuple(items[:i])) for i in range(1, len(items))]
+        return [()] + [tuple(r) for r in retriever.rank(queries)]
+
+    def user_training_texts(self, task: Task, example: Example) -> list[str]:
+        """The texts a user's adapter is trained on (prompt and answer of each example)."""
+        return [f"{p}\n{a}" for p, a in self.training_pairs(task, example)]
+
+    # -- per-user training ----------------------------------------------------------------------
+    def prepare(self, task: Task, examples: Sequence[Example]) -> None:
+        """Summaries and adapters of every user of ``examples``: the missing ones are made here."""
+        users = users_of(examples)
+        if self.summaries is not None:
+            self.summaries.ensure(task, users, self.seed, self.context.lamp_home)
+        if self.uses_adapter:
+            self.train_users(task, examples)
+
+    def train_users(self, task: Task, examples: Sequence[Example], *, rank: int = 0, world_size: int = 1,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Train the missing adapters of ``examples``' users; with ``world_size`` > 1, only this
+        ``rank``'s share (users dealt by history size). Returns counts and timings."""
+        from lamp_harness.distributed import deal
+
+        users = users_of(examples)
+        if self.summaries is not None:
+            self.summaries.ensure(task, users, self.seed, self.context.lamp_home)
+        store = self.store()
+        (store / USERS).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(store / "config.json", self.identity())
+        keys = list(users)
+        shares = deal([float(len(users[k].profile)) for k in keys], world_size)
+        mine = [keys[i] for i in shares[rank]]
+        started = time.perf_counter()
+        trained, steps, items = [], 0, 0
+        for n, key in enumerate(mine):
+            folder = self.user_folder(key)
+            if self.adapter_problem(folder) is None:
+                continue
+            if progress:
+                progress(f"training user {n + 1}/{len(mine)} ({len(users[key].profile)} items)")
+            stats = self._train_one(task, key, users[key], folder)
+            trained.append(key)
+            steps += stats["steps"]
+            items += stats["examples"]
+        self.index_users()
+        for key in keys:
+            folder = self.user_folder(key)
+            if self.adapter_problem(folder) is None:
+                self.adapters[key] = folder
+        self.trained_now.extend(trained)
+        wall = time.perf_counter() - started
+        self.train_stats = {"users": len(keys), "mine": len(mine), "trained": len(trained), "steps": steps,
+                            "examples": items, "wall_s": round(wall, 3),
+                            "users_per_minute": round(60 * len(trained) / wall, 3) if trained and wall else None}
+        return self.train_stats
+
+    def user_folder(self, key: str) -> Path:
+        return self.store() / USERS / key[:32]
+
+    @staticmethod
+    def adapter_problem(folder: Path) -> str | None:
+        """Why ``folder`` is not a complete adapter (``None``: it is)."""
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "missing"
+        return check_manifest(folder, manifest.get("files"), hashes=False)
+
+    def index_users(self) -> None:
+        """``users.json``: the users whose adapter the store holds (rewritten from the folders)."""
+        from filelock import FileLock
+
+        store = self.store()
+        with FileLock(str(store / ".users.lock")):
+            held = sorted(p.name for p in (store / USERS).iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and self.adapter_problem(p) is None)
+            atomic_write_json(store / USERS_INDEX, {"users": held, "count": len(held)})
+
+    def _train_one(self, task: Task, key: str, example: Example, folder: Path) -> dict[str, Any]:
+        import torch
+        from lamp_plugins import lora
+        from peft import LoraConfig
+
+        pairs = self.training_pairs(task, example)
+        if not pairs:
+            raise lamp_error(f"user {key[:12]} has an empty history: OPPU has nothing to train on",
+                             fix="Remove users without profile items from the data.")
+        model = self.trainer.adapter_module()
+        name = "oppu_training"
+        seed = int(hashlib.sha256(f"oppu:{self.seed}:{key}".encode()).hexdigest()[:8], 16)
+        torch.manual_seed(seed)  # a fresh adapter per user, initialised from the seed and the user
+        config = LoraConfig(r=self.lora["rank"], lora_alpha=self.lora["alpha"], lora_dropout=self.lora["dropout"],
+                            target_modules=list(self.lora["target_modules"]), bias="none", task_type="CAUSAL_LM")
+        try:
+            params = lora.add(model, config, name)
+        except ValueError as exc:
+            raise lamp_error(f"LoRA target modules {','.join(self.lora['target_modules'])} not found in the model: "
+                             f"{' '.join(str(exc).split())[:200]}",
+                             fix="Pass --personalizer-arg target_modules=... naming the model's attention "
+                                 "projections (e.g. c_attn for GPT-2).") from None
+        losses: list[float] = []
+        started = time.perf_counter()
+        try:
+            optimizer = torch.optim.AdamW(params, lr=self.train["lr"], weight_decay=self.train["weight_decay"])
+            batch = self.train["batch_size"]
+            total = -(-len(pairs) // batch) * self.train["epochs"]
+            warm = int(-(-total * self.train["warmup"] // 1))
+
+            def factor(step: int) -> float:  # linear warmup, then linear decay to 0 (HF's schedule)
+                if step < warm:
+                    return step / max(1, warm)
+                return max(0.0, (total - step) / max(1, total - warm))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            order_rng = random.Random(seed)
+            self.trainer.set_train_mode(True)
+            for _epoch in range(self.train["epochs"]):
+                order = list(range(len(pairs)))
+                order_rng.shuffle(order)
+                for start in range(0, len(order), batch):
+                    chosen = [pairs[i] for i in order[start:start + batch]]
+                    requests = [GenerationRequest(f"train-{i}", p) for i, (p, _) in enumerate(chosen)]
+                    loss = self.trainer.loss(requests, [a for _, a in chosen])
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, self.train["max_grad_norm"])
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(round(float(loss.detach()), 6))
+            self.trainer.set_train_mode(False)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            try:
+                lora.save(model, name, config, tmp, str(dict(self.trainer.describe()).get("model")))
+                atomic_write_json(tmp / MANIFEST, {
+                    "user": key, "examples": len(pairs), "steps": len(losses), "losses": losses,
+                    "train_s": round(time.perf_counter() - started, 3),
+                    "trained_on": [text_hash(f"{p}\n{a}") for p, a in pairs],
+                    "identity": stable_hash(self.identity(), 16),
+                    "files": folder_manifest(tmp, skip=(MANIFEST,))})
+                if folder.exists():  # an incomplete adapter left by a killed run
+                    shutil.rmtree(folder)
+                tmp.rename(folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            self.trainer.set_train_mode(False)
+            lora.delete(model, name)
+            lora.activate(model, None)
+        return {"steps": len(losses), "examples": len(pairs)}
+
+    # -- questions ------------------------------------------------------------------------------
+    def _question(self, task: Task, example: Example, items: Sequence[ProfileItem], head: str) -> str:
+        """``head`` (a summary line or empty), then the retrieved ``items``, then the question,
+        within the generator's prompt budget (items are what gets cut)."""
+        templates = TEMPLATES.get(task.name)
+        budget = self.max_input_tokens
+        if templates is None:
+            used = self._tokens.count(head) if head else 0
+            return head + task.prompt(example, tuple(items), self._tokens, max(1, budget - used), **self._budget)
+        question = templates.prompt.format(query=task.query(example))
+        used = self._tokens.count(head + question) + (1 if items else 0)
+        if used > budget:  # the question itself is over budget: cut its text, keep the frame
+            query = self._tokens.truncate(task.query(example), max(1, budget - (used - self._tokens.count(
+                task.query(example)))))
+            question = templates.prompt.format(query=query)
+            return head + question
+        cut = self._cut(TEST_ITEM_TOKENS)
+        context = ""
+        for item in items:
+            text = _fill(templates.history, item, cut)
+            room = budget - used - self._tokens.count(context)
+            if room <= 0:
+                break
+            if self._tokens.count(text) > room:
+                context += self._tokens.truncate(text, room)
+                break
+            context += text
+        return head + (context + "\n" if context else "") + question
+
+    def _head(self, example: Example) -> str:
+        if self.summaries is None:
+            return ""
+        summary = self.summaries.by_user.get(user_key(example), "")
+        summary = self._tokens.truncate(summary, self.max_input_tokens // 2) if summary else ""
+        return f"{summary}\n" if summary else ""
+
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+        key = user_key(example)
+        adapter = self.adapters.get(key)
+        if adapter is None:
+            raise lamp_error(f"no OPPU adapter for the user of example {example.id!r}",
+                             fix="Call prepare() with the examples first (lamp run does).")
+        prompt = self._question(task, example, retrieved if self.uses_items else (), self._head(example))
+        return GenerationRequest(example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens,
+                                 adapter=str(adapter))
+
+    def describe(self) -> Mapping[str, Any]:
+        described: dict[str, Any] = {"name": self.name, "stage1_task_lora": False}
+        if self.uses_adapter:
+            described.update({"lora": self.lora, "train": self.train, "adapters": str(self.store()),
+                              "users": len(self.adapters), "trained_this_run": len(self.trained_now),
+                              "fixes": ["per-user data", "fresh adapter per user", "deterministic decoding",
+                                        "token-level cuts"]})
+        if self.uses_items:
+            described["train_k"] = self.train_k
+        if self.summaries is not None:
+            described["summaries"] = {**self.summaries.identity(), "generated_this_run": self.summaries.generated}
+        return described
+
+    def artifacts(self) -> Mapping[str, Any]:
+        if self.summaries is None:
+            return {}
+        return {"summaries.json": {"identity": self.summaries.identity(),
+                                   "users": [{"user": k, "summary": v} for k, v in self.summaries.by_user.items()]}}
+
+
+class OPPURetrieval(OPPU):
+    """``oppu+retrieval`` (OPPU + RAG): the top-k retrieved items in the prompt, and in training."""
+
+    name = "oppu+retrieval"
+    needs_retriever = True
+    accepts_retriever = True
+    default_retriever = "bm25"
+    uses_items = True
+
+
+class OPPUSummary(OPPU):
+    """``oppu+summary`` (OPPU + PAG): the user's profile summary in the prompt, and in training."""
+
+    name = "oppu+summary"
+    uses_summary = True
+    takes_summarizer = True
+    """``lamp run --summarizer G --summarizer-arg K=V`` reach it as ``summarizer`` / ``summarizer.K``."""
+
+
+class PAG(OPPU):
+    """``pag``: the user's profile summary, then the task's prompt with the top-k retrieved items,
+    within the task's token budget. No adapter."""
+
+    name = "pag"
+    takes_summarizer = True
+    needs_retriever = False
+    accepts_retriever = True
+    trains_per_user = False
+    uses_items = True
+    uses_summary = True
+    uses_adapter = False
+
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+        head = self._head(example)
+        used = self._tokens.count(head) if head else 0
+        prompt = head + task.prompt(example, tuple(retrieved), self._tokens,
+                                    max(1, self.max_input_tokens - used), **self._budget)
+        return GenerationRequest(example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens)

@@ -1,0 +1,218 @@
+"""OPPU (one LoRA per user) and PAG (profile summaries): per-user training on the user's own history
+only, atomic adapters that a killed job resumes, per-request adapter serving, cached summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lamp_harness.contracts import GenerationRequest, RunContext
+from lamp_harness.data import resolve_dataset
+from lamp_harness.registry import host
+
+pytest_plugins = ("tiny_models",)
+BIN = Path(sys.executable).parent
+
+
+def env(**extra: str) -> dict[str, str]:
+    values = {**os.environ, "OMP_NUM_THREADS": "1", "LAMP_DIST_TIMEOUT": "120"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID"):
+        values.pop(name, None)
+    return {**values, **extra}
+
+
+def dev_examples(context: RunContext, task_name: str = "lamp-7", n: int = 3):
+    task = host().registry.create("task", task_name)
+    return task, resolve_dataset(task, data="demo", data_dir=None, split="dev", context=context).examples[:n]
+
+
+def build(context: RunContext, model_dir: Path, name: str = "oppu", **args: str):
+    registry = host().registry
+    generator = registry.create("generator", "hf", context, model=str(model_dir), num_beams="1")
+    return generator, registry.create("personalizer", name, context, **args)
+
+
+@pytest.mark.slow
+def test_each_users_adapter_is_trained_on_that_users_history_only(context, tiny_llama_dir) -> None:
+    from lamp_plugins.oppu import OPPU, text_hash, user_key
+
+    task, examples = dev_examples(context, n=3)
+    generator, oppu = build(context, tiny_llama_dir, epochs="1", batch_size="4")
+    oppu.setup(task, generator, context)
+    seen: dict[str, list[str]] = {}
+    current: list[str] = []
+    real_loss, real_train_one = generator.loss, OPPU._train_one
+
+    def loss(requests, targets):  # the real loss; records what reached the model for which user
+        seen.setdefault(current[-1], []).extend(f"{r.prompt}\n{t}" for r, t in zip(requests, targets, strict=True))
+        return real_loss(requests, targets)
+
+    def train_one(self, task, key, example, folder):
+        current.append(key)
+        return real_train_one(self, task, key, example, folder)
+
+    generator.loss = loss
+    OPPU._train_one = train_one
+    try:
+        oppu.prepare(task, examples)
+    finally:
+        OPPU._train_one = real_train_one
+    profiles = {user_key(ex): {item.get("text") for item in ex.profile} for ex in examples}
+    sizes = {user_key(ex): len(ex.profile) for ex in examples}
+    assert len(profiles) == 3 and set(seen) == set(profiles)
+    for key, texts in seen.items():
+        others = set().union(*(p for k, p in profiles.items() if k != key))
+        answers = {t.split("\n", 1)[1] for t in texts}  # lamp-7: the answer is the user's own tweet
+        assert answers <= profiles[key] and not answers & others
+        assert len(texts) == sizes[key]  # 1 epoch: every item of the user once, nothing else
+        manifest = json.loads((oppu.user_folder(key) / "manifest.json").read_text())
+        assert sorted(manifest["trained_on"]) == sorted(text_hash(t) for t in texts)
+    held = json.loads((oppu.store() / "users.json").read_text())
+    assert held["count"] == 3 and set(held["users"]) == {k[:32] for k in profiles}
+
+
+@pytest.mark.slow
+def test_hf_answers_with_the_users_adapter_as_a_merged_model_would(context, tiny_llama_dir, tmp_path) -> None:
+    """Adapter switching on the shared model gives what the base model with the LoRA merged into
+    its weights (W + alpha/r * B A, computed here by hand) generates; plain requests stay base."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    task, examples = dev_examples(context, n=2)
+    generator, oppu = build(context, tiny_llama_dir, epochs="3", lr="0.05", batch_size="4")
+    oppu.setup(task, generator, context)
+    oppu.prepare(task, examples)
+    requests = [oppu.personalize(task, ex, ()) for ex in examples]
+    assert len({r.adapter for r in requests}) == 2
+    plain = [GenerationRequest(r.example_id, r.prompt, max_new_tokens=8) for r in requests]
+    requests = [GenerationRequest(r.example_id, r.prompt, max_new_tokens=8, adapter=r.adapter) for r in requests]
+    base_before = [g.text for g in generator.generate(plain)]
+    adapted = [g.text for g in generator.generate(requests + plain)]
+    assert adapted[2:] == base_before  # no adapter leaks into plain requests
+    assert adapted[:2] != base_before  # the adapters change the answers (lr 0.05 on a tiny model)
+
+    for request, text in zip(requests, adapted[:2], strict=True):
+        folder = Path(request.adapter)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        scale = config["lora_alpha"] / config["r"]
+        weights = load_file(str(folder / "adapter_model.safetensors"))
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir))
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for key, a in weights.items():
+                if ".lora_A." not in key:
+                    continue
+                b = weights[key.replace(".lora_A.", ".lora_B.")]
+                target = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+                params[target] += scale * (b @ a)
+        merged = tmp_path / f"merged-{folder.name}"
+        model.save_pretrained(merged)
+        AutoTokenizer.from_pretrained(str(tiny_llama_dir)).save_pretrained(merged)
+        reference = host().registry.create("generator", "hf", context, model=str(merged), num_beams="1")
+        assert reference.generate([GenerationRequest("x", request.prompt, max_new_tokens=8)])[0].text == text
+
+
+def _adapters(store: Path) -> dict[str, dict]:
+    from safetensors.torch import load_file
+
+    return {d.name: load_file(str(d / "adapter_model.safetensors"))
+            for d in sorted((store / "users").iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+
+@pytest.mark.slow
+def test_killed_per_user_training_resumes_to_the_adapters_of_an_uninterrupted_run(tiny_llama_dir, tmp_path) -> None:
+    import torch
+
+    args = ["train", "--task", "lamp-7", "--personalizer", "oppu", "--data", "demo", "--split", "dev",
+            "--limit", "8", "--generator", str(tiny_llama_dir), "--personalizer-arg", "epochs=12",
+            "--personalizer-arg", "batch_size=4", "--quiet"]
+    home = str(tmp_path / "home")
+    whole = subprocess.run([str(BIN / "lamp"), *args, "--out", str(tmp_path / "whole")], env=env(LAMP_HOME=home),
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    assert "trained 8 of 8 users' adapters" in whole.stdout
+    reference = _adapters(tmp_path / "whole")
+    assert len(reference) == 8
+
+    killed = tmp_path / "killed"
+    job = subprocess.Popen([str(BIN / "lamp"), *args, "--out", str(killed)], env=env(LAMP_HOME=home),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and job.poll() is None:
+        done = [d for d in (killed / "users").glob("*") if (d / "manifest.json").exists()] if killed.exists() else []
+        if len(done) >= 2:
+            break
+        time.sleep(0.05)
+    assert job.poll() is None, "the job ended before it could be killed; give it more epochs"
+    job.send_signal(signal.SIGKILL)
+    job.communicate(timeout=60)
+    partial = len(_adapters(killed))
+    assert 2 <= partial < 8
+    # Resumed with another world size: only the missing users are trained.
+    resumed = subprocess.run([str(BIN / "lamp"), *args, "--out", str(killed), "--nproc-per-node", "2"],
+                             env=env(LAMP_HOME=home), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"trained {8 - partial} of 8 users' adapters" in resumed.stdout
+    again = _adapters(killed)
+    assert set(again) == set(reference)
+    for user, weights in reference.items():
+        assert set(again[user]) == set(weights)
+        assert all(torch.equal(weights[k], again[user][k]) for k in weights), user
+    held = json.loads((killed / "users.json").read_text())
+    assert held["count"] == 8 and sorted(held["users"]) == sorted(reference)
+
+
+@pytest.mark.slow
+def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cli, tiny_llama_dir, tmp_path) -> None:
+    matrix = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu,oppu+retrieval,oppu+summary,pag",
+              "--retriever", "bm25", "--limit", "3", "--generator", str(tiny_llama_dir), "--generator-arg",
+              "num_beams=1", "--personalizer-arg", "pag:summary_tokens=6", "--personalizer-arg",
+              "oppu+summary:summary_tokens=6", "--personalizer-arg", "oppu:epochs=1",
+              "--summarizer", str(tiny_llama_dir), "--summarizer-arg", "num_beams=2")
+    code, out, err = cli(*matrix, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    assert "oppu+retrieval" in out + err and "pag" in out + err  # the leaderboard rendered every method
+    configs = {json.loads((d / "config.json").read_text())["personalizer"]["name"]: d
+               for d in (tmp_path / "one").iterdir() if (d / "config.json").exists()}
+    assert set(configs) == {"oppu", "oppu+retrieval", "oppu+summary", "pag"}
+    oppu = json.loads((configs["oppu"] / "config.json").read_text())["personalizer"]
+    assert oppu["lora"] == {"rank": 8, "alpha": 8.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    assert oppu["train"]["epochs"] == 1 and oppu["trained_this_run"] == 3 and oppu["stage1_task_lora"] is False
+    pag = json.loads((configs["pag"] / "config.json").read_text())["personalizer"]
+    # oppu+summary ran first (cells run in matrix order) and wrote the same 3 summaries: pag reuses them.
+    summary_cell = json.loads((configs["oppu+summary"] / "config.json").read_text())["personalizer"]
+    assert summary_cell["summaries"]["generated_this_run"] + pag["summaries"]["generated_this_run"] == 3
+    assert pag["summaries"]["summarizer"]["num_beams"] == 2  # --summarizer-arg reached the summarizer
+    kept = json.loads((configs["pag"] / "summaries.json").read_text())
+    assert len(kept["users"]) == 3 and all(isinstance(u["summary"], str) for u in kept["users"])
+    prompts = [json.loads(line)["prompt"] for line in (configs["pag"] / "predictions.jsonl").read_text().splitlines()]
+    assert all(p.startswith(u["summary"]) for p, u in zip(prompts, kept["users"], strict=True) if u["summary"])
+
+    code, out, err = cli(*matrix, "--out", str(tmp_path / "two"))
+    assert code == 0, err
+    for d in (tmp_path / "two").iterdir():
+        if (d / "config.json").exists():
+            described = json.loads((d / "config.json").read_text())["personalizer"]
+            assert described.get("trained_this_run", 0) == 0  # the adapters were found
+            assert described.get("summaries", {}).get("generated_this_run", 0) == 0  # and the summaries
+
+
+def test_a_generator_that_cannot_serve_adapters_is_refused_in_one_line(cli, toys, tiny_llama_dir) -> None:
+    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu", "--limit", "1",
+                       "--generator", "toy-echo")
+    assert code != 0
+    assert "cannot serve" in err and "Traceback" not in err
+
+
+def test_summarizer_options_without_a_summary_method_are_one_line_errors(cli) -> None:
+    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "none", "--limit", "1",
+                       "--summarizer", "hf", "--generator", "toy-echo")
+    assert code != 0 and "--summarizer applies to no personalizer" in err and "Traceback" not in err
