@@ -345,6 +345,10 @@ class Task(ABC):
     """Canonical registry name, e.g. ``"lamp-7"``."""
     official_name: ClassVar[str]
     """The name in outputs files, e.g. ``"LaMP_7"``."""
+    benchmark: ClassVar[str | None] = None
+    """The benchmark whose leaderboard takes this task's outputs file, e.g. ``"LaMP"``: ``lamp export
+    --submission`` names the tasks of the exported tasks' benchmarks that have no cell. ``None``: the
+    task stands alone."""
     kind: ClassVar[Literal["classification", "ordinal", "generation"]]
     """``classification`` and ``ordinal`` tasks have ``labels``; ``generation`` tasks have none."""
     labels: ClassVar[tuple[str, ...]] = ()

@@ -108,15 +108,18 @@ def select_cells(cells: Iterable[Cell], select: Mapping[str, str]) -> list[Cell]
     return chosen
 
 
-def _official_names(registry: Any) -> dict[str, str]:
-    """Registered task name -> official name (``LaMP_N``), from the task plugins."""
+def _official_names(registry: Any) -> dict[str, tuple[str, str]]:
+    """Registered task name -> (official name, benchmark), from the task plugins; a task that
+    names no ``benchmark`` is a benchmark of its own (its official name)."""
     names = {}
     for name in registry.names("task"):
         factory = registry.get("task", name).load()
         official = getattr(factory, "official_name", None)
+        benchmark = getattr(factory, "benchmark", None)
         if not isinstance(official, str):
-            official = registry.create("task", name).official_name
-        names[name] = official
+            task = registry.create("task", name)
+            official, benchmark = task.official_name, getattr(task, "benchmark", None)
+        names[name] = (official, benchmark if isinstance(benchmark, str) and benchmark else official)
     return names
 
 
@@ -188,7 +191,7 @@ def export_submission(
                 where=str(cell.dir / "config.json"),
                 fix="Install the plugin that provides it (see `lamp plugins`).",
             )
-        by_official.setdefault(official[name], []).append(cell)
+        by_official.setdefault(official[name][0], []).append(cell)
     ambiguous = {t: cs for t, cs in by_official.items() if len(cs) > 1}
     if ambiguous:
         listing = "; ".join(
@@ -215,7 +218,8 @@ def export_submission(
     written = {e.path.name for e in exported}
     stale = tuple(sorted(p for p in out_dir.glob("*.json") if p.name not in written and _is_gold_file(p)))
     done = {e.official_name for e in exported}
-    missing = tuple(sorted({n for n in official.values() if n not in done}, key=natural_key))
+    benchmarks = {b for n, b in official.values() if n in done}
+    missing = tuple(sorted({n for n, b in official.values() if b in benchmarks and n not in done}, key=natural_key))
     return Submission(out_dir, zip_path, split, tuple(exported), missing, stale, collection.notes)
 
 

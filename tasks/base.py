@@ -112,6 +112,7 @@ class LampTask(Task):
     """Base of the LaMP tasks: subclasses declare their fields and templates; this class runs the
     official token budget and the id alignment for scoring."""
 
+    benchmark: ClassVar[str | None] = "LaMP"
     free_field: ClassVar[str]
     """The profile field truncated to fit the budget (abstract / description / text; LaMP-1: title)."""
     document_fields: ClassVar[tuple[str, ...]]

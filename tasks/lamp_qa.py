@@ -183,6 +183,8 @@ def gold_problem(output: str) -> str | None:
 class LampQA(Task):
     """A LaMP-QA category (subclasses set ``name``, ``official_name`` and ``category``)."""
 
+    benchmark: ClassVar[str | None] = "LaMP-QA"
+
     kind: ClassVar[str] = "generation"
     profile_fields: ClassVar[tuple[str, ...]] = ("text",)
     max_new_tokens: ClassVar[int] = 4096

@@ -49,6 +49,8 @@ JOINER = ", and "
 class LongLaMPTask(Task):
     """What the three LongLaMP tasks share: budgeted AIP prompts, ROUGE-1/L and METEOR."""
 
+    benchmark: ClassVar[str | None] = "LongLaMP"
+
     kind = "generation"
     max_new_tokens = 512
     data_source = "hub"

@@ -73,6 +73,8 @@ def question_type(example_id: str) -> str:
 class PersonaMem(Task):
     """PersonaMem multiple choice over a user's long shared conversation history."""
 
+    benchmark: ClassVar[str | None] = "PersonaMem"
+
     kind = "classification"
     labels = tuple(f"({letter})" for letter in LETTERS)
     profile_fields = ("text", "start", "end")

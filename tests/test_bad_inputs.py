@@ -40,7 +40,7 @@ CORPUS: list[tuple[str, tuple[str, ...], str]] = [
     ("run-retriever-unknown", (*RUN, "--personalizer", "ipa", "--retriever", "bm52"), "Unknown retriever"),
     ("run-preset-unknown", (*RUN, "--preset", "ofline"), "Unknown preset"),
     ("run-scheme-unknown", (*RUN, "--scheme", "users"), "scheme"),
-    ("run-split-unknown", (*RUN, "--split", "validation"), "split"),
+    ("run-split-unknown", (*RUN, "--split", "validate"), "split"),
     ("run-data-unknown", (*RUN, "--data", "nosuch"), "nosuch"),
     ("run-device-unknown", (*RUN, "--device", "gpu0"), "is not a device"),
     ("run-retriever-arg-no-equals", (*RUN, "--retriever-arg", "k1"), "KEY=VALUE"),

@@ -62,7 +62,7 @@ def export(
         )
     if result.missing:
         print(
-            f"warning: missing task(s) {', '.join(result.missing)}: the LaMP leaderboard needs every "
-            f"task; run them with `lamp run --task ... --split {split}`",
+            f"warning: missing task(s) {', '.join(result.missing)}: a benchmark's leaderboard needs every "
+            f"one of its tasks; run them with `lamp run --task ... --split {split}`",
             file=sys.stderr,
         )
