@@ -291,6 +291,12 @@ class LampQA(Task):
     def judge_combine(self, metric: str, example: Example, scores: Sequence[float]) -> float:
         return sum(scores) / (len(scores) * 2)
 
+    demo_notes: ClassVar[tuple[str, ...]] = (
+        "The task asks for the official 4,096 new tokens; a small model on a CPU can take that long "
+        "on one answer, so cap the demo's answers with --task-arg max_new_tokens=256 (recorded in "
+        "config.json as the cell's budget; see docs/judges.md).",)
+    """What ``lamp data`` says about ``--data demo`` for these tasks, beside the demo's own notes."""
+
     def demo_data(self, split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Synthetic questions and golds in the harness's files (``--data demo``)."""
         from lamp_tasks.lamp_qa_demo import generate
