@@ -314,7 +314,9 @@ def run(
     judge_arg: list[str] = typer.Option([], "--judge-arg",
                                         help="KEY=VALUE for the judge generator (as --generator-arg, e.g. "
                                         "base_url=http://127.0.0.1:8000/v1), or its decoding: parse_retries=N, "
-                                        "max_new_tokens=N (repeatable)."),
+                                        "max_new_tokens=N, decode=generate|labels (labels: the best of the "
+                                        "metric's allowed answers by log-likelihood; see docs/judges.md) "
+                                        "(repeatable)."),
     train_arg: list[str] = typer.Option([], "--train-arg",
                                         help="KEY=VALUE training setting for trainable methods trained "
                                         "before their cell (epochs, max_steps, batch_size, lr, limit...), "
