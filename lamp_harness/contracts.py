@@ -227,6 +227,11 @@ class JudgedMetric:
     - ``default_judge`` / ``default_judge_args``: the judge when the run names none (a
       ``--generator`` value; ``None``: the run preset's generator), per preset in
       ``preset_judges`` (``{preset: (judge, args)}``) when the default differs by preset.
+    - ``judge_choices``: every answer the judge may give, each one :meth:`Task.judge_parse`
+      accepts (LaMP-QA: the three ``{"match_score": N}`` blocks). They allow label decoding
+      (``--judge-arg decode=labels``): instead of generating freely, the judge's generator scores
+      each choice's log-likelihood and answers the best one. Empty: the metric can only be judged
+      by free generation.
     """
 
     name: str
@@ -241,6 +246,7 @@ class JudgedMetric:
     default_judge: str | None = None
     default_judge_args: Mapping[str, str] = field(default_factory=dict)
     preset_judges: Mapping[str, tuple[str | None, Mapping[str, str]]] = field(default_factory=dict)
+    judge_choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,13 @@ answers do not parse are asked again, all together, with the temperature raised 
 that still does not parse scores 0. A judge that cannot sample (its generator rejects a
 ``temperature`` argument) cannot change its answer, so its unparsable answers score 0 at once.
 
+With ``--judge-arg decode=labels`` the judge does not generate: for each question its generator
+scores every answer the metric allows (:attr:`JudgedMetric.judge_choices
+<lamp_harness.contracts.JudgedMetric.judge_choices>`) by log-likelihood, the label decoding of
+classification tasks, and the best one is the answer. Such an answer always parses, so there are no
+retries. It is a deviation from free-form judging, meant for small stand-in judges that cannot
+write the official JSON.
+
 The metric's stored name carries the judge: ``{name}@{model}:{prompt version}:{digest}``, the digest
 covering the judge plugin, model, arguments and decoding, so two judges never share a row.
 """
@@ -51,9 +58,12 @@ CACHE_FILE = Path("judge") / "calls.sqlite"
 JUDGMENTS = "judgments.json"
 """The per-example rationale file beside ``scores.json``: per judged metric, per example, each
 question's raw judge answer, parsed score and number of tries."""
-JUDGE_SETTINGS = ("parse_retries", "max_new_tokens")
+JUDGE_SETTINGS = ("parse_retries", "max_new_tokens", "decode")
 """``--judge-arg`` keys that set the judge's decoding rather than its generator: how often an
-unparsable answer is asked again (the metric's ``max_retries``) and the answer's token budget."""
+unparsable answer is asked again (the metric's ``max_retries``), the answer's token budget and
+``decode`` (``generate``: free generation, parsed; ``labels``: the best of the metric's
+``judge_choices`` by log-likelihood)."""
+DECODES = ("generate", "labels")
 BATCH = 16
 
 
@@ -79,11 +89,21 @@ class JudgeIdentity:
     max_retries: int
     top_p: float
     preset: str
+    decode: str = "generate"
+    """``generate`` (the official free-form judge) or ``labels`` (the best of ``choices``)."""
+    choices: tuple[str, ...] = ()
+    """The answers label decoding chooses from (empty when ``decode`` is ``generate``)."""
 
     @property
     def digest(self) -> str:
-        """A short hash of the judge's settings (not of the metric's base name)."""
-        return stable_hash({k: v for k, v in asdict(self).items() if k not in ("metric", "model_name")}, 6)
+        """A short hash of the judge's settings (not of the metric's base name). Free-form
+        judging leaves ``decode`` and ``choices`` out, so its digests are those of the judges
+        recorded before label decoding existed."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("metric", "model_name")}
+        if self.decode == "generate":
+            settings.pop("decode")
+            settings.pop("choices")
+        return stable_hash(settings, 6)
 
     @property
     def metric_name(self) -> str:
@@ -96,6 +116,8 @@ class JudgeIdentity:
                 "max_new_tokens": self.max_new_tokens, "temperature": temperature,
                 "top_p": self.top_p if temperature != "0.0" else None,
                 "system": prompt.system, "user": prompt.user}
+        if self.decode != "generate":
+            what.update(decode=self.decode, choices=list(self.choices))
         return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -116,6 +138,13 @@ def resolve_judge(registry: Any, metric: JudgedMetric, choice: JudgeChoice | Non
     owner = f"--judge-arg for {metric.name}"
     max_retries = _whole(args.pop("parse_retries", metric.max_retries), "parse_retries", owner)
     max_new_tokens = _whole(args.pop("max_new_tokens", metric.max_new_tokens), "max_new_tokens", owner)
+    decode = str(args.pop("decode", "generate"))
+    if decode not in DECODES:
+        raise lamp_error(f"decode={decode!r} is not one of {', '.join(DECODES)}", where=owner,
+                         fix="Pass --judge-arg decode=generate (free-form, official) or decode=labels.")
+    if decode == "labels" and not metric.judge_choices:
+        raise lamp_error(f"metric {metric.name!r} declares no judge_choices, so its judge cannot decode labels",
+                         where=owner, fix="Pass --judge-arg decode=generate.")
     model_name = model or plugin
     if model is None and plugin == generator_spec(None, ())[0]:  # the default generator: the preset's model
         try:
@@ -126,8 +155,9 @@ def resolve_judge(registry: Any, metric: JudgedMetric, choice: JudgeChoice | Non
         except (ImportError, LampError):
             model_name = f"{preset}-{plugin}"
     return JudgeIdentity(metric.name, plugin, model, model_name.rstrip("/").split("/")[-1],
-                         tuple(sorted(args.items())), metric.prompt_version, max_new_tokens, max_retries,
-                         metric.top_p, preset)
+                         tuple(sorted(args.items())), metric.prompt_version, max_new_tokens,
+                         0 if decode == "labels" else max_retries, metric.top_p, preset, decode,
+                         tuple(metric.judge_choices) if decode == "labels" else ())
 
 
 def _whole(value: Any, key: str, owner: str) -> int:
@@ -231,10 +261,14 @@ class _Asker:
                 requests = [GenerationRequest(
                     example_id=f"{questions[i][0].id}#{questions[i][1].key}",
                     prompt=f"{questions[i][1].system}\n\n{questions[i][1].user}",
+                    choices=self.identity.choices,
                     max_new_tokens=self.identity.max_new_tokens,
                     metadata={"judge": self.identity.metric_name, "system": questions[i][1].system,
                               "user": questions[i][1].user}) for i in part]
-                answers = generator.generate(requests)
+                if self.identity.decode == "labels":
+                    answers = generator.generate(requests, decode="labels")
+                else:
+                    answers = generator.generate(requests)
                 rows = [(keys[i], a.text, a.prompt_tokens, a.generated_tokens) for i, a in zip(part, answers, strict=True)]
                 self.cache.put_many(rows)
                 for key, text, p, g in rows:

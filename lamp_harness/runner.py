@@ -75,8 +75,8 @@ class Matrix:
     """The judge of judged metrics (``--judge``, a ``--generator`` value); ``None``: each judged
     metric's default (see ``docs/judges.md``)."""
     judge_args: Mapping[str, str] = field(default_factory=dict)
-    """``--judge-arg`` pairs: the judge generator's arguments, plus ``parse_retries`` and
-    ``max_new_tokens`` for its decoding."""
+    """``--judge-arg`` pairs: the judge generator's arguments, plus ``parse_retries``,
+    ``max_new_tokens`` and ``decode`` for its decoding."""
     reporters: tuple[str, ...] = ()
     """Opt-in reporters (registered ``reporter`` components) to enable for the run, besides those
     named in ``LAMP_REPORTERS``."""

@@ -466,7 +466,7 @@ class DemoSource(DataSource):
     def notes(self, task: Task) -> list[str]:
         if task.name not in ALL_TASKS and callable(getattr(task, "demo_data", None)):
             return [f"Synthetic, brought by the {task.name} plugin itself; generated on first use under "
-                    f"{self.root.parent} (splits train and dev)."]
+                    f"{self.root.parent} (splits train and dev).", *getattr(task, "demo_notes", ())]
         if task.name not in ALL_TASKS:
             return [f"The demo has no data for {task.name}."]
         return [f"Synthetic, generated on first use into {self.root / task.name} (train 80, dev 40 "

@@ -26,7 +26,9 @@ of the LaMP-QA repository):
   ``match_score``; the question's score is the sum over its aspects divided by 2 x the number of
   aspects; the metric is the mean over questions. Retries follow the official rule (see
   :mod:`lamp_harness.judge`): greedy first, then +0.1 temperature per retry with top-p 0.95, at
-  most 100 retries, then 0;
+  most 100 retries, then 0. The offline preset's stand-in judge (SmolLM2-135M) instead picks the
+  most likely of the three official answers (:data:`JUDGE_CHOICES`, ``--judge-arg
+  decode=labels``), a documented deviation: it cannot write the JSON itself;
 - decoding of the official baselines: nucleus sampling at temperature 0.1, top-p 0.95, up to
   4,096 new tokens (``--generator-arg temperature=0.1 --generator-arg top_p=0.95``); RAG over the
   profile ranked by ``facebook/contriever-msmarco`` with 10 items (``--retriever contriever
@@ -115,6 +117,11 @@ Your output should be only a valid json object in ```json ``` block without any 
 """
 
 
+JUDGE_CHOICES = tuple(f'```json\n{{"match_score": {n}}}\n```' for n in range(3))
+"""The answers the official prompt allows, in the ```json``` block it asks for: what label
+decoding (``--judge-arg decode=labels``) chooses from."""
+
+
 def judge_json(text: str) -> Any:
     """The official ``parse_json``: code fences removed, ``json`` (not strict), then ``json5``;
     ``ValueError`` when neither parses."""
@@ -197,10 +204,12 @@ class LampQA(Task):
             # The paper's judge; serve it with vLLM (`--judge vllm:Qwen/Qwen2.5-32B-Instruct`) or
             # any OpenAI-compatible server (`--judge openai:... --judge-arg base_url=...`).
             default_judge="vllm:Qwen/Qwen2.5-32B-Instruct", max_input_tokens=32000,
-            # The offline preset's stand-in: the packaged SmolLM2 (135M). Its scores only show
-            # that the pipeline works; see docs/judges.md.
+            # The offline preset's stand-in: the packaged SmolLM2 (135M). It cannot write the
+            # official JSON, so it picks the best of JUDGE_CHOICES by log-likelihood (a documented
+            # deviation); its scores only show that the pipeline works; see docs/judges.md.
             preset_judges={"offline": (None, {"max_input_tokens": "2048", "max_new_tokens": "32",
-                                              "parse_retries": "2"})},
+                                              "parse_retries": "2", "decode": "labels"})},
+            judge_choices=JUDGE_CHOICES,
         ),
     )
 
@@ -283,6 +292,12 @@ class LampQA(Task):
 
     def judge_combine(self, metric: str, example: Example, scores: Sequence[float]) -> float:
         return sum(scores) / (len(scores) * 2)
+
+    demo_notes: ClassVar[tuple[str, ...]] = (
+        "The task asks for the official 4,096 new tokens; a small model on a CPU can take that long "
+        "on one answer, so cap the demo's answers with --task-arg max_new_tokens=256 (recorded in "
+        "config.json as the cell's budget; see docs/judges.md).",)
+    """What ``lamp data`` says about ``--data demo`` for these tasks, beside the demo's own notes."""
 
     def demo_data(self, split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Synthetic questions and golds in the harness's files (``--data demo``)."""

@@ -2,10 +2,14 @@
 
 The official ``utils/download_datasets.py`` writes one JSON list of records per category and split,
 ``{Category}_{split}.json`` (``Art_and_Entertainment_validation.json``...). This source reads that
-layout from ``--data-dir DIR``, or from ``$LAMP_HOME/data/lamp-qa/{revision}/`` where it puts the
-files it downloads from the Hugging Face dataset ``alireza7/LaMP-QA`` (through ``huggingface_hub``,
-from the hub's Parquet conversion of the dataset, read with ``pyarrow``; ``HF_ENDPOINT`` picks a
-mirror; offline once cached). Every record is checked; a bad one is one
+layout from ``--data-dir DIR``, or from ``$LAMP_HOME/data/lamp-qa/hub/`` where it puts the files
+it downloads from the Hugging Face dataset ``alireza7/LaMP-QA`` (through ``huggingface_hub``;
+``HF_ENDPOINT`` picks a mirror; offline once cached). The download finds a category's files as
+``datasets.load_dataset("alireza7/LaMP-QA", category, split=...)`` in the official script does: the
+dataset card's ``configs`` (one configuration per category, each split's ``data_files`` pattern)
+matched against the repository's files at ``main``, read with ``pyarrow`` (Parquet) or as JSON;
+when the card names no such configuration, the hub's own Parquet conversion (revision
+``refs/convert/parquet``, ``{configuration}/{split}/0000.parquet``...). Every record is checked; a bad one is one
 line naming the file, the record and the field. The records are then written as the harness's
 split files (question and profile as the input, the evaluation-only ``narrative`` and
 ``rubric_aspects`` as the gold) under ``$LAMP_HOME/data/lamp-qa/converted/``, keyed by the
@@ -14,6 +18,7 @@ official file's checksum, so they are converted once.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -25,6 +30,8 @@ from lamp_harness.errors import LampError, lamp_error
 from lamp_harness.io import atomic_write_bytes, file_sha256
 
 REPO = "alireza7/LaMP-QA"
+MAIN = "main"
+"""The revision whose dataset card and files are read first."""
 PARQUET_REVISION = "refs/convert/parquet"
 """The hub revision holding every dataset's Parquet conversion (``{config}/{split}/0000.parquet``)."""
 OFFICIAL_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
@@ -112,7 +119,7 @@ class LampQASource(DataSource):
     def __init__(self, context: RunContext) -> None:
         super().__init__(context)
         self.root = Path(context.lamp_home) / "data" / "lamp-qa"
-        self.revision = "parquet"  # the folder of the downloaded files (see PARQUET_REVISION)
+        self.revision = "hub"  # the folder of the files downloaded from the hub
 
     def locate(self, task: Task, split: str, scheme: str = "user", *, download: bool = True) -> SplitFiles:
         folder = self.root / self.revision
@@ -165,11 +172,13 @@ class LampQASource(DataSource):
         return SplitFiles(target / q_name, target / o_name, source=f"local:{folder.resolve()}")
 
     def _download(self, task: Task, split: str, dest: Path) -> None:
-        """The split's records from the hub, written as the official file. The hub keeps every
-        dataset's Parquet conversion in the ``refs/convert/parquet`` revision, laid out as
-        ``{configuration}/{split}/0000.parquet``, ``0001.parquet``...; these are read in order."""
+        """The split's records from the hub, written as the official file: the files the dataset
+        card's configuration for the category lists for the split (:func:`card_data_files`), or,
+        when the card has none, the hub's Parquet conversion in the ``refs/convert/parquet``
+        revision, laid out as ``{configuration}/{split}/0000.parquet``, ``0001.parquet``...; the
+        files are read in order."""
         try:
-            from huggingface_hub import hf_hub_download
+            from huggingface_hub import HfApi, hf_hub_download
             from huggingface_hub.errors import EntryNotFoundError
         except ImportError:
             raise lamp_error("huggingface_hub is not installed", fix="pip install huggingface_hub, or pass "
@@ -183,19 +192,40 @@ class LampQASource(DataSource):
         category, wanted = _category(task), OFFICIAL_SPLITS[split]
         endpoint = os.environ.get("HF_ENDPOINT") or None
         records: list[Any] = []
+        cache = str(self.root / "hub-cache")
         try:
-            for part in range(10_000):
-                name = f"{category}/{wanted}/{part:04d}.parquet"
-                try:
-                    local = hf_hub_download(REPO, name, repo_type="dataset", revision=PARQUET_REVISION,
-                                            cache_dir=str(self.root / "hub"), endpoint=endpoint)
-                except EntryNotFoundError:
-                    if part == 0:
-                        raise lamp_error(f"the hub dataset {REPO} has no {name} in {PARQUET_REVISION}",
-                                         fix="Download it with the official utils/download_datasets.py and "
-                                             "pass --data-dir.") from None
-                    break
-                records += parquet.read_table(local).to_pylist()
+            try:
+                card = Path(hf_hub_download(REPO, "README.md", repo_type="dataset", revision=MAIN, cache_dir=cache,
+                                            endpoint=endpoint)).read_text(encoding="utf-8")
+            except EntryNotFoundError:
+                card = ""
+            patterns = card_data_files(card, category, wanted)
+            if patterns:
+                names = sorted(f for f in HfApi(endpoint=endpoint).list_repo_files(REPO, repo_type="dataset",
+                                                                                   revision=MAIN)
+                               if any(fnmatch.fnmatchcase(f, p) for p in patterns))
+                if not names:
+                    raise lamp_error(f"the hub dataset {REPO} has no file matching {', '.join(patterns)}",
+                                     fix="Download it with the official utils/download_datasets.py and "
+                                         "pass --data-dir.")
+                for name in names:
+                    local = hf_hub_download(REPO, name, repo_type="dataset", revision=MAIN, cache_dir=cache,
+                                            endpoint=endpoint)
+                    records += _read_data_file(Path(local), name)
+            else:  # the card does not say: the hub's Parquet conversion
+                for part in range(10_000):
+                    name = f"{category}/{wanted}/{part:04d}.parquet"
+                    try:
+                        local = hf_hub_download(REPO, name, repo_type="dataset", revision=PARQUET_REVISION,
+                                                cache_dir=cache, endpoint=endpoint)
+                    except EntryNotFoundError:
+                        if part == 0:
+                            raise lamp_error(f"the hub dataset {REPO} has no {name} in {PARQUET_REVISION}, and "
+                                             f"its card names no configuration {category!r}",
+                                             fix="Download it with the official utils/download_datasets.py and "
+                                                 "pass --data-dir.") from None
+                        break
+                    records += parquet.read_table(local).to_pylist()
         except LampError:
             raise
         except Exception as exc:  # network, HTTP and hub errors: one line
@@ -205,3 +235,41 @@ class LampQASource(DataSource):
                                  "official utils/download_datasets.py wrote.") from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(dest, json.dumps(records, ensure_ascii=False, indent=1).encode())
+
+
+def card_data_files(card: str, config: str, split: str) -> list[str]:
+    """The ``data_files`` patterns of ``config``'s ``split`` in a dataset card's YAML header
+    (``configs: [{config_name, data_files: [{split, path}]}]``, ``path`` a pattern or a list of
+    them, as the ``datasets`` library reads it); ``[]`` when the card does not name them."""
+    import yaml
+
+    if not card.startswith("---"):
+        return []
+    header = card[3:].split("\n---", 1)[0]
+    try:
+        meta = yaml.safe_load(header) or {}
+    except yaml.YAMLError:
+        return []
+    for entry in meta.get("configs") or [] if isinstance(meta, dict) else []:
+        if not isinstance(entry, dict) or entry.get("config_name") != config:
+            continue
+        files = entry.get("data_files")
+        if isinstance(files, dict):  # {split: pattern(s)}
+            files = [{"split": k, "path": v} for k, v in files.items()]
+        for item in files if isinstance(files, list) else []:
+            if isinstance(item, dict) and item.get("split") == split:
+                paths = item.get("path")
+                return [str(p) for p in (paths if isinstance(paths, list) else [paths]) if p]
+    return []
+
+
+def _read_data_file(path: Path, name: str) -> list[Any]:
+    """The records of one data file of the hub repository (Parquet, a JSON list, or JSON Lines)."""
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as parquet
+
+        return parquet.read_table(path).to_pylist()
+    text = path.read_text(encoding="utf-8")
+    if name.endswith(".json") and text.lstrip().startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -101,7 +101,8 @@ def judges():
     plugin = ModuleType("judge_toys")
     plugin.lamp_register = hookimpl(lambda registry: (
         registry.add_generator("scripted-judge", ScriptedJudge, "scripted judge"),
-        registry.add_generator("recording", Recording, "recording generator")))
+        registry.add_generator("recording", Recording, "recording generator"),
+        registry.add_generator("label-judge", LabelJudge, "label-decoding judge")))
     reset_host(PluginHost(extra_plugins=[("judge-toys", plugin)]))
     ScriptedJudge.calls, ScriptedJudge.fail_after = 0, None
     Recording.seen = []
@@ -378,8 +379,8 @@ def test_the_packaged_smollm2_judges_through_the_real_hf_generator(tmp_path):
     metric = task.judged_metrics[0]
     registry = host().registry
     context = RunContext(lamp_home=Path("."), device="cpu")
-    identity = resolve_judge(registry, metric, JudgeChoice(None, {"parse_retries": "1", "max_new_tokens": "16"}),
-                             "offline", context)
+    identity = resolve_judge(registry, metric, JudgeChoice(None, {"parse_retries": "1", "max_new_tokens": "16",
+                                                                  "decode": "generate"}), "offline", context)
     assert identity.plugin == "hf" and identity.model_name.lower().startswith("smollm2")
     judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
                             progress=False)
@@ -393,42 +394,163 @@ def test_the_packaged_smollm2_judges_through_the_real_hf_generator(tmp_path):
     assert again.usage["calls"] == 0 and again.rationale == judged.rationale
 
 
-class HubServer:
-    """The Hugging Face hub's file endpoint on 127.0.0.1, serving files of a dataset repository
-    at a revision in the hub's layout (``/datasets/{repo}/resolve/{revision}/{path}``)."""
+@pytest.mark.slow
+def test_the_offline_stand_in_judge_decodes_labels_through_the_real_hf_generator(tmp_path):
+    """The offline preset's default judge: SmolLM2 scores the three official answers by
+    log-likelihood, so every question gets a valid score at the first call."""
+    from lamp_tasks.lamp_qa import JUDGE_CHOICES
 
-    def __init__(self, repo: str, revision: str, files: dict[str, bytes]) -> None:
+    from lamp_harness.judge import judge_examples, resolve_judge
+    from lamp_harness.registry import host
+
+    task, examples = _demo()
+    examples = examples[:2]
+    outputs = {ex.id: "Start small: ten minutes a day, free videos online, and a cheap sketchbook." for ex in examples}
+    metric = task.judged_metrics[0]
+    registry = host().registry
+    context = RunContext(lamp_home=Path("."), device="cpu")
+    identity = resolve_judge(registry, metric, None, "offline", context)
+    assert identity.plugin == "hf" and identity.decode == "labels" and identity.choices == JUDGE_CHOICES
+    judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
+                            progress=False)
+    assert judged.usage["questions"] == judged.usage["calls"] == 4
+    assert judged.usage["retried"] == judged.usage["unparsable"] == 0
+    answers = [q for r in judged.rationale.values() for q in r["questions"]]
+    assert all(q["raw"] in JUDGE_CHOICES and q["tries"] == 1 and "parsed" not in q for q in answers)
+    # the generator's own label scores: the chosen answer is the most likely of the three
+    generator = registry.get("generator", "hf").load()(context, max_input_tokens="2048")
+    from lamp_harness.contracts import GenerationRequest
+
+    prompts = [q for ex in examples for q in task.judge_prompts(metric.name, ex, outputs[ex.id])]
+    rows = generator.label_scores([GenerationRequest(f"q{i}", f"{p.system}\n\n{p.user}", choices=JUDGE_CHOICES)
+                                   for i, p in enumerate(prompts)])
+    assert [JUDGE_CHOICES[max(range(3), key=row.__getitem__)] for row in rows] == [q["raw"] for q in answers]
+    again = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
+                           progress=False)
+    assert again.usage["calls"] == 0 and again.rationale == judged.rationale
+
+
+class LabelJudge(ScriptedJudge):
+    """A judge that writes no JSON when generating but, asked to decode labels, answers one of
+    the request's choices (picked by the prompt's digest)."""
+
+    name = "label-judge"
+    decodes: list[str] = []
+
+    def generate(self, requests, *, decode="generate"):
+        LabelJudge.decodes.append(decode)
+        ScriptedJudge.calls += len(requests)
+        if decode != "labels":
+            return [Generation("I think the answer is good.", 10, 5) for r in requests]
+        return [Generation(r.choices[int(hashlib.sha256(r.prompt.encode()).hexdigest(), 16) % len(r.choices)], 10, 3)
+                for r in requests]
+
+
+def test_label_decoding_judges_with_the_metrics_choices_and_is_recorded(judges, tmp_path):
+    from lamp_tasks.lamp_qa import JUDGE_CHOICES
+
+    from lamp_harness.io import stable_hash
+    from lamp_harness.judge import JudgeChoice, judge_examples, resolve_judge
+    from lamp_harness.registry import host
+
+    LabelJudge.decodes = []
+    task, examples = _demo()
+    outputs = {ex.id: f"Try {ex.input.split()[-1]}." for ex in examples}
+    metric = task.judged_metrics[0]
+    registry = host().registry
+    free = resolve_judge(registry, metric, JudgeChoice("label-judge", {"parse_retries": "2"}), "offline")
+    labels = resolve_judge(registry, metric, JudgeChoice("label-judge", {"parse_retries": "2", "decode": "labels"}),
+                           "offline")
+    # free-form judging keeps the digests recorded before label decoding existed
+    old = {k: v for k, v in free.__dict__.items() if k not in ("metric", "model_name", "decode", "choices")}
+    assert free.decode == "generate" and free.digest == stable_hash(old, 6)
+    # label decoding is part of the judge's identity: another metric name, other cache keys, no retries
+    assert labels.decode == "labels" and labels.choices == JUDGE_CHOICES and labels.max_retries == 0
+    assert labels.metric_name != free.metric_name
+    prompt = task.judge_prompts(metric.name, examples[0], "x")[0]
+    assert labels.call_key("0.0", prompt) != free.call_key("0.0", prompt)
+
+    context = RunContext(lamp_home=Path("."))
+    off = judge_examples(task, metric, free, examples, outputs, registry=registry, context=context, progress=False)
+    assert off.usage["unparsable"] == off.usage["questions"] and float(off.scores.rows.mean()) == 0.0
+    calls = ScriptedJudge.calls
+    on = judge_examples(task, metric, labels, examples, outputs, registry=registry, context=context, progress=False)
+    assert ScriptedJudge.calls - calls == on.usage["calls"] == on.usage["questions"] > 0
+    assert on.usage["retried"] == on.usage["unparsable"] == 0 and LabelJudge.decodes[-1] == "labels"
+    expected = []
+    for ex in examples:
+        picks = [int(hashlib.sha256(f"{p.system}\n\n{p.user}".encode()).hexdigest(), 16) % 3
+                 for p in task.judge_prompts(metric.name, ex, outputs[ex.id])]
+        expected.append(sum(picks) / (2 * len(picks)))
+    assert on.scores.rows[:, 0].tolist() == pytest.approx(expected, abs=0) and 0 < max(expected)
+
+    # the offline preset's default stand-in decodes labels; the paper preset's judge generates
+    assert resolve_judge(registry, metric, None, "offline").decode == "labels"
+    paper = resolve_judge(registry, metric, None, "paper")
+    assert paper.decode == "generate" and paper.max_retries == 100 and paper.choices == ()
+    with pytest.raises(LampError, match="decode='beam'"):
+        resolve_judge(registry, metric, JudgeChoice("label-judge", {"decode": "beam"}), "offline")
+
+
+def test_a_run_records_the_label_decoding_judge(judges, tmp_path):
+    results = _run(tmp_path, personalizers=("none",), judge="label-judge", judge_args={"decode": "labels"})
+    cell = Path(results[0]["dir"])
+    config = json.loads((cell / "config.json").read_text())
+    judge = config["judges"][0]
+    assert judge["decode"] == "labels" and len(judge["choices"]) == 3
+    name = json.loads((cell / "metrics.json").read_text())["metrics"][0]["name"]
+    assert name == judge["metric_name"]
+    free = _run(tmp_path, out="free", personalizers=("none",), judge="label-judge")
+    assert Path(free[0]["dir"]).name != cell.name  # the decoding is part of the cell id
+
+
+class HubServer:
+    """The Hugging Face hub on 127.0.0.1 for one dataset repository: its files per revision in
+    the hub's layout (``/datasets/{repo}/resolve/{revision}/{path}``) and its file listing
+    (``/api/datasets/{repo}/tree/{revision}``, what ``HfApi.list_repo_files`` reads)."""
+
+    def __init__(self, repo: str, revisions: dict[str, dict[str, bytes]]) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import quote, unquote
 
         self.requests: list[str] = []
         hub = self
-        prefix = f"/datasets/{repo}/resolve/"
+        quoted = {quote(r, safe=""): r for r in revisions} | {r: r for r in revisions}
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
-            def _answer(self, body: bool) -> None:
-                hub.requests.append(self.path)
-                path = unquote(self.path.split("?")[0])
-                name = path[len(prefix) + len(revision) + 1:] if path.startswith(prefix + revision + "/") else None
-                if name not in files:
-                    self.send_response(404)
+            def _send(self, code: int, data: bytes, body: bool, kind: str = "application/octet-stream") -> None:
+                self.send_response(code)
+                if code == 404:
                     self.send_header("X-Error-Code", "EntryNotFound")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = files[name]
-                self.send_response(200)
-                self.send_header("X-Repo-Commit", "0" * 40)
-                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                else:
+                    self.send_header("X-Repo-Commit", "0" * 40)
+                    self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
                 self.send_header("Content-Length", str(len(data)))
-                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Type", kind)
                 self.end_headers()
                 if body:
                     self.wfile.write(data)
+
+            def _answer(self, body: bool) -> None:
+                hub.requests.append(self.path)
+                path = self.path.split("?")[0]
+                tree = f"/api/datasets/{repo}/tree/"
+                if path.startswith(tree):
+                    files = revisions.get(quoted.get(path[len(tree):].strip("/"), ""), {})
+                    listing = [{"type": "file", "path": name, "size": len(data),
+                                "oid": hashlib.sha1(data).hexdigest()} for name, data in sorted(files.items())]
+                    return self._send(200, json.dumps(listing).encode(), body, "application/json")
+                resolve = f"/datasets/{repo}/resolve/"
+                for key, revision in quoted.items():
+                    if path.startswith(resolve + key + "/"):
+                        name = unquote(path[len(resolve + key) + 1:])
+                        if name in revisions[revision]:
+                            return self._send(200, revisions[revision][name], body)
+                self._send(404, b"", body)
 
             def do_HEAD(self):
                 self._answer(False)
@@ -436,7 +558,6 @@ class HubServer:
             def do_GET(self):
                 self._answer(True)
 
-        self.quoted = quote(revision, safe="")
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -449,35 +570,80 @@ class HubServer:
         self.server.server_close()
 
 
-def test_the_hub_loader_reads_the_parquet_layout_and_works_offline_once_cached(judges, tmp_path, monkeypatch):
-    pytest.importorskip("pyarrow")
+CARD = """---
+license: cc-by-nc-sa-4.0
+configs:
+- config_name: Art_and_Entertainment
+  data_files:
+  - split: train
+    path: Art_and_Entertainment/train-*
+  - split: validation
+    path: Art_and_Entertainment/validation-*
+  - split: test
+    path: Art_and_Entertainment/test-*
+- config_name: Society_and_Culture
+  data_files:
+  - split: validation
+    path: Society_and_Culture/validation-*
+---
+# LaMP-QA
+"""
+"""A dataset card in the layout ``push_to_hub`` writes: one configuration per category, each
+split's files named by a pattern (``datasets.load_dataset(REPO, category, split=...)`` reads it)."""
+
+
+def _parquet(records) -> bytes:
     import io
 
-    import huggingface_hub.constants
     import pyarrow
     import pyarrow.parquet as parquet
-    from lamp_tasks.lamp_qa_data import PARQUET_REVISION, REPO
+
+    buffer = io.BytesIO()
+    parquet.write_table(pyarrow.Table.from_pylist(records), buffer)
+    return buffer.getvalue()
+
+
+def _hub_dataset(task_name, monkeypatch, revisions):
+    import huggingface_hub.constants
+    from lamp_tasks.lamp_qa_data import REPO
 
     from lamp_harness.data import resolve_dataset
     from lamp_harness.io import lamp_home
     from lamp_harness.registry import host
 
-    records = _official_files(tmp_path / "official")
-    files = {}
-    for part, chunk in enumerate((records[:12], records[12:])):  # two Parquet shards, read in order
-        buffer = io.BytesIO()
-        parquet.write_table(pyarrow.Table.from_pylist(chunk), buffer)
-        files[f"Art_and_Entertainment/validation/{part:04d}.parquet"] = buffer.getvalue()
-    hub = HubServer(REPO, PARQUET_REVISION, files)
+    hub = HubServer(REPO, revisions)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    task = host().registry.create("task", "lamp-qa-arts")
+    task = host().registry.create("task", task_name)
     try:
-        dataset = resolve_dataset(task, data=None, data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home()))
+        return task, hub, resolve_dataset(task, data=None, data_dir=None, split="dev",
+                                          context=RunContext(lamp_home=lamp_home()))
     finally:
         hub.close()
+
+
+def test_the_hub_loader_reads_the_cards_configurations_and_works_offline_once_cached(judges, tmp_path,
+                                                                                      monkeypatch):
+    pytest.importorskip("pyarrow")
+    from lamp_tasks.lamp_qa_data import card_data_files
+
+    from lamp_harness.data import resolve_dataset
+    from lamp_harness.io import lamp_home
+
+    assert card_data_files(CARD, "Art_and_Entertainment", "test") == ["Art_and_Entertainment/test-*"]
+    assert card_data_files(CARD, "Lifestyle_and_Personal_Development", "test") == []
+    records = _official_files(tmp_path / "official")
+    main = {"README.md": CARD.encode(), ".gitattributes": b"*.parquet filter=lfs\n",
+            # two shards, read in name order; another split and another category that must not be read
+            "Art_and_Entertainment/validation-00000-of-00002.parquet": _parquet(records[:12]),
+            "Art_and_Entertainment/validation-00001-of-00002.parquet": _parquet(records[12:]),
+            "Art_and_Entertainment/train-00000-of-00001.parquet": _parquet(records[:3]),
+            "Society_and_Culture/validation-00000-of-00001.parquet": _parquet(records[:2])}
+    task, hub, dataset = _hub_dataset("lamp-qa-arts", monkeypatch, {"main": main})
     assert [ex.id for ex in dataset.examples] == [r["id"] for r in records]
-    assert dataset.source == "lamp-qa:parquet" and any("0001.parquet" in r for r in hub.requests)
+    assert dataset.source == "lamp-qa:hub"
+    assert any("/tree/main" in r for r in hub.requests) and any("00001-of-00002" in r for r in hub.requests)
+    assert not any("train-" in r or "Society" in r or "refs%2Fconvert" in r for r in hub.requests)
     assert json.loads(dataset.examples[5].gold)["narrative"] == records[5]["narrative"]
     # the server is gone: the cached copy is used
     again = resolve_dataset(task, data=None, data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home()))
@@ -485,6 +651,20 @@ def test_the_hub_loader_reads_the_parquet_layout_and_works_offline_once_cached(j
     with pytest.raises(LampError) as error:  # a split never downloaded, with no server: one line
         resolve_dataset(task, data=None, data_dir=None, split="test", context=RunContext(lamp_home=lamp_home()))
     assert "\n" not in str(error.value) and "--data-dir" in str(error.value)
+
+
+def test_the_hub_loader_falls_back_to_the_parquet_conversion(judges, tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow")
+    from lamp_tasks.lamp_qa_data import PARQUET_REVISION
+
+    records = _official_files(tmp_path / "official")
+    conversion = {f"Art_and_Entertainment/validation/{part:04d}.parquet": _parquet(chunk)
+                  for part, chunk in enumerate((records[:12], records[12:]))}
+    # a card without configurations: the hub's own Parquet conversion is read
+    _, hub, dataset = _hub_dataset("lamp-qa-arts", monkeypatch,
+                                   {"main": {"README.md": b"# LaMP-QA\n"}, PARQUET_REVISION: conversion})
+    assert [ex.id for ex in dataset.examples] == [r["id"] for r in records]
+    assert any("0001.parquet" in r for r in hub.requests)
 
 
 def test_the_paper_numbers_sit_beside_the_paper_judge_only(judges, tmp_path):

@@ -320,7 +320,9 @@ def run(
     judge_arg: list[str] = typer.Option([], "--judge-arg",
                                         help="KEY=VALUE for the judge generator (as --generator-arg, e.g. "
                                         "base_url=http://127.0.0.1:8000/v1), or its decoding: parse_retries=N, "
-                                        "max_new_tokens=N (repeatable)."),
+                                        "max_new_tokens=N, decode=generate|labels (labels: the best of the "
+                                        "metric's allowed answers by log-likelihood; see docs/judges.md) "
+                                        "(repeatable)."),
     summarizer: str = typer.Option(None, "--summarizer",
                                    help="The generator that writes per-user profile summaries for the "
                                    "methods that use them (pag, oppu+summary): the same forms as "

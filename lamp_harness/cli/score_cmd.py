@@ -18,7 +18,8 @@ def score(
                               "metric's default for the preset the cell ran with]"),
     judge_arg: list[str] = typer.Option([], "--judge-arg",
                                         help="KEY=VALUE for the judge generator (e.g. base_url=URL), or its "
-                                        "decoding: parse_retries=N, max_new_tokens=N (repeatable)."),
+                                        "decoding: parse_retries=N, max_new_tokens=N, decode=generate|labels "
+                                        "(see docs/judges.md) (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Score the judged metrics of finished cells with a judge, without generating again.
