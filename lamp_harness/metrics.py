@@ -13,7 +13,7 @@ Names follow the official LaMP scorer's keys: ``accuracy``, ``f1`` (macro), ``MA
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -180,6 +180,20 @@ def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, s
 
 
 # -- per-example rows of the LaMP scorer's metrics ----------------------------------------------
+
+
+def shared_ids(task: str, predictions: Mapping[str, object], golds: Mapping[str, object]) -> list[str]:
+    """The ids of ``golds`` that ``predictions`` answers, in gold order: the examples a task
+    scores. None in common is a one-line error naming the task (predictions of another task or
+    split)."""
+    ids = [i for i in golds if i in predictions]
+    if not ids:
+        from lamp_harness.errors import lamp_error
+
+        raise lamp_error(f"no prediction id matches a gold id ({len(predictions)} predictions, "
+                         f"{len(golds)} golds)", where=f"task {task}",
+                         fix="Score predictions against the golds of the same task and split.")
+    return ids
 
 
 def accuracy_scores(predictions: Sequence[str], golds: Sequence[str],

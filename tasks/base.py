@@ -257,11 +257,9 @@ class LampTask(Task):
                 golds: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """Stripped predictions and golds (official post-processing) for the ids in both, in gold
         order."""
-        ids = [i for i in golds if i in predictions]
-        if not ids:
-            raise lamp_error(f"no prediction id matches a gold id ({len(predictions)} predictions, "
-                             f"{len(golds)} golds)", where=f"task {self.name}",
-                             fix="Score predictions against the golds of the same task and split.")
+        from lamp_harness import metrics
+
+        ids = metrics.shared_ids(self.name, predictions, golds)
         return [str(predictions[i]).strip() for i in ids], [str(golds[i]).strip() for i in ids]
 
 

@@ -104,11 +104,7 @@ class LongLaMPTask(Task):
     # -- scoring ----------------------------------------------------------------------------------
     def example_scores(self, predictions: Mapping[str, str],
                        golds: Mapping[str, str]) -> list[ExampleScores]:
-        ids = [i for i in golds if i in predictions]
-        if not ids:
-            raise lamp_error(f"no prediction id matches a gold id ({len(predictions)} predictions, "
-                             f"{len(golds)} golds)", where=f"task {self.name}",
-                             fix="Score predictions against the golds of the same task and split.")
+        ids = metrics.shared_ids(self.name, predictions, golds)
         preds = [str(predictions[i]).strip() for i in ids]
         refs = [str(golds[i]).strip() for i in ids]
         return [*metrics.rouge_example_scores(preds, refs, ids), metrics.meteor_example_scores(preds, refs, ids)]

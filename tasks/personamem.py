@@ -37,7 +37,6 @@ from typing import Any, ClassVar
 
 from lamp_harness import metrics
 from lamp_harness.contracts import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter
-from lamp_harness.errors import lamp_error
 
 INSTRUCTION = ("Find the most appropriate model response and give your final answer (a), (b), (c), or (d) "
                "after the special token <final_answer>.")
@@ -171,11 +170,7 @@ class PersonaMem(Task):
 
     def example_scores(self, predictions: Mapping[str, str],
                        golds: Mapping[str, str]) -> list[ExampleScores]:
-        ids = [i for i in golds if i in predictions]
-        if not ids:
-            raise lamp_error(f"no prediction id matches a gold id ({len(predictions)} predictions, "
-                             f"{len(golds)} golds)", where=f"task {self.name}",
-                             fix="Score predictions against the golds of the same task and split.")
+        ids = metrics.shared_ids(self.name, predictions, golds)
         preds = [extract_option(str(predictions[i])) for i in ids]
         gold = [str(golds[i]).strip() for i in ids]
         scores = [metrics.accuracy_scores(preds, gold, ids)]
