@@ -124,7 +124,7 @@ def test_reference_lamp_time_adds_the_papers_numbers_beside_ours(runs, capsys):
 
 
 def test_every_reference_table_loads_and_names_our_metrics():
-    assert lb.reference_names() == ["lamp-qa", "lamp-time", "lamp-user", "pplug"]
+    assert lb.reference_names() == ["lamp-qa", "lamp-time", "lamp-user", "personamem", "pplug"]
     pplug = lb.load_reference("pplug")
     methods = list(dict.fromkeys(r.method for r in pplug))
     assert methods[-2:] == ["PPlug", "PPlug + retrieval"]
@@ -138,23 +138,57 @@ def test_every_reference_table_loads_and_names_our_metrics():
     assert {r.metric for r in user} == {"accuracy", "f1", "MAE", "RMSE", "rouge-1", "rouge-L"}
 
 
+def test_reference_personamem_shows_the_papers_accuracies_beside_ours(tmp_path, capsys):
+    """PersonaMem paper, 128k contexts (leaderboard/references/personamem.csv): overall accuracy
+    and the per-question-type accuracies sit beside our cells, each column labelled."""
+    runs = tmp_path / "runs"
+    for personalizer, retriever, overall, facts in (("none", None, 0.375, 0.5), ("ipa", "bm25", 0.5, 0.75)):
+        write_cell(runs, task="personamem-128k", personalizer=personalizer, retriever=retriever,
+                   k=1 if retriever else None, split="test", scheme=None,
+                   metrics=[{"name": "accuracy", "value": overall, "higher_is_better": True},
+                            {"name": "accuracy:recall_user_shared_facts", "value": facts,
+                             "higher_is_better": True}])
+    out = cli_ok(capsys, "leaderboard", str(runs), "--reference", "personamem").out
+    ref = "(PersonaMem paper; as each column names it; zero-shot, discriminative, full history in the prompt; 128k contexts, all questions)"
+    header = next(line for line in out.splitlines() if line.startswith("| task | metric |"))
+    assert header.endswith(
+        f"| none / smollm2-135m-instruct | GPT-4.5 {ref} | GPT-4o {ref} | GPT-4o-mini {ref} | "
+        f"Llama-4-Maverick {ref} | Random guess {ref} |"
+    ), header
+    # Figure 4's "Overall" column, then Figure 3's "Recall User Shared Facts" row
+    assert "| personamem-128k | accuracy ↑ | **0.500** | 0.375 | 0.520 | 0.450 | 0.390 | 0.430 | 0.250 |" in out
+    assert ("| personamem-128k | accuracy:recall_user_shared_facts ↑ | **0.750** | 0.500 | 0.610 | 0.410 | "
+            "0.550 | 0.370 | 0.250 |") in out
+    assert "PersonaMem paper (Jiang et al., arXiv 2504.14225), Figures 3-4" in out
+    # a pattern-free table: a type the paper does not map stays empty on our row, never the overall value
+    table = {(r.task, r.metric) for r in lb.load_reference("personamem")}
+    assert ("personamem-128k", "accuracy:recalling_facts_mentioned_by_the_user") not in table
+    assert ("personamem-32k", "accuracy") not in table  # the paper's tables are the 128k ones
+
+
 def test_reference_metric_names_match_the_tasks():
     """The reference tables name the tasks and metrics the registered tasks emit (compared without
     regard to case, as the leaderboard matches them)."""
     from lamp_harness.registry import host
 
     registry = host().registry
+    tables = {table: lb.load_reference(table) for table in lb.reference_names()}
+    # a per-question-type metric (PersonaMem's accuracy:TYPE) is emitted for the types the
+    # examples' ids carry ({type}:{question id}): give every type a reference names one example
+    types = {r.metric.split(":", 1)[1] for rows in tables.values() for r in rows
+             if r.metric.startswith("accuracy:")}
     emitted = set()
     for name in registry.names("task"):
         task = registry.create("task", name)
-        golds = {"a": task.labels[0] if task.labels else "a gold title"}
+        gold = task.labels[0] if task.labels else "a gold title"
+        golds = {"a": gold, **{f"{kind}:q1": gold for kind in sorted(types)}}
         emitted |= {(name, m.name.lower()) for m in task.score(golds, golds)}
         for metric in task.judged_metrics:  # named after the judge: the paper preset's default one
             from lamp_harness.judge import resolve_judge
 
             emitted.add((name, resolve_judge(registry, metric, None, "lamp-paper").metric_name.lower()))
-    for table in lb.reference_names():
-        for row in lb.load_reference(table):
+    for table, rows in tables.items():
+        for row in rows:
             key = (row.task, row.metric.lower())
             assert key in emitted or any(lb._ref_value({key: 1.0}, e) for e in emitted), (table, row)
 

@@ -36,8 +36,9 @@ def leaderboard(
         [],
         "--reference",
         help="Add a paper's numbers as extra columns (repeatable): "
-        "lamp-user, lamp-time (LaMP paper, FlanT5-base) or pplug "
-        "(PPlug paper, FlanT5-XXL). Example: --reference lamp-time",
+        "lamp-user, lamp-time (LaMP paper, FlanT5-base), pplug (PPlug paper, FlanT5-XXL), "
+        "lamp-qa (LaMP-QA paper) or personamem (PersonaMem paper, 128k contexts). "
+        "Example: --reference lamp-time",
     ),
     plot: Path = typer.Option(
         None,
