@@ -23,6 +23,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: bytes,
+              headers: dict[str, str] | None = None) -> None:
+    """Answer ``handler``'s request with a JSON ``body`` (a client that gave up is not an error)."""
+    try:
+        handler.send_response(status)
+        for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:  # the client timed out and left
+        pass
+
+
 def answer_text(prompt: str) -> str:
     """What the fake model answers: deterministic, from the prompt's first words."""
     return "echo: " + " ".join(prompt.split()[:4])
@@ -81,15 +95,7 @@ class FakeOpenAI:
                 raise AssertionError(f"unknown fault {fault!r}")
 
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-                try:
-                    self.send_response(status)
-                    for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the client gave up
-                    pass
+                send_json(self, status, body, headers)
 
             def _drip(self, body: bytes, pause: float) -> None:
                 raw = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from openai_fake import send_json
 from vllm_env import Server, engine_env, require_vllm
 
 pytestmark = pytest.mark.slow
@@ -70,15 +71,7 @@ class Proxy:
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 with proxy.lock:
                     proxy.answers.append((time.monotonic(), status))
-                try:
-                    self.send_response(status)
-                    for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the client timed out and left
-                    pass
+                send_json(self, status, body, headers)
 
             def do_POST(self):
                 self._relay("POST")
