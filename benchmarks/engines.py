@@ -57,8 +57,9 @@ def personalize(task, examples, rankings, generator, context):
     for name, k in (("none", 0), ("ipa", 1)):
         personalizer = host().registry.create("personalizer", name, context)
         personalizer.setup(task, generator, context)
-        out[name] = [personalizer.personalize(task, ex, tuple(ex.profile[i] for i in rankings[ex.id][:k]))
-                     for ex in examples]
+        out[name] = [
+            personalizer.personalize(task, ex, tuple(ex.profile[i] for i in rankings[ex.id][:k])) for ex in examples
+        ]
     return out
 
 
@@ -105,8 +106,9 @@ def main() -> None:
 
     encoded = [vllm_gen._encode(r) for r in flat]
     prompts = [vllm_gen._prompt(e.sequences[0]) for e in encoded]
-    params = SamplingParams(temperature=0.0, max_tokens=task.max_new_tokens, stop_token_ids=list(vllm_gen._eos_ids),
-                            detokenize=False)
+    params = SamplingParams(
+        temperature=0.0, max_tokens=task.max_new_tokens, stop_token_ids=list(vllm_gen._eos_ids), detokenize=False
+    )
     for cache in ("cold", "warm"):
         if cache == "cold":
             vllm_gen.llm.reset_prefix_cache()
@@ -139,24 +141,27 @@ def main() -> None:
         from vllm_env import Server, engine_env
 
         with tempfile.TemporaryDirectory() as home:
-            server = Server(materialize_smollm2(), "smollm2-135m-instruct",
-                            engine_env(Path(home), Path(os.environ.get("LAMP_MODEL_CACHE", lamp_home() / "models"))),
-                            Path(home) / "server.log")
+            server = Server(
+                materialize_smollm2(),
+                "smollm2-135m-instruct",
+                engine_env(Path(home), Path(os.environ.get("LAMP_MODEL_CACHE", lamp_home() / "models"))),
+                Path(home) / "server.log",
+            )
             started = time.perf_counter()
             server.start()
             print(f"vllm server start: {time.perf_counter() - started:.1f} s", flush=True)
             try:
                 api_context = RunContext(lamp_home=Path(home), device="cpu")
-                client = registry.create("generator", "openai", api_context, model="smollm2-135m-instruct",
-                                         base_url=server.url, concurrency="64")
+                client = registry.create(
+                    "generator", "openai", api_context, model="smollm2-135m-instruct", base_url=server.url, concurrency="64"
+                )
                 api_requests = personalize(task, examples, rankings, client, api_context)
                 api_flat = api_requests["none"] + api_requests["ipa"]
                 for cache in ("cold", "warm"):
                     api_out, seconds = timed(lambda: client.generate(api_flat))
                     record("openai -> vllm server", cache, seconds)
                 figures["openai_usage"] = dict(client.usage())
-                figures["agreement_openai_vllm"] = sum(a == b.text for a, b in zip(vllm_texts, api_out,
-                                                                                      strict=True)) / n
+                figures["agreement_openai_vllm"] = sum(a == b.text for a, b in zip(vllm_texts, api_out, strict=True)) / n
             finally:
                 server.stop()
 

@@ -61,25 +61,34 @@ def main(argv: list[str] | None = None) -> int:
 
     context = RunContext(lamp_home=lamp_home(), device="cpu")
     task = host().registry.create("task", args.task)
-    data = resolve_dataset(task, data=None if args.data_dir else "demo",
-                           data_dir=Path(args.data_dir) if args.data_dir else None, split=args.split,
-                           context=context)
+    data = resolve_dataset(
+        task,
+        data=None if args.data_dir else "demo",
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        split=args.split,
+        context=context,
+    )
     examples = data.examples[: args.limit]
-    gen = HFGenerator(context, args.model, max_input_tokens=str(args.max_input_tokens),
-                      batch_size=str(args.batch_size))
+    gen = HFGenerator(context, args.model, max_input_tokens=str(args.max_input_tokens), batch_size=str(args.batch_size))
     budget = gen.max_input_tokens
     shares = [task.truncated_share(ex, ex.profile, gen.tokens, budget) for ex in examples]
-    requests = [GenerationRequest(ex.id, task.prompt(ex, ex.profile, gen.tokens, budget),
-                                  choices=task.choices(ex)) for ex in examples]
+    requests = [
+        GenerationRequest(ex.id, task.prompt(ex, ex.profile, gen.tokens, budget), choices=task.choices(ex))
+        for ex in examples
+    ]
     lengths = [gen.tokens.count(r.prompt) for r in requests]
     info = gen.describe()
-    print(f"{task.name} {data.source} {args.split}: {len(examples)} questions; model {info['model']} "
-          f"({info['device']}, torch threads {torch.get_num_threads()}); input budget {budget} tokens; "
-          f"prompts {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f})")
+    print(
+        f"{task.name} {data.source} {args.split}: {len(examples)} questions; model {info['model']} "
+        f"({info['device']}, torch threads {torch.get_num_threads()}); input budget {budget} tokens; "
+        f"prompts {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f})"
+    )
     cut = [s for s in shares if s > 0]
-    print(f"\n1. context truncated from the oldest end (full history): {len(cut)}/{len(shares)} prompts cut; "
-          f"share cut per prompt mean {statistics.mean(shares):.1%}, median {statistics.median(shares):.1%}, "
-          f"max {max(shares):.1%}")
+    print(
+        f"\n1. context truncated from the oldest end (full history): {len(cut)}/{len(shares)} prompts cut; "
+        f"share cut per prompt mean {statistics.mean(shares):.1%}, median {statistics.median(shares):.1%}, "
+        f"max {max(shares):.1%}"
+    )
     print("   per prompt: " + " ".join(f"{s:.0%}" for s in shares))
 
     gen.label_scores(requests[:2])  # warm-up
@@ -88,15 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     def reused():
         rows = []
         for start in range(0, len(requests), args.batch_size):
-            rows += gen.label_scores(requests[start:start + args.batch_size])
+            rows += gen.label_scores(requests[start : start + args.batch_size])
         return rows
 
     def full():
         rows = []
         with torch.no_grad():
             for start in range(0, len(requests), args.batch_size):
-                rows += gen._label_scores_causal_full(requests[start:start + args.batch_size],
-                                                      encoded[start:start + args.batch_size])
+                rows += gen._label_scores_causal_full(
+                    requests[start : start + args.batch_size], encoded[start : start + args.batch_size]
+                )
         return rows
 
     t_reuse = t_full = float("inf")
@@ -108,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         b = full()
         t_full = min(t_full, time.perf_counter() - start)
     worst = max(abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True))
-    print(f"\n2. label scoring over 4 option texts, batch {args.batch_size} (best of {args.repeats}): "
-          f"prefix reuse {len(requests) / t_reuse:.2f} ex/s, no reuse {len(requests) / t_full:.2f} ex/s "
-          f"({t_full / t_reuse:.2f}x); max |score difference| {worst:.2e}")
+    print(
+        f"\n2. label scoring over 4 option texts, batch {args.batch_size} (best of {args.repeats}): "
+        f"prefix reuse {len(requests) / t_reuse:.2f} ex/s, no reuse {len(requests) / t_full:.2f} ex/s "
+        f"({t_full / t_reuse:.2f}x); max |score difference| {worst:.2e}"
+    )
     return 0
 
 

@@ -45,13 +45,22 @@ import tempfile
 from pathlib import Path
 
 TASKS = ("LaMP-1", "LaMP-2", "LaMP-3", "LaMP-4", "LaMP-5", "LaMP-6", "LaMP-7")
-NAMES = {"LaMP-1": "lamp-1", "LaMP-2": "lamp-2", "LaMP-3": "lamp-3", "LaMP-4": "lamp-4",
-         "LaMP-5": "lamp-5", "LaMP-6": "lamp-6", "LaMP-7": "lamp-7"}
-WORDS = ("the a of to in and is was for on with that by this be are from at as it an or deep learning "
-         "model data graph network user tweet movie review paper title news level ? ! . , don't it's "
-         "we're I'm they've DeBarge  .. ' s n't").split(" ")
+NAMES = {
+    "LaMP-1": "lamp-1",
+    "LaMP-2": "lamp-2",
+    "LaMP-3": "lamp-3",
+    "LaMP-4": "lamp-4",
+    "LaMP-5": "lamp-5",
+    "LaMP-6": "lamp-6",
+    "LaMP-7": "lamp-7",
+}
+WORDS = (
+    "the a of to in and is was for on with that by this be are from at as it an or deep learning "
+    "model data graph network user tweet movie review paper title news level ? ! . , don't it's "
+    "we're I'm they've DeBarge  .. ' s n't"
+).split(" ")
 
-OFFICIAL_SIDE = r'''
+OFFICIAL_SIDE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 sys.path.append(sys.argv[4])  # a stub torch, found only when no real one is installed (Contriever only)
@@ -81,7 +90,7 @@ out["__versions__"] = {"numpy": numpy.__version__, "transformers": transformers.
                        "tokenizers": tokenizers.__version__, "rank_bm25": version("rank_bm25"),
                        "python": sys.version.split()[0]}
 json.dump(out, open(sys.argv[3], "w"))
-'''
+"""
 
 
 def synthetic(seed: int = 0, per_task: int = 60) -> dict[str, list[dict]]:
@@ -102,16 +111,19 @@ def synthetic(seed: int = 0, per_task: int = 60) -> dict[str, list[dict]]:
         "LaMP-7": lambda: {"text": text(rng.randint(1, 40))},
     }
     inputs = {
-        "LaMP-1": lambda: (f'For an author who has written the paper with the title "{text(6)}", which reference '
-                           f'is related? Just answer with [1] or [2] without explanation. [1]: "{text(6)}" '
-                           f'[2]: "{text(6)}"'),
+        "LaMP-1": lambda: (
+            f'For an author who has written the paper with the title "{text(6)}", which reference '
+            f'is related? Just answer with [1] or [2] without explanation. [1]: "{text(6)}" '
+            f'[2]: "{text(6)}"'
+        ),
         "LaMP-2": lambda: f"Which tag does this movie relate to? description: {text(rng.randint(3, 80))}",
         "LaMP-3": lambda: f"What is the score of the following review? review: {text(rng.randint(3, 80))}",
         "LaMP-4": lambda: f"Generate a headline for the following article: {text(rng.randint(3, 80))}",
         "LaMP-5": lambda: f"Generate a title for the following abstract of a paper: {text(rng.randint(3, 80))}",
         "LaMP-6": lambda: f"Generate a subject for the following email: {text(rng.randint(3, 80))}",
-        "LaMP-7": lambda: f"Paraphrase the following tweet without any explanation before or after it: "
-                          f"{text(rng.randint(3, 40))}",
+        "LaMP-7": lambda: (
+            f"Paraphrase the following tweet without any explanation before or after it: {text(rng.randint(3, 40))}"
+        ),
     }
     out: dict[str, list[dict]] = {}
     for task in TASKS:
@@ -151,11 +163,14 @@ def readable_copy(folder: Path, into: Path, end_token: bool = False) -> Path:
                     ids = ids or [spec["model"]["vocab"][eos]]
                     spec["post_processor"] = {
                         "type": "TemplateProcessing",
-                        "single": [{"Sequence": {"id": "A", "type_id": 0}},
-                                   {"SpecialToken": {"id": eos, "type_id": 0}}],
-                        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
-                                 {"SpecialToken": {"id": eos, "type_id": 1}}],
-                        "special_tokens": {eos: {"id": eos, "ids": ids, "tokens": [eos]}}}
+                        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": eos, "type_id": 0}}],
+                        "pair": [
+                            {"Sequence": {"id": "A", "type_id": 0}},
+                            {"Sequence": {"id": "B", "type_id": 1}},
+                            {"SpecialToken": {"id": eos, "type_id": 1}},
+                        ],
+                        "special_tokens": {eos: {"id": eos, "ids": ids, "tokens": [eos]}},
+                    }
                 data = json.dumps(spec, ensure_ascii=False).encode()
             if path.name == "tokenizer_config.json":
                 config = json.loads(data)
@@ -194,18 +209,20 @@ def harness_side(jobs: list[dict]) -> dict[str, list]:
         tokens = HFTokenCounter(AutoTokenizer.from_pretrained(job["tokenizer"]))
         task = host().registry.create("task", NAMES[job["task"]])
         records = json.loads(Path(job["records"]).read_text())[job["task"]]
-        examples = [Example(r["id"], r["input"], tuple(ProfileItem(str(i), i, p) for i, p in enumerate(r["profile"])))
-                    for r in records]
-        scores = okapi_scores([task.query(e) for e in examples],
-                              [[task.document(item) for item in e.profile] for e in examples])
+        examples = [
+            Example(r["id"], r["input"], tuple(ProfileItem(str(i), i, p) for i, p in enumerate(r["profile"])))
+            for r in records
+        ]
+        scores = okapi_scores(
+            [task.query(e) for e in examples], [[task.document(item) for item in e.profile] for e in examples]
+        )
         rankings = [ranking_from_scores(s) for s in scores]
         for k in job["ks"]:
             for budget in job["budgets"]:
                 for example, ranking in zip(examples, rankings, strict=True):
                     top = [int(i) for i in ranking[:k]]
                     prompt = task.prompt(example, [example.profile[i] for i in top], tokens, budget)
-                    out["|".join((job["name"], job["data"], job["task"], example.id, str(k), str(budget)))] = \
-                        [prompt, top]
+                    out["|".join((job["name"], job["data"], job["task"], example.id, str(k), str(budget)))] = [prompt, top]
     return out
 
 
@@ -278,9 +295,13 @@ def summary_markdown(stats: collections.Counter, versions: dict[str, str], args:
     ]
     for (data, name, budget, k), row in sorted(by_budget.items()):
         lines.append(f"| {data} | {name} | {budget} | {k} | {cells(row)} |")
-    lines += ["", "## Per data set, tokenizer and task (all budgets and k)", "",
-              "| data set | tokenizer | task | questions | top-k identical | prompts identical |",
-              "|---|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Per data set, tokenizer and task (all budgets and k)",
+        "",
+        "| data set | tokenizer | task | questions | top-k identical | prompts identical |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for (data, name, task), row in sorted(by_task.items()):
         lines.append(f"| {data} | {name} | {task} | {cells(row)} |")
     return "\n".join(lines) + "\n"
@@ -291,12 +312,16 @@ def main() -> None:
     parser.add_argument("--lamp-repo", type=Path, required=True, help="checkout of LaMP-Benchmark/LaMP")
     parser.add_argument("--lamp-commit", default="", help="its commit, for the summary")
     parser.add_argument("--official-python", required=True, help="python of the pinned environment")
-    parser.add_argument("--tokenizer", action="append", required=True,
-                        help="NAME=FOLDER or NAME=ALIAS (repeatable)")
-    parser.add_argument("--end-token", action="append", default=[],
-                        help="NAME of a --tokenizer to add a T5-style variant NAME+eos of (repeatable)")
-    parser.add_argument("--real", action="append", default=[],
-                        help="TASK=FOLDER with real *_questions.json, e.g. LaMP-7=DIR (repeatable)")
+    parser.add_argument("--tokenizer", action="append", required=True, help="NAME=FOLDER or NAME=ALIAS (repeatable)")
+    parser.add_argument(
+        "--end-token",
+        action="append",
+        default=[],
+        help="NAME of a --tokenizer to add a T5-style variant NAME+eos of (repeatable)",
+    )
+    parser.add_argument(
+        "--real", action="append", default=[], help="TASK=FOLDER with real *_questions.json, e.g. LaMP-7=DIR (repeatable)"
+    )
     parser.add_argument("--budgets", default="8,16,24,32,64,256", help="L for the synthetic records")
     parser.add_argument("--real-budgets", default="64,256", help="L for the real records")
     parser.add_argument("--ks", default="1,2,4")
@@ -325,19 +350,46 @@ def main() -> None:
                 tokenizers.append((f"{name}+eos", str(readable_copy(source, work / f"tok-{name}-eos", True))))
         jobs = []
         for name, readable in tokenizers:
-            jobs += [{"name": name, "data": "synthetic", "tokenizer": readable, "task": task,
-                      "records": str(work / "synthetic.json"), "ks": ks, "budgets": budgets} for task in TASKS]
-            jobs += [{"name": name, "data": data, "tokenizer": readable, "task": task, "records": str(path),
-                      "ks": ks, "budgets": real_budgets} for task, path, data in real]
+            jobs += [
+                {
+                    "name": name,
+                    "data": "synthetic",
+                    "tokenizer": readable,
+                    "task": task,
+                    "records": str(work / "synthetic.json"),
+                    "ks": ks,
+                    "budgets": budgets,
+                }
+                for task in TASKS
+            ]
+            jobs += [
+                {
+                    "name": name,
+                    "data": data,
+                    "tokenizer": readable,
+                    "task": task,
+                    "records": str(path),
+                    "ks": ks,
+                    "budgets": real_budgets,
+                }
+                for task, path, data in real
+            ]
         (work / "jobs.json").write_text(json.dumps(jobs))
         (work / "official_side.py").write_text(OFFICIAL_SIDE)
         (work / "stub").mkdir()
         (work / "stub" / "torch.py").write_text('"""Stub: the prompt code imports torch for Contriever only."""\n')
         # The two sides run at the same time (two processes); the comparison waits for both.
-        official_run = subprocess.Popen([args.official_python, str(work / "official_side.py"),
-                                         str(args.lamp_repo / "LaMP"), str(work / "jobs.json"),
-                                         str(work / "official.json"), str(work / "stub")],
-                                        stdout=subprocess.DEVNULL)
+        official_run = subprocess.Popen(
+            [
+                args.official_python,
+                str(work / "official_side.py"),
+                str(args.lamp_repo / "LaMP"),
+                str(work / "jobs.json"),
+                str(work / "official.json"),
+                str(work / "stub"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         try:
             ours = harness_side(jobs)
         finally:
@@ -351,8 +403,10 @@ def main() -> None:
         n, top, prompt = stats[group, "n"], stats[group, "top"], stats[group, "prompt"]
         total.update(n=n, top=top, prompt=prompt)
         mark = "" if top == prompt == n else "   <- differs"
-        print(f"{group[0]:28s} {group[1]:12s} {group[2]} k={group[3]} L={group[4]:<4d} top-k {top}/{n} "
-              f"prompts {prompt}/{n}{mark}")
+        print(
+            f"{group[0]:28s} {group[1]:12s} {group[2]} k={group[3]} L={group[4]:<4d} top-k {top}/{n} "
+            f"prompts {prompt}/{n}{mark}"
+        )
     print(f"TOTAL: top-k lists identical {total['top']}/{total['n']}, prompts identical {total['prompt']}/{total['n']}")
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,25 @@ BIN = Path(sys.executable).parent
 
 
 def train(users: int, epochs: int, nproc: int, out: Path, home: Path, generator: str | None) -> dict:
-    command = [str(BIN / "lamp"), "train", "--task", "lamp-7", "--personalizer", "oppu", "--data", "demo",
-               "--split", "dev", "--limit", str(users), "--personalizer-arg", f"epochs={epochs}", "--quiet",
-               "--out", str(out)]
+    command = [
+        str(BIN / "lamp"),
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "oppu",
+        "--data",
+        "demo",
+        "--split",
+        "dev",
+        "--limit",
+        str(users),
+        "--personalizer-arg",
+        f"epochs={epochs}",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     if generator:
         command += ["--generator", generator]
     if nproc > 1:
@@ -50,8 +66,13 @@ def train(users: int, epochs: int, nproc: int, out: Path, home: Path, generator:
         sys.exit(done.stderr[-2000:])
     line = next(x for x in done.stdout.splitlines() if x.startswith("trained "))
     rate = re.search(r"([\d.]+) users/minute", line)
-    return {"processes": nproc, "users": users, "wall_s_with_loading": round(time.perf_counter() - started, 1),
-            "users_per_minute": float(rate.group(1)) if rate else None, "line": line}
+    return {
+        "processes": nproc,
+        "users": users,
+        "wall_s_with_loading": round(time.perf_counter() - started, 1),
+        "users_per_minute": float(rate.group(1)) if rate else None,
+        "line": line,
+    }
 
 
 def serve(users: int, epochs: int, adapters: Path, home: Path, generator: str | None, name: str) -> dict:
@@ -78,8 +99,14 @@ def serve(users: int, epochs: int, adapters: Path, home: Path, generator: str | 
     started = time.perf_counter()
     texts = [g.text for g in gen.generate(requests)]
     wall = time.perf_counter() - started
-    return {"generator": name, "examples": len(requests), "adapters": len({r.adapter for r in requests}),
-            "wall_s": round(wall, 2), "examples_per_s": round(len(requests) / wall, 3), "texts": texts}
+    return {
+        "generator": name,
+        "examples": len(requests),
+        "adapters": len({r.adapter for r in requests}),
+        "wall_s": round(wall, 2),
+        "examples_per_s": round(len(requests) / wall, 3),
+        "texts": texts,
+    }
 
 
 def main() -> None:
@@ -89,10 +116,18 @@ def main() -> None:
     parser.add_argument("--generator", default=None)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=None,
-                        help="Folder for the adapters (a rerun resumes there: users/minute counts the users trained)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per process (torchrun gives each rank 1; the same for 1 process)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="Folder for the adapters (a rerun resumes there: users/minute counts the users trained)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process (torchrun gives each rank 1; the same for 1 process)",
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch

@@ -51,8 +51,10 @@ def ours(queries: list[str], profiles: list[list[str]]) -> tuple[list[tuple[int,
 
     from lamp_harness.contracts import ProfileItem, RankQuery
 
-    rank_queries = [RankQuery(str(i), q, tuple(d), tuple(ProfileItem(str(j), j, {}) for j in range(len(d))))
-                    for i, (q, d) in enumerate(zip(queries, profiles, strict=True))]
+    rank_queries = [
+        RankQuery(str(i), q, tuple(d), tuple(ProfileItem(str(j), j, {}) for j in range(len(d))))
+        for i, (q, d) in enumerate(zip(queries, profiles, strict=True))
+    ]
     retriever = BM25Retriever()
     started = time.perf_counter()
     rankings = retriever.rank(rank_queries)
@@ -72,8 +74,10 @@ def compare_bm25(label: str, queries: list[str], profiles: list[list[str]], repe
     from rank_bm25 import BM25Okapi
 
     local = official
-    official = [list(official_descending(BM25Okapi([d.split() for d in docs]).get_scores(q.split())))
-                for q, docs in zip(queries, profiles, strict=True)]
+    official = [
+        list(official_descending(BM25Okapi([d.split() for d in docs]).get_scores(q.split())))
+        for q, docs in zip(queries, profiles, strict=True)
+    ]
     n = len(queries)
     top1 = sum(list(a[:1]) == b[:1] for a, b in zip(mine, official, strict=True)) / n
     top4 = sum(list(a[:4]) == b[:4] for a, b in zip(mine, official, strict=True)) / n
@@ -81,11 +85,12 @@ def compare_bm25(label: str, queries: list[str], profiles: list[list[str]], repe
     here = sum(list(a[:4]) == b[:4] for a, b in zip(mine, local, strict=True)) / n
     print(f"BM25 {label}: {n} questions, {sum(map(len, profiles)) / n:.1f} items/profile")
     print(f"  official (BM25Okapi per question + get_top_n): {n / t_official:10.1f} q/s ({t_official:.2f} s)")
-    print(f"  lamp bm25 (batched):                           {n / t_ours:10.1f} q/s ({t_ours:.2f} s)"
-          f"  -> {t_official / t_ours:.1f}x")
+    print(
+        f"  lamp bm25 (batched):                           {n / t_ours:10.1f} q/s ({t_ours:.2f} s)"
+        f"  -> {t_official / t_ours:.1f}x"
+    )
     print(f"  agreement with the official ranking: top-1 {top1:.4f}, top-4 {top4:.4f}, full {full:.4f}")
-    print(f"  top-4 agreement with get_top_n under this numpy {np.__version__} (tie order may differ "
-          f"by CPU): {here:.4f}")
+    print(f"  top-4 agreement with get_top_n under this numpy {np.__version__} (tie order may differ by CPU): {here:.4f}")
 
 
 def synthetic(n_questions: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
@@ -111,7 +116,7 @@ def lamp7() -> tuple[list[dict], list[str], list[list[str]]] | None:
     if not path.is_file():
         return None
     questions = json.loads(path.read_text(encoding="utf-8"))
-    queries = [q["input"][q["input"].find(":") + 1:] for q in questions]  # LaMP-7: after the first ':'
+    queries = [q["input"][q["input"].find(":") + 1 :] for q in questions]  # LaMP-7: after the first ':'
     profiles = [[p["text"] for p in q["profile"]] for q in questions]
     return questions, queries, profiles
 
@@ -136,8 +141,10 @@ def dense(texts: list[str]) -> None:
     t_st = time.perf_counter() - started
     print(f"Dense encoding (MiniLM, CPU, batch 64): {len(texts)} LaMP-7 profile texts")
     print(f"  sentence-transformers encode: {len(texts) / t_st:8.1f} items/s")
-    print(f"  lamp encoder:                 {len(texts) / t_ours:8.1f} items/s  "
-          f"(max |difference| {np.abs(mine - reference).max():.2e})")
+    print(
+        f"  lamp encoder:                 {len(texts) / t_ours:8.1f} items/s  "
+        f"(max |difference| {np.abs(mine - reference).max():.2e})"
+    )
 
 
 def cached_reruns(questions: list[dict], n: int) -> None:
@@ -147,12 +154,15 @@ def cached_reruns(questions: list[dict], n: int) -> None:
 
     registry = host().registry
     task = registry.create("task", "lamp-7")
-    examples = [Example(q["id"], q["input"],
-                        tuple(ProfileItem(str(i), i, p) for i, p in enumerate(q["profile"])))
-                for q in questions[:n]]
+    examples = [
+        Example(q["id"], q["input"], tuple(ProfileItem(str(i), i, p) for i, p in enumerate(q["profile"])))
+        for q in questions[:n]
+    ]
     home = Path(os.environ["LAMP_HOME"])
-    print(f"Cached reruns ({len(examples)} LaMP-7 questions, "
-          f"{sum(len(e.profile) for e in examples)} profile items, fresh LAMP_HOME):")
+    print(
+        f"Cached reruns ({len(examples)} LaMP-7 questions, "
+        f"{sum(len(e.profile) for e in examples)} profile items, fresh LAMP_HOME):"
+    )
     for name in ("contriever", "bm25"):
         for attempt in ("first run", "rerun"):
             context = RunContext(lamp_home=home, device="cpu")  # new process state each time
@@ -172,8 +182,10 @@ def cached_reruns(questions: list[dict], n: int) -> None:
 
             started = time.perf_counter()
             retriever.rank([rank_query(task, e) for e in examples])
-            print(f"  contriever rank() with a warm embedding cache only: "
-                  f"{time.perf_counter() - started:.2f} s, {retriever.encoder.forward_passes} forward passes")
+            print(
+                f"  contriever rank() with a warm embedding cache only: "
+                f"{time.perf_counter() - started:.2f} s, {retriever.encoder.forward_passes} forward passes"
+            )
 
 
 def main() -> None:

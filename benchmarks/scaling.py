@@ -48,9 +48,14 @@ def run(procs: int, args: list[str], out: Path, threads: int) -> dict[str, float
     timing = json.loads((cell / "timing.json").read_text())
     ranks = timing.get("ranks") or [{"wall_s": timing["wall_s"], "examples": timing["examples_this_run"]}]
     predict = max(r["wall_s"] for r in ranks)
-    return {"examples": timing["examples"], "predict_s": predict, "wall_s": wall,
-            "predict_eps": timing["examples"] / predict, "wall_eps": timing["examples"] / wall,
-            "predictions": (cell / "predictions.jsonl").read_bytes()}  # type: ignore[dict-item]
+    return {
+        "examples": timing["examples"],
+        "predict_s": predict,
+        "wall_s": wall,
+        "predict_eps": timing["examples"] / predict,
+        "wall_eps": timing["examples"] / wall,
+        "predictions": (cell / "predictions.jsonl").read_bytes(),
+    }  # type: ignore[dict-item]
 
 
 def main() -> None:
@@ -66,13 +71,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="best of N runs per configuration")
     ns = parser.parse_args()
 
-    args = ["--task", ns.task, "--personalizer", ns.personalizer, "--data", "demo", "--limit", str(ns.limit),
-            "--batch-size", ns.batch_size, "--device", ns.device]
+    args = [
+        "--task",
+        ns.task,
+        "--personalizer",
+        ns.personalizer,
+        "--data",
+        "demo",
+        "--limit",
+        str(ns.limit),
+        "--batch-size",
+        ns.batch_size,
+        "--device",
+        ns.device,
+    ]
     if ns.generator:
         args += ["--generator", ns.generator]
     procs = [int(p) for p in ns.procs.split(",")]
-    print(f"lamp run {' '.join(args)}; {ns.threads} thread(s) per process; {os.cpu_count()} CPU cores; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"lamp run {' '.join(args)}; {ns.threads} thread(s) per process; {os.cpu_count()} CPU cores; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in procs:
@@ -84,12 +103,16 @@ def main() -> None:
             assert best is not None
             results[n] = best
     base = results[procs[0]]
-    print(f"{'processes':>9} {'examples':>8} {'predict s':>9} {'ex/s':>7} {'speed-up':>8} "
-          f"{'wall s':>7} {'ex/s':>7} {'speed-up':>8} identical")
+    print(
+        f"{'processes':>9} {'examples':>8} {'predict s':>9} {'ex/s':>7} {'speed-up':>8} "
+        f"{'wall s':>7} {'ex/s':>7} {'speed-up':>8} identical"
+    )
     for n, r in results.items():
-        print(f"{n:>9} {r['examples']:>8} {r['predict_s']:>9.2f} {r['predict_eps']:>7.2f} "
-              f"{r['predict_eps'] / base['predict_eps']:>7.2f}x {r['wall_s']:>7.1f} {r['wall_eps']:>7.2f} "
-              f"{r['wall_eps'] / base['wall_eps']:>7.2f}x {r['predictions'] == base['predictions']}")
+        print(
+            f"{n:>9} {r['examples']:>8} {r['predict_s']:>9.2f} {r['predict_eps']:>7.2f} "
+            f"{r['predict_eps'] / base['predict_eps']:>7.2f}x {r['wall_s']:>7.1f} {r['wall_eps']:>7.2f} "
+            f"{r['wall_eps'] / base['wall_eps']:>7.2f}x {r['predictions'] == base['predictions']}"
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

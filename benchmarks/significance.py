@@ -30,12 +30,18 @@ def pairs(n: int) -> dict[str, tuple[object, object]]:
     pred_a = [g if rng.random() < 0.5 else labels[rng.integers(0, 15)] for g in gold_l]
     pred_b = [g if rng.random() < 0.52 else labels[rng.integers(0, 15)] for g in gold_l]
     return {
-        "mean (ROUGE-like)": (metrics.example_scores("m", a, statistic="mean", higher_is_better=True),
-                              metrics.example_scores("m", b, statistic="mean", higher_is_better=True)),
-        "RMSE": (metrics.squared_error_scores(list(np.clip(gold + rng.integers(-1, 2, n), 1, 5)), list(gold)),
-                 metrics.squared_error_scores(list(np.clip(gold + rng.integers(-1, 2, n), 1, 5)), list(gold))),
-        "macro-F1, 15 labels": (metrics.macro_f1_scores(pred_a, gold_l, labels),
-                                metrics.macro_f1_scores(pred_b, gold_l, labels)),
+        "mean (ROUGE-like)": (
+            metrics.example_scores("m", a, statistic="mean", higher_is_better=True),
+            metrics.example_scores("m", b, statistic="mean", higher_is_better=True),
+        ),
+        "RMSE": (
+            metrics.squared_error_scores(list(np.clip(gold + rng.integers(-1, 2, n), 1, 5)), list(gold)),
+            metrics.squared_error_scores(list(np.clip(gold + rng.integers(-1, 2, n), 1, 5)), list(gold)),
+        ),
+        "macro-F1, 15 labels": (
+            metrics.macro_f1_scores(pred_a, gold_l, labels),
+            metrics.macro_f1_scores(pred_b, gold_l, labels),
+        ),
     }
 
 

@@ -50,8 +50,9 @@ def main() -> None:
     context = RunContext(lamp_home=lamp_home(), preset=args.preset, seed=0, device=args.device)
     registry = host().registry
     task = registry.create("task", args.task)
-    data = resolve_dataset(task, data=args.data, data_dir=Path(args.data_dir) if args.data_dir else None,
-                           split=args.split, context=context)
+    data = resolve_dataset(
+        task, data=args.data, data_dir=Path(args.data_dir) if args.data_dir else None, split=args.split, context=context
+    )
     gen_args = {"device": args.device, "num_beams": "1"}
     if args.generator:
         gen_args["model"] = args.generator
@@ -66,7 +67,7 @@ def main() -> None:
     passes_after_warmup = pplug.history.forward_passes
 
     n = args.batch_size
-    batches = [data.examples[(i * n) % len(data.examples):][:n] for i in range(args.steps + 1)]
+    batches = [data.examples[(i * n) % len(data.examples) :][:n] for i in range(args.steps + 1)]
     batches = [b if len(b) == n else data.examples[:n] for b in batches]
     params = pplug.parameters()
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
@@ -79,7 +80,7 @@ def main() -> None:
         optimizer.step()
 
     width, n_soft = generator.embedding_width, 2
-    scale = generator.embedding_norm / width ** 0.5
+    scale = generator.embedding_norm / width**0.5
 
     def raw_step(batch) -> None:
         requests = []
@@ -113,17 +114,23 @@ def main() -> None:
     passes_in_training = pplug.history.forward_passes - passes_after_warmup
 
     described = generator.describe()
-    print(f"generator: {described.get('model')} on {described.get('device')}; encoder: "
-          f"{pplug.describe()['encoder']['model']}; batch {n}; {args.steps} timed steps x 2 per variant; "
-          f"torch threads {torch.get_num_threads()} (CPUs {os.cpu_count()})")
-    print(f"history table warm-up: {len(pplug.history.vectors)} items in {warm_s:.2f} s "
-          f"({passes_after_warmup} encoder forward passes)")
+    print(
+        f"generator: {described.get('model')} on {described.get('device')}; encoder: "
+        f"{pplug.describe()['encoder']['model']}; batch {n}; {args.steps} timed steps x 2 per variant; "
+        f"torch threads {torch.get_num_threads()} (CPUs {os.cpu_count()})"
+    )
+    print(
+        f"history table warm-up: {len(pplug.history.vectors)} items in {warm_s:.2f} s "
+        f"({passes_after_warmup} encoder forward passes)"
+    )
     print(f"raw LLM forward+backward: {n / raw:8.2f} examples/s  (median {raw * 1000:.0f} ms/step)")
     print(f"PPlug training step:      {n / ours:8.2f} examples/s  (median {ours * 1000:.0f} ms/step)")
     overhead = (ours - raw) / raw * 100
     print(f"PPlug overhead: {overhead:+.1f}% (target <= 15%): {'OK' if overhead <= 15 else 'ABOVE TARGET'}")
-    print(f"history-encoder forward passes during training: {passes_in_training} (target 0): "
-          f"{'OK' if passes_in_training == 0 else 'ABOVE TARGET'}")
+    print(
+        f"history-encoder forward passes during training: {passes_in_training} (target 0): "
+        f"{'OK' if passes_in_training == 0 else 'ABOVE TARGET'}"
+    )
 
 
 if __name__ == "__main__":

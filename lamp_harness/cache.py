@@ -81,16 +81,22 @@ def model_revision(resolved: Any) -> str | None:
     return "files-" + stable_hash(entries, 16)
 
 
-def encoder_identity(resolved: Any, *, pooling: str, normalize: bool, max_tokens: int,
-                     role: str = "document", query_prefix: str = "") -> dict[str, Any]:
+def encoder_identity(
+    resolved: Any, *, pooling: str, normalize: bool, max_tokens: int, role: str = "document", query_prefix: str = ""
+) -> dict[str, Any]:
     """Everything that changes an encoder's vectors for a text (the embedding cache's key).
 
     ``resolved`` is a :class:`~lamp_harness.models.ResolvedModel`. ``role`` is ``"document"`` for
     profile items and ``"query"`` for queries (whose ``query_prefix`` is part of the identity).
     """
-    identity = {"model": str(getattr(resolved, "source", "") or getattr(resolved, "name", "")),
-                "revision": model_revision(resolved), "pooling": pooling,
-                "normalize": bool(normalize), "max_tokens": int(max_tokens), "role": role}
+    identity = {
+        "model": str(getattr(resolved, "source", "") or getattr(resolved, "name", "")),
+        "revision": model_revision(resolved),
+        "pooling": pooling,
+        "normalize": bool(normalize),
+        "max_tokens": int(max_tokens),
+        "role": role,
+    }
     if role == "query":
         identity["query_prefix"] = query_prefix
     return identity
@@ -111,8 +117,9 @@ class EmbeddingCache:
 
     def __init__(self, where: RunContext | Path | str | None, identity: Mapping[str, Any]) -> None:
         self.identity = dict(identity)
-        name = "".join(c if c.isalnum() or c in "-._" else "-"
-                       for c in str(self.identity.get("model", "encoder")).rsplit("/", 1)[-1])[:40]
+        name = "".join(
+            c if c.isalnum() or c in "-._" else "-" for c in str(self.identity.get("model", "encoder")).rsplit("/", 1)[-1]
+        )[:40]
         self.root = _home(where) / "embeddings" / f"{name or 'encoder'}-{stable_hash(self.identity, 16)}"
         self.dim: int | None = None
         self.encoded = 0
@@ -122,13 +129,24 @@ class EmbeddingCache:
         self._seen: set[str] = set()
 
     @classmethod
-    def for_model(cls, context: RunContext | Path | str | None, resolved: Any, *, pooling: str,
-                  normalize: bool, max_tokens: int, role: str = "document",
-                  query_prefix: str = "") -> EmbeddingCache:
+    def for_model(
+        cls,
+        context: RunContext | Path | str | None,
+        resolved: Any,
+        *,
+        pooling: str,
+        normalize: bool,
+        max_tokens: int,
+        role: str = "document",
+        query_prefix: str = "",
+    ) -> EmbeddingCache:
         """The cache of ``resolved``'s vectors with these settings (see :func:`encoder_identity`)."""
-        return cls(context, encoder_identity(resolved, pooling=pooling, normalize=normalize,
-                                             max_tokens=max_tokens, role=role,
-                                             query_prefix=query_prefix))
+        return cls(
+            context,
+            encoder_identity(
+                resolved, pooling=pooling, normalize=normalize, max_tokens=max_tokens, role=role, query_prefix=query_prefix
+            ),
+        )
 
     # -- reading -----------------------------------------------------------------------------------
     def _load(self) -> dict[bytes, tuple[int, int]]:
@@ -166,8 +184,13 @@ class EmbeddingCache:
             with np.load(path, allow_pickle=False) as data:
                 keys, vectors, checksum = data["keys"], data["vectors"], data["checksum"]
             problem = None
-            if keys.ndim != 2 or keys.shape[1] != KEY_BYTES or vectors.ndim != 2 \
-                    or vectors.shape[0] != keys.shape[0] or vectors.dtype != np.float16:
+            if (
+                keys.ndim != 2
+                or keys.shape[1] != KEY_BYTES
+                or vectors.ndim != 2
+                or vectors.shape[0] != keys.shape[0]
+                or vectors.dtype != np.float16
+            ):
                 problem = "unexpected array shapes"
             elif self.dim is not None and vectors.shape[1] != self.dim:
                 problem = f"vectors of width {vectors.shape[1]}, expected {self.dim}"
@@ -178,8 +201,7 @@ class EmbeddingCache:
         except Exception as exc:  # truncated zip, bad CRC, missing member...
             problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
         if problem is not None:
-            warn(f"embedding cache file {path} is corrupt ({problem}); deleting it, its texts will "
-                 "be encoded again")
+            warn(f"embedding cache file {path} is corrupt ({problem}); deleting it, its texts will be encoded again")
             path.unlink(missing_ok=True)
             return None
         return keys, vectors
@@ -226,8 +248,7 @@ class EmbeddingCache:
 
         if not vectors:
             return
-        keys = np.frombuffer(b"".join(bytes.fromhex(k)[:KEY_BYTES] for k in vectors),
-                             dtype=np.uint8).reshape(-1, KEY_BYTES)
+        keys = np.frombuffer(b"".join(bytes.fromhex(k)[:KEY_BYTES] for k in vectors), dtype=np.uint8).reshape(-1, KEY_BYTES)
         matrix = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors.values()])
         self._store(keys, matrix)
 
@@ -237,8 +258,9 @@ class EmbeddingCache:
 
         self._load()
         if self.dim is not None and matrix.shape[1] != self.dim:
-            raise ValueError(f"embedding cache {self.root}: vectors of width {matrix.shape[1]}, "
-                             f"the cache holds width {self.dim}")
+            raise ValueError(
+                f"embedding cache {self.root}: vectors of width {matrix.shape[1]}, the cache holds width {self.dim}"
+            )
         half = matrix.astype(np.float16)
         if not np.all(np.isfinite(half)):
             raise ValueError(f"embedding cache {self.root}: non-finite vectors (float16 overflow?)")
@@ -260,8 +282,7 @@ class EmbeddingCache:
         self._seen.add(name)
         atomic_write_bytes(self.root / name, buffer.getvalue())
 
-    def get_or_encode(self, texts: Sequence[str],
-                      encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    def get_or_encode(self, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         """float32 vectors ``[len(texts), dim]``: cached ones read, the others encoded with
         ``encode(list_of_texts) -> array`` (each distinct text once) and stored before returning.
         """
@@ -286,7 +307,7 @@ class EmbeddingCache:
                 self._refresh()
                 pending = missing()
                 for start in range(0, len(pending), FLUSH_ROWS):
-                    part = pending[start:start + FLUSH_ROWS]
+                    part = pending[start : start + FLUSH_ROWS]
                     matrix = np.asarray(encode([text for _, text in part]), dtype=np.float32)
                     if matrix.ndim != 2 or matrix.shape[0] != len(part):
                         raise ValueError(f"encoder returned shape {matrix.shape} for {len(part)} texts")
@@ -318,8 +339,9 @@ def rank_query(task: Task, example: Example) -> Any:
     """The :class:`~lamp_harness.contracts.RankQuery` of one example under ``task``."""
     from lamp_harness.contracts import RankQuery
 
-    return RankQuery(example.id, task.query(example),
-                     tuple(task.document(item) for item in example.profile), example.profile)
+    return RankQuery(
+        example.id, task.query(example), tuple(task.document(item) for item in example.profile), example.profile
+    )
 
 
 def _digest(query: Any) -> str:
@@ -330,12 +352,14 @@ def _digest(query: Any) -> str:
     return digest.hexdigest()[:20]
 
 
-def ranking_path(context: RunContext | Path | str | None, task_name: str, key: Mapping[str, Any],
-                 dataset_fingerprint: str) -> Path:
+def ranking_path(
+    context: RunContext | Path | str | None, task_name: str, key: Mapping[str, Any], dataset_fingerprint: str
+) -> Path:
     """Where the rankings of one (task, retriever configuration, dataset) live."""
     retriever = "".join(c if c.isalnum() or c in "-._+" else "-" for c in str(key.get("name", "r")))
-    return (_home(context) / "rankings" / task_name / f"{retriever}-{stable_hash(dict(key), 16)}"
-            / f"{dataset_fingerprint}.json")
+    return (
+        _home(context) / "rankings" / task_name / f"{retriever}-{stable_hash(dict(key), 16)}" / f"{dataset_fingerprint}.json"
+    )
 
 
 def _read_rankings(path: Path, key: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -354,8 +378,10 @@ def _read_rankings(path: Path, key: Mapping[str, Any]) -> dict[str, list[Any]]:
             raise ValueError("checksum mismatch")
         return entries
     except (OSError, ValueError, KeyError) as exc:
-        warn(f"ranking cache file {path} is unreadable ({' '.join(str(exc).split())[:120]}); "
-             "the rankings will be computed again")
+        warn(
+            f"ranking cache file {path} is unreadable ({' '.join(str(exc).split())[:120]}); "
+            "the rankings will be computed again"
+        )
         return {}
 
 
@@ -369,13 +395,20 @@ def _valid_ranking(entry: Any, digest: str, size: int) -> bool:
     if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == digest and isinstance(entry[1], list)):
         return False
     positions = entry[1]
-    return (len(positions) == size and all(type(p) is int for p in positions)
-            and sorted(positions) == list(range(size)))
+    return len(positions) == size and all(type(p) is int for p in positions) and sorted(positions) == list(range(size))
 
 
-def rank_examples(retriever: Retriever, task: Task, dataset_fingerprint: str,
-                  examples: Iterable[Example], context: RunContext, progress: bool = True, *,
-                  batch_size: int = 512, save_every_s: float = 20.0) -> dict[str, Ranking]:
+def rank_examples(
+    retriever: Retriever,
+    task: Task,
+    dataset_fingerprint: str,
+    examples: Iterable[Example],
+    context: RunContext,
+    progress: bool = True,
+    *,
+    batch_size: int = 512,
+    save_every_s: float = 20.0,
+) -> dict[str, Ranking]:
     """Every example's full profile ranking (positions into ``example.profile``, best first).
 
     Rankings already cached for this (task, ``retriever.cache_key()``, dataset fingerprint) and
@@ -402,16 +435,29 @@ def rank_examples(retriever: Retriever, task: Task, dataset_fingerprint: str,
             stored = _read_rankings(path, key)  # another process may have computed them meanwhile
             result, todo = _cached(task, examples, stored, None)
             if todo:
-                _compute(retriever, todo, result, stored, path, key, task.name, dataset_fingerprint,
-                         progress, batch_size, save_every_s)
+                _compute(
+                    retriever,
+                    todo,
+                    result,
+                    stored,
+                    path,
+                    key,
+                    task.name,
+                    dataset_fingerprint,
+                    progress,
+                    batch_size,
+                    save_every_s,
+                )
     elif todo:
-        _compute(retriever, todo, result, stored, path, key, task.name, dataset_fingerprint,
-                 progress, batch_size, save_every_s)
+        _compute(
+            retriever, todo, result, stored, path, key, task.name, dataset_fingerprint, progress, batch_size, save_every_s
+        )
     return {example.id: result[example.id] for example in examples}
 
 
-def _cached(task: Task, examples: Sequence[Example], stored: Mapping[str, Any],
-            path: Path | None) -> tuple[dict[str, Ranking], list[tuple[Any, str]]]:
+def _cached(
+    task: Task, examples: Sequence[Example], stored: Mapping[str, Any], path: Path | None
+) -> tuple[dict[str, Ranking], list[tuple[Any, str]]]:
     """The rankings ``stored`` holds validly, and the (query, digest) pairs still to compute."""
     result: dict[str, Ranking] = {}
     todo: list[tuple[Any, str]] = []
@@ -432,19 +478,38 @@ def _cached(task: Task, examples: Sequence[Example], stored: Mapping[str, Any],
                 corrupt += 1
             todo.append((query, digest))
     if corrupt and path is not None:
-        warn(f"ranking cache file {path}: {corrupt} damaged entr{'y' if corrupt == 1 else 'ies'} "
-             "(not a ranking of the profile); computing them again")
+        warn(
+            f"ranking cache file {path}: {corrupt} damaged entr{'y' if corrupt == 1 else 'ies'} "
+            "(not a ranking of the profile); computing them again"
+        )
     return result, todo
 
 
-def _compute(retriever: Retriever, todo: list[tuple[Any, str]], result: dict[str, Ranking],
-             stored: dict[str, list[Any]], path: Path | None, key: Mapping[str, Any], task_name: str,
-             fingerprint: str, progress: bool, batch_size: int, save_every_s: float) -> None:
+def _compute(
+    retriever: Retriever,
+    todo: list[tuple[Any, str]],
+    result: dict[str, Ranking],
+    stored: dict[str, list[Any]],
+    path: Path | None,
+    key: Mapping[str, Any],
+    task_name: str,
+    fingerprint: str,
+    progress: bool,
+    batch_size: int,
+    save_every_s: float,
+) -> None:
     def save() -> None:
         if path is not None:
-            atomic_write_json(path, {"task": task_name, "dataset": fingerprint,
-                                     "retriever": json.loads(json.dumps(key, default=str)),
-                                     "rankings": stored, "sha256": _rankings_checksum(stored)})
+            atomic_write_json(
+                path,
+                {
+                    "task": task_name,
+                    "dataset": fingerprint,
+                    "retriever": json.loads(json.dumps(key, default=str)),
+                    "rankings": stored,
+                    "sha256": _rankings_checksum(stored),
+                },
+            )
 
     from rich.progress import Progress
 
@@ -454,19 +519,22 @@ def _compute(retriever: Retriever, todo: list[tuple[Any, str]], result: dict[str
         task_id = bar.add_task(f"Ranking profiles ({key.get('name', retriever.name)})", total=len(todo))
         try:
             for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
+                batch = todo[start : start + batch_size]
                 rankings = retriever.rank([q for q, _ in batch])
                 if len(rankings) != len(batch):
-                    raise lamp_error(f"retriever {retriever.name!r} returned {len(rankings)} rankings "
-                                     f"for {len(batch)} questions",
-                                     fix="Fix the retriever plugin: rank() returns one ranking per query.")
+                    raise lamp_error(
+                        f"retriever {retriever.name!r} returned {len(rankings)} rankings for {len(batch)} questions",
+                        fix="Fix the retriever plugin: rank() returns one ranking per query.",
+                    )
                 for (query, digest), ranking in zip(batch, rankings, strict=True):
                     positions = [int(p) for p in ranking]
                     if sorted(positions) != list(range(len(query.items))):
-                        raise lamp_error(f"retriever {retriever.name!r} returned {positions[:8]} for a "
-                                         f"profile of {len(query.items)} items, not a full ranking",
-                                         where=f"example {query.example_id}",
-                                         fix="Fix the retriever plugin: rankings must be permutations.")
+                        raise lamp_error(
+                            f"retriever {retriever.name!r} returned {positions[:8]} for a "
+                            f"profile of {len(query.items)} items, not a full ranking",
+                            where=f"example {query.example_id}",
+                            fix="Fix the retriever plugin: rankings must be permutations.",
+                        )
                     result[query.example_id] = tuple(positions)
                     stored[query.example_id] = [digest, positions]
                 bar.advance(task_id, len(batch))

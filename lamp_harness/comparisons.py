@@ -55,8 +55,7 @@ class ScoreBook:
         """The cell's per-example scores (loaded or rescored once), ``None`` when unavailable."""
         if cell_id not in self._scores:
             cell = self._cells.get(cell_id)
-            scores, reason = (cell_scores(cell.dir, cell.config, cell.metrics) if cell
-                              else (None, "unknown cell"))
+            scores, reason = cell_scores(cell.dir, cell.config, cell.metrics) if cell else (None, "unknown cell")
             self._scores[cell_id] = scores
             if scores is None:
                 self.missing[cell_id] = reason or "no per-example scores"
@@ -70,8 +69,7 @@ class ScoreBook:
             f"{self._cells[c].dir if c in self._cells else c}: no per-example scores, so no paired test or "
             f"breakdown for this cell ({reason})"
             for c, reason in sorted(self.missing.items())
-        ] + [f"{self._cells[c].dir if c in self._cells else c}: {reason}"
-             for c, reason in sorted(self.recomputed.items())]
+        ] + [f"{self._cells[c].dir if c in self._cells else c}: {reason}" for c, reason in sorted(self.recomputed.items())]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,11 +103,9 @@ def baseline_column(board: Leaderboard, block: Block, selector: str) -> int | No
         raise lamp_error(
             f"--baseline {selector!r} matches {len(named)} columns in the table '{block.title}': "
             + "; ".join(labels[i] for i in named),
-            fix="Pass one column's full label or a cell-id prefix, e.g. --baseline "
-            f"'{labels[named[0]]}'.",
+            fix=f"Pass one column's full label or a cell-id prefix, e.g. --baseline '{labels[named[0]]}'.",
         )
-    prefixed = sorted({labels.index(c.label) for c in members
-                       if _norm(c.cell_id).startswith(wanted) and c.label in labels})
+    prefixed = sorted({labels.index(c.label) for c in members if _norm(c.cell_id).startswith(wanted) and c.label in labels})
     if len(prefixed) > 1:
         raise lamp_error(
             f"--baseline {selector!r} is the start of the cell ids of {len(prefixed)} columns in the table "
@@ -124,8 +120,16 @@ def baseline_column(board: Leaderboard, block: Block, selector: str) -> int | No
 # ---------------------------------------------------------------------------------------------
 
 
-def with_significance(board: Leaderboard, baseline: str, *, test: str = "ar", trials: int | None = None,
-                      correction: str = "holm", seed: int = 0, book: ScoreBook | None = None) -> Leaderboard:
+def with_significance(
+    board: Leaderboard,
+    baseline: str,
+    *,
+    test: str = "ar",
+    trials: int | None = None,
+    correction: str = "holm",
+    seed: int = 0,
+    book: ScoreBook | None = None,
+) -> Leaderboard:
     """``board`` with every run column of every row tested against the baseline column (per task
     and metric, on the examples both cells scored), corrected across the columns of the row."""
     sig.check_test(test)
@@ -153,9 +157,11 @@ def with_significance(board: Leaderboard, baseline: str, *, test: str = "ar", tr
                 if metric is None:
                     continue
                 if metric.statistic != base_metric.statistic:  # computed another way: not comparable
-                    notes.append(f"table '{block.title}', {row.task} {row.metric}: {column.label} is a "
-                                 f"{metric.statistic} statistic and the baseline a {base_metric.statistic} one; "
-                                 "no test between them")
+                    notes.append(
+                        f"table '{block.title}', {row.task} {row.metric}: {column.label} is a "
+                        f"{metric.statistic} statistic and the baseline a {base_metric.statistic} one; "
+                        "no test between them"
+                    )
                     continue
                 result = sig.paired_test(base_metric, metric, test=test, trials=trials, seed=seed)
                 if result.n:
@@ -165,20 +171,30 @@ def with_significance(board: Leaderboard, baseline: str, *, test: str = "ar", tr
             adjusted = sig.correct([r.p_value for r in results.values()], correction)
             values = list(row.values)
             for (j, result), p_adjusted in zip(results.items(), adjusted, strict=True):
-                values[j] = replace(values[j], p_value=result.p_value, p_adjusted=p_adjusted,
-                                    significant=p_adjusted < sig.ALPHA, n_paired=result.n, delta=result.delta)
+                values[j] = replace(
+                    values[j],
+                    p_value=result.p_value,
+                    p_adjusted=p_adjusted,
+                    significant=p_adjusted < sig.ALPHA,
+                    n_paired=result.n,
+                    delta=result.delta,
+                )
             rows.append(replace(row, values=tuple(values)))
         blocks.append(replace(block, rows=tuple(rows), baseline=index))
     if all(b.baseline is None for b in blocks):
         labels = sorted({c.label for b in board.blocks for c in b.columns if c.kind == "run"}, key=natural_key)
-        raise lamp_error(f"no column matches --baseline {baseline!r}", where="--baseline",
-                         fix=f"Use a personalizer name (e.g. none), a cell-id prefix or a column label: "
-                         f"{'; '.join(labels)}.")
+        raise lamp_error(
+            f"no column matches --baseline {baseline!r}",
+            where="--baseline",
+            fix=f"Use a personalizer name (e.g. none), a cell-id prefix or a column label: {'; '.join(labels)}.",
+        )
     for title in dict.fromkeys(t for t, _, _ in small):
         tasks = sorted({(task, n) for t, task, n in small if t == title}, key=lambda x: natural_key(x[0]))
         shown = ", ".join(f"{task}: n={n}" for task, n in dict(tasks).items())
-        notes.append(f"table '{title}': paired tests on fewer than {sig.SMALL_N} shared examples ({shown}); "
-                     "so few examples can only show very large differences, and the p-values are coarse")
+        notes.append(
+            f"table '{title}': paired tests on fewer than {sig.SMALL_N} shared examples ({shown}); "
+            "so few examples can only show very large differences, and the p-values are coarse"
+        )
     notes.extend(book.notes())
     info = Significance(baseline, test, trials, correction, seed, sig.ALPHA)
     return replace(board, blocks=tuple(blocks), notes=tuple(dict.fromkeys(notes)), significance=info)
@@ -256,8 +272,10 @@ def breakdowns(board: Leaderboard, by: str, *, book: ScoreBook | None = None) ->
                         sizes.update(zip(s.ids, s.profile_size, strict=True))
                 if not sizes:
                     continue
-                buckets = [Bucket(label, tuple(_bucket_value(s, row.metric, ids) if s else None for s in scored))
-                           for label, ids in _quartile_buckets(sizes)]
+                buckets = [
+                    Bucket(label, tuple(_bucket_value(s, row.metric, ids) if s else None for s in scored))
+                    for label, ids in _quartile_buckets(sizes)
+                ]
             else:
                 users = [dict(zip(s.ids, s.user, strict=True)) if s is not None and s.user else None for s in scored]
                 if not any(users):
@@ -272,8 +290,9 @@ def breakdowns(board: Leaderboard, by: str, *, book: ScoreBook | None = None) ->
                     for k, example_id in enumerate(entry.ids):
                         groups.setdefault(owner[example_id], []).append(k)
                     array = np.asarray(entry.rows)
-                    per_user.append({u: float(combine(entry.statistic, array[ks].sum(axis=0), len(ks)))
-                                     for u, ks in groups.items()})
+                    per_user.append(
+                        {u: float(combine(entry.statistic, array[ks].sum(axis=0), len(ks))) for u, ks in groups.items()}
+                    )
                 base = runs.index(block.baseline) if block.baseline in runs else None
                 values, details = [], []
                 for j, means in enumerate(per_user):
@@ -296,8 +315,10 @@ def breakdowns(board: Leaderboard, by: str, *, book: ScoreBook | None = None) ->
         if rows:
             results.append(Breakdown(by, block.title, columns, tuple(rows)))
         elif by == "user":
-            notes.append(f"table '{block.title}': --by user needs user ids, and these cells' examples carry none "
-                         "(profile items without ids of their own)")
+            notes.append(
+                f"table '{block.title}': --by user needs user ids, and these cells' examples carry none "
+                "(profile items without ids of their own)"
+            )
         else:
             notes.append(f"table '{block.title}': no per-example scores with profile sizes; no breakdown")
     return results, notes
@@ -335,14 +356,22 @@ def win_rates(board: Leaderboard) -> list[Summary]:
     return summaries
 
 
-def compare(board: Leaderboard, *, baseline: str | None = None, test: str = "ar", trials: int | None = None,
-            correction: str = "holm", seed: int = 0, by: Sequence[str] = (), summary: bool = False) -> Leaderboard:
+def compare(
+    board: Leaderboard,
+    *,
+    baseline: str | None = None,
+    test: str = "ar",
+    trials: int | None = None,
+    correction: str = "holm",
+    seed: int = 0,
+    by: Sequence[str] = (),
+    summary: bool = False,
+) -> Leaderboard:
     """``board`` with what was asked for: paired tests against ``baseline``, breakdowns ``by``
     profile size or user, and the mean win rate (``summary``). Per-example scores are loaded once."""
     book = ScoreBook(board.cells)
     if baseline:
-        board = with_significance(board, baseline, test=test, trials=trials, correction=correction, seed=seed,
-                                  book=book)
+        board = with_significance(board, baseline, test=test, trials=trials, correction=correction, seed=seed, book=book)
     found: list[Breakdown] = []
     notes = list(board.notes)
     for name in dict.fromkeys(by):
@@ -350,5 +379,9 @@ def compare(board: Leaderboard, *, baseline: str | None = None, test: str = "ar"
         found += results
         notes += more
     notes += book.notes()
-    return replace(board, breakdowns=tuple(found), summaries=tuple(win_rates(board)) if summary else (),
-                   notes=tuple(dict.fromkeys(notes)))
+    return replace(
+        board,
+        breakdowns=tuple(found),
+        summaries=tuple(win_rates(board)) if summary else (),
+        notes=tuple(dict.fromkeys(notes)),
+    )

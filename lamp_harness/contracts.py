@@ -392,8 +392,7 @@ class Task(ABC):
         its token allowance; with ``None`` the item's own value is used."""
 
     @abstractmethod
-    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-               max_tokens: int = 256) -> str:
+    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int = 256) -> str:
         """The aggregated input prompt for ``items`` with the official token-budget truncation.
         With no items it is the bare input. Personalizers pass ``budget="strict"`` as a keyword
         only when a run asks for a non-official budget (see :func:`prompt_options`), so a task
@@ -406,8 +405,9 @@ class Task(ABC):
         Personalizers put it on every request as ``choices``."""
         return tuple(self.labels)
 
-    def truncated_share(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-                        max_tokens: int) -> float | None:
+    def truncated_share(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int
+    ) -> float | None:
         """For a task whose prompt cuts a long context to the budget (PersonaMem cuts the oldest
         part of the history): the share of the context's tokens :meth:`prompt` drops for these
         ``items`` and budget, from 0 to 1. Personalizers record it with each prediction
@@ -419,12 +419,10 @@ class Task(ABC):
         return text.strip()
 
     @abstractmethod
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str],
-              *, seed: int = 0) -> list[MetricResult]:
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *, seed: int = 0) -> list[MetricResult]:
         """The task's metrics over examples whose ids are in both mappings (ids must match)."""
 
-    def example_scores(self, predictions: Mapping[str, str],
-                       golds: Mapping[str, str]) -> list[ExampleScores]:
+    def example_scores(self, predictions: Mapping[str, str], golds: Mapping[str, str]) -> list[ExampleScores]:
         """The same metrics as :meth:`score`, as per-example sufficient statistics (one
         :class:`ExampleScores` per metric, ids in gold order). When a task returns them, the runner
         derives the metrics from them and stores them beside the predictions, so paired
@@ -526,8 +524,7 @@ class Personalizer(ABC):
         (PPlug embeds all history items here, once, through the embedding cache)."""
 
     @abstractmethod
-    def personalize(self, task: Task, example: Example,
-                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         """The request for ``example``; ``retrieved`` holds the top-k items (empty without a
         retriever)."""
 
@@ -568,8 +565,7 @@ class Generator(ABC):
         return 256
 
     @abstractmethod
-    def generate(self, requests: Sequence[GenerationRequest], *,
-                 decode: DecodeMode = "generate") -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, decode: DecodeMode = "generate") -> list[Generation]:
         """One generation per request, in order. Batching, sorting by length and padding are the
         generator's business."""
 
@@ -589,8 +585,10 @@ class Generator(ABC):
         scalar; soft tokens in the requests keep their graph)."""
         from lamp_harness.errors import lamp_error
 
-        raise lamp_error(f"generator {self.name!r} cannot compute training losses",
-                         fix="Use the 'hf' generator for trainable personalizers.")
+        raise lamp_error(
+            f"generator {self.name!r} cannot compute training losses",
+            fix="Use the 'hf' generator for trainable personalizers.",
+        )
 
     @property
     def embedding_width(self) -> int:
@@ -631,8 +629,10 @@ class Generator(ABC):
     def _cannot(self, what: str) -> Exception:
         from lamp_harness.errors import lamp_error
 
-        return lamp_error(f"generator {self.name!r} cannot {what}",
-                          fix="Use the 'hf' generator for trainable and soft-prompt personalizers (pplug, fid).")
+        return lamp_error(
+            f"generator {self.name!r} cannot {what}",
+            fix="Use the 'hf' generator for trainable and soft-prompt personalizers (pplug, fid).",
+        )
 
     def set_train_mode(self, mode: bool) -> None:  # noqa: B027
         """Put the model in train mode (dropout active) or back in eval mode without unfreezing
@@ -653,8 +653,7 @@ class Trainable(Protocol):
     def parameters(self) -> Any:
         """The trainable ``torch`` parameters (only these go into a checkpoint)."""
 
-    def training_loss(self, task: Task, examples: Sequence[Example],
-                      retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
+    def training_loss(self, task: Task, examples: Sequence[Example], retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
         """Mean token cross-entropy of the gold outputs, as a differentiable torch scalar."""
 
     def state_dict(self) -> dict[str, Any]:

@@ -87,8 +87,7 @@ class DataSource(ABC):
         self.context = context
 
     @abstractmethod
-    def locate(self, task: Task, split: str, scheme: str = "user", *,
-               download: bool = True) -> SplitFiles:
+    def locate(self, task: Task, split: str, scheme: str = "user", *, download: bool = True) -> SplitFiles:
         """The files of ``task``'s ``split``, fetching or generating them when allowed
         (``download``). A one-line :class:`LampError` when they cannot be had, naming the
         alternatives (``--data-dir``, ``--data demo``)."""
@@ -133,8 +132,9 @@ def check_scheme(scheme: str) -> str:
     Returns the canonical name."""
     scheme = SCHEME_ALIASES.get(scheme, scheme)
     if scheme not in SCHEMES:
-        raise lamp_error(f"unknown split scheme {scheme!r}",
-                         fix="Use 'user' (user-based split) or 'time' (time-based split).")
+        raise lamp_error(
+            f"unknown split scheme {scheme!r}", fix="Use 'user' (user-based split) or 'time' (time-based split)."
+        )
     return scheme
 
 
@@ -159,8 +159,7 @@ class ProfileStats:
         """Count, mean, median, min and max of profile ``sizes``."""
         if not sizes:
             return cls(0, 0, 0, 0, 0.0, 0.0)
-        return cls(len(sizes), sum(sizes), min(sizes), max(sizes), sum(sizes) / len(sizes),
-                   float(statistics.median(sizes)))
+        return cls(len(sizes), sum(sizes), min(sizes), max(sizes), sum(sizes) / len(sizes), float(statistics.median(sizes)))
 
 
 @dataclass(frozen=True)
@@ -199,8 +198,16 @@ class _Problems:
         self.lines: list[str] = []
         self.count = 0
 
-    def add(self, path: Path, what: str, *, index: int | None = None, rid: Any = None,
-            field_name: str | None = None, fix: str | None = None) -> None:
+    def add(
+        self,
+        path: Path,
+        what: str,
+        *,
+        index: int | None = None,
+        rid: Any = None,
+        field_name: str | None = None,
+        fix: str | None = None,
+    ) -> None:
         self.count += 1
         if len(self.lines) < MAX_PROBLEMS:
             self.lines.append(str(lamp_error(what, where=_where(path, index, rid, field_name), fix=fix)))
@@ -219,8 +226,15 @@ def _where(path: Path, index: int | None, rid: Any, field_name: str | None) -> s
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def read_json(path: Path) -> tuple[Any, str]:
@@ -229,98 +243,140 @@ def read_json(path: Path) -> tuple[Any, str]:
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else (broken_link(path) or "does not exist")
-        raise lamp_error(what, where=str(path),
-                         fix="Check the path (files are named {split}_questions.json and "
-                             "{split}_outputs.json).")
+        raise lamp_error(
+            what, where=str(path), fix="Check the path (files are named {split}_questions.json and {split}_outputs.json)."
+        )
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise lamp_error(f"cannot be read ({exc.strerror or exc})", where=str(path),
-                         fix="Check the file's permissions.") from None
+        raise lamp_error(
+            f"cannot be read ({exc.strerror or exc})", where=str(path), fix="Check the file's permissions."
+        ) from None
     digest = hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise lamp_error(f"is not UTF-8 text (bad byte at offset {exc.start})", where=str(path),
-                         fix="Save the file as UTF-8 JSON.") from None
+        raise lamp_error(
+            f"is not UTF-8 text (bad byte at offset {exc.start})", where=str(path), fix="Save the file as UTF-8 JSON."
+        ) from None
     if not text.strip():
-        raise lamp_error("is empty", where=str(path),
-                         fix="Download or write the file again (an interrupted copy?).")
+        raise lamp_error("is empty", where=str(path), fix="Download or write the file again (an interrupted copy?).")
     try:
         return json.loads(text), digest
     except json.JSONDecodeError as exc:
         lead = text.lstrip()[:1]
-        fix = ("This looks like an HTML page (an error page saved instead of the data?): download "
-               "the file again." if lead == "<" else
-               "Fix the JSON at that position (a truncated or hand-edited file?), or download it again.")
-        raise lamp_error(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                         where=str(path), fix=fix) from None
+        fix = (
+            "This looks like an HTML page (an error page saved instead of the data?): download the file again."
+            if lead == "<"
+            else "Fix the JSON at that position (a truncated or hand-edited file?), or download it again."
+        )
+        raise lamp_error(
+            f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", where=str(path), fix=fix
+        ) from None
 
 
-def _check_questions(task: Task, path: Path, data: Any, problems: _Problems
-                     ) -> tuple[list[Example], list[int]]:
+def _check_questions(task: Task, path: Path, data: Any, problems: _Problems) -> tuple[list[Example], list[int]]:
     """Examples (without golds) and profile sizes; problems are recorded, bad records skipped."""
     if not isinstance(data, list):
-        hint = ("This is an outputs file ({'task', 'golds'}); pass the questions file."
-                if isinstance(data, dict) and "golds" in data else
-                "A questions file is a JSON list of {\"id\", \"input\", \"profile\"} objects.")
-        problems.add(path, f"expected a JSON list of questions at the top level, found {_type_name(data)}",
-                     fix=hint)
+        hint = (
+            "This is an outputs file ({'task', 'golds'}); pass the questions file."
+            if isinstance(data, dict) and "golds" in data
+            else 'A questions file is a JSON list of {"id", "input", "profile"} objects.'
+        )
+        problems.add(path, f"expected a JSON list of questions at the top level, found {_type_name(data)}", fix=hint)
         return [], []
     if not data:
-        problems.add(path, "holds no questions (an empty list)",
-                     fix="Use a complete {split}_questions.json file.")
+        problems.add(path, "holds no questions (an empty list)", fix="Use a complete {split}_questions.json file.")
     examples: list[Example] = []
     sizes: list[int] = []
     seen: dict[str, int] = {}
     required = tuple(task.profile_fields)
     for index, record in enumerate(data):
         if not isinstance(record, dict):
-            problems.add(path, f"a question must be an object, found {_type_name(record)}", index=index,
-                         fix="Each question is {\"id\": str, \"input\": str, \"profile\": [...]}.")
+            problems.add(
+                path,
+                f"a question must be an object, found {_type_name(record)}",
+                index=index,
+                fix='Each question is {"id": str, "input": str, "profile": [...]}.',
+            )
             continue
         rid = record.get("id")
         ok = True
         if "id" not in record:
-            problems.add(path, "missing", index=index, field_name="id",
-                         fix="Give every question a unique string id.")
+            problems.add(path, "missing", index=index, field_name="id", fix="Give every question a unique string id.")
             ok = False
         elif not isinstance(rid, str):
-            problems.add(path, f"must be a string, found {_type_name(rid)}", index=index,
-                         field_name="id", fix=f"Write the id in quotes, e.g. \"{rid}\".")
+            problems.add(
+                path,
+                f"must be a string, found {_type_name(rid)}",
+                index=index,
+                field_name="id",
+                fix=f'Write the id in quotes, e.g. "{rid}".',
+            )
             ok = False
         elif rid in seen:
-            problems.add(path, f"duplicate question id (also record {seen[rid]})", index=index, rid=rid,
-                         field_name="id", fix="Question ids must be unique within a file.")
+            problems.add(
+                path,
+                f"duplicate question id (also record {seen[rid]})",
+                index=index,
+                rid=rid,
+                field_name="id",
+                fix="Question ids must be unique within a file.",
+            )
             ok = False
         else:
             seen[rid] = index
         text = record.get("input")
         if "input" not in record:
-            problems.add(path, "missing", index=index, rid=rid, field_name="input",
-                         fix="Every question needs the task's input text.")
+            problems.add(
+                path, "missing", index=index, rid=rid, field_name="input", fix="Every question needs the task's input text."
+            )
             ok = False
         elif not isinstance(text, str):
-            problems.add(path, f"must be a string, found {_type_name(text)}", index=index, rid=rid,
-                         field_name="input", fix="Write the input as a JSON string.")
+            problems.add(
+                path,
+                f"must be a string, found {_type_name(text)}",
+                index=index,
+                rid=rid,
+                field_name="input",
+                fix="Write the input as a JSON string.",
+            )
             ok = False
         elif not text.strip():
-            problems.add(path, "is empty", index=index, rid=rid, field_name="input",
-                         fix="Every question needs the task's input text.")
+            problems.add(
+                path, "is empty", index=index, rid=rid, field_name="input", fix="Every question needs the task's input text."
+            )
             ok = False
         profile = record.get("profile")
         if "profile" not in record:
-            problems.add(path, "missing", index=index, rid=rid, field_name="profile",
-                         fix="Every question needs the user's profile: a list of items.")
+            problems.add(
+                path,
+                "missing",
+                index=index,
+                rid=rid,
+                field_name="profile",
+                fix="Every question needs the user's profile: a list of items.",
+            )
             continue
         if not isinstance(profile, list):
-            problems.add(path, f"must be a list of items, found {_type_name(profile)}", index=index,
-                         rid=rid, field_name="profile", fix="Write the profile as a JSON list of objects.")
+            problems.add(
+                path,
+                f"must be a list of items, found {_type_name(profile)}",
+                index=index,
+                rid=rid,
+                field_name="profile",
+                fix="Write the profile as a JSON list of objects.",
+            )
             continue
         if not profile:
-            problems.add(path, "is empty", index=index, rid=rid, field_name="profile",
-                         fix="Personalization needs at least one profile item; drop the question or "
-                             "add the user's items.")
+            problems.add(
+                path,
+                "is empty",
+                index=index,
+                rid=rid,
+                field_name="profile",
+                fix="Personalization needs at least one profile item; drop the question or add the user's items.",
+            )
             continue
         items: list[ProfileItem] = []
         # Item problems are grouped per record and field, so that a file of another task gives one
@@ -352,128 +408,189 @@ def _check_questions(task: Task, path: Path, data: Any, problems: _Problems
 def _item_problems(item: Any, required: Sequence[str], task_name: str) -> list[tuple[str, str, str]]:
     """``(field suffix, what, fix)`` for each problem of one profile item."""
     if not isinstance(item, dict):
-        return [("", f"a profile item must be an object, found {_type_name(item)}",
-                 f"Each item is an object with {', '.join(required)}.")]
+        return [
+            (
+                "",
+                f"a profile item must be an object, found {_type_name(item)}",
+                f"Each item is an object with {', '.join(required)}.",
+            )
+        ]
     found = []
     if "id" in item and not isinstance(item["id"], str):
-        found.append((".id", f"must be a string, found {_type_name(item['id'])}",
-                      "Write item ids in quotes, or leave them out."))
+        found.append(
+            (".id", f"must be a string, found {_type_name(item['id'])}", "Write item ids in quotes, or leave them out.")
+        )
     for name in required:
         if name not in item:
-            found.append((f".{name}", "missing",
-                          f"Every {task_name} profile item needs {', '.join(required)} "
-                          "(is this file for another task?)."))
+            found.append(
+                (
+                    f".{name}",
+                    "missing",
+                    f"Every {task_name} profile item needs {', '.join(required)} (is this file for another task?).",
+                )
+            )
         elif not isinstance(item[name], _SCALAR) or isinstance(item[name], bool):
-            found.append((f".{name}", f"must be a string, found {_type_name(item[name])}",
-                          "Write the field as a JSON string."))
+            found.append(
+                (f".{name}", f"must be a string, found {_type_name(item[name])}", "Write the field as a JSON string.")
+            )
     date = item.get("date")
     if date is not None and (not isinstance(date, _SCALAR) or isinstance(date, bool)):
-        found.append((".date", f"must be a string, found {_type_name(date)}",
-                      "Write dates as strings, or leave them out."))
+        found.append((".date", f"must be a string, found {_type_name(date)}", "Write dates as strings, or leave them out."))
     return found
 
 
-def _check_outputs(task: Task | None, path: Path, data: Any, problems: _Problems, *,
-                   check_labels: bool) -> tuple[str | None, dict[str, str]]:
+def _check_outputs(
+    task: Task | None, path: Path, data: Any, problems: _Problems, *, check_labels: bool
+) -> tuple[str | None, dict[str, str]]:
     """``(task field, {id: output})``; problems are recorded, bad records skipped."""
     if not isinstance(data, dict):
-        hint = ("This is a questions file; pass the outputs file ({split}_outputs.json)."
-                if isinstance(data, list) else
-                "An outputs file is {\"task\": \"LaMP_N\", \"golds\": [{\"id\", \"output\"}]}.")
-        problems.add(path, f"expected a JSON object with 'task' and 'golds', found {_type_name(data)}",
-                     fix=hint)
+        hint = (
+            "This is a questions file; pass the outputs file ({split}_outputs.json)."
+            if isinstance(data, list)
+            else 'An outputs file is {"task": "LaMP_N", "golds": [{"id", "output"}]}.'
+        )
+        problems.add(path, f"expected a JSON object with 'task' and 'golds', found {_type_name(data)}", fix=hint)
         return None, {}
     name = data.get("task")
     expected = task.official_name if task is not None else None
     if "task" not in data:
-        problems.add(path, "missing", field_name="task",
-                     fix=f"Add \"task\": \"{expected or 'LaMP_N'}\" at the top level.")
+        problems.add(path, "missing", field_name="task", fix=f'Add "task": "{expected or "LaMP_N"}" at the top level.')
         name = None
     elif not isinstance(name, str):
-        problems.add(path, f"must be a string, found {_type_name(name)}", field_name="task",
-                     fix=f"Write e.g. \"task\": \"{expected or 'LaMP_N'}\".")
+        problems.add(
+            path,
+            f"must be a string, found {_type_name(name)}",
+            field_name="task",
+            fix=f'Write e.g. "task": "{expected or "LaMP_N"}".',
+        )
         name = None
     elif task is not None and normalize(name) != normalize(task.official_name):
-        problems.add(path, f"the file is for {name} but the task is {task.name} ({task.official_name})",
-                     field_name="task",
-                     fix=f"Pass --task {normalize(name)}, or use the {task.official_name} files.")
+        problems.add(
+            path,
+            f"the file is for {name} but the task is {task.name} ({task.official_name})",
+            field_name="task",
+            fix=f"Pass --task {normalize(name)}, or use the {task.official_name} files.",
+        )
     golds = data.get("golds")
     if "golds" not in data:
-        problems.add(path, "missing", field_name="golds",
-                     fix="Add \"golds\": [{\"id\": ..., \"output\": ...}] at the top level.")
+        problems.add(path, "missing", field_name="golds", fix='Add "golds": [{"id": ..., "output": ...}] at the top level.')
         return name, {}
     if not isinstance(golds, list):
-        problems.add(path, f"must be a list, found {_type_name(golds)}", field_name="golds",
-                     fix="Write golds as a JSON list of {\"id\", \"output\"} objects.")
+        problems.add(
+            path,
+            f"must be a list, found {_type_name(golds)}",
+            field_name="golds",
+            fix='Write golds as a JSON list of {"id", "output"} objects.',
+        )
         return name, {}
     if not golds:
-        problems.add(path, "is an empty list", field_name="golds",
-                     fix="Use a complete outputs file (one entry per question).")
+        problems.add(
+            path, "is an empty list", field_name="golds", fix="Use a complete outputs file (one entry per question)."
+        )
     outputs: dict[str, str] = {}
     seen: dict[str, int] = {}
     for index, record in enumerate(golds):
         where = f"golds[{index}]"
         if not isinstance(record, dict):
-            problems.add(path, f"an entry must be an object, found {_type_name(record)}", field_name=where,
-                         fix="Each entry is {\"id\": str, \"output\": str}.")
+            problems.add(
+                path,
+                f"an entry must be an object, found {_type_name(record)}",
+                field_name=where,
+                fix='Each entry is {"id": str, "output": str}.',
+            )
             continue
         rid = record.get("id")
         if "id" not in record:
-            problems.add(path, "missing", index=index, field_name=f"{where}.id",
-                         fix="Give every entry the id of its question.")
+            problems.add(
+                path, "missing", index=index, field_name=f"{where}.id", fix="Give every entry the id of its question."
+            )
             continue
         if not isinstance(rid, str):
-            problems.add(path, f"must be a string, found {_type_name(rid)}", index=index,
-                         field_name=f"{where}.id", fix=f"Write the id in quotes, e.g. \"{rid}\".")
+            problems.add(
+                path,
+                f"must be a string, found {_type_name(rid)}",
+                index=index,
+                field_name=f"{where}.id",
+                fix=f'Write the id in quotes, e.g. "{rid}".',
+            )
             continue
         if rid in seen:
-            problems.add(path, f"duplicate id (also golds[{seen[rid]}])", index=index, rid=rid,
-                         field_name=f"{where}.id", fix="Keep exactly one entry per question id.")
+            problems.add(
+                path,
+                f"duplicate id (also golds[{seen[rid]}])",
+                index=index,
+                rid=rid,
+                field_name=f"{where}.id",
+                fix="Keep exactly one entry per question id.",
+            )
             continue
         seen[rid] = index
         output = record.get("output")
         if "output" not in record:
-            problems.add(path, "missing", index=index, rid=rid, field_name=f"{where}.output",
-                         fix="Every entry needs an output string.")
+            problems.add(
+                path,
+                "missing",
+                index=index,
+                rid=rid,
+                field_name=f"{where}.output",
+                fix="Every entry needs an output string.",
+            )
             continue
         if not isinstance(output, str):
-            problems.add(path, f"must be a string, found {_type_name(output)}", index=index, rid=rid,
-                         field_name=f"{where}.output", fix=f"Write the output in quotes, e.g. \"{output}\".")
+            problems.add(
+                path,
+                f"must be a string, found {_type_name(output)}",
+                index=index,
+                rid=rid,
+                field_name=f"{where}.output",
+                fix=f'Write the output in quotes, e.g. "{output}".',
+            )
             continue
         if check_labels and task is not None:
             message = task.validate_gold(output)
             if message:
-                problems.add(path, message, index=index, rid=rid, field_name=f"{where}.output",
-                             fix=f"Is this the {task.official_name} outputs file of the right task "
-                                 f"({task.name})?")
+                problems.add(
+                    path,
+                    message,
+                    index=index,
+                    rid=rid,
+                    field_name=f"{where}.output",
+                    fix=f"Is this the {task.official_name} outputs file of the right task ({task.name})?",
+                )
                 continue
         outputs[rid] = output
     return name, outputs
 
 
-def _cross_check(questions_path: Path, outputs_path: Path, question_ids: Iterable[str],
-                 gold_ids: Iterable[str], problems: _Problems) -> None:
+def _cross_check(
+    questions_path: Path, outputs_path: Path, question_ids: Iterable[str], gold_ids: Iterable[str], problems: _Problems
+) -> None:
     questions = list(question_ids)
     golds = set(gold_ids)
     qset = set(questions)
     without = [q for q in questions if q not in golds]
     orphans = sorted(g for g in golds if g not in qset)
     if without:
-        problems.add(outputs_path, f"{len(without)} question id(s) of {questions_path.name} have no gold "
-                     f"(e.g. {_sample(without)})",
-                     fix="Use the outputs file of the same split, or drop those questions.")
+        problems.add(
+            outputs_path,
+            f"{len(without)} question id(s) of {questions_path.name} have no gold (e.g. {_sample(without)})",
+            fix="Use the outputs file of the same split, or drop those questions.",
+        )
     if orphans:
-        problems.add(outputs_path, f"{len(orphans)} gold id(s) match no question in {questions_path.name} "
-                     f"(e.g. {_sample(orphans)})",
-                     fix="Use the questions file of the same split, or drop those golds.")
+        problems.add(
+            outputs_path,
+            f"{len(orphans)} gold id(s) match no question in {questions_path.name} (e.g. {_sample(orphans)})",
+            fix="Use the questions file of the same split, or drop those golds.",
+        )
 
 
 def _sample(ids: Sequence[str], n: int = 5) -> str:
     return ", ".join(repr(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")
 
 
-def _read_split(task: Task, questions_path: Path | None, outputs_path: Path | None
-                ) -> tuple[list[Example], dict[str, str] | None, ValidationReport]:
+def _read_split(
+    task: Task, questions_path: Path | None, outputs_path: Path | None
+) -> tuple[list[Example], dict[str, str] | None, ValidationReport]:
     problems = _Problems()
     checksums: dict[str, str] = {}
     examples: list[Example] = []
@@ -496,12 +613,24 @@ def _read_split(task: Task, questions_path: Path | None, outputs_path: Path | No
             checksums[Path(outputs_path).name] = digest
             official, golds = _check_outputs(task, Path(outputs_path), data, problems, check_labels=True)
             if questions_ok:
-                _cross_check(Path(questions_path), Path(outputs_path), question_ids,
-                             _ids(data.get("golds") if isinstance(data, dict) else None), problems)
-    report = ValidationReport(task=task.name, files=files, questions=len(question_ids),
-                              golds=len(golds or {}), problems=tuple(problems.lines),
-                              problem_count=problems.count, profile=ProfileStats.of(sizes),
-                              checksums=checksums, official_name=official)
+                _cross_check(
+                    Path(questions_path),
+                    Path(outputs_path),
+                    question_ids,
+                    _ids(data.get("golds") if isinstance(data, dict) else None),
+                    problems,
+                )
+    report = ValidationReport(
+        task=task.name,
+        files=files,
+        questions=len(question_ids),
+        golds=len(golds or {}),
+        problems=tuple(problems.lines),
+        problem_count=problems.count,
+        profile=ProfileStats.of(sizes),
+        checksums=checksums,
+        official_name=official,
+    )
     return examples, golds, report
 
 
@@ -520,8 +649,7 @@ def _ids(records: Any) -> list[str]:
     return [r["id"] for r in records if isinstance(r, dict) and isinstance(r.get("id"), str)]
 
 
-def validate_split(task: Task, questions_path: Path | None, outputs_path: Path | None = None
-                   ) -> ValidationReport:
+def validate_split(task: Task, questions_path: Path | None, outputs_path: Path | None = None) -> ValidationReport:
     """Check a split's files against the official format and ``task``; collects every problem
     (the first :data:`MAX_PROBLEMS` as one-line messages). Never raises for bad data."""
     if questions_path is None and outputs_path is None:
@@ -529,27 +657,27 @@ def validate_split(task: Task, questions_path: Path | None, outputs_path: Path |
     return _read_split(task, questions_path, outputs_path)[2]
 
 
-def load_split(task: Task, questions_path: Path, outputs_path: Path | None, *, split: str,
-               source: str) -> Dataset:
+def load_split(task: Task, questions_path: Path, outputs_path: Path | None, *, split: str, source: str) -> Dataset:
     """Read ``{split}_questions.json`` (and ``{split}_outputs.json`` when given) into a
     :class:`Dataset` of frozen :class:`Example` objects with golds attached.
 
     Raises the first problem as a one-line :class:`LampError` (with the count of the others);
     ``lamp data validate`` lists them all. ``Dataset.checksums`` holds the files' sha256.
     """
-    examples, golds, report = _read_split(task, Path(questions_path),
-                                          Path(outputs_path) if outputs_path is not None else None)
+    examples, golds, report = _read_split(
+        task, Path(questions_path), Path(outputs_path) if outputs_path is not None else None
+    )
     if not report.ok:
         target = Path(questions_path).parent
         raise report.first_error(f"; list them with: lamp data validate {target} --task {task.name}")
     if golds is not None:
         examples = [Example(e.id, e.input, e.profile, golds[e.id]) for e in examples]
-    return Dataset(task=task.name, split=split, examples=tuple(examples), source=source,
-                   checksums=dict(report.checksums))
+    return Dataset(task=task.name, split=split, examples=tuple(examples), source=source, checksums=dict(report.checksums))
 
 
-def read_outputs(path: Path, task: Task | None = None, *, check_labels: bool = False,
-                 label: str | None = None) -> tuple[str, dict[str, str]]:
+def read_outputs(
+    path: Path, task: Task | None = None, *, check_labels: bool = False, label: str | None = None
+) -> tuple[str, dict[str, str]]:
     """Read an outputs file in the official gold format (golds or predictions):
     ``(its "task" field, {id: output})``.
 
@@ -566,9 +694,15 @@ def read_outputs(path: Path, task: Task | None = None, *, check_labels: bool = F
     shown = Path(label) if label else path
     name, outputs = _check_outputs(task, shown, data, problems, check_labels=check_labels)
     if problems.count:
-        raise ValidationReport(task=task.name if task else "", files=(path,), questions=0,
-                               golds=len(outputs), problems=tuple(problems.lines),
-                               problem_count=problems.count, profile=ProfileStats.of([])).first_error()
+        raise ValidationReport(
+            task=task.name if task else "",
+            files=(path,),
+            questions=0,
+            golds=len(outputs),
+            problems=tuple(problems.lines),
+            problem_count=problems.count,
+            profile=ProfileStats.of([]),
+        ).first_error()
     assert name is not None
     return name, outputs
 
@@ -577,8 +711,7 @@ def write_outputs(path: Path, official_name: str, outputs: Mapping[str, str]) ->
     """Write ``{id: output}`` as an official outputs file (atomically)."""
     from lamp_harness.io import atomic_write_json
 
-    atomic_write_json(Path(path), {"task": official_name,
-                                   "golds": [{"id": i, "output": o} for i, o in outputs.items()]})
+    atomic_write_json(Path(path), {"task": official_name, "golds": [{"id": i, "output": o} for i, o in outputs.items()]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,23 +726,29 @@ def local_split_files(data_dir: Path, split: str, scheme: str = "user") -> Split
     questions_name, outputs_name = split_file_names(split)
     if not data_dir.is_dir():
         what = broken_link(data_dir) or ("does not exist" if not data_dir.exists() else "is not a folder")
-        raise lamp_error(what, where=f"--data-dir {data_dir}",
-                         fix=f"Pass the folder that holds {questions_name} (and {outputs_name}).")
+        raise lamp_error(
+            what, where=f"--data-dir {data_dir}", fix=f"Pass the folder that holds {questions_name} (and {outputs_name})."
+        )
     folder = data_dir
     if not (folder / questions_name).is_file() and (data_dir / scheme / questions_name).is_file():
         folder = data_dir / scheme
     questions = folder / questions_name
     if not questions.is_file() and broken_link(questions):
-        raise lamp_error(str(broken_link(questions)), where=f"--data-dir {data_dir}",
-                         fix=f"Point {questions_name} at the real file, or copy the file in its place.")
+        raise lamp_error(
+            str(broken_link(questions)),
+            where=f"--data-dir {data_dir}",
+            fix=f"Point {questions_name} at the real file, or copy the file in its place.",
+        )
     if not questions.is_file():
         present = sorted(p.name for p in data_dir.glob("*_questions.json"))
         have = f" (it has {', '.join(present)})" if present else ""
-        raise lamp_error(f"has no {questions_name}{have}", where=f"--data-dir {data_dir}",
-                         fix=f"Pass the folder that holds the {split} split, or choose another --split.")
+        raise lamp_error(
+            f"has no {questions_name}{have}",
+            where=f"--data-dir {data_dir}",
+            fix=f"Pass the folder that holds the {split} split, or choose another --split.",
+        )
     outputs = folder / outputs_name
-    return SplitFiles(questions, outputs if outputs.is_file() else None,
-                      source=f"local:{folder.resolve()}")
+    return SplitFiles(questions, outputs if outputs.is_file() else None, source=f"local:{folder.resolve()}")
 
 
 def task_for_official_name(name: str, *, sample_item: Mapping[str, Any] | None = None) -> Task:
@@ -628,9 +767,10 @@ def task_for_official_name(name: str, *, sample_item: Mapping[str, Any] | None =
         if normalize(task.official_name) == normalize(name):
             matches.append(task)
     if not matches:
-        raise lamp_error(f"no registered task has the official name {name!r}",
-                         fix="Check the file's \"task\" field (e.g. \"LaMP_3\"), or pass --task; "
-                             "`lamp plugins` lists the tasks.")
+        raise lamp_error(
+            f"no registered task has the official name {name!r}",
+            fix='Check the file\'s "task" field (e.g. "LaMP_3"), or pass --task; `lamp plugins` lists the tasks.',
+        )
     if sample_item is not None and len(matches) > 1:
         fitting = [t for t in matches if all(f in sample_item for f in t.profile_fields)]
         if len(fitting) == 1:
@@ -648,8 +788,16 @@ def get_source(name: str, context: RunContext) -> DataSource:
     return host().registry.create("data_source", name, context)
 
 
-def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, split: str,
-                    scheme: str = "user", context: RunContext, download: bool = True) -> Dataset:
+def resolve_dataset(
+    task: Task,
+    *,
+    data: str | None,
+    data_dir: Path | None,
+    split: str,
+    scheme: str = "user",
+    context: RunContext,
+    download: bool = True,
+) -> Dataset:
     """The dataset a run uses: ``data_dir`` (a local folder) wins; else the registered data
     source ``data``, else the task's own :attr:`~lamp_harness.contracts.Task.data_source`, else
     ``"lamp"`` (the official server through the cache under ``$LAMP_HOME``, downloading on
@@ -667,11 +815,19 @@ def resolve_dataset(task: Task, *, data: str | None, data_dir: Path | None, spli
     else:
         source = get_source(data or task.data_source or DEFAULT_SOURCE, context)
         if scheme not in source.schemes:
-            raise lamp_error(f"data source {source.name!r} has no {scheme!r} split scheme",
-                             fix=f"Use --scheme {' or '.join(source.schemes)}.")
+            raise lamp_error(
+                f"data source {source.name!r} has no {scheme!r} split scheme",
+                fix=f"Use --scheme {' or '.join(source.schemes)}.",
+            )
         files = source.locate(task, split, scheme, download=download)
-    key = ("dataset", task.name, split, files.source, _stamp(files.questions),
-           _stamp(files.outputs) if files.outputs else None)
+    key = (
+        "dataset",
+        task.name,
+        split,
+        files.source,
+        _stamp(files.questions),
+        _stamp(files.outputs) if files.outputs else None,
+    )
     cached = context.shared.get(key)
     if cached is None:
         cached = load_split(task, files.questions, files.outputs, split=split, source=files.source)
@@ -712,8 +868,7 @@ def outputs_files(path: Path) -> Iterator[dict[str, OutputsFile]]:
     task are a one-line error."""
     path = Path(path)
     if not path.exists():
-        raise lamp_error("does not exist", where=str(path),
-                         fix="Pass a folder, a .zip, or an outputs .json file.")
+        raise lamp_error("does not exist", where=str(path), fix="Pass a folder, a .zip, or an outputs .json file.")
     if path.is_file() and (zipfile.is_zipfile(path) or _looks_zipped(path)):
         with tempfile.TemporaryDirectory(prefix="lamp-zip-") as tmp:
             _safe_extract(path, Path(tmp))
@@ -741,18 +896,25 @@ def _safe_extract(archive: Path, target: Path) -> None:
             for info in infos:
                 name = info.filename
                 parts = name.replace("\\", "/").split("/")
-                if (name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":")
-                        or ".." in parts):
-                    raise lamp_error(f"entry {name!r} has an absolute path or '..' (it could write outside "
-                                     "the extraction folder); nothing was extracted", where=str(archive),
-                                     fix="Build the zip with relative paths, e.g. "
-                                         "`cd DIR && zip ../submission.zip *.json`.")
+                if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+                    raise lamp_error(
+                        f"entry {name!r} has an absolute path or '..' (it could write outside "
+                        "the extraction folder); nothing was extracted",
+                        where=str(archive),
+                        fix="Build the zip with relative paths, e.g. `cd DIR && zip ../submission.zip *.json`.",
+                    )
                 if stat.S_ISLNK(info.external_attr >> 16):
-                    raise lamp_error(f"entry {name!r} is a symbolic link; nothing was extracted",
-                                     where=str(archive), fix="Put plain files in the zip.")
+                    raise lamp_error(
+                        f"entry {name!r} is a symbolic link; nothing was extracted",
+                        where=str(archive),
+                        fix="Put plain files in the zip.",
+                    )
             if sum(i.file_size for i in infos) > _ZIP_LIMIT:
-                raise lamp_error("declares more than 4 GiB of content; nothing was extracted",
-                                 where=str(archive), fix="Zip only the outputs .json files.")
+                raise lamp_error(
+                    "declares more than 4 GiB of content; nothing was extracted",
+                    where=str(archive),
+                    fix="Zip only the outputs .json files.",
+                )
             for info in infos:
                 if info.is_dir() or not info.filename.lower().endswith(".json"):
                     continue
@@ -761,8 +923,11 @@ def _safe_extract(archive: Path, target: Path) -> None:
                 with zf.open(info) as src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise lamp_error(f"is a damaged zip ({' '.join(str(exc).split()) or type(exc).__name__})",
-                         where=str(archive), fix="Create or download the zip again.") from None
+        raise lamp_error(
+            f"is a damaged zip ({' '.join(str(exc).split()) or type(exc).__name__})",
+            where=str(archive),
+            fix="Create or download the zip again.",
+        ) from None
 
 
 def _index_outputs(root: Path, *, label: Path) -> dict[str, OutputsFile]:
@@ -770,8 +935,7 @@ def _index_outputs(root: Path, *, label: Path) -> dict[str, OutputsFile]:
     found: dict[str, OutputsFile] = {}
     for file in files:
         # Files extracted from a zip are shown as ZIP!member, never by their temporary path.
-        shown = str(file) if root == label or file.is_relative_to(label) else \
-            f"{label}!{file.relative_to(root).as_posix()}"
+        shown = str(file) if root == label or file.is_relative_to(label) else f"{label}!{file.relative_to(root).as_posix()}"
         try:
             data, _ = read_json(file)
         except LampError as exc:
@@ -779,14 +943,23 @@ def _index_outputs(root: Path, *, label: Path) -> dict[str, OutputsFile]:
         if isinstance(data, list):
             continue  # a questions file beside the golds
         if not isinstance(data, dict) or not isinstance(data.get("task"), str) or "golds" not in data:
-            raise lamp_error("is not an outputs file (expected {\"task\": \"LaMP_N\", \"golds\": [...]})",
-                             where=shown, fix="Remove it, or write it in the official outputs format.")
+            raise lamp_error(
+                'is not an outputs file (expected {"task": "LaMP_N", "golds": [...]})',
+                where=shown,
+                fix="Remove it, or write it in the official outputs format.",
+            )
         key = normalize(data["task"])
         if key in found:
-            raise lamp_error(f"two files for {data['task']}: {found[key].label} and {shown}",
-                             where=str(label), fix="Keep exactly one outputs file per task.")
+            raise lamp_error(
+                f"two files for {data['task']}: {found[key].label} and {shown}",
+                where=str(label),
+                fix="Keep exactly one outputs file per task.",
+            )
         found[key] = OutputsFile(data["task"], file, shown)
     if not found:
-        raise lamp_error("holds no outputs file ({\"task\": ..., \"golds\": [...]})", where=str(label),
-                         fix="Pass the folder or zip with one LaMP_N outputs .json file per task.")
+        raise lamp_error(
+            'holds no outputs file ({"task": ..., "golds": [...]})',
+            where=str(label),
+            fix="Pass the folder or zip with one LaMP_N outputs .json file per task.",
+        )
     return {f.task: f for f in found.values()}

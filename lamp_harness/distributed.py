@@ -77,9 +77,12 @@ def detect_world(env: dict[str, str] | None = None) -> World:
         except ValueError:
             found = None
         if found is None or found < minimum:
-            raise lamp_error(f"{name}={value!r} is not a whole number >= {minimum}", where="environment",
-                             fix=f"Unset {name} or set it to a whole number >= {minimum} (the launcher "
-                             "sets it: torchrun, accelerate launch, srun).")
+            raise lamp_error(
+                f"{name}={value!r} is not a whole number >= {minimum}",
+                where="environment",
+                fix=f"Unset {name} or set it to a whole number >= {minimum} (the launcher "
+                "sets it: torchrun, accelerate launch, srun).",
+            )
         return found
 
     def world(rank_name: str, size_name: str, local_name: str, local_size_name: str | None) -> World:
@@ -87,16 +90,24 @@ def detect_world(env: dict[str, str] | None = None) -> World:
         assert size is not None
         rank, local = number(rank_name, 0), number(local_name, 0)
         if rank is None and size > 1:
-            raise lamp_error(f"{size_name}={size} but {rank_name} is not set", where="environment",
-                             fix=f"Set {rank_name} (0 to {size - 1}) for each process, or unset {size_name}.")
+            raise lamp_error(
+                f"{size_name}={size} but {rank_name} is not set",
+                where="environment",
+                fix=f"Set {rank_name} (0 to {size - 1}) for each process, or unset {size_name}.",
+            )
         if rank is not None and rank >= size:
-            raise lamp_error(f"{rank_name}={rank} is outside a world of {size_name}={size} processes",
-                             where="environment", fix=f"Give each process a {rank_name} from 0 to {size - 1}.")
+            raise lamp_error(
+                f"{rank_name}={rank} is outside a world of {size_name}={size} processes",
+                where="environment",
+                fix=f"Give each process a {rank_name} from 0 to {size - 1}.",
+            )
         local_size = (number(local_size_name, 1) if local_size_name else None) or size
         if local is not None and local >= local_size:
-            raise lamp_error(f"{local_name}={local} is outside the {local_size} process(es) of this node",
-                             where="environment",
-                             fix=f"Give each process on a node a {local_name} from 0 to {local_size - 1}.")
+            raise lamp_error(
+                f"{local_name}={local} is outside the {local_size} process(es) of this node",
+                where="environment",
+                fix=f"Give each process on a node a {local_name} from 0 to {local_size - 1}.",
+            )
         return World(rank or 0, size, local or 0)
 
     if env.get("WORLD_SIZE", "").strip():
@@ -130,9 +141,11 @@ def timeout_s() -> float:
     except ValueError:
         value = math.nan
     if not 0 < value <= MAX_TIMEOUT_S:  # also false for nan
-        raise lamp_error(f"LAMP_DIST_TIMEOUT={raw!r} is not a number of seconds above 0 and at most "
-                         f"{MAX_TIMEOUT_S:.0f} (a week)", where="environment",
-                         fix="Set e.g. LAMP_DIST_TIMEOUT=600, or unset it for the default of 1800.")
+        raise lamp_error(
+            f"LAMP_DIST_TIMEOUT={raw!r} is not a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f} (a week)",
+            where="environment",
+            fix="Set e.g. LAMP_DIST_TIMEOUT=600, or unset it for the default of 1800.",
+        )
     return value
 
 
@@ -192,18 +205,19 @@ def init() -> World:
         if not dist.is_initialized():
             timeout = timedelta(seconds=timeout_s())
             if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
-                raise lamp_error(f"rank {world.rank} of {world.size} has no rendezvous address",
-                                 where="environment",
-                                 fix="Export MASTER_ADDR and MASTER_PORT (torchrun sets them; under "
-                                 "srun set them in the batch script, see docs/scale-out.md).")
+                raise lamp_error(
+                    f"rank {world.rank} of {world.size} has no rendezvous address",
+                    where="environment",
+                    fix="Export MASTER_ADDR and MASTER_PORT (torchrun sets them; under "
+                    "srun set them in the batch script, see docs/scale-out.md).",
+                )
             os.environ.setdefault("RANK", str(world.rank))
             os.environ.setdefault("WORLD_SIZE", str(world.size))
             os.environ.setdefault("LOCAL_RANK", str(world.local_rank))
             cuda = torch.cuda.is_available()
             if cuda:
                 torch.cuda.set_device(world.local_rank)
-            dist.init_process_group("nccl" if cuda else "gloo", rank=world.rank, world_size=world.size,
-                                    timeout=timeout)
+            dist.init_process_group("nccl" if cuda else "gloo", rank=world.rank, world_size=world.size, timeout=timeout)
     _current = world
     return world
 
@@ -227,8 +241,7 @@ def device_for(requested: str, world: World | None = None) -> str:
         return requested
     import torch
 
-    return f"cuda:{world.local_rank}" if torch.cuda.is_available() else ("cpu" if requested == "auto"
-                                                                         else requested)
+    return f"cuda:{world.local_rank}" if torch.cuda.is_available() else ("cpu" if requested == "auto" else requested)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,9 +362,9 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ[LAUNCHED_BY_LAMP] = "1"
     os.environ[LAUNCHER_PID] = str(os.getpid())
-    args = get_args_parser().parse_args(["--nproc-per-node", str(nproc), "--standalone",
-                                         "--monitor-interval", "0.1",
-                                         "--module", "lamp_harness", *argv])
+    args = get_args_parser().parse_args(
+        ["--nproc-per-node", str(nproc), "--standalone", "--monitor-interval", "0.1", "--module", "lamp_harness", *argv]
+    )
     try:
         run(args)
     except ChildFailedError as exc:
@@ -396,12 +409,23 @@ def is_peer_failure(exc: BaseException) -> bool:
         import torch.distributed as dist
     except ImportError:  # pragma: no cover
         return False
-    kinds = tuple(k for k in (getattr(dist, "DistError", None), getattr(dist, "DistBackendError", None),
-                              getattr(dist, "DistNetworkError", None)) if k is not None)
+    kinds = tuple(
+        k
+        for k in (
+            getattr(dist, "DistError", None),
+            getattr(dist, "DistBackendError", None),
+            getattr(dist, "DistNetworkError", None),
+        )
+        if k is not None
+    )
     text = str(exc)
-    return isinstance(exc, kinds) or (isinstance(exc, RuntimeError) and any(
-        s in text for s in ("Connection closed by peer", "Connection reset by peer", "Timed out",
-                            "timed out", "Broken pipe")))
+    return isinstance(exc, kinds) or (
+        isinstance(exc, RuntimeError)
+        and any(
+            s in text
+            for s in ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "Broken pipe")
+        )
+    )
 
 
 def report_failure(exc: BaseException) -> str:
@@ -413,9 +437,17 @@ def report_failure(exc: BaseException) -> str:
     if path and os.environ.get(LAUNCHED_BY_LAMP):
         import traceback
 
-        record = {"message": {"message": line, "extraInfo": {
-            "py_callstack": "".join(traceback.format_exception(exc)), "timestamp": str(int(time.time())),
-            "lamp_time": time.time(), "lamp_secondary": is_peer_failure(exc)}}}
+        record = {
+            "message": {
+                "message": line,
+                "extraInfo": {
+                    "py_callstack": "".join(traceback.format_exception(exc)),
+                    "timestamp": str(int(time.time())),
+                    "lamp_time": time.time(),
+                    "lamp_secondary": is_peer_failure(exc),
+                },
+            }
+        }
         try:
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(record, handle)

@@ -64,18 +64,10 @@ def cell_facets(cell: Cell) -> dict[str, set[str]]:
     generator = config.get("generator")
     gen = generator if isinstance(generator, Mapping) else {"name": generator}
     model = gen.get("model")
-    models = (
-        {_norm(model), _norm(str(model).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1])}
-        if model
-        else set()
-    )
+    models = {_norm(model), _norm(str(model).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1])} if model else set()
     return {
-        "personalizer": {
-            _norm(personalizer.get("name") if isinstance(personalizer, Mapping) else personalizer)
-        },
-        "retriever": {
-            _norm(retriever.get("name") if isinstance(retriever, Mapping) else retriever or "none")
-        },
+        "personalizer": {_norm(personalizer.get("name") if isinstance(personalizer, Mapping) else personalizer)},
+        "retriever": {_norm(retriever.get("name") if isinstance(retriever, Mapping) else retriever or "none")},
         "k": {_norm(config.get("k"))} if retriever else {"0", "none"},
         "generator": {_norm(x) for x in (gen.get("plugin"), gen.get("name")) if x} | models,
         "model": models,
@@ -201,8 +193,7 @@ def export_submission(
         raise lamp_error(
             f"several candidate cells per task ({listing})",
             where=where,
-            fix="Pick one with --select, e.g. --select personalizer=ipa,retriever=bm25,k=4 "
-            "or --select cell_id=PREFIX.",
+            fix="Pick one with --select, e.g. --select personalizer=ipa,retriever=bm25,k=4 or --select cell_id=PREFIX.",
         )
 
     exported = []

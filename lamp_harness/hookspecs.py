@@ -66,8 +66,7 @@ def lamp_example_predicted(cell: CellSpec, example: Example, prediction: Predict
 
 
 @hookspec
-def lamp_cell_finished(run: RunInfo, cell: CellSpec, metrics: list[MetricResult],
-                       timing: dict[str, Any]) -> None:
+def lamp_cell_finished(run: RunInfo, cell: CellSpec, metrics: list[MetricResult], timing: dict[str, Any]) -> None:
     """Called after a cell's ``metrics.json`` and ``timing.json`` are written (also for cells
     skipped because an earlier run finished them; ``timing["skipped"]`` is then true)."""
 

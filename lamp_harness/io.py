@@ -22,8 +22,10 @@ def lamp_home() -> Path:
         from lamp_harness.errors import lamp_error
 
         what = "is a file" if blocker == home else f"lies under the file {blocker}"
-        raise lamp_error(f"the cache folder LAMP_HOME={home} {what}",
-                         fix="Point LAMP_HOME at a folder (or unset it for ~/.cache/lamp-harness).")
+        raise lamp_error(
+            f"the cache folder LAMP_HOME={home} {what}",
+            fix="Point LAMP_HOME at a folder (or unset it for ~/.cache/lamp-harness).",
+        )
     return home
 
 
@@ -55,8 +57,10 @@ def writable_dir(path: Path, option: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise lamp_error(f"{option} {path} is not writable ({exc.strerror or exc})",
-                         fix=f"Pass a folder you can write to {option}, or fix its permissions.") from None
+        raise lamp_error(
+            f"{option} {path} is not writable ({exc.strerror or exc})",
+            fix=f"Pass a folder you can write to {option}, or fix its permissions.",
+        ) from None
     return path
 
 
@@ -135,8 +139,11 @@ def folder_manifest(folder: Path, *, skip: tuple[str, ...] = ()) -> dict[str, di
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name not in skip and not path.name.endswith(".lock"):
             stat = path.stat()
-            manifest[path.relative_to(folder).as_posix()] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                                             "sha256": file_sha256(path)}
+            manifest[path.relative_to(folder).as_posix()] = {
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "sha256": file_sha256(path),
+            }
     return manifest
 
 
@@ -158,8 +165,7 @@ def check_manifest(folder: Path, manifest: Any, *, hashes: bool = True) -> str |
             return f"{name} is missing"
         if not isinstance(expected, dict) or stat.st_size != expected.get("size"):
             return f"{name} has the wrong size"
-        if hashes and not file_matches(path, expected.get("size"), expected.get("sha256"),
-                                       expected.get("mtime_ns")):
+        if hashes and not file_matches(path, expected.get("size"), expected.get("sha256"), expected.get("mtime_ns")):
             return f"{name} does not match its checksum"
     return None
 

@@ -112,17 +112,25 @@ class JudgeIdentity:
 
     def call_key(self, temperature: str, prompt: JudgePrompt) -> str:
         """The cache key of one call: what changes the judge's answer to it (not ``max_retries``)."""
-        what = {"plugin": self.plugin, "model": self.model, "args": list(self.args), "preset": self.preset,
-                "max_new_tokens": self.max_new_tokens, "temperature": temperature,
-                "top_p": self.top_p if temperature != "0.0" else None,
-                "system": prompt.system, "user": prompt.user}
+        what = {
+            "plugin": self.plugin,
+            "model": self.model,
+            "args": list(self.args),
+            "preset": self.preset,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": temperature,
+            "top_p": self.top_p if temperature != "0.0" else None,
+            "system": prompt.system,
+            "user": prompt.user,
+        }
         if self.decode != "generate":
             what.update(decode=self.decode, choices=list(self.choices))
         return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def resolve_judge(registry: Any, metric: JudgedMetric, choice: JudgeChoice | None, preset: str,
-                  context: RunContext | None = None) -> JudgeIdentity:
+def resolve_judge(
+    registry: Any, metric: JudgedMetric, choice: JudgeChoice | None, preset: str, context: RunContext | None = None
+) -> JudgeIdentity:
     """The judge of ``metric`` for a run: the user's choice, else the metric's default for the
     preset. Judge settings (:data:`JUDGE_SETTINGS`) are taken out of the arguments."""
     choice = choice or JudgeChoice()
@@ -140,11 +148,17 @@ def resolve_judge(registry: Any, metric: JudgedMetric, choice: JudgeChoice | Non
     max_new_tokens = _whole(args.pop("max_new_tokens", metric.max_new_tokens), "max_new_tokens", owner)
     decode = str(args.pop("decode", "generate"))
     if decode not in DECODES:
-        raise lamp_error(f"decode={decode!r} is not one of {', '.join(DECODES)}", where=owner,
-                         fix="Pass --judge-arg decode=generate (free-form, official) or decode=labels.")
+        raise lamp_error(
+            f"decode={decode!r} is not one of {', '.join(DECODES)}",
+            where=owner,
+            fix="Pass --judge-arg decode=generate (free-form, official) or decode=labels.",
+        )
     if decode == "labels" and not metric.judge_choices:
-        raise lamp_error(f"metric {metric.name!r} declares no judge_choices, so its judge cannot decode labels",
-                         where=owner, fix="Pass --judge-arg decode=generate.")
+        raise lamp_error(
+            f"metric {metric.name!r} declares no judge_choices, so its judge cannot decode labels",
+            where=owner,
+            fix="Pass --judge-arg decode=generate.",
+        )
     model_name = model or plugin
     if model is None and plugin == generator_spec(None, ())[0]:  # the default generator: the preset's model
         try:
@@ -154,10 +168,20 @@ def resolve_judge(registry: Any, metric: JudgedMetric, choice: JudgeChoice | Non
             model_name = resolve_model("generator", ctx, None, materialize=False).name
         except (ImportError, LampError):
             model_name = f"{preset}-{plugin}"
-    return JudgeIdentity(metric.name, plugin, model, model_name.rstrip("/").split("/")[-1],
-                         tuple(sorted(args.items())), metric.prompt_version, max_new_tokens,
-                         0 if decode == "labels" else max_retries, metric.top_p, preset, decode,
-                         tuple(metric.judge_choices) if decode == "labels" else ())
+    return JudgeIdentity(
+        metric.name,
+        plugin,
+        model,
+        model_name.rstrip("/").split("/")[-1],
+        tuple(sorted(args.items())),
+        metric.prompt_version,
+        max_new_tokens,
+        0 if decode == "labels" else max_retries,
+        metric.top_p,
+        preset,
+        decode,
+        tuple(metric.judge_choices) if decode == "labels" else (),
+    )
 
 
 def _whole(value: Any, key: str, owner: str) -> int:
@@ -166,8 +190,7 @@ def _whole(value: Any, key: str, owner: str) -> int:
     except ValueError:
         number = -1
     if number < 0:
-        raise lamp_error(f"{key}={value!r} is not a whole number >= 0", where=owner,
-                         fix=f"Pass e.g. --judge-arg {key}=4.")
+        raise lamp_error(f"{key}={value!r} is not a whole number >= 0", where=owner, fix=f"Pass e.g. --judge-arg {key}=4.")
     return number
 
 
@@ -179,8 +202,10 @@ class JudgeCache:
         self.path = path
         self._db = sqlite3.connect(str(path), timeout=120)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
-                         "prompt_tokens INTEGER, generated_tokens INTEGER, created REAL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
+            "prompt_tokens INTEGER, generated_tokens INTEGER, created REAL)"
+        )
         self._db.commit()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[str, int, int]]:
@@ -188,9 +213,11 @@ class JudgeCache:
         found: dict[str, tuple[str, int, int]] = {}
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 500):
-            part = unique[i:i + 500]
-            rows = self._db.execute(f"SELECT key, text, prompt_tokens, generated_tokens FROM calls WHERE key IN "
-                                    f"({','.join('?' * len(part))})", part).fetchall()
+            part = unique[i : i + 500]
+            rows = self._db.execute(
+                f"SELECT key, text, prompt_tokens, generated_tokens FROM calls WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
             found.update({k: (t, int(p or 0), int(g or 0)) for k, t, p, g in rows})
         return found
 
@@ -198,8 +225,9 @@ class JudgeCache:
         """Store ``(key, answer, prompt tokens, generated tokens)`` rows in one transaction."""
         now = time.time()
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)",
-                                 [(k, t, p, g, now) for k, t, p, g in rows])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", [(k, t, p, g, now) for k, t, p, g in rows]
+            )
 
     def close(self) -> None:
         """Close the database."""
@@ -220,8 +248,9 @@ class Judged:
 class _Asker:
     """Sends judge questions at one temperature, through the cache, in batches."""
 
-    def __init__(self, registry: Any, context: RunContext, identity: JudgeIdentity, cache: JudgeCache,
-                 usage: dict[str, Any]) -> None:
+    def __init__(
+        self, registry: Any, context: RunContext, identity: JudgeIdentity, cache: JudgeCache, usage: dict[str, Any]
+    ) -> None:
         self.registry, self.context, self.identity, self.cache, self.usage = registry, context, identity, cache, usage
         self._generators: dict[str, Generator | None] = {}
 
@@ -242,8 +271,7 @@ class _Asker:
                 self._generators[temperature] = None  # it cannot sample: retries cannot change an answer
         return self._generators[temperature]
 
-    def ask(self, questions: Sequence[tuple[Example, JudgePrompt]], temperature: str,
-            bar: ProgressBar) -> list[str] | None:
+    def ask(self, questions: Sequence[tuple[Example, JudgePrompt]], temperature: str, bar: ProgressBar) -> list[str] | None:
         """The judge's answers to ``questions`` (cached ones first), or ``None`` when it cannot
         decode at ``temperature``."""
         keys = [self.identity.call_key(temperature, q) for _, q in questions]
@@ -257,14 +285,21 @@ class _Asker:
                 return None
             before = dict(generator.usage())
             for start in range(0, len(todo), BATCH):
-                part = todo[start:start + BATCH]
-                requests = [GenerationRequest(
-                    example_id=f"{questions[i][0].id}#{questions[i][1].key}",
-                    prompt=f"{questions[i][1].system}\n\n{questions[i][1].user}",
-                    choices=self.identity.choices,
-                    max_new_tokens=self.identity.max_new_tokens,
-                    metadata={"judge": self.identity.metric_name, "system": questions[i][1].system,
-                              "user": questions[i][1].user}) for i in part]
+                part = todo[start : start + BATCH]
+                requests = [
+                    GenerationRequest(
+                        example_id=f"{questions[i][0].id}#{questions[i][1].key}",
+                        prompt=f"{questions[i][1].system}\n\n{questions[i][1].user}",
+                        choices=self.identity.choices,
+                        max_new_tokens=self.identity.max_new_tokens,
+                        metadata={
+                            "judge": self.identity.metric_name,
+                            "system": questions[i][1].system,
+                            "user": questions[i][1].user,
+                        },
+                    )
+                    for i in part
+                ]
                 if self.identity.decode == "labels":
                     answers = generator.generate(requests, decode="labels")
                 else:
@@ -294,9 +329,19 @@ def temperatures(max_retries: int) -> list[str]:
     return values
 
 
-def judge_examples(task: Task, metric: JudgedMetric, identity: JudgeIdentity, examples: Sequence[Example],
-                   outputs: Mapping[str, str], *, registry: Any, context: RunContext, console: Any = None,
-                   progress: bool = True, label: str = "") -> Judged:
+def judge_examples(
+    task: Task,
+    metric: JudgedMetric,
+    identity: JudgeIdentity,
+    examples: Sequence[Example],
+    outputs: Mapping[str, str],
+    *,
+    registry: Any,
+    context: RunContext,
+    console: Any = None,
+    progress: bool = True,
+    label: str = "",
+) -> Judged:
     """Judge ``outputs`` (parsed answers by example id) of ``examples`` with ``identity``'s judge."""
     from lamp_harness import metrics as metric_helpers
     from lamp_harness.io import lamp_home
@@ -304,9 +349,16 @@ def judge_examples(task: Task, metric: JudgedMetric, identity: JudgeIdentity, ex
     judged = [ex for ex in examples if ex.id in outputs]
     questions = {ex.id: list(task.judge_prompts(metric.name, ex, outputs[ex.id])) for ex in judged}
     results: dict[tuple[str, str], dict[str, Any]] = {}
-    usage: dict[str, Any] = {"judge": identity.metric_name, "questions": sum(len(q) for q in questions.values()),
-                             "calls": 0, "cached": 0, "prompt_tokens": 0, "generated_tokens": 0,
-                             "unparsable": 0, "retried": 0}
+    usage: dict[str, Any] = {
+        "judge": identity.metric_name,
+        "questions": sum(len(q) for q in questions.values()),
+        "calls": 0,
+        "cached": 0,
+        "prompt_tokens": 0,
+        "generated_tokens": 0,
+        "unparsable": 0,
+        "retried": 0,
+    }
     cache = JudgeCache(lamp_home() / CACHE_FILE)
     asker = _Asker(registry, context, identity, cache, usage)
     started = time.perf_counter()
@@ -318,19 +370,29 @@ def judge_examples(task: Task, metric: JudgedMetric, identity: JudgeIdentity, ex
                     break
                 if attempt > 1:
                     usage["retried"] += len(pending)
-                    bar = _restart(bar, console, progress, f"retry {attempt - 1} at temperature {temperature}",
-                                   len(pending))
+                    bar = _restart(bar, console, progress, f"retry {attempt - 1} at temperature {temperature}", len(pending))
                 answers = asker.ask(pending, temperature, bar)
                 wrong = []
                 for index, (ex, q) in enumerate(pending):
                     text = answers[index] if answers is not None else results[(ex.id, q.key)]["raw"]
                     try:
                         score = float(task.judge_parse(metric.name, text))
-                        results[(ex.id, q.key)] = {"key": q.key, "label": q.label, "raw": text, "score": score,
-                                                   "tries": attempt}
+                        results[(ex.id, q.key)] = {
+                            "key": q.key,
+                            "label": q.label,
+                            "raw": text,
+                            "score": score,
+                            "tries": attempt,
+                        }
                     except ValueError:
-                        results[(ex.id, q.key)] = {"key": q.key, "label": q.label, "raw": text, "score": 0.0,
-                                                   "tries": attempt, "parsed": False}
+                        results[(ex.id, q.key)] = {
+                            "key": q.key,
+                            "label": q.label,
+                            "raw": text,
+                            "score": 0.0,
+                            "tries": attempt,
+                            "parsed": False,
+                        }
                         if answers is not None:
                             wrong.append((ex, q))
                 pending = wrong
@@ -344,9 +406,13 @@ def judge_examples(task: Task, metric: JudgedMetric, identity: JudgeIdentity, ex
         value = float(task.judge_combine(metric.name, ex, [a["score"] for a in answers]))
         values.append(value)
         rationale[ex.id] = {"score": value, "questions": answers}
-    scores = metric_helpers.example_scores(identity.metric_name, [[v] for v in values], statistic="mean",
-                                           higher_is_better=metric.higher_is_better,
-                                           ids=[ex.id for ex in judged])
+    scores = metric_helpers.example_scores(
+        identity.metric_name,
+        [[v] for v in values],
+        statistic="mean",
+        higher_is_better=metric.higher_is_better,
+        ids=[ex.id for ex in judged],
+    )
     return Judged(identity, scores, rationale, usage)
 
 
@@ -384,13 +450,17 @@ def cell_folders(paths: Sequence[Path]) -> list[Path]:
         elif path.is_dir():
             found += sorted(p.parent for p in path.glob(f"*/{METRICS}") if (p.parent / CONFIG).is_file())
         else:
-            raise lamp_error("is not a run folder or a cell folder", where=str(path),
-                             fix="Pass the --out folder of a `lamp run`, or one of its cell folders.")
+            raise lamp_error(
+                "is not a run folder or a cell folder",
+                where=str(path),
+                fix="Pass the --out folder of a `lamp run`, or one of its cell folders.",
+            )
     return list(dict.fromkeys(found))
 
 
-def score_cells(paths: Sequence[Path], choice: JudgeChoice, *, console: Any = None,
-                progress: bool = True) -> list[dict[str, Any]]:
+def score_cells(
+    paths: Sequence[Path], choice: JudgeChoice, *, console: Any = None, progress: bool = True
+) -> list[dict[str, Any]]:
     """``lamp score``: judge the finished cells in ``paths`` with ``choice`` (or each judged
     metric's default for the cell's preset) without generating. Each judge's metric is added to
     (or replaces the same judge's metric in) ``metrics.json`` and ``scores.json``; the rationale
@@ -403,8 +473,11 @@ def score_cells(paths: Sequence[Path], choice: JudgeChoice, *, console: Any = No
     registry = host().registry
     cells = cell_folders(paths)
     if not cells:
-        raise lamp_error("no finished cells found", where=", ".join(str(p) for p in paths),
-                         fix="Run `lamp run` first; `lamp score` judges finished cells.")
+        raise lamp_error(
+            "no finished cells found",
+            where=", ".join(str(p) for p in paths),
+            fix="Run `lamp run` first; `lamp score` judges finished cells.",
+        )
     summaries = []
     for folder in cells:
         store = CellStore(folder)
@@ -422,25 +495,54 @@ def score_cells(paths: Sequence[Path], choice: JudgeChoice, *, console: Any = No
             preset = str(config.get("preset") or "offline")
             seed = int(config.get("seed") or 0)
             context = RunContext(lamp_home=_home(), preset=preset, seed=seed)
-            judged = [judge_examples(task, m, resolve_judge(registry, m, choice, preset, context), examples, outputs,
-                                     registry=registry, context=context, console=console, progress=progress,
-                                     label=f"{config.get('label', folder.name)} ({task.name})") for m in metrics]
-            scored = with_metrics(Scored(store.read_metrics(), read_scores(folder)), examples,
-                                  [j.scores for j in judged], seed=seed)
+            judged = [
+                judge_examples(
+                    task,
+                    m,
+                    resolve_judge(registry, m, choice, preset, context),
+                    examples,
+                    outputs,
+                    registry=registry,
+                    context=context,
+                    console=console,
+                    progress=progress,
+                    label=f"{config.get('label', folder.name)} ({task.name})",
+                )
+                for m in metrics
+            ]
+            scored = with_metrics(
+                Scored(store.read_metrics(), read_scores(folder)), examples, [j.scores for j in judged], seed=seed
+            )
             timing = store.read_timing()
-            runs = [u for u in (timing.get("judging") or {}).get("judges", [])
-                    if u.get("judge") not in {j.identity.metric_name for j in judged}]
+            runs = [
+                u
+                for u in (timing.get("judging") or {}).get("judges", [])
+                if u.get("judge") not in {j.identity.metric_name for j in judged}
+            ]
             timing["judging"] = {"judges": runs + [j.usage for j in judged]}
-            recorded = [j for j in config.get("judges") or [] if j.get("metric_name") not in
-                        {x.identity.metric_name for x in judged}]
+            recorded = [
+                j for j in config.get("judges") or [] if j.get("metric_name") not in {x.identity.metric_name for x in judged}
+            ]
             config["judges"] = recorded + [asdict(j.identity) | {"metric_name": j.identity.metric_name} for j in judged]
             store.write_config(config)
             write_judgments(folder, judged)
-            store.write_results(task.name, str(config.get("split")), scored.metrics, timing,
-                                scored.scores.to_json() if scored.scores else None)
-        summaries.append({"dir": str(folder), "task": task.name, "label": config.get("label"),
-                          "judged": [{"metric": j.identity.metric_name, "value": float(j.scores.rows.mean()),
-                                      **j.usage} for j in judged]})
+            store.write_results(
+                task.name,
+                str(config.get("split")),
+                scored.metrics,
+                timing,
+                scored.scores.to_json() if scored.scores else None,
+            )
+        summaries.append(
+            {
+                "dir": str(folder),
+                "task": task.name,
+                "label": config.get("label"),
+                "judged": [
+                    {"metric": j.identity.metric_name, "value": float(j.scores.rows.mean()), **j.usage} for j in judged
+                ],
+            }
+        )
     return summaries
 
 

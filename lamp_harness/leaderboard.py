@@ -260,8 +260,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
                     continue
                 except LampError as exc:
                     problem = str(exc)
-            skipped.append(f"skipped {directory}: {problem}; re-run its `lamp run` command to complete or "
-                           "repair it")
+            skipped.append(f"skipped {directory}: {problem}; re-run its `lamp run` command to complete or repair it")
     if not found:
         where = ", ".join(str(Path(r)) for r in runs_dirs) or "(no folder)"
         raise lamp_error(
@@ -279,16 +278,16 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
         winner = seen_ids.get(cell.cell_id) or kept.get(key)
         if winner is not None:
             if winner.n > cell.n:
-                why = (f"scored {cell.n} examples, {winner.dir.name} scored {winner.n}; kept the larger one"
-                       + (" although this one is newer" if cell.mtime > winner.mtime else ""))
+                why = f"scored {cell.n} examples, {winner.dir.name} scored {winner.n}; kept the larger one" + (
+                    " although this one is newer" if cell.mtime > winner.mtime else ""
+                )
             else:
                 why = "kept the newer one"
             notes.append(f"{cell.dir}: same cell as {winner.dir} ({cell.task}, {cell.label}); {why}")
             continue
         kept[key] = cell
         seen_ids[cell.cell_id] = cell
-    cells = sorted(_variants(list(kept.values())),
-                   key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
+    cells = sorted(_variants(list(kept.values())), key=lambda c: (natural_key(c.task), natural_key(c.label), c.cell_id))
     return Collection(tuple(cells), tuple(sorted(notes)) + tuple(skipped))
 
 
@@ -308,9 +307,26 @@ def _variants(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-NOT_A_SETTING = frozenset({"name", "plugin", "device", "engine", "engine_args", "substitutes", "source",
-                           "batch_size", "base_url", "concurrency", "rpm", "tpm", "api_key_env", "timeout",
-                           "max_retries", "cache"})
+NOT_A_SETTING = frozenset(
+    {
+        "name",
+        "plugin",
+        "device",
+        "engine",
+        "engine_args",
+        "substitutes",
+        "source",
+        "batch_size",
+        "base_url",
+        "concurrency",
+        "rpm",
+        "tpm",
+        "api_key_env",
+        "timeout",
+        "max_retries",
+        "cache",
+    }
+)
 """Recorded component fields that say where or how fast a cell ran, not what it computed: cells
 that differ only in them are the same method (a rerun on another machine, with another vLLM, at
 another rate limit)."""
@@ -383,19 +399,17 @@ def _tell_apart(cells: list[Cell]) -> list[Cell]:
         clashes = {name for name, count in Counter(short.values()).items() if count > 1}
         shown_names = {name: name if short[name] in clashes else short[name] for name in differing}
         for index, own in zip(members, settings, strict=True):
-            shown = [f"{shown_names[name]}={json.loads(own[name]) if name in own else 'default'}"
-                     for name in sorted(differing, key=lambda n: shown_names[n])]
+            shown = [
+                f"{shown_names[name]}={json.loads(own[name]) if name in own else 'default'}"
+                for name in sorted(differing, key=lambda n: shown_names[n])
+            ]
             out[index] = replace(cells[index], label=" / ".join([cells[index].label, *shown]))
     return out
 
 
 def natural_key(text: str) -> tuple[Any, ...]:
     """Sort key that puts ``lamp-2`` before ``lamp-10`` and ``k=4`` before ``k=16``."""
-    return tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
-        for part in re.split(r"(\d+)", text)
-        if part
-    )
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text) if part)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,18 +427,14 @@ class ReferenceValue:
 
 def reference_names() -> list[str]:
     """Names of the packaged reference tables (``lamp-user``, ``lamp-time``, ``pplug``...)."""
-    return sorted(
-        p.name[:-4] for p in resources.files("lamp_references").iterdir() if p.name.endswith(".csv")
-    )
+    return sorted(p.name[:-4] for p in resources.files("lamp_references").iterdir() if p.name.endswith(".csv"))
 
 
 def load_reference(name: str) -> list[ReferenceValue]:
     """A packaged reference table, in file order (the paper's column order)."""
     names = reference_names()
     if name not in names:
-        raise lamp_error(
-            f"unknown reference {name!r}", where="--reference", fix=f"Available: {', '.join(names)}."
-        )
+        raise lamp_error(f"unknown reference {name!r}", where="--reference", fix=f"Available: {', '.join(names)}.")
     text = resources.files("lamp_references").joinpath(f"{name}.csv").read_text(encoding="utf-8")
     rows = csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
     return [ReferenceValue(r["task"], r["metric"], r["method"], float(r["value"])) for r in rows]
@@ -516,32 +526,37 @@ class Header:
 
     def lines(self) -> list[str]:
         """The header as plain-text bullet lines (markdown inline code marks the checksums)."""
-        out = [f"**What this is**: {self.cells} finished cells (run folders); every value is computed by the "
-               "harness from the cell's predictions (`metrics.json`), not typed in."]
+        out = [
+            f"**What this is**: {self.cells} finished cells (run folders); every value is computed by the "
+            "harness from the cell's predictions (`metrics.json`), not typed in."
+        ]
         for d in self.data:
             counts = sorted({v for _, v in d.n})
-            per_task = (f"n = {counts[0]} per task" if len(counts) == 1
-                        else "n per task: " + ", ".join(f"{t} {v}" for t, v in d.n))
+            per_task = (
+                f"n = {counts[0]} per task" if len(counts) == 1 else "n per task: " + ", ".join(f"{t} {v}" for t, v in d.n)
+            )
             tasks = ", ".join(t for t, _ in d.n)
-            out.append(f"**Data** ({d.table}): {d.name or 'not recorded'}"
-                       + (f" ({d.description})" if d.description else "")
-                       + (f"; checksum `{d.checksum}`" if d.checksum else "; no checksum recorded")
-                       + f"; {per_task} ({tasks})")
+            out.append(
+                f"**Data** ({d.table}): {d.name or 'not recorded'}"
+                + (f" ({d.description})" if d.description else "")
+                + (f"; checksum `{d.checksum}`" if d.checksum else "; no checksum recorded")
+                + f"; {per_task} ({tasks})"
+            )
         if self.models:
             shown = []
             for m in self.models:
                 text = f"{m.model} ({m.role})"
                 if m.stand_in_for:
-                    text += (f", a stand-in for {m.stand_in_for}"
-                             + (f" (preset '{m.preset}')" if m.preset else ""))
+                    text += f", a stand-in for {m.stand_in_for}" + (f" (preset '{m.preset}')" if m.preset else "")
                 shown.append(text)
             out.append("**Models**: " + "; ".join(shown))
         for t in self.training:
-            out.append(f"**Training** ({t.column}" + (f", in table '{t.table}'" if t.table else "")
-                       + f"): {t.budget}")
+            out.append(f"**Training** ({t.column}" + (f", in table '{t.table}'" if t.table else "") + f"): {t.budget}")
         for r in self.references:
-            out.append(f"**Reference columns** ({r.short}): {r.source}; model {r.model}; split {r.split}. "
-                       "Published numbers, not run here.")
+            out.append(
+                f"**Reference columns** ({r.short}): {r.source}; model {r.model}; split {r.split}. "
+                "Published numbers, not run here."
+            )
         out += [f"**Warning**: {w}" for w in self.warnings]
         return out
 
@@ -561,8 +576,7 @@ def _models(cells: Sequence[Cell]) -> tuple[ModelInfo, ...]:
         if isinstance(model, str) and model:
             name = model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
             substitutes = value.get("substitutes")
-            info = ModelInfo(name, role, str(substitutes) if substitutes else None,
-                             preset if substitutes else None)
+            info = ModelInfo(name, role, str(substitutes) if substitutes else None, preset if substitutes else None)
             found.setdefault((name, role), info)
         for key, inner in value.items():
             if isinstance(inner, Mapping):
@@ -586,10 +600,8 @@ def _models(cells: Sequence[Cell]) -> tuple[ModelInfo, ...]:
             sub = substitution(str(note))
             if sub and sub["substitutes"] not in shown:
                 shown.add(sub["substitutes"])
-                found[(sub["model"], sub["role"])] = ModelInfo(sub["model"], sub["role"], sub["substitutes"],
-                                                               sub["preset"])
-    return tuple(sorted(found.values(), key=lambda m: (m.role != "generator", natural_key(m.role),
-                                                       natural_key(m.model))))
+                found[(sub["model"], sub["role"])] = ModelInfo(sub["model"], sub["role"], sub["substitutes"], sub["preset"])
+    return tuple(sorted(found.values(), key=lambda m: (m.role != "generator", natural_key(m.role), natural_key(m.model))))
 
 
 def training_budget(config: Mapping[str, Any]) -> str | None:
@@ -616,8 +628,7 @@ def training_budget(config: Mapping[str, Any]) -> str | None:
         if recorded.get("max_steps") is not None:
             parts.append(f"max_steps {recorded['max_steps']}")
         if recorded.get("lr") is not None:
-            parts.append(f"lr {recorded['lr']:g}" if isinstance(recorded["lr"], int | float)
-                         else f"lr {recorded['lr']}")
+            parts.append(f"lr {recorded['lr']:g}" if isinstance(recorded["lr"], int | float) else f"lr {recorded['lr']}")
         for key in ("augment", "mixed_precision"):
             if recorded.get(key) not in (None, False, 0, ""):
                 parts.append(f"{key.replace('_', ' ')} {recorded[key]}")
@@ -627,8 +638,10 @@ def training_budget(config: Mapping[str, Any]) -> str | None:
     step = re.search(r"step-0*(\d+)", str(checkpoint))
     name = str(checkpoint).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
     if step:
-        return (f"{step.group(1)} steps (from its checkpoint's name); batch size, epochs and learning rate "
-                "are not recorded in the run folder")
+        return (
+            f"{step.group(1)} steps (from its checkpoint's name); batch size, epochs and learning rate "
+            "are not recorded in the run folder"
+        )
     return f"checkpoint '{name}'; its training budget is not recorded in the run folder"
 
 
@@ -647,8 +660,7 @@ def _data_description(name: str | None) -> str:
         return ""
 
 
-def describe(blocks: Sequence[Block], cells: Sequence[Cell],
-             references: Sequence[tuple[str, Any]] = ()) -> Header:
+def describe(blocks: Sequence[Block], cells: Sequence[Cell], references: Sequence[tuple[str, Any]] = ()) -> Header:
     """The header of a leaderboard of ``blocks`` built from ``cells``: data (name, checksum, n per
     task), models (stand-ins named), training budgets, the reference tables' sources and the
     small-sample warning."""
@@ -662,9 +674,11 @@ def describe(blocks: Sequence[Block], cells: Sequence[Cell],
         small = [(t, k) for t, k in small if k < SMALL_N]
         if small:
             shown = ", ".join(f"{t}: n={k}" for t, k in small)
-            warnings.append(f"table '{block.title}' rests on fewer than {SMALL_N} examples ({shown}): its "
-                            "intervals are wide, its paired tests coarse and able to show only very large "
-                            "differences; read its values and † marks as a demonstration, not a result")
+            warnings.append(
+                f"table '{block.title}' rests on fewer than {SMALL_N} examples ({shown}): its "
+                "intervals are wide, its paired tests coarse and able to show only very large "
+                "differences; read its values and † marks as a demonstration, not a result"
+            )
     training: dict[tuple[str, str], list[str]] = {}
     titles = {block.key: block.title for block in blocks}
     for cell in cells:
@@ -758,8 +772,11 @@ class Block:
         data = self.data or ""
         if self.same_name and self.data_id:
             data = f"{data} (checksum {self.data_id})".strip()
-        return (f"split: {self.split}" + (f", scheme: {self.scheme}" if self.scheme else "")
-                + (f", data: {data}" if data else ""))
+        return (
+            f"split: {self.split}"
+            + (f", scheme: {self.scheme}" if self.scheme else "")
+            + (f", data: {data}" if data else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -777,12 +794,17 @@ class Significance:
         """The markdown legend of the ``†`` marker: baseline, test, trials, seed, correction."""
         from lamp_harness.significance import TEST_NAMES
 
-        correction = ("Holm-corrected across the columns compared in each row" if self.correction == "holm"
-                      else "no correction for multiple comparisons")
+        correction = (
+            "Holm-corrected across the columns compared in each row"
+            if self.correction == "holm"
+            else "no correction for multiple comparisons"
+        )
         trials = f"{self.trials:,} {'trials' if self.test == 'ar' else 'resamples'}"
-        return (f"† p < {self.alpha:g} against the baseline column `{self.baseline}` "
-                f"({TEST_NAMES[self.test]}, {trials}, seed {self.seed}, {correction}; "
-                "each test pairs the examples both cells scored).")
+        return (
+            f"† p < {self.alpha:g} against the baseline column `{self.baseline}` "
+            f"({TEST_NAMES[self.test]}, {trials}, seed {self.seed}, {correction}; "
+            "each test pairs the examples both cells scored)."
+        )
 
 
 @dataclass(frozen=True)
@@ -876,17 +898,23 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
             for label in labels:
                 cell = by_key.get((task, label))
                 m = next((m for m in cell.metrics if m.name == metric), None) if cell else None
-                values.append(
-                    None
-                    if m is None or cell is None
-                    else Value(m.value, m.ci_low, m.ci_high, m.n, cell.cell_id)
-                )
+                values.append(None if m is None or cell is None else Value(m.value, m.ci_low, m.ci_high, m.n, cell.cell_id))
             values = _mark_best(values, higher)
             key = _ref_key(task, metric)
             values += [None if _ref_value(v, key) is None else Value(_ref_value(v, key)) for v in ref_values]
             rows.append(Row(task, metric, higher, tuple(values)))
-        blocks.append(Block(split, scheme, tuple(columns), tuple(rows), data, data_id=_block_data_id(members),
-                            same_name=block_key[:3] in repeated, variant=variant))
+        blocks.append(
+            Block(
+                split,
+                scheme,
+                tuple(columns),
+                tuple(rows),
+                data,
+                data_id=_block_data_id(members),
+                same_name=block_key[:3] in repeated,
+                variant=variant,
+            )
+        )
     return Leaderboard(tuple(blocks), tuple(notes), tuple(cells), header=describe(blocks, cells, ref_tables))
 
 
@@ -918,8 +946,11 @@ def _ref_value(values: dict[tuple[str, str], float], key: tuple[str, str]) -> fl
         return values[key]
     task, metric = key
     for (ref_task, ref_metric), value in values.items():
-        if "*" in ref_task and fnmatchcase(task, ref_task) and (
-                metric == ref_metric or metric.rsplit(":", 1)[0] == ref_metric):
+        if (
+            "*" in ref_task
+            and fnmatchcase(task, ref_task)
+            and (metric == ref_metric or metric.rsplit(":", 1)[0] == ref_metric)
+        ):
             return value
     return None
 
@@ -1028,14 +1059,18 @@ def render_markdown(board: Leaderboard, ci: bool = False) -> str:
 
 
 def _markdown_breakdown(breakdown: Breakdown) -> str:
-    what = ("quartiles of the asking user's profile size" if breakdown.by == "profile-size"
-            else "per user, averaged over users")
+    what = (
+        "quartiles of the asking user's profile size" if breakdown.by == "profile-size" else "per user, averaged over users"
+    )
     lines = [
         f"## by {breakdown.by}: {breakdown.block}",
         "",
         f"Each metric recomputed on the examples of each group ({what}); "
-        + ("n = users; ↑/↓ = users served better/worse than by the baseline." if breakdown.by == "user"
-           else "n = examples in the group."),
+        + (
+            "n = users; ↑/↓ = users served better/worse than by the baseline."
+            if breakdown.by == "user"
+            else "n = examples in the group."
+        ),
         "",
         "| task | metric | group | " + " | ".join(_cell_text(c) for c in breakdown.columns) + " |",
         "|" + "|".join(["---"] * 3 + ["---:"] * len(breakdown.columns)) + "|",
@@ -1103,8 +1138,8 @@ def render_json(board: Leaderboard) -> str:
                 "scheme": block.scheme,
                 "data": block.data,
                 "columns": [
-                    {"label": c.label, "kind": c.kind, "source": c.source or None,
-                     "baseline": block.baseline == i} for i, c in enumerate(block.columns)
+                    {"label": c.label, "kind": c.kind, "source": c.source or None, "baseline": block.baseline == i}
+                    for i, c in enumerate(block.columns)
                 ],
                 "rows": [
                     {
@@ -1179,11 +1214,29 @@ def render_csv(board: Leaderboard) -> str:
                 e = entry(block, row, index, test)
                 run = e["kind"] == "run"
                 writer.writerow(
-                    [block.split, block.scheme or "", block.data or "", row.task, row.metric,
-                     text(row.higher_is_better), e["column"], e["kind"], text(e["value"]), text(e["ci_low"]),
-                     text(e["ci_high"]), text(e["n"]), text(e["best"]) if run else "", text(e["cell_id"]),
-                     text(e["baseline"]) if run else "", text(e["p_value"]), text(e["p_adjusted"]),
-                     text(e["significant"]), text(e["test"]), text(e["n_paired"]), text(e["delta"])]
+                    [
+                        block.split,
+                        block.scheme or "",
+                        block.data or "",
+                        row.task,
+                        row.metric,
+                        text(row.higher_is_better),
+                        e["column"],
+                        e["kind"],
+                        text(e["value"]),
+                        text(e["ci_low"]),
+                        text(e["ci_high"]),
+                        text(e["n"]),
+                        text(e["best"]) if run else "",
+                        text(e["cell_id"]),
+                        text(e["baseline"]) if run else "",
+                        text(e["p_value"]),
+                        text(e["p_adjusted"]),
+                        text(e["significant"]),
+                        text(e["test"]),
+                        text(e["n_paired"]),
+                        text(e["delta"]),
+                    ]
                 )
     return out.getvalue()
 
@@ -1233,9 +1286,7 @@ def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
         for metric in dict.fromkeys(r.metric for r in block.rows):
             panels.append((block, metric, [r for r in block.rows if r.metric == metric]))
     # Our methods first, then the papers' columns in their tables' order; one color per column.
-    columns = sorted(
-        dict.fromkeys(c for block in board.blocks for c in block.columns), key=lambda c: c.kind != "run"
-    )
+    columns = sorted(dict.fromkeys(c for block in board.blocks for c in block.columns), key=lambda c: c.kind != "run")
     ncols = min(3, len(panels)) or 1
     nrows = max(1, -(-len(panels) // ncols))
     with matplotlib.rc_context({"svg.hashsalt": "lamp-harness", "svg.fonttype": "none"}):
@@ -1245,9 +1296,7 @@ def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
         handles = {}
         for ax, (block, metric, rows) in zip(axes.flat, panels, strict=False):
             present = [
-                c
-                for c in columns
-                if c in block.columns and any(r.values[block.columns.index(c)] is not None for r in rows)
+                c for c in columns if c in block.columns and any(r.values[block.columns.index(c)] is not None for r in rows)
             ]
             width = 0.8 / max(1, len(present))
             for j, column in enumerate(present):

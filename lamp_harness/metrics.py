@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
-_CAPTURED: ContextVar[tuple[list[ExampleScores], bool] | None] = ContextVar("lamp_harness_captured_scores",
-                                                                            default=None)
+_CAPTURED: ContextVar[tuple[list[ExampleScores], bool] | None] = ContextVar("lamp_harness_captured_scores", default=None)
 
 
 @contextmanager
@@ -141,8 +140,14 @@ def summarize(scores: ExampleScores, *, seed: int = 0, resamples: int = DEFAULT_
     return MetricResult(scores.name, value, scores.higher_is_better, low, high, n)
 
 
-def example_scores(name: str, rows: Sequence[Sequence[float]] | np.ndarray, *, statistic: str,
-                   higher_is_better: bool, ids: Sequence[str] | None = None) -> ExampleScores:
+def example_scores(
+    name: str,
+    rows: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    statistic: str,
+    higher_is_better: bool,
+    ids: Sequence[str] | None = None,
+) -> ExampleScores:
     """Per-example ``rows`` as :class:`ExampleScores` (``ids`` default to positions)."""
     import numpy as np
 
@@ -157,9 +162,15 @@ def example_scores(name: str, rows: Sequence[Sequence[float]] | np.ndarray, *, s
     return ExampleScores(name, higher_is_better, statistic, names, array)
 
 
-def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, seed: int = 0,
-                resamples: int = DEFAULT_RESAMPLES,
-                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> MetricResult:
+def mean_metric(
+    name: str,
+    values: Sequence[float],
+    *,
+    higher_is_better: bool,
+    seed: int = 0,
+    resamples: int = DEFAULT_RESAMPLES,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> MetricResult:
     """A metric that is the mean of per-example ``values`` (optionally passed through
     ``transform``, e.g. a square root for RMSE), with its bootstrap interval."""
     import numpy as np
@@ -167,8 +178,7 @@ def mean_metric(name: str, values: Sequence[float], *, higher_is_better: bool, s
     array = np.asarray(values, dtype=np.float64)
     n = len(array)
     # A plain mean: its per-example rows are the values.
-    if transform is None and _capture(example_scores(name, array, statistic="mean",
-                                                     higher_is_better=higher_is_better)):
+    if transform is None and _capture(example_scores(name, array, statistic="mean", higher_is_better=higher_is_better)):
         return MetricResult(name, float(array.mean()), higher_is_better, None, None, n)
     counts = resample_counts(n, seed=seed, resamples=resamples)
     means = counts @ array / n
@@ -190,22 +200,29 @@ def shared_ids(task: str, predictions: Mapping[str, object], golds: Mapping[str,
     if not ids:
         from lamp_harness.errors import lamp_error
 
-        raise lamp_error(f"no prediction id matches a gold id ({len(predictions)} predictions, "
-                         f"{len(golds)} golds)", where=f"task {task}",
-                         fix="Score predictions against the golds of the same task and split.")
+        raise lamp_error(
+            f"no prediction id matches a gold id ({len(predictions)} predictions, {len(golds)} golds)",
+            where=f"task {task}",
+            fix="Score predictions against the golds of the same task and split.",
+        )
     return ids
 
 
-def accuracy_scores(predictions: Sequence[str], golds: Sequence[str],
-                    ids: Sequence[str] | None = None) -> ExampleScores:
+def accuracy_scores(predictions: Sequence[str], golds: Sequence[str], ids: Sequence[str] | None = None) -> ExampleScores:
     """``accuracy`` rows: 1 where the prediction equals its gold (exact string match)."""
     _check_lengths(predictions, golds)
     correct = [float(p == g) for p, g in zip(predictions, golds, strict=True)]
     return example_scores("accuracy", correct, statistic="mean", higher_is_better=True, ids=ids)
 
 
-def macro_f1_scores(predictions: Sequence[str], golds: Sequence[str], labels: Sequence[str], *,
-                    name: str = "f1", ids: Sequence[str] | None = None) -> ExampleScores:
+def macro_f1_scores(
+    predictions: Sequence[str],
+    golds: Sequence[str],
+    labels: Sequence[str],
+    *,
+    name: str = "f1",
+    ids: Sequence[str] | None = None,
+) -> ExampleScores:
     """Macro-F1 rows: per label, whether the example is a true positive, false positive or false
     negative (see :func:`macro_f1` for the semantics)."""
     import numpy as np
@@ -221,37 +238,44 @@ def macro_f1_scores(predictions: Sequence[str], golds: Sequence[str], labels: Se
     return example_scores(name, rows, statistic="macro_f1", higher_is_better=True, ids=ids)
 
 
-def absolute_error_scores(predictions: Sequence[float], golds: Sequence[float],
-                          ids: Sequence[str] | None = None) -> ExampleScores:
+def absolute_error_scores(
+    predictions: Sequence[float], golds: Sequence[float], ids: Sequence[str] | None = None
+) -> ExampleScores:
     """``MAE`` rows: absolute errors."""
     _check_lengths(predictions, golds)
     errors = [abs(float(p) - float(g)) for p, g in zip(predictions, golds, strict=True)]
     return example_scores("MAE", errors, statistic="mean", higher_is_better=False, ids=ids)
 
 
-def squared_error_scores(predictions: Sequence[float], golds: Sequence[float],
-                         ids: Sequence[str] | None = None) -> ExampleScores:
+def squared_error_scores(
+    predictions: Sequence[float], golds: Sequence[float], ids: Sequence[str] | None = None
+) -> ExampleScores:
     """``RMSE`` rows: squared errors (the metric is the root of their mean)."""
     _check_lengths(predictions, golds)
     squared = [(float(p) - float(g)) ** 2 for p, g in zip(predictions, golds, strict=True)]
     return example_scores("RMSE", squared, statistic="root_mean", higher_is_better=False, ids=ids)
 
 
-def rouge_example_scores(predictions: Sequence[str], references: Sequence[str],
-                         ids: Sequence[str] | None = None) -> list[ExampleScores]:
+def rouge_example_scores(
+    predictions: Sequence[str], references: Sequence[str], ids: Sequence[str] | None = None
+) -> list[ExampleScores]:
     """``rouge-1`` and ``rouge-L`` rows: per-example F-measures."""
     rouge1, rouge_l = rouge_scores(predictions, references)
-    return [example_scores("rouge-1", rouge1, statistic="mean", higher_is_better=True, ids=ids),
-            example_scores("rouge-L", rouge_l, statistic="mean", higher_is_better=True, ids=ids)]
+    return [
+        example_scores("rouge-1", rouge1, statistic="mean", higher_is_better=True, ids=ids),
+        example_scores("rouge-L", rouge_l, statistic="mean", higher_is_better=True, ids=ids),
+    ]
 
 
 METEOR_PARAMETERS = {"alpha": 0.9, "beta": 3.0, "gamma": 0.5}
 """NLTK's (and ``evaluate``'s) METEOR defaults."""
 WORDNET_ENV = "LAMP_NLTK_DATA"
 """A folder holding ``corpora/wordnet`` (WordNet 3.0) for METEOR, searched first."""
-WORDNET_FIX = ("Install it with: bash scripts/setup-wordnet.sh (copies Debian's wordnet-base and "
-               "wordnet-sense-index into .venv/share/lamp-harness/nltk_data; or pass a folder and set "
-               f"{WORDNET_ENV} to it).")
+WORDNET_FIX = (
+    "Install it with: bash scripts/setup-wordnet.sh (copies Debian's wordnet-base and "
+    "wordnet-sense-index into .venv/share/lamp-harness/nltk_data; or pass a folder and set "
+    f"{WORDNET_ENV} to it)."
+)
 
 
 def wordnet_folders() -> list[Path]:
@@ -293,8 +317,7 @@ def wordnet() -> Any:
                     reader = WordNetCorpusReader(key, None)
                 version = reader.get_version()
                 if version != "3.0":
-                    raise lamp_error(f"METEOR needs WordNet 3.0, found WordNet {version}", where=str(root),
-                                     fix=WORDNET_FIX)
+                    raise lamp_error(f"METEOR needs WordNet 3.0, found WordNet {version}", where=str(root), fix=WORDNET_FIX)
                 _WORDNETS[key] = reader
             return _WORDNETS[key]
     looked = ", ".join(str(f / "corpora" / "wordnet") for f in wordnet_folders())
@@ -324,28 +347,38 @@ def meteor_scores(predictions: Sequence[str], references: Sequence[str]) -> list
 
     _check_lengths(predictions, references)
     reader = wordnet()
-    return [float(single_meteor_score(meteor_tokens(r), meteor_tokens(p), wordnet=reader, **METEOR_PARAMETERS))
-            for p, r in zip(predictions, references, strict=True)]
+    return [
+        float(single_meteor_score(meteor_tokens(r), meteor_tokens(p), wordnet=reader, **METEOR_PARAMETERS))
+        for p, r in zip(predictions, references, strict=True)
+    ]
 
 
-def meteor_example_scores(predictions: Sequence[str], references: Sequence[str],
-                          ids: Sequence[str] | None = None) -> ExampleScores:
+def meteor_example_scores(
+    predictions: Sequence[str], references: Sequence[str], ids: Sequence[str] | None = None
+) -> ExampleScores:
     """``meteor`` rows: per-example METEOR (:func:`meteor_scores`)."""
-    return example_scores("meteor", meteor_scores(predictions, references), statistic="mean",
-                          higher_is_better=True, ids=ids)
+    return example_scores("meteor", meteor_scores(predictions, references), statistic="mean", higher_is_better=True, ids=ids)
 
 
 # -- the metrics themselves -----------------------------------------------------------------------
 
 
-def accuracy(predictions: Sequence[str], golds: Sequence[str], *, seed: int = 0,
-             resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
+def accuracy(
+    predictions: Sequence[str], golds: Sequence[str], *, seed: int = 0, resamples: int = DEFAULT_RESAMPLES
+) -> MetricResult:
     """Share of predictions equal to their gold (exact string match; callers strip first)."""
     return summarize(accuracy_scores(predictions, golds), seed=seed, resamples=resamples)
 
 
-def macro_f1(predictions: Sequence[str], golds: Sequence[str], labels: Sequence[str], *,
-             seed: int = 0, resamples: int = DEFAULT_RESAMPLES, name: str = "f1") -> MetricResult:
+def macro_f1(
+    predictions: Sequence[str],
+    golds: Sequence[str],
+    labels: Sequence[str],
+    *,
+    seed: int = 0,
+    resamples: int = DEFAULT_RESAMPLES,
+    name: str = "f1",
+) -> MetricResult:
     """Macro-F1 over the FULL label set, with scikit-learn's
     ``f1_score(labels=range(len(labels)), average="macro")`` semantics:
 
@@ -361,14 +394,16 @@ def macro_f1(predictions: Sequence[str], golds: Sequence[str], labels: Sequence[
     return summarize(scores, seed=seed, resamples=resamples)
 
 
-def mae(predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0,
-        resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
+def mae(
+    predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0, resamples: int = DEFAULT_RESAMPLES
+) -> MetricResult:
     """Mean absolute error (lower is better)."""
     return summarize(absolute_error_scores(predictions, golds), seed=seed, resamples=resamples)
 
 
-def rmse(predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0,
-         resamples: int = DEFAULT_RESAMPLES) -> MetricResult:
+def rmse(
+    predictions: Sequence[float], golds: Sequence[float], *, seed: int = 0, resamples: int = DEFAULT_RESAMPLES
+) -> MetricResult:
     """Root mean squared error (lower is better); the interval is the square root of the
     bootstrapped mean squared error."""
     return summarize(squared_error_scores(predictions, golds), seed=seed, resamples=resamples)
@@ -389,8 +424,9 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> tuple
     return rouge1, rouge_l
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str], *, seed: int = 0,
-          resamples: int = DEFAULT_RESAMPLES) -> list[MetricResult]:
+def rouge(
+    predictions: Sequence[str], references: Sequence[str], *, seed: int = 0, resamples: int = DEFAULT_RESAMPLES
+) -> list[MetricResult]:
     """``rouge-1`` and ``rouge-L``: the mean per-example F-measure. (The official scorer reports
     the median of 1,000 unseeded bootstrap means, which is the mean up to resampling noise.)"""
     return [summarize(s, seed=seed, resamples=resamples) for s in rouge_example_scores(predictions, references)]

@@ -71,8 +71,7 @@ class ResolvedModel:
 
     def describe(self) -> dict[str, Any]:
         """What a run records about the model in ``config.json``."""
-        return {"model": self.name, "source": self.source, "revision": self.revision,
-                "substitutes": self.substitutes}
+        return {"model": self.name, "source": self.source, "revision": self.revision, "substitutes": self.substitutes}
 
 
 def model_cache_dir() -> Path:
@@ -138,8 +137,14 @@ def preset_generator_args(name: str, registry: Registry | None = None) -> dict[s
     return dict(component.metadata.get("generator_args", {}))
 
 
-def resolve_model(role: str, context: RunContext, explicit: str | None = None, *,
-                  registry: Registry | None = None, materialize: bool = True) -> ResolvedModel:
+def resolve_model(
+    role: str,
+    context: RunContext,
+    explicit: str | None = None,
+    *,
+    registry: Registry | None = None,
+    materialize: bool = True,
+) -> ResolvedModel:
     """The concrete model for ``role``: ``explicit`` (alias, hub id or local path) if given, else
     what ``context.preset`` maps the role to.
 
@@ -154,9 +159,10 @@ def resolve_model(role: str, context: RunContext, explicit: str | None = None, *
     else:
         roles = preset_roles(context.preset, reg)
         if role not in roles:
-            raise lamp_error(f"preset {context.preset!r} names no model for the role {role!r}",
-                             fix=f"Give the model explicitly, or use a preset that covers {role!r} "
-                                 "(see `lamp models`).")
+            raise lamp_error(
+                f"preset {context.preset!r} names no model for the role {role!r}",
+                fix=f"Give the model explicitly, or use a preset that covers {role!r} (see `lamp models`).",
+            )
         name = roles[role]
 
     component = _alias(reg, name)
@@ -167,13 +173,14 @@ def resolve_model(role: str, context: RunContext, explicit: str | None = None, *
 
     if from_preset and resolved.substitutes:
         alias = resolved.alias or resolved.name
-        context.note(f"preset {context.preset!r}: {role} -> {alias} ({resolved.source}) "
-                     f"substitutes {resolved.substitutes}")
+        context.note(f"preset {context.preset!r}: {role} -> {alias} ({resolved.source}) substitutes {resolved.substitutes}")
     return resolved
 
 
-_SUBSTITUTION = re.compile(r"preset '(?P<preset>[^']*)': (?P<role>\S+) -> (?P<model>\S+) \((?P<source>[^)]*)\) "
-                           r"substitutes (?P<substitutes>\S+)$")
+_SUBSTITUTION = re.compile(
+    r"preset '(?P<preset>[^']*)': (?P<role>\S+) -> (?P<model>\S+) \((?P<source>[^)]*)\) "
+    r"substitutes (?P<substitutes>\S+)$"
+)
 
 
 def substitution(note: str) -> dict[str, str] | None:
@@ -186,9 +193,10 @@ def substitution(note: str) -> dict[str, str] | None:
 def _from_alias(component: Component, role: str, name: str, materialize: bool) -> ResolvedModel:
     roles = _roles(component)
     if roles and role not in roles:
-        raise lamp_error(f"model {component.name!r} is a {'/'.join(roles)} model and cannot serve "
-                         f"as the {role}",
-                         fix="Pick another model (see `lamp models`).")
+        raise lamp_error(
+            f"model {component.name!r} is a {'/'.join(roles)} model and cannot serve as the {role}",
+            fix="Pick another model (see `lamp models`).",
+        )
     meta = dict(component.metadata)
     source = str(meta.get("source") or component.name)
     revision = meta.get("revision")
@@ -206,29 +214,44 @@ def _from_alias(component: Component, role: str, name: str, materialize: bool) -
         path, _, revision = source.partition("@")
     if revision is None and source.startswith("package:"):
         revision = _package_revision(source.partition(":")[2])
-    return ResolvedModel(role=role, name=name, source=source, path=path, revision=revision,
-                         substitutes=_paper_equivalent(component, role), alias=component.name,
-                         metadata=meta)
+    return ResolvedModel(
+        role=role,
+        name=name,
+        source=source,
+        path=path,
+        revision=revision,
+        substitutes=_paper_equivalent(component, role),
+        alias=component.name,
+        metadata=meta,
+    )
 
 
 def _from_path_or_hub(reg: Registry, role: str, name: str) -> ResolvedModel:
     local = Path(name).expanduser()
     if local.is_dir():
         recorded = _read_source_file(local)
-        return ResolvedModel(role=role, name=name, source=str(local.resolve()),
-                             path=str(local.resolve()), revision=recorded.get("revision"))
+        return ResolvedModel(
+            role=role, name=name, source=str(local.resolve()), path=str(local.resolve()), revision=recorded.get("revision")
+        )
     hub_id, _, revision = name.partition("@")
     if hub_id.count("/") != 1 or hub_id.startswith((".", "/", "~")):
         available = ", ".join(reg.names("model")) or "none"
-        raise lamp_error(f"unknown model {name!r} for the {role}: not a registered alias, not a hub "
-                         f"id (org/name), and no such folder",
-                         fix=f"Use an alias ({available}), a hub id, or a local model folder.")
+        raise lamp_error(
+            f"unknown model {name!r} for the {role}: not a registered alias, not a hub id (org/name), and no such folder",
+            fix=f"Use an alias ({available}), a hub id, or a local model folder.",
+        )
     known = _alias_by_source(reg, hub_id)
     meta = dict(known.metadata) if known is not None else {}
-    return ResolvedModel(role=role, name=name, source=hub_id, path=hub_id,
-                         revision=revision or meta.get("revision"),
-                         substitutes=_paper_equivalent(known, role) if known is not None else None,
-                         alias=known.name if known is not None else None, metadata=meta)
+    return ResolvedModel(
+        role=role,
+        name=name,
+        source=hub_id,
+        path=hub_id,
+        revision=revision or meta.get("revision"),
+        substitutes=_paper_equivalent(known, role) if known is not None else None,
+        alias=known.name if known is not None else None,
+        metadata=meta,
+    )
 
 
 def _package_revision(distribution: str) -> str | None:
@@ -265,8 +288,7 @@ def _hub_offline() -> bool:
     from huggingface_hub import constants
 
     flags = (os.environ.get("TRANSFORMERS_OFFLINE", ""), os.environ.get("HF_HUB_OFFLINE", ""))
-    return bool(constants.HF_HUB_OFFLINE) or any(f.strip().lower() in ("1", "true", "yes", "on")
-                                                 for f in flags)
+    return bool(constants.HF_HUB_OFFLINE) or any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -283,9 +305,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def unreachable_error(resolved: ResolvedModel, detail: str = "") -> Exception:
     """The one-line error for a hub model that cannot be fetched."""
     reason = f" ({detail})" if detail else ""
-    return lamp_error(f"model {resolved.source!r} for the {resolved.role} is not on this machine and "
-                      f"the Hugging Face hub is unreachable{reason}",
-                      fix="Use `--preset offline` (packaged models), or pass a local model folder.")
+    return lamp_error(
+        f"model {resolved.source!r} for the {resolved.role} is not on this machine and "
+        f"the Hugging Face hub is unreachable{reason}",
+        fix="Use `--preset offline` (packaged models), or pass a local model folder.",
+    )
 
 
 def pretrained_kwargs(resolved: ResolvedModel) -> dict[str, Any]:
@@ -314,8 +338,10 @@ def loading_error(resolved: ResolvedModel, exc: BaseException) -> Exception:
     """Turn an ``OSError`` from ``from_pretrained`` into a one-line error naming the model."""
     detail = " ".join(str(exc).split())
     if resolved.is_local:
-        return lamp_error(f"cannot load the {resolved.role} model from {resolved.path}: {detail[:200]}",
-                          fix="Check that the folder holds a complete transformers model.")
+        return lamp_error(
+            f"cannot load the {resolved.role} model from {resolved.path}: {detail[:200]}",
+            fix="Check that the folder holds a complete transformers model.",
+        )
     return unreachable_error(resolved, detail[:160])
 
 

@@ -45,8 +45,11 @@ def reject_unknown_args(args: Mapping[str, object], known: Iterable[str], owner:
     known = set(known)
     unknown = sorted(set(args) - known)
     if unknown:
-        raise lamp_error(f"unknown argument(s) {', '.join(unknown)}", where=owner,
-                         fix=f"Valid keys: {', '.join(sorted(known)) or 'none'}.")
+        raise lamp_error(
+            f"unknown argument(s) {', '.join(unknown)}",
+            where=owner,
+            fix=f"Valid keys: {', '.join(sorted(known)) or 'none'}.",
+        )
 
 
 def int_arg(args: Mapping[str, str], key: str, default: int, owner: str, *, minimum: int = 0) -> int:
@@ -56,8 +59,9 @@ def int_arg(args: Mapping[str, str], key: str, default: int, owner: str, *, mini
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise lamp_error(f"argument {key}={raw!r} is not an integer", where=owner,
-                         fix=f"Pass e.g. {key}={default}.") from None
+        raise lamp_error(
+            f"argument {key}={raw!r} is not an integer", where=owner, fix=f"Pass e.g. {key}={default}."
+        ) from None
     if value < minimum:
         raise lamp_error(f"argument {key}={value} must be at least {minimum}", where=owner)
     return value
@@ -73,8 +77,9 @@ def batch_size_arg(value: object, default: int, owner: str) -> int:
     return int_arg({"batch_size": str(value).strip()}, "batch_size", default, owner, minimum=1)
 
 
-def float_arg(args: Mapping[str, str], key: str, default: float, owner: str, *,
-              minimum: float | None = None, positive: bool = False) -> float:
+def float_arg(
+    args: Mapping[str, str], key: str, default: float, owner: str, *, minimum: float | None = None, positive: bool = False
+) -> float:
     """``args[key]`` as a finite float (``default`` when absent); a one-line error naming ``owner``
     when it is not a number, is ``nan`` or infinite, is below ``minimum``, or (``positive``) is not
     above 0."""
@@ -82,15 +87,15 @@ def float_arg(args: Mapping[str, str], key: str, default: float, owner: str, *,
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise lamp_error(f"argument {key}={raw!r} is not a number", where=owner,
-                         fix=f"Pass e.g. {key}={default}.") from None
+        raise lamp_error(f"argument {key}={raw!r} is not a number", where=owner, fix=f"Pass e.g. {key}={default}.") from None
     if not math.isfinite(value):
         raise lamp_error(f"argument {key}={raw} is not a finite number", where=owner, fix=f"Pass e.g. {key}={default}.")
     if positive and value <= 0:
         raise lamp_error(f"argument {key}={raw} must be above 0", where=owner, fix=f"Pass e.g. {key}={default}.")
     if minimum is not None and value < minimum:
-        raise lamp_error(f"argument {key}={raw} must be at least {minimum:g}", where=owner,
-                         fix=f"Pass e.g. {key}={default}.")
+        raise lamp_error(
+            f"argument {key}={raw} must be at least {minimum:g}", where=owner, fix=f"Pass e.g. {key}={default}."
+        )
     return value
 
 
@@ -104,8 +109,7 @@ def bool_arg(args: Mapping[str, str], key: str, default: bool, owner: str) -> bo
         return True
     if text in _FALSE:
         return False
-    raise lamp_error(f"argument {key}={raw!r} is not a boolean", where=owner,
-                     fix=f"Pass {key}=true or {key}=false.")
+    raise lamp_error(f"argument {key}={raw!r} is not a boolean", where=owner, fix=f"Pass {key}=true or {key}=false.")
 
 
 _DEVICE = re.compile(r"(auto|cpu|mps|(cuda|xpu)(:\d+)?)")
@@ -137,8 +141,10 @@ def prompt_budget(value: str | None) -> str:
     """A ``--prompt-budget`` value normalised, or a one-line error naming the valid ones."""
     budget = (value or "official").strip().lower()
     if budget not in PROMPT_BUDGETS:
-        raise lamp_error(f"prompt budget {value!r} is not one of {', '.join(PROMPT_BUDGETS)}",
-                         fix="Pass --prompt-budget official (the official LaMP code) or strict.")
+        raise lamp_error(
+            f"prompt budget {value!r} is not one of {', '.join(PROMPT_BUDGETS)}",
+            fix="Pass --prompt-budget official (the official LaMP code) or strict.",
+        )
     return budget
 
 
@@ -148,8 +154,9 @@ RUN_LEVEL_ARGS = ("model", "batch_size", "num_beams", "max_input_tokens", "max_n
 of that name, so a generator that rejects unknown ``--generator-arg`` keys never sees them."""
 
 
-def generator_kwargs(factory: Any, args: Mapping[str, str], model: str | None = None,
-                     owner: str = "generator", notes: list[str] | None = None) -> dict[str, Any]:
+def generator_kwargs(
+    factory: Any, args: Mapping[str, str], model: str | None = None, owner: str = "generator", notes: list[str] | None = None
+) -> dict[str, Any]:
     """The keyword arguments a generator ``factory`` is called with (after the run context).
 
     Every ``--generator-arg`` key is passed. A run-level setting (:data:`RUN_LEVEL_ARGS`) is passed
@@ -194,8 +201,7 @@ def make_task(registry: Any, name: str, args: Mapping[str, str] | None = None) -
         int_arg(args, TASK_BUDGET_OPTION, 1, owner, minimum=1)
     passed = {k: v for k, v in args.items() if k != TASK_BUDGET_OPTION}
     try:
-        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD
-                          for p in inspect.signature(factory).parameters.values())
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
         accepts_any = False
     if not accepts_any:
@@ -203,8 +209,9 @@ def make_task(registry: Any, name: str, args: Mapping[str, str] | None = None) -
     return factory(**passed)
 
 
-def generation_budget(task: Any, generator_args: Mapping[str, str],
-                      task_args: Mapping[str, str] | None = None) -> tuple[int, str]:
+def generation_budget(
+    task: Any, generator_args: Mapping[str, str], task_args: Mapping[str, str] | None = None
+) -> tuple[int, str]:
     """The number of new tokens a cell's generator is allowed per example, and where it comes
     from. The precedence, most specific first:
 
@@ -238,8 +245,7 @@ LABEL_SETTINGS = {"num_beams": "beams", "max_input_tokens": "max-input-tokens"}
 (``--batch-size`` changes only speed, so it is left out)."""
 
 
-def label_settings(factory: Any, args: Mapping[str, str],
-                   preset_defaults: Mapping[str, str] | None = None) -> list[str]:
+def label_settings(factory: Any, args: Mapping[str, str], preset_defaults: Mapping[str, str] | None = None) -> list[str]:
     """``["beams=4", ...]``: the output-changing run-level settings (:data:`LABEL_SETTINGS`) that
     ``factory`` declares and receives with a value other than its default, so cells that differ
     only in them get labels of their own (and leaderboard columns of their own). A declared default
@@ -267,5 +273,8 @@ def _declared_parameters(factory: Any) -> set[str]:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
         return set()
-    return {name for name, p in signature.parameters.items()
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return {
+        name
+        for name, p in signature.parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }

@@ -19,11 +19,19 @@ from lamp_harness.store import CellStore
 DEFAULT_CHUNK = 16
 
 
-def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequence[Example],
-            store: CellStore, *, chunk: int, retrieved: Callable[[Example], Sequence[ProfileItem]],
-            decode: str = "generate",
-            on_batch: Callable[[Sequence[Example], Sequence[Prediction]], None] | None = None,
-            max_new_tokens: int | None = None) -> list[Prediction]:
+def predict(
+    task: Any,
+    personalizer: Any,
+    generator: Generator,
+    examples: Sequence[Example],
+    store: CellStore,
+    *,
+    chunk: int,
+    retrieved: Callable[[Example], Sequence[ProfileItem]],
+    decode: str = "generate",
+    on_batch: Callable[[Sequence[Example], Sequence[Prediction]], None] | None = None,
+    max_new_tokens: int | None = None,
+) -> list[Prediction]:
     """Predict ``examples`` batch by batch (``chunk`` at a time), appending each batch to ``store``
     before the next starts; returns the new predictions. Shared by ``lamp run`` and the
     evaluation at the end of ``lamp train``. ``max_new_tokens`` (the cell's budget, see
@@ -31,15 +39,27 @@ def predict(task: Any, personalizer: Any, generator: Generator, examples: Sequen
     personalizer set, so the budget recorded is the one the generator gets."""
     predictions: list[Prediction] = []
     for start in range(0, len(examples), chunk):
-        batch = examples[start:start + chunk]
+        batch = examples[start : start + chunk]
         items = [tuple(retrieved(ex)) for ex in batch]
-        requests = [with_budget(with_retrieved(personalizer.personalize(task, ex, it), it), max_new_tokens)
-                    for ex, it in zip(batch, items, strict=True)]
+        requests = [
+            with_budget(with_retrieved(personalizer.personalize(task, ex, it), it), max_new_tokens)
+            for ex, it in zip(batch, items, strict=True)
+        ]
         check_adapters(generator, requests)
         generations = generator.generate(requests, decode=decode)  # type: ignore[arg-type]
-        new = [Prediction(ex.id, task.parse(gen.text), gen.text, req.prompt, tuple(i.id for i in it),
-                          gen.prompt_tokens, gen.generated_tokens, dict(req.metadata.get("notes") or {}))
-               for ex, req, gen, it in zip(batch, requests, generations, items, strict=True)]
+        new = [
+            Prediction(
+                ex.id,
+                task.parse(gen.text),
+                gen.text,
+                req.prompt,
+                tuple(i.id for i in it),
+                gen.prompt_tokens,
+                gen.generated_tokens,
+                dict(req.metadata.get("notes") or {}),
+            )
+            for ex, req, gen, it in zip(batch, requests, generations, items, strict=True)
+        ]
         store.append_predictions(new)
         predictions.extend(new)
         if on_batch is not None:
@@ -52,8 +72,10 @@ def check_adapters(generator: Generator, requests: Sequence[GenerationRequest]) 
     if not getattr(generator, "serves_adapters", False) and any(r.adapter for r in requests):
         from lamp_harness.errors import lamp_error
 
-        raise lamp_error(f"generator {generator.name!r} cannot answer with per-user LoRA adapters",
-                         fix="Use the 'hf' generator (or 'vllm', which serves them with multi-LoRA).")
+        raise lamp_error(
+            f"generator {generator.name!r} cannot answer with per-user LoRA adapters",
+            fix="Use the 'hf' generator (or 'vllm', which serves them with multi-LoRA).",
+        )
 
 
 def with_retrieved(request: GenerationRequest, items: Sequence[ProfileItem]) -> GenerationRequest:
@@ -84,8 +106,9 @@ def top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[Profil
     return tuple(example.profile[i] for i in rankings[example.id][:k])
 
 
-def score_predictions(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction],
-                      seed: int) -> list[MetricResult]:
+def score_predictions(
+    task: Any, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
+) -> list[MetricResult]:
     """The metrics of ``predictions`` (empty on a split without golds); see
     :func:`lamp_harness.scores.score_cell`, which also gives the per-example scores behind them."""
     return score_cell(task, examples, predictions, seed=seed).metrics

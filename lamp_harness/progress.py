@@ -10,8 +10,7 @@ class ProgressBar:
     then ``bar.advance(n)`` or ``bar.update(completed, loss="0.12")``. Extra keyword fields become
     columns (``{name} {value}``)."""
 
-    def __init__(self, console: Any, enabled: bool, description: str, total: int, completed: int = 0,
-                 **fields: str) -> None:
+    def __init__(self, console: Any, enabled: bool, description: str, total: int, completed: int = 0, **fields: str) -> None:
         self.enabled = enabled
         self._args = (console, description, total, completed, fields)
 
@@ -28,8 +27,15 @@ class ProgressBar:
 
             console, description, total, completed, fields = self._args
             extra = [TextColumn(f"{name.replace('_', ' ')} {{task.fields[{name}]}}") for name in fields]
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 *extra, TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                *extra,
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            )
             self._bar.start()
             self._id = self._bar.add_task(description, total=total, completed=completed, **fields)
         return self

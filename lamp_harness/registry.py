@@ -88,8 +88,8 @@ class Component:
         return lamp_error(
             f"{self.label} cannot be loaded from {self.factory!r}: {problem}",
             where=f"plugin {self.plugin!r} ({self.provider})",
-            fix=f"Fix the registration or reinstall {self.distribution}; block it with "
-                f"LAMP_DISABLE_PLUGINS={self.plugin}.")
+            fix=f"Fix the registration or reinstall {self.distribution}; block it with LAMP_DISABLE_PLUGINS={self.plugin}.",
+        )
 
     def check(self) -> str | None:
         """Why a lazy ``"module:attr"`` factory cannot load, found without importing the module
@@ -216,8 +216,9 @@ class BrokenPlugin:
         key = normalize(name)
         if (kind, key) in self.provides:
             return True
-        return bool(key) and any(key in normalize(n) or normalize(n) in key
-                                 for n in (self.name, self.distribution) if normalize(n))
+        return bool(key) and any(
+            key in normalize(n) or normalize(n) in key for n in (self.name, self.distribution) if normalize(n)
+        )
 
 
 class Registry:
@@ -240,8 +241,9 @@ class Registry:
         mention them."""
 
     # -- adding ---------------------------------------------------------------------------------
-    def add(self, kind: str, name: str, factory: Any, summary: str = "", *,
-            aliases: Iterable[str] = (), **meta: Any) -> None:
+    def add(
+        self, kind: str, name: str, factory: Any, summary: str = "", *, aliases: Iterable[str] = (), **meta: Any
+    ) -> None:
         """Register a component of ``kind`` (one of :data:`KINDS`) under ``name`` and optional
         ``aliases``; extra keywords are kept in :attr:`Component.metadata`. A name registered
         twice (by two plugins) is a conflict: ``lamp plugins`` shows both and using it is an
@@ -249,8 +251,17 @@ class Registry:
         if kind not in KINDS:
             raise ValueError(f"unknown component kind {kind!r}; expected one of {KINDS}")
         plugin, dist, version = self._current
-        component = Component(kind, normalize(name), factory, summary.strip(), plugin, dist,
-                              version, tuple(normalize(a) for a in aliases), dict(meta))
+        component = Component(
+            kind,
+            normalize(name),
+            factory,
+            summary.strip(),
+            plugin,
+            dist,
+            version,
+            tuple(normalize(a) for a in aliases),
+            dict(meta),
+        )
         key = (kind, component.name)
         if key in self._components:
             self._conflicts.setdefault(key, [self._components[key]]).append(component)
@@ -303,19 +314,20 @@ class Registry:
         """A model alias (role, source, size...) for ``lamp models`` and presets."""
         self.add("model", alias, None, summary, **meta)
 
-    def add_preset(self, name: str, roles: Mapping[str, str], summary: str = "", *,
-                   generator_args: Mapping[str, str] | None = None) -> None:
+    def add_preset(
+        self, name: str, roles: Mapping[str, str], summary: str = "", *, generator_args: Mapping[str, str] | None = None
+    ) -> None:
         """A preset: the concrete model (alias, hub id or path) for each role, and default
         generator arguments (e.g. greedy decoding for a CPU preset) that explicit ones override."""
-        self.add("preset", name, None, summary, roles=dict(roles),
-                 generator_args=dict(generator_args or {}))
+        self.add("preset", name, None, summary, roles=dict(roles), generator_args=dict(generator_args or {}))
 
     # -- reading --------------------------------------------------------------------------------
     def components(self, kind: str | None = None) -> list[Component]:
         """Every registered component (of ``kind``), sorted by kind and name; a conflicting name
         appears once here (see :meth:`conflicts` for every registration)."""
-        return sorted((c for (k, _), c in self._components.items() if kind in (None, k)),
-                      key=lambda c: (KINDS.index(c.kind), c.name))
+        return sorted(
+            (c for (k, _), c in self._components.items() if kind in (None, k)), key=lambda c: (KINDS.index(c.kind), c.name)
+        )
 
     def names(self, kind: str) -> list[str]:
         """The registered names of ``kind``, sorted."""
@@ -344,20 +356,20 @@ class Registry:
             owners = " and ".join(f"{c.provider} (plugin {c.plugin!r})" for c in self._conflicts[(kind, key)])
             raise lamp_error(
                 f"{kind.replace('_', ' ').capitalize()} {key!r} is registered twice, by {owners}",
-                fix="Uninstall one of them, or block one with LAMP_DISABLE_PLUGINS=<plugin name>.")
+                fix="Uninstall one of them, or block one with LAMP_DISABLE_PLUGINS=<plugin name>.",
+            )
         if (kind, key) not in self._components:
             label = kind.replace("_", " ")
             available = ", ".join(self.names(kind)) or "none"
             message = f"Unknown {label} {name!r}. Available: {available}"
             if self.broken:
                 count = len(self.broken)
-                message += (f". {count} plugin{'s' if count != 1 else ''} failed to load; "
-                            "see `lamp plugins`")
+                message += f". {count} plugin{'s' if count != 1 else ''} failed to load; see `lamp plugins`"
                 likely = [b for b in self.broken if b.might_provide(kind, key)]
                 if likely:
                     message += "; " + "; ".join(
-                        f"plugin {b.name!r} ({b.provider}) would provide it but is broken: {b.error}"
-                        for b in likely)
+                        f"plugin {b.name!r} ({b.provider}) would provide it but is broken: {b.error}" for b in likely
+                    )
             raise LampError(message)
         return self._components[(kind, key)]
 
@@ -375,14 +387,17 @@ class Registry:
 
     def _forget(self, plugin: str, distribution: str) -> tuple[tuple[str, str], ...]:
         """Drop everything a plugin registered; returns the ``(kind, name)`` it had added."""
-        dropped = tuple(k for k, c in self._components.items()
-                        if (c.plugin, c.distribution) == (plugin, distribution))
-        dropped += tuple(k for k, cs in self._conflicts.items()
-                         if any((c.plugin, c.distribution) == (plugin, distribution) for c in cs)
-                         and k not in dropped)
+        dropped = tuple(k for k, c in self._components.items() if (c.plugin, c.distribution) == (plugin, distribution))
+        dropped += tuple(
+            k
+            for k, cs in self._conflicts.items()
+            if any((c.plugin, c.distribution) == (plugin, distribution) for c in cs) and k not in dropped
+        )
         for key in dropped:
-            if key in self._components and (self._components[key].plugin,
-                                            self._components[key].distribution) == (plugin, distribution):
+            if key in self._components and (self._components[key].plugin, self._components[key].distribution) == (
+                plugin,
+                distribution,
+            ):
                 del self._components[key]
         # A broken plugin's duplicate must not leave a false conflict behind.
         for key, owners in list(self._conflicts.items()):
@@ -398,8 +413,13 @@ class Registry:
         return dropped
 
 
-LIFECYCLE_HOOKS = ("lamp_run_started", "lamp_cell_started", "lamp_example_predicted",
-                   "lamp_cell_finished", "lamp_run_finished")
+LIFECYCLE_HOOKS = (
+    "lamp_run_started",
+    "lamp_cell_started",
+    "lamp_example_predicted",
+    "lamp_cell_finished",
+    "lamp_run_finished",
+)
 """The run lifecycle hooks: a plugin implementing any of them is a *reporter*."""
 
 
@@ -529,7 +549,8 @@ class PluginHost:
             self.warnings.append(
                 f"plugin {name!r} ({f'{dist} {version}'.strip()}): function {attr!r} looks like the "
                 f"{close[0]!r} hook but has no @hookimpl, so it is never called; decorate it with "
-                "@hookimpl from lamp_harness.hookspecs")
+                "@hookimpl from lamp_harness.hookspecs"
+            )
 
     def _register_all(self) -> None:
         for plugin in list(self.loaded):
@@ -544,8 +565,7 @@ class PluginHost:
                 dropped = self.registry._forget(plugin.name, plugin.distribution)
                 self.pm.unregister(plugin.module)
                 self.loaded.remove(plugin)
-                self.broken.append(BrokenPlugin(plugin.name, plugin.distribution, plugin.version,
-                                                _one_line(exc), dropped))
+                self.broken.append(BrokenPlugin(plugin.name, plugin.distribution, plugin.version, _one_line(exc), dropped))
         self.registry._registering("", "", "")
 
     def plugin_label(self, key: str) -> str:
@@ -591,8 +611,10 @@ class PluginHost:
                 self.pm.check_pending()
             except pluggy.PluginValidationError as exc:
                 self.pm.unregister(name=key)
-                raise lamp_error(f"reporter {name!r} implements no known hook ({_one_line(exc)})",
-                                 fix="Check its hook names against lamp_harness/hookspecs.py.") from None
+                raise lamp_error(
+                    f"reporter {name!r} implements no known hook ({_one_line(exc)})",
+                    fix="Check its hook names against lamp_harness/hookspecs.py.",
+                ) from None
             enabled.append(name)
         return enabled
 
@@ -619,8 +641,11 @@ class PluginHost:
         """Unregister the plugin behind ``impl`` for the rest of the run, with a warning."""
         name, dist, version = self._owners.get(impl.plugin_name, (impl.plugin_name, "", ""))
         provider = f" ({dist} {version})".rstrip() if dist and not dist.startswith("(") else ""
-        print(f"warning: plugin {name!r}{provider.replace(' )', ')')} failed in {hook} and is "
-              f"disabled for this run: {_one_line(exc)}", file=sys.stderr)
+        print(
+            f"warning: plugin {name!r}{provider.replace(' )', ')')} failed in {hook} and is "
+            f"disabled for this run: {_one_line(exc)}",
+            file=sys.stderr,
+        )
         self.pm.unregister(impl.plugin)
         self.broken.append(BrokenPlugin(name, dist, version, f"{hook}: {_one_line(exc)}"))
 

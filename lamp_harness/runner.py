@@ -167,9 +167,17 @@ class _Draft:
 class Runner:
     """Runs a :class:`Matrix`. Use :func:`run_matrix` unless you need the pieces."""
 
-    def __init__(self, matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,
-                 plugin_host: PluginHost | None = None, progress: bool = True,
-                 allow_stale: bool = False) -> None:
+    def __init__(
+        self,
+        matrix: Matrix,
+        out_dir: Path,
+        *,
+        force: bool = False,
+        console: Any = None,
+        plugin_host: PluginHost | None = None,
+        progress: bool = True,
+        allow_stale: bool = False,
+    ) -> None:
         self.matrix = matrix
         self.out_dir = Path(out_dir)
         self.force = force
@@ -179,9 +187,14 @@ class Runner:
         self.host = plugin_host or host()
         self.registry = self.host.registry
         self.world = distributed.current()
-        self.context = RunContext(lamp_home=lamp_home(), preset=matrix.preset, seed=matrix.seed,
-                                  device=distributed.device_for(matrix.device, self.world),
-                                  prompt_budget=matrix.prompt_budget, force=force)
+        self.context = RunContext(
+            lamp_home=lamp_home(),
+            preset=matrix.preset,
+            seed=matrix.seed,
+            device=distributed.device_for(matrix.device, self.world),
+            prompt_budget=matrix.prompt_budget,
+            force=force,
+        )
         self._generators: dict[tuple[str, str | None], Generator] = {}
         self._checkpoint_stale: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
@@ -205,41 +218,54 @@ class Runner:
         for index, draft in enumerate(drafts):
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if cls.retriever_use == "encoder" and draft.retriever:
-                retriever = self.registry.create("retriever", draft.retriever, self.context,
-                                                 **dict(draft.retriever_args))
+                retriever = self.registry.create("retriever", draft.retriever, self.context, **dict(draft.retriever_args))
                 if retriever.text_encoder() is None and self._items_use(drafts, draft.retriever):
                     # The retriever is in the matrix for other methods (none,ipa,pplug x bm25):
                     # this method keeps its own encoder, as a method without a retriever does.
                     drafts[index] = replace(draft, retriever=None, retriever_args=())
-                    warn(f"{draft.personalizer} uses a retriever's encoder and {draft.retriever!r} "
-                         f"has none: its cell runs with {draft.personalizer}'s own encoder"
-                         + (f" (--personalizer {cls.items_variant} puts {draft.retriever}'s top "
-                            "items in the prompt)" if cls.items_variant else ""))
+                    warn(
+                        f"{draft.personalizer} uses a retriever's encoder and {draft.retriever!r} "
+                        f"has none: its cell runs with {draft.personalizer}'s own encoder"
+                        + (
+                            f" (--personalizer {cls.items_variant} puts {draft.retriever}'s top items in the prompt)"
+                            if cls.items_variant
+                            else ""
+                        )
+                    )
                 elif retriever.text_encoder() is None:
-                    instead = (f"; use --personalizer {cls.items_variant} to put its top items in the "
-                               "prompt instead" if cls.items_variant else "")
-                    problems.append(f"{self._label(draft)}: {draft.personalizer!r} uses a retriever's "
-                                    f"text encoder as its own, and {draft.retriever!r} has none (use a "
-                                    f"dense retriever such as contriever{instead})")
+                    instead = (
+                        f"; use --personalizer {cls.items_variant} to put its top items in the prompt instead"
+                        if cls.items_variant
+                        else ""
+                    )
+                    problems.append(
+                        f"{self._label(draft)}: {draft.personalizer!r} uses a retriever's "
+                        f"text encoder as its own, and {draft.retriever!r} has none (use a "
+                        f"dense retriever such as contriever{instead})"
+                    )
             if cls.requires_encoder_decoder:
                 generator = self.generator(draft.generator_key)
                 if not generator.is_encoder_decoder:
                     model = generator.describe().get("model", draft.model or draft.generator)
-                    problems.append(f"{self._label(draft)}: personalizer {draft.personalizer!r} needs an "
-                                    f"encoder-decoder model and {model!r} is decoder-only")
+                    problems.append(
+                        f"{self._label(draft)}: personalizer {draft.personalizer!r} needs an "
+                        f"encoder-decoder model and {model!r} is decoder-only"
+                    )
         drafts = list(dict.fromkeys(drafts))
         if problems:
             unique = list(dict.fromkeys(problems))
-            hint = (" (e.g. --generator google/flan-t5-base for fid)"
-                    if any("encoder-decoder" in p for p in unique) else "")
-            raise LampError(f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique)
-                            + f". Fix the selection{hint}.")
+            hint = " (e.g. --generator google/flan-t5-base for fid)" if any("encoder-decoder" in p for p in unique) else ""
+            raise LampError(
+                f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique) + f". Fix the selection{hint}."
+            )
         return drafts
 
     def _items_use(self, drafts: Sequence[_Draft], retriever: str) -> bool:
         """Whether some cell of the plan uses ``retriever``'s ranked items."""
-        return any(d.retriever == retriever and self.registry.get(
-            "personalizer", d.personalizer).load().retriever_use == "items" for d in drafts)
+        return any(
+            d.retriever == retriever and self.registry.get("personalizer", d.personalizer).load().retriever_use == "items"
+            for d in drafts
+        )
 
     def _expand(self, m: Matrix, drafts: list[_Draft], problems: list[str]) -> None:
         reg = self.registry
@@ -259,12 +285,10 @@ class Runner:
                 options = [(r, k, self._retriever_args(m, r)) for r in retrievers for k in m.ks]
             elif cls.default_retriever:
                 name = reg.get("retriever", cls.default_retriever).name
-                args = tuple(sorted({**cls.default_retriever_args,
-                                     **dict(self._retriever_args(m, name))}.items()))
+                args = tuple(sorted({**cls.default_retriever_args, **dict(self._retriever_args(m, name))}.items()))
                 options = [(name, k, args) for k in m.ks]
             elif cls.needs_retriever:
-                problems.append(f"{pers} needs a retriever (add --retriever, e.g. "
-                                f"{', '.join(reg.names('retriever')[:4])})")
+                problems.append(f"{pers} needs a retriever (add --retriever, e.g. {', '.join(reg.names('retriever')[:4])})")
                 continue
             else:
                 options = [(None, 0, ())]
@@ -296,13 +320,17 @@ class Runner:
         for name, source in self.matrix.task_data.items():
             task = self.registry.get("task", name).name
             if task not in tasks:
-                raise lamp_error(f"--data {name}={source} names a task this run does not include "
-                                 f"(its tasks: {', '.join(tasks)})",
-                                 fix=f"Fix the task name (e.g. --data {tasks[0]}={source}) or add "
-                                 f"--task {name}." if tasks else "Fix the task name.")
+                raise lamp_error(
+                    f"--data {name}={source} names a task this run does not include (its tasks: {', '.join(tasks)})",
+                    fix=f"Fix the task name (e.g. --data {tasks[0]}={source}) or add --task {name}."
+                    if tasks
+                    else "Fix the task name.",
+                )
             if task in chosen and chosen[task][1] != source:
-                raise lamp_error(f"--data gives task {task!r} two sources, {chosen[task][0]}={chosen[task][1]} "
-                                 f"and {name}={source}", fix="Keep one of them.")
+                raise lamp_error(
+                    f"--data gives task {task!r} two sources, {chosen[task][0]}={chosen[task][1]} and {name}={source}",
+                    fix="Keep one of them.",
+                )
             chosen[task] = (name, source)
 
     def _check_task_args(self, drafts: Sequence[_Draft]) -> None:
@@ -317,16 +345,21 @@ class Runner:
             task = self.registry.get("task", name).name
             if task not in tasks:
                 key, value = next(iter(table.items()), ("KEY", "VALUE"))
-                raise lamp_error(f"--task-arg {name}:{key}={value} names a task this run does not include "
-                                 f"(its tasks: {', '.join(tasks)})",
-                                 fix=f"Fix the task name (e.g. --task-arg {tasks[0]}:{key}={value}) or add "
-                                 f"--task {name}." if tasks else "Fix the task name.")
+                raise lamp_error(
+                    f"--task-arg {name}:{key}={value} names a task this run does not include "
+                    f"(its tasks: {', '.join(tasks)})",
+                    fix=f"Fix the task name (e.g. --task-arg {tasks[0]}:{key}={value}) or add --task {name}."
+                    if tasks
+                    else "Fix the task name.",
+                )
             for key, value in table.items():
                 earlier = chosen.setdefault(task, {}).get(key)
                 if earlier is not None and earlier[1] != value:
-                    raise lamp_error(f"--task-arg gives task {task!r} two values of {key}, "
-                                     f"{earlier[0]}:{key}={earlier[1]} and {name}:{key}={value}",
-                                     fix="Keep one of them.")
+                    raise lamp_error(
+                        f"--task-arg gives task {task!r} two values of {key}, "
+                        f"{earlier[0]}:{key}={earlier[1]} and {name}:{key}={value}",
+                        fix="Keep one of them.",
+                    )
                 chosen[task][key] = (name, value)
 
     def data_source_name(self, task_name: str) -> str | None:
@@ -357,16 +390,18 @@ class Runner:
             for note in notes:
                 self.context.note(note)
             # Rank 0 first: a model converted or downloaded on first use is written once.
-            self._generators[key] = distributed.main_first(lambda: factory(self.context, **kwargs),
-                                                           f"loading generator {model or plugin}")
+            self._generators[key] = distributed.main_first(
+                lambda: factory(self.context, **kwargs), f"loading generator {model or plugin}"
+            )
         return self._generators[key]
 
     def dataset(self, task_name: str) -> Dataset:
         """The task's dataset for the run's split (loaded once, cut to ``--limit``)."""
         if task_name not in self._datasets:
             # Read once, by rank 0, and handed to the other ranks.
-            self._datasets[task_name] = distributed.on_main(lambda: self._read_dataset(task_name),
-                                                            f"reading the {task_name} data")
+            self._datasets[task_name] = distributed.on_main(
+                lambda: self._read_dataset(task_name), f"reading the {task_name} data"
+            )
         return self._datasets[task_name]
 
     def _read_dataset(self, task_name: str) -> Dataset:
@@ -375,15 +410,19 @@ class Runner:
         m = self.matrix
         task = self.task(task_name)
         source = self.data_source_name(task_name)
-        dataset = resolve_dataset(task, data=source, data_dir=m.data_dir if source is None else None,
-                                  split=m.split, scheme=m.scheme, context=self.context)
+        dataset = resolve_dataset(
+            task,
+            data=source,
+            data_dir=m.data_dir if source is None else None,
+            split=m.split,
+            scheme=m.scheme,
+            context=self.context,
+        )
         if m.limit is not None:
-            dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit],
-                              dataset.source, dataset.checksums)
+            dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit], dataset.source, dataset.checksums)
         return dataset
 
-    def rankings(self, task_name: str, retriever_name: str,
-                 args: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+    def rankings(self, task_name: str, retriever_name: str, args: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
         """Every example's full profile ranking by a retriever (cached on disk)."""
         key = (task_name, retriever_name, args)
         if key not in self._rankings:
@@ -436,7 +475,8 @@ class Runner:
         # Ablations (pplug aggregation=mean...) must get columns of their own.
         parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "")]
         if self.matrix.checkpoint is not None and not getattr(
-                self.registry.get("personalizer", draft.personalizer).load(), "trainable", False):
+            self.registry.get("personalizer", draft.personalizer).load(), "trainable", False
+        ):
             # A prompt-only method given a checkpoint runs a fine-tuned generator: it must not share
             # a column (nor a baseline selector) with the same method zero-shot.
             parts[0] += " (fine-tuned)"
@@ -445,9 +485,11 @@ class Runner:
         parts.append(self._model_name(draft))
         # --num-beams 4 vs the default are different methods: the label must tell them apart.
         try:
-            parts += label_settings(self.registry.get("generator", draft.generator).load(),
-                                    self.matrix.generator_args,
-                                    preset_generator_args(self.matrix.preset, self.registry))
+            parts += label_settings(
+                self.registry.get("generator", draft.generator).load(),
+                self.matrix.generator_args,
+                preset_generator_args(self.matrix.preset, self.registry),
+            )
         except (ImportError, LampError):  # a broken generator is reported where it is built
             pass
         budget, source = self.budget(draft.task)
@@ -483,10 +525,18 @@ class Runner:
         rargs = draft.retriever_args
         gargs = tuple(sorted(m.generator_args.items()))
         identity = {
-            "task": draft.task, "split": m.split, "data": dataset.fingerprint, "limit": m.limit,
-            "personalizer": [draft.personalizer, pargs], "retriever": [draft.retriever, rargs],
-            "k": draft.k, "generator": [draft.generator, draft.model, gargs], "preset": m.preset,
-            "decode": decode, "seed": m.seed, "prompt_budget": m.prompt_budget,
+            "task": draft.task,
+            "split": m.split,
+            "data": dataset.fingerprint,
+            "limit": m.limit,
+            "personalizer": [draft.personalizer, pargs],
+            "retriever": [draft.retriever, rargs],
+            "k": draft.k,
+            "generator": [draft.generator, draft.model, gargs],
+            "preset": m.preset,
+            "decode": decode,
+            "seed": m.seed,
+            "prompt_budget": m.prompt_budget,
             "checkpoint": str(m.checkpoint) if m.checkpoint else None,
         }
         targs = self.task_args(draft.task)
@@ -503,16 +553,42 @@ class Runner:
             cls = self.registry.get("personalizer", draft.personalizer).load()
             if getattr(cls, "trainable", False):
                 identity["train"] = sorted(m.train_args.items())
-        slug = "_".join(x for x in (draft.task, draft.personalizer, draft.retriever or "",
-                                    f"k{draft.k}" if draft.retriever and draft.k else "") if x)
+        slug = "_".join(
+            x
+            for x in (
+                draft.task,
+                draft.personalizer,
+                draft.retriever or "",
+                f"k{draft.k}" if draft.retriever and draft.k else "",
+            )
+            if x
+        )
         slug = slug.replace("+", "plus")
         base_id = f"{slug}-{stable_hash(identity, 10)}"
         versions = self.component_versions(draft)
         # A plugin upgrade changes the cell: its results are recomputed (or reused on request).
         cell_id = f"{slug}-{stable_hash({**identity, 'versions': dict(versions)}, 10)}"
-        return CellSpec(cell_id, self._label(draft), draft.task, m.split, draft.personalizer, pargs,
-                        draft.retriever, rargs, draft.k, draft.generator, draft.model, gargs, decode,
-                        self.out_dir / cell_id, versions, base_id, targs, budget, budget_source)
+        return CellSpec(
+            cell_id,
+            self._label(draft),
+            draft.task,
+            m.split,
+            draft.personalizer,
+            pargs,
+            draft.retriever,
+            rargs,
+            draft.k,
+            draft.generator,
+            draft.model,
+            gargs,
+            decode,
+            self.out_dir / cell_id,
+            versions,
+            base_id,
+            targs,
+            budget,
+            budget_source,
+        )
 
     def component_versions(self, draft: _Draft) -> tuple[tuple[str, str], ...]:
         """``(distribution, version)`` of every package providing one of the cell's components
@@ -540,15 +616,22 @@ class Runner:
             "task": spec.task,
             "split": spec.split,
             "scheme": self.matrix.scheme,
-            "data": {"source": dataset.source, "checksums": dict(dataset.checksums),
-                     "fingerprint": dataset.fingerprint, "examples": len(dataset.examples)},
+            "data": {
+                "source": dataset.source,
+                "checksums": dict(dataset.checksums),
+                "fingerprint": dataset.fingerprint,
+                "examples": len(dataset.examples),
+            },
             "limit": self.matrix.limit,
             "personalizer": dict(personalizer.describe()) | dict(spec.personalizer_args),
             "retriever": retriever,
             "k": spec.k,
-            "generator": {**dict(generator.describe()), "plugin": spec.generator,
-                          # what every request carried, whatever the generator's own default
-                          "max_new_tokens": spec.max_new_tokens},
+            "generator": {
+                **dict(generator.describe()),
+                "plugin": spec.generator,
+                # what every request carried, whatever the generator's own default
+                "max_new_tokens": spec.max_new_tokens,
+            },
             "generation": {"max_new_tokens": spec.max_new_tokens, "max_new_tokens_from": spec.budget_source},
             "task_args": dict(spec.task_args),
             "decode": spec.decode,
@@ -560,8 +643,11 @@ class Runner:
             "versions": versions,
             "component_versions": dict(spec.versions),
             "base_id": spec.base_id,
-            **({"judges": [asdict(j) | {"metric_name": j.metric_name} for j in self.judges(spec.task)]}
-               if self.judges(spec.task) else {}),
+            **(
+                {"judges": [asdict(j) | {"metric_name": j.metric_name} for j in self.judges(spec.task)]}
+                if self.judges(spec.task)
+                else {}
+            ),
         }
 
     def judges(self, task_name: str) -> list[Any]:
@@ -570,11 +656,14 @@ class Runner:
 
         task = self.registry.create("task", task_name)
         choice = JudgeChoice(self.matrix.judge, dict(self.matrix.judge_args))
-        return [resolve_judge(self.registry, metric, choice, self.matrix.preset, self.context)
-                for metric in getattr(task, "judged_metrics", ())]
+        return [
+            resolve_judge(self.registry, metric, choice, self.matrix.preset, self.context)
+            for metric in getattr(task, "judged_metrics", ())
+        ]
 
-    def score(self, task: Any, spec: CellSpec, examples: Sequence[Example],
-              done: Sequence[Prediction]) -> tuple[Any, dict[str, Any] | None]:
+    def score(
+        self, task: Any, spec: CellSpec, examples: Sequence[Example], done: Sequence[Prediction]
+    ) -> tuple[Any, dict[str, Any] | None]:
         """The cell's metrics: the task's own, then its judged ones (judge calls cached under
         ``$LAMP_HOME``; the rationale goes to the cell's ``judgments.json``). Returns the scored
         cell and the judges' usage (``None`` without judged metrics)."""
@@ -586,10 +675,21 @@ class Runner:
         if not metrics or not any(ex.gold is not None for ex in examples):
             return scored, None
         outputs = {p.example_id: p.output for p in done}
-        judged = [judge_examples(task, metrics[j.metric], j, examples, outputs, registry=self.registry,
-                                 context=self.context, console=self.console, progress=self.progress,
-                                 label=f"{spec.label} ({spec.task})")
-                  for j in self.judges(spec.task)]
+        judged = [
+            judge_examples(
+                task,
+                metrics[j.metric],
+                j,
+                examples,
+                outputs,
+                registry=self.registry,
+                context=self.context,
+                console=self.console,
+                progress=self.progress,
+                label=f"{spec.label} ({spec.task})",
+            )
+            for j in self.judges(spec.task)
+        ]
         write_judgments(spec.dir, judged)
         scored = with_metrics(scored, examples, [j.scores for j in judged], seed=self.matrix.seed)
         return scored, {"judges": [j.usage for j in judged]}
@@ -612,8 +712,10 @@ class Runner:
         self.notify("lamp_run_started", run=info)
         results = []
         # Cells sharing a generator run back to back, so a loaded model is reused.
-        order = sorted(range(len(specs)), key=lambda i: (drafts[i].generator_key != drafts[0].generator_key,
-                                                         str(drafts[i].generator_key), i))
+        order = sorted(
+            range(len(specs)),
+            key=lambda i: (drafts[i].generator_key != drafts[0].generator_key, str(drafts[i].generator_key), i),
+        )
         busy: list[tuple[int, CellBusy]] = []
         taken_by: list[str] = []  # a data-parallel job's cells that another process holds
         for i in order:
@@ -645,9 +747,10 @@ class Runner:
         if taken_by:
             # Waiting would hold every other rank in a collective until LAMP_DIST_TIMEOUT: the job
             # ends after the free cells, naming the cells another process is computing.
-            raise lamp_error(f"{len(taken_by)} cell(s) are being computed by another job: {'; '.join(taken_by)}",
-                             fix="The other cells are done; run the same command again when that job "
-                             "has finished.")
+            raise lamp_error(
+                f"{len(taken_by)} cell(s) are being computed by another job: {'; '.join(taken_by)}",
+                fix="The other cells are done; run the same command again when that job has finished.",
+            )
         for i, exc in busy:
             self._say(f"waiting for {specs[i].label}: {exc}")
             with CellStore(specs[i].dir).lock(wait=True):
@@ -668,11 +771,15 @@ class Runner:
             if stale is None:
                 continue
             if not self.allow_stale:
-                raise LampError(f"{checkpoint}: the checkpoint was trained with other versions "
-                                f"({stale.changed}) than {spec.label} ({spec.task}) runs with. Train it again "
-                                "with `lamp train` (same options), or pass --allow-stale to use it anyway.")
-            self._warn(f"{spec.label} ({spec.task}): using {checkpoint}, trained with other versions "
-                       f"({stale.changed}), because of --allow-stale")
+                raise LampError(
+                    f"{checkpoint}: the checkpoint was trained with other versions "
+                    f"({stale.changed}) than {spec.label} ({spec.task}) runs with. Train it again "
+                    "with `lamp train` (same options), or pass --allow-stale to use it anyway."
+                )
+            self._warn(
+                f"{spec.label} ({spec.task}): using {checkpoint}, trained with other versions "
+                f"({stale.changed}), because of --allow-stale"
+            )
             self._checkpoint_stale[spec.cell_id] = stale
 
     def notify(self, hook: str, **kwargs: Any) -> None:
@@ -713,17 +820,28 @@ class Runner:
         now = dict(spec.versions)
         changed = ", ".join(f"{d} {versions.get(d, '?')} -> {v}" for d, v in now.items() if versions.get(d) != v)
         if not self.allow_stale:
-            self._warn(f"{spec.label} ({spec.task}): the finished cell {store.dir.name} was computed with "
-                       f"other versions ({changed or 'unrecorded'}); recomputing it as {spec.cell_id} "
-                       "(pass --allow-stale to keep the old results)")
+            self._warn(
+                f"{spec.label} ({spec.task}): the finished cell {store.dir.name} was computed with "
+                f"other versions ({changed or 'unrecorded'}); recomputing it as {spec.cell_id} "
+                "(pass --allow-stale to keep the old results)"
+            )
             return None
-        self._warn(f"{spec.label} ({spec.task}): keeping {store.dir.name}, computed with other versions "
-                   f"({changed or 'unrecorded'}), because of --allow-stale")
+        self._warn(
+            f"{spec.label} ({spec.task}): keeping {store.dir.name}, computed with other versions "
+            f"({changed or 'unrecorded'}), because of --allow-stale"
+        )
         metrics = store.read_metrics()
         timing = {**store.read_timing(), "skipped": True, "stale": True}
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-        return {"cell_id": store.dir.name, "label": spec.label, "task": spec.task, "metrics": metrics,
-                "skipped": True, "stale": True, "dir": str(store.dir)}
+        return {
+            "cell_id": store.dir.name,
+            "label": spec.label,
+            "task": spec.task,
+            "metrics": metrics,
+            "skipped": True,
+            "stale": True,
+            "dir": str(store.dir),
+        }
 
     def _warn(self, message: str) -> None:
         import sys
@@ -747,14 +865,18 @@ class Runner:
         if self.world.is_main:
             problem = store.inconsistency([ex.id for ex in self.dataset(spec.task).examples])
             if problem is not None and (spec.dir / METRICS).exists():
-                warn(f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
-                     "is predicted again)")
+                warn(
+                    f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
+                    "is predicted again)"
+                )
                 store.unfinish()
             elif problem is None and not self.allow_stale and self._stale_weights(store):
                 # Kept earlier with --allow-stale: without it, the cell follows the versions again.
-                self._warn(f"{spec.label} ({spec.task}): its predictions were made with weights trained "
-                           "by other versions (--allow-stale); recomputing it with weights trained by "
-                           "these versions (pass --allow-stale to keep it)")
+                self._warn(
+                    f"{spec.label} ({spec.task}): its predictions were made with weights trained "
+                    "by other versions (--allow-stale); recomputing it with weights trained by "
+                    "these versions (pass --allow-stale to keep it)"
+                )
                 store.reset()
                 problem = "stale weights"
         finished = distributed.broadcast(problem is None)
@@ -766,25 +888,28 @@ class Runner:
             metrics = store.read_metrics()
             timing = {**store.read_timing(), "skipped": True}
             self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-            return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task,
-                    "metrics": metrics, "skipped": True, "dir": str(spec.dir)}
+            return {
+                "cell_id": spec.cell_id,
+                "label": spec.label,
+                "task": spec.task,
+                "metrics": metrics,
+                "skipped": True,
+                "dir": str(spec.dir),
+            }
 
         task = self.task(spec.task)
         dataset = self.dataset(spec.task)
         generator = self.generator(draft.generator_key)
-        personalizer = self.registry.create("personalizer", spec.personalizer, self.context,
-                                            **dict(spec.personalizer_args))
+        personalizer = self.registry.create("personalizer", spec.personalizer, self.context, **dict(spec.personalizer_args))
         if spec.retriever and personalizer.retriever_use == "encoder":
-            retriever = self.registry.create("retriever", spec.retriever, self.context,
-                                             **dict(spec.retriever_args))
+            retriever = self.registry.create("retriever", spec.retriever, self.context, **dict(spec.retriever_args))
             personalizer.use_encoder(retriever.text_encoder() or {})
         personalizer.setup(task, generator, self.context)
         # Rank 0 first: it fills the embedding cache and trains; the others then only read.
-        distributed.main_first(lambda: personalizer.prepare(task, dataset.examples),
-                               f"preparing {spec.personalizer}")
+        distributed.main_first(lambda: personalizer.prepare(task, dataset.examples), f"preparing {spec.personalizer}")
         restore, checkpoint, stale = distributed.main_first(
-            lambda: self._prepare_training(personalizer, spec, task, generator),
-            f"training {spec.personalizer}")
+            lambda: self._prepare_training(personalizer, spec, task, generator), f"training {spec.personalizer}"
+        )
         if stale is not None:  # weights kept by --allow-stale: the column says so
             spec = replace(spec, label=f"{spec.label} (stale weights)")
         try:
@@ -804,11 +929,19 @@ class Runner:
         except (LampError, OSError, ValueError):
             return False
 
-    def _predict(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any, dataset: Dataset,
-                 generator: Generator, personalizer: Any, checkpoint: Path | None,
-                 stale: Any = None) -> dict[str, Any]:
-        rankings = (self.rankings(spec.task, spec.retriever, spec.retriever_args)
-                    if spec.retriever and spec.k > 0 else {})
+    def _predict(
+        self,
+        info: RunInfo,
+        spec: CellSpec,
+        store: CellStore,
+        task: Any,
+        dataset: Dataset,
+        generator: Generator,
+        personalizer: Any,
+        checkpoint: Path | None,
+        stale: Any = None,
+    ) -> dict[str, Any]:
+        rankings = self.rankings(spec.task, spec.retriever, spec.retriever_args) if spec.retriever and spec.k > 0 else {}
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
         if checkpoint:  # how the weights were trained, so a leaderboard can say it
@@ -821,8 +954,7 @@ class Runner:
 
         chunk = chunk_size(generator)
         if self.world.distributed or store.has_shards():
-            return self._predict_sharded(info, spec, store, task, dataset, generator, personalizer,
-                                         rankings, chunk)
+            return self._predict_sharded(info, spec, store, task, dataset, generator, personalizer, rankings, chunk)
         examples = dataset.examples
         done = store.recover_predictions(chunk, [ex.id for ex in examples])
         done_ids = {p.example_id for p in done}
@@ -831,15 +963,25 @@ class Runner:
         usage_before = dict(generator.usage())
         started = time.perf_counter()
         with ProgressBar(self.console, self.progress, spec.label, len(examples), len(done)) as bar:
+
             def reported(batch: Sequence[Example], predictions: Sequence[Prediction]) -> None:
                 for ex, pred in zip(batch, predictions, strict=True):
                     self.host.notify("lamp_example_predicted", cell=spec, example=ex, prediction=pred)
                 bar.advance(len(batch))
 
             todo = [ex for ex in examples if ex.id not in done_ids]
-            new = predict(task, personalizer, generator, todo, store, chunk=chunk,
-                          retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
-                          on_batch=reported, max_new_tokens=spec.max_new_tokens)
+            new = predict(
+                task,
+                personalizer,
+                generator,
+                todo,
+                store,
+                chunk=chunk,
+                retrieved=lambda ex: top_k(ex, rankings, spec.k),
+                decode=spec.decode,
+                on_batch=reported,
+                max_new_tokens=spec.max_new_tokens,
+            )
         done.extend(new)
         # In split order, whatever the file order (a repaired cell): the bootstrap depends on order.
         position = {ex.id: i for i, ex in enumerate(examples)}
@@ -854,15 +996,30 @@ class Runner:
             timing["usage"] = usage
         if judging:
             timing["judging"] = judging
-        store.write_results(spec.task, spec.split, metrics, timing,
-                            scored.scores.to_json() if scored.scores else None)
+        store.write_results(spec.task, spec.split, metrics, timing, scored.scores.to_json() if scored.scores else None)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-        return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
-                "skipped": False, "dir": str(spec.dir), "timing": timing}
+        return {
+            "cell_id": spec.cell_id,
+            "label": spec.label,
+            "task": spec.task,
+            "metrics": metrics,
+            "skipped": False,
+            "dir": str(spec.dir),
+            "timing": timing,
+        }
 
-    def _predict_sharded(self, info: RunInfo, spec: CellSpec, store: CellStore, task: Any,
-                         dataset: Dataset, generator: Generator, personalizer: Any,
-                         rankings: Mapping[str, Any], chunk: int) -> dict[str, Any]:
+    def _predict_sharded(
+        self,
+        info: RunInfo,
+        spec: CellSpec,
+        store: CellStore,
+        task: Any,
+        dataset: Dataset,
+        generator: Generator,
+        personalizer: Any,
+        rankings: Mapping[str, Any],
+        chunk: int,
+    ) -> dict[str, Any]:
         """The data-parallel prediction of a cell (also a 1-process resume of one).
 
         The batches are those of a 1-process run (``chunk`` consecutive examples), so every batch
@@ -872,17 +1029,15 @@ class Runner:
         """
         world = self.world
         examples = dataset.examples
-        batches = [examples[i:i + chunk] for i in range(0, len(examples), chunk)]
+        batches = [examples[i : i + chunk] for i in range(0, len(examples), chunk)]
         # Resume by example id: whatever world size wrote them, whole batches already predicted
         # are kept; a batch cut short is predicted again, whole.
-        kept = distributed.on_main(lambda: store.consolidate_shards(batches),
-                                   f"reading {spec.label}'s earlier predictions")
+        kept = distributed.on_main(lambda: store.consolidate_shards(batches), f"reading {spec.label}'s earlier predictions")
         todo = [b for b, batch in enumerate(batches) if batch[0].id not in kept]
 
         def cost(batch: Sequence[Example]) -> float:
             # Prompt length, estimated from the input and the retrieved items it will carry.
-            return sum(len(ex.input) + sum(len(str(item.fields)) for item in top_k(ex, rankings, spec.k))
-                       for ex in batch)
+            return sum(len(ex.input) + sum(len(str(item.fields)) for item in top_k(ex, rankings, spec.k)) for ex in batch)
 
         mine = [todo[i] for i in distributed.deal([cost(batches[b]) for b in todo], world.size)[world.rank]]
         self.notify("lamp_cell_started", run=info, cell=spec, total=len(examples), done=len(kept))
@@ -891,13 +1046,29 @@ class Runner:
         started = time.perf_counter()
         with ProgressBar(self.console, self.progress, spec.label, sum(len(batches[b]) for b in mine)) as bar:
             for b in mine:
-                new.extend(predict(task, personalizer, generator, batches[b], shard, chunk=chunk,
-                                   retrieved=lambda ex: top_k(ex, rankings, spec.k), decode=spec.decode,
-                                   on_batch=lambda batch, _: bar.advance(len(batch)),
-                                   max_new_tokens=spec.max_new_tokens))
+                new.extend(
+                    predict(
+                        task,
+                        personalizer,
+                        generator,
+                        batches[b],
+                        shard,
+                        chunk=chunk,
+                        retrieved=lambda ex: top_k(ex, rankings, spec.k),
+                        decode=spec.decode,
+                        on_batch=lambda batch, _: bar.advance(len(batch)),
+                        max_new_tokens=spec.max_new_tokens,
+                    )
+                )
         wall = time.perf_counter() - started
-        speeds = distributed.gather({"rank": world.rank, "examples": len(new), "wall_s": round(wall, 3),
-                                     "examples_per_s": round(len(new) / wall, 3) if wall > 0 and new else None})
+        speeds = distributed.gather(
+            {
+                "rank": world.rank,
+                "examples": len(new),
+                "wall_s": round(wall, 3),
+                "examples_per_s": round(len(new) / wall, 3) if wall > 0 and new else None,
+            }
+        )
 
         def merge() -> dict[str, Any]:
             assert speeds is not None
@@ -908,18 +1079,29 @@ class Runner:
             scored, judging = self.score(task, spec, examples, done)
             metrics = scored.metrics
             longest = max(s["wall_s"] for s in speeds)
-            timing = {**timing_summary(done, sum(s["examples"] for s in speeds), longest),
-                      "world_size": world.size, "ranks": speeds, **({"judging": judging} if judging else {})}
-            store.write_results(spec.task, spec.split, metrics, timing,
-                                scored.scores.to_json() if scored.scores else None)
+            timing = {
+                **timing_summary(done, sum(s["examples"] for s in speeds), longest),
+                "world_size": world.size,
+                "ranks": speeds,
+                **({"judging": judging} if judging else {}),
+            }
+            store.write_results(spec.task, spec.split, metrics, timing, scored.scores.to_json() if scored.scores else None)
             self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-            return {"cell_id": spec.cell_id, "label": spec.label, "task": spec.task, "metrics": metrics,
-                    "skipped": False, "dir": str(spec.dir), "timing": timing}
+            return {
+                "cell_id": spec.cell_id,
+                "label": spec.label,
+                "task": spec.task,
+                "metrics": metrics,
+                "skipped": False,
+                "dir": str(spec.dir),
+                "timing": timing,
+            }
 
         return distributed.on_main(merge, f"merging {spec.label}'s predictions")
 
-    def _prepare_training(self, personalizer: Any, spec: CellSpec, task: Any,
-                          generator: Generator) -> tuple[Callable[[], None], Path | None, Any]:
+    def _prepare_training(
+        self, personalizer: Any, spec: CellSpec, task: Any, generator: Generator
+    ) -> tuple[Callable[[], None], Path | None, Any]:
         """Load ``--checkpoint`` into the personalizer, or train a trainable one first (cached by
         config hash and the versions of the components). Returns how to undo it (weights fine-tuned
         into a generator that other cells share are restored after the cell), the checkpoint used,
@@ -950,13 +1132,21 @@ class Runner:
         return restore, checkpoint, stale
 
 
-def run_matrix(matrix: Matrix, out_dir: Path, *, force: bool = False, console: Any = None,
-               plugin_host: PluginHost | None = None, progress: bool = True,
-               allow_stale: bool = False) -> list[dict[str, Any]]:
+def run_matrix(
+    matrix: Matrix,
+    out_dir: Path,
+    *,
+    force: bool = False,
+    console: Any = None,
+    plugin_host: PluginHost | None = None,
+    progress: bool = True,
+    allow_stale: bool = False,
+) -> list[dict[str, Any]]:
     """Run every cell of ``matrix`` into ``out_dir``; returns one summary per cell
     (``cell_id``, ``label``, ``task``, ``metrics``, ``skipped``, ``dir``).
 
     ``force`` recomputes finished cells; ``allow_stale`` keeps a finished cell computed with other
     versions of its plugins (with a warning) instead of recomputing it."""
-    return Runner(matrix, out_dir, force=force, console=console, plugin_host=plugin_host,
-                  progress=progress, allow_stale=allow_stale).run()
+    return Runner(
+        matrix, out_dir, force=force, console=console, plugin_host=plugin_host, progress=progress, allow_stale=allow_stale
+    ).run()

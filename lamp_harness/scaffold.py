@@ -17,8 +17,7 @@ from string import Template
 
 from lamp_harness.errors import lamp_error
 
-SCAFFOLD_KINDS = ("task", "data-source", "retriever", "personalizer", "trainable-personalizer",
-                  "generator", "reporter")
+SCAFFOLD_KINDS = ("task", "data-source", "retriever", "personalizer", "trainable-personalizer", "generator", "reporter")
 """What ``--kind`` accepts (``all`` selects every one)."""
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]$")
@@ -41,20 +40,20 @@ def check_name(name: str) -> str:
 
     fix = "Choose another name, e.g. lamp-tfidf."
     if len(name) > MAX_NAME:
-        raise lamp_error(f"the name {name[:20]!r}... is {len(name)} characters long (at most {MAX_NAME})",
-                         fix=fix)
+        raise lamp_error(f"the name {name[:20]!r}... is {len(name)} characters long (at most {MAX_NAME})", fix=fix)
     if not _NAME.match(name):
-        raise lamp_error(f"{name!r} is not a valid distribution name",
-                         fix="Use letters, digits and '-', e.g. lamp-tfidf.")
+        raise lamp_error(f"{name!r} is not a valid distribution name", fix="Use letters, digits and '-', e.g. lamp-tfidf.")
     package = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if keyword.iskeyword(package) or keyword.issoftkeyword(package):
         raise lamp_error(f"{name!r} would make the package {package!r}, a Python keyword", fix=fix)
     if package in sys.stdlib_module_names or package in sys.builtin_module_names:
-        raise lamp_error(f"{name!r} would make the package {package!r}, a module of Python's standard "
-                         "library", fix=fix)
+        raise lamp_error(f"{name!r} would make the package {package!r}, a module of Python's standard library", fix=fix)
     if package == "tests":
-        raise lamp_error(f"{name!r} would make the package 'tests', the folder of the distribution's own "
-                         "conformance tests (and a name many projects' test folders shadow)", fix=fix)
+        raise lamp_error(
+            f"{name!r} would make the package 'tests', the folder of the distribution's own "
+            "conformance tests (and a name many projects' test folders shadow)",
+            fix=fix,
+        )
     normalized = re.sub(r"[-_.]+", "-", name.lower())
     owners = importlib.metadata.packages_distributions().get(package, [])
     if normalized == "lamp-harness" or "lamp-harness" in owners or package == "lamp_harness":
@@ -64,8 +63,11 @@ def check_name(name: str) -> str:
         taken = f"the installed distribution {normalized!r}"
     except importlib.metadata.PackageNotFoundError:
         spec = importlib.util.find_spec(package)
-        taken = f"the package {package!r} of {', '.join(owners) or spec.origin or 'this environment'}" \
-            if spec is not None else None
+        taken = (
+            f"the package {package!r} of {', '.join(owners) or spec.origin or 'this environment'}"
+            if spec is not None
+            else None
+        )
     if taken:
         raise lamp_error(f"{name!r} is already taken here: {taken}", fix=fix)
     return package
@@ -78,15 +80,20 @@ def scaffold(name: str, out: Path, kinds: Sequence[str]) -> list[Path]:
     chosen = _kinds(kinds)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise lamp_error("the output folder exists and is not empty", where=str(out),
-                         fix="Pass --out with a new folder.")
+        raise lamp_error("the output folder exists and is not empty", where=str(out), fix="Pass --out with a new folder.")
     short = re.sub(r"^lamp[-_.]", "", name.lower())
     short = re.sub(r"[^a-z0-9]+", "-", short).strip("-") or "plugin"
     values = {
-        "name": name, "package": package, "short": short,
-        "task_name": f"{short}-task", "source_name": f"{short}-data", "retriever_name": f"{short}-retriever",
-        "personalizer_name": f"{short}-personalizer", "trainable_name": f"{short}-trainable",
-        "generator_name": f"{short}-generator", "reporter_name": f"{short}-reporter",
+        "name": name,
+        "package": package,
+        "short": short,
+        "task_name": f"{short}-task",
+        "source_name": f"{short}-data",
+        "retriever_name": f"{short}-retriever",
+        "personalizer_name": f"{short}-personalizer",
+        "trainable_name": f"{short}-trainable",
+        "generator_name": f"{short}-generator",
+        "reporter_name": f"{short}-reporter",
     }
     files: dict[str, str] = {
         "pyproject.toml": _pyproject(values, chosen),
@@ -98,8 +105,9 @@ def scaffold(name: str, out: Path, kinds: Sequence[str]) -> list[Path]:
         files[f"{package}/plugin.py"] = _plugin(values, chosen)
     for kind in chosen:
         module, template = _MODULES[kind]
-        files[f"{package}/{module}.py"] = Template(template).substitute(values, data_source=(
-            f'"{values["source_name"]}"' if "data-source" in chosen else "None"))
+        files[f"{package}/{module}.py"] = Template(template).substitute(
+            values, data_source=(f'"{values["source_name"]}"' if "data-source" in chosen else "None")
+        )
     written = []
     for relative, text in files.items():
         path = out / relative
@@ -119,8 +127,7 @@ def _kinds(kinds: Sequence[str]) -> list[str]:
         if kind not in SCAFFOLD_KINDS:
             close = difflib.get_close_matches(kind, SCAFFOLD_KINDS, n=1)
             hint = f"Did you mean {close[0]!r}? " if close else ""
-            raise lamp_error(f"unknown --kind {raw!r}",
-                             fix=f"{hint}Choose from {', '.join(SCAFFOLD_KINDS)}, or all.")
+            raise lamp_error(f"unknown --kind {raw!r}", fix=f"{hint}Choose from {', '.join(SCAFFOLD_KINDS)}, or all.")
         chosen.append(kind)
     if not chosen:
         raise lamp_error("no --kind given", fix=f"Choose from {', '.join(SCAFFOLD_KINDS)}, or all.")
@@ -171,17 +178,37 @@ testpaths = ["tests"]
 
 
 _ADD = {
-    "task": ('add_task', "task_name", "task:Task", "A starter task: answer with the exact gold text (accuracy)."),
-    "data-source": ('add_data_source', "source_name", "data:Source",
-                    "A starter data source: a small generated dataset for any task, no network."),
-    "retriever": ('add_retriever', "retriever_name", "retriever:Retriever",
-                  "A starter retriever: shared-word overlap with the query. Args: min_len."),
-    "personalizer": ('add_personalizer', "personalizer_name", "personalizer:Personalizer",
-                     "A starter personalizer: the retrieved items in the task's prompt."),
-    "trainable-personalizer": ('add_personalizer', "trainable_name", "trainable:Trainable",
-                               "A starter trainable personalizer: a learned word-weighting of profile items."),
-    "generator": ('add_generator', "generator_name", "generator:Generator",
-                  "A starter model-free generator: the first choice, or the prompt's last words."),
+    "task": ("add_task", "task_name", "task:Task", "A starter task: answer with the exact gold text (accuracy)."),
+    "data-source": (
+        "add_data_source",
+        "source_name",
+        "data:Source",
+        "A starter data source: a small generated dataset for any task, no network.",
+    ),
+    "retriever": (
+        "add_retriever",
+        "retriever_name",
+        "retriever:Retriever",
+        "A starter retriever: shared-word overlap with the query. Args: min_len.",
+    ),
+    "personalizer": (
+        "add_personalizer",
+        "personalizer_name",
+        "personalizer:Personalizer",
+        "A starter personalizer: the retrieved items in the task's prompt.",
+    ),
+    "trainable-personalizer": (
+        "add_personalizer",
+        "trainable_name",
+        "trainable:Trainable",
+        "A starter trainable personalizer: a learned word-weighting of profile items.",
+    ),
+    "generator": (
+        "add_generator",
+        "generator_name",
+        "generator:Generator",
+        "A starter model-free generator: the first choice, or the prompt's last words.",
+    ),
 }
 
 
@@ -192,8 +219,7 @@ def _plugin(v: dict[str, str], kinds: Sequence[str]) -> str:
             continue
         method, key, target, summary = _ADD[kind]
         module, cls = target.split(":")
-        lines.append(f'    registry.{method}("{v[key]}", "{v["package"]}.{module}:{cls}",\n'
-                     f'        "{summary}")')
+        lines.append(f'    registry.{method}("{v[key]}", "{v["package"]}.{module}:{cls}",\n        "{summary}")')
     return f'''"""The plugin module the entry point names: it registers components, lazily.
 
 Factories are "module:Class" strings, so a module is imported only when its component is used
@@ -216,11 +242,19 @@ def _readme(v: dict[str, str], kinds: Sequence[str]) -> str:
     rows = []
     for kind in kinds:
         module = _MODULES[kind][0]
-        name = v[{"task": "task_name", "data-source": "source_name", "retriever": "retriever_name",
-                  "personalizer": "personalizer_name", "trainable-personalizer": "trainable_name",
-                  "generator": "generator_name", "reporter": "reporter_name"}[kind]]
+        name = v[
+            {
+                "task": "task_name",
+                "data-source": "source_name",
+                "retriever": "retriever_name",
+                "personalizer": "personalizer_name",
+                "trainable-personalizer": "trainable_name",
+                "generator": "generator_name",
+                "reporter": "reporter_name",
+            }[kind]
+        ]
         rows.append(f"| {kind} | `{name}` | `{v['package']}/{module}.py` |")
-    return f'''# {v["name"]}
+    return f"""# {v["name"]}
 
 A [lamp-harness](https://pypi.org/project/lamp-harness/) plugin, generated by
 `lamp plugins new`. Every component works as generated (model-free starting points); replace
@@ -246,7 +280,7 @@ called, what the runner passes, the conformance kit, versioning and publishing t
 Bump `version` in `pyproject.toml` for every change that changes results (lamp-harness records
 it in each cell's `config.json` and cell id, and recomputes cells made by another version), then
 `python -m build && twine upload dist/*`.
-'''
+"""
 
 
 def _tests(v: dict[str, str], kinds: Sequence[str]) -> str:
@@ -258,59 +292,69 @@ def _tests(v: dict[str, str], kinds: Sequence[str]) -> str:
     if "task" in kinds:
         imports.append(f"from {p}.task import Task")
         kit.append("check_task")
-        body.append('''
+        body.append("""
 def test_task_conforms():
     check_task(Task())
-''')
+""")
     if "data-source" in kinds:
         imports.append(f"from {p}.data import Source")
         kit.append("check_data_source")
-        body.append(f'''
+        body.append(f"""
 def test_data_source_conforms(context):
     check_data_source(Source(context), {task_expr}, splits=("train", "dev"))
-''')
+""")
     if "retriever" in kinds:
         imports.append(f"from {p}.retriever import Retriever")
         kit.append("check_retriever")
-        body.append('''
+        body.append("""
 def test_retriever_conforms(context):
     check_retriever(Retriever(context))
     check_retriever(Retriever(context, min_len="4"))
-''')
+""")
     if "personalizer" in kinds:
         imports.append(f"from {p}.personalizer import Personalizer")
         kit.append("check_personalizer")
-        body.append(f'''
+        body.append(f"""
 def test_personalizer_conforms(context):
     check_personalizer(Personalizer(context), {task_expr})
-''')
+""")
     if "trainable-personalizer" in kinds:
         imports.append(f"from {p}.trainable import Trainable")
         kit.append("check_trainable_personalizer")
-        body.append(f'''
+        body.append(f"""
 def test_trainable_personalizer_conforms(context):
     check_trainable_personalizer(Trainable(context), {task_expr})
-''')
+""")
     if "generator" in kinds:
         imports.append(f"from {p}.generator import Generator")
         kit.append("check_generator")
-        body.append('''
+        body.append("""
 def test_generator_conforms(context):
     check_generator(Generator(context))
-''')
+""")
     if "reporter" in kinds:
         imports.append(f"from {p} import reporter")
         kit.append("check_reporter")
-        body.append('''
+        body.append("""
 def test_reporter_conforms():
     check_reporter(reporter)
-''')
-    names = {"task": "task_name", "data-source": "source_name", "retriever": "retriever_name",
-             "personalizer": "personalizer_name", "trainable-personalizer": "trainable_name",
-             "generator": "generator_name"}
-    registry_kinds = {"task": "task", "data-source": "data_source", "retriever": "retriever",
-                      "personalizer": "personalizer", "trainable-personalizer": "personalizer",
-                      "generator": "generator"}
+""")
+    names = {
+        "task": "task_name",
+        "data-source": "source_name",
+        "retriever": "retriever_name",
+        "personalizer": "personalizer_name",
+        "trainable-personalizer": "trainable_name",
+        "generator": "generator_name",
+    }
+    registry_kinds = {
+        "task": "task",
+        "data-source": "data_source",
+        "retriever": "retriever",
+        "personalizer": "personalizer",
+        "trainable-personalizer": "personalizer",
+        "generator": "generator",
+    }
     expected = "".join(f'\n        ("{registry_kinds[k]}", "{v[names[k]]}"),' for k in kinds if k in names)
     body.append(f'''
 def test_the_installed_distribution_registers_everything():

@@ -68,12 +68,19 @@ class CellScores:
             "profile_size": list(self.profile_size) if self.profile_size is not None else None,
             "user": list(self.user) if self.user is not None else None,
             "metrics": [
-                {"name": m.name, "higher_is_better": m.higher_is_better, "statistic": m.statistic,
-                 "rows": [[_compact(x) for x in row] for row in m.rows.tolist()]}
+                {
+                    "name": m.name,
+                    "higher_is_better": m.higher_is_better,
+                    "statistic": m.statistic,
+                    "rows": [[_compact(x) for x in row] for row in m.rows.tolist()],
+                }
                 for m in self.metrics
             ],
-        } | ({"predictions": {"count": self.predictions[1], "sha256": self.predictions[0]}}
-             if self.predictions is not None else {})
+        } | (
+            {"predictions": {"count": self.predictions[1], "sha256": self.predictions[0]}}
+            if self.predictions is not None
+            else {}
+        )
 
 
 def _compact(x: float) -> float | int:
@@ -100,8 +107,7 @@ def user_key(example: Example) -> str | None:
     return digest.hexdigest()[:12]
 
 
-def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction], *,
-               seed: int) -> Scored:
+def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction], *, seed: int) -> Scored:
     """Score ``predictions`` against the golds of ``examples``: per-example statistics and the
     metrics derived from them, or the task's own :meth:`score` when it offers no statistics."""
     from lamp_harness import metrics
@@ -132,8 +138,9 @@ def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Pre
     return Scored(results, scores)
 
 
-def derived_example_scores(task: Any, outputs: Mapping[str, str], golds: Mapping[str, str], *,
-                           seed: int) -> tuple[list[MetricResult], list[ExampleScores]]:
+def derived_example_scores(
+    task: Any, outputs: Mapping[str, str], golds: Mapping[str, str], *, seed: int
+) -> tuple[list[MetricResult], list[ExampleScores]]:
     """``task.score``'s metrics, and the per-example scores behind them when the task computes
     them with the helpers of :mod:`lamp_harness.metrics` (else ``[]``).
 
@@ -177,8 +184,7 @@ def derived_example_scores(task: Any, outputs: Mapping[str, str], golds: Mapping
     return results, derived
 
 
-def with_metrics(scored: Scored, examples: Sequence[Example], extra: Sequence[ExampleScores], *,
-                 seed: int) -> Scored:
+def with_metrics(scored: Scored, examples: Sequence[Example], extra: Sequence[ExampleScores], *, seed: int) -> Scored:
     """``scored`` plus the per-example scores in ``extra`` (judged metrics), each replacing a metric
     of the same name. The ids must be those of ``scored`` (or, when it has no per-example scores,
     ``extra``'s own, in example order)."""
@@ -190,8 +196,9 @@ def with_metrics(scored: Scored, examples: Sequence[Example], extra: Sequence[Ex
     if scored.scores is None:
         ids = extra[0].ids
         users = [user_key(by_id[i]) for i in ids]
-        base = CellScores(tuple(ids), (), tuple(len(by_id[i].profile) for i in ids),
-                          tuple(u or "" for u in users) if all(users) else None)
+        base = CellScores(
+            tuple(ids), (), tuple(len(by_id[i].profile) for i in ids), tuple(u or "" for u in users) if all(users) else None
+        )
     else:
         base = scored.scores
     names = {e.name for e in extra}
@@ -217,8 +224,7 @@ def parse_scores(data: Mapping[str, Any], where: str) -> CellScores:
             rows = np.asarray(m["rows"], dtype=np.float64).reshape(len(ids), -1)
             if m["statistic"] not in STATISTICS:
                 raise ValueError(f"unknown statistic {m['statistic']!r}")
-            entries.append(ExampleScores(str(m["name"]), bool(m["higher_is_better"]), str(m["statistic"]),
-                                         ids, rows))
+            entries.append(ExampleScores(str(m["name"]), bool(m["higher_is_better"]), str(m["statistic"]), ids, rows))
         sizes = data.get("profile_size")
         users = data.get("user")
         if sizes is not None and len(sizes) != len(ids) or users is not None and len(users) != len(ids):
@@ -227,23 +233,33 @@ def parse_scores(data: Mapping[str, Any], where: str) -> CellScores:
         predictions = None
         if recorded is not None:
             if not isinstance(recorded, Mapping) or not isinstance(recorded.get("sha256"), str):
-                raise ValueError("'predictions' is not {\"count\": N, \"sha256\": \"...\"}")
+                raise ValueError('\'predictions\' is not {"count": N, "sha256": "..."}')
             predictions = (recorded["sha256"], _count(recorded.get("count"), "predictions count"))
-        return CellScores(ids, tuple(entries),
-                          tuple(_count(s, "profile size") for s in sizes) if sizes is not None else None,
-                          tuple(str(u) for u in users) if users is not None else None,
-                          predictions)
+        return CellScores(
+            ids,
+            tuple(entries),
+            tuple(_count(s, "profile size") for s in sizes) if sizes is not None else None,
+            tuple(str(u) for u in users) if users is not None else None,
+            predictions,
+        )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise lamp_error(f"malformed per-example scores ({type(exc).__name__}: {exc})", where=where,
-                         fix="Delete the file; `lamp leaderboard` rescores the cell from its predictions "
-                             "when the data is present.") from None
+        raise lamp_error(
+            f"malformed per-example scores ({type(exc).__name__}: {exc})",
+            where=where,
+            fix="Delete the file; `lamp leaderboard` rescores the cell from its predictions when the data is present.",
+        ) from None
 
 
 def _count(value: Any, what: str) -> int:
     """A count (a whole number >= 0); ``Infinity``, ``NaN``, ``-3``, ``2.5`` or ``"7"`` is a
     ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value < 0 or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or value != int(value)
+    ):
         raise ValueError(f"impossible {what} {value!r}")
     return int(value)
 
@@ -256,9 +272,11 @@ def read_scores(directory: Path) -> CellScores | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise lamp_error(f"cannot read JSON ({type(exc).__name__}: {exc})", where=str(path),
-                         fix="Delete the file; `lamp leaderboard` rescores the cell from its predictions "
-                             "when the data is present.") from None
+        raise lamp_error(
+            f"cannot read JSON ({type(exc).__name__}: {exc})",
+            where=str(path),
+            fix="Delete the file; `lamp leaderboard` rescores the cell from its predictions when the data is present.",
+        ) from None
     return parse_scores(data, str(path))
 
 
@@ -303,8 +321,10 @@ def recorded_values_problem(directory: Path, values: Mapping[str, float]) -> str
         rows = np.asarray(entry.rows, dtype=np.float64)
         value = float(combine(entry.statistic, rows.sum(axis=0), len(rows)))
         if math.isfinite(value) and not math.isclose(value, values[entry.name], rel_tol=TOLERANCE, abs_tol=TOLERANCE):
-            return (f"metric {entry.name!r} is {values[entry.name]:.6g} here but {value:.6g} in the per-example "
-                    f"scores the cell wrote with it (changed after the cell wrote it)")
+            return (
+                f"metric {entry.name!r} is {values[entry.name]:.6g} here but {value:.6g} in the per-example "
+                f"scores the cell wrote with it (changed after the cell wrote it)"
+            )
     return None
 
 
@@ -353,15 +373,16 @@ def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Any, A
     context = RunContext(lamp_home())
     scheme = str(config.get("scheme") or "user")
     if kind == "local":
-        dataset = resolve_dataset(task, data=None, data_dir=Path(rest), split=str(config["split"]),
-                                  scheme=scheme, context=context)
+        dataset = resolve_dataset(
+            task, data=None, data_dir=Path(rest), split=str(config["split"]), scheme=scheme, context=context
+        )
     else:
-        dataset = resolve_dataset(task, data=kind, data_dir=None, split=str(config["split"]), scheme=scheme,
-                                  context=context, download=False)
+        dataset = resolve_dataset(
+            task, data=kind, data_dir=None, split=str(config["split"]), scheme=scheme, context=context, download=False
+        )
     recorded = data.get("checksums") or {}
     if recorded and dict(dataset.checksums) != dict(recorded):
-        raise lamp_error(f"the data at {dataset.source} changed since the cell ran (checksums differ)",
-                         where=str(directory))
+        raise lamp_error(f"the data at {dataset.source} changed since the cell ran (checksums differ)", where=str(directory))
     return task, dataset
 
 
@@ -370,8 +391,9 @@ TOLERANCE = 1e-6
 stored with fewer digits than the value was computed with)."""
 
 
-def verify(scores: CellScores, metrics: Sequence[MetricResult], prediction_ids: Sequence[str],
-           digest: tuple[str, int] | None) -> str | None:
+def verify(
+    scores: CellScores, metrics: Sequence[MetricResult], prediction_ids: Sequence[str], digest: tuple[str, int] | None
+) -> str | None:
     """Why ``scores`` cannot be trusted for the cell whose ``metrics.json`` holds ``metrics`` and
     whose ``predictions.jsonl`` holds ``prediction_ids`` (checksum and count ``digest``), in a few
     words; ``None`` when they can. Checked: the recorded checksum (when the file has one), every
@@ -406,13 +428,16 @@ def verify(scores: CellScores, metrics: Sequence[MetricResult], prediction_ids: 
             return f"metric {entry.name!r} has the other direction than in metrics.json"
         value = float(combine(entry.statistic, rows.sum(axis=0), len(rows))) if len(rows) else math.nan
         if not math.isclose(value, metric.value, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
-            return (f"metric {entry.name!r} recomputed from its rows ({entry.statistic}) is {value:.6g}, "
-                    f"not the {metric.value:.6g} of metrics.json")
+            return (
+                f"metric {entry.name!r} recomputed from its rows ({entry.statistic}) is {value:.6g}, "
+                f"not the {metric.value:.6g} of metrics.json"
+            )
     return None
 
 
-def cell_scores(directory: Path, config: Mapping[str, Any],
-                metrics: Sequence[MetricResult] | None = None) -> tuple[CellScores | None, str | None]:
+def cell_scores(
+    directory: Path, config: Mapping[str, Any], metrics: Sequence[MetricResult] | None = None
+) -> tuple[CellScores | None, str | None]:
     """The cell's verified per-example scores, and a note: ``(scores, None)`` when the stored file
     is verified; ``(rescored, why)`` when it failed verification (or predates checksums and
     rescoring it gave other values) and the cell could be rescored from its predictions and data;
@@ -459,13 +484,14 @@ def cell_scores(directory: Path, config: Mapping[str, Any],
         # against a rescore where the data is here.
         if rescored is None or rescore_problem is not None or _same(stored, rescored):
             return stored, None
-        return rescored, (f"{SCORES} differs from a rescore of predictions.jsonl against the data; "
-                          "used the rescored values")
+        return rescored, (f"{SCORES} differs from a rescore of predictions.jsonl against the data; used the rescored values")
     if rescored is None or rescore_problem is not None:
         if stored is None and problem is None:
             return None, rescore_problem
-        return None, (f"{SCORES} not used: {problem}; and it cannot be recomputed here ({rescore_problem}). "
-                      f"Fix: re-run the cell's `lamp run` command with --force")
+        return None, (
+            f"{SCORES} not used: {problem}; and it cannot be recomputed here ({rescore_problem}). "
+            f"Fix: re-run the cell's `lamp run` command with --force"
+        )
     if stored is None and problem is None:
         try:
             atomic_write_json(directory / SCORES, rescored.to_json())
@@ -480,6 +506,7 @@ def _same(a: CellScores, b: CellScores) -> bool:
 
     if a.ids != b.ids or [m.name for m in a.metrics] != [m.name for m in b.metrics]:
         return False
-    return all(x.statistic == y.statistic and np.allclose(np.asarray(x.rows), np.asarray(y.rows),
-                                                          rtol=TOLERANCE, atol=TOLERANCE)
-               for x, y in zip(a.metrics, b.metrics, strict=True))
+    return all(
+        x.statistic == y.statistic and np.allclose(np.asarray(x.rows), np.asarray(y.rows), rtol=TOLERANCE, atol=TOLERANCE)
+        for x, y in zip(a.metrics, b.metrics, strict=True)
+    )

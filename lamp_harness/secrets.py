@@ -32,8 +32,10 @@ from typing import Any
 MASK = "***"
 """What a secret is replaced with."""
 
-_COUNTING = re.compile(r"tokens|tokeniz|token_?(?:ids?|type|logprobs?|budget|count|limit|len|length|level)"
-                       r"|(?:cls|pad|eos|bos|unk|sep|mask|special)_token")
+_COUNTING = re.compile(
+    r"tokens|tokeniz|token_?(?:ids?|type|logprobs?|budget|count|limit|len|length|level)"
+    r"|(?:cls|pad|eos|bos|unk|sep|mask|special)_token"
+)
 _WORDS = ("password", "passwd", "passphrase", "secret", "credential", "authorization", "cookie")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#@\s\"'<>]+@")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z._~+/=\-]*[0-9])[A-Za-z0-9._~+/=\-]{8,}")
@@ -137,11 +139,18 @@ def redact(obj: Any) -> Any:
     secret names (:func:`is_secret_name`), secret values in text (:func:`redact_text`), and
     ``(name, value)`` pairs whose name is secret (how cell specs keep arguments)."""
     if isinstance(obj, Mapping):
-        return {key: (MASK if is_secret_name(str(key)) and value not in (None, "") else redact(value))
-                for key, value in obj.items()}
+        return {
+            key: (MASK if is_secret_name(str(key)) and value not in (None, "") else redact(value))
+            for key, value in obj.items()
+        }
     if isinstance(obj, (list, tuple)):
-        if (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and is_secret_name(obj[0])
-                and obj[1] not in (None, "")):
+        if (
+            isinstance(obj, tuple)
+            and len(obj) == 2
+            and isinstance(obj[0], str)
+            and is_secret_name(obj[0])
+            and obj[1] not in (None, "")
+        ):
             return (obj[0], MASK)
         items = [redact(item) for item in obj]
         return tuple(items) if isinstance(obj, tuple) else items
@@ -150,9 +159,11 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-ENV_FIX = ("Put the secret in an environment variable instead: the openai generator reads its key from "
-           "$OPENAI_API_KEY, or from the variable named by api_key_env=NAME (sent as the Authorization header, "
-           "never recorded); Hugging Face reads $HF_TOKEN.")
+ENV_FIX = (
+    "Put the secret in an environment variable instead: the openai generator reads its key from "
+    "$OPENAI_API_KEY, or from the variable named by api_key_env=NAME (sent as the Authorization header, "
+    "never recorded); Hugging Face reads $HF_TOKEN."
+)
 """How to pass a secret instead of as an argument."""
 
 
@@ -163,10 +174,14 @@ def refusal(args: Mapping[str, Any], option: str) -> tuple[str, str] | None:
     :func:`lamp_harness.options.check_args` raises it as a one-line error."""
     for key, value in args.items():
         if is_secret_name(str(key)):
-            return (f"{option} {key}={MASK} is a secret, and arguments are recorded in config.json, cell labels "
-                    "and reporters", ENV_FIX)
+            return (
+                f"{option} {key}={MASK} is a secret, and arguments are recorded in config.json, cell labels and reporters",
+                ENV_FIX,
+            )
         if has_url_credentials(value):
-            return (f"{option} {key}={redact_text(str(value))} carries credentials inside the URL, and arguments "
-                    "are recorded in config.json, cell labels and reporters",
-                    "Remove 'user:password@' from the URL. " + ENV_FIX)
+            return (
+                f"{option} {key}={redact_text(str(value))} carries credentials inside the URL, and arguments "
+                "are recorded in config.json, cell labels and reporters",
+                "Remove 'user:password@' from the URL. " + ENV_FIX,
+            )
     return None

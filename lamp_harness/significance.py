@@ -58,8 +58,9 @@ class PairedResult:
 def check_test(test: str) -> str:
     """``test`` when it names a test (``ar``, ``bootstrap``), else a one-line error."""
     if test not in TESTS:
-        raise lamp_error(f"unknown test {test!r}", where="--test",
-                         fix="Use ar (approximate randomization, the default) or bootstrap.")
+        raise lamp_error(
+            f"unknown test {test!r}", where="--test", fix="Use ar (approximate randomization, the default) or bootstrap."
+        )
     return test
 
 
@@ -81,8 +82,9 @@ def shared_rows(baseline: ExampleScores, system: ExampleScores) -> tuple[np.ndar
     return a, b
 
 
-def paired_test(baseline: ExampleScores, system: ExampleScores, *, test: str = "ar",
-                trials: int | None = None, seed: int = 0) -> PairedResult:
+def paired_test(
+    baseline: ExampleScores, system: ExampleScores, *, test: str = "ar", trials: int | None = None, seed: int = 0
+) -> PairedResult:
     """Test whether ``system`` differs from ``baseline`` on the examples both scored (two-sided)."""
     import numpy as np
 

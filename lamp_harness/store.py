@@ -60,8 +60,9 @@ class CellBusy(Exception):
 
     def __init__(self, directory: Path, pid: int | None, host: str | None) -> None:
         self.dir, self.pid, self.host = directory, pid, host
-        who = f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "") \
-            if pid else "another process"
+        who = (
+            f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "") if pid else "another process"
+        )
         super().__init__(f"{directory}: being computed by {who}")
 
 
@@ -84,16 +85,18 @@ class CellStore:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise lamp_error(f"cannot create the cell folder ({exc.strerror or exc})", where=str(self.dir),
-                             fix="Pass a writable --out folder.") from None
+            raise lamp_error(
+                f"cannot create the cell folder ({exc.strerror or exc})",
+                where=str(self.dir),
+                fix="Pass a writable --out folder.",
+            ) from None
         handle = FileLock(str(self.dir / LOCK), thread_local=False)
         try:
             handle.acquire(timeout=-1 if wait else 0)
         except Timeout:
             raise CellBusy(self.dir, *self.holder()) from None
         try:
-            atomic_write_json(self.dir / OWNER, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                 "since": time.time()})
+            atomic_write_json(self.dir / OWNER, {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
             yield
         finally:
             (self.dir / OWNER).unlink(missing_ok=True)
@@ -150,8 +153,7 @@ class CellStore:
         if expected_ids is not None or not isinstance(recorded, dict):
             try:
                 # With a matching checksum the lines are ours: reading their ids is enough.
-                ids = (_ids_of(path) if isinstance(recorded, dict)
-                       else [p.example_id for p in self.read_predictions()])
+                ids = _ids_of(path) if isinstance(recorded, dict) else [p.example_id for p in self.read_predictions()]
             except Exception as exc:  # a LampError naming the line
                 return _short(exc)
             if expected_ids is not None:
@@ -182,8 +184,7 @@ class CellStore:
         return _read_or_fail(self.dir / CONFIG)
 
     # -- predictions ----------------------------------------------------------------------------
-    def recover_predictions(self, batch_size: int,
-                            expected_ids: Collection[str] | None = None) -> list[Prediction]:
+    def recover_predictions(self, batch_size: int, expected_ids: Collection[str] | None = None) -> list[Prediction]:
         """The predictions already written that a resumed run keeps; the file is cut back to them.
 
         The common case is a kill: the file holds the first predictions of the split in order,
@@ -240,11 +241,11 @@ class CellStore:
                     handle.flush()
                     os.fsync(handle.fileno())
             return kept[:keep]
-        what = ", ".join(f"{n} {kind}{'s' if n > 1 and not kind.endswith('line') else ''}"
-                         for kind, n in sorted(dropped.items()))
+        what = ", ".join(
+            f"{n} {kind}{'s' if n > 1 and not kind.endswith('line') else ''}" for kind, n in sorted(dropped.items())
+        )
         if what:
-            warn(f"{path}: dropped {what}; kept {len(kept)} valid prediction(s), the missing examples "
-                 "are predicted again")
+            warn(f"{path}: dropped {what}; kept {len(kept)} valid prediction(s), the missing examples are predicted again")
         atomic_write_bytes(path, b"".join(kept_lines))
         return kept
 
@@ -274,13 +275,18 @@ class CellStore:
             except UnicodeDecodeError:
                 raise lamp_error(f"line {number} is not UTF-8", where=str(path), fix=fix) from None
             except (ValueError, TypeError) as exc:
-                raise lamp_error(f"line {number} is not a prediction ({_short(exc)})", where=str(path),
-                                 fix=fix) from None
+                raise lamp_error(f"line {number} is not a prediction ({_short(exc)})", where=str(path), fix=fix) from None
         return predictions
 
     # -- results --------------------------------------------------------------------------------
-    def write_results(self, task: str, split: str, metrics: Iterable[MetricResult],
-                      timing: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
+    def write_results(
+        self,
+        task: str,
+        split: str,
+        metrics: Iterable[MetricResult],
+        timing: dict[str, Any],
+        scores: dict[str, Any] | None = None,
+    ) -> None:
         """Write ``timing.json``, ``scores.json`` (when ``scores`` is given) and, last,
         ``metrics.json`` with the predictions' checksum and count (what makes the cell finished)."""
         metrics = list(metrics)
@@ -296,14 +302,17 @@ class CellStore:
             scores = {**scores, "predictions": {"count": count, "sha256": digest}}
             atomic_write_json(self.dir / SCORES, scores)
             recorded["scores"] = {"sha256": scores_digest(scores)}
-        atomic_write_json(self.dir / METRICS, {
-            "task": task,
-            "split": split,
-            "n": max((m.n for m in metrics), default=0),
-            "metrics": [asdict(m) for m in metrics],
-            "predictions": {"count": count, "sha256": digest},
-            **recorded,
-        })
+        atomic_write_json(
+            self.dir / METRICS,
+            {
+                "task": task,
+                "split": split,
+                "n": max((m.n for m in metrics), default=0),
+                "metrics": [asdict(m) for m in metrics],
+                "predictions": {"count": count, "sha256": digest},
+                **recorded,
+            },
+        )
 
     def read_metrics(self) -> list[MetricResult]:
         """The metrics of ``metrics.json``; an unreadable file is a one-line error naming it."""
@@ -311,8 +320,11 @@ class CellStore:
         try:
             return [MetricResult(**m) for m in data["metrics"]]
         except (KeyError, TypeError) as exc:
-            raise lamp_error(f"malformed metrics ({_short(exc)})", where=str(self.dir / METRICS),
-                             fix="Re-run the cell with the same `lamp run` command.") from None
+            raise lamp_error(
+                f"malformed metrics ({_short(exc)})",
+                where=str(self.dir / METRICS),
+                fix="Re-run the cell with the same `lamp run` command.",
+            ) from None
 
     def read_timing(self) -> dict[str, Any]:
         """The cell's ``timing.json``."""
@@ -373,8 +385,11 @@ class CellStore:
         found = self._collect({p.example_id: p for p in self.recover_predictions(1) if p.example_id in kept})
         missing = [ex.id for ex in examples if ex.id not in found]
         if missing:
-            raise lamp_error(f"{len(missing)} examples have no prediction in any shard (e.g. {missing[0]!r})",
-                             where=str(self.dir), fix="Run the same command again to predict them.")
+            raise lamp_error(
+                f"{len(missing)} examples have no prediction in any shard (e.g. {missing[0]!r})",
+                where=str(self.dir),
+                fix="Run the same command again to predict them.",
+            )
         ordered = [found[ex.id] for ex in examples]
         self.write_predictions(ordered)
         self.remove_shards()
@@ -417,7 +432,7 @@ def _ids_of(path: Path) -> list[str]:
         if not line.strip():
             continue
         if line.startswith(_ID_PREFIX):
-            value, _ = _DECODER.raw_decode(line[len(_ID_PREFIX):].decode("utf-8"))
+            value, _ = _DECODER.raw_decode(line[len(_ID_PREFIX) :].decode("utf-8"))
         else:
             value = _parse(line).example_id
         if not isinstance(value, str):
@@ -478,8 +493,11 @@ def _read_or_fail(path: Path) -> dict[str, Any]:
     try:
         return _read_object(path)
     except (OSError, ValueError) as exc:
-        raise lamp_error(f"cannot read it ({_short(exc)})", where=str(path),
-                         fix="Re-run the cell with the same `lamp run` command, or delete the folder.") from None
+        raise lamp_error(
+            f"cannot read it ({_short(exc)})",
+            where=str(path),
+            fix="Re-run the cell with the same `lamp run` command, or delete the folder.",
+        ) from None
 
 
 def _short(exc: BaseException) -> str:

@@ -77,7 +77,7 @@ class WhitespaceTokens:
     def truncate(self, text: str, max_tokens: int) -> str:
         """The first ``max_tokens`` words (``text`` itself when it is short enough)."""
         words = text.split()
-        return text if len(words) <= max_tokens else " ".join(words[:max(0, max_tokens)])
+        return text if len(words) <= max_tokens else " ".join(words[: max(0, max_tokens)])
 
 
 class EchoGenerator(Generator):
@@ -90,8 +90,7 @@ class EchoGenerator(Generator):
 
     name = "echo"
 
-    def __init__(self, max_input_tokens: int = 64, echo_words: int = 3, *,
-                 encoder_decoder: bool = False) -> None:
+    def __init__(self, max_input_tokens: int = 64, echo_words: int = 3, *, encoder_decoder: bool = False) -> None:
         self._tokens = WhitespaceTokens()
         self._max_input_tokens = max_input_tokens
         self._echo_words = echo_words
@@ -110,11 +109,12 @@ class EchoGenerator(Generator):
     def max_input_tokens(self) -> int:
         return self._max_input_tokens
 
-    def generate(self, requests: Sequence[GenerationRequest], *,
-                 decode: DecodeMode = "generate") -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, decode: DecodeMode = "generate") -> list[Generation]:
         if not self._encoder_decoder and any(r.is_fusion for r in requests):
-            raise lamp_error("generator 'echo' is decoder-only and cannot fuse passages",
-                             fix="Use EchoGenerator(encoder_decoder=True) for fusion-in-decoder checks.")
+            raise lamp_error(
+                "generator 'echo' is decoder-only and cannot fuse passages",
+                fix="Use EchoGenerator(encoder_decoder=True) for fusion-in-decoder checks.",
+            )
         out = []
         for request in requests:
             self.requests.append(request)
@@ -122,7 +122,7 @@ class EchoGenerator(Generator):
             if decode == "labels" and request.choices:
                 text = request.choices[0]
             else:
-                text = " ".join(source.split()[-self._echo_words:])
+                text = " ".join(source.split()[-self._echo_words :])
             out.append(Generation(text, self._tokens.count(source), self._tokens.count(text)))
         return out
 
@@ -140,12 +140,31 @@ _TEXTS = (
     "Morning run by the river before the rain started",
 )
 
-_LONG_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-               "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo")
+_LONG_WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+)
 
 
-def sample_profile(fields: Sequence[str] = ("text",), size: int = len(_TEXTS), *,
-                   long: bool = False) -> tuple[ProfileItem, ...]:
+def sample_profile(
+    fields: Sequence[str] = ("text",), size: int = len(_TEXTS), *, long: bool = False
+) -> tuple[ProfileItem, ...]:
     """``size`` profile items whose every field in ``fields`` holds a short sentence (or, with
     ``long=True``, a 300-word text, to exercise token budgets). Ids are ``"p0"``, ``"p1"``..."""
     items = []
@@ -176,8 +195,7 @@ def sample_examples(task: Task | None = None) -> tuple[Example, ...]:
     examples = []
     for index, text in enumerate(inputs):
         gold = labels[index % len(labels)] if labels else f"gold answer number {index}"
-        examples.append(Example(id=f"ex{index}", input=text,
-                                profile=sample_profile(fields, size=4 + index), gold=gold))
+        examples.append(Example(id=f"ex{index}", input=text, profile=sample_profile(fields, size=4 + index), gold=gold))
     return tuple(examples)
 
 
@@ -208,8 +226,7 @@ def _check_json(value: Any, what: str) -> None:
     try:
         json.dumps(value, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise AssertionError(f"{what} must be JSON-serializable (it goes into config.json / cache "
-                             f"keys): {exc}") from None
+        raise AssertionError(f"{what} must be JSON-serializable (it goes into config.json / cache keys): {exc}") from None
 
 
 def check_retriever(retriever: Retriever, queries: Sequence[RankQuery] | None = None) -> None:
@@ -227,21 +244,23 @@ def check_retriever(retriever: Retriever, queries: Sequence[RankQuery] | None = 
     """
     who = _who(retriever)
     assert isinstance(retriever, Retriever), f"{who} does not subclass lamp_harness.contracts.Retriever"
-    assert isinstance(getattr(retriever, "name", None), str) and retriever.name, \
+    assert isinstance(getattr(retriever, "name", None), str) and retriever.name, (
         f"{who} needs a non-empty class attribute 'name'"
+    )
     queries = tuple(queries) if queries is not None else sample_rank_queries()
     for query in queries:
-        assert len(query.documents) == len(query.items), \
-            f"bad test input: query {query.example_id!r} has {len(query.documents)} documents " \
-            f"for {len(query.items)} items"
+        assert len(query.documents) == len(query.items), (
+            f"bad test input: query {query.example_id!r} has {len(query.documents)} documents for {len(query.items)} items"
+        )
 
     first = retriever.rank(queries)
     _check_rankings(who, queries, first)
     second = retriever.rank(queries)
     _check_rankings(who, queries, second)
     for query, a, b in zip(queries, first, second, strict=True):
-        assert tuple(a) == tuple(b), \
+        assert tuple(a) == tuple(b), (
             f"{who} is not deterministic: query {query.example_id!r} ranked {tuple(a)} then {tuple(b)}"
+        )
 
     # One query at a time must also work (the runner may call it on a resumed remainder).
     single = retriever.rank(queries[:1])
@@ -262,24 +281,23 @@ def check_retriever(retriever: Retriever, queries: Sequence[RankQuery] | None = 
 
 
 def _check_rankings(who: str, queries: Sequence[RankQuery], rankings: Any) -> None:
-    assert isinstance(rankings, list), \
-        f"{who}.rank must return a list of rankings, got {type(rankings).__name__}"
-    assert len(rankings) == len(queries), \
-        f"{who}.rank returned {len(rankings)} rankings for {len(queries)} queries"
+    assert isinstance(rankings, list), f"{who}.rank must return a list of rankings, got {type(rankings).__name__}"
+    assert len(rankings) == len(queries), f"{who}.rank returned {len(rankings)} rankings for {len(queries)} queries"
     for query, ranking in zip(queries, rankings, strict=True):
         positions = tuple(ranking)
         bad = [p for p in positions if not isinstance(p, int) or isinstance(p, bool)]
-        assert not bad, \
-            f"{who}: ranking of {query.example_id!r} holds non-int positions {bad[:3]!r} " \
+        assert not bad, (
+            f"{who}: ranking of {query.example_id!r} holds non-int positions {bad[:3]!r} "
             "(use plain Python ints: rankings are cached as JSON)"
-        assert sorted(positions) == list(range(len(query.items))), \
-            f"{who}: ranking of {query.example_id!r} is {positions}, not a permutation of the " \
-            f"positions 0..{len(query.items) - 1} of its {len(query.items)} profile items " \
+        )
+        assert sorted(positions) == list(range(len(query.items))), (
+            f"{who}: ranking of {query.example_id!r} is {positions}, not a permutation of the "
+            f"positions 0..{len(query.items) - 1} of its {len(query.items)} profile items "
             "(rankings must be full, without repeats, and only from the given profile)"
+        )
 
 
-def check_task(task: Task, examples: Sequence[Example] | None = None,
-               tokens: TokenCounter | None = None) -> None:
+def check_task(task: Task, examples: Sequence[Example] | None = None, tokens: TokenCounter | None = None) -> None:
     """Check a :class:`~lamp_harness.contracts.Task`.
 
     - ``name``, ``official_name``, ``kind``, ``labels`` and ``profile_fields`` are consistent
@@ -311,18 +329,18 @@ def check_task(task: Task, examples: Sequence[Example] | None = None,
         assert isinstance(query, str), f"{who}.query({example.id!r}) returned {type(query).__name__}"
         for item in example.profile:
             document = task.document(item)
-            assert isinstance(document, str), \
-                f"{who}.document(item {item.id!r}) returned {type(document).__name__}"
+            assert isinstance(document, str), f"{who}.document(item {item.id!r}) returned {type(document).__name__}"
             ppep = task.ppep(item)
-            assert isinstance(ppep, str) and ppep.strip(), \
+            assert isinstance(ppep, str) and ppep.strip(), (
                 f"{who}.ppep(item {item.id!r}) must return a non-empty string, got {ppep!r}"
+            )
             replaced = task.ppep(item, free_text="REPLACEDFREETEXT")
-            assert "REPLACEDFREETEXT" in replaced, \
+            assert "REPLACEDFREETEXT" in replaced, (
                 f"{who}.ppep(item, free_text=...) must put free_text in the entry, got {replaced!r}"
+            )
         if example.gold is not None:
             problem = task.validate_gold(example.gold)
-            assert problem is None, \
-                f"{who}.validate_gold rejected the example's gold {example.gold!r}: {problem}"
+            assert problem is None, f"{who}.validate_gold rejected the example's gold {example.gold!r}: {problem}"
 
     _check_prompts(who, task, examples, tokens)
     _check_parse(who, task)
@@ -340,8 +358,9 @@ def _check_judged(who: str, task: Task, examples: Sequence[Example]) -> None:
             prompts = list(task.judge_prompts(metric.name, example, "REPLACEDANSWER"))
             assert prompts, f"{who}.judge_prompts({metric.name!r}, {example.id!r}) asked nothing"
             assert len({p.key for p in prompts}) == len(prompts), f"{who}.judge_prompts keys must be unique"
-            assert all("REPLACEDANSWER" in p.system + p.user for p in prompts), \
+            assert all("REPLACEDANSWER" in p.system + p.user for p in prompts), (
                 f"{who}.judge_prompts must show the judge the answer it judges"
+            )
             value = task.judge_combine(metric.name, example, [0.0] * len(prompts))
             assert isinstance(value, float | int), f"{who}.judge_combine must return a number"
         try:
@@ -356,8 +375,9 @@ def _check_task_metadata(who: str, task: Task) -> None:
     for attr in ("name", "official_name"):
         value = getattr(task, attr, None)
         assert isinstance(value, str) and value.strip(), f"{who} needs a non-empty string '{attr}'"
-    assert task.name == task.name.strip().lower().replace("_", "-"), \
+    assert task.name == task.name.strip().lower().replace("_", "-"), (
         f"{who}.name {task.name!r} must be lowercase with '-' (registry names are normalized)"
+    )
     kind = getattr(task, "kind", None)
     assert kind in _KINDS, f"{who}.kind must be one of {_KINDS}, got {kind!r}"
     labels = tuple(task.labels)
@@ -370,24 +390,27 @@ def _check_task_metadata(who: str, task: Task) -> None:
     for label in labels:
         assert task.validate_gold(label) is None, f"{who}.validate_gold rejects its own label {label!r}"
     if labels:
-        assert task.validate_gold("\u2603 not a label \u2603") is not None, \
+        assert task.validate_gold("\u2603 not a label \u2603") is not None, (
             f"{who}.validate_gold accepts a string that is not a label"
+        )
     fields = tuple(task.profile_fields)
-    assert fields and all(isinstance(f, str) and f for f in fields), \
+    assert fields and all(isinstance(f, str) and f for f in fields), (
         f"{who}.profile_fields must be a non-empty tuple of field names, got {fields!r}"
-    assert isinstance(task.max_new_tokens, int) and task.max_new_tokens > 0, \
+    )
+    assert isinstance(task.max_new_tokens, int) and task.max_new_tokens > 0, (
         f"{who}.max_new_tokens must be a positive int, got {task.max_new_tokens!r}"
+    )
 
 
 def _check_prompts(who: str, task: Task, examples: Sequence[Example], tokens: TokenCounter) -> None:
     for example in examples:
         bare = task.prompt(example, (), tokens, max_tokens=max(256, 2 * tokens.count(example.input)))
         assert isinstance(bare, str), f"{who}.prompt returned {type(bare).__name__}"
-        assert example.input.strip() in bare, \
+        assert example.input.strip() in bare, (
             f"{who}.prompt with no items must contain the input; example {example.id!r} gave {bare!r}"
+        )
         with_items = task.prompt(example, example.profile[:2], tokens, max_tokens=256)
-        assert isinstance(with_items, str) and with_items.strip(), \
-            f"{who}.prompt with two items returned {with_items!r}"
+        assert isinstance(with_items, str) and with_items.strip(), f"{who}.prompt with two items returned {with_items!r}"
 
         long_profile = sample_profile(task.profile_fields, size=8, long=True)
         long_example = Example(example.id, example.input, long_profile, example.gold)
@@ -395,9 +418,10 @@ def _check_prompts(who: str, task: Task, examples: Sequence[Example], tokens: To
             for k in (1, 4, 8):
                 prompt = task.prompt(long_example, long_profile[:k], tokens, max_tokens=budget)
                 used = tokens.count(prompt)
-                assert used <= budget, \
-                    f"{who}.prompt is over budget: {used} tokens for max_tokens={budget} with {k} " \
+                assert used <= budget, (
+                    f"{who}.prompt is over budget: {used} tokens for max_tokens={budget} with {k} "
                     f"long profile items (example {example.id!r})"
+                )
 
 
 def _check_parse(who: str, task: Task) -> None:
@@ -406,8 +430,9 @@ def _check_parse(who: str, task: Task) -> None:
         assert isinstance(parsed, str), f"{who}.parse({raw!r}) returned {type(parsed).__name__}"
     if task.labels:
         label = task.labels[0]
-        assert task.parse(f"  {label}\n") == label, \
+        assert task.parse(f"  {label}\n") == label, (
             f"{who}.parse must recover the label {label!r} from the raw text '  {label}\\n'"
+        )
 
 
 def _wrong_answer(task: Task, gold: str) -> str:
@@ -423,24 +448,27 @@ def _check_scores(who: str, task: Task, examples: Sequence[Example]) -> None:
     assert golds, "check_task needs examples with golds to check scoring"
     perfect = _score(who, task, dict(golds), golds)
     again = _score(who, task, dict(golds), golds)
-    assert [(m.name, m.value, m.ci_low, m.ci_high) for m in perfect] == \
-        [(m.name, m.value, m.ci_low, m.ci_high) for m in again], \
-        f"{who}.score is not deterministic for one seed"
+    assert [(m.name, m.value, m.ci_low, m.ci_high) for m in perfect] == [
+        (m.name, m.value, m.ci_low, m.ci_high) for m in again
+    ], f"{who}.score is not deterministic for one seed"
     wrong = _score(who, task, {i: _wrong_answer(task, g) for i, g in golds.items()}, golds)
-    assert [m.name for m in wrong] == [m.name for m in perfect], \
-        f"{who}.score returned different metrics for different predictions: " \
+    assert [m.name for m in wrong] == [m.name for m in perfect], (
+        f"{who}.score returned different metrics for different predictions: "
         f"{[m.name for m in perfect]} vs {[m.name for m in wrong]}"
+    )
     strictly_better = False
     for good, bad in zip(perfect, wrong, strict=True):
         if good.higher_is_better:
-            assert good.value >= bad.value, \
-                f"{who}: metric {good.name!r} (higher is better) is {good.value} on perfect predictions " \
+            assert good.value >= bad.value, (
+                f"{who}: metric {good.name!r} (higher is better) is {good.value} on perfect predictions "
                 f"but {bad.value} on wrong ones"
+            )
             strictly_better |= good.value > bad.value
         else:
-            assert good.value <= bad.value, \
-                f"{who}: metric {good.name!r} (lower is better) is {good.value} on perfect predictions " \
+            assert good.value <= bad.value, (
+                f"{who}: metric {good.name!r} (lower is better) is {good.value} on perfect predictions "
                 f"but {bad.value} on wrong ones"
+            )
             strictly_better |= good.value < bad.value
     assert strictly_better, f"{who}: no metric tells perfect predictions from wrong ones"
     half = {i: (g if n % 2 else _wrong_answer(task, g)) for n, (i, g) in enumerate(golds.items())}
@@ -448,8 +476,7 @@ def _check_scores(who: str, task: Task, examples: Sequence[Example]) -> None:
         _check_example_scores(who, task, examples, predictions)
 
 
-def _check_example_scores(who: str, task: Task, examples: Sequence[Example],
-                          predictions: Mapping[str, str]) -> None:
+def _check_example_scores(who: str, task: Task, examples: Sequence[Example], predictions: Mapping[str, str]) -> None:
     from lamp_harness.contracts import Prediction
     from lamp_harness.metrics import summarize
     from lamp_harness.scores import score_cell
@@ -460,16 +487,17 @@ def _check_example_scores(who: str, task: Task, examples: Sequence[Example],
         f"{who} offers no per-example scores: compute its metrics in score() with the helpers of "
         "lamp_harness.metrics (accuracy, macro_f1, mae, rmse, rouge, summarize, mean_metric), or "
         "override example_scores(); without them its cells get no significance marks and no "
-        "--by profile-size|user rows")
-    reported = {m.name: m for m in task.score(dict(predictions), {e.id: e.gold for e in examples
-                                                                 if e.gold is not None}, seed=0)}
+        "--by profile-size|user rows"
+    )
+    reported = {
+        m.name: m for m in task.score(dict(predictions), {e.id: e.gold for e in examples if e.gold is not None}, seed=0)
+    }
     for scores in scored.scores.metrics:
-        assert scores.name in reported, \
-            f"{who}: per-example scores of {scores.name!r}, a metric score() does not report"
+        assert scores.name in reported, f"{who}: per-example scores of {scores.name!r}, a metric score() does not report"
         value = summarize(scores).value
-        assert math.isclose(value, reported[scores.name].value, rel_tol=1e-9, abs_tol=1e-12), \
-            f"{who}: the per-example scores of {scores.name!r} give {value}, score() says " \
-            f"{reported[scores.name].value}"
+        assert math.isclose(value, reported[scores.name].value, rel_tol=1e-9, abs_tol=1e-12), (
+            f"{who}: the per-example scores of {scores.name!r} give {value}, score() says {reported[scores.name].value}"
+        )
     missing = sorted(set(reported) - {s.name for s in scored.scores.metrics})
     assert not missing, f"{who}: metric(s) {', '.join(missing)} have no per-example scores"
 
@@ -480,22 +508,26 @@ def _score(who: str, task: Task, predictions: dict[str, str], golds: Mapping[str
     names = [m.name for m in metrics]
     assert len(set(names)) == len(names), f"{who}.score returned duplicate metric names {names}"
     for metric in metrics:
-        assert isinstance(metric, MetricResult), \
-            f"{who}.score returned {type(metric).__name__}, not MetricResult"
-        assert isinstance(metric.value, (int, float)) and math.isfinite(metric.value), \
+        assert isinstance(metric, MetricResult), f"{who}.score returned {type(metric).__name__}, not MetricResult"
+        assert isinstance(metric.value, (int, float)) and math.isfinite(metric.value), (
             f"{who}: metric {metric.name!r} has a non-finite value {metric.value!r}"
-        assert metric.n == len(golds), \
-            f"{who}: metric {metric.name!r} reports n={metric.n} for {len(golds)} examples"
+        )
+        assert metric.n == len(golds), f"{who}: metric {metric.name!r} reports n={metric.n} for {len(golds)} examples"
         if metric.ci_low is not None and metric.ci_high is not None:
-            assert metric.ci_low <= metric.value + 1e-9 and metric.value <= metric.ci_high + 1e-9, \
-                f"{who}: metric {metric.name!r} value {metric.value} is outside its interval " \
+            assert metric.ci_low <= metric.value + 1e-9 and metric.value <= metric.ci_high + 1e-9, (
+                f"{who}: metric {metric.name!r} value {metric.value} is outside its interval "
                 f"[{metric.ci_low}, {metric.ci_high}]"
+            )
     return metrics
 
 
-def check_personalizer(personalizer: Personalizer, task: Task, generator: Generator | None = None,
-                       examples: Sequence[Example] | None = None,
-                       context: RunContext | None = None) -> None:
+def check_personalizer(
+    personalizer: Personalizer,
+    task: Task,
+    generator: Generator | None = None,
+    examples: Sequence[Example] | None = None,
+    context: RunContext | None = None,
+) -> None:
     """Check a :class:`~lamp_harness.contracts.Personalizer` with ``task`` and ``generator``
     (default: an :class:`EchoGenerator` with a 64-token budget).
 
@@ -507,8 +539,7 @@ def check_personalizer(personalizer: Personalizer, task: Task, generator: Genera
     - a personalizer that accepts no retriever gives the same request whatever is retrieved.
     """
     who = _who(personalizer)
-    assert isinstance(personalizer, Personalizer), \
-        f"{who} does not subclass lamp_harness.contracts.Personalizer"
+    assert isinstance(personalizer, Personalizer), f"{who} does not subclass lamp_harness.contracts.Personalizer"
     generator = generator if generator is not None else EchoGenerator()
     examples = tuple(examples) if examples is not None else sample_examples(task)
     with tempfile.TemporaryDirectory(prefix="lamp-check-") as tmp:
@@ -522,42 +553,49 @@ def check_personalizer(personalizer: Personalizer, task: Task, generator: Genera
                 _check_request(who, task, example, request)
                 if not request.is_fusion and not request.has_soft_tokens:
                     used = generator.tokens.count(request.prompt)
-                    assert used <= budget, \
-                        f"{who}: prompt of {example.id!r} has {used} tokens with {len(retrieved)} " \
+                    assert used <= budget, (
+                        f"{who}: prompt of {example.id!r} has {used} tokens with {len(retrieved)} "
                         f"retrieved items; the generator's budget is {budget}"
+                    )
                     repeat = personalizer.personalize(task, example, retrieved)
                     assert repeat == request, f"{who}.personalize is not deterministic for {example.id!r}"
             if not personalizer.accepts_retriever:
                 without = personalizer.personalize(task, example, ())
                 with_items = personalizer.personalize(task, example, example.profile[:2])
                 if not without.has_soft_tokens:
-                    assert without == with_items, \
-                        f"{who} declares accepts_retriever=False but its request changes with the " \
-                        "retrieved items"
+                    assert without == with_items, (
+                        f"{who} declares accepts_retriever=False but its request changes with the retrieved items"
+                    )
     description = personalizer.describe()
-    assert isinstance(description, Mapping) and description.get("name") == personalizer.name, \
+    assert isinstance(description, Mapping) and description.get("name") == personalizer.name, (
         f"{who}.describe() must return a mapping with 'name': {personalizer.name!r}, got {description!r}"
+    )
     _check_json(dict(description), f"{who}.describe()")
 
 
 def _check_request(who: str, task: Task, example: Example, request: Any) -> None:
-    assert isinstance(request, GenerationRequest), \
+    assert isinstance(request, GenerationRequest), (
         f"{who}.personalize must return a GenerationRequest, got {type(request).__name__}"
-    assert request.example_id == example.id, \
+    )
+    assert request.example_id == example.id, (
         f"{who}: request example_id {request.example_id!r} is not the example's id {example.id!r}"
+    )
     assert isinstance(request.prompt, str), f"{who}: request prompt is {type(request.prompt).__name__}"
-    assert request.prompt.strip() or request.is_fusion or request.prefix, \
+    assert request.prompt.strip() or request.is_fusion or request.prefix, (
         f"{who}: request for {example.id!r} is empty (no prompt, prefix or passages)"
+    )
     choices = tuple(task.choices(example))
-    assert tuple(request.choices) in ((), choices), \
+    assert tuple(request.choices) in ((), choices), (
         f"{who}: request choices {request.choices} are not the task's choices {choices}"
+    )
     if task.labels:
-        assert tuple(request.choices) == choices, \
-            f"{who}: requests for a task with labels must carry them as choices (label decoding uses " \
+        assert tuple(request.choices) == choices, (
+            f"{who}: requests for a task with labels must carry them as choices (label decoding uses "
             f"them); got {request.choices}"
-    assert request.max_new_tokens is None or (isinstance(request.max_new_tokens, int)
-                                              and request.max_new_tokens > 0), \
+        )
+    assert request.max_new_tokens is None or (isinstance(request.max_new_tokens, int) and request.max_new_tokens > 0), (
         f"{who}: max_new_tokens must be None or a positive int, got {request.max_new_tokens!r}"
+    )
     assert all(isinstance(p, str) for p in request.passages), f"{who}: passages must be strings"
 
 
@@ -582,18 +620,23 @@ def check_generator(generator: Generator, *, check_order: bool = True) -> None:
     assert isinstance(total, int) and total > 0, f"{who}.tokens.count returned {total!r} for a sentence"
     for limit in (1, 3, total):
         cut = tokens.truncate(text, limit)
-        assert isinstance(cut, str) and tokens.count(cut) <= limit, \
+        assert isinstance(cut, str) and tokens.count(cut) <= limit, (
             f"{who}.tokens.truncate(text, {limit}) gave {cut!r} with {tokens.count(cut)} tokens"
-    assert isinstance(generator.max_input_tokens, int) and generator.max_input_tokens > 0, \
+        )
+    assert isinstance(generator.max_input_tokens, int) and generator.max_input_tokens > 0, (
         f"{who}.max_input_tokens must be a positive int, got {generator.max_input_tokens!r}"
+    )
     description = generator.describe()
     assert isinstance(description, Mapping), f"{who}.describe() must return a mapping"
     _check_json(dict(description), f"{who}.describe()")
 
     requests = [
         GenerationRequest("g0", "Paraphrase: the cat sat on the mat", max_new_tokens=4),
-        GenerationRequest("g1", "Write a short title for a paper about retrieval for personalized "
-                                "language models and user profiles", max_new_tokens=4),
+        GenerationRequest(
+            "g1",
+            "Write a short title for a paper about retrieval for personalized language models and user profiles",
+            max_new_tokens=4,
+        ),
         GenerationRequest("g2", "Hi", max_new_tokens=4),
     ]
     assert list(generator.generate([])) == [], f"{who}.generate([]) must return an empty list"
@@ -603,21 +646,22 @@ def check_generator(generator: Generator, *, check_order: bool = True) -> None:
         backward = generator.generate(list(reversed(requests)))
         _check_generations(who, list(reversed(requests)), backward)
         for request, a, b in zip(requests, forward, reversed(backward), strict=True):
-            assert a.text == b.text, \
-                f"{who}: request {request.example_id!r} got {a.text!r} in one batch order and " \
+            assert a.text == b.text, (
+                f"{who}: request {request.example_id!r} got {a.text!r} in one batch order and "
                 f"{b.text!r} in the reversed order (generations must come back in request order)"
+            )
 
     choices = ("yes", "no")
-    labelled = [GenerationRequest("l0", "Is the sky blue? Answer yes or no.", choices=choices,
-                                  max_new_tokens=2)]
+    labelled = [GenerationRequest("l0", "Is the sky blue? Answer yes or no.", choices=choices, max_new_tokens=2)]
     try:
         answers = generator.generate(labelled, decode="labels")
     except LampError:
         pass  # the generator cannot score labels, and says so in one line
     else:
         _check_generations(who, labelled, answers)
-        assert answers[0].text.strip() in choices, \
+        assert answers[0].text.strip() in choices, (
             f"{who}: decode='labels' answered {answers[0].text!r}, not one of {choices}"
+        )
 
     if not generator.is_encoder_decoder:
         fusion = [GenerationRequest("f0", "", passages=("first passage", "second passage"))]
@@ -626,24 +670,28 @@ def check_generator(generator: Generator, *, check_order: bool = True) -> None:
         except LampError:
             pass
         else:
-            raise AssertionError(f"{who} is decoder-only but accepted a fusion-in-decoder request; "
-                                 "it must raise a LampError naming the model")
+            raise AssertionError(
+                f"{who} is decoder-only but accepted a fusion-in-decoder request; it must raise a LampError naming the model"
+            )
 
 
 def _check_generations(who: str, requests: Sequence[GenerationRequest], generations: Any) -> None:
-    assert isinstance(generations, list), \
-        f"{who}.generate must return a list, got {type(generations).__name__}"
-    assert len(generations) == len(requests), \
+    assert isinstance(generations, list), f"{who}.generate must return a list, got {type(generations).__name__}"
+    assert len(generations) == len(requests), (
         f"{who}.generate returned {len(generations)} generations for {len(requests)} requests"
+    )
     for request, generation in zip(requests, generations, strict=True):
-        assert isinstance(generation, Generation), \
+        assert isinstance(generation, Generation), (
             f"{who}.generate returned {type(generation).__name__} for {request.example_id!r}, not Generation"
-        assert isinstance(generation.text, str), \
+        )
+        assert isinstance(generation.text, str), (
             f"{who}: text for {request.example_id!r} is {type(generation.text).__name__}"
+        )
         for attr in ("prompt_tokens", "generated_tokens"):
             value = getattr(generation, attr)
-            assert isinstance(value, int) and value >= 0, \
+            assert isinstance(value, int) and value >= 0, (
                 f"{who}: {attr} for {request.example_id!r} must be a non-negative int, got {value!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,9 +699,16 @@ def _check_generations(who: str, requests: Sequence[GenerationRequest], generati
 # ---------------------------------------------------------------------------------------------
 
 
-def check_trainable_personalizer(personalizer: Personalizer, task: Task, generator: Generator | None = None,
-                                 examples: Sequence[Example] | None = None, *, k: int = 2,
-                                 lr: float = 0.05, context: RunContext | None = None) -> None:
+def check_trainable_personalizer(
+    personalizer: Personalizer,
+    task: Task,
+    generator: Generator | None = None,
+    examples: Sequence[Example] | None = None,
+    *,
+    k: int = 2,
+    lr: float = 0.05,
+    context: RunContext | None = None,
+) -> None:
     """Check a trainable :class:`~lamp_harness.contracts.Personalizer` (one that implements
     :class:`~lamp_harness.contracts.Trainable`), the way ``lamp train`` uses it. Needs torch.
 
@@ -676,12 +731,13 @@ def check_trainable_personalizer(personalizer: Personalizer, task: Task, generat
     from lamp_harness.contracts import Trainable
 
     who = _who(personalizer)
-    assert isinstance(personalizer, Personalizer), \
-        f"{who} does not subclass lamp_harness.contracts.Personalizer"
-    assert getattr(personalizer, "trainable", False) is True, \
+    assert isinstance(personalizer, Personalizer), f"{who} does not subclass lamp_harness.contracts.Personalizer"
+    assert getattr(personalizer, "trainable", False) is True, (
         f"{who} must set the class attribute trainable = True so that lamp run trains it first"
-    assert isinstance(personalizer, Trainable), \
+    )
+    assert isinstance(personalizer, Trainable), (
         f"{who} must implement parameters(), training_loss(), state_dict() and load_state_dict()"
+    )
     generator = generator if generator is not None else EchoGenerator()
     examples = tuple(examples) if examples is not None else sample_examples(task)
     with tempfile.TemporaryDirectory(prefix="lamp-check-") as tmp:
@@ -703,13 +759,15 @@ def check_trainable_personalizer(personalizer: Personalizer, task: Task, generat
         optimizer = torch.optim.SGD(params, lr=lr)
         optimizer.zero_grad()
         loss = personalizer.training_loss(task, examples, retrieved)  # type: ignore[attr-defined]
-        assert isinstance(loss, torch.Tensor) and loss.dim() == 0, \
+        assert isinstance(loss, torch.Tensor) and loss.dim() == 0, (
             f"{who}.training_loss must return a scalar torch tensor, got {loss!r}"
+        )
         assert torch.isfinite(loss).item(), f"{who}.training_loss is not finite: {loss.item()}"
         assert loss.requires_grad, f"{who}.training_loss has no gradient (is the graph detached?)"
         loss.backward()
-        assert any(p.grad is not None and bool(torch.any(p.grad != 0)) for p in params), \
+        assert any(p.grad is not None and bool(torch.any(p.grad != 0)) for p in params), (
             f"{who}: the training loss gives no parameter a non-zero gradient"
+        )
         optimizer.step()
         after = snapshot()
         assert set(after) == set(before), f"{who}.state_dict() keys changed during a training step"
@@ -721,14 +779,16 @@ def check_trainable_personalizer(personalizer: Personalizer, task: Task, generat
         with torch.no_grad():
             for p in params:
                 p.add_(1.0)
-        assert any(not torch.equal(v, after[n]) for n, v in snapshot().items()), \
+        assert any(not torch.equal(v, after[n]) for n, v in snapshot().items()), (
             f"{who}.state_dict() does not reflect the parameters' values"
+        )
         personalizer.load_state_dict(restored)  # type: ignore[attr-defined]
         reloaded = snapshot()
         for name, value in after.items():
-            assert torch.equal(reloaded[name], value), \
-                f"{who}: weight {name!r} differs after a state_dict round trip (load_state_dict " \
+            assert torch.equal(reloaded[name], value), (
+                f"{who}: weight {name!r} differs after a state_dict round trip (load_state_dict "
                 "must restore exactly what state_dict returned)"
+            )
         again = personalizer.personalize(task, examples[0], examples[0].profile[:k])
         if not request.has_soft_tokens:
             assert again == request, f"{who}: the request changed after a state_dict round trip"
@@ -750,8 +810,9 @@ def check_data_source(source: Any, task: Task, splits: Sequence[str] = ("dev",))
 
     who = _who(source)
     assert isinstance(source, DataSource), f"{who} does not subclass lamp_harness.data.DataSource"
-    assert isinstance(getattr(source, "name", None), str) and source.name == source.name.strip().lower() \
-        and source.name, f"{who} needs a non-empty lowercase class attribute 'name'"
+    assert isinstance(getattr(source, "name", None), str) and source.name == source.name.strip().lower() and source.name, (
+        f"{who} needs a non-empty lowercase class attribute 'name'"
+    )
     schemes = tuple(source.schemes)
     assert schemes and set(schemes) <= set(SCHEMES), f"{who}.schemes must be a subset of {SCHEMES}, got {schemes}"
     for scheme in schemes:
@@ -759,20 +820,24 @@ def check_data_source(source: Any, task: Task, splits: Sequence[str] = ("dev",))
             files = source.locate(task, split, scheme)
             assert isinstance(files, SplitFiles), f"{who}.locate must return SplitFiles, got {type(files).__name__}"
             assert Path(files.questions).is_file(), f"{who}: questions file {files.questions} does not exist"
-            assert files.outputs is None or Path(files.outputs).is_file(), \
+            assert files.outputs is None or Path(files.outputs).is_file(), (
                 f"{who}: outputs file {files.outputs} does not exist"
+            )
             assert isinstance(files.source, str) and files.source, f"{who}: SplitFiles.source must name the data"
             dataset = load_split(task, files.questions, files.outputs, split=split, source=files.source)
             assert dataset.examples, f"{who}: {split} split of {task.name} is empty"
             if split in ("train", "dev"):
-                assert files.outputs is not None and all(e.gold is not None for e in dataset.examples), \
+                assert files.outputs is not None and all(e.gold is not None for e in dataset.examples), (
                     f"{who}: the {split} split must come with golds for every question"
+                )
             again = source.locate(task, split, scheme)
-            assert (again.questions, again.outputs) == (files.questions, files.outputs), \
+            assert (again.questions, again.outputs) == (files.questions, files.outputs), (
                 f"{who}.locate gave different files on a second call"
+            )
             reloaded = load_split(task, again.questions, again.outputs, split=split, source=again.source)
-            assert reloaded.fingerprint == dataset.fingerprint and reloaded.examples == dataset.examples, \
+            assert reloaded.fingerprint == dataset.fingerprint and reloaded.examples == dataset.examples, (
                 f"{who}: the {split} data changed between two calls (runs must be reproducible)"
+            )
     try:
         source.locate(task, "no-such-split", schemes[0])
     except LampError as exc:
@@ -780,8 +845,9 @@ def check_data_source(source: Any, task: Task, splits: Sequence[str] = ("dev",))
     else:
         raise AssertionError(f"{who}.locate accepted the unknown split 'no-such-split' (raise a LampError)")
     cached = source.cached(task)
-    assert isinstance(cached, list) and all(isinstance(c, tuple) and len(c) == 3 for c in cached), \
+    assert isinstance(cached, list) and all(isinstance(c, tuple) and len(c) == 3 for c in cached), (
         f"{who}.cached must return a list of (scheme, split, SplitFiles)"
+    )
     notes = source.notes(task)
     assert isinstance(notes, list) and all(isinstance(n, str) for n in notes), f"{who}.notes must return strings"
 
@@ -807,20 +873,43 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
     assert not host.broken, f"{who} failed to load: {host.broken[0].error}"
     assert not host.warnings, f"{who}: {host.warnings[0]}"
     loaded = host.loaded[0]
-    assert any(h in LIFECYCLE_HOOKS for h in loaded.hooks), \
+    assert any(h in LIFECYCLE_HOOKS for h in loaded.hooks), (
         f"{who} implements no lifecycle hook (one of {', '.join(LIFECYCLE_HOOKS)})"
+    )
     with tempfile.TemporaryDirectory(prefix="lamp-check-") as tmp:
         out = Path(tmp) / "run"
         cells = []
         for index in range(3):
             cell_id = f"sample-task_none-{index:010d}"
-            cells.append(CellSpec(cell_id, f"none / model-{index}", "sample-task", "dev" if index < 2 else "test",
-                                  "none", (), None, (), 0, "echo", None, (), "generate", out / cell_id))
+            cells.append(
+                CellSpec(
+                    cell_id,
+                    f"none / model-{index}",
+                    "sample-task",
+                    "dev" if index < 2 else "test",
+                    "none",
+                    (),
+                    None,
+                    (),
+                    0,
+                    "echo",
+                    None,
+                    (),
+                    "generate",
+                    out / cell_id,
+                )
+            )
         info = RunInfo(out, cells, Matrix(tasks=("sample-task",)), RunContext(lamp_home=Path(tmp)), None)
         sample = sample_examples()[:1] * examples
         metrics = [MetricResult("accuracy", 0.5, True, 0.25, 0.75, examples)]
-        timing = {"wall_s": 1.0, "examples": examples, "examples_this_run": examples,
-                  "examples_per_s": float(examples), "mean_prompt_tokens": 10.0, "generated_tokens": 3 * examples}
+        timing = {
+            "wall_s": 1.0,
+            "examples": examples,
+            "examples_this_run": examples,
+            "examples_per_s": float(examples),
+            "mean_prompt_tokens": 10.0,
+            "generated_tokens": 3 * examples,
+        }
         for _ in range(2):
             out.mkdir(parents=True, exist_ok=True)
             host.notify("lamp_run_started", run=info)
@@ -829,12 +918,12 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
                 prediction = Prediction(f"{example.id}-{i}", "answer", "answer", "prompt", ("p0",), 10, 3)
                 host.notify("lamp_example_predicted", cell=cells[0], example=example, prediction=prediction)
             host.notify("lamp_cell_finished", run=info, cell=cells[0], metrics=metrics, timing=timing)
-            host.notify("lamp_cell_finished", run=info, cell=cells[1], metrics=metrics,
-                        timing={**timing, "skipped": True})
+            host.notify("lamp_cell_finished", run=info, cell=cells[1], metrics=metrics, timing={**timing, "skipped": True})
             host.notify("lamp_cell_started", run=info, cell=cells[2], total=examples, done=1)
             host.notify("lamp_cell_finished", run=info, cell=cells[2], metrics=[], timing=timing)
-            results = [{"cell_id": c.cell_id, "label": c.label, "task": c.task, "metrics": m,
-                        "skipped": i == 1, "dir": str(c.dir)}
-                       for i, (c, m) in enumerate(zip(cells, (metrics, metrics, []), strict=True))]
+            results = [
+                {"cell_id": c.cell_id, "label": c.label, "task": c.task, "metrics": m, "skipped": i == 1, "dir": str(c.dir)}
+                for i, (c, m) in enumerate(zip(cells, (metrics, metrics, []), strict=True))
+            ]
             host.notify("lamp_run_finished", run=info, results=results)
             assert not host.broken, f"{who} raised in a lifecycle hook: {host.broken[0].error}"

@@ -18,9 +18,18 @@ def clean_up_tokenization(text: str) -> str:
     (``clean_up_tokenization_spaces=True``): ``"level ?"`` -> ``"level?"``, ``"do n't"`` ->
     ``"don't"``. Newer transformers versions made it a per-tokenizer setting, so the harness calls
     it itself and always decodes with ``clean_up_tokenization_spaces=False``."""
-    return (text.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
-            .replace(" ' ", "'").replace(" n't", "n't").replace(" 'm", "'m").replace(" 's", "'s")
-            .replace(" 've", "'ve").replace(" 're", "'re"))
+    return (
+        text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+    )
 
 
 class HFTokenCounter:
@@ -81,7 +90,7 @@ class HFTokenCounter:
     def truncate(self, text: str, max_tokens: int, *, clean_up: bool = False) -> str:
         """The first ``max_tokens`` tokens of ``text``, decoded without special tokens (and with
         transformers 4.27.1's clean-up when ``clean_up``)."""
-        kept = self.ids(text)[:max(0, max_tokens)]
+        kept = self.ids(text)[: max(0, max_tokens)]
         decoded = self.tokenizer.decode(kept, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return clean_up_tokenization(decoded) if clean_up else decoded
 
@@ -106,4 +115,4 @@ class WhitespaceTokenCounter:
         words = text.split()
         if len(words) <= max_tokens:
             return text
-        return " ".join(words[:max(0, max_tokens)])
+        return " ".join(words[: max(0, max_tokens)])

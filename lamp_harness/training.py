@@ -148,8 +148,7 @@ class TrainConfig:
         """One-line errors for impossible settings."""
         where = "lamp train"
         if self.epochs is not None and self.epochs < 1 and not self.max_steps:
-            raise lamp_error(f"--epochs {self.epochs} trains nothing", where=where,
-                             fix="Use --epochs 1 or more.")
+            raise lamp_error(f"--epochs {self.epochs} trains nothing", where=where, fix="Use --epochs 1 or more.")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise lamp_error("--batch-size and --grad-accum must be at least 1", where=where)
         if self.lr <= 0:
@@ -157,8 +156,11 @@ class TrainConfig:
         if not 0 <= self.warmup < 1:
             raise lamp_error(f"warmup {self.warmup} must be a fraction in [0, 1)", where=where)
         if self.train_users is not None and not 0 < self.train_users < 1:
-            raise lamp_error(f"--train-users {self.train_users} must be a fraction between 0 and 1",
-                             where=where, fix="Use e.g. --train-users 0.67 for a 2:1 split.")
+            raise lamp_error(
+                f"--train-users {self.train_users} must be a fraction between 0 and 1",
+                where=where,
+                fix="Use e.g. --train-users 0.67 for a 2:1 split.",
+            )
         if self.save_every < 1:
             raise lamp_error("--save-every must be at least 1", where=where)
 
@@ -231,11 +233,12 @@ class GeneratorFineTuning:
             param.requires_grad_(id(param) in ids)
         return trained
 
-    def training_loss(self, task: Task, examples: Sequence[Example],
-                      retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
+    def training_loss(self, task: Task, examples: Sequence[Example], retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
         """The generator's loss on the gold outputs of the wrapped personalizer's requests."""
-        requests = [self.personalize(task, ex, items)  # type: ignore[attr-defined]
-                    for ex, items in zip(examples, retrieved, strict=True)]
+        requests = [
+            self.personalize(task, ex, items)  # type: ignore[attr-defined]
+            for ex, items in zip(examples, retrieved, strict=True)
+        ]
         return self.generator.loss(requests, [ex.gold or "" for ex in examples])
 
     def set_training(self, mode: bool) -> None:
@@ -246,8 +249,7 @@ class GeneratorFineTuning:
         """The trained generator weights, by name."""
         module = self._llm()
         ids = self._trained_ids(module)
-        return {name: p.detach().cpu().contiguous() for name, p in module.named_parameters()
-                if id(p) in ids}
+        return {name: p.detach().cpu().contiguous() for name, p in module.named_parameters() if id(p) in ids}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Load trained generator weights."""
@@ -258,15 +260,19 @@ class GeneratorFineTuning:
         names = {name for name, _ in module.named_parameters()}
         unknown = sorted(set(state) - names)
         if unknown:
-            raise lamp_error(f"the checkpoint has {len(unknown)} tensors this generator does not "
-                             f"(e.g. {unknown[0]!r})", where=type(self).__name__,
-                             fix="Load the checkpoint with the generator model it was trained with.")
+            raise lamp_error(
+                f"the checkpoint has {len(unknown)} tensors this generator does not (e.g. {unknown[0]!r})",
+                where=type(self).__name__,
+                fix="Load the checkpoint with the generator model it was trained with.",
+            )
         ids = self._trained_ids(module)
         missing = sorted(name for name, p in module.named_parameters() if id(p) in ids and name not in state)
         if missing:
-            raise lamp_error(f"the checkpoint lacks {len(missing)} trained tensors of this generator "
-                             f"(e.g. {missing[0]!r})", where=type(self).__name__,
-                             fix="Load the checkpoint with the generator model it was trained with.")
+            raise lamp_error(
+                f"the checkpoint lacks {len(missing)} trained tensors of this generator (e.g. {missing[0]!r})",
+                where=type(self).__name__,
+                fix="Load the checkpoint with the generator model it was trained with.",
+            )
         module.load_state_dict(dict(state), strict=False)
 
 
@@ -289,16 +295,17 @@ def as_trainable(personalizer: Personalizer, generator: Generator | None = None)
         return personalizer
     generator = generator or getattr(personalizer, "generator", None)
     if generator is None:
-        raise lamp_error(f"personalizer {personalizer.name!r} is not trainable by itself and no "
-                         "generator was given to fine-tune", where="lamp_harness.training")
+        raise lamp_error(
+            f"personalizer {personalizer.name!r} is not trainable by itself and no generator was given to fine-tune",
+            where="lamp_harness.training",
+        )
     return FineTuned(personalizer, generator)  # type: ignore[return-value]
 
 
 def fine_tunes_generator(personalizer: Personalizer) -> bool:
     """Whether training ``personalizer`` changes the generator's weights (then a generator shared
     with other cells must not receive its checkpoint)."""
-    return (not isinstance(personalizer, Trainable)
-            or bool(getattr(personalizer, "fine_tunes_generator", False)))
+    return not isinstance(personalizer, Trainable) or bool(getattr(personalizer, "fine_tunes_generator", False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,8 +315,10 @@ def fine_tunes_generator(personalizer: Personalizer) -> bool:
 
 def user_key(example: Example) -> str:
     """A user's identity: the hash of its profile's item contents (ids and order ignored)."""
-    items = sorted(json.dumps({k: v for k, v in item.fields.items()}, sort_keys=True, ensure_ascii=False,
-                              default=str) for item in example.profile)
+    items = sorted(
+        json.dumps({k: v for k, v in item.fields.items()}, sort_keys=True, ensure_ascii=False, default=str)
+        for item in example.profile
+    )
     return hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
 
 
@@ -322,8 +331,11 @@ def split_by_users(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset]
     keys = [user_key(ex) for ex in dataset.examples]
     users = sorted(set(keys), key=lambda k: hashlib.sha256(f"{USER_SPLIT_SALT}:{k}".encode()).hexdigest())
     if len(users) < 2:
-        raise lamp_error(f"--train-users needs at least two users, and {dataset.split!r} has "
-                         f"{len(users)}", where=dataset.source, fix="Use a larger file.")
+        raise lamp_error(
+            f"--train-users needs at least two users, and {dataset.split!r} has {len(users)}",
+            where=dataset.source,
+            fix="Use a larger file.",
+        )
     n_train = min(max(1, round(fraction * len(users))), len(users) - 1)
     train_users = set(users[:n_train])
     train = tuple(ex for ex, k in zip(dataset.examples, keys, strict=True) if k in train_users)
@@ -355,39 +367,43 @@ def write_split_files(dataset: Dataset, folder: Path, split: str, official_name:
             profile.append({**record, **dict(item.fields)})
         records.append({"id": ex.id, "input": ex.input, "profile": profile})
     atomic_write_json(folder / questions_name, records)
-    write_outputs(folder / outputs_name, official_name,
-                  {ex.id: ex.gold for ex in dataset.examples if ex.gold is not None})
+    write_outputs(folder / outputs_name, official_name, {ex.id: ex.gold for ex in dataset.examples if ex.gold is not None})
     return folder
 
 
 def _limited(dataset: Dataset, limit: int | None) -> Dataset:
     if limit is None or limit >= len(dataset.examples):
         return dataset
-    return Dataset(dataset.task, dataset.split, dataset.examples[:limit], dataset.source,
-                   {**dataset.checksums, "limit": str(limit)})
+    return Dataset(
+        dataset.task, dataset.split, dataset.examples[:limit], dataset.source, {**dataset.checksums, "limit": str(limit)}
+    )
 
 
-def load_training_data(config: TrainConfig, task: Task,
-                       context: RunContext) -> tuple[Dataset, Dataset | None]:
+def load_training_data(config: TrainConfig, task: Task, context: RunContext) -> tuple[Dataset, Dataset | None]:
     """The training dataset and the evaluation dataset (``None`` without an eval split)."""
     from lamp_harness.data import resolve_dataset
 
     data_dir = Path(config.data_dir) if config.data_dir else None
-    train = resolve_dataset(task, data=config.data, data_dir=data_dir, split=config.split,
-                            scheme=config.scheme, context=context)
+    train = resolve_dataset(
+        task, data=config.data, data_dir=data_dir, split=config.split, scheme=config.scheme, context=context
+    )
     evaluation: Dataset | None = None
     if config.train_users is not None:
         train, evaluation = split_by_users(train, config.train_users)
     elif config.eval_split:
-        evaluation = resolve_dataset(task, data=config.data, data_dir=data_dir, split=config.eval_split,
-                                     scheme=config.scheme, context=context)
+        evaluation = resolve_dataset(
+            task, data=config.data, data_dir=data_dir, split=config.eval_split, scheme=config.scheme, context=context
+        )
     train = _limited(train, config.limit)
     if evaluation is not None:
         evaluation = _limited(evaluation, config.eval_limit)
     missing = [ex.id for ex in train.examples if ex.gold is None]
     if missing:
-        raise lamp_error(f"{len(missing)} training questions have no gold output (e.g. {missing[0]!r})",
-                         where=train.source, fix="Train on a split with golds (train or dev), not test.")
+        raise lamp_error(
+            f"{len(missing)} training questions have no gold output (e.g. {missing[0]!r})",
+            where=train.source,
+            fix="Train on a split with golds (train or dev), not test.",
+        )
     if not train.examples:
         raise lamp_error("the training split is empty", where=train.source)
     return train, evaluation
@@ -410,15 +426,17 @@ def resolve_retriever(config: TrainConfig, personalizer_cls: Any) -> TrainConfig
         args = {**personalizer_cls.default_retriever_args, **config.retriever_args}
         return replace(config, retriever=personalizer_cls.default_retriever, retriever_args=args)
     if config.retriever is None and getattr(personalizer_cls, "needs_retriever", False):
-        raise lamp_error(f"personalizer {personalizer_cls.name!r} needs a retriever", where="lamp train",
-                         fix="Add --retriever (e.g. bm25) and --k.")
+        raise lamp_error(
+            f"personalizer {personalizer_cls.name!r} needs a retriever",
+            where="lamp train",
+            fix="Add --retriever (e.g. bm25) and --k.",
+        )
     if config.retriever is None:
         return replace(config, retriever_args={}, k=0)
     return config
 
 
-def retrieve(config: TrainConfig, task: Task, dataset: Dataset,
-             context: RunContext) -> dict[str, tuple[ProfileItem, ...]]:
+def retrieve(config: TrainConfig, task: Task, dataset: Dataset, context: RunContext) -> dict[str, tuple[ProfileItem, ...]]:
     """The top-k profile items of every example (empty tuples without a retriever)."""
     if not config.retriever or config.k <= 0:
         return {ex.id: () for ex in dataset.examples}
@@ -427,7 +445,7 @@ def retrieve(config: TrainConfig, task: Task, dataset: Dataset,
 
     retriever = host().registry.create("retriever", config.retriever, context, **dict(config.retriever_args))
     rankings = rank_examples(retriever, task, dataset.fingerprint, dataset.examples, context)
-    return {ex.id: tuple(ex.profile[i] for i in rankings[ex.id][:config.k]) for ex in dataset.examples}
+    return {ex.id: tuple(ex.profile[i] for i in rankings[ex.id][: config.k]) for ex in dataset.examples}
 
 
 @dataclass
@@ -475,15 +493,20 @@ def training_identity(config: TrainConfig, train_data: Dataset) -> tuple[str, st
     return stable_hash({**base, "versions": versions}, 16), stable_hash(base, 16), versions
 
 
-def _session(config: TrainConfig, context: RunContext, *, generator: Generator | None = None,
-             personalizer: Personalizer | None = None, task: Task | None = None) -> _Session:
+def _session(
+    config: TrainConfig,
+    context: RunContext,
+    *,
+    generator: Generator | None = None,
+    personalizer: Personalizer | None = None,
+    task: Task | None = None,
+) -> _Session:
     from lamp_harness.registry import host
 
     config.validate()
     registry = host().registry
     task = task or make_task(registry, config.task, config.task_args)
-    pcls = (type(personalizer) if personalizer is not None
-            else registry.get("personalizer", config.personalizer).load())
+    pcls = type(personalizer) if personalizer is not None else registry.get("personalizer", config.personalizer).load()
     config = resolve_retriever(config, pcls)
     train_data, eval_data = load_training_data(config, task, context)
     # Computed as training_dir computes it (before the official epochs fill in an unset count), so
@@ -492,29 +515,31 @@ def _session(config: TrainConfig, context: RunContext, *, generator: Generator |
     if generator is None:
         plugin, model = generator_spec(config.generator, registry.names("generator"))
         factory = registry.get("generator", plugin).load()
-        generator = factory(context, **generator_kwargs(factory, config.generator_args, model,
-                                                        f"generator {plugin!r}", context.events))
+        generator = factory(
+            context, **generator_kwargs(factory, config.generator_args, model, f"generator {plugin!r}", context.events)
+        )
     if personalizer is None:
-        personalizer = registry.create("personalizer", config.personalizer, context,
-                                       **dict(config.personalizer_args))
+        personalizer = registry.create("personalizer", config.personalizer, context, **dict(config.personalizer_args))
         if config.retriever and getattr(personalizer, "retriever_use", "items") == "encoder":
             retriever = registry.create("retriever", config.retriever, context, **dict(config.retriever_args))
             encoder = retriever.text_encoder()
             if encoder is None:
                 variant = getattr(personalizer, "items_variant", None)
-                raise lamp_error(f"{config.personalizer!r} uses a retriever's text encoder as its own, "
-                                 f"and {config.retriever!r} has none", where="lamp train",
-                                 fix="Use a dense retriever such as contriever"
-                                     + (f", or --personalizer {variant} to put its top items in the "
-                                        "prompt." if variant else "."))
+                raise lamp_error(
+                    f"{config.personalizer!r} uses a retriever's text encoder as its own, and {config.retriever!r} has none",
+                    where="lamp train",
+                    fix="Use a dense retriever such as contriever"
+                    + (f", or --personalizer {variant} to put its top items in the prompt." if variant else "."),
+                )
             personalizer.use_encoder(encoder)
         personalizer.setup(task, generator, context)
     if config.epochs is None:
         official = getattr(personalizer, "official_epochs", None)
         config = replace(config, epochs=official(task) if official is not None else DEFAULT_EPOCHS)
     trainable = as_trainable(personalizer, generator)
-    return _Session(config, context, task, generator, personalizer, trainable, train_data, eval_data,
-                    identity, base_identity, versions)
+    return _Session(
+        config, context, task, generator, personalizer, trainable, train_data, eval_data, identity, base_identity, versions
+    )
 
 
 def resolved_config(session: _Session) -> dict[str, Any]:
@@ -524,26 +549,35 @@ def resolved_config(session: _Session) -> dict[str, Any]:
     def data(ds: Dataset | None) -> dict[str, Any] | None:
         if ds is None:
             return None
-        return {"split": ds.split, "source": ds.source, "checksums": dict(ds.checksums),
-                "fingerprint": ds.fingerprint, "examples": len(ds.examples)}
+        return {
+            "split": ds.split,
+            "source": ds.source,
+            "checksums": dict(ds.checksums),
+            "fingerprint": ds.fingerprint,
+            "examples": len(ds.examples),
+        }
 
-    return redact({  # a secret never reaches disk, even from a component's describe()
-        "identity": session.identity,
-        "base_identity": session.base_identity,
-        "component_versions": dict(session.versions),
-        "train_config": {**asdict(session.config),
-                         "personalizer_args": dict(session.config.personalizer_args),
-                         "retriever_args": dict(session.config.retriever_args),
-                         "generator_args": dict(session.config.generator_args),
-                         "task_args": dict(session.config.task_args)},
-        "task": session.task.name,
-        "personalizer": dict(session.personalizer.describe()),
-        "generator": dict(session.generator.describe()),
-        "train_data": data(session.train_data),
-        "eval_data": data(session.eval_data),
-        "preset_notes": list(session.context.events),
-        "versions": {"lamp-harness": __version__},
-    })
+    return redact(
+        {  # a secret never reaches disk, even from a component's describe()
+            "identity": session.identity,
+            "base_identity": session.base_identity,
+            "component_versions": dict(session.versions),
+            "train_config": {
+                **asdict(session.config),
+                "personalizer_args": dict(session.config.personalizer_args),
+                "retriever_args": dict(session.config.retriever_args),
+                "generator_args": dict(session.config.generator_args),
+                "task_args": dict(session.config.task_args),
+            },
+            "task": session.task.name,
+            "personalizer": dict(session.personalizer.describe()),
+            "generator": dict(session.generator.describe()),
+            "train_data": data(session.train_data),
+            "eval_data": data(session.eval_data),
+            "preset_notes": list(session.context.events),
+            "versions": {"lamp-harness": __version__},
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,7 +628,7 @@ class Schedule:
         batches = []
         last = min((within + 1) * self.grad_accum, self.micro_per_epoch)
         for micro in range(within * self.grad_accum, last):
-            batches.append(order[micro * self.batch_size:(micro + 1) * self.batch_size])
+            batches.append(order[micro * self.batch_size : (micro + 1) * self.batch_size])
         return epoch, batches
 
 
@@ -618,7 +652,7 @@ def decay_groups(trainable: Any, params: Sequence[Any], weight_decay: float) -> 
     modules come from ``trainable.trainable_modules()`` (a trainable without it decays all)."""
     exempt: set[int] = set()
     modules = getattr(trainable, "trainable_modules", None)
-    for root in (modules() if modules is not None else []):
+    for root in modules() if modules is not None else []:
         for module in root.modules():
             is_norm = "LayerNorm" in type(module).__name__ or "RMSNorm" in type(module).__name__
             for name, param in module.named_parameters(recurse=False):
@@ -626,8 +660,11 @@ def decay_groups(trainable: Any, params: Sequence[Any], weight_decay: float) -> 
                     exempt.add(id(param))
     decay = [p for p in params if id(p) not in exempt]
     no_decay = [p for p in params if id(p) in exempt]
-    return [group for group in ({"params": decay, "weight_decay": weight_decay},
-                                {"params": no_decay, "weight_decay": 0.0}) if group["params"]]
+    return [
+        group
+        for group in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+        if group["params"]
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,8 +690,15 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, scheduler: Any,
-                    config: Mapping[str, Any], state: Mapping[str, Any]) -> Path:
+def save_checkpoint(
+    directory: Path,
+    step: int,
+    trainable: Any,
+    optimizer: Any,
+    scheduler: Any,
+    config: Mapping[str, Any],
+    state: Mapping[str, Any],
+) -> Path:
     """Write ``checkpoints/step-N`` atomically and point ``latest.json`` at it; returns its path."""
     import torch
     from safetensors.torch import save_file
@@ -668,8 +712,10 @@ def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, 
         with writing(tmp / WEIGHTS):
             save_file(dict(trainable.state_dict()), str(tmp / WEIGHTS), metadata={"step": str(step)})
         with writing(tmp / TRAINER_STATE):
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state()}, tmp / TRAINER_STATE)
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+                tmp / TRAINER_STATE,
+            )
         atomic_write_json(tmp / STATE, dict(state))
         atomic_write_json(tmp / CONFIG, dict(config))
         atomic_write_json(tmp / MANIFEST, folder_manifest(tmp))
@@ -679,8 +725,10 @@ def save_checkpoint(directory: Path, step: int, trainable: Any, optimizer: Any, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_json(directory / LATEST, {"step": step, "checkpoint": str(target.relative_to(directory)),
-                                           "finished": bool(state.get("finished"))})
+    atomic_write_json(
+        directory / LATEST,
+        {"step": step, "checkpoint": str(target.relative_to(directory)), "finished": bool(state.get("finished"))},
+    )
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -752,19 +800,23 @@ def resolve_checkpoint(path: Path) -> Path:
 def _checkpoint_dir(path: Path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise lamp_error("does not exist", where=str(path),
-                         fix="Pass the folder `lamp train` printed, or train first.")
+        raise lamp_error("does not exist", where=str(path), fix="Pass the folder `lamp train` printed, or train first.")
     if (path / WEIGHTS).is_file():
         problem = checkpoint_problem(path)
         if problem is not None:
-            raise lamp_error(f"the checkpoint is damaged ({problem})", where=str(path),
-                             fix="Delete it and train again with `lamp train` (or pass an intact checkpoint).")
+            raise lamp_error(
+                f"the checkpoint is damaged ({problem})",
+                where=str(path),
+                fix="Delete it and train again with `lamp train` (or pass an intact checkpoint).",
+            )
         return path
     found = latest_checkpoint(path)
     if found is None:
-        raise lamp_error("no checkpoint here (expected an intact weights.safetensors, or a `lamp train` output "
-                         "folder with latest.json)", where=str(path),
-                         fix="Pass the folder `lamp train` printed, or train first.")
+        raise lamp_error(
+            "no checkpoint here (expected an intact weights.safetensors, or a `lamp train` output folder with latest.json)",
+            where=str(path),
+            fix="Pass the folder `lamp train` printed, or train first.",
+        )
     return found
 
 
@@ -810,12 +862,14 @@ def _read_checkpoint_json(path: Path) -> dict[str, Any]:
             raise ValueError("not a JSON object")
         return data
     except (OSError, ValueError) as exc:
-        raise lamp_error(f"cannot read it ({type(exc).__name__})", where=str(path),
-                         fix="Delete the checkpoint and train again with `lamp train`.") from None
+        raise lamp_error(
+            f"cannot read it ({type(exc).__name__})",
+            where=str(path),
+            fix="Delete the checkpoint and train again with `lamp train`.",
+        ) from None
 
 
-def load_checkpoint(personalizer: Personalizer, directory: Path, *,
-                    generator: Generator | None = None) -> dict[str, Any]:
+def load_checkpoint(personalizer: Personalizer, directory: Path, *, generator: Generator | None = None) -> dict[str, Any]:
     """Load trained weights into a personalizer that :meth:`~Personalizer.setup` has prepared.
 
     ``directory`` is a ``lamp train`` output folder (its newest checkpoint is used) or one
@@ -831,8 +885,11 @@ def load_checkpoint(personalizer: Personalizer, directory: Path, *,
     try:
         state = load_file(str(path / WEIGHTS), device=device)
     except Exception as exc:  # a damaged safetensors file (header, truncation)
-        raise lamp_error(f"cannot read {WEIGHTS} ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})",
-                         where=str(path), fix="Delete the checkpoint and train again with `lamp train`.") from None
+        raise lamp_error(
+            f"cannot read {WEIGHTS} ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})",
+            where=str(path),
+            fix="Delete the checkpoint and train again with `lamp train`.",
+        ) from None
     _load_weights(trainable, state, path)
     return config
 
@@ -845,11 +902,12 @@ def _load_weights(trainable: Any, state: Mapping[str, Any], path: Path) -> None:
         trainable.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         why = " ".join(str(exc).split()) or type(exc).__name__
-        raise lamp_error(f"its weights do not fit the method as set up here ({type(exc).__name__}: "
-                         f"{why[:200]}{'...' if len(why) > 200 else ''})",
-                         where=str(path),
-                         fix="Pass the checkpoint `lamp train` wrote for this method, task and model, or delete "
-                             "it and train again.") from None
+        raise lamp_error(
+            f"its weights do not fit the method as set up here ({type(exc).__name__}: "
+            f"{why[:200]}{'...' if len(why) > 200 else ''})",
+            where=str(path),
+            fix="Pass the checkpoint `lamp train` wrote for this method, task and model, or delete it and train again.",
+        ) from None
 
 
 def fine_tuned_weights(personalizer: Personalizer, directory: Path) -> Path:
@@ -868,9 +926,11 @@ def _checkpoint_for(personalizer: Personalizer, directory: Path) -> tuple[Path, 
     config = _read_checkpoint_json(path / CONFIG)
     trained = config.get("train_config", {}).get("personalizer")
     if trained and trained != personalizer.name:
-        raise lamp_error(f"this checkpoint was trained for personalizer {trained!r}, not "
-                         f"{personalizer.name!r}", where=str(path),
-                         fix=f"Use --personalizer {trained}, or train {personalizer.name!r} first.")
+        raise lamp_error(
+            f"this checkpoint was trained for personalizer {trained!r}, not {personalizer.name!r}",
+            where=str(path),
+            fix=f"Use --personalizer {trained}, or train {personalizer.name!r} first.",
+        )
     return path, config
 
 
@@ -884,11 +944,19 @@ def _device_of(trainable: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = None,
-          generator: Generator | None = None, personalizer: Personalizer | None = None,
-          progress: bool = True, console: Any = None,
-          on_step: Callable[[int, float], None] | None = None,
-          world: World | None = None, mixed_precision: str = "no") -> TrainResult:
+def train(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    context: RunContext | None = None,
+    generator: Generator | None = None,
+    personalizer: Personalizer | None = None,
+    progress: bool = True,
+    console: Any = None,
+    on_step: Callable[[int, float], None] | None = None,
+    world: World | None = None,
+    mixed_precision: str = "no",
+) -> TrainResult:
     """Train (or resume training) into ``out_dir`` and evaluate on the eval split at the end.
 
     ``generator`` / ``personalizer`` may be passed already built (the personalizer already
@@ -913,10 +981,25 @@ def train(config: TrainConfig, out_dir: Path, *, context: RunContext | None = No
     world = world or World()
     out_dir = Path(out_dir)
     if trains_per_user(personalizer if personalizer is not None else config.personalizer):
-        return train_per_user(config, context=context, generator=generator, personalizer=personalizer,
-                              progress=progress, console=console, world=world)
-    kwargs = dict(context=context, generator=generator, personalizer=personalizer, progress=progress,
-                  console=console, on_step=on_step, world=world, mixed_precision=mixed_precision)
+        return train_per_user(
+            config,
+            context=context,
+            generator=generator,
+            personalizer=personalizer,
+            progress=progress,
+            console=console,
+            world=world,
+        )
+    kwargs = dict(
+        context=context,
+        generator=generator,
+        personalizer=personalizer,
+        progress=progress,
+        console=console,
+        on_step=on_step,
+        world=world,
+        mixed_precision=mixed_precision,
+    )
     if world.distributed:  # the ranks of one job train together; rank 0 alone writes
         with _job_lock(out_dir, world):
             return _train(replace(config, grad_accum=config.grad_accum * world.size), out_dir, **kwargs)
@@ -945,9 +1028,11 @@ def _job_lock(out_dir: Path, world: World) -> Iterator[None]:
             refused = "another process is training into this folder"
     refused = distributed.broadcast(refused)
     if refused is not None:
-        raise lamp_error(refused, where=str(out_dir),
-                         fix="Wait until it has finished (then run the same command to reuse or resume it), "
-                         "or pass another --out.")
+        raise lamp_error(
+            refused,
+            where=str(out_dir),
+            fix="Wait until it has finished (then run the same command to reuse or resume it), or pass another --out.",
+        )
     try:
         yield
     finally:
@@ -965,9 +1050,16 @@ def trains_per_user(personalizer: Personalizer | str) -> bool:
     return bool(getattr(personalizer, "trains_per_user", False))
 
 
-def train_per_user(config: TrainConfig, *, context: RunContext | None = None, generator: Generator | None = None,
-                   personalizer: Personalizer | None = None, progress: bool = True, console: Any = None,
-                   world: World | None = None) -> TrainResult:
+def train_per_user(
+    config: TrainConfig,
+    *,
+    context: RunContext | None = None,
+    generator: Generator | None = None,
+    personalizer: Personalizer | None = None,
+    progress: bool = True,
+    console: Any = None,
+    world: World | None = None,
+) -> TrainResult:
     """``lamp train`` for a personalizer that trains one adapter per user: every user of the split
     gets the personalizer's ``train_users(task, examples, rank=, world_size=, progress=)``; users
     are independent, so the ranks of a job each train their share (dealt by the personalizer),
@@ -978,8 +1070,13 @@ def train_per_user(config: TrainConfig, *, context: RunContext | None = None, ge
     from lamp_harness.registry import host
 
     world = world or World()
-    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
-                                    device=config.device, prompt_budget=config.prompt_budget)
+    context = context or RunContext(
+        lamp_home=lamp_home(),
+        preset=config.preset,
+        seed=config.seed,
+        device=config.device,
+        prompt_budget=config.prompt_budget,
+    )
     if world.distributed:
         context = replace(context, device=device_for(context.device, world))
     registry = host().registry
@@ -987,21 +1084,36 @@ def train_per_user(config: TrainConfig, *, context: RunContext | None = None, ge
     if generator is None:
         plugin, model = generator_spec(config.generator, registry.names("generator"))
         factory = registry.get("generator", plugin).load()
-        generator = on_ranks(world, lambda: factory(context, **generator_kwargs(
-            factory, config.generator_args, model, f"generator {plugin!r}", context.events)), "loading the generator")
+        generator = on_ranks(
+            world,
+            lambda: factory(
+                context, **generator_kwargs(factory, config.generator_args, model, f"generator {plugin!r}", context.events)
+            ),
+            "loading the generator",
+        )
     if personalizer is None:
         personalizer = registry.create("personalizer", config.personalizer, context, **dict(config.personalizer_args))
         personalizer.setup(task, generator, context)
     data_dir = Path(config.data_dir) if config.data_dir else None
-    dataset = on_ranks(world, lambda: resolve_dataset(task, data=config.data, data_dir=data_dir, split=config.split,
-                                                      scheme=config.scheme, context=context), "reading the data")
+    dataset = on_ranks(
+        world,
+        lambda: resolve_dataset(
+            task, data=config.data, data_dir=data_dir, split=config.split, scheme=config.scheme, context=context
+        ),
+        "reading the data",
+    )
     if config.train_users is not None:
         dataset = split_by_users(dataset, config.train_users)[0]
     dataset = _limited(dataset, config.limit)
     started = time.perf_counter()
     say = (lambda text: console.print(f"[dim]rank {world.rank}: {text}[/dim]")) if console and progress else None
-    stats = personalizer.train_users(task, dataset.examples, rank=world.rank,  # type: ignore[attr-defined]
-                                     world_size=world.size, progress=say)
+    stats = personalizer.train_users(
+        task,
+        dataset.examples,
+        rank=world.rank,  # type: ignore[attr-defined]
+        world_size=world.size,
+        progress=say,
+    )
     barrier(world)
     wall = time.perf_counter() - started
     store = Path(personalizer.store())  # type: ignore[attr-defined]
@@ -1014,23 +1126,50 @@ def train_per_user(config: TrainConfig, *, context: RunContext | None = None, ge
     trained = sum(s["trained"] for s in every)
     steps = sum(s["steps"] for s in every)
     examples = sum(s["examples"] for s in every)
-    return TrainResult(store, store, steps, examples, round(wall, 3),
-                       round(examples / wall, 3) if wall > 0 and examples else 0.0, (),
-                       world_size=world.size, users=stats["users"], users_trained=trained,
-                       users_per_minute=round(60 * trained / wall, 3) if wall > 0 and trained else None)
+    return TrainResult(
+        store,
+        store,
+        steps,
+        examples,
+        round(wall, 3),
+        round(examples / wall, 3) if wall > 0 and examples else 0.0,
+        (),
+        world_size=world.size,
+        users=stats["users"],
+        users_trained=trained,
+        users_per_minute=round(60 * trained / wall, 3) if wall > 0 and trained else None,
+    )
 
 
-def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
-           generator: Generator | None, personalizer: Personalizer | None, progress: bool, console: Any,
-           on_step: Callable[[int, float], None] | None, world: World, mixed_precision: str) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    context: RunContext | None,
+    generator: Generator | None,
+    personalizer: Personalizer | None,
+    progress: bool,
+    console: Any,
+    on_step: Callable[[int, float], None] | None,
+    world: World,
+    mixed_precision: str,
+) -> TrainResult:
     import torch
 
-    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
-                                    device=config.device, prompt_budget=config.prompt_budget)
+    context = context or RunContext(
+        lamp_home=lamp_home(),
+        preset=config.preset,
+        seed=config.seed,
+        device=config.device,
+        prompt_budget=config.prompt_budget,
+    )
     if world.distributed:
         context = replace(context, device=device_for(context.device, world))
-    session = on_ranks(world, lambda: _session(config, context, generator=generator, personalizer=personalizer),
-                       "loading the training data and models")
+    session = on_ranks(
+        world,
+        lambda: _session(config, context, generator=generator, personalizer=personalizer),
+        "loading the training data and models",
+    )
     config = session.config
     resolved = {**resolved_config(session), "mixed_precision": mixed_precision}
     if world.is_main:
@@ -1038,32 +1177,35 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / CONFIG, resolved)
         if config.train_users is not None and session.eval_data is not None:
-            write_split_files(session.eval_data, out_dir / "heldout-users", config.split,
-                              session.task.official_name)
+            write_split_files(session.eval_data, out_dir / "heldout-users", config.split, session.task.official_name)
     examples = session.train_data.examples
     eval_examples = session.eval_data.examples if session.eval_data is not None else ()
     # Per-profile state (PPlug's history vectors) is computed here, once, never inside a step
     # (rank 0 first: it fills the embedding cache the others then read).
-    on_ranks(world, lambda: session.personalizer.prepare(session.task, tuple(examples) + tuple(eval_examples)),
-             "preparing the personalizer")
-    retrieved = on_ranks(world, lambda: retrieve(config, session.task, session.train_data, context),
-                         "ranking the training profiles", main_only=True)
+    on_ranks(
+        world,
+        lambda: session.personalizer.prepare(session.task, tuple(examples) + tuple(eval_examples)),
+        "preparing the personalizer",
+    )
+    retrieved = on_ranks(
+        world,
+        lambda: retrieve(config, session.task, session.train_data, context),
+        "ranking the training profiles",
+        main_only=True,
+    )
     augment = getattr(session.trainable, "training_examples", None)
     if augment is not None:  # e.g. PPlug's copies with dropped history items
         originals = {ex.id: ex for ex in examples}
         examples = tuple(augment(session.task, examples, config.seed))
         base = {ex.id: ex.id.split("#aug", 1)[0] for ex in examples}
-        retrieved = {ex.id: retrieved[base[ex.id] if base[ex.id] in originals else ex.id]
-                     for ex in examples}
+        retrieved = {ex.id: retrieved[base[ex.id] if base[ex.id] in originals else ex.id] for ex in examples}
 
-    schedule = Schedule(len(examples), config.batch_size, config.grad_accum, config.epochs,
-                        config.max_steps, config.seed)
+    schedule = Schedule(len(examples), config.batch_size, config.grad_accum, config.epochs, config.max_steps, config.seed)
     total = schedule.total_steps
     trainable = session.trainable
     params = [p for p in trainable.parameters() if p.requires_grad]
     if not params:
-        raise lamp_error(f"personalizer {session.personalizer.name!r} has no trainable parameters",
-                         where="lamp train")
+        raise lamp_error(f"personalizer {session.personalizer.name!r} has no trainable parameters", where="lamp train")
     optimizer = torch.optim.AdamW(decay_groups(trainable, params, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, config.warmup))
 
@@ -1089,15 +1231,16 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
                     optimizer.zero_grad(set_to_none=True)
                     count = sum(len(b) for b in batches)
                     step_loss = 0.0
-                    rounds = [batches[k:k + world.size] for k in range(0, len(batches), world.size)]
+                    rounds = [batches[k : k + world.size] for k in range(0, len(batches), world.size)]
                     for j, group in enumerate(rounds):
                         # A rank without a micro-batch in the last round of an epoch still joins
                         # the gradient sum, with weight 0.
                         mine = group[world.rank] if world.rank < len(group) else []
                         chosen = [examples[i] for i in (mine or group[0][:1])]
                         weight = len(mine) / count  # this micro-batch's share of the step's mean loss
-                        loss = parallel.backward(chosen, [retrieved[ex.id] for ex in chosen], weight,
-                                                 last=j == len(rounds) - 1)
+                        loss = parallel.backward(
+                            chosen, [retrieved[ex.id] for ex in chosen], weight, last=j == len(rounds) - 1
+                        )
                         step_loss += loss * weight
                     step_loss = parallel.total(step_loss)
                     parallel.clip(params, config.max_grad_norm)
@@ -1107,16 +1250,21 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
                     seen += count
                     losses.append(round(step_loss, 6))
                     if step % config.save_every == 0 or step == total:
-                        state = {"step": step, "epoch": epoch, "total_steps": total, "losses": losses,
-                                 "finished": step == total,
-                                 "effective_batch": config.batch_size * config.grad_accum,
-                                 "world_size": world.size}
+                        state = {
+                            "step": step,
+                            "epoch": epoch,
+                            "total_steps": total,
+                            "losses": losses,
+                            "finished": step == total,
+                            "effective_batch": config.batch_size * config.grad_accum,
+                            "world_size": world.size,
+                        }
                         checkpoint = out_dir / "checkpoints" / f"step-{step:08d}"
                         if world.is_main:  # rank 0 alone writes, atomically
-                            checkpoint = save_checkpoint(out_dir, step, trainable, optimizer, scheduler,
-                                                         resolved, state)
-                    bar.update(step, loss=f"{step_loss:.4f}",
-                               ex_per_s=f"{seen / max(time.perf_counter() - started, 1e-9):.2f}")
+                            checkpoint = save_checkpoint(out_dir, step, trainable, optimizer, scheduler, resolved, state)
+                    bar.update(
+                        step, loss=f"{step_loss:.4f}", ex_per_s=f"{seen / max(time.perf_counter() - started, 1e-9):.2f}"
+                    )
                     if on_step is not None:
                         on_step(step, step_loss)
         finally:
@@ -1129,12 +1277,22 @@ def _train(config: TrainConfig, out_dir: Path, *, context: RunContext | None,
         passes = history.forward_passes - passes_before
     metrics: tuple[Any, ...] = ()
     barrier(world)  # the last checkpoint is on disk before any rank reports it
-    if (world.is_main and config.eval_split and session.eval_data is not None
-            and session.eval_data.examples):
+    if world.is_main and config.eval_split and session.eval_data is not None and session.eval_data.examples:
         metrics = tuple(evaluate(session, out_dir / "eval", progress=progress, console=console))
-    return TrainResult(out_dir, checkpoint, step, seen, round(wall, 3),
-                       round(seen / wall, 3) if wall > 0 and seen else 0.0, tuple(losses), metrics,
-                       resumed_from, passes, config.batch_size * config.grad_accum, world.size)
+    return TrainResult(
+        out_dir,
+        checkpoint,
+        step,
+        seen,
+        round(wall, 3),
+        round(seen / wall, 3) if wall > 0 and seen else 0.0,
+        tuple(losses),
+        metrics,
+        resumed_from,
+        passes,
+        config.batch_size * config.grad_accum,
+        world.size,
+    )
 
 
 def _loss_module(trainable: Any, task: Task, params: Sequence[Any]) -> Any:
@@ -1157,8 +1315,16 @@ class _Parallel:
     """One optimizer step's gradients: plain backward in one process, DDP through accelerate in a
     data-parallel job or with mixed precision."""
 
-    def __init__(self, world: World, trainable: Any, task: Task, params: Sequence[Any], optimizer: Any,
-                 mixed_precision: str, device: str) -> None:
+    def __init__(
+        self,
+        world: World,
+        trainable: Any,
+        task: Task,
+        params: Sequence[Any],
+        optimizer: Any,
+        mixed_precision: str,
+        device: str,
+    ) -> None:
         self.world, self.trainable, self.task, self.optimizer = world, trainable, task, optimizer
         self.accelerator = None
         if world.distributed or mixed_precision != "no":
@@ -1167,13 +1333,14 @@ class _Parallel:
             try:
                 self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
             except (ValueError, RuntimeError) as exc:
-                raise lamp_error(f"--mixed-precision {mixed_precision}: {' '.join(str(exc).split())}",
-                                 where="lamp train", fix="Use bf16 on CPUs and recent GPUs, fp16 on GPUs, "
-                                 "or no.") from None
+                raise lamp_error(
+                    f"--mixed-precision {mixed_precision}: {' '.join(str(exc).split())}",
+                    where="lamp train",
+                    fix="Use bf16 on CPUs and recent GPUs, fp16 on GPUs, or no.",
+                ) from None
             self.model, self.prepared = self.accelerator.prepare(_loss_module(trainable, task, params), optimizer)
 
-    def backward(self, examples: Sequence[Example], retrieved: Sequence[Any], weight: float, *,
-                 last: bool) -> float:
+    def backward(self, examples: Sequence[Example], retrieved: Sequence[Any], weight: float, *, last: bool) -> float:
         """Backpropagate ``weight`` x the mean loss of ``examples``; returns that mean loss."""
         if self.accelerator is None:
             loss = self.trainable.training_loss(self.task, examples, retrieved)
@@ -1224,9 +1391,11 @@ def _check_same_run(out_dir: Path, identity: str) -> None:
     except ValueError:
         return
     if recorded and recorded != identity and latest_checkpoint(out_dir) is not None:
-        raise lamp_error("this folder holds a training run with a different configuration or data",
-                         where=str(out_dir),
-                         fix="Use another --out folder, or delete this one to start over.")
+        raise lamp_error(
+            "this folder holds a training run with a different configuration or data",
+            where=str(out_dir),
+            fix="Use another --out folder, or delete this one to start over.",
+        )
 
 
 def _resume(path: Path, trainable: Any, optimizer: Any, scheduler: Any) -> tuple[int, list[float]]:
@@ -1274,8 +1443,9 @@ def barrier(world: World) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console: Any = None,
-             batch_size: int = 8) -> list[Any]:
+def evaluate(
+    session: _Session, out_dir: Path, *, progress: bool = True, console: Any = None, batch_size: int = 8
+) -> list[Any]:
     """Generate for the eval examples with the trained personalizer and score them; writes
     ``predictions.jsonl``, ``metrics.json`` and ``timing.json`` into ``out_dir``."""
     from lamp_harness.store import CellStore
@@ -1291,14 +1461,26 @@ def evaluate(session: _Session, out_dir: Path, *, progress: bool = True, console
     budget, _ = generation_budget(session.task, session.config.generator_args, session.config.task_args)
     started = time.perf_counter()
     with ProgressBar(console, progress, "evaluating", len(data.examples)) as bar:
-        predictions = predict(session.task, session.personalizer, session.generator, data.examples, store,
-                              chunk=batch_size, retrieved=lambda ex: retrieved[ex.id],
-                              on_batch=lambda batch, _: bar.advance(len(batch)), max_new_tokens=budget)
+        predictions = predict(
+            session.task,
+            session.personalizer,
+            session.generator,
+            data.examples,
+            store,
+            chunk=batch_size,
+            retrieved=lambda ex: retrieved[ex.id],
+            on_batch=lambda batch, _: bar.advance(len(batch)),
+            max_new_tokens=budget,
+        )
     wall = time.perf_counter() - started
     scored = score_cell(session.task, data.examples, predictions, seed=session.config.seed)
-    store.write_results(session.task.name, data.split, scored.metrics,
-                        timing_summary(predictions, len(predictions), wall),
-                        scored.scores.to_json() if scored.scores else None)
+    store.write_results(
+        session.task.name,
+        data.split,
+        scored.metrics,
+        timing_summary(predictions, len(predictions), wall),
+        scored.scores.to_json() if scored.scores else None,
+    )
     return scored.metrics
 
 
@@ -1315,8 +1497,13 @@ def checkpoint_home() -> Path:
 def _identities(config: TrainConfig, context: RunContext | None) -> tuple[str, str, dict[str, str]]:
     from lamp_harness.registry import host
 
-    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
-                                    device=config.device, prompt_budget=config.prompt_budget)
+    context = context or RunContext(
+        lamp_home=lamp_home(),
+        preset=config.preset,
+        seed=config.seed,
+        device=config.device,
+        prompt_budget=config.prompt_budget,
+    )
     task = make_task(host().registry, config.task, config.task_args)
     train_data, _ = load_training_data(replace(config, eval_split=None), task, context)
     return training_identity(config, train_data)
@@ -1378,33 +1565,51 @@ def checkpoint_staleness(checkpoint: Path, versions: Mapping[str, str]) -> Stale
         recorded = dict(read_checkpoint_config(checkpoint).get("component_versions") or {})
     except LampError:  # no readable config: load_checkpoint says what is wrong with it
         return None
-    changed = [f"{d} {recorded[d]} -> {v}" for d, v in sorted(versions.items())
-               if d in recorded and recorded[d] != v]
+    changed = [f"{d} {recorded[d]} -> {v}" for d, v in sorted(versions.items()) if d in recorded and recorded[d] != v]
     return StaleWeights(resolve_checkpoint(checkpoint), ", ".join(changed)) if changed else None
 
 
-def ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
-                   generator: Generator | None = None, personalizer: Personalizer | None = None,
-                   progress: bool = True, console: Any = None) -> Path:
+def ensure_trained(
+    config: TrainConfig,
+    *,
+    context: RunContext | None = None,
+    generator: Generator | None = None,
+    personalizer: Personalizer | None = None,
+    progress: bool = True,
+    console: Any = None,
+) -> Path:
     """The newest checkpoint of ``config``'s finished training run under
     ``$LAMP_HOME/checkpoints``, training (or resuming) first when it is missing or unfinished."""
-    return _ensure_trained(config, context=context, generator=generator, personalizer=personalizer,
-                           progress=progress, console=console)[0]
+    return _ensure_trained(
+        config, context=context, generator=generator, personalizer=personalizer, progress=progress, console=console
+    )[0]
 
 
-def _ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
-                    generator: Generator | None = None, personalizer: Personalizer | None = None,
-                    progress: bool = True, console: Any = None,
-                    allow_stale: bool = False) -> tuple[Path, StaleWeights | None]:
+def _ensure_trained(
+    config: TrainConfig,
+    *,
+    context: RunContext | None = None,
+    generator: Generator | None = None,
+    personalizer: Personalizer | None = None,
+    progress: bool = True,
+    console: Any = None,
+    allow_stale: bool = False,
+) -> tuple[Path, StaleWeights | None]:
     """:func:`ensure_trained`; with a training of other versions of the components found
     (:func:`stale_weights`), its weights are kept when ``allow_stale`` (and returned as stale),
     else the settings are trained again, with a warning either way."""
-    context = context or RunContext(lamp_home=lamp_home(), preset=config.preset, seed=config.seed,
-                                    device=config.device, prompt_budget=config.prompt_budget)
+    context = context or RunContext(
+        lamp_home=lamp_home(),
+        preset=config.preset,
+        seed=config.seed,
+        device=config.device,
+        prompt_budget=config.prompt_budget,
+    )
     from lamp_harness.registry import host
 
-    pcls = (type(personalizer) if personalizer is not None
-            else host().registry.get("personalizer", config.personalizer).load())
+    pcls = (
+        type(personalizer) if personalizer is not None else host().registry.get("personalizer", config.personalizer).load()
+    )
     config = resolve_retriever(config, pcls)
     directory = training_dir(config, context)
     found = latest_checkpoint(directory)
@@ -1412,20 +1617,41 @@ def _ensure_trained(config: TrainConfig, *, context: RunContext | None = None,
         return found, None
     stale = stale_weights(config, context)
     if stale is not None and allow_stale:
-        warn(f"{config.personalizer} on {config.task}: keeping the weights {stale.checkpoint}, trained with "
-             f"other versions ({stale.changed}), because of --allow-stale; its cells are labelled "
-             "'(stale weights)'")
+        warn(
+            f"{config.personalizer} on {config.task}: keeping the weights {stale.checkpoint}, trained with "
+            f"other versions ({stale.changed}), because of --allow-stale; its cells are labelled "
+            "'(stale weights)'"
+        )
         return stale.checkpoint, stale
     if stale is not None:
-        warn(f"{config.personalizer} on {config.task}: the weights {stale.checkpoint} were trained with "
-             f"other versions ({stale.changed}); training again into {directory} (pass --allow-stale "
-             "to keep the old weights)")
-    return train(config, directory, context=context, generator=generator, personalizer=personalizer,
-                 progress=progress, console=console).checkpoint, None
+        warn(
+            f"{config.personalizer} on {config.task}: the weights {stale.checkpoint} were trained with "
+            f"other versions ({stale.changed}); training again into {directory} (pass --allow-stale "
+            "to keep the old weights)"
+        )
+    return train(
+        config,
+        directory,
+        context=context,
+        generator=generator,
+        personalizer=personalizer,
+        progress=progress,
+        console=console,
+    ).checkpoint, None
 
 
-_OVERRIDABLE = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
-                "max_grad_norm", "save_every", "limit")
+_OVERRIDABLE = (
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "max_grad_norm",
+    "save_every",
+    "limit",
+)
 
 
 def with_overrides(config: TrainConfig, overrides: Mapping[str, str]) -> TrainConfig:
@@ -1446,8 +1672,9 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, str]) -> TrainCo
     return result
 
 
-def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, task: Task,
-                            generator: Generator) -> tuple[Path, StaleWeights | None]:
+def ensure_trained_for_cell(
+    runner: Any, personalizer: Personalizer, spec: Any, task: Task, generator: Generator
+) -> tuple[Path, StaleWeights | None]:
     """Train a cell's personalizer on the ``train`` split of the cell's data (cached by
     configuration under ``$LAMP_HOME/checkpoints``) and load the weights into it.
 
@@ -1458,8 +1685,10 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
     """
     matrix = runner.matrix
     if spec.split == "train":
-        raise lamp_error(f"cell {spec.label!r} evaluates on the train split, which its personalizer "
-                         "would be trained on", fix="Evaluate on dev, or pass --checkpoint.")
+        raise lamp_error(
+            f"cell {spec.label!r} evaluates on the train split, which its personalizer would be trained on",
+            fix="Evaluate on dev, or pass --checkpoint.",
+        )
     model = f"{spec.generator}:{spec.model}" if spec.model else spec.generator
     generator_args: Mapping[str, str] = dict(spec.generator_args)
     trainer = generator.trainer()
@@ -1472,21 +1701,40 @@ def ensure_trained_for_cell(runner: Any, personalizer: Personalizer, spec: Any, 
         train_generator = train_personalizer = None
     source = runner.data_source_name(spec.task)  # --data TASK=NAME, the task's own source...
     config = TrainConfig(
-        task=spec.task, personalizer=spec.personalizer, personalizer_args=dict(spec.personalizer_args),
-        retriever=spec.retriever, retriever_args=dict(spec.retriever_args), k=spec.k,
-        generator=model, generator_args=dict(generator_args), preset=matrix.preset,
-        data=source, data_dir=str(matrix.data_dir) if matrix.data_dir and source is None else None,
-        scheme=matrix.scheme, split="train", eval_split=None, seed=matrix.seed, device=matrix.device,
-        prompt_budget=getattr(matrix, "prompt_budget", "official"), task_args=dict(spec.task_args))
+        task=spec.task,
+        personalizer=spec.personalizer,
+        personalizer_args=dict(spec.personalizer_args),
+        retriever=spec.retriever,
+        retriever_args=dict(spec.retriever_args),
+        k=spec.k,
+        generator=model,
+        generator_args=dict(generator_args),
+        preset=matrix.preset,
+        data=source,
+        data_dir=str(matrix.data_dir) if matrix.data_dir and source is None else None,
+        scheme=matrix.scheme,
+        split="train",
+        eval_split=None,
+        seed=matrix.seed,
+        device=matrix.device,
+        prompt_budget=getattr(matrix, "prompt_budget", "official"),
+        task_args=dict(spec.task_args),
+    )
     config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
     try:
-        checkpoint, stale = _ensure_trained(config, context=runner.context, generator=train_generator,
-                                            personalizer=train_personalizer,
-                                            progress=getattr(runner, "progress", True),
-                                            console=getattr(runner, "console", None),
-                                            allow_stale=getattr(runner, "allow_stale", False))
+        checkpoint, stale = _ensure_trained(
+            config,
+            context=runner.context,
+            generator=train_generator,
+            personalizer=train_personalizer,
+            progress=getattr(runner, "progress", True),
+            console=getattr(runner, "console", None),
+            allow_stale=getattr(runner, "allow_stale", False),
+        )
     except FileNotFoundError as exc:  # pragma: no cover - data sources raise LampErrors
-        raise lamp_error(f"no train split to train {spec.personalizer!r} on: {exc}",
-                         fix="Run `lamp train ... --train-users 0.67` and pass --checkpoint.") from exc
+        raise lamp_error(
+            f"no train split to train {spec.personalizer!r} on: {exc}",
+            fix="Run `lamp train ... --train-users 0.67` and pass --checkpoint.",
+        ) from exc
     load_checkpoint(personalizer, checkpoint, generator=generator)
     return checkpoint, stale

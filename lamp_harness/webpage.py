@@ -99,8 +99,7 @@ SCRIPT = """
 """
 
 
-def render_html(board: Leaderboard, *, ci: bool = False, title: str = "lamp-harness leaderboard",
-                plots: bool = True) -> str:
+def render_html(board: Leaderboard, *, ci: bool = False, title: str = "lamp-harness leaderboard", plots: bool = True) -> str:
     """The whole page. ``ci`` shows the intervals from the start (the toggle still works)."""
     parts = [
         "<!DOCTYPE html>",
@@ -131,8 +130,7 @@ def render_html(board: Leaderboard, *, ci: bool = False, title: str = "lamp-harn
     if plots and board.blocks:
         parts.append('<h2>Plot</h2><div class="plot">' + inline_svg(plot_bytes(board, "svg")) + "</div>")
     if board.notes:
-        parts.append('<h2>Notes</h2><ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in board.notes)
-                     + "</ul>")
+        parts.append('<h2>Notes</h2><ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in board.notes) + "</ul>")
     parts.append(f"<script>{SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -148,7 +146,7 @@ def _header(board: Leaderboard) -> str:
         text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
         text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
         warning = line.startswith("**Warning**")
-        items.append(f'<li{" class=warning" if warning else ""}>{text}</li>')
+        items.append(f"<li{' class=warning' if warning else ''}>{text}</li>")
     return f'<section class="header"><ul>{"".join(items)}</ul></section>'
 
 
@@ -162,8 +160,10 @@ def _value_cell(value: Value | None, *, baseline: bool, reference: bool) -> str:
     if value.n:
         tip.append(f"n = {value.n}")
     if value.p_value is not None:
-        tip.append(f"vs baseline: Δ = {value.delta:+.{PLACES}f}, p = {value.p_value:.4f}, "
-                   f"adjusted p = {value.p_adjusted:.4f}, paired on {value.n_paired} examples")
+        tip.append(
+            f"vs baseline: Δ = {value.delta:+.{PLACES}f}, p = {value.p_value:.4f}, "
+            f"adjusted p = {value.p_adjusted:.4f}, paired on {value.n_paired} examples"
+        )
     if value.cell_id:
         tip.append(f"cell {value.cell_id}")
     text = f'<span class="v">{value.value:.{PLACES}f}</span>'
@@ -173,13 +173,12 @@ def _value_cell(value: Value | None, *, baseline: bool, reference: bool) -> str:
         text += f' <span class="ci">[{value.ci_low:.{PLACES}f}, {value.ci_high:.{PLACES}f}]</span>'
     if value.n_paired and value.n and value.n_paired != value.n:
         text += f' <span class="n">(n={value.n_paired})</span>'
-    return (f'<td class="{" ".join(classes)}" data-sort="{value.value!r}" title="{escape("; ".join(tip))}">'
-            f"{text}</td>")
+    return f'<td class="{" ".join(classes)}" data-sort="{value.value!r}" title="{escape("; ".join(tip))}">{text}</td>'
 
 
 def _block(board: Leaderboard, block: Block, number: int) -> str:
     head = "".join(
-        f'<th{" class=baseline" if block.baseline == i else ""}>{escape(column_title(block, i))}</th>'
+        f"<th{' class=baseline' if block.baseline == i else ''}>{escape(column_title(block, i))}</th>"
         for i in range(len(block.columns))
     )
     rows = []
@@ -188,10 +187,14 @@ def _block(board: Leaderboard, block: Block, number: int) -> str:
             _value_cell(v, baseline=block.baseline == i, reference=block.columns[i].kind == "reference")
             for i, v in enumerate(row.values)
         )
-        rows.append(f'<tr data-higher="{str(row.higher_is_better).lower()}"><td data-sort="{escape(row.task)}">'
-                    f"{escape(row.task)}</td><td>{escape(row.metric)} {arrow(row.higher_is_better)}</td>{cells}</tr>")
-    table = (f'<div class="scroll"><table class="sortable" id="block-{number}"><thead><tr><th>task</th>'
-             f"<th>metric</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+        rows.append(
+            f'<tr data-higher="{str(row.higher_is_better).lower()}"><td data-sort="{escape(row.task)}">'
+            f"{escape(row.task)}</td><td>{escape(row.metric)} {arrow(row.higher_is_better)}</td>{cells}</tr>"
+        )
+    table = (
+        f'<div class="scroll"><table class="sortable" id="block-{number}"><thead><tr><th>task</th>'
+        f"<th>metric</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
     return f"<section><h2>{escape(block.title)}</h2>{table}{_configurations(board, block)}</section>"
 
 
@@ -201,8 +204,7 @@ def _configurations(board: Leaderboard, block: Block) -> str:
     for column in block.columns:
         if column.kind != "run":
             continue
-        cells = [c for c in board.cells if c.label == column.label
-                 and c.block == block.key]
+        cells = [c for c in board.cells if c.label == column.label and c.block == block.key]
         if not cells:
             continue
         facts = configuration(cells)
@@ -242,8 +244,11 @@ def configuration(cells: Iterable[Cell]) -> dict[str, str]:
         data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
         add("data", data.get("source"), cell.task)
         checksums = data.get("checksums") or {}
-        add("data checksums", ", ".join(f"{name}: {str(digest)[:12]}" for name, digest in sorted(checksums.items())),
-            cell.task)
+        add(
+            "data checksums",
+            ", ".join(f"{name}: {str(digest)[:12]}" for name, digest in sorted(checksums.items())),
+            cell.task,
+        )
         add("versions", _pairs(config.get("versions"), None), cell.task)
         add("cell", cell.cell_id, cell.task)
     shown = {}
@@ -263,9 +268,11 @@ def _pairs(mapping: Any, keys: Iterable[str] | None) -> str:
 
 
 def _breakdown(breakdown: Breakdown) -> str:
-    what = ("quartiles of the asking user's profile size; n = examples" if breakdown.by == "profile-size"
-            else "mean over users of each user's value; n = users; ↑/↓ = users served better/worse than by "
-            "the baseline")
+    what = (
+        "quartiles of the asking user's profile size; n = examples"
+        if breakdown.by == "profile-size"
+        else "mean over users of each user's value; n = users; ↑/↓ = users served better/worse than by the baseline"
+    )
     head = "".join(f"<th>{escape(c)}</th>" for c in breakdown.columns)
     rows = []
     for row in breakdown.rows:
@@ -276,15 +283,21 @@ def _breakdown(breakdown: Breakdown) -> str:
                     cells.append('<td class="num" data-sort="">–</td>')
                     continue
                 detail = bucket.detail[k] if k < len(bucket.detail) else ""
-                cells.append(f'<td class="num" data-sort="{v.value!r}"><span class="v">{v.value:.{PLACES}f}</span> '
-                             f'<span class="n">(n={v.n}){" " + escape(detail) if detail else ""}</span></td>')
-            rows.append(f'<tr data-higher="{str(row.higher_is_better).lower()}"><td data-sort="{escape(row.task)}">'
-                        f"{escape(row.task)}</td><td>{escape(row.metric)} {arrow(row.higher_is_better)} · "
-                        f"{escape(bucket.label)}</td>{''.join(cells)}</tr>")
-    return (f"<section><h2>By {escape(breakdown.by)}: {escape(breakdown.block)}</h2>"
-            f'<p class="muted">Each metric recomputed per group ({what}).</p><div class="scroll">'
-            f'<table class="sortable"><thead><tr><th>task</th><th>metric · group</th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div></section>")
+                cells.append(
+                    f'<td class="num" data-sort="{v.value!r}"><span class="v">{v.value:.{PLACES}f}</span> '
+                    f'<span class="n">(n={v.n}){" " + escape(detail) if detail else ""}</span></td>'
+                )
+            rows.append(
+                f'<tr data-higher="{str(row.higher_is_better).lower()}"><td data-sort="{escape(row.task)}">'
+                f"{escape(row.task)}</td><td>{escape(row.metric)} {arrow(row.higher_is_better)} · "
+                f"{escape(bucket.label)}</td>{''.join(cells)}</tr>"
+            )
+    return (
+        f"<section><h2>By {escape(breakdown.by)}: {escape(breakdown.block)}</h2>"
+        f'<p class="muted">Each metric recomputed per group ({what}).</p><div class="scroll">'
+        f'<table class="sortable"><thead><tr><th>task</th><th>metric · group</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div></section>"
+    )
 
 
 def _summary(summary: Summary) -> str:
@@ -293,11 +306,13 @@ def _summary(summary: Summary) -> str:
         f'<td>{r.rows} rows</td><td class="num" data-sort="{r.win_rate!r}">{r.win_rate:.{PLACES}f}</td></tr>'
         for r in summary.rates
     )
-    return (f"<section><h2>Mean win rate: {escape(summary.block)}</h2>"
-            '<p class="muted">Per row, the share of the other columns each column beats (direction-aware, ties '
-            "count one half), averaged over rows.</p>"
-            '<table class="sortable"><thead><tr><th>column</th><th>compared in</th><th>mean win rate</th></tr>'
-            f"</thead><tbody>{rows}</tbody></table></section>")
+    return (
+        f"<section><h2>Mean win rate: {escape(summary.block)}</h2>"
+        '<p class="muted">Per row, the share of the other columns each column beats (direction-aware, ties '
+        "count one half), averaged over rows.</p>"
+        '<table class="sortable"><thead><tr><th>column</th><th>compared in</th><th>mean win rate</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table></section>"
+    )
 
 
 _SVG_NOISE = (

@@ -33,11 +33,9 @@ class NonPersonalized(Personalizer):
         self.max_input_tokens = generator.max_input_tokens
         self._budget = prompt_options(context)
 
-    def personalize(self, task: Task, example: Example,
-                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         prompt = task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget)
-        return GenerationRequest(example.id, prompt, choices=task.choices(example),
-                                 max_new_tokens=task.max_new_tokens)
+        return GenerationRequest(example.id, prompt, choices=task.choices(example), max_new_tokens=task.max_new_tokens)
 
     def describe(self) -> Mapping[str, Any]:
         return {"name": self.name}
@@ -51,8 +49,7 @@ class InPromptAugmentation(NonPersonalized):
     needs_retriever = True
     accepts_retriever = True
 
-    def personalize(self, task: Task, example: Example,
-                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         return self._request(task, example, tuple(retrieved))
 
     def _request(self, task: Task, example: Example, items: tuple[ProfileItem, ...]) -> GenerationRequest:
@@ -62,8 +59,9 @@ class InPromptAugmentation(NonPersonalized):
         share_of = getattr(task, "truncated_share", None)  # tasks written before the hook lack it
         share = share_of(example, items, self._tokens, self.max_input_tokens) if share_of else None
         notes = {} if share is None else {"notes": {"truncated_share": round(float(share), 4)}}
-        return GenerationRequest(example.id, prompt, choices=task.choices(example),
-                                 max_new_tokens=task.max_new_tokens, metadata=notes)
+        return GenerationRequest(
+            example.id, prompt, choices=task.choices(example), max_new_tokens=task.max_new_tokens, metadata=notes
+        )
 
 
 class FullProfile(InPromptAugmentation):
@@ -76,6 +74,5 @@ class FullProfile(InPromptAugmentation):
     needs_retriever = False
     accepts_retriever = False
 
-    def personalize(self, task: Task, example: Example,
-                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         return self._request(task, example, tuple(example.profile))

@@ -73,18 +73,26 @@ class BM25Retriever(Retriever):
 
     def __init__(self, context: RunContext | None = None, **args: str) -> None:
         reject_unknown_args(args, ("k1", "b", "epsilon"), "retriever 'bm25'")
-        self.params = OkapiParams(k1=float_arg(args, "k1", 1.5, "retriever 'bm25'"),
-                                  b=float_arg(args, "b", 0.75, "retriever 'bm25'"),
-                                  epsilon=float_arg(args, "epsilon", 0.25, "retriever 'bm25'"))
+        self.params = OkapiParams(
+            k1=float_arg(args, "k1", 1.5, "retriever 'bm25'"),
+            b=float_arg(args, "b", 0.75, "retriever 'bm25'"),
+            epsilon=float_arg(args, "epsilon", 0.25, "retriever 'bm25'"),
+        )
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         scores = okapi_scores([q.query for q in queries], [q.documents for q in queries], self.params)
         return [ranking_from_scores(s) for s in scores]
 
     def cache_key(self) -> Mapping[str, Any]:
-        return {"name": self.name, "k1": self.params.k1, "b": self.params.b,
-                "epsilon": self.params.epsilon, "tokens": "whitespace", "order": ALGORITHM,
-                "version": 2}
+        return {
+            "name": self.name,
+            "k1": self.params.k1,
+            "b": self.params.b,
+            "epsilon": self.params.epsilon,
+            "tokens": "whitespace",
+            "order": ALGORITHM,
+            "version": 2,
+        }
 
 
 def ranking_from_scores(scores: np.ndarray) -> Ranking:
@@ -93,13 +101,19 @@ def ranking_from_scores(scores: np.ndarray) -> Ranking:
     return official_descending(scores)
 
 
-def okapi_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]],
-                 params: OkapiParams = OkapiParams(), *, hash_bits: int | None = None) -> list[np.ndarray]:
+def okapi_scores(
+    queries: Sequence[str],
+    profiles: Sequence[Sequence[str]],
+    params: OkapiParams = OkapiParams(),
+    *,
+    hash_bits: int | None = None,
+) -> list[np.ndarray]:
     """``BM25Okapi(profile).get_scores(query.split())`` for every (query, profile) pair, with
     whitespace tokens, as float64 arrays bit-identical to rank_bm25's.
 
     ``hash_bits`` forces a narrower token hash (tests use it to exercise the collision fallback).
     """
+
     def score(chunk: list[int]) -> list[np.ndarray]:
         sub_queries = [queries[i] for i in chunk]
         sub_profiles = [profiles[i] for i in chunk]
@@ -197,8 +211,7 @@ def _hashed_tokens(texts: Sequence[str]) -> _Tokens:
     longer = np.flatnonzero(lengths > 8)
     offset = 8
     while len(longer):
-        rounds.append((longer, words[starts[longer] + offset]
-                       & masks[np.minimum(lengths[longer] - offset, 8)]))
+        rounds.append((longer, words[starts[longer] + offset] & masks[np.minimum(lengths[longer] - offset, 8)]))
         offset += 8
         longer = longer[lengths[longer] > offset]
     length = lengths.astype(np.uint64)
@@ -246,8 +259,9 @@ def _bits(n: int) -> int:
     return max(1, int(n).bit_length())
 
 
-def _chunk_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]], params: OkapiParams,
-                  tokenizer: Any, hash_bits: int | None) -> list[np.ndarray]:
+def _chunk_scores(
+    queries: Sequence[str], profiles: Sequence[Sequence[str]], params: OkapiParams, tokenizer: Any, hash_bits: int | None
+) -> list[np.ndarray]:
     n_questions = len(profiles)
     n_docs = np.fromiter(map(len, profiles), dtype=np.int64, count=n_questions)
     doc_start = np.concatenate(([0], np.cumsum(n_docs)))
@@ -275,8 +289,9 @@ def _chunk_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]], par
         if h_bits < _MIN_HASH_BITS and hash_bits is None:
             if n_questions > 1:  # too many questions for one packed key: split the chunk
                 half = n_questions // 2
-                return (_chunk_scores(queries[:half], profiles[:half], params, tokenizer, None)
-                        + _chunk_scores(queries[half:], profiles[half:], params, tokenizer, None))
+                return _chunk_scores(queries[:half], profiles[:half], params, tokenizer, None) + _chunk_scores(
+                    queries[half:], profiles[half:], params, tokenizer, None
+                )
             raise _Collision  # one enormous profile: exact ids are safer than a short hash
     elif q_bits + h_bits + p_bits > 63:
         raise ValueError("profile too large for BM25 batching")
@@ -285,12 +300,16 @@ def _chunk_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]], par
         return key if toks.exact else key >> np.uint64(64 - h_bits)
 
     # One sort of (question, term, position) gives groups (question, term) with positions ascending.
-    packed = ((tok_q.astype(np.uint64) << np.uint64(h_bits + p_bits))
-              | (term(toks.key) << np.uint64(p_bits)) | pos.astype(np.uint64))
+    packed = (
+        (tok_q.astype(np.uint64) << np.uint64(h_bits + p_bits))
+        | (term(toks.key) << np.uint64(p_bits))
+        | pos.astype(np.uint64)
+    )
     packed = np.sort(packed.view(np.int64)).view(np.uint64)  # int64 sorts faster; bit 63 is 0
     group_key = packed >> np.uint64(p_bits)
-    token = tok_start[(group_key >> np.uint64(h_bits)).astype(np.int64)] + (
-        packed & np.uint64((1 << p_bits) - 1)).astype(np.int64)
+    token = tok_start[(group_key >> np.uint64(h_bits)).astype(np.int64)] + (packed & np.uint64((1 << p_bits) - 1)).astype(
+        np.int64
+    )
     new_group = np.ones(n_tok, dtype=bool)
     new_group[1:] = group_key[1:] != group_key[:-1]
     group_start = np.flatnonzero(new_group)
@@ -324,7 +343,7 @@ def _chunk_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]], par
     vocab_start = np.concatenate(([0], np.cumsum(vocab_size)))
     idf_sum = np.zeros(n_questions)
     for q in np.flatnonzero(vocab_size):
-        idf_sum[q] = np.cumsum(ordered[vocab_start[q]:vocab_start[q + 1]])[-1]
+        idf_sum[q] = np.cumsum(ordered[vocab_start[q] : vocab_start[q + 1]])[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         eps = params.epsilon * (idf_sum / vocab_size)
         avgdl = q_tokens / n_docs
@@ -332,8 +351,7 @@ def _chunk_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]], par
 
     # Per posting: tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)), in rank_bm25's order.
     dl = doc_len[posting_doc]
-    weight = tf * (params.k1 + 1) / (tf + params.k1 * (1 - params.b + params.b * dl
-                                                          / avgdl[q_of_doc[posting_doc]]))
+    weight = tf * (params.k1 + 1) / (tf + params.k1 * (1 - params.b + params.b * dl / avgdl[q_of_doc[posting_doc]]))
 
     # Query tokens -> (question, term) groups; each contributes idf * weight to every doc with it.
     q_of_qtok = qtoks.text
@@ -364,4 +382,4 @@ def _chunk_scores(queries: Sequence[str], profiles: Sequence[Sequence[str]], par
         cuts = np.flatnonzero(np.diff(step_sorted)) + 1
         for piece in np.split(order, cuts):
             scores[target[piece]] += values[piece]
-    return [scores[doc_start[q]:doc_start[q + 1]].copy() for q in range(n_questions)]
+    return [scores[doc_start[q] : doc_start[q + 1]].copy() for q in range(n_questions)]

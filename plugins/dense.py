@@ -35,8 +35,7 @@ class DenseRetriever(Retriever):
 
     name = "dense"
     role: ClassVar[str] = "dense"
-    arguments: ClassVar[tuple[str, ...]] = ("model", "pooling", "normalize", "query_prefix",
-                                            "batch_size", "max_length")
+    arguments: ClassVar[tuple[str, ...]] = ("model", "pooling", "normalize", "query_prefix", "batch_size", "max_length")
 
     def __init__(self, context: RunContext, **args: str) -> None:
         owner = f"retriever {self.name!r}"
@@ -44,15 +43,22 @@ class DenseRetriever(Retriever):
         self.context = context
         pooling = args.get("pooling") or self._default_pooling()
         if pooling is not None and pooling not in POOLINGS:
-            raise lamp_error(f"argument pooling={pooling!r} is not supported", where=owner,
-                             fix=f"Use one of: {', '.join(POOLINGS)}.")
+            raise lamp_error(
+                f"argument pooling={pooling!r} is not supported", where=owner, fix=f"Use one of: {', '.join(POOLINGS)}."
+            )
         normalize = bool_arg(args, "normalize", False, owner) if "normalize" in args else None
         max_length = int_arg(args, "max_length", 0, owner, minimum=1) if "max_length" in args else None
         role, spec = self._model(context, args.get("model"), owner)
         self.encoder: TextEncoder = load_encoder(
-            context, spec, role, pooling=pooling, normalize=normalize,
-            query_prefix=args.get("query_prefix"), max_length=max_length,
-            batch_size=int_arg(args, "batch_size", 64, owner, minimum=1))
+            context,
+            spec,
+            role,
+            pooling=pooling,
+            normalize=normalize,
+            query_prefix=args.get("query_prefix"),
+            max_length=max_length,
+            batch_size=int_arg(args, "batch_size", 64, owner, minimum=1),
+        )
 
     def _default_pooling(self) -> str | None:
         return None
@@ -60,9 +66,11 @@ class DenseRetriever(Retriever):
     def _model(self, context: RunContext, model: str | None, owner: str) -> tuple[str, str | None]:
         """(role, explicit model) for :func:`load_encoder`."""
         if not model:
-            raise lamp_error("needs a model", where=owner,
-                             fix="Pass --retriever-arg model=ALIAS|HUB_ID|FOLDER, e.g. model=minilm, "
-                                 "or a preset role such as model=bge.")
+            raise lamp_error(
+                "needs a model",
+                where=owner,
+                fix="Pass --retriever-arg model=ALIAS|HUB_ID|FOLDER, e.g. model=minilm, or a preset role such as model=bge.",
+            )
         from lamp_harness.models import preset_roles
 
         try:
@@ -83,9 +91,14 @@ class DenseRetriever(Retriever):
         return self.role, model
 
     def cache_key(self) -> Mapping[str, Any]:
-        return {"name": self.name, "encoder": self.encoder.identity,
-                "query_prefix": self.encoder.query_prefix, "score": "dot",
-                "order": "stable-descending", "version": 1}
+        return {
+            "name": self.name,
+            "encoder": self.encoder.identity,
+            "query_prefix": self.encoder.query_prefix,
+            "score": "dot",
+            "order": "stable-descending",
+            "version": 1,
+        }
 
     def describe(self) -> Mapping[str, Any]:
         return {"name": self.name, **self.encoder.describe()}
@@ -96,8 +109,12 @@ class DenseRetriever(Retriever):
         model = resolved.path
         if not resolved.is_local and resolved.revision:
             model = f"{model}@{resolved.revision}"
-        return {"model": model, "pooling": self.encoder.pooling,
-                "query_prefix": self.encoder.query_prefix, "name": resolved.name}
+        return {
+            "model": model,
+            "pooling": self.encoder.pooling,
+            "query_prefix": self.encoder.query_prefix,
+            "name": resolved.name,
+        }
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         if not queries:
@@ -107,11 +124,12 @@ class DenseRetriever(Retriever):
         query_cache = EmbeddingCache(self.context, self.encoder.query_identity)
         doc_vectors = doc_cache.get_or_encode(documents, self.encoder.encode)
         query_vectors = query_cache.get_or_encode(
-            [q.query for q in queries], lambda texts: self.encoder.encode(texts, is_query=True))
+            [q.query for q in queries], lambda texts: self.encoder.encode(texts, is_query=True)
+        )
         rankings: list[Ranking] = []
         start = 0
         for i, query in enumerate(queries):
-            block = doc_vectors[start:start + len(query.documents)]
+            block = doc_vectors[start : start + len(query.documents)]
             start += len(query.documents)
             scores = block @ query_vectors[i] if len(block) else np.zeros(0, dtype=np.float32)
             rankings.append(tuple(np.argsort(-scores, kind="stable").tolist()))

@@ -33,8 +33,17 @@ class TextEncoder:
     ``forward_passes`` counts model calls and ``encoded_texts`` the texts they covered.
     """
 
-    def __init__(self, resolved: Any, *, pooling: str, normalize: bool, query_prefix: str,
-                 max_length: int, device: str, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        resolved: Any,
+        *,
+        pooling: str,
+        normalize: bool,
+        query_prefix: str,
+        max_length: int,
+        device: str,
+        batch_size: int = 64,
+    ) -> None:
         self.resolved = resolved
         self.pooling = pooling
         self.normalize = normalize
@@ -50,20 +59,31 @@ class TextEncoder:
     @property
     def identity(self) -> dict[str, Any]:
         """Cache key of document vectors: model id, revision, pooling, normalize, max length."""
-        return encoder_identity(self.resolved, pooling=self.pooling, normalize=self.normalize,
-                                max_tokens=self.max_length, role="document")
+        return encoder_identity(
+            self.resolved, pooling=self.pooling, normalize=self.normalize, max_tokens=self.max_length, role="document"
+        )
 
     @property
     def query_identity(self) -> dict[str, Any]:
         """Cache key of query vectors (the query prefix included)."""
-        return encoder_identity(self.resolved, pooling=self.pooling, normalize=self.normalize,
-                                max_tokens=self.max_length, role="query",
-                                query_prefix=self.query_prefix)
+        return encoder_identity(
+            self.resolved,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            max_tokens=self.max_length,
+            role="query",
+            query_prefix=self.query_prefix,
+        )
 
     def describe(self) -> dict[str, Any]:
         """What a run records about the encoder."""
-        return {**self.resolved.describe(), "pooling": self.pooling, "normalize": self.normalize,
-                "query_prefix": self.query_prefix, "max_length": self.max_length}
+        return {
+            **self.resolved.describe(),
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "query_prefix": self.query_prefix,
+            "max_length": self.max_length,
+        }
 
     def _load(self) -> None:
         if self._model is not None:
@@ -84,8 +104,7 @@ class TextEncoder:
             hf_logging.enable_progress_bar()
         self._model = model.to(self.device).eval()
 
-    def encode(self, texts: Sequence[str], *, is_query: bool = False,
-               batch_size: int | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, is_query: bool = False, batch_size: int | None = None) -> np.ndarray:
         """float32 vectors ``[len(texts), dim]``, in the order of ``texts``. Texts are batched by
         length (longest first, so padding is minimal); queries get the query prefix."""
         import torch
@@ -99,9 +118,14 @@ class TextEncoder:
         out: np.ndarray | None = None
         with torch.inference_mode():
             for start in range(0, len(order), size):
-                chosen = order[start:start + size]
-                batch = self._tokenizer([texts[i] for i in chosen], padding=True, truncation=True,
-                                        max_length=self.max_length, return_tensors="pt").to(self.device)
+                chosen = order[start : start + size]
+                batch = self._tokenizer(
+                    [texts[i] for i in chosen],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 hidden = self._model(**batch).last_hidden_state
                 self.forward_passes += 1
                 self.encoded_texts += len(chosen)
@@ -135,8 +159,7 @@ def _st_settings(folder: Path) -> dict[str, Any]:
     for module in modules:
         if str(module.get("type", "")).endswith("Pooling"):
             try:
-                config = json.loads((folder / module.get("path", "") / "config.json")
-                                    .read_text(encoding="utf-8"))
+                config = json.loads((folder / module.get("path", "") / "config.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
             if config.get("pooling_mode_cls_token"):
@@ -160,10 +183,17 @@ def _device(context: RunContext) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_encoder(context: RunContext, spec: str | None, role: str = "contriever", *,
-                 pooling: str | None = None, normalize: bool | None = None,
-                 query_prefix: str | None = None, max_length: int | None = None,
-                 batch_size: int = 64) -> TextEncoder:
+def load_encoder(
+    context: RunContext,
+    spec: str | None,
+    role: str = "contriever",
+    *,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    query_prefix: str | None = None,
+    max_length: int | None = None,
+    batch_size: int = 64,
+) -> TextEncoder:
     """The text encoder for ``spec`` (alias, hub id or folder; ``None``: the preset's model for
     ``role``), shared per process through ``context.shared``."""
     from lamp_harness.models import resolve_model
@@ -173,17 +203,24 @@ def load_encoder(context: RunContext, spec: str | None, role: str = "contriever"
     folder = _st_settings(Path(resolved.path)) if resolved.is_local else {}
     chosen_pooling = pooling or meta.get("pooling") or folder.get("pooling") or "mean"
     if chosen_pooling not in POOLINGS:
-        raise lamp_error(f"pooling {chosen_pooling!r} is not supported", where=f"model {resolved.name!r}",
-                         fix=f"Use one of: {', '.join(POOLINGS)}.")
-    chosen_normalize = normalize if normalize is not None else bool(
-        meta.get("normalize", folder.get("normalize", False)))
+        raise lamp_error(
+            f"pooling {chosen_pooling!r} is not supported",
+            where=f"model {resolved.name!r}",
+            fix=f"Use one of: {', '.join(POOLINGS)}.",
+        )
+    chosen_normalize = normalize if normalize is not None else bool(meta.get("normalize", folder.get("normalize", False)))
     prefix = query_prefix if query_prefix is not None else str(meta.get("query_prefix") or "")
     length = max_length or int(meta.get("max_length") or folder.get("max_length") or DEFAULT_MAX_TOKENS)
     device = _device(context)
-    key = ("text-encoder", resolved.path, resolved.revision, chosen_pooling, chosen_normalize, prefix,
-           length, device)
+    key = ("text-encoder", resolved.path, resolved.revision, chosen_pooling, chosen_normalize, prefix, length, device)
     if key not in context.shared:
-        context.shared[key] = TextEncoder(resolved, pooling=chosen_pooling, normalize=chosen_normalize,
-                                          query_prefix=prefix, max_length=length, device=device,
-                                          batch_size=batch_size)
+        context.shared[key] = TextEncoder(
+            resolved,
+            pooling=chosen_pooling,
+            normalize=chosen_normalize,
+            query_prefix=prefix,
+            max_length=length,
+            device=device,
+            batch_size=batch_size,
+        )
     return context.shared[key]

@@ -48,18 +48,22 @@ class FusionInDecoder(GeneratorFineTuning, Personalizer):
         reject_unknown_args(args, {"train"}, owner)
         self.train_part = (args.get("train") or "all").strip().lower()
         if self.train_part not in ("all", "decoder"):
-            raise lamp_error(f"argument train={self.train_part!r} is not all or decoder", where=owner,
-                             fix="Pass train=all (default) or train=decoder.")
+            raise lamp_error(
+                f"argument train={self.train_part!r} is not all or decoder",
+                where=owner,
+                fix="Pass train=all (default) or train=decoder.",
+            )
         self.generator: Generator | None = None
 
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
         if not generator.is_encoder_decoder:
             described = generator.describe()
             model = described.get("model") or described.get("name") or generator.name
-            raise lamp_error(f"FiD needs an encoder-decoder generator, but {model!r} is decoder-only",
-                             where=f"personalizer {self.name!r}",
-                             fix="Use an encoder-decoder model (e.g. --generator flan-t5-base), or "
-                                 "the ipa personalizer.")
+            raise lamp_error(
+                f"FiD needs an encoder-decoder generator, but {model!r} is decoder-only",
+                where=f"personalizer {self.name!r}",
+                fix="Use an encoder-decoder model (e.g. --generator flan-t5-base), or the ipa personalizer.",
+            )
         self.generator = generator
         self._tokens = generator.tokens
         self.max_input_tokens = generator.max_input_tokens
@@ -70,16 +74,21 @@ class FusionInDecoder(GeneratorFineTuning, Personalizer):
         there is none."""
         if not retrieved:
             return (task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget),)
-        return tuple(task.prompt(example, (item,), self._tokens, self.max_input_tokens, **self._budget)
-                     for item in retrieved)
+        return tuple(
+            task.prompt(example, (item,), self._tokens, self.max_input_tokens, **self._budget) for item in retrieved
+        )
 
-    def personalize(self, task: Task, example: Example,
-                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         if self.generator is None:
             raise RuntimeError("FusionInDecoder.setup(task, generator, context) must be called first")
         bare = task.prompt(example, (), self._tokens, self.max_input_tokens, **self._budget)
-        return GenerationRequest(example.id, bare, passages=self.passages(task, example, retrieved),
-                                 choices=task.choices(example), max_new_tokens=task.max_new_tokens)
+        return GenerationRequest(
+            example.id,
+            bare,
+            passages=self.passages(task, example, retrieved),
+            choices=task.choices(example),
+            max_new_tokens=task.max_new_tokens,
+        )
 
     def trained_parameters(self, module: Any) -> list[Any]:
         """All generator weights, or only the decoder's (``train=decoder``)."""
@@ -87,8 +96,11 @@ class FusionInDecoder(GeneratorFineTuning, Personalizer):
             return list(module.parameters())
         decoder = module.get_decoder() if hasattr(module, "get_decoder") else None
         if decoder is None:
-            raise lamp_error("train=decoder needs a model with a separate decoder",
-                             where=f"personalizer {self.name!r}", fix="Use train=all.")
+            raise lamp_error(
+                "train=decoder needs a model with a separate decoder",
+                where=f"personalizer {self.name!r}",
+                fix="Use train=all.",
+            )
         params = {id(p): p for p in decoder.parameters()}
         head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
         if head is not None:

@@ -17,17 +17,23 @@ def lamp_register(registry):
     from lamp_plugins import models
 
     registry.add_generator(
-        "hf", "lamp_plugins.hf_generator:HFGenerator",
+        "hf",
+        "lamp_plugins.hf_generator:HFGenerator",
         "Any transformers model (alias, hub id or local folder): encoder-decoder or decoder-only; "
-        "greedy/beam search, label scoring, soft-prompt prefixes (PPlug), fusion-in-decoder (FiD).")
+        "greedy/beam search, label scoring, soft-prompt prefixes (PPlug), fusion-in-decoder (FiD).",
+    )
     registry.add_generator(
-        "vllm", "lamp_plugins.vllm_generator:VLLMGenerator",
-        "Decoder-only models on an in-process vLLM engine (pip install \"lamp-harness[vllm]\", or "
+        "vllm",
+        "lamp_plugins.vllm_generator:VLLMGenerator",
+        'Decoder-only models on an in-process vLLM engine (pip install "lamp-harness[vllm]", or '
         "scripts/setup-vllm.sh on CPU): batched greedy/sampling/beam decoding, label scoring from "
-        "prompt logprobs, PPlug soft prompts through prompt_embeds.")
+        "prompt logprobs, PPlug soft prompts through prompt_embeds.",
+    )
     registry.add_generator(
-        "openai", "lamp_plugins.openai_generator:OpenAIGenerator",
+        "openai",
+        "lamp_plugins.openai_generator:OpenAIGenerator",
         "Any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, OpenAI, Azure): "
         "--generator openai:MODEL --generator-arg base_url=URL; concurrency, rate limits, "
-        "retries, a response cache, token usage.")
+        "retries, a response cache, token usage.",
+    )
     models.register(registry)

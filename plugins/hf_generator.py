@@ -73,12 +73,16 @@ from lamp_harness.options import bool_arg, int_arg
 from lamp_harness.tokens import HFTokenCounter
 
 OWNER = "generator 'hf'"
-KNOWN_ARGS = ("device", "dtype", "num_beams", "max_input_tokens", "max_new_tokens", "batch_size",
-              "chat_template")
+KNOWN_ARGS = ("device", "dtype", "num_beams", "max_input_tokens", "max_new_tokens", "batch_size", "chat_template")
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
 }
 _AUTO_START = {"cpu": 8, "mps": 16, "cuda": 64}
 _MARKER = "<<<LAMP-PROMPT-MARKER>>>"
@@ -106,8 +110,9 @@ def _literal(value: Any) -> Any:
     return text
 
 
-def split_passthrough(args: Mapping[str, Any], first: str, second: str,
-                      second_fields: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_passthrough(
+    args: Mapping[str, Any], first: str, second: str, second_fields: set[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pass-through arguments -> (``first`` kwargs, ``second`` kwargs): ``first.x`` and
     ``second.x`` say where ``x`` goes; a bare key goes to ``second`` when it is one of
     ``second_fields``, else to ``first``. Values are parsed as Python literals where they are."""
@@ -115,7 +120,7 @@ def split_passthrough(args: Mapping[str, Any], first: str, second: str,
     seconds: dict[str, Any] = {}
     for key, value in args.items():
         if key.startswith(f"{first}."):
-            firsts[key[len(first) + 1:]] = _literal(value)
+            firsts[key[len(first) + 1 :]] = _literal(value)
         elif key.startswith(f"{second}.") or key in second_fields:
             seconds[key.removeprefix(f"{second}.")] = _literal(value)
         else:
@@ -142,15 +147,23 @@ def _pick_device(requested: str) -> str:
     try:
         device = torch.device(requested)
     except (RuntimeError, ValueError):
-        raise lamp_error(f"argument device={requested!r} is not a torch device", where=OWNER,
-                         fix="Pass device=auto, cpu, cuda, cuda:1 or mps.") from None
+        raise lamp_error(
+            f"argument device={requested!r} is not a torch device",
+            where=OWNER,
+            fix="Pass device=auto, cpu, cuda, cuda:1 or mps.",
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise lamp_error(f"device={requested!r} was asked for but CUDA is not available here",
-                         where=OWNER, fix="Pass device=cpu or device=auto.")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                     and torch.backends.mps.is_available()):
-        raise lamp_error(f"device={requested!r} was asked for but MPS is not available here",
-                         where=OWNER, fix="Pass device=cpu or device=auto.")
+        raise lamp_error(
+            f"device={requested!r} was asked for but CUDA is not available here",
+            where=OWNER,
+            fix="Pass device=cpu or device=auto.",
+        )
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise lamp_error(
+            f"device={requested!r} was asked for but MPS is not available here",
+            where=OWNER,
+            fix="Pass device=cpu or device=auto.",
+        )
     return requested
 
 
@@ -188,16 +201,23 @@ class LoadedModel:
     commit: str | None
 
 
-def load_model(context: RunContext, resolved: ResolvedModel, device: str, dtype: str,
-               loader_args: Mapping[str, Any]) -> LoadedModel:
+def load_model(
+    context: RunContext, resolved: ResolvedModel, device: str, dtype: str, loader_args: Mapping[str, Any]
+) -> LoadedModel:
     """Load (or reuse from ``context.shared``) the model and tokenizer behind ``resolved``.
 
     ``dtype`` is a name or ``auto`` (decided once the config says which family the model is).
     Hub ids that are neither cached nor reachable fail at once in one line (see
     :func:`lamp_harness.models.pretrained_kwargs`).
     """
-    key = ("hf-generator", resolved.path, resolved.revision, dtype, device,
-           tuple(sorted((k, repr(v)) for k, v in loader_args.items())))
+    key = (
+        "hf-generator",
+        resolved.path,
+        resolved.revision,
+        dtype,
+        device,
+        tuple(sorted((k, repr(v)) for k, v in loader_args.items())),
+    )
     if key in context.shared:
         return context.shared[key]
 
@@ -220,15 +240,20 @@ def load_model(context: RunContext, resolved: ResolvedModel, device: str, dtype:
         raise loading_error(resolved, exc) from None
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc) or "Unrecognized model" in str(exc):
-            raise lamp_error(f"model {resolved.name!r} ({resolved.source}) is not a text generation "
-                             f"model transformers can load", where=OWNER,
-                             fix="Give a causal LM or an encoder-decoder (seq2seq) model.") from None
+            raise lamp_error(
+                f"model {resolved.name!r} ({resolved.source}) is not a text generation model transformers can load",
+                where=OWNER,
+                fix="Give a causal LM or an encoder-decoder (seq2seq) model.",
+            ) from None
         raise
     except TypeError as exc:
         if loader_args:
-            raise lamp_error(f"model {resolved.name!r} rejected the loader argument(s) "
-                             f"{', '.join(sorted(loader_args))}: {' '.join(str(exc).split())}",
-                             where=OWNER, fix="Drop or fix those --generator-arg keys.") from None
+            raise lamp_error(
+                f"model {resolved.name!r} rejected the loader argument(s) "
+                f"{', '.join(sorted(loader_args))}: {' '.join(str(exc).split())}",
+                where=OWNER,
+                fix="Drop or fix those --generator-arg keys.",
+            ) from None
         raise
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -239,8 +264,7 @@ def load_model(context: RunContext, resolved: ResolvedModel, device: str, dtype:
     model.requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    loaded = LoadedModel(model, tokenizer, encoder_decoder, torch_dtype,
-                         getattr(config, "_commit_hash", None))
+    loaded = LoadedModel(model, tokenizer, encoder_decoder, torch_dtype, getattr(config, "_commit_hash", None))
     context.shared[key] = loaded
     return loaded
 
@@ -284,8 +308,9 @@ class RequestEncoding:
     def _chat_parts(self) -> tuple[str, str] | None:
         if self.is_encoder_decoder or not getattr(self.tokenizer, "chat_template", None):
             return None
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": _MARKER}],
-                                                  tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": _MARKER}], tokenize=False, add_generation_prompt=True
+        )
         before, found, after = str(text).partition(_MARKER)
         return (before, after) if found else None
 
@@ -296,14 +321,14 @@ class RequestEncoding:
         bare = self._ids(probe)
         full = list(self.tokenizer(probe, add_special_tokens=True)["input_ids"])
         for start in range(len(full) - len(bare) + 1):
-            if full[start:start + len(bare)] == bare:
-                return full[:start], full[start + len(bare):]
+            if full[start : start + len(bare)] == bare:
+                return full[:start], full[start + len(bare) :]
         return [], []
 
     def _eos_token_ids(self) -> list[int]:
         ids: list[int] = []
         configured = getattr(self.generation_config, "eos_token_id", None)
-        for value in (configured if isinstance(configured, list) else [configured]):
+        for value in configured if isinstance(configured, list) else [configured]:
             if value is not None:
                 ids.append(int(value))
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
@@ -319,8 +344,10 @@ class RequestEncoding:
             if isinstance(segment, SoftTokens):
                 vectors = segment.vectors
                 if vectors.ndim != 2 or vectors.shape[-1] != self.embedding_width:
-                    raise ValueError(f"soft tokens of shape {tuple(vectors.shape)} do not fit the "
-                                     f"model's embedding width {self.embedding_width}")
+                    raise ValueError(
+                        f"soft tokens of shape {tuple(vectors.shape)} do not fit the "
+                        f"model's embedding width {self.embedding_width}"
+                    )
                 pieces.append(vectors)
             elif segment:
                 pieces.append(self._ids(segment))
@@ -342,17 +369,21 @@ class RequestEncoding:
         prefix = self._prefix_pieces(request)
         texts = request.passages if request.is_fusion else (request.prompt,)
         sequences = [self._text_sequence(t, prefix) for t in texts]
-        return _Encoded(sequences, sum(len(p) if isinstance(p, list) else int(p.shape[0])
-                                       for seq in sequences for p in seq), request.is_fusion)
+        return _Encoded(
+            sequences,
+            sum(len(p) if isinstance(p, list) else int(p.shape[0]) for seq in sequences for p in seq),
+            request.is_fusion,
+        )
 
     def _target_ids(self, text: str) -> list[int]:
         if self.is_encoder_decoder:
             # The seq2seq convention: targets tokenized with the tokenizer's own special tokens,
             # truncated by the tokenizer itself so that a long target keeps its end token (as the
             # official ``tokenizer(output, max_length=..., truncation=True)`` does).
-            return list(self.tokenizer(text, max_length=max(self.max_new_tokens, 2), truncation=True,
-                                       verbose=False)["input_ids"])
-        return self._ids(text)[:self.max_new_tokens - 1] + [self._eos_ids[0]]
+            return list(
+                self.tokenizer(text, max_length=max(self.max_new_tokens, 2), truncation=True, verbose=False)["input_ids"]
+            )
+        return self._ids(text)[: self.max_new_tokens - 1] + [self._eos_ids[0]]
 
 
 class HFGenerator(RequestEncoding, Generator):
@@ -363,19 +394,33 @@ class HFGenerator(RequestEncoding, Generator):
     MAX_LOADED_ADAPTERS = 32
     """LoRA adapters kept loaded on the model at once (the least recently used one is dropped)."""
 
-    def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
-                 num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
-                 **args: Any) -> None:
+    def __init__(
+        self,
+        context: RunContext,
+        model: str | None = None,
+        *,
+        batch_size: Any = None,
+        num_beams: Any = None,
+        max_input_tokens: Any = None,
+        max_new_tokens: Any = None,
+        **args: Any,
+    ) -> None:
         self.context = context
         self.resolved = resolve_model("generator", context, model)
         # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
-        run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
-                                       ("max_input_tokens", max_input_tokens), ("max_new_tokens", max_new_tokens))
-                     if v is not None}
+        run_level = {
+            k: v
+            for k, v in (
+                ("batch_size", batch_size),
+                ("num_beams", num_beams),
+                ("max_input_tokens", max_input_tokens),
+                ("max_new_tokens", max_new_tokens),
+            )
+            if v is not None
+        }
         args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
-        self.loader_args, self.generate_args = _split_extra(
-            {k: v for k, v in args.items() if k not in KNOWN_ARGS})
+        self.loader_args, self.generate_args = _split_extra({k: v for k, v in args.items() if k not in KNOWN_ARGS})
         self.device = _pick_device(str(known.get("device", context.device)))
         self.num_beams = int_arg(known, "num_beams", 4, OWNER, minimum=1)
         self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
@@ -385,12 +430,18 @@ class HFGenerator(RequestEncoding, Generator):
         self.use_chat_template = bool_arg(known, "chat_template", True, OWNER)
         raw_batch = str(known.get("batch_size", "auto")).strip().lower()
         self.auto_batch = raw_batch == "auto"
-        self.batch_size = (_AUTO_START.get(self.device.split(":")[0], 8) if self.auto_batch
-                           else int_arg(known, "batch_size", 8, OWNER, minimum=1))
+        self.batch_size = (
+            _AUTO_START.get(self.device.split(":")[0], 8)
+            if self.auto_batch
+            else int_arg(known, "batch_size", 8, OWNER, minimum=1)
+        )
         dtype = str(known.get("dtype", "auto")).strip().lower()
         if dtype != "auto" and dtype not in _DTYPES:
-            raise lamp_error(f"argument dtype={dtype!r} is not a known dtype", where=OWNER,
-                             fix="Pass dtype=auto, float32, bfloat16 or float16.")
+            raise lamp_error(
+                f"argument dtype={dtype!r} is not a known dtype",
+                where=OWNER,
+                fix="Pass dtype=auto, float32, bfloat16 or float16.",
+            )
         self.loaded = load_model(context, self.resolved, self.device, dtype, self.loader_args)
         self.dtype = self.loaded.dtype
         self.model = self.loaded.model
@@ -438,8 +489,7 @@ class HFGenerator(RequestEncoding, Generator):
             **({"generate_args": dict(self.generate_args)} if self.generate_args else {}),
         }
 
-    def generate(self, requests: Sequence[GenerationRequest], *,
-                 decode: DecodeMode = "generate") -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, decode: DecodeMode = "generate") -> list[Generation]:
         """One generation per request, in order. ``decode="labels"`` picks, for requests with
         ``choices``, the label with the highest summed log-likelihood (others are generated)."""
         if not requests:
@@ -464,15 +514,24 @@ class HFGenerator(RequestEncoding, Generator):
         results: list[Generation | None] = [None] * len(requests)
         if decode == "labels":
             scored = [i for i, r in enumerate(requests) if r.choices]
-            self._batched(scored, encoded, lambda idx: self._score_labels([requests[i] for i in idx],
-                                                                           [encoded[i] for i in idx]),
-                          results, group=lambda i: len(requests[i].choices))
+            self._batched(
+                scored,
+                encoded,
+                lambda idx: self._score_labels([requests[i] for i in idx], [encoded[i] for i in idx]),
+                results,
+                group=lambda i: len(requests[i].choices),
+            )
         todo = [i for i in range(len(requests)) if results[i] is None]
-        budget = {i: min(requests[i].max_new_tokens or self.max_new_tokens, self.max_new_tokens_cap or 1 << 30)
-                  for i in todo}
-        self._batched(todo, encoded,
-                      lambda idx: self._generate_batch([encoded[i] for i in idx], budget[idx[0]]),
-                      results, group=lambda i: budget[i])
+        budget = {
+            i: min(requests[i].max_new_tokens or self.max_new_tokens, self.max_new_tokens_cap or 1 << 30) for i in todo
+        }
+        self._batched(
+            todo,
+            encoded,
+            lambda idx: self._generate_batch([encoded[i] for i in idx], budget[idx[0]]),
+            results,
+            group=lambda i: budget[i],
+        )
         return [r for r in results if r is not None]
 
     def loss(self, requests: Sequence[GenerationRequest], targets: Sequence[str]) -> torch.Tensor:
@@ -493,7 +552,7 @@ class HFGenerator(RequestEncoding, Generator):
         width = batch["attention_mask"].shape[1]
         labels = torch.full((len(sequences), width), -100, dtype=torch.long)
         for row, t in enumerate(target_ids):
-            labels[row, width - len(t):] = torch.tensor(t)
+            labels[row, width - len(t) :] = torch.tensor(t)
         return self.model(**batch, labels=labels.to(device)).loss
 
     @property
@@ -553,8 +612,11 @@ class HFGenerator(RequestEncoding, Generator):
         name = loaded.pop(key, None)
         if name is None:
             if not (Path(key) / lora.CONFIG_FILE).is_file():
-                raise lamp_error(f"{folder}: no LoRA adapter here ({lora.CONFIG_FILE} is missing)",
-                                 where=OWNER, fix="Train the adapter again (its folder is incomplete).")
+                raise lamp_error(
+                    f"{folder}: no LoRA adapter here ({lora.CONFIG_FILE} is missing)",
+                    where=OWNER,
+                    fix="Train the adapter again (its folder is incomplete).",
+                )
             while len(loaded) >= self.MAX_LOADED_ADAPTERS:
                 lora.delete(self.model, loaded.pop(next(iter(loaded))))
             name = "lamp_" + hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -569,9 +631,12 @@ class HFGenerator(RequestEncoding, Generator):
     # -- requests -> token pieces ---------------------------------------------------------------
     def _check_fusion(self, requests: Sequence[GenerationRequest]) -> None:
         if not self.is_encoder_decoder and any(r.is_fusion for r in requests):
-            raise lamp_error(f"the personalizer 'fid' (fusion-in-decoder) needs an encoder-decoder "
-                             f"model, and {self.resolved.name!r} is decoder-only", where=OWNER,
-                             fix="Use an encoder-decoder generator, e.g. --generator google/flan-t5-base.")
+            raise lamp_error(
+                f"the personalizer 'fid' (fusion-in-decoder) needs an encoder-decoder "
+                f"model, and {self.resolved.name!r} is decoder-only",
+                where=OWNER,
+                fix="Use an encoder-decoder generator, e.g. --generator google/flan-t5-base.",
+            )
 
     # -- pieces -> tensors ----------------------------------------------------------------------
     def _assemble(self, sequences: Sequence[Sequence[Any]], *, pad_left: bool) -> dict[str, torch.Tensor]:
@@ -583,7 +648,7 @@ class HFGenerator(RequestEncoding, Generator):
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, n in enumerate(lengths):
             if pad_left:
-                mask[row, width - n:] = 1
+                mask[row, width - n :] = 1
             else:
                 mask[row, :n] = 1
         soft = any(not isinstance(p, list) for seq in sequences for p in seq)
@@ -593,17 +658,21 @@ class HFGenerator(RequestEncoding, Generator):
             for row, seq in enumerate(sequences):
                 flat = [t for p in seq for t in p]
                 if pad_left:
-                    ids[row, width - len(flat):] = torch.tensor(flat, dtype=torch.long)
+                    ids[row, width - len(flat) :] = torch.tensor(flat, dtype=torch.long)
                 else:
-                    ids[row, :len(flat)] = torch.tensor(flat, dtype=torch.long)
+                    ids[row, : len(flat)] = torch.tensor(flat, dtype=torch.long)
             batch["input_ids"] = ids.to(device)
         else:
             layer = self.model.get_input_embeddings()
             dtype = layer.weight.dtype
             rows = []
             for seq, n in zip(sequences, lengths, strict=True):
-                parts = [layer(torch.tensor(p, dtype=torch.long, device=device)) if isinstance(p, list)
-                         else p.to(device=device, dtype=dtype) for p in seq]
+                parts = [
+                    layer(torch.tensor(p, dtype=torch.long, device=device))
+                    if isinstance(p, list)
+                    else p.to(device=device, dtype=dtype)
+                    for p in seq
+                ]
                 row = torch.cat(parts, dim=0)
                 pad = row.new_zeros((width - n, row.shape[-1]))
                 rows.append(torch.cat([pad, row] if pad_left else [row, pad], dim=0))
@@ -632,20 +701,25 @@ class HFGenerator(RequestEncoding, Generator):
         for e in encoded:
             k = len(e.sequences)
             # Passages are right-padded: keep each one's real tokens only, then concatenate.
-            fused.append(torch.cat([states[start + j, :int(lengths[start + j])] for j in range(k)], dim=0))
+            fused.append(torch.cat([states[start + j, : int(lengths[start + j])] for j in range(k)], dim=0))
             start += k
         width = max(f.shape[0] for f in fused)
         hidden = states.new_zeros((len(fused), width, states.shape[-1]))
         mask = torch.zeros((len(fused), width), dtype=torch.long, device=states.device)
         for row, f in enumerate(fused):
-            hidden[row, :f.shape[0]] = f
-            mask[row, :f.shape[0]] = 1
+            hidden[row, : f.shape[0]] = f
+            mask[row, : f.shape[0]] = 1
         return {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden), "attention_mask": mask}
 
     # -- batching -------------------------------------------------------------------------------
-    def _batched(self, indices: Sequence[int], encoded: Sequence[_Encoded],
-                 work: Callable[[list[int]], list[Generation]], results: list[Generation | None],
-                 group: Callable[[int], Any]) -> None:
+    def _batched(
+        self,
+        indices: Sequence[int],
+        encoded: Sequence[_Encoded],
+        work: Callable[[list[int]], list[Generation]],
+        results: list[Generation | None],
+        group: Callable[[int], Any],
+    ) -> None:
         """Run ``work`` over ``indices`` in batches of similar length (longest first, so an
         out-of-memory shows up on the first batch), writing results back in request order.
         With ``batch_size=auto`` a batch that runs out of memory is retried at half the size."""
@@ -654,7 +728,7 @@ class HFGenerator(RequestEncoding, Generator):
         while pos < len(order):
             size = self.batch_size
             chunk = [order[pos]]
-            for i in order[pos + 1:pos + size]:
+            for i in order[pos + 1 : pos + size]:
                 if group(i) != group(chunk[0]):
                     break
                 chunk.append(i)
@@ -667,10 +741,11 @@ class HFGenerator(RequestEncoding, Generator):
                 if self.auto_batch and len(chunk) > 1:
                     self.batch_size = max(1, len(chunk) // 2)
                     continue
-                raise lamp_error(f"model {self.resolved.name!r} ran out of memory on "
-                                 f"{self.device} with a batch of {len(chunk)}", where=OWNER,
-                                 fix="Pass batch_size=auto or a smaller batch_size, a smaller "
-                                     "max_input_tokens, or dtype=bfloat16.") from None
+                raise lamp_error(
+                    f"model {self.resolved.name!r} ran out of memory on {self.device} with a batch of {len(chunk)}",
+                    where=OWNER,
+                    fix="Pass batch_size=auto or a smaller batch_size, a smaller max_input_tokens, or dtype=bfloat16.",
+                ) from None
             for i, out in zip(chunk, outputs, strict=True):
                 results[i] = out
             pos += len(chunk)
@@ -684,8 +759,11 @@ class HFGenerator(RequestEncoding, Generator):
     # -- generation -----------------------------------------------------------------------------
     def _generate_batch(self, encoded: Sequence[_Encoded], max_new_tokens: int) -> list[Generation]:
         kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens, "num_beams": self.num_beams, "do_sample": False,
-            "num_return_sequences": 1, "pad_token_id": self.tokenizer.pad_token_id,
+            "max_new_tokens": max_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": False,
+            "num_return_sequences": 1,
+            "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self._eos_ids,
         }
         kwargs.update(self.generate_args)
@@ -703,7 +781,7 @@ class HFGenerator(RequestEncoding, Generator):
         if self.is_encoder_decoder:
             new = sequences[:, 1:]  # drop the decoder start token
         elif "input_ids" in inputs:
-            new = sequences[:, inputs["input_ids"].shape[1]:]
+            new = sequences[:, inputs["input_ids"].shape[1] :]
         else:
             new = sequences  # from inputs_embeds generate returns the new tokens only
         return [self._finish(row.tolist(), e.length) for row, e in zip(new, encoded, strict=True)]
@@ -721,8 +799,7 @@ class HFGenerator(RequestEncoding, Generator):
         return Generation(text=text.strip(), prompt_tokens=prompt_tokens, generated_tokens=len(kept))
 
     # -- label scoring --------------------------------------------------------------------------
-    def _score_labels(self, requests: Sequence[GenerationRequest],
-                      encoded: Sequence[_Encoded]) -> list[Generation]:
+    def _score_labels(self, requests: Sequence[GenerationRequest], encoded: Sequence[_Encoded]) -> list[Generation]:
         with torch.no_grad(), _eval_mode(self.model):
             if self.is_encoder_decoder:
                 scores = self._label_scores_seq2seq(requests, encoded)
@@ -732,8 +809,7 @@ class HFGenerator(RequestEncoding, Generator):
         for request, e, row in zip(requests, encoded, scores, strict=True):
             best = max(range(len(row)), key=lambda j: (row[j], -j))
             label = request.choices[best]
-            results.append(Generation(text=label, prompt_tokens=e.length,
-                                      generated_tokens=len(self._target_ids(label))))
+            results.append(Generation(text=label, prompt_tokens=e.length, generated_tokens=len(self._target_ids(label))))
         return results
 
     def label_scores(self, requests: Sequence[GenerationRequest]) -> list[list[float]]:
@@ -761,15 +837,17 @@ class HFGenerator(RequestEncoding, Generator):
         if "encoder_outputs" in inputs:
             states = inputs["encoder_outputs"].last_hidden_state
         else:
-            encoder_in = {k: v for k, v in inputs.items() if k in ("input_ids", "inputs_embeds",
-                                                                  "attention_mask")}
+            encoder_in = {k: v for k, v in inputs.items() if k in ("input_ids", "inputs_embeds", "attention_mask")}
             states = self.model.get_encoder()(**encoder_in, return_dict=True).last_hidden_state
         owner, labels = self._label_rows(requests)
         index = torch.tensor(owner, device=states.device)
         target = _pad([torch.tensor(t) for t in labels], -100).to(states.device)
         # The prompt is encoded once; each label only runs the decoder over its own tokens.
-        logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states[index]),
-                            attention_mask=inputs["attention_mask"][index], labels=target).logits
+        logits = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states[index]),
+            attention_mask=inputs["attention_mask"][index],
+            labels=target,
+        ).logits
         return _group(_sum_logprobs(logits, target), owner, len(requests))
 
     def _label_scores_causal(self, requests, encoded) -> list[list[float]]:
@@ -787,15 +865,22 @@ class HFGenerator(RequestEncoding, Generator):
             # Reuse the prompt's KV cache for every label: feed label tokens [:-1] after it.
             cache = out.past_key_values
             cache.batch_select_indices(index)
-            feed = _pad([torch.tensor(t[:-1]) for t in labels], self.tokenizer.pad_token_id,
-                        width=longest - 1).to(first.device)
-            feed_mask = _pad([torch.ones(len(t) - 1, dtype=torch.long) for t in labels], 0,
-                             width=longest - 1).to(first.device)
+            feed = _pad([torch.tensor(t[:-1]) for t in labels], self.tokenizer.pad_token_id, width=longest - 1).to(
+                first.device
+            )
+            feed_mask = _pad([torch.ones(len(t) - 1, dtype=torch.long) for t in labels], 0, width=longest - 1).to(
+                first.device
+            )
             prompt_mask = batch["attention_mask"][index]
             start = prompt_mask.sum(-1, keepdim=True)
             positions = start + torch.arange(longest - 1, device=first.device).unsqueeze(0)
-            logits = self.model(input_ids=feed, attention_mask=torch.cat([prompt_mask, feed_mask], dim=1),
-                                position_ids=positions, past_key_values=cache, use_cache=True).logits
+            logits = self.model(
+                input_ids=feed,
+                attention_mask=torch.cat([prompt_mask, feed_mask], dim=1),
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
             target = _pad([torch.tensor(t[1:]) for t in labels], -100, width=longest - 1).to(first.device)
             scores = scores + _sum_logprobs(logits, target)
         return _group(scores, owner, len(requests))
@@ -811,7 +896,7 @@ class HFGenerator(RequestEncoding, Generator):
         width = batch["attention_mask"].shape[1]
         target = torch.full((len(labels), width), -100, dtype=torch.long)
         for row, t in enumerate(labels):
-            target[row, width - len(t):] = torch.tensor(t)
+            target[row, width - len(t) :] = torch.tensor(t)
         # logits at position p predict the token at p + 1.
         scores = _sum_logprobs(logits[:, :-1], target[:, 1:].to(logits.device))
         return _group(scores, owner, len(requests))
@@ -844,7 +929,7 @@ def _pad(rows: Sequence[torch.Tensor], value: int, width: int | None = None) -> 
     width = width if width is not None else max(int(r.shape[0]) for r in rows)
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, row in enumerate(rows):
-        out[i, :row.shape[0]] = row
+        out[i, : row.shape[0]] = row
     return out
 
 
@@ -861,4 +946,3 @@ def _group(scores: torch.Tensor, owner: Sequence[int], n: int) -> list[list[floa
     for value, i in zip(scores.tolist(), owner, strict=True):
         grouped[i].append(float(value))
     return grouped
-

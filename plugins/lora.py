@@ -105,14 +105,17 @@ def load(model: Any, folder: Path, name: str) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
     device = next(model.parameters()).device
-    weights = {key.removeprefix(PREFIX): value for key, value in load_file(str(folder / WEIGHTS_FILE),
-                                                                           device=str(device)).items()}
+    weights = {
+        key.removeprefix(PREFIX): value for key, value in load_file(str(folder / WEIGHTS_FILE), device=str(device)).items()
+    }
     result = set_peft_model_state_dict(model, weights, adapter_name=name)
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
         delete(model, name)
         from lamp_harness.errors import lamp_error
 
-        raise lamp_error(f"{folder}: the adapter's weights do not fit this model ({unexpected[0]!r} ...)",
-                         fix="Serve it with the model it was trained on.")
+        raise lamp_error(
+            f"{folder}: the adapter's weights do not fit this model ({unexpected[0]!r} ...)",
+            fix="Serve it with the model it was trained on.",
+        )
     activate(model, name)

@@ -47,8 +47,9 @@ class MlflowReporter:
         # With the default store, artifacts live beside it in the run folder (MLflow's own default
         # would be ./mlruns in whatever folder the command ran from).
         location = None if configured else (out / "mlruns").as_uri()
-        self._experiment = (experiment.experiment_id if experiment
-                            else self._client.create_experiment(name, artifact_location=location))
+        self._experiment = (
+            experiment.experiment_id if experiment else self._client.create_experiment(name, artifact_location=location)
+        )
         self.logged = 0
 
     @hookimpl
@@ -61,17 +62,25 @@ class MlflowReporter:
         seen = client.search_runs([experiment], filter_string=f"tags.lamp_cell_id = '{cell.cell_id}'", max_results=1)
         if seen:
             return
-        tags = {"lamp_cell_id": cell.cell_id, "lamp_task": cell.task, "lamp_split": cell.split,
-                "lamp_label": cell.label, "lamp_run_folder": str(Path(run.out_dir).resolve())}
+        tags = {
+            "lamp_cell_id": cell.cell_id,
+            "lamp_task": cell.task,
+            "lamp_split": cell.split,
+            "lamp_label": cell.label,
+            "lamp_run_folder": str(Path(run.out_dir).resolve()),
+        }
         created = client.create_run(experiment, run_name=cell.label, tags=tags)
         run_id = created.info.run_id
         try:
             params = [Param(k, v[:_PARAM_CHARS]) for k, v in sorted(flatten(cell_config(cell)).items())]
             for start in range(0, len(params), _PARAM_BATCH):
-                client.log_batch(run_id, params=params[start:start + _PARAM_BATCH])
+                client.log_batch(run_id, params=params[start : start + _PARAM_BATCH])
             stamp = created.info.start_time
-            client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in metric_values(metrics, timing).items()],
-                             tags=[RunTag("lamp_skipped", str(bool(timing.get("skipped"))).lower())])
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, stamp, 0) for k, v in metric_values(metrics, timing).items()],
+                tags=[RunTag("lamp_skipped", str(bool(timing.get("skipped"))).lower())],
+            )
             for path in artifacts(cell):
                 client.log_artifact(run_id, str(path), artifact_path="cell")
         except Exception:
@@ -83,5 +92,7 @@ class MlflowReporter:
     @hookimpl
     def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
         if run.console is not None and self._client is not None:
-            run.console.print(f"mlflow: logged {self.logged} cell(s) to experiment {Path(run.out_dir).resolve().name!r} "
-                              f"({self._client.tracking_uri})")
+            run.console.print(
+                f"mlflow: logged {self.logged} cell(s) to experiment {Path(run.out_dir).resolve().name!r} "
+                f"({self._client.tracking_uri})"
+            )

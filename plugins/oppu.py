@@ -104,28 +104,33 @@ class Templates:
     summary: str
 
 
-_TWEET_SUMMARY = ("Given this person’s previous tweets, try to describe a template for their tweets. I want to take "
-                  "a generic sentence and rephrase it to sound like one of their tweets, with the same "
-                  "style/punctuation/capitalization/wording/tone/etc. as them. Only give me the template "
-                  "description, nothing else. User History: {history} Answer:")
+_TWEET_SUMMARY = (
+    "Given this person’s previous tweets, try to describe a template for their tweets. I want to take "
+    "a generic sentence and rephrase it to sound like one of their tweets, with the same "
+    "style/punctuation/capitalization/wording/tone/etc. as them. Only give me the template "
+    "description, nothing else. User History: {history} Answer:"
+)
 TEMPLATES: dict[str, Templates] = {
     "lamp-2": Templates(
         "Which tag does this movie relate to among the following tags? Just answer with the tag name without "
         "further explanation. tags: [sci-fi, based on a book, comedy, action, twist ending, dystopia, dark "
         "comedy, classic, psychology, fantasy, romance, thought-provoking, social commentary, violence, true "
-        "story]\n description: {description} tag:", "{tag}",
+        "story]\n description: {description} tag:",
+        "{tag}",
         "Which tag does this movie relate to among the following tags? Just answer with the tag name without "
         "further explanation. tags: [sci-fi, based on a book, comedy, action, twist ending, dystopia, dark "
         "comedy, classic, psychology, fantasy, romance, thought-provoking, social commentary, violence, true "
         "story]\n description: {query} tag:",
         "description: {description} tag: {tag}\n",
         "Look at the following past movies this user has watched and determine the most popular tag they "
-        "labeled. Answer in the following form: most popular tag: <tag>. User History: {history} Answer:"),
+        "labeled. Answer in the following form: most popular tag: <tag>. User History: {history} Answer:",
+    ),
     "lamp-2-news": Templates(
         "Which category does this article relate to among the following categories? Just answer with the "
         "category name without further explanation. categories: [travel, education, parents, style & beauty, "
         "entertainment, food & drink, science & technology, business, sports, healthy living, women, politics, "
-        "crime, culture & arts, religion]\n article: {text} category:", "{category}",
+        "crime, culture & arts, religion]\n article: {text} category:",
+        "{category}",
         "Which category does this article relate to among the following categories? Just answer with the "
         "category name without further explanation. categories: [travel, education, parents, style & beauty, "
         "entertainment, food & drink, science & technology, business, sports, healthy living, women, politics, "
@@ -133,49 +138,68 @@ TEMPLATES: dict[str, Templates] = {
         "article: {text} category: {category}\n",
         "Look at the following past articles this journalist has written and determine the most popular "
         "category they write in. Answer in the following form: most popular category: <category>. User "
-        "History: {history} Answer:"),
+        "History: {history} Answer:",
+    ),
     "lamp-3": Templates(
         "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
-        "without further explanation. review: {text}\n score:", "{score}",
+        "without further explanation. review: {text}\n score:",
+        "{score}",
         "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
         "without further explanation. review: {query}\n score:",
         "review: {text} score: {score}\n",
         "Based on this user’s past reviews, what are the most common scores they give for positive and "
         "negative reviews? Answer in the following form: most common positive score: <most common positive "
-        "score>, most common negative score: <most common negative score>. User History: {history} Answer:"),
+        "score>, most common negative score: <most common negative score>. User History: {history} Answer:",
+    ),
     "lamp-4": Templates(
-        "Generate a headline for the following article.\n article: {text} headline:", "{title}",
+        "Generate a headline for the following article.\n article: {text} headline:",
+        "{title}",
         "Generate a headline for the following article.\narticle: {query} headline:",
         "article: {text} headline: {title}\n",
         "Given this author’s previous articles, try to describe a template for their headlines. I want to be "
         "able to accurately predict the headline gives one of their articles. Be specific about their style "
-        "and wording, don’t tell me anything generic. User History: {history} Answer:"),
+        "and wording, don’t tell me anything generic. User History: {history} Answer:",
+    ),
     "lamp-5": Templates(
-        "Generate a title for the following abstract of a paper.\n abstract: {abstract} title:", "{title}",
+        "Generate a title for the following abstract of a paper.\n abstract: {abstract} title:",
+        "{title}",
         "Generate a title for the following abstract of a paper.\n abstract: {query} title:",
         "abstract: {abstract} title: {title}\n",
         "Given this author’s previous publications, try to describe a template for their titles. I want to be "
         "able to accurately predict the title of one of the papers from the abstract. Only generate the "
-        "template description, nothing else. User History: {history} Answer:"),
+        "template description, nothing else. User History: {history} Answer:",
+    ),
     "lamp-7": Templates(
-        "tweet:", "{text}",
-        "Paraphrase the following text into tweet without any explanation before or after it.\n text: {query} "
         "tweet:",
-        "tweet: {text}\n", _TWEET_SUMMARY),
+        "{text}",
+        "Paraphrase the following text into tweet without any explanation before or after it.\n text: {query} tweet:",
+        "tweet: {text}\n",
+        _TWEET_SUMMARY,
+    ),
 }
 """The official OPPU prompts (training input and answer, question prompt, retrieved-item format)
 and PAG summary prompts, by harness task name."""
 RETRIEVAL_IN_TRAINING = {"lamp-2", "lamp-2-news", "lamp-3", "lamp-4", "lamp-5"}
 """Tasks whose training examples carry retrieved items / the summary in the published script
 (its ``format_flag``: not LaMP-7, whose training input is only ``tweet:``)."""
-GENERIC_SUMMARY = ("Write a summary of the following items of this user's history that describes their "
-                   "preferences and style. Only generate the summary, no other text. User History: {history} "
-                   "Answer:")
+GENERIC_SUMMARY = (
+    "Write a summary of the following items of this user's history that describes their "
+    "preferences and style. Only generate the summary, no other text. User History: {history} "
+    "Answer:"
+)
 """The summary prompt for tasks the paper has none for."""
 
 LORA_DEFAULTS = {"rank": 8, "alpha": 8, "dropout": 0.05, "target_modules": "q_proj,v_proj"}
-TRAIN_DEFAULTS = {"epochs": 2, "lr": 1e-4, "weight_decay": 0.01, "batch_size": 16, "warmup": 0.1,
-                  "max_grad_norm": 0.3, "item_tokens": 768, "max_items": 0}
+TRAIN_DEFAULTS = {
+    "epochs": 2,
+    "lr": 1e-4,
+    "weight_decay": 0.01,
+    "batch_size": 16,
+    "warmup": 0.1,
+    "max_grad_norm": 0.3,
+    "item_tokens": 768,
+    "max_items": 0,
+}
 SUMMARY_DEFAULTS = {"summary_tokens": 200, "summary_items": 10, "summary_item_tokens": 200}
 TEST_ITEM_TOKENS = 368
 """Each retrieved item's free text is cut to this many tokens at question time (the script's 368)."""
@@ -187,8 +211,9 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 def user_key(example: Example) -> str:
     """A user's identity: the hash of its profile's item contents (ids and order ignored)."""
-    items = sorted(json.dumps(dict(item.fields), sort_keys=True, ensure_ascii=False, default=str)
-                   for item in example.profile)
+    items = sorted(
+        json.dumps(dict(item.fields), sort_keys=True, ensure_ascii=False, default=str) for item in example.profile
+    )
     return hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()
 
 
@@ -205,8 +230,10 @@ def _fill(template: str, item: ProfileItem, cut: Callable[[str], str]) -> str:
     try:
         return template.format(**fields)
     except KeyError as exc:
-        raise lamp_error(f"profile item {item.id!r} has no field {exc.args[0]!r} that the OPPU prompt needs",
-                         fix="Check the data file: every item needs the task's profile fields.") from None
+        raise lamp_error(
+            f"profile item {item.id!r} has no field {exc.args[0]!r} that the OPPU prompt needs",
+            fix="Check the data file: every item needs the task's profile fields.",
+        ) from None
 
 
 def text_hash(text: str) -> str:
@@ -222,8 +249,9 @@ class Summaries:
     """One profile summary per user, written by a summarizer generator, cached under
     ``$LAMP_HOME/summaries`` by the summary prompt (hence the profile) and the summarizer."""
 
-    def __init__(self, context: RunContext, spec: str | None, args: Mapping[str, str], *,
-                 tokens: int, items: int, item_tokens: int) -> None:
+    def __init__(
+        self, context: RunContext, spec: str | None, args: Mapping[str, str], *, tokens: int, items: int, item_tokens: int
+    ) -> None:
         self.context, self.spec, self.args = context, spec, dict(args)
         self.tokens, self.items, self.item_tokens = tokens, items, item_tokens
         self.generator: Generator | None = None
@@ -250,8 +278,7 @@ class Summaries:
     def identity(self) -> dict[str, Any]:
         assert self.generator is not None
         described = {k: v for k, v in dict(self.generator.describe()).items() if k not in ("device",)}
-        return {"summarizer": described, "max_new_tokens": self.tokens, "items": self.items,
-                "item_tokens": self.item_tokens}
+        return {"summarizer": described, "max_new_tokens": self.tokens, "items": self.items, "item_tokens": self.item_tokens}
 
     def prompt(self, task: Task, example: Example, seed: int, key: str) -> str:
         assert self.generator is not None
@@ -283,8 +310,7 @@ class Summaries:
                 todo.append((key, prompt, path))
         if not todo:
             return
-        requests = [GenerationRequest(f"summary-{key[:12]}", prompt, max_new_tokens=self.tokens)
-                    for key, prompt, _ in todo]
+        requests = [GenerationRequest(f"summary-{key[:12]}", prompt, max_new_tokens=self.tokens) for key, prompt, _ in todo]
         generations = self.generator.generate(requests)
         for (key, prompt, path), generation in zip(todo, generations, strict=True):
             summary = generation.text.strip()
@@ -324,16 +350,18 @@ class OPPU(Personalizer):
         if not self.uses_adapter:
             known = {"summarizer", "summary_tokens", "summary_items"}
         if summarizer_args and not self.uses_summary:
-            raise lamp_error(f"{owner} writes no summaries: summarizer.* arguments do not apply",
-                             fix="Use them with pag or oppu+summary.")
+            raise lamp_error(
+                f"{owner} writes no summaries: summarizer.* arguments do not apply", fix="Use them with pag or oppu+summary."
+            )
         reject_unknown_args(plain, known, owner)
         self.context = context
         self.lora = {
             "rank": int_arg(plain, "rank", LORA_DEFAULTS["rank"], owner, minimum=1),
             "alpha": float_arg(plain, "alpha", LORA_DEFAULTS["alpha"], owner),
             "dropout": float_arg(plain, "dropout", LORA_DEFAULTS["dropout"], owner),
-            "target_modules": [m.strip() for m in str(plain.get("target_modules", LORA_DEFAULTS["target_modules"]))
-                               .split(",") if m.strip()],
+            "target_modules": [
+                m.strip() for m in str(plain.get("target_modules", LORA_DEFAULTS["target_modules"])).split(",") if m.strip()
+            ],
         }
         self.train = {
             "epochs": int_arg(plain, "epochs", TRAIN_DEFAULTS["epochs"], owner, minimum=1),
@@ -350,10 +378,13 @@ class OPPU(Personalizer):
         self.summaries = None
         if self.uses_summary:
             self.summaries = Summaries(
-                context, plain.get("summarizer"), summarizer_args,
+                context,
+                plain.get("summarizer"),
+                summarizer_args,
                 tokens=int_arg(plain, "summary_tokens", SUMMARY_DEFAULTS["summary_tokens"], owner, minimum=1),
                 items=int_arg(plain, "summary_items", SUMMARY_DEFAULTS["summary_items"], owner, minimum=1),
-                item_tokens=SUMMARY_DEFAULTS["summary_item_tokens"])
+                item_tokens=SUMMARY_DEFAULTS["summary_item_tokens"],
+            )
         self.adapters: dict[str, Path] = {}
         self.trained_now: list[str] = []
         self.train_stats: dict[str, Any] = {}
@@ -368,9 +399,10 @@ class OPPU(Personalizer):
         if self.summaries is not None:
             self.summaries.bind(generator)
         if self.uses_adapter and not getattr(generator, "serves_adapters", False):
-            raise lamp_error(f"{self.name} answers with per-user LoRA adapters, which generator "
-                             f"{generator.name!r} cannot serve",
-                             fix="Use the 'hf' generator (or 'vllm', which serves them with multi-LoRA).")
+            raise lamp_error(
+                f"{self.name} answers with per-user LoRA adapters, which generator {generator.name!r} cannot serve",
+                fix="Use the 'hf' generator (or 'vllm', which serves them with multi-LoRA).",
+            )
         self.trainer = generator
         spec = generator.trainer() if self.uses_adapter else None
         if spec is not None:  # an inference engine: adapters train on the generator it names
@@ -395,11 +427,18 @@ class OPPU(Personalizer):
         an engine's cell and its trainer's, so both use the same adapters."""
         gen = dict(self.trainer.describe())
         model = {k: gen.get(k) for k in ("model", "revision", "dtype", "chat_template")}
-        return {"method": self.name, "task": self.task.name, "model": model, "lora": self.lora,
-                "train": self.train, "train_k": self.train_k, "seed": self.seed,
-                "summaries": self.summaries.identity() if self.summaries else None,
-                "templates": stable_hash(TEMPLATES.get(self.task.name).__dict__
-                                         if self.task.name in TEMPLATES else "ppep", 12), "layout": 1}
+        return {
+            "method": self.name,
+            "task": self.task.name,
+            "model": model,
+            "lora": self.lora,
+            "train": self.train,
+            "train_k": self.train_k,
+            "seed": self.seed,
+            "summaries": self.summaries.identity() if self.summaries else None,
+            "templates": stable_hash(TEMPLATES.get(self.task.name).__dict__ if self.task.name in TEMPLATES else "ppep", 12),
+            "layout": 1,
+        }
 
     def store(self) -> Path:
         """The folder of this configuration's adapters (one sub-folder per user)."""
@@ -431,8 +470,10 @@ class OPPU(Personalizer):
         if augment and self.uses_items and self.train_k > 0 and len(items) > 1:
             ranked = self._rank_earlier(task, items)
             history = [_fill(templates.history, item, cut) for item in items]
-            pairs = [(("".join(history[j] for j in ranked[i][:self.train_k]) + "\n" + p) if i else p, a)
-                     for i, (p, a) in enumerate(pairs)]
+            pairs = [
+                (("".join(history[j] for j in ranked[i][: self.train_k]) + "\n" + p) if i else p, a)
+                for i, (p, a) in enumerate(pairs)
+            ]
         if augment and self.summaries is not None:
             summary = self.summaries.by_user[user_key(example)]
             pairs = [(f"{summary}\n{p}", a) for p, a in pairs]
@@ -444,8 +485,10 @@ class OPPU(Personalizer):
         from lamp_harness.registry import host
 
         retriever = host().registry.create("retriever", "bm25", self.context)
-        queries = [RankQuery(f"item-{i}", task.document(items[i]), tuple(task.document(x) for x in items[:i]),
-                             tuple(items[:i])) for i in range(1, len(items))]
+        queries = [
+            RankQuery(f"item-{i}", task.document(items[i]), tuple(task.document(x) for x in items[:i]), tuple(items[:i]))
+            for i in range(1, len(items))
+        ]
         return [()] + [tuple(r) for r in retriever.rank(queries)]
 
     def user_training_texts(self, task: Task, example: Example) -> list[str]:
@@ -461,8 +504,15 @@ class OPPU(Personalizer):
         if self.uses_adapter:
             self.train_users(task, examples)
 
-    def train_users(self, task: Task, examples: Sequence[Example], *, rank: int = 0, world_size: int = 1,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def train_users(
+        self,
+        task: Task,
+        examples: Sequence[Example],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         """Train the missing adapters of ``examples``' users; with ``world_size`` > 1, only this
         ``rank``'s share (users dealt by history size). Returns counts and timings."""
         from lamp_harness.distributed import deal
@@ -495,9 +545,15 @@ class OPPU(Personalizer):
                 self.adapters[key] = folder
         self.trained_now.extend(trained)
         wall = time.perf_counter() - started
-        self.train_stats = {"users": len(keys), "mine": len(mine), "trained": len(trained), "steps": steps,
-                            "examples": items, "wall_s": round(wall, 3),
-                            "users_per_minute": round(60 * len(trained) / wall, 3) if trained and wall else None}
+        self.train_stats = {
+            "users": len(keys),
+            "mine": len(mine),
+            "trained": len(trained),
+            "steps": steps,
+            "examples": items,
+            "wall_s": round(wall, 3),
+            "users_per_minute": round(60 * len(trained) / wall, 3) if trained and wall else None,
+        }
         return self.train_stats
 
     def user_folder(self, key: str) -> Path:
@@ -518,8 +574,11 @@ class OPPU(Personalizer):
 
         store = self.store()
         with FileLock(str(store / ".users.lock")):
-            held = sorted(p.name for p in (store / USERS).iterdir()
-                          if p.is_dir() and not p.name.startswith(".") and self.adapter_problem(p) is None)
+            held = sorted(
+                p.name
+                for p in (store / USERS).iterdir()
+                if p.is_dir() and not p.name.startswith(".") and self.adapter_problem(p) is None
+            )
             atomic_write_json(store / USERS_INDEX, {"users": held, "count": len(held)})
 
     def _train_one(self, task: Task, key: str, example: Example, folder: Path) -> dict[str, Any]:
@@ -529,21 +588,31 @@ class OPPU(Personalizer):
 
         pairs = self.training_pairs(task, example)
         if not pairs:
-            raise lamp_error(f"user {key[:12]} has an empty history: OPPU has nothing to train on",
-                             fix="Remove users without profile items from the data.")
+            raise lamp_error(
+                f"user {key[:12]} has an empty history: OPPU has nothing to train on",
+                fix="Remove users without profile items from the data.",
+            )
         model = self.trainer.adapter_module()
         name = "oppu_training"
         seed = int(hashlib.sha256(f"oppu:{self.seed}:{key}".encode()).hexdigest()[:8], 16)
         torch.manual_seed(seed)  # a fresh adapter per user, initialised from the seed and the user
-        config = LoraConfig(r=self.lora["rank"], lora_alpha=self.lora["alpha"], lora_dropout=self.lora["dropout"],
-                            target_modules=list(self.lora["target_modules"]), bias="none", task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=self.lora["rank"],
+            lora_alpha=self.lora["alpha"],
+            lora_dropout=self.lora["dropout"],
+            target_modules=list(self.lora["target_modules"]),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
         try:
             params = lora.add(model, config, name)
         except ValueError as exc:
-            raise lamp_error(f"LoRA target modules {','.join(self.lora['target_modules'])} not found in the model: "
-                             f"{' '.join(str(exc).split())[:200]}",
-                             fix="Pass --personalizer-arg target_modules=... naming the model's attention "
-                                 "projections (e.g. c_attn for GPT-2).") from None
+            raise lamp_error(
+                f"LoRA target modules {','.join(self.lora['target_modules'])} not found in the model: "
+                f"{' '.join(str(exc).split())[:200]}",
+                fix="Pass --personalizer-arg target_modules=... naming the model's attention "
+                "projections (e.g. c_attn for GPT-2).",
+            ) from None
         losses: list[float] = []
         started = time.perf_counter()
         try:
@@ -564,7 +633,7 @@ class OPPU(Personalizer):
                 order = list(range(len(pairs)))
                 order_rng.shuffle(order)
                 for start in range(0, len(order), batch):
-                    chosen = [pairs[i] for i in order[start:start + batch]]
+                    chosen = [pairs[i] for i in order[start : start + batch]]
                     requests = [GenerationRequest(f"train-{i}", p) for i, (p, _) in enumerate(chosen)]
                     loss = self.trainer.loss(requests, [a for _, a in chosen])
                     loss.backward()
@@ -578,12 +647,19 @@ class OPPU(Personalizer):
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
             try:
                 lora.save(model, name, config, tmp, str(dict(self.trainer.describe()).get("model")))
-                atomic_write_json(tmp / MANIFEST, {
-                    "user": key, "examples": len(pairs), "steps": len(losses), "losses": losses,
-                    "train_s": round(time.perf_counter() - started, 3),
-                    "trained_on": [text_hash(f"{p}\n{a}") for p, a in pairs],
-                    "identity": stable_hash(self.identity(), 16),
-                    "files": folder_manifest(tmp, skip=(MANIFEST,))})
+                atomic_write_json(
+                    tmp / MANIFEST,
+                    {
+                        "user": key,
+                        "examples": len(pairs),
+                        "steps": len(losses),
+                        "losses": losses,
+                        "train_s": round(time.perf_counter() - started, 3),
+                        "trained_on": [text_hash(f"{p}\n{a}") for p, a in pairs],
+                        "identity": stable_hash(self.identity(), 16),
+                        "files": folder_manifest(tmp, skip=(MANIFEST,)),
+                    },
+                )
                 if folder.exists():  # an incomplete adapter left by a killed run
                     shutil.rmtree(folder)
                 tmp.rename(folder)
@@ -607,8 +683,9 @@ class OPPU(Personalizer):
         question = templates.prompt.format(query=task.query(example))
         used = self._tokens.count(head + question) + (1 if items else 0)
         if used > budget:  # the question itself is over budget: cut its text, keep the frame
-            query = self._tokens.truncate(task.query(example), max(1, budget - (used - self._tokens.count(
-                task.query(example)))))
+            query = self._tokens.truncate(
+                task.query(example), max(1, budget - (used - self._tokens.count(task.query(example))))
+            )
             question = templates.prompt.format(query=query)
             return head + question
         cut = self._cut(TEST_ITEM_TOKENS)
@@ -635,19 +712,28 @@ class OPPU(Personalizer):
         key = user_key(example)
         adapter = self.adapters.get(key)
         if adapter is None:
-            raise lamp_error(f"no OPPU adapter for the user of example {example.id!r}",
-                             fix="Call prepare() with the examples first (lamp run does).")
+            raise lamp_error(
+                f"no OPPU adapter for the user of example {example.id!r}",
+                fix="Call prepare() with the examples first (lamp run does).",
+            )
         prompt = self._question(task, example, retrieved if self.uses_items else (), self._head(example))
-        return GenerationRequest(example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens,
-                                 adapter=str(adapter))
+        return GenerationRequest(
+            example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens, adapter=str(adapter)
+        )
 
     def describe(self) -> Mapping[str, Any]:
         described: dict[str, Any] = {"name": self.name, "stage1_task_lora": False}
         if self.uses_adapter:
-            described.update({"lora": self.lora, "train": self.train, "adapters": str(self.store()),
-                              "users": len(self.adapters), "trained_this_run": len(self.trained_now),
-                              "fixes": ["per-user data", "fresh adapter per user", "deterministic decoding",
-                                        "token-level cuts"]})
+            described.update(
+                {
+                    "lora": self.lora,
+                    "train": self.train,
+                    "adapters": str(self.store()),
+                    "users": len(self.adapters),
+                    "trained_this_run": len(self.trained_now),
+                    "fixes": ["per-user data", "fresh adapter per user", "deterministic decoding", "token-level cuts"],
+                }
+            )
         if self.uses_items:
             described["train_k"] = self.train_k
         if self.summaries is not None:
@@ -657,8 +743,12 @@ class OPPU(Personalizer):
     def artifacts(self) -> Mapping[str, Any]:
         if self.summaries is None:
             return {}
-        return {"summaries.json": {"identity": self.summaries.identity(),
-                                   "users": [{"user": k, "summary": v} for k, v in self.summaries.by_user.items()]}}
+        return {
+            "summaries.json": {
+                "identity": self.summaries.identity(),
+                "users": [{"user": k, "summary": v} for k, v in self.summaries.by_user.items()],
+            }
+        }
 
 
 class OPPURetrieval(OPPU):
@@ -696,6 +786,7 @@ class PAG(OPPU):
     def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         head = self._head(example)
         used = self._tokens.count(head) if head else 0
-        prompt = head + task.prompt(example, tuple(retrieved), self._tokens,
-                                    max(1, self.max_input_tokens - used), **self._budget)
+        prompt = head + task.prompt(
+            example, tuple(retrieved), self._tokens, max(1, self.max_input_tokens - used), **self._budget
+        )
         return GenerationRequest(example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens)

@@ -93,6 +93,7 @@ def argsort_numpy124(values: Sequence[float]) -> list[int]:
 
 def _heapsort(v: list[float], order: list[int], start: int, n: int) -> None:
     """numpy's ``aheapsort_`` on ``order[start:start + n]`` (1-based heap indexing)."""
+
     def get(i: int) -> int:
         return order[start + i - 1]
 

@@ -103,18 +103,39 @@ INSTRUCTION_DIVISOR = 7.0
 AUGMENT_COPIES = 10
 SCALES = ("official", "norm")
 QUERY_MARKERS: dict[str, tuple[str, str | None]] = {
-    "lamp-1": ('title "', '",'), "lamp-2": ("description: ", None), "lamp-3": ("review: ", None),
-    "lamp-4": ("article: ", None), "lamp-5": ("paper: ", None), "lamp-7": ("before or after it: ", None)}
+    "lamp-1": ('title "', '",'),
+    "lamp-2": ("description: ", None),
+    "lamp-3": ("review: ", None),
+    "lamp-4": ("article: ", None),
+    "lamp-5": ("paper: ", None),
+    "lamp-7": ("before or after it: ", None),
+}
 """Where the official code's input-encoder query starts (and, for LaMP-1, ends) in the input."""
 HISTORY_FIELDS: dict[str, tuple[str, ...]] = {
-    "lamp-1": ("title", "abstract"), "lamp-2": ("description",), "lamp-3": ("text",),
-    "lamp-4": ("text", "title"), "lamp-5": ("title", "abstract"), "lamp-7": ("text",)}
+    "lamp-1": ("title", "abstract"),
+    "lamp-2": ("description",),
+    "lamp-3": ("text",),
+    "lamp-4": ("text", "title"),
+    "lamp-5": ("title", "abstract"),
+    "lamp-7": ("text",),
+}
 """The official history item texts: these fields joined by a space."""
 OFFICIAL_EPOCHS = {"lamp-3": 1}
 """Training epochs of the official run script where they differ from 2."""
-_ARGS = {"encoder", "pooling", "query_prefix", "aggregation", "instruction", "history_top_k",
-         "history_size", "max_encoder_tokens", "input_encoder_tokens", "encode_batch_size", "scale",
-         "augment"}
+_ARGS = {
+    "encoder",
+    "pooling",
+    "query_prefix",
+    "aggregation",
+    "instruction",
+    "history_top_k",
+    "history_size",
+    "max_encoder_tokens",
+    "input_encoder_tokens",
+    "encode_batch_size",
+    "scale",
+    "augment",
+}
 
 
 def official_query(task_name: str, text: str) -> str | None:
@@ -128,7 +149,7 @@ def official_query(task_name: str, text: str) -> str | None:
     at = text.find(start) + len(start)
     if end is None:
         return text[at:]
-    return text[at:text.find(end, at)]
+    return text[at : text.find(end, at)]
 
 
 def history_text(task: Task, item: ProfileItem) -> str:
@@ -201,8 +222,7 @@ def mean_weights(mask: Any) -> Any:
 def _mlp(width_in: int, width_out: int) -> Any:
     import torch
 
-    return torch.nn.Sequential(torch.nn.Linear(width_in, width_out), torch.nn.GELU(),
-                               torch.nn.Linear(width_out, width_out))
+    return torch.nn.Sequential(torch.nn.Linear(width_in, width_out), torch.nn.GELU(), torch.nn.Linear(width_out, width_out))
 
 
 def _build_module(encoder: Any, encoder_width: int, llm_width: int, instruction: bool) -> Any:
@@ -233,8 +253,9 @@ class HistoryTable:
     the caller (it skipped :meth:`PPlug.prepare`) unless ``compute_missing`` is set.
     """
 
-    def __init__(self, encoder: Any, tokenizer: Any, *, pooling: str, max_tokens: int,
-                 batch_size: int, device: str, store: Any = None) -> None:
+    def __init__(
+        self, encoder: Any, tokenizer: Any, *, pooling: str, max_tokens: int, batch_size: int, device: str, store: Any = None
+    ) -> None:
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -262,7 +283,7 @@ class HistoryTable:
             missing = [t for t in missing if self.key(t) not in self.vectors]
         computed: dict[str, Any] = {}
         for start in range(0, len(missing), self.batch_size):
-            batch = missing[start:start + self.batch_size]
+            batch = missing[start : start + self.batch_size]
             vectors = self.embed(batch)
             for text, vector in zip(batch, vectors, strict=True):
                 computed[self.key(text)] = vector
@@ -278,12 +299,12 @@ class HistoryTable:
         import torch
 
         with torch.no_grad():
-            batch = self.tokenizer(list(texts), padding=True, truncation=True,
-                                   max_length=self.max_tokens, return_tensors="pt").to(self.device)
+            batch = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            ).to(self.device)
             hidden = self.encoder(**batch).last_hidden_state
             self.forward_passes += 1
-            vectors = torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], self.pooling),
-                                                    dim=-1)
+            vectors = torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], self.pooling), dim=-1)
         # Rounded through float16 like the on-disk cache stores them, so vectors computed now and
         # vectors read back in a later (e.g. resumed) run are bit-identical.
         return vectors.to(torch.float16).float().cpu()
@@ -319,14 +340,19 @@ class PPlug(Personalizer):
         self.encoder_spec = args.get("encoder") or None
         self.pooling_arg = (args.get("pooling") or "model").strip().lower()
         if self.pooling_arg not in ("model", "cls", "mean"):
-            raise lamp_error(f"argument pooling={self.pooling_arg!r} is not model, cls or mean",
-                             where=owner, fix="Pass pooling=cls (the paper) or pooling=mean.")
+            raise lamp_error(
+                f"argument pooling={self.pooling_arg!r} is not model, cls or mean",
+                where=owner,
+                fix="Pass pooling=cls (the paper) or pooling=mean.",
+            )
         self.query_prefix_arg = args.get("query_prefix")
         self.aggregation = (args.get("aggregation") or "input").strip().lower()
         if self.aggregation not in ("input", "mean"):
-            raise lamp_error(f"argument aggregation={self.aggregation!r} is not input or mean",
-                             where=owner, fix="Pass aggregation=input (PPlug) or aggregation=mean "
-                                              "(the plain-mean ablation).")
+            raise lamp_error(
+                f"argument aggregation={self.aggregation!r} is not input or mean",
+                where=owner,
+                fix="Pass aggregation=input (PPlug) or aggregation=mean (the plain-mean ablation).",
+            )
         self.instruction = bool_arg(args, "instruction", True, owner)
         self.history_top_k = int_arg(args, "history_top_k", 0, owner)
         self.history_size = int_arg(args, "history_size", 512, owner, minimum=1)
@@ -335,13 +361,18 @@ class PPlug(Personalizer):
         self.augment = int_arg(args, "augment", AUGMENT_COPIES, owner)
         self.scale = (args.get("scale") or "official").strip().lower()
         if self.scale not in SCALES:
-            raise lamp_error(f"argument scale={self.scale!r} is not official or norm", where=owner,
-                             fix="Pass scale=official (the authors' learned norms) or scale=norm.")
+            raise lamp_error(
+                f"argument scale={self.scale!r} is not official or norm",
+                where=owner,
+                fix="Pass scale=official (the authors' learned norms) or scale=norm.",
+            )
         self.encode_batch_size = int_arg(args, "encode_batch_size", 64, owner, minimum=1)
         if self.aggregation == "mean" and self.history_top_k:
-            raise lamp_error("history_top_k selects items by the input-aware weights, which "
-                             "aggregation=mean does not compute", where=owner,
-                             fix="Use one ablation at a time.")
+            raise lamp_error(
+                "history_top_k selects items by the input-aware weights, which aggregation=mean does not compute",
+                where=owner,
+                fix="Use one ablation at a time.",
+            )
         self.module: Any = None
         self.generator: Generator | None = None
 
@@ -369,25 +400,27 @@ class PPlug(Personalizer):
         self.device = resolve_device(context.device)
         self.resolved = resolve_model("bge", context, self.encoder_spec)
         meta = self.resolved.metadata
-        self.pooling = (str(meta.get("pooling") or "cls") if self.pooling_arg == "model"
-                        else self.pooling_arg)
+        self.pooling = str(meta.get("pooling") or "cls") if self.pooling_arg == "model" else self.pooling_arg
         if self.pooling not in ("cls", "mean"):
             self.pooling = "cls"
         if self.query_prefix_arg is not None:
             self.query_prefix = self.query_prefix_arg
         else:
             # The official code writes BGE's instruction with no space before the query.
-            self.query_prefix = (str(meta["query_prefix"]).rstrip(" ") if "query_prefix" in meta
-                                 else BGE_QUERY_PREFIX)
+            self.query_prefix = str(meta["query_prefix"]).rstrip(" ") if "query_prefix" in meta else BGE_QUERY_PREFIX
         frozen, tokenizer = _load_encoder(self.resolved, context, self.device)
         self.tokenizer = tokenizer
-        key = ("pplug-history", self.resolved.path, self.resolved.revision, self.pooling,
-               self.max_encoder_tokens)
+        key = ("pplug-history", self.resolved.path, self.resolved.revision, self.pooling, self.max_encoder_tokens)
         if key not in context.shared:
             context.shared[key] = HistoryTable(
-                frozen, tokenizer, pooling=self.pooling, max_tokens=self.max_encoder_tokens,
-                batch_size=self.encode_batch_size, device=self.device,
-                store=_history_store(context, self.resolved, self.pooling, self.max_encoder_tokens))
+                frozen,
+                tokenizer,
+                pooling=self.pooling,
+                max_tokens=self.max_encoder_tokens,
+                batch_size=self.encode_batch_size,
+                device=self.device,
+                store=_history_store(context, self.resolved, self.pooling, self.max_encoder_tokens),
+            )
         self.history: HistoryTable = context.shared[key]
         width = int(frozen.config.hidden_size)
         # The input encoder starts as a copy of the history encoder (same architecture and weights)
@@ -410,15 +443,19 @@ class PPlug(Personalizer):
     def prepare(self, task: Task, examples: Sequence[Example]) -> None:
         """Embed every history item of ``examples`` (batched; already known ones are skipped)."""
         self._require_setup()
-        texts = list(dict.fromkeys(history_text(task, item) for ex in examples
-                                   for item in self._history_items(ex)))
+        texts = list(dict.fromkeys(history_text(task, item) for ex in examples for item in self._history_items(ex)))
         missing = [t for t in texts if HistoryTable.key(t) not in self.history.vectors]
         if not missing:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True) as bar:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        ) as bar:
             tid = bar.add_task("PPlug: embedding history items", total=len(missing))
             self.history.ensure(missing, progress=lambda n: bar.advance(tid, n))
 
@@ -428,7 +465,7 @@ class PPlug(Personalizer):
             raise RuntimeError("PPlug.setup(task, generator, context) must be called first")
 
     def _history_items(self, example: Example) -> tuple[ProfileItem, ...]:
-        return example.profile[-self.history_size:]
+        return example.profile[-self.history_size :]
 
     def llm_input(self, example: Example) -> str:
         """The input cut to ``L - 1`` LLM tokens and decoded, as the official dataset does."""
@@ -448,8 +485,9 @@ class PPlug(Personalizer):
         import torch
 
         texts = [self.query_prefix + self.input_query(task, ex) for ex in examples]
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.input_encoder_tokens,
-                               return_tensors="pt").to(self.device)
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.input_encoder_tokens, return_tensors="pt"
+        ).to(self.device)
         hidden = self.module.input_encoder(**batch).last_hidden_state
         return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], self.pooling), dim=-1)
 
@@ -466,8 +504,8 @@ class PPlug(Personalizer):
             if texts:
                 # At generation time an example the runner did not prepare is embedded here; in
                 # training every text is already in the table (prepare ran before the loop).
-                history[b, :len(texts)] = self.history.lookup(texts, compute_missing=True)
-                mask[b, :len(texts)] = True
+                history[b, : len(texts)] = self.history.lookup(texts, compute_missing=True)
+                mask[b, : len(texts)] = True
         return history.to(self.device), mask.to(self.device)
 
     def soft_tokens(self, task: Task, examples: Sequence[Example]) -> tuple[list[Any], Any]:
@@ -504,8 +542,7 @@ class PPlug(Personalizer):
 
         return torch.nn.functional.normalize(vectors, dim=-1, eps=1e-6) * self.embedding_norm
 
-    def _request(self, task: Task, example: Example, retrieved: Sequence[ProfileItem],
-                 vectors: Any) -> GenerationRequest:
+    def _request(self, task: Task, example: Example, retrieved: Sequence[ProfileItem], vectors: Any) -> GenerationRequest:
         assert self.generator is not None
         tokens = self.generator.tokens
         budget = self.generator.max_input_tokens
@@ -519,11 +556,11 @@ class PPlug(Personalizer):
                     text = tokens.truncate(text, room)
                 if text.strip():
                     prefix = (text, *prefix)
-        return GenerationRequest(example.id, prompt, prefix=prefix, choices=task.choices(example),
-                                 max_new_tokens=task.max_new_tokens)
+        return GenerationRequest(
+            example.id, prompt, prefix=prefix, choices=task.choices(example), max_new_tokens=task.max_new_tokens
+        )
 
-    def personalize(self, task: Task, example: Example,
-                    retrieved: Sequence[ProfileItem]) -> GenerationRequest:
+    def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         import torch
 
         self._require_setup()
@@ -540,14 +577,12 @@ class PPlug(Personalizer):
         self._require_setup()
         return [p for p in self.module.parameters() if p.requires_grad]
 
-    def training_loss(self, task: Task, examples: Sequence[Example],
-                      retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
+    def training_loss(self, task: Task, examples: Sequence[Example], retrieved: Sequence[Sequence[ProfileItem]]) -> Any:
         """The frozen LLM's token cross-entropy of the gold outputs given ``[I; P]`` + input."""
         self._require_setup()
         assert self.generator is not None
         vectors, _ = self.soft_tokens(task, examples)
-        requests = [self._request(task, ex, items, v)
-                    for ex, items, v in zip(examples, retrieved, vectors, strict=True)]
+        requests = [self._request(task, ex, items, v) for ex, items, v in zip(examples, retrieved, vectors, strict=True)]
         return self.generator.loss(requests, [ex.gold or "" for ex in examples])
 
     def set_training(self, mode: bool) -> None:
@@ -580,21 +615,30 @@ class PPlug(Personalizer):
         self._require_setup()
         missing, unexpected = self.module.load_state_dict(dict(state), strict=True)
         if missing or unexpected:
-            raise lamp_error(f"the checkpoint does not match this PPlug configuration (missing "
-                             f"{len(missing)} tensors, {len(unexpected)} unexpected, e.g. "
-                             f"{(list(missing) + list(unexpected))[0]})", where=f"personalizer {self.name!r}",
-                             fix="Load it with the personalizer arguments it was trained with.")
+            raise lamp_error(
+                f"the checkpoint does not match this PPlug configuration (missing "
+                f"{len(missing)} tensors, {len(unexpected)} unexpected, e.g. "
+                f"{(list(missing) + list(unexpected))[0]})",
+                where=f"personalizer {self.name!r}",
+                fix="Load it with the personalizer arguments it was trained with.",
+            )
 
     def describe(self) -> Mapping[str, Any]:
         info: dict[str, Any] = {
-            "name": self.name, "aggregation": self.aggregation, "instruction": self.instruction,
-            "history_top_k": self.history_top_k, "history_size": self.history_size,
+            "name": self.name,
+            "aggregation": self.aggregation,
+            "instruction": self.instruction,
+            "history_top_k": self.history_top_k,
+            "history_size": self.history_size,
             "max_encoder_tokens": self.max_encoder_tokens,
-            "input_encoder_tokens": self.input_encoder_tokens or "L+20", "scale": self.scale,
-            "augment": self.augment, "pooling": self.pooling_arg, "encoder": self.encoder_spec}
+            "input_encoder_tokens": self.input_encoder_tokens or "L+20",
+            "scale": self.scale,
+            "augment": self.augment,
+            "pooling": self.pooling_arg,
+            "encoder": self.encoder_spec,
+        }
         if self.module is not None:
-            info.update(encoder=self.resolved.describe(), pooling=self.pooling,
-                        query_prefix=self.query_prefix)
+            info.update(encoder=self.resolved.describe(), pooling=self.pooling, query_prefix=self.query_prefix)
         return info
 
 
@@ -656,8 +700,9 @@ class _EmbeddingStore:
     def __init__(self, context: RunContext, resolved: Any, pooling: str, max_tokens: int) -> None:
         from lamp_harness.cache import EmbeddingCache
 
-        self.cache = EmbeddingCache.for_model(context, resolved, pooling=pooling, normalize=True,
-                                              max_tokens=max_tokens, role="document")
+        self.cache = EmbeddingCache.for_model(
+            context, resolved, pooling=pooling, normalize=True, max_tokens=max_tokens, role="document"
+        )
 
     def load(self, keys: Sequence[str]) -> list[Any]:
         return self.cache.get_many(keys)

@@ -60,9 +60,7 @@ class ConsoleReporter:
         if run.console is None:
             return
         if done:
-            run.console.print(
-                f"[yellow]resumed[/] {cell.label} ({cell.task}, {cell.split}) at {done}/{total} examples"
-            )
+            run.console.print(f"[yellow]resumed[/] {cell.label} ({cell.task}, {cell.split}) at {done}/{total} examples")
         else:
             run.console.print(f"[cyan]started[/] {cell.label} ({cell.task}, {cell.split}, {total} examples)")
 
@@ -74,9 +72,7 @@ class ConsoleReporter:
         values = [_metric(m) for m in metrics]
         if timing.get("skipped"):
             shown = ", ".join(f"{m['name']} {m['value']:.3f}" for m in values) or "no metrics"
-            run.console.print(
-                f"[dim]skipped[/] {cell.label} ({cell.task}, {cell.split}): finished earlier ({shown})"
-            )
+            run.console.print(f"[dim]skipped[/] {cell.label} ({cell.task}, {cell.split}): finished earlier ({shown})")
             return
         if not values:
             run.console.print(
@@ -114,9 +110,7 @@ class ConsoleReporter:
         for result in results:
             cell_id = result.get("cell_id", "")
             timing = self._timing.get(cell_id, result.get("timing") or {})
-            metrics = ", ".join(
-                f"{m['name']} {m['value']:.3f}" for m in map(_metric, result.get("metrics") or [])
-            )
+            metrics = ", ".join(f"{m['name']} {m['value']:.3f}" for m in map(_metric, result.get("metrics") or []))
             status = "skipped" if result.get("skipped") or timing.get("skipped") else "done"
             wall = timing.get("wall_s")
             table.add_row(
@@ -284,9 +278,15 @@ def lamp_run_finished(run: Any, results: list[dict[str, Any]]) -> None:
 @hookimpl
 def lamp_register(registry: Any) -> None:
     """The opt-in experiment-tracker reporters (imported only when enabled)."""
-    registry.add_reporter("mlflow", "lamp_plugins.mlflow_reporter:MlflowReporter",
-                          "One MLflow run per cell: config as params, metrics with intervals, files as artifacts "
-                          "(extra: lamp-harness[mlflow]).")
-    registry.add_reporter("wandb", "lamp_plugins.wandb_reporter:WandbReporter",
-                          "One W&B run per cell: config, metrics with intervals, files as an artifact "
-                          "(extra: lamp-harness[wandb]; WANDB_MODE=offline works without an account).")
+    registry.add_reporter(
+        "mlflow",
+        "lamp_plugins.mlflow_reporter:MlflowReporter",
+        "One MLflow run per cell: config as params, metrics with intervals, files as artifacts "
+        "(extra: lamp-harness[mlflow]).",
+    )
+    registry.add_reporter(
+        "wandb",
+        "lamp_plugins.wandb_reporter:WandbReporter",
+        "One W&B run per cell: config, metrics with intervals, files as an artifact "
+        "(extra: lamp-harness[wandb]; WANDB_MODE=offline works without an account).",
+    )

@@ -32,8 +32,19 @@ from lamp_harness.errors import lamp_error
 from lamp_harness.options import int_arg, reject_unknown_args
 
 FALLBACKS = ("error", "profile-order")
-_FORMATS = ("%Y/%m/%d", "%Y/%m/%d %H:%M:%S", "%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%B %d, %Y",
-            "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%a %b %d %H:%M:%S %z %Y", "%Y-%m", "%Y%m%d")
+_FORMATS = (
+    "%Y/%m/%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%m/%d/%Y",
+    "%m/%d/%Y %H:%M:%S",
+    "%B %d, %Y",
+    "%b %d, %Y",
+    "%d %B %Y",
+    "%d %b %Y",
+    "%a %b %d %H:%M:%S %z %Y",
+    "%Y-%m",
+    "%Y%m%d",
+)
 
 
 def parse_date(value: str) -> float | None:
@@ -73,13 +84,14 @@ class RecencyRetriever(Retriever):
         reject_unknown_args(args, ("fallback",), owner)
         self.fallback = args.get("fallback", "error").strip().lower()
         if self.fallback not in FALLBACKS:
-            raise lamp_error(f"argument fallback={self.fallback!r} is not one of "
-                             f"{', '.join(FALLBACKS)}", where=owner,
-                             fix="Pass fallback=profile-order to rank undated profiles last item first.")
+            raise lamp_error(
+                f"argument fallback={self.fallback!r} is not one of {', '.join(FALLBACKS)}",
+                where=owner,
+                fix="Pass fallback=profile-order to rank undated profiles last item first.",
+            )
 
     def cache_key(self) -> Mapping[str, Any]:
-        return {"name": self.name, "fallback": self.fallback, "order": "stable-newest-first",
-                "version": 1}
+        return {"name": self.name, "fallback": self.fallback, "order": "stable-newest-first", "version": 1}
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         return [self._rank(q) for q in queries]
@@ -92,10 +104,12 @@ class RecencyRetriever(Retriever):
             if self.fallback == "profile-order":
                 return tuple(range(n - 1, -1, -1))
             item = query.items[undated]
-            raise lamp_error(f"profile item {item.id!r} has no 'date', so 'recency' cannot rank it",
-                             where=f"example {query.example_id}",
-                             fix="Use the time-based split (--scheme time), whose profiles are dated, or "
-                                 "pass --retriever-arg fallback=profile-order (last item first).")
+            raise lamp_error(
+                f"profile item {item.id!r} has no 'date', so 'recency' cannot rank it",
+                where=f"example {query.example_id}",
+                fix="Use the time-based split (--scheme time), whose profiles are dated, or "
+                "pass --retriever-arg fallback=profile-order (last item first).",
+            )
         parsed = [parse_date(d) for d in dates if d is not None]
         keys: list[Any]
         if all(p is not None for p in parsed):
@@ -104,9 +118,11 @@ class RecencyRetriever(Retriever):
             keys = [d.strip() for d in dates if d is not None]  # ISO-like: text order is date order
         else:
             bad = next(i for i, p in enumerate(parsed) if p is None)
-            raise lamp_error(f"profile item {query.items[bad].id!r} has an unreadable date "
-                             f"{dates[bad]!r}", where=f"example {query.example_id}",
-                             fix="Write dates as YYYY-MM-DD (ISO 8601) in the data file.")
+            raise lamp_error(
+                f"profile item {query.items[bad].id!r} has an unreadable date {dates[bad]!r}",
+                where=f"example {query.example_id}",
+                fix="Write dates as YYYY-MM-DD (ISO 8601) in the data file.",
+            )
         oldest_first = sorted(range(n), key=lambda i: keys[i])
         return tuple(reversed(oldest_first))
 
@@ -119,7 +135,7 @@ class RandomRetriever(Retriever):
     def __init__(self, context: RunContext | None = None, **args: str) -> None:
         reject_unknown_args(args, ("seed",), "retriever 'random'")
         default = context.seed if context is not None else 0
-        self.seed = int_arg(args, "seed", default, "retriever 'random'", minimum=-(2 ** 63))
+        self.seed = int_arg(args, "seed", default, "retriever 'random'", minimum=-(2**63))
 
     def cache_key(self) -> Mapping[str, Any]:
         return {"name": self.name, "seed": self.seed, "order": "numpy-pcg64-permutation", "version": 1}

@@ -19,8 +19,10 @@ ARTIFACTS = (CONFIG, METRICS, PREDICTIONS, SCORES, TIMING)
 def require(module: str, extra: str, package: str) -> None:
     """A one-line error with the install command when ``module`` is not installed."""
     if importlib.util.find_spec(module) is None:
-        raise lamp_error(f"the {extra} reporter needs the {package} package, which is not installed",
-                         fix=f"pip install 'lamp-harness[{extra}]' (or pip install {package}).")
+        raise lamp_error(
+            f"the {extra} reporter needs the {package} package, which is not installed",
+            fix=f"pip install 'lamp-harness[{extra}]' (or pip install {package}).",
+        )
 
 
 def cell_config(cell: Any) -> dict[str, Any]:

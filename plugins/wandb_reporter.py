@@ -56,9 +56,16 @@ class WandbReporter:
     def _log(self, wandb: Any, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
         out = Path(run.out_dir).resolve()
         directory = os.environ.get("WANDB_DIR") or str(out)
-        tracked = wandb.init(project=os.environ.get("WANDB_PROJECT") or out.name, group=out.name, name=cell.label,
-                             job_type=cell.task, config=cell_config(cell), dir=directory,
-                             tags=[cell.task, cell.split], reinit="finish_previous")
+        tracked = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or out.name,
+            group=out.name,
+            name=cell.label,
+            job_type=cell.task,
+            config=cell_config(cell),
+            dir=directory,
+            tags=[cell.task, cell.split],
+            reinit="finish_previous",
+        )
         try:
             values = metric_values(metrics, timing)
             tracked.log(values)

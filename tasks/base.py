@@ -83,7 +83,7 @@ def text_after(text: str, marker: str) -> str | None:
     index = text.find(marker)
     if index == -1:
         return None
-    return text[index + len(marker):].strip()
+    return text[index + len(marker) :].strip()
 
 
 def fit_to_budget(tokens: TokenCounter, text: str, max_tokens: int) -> str:
@@ -162,11 +162,20 @@ class LampTask(Task):
         """The official fixed part of ``item``'s PPEP, special tokens included."""
         return official_count(tokens, self.official_fixed_text(item))
 
-    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-               max_tokens: int = 256, *, budget: str = "official") -> str:
+    def prompt(
+        self,
+        example: Example,
+        items: Sequence[ProfileItem],
+        tokens: TokenCounter,
+        max_tokens: int = 256,
+        *,
+        budget: str = "official",
+    ) -> str:
         if max_tokens <= 0:
-            raise lamp_error(f"the prompt budget must be a positive number of tokens, got {max_tokens}",
-                             fix="Set the generator's maximum input length to at least 1 (LaMP uses 256).")
+            raise lamp_error(
+                f"the prompt budget must be a positive number of tokens, got {max_tokens}",
+                fix="Set the generator's maximum input length to at least 1 (LaMP uses 256).",
+            )
         budget = prompt_budget(budget)
         items = tuple(items)
         text = example.input
@@ -181,14 +190,16 @@ class LampTask(Task):
             return text  # the generator's tokenizer cuts it to L tokens, as the official scripts do
         return fit_to_budget(tokens, text, max_tokens)
 
-    def official_ppeps(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-                       max_tokens: int) -> list[str] | None:
+    def official_ppeps(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int
+    ) -> list[str] | None:
         """The PPEPs of ``items`` exactly as the official prompt code builds them, or ``None``
         when every factor fails (the bare input is used then)."""
         k = len(items)
         input_tokens = official_count(tokens, example.input)
         reserved = self.official_separator_tokens(k) + (
-            official_count(tokens, self.official_suffix) if self.official_suffix else 0)
+            official_count(tokens, self.official_suffix) if self.official_suffix else 0
+        )
         texts = [item.get(self.free_field) for item in items]
         fixed = [self.official_fixed_tokens(item, tokens) for item in items]
         factor = INITIAL_FACTOR
@@ -208,8 +219,9 @@ class LampTask(Task):
             return ppeps
         return None
 
-    def budgeted_ppeps(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-                       max_tokens: int) -> list[str] | None:
+    def budgeted_ppeps(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int
+    ) -> list[str] | None:
         """The PPEPs of ``items`` with their free texts cut to the strict budget, or ``None``
         when no factor leaves every item a positive allowance (the bare input is used then)."""
         k = len(items)
@@ -223,8 +235,10 @@ class LampTask(Task):
             budget = max_tokens - min(input_tokens, int(factor * max_tokens))
             allowances = self._allowances((budget - reserved) // k, text_tokens, fixed)
             if allowances is not None:
-                return [self.ppep(item, _decoded(tokens, text, allowance))
-                        for item, text, allowance in zip(items, texts, allowances, strict=True)]
+                return [
+                    self.ppep(item, _decoded(tokens, text, allowance))
+                    for item, text, allowance in zip(items, texts, allowances, strict=True)
+                ]
             factor -= FACTOR_STEP
         return None
 
@@ -241,8 +255,7 @@ class LampTask(Task):
         return allowances
 
     # -- scoring --------------------------------------------------------------------------------
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *, seed: int = 0) -> list[MetricResult]:
         """Each metric of :meth:`example_scores` with its bootstrap interval."""
         from lamp_harness import metrics
 
@@ -253,8 +266,7 @@ class LampTask(Task):
         """The ids :meth:`aligned` scores, in the same (gold) order."""
         return [i for i in golds if i in predictions]
 
-    def aligned(self, predictions: Mapping[str, str],
-                golds: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    def aligned(self, predictions: Mapping[str, str], golds: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """Stripped predictions and golds (official post-processing) for the ids in both, in gold
         order."""
         from lamp_harness import metrics
@@ -283,8 +295,7 @@ class LampClassificationTask(LampTask):
         found = [hit for hit in found if hit[0] >= 0]
         return min(found)[2] if found else stripped
 
-    def example_scores(self, predictions: Mapping[str, str],
-                       golds: Mapping[str, str]) -> list[ExampleScores]:
+    def example_scores(self, predictions: Mapping[str, str], golds: Mapping[str, str]) -> list[ExampleScores]:
         from lamp_harness import metrics
 
         ids = self.aligned_ids(predictions, golds)
@@ -294,8 +305,7 @@ class LampClassificationTask(LampTask):
         labels = set(self.labels)
         preds = [p if p in labels else INVALID for p in preds]
         gold = [g if g in labels else INVALID for g in gold]
-        return [metrics.accuracy_scores(preds, gold, ids),
-                metrics.macro_f1_scores(preds, gold, self.labels, ids=ids)]
+        return [metrics.accuracy_scores(preds, gold, ids), metrics.macro_f1_scores(preds, gold, self.labels, ids=ids)]
 
     def validate_gold(self, output: str) -> str | None:
         if output.strip() not in self.labels:
@@ -311,8 +321,7 @@ class LampGenerationTask(LampTask):
     kind = "generation"
     max_new_tokens = 128
 
-    def example_scores(self, predictions: Mapping[str, str],
-                       golds: Mapping[str, str]) -> list[ExampleScores]:
+    def example_scores(self, predictions: Mapping[str, str], golds: Mapping[str, str]) -> list[ExampleScores]:
         from lamp_harness import metrics
 
         preds, gold = self.aligned(predictions, golds)

@@ -12,16 +12,22 @@ from lamp_harness.hookspecs import hookimpl
 def lamp_register(registry):
     """Register the built-in data sources."""
     registry.add_data_source(
-        "lamp", "lamp_tasks.download:LampServerSource",
+        "lamp",
+        "lamp_tasks.download:LampServerSource",
         "Official LaMP files (https://ciir.cs.umass.edu/downloads/LaMP/, or $LAMP_DATA_URL), "
         "downloaded on demand into $LAMP_HOME/data/lamp and reused.",
-        aliases=("official",))
+        aliases=("official",),
+    )
     registry.add_data_source(
-        "demo", "lamp_tasks.demo:DemoSource",
+        "demo",
+        "lamp_tasks.demo:DemoSource",
         "Synthetic demo data for LaMP-1..7 (train 80 / dev 40 questions) with planted personal "
         "signals; generated on first use, no network.",
-        aliases=("synthetic",))
+        aliases=("synthetic",),
+    )
     registry.add_data_source(
-        "hub", "lamp_tasks.hub:HubSource",
+        "hub",
+        "lamp_tasks.hub:HubSource",
         "Hugging Face hub datasets (LongLaMP/LongLaMP, bowen-upenn/PersonaMem) through huggingface_hub's "
-        "cache under $LAMP_HOME/hub (resumable, offline once cached), converted into $LAMP_HOME/data/hub.")
+        "cache under $LAMP_HOME/hub (resumable, offline once cached), converted into $LAMP_HOME/data/hub.",
+    )

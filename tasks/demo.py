@@ -86,14 +86,34 @@ AREAS = {
 }
 TITLE_ADJ = ["Efficient", "Scalable", "Robust", "Adaptive", "Practical", "Provable", "Fast", "Unified"]
 TITLE_NOUN = ["Methods", "Models", "Algorithms", "Analysis", "Framework", "Estimation", "Design"]
-GENERIC_TITLES = ["A Unified Framework for Practical Systems", "Lessons Learned from a Decade of Research",
-                  "Toward Better Evaluation of Complex Systems", "A General Approach to Hard Problems",
-                  "Simple Baselines Revisited", "Principles for Reliable Engineering",
-                  "On the Limits of Current Methods", "An Empirical Study of Design Choices"]
+GENERIC_TITLES = [
+    "A Unified Framework for Practical Systems",
+    "Lessons Learned from a Decade of Research",
+    "Toward Better Evaluation of Complex Systems",
+    "A General Approach to Hard Problems",
+    "Simple Baselines Revisited",
+    "Principles for Reliable Engineering",
+    "On the Limits of Current Methods",
+    "An Empirical Study of Design Choices",
+]
 
-TAGS = ("sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia", "dark comedy",
-        "classic", "psychology", "fantasy", "romance", "thought-provoking", "social commentary",
-        "violence", "true story")
+TAGS = (
+    "sci-fi",
+    "based on a book",
+    "comedy",
+    "action",
+    "twist ending",
+    "dystopia",
+    "dark comedy",
+    "classic",
+    "psychology",
+    "fantasy",
+    "romance",
+    "thought-provoking",
+    "social commentary",
+    "violence",
+    "true story",
+)
 TAG_CUES = {
     "sci-fi": ["spaceship", "alien", "galaxy", "android"],
     "based on a book": ["novel", "bestseller", "adaptation", "chapters"],
@@ -111,11 +131,35 @@ TAG_CUES = {
     "violence": ["gang", "brutal", "revenge", "blood"],
     "true story": ["real", "historical", "biography", "documented"],
 }
-PEOPLE = ["a young pilot", "two sisters", "a retired teacher", "a small-town cop", "an old sailor",
-          "a shy student", "a famous chef", "a lonely inventor", "a street musician", "a nurse"]
+PEOPLE = [
+    "a young pilot",
+    "two sisters",
+    "a retired teacher",
+    "a small-town cop",
+    "an old sailor",
+    "a shy student",
+    "a famous chef",
+    "a lonely inventor",
+    "a street musician",
+    "a nurse",
+]
 
-PRODUCTS = ["blender", "headphones", "backpack", "desk lamp", "phone case", "coffee maker", "kettle",
-            "keyboard", "water bottle", "running shoes", "toaster", "umbrella", "charger", "novel"]
+PRODUCTS = [
+    "blender",
+    "headphones",
+    "backpack",
+    "desk lamp",
+    "phone case",
+    "coffee maker",
+    "kettle",
+    "keyboard",
+    "water bottle",
+    "running shoes",
+    "toaster",
+    "umbrella",
+    "charger",
+    "novel",
+]
 SENTIMENT = {
     1: ["is terrible", "broke after one day", "was a complete waste of money", "is awful"],
     2: ["is disappointing", "feels cheap and flimsy", "is not worth the price", "is below average"],
@@ -123,64 +167,131 @@ SENTIMENT = {
     4: ["is good", "works well", "is solid for the price", "made me happy"],
     5: ["is excellent", "is perfect", "is amazing, I love it", "exceeded every expectation"],
 }
-FILLER = ["Arrived on time.", "Packaging was plain.", "Bought it last month.", "Used it every day.",
-          "Color as pictured.", "Got it as a gift."]
+FILLER = [
+    "Arrived on time.",
+    "Packaging was plain.",
+    "Bought it last month.",
+    "Used it every day.",
+    "Color as pictured.",
+    "Got it as a gift.",
+]
 
-SUBJECTS = ["City Council", "Local School Board", "State Senate", "Hospital Workers", "Tech Startup",
-            "Farmers Union", "Transit Authority", "University Researchers", "Police Department",
-            "Museum Curators", "Water Utility", "Football Club"]
-ACTIONS = [("approves", "approved"), ("rejects", "rejected"), ("delays", "delayed"),
-           ("unveils", "unveiled"), ("debates", "debated"), ("funds", "funded"),
-           ("cancels", "cancelled"), ("expands", "expanded")]
-OBJECTS = ["New Budget", "Bike Lane Plan", "Summer Festival", "Housing Project", "Pay Deal",
-           "Park Renovation", "Night Bus Service", "Recycling Program", "Stadium Deal", "Climate Plan"]
-HEADLINE_PREFIXES = ["Watch:", "Explainer:", "Opinion:", "Exclusive:", "Analysis:", "Live:",
-                     "Update:", "Breaking:"]
+SUBJECTS = [
+    "City Council",
+    "Local School Board",
+    "State Senate",
+    "Hospital Workers",
+    "Tech Startup",
+    "Farmers Union",
+    "Transit Authority",
+    "University Researchers",
+    "Police Department",
+    "Museum Curators",
+    "Water Utility",
+    "Football Club",
+]
+ACTIONS = [
+    ("approves", "approved"),
+    ("rejects", "rejected"),
+    ("delays", "delayed"),
+    ("unveils", "unveiled"),
+    ("debates", "debated"),
+    ("funds", "funded"),
+    ("cancels", "cancelled"),
+    ("expands", "expanded"),
+]
+OBJECTS = [
+    "New Budget",
+    "Bike Lane Plan",
+    "Summer Festival",
+    "Housing Project",
+    "Pay Deal",
+    "Park Renovation",
+    "Night Bus Service",
+    "Recycling Program",
+    "Stadium Deal",
+    "Climate Plan",
+]
+HEADLINE_PREFIXES = ["Watch:", "Explainer:", "Opinion:", "Exclusive:", "Analysis:", "Live:", "Update:", "Breaking:"]
 
-TOPICS = ["graph neural networks", "image compression", "protein folding", "code generation",
-          "traffic forecasting", "fraud detection", "speech enhancement", "question answering",
-          "weather prediction", "recommender systems", "drug discovery", "machine translation"]
-METHODS = ["contrastive pretraining", "sparse attention", "diffusion models", "meta-learning",
-           "knowledge distillation", "bayesian optimization", "curriculum learning", "low-rank adapters",
-           "self-training", "mixture of experts"]
-TITLE_WORDS = ["Towards", "Rethinking", "Revisiting", "Beyond", "Understanding", "Demystifying",
-               "Unifying", "Scaling"]
+TOPICS = [
+    "graph neural networks",
+    "image compression",
+    "protein folding",
+    "code generation",
+    "traffic forecasting",
+    "fraud detection",
+    "speech enhancement",
+    "question answering",
+    "weather prediction",
+    "recommender systems",
+    "drug discovery",
+    "machine translation",
+]
+METHODS = [
+    "contrastive pretraining",
+    "sparse attention",
+    "diffusion models",
+    "meta-learning",
+    "knowledge distillation",
+    "bayesian optimization",
+    "curriculum learning",
+    "low-rank adapters",
+    "self-training",
+    "mixture of experts",
+]
+TITLE_WORDS = ["Towards", "Rethinking", "Revisiting", "Beyond", "Understanding", "Demystifying", "Unifying", "Scaling"]
 DATASETS = ["three benchmarks", "a new corpus", "two public datasets", "synthetic and real data"]
 
-EMAIL_TOPICS = [("quarterly report", "the numbers are in the shared folder"),
-                ("server migration", "the move is planned for saturday night"),
-                ("team offsite", "we booked the venue by the lake"),
-                ("budget review", "please send your estimates before friday"),
-                ("new hire onboarding", "laptops arrive on monday"),
-                ("contract renewal", "legal needs the signed copy"),
-                ("client visit", "they land at ten in the morning"),
-                ("holiday schedule", "the office closes on the 24th"),
-                ("security audit", "passwords must be rotated this week"),
-                ("product launch", "the press kit is almost ready")]
+EMAIL_TOPICS = [
+    ("quarterly report", "the numbers are in the shared folder"),
+    ("server migration", "the move is planned for saturday night"),
+    ("team offsite", "we booked the venue by the lake"),
+    ("budget review", "please send your estimates before friday"),
+    ("new hire onboarding", "laptops arrive on monday"),
+    ("contract renewal", "legal needs the signed copy"),
+    ("client visit", "they land at ten in the morning"),
+    ("holiday schedule", "the office closes on the 24th"),
+    ("security audit", "passwords must be rotated this week"),
+    ("product launch", "the press kit is almost ready"),
+]
 EMAIL_TAGS = ["[ops]", "[fyi]", "[urgent]", "[team]", "[action]", "[legal]", "[hr]", "[launch]"]
 EMAIL_OPENERS = ["Hi all,", "Hello team,", "Dear colleagues,", "Hi everyone,"]
 EMAIL_CLOSERS = ["Thanks.", "Best regards.", "Let me know.", "Cheers."]
 
-ACTIVITIES = [("going to the beach", "off to the beach"), ("watching a movie", "movie night"),
-              ("baking cookies", "baking cookies"), ("studying for exams", "exam prep"),
-              ("walking the dog", "dog walk"), ("cleaning the house", "cleaning day"),
-              ("visiting my grandmother", "visiting grandma"), ("waiting for the bus", "waiting for the bus"),
-              ("cooking dinner", "cooking dinner"), ("playing football", "football time"),
-              ("listening to new music", "new music"), ("painting my room", "painting my room")]
+ACTIVITIES = [
+    ("going to the beach", "off to the beach"),
+    ("watching a movie", "movie night"),
+    ("baking cookies", "baking cookies"),
+    ("studying for exams", "exam prep"),
+    ("walking the dog", "dog walk"),
+    ("cleaning the house", "cleaning day"),
+    ("visiting my grandmother", "visiting grandma"),
+    ("waiting for the bus", "waiting for the bus"),
+    ("cooking dinner", "cooking dinner"),
+    ("playing football", "football time"),
+    ("listening to new music", "new music"),
+    ("painting my room", "painting my room"),
+]
 WHEN = ["today", "tonight", "this morning", "this weekend", "right now"]
 FEELINGS = ["excited", "tired", "happy", "bored", "nervous", "relaxed", "hungry", "sleepy"]
 CAPS = ["SO", "TOTALLY", "REALLY", "SUPER", "VERY", "SERIOUSLY", "ABSOLUTELY", "JUST"]
 EMOTICONS = [":)", "xD", "<3", ":-P", "^_^", ":D", ";)", ":-/"]
-HASHTAGS = ["#sunnydays", "#nofilter", "#mylife", "#weekendvibes", "#blessed", "#random",
-            "#dailylife", "#smallthings"]
+HASHTAGS = ["#sunnydays", "#nofilter", "#mylife", "#weekendvibes", "#blessed", "#random", "#dailylife", "#smallthings"]
 
 TEMPLATES = {
-    "lamp-1": ('For an author who has written the paper with the title "{title}", which reference is '
-               'related? Just answer with [1] or [2] without explanation. [1]: "{ref1}" [2]: "{ref2}"'),
-    "lamp-2": ("Which tag does this movie relate to among the following tags? Just answer with the tag "
-               "name without further explanation. tags: [" + ", ".join(TAGS) + "] description: {text}"),
-    "lamp-3": ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, "
-               "3, 4, or 5 without further explanation. review: {text}"),
+    "lamp-1": (
+        'For an author who has written the paper with the title "{title}", which reference is '
+        'related? Just answer with [1] or [2] without explanation. [1]: "{ref1}" [2]: "{ref2}"'
+    ),
+    "lamp-2": (
+        "Which tag does this movie relate to among the following tags? Just answer with the tag "
+        "name without further explanation. tags: [" + ", ".join(TAGS) + "] description: {text}"
+    ),
+    "lamp-3": (
+        "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, "
+        "3, 4, or 5 without further explanation. review: {text}"
+    ),
     "lamp-4": "Generate a headline for the following article: {text}",
     "lamp-5": "Generate a title for the following abstract of a paper: {text}",
     "lamp-6": "Generate a subject for the following email: {text}",
@@ -201,8 +312,7 @@ def _lamp1_user(rng: random.Random, user: int, n_items: int, n_questions: int):
 
     def paper(vocab: list[str]) -> tuple[str, str]:
         a, b = rng.sample(vocab, 2)
-        title = (f"{rng.choice(TITLE_ADJ)} {a.capitalize()} {rng.choice(TITLE_NOUN)} for "
-                 f"{b.capitalize()} Systems")
+        title = f"{rng.choice(TITLE_ADJ)} {a.capitalize()} {rng.choice(TITLE_NOUN)} for {b.capitalize()} Systems"
         c = rng.choice(vocab)
         abstract = f"We study {a} and {c}. Our {rng.choice(TITLE_NOUN).lower()} improve {b} results."
         return title, abstract
@@ -230,8 +340,11 @@ def _lamp2_user(rng: random.Random, user: int, n_items: int, n_questions: int):
     # Exact shares (70% favourite, 20% second, the rest any other tag) keep the favourite the
     # clear majority even in the smallest profiles.
     n_fav, n_second = round(0.7 * n_items), round(0.2 * n_items)
-    tags = [favourite] * n_fav + [second] * n_second + [
-        rng.choice([t for t in TAGS if t != favourite]) for _ in range(n_items - n_fav - n_second)]
+    tags = (
+        [favourite] * n_fav
+        + [second] * n_second
+        + [rng.choice([t for t in TAGS if t != favourite]) for _ in range(n_items - n_fav - n_second)]
+    )
     rng.shuffle(tags)
     items = [{"description": description([rng.choice(TAG_CUES[tag])]), "tag": tag} for tag in tags]
     questions = []
@@ -265,8 +378,10 @@ def _lamp4_user(rng: random.Random, user: int, n_items: int, n_questions: int):
     def article() -> tuple[str, str]:
         subject, (present, past), obj = rng.choice(SUBJECTS), rng.choice(ACTIONS), rng.choice(OBJECTS)
         day = rng.choice(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"])
-        text = (f"The {subject.lower()} {past} the {obj.lower()} on {day}, officials said. "
-                f"Residents {rng.choice(['welcomed', 'questioned', 'criticized'])} the decision.")
+        text = (
+            f"The {subject.lower()} {past} the {obj.lower()} on {day}, officials said. "
+            f"Residents {rng.choice(['welcomed', 'questioned', 'criticized'])} the decision."
+        )
         return f"{prefix} {subject} {present.capitalize()} {obj}", text
 
     items = [dict(zip(("title", "text"), article(), strict=True)) for _ in range(n_items)]
@@ -282,8 +397,10 @@ def _lamp5_user(rng: random.Random, user: int, n_items: int, n_questions: int):
 
     def paper() -> tuple[str, str]:
         topic, method = rng.choice(TOPICS), rng.choice(METHODS)
-        abstract = (f"We study {topic}. We propose an approach based on {method}. "
-                    f"Experiments on {rng.choice(DATASETS)} show consistent gains.")
+        abstract = (
+            f"We study {topic}. We propose an approach based on {method}. "
+            f"Experiments on {rng.choice(DATASETS)} show consistent gains."
+        )
         return f"{word} {topic.title()}: {method.title()}", abstract
 
     items = [dict(zip(("title", "abstract"), paper(), strict=True)) for _ in range(n_items)]
@@ -328,8 +445,13 @@ def _lamp7_user(rng: random.Random, user: int, n_items: int, n_questions: int):
 
 
 GENERATORS: dict[str, Callable[..., tuple[list[Record], list[tuple[str, str]]]]] = {
-    "lamp-1": _lamp1_user, "lamp-2": _lamp2_user, "lamp-3": _lamp3_user, "lamp-4": _lamp4_user,
-    "lamp-5": _lamp5_user, "lamp-6": _lamp6_user, "lamp-7": _lamp7_user,
+    "lamp-1": _lamp1_user,
+    "lamp-2": _lamp2_user,
+    "lamp-3": _lamp3_user,
+    "lamp-4": _lamp4_user,
+    "lamp-5": _lamp5_user,
+    "lamp-6": _lamp6_user,
+    "lamp-7": _lamp7_user,
 }
 OFFICIAL = {name: f"LaMP_{name[-1]}" for name in TASKS}
 ALL_TASKS = (*TASKS, "longlamp-abstract", "longlamp-review", "longlamp-topic", "personamem-32k", "personamem-128k")
@@ -346,8 +468,9 @@ def generate(task: str, split: str) -> tuple[list[Record], Record]:
     if task not in GENERATORS:
         raise lamp_error(f"the demo dataset has no task {task!r}", fix=f"Use one of {', '.join(ALL_TASKS)}.")
     if split not in USERS:
-        raise lamp_error(f"the demo dataset has no {split!r} split",
-                         fix="Use --split train or --split dev (the demo has no test split).")
+        raise lamp_error(
+            f"the demo dataset has no {split!r} split", fix="Use --split train or --split dev (the demo has no test split)."
+        )
     number = int(task[-1])
     rng = random.Random(f"lamp-demo-v{VERSION}/{task}/{split}")
     first_user = 0 if split == "train" else USERS["train"]
@@ -408,24 +531,27 @@ class DemoSource(DataSource):
     first use into ``$LAMP_HOME/demo/``; both split schemes give the same files."""
 
     name: ClassVar[str] = "demo"
-    description: ClassVar[str] = ("synthetic data in LaMP's format, generated by the harness with planted "
-                                  "personal signals; not the LaMP benchmark")
+    description: ClassVar[str] = (
+        "synthetic data in LaMP's format, generated by the harness with planted personal signals; not the LaMP benchmark"
+    )
 
     def __init__(self, context: RunContext) -> None:
         super().__init__(context)
         self.root = Path(context.lamp_home) / "demo" / f"v{VERSION}"
 
-    def locate(self, task: Task, split: str, scheme: str = "user", *,
-               download: bool = True) -> SplitFiles:
+    def locate(self, task: Task, split: str, scheme: str = "user", *, download: bool = True) -> SplitFiles:
         check_split_name(split)
         if task.name not in ALL_TASKS and callable(getattr(task, "demo_data", None)):
             return self._task_demo(task, split)
         if task.name not in ALL_TASKS:
-            raise lamp_error(f"the demo dataset has no data for task {task.name!r}",
-                             fix=f"The demo covers {', '.join(ALL_TASKS)}; pass other data with --data-dir DIR.")
+            raise lamp_error(
+                f"the demo dataset has no data for task {task.name!r}",
+                fix=f"The demo covers {', '.join(ALL_TASKS)}; pass other data with --data-dir DIR.",
+            )
         if split not in USERS:
-            raise lamp_error(f"the demo dataset has no {split} split",
-                             fix="Use --split dev or --split train with --data demo.")
+            raise lamp_error(
+                f"the demo dataset has no {split} split", fix="Use --split dev or --split train with --data demo."
+            )
         folder = ensure_demo(self.root, task.name)
         q_name, o_name = split_file_names(split)
         return SplitFiles(folder / q_name, folder / o_name, source=f"demo:v{VERSION}")
@@ -465,9 +591,14 @@ class DemoSource(DataSource):
 
     def notes(self, task: Task) -> list[str]:
         if task.name not in ALL_TASKS and callable(getattr(task, "demo_data", None)):
-            return [f"Synthetic, brought by the {task.name} plugin itself; generated on first use under "
-                    f"{self.root.parent} (splits train and dev).", *getattr(task, "demo_notes", ())]
+            return [
+                f"Synthetic, brought by the {task.name} plugin itself; generated on first use under "
+                f"{self.root.parent} (splits train and dev).",
+                *getattr(task, "demo_notes", ()),
+            ]
         if task.name not in ALL_TASKS:
             return [f"The demo has no data for {task.name}."]
-        return [f"Synthetic, generated on first use into {self.root / task.name} (train 80, dev 40 "
-                "questions; planted signals in docs/demo-data.md)."]
+        return [
+            f"Synthetic, generated on first use into {self.root / task.name} (train 80, dev 40 "
+            "questions; planted signals in docs/demo-data.md)."
+        ]

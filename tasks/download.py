@@ -74,14 +74,17 @@ def remote_folder(task: Task, split: str, scheme: str) -> str:
     check_split_name(split)
     check_scheme(scheme)
     if task.name == "lamp-6":
-        raise lamp_error("LaMP-6 data is not public (Avocado email corpus), so it cannot be downloaded",
-                         where=task.name,
-                         fix="With an Avocado licence, build the files from the published ids and pass "
-                             "the folder with --data-dir DIR (details: lamp data info lamp-6).")
+        raise lamp_error(
+            "LaMP-6 data is not public (Avocado email corpus), so it cannot be downloaded",
+            where=task.name,
+            fix="With an Avocado licence, build the files from the published ids and pass "
+            "the folder with --data-dir DIR (details: lamp data info lamp-6).",
+        )
     folder = REMOTE_FOLDERS.get(task.name)
     if folder is None:
-        raise lamp_error(f"the official LaMP server has no data for task {task.name!r}",
-                         fix="Pass its files with --data-dir DIR.")
+        raise lamp_error(
+            f"the official LaMP server has no data for task {task.name!r}", fix="Pass its files with --data-dir DIR."
+        )
     prefix = "time/" if scheme == "time" else ""
     return f"{base_url()}{prefix}{folder}/{split}/"
 
@@ -101,9 +104,11 @@ class NotFound(LampError):
 
 
 def _offline_error(url: str, reason: object) -> LampError:
-    return lamp_error(f"cannot download {url} ({reason})",
-                      fix="Check the connection (or LAMP_DATA_URL); or pass local files with "
-                          "--data-dir DIR; or try the synthetic dataset with --data demo.")
+    return lamp_error(
+        f"cannot download {url} ({reason})",
+        fix="Check the connection (or LAMP_DATA_URL); or pass local files with "
+        "--data-dir DIR; or try the synthetic dataset with --data demo.",
+    )
 
 
 def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float = 60.0) -> Downloaded:
@@ -132,13 +137,18 @@ def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float
                 if attempt < _ATTEMPTS:
                     continue
             if exc.code == 404:
-                message = lamp_error("not found on the server (HTTP 404)", where=url,
-                                     fix="Check the task, split and scheme, or LAMP_DATA_URL.")
+                message = lamp_error(
+                    "not found on the server (HTTP 404)",
+                    where=url,
+                    fix="Check the task, split and scheme, or LAMP_DATA_URL.",
+                )
                 raise NotFound(str(message)) from None
-            raise lamp_error(f"the server answered HTTP {exc.code} {exc.reason}", where=url,
-                             fix="Try again later, or pass local files with --data-dir DIR.") from None
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
-                _Truncated) as exc:
+            raise lamp_error(
+                f"the server answered HTTP {exc.code} {exc.reason}",
+                where=url,
+                fix="Try again later, or pass local files with --data-dir DIR.",
+            ) from None
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, _Truncated) as exc:
             reason = getattr(exc, "reason", None) or exc
             have = part.stat().st_size if part.exists() else 0
             # Retry only a transfer that was making progress (a dropped connection); a server that
@@ -155,8 +165,11 @@ def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float
         json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         part.unlink(missing_ok=True)
-        raise lamp_error("the server's answer is not JSON (an error page?)", where=url,
-                         fix="Check the task, split and scheme (or LAMP_DATA_URL), then try again.") from None
+        raise lamp_error(
+            "the server's answer is not JSON (an error page?)",
+            where=url,
+            fix="Check the task, split and scheme (or LAMP_DATA_URL), then try again.",
+        ) from None
     os.replace(part, dest)
     return Downloaded(dest, url, file_sha256(dest), len(raw))
 
@@ -179,8 +192,11 @@ def _stream(response, url: str, part: Path, offset: int, progress: bool) -> int:
     first = response.read(_CHUNK)
     if offset == 0 and ("html" in content_type.lower() or first.lstrip()[:1] == b"<"):
         part.unlink(missing_ok=True)
-        raise lamp_error("the server answered with an HTML page instead of JSON (a wrong path?)",
-                         where=url, fix="Check the task, split and scheme (or LAMP_DATA_URL).")
+        raise lamp_error(
+            "the server answered with an HTML page instead of JSON (a wrong path?)",
+            where=url,
+            fix="Check the task, split and scheme (or LAMP_DATA_URL).",
+        )
     written = 0
     with open(part, "ab" if offset else "wb") as handle, _bar(url, progress, offset, expected) as advance:
         chunk = first
@@ -221,9 +237,15 @@ class _bar:
             TransferSpeedColumn,
         )
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self.progress.start()
         total = self.offset + self.expected if self.expected is not None else None
         name = self.url.rstrip("/").rsplit("/", 3)
@@ -257,11 +279,9 @@ class LampServerSource(DataSource):
         if not _intact(questions, recorded):
             return None
         outputs = folder / outputs_name
-        return SplitFiles(questions, outputs if _intact(outputs, recorded) else None,
-                          source=f"lamp:{scheme}")
+        return SplitFiles(questions, outputs if _intact(outputs, recorded) else None, source=f"lamp:{scheme}")
 
-    def locate(self, task: Task, split: str, scheme: str = "user", *,
-               download: bool = True) -> SplitFiles:
+    def locate(self, task: Task, split: str, scheme: str = "user", *, download: bool = True) -> SplitFiles:
         check_split_name(split)
         check_scheme(scheme)
         files = self._files(task, split, scheme)
@@ -269,14 +289,16 @@ class LampServerSource(DataSource):
             return files
         remote_folder(task, split, scheme)  # a task without a download fails here, before anything
         if not download:
-            raise lamp_error(f"the {scheme}-based {split} split of {task.name} is not in the cache "
-                             f"({self.folder(task, scheme)})",
-                             fix=f"Run: lamp data download --task {task.name} --scheme {scheme} "
-                                 f"--split {split}; or pass --data-dir DIR, or --data demo.")
+            raise lamp_error(
+                f"the {scheme}-based {split} split of {task.name} is not in the cache ({self.folder(task, scheme)})",
+                fix=f"Run: lamp data download --task {task.name} --scheme {scheme} "
+                f"--split {split}; or pass --data-dir DIR, or --data demo.",
+            )
         return self.fetch(task, split, scheme)
 
-    def fetch(self, task: Task, split: str, scheme: str = "user", *, force: bool = False,
-              progress: bool = True) -> SplitFiles:
+    def fetch(
+        self, task: Task, split: str, scheme: str = "user", *, force: bool = False, progress: bool = True
+    ) -> SplitFiles:
         """Download a split into the cache (questions, and golds except for ``test``, whose golds
         the LaMP authors withhold); files already complete are kept unless ``force``."""
         url = remote_folder(task, split, scheme)
@@ -294,9 +316,13 @@ class LampServerSource(DataSource):
                 done = download_file(url + name, folder / name, progress=progress)
             with FileLock(str(folder.parent / f".{folder.name}.{CHECKSUMS}.lock")):
                 recorded = _read_checksums(folder)
-                recorded[name] = {"sha256": done.sha256, "bytes": done.size, "url": done.url,
-                                  "mtime_ns": (folder / name).stat().st_mtime_ns,
-                                  "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                recorded[name] = {
+                    "sha256": done.sha256,
+                    "bytes": done.size,
+                    "url": done.url,
+                    "mtime_ns": (folder / name).stat().st_mtime_ns,
+                    "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
                 atomic_write_json(folder / CHECKSUMS, dict(sorted(recorded.items())))
         files = self._files(task, split, scheme)
         assert files is not None
@@ -316,8 +342,10 @@ class LampServerSource(DataSource):
             return [LAMP6_NOTE]
         if task.name not in REMOTE_FOLDERS:
             return [f"The official server has no files for {task.name}; pass them with --data-dir DIR."]
-        return [f"Downloads from {base_url()}[time/]{REMOTE_FOLDERS[task.name]}/{{split}}/ "
-                f"into {self.root}/{{user|time}}/{task.name}/."]
+        return [
+            f"Downloads from {base_url()}[time/]{REMOTE_FOLDERS[task.name]}/{{split}}/ "
+            f"into {self.root}/{{user|time}}/{task.name}/."
+        ]
 
 
 def _read_checksums(folder: Path) -> dict[str, dict]:
@@ -336,6 +364,5 @@ def _intact(path: Path, recorded: dict[str, dict]) -> bool:
         return False
     if file_matches(path, entry.get("bytes"), entry.get("sha256"), entry.get("mtime_ns")):
         return True
-    warn(f"cached download {path} is damaged (size or checksum differs from {CHECKSUMS}); it will be "
-         "downloaded again")
+    warn(f"cached download {path} is damaged (size or checksum differs from {CHECKSUMS}); it will be downloaded again")
     return False

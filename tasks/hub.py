@@ -77,8 +77,10 @@ class HubSource(DataSource):
         q_name, o_name = split_file_names(split)
         if not (folder / q_name).is_file():
             if not download:
-                raise lamp_error(f"{task.name} {split} ({scheme}) is not downloaded yet",
-                                 fix=f"Run: lamp data download --task {task.name} --split {split} --scheme {scheme}")
+                raise lamp_error(
+                    f"{task.name} {split} ({scheme}) is not downloaded yet",
+                    fix=f"Run: lamp data download --task {task.name} --split {split} --scheme {scheme}",
+                )
             self.convert(task, split, scheme, self.download(task, split, scheme))
         return SplitFiles(folder / q_name, folder / o_name, source=f"hub:{task.hub_repo}")
 
@@ -95,32 +97,40 @@ class HubSource(DataSource):
             for split in ("train", "dev", "test"):
                 q_name, o_name = split_file_names(split)
                 if (folder / q_name).is_file():
-                    found.append((scheme, split, SplitFiles(folder / q_name, folder / o_name,
-                                                            f"hub:{getattr(task, 'hub_repo', '')}")))
+                    found.append(
+                        (scheme, split, SplitFiles(folder / q_name, folder / o_name, f"hub:{getattr(task, 'hub_repo', '')}"))
+                    )
         return found
 
     def notes(self, task: Task) -> list[str]:
         kind = _kind(task)
         if kind == "longlamp":
-            return [f"Hugging Face dataset {task.hub_repo}, configuration {task.hub_config('user')} "
-                    f"(--scheme user) or {task.hub_config('time')} (--scheme time); splits train, dev "
-                    "(the release's val) and test. Licence: see the dataset card."]
+            return [
+                f"Hugging Face dataset {task.hub_repo}, configuration {task.hub_config('user')} "
+                f"(--scheme user) or {task.hub_config('time')} (--scheme time); splits train, dev "
+                "(the release's val) and test. Licence: see the dataset card."
+            ]
         if kind == "personamem":
             questions, contexts = task.hub_files()
-            return [f"Hugging Face dataset {task.hub_repo}: {questions} and {contexts}, served as the "
-                    "test split (MIT licence)."]
+            return [
+                f"Hugging Face dataset {task.hub_repo}: {questions} and {contexts}, served as the test split (MIT licence)."
+            ]
         return [f"The hub source has no data for {task.name}."]
 
     # -- download ---------------------------------------------------------------------------------
     def _check(self, task: Task, split: str, scheme: str) -> None:
         kind = _kind(task)
         if not kind:
-            raise lamp_error(f"the hub data source has no data for task {task.name!r}",
-                             fix="Use --data lamp for the LaMP tasks, or --data-dir DIR.")
+            raise lamp_error(
+                f"the hub data source has no data for task {task.name!r}",
+                fix="Use --data lamp for the LaMP tasks, or --data-dir DIR.",
+            )
         if kind == "personamem":
             if split != "test":
-                raise lamp_error(f"PersonaMem has a single split, served as 'test' (asked: {split!r})",
-                                 fix="Pass --split test (or --data demo for its synthetic dev split).")
+                raise lamp_error(
+                    f"PersonaMem has a single split, served as 'test' (asked: {split!r})",
+                    fix="Pass --split test (or --data demo for its synthetic dev split).",
+                )
             if scheme != "user":
                 raise lamp_error("PersonaMem has no time-based split", fix="Use --scheme user.")
 
@@ -138,21 +148,36 @@ class HubSource(DataSource):
 
         patterns = self.patterns(task, split, scheme)
         try:
-            folder = Path(snapshot_download(task.hub_repo, repo_type="dataset", allow_patterns=patterns,
-                                            cache_dir=str(self.cache), endpoint=hub_endpoint()))
+            folder = Path(
+                snapshot_download(
+                    task.hub_repo,
+                    repo_type="dataset",
+                    allow_patterns=patterns,
+                    cache_dir=str(self.cache),
+                    endpoint=hub_endpoint(),
+                )
+            )
         except LocalEntryNotFoundError:
-            raise lamp_error(f"{task.hub_repo} is not in the cache and the hub cannot be reached "
-                             "(offline, HF_HUB_OFFLINE=1, or no connection)", where=task.name,
-                             fix="Connect once and run: lamp data download --task "
-                                 f"{task.name} --split {split}; or try --data demo.") from None
+            raise lamp_error(
+                f"{task.hub_repo} is not in the cache and the hub cannot be reached "
+                "(offline, HF_HUB_OFFLINE=1, or no connection)",
+                where=task.name,
+                fix=f"Connect once and run: lamp data download --task {task.name} --split {split}; or try --data demo.",
+            ) from None
         except (HfHubHTTPError, OSError) as exc:
-            raise lamp_error(f"cannot download {task.hub_repo} ({str(exc).splitlines()[0]})", where=task.name,
-                             fix=f"Check the connection (or {HUB_URL_ENV}) and run the command again: "
-                                 "finished files are kept and a partial one resumes.") from None
+            raise lamp_error(
+                f"cannot download {task.hub_repo} ({str(exc).splitlines()[0]})",
+                where=task.name,
+                fix=f"Check the connection (or {HUB_URL_ENV}) and run the command again: "
+                "finished files are kept and a partial one resumes.",
+            ) from None
         files = sorted(p for pattern in patterns for p in folder.glob(pattern) if p.is_file())
         if not files:
-            raise lamp_error(f"{task.hub_repo} has no files matching {', '.join(patterns)}", where=task.name,
-                             fix="Check the split and scheme (`lamp data info " f"{task.name}`).")
+            raise lamp_error(
+                f"{task.hub_repo} has no files matching {', '.join(patterns)}",
+                where=task.name,
+                fix=f"Check the split and scheme (`lamp data info {task.name}`).",
+            )
         return files
 
     # -- conversion -------------------------------------------------------------------------------
@@ -167,10 +192,15 @@ class HubSource(DataSource):
         render = lambda obj: (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")  # noqa: E731
         atomic_write_bytes(folder / o_name, render({"task": task.official_name, "golds": golds}))
         atomic_write_bytes(folder / q_name, render(questions))  # last: its presence means "converted"
-        atomic_write_json(folder / f"{split}_source.json",
-                          {"repository": task.hub_repo, "files": [f.name for f in files],
-                           "snapshot": files[0].parent.name if files else None,
-                           "converter": CONVERTER_VERSION})
+        atomic_write_json(
+            folder / f"{split}_source.json",
+            {
+                "repository": task.hub_repo,
+                "files": [f.name for f in files],
+                "snapshot": files[0].parent.name if files else None,
+                "converter": CONVERTER_VERSION,
+            },
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,8 +218,11 @@ def read_rows(path: Path) -> Iterator[dict[str, Any]]:
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise lamp_error("reading the hub's parquet files needs pyarrow", where=str(path),
-                             fix="Install it: .venv/bin/pip install -c constraints.txt pyarrow") from None
+            raise lamp_error(
+                "reading the hub's parquet files needs pyarrow",
+                where=str(path),
+                fix="Install it: .venv/bin/pip install -c constraints.txt pyarrow",
+            ) from None
         yield from pq.read_table(path).to_pylist()
         return
     text = path.read_text(encoding="utf-8")
@@ -199,14 +232,22 @@ def read_rows(path: Path) -> Iterator[dict[str, Any]]:
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise _bad(path, number, "(line)", f"is not JSON ({exc.msg})",
-                               "Download the file again (lamp data download --force).") from None
+                    raise _bad(
+                        path,
+                        number,
+                        "(line)",
+                        f"is not JSON ({exc.msg})",
+                        "Download the file again (lamp data download --force).",
+                    ) from None
         return
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise lamp_error(f"is not JSON ({exc.msg} at line {exc.lineno})", where=str(path),
-                         fix="Download the file again (lamp data download --force).") from None
+        raise lamp_error(
+            f"is not JSON ({exc.msg} at line {exc.lineno})",
+            where=str(path),
+            fix="Download the file again (lamp data download --force).",
+        ) from None
     yield from (data if isinstance(data, list) else [data])
 
 
@@ -219,13 +260,19 @@ def longlamp_records(task: Any, split: str, files: list[Path]) -> tuple[list[dic
                 value = row.get(field) if isinstance(row, Mapping) else None
                 if not isinstance(value, kind):
                     what = "is missing" if value is None else f"is a {type(value).__name__}, not a {kind.__name__}"
-                    raise _bad(path, number, field, what,
-                               "The file is not a LongLaMP release file; download it again (--force).")
+                    raise _bad(
+                        path, number, field, what, "The file is not a LongLaMP release file; download it again (--force)."
+                    )
             for position, item in enumerate(row["profile"]):
                 missing = [f for f in task.profile_fields if not isinstance(item, Mapping) or f not in item]
                 if missing:
-                    raise _bad(path, number, f"profile[{position}].{missing[0]}", "is missing",
-                               f"{task.name} profile items need {', '.join(task.profile_fields)}.")
+                    raise _bad(
+                        path,
+                        number,
+                        f"profile[{position}].{missing[0]}",
+                        "is missing",
+                        f"{task.name} profile items need {', '.join(task.profile_fields)}.",
+                    )
             qid = f"{split}-{len(questions)}"
             question, gold = task.record(row, qid)
             questions.append(question)
@@ -244,12 +291,22 @@ def personamem_records(task: Any, files: list[Path]) -> tuple[list[dict], list[d
     contexts: dict[str, list] = {}
     for number, row in enumerate(read_rows(contexts_path), start=1):
         if not isinstance(row, Mapping) or len(row) != 1:
-            raise _bad(contexts_path, number, "(line)", "is not one {context_id: [messages]} object",
-                       "Download the file again (lamp data download --force).")
-        (cid, messages), = row.items()
+            raise _bad(
+                contexts_path,
+                number,
+                "(line)",
+                "is not one {context_id: [messages]} object",
+                "Download the file again (lamp data download --force).",
+            )
+        ((cid, messages),) = row.items()
         if not isinstance(messages, list) or not all(isinstance(m, Mapping) and "content" in m for m in messages):
-            raise _bad(contexts_path, number, cid, "is not a list of {role, content} messages",
-                       "Download the file again (lamp data download --force).")
+            raise _bad(
+                contexts_path,
+                number,
+                cid,
+                "is not a list of {role, content} messages",
+                "Download the file again (lamp data download --force).",
+            )
         contexts[str(cid)] = messages
     rows = []
     with open(questions_path, newline="", encoding="utf-8") as handle:
@@ -257,29 +314,52 @@ def personamem_records(task: Any, files: list[Path]) -> tuple[list[dict], list[d
             rows.append((number, row))
     parsed = []
     for number, row in rows:
+
         def need(field: str, row=row, number=number) -> str:
             value = row.get(field)
             if value is None or value == "":
-                raise _bad(questions_path, number, field, "is missing or empty",
-                           "The file is not a PersonaMem questions table; download it again (--force).")
+                raise _bad(
+                    questions_path,
+                    number,
+                    field,
+                    "is missing or empty",
+                    "The file is not a PersonaMem questions table; download it again (--force).",
+                )
             return value
+
         cid = need("shared_context_id")
         if cid not in contexts:
-            raise _bad(questions_path, number, "shared_context_id", f"names no context of {contexts_name} ({cid})",
-                       "Download both files of the same size again (--force).")
+            raise _bad(
+                questions_path,
+                number,
+                "shared_context_id",
+                f"names no context of {contexts_name} ({cid})",
+                "Download both files of the same size again (--force).",
+            )
         try:
             end = int(float(need("end_index_in_shared_context")))
         except ValueError:
-            raise _bad(questions_path, number, "end_index_in_shared_context", "is not a number",
-                       "Download the file again (--force).") from None
+            raise _bad(
+                questions_path,
+                number,
+                "end_index_in_shared_context",
+                "is not a number",
+                "Download the file again (--force).",
+            ) from None
         options = _options(need("all_options"))
         if not options:
-            raise _bad(questions_path, number, "all_options", "holds no (a)..(d) options",
-                       "Download the file again (--force).")
+            raise _bad(
+                questions_path, number, "all_options", "holds no (a)..(d) options", "Download the file again (--force)."
+            )
         answer = need("correct_answer").strip().lower().strip("() ")
         if answer not in "abcd" or len(answer) != 1:
-            raise _bad(questions_path, number, "correct_answer", f"is not an option letter ({answer!r})",
-                       "Download the file again (--force).")
+            raise _bad(
+                questions_path,
+                number,
+                "correct_answer",
+                f"is not an option letter ({answer!r})",
+                "Download the file again (--force).",
+            )
         qtype = need("question_type").strip().replace(":", "_")
         qid = f"{qtype}:{need('question_id')}"
         parsed.append((cid, end, number, qid, need("user_question_or_message"), options, f"({answer})"))
@@ -287,8 +367,7 @@ def personamem_records(task: Any, files: list[Path]) -> tuple[list[dict], list[d
     parsed.sort(key=lambda r: (order[r[0]], r[1], r[2]))
     questions, golds = [], []
     for cid, end, _number, qid, question, options, answer in parsed:
-        questions.append({"id": qid, "input": render_input(question, options),
-                          "profile": sessions(contexts[cid], end)})
+        questions.append({"id": qid, "input": render_input(question, options), "profile": sessions(contexts[cid], end)})
         golds.append({"id": qid, "output": answer})
     return questions, golds
 

@@ -37,12 +37,40 @@ from lamp_tasks.base import LampClassificationTask, LampGenerationTask, LampTask
 from lamp_harness.contracts import Example, ExampleScores, ProfileItem, TokenCounter
 from lamp_harness.errors import lamp_error
 
-MOVIE_TAGS = ("sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia",
-              "dark comedy", "classic", "psychology", "fantasy", "romance", "thought-provoking",
-              "social commentary", "violence", "true story")
-NEWS_CATEGORIES = ("food & drink", "sports", "education", "parents", "religion", "travel",
-                   "business", "crime", "science & technology", "culture & arts", "entertainment",
-                   "politics", "women", "style & beauty", "healthy living")
+MOVIE_TAGS = (
+    "sci-fi",
+    "based on a book",
+    "comedy",
+    "action",
+    "twist ending",
+    "dystopia",
+    "dark comedy",
+    "classic",
+    "psychology",
+    "fantasy",
+    "romance",
+    "thought-provoking",
+    "social commentary",
+    "violence",
+    "true story",
+)
+NEWS_CATEGORIES = (
+    "food & drink",
+    "sports",
+    "education",
+    "parents",
+    "religion",
+    "travel",
+    "business",
+    "crime",
+    "science & technology",
+    "culture & arts",
+    "entertainment",
+    "politics",
+    "women",
+    "style & beauty",
+    "healthy living",
+)
 
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
@@ -147,8 +175,11 @@ class LaMP3(LampTask):
     def __init__(self, scorer: str = "lamp") -> None:
         self.scorer = str(scorer or "lamp").strip().lower()
         if self.scorer not in self.scorers:
-            raise lamp_error(f"argument scorer={self.scorer!r} is not lamp or pplug", where=f"task {self.name!r}",
-                             fix="Pass scorer=lamp (the LaMP scorer) or scorer=pplug (the PPlug paper's).")
+            raise lamp_error(
+                f"argument scorer={self.scorer!r} is not lamp or pplug",
+                where=f"task {self.name!r}",
+                fix="Pass scorer=lamp (the LaMP scorer) or scorer=pplug (the PPlug paper's).",
+            )
 
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
         text = item.get("text") if free_text is None else free_text
@@ -176,8 +207,7 @@ class LaMP3(LampTask):
             return next((float(int(c)) for c in output if c.isdecimal()), 1.0)
         return 1.0 if abs(1.0 - gold) > abs(5.0 - gold) else 5.0
 
-    def example_scores(self, predictions: Mapping[str, str],
-                       golds: Mapping[str, str]) -> list[ExampleScores]:
+    def example_scores(self, predictions: Mapping[str, str], golds: Mapping[str, str]) -> list[ExampleScores]:
         from lamp_harness import metrics
 
         ids = self.aligned_ids(predictions, golds)

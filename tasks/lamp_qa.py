@@ -69,10 +69,12 @@ CATEGORIES = {
 
 # -- the official generation prompts (data/formetters.py), verbatim ------------------------------
 
-NO_RAG_SYSTEM = ("You are a helpful assistant designed to generate personalized responses to user questions.  "
-                 "Your output should be a valid json object in ```json ``` block that contains the following "
-                 "fields:\n   - personalized_answer: contains the personalized answer to the user's current "
-                 "question.")
+NO_RAG_SYSTEM = (
+    "You are a helpful assistant designed to generate personalized responses to user questions.  "
+    "Your output should be a valid json object in ```json ``` block that contains the following "
+    "fields:\n   - personalized_answer: contains the personalized answer to the user's current "
+    "question."
+)
 
 RAG_SYSTEM = """You are a helpful assistant designed to generate personalized responses to user questions. Your task is to answer a user's question from a post in a personalized way by considering this user's past post questions and detailed descriptions of these questions.
 # Your input:
@@ -143,9 +145,9 @@ def answer_json(text: str) -> Any:
     import json5
 
     if text.startswith("json"):
-        text = text[len("json"):]
+        text = text[len("json") :]
     if text.endswith("json"):
-        text = text[:-len("json")]
+        text = text[: -len("json")]
     text = text.strip().replace("\n", "").replace("```json", "").replace("```", "")
     try:
         return json.loads(text, strict=False)
@@ -159,7 +161,7 @@ def answer_json(text: str) -> Any:
 
 def aspect_text(aspect: Mapping[str, Any]) -> str:
     """One rubric aspect as the official evaluator writes it into the judge's prompt."""
-    return f'-aspect: {aspect["aspect"]}\n    -reason: {aspect["reason"]}\n    -evidence: {aspect["evidence"]}'
+    return f"-aspect: {aspect['aspect']}\n    -reason: {aspect['reason']}\n    -evidence: {aspect['evidence']}"
 
 
 def gold_record(narrative: str, aspects: Sequence[Mapping[str, Any]]) -> str:
@@ -200,15 +202,24 @@ class LampQA(Task):
     category: ClassVar[str] = ""
     judged_metrics: ClassVar[tuple[JudgedMetric, ...]] = (
         JudgedMetric(
-            METRIC, PROMPT_VERSION, max_new_tokens=4096, max_retries=100, top_p=0.95,
+            METRIC,
+            PROMPT_VERSION,
+            max_new_tokens=4096,
+            max_retries=100,
+            top_p=0.95,
             # The paper's judge; serve it with vLLM (`--judge vllm:Qwen/Qwen2.5-32B-Instruct`) or
             # any OpenAI-compatible server (`--judge openai:... --judge-arg base_url=...`).
-            default_judge="vllm:Qwen/Qwen2.5-32B-Instruct", max_input_tokens=32000,
+            default_judge="vllm:Qwen/Qwen2.5-32B-Instruct",
+            max_input_tokens=32000,
             # The offline preset's stand-in: the packaged SmolLM2 (135M). It cannot write the
             # official JSON, so it picks the best of JUDGE_CHOICES by log-likelihood (a documented
             # deviation); its scores only show that the pipeline works; see docs/judges.md.
-            preset_judges={"offline": (None, {"max_input_tokens": "2048", "max_new_tokens": "32",
-                                              "parse_retries": "2", "decode": "labels"})},
+            preset_judges={
+                "offline": (
+                    None,
+                    {"max_input_tokens": "2048", "max_new_tokens": "32", "parse_retries": "2", "decode": "labels"},
+                )
+            },
             judge_choices=JUDGE_CHOICES,
         ),
     )
@@ -223,8 +234,9 @@ class LampQA(Task):
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
         return item.get("text") if free_text is None else free_text
 
-    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-               max_tokens: int = 256, **_: Any) -> str:
+    def prompt(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int = 256, **_: Any
+    ) -> str:
         """The official prompt. The official code puts every retrieved item in; when the whole
         prompt is over ``max_tokens`` the lowest-ranked items are left out (whole) until it fits,
         and when not even the best one fits, its text is cut to what is left, so the question is
@@ -267,17 +279,22 @@ class LampQA(Task):
     def validate_gold(self, output: str) -> str | None:
         return gold_problem(output)
 
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *, seed: int = 0) -> list[MetricResult]:
         return []  # the task's one metric is judged (judged_metrics)
 
     def judge_prompts(self, metric: str, example: Example, output: str) -> Sequence[JudgePrompt]:
         gold = json.loads(example.gold or "{}")
-        return [JudgePrompt(str(j), JUDGE_SYSTEM,
-                            JUDGE_USER.format(question=example.input, details=gold["narrative"], response=output,
-                                              aspects=aspect_text(aspect)),
-                            label=str(aspect["aspect"]))
-                for j, aspect in enumerate(gold["rubric_aspects"])]
+        return [
+            JudgePrompt(
+                str(j),
+                JUDGE_SYSTEM,
+                JUDGE_USER.format(
+                    question=example.input, details=gold["narrative"], response=output, aspects=aspect_text(aspect)
+                ),
+                label=str(aspect["aspect"]),
+            )
+            for j, aspect in enumerate(gold["rubric_aspects"])
+        ]
 
     def judge_parse(self, metric: str, text: str) -> float:
         """``match_score`` of the judge's JSON answer (``ValueError``: asked again). Any number is
@@ -296,7 +313,8 @@ class LampQA(Task):
     demo_notes: ClassVar[tuple[str, ...]] = (
         "The task asks for the official 4,096 new tokens; a small model on a CPU can take that long "
         "on one answer, so cap the demo's answers with --task-arg max_new_tokens=256 (recorded in "
-        "config.json as the cell's budget; see docs/judges.md).",)
+        "config.json as the cell's budget; see docs/judges.md).",
+    )
     """What ``lamp data`` says about ``--data demo`` for these tasks, beside the demo's own notes."""
 
     def demo_data(self, split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

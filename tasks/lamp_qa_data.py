@@ -41,8 +41,10 @@ OFFICIAL_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 def _category(task: Task) -> str:
     category = getattr(task, "category", "")
     if not category:
-        raise lamp_error(f"the lamp-qa data source has no data for task {task.name!r}",
-                         fix="Use it with lamp-qa-arts, lamp-qa-lifestyle or lamp-qa-society.")
+        raise lamp_error(
+            f"the lamp-qa data source has no data for task {task.name!r}",
+            fix="Use it with lamp-qa-arts, lamp-qa-lifestyle or lamp-qa-society.",
+        )
     return category
 
 
@@ -57,13 +59,20 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise lamp_error(f"cannot read JSON ({type(exc).__name__}: {exc})", where=str(path),
-                         fix="Download it again with the official utils/download_datasets.py.") from None
+        raise lamp_error(
+            f"cannot read JSON ({type(exc).__name__}: {exc})",
+            where=str(path),
+            fix="Download it again with the official utils/download_datasets.py.",
+        ) from None
     if not isinstance(data, list):
-        raise lamp_error(f"expected a JSON list of records, found {type(data).__name__}", where=str(path),
-                         fix="Pass the folder that utils/download_datasets.py wrote.")
+        raise lamp_error(
+            f"expected a JSON list of records, found {type(data).__name__}",
+            where=str(path),
+            fix="Pass the folder that utils/download_datasets.py wrote.",
+        )
     seen: set[str] = set()
     for index, record in enumerate(data):
+
         def bad(field: str, what: str, fix: str, rid: Any = None, index: int = index) -> LampError:
             who = f"record {index}" + (f" (id {rid!r})" if rid is not None else "")
             return lamp_error(f"{who}: field {field!r} {what}", where=str(path), fix=fix)
@@ -79,13 +88,21 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                 raise bad(field, "is missing or not a (non-empty) string", f"Every record needs its {field}.", rid)
         aspects = record.get("rubric_aspects")
         if not isinstance(aspects, list) or not aspects:
-            raise bad("rubric_aspects", "is missing or not a non-empty list",
-                      "Every record needs its rubric aspects (aspect, reason, evidence).", rid)
+            raise bad(
+                "rubric_aspects",
+                "is missing or not a non-empty list",
+                "Every record needs its rubric aspects (aspect, reason, evidence).",
+                rid,
+            )
         for j, aspect in enumerate(aspects):
             for key in ("aspect", "reason", "evidence"):
                 if not isinstance(aspect, dict) or not isinstance(aspect.get(key), str):
-                    raise bad(f"rubric_aspects[{j}].{key}", "is missing or not a string",
-                              "Each aspect has aspect, reason and evidence strings.", rid)
+                    raise bad(
+                        f"rubric_aspects[{j}].{key}",
+                        "is missing or not a string",
+                        "Each aspect has aspect, reason and evidence strings.",
+                        rid,
+                    )
         profile = record.get("profile")
         if not isinstance(profile, list):
             raise bad("profile", "is missing or not a list", "Every record needs the asker's profile.", rid)
@@ -103,8 +120,10 @@ def convert(records: list[dict[str, Any]], task: Task) -> tuple[list[dict[str, A
     questions, golds = [], []
     for record in records:
         rid = str(record["id"])
-        profile = [{"id": str(item["id"]) if "id" in item else str(j), "text": item["text"]}
-                   for j, item in enumerate(record["profile"])]
+        profile = [
+            {"id": str(item["id"]) if "id" in item else str(j), "text": item["text"]}
+            for j, item in enumerate(record["profile"])
+        ]
         questions.append({"id": rid, "input": record["question"], "profile": profile})
         golds.append({"id": rid, "output": gold_record(record["narrative"], record["rubric_aspects"])})
     return questions, {"task": task.official_name, "golds": golds}
@@ -148,8 +167,10 @@ class LampQASource(DataSource):
     def notes(self, task: Task) -> list[str]:
         if not getattr(task, "category", ""):
             return ["The lamp-qa source serves only the LaMP-QA tasks."]
-        return [f"Hugging Face dataset {REPO}, configuration {_category(task)} (splits train, validation = "
-                "dev, test); or --data-dir with the official {Category}_{split}.json files."]
+        return [
+            f"Hugging Face dataset {REPO}, configuration {_category(task)} (splits train, validation = "
+            "dev, test); or --data-dir with the official {Category}_{split}.json files."
+        ]
 
     def from_folder(self, task: Task, folder: Path, split: str, scheme: str = "user") -> SplitFiles:
         """The split's files from a folder in the official layout (``--data-dir``), converted once."""
@@ -158,9 +179,12 @@ class LampQASource(DataSource):
         if not path.is_file():
             present = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
             have = f" (it has {', '.join(present[:6])})" if present else ""
-            raise lamp_error(f"has no {path.name}{have}", where=f"--data-dir {folder}",
-                             fix="Pass the folder the official utils/download_datasets.py wrote, or choose "
-                                 "another --split (train, validation, test).")
+            raise lamp_error(
+                f"has no {path.name}{have}",
+                where=f"--data-dir {folder}",
+                fix="Pass the folder the official utils/download_datasets.py wrote, or choose "
+                "another --split (train, validation, test).",
+            )
         digest = file_sha256(path)
         target = self.root / "converted" / f"{path.stem}-{digest[:16]}"
         q_name, o_name = split_file_names(split)
@@ -181,58 +205,74 @@ class LampQASource(DataSource):
             from huggingface_hub import HfApi, hf_hub_download
             from huggingface_hub.errors import EntryNotFoundError
         except ImportError:
-            raise lamp_error("huggingface_hub is not installed", fix="pip install huggingface_hub, or pass "
-                             "--data-dir with the official files.") from None
+            raise lamp_error(
+                "huggingface_hub is not installed",
+                fix="pip install huggingface_hub, or pass --data-dir with the official files.",
+            ) from None
         try:
             import pyarrow.parquet as parquet
         except ImportError:
-            raise lamp_error("reading the hub's Parquet files needs pyarrow", where=f"--data lamp-qa ({REPO})",
-                             fix='Install it (pip install "lamp-harness[hub]"), or pass --data-dir with '
-                                 "the files the official utils/download_datasets.py wrote.") from None
+            raise lamp_error(
+                "reading the hub's Parquet files needs pyarrow",
+                where=f"--data lamp-qa ({REPO})",
+                fix='Install it (pip install "lamp-harness[hub]"), or pass --data-dir with '
+                "the files the official utils/download_datasets.py wrote.",
+            ) from None
         category, wanted = _category(task), OFFICIAL_SPLITS[split]
         endpoint = os.environ.get("HF_ENDPOINT") or None
         records: list[Any] = []
         cache = str(self.root / "hub-cache")
         try:
             try:
-                card = Path(hf_hub_download(REPO, "README.md", repo_type="dataset", revision=MAIN, cache_dir=cache,
-                                            endpoint=endpoint)).read_text(encoding="utf-8")
+                card = Path(
+                    hf_hub_download(
+                        REPO, "README.md", repo_type="dataset", revision=MAIN, cache_dir=cache, endpoint=endpoint
+                    )
+                ).read_text(encoding="utf-8")
             except EntryNotFoundError:
                 card = ""
             patterns = card_data_files(card, category, wanted)
             if patterns:
-                names = sorted(f for f in HfApi(endpoint=endpoint).list_repo_files(REPO, repo_type="dataset",
-                                                                                   revision=MAIN)
-                               if any(fnmatch.fnmatchcase(f, p) for p in patterns))
+                names = sorted(
+                    f
+                    for f in HfApi(endpoint=endpoint).list_repo_files(REPO, repo_type="dataset", revision=MAIN)
+                    if any(fnmatch.fnmatchcase(f, p) for p in patterns)
+                )
                 if not names:
-                    raise lamp_error(f"the hub dataset {REPO} has no file matching {', '.join(patterns)}",
-                                     fix="Download it with the official utils/download_datasets.py and "
-                                         "pass --data-dir.")
+                    raise lamp_error(
+                        f"the hub dataset {REPO} has no file matching {', '.join(patterns)}",
+                        fix="Download it with the official utils/download_datasets.py and pass --data-dir.",
+                    )
                 for name in names:
-                    local = hf_hub_download(REPO, name, repo_type="dataset", revision=MAIN, cache_dir=cache,
-                                            endpoint=endpoint)
+                    local = hf_hub_download(
+                        REPO, name, repo_type="dataset", revision=MAIN, cache_dir=cache, endpoint=endpoint
+                    )
                     records += _read_data_file(Path(local), name)
             else:  # the card does not say: the hub's Parquet conversion
                 for part in range(10_000):
                     name = f"{category}/{wanted}/{part:04d}.parquet"
                     try:
-                        local = hf_hub_download(REPO, name, repo_type="dataset", revision=PARQUET_REVISION,
-                                                cache_dir=cache, endpoint=endpoint)
+                        local = hf_hub_download(
+                            REPO, name, repo_type="dataset", revision=PARQUET_REVISION, cache_dir=cache, endpoint=endpoint
+                        )
                     except EntryNotFoundError:
                         if part == 0:
-                            raise lamp_error(f"the hub dataset {REPO} has no {name} in {PARQUET_REVISION}, and "
-                                             f"its card names no configuration {category!r}",
-                                             fix="Download it with the official utils/download_datasets.py and "
-                                                 "pass --data-dir.") from None
+                            raise lamp_error(
+                                f"the hub dataset {REPO} has no {name} in {PARQUET_REVISION}, and "
+                                f"its card names no configuration {category!r}",
+                                fix="Download it with the official utils/download_datasets.py and pass --data-dir.",
+                            ) from None
                         break
                     records += parquet.read_table(local).to_pylist()
         except LampError:
             raise
         except Exception as exc:  # network, HTTP and hub errors: one line
             first = (str(exc).splitlines() or [""])[0][:200]
-            raise lamp_error(f"cannot download {REPO} ({type(exc).__name__}: {first})",
-                             fix="Check the network or HF_ENDPOINT; or pass --data-dir with the files the "
-                                 "official utils/download_datasets.py wrote.") from None
+            raise lamp_error(
+                f"cannot download {REPO} ({type(exc).__name__}: {first})",
+                fix="Check the network or HF_ENDPOINT; or pass --data-dir with the files the "
+                "official utils/download_datasets.py wrote.",
+            ) from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(dest, json.dumps(records, ensure_ascii=False, indent=1).encode())
 

@@ -21,39 +21,69 @@ QUESTIONS = {"train": 2, "dev": 1}
 
 PREFERENCES = {
     "budget": {
-        "cues": ["I can't spend much money on this.", "Money is tight for me right now.",
-                 "I'm looking for the cheapest way to do it.", "I only have a small budget."],
-        "aspect": "Affordable options", "reason": "The user has very little money to spend.",
+        "cues": [
+            "I can't spend much money on this.",
+            "Money is tight for me right now.",
+            "I'm looking for the cheapest way to do it.",
+            "I only have a small budget.",
+        ],
+        "aspect": "Affordable options",
+        "reason": "The user has very little money to spend.",
         "narrative": "I am on a very tight budget, so anything expensive is out of the question.",
     },
     "beginner": {
-        "cues": ["I'm a complete beginner.", "I have never done this before.",
-                 "I don't know the basics yet.", "I am just starting out."],
-        "aspect": "Beginner-friendly first steps", "reason": "The user has no experience at all.",
+        "cues": [
+            "I'm a complete beginner.",
+            "I have never done this before.",
+            "I don't know the basics yet.",
+            "I am just starting out.",
+        ],
+        "aspect": "Beginner-friendly first steps",
+        "reason": "The user has no experience at all.",
         "narrative": "I am a complete beginner and have never tried anything like this.",
     },
     "time": {
-        "cues": ["I only have a few minutes a day.", "My schedule is really busy.",
-                 "I work long hours and have little free time.", "I can only spare weekends."],
-        "aspect": "Little time needed", "reason": "The user has almost no free time.",
+        "cues": [
+            "I only have a few minutes a day.",
+            "My schedule is really busy.",
+            "I work long hours and have little free time.",
+            "I can only spare weekends.",
+        ],
+        "aspect": "Little time needed",
+        "reason": "The user has almost no free time.",
         "narrative": "I work long hours, so I only have a few minutes a day for this.",
     },
     "kids": {
-        "cues": ["I have two young kids at home.", "It has to work with my children around.",
-                 "My kids are always with me.", "I'm a parent of toddlers."],
-        "aspect": "Suitable with young children", "reason": "The user has young children at home.",
+        "cues": [
+            "I have two young kids at home.",
+            "It has to work with my children around.",
+            "My kids are always with me.",
+            "I'm a parent of toddlers.",
+        ],
+        "aspect": "Suitable with young children",
+        "reason": "The user has young children at home.",
         "narrative": "I have two young kids at home, so it has to work with them around.",
     },
     "rural": {
-        "cues": ["I live far from any city.", "There is nothing like that in my small town.",
-                 "The nearest shop is an hour away.", "I live in the countryside."],
-        "aspect": "Options far from a city", "reason": "The user lives far from cities and shops.",
+        "cues": [
+            "I live far from any city.",
+            "There is nothing like that in my small town.",
+            "The nearest shop is an hour away.",
+            "I live in the countryside.",
+        ],
+        "aspect": "Options far from a city",
+        "reason": "The user lives far from cities and shops.",
         "narrative": "I live in a small village far from any city, so nothing is available nearby.",
     },
     "online": {
-        "cues": ["I prefer learning online.", "I'd like a website or an app for it.",
-                 "Online courses work best for me.", "I learn best from videos on the internet."],
-        "aspect": "Online resources", "reason": "The user learns best from online material.",
+        "cues": [
+            "I prefer learning online.",
+            "I'd like a website or an app for it.",
+            "Online courses work best for me.",
+            "I learn best from videos on the internet.",
+        ],
+        "aspect": "Online resources",
+        "reason": "The user learns best from online material.",
         "narrative": "I learn best online, from websites, apps and videos.",
     },
 }
@@ -91,9 +121,14 @@ NEUTRAL = [
     "How do I clean a cast iron pan? Mine is getting rusty.",
 ]
 PAST = [
-    "How can I start running?", "What hobby should I pick up?", "How do I learn to bake bread?",
-    "How can I decorate my room?", "What is a good way to learn chess?", "How do I start a garden?",
-    "How can I learn to sew?", "What is the best way to learn to swim?",
+    "How can I start running?",
+    "What hobby should I pick up?",
+    "How do I learn to bake bread?",
+    "How can I decorate my room?",
+    "What is a good way to learn chess?",
+    "How do I start a garden?",
+    "How can I learn to sew?",
+    "What is the best way to learn to swim?",
 ]
 
 
@@ -104,8 +139,9 @@ def generate(task: Any, split: str) -> tuple[list[dict[str, Any]], dict[str, Any
     from lamp_harness.errors import lamp_error
 
     if split not in USERS:
-        raise lamp_error(f"the LaMP-QA demo has no {split!r} split",
-                         fix="Use --split dev or --split train with --data demo.")
+        raise lamp_error(
+            f"the LaMP-QA demo has no {split!r} split", fix="Use --split dev or --split train with --data demo."
+        )
     rng = random.Random(f"lamp-qa-demo-v{VERSION}/{task.name}/{split}")
     topics = TOPICS[task.name]
     kinds = sorted(PREFERENCES)
@@ -127,8 +163,7 @@ def generate(task: Any, split: str) -> tuple[list[dict[str, Any]], dict[str, Any
             qid = f"{task.name}-{split}-{len(questions):04d}"
             aspects = [
                 {"aspect": pref["aspect"], "reason": pref["reason"], "evidence": pref["narrative"]},
-                {"aspect": topic_aspect, "reason": "The user wants practical, specific advice.",
-                 "evidence": question},
+                {"aspect": topic_aspect, "reason": "The user wants practical, specific advice.", "evidence": question},
             ]
             rng.shuffle(aspects)
             questions.append({"id": qid, "input": question, "profile": [dict(p) for p in profile]})

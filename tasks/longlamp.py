@@ -72,18 +72,21 @@ class LongLaMPTask(Task):
         if self.query_marker:
             at = example.input.find(self.query_marker)
             if at != -1:
-                return example.input[at + len(self.query_marker):].strip()
+                return example.input[at + len(self.query_marker) :].strip()
         return example.input.strip()
 
     def document(self, item: ProfileItem) -> str:
         return " ".join(item.get(name) for name in self.document_fields)
 
     # -- prompt -----------------------------------------------------------------------------------
-    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-               max_tokens: int = 256, **_: Any) -> str:
+    def prompt(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int = 256, **_: Any
+    ) -> str:
         if max_tokens <= 0:
-            raise lamp_error(f"the prompt budget must be a positive number of tokens, got {max_tokens}",
-                             fix="Set the generator's maximum input length to at least 1.")
+            raise lamp_error(
+                f"the prompt budget must be a positive number of tokens, got {max_tokens}",
+                fix="Set the generator's maximum input length to at least 1.",
+            )
         items = tuple(items)
         room = max_tokens - tokens.count(example.input) - 1
         if not items or room <= 0:
@@ -102,15 +105,13 @@ class LongLaMPTask(Task):
         return f"{profile} {example.input}" if profile else example.input
 
     # -- scoring ----------------------------------------------------------------------------------
-    def example_scores(self, predictions: Mapping[str, str],
-                       golds: Mapping[str, str]) -> list[ExampleScores]:
+    def example_scores(self, predictions: Mapping[str, str], golds: Mapping[str, str]) -> list[ExampleScores]:
         ids = metrics.shared_ids(self.name, predictions, golds)
         preds = [str(predictions[i]).strip() for i in ids]
         refs = [str(golds[i]).strip() for i in ids]
         return [*metrics.rouge_example_scores(preds, refs, ids), metrics.meteor_example_scores(preds, refs, ids)]
 
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *, seed: int = 0) -> list[MetricResult]:
         return [metrics.summarize(s, seed=seed) for s in self.example_scores(predictions, golds)]
 
     def validate_gold(self, output: str) -> str | None:
@@ -161,8 +162,10 @@ class LongLaMPReview(LongLaMPTask):
 
     def ppep(self, item: ProfileItem, free_text: str | None = None) -> str:
         text = item.get("reviewText") if free_text is None else free_text
-        return (f'{item.get("overall")} is the rating for the product "{item.get("description")}" with the '
-                f'summary "{item.get("summary")}" and the review "{text}"')
+        return (
+            f'{item.get("overall")} is the rating for the product "{item.get("description")}" with the '
+            f'summary "{item.get("summary")}" and the review "{text}"'
+        )
 
 
 class LongLaMPTopic(LongLaMPTask):

@@ -38,8 +38,10 @@ from typing import Any, ClassVar
 from lamp_harness import metrics
 from lamp_harness.contracts import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter
 
-INSTRUCTION = ("Find the most appropriate model response and give your final answer (a), (b), (c), or (d) "
-               "after the special token <final_answer>.")
+INSTRUCTION = (
+    "Find the most appropriate model response and give your final answer (a), (b), (c), or (d) "
+    "after the special token <final_answer>."
+)
 LETTERS = ("a", "b", "c", "d")
 _OPTION = re.compile(r"\(([a-d])\)")
 _BARE = re.compile(r"\b([a-d])\b")
@@ -118,13 +120,15 @@ class PersonaMem(Task):
         ordered = sorted(items, key=_start)
         return "\n\n".join(item.get("text") for item in ordered)
 
-    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-               max_tokens: int = 256, **_: Any) -> str:
+    def prompt(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int = 256, **_: Any
+    ) -> str:
         context, _share = self.fitted_context(example, items, tokens, max_tokens)
         return f"{context}\n\n{example.input}" if context else example.input
 
-    def fitted_context(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-                       max_tokens: int) -> tuple[str, float]:
+    def fitted_context(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int
+    ) -> tuple[str, float]:
         """The context of ``items`` cut from its oldest end so that it and the question fit in
         ``max_tokens``, and the share of the context's tokens that was cut (0 to 1). The last
         answer is remembered: the prompt and its truncated share cost one fit."""
@@ -138,8 +142,9 @@ class PersonaMem(Task):
 
     _last: tuple[Any, tuple[str, float]] | None = None
 
-    def _fit_context(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-                     max_tokens: int) -> tuple[str, float]:
+    def _fit_context(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int
+    ) -> tuple[str, float]:
         context = self.context_text(items)
         total = tokens.count(context)
         room = max_tokens - tokens.count(example.input) - 2
@@ -159,8 +164,9 @@ class PersonaMem(Task):
         kept = " ".join(words[low:])
         return kept, 1.0 - tokens.count(kept) / total if total else 0.0
 
-    def truncated_share(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-                        max_tokens: int) -> float:
+    def truncated_share(
+        self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int
+    ) -> float:
         """The share of the context's tokens :meth:`prompt` drops for this budget."""
         return self.fitted_context(example, items, tokens, max_tokens)[1]
 
@@ -168,8 +174,7 @@ class PersonaMem(Task):
     def parse(self, text: str) -> str:
         return extract_option(text)
 
-    def example_scores(self, predictions: Mapping[str, str],
-                       golds: Mapping[str, str]) -> list[ExampleScores]:
+    def example_scores(self, predictions: Mapping[str, str], golds: Mapping[str, str]) -> list[ExampleScores]:
         ids = metrics.shared_ids(self.name, predictions, golds)
         preds = [extract_option(str(predictions[i])) for i in ids]
         gold = [str(golds[i]).strip() for i in ids]
@@ -177,14 +182,16 @@ class PersonaMem(Task):
         for kind in sorted({question_type(i) for i in ids}):
             # Over every question (the breakdowns share the examples' ids): [correct and of this
             # type, of this type], whose ratio is the type's accuracy.
-            rows = [[float(question_type(i) == kind and p == g), float(question_type(i) == kind)]
-                    for i, p, g in zip(ids, preds, gold, strict=True)]
-            scores.append(metrics.example_scores(f"accuracy:{kind}", rows, statistic="ratio",
-                                                 higher_is_better=True, ids=ids))
+            rows = [
+                [float(question_type(i) == kind and p == g), float(question_type(i) == kind)]
+                for i, p, g in zip(ids, preds, gold, strict=True)
+            ]
+            scores.append(
+                metrics.example_scores(f"accuracy:{kind}", rows, statistic="ratio", higher_is_better=True, ids=ids)
+            )
         return scores
 
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *, seed: int = 0) -> list[MetricResult]:
         return [metrics.summarize(s, seed=seed) for s in self.example_scores(predictions, golds)]
 
     def validate_gold(self, output: str) -> str | None:
@@ -224,14 +231,13 @@ def sessions(messages: Sequence[Mapping[str, Any]], end: int) -> list[dict[str, 
     items: list[dict[str, Any]] = []
     current: list[str] = []
     start = 0
-    for index, message in enumerate(messages[:max(end, 0)]):
+    for index, message in enumerate(messages[: max(end, 0)]):
         if message.get("role") == "system" and current:
             items.append({"id": str(len(items)), "text": "\n".join(current), "start": start, "end": index})
             current, start = [], index
         current.append(f"{message.get('role', 'user')}: {message.get('content', '')}")
     if current:
-        items.append({"id": str(len(items)), "text": "\n".join(current), "start": start,
-                      "end": min(end, len(messages))})
+        items.append({"id": str(len(items)), "text": "\n".join(current), "start": start, "end": min(end, len(messages))})
     return items
 
 

@@ -16,16 +16,31 @@ TASKS = (
     ("lamp-7", "LaMP7", "LaMP-7 tweet paraphrasing (ROUGE-1/L)"),
 )
 LONG_TASKS = (
-    ("longlamp-abstract", "longlamp:LongLaMPAbstract",
-     "LongLaMP abstract generation, long-form (ROUGE-1/L, METEOR); hub data, --scheme user|time"),
-    ("longlamp-review", "longlamp:LongLaMPReview",
-     "LongLaMP product review writing, long-form (ROUGE-1/L, METEOR); hub data, --scheme user|time"),
-    ("longlamp-topic", "longlamp:LongLaMPTopic",
-     "LongLaMP topic writing (Reddit posts), long-form (ROUGE-1/L, METEOR); hub data, --scheme user|time"),
-    ("personamem-32k", "personamem:PersonaMem32k",
-     "PersonaMem multiple choice over a 32k-token conversation history (accuracy, per question type)"),
-    ("personamem-128k", "personamem:PersonaMem128k",
-     "PersonaMem multiple choice over a 128k-token conversation history (accuracy, per question type)"),
+    (
+        "longlamp-abstract",
+        "longlamp:LongLaMPAbstract",
+        "LongLaMP abstract generation, long-form (ROUGE-1/L, METEOR); hub data, --scheme user|time",
+    ),
+    (
+        "longlamp-review",
+        "longlamp:LongLaMPReview",
+        "LongLaMP product review writing, long-form (ROUGE-1/L, METEOR); hub data, --scheme user|time",
+    ),
+    (
+        "longlamp-topic",
+        "longlamp:LongLaMPTopic",
+        "LongLaMP topic writing (Reddit posts), long-form (ROUGE-1/L, METEOR); hub data, --scheme user|time",
+    ),
+    (
+        "personamem-32k",
+        "personamem:PersonaMem32k",
+        "PersonaMem multiple choice over a 32k-token conversation history (accuracy, per question type)",
+    ),
+    (
+        "personamem-128k",
+        "personamem:PersonaMem128k",
+        "PersonaMem multiple choice over a 128k-token conversation history (accuracy, per question type)",
+    ),
 )
 
 

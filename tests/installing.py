@@ -23,14 +23,29 @@ def pip_install(source: Path, root: Path) -> Path:
 
     It is built from a copy: pip builds in place and would leave build/ and *.egg-info behind."""
     copy = root / "src"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(
-        "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
     target = root / "site"
     # setuptools>=70.1 (test extra) builds wheels without the separate 'wheel' package.
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(target), str(copy)],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(target),
+            str(copy),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return target
 
@@ -49,18 +64,21 @@ def plugin_env(sites: list[Path], home: Path, **extra: str) -> dict[str, str]:
 def run_lamp(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     """``lamp ARGS`` in a subprocess (the venv's script, or the module when it is absent)."""
     script = Path(sys.executable).with_name("lamp")
-    command = [str(script)] if script.exists() else [
-        sys.executable, "-c", "from lamp_harness.cli import main; main()"]
-    return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from lamp_harness.cli import main; main()"]
+    return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def run_pytest(tests: Path, env: dict[str, str], cwd: Path, rootdir: Path) -> subprocess.CompletedProcess[str]:
     """``pytest TESTS`` in a subprocess, as the distribution's author would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", str(tests), "-q", "-p", "no:cacheprovider", "-rs",
-         "--rootdir", str(rootdir)],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+        [sys.executable, "-m", "pytest", str(tests), "-q", "-p", "no:cacheprovider", "-rs", "--rootdir", str(rootdir)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 class FakeSite:
@@ -83,8 +101,6 @@ class FakeSite:
             lines.append(f"{ep_name} = {module}")
         info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
-                                       encoding="utf-8")
-        (info / "entry_points.txt").write_text("[lamp_harness]\n" + "\n".join(lines) + "\n",
-                                               encoding="utf-8")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+        (info / "entry_points.txt").write_text("[lamp_harness]\n" + "\n".join(lines) + "\n", encoding="utf-8")
         return names

@@ -23,8 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def send_json(handler: BaseHTTPRequestHandler, status: int, body: bytes,
-              headers: dict[str, str] | None = None) -> None:
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
     """Answer ``handler``'s request with a JSON ``body`` (a client that gave up is not an error)."""
     try:
         handler.send_response(status)
@@ -46,8 +45,7 @@ class FakeOpenAI:
     """The server (see module doc); ``url`` is its API root, ``requests`` what it received."""
 
     def __init__(self, models: Any = None) -> None:
-        self.models = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]} if models is None \
-            else models
+        self.models = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]} if models is None else models
         self.faults: list[tuple[Any, ...]] = []
         self.always: tuple[Any, ...] | None = None
         self.requests: list[dict[str, Any]] = []
@@ -98,11 +96,13 @@ class FakeOpenAI:
                 send_json(self, status, body, headers)
 
             def _drip(self, body: bytes, pause: float) -> None:
-                raw = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                       .encode() + body)
+                raw = (
+                    f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
                 try:
                     for i in range(len(raw)):
-                        self.wfile.write(raw[i:i + 1])
+                        self.wfile.write(raw[i : i + 1])
                         self.wfile.flush()
                         time.sleep(pause)
                 except OSError:  # the client gave up: what the test wants
@@ -115,8 +115,14 @@ class FakeOpenAI:
 
     def _record(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         with self.lock:
-            self.requests.append({"method": handler.command, "path": handler.path, "headers": dict(handler.headers),
-                                  "body": json.loads(body) if body else None})
+            self.requests.append(
+                {
+                    "method": handler.command,
+                    "path": handler.path,
+                    "headers": dict(handler.headers),
+                    "body": json.loads(body) if body else None,
+                }
+            )
 
     @staticmethod
     def _answer(path: str, body: bytes) -> bytes:

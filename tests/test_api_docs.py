@@ -32,8 +32,7 @@ def _undocumented() -> list[str]:
                 if attr.startswith("_") or not inspect.isfunction(function) or (function.__doc__ or "").strip():
                     continue
                 # An override documented by the contract it implements counts as documented.
-                if not any((getattr(getattr(base, attr, None), "__doc__", None) or "").strip()
-                           for base in obj.__mro__[1:]):
+                if not any((getattr(getattr(base, attr, None), "__doc__", None) or "").strip() for base in obj.__mro__[1:]):
                     missing.append(f"{info.name}.{name}.{attr}")
     return missing
 
@@ -43,8 +42,13 @@ def test_every_public_class_function_and_method_has_a_docstring():
 
 
 def test_the_api_reference_builds_without_warnings(tmp_path):
-    done = subprocess.run([sys.executable, "-W", "error", "-m", "pdoc", "lamp_harness", "-o", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "pdoc", "lamp_harness", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "warn" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
     contracts = (tmp_path / "lamp_harness" / "contracts.html").read_text(encoding="utf-8")

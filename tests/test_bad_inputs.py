@@ -72,7 +72,7 @@ CORPUS: list[tuple[str, tuple[str, ...], str]] = [
     ("config-data-number", ("run", "--config", "{bad}/data-number.toml"), "data = 5"),
     ("config-k-zero", ("run", "--config", "{bad}/k-zero.toml"), "k = [0]"),
     ("config-group-not-tables", ("run", "--config", "{bad}/group.toml"), "group"),
-    ("config-group-bad-value", ("run", "--config", "{bad}/group-value.toml"), "k = \"x\""),
+    ("config-group-bad-value", ("run", "--config", "{bad}/group-value.toml"), 'k = "x"'),
     # -- lamp train
     ("train-missing-task", ("train", "--personalizer", "pplug"), "--task"),
     ("train-epochs-zero", (*TRAIN, "--epochs", "0"), "--epochs"),
@@ -101,16 +101,31 @@ CORPUS: list[tuple[str, tuple[str, ...], str]] = [
     ("data-download-scheme-unknown", ("data", "download", "--task", "lamp-7", "--scheme", "x"), "scheme"),
     ("data-info-task-unknown", ("data", "info", "lamp-99"), "Unknown task"),
     # -- lamp evaluate
-    ("evaluate-golds-missing", ("evaluate", "--golds", "{bad}/nope.json", "--predictions", "{bad}/nope.json"),
-     "does not exist"),
-    ("evaluate-both-modes", ("evaluate", "--golds", "{bad}/g.json", "--predictions", "{bad}/g.json",
-                             "--submission", "{bad}/damaged.zip"), "exactly one"),
-    ("evaluate-damaged-zip", ("evaluate", "--golds", "{bad}/damaged.zip", "--submission", "{bad}/damaged.zip"),
-     "damaged zip"),
-    ("evaluate-golds-not-utf8", ("evaluate", "--golds", "{bad}/latin1.json", "--predictions", "{bad}/latin1.json"),
-     "not UTF-8"),
-    ("evaluate-out-is-a-folder", ("evaluate", "--golds", "{bad}/g.json", "--predictions", "{bad}/g.json",
-                                  "--out", "{bad}/empty"), "is a folder"),
+    (
+        "evaluate-golds-missing",
+        ("evaluate", "--golds", "{bad}/nope.json", "--predictions", "{bad}/nope.json"),
+        "does not exist",
+    ),
+    (
+        "evaluate-both-modes",
+        ("evaluate", "--golds", "{bad}/g.json", "--predictions", "{bad}/g.json", "--submission", "{bad}/damaged.zip"),
+        "exactly one",
+    ),
+    (
+        "evaluate-damaged-zip",
+        ("evaluate", "--golds", "{bad}/damaged.zip", "--submission", "{bad}/damaged.zip"),
+        "damaged zip",
+    ),
+    (
+        "evaluate-golds-not-utf8",
+        ("evaluate", "--golds", "{bad}/latin1.json", "--predictions", "{bad}/latin1.json"),
+        "not UTF-8",
+    ),
+    (
+        "evaluate-out-is-a-folder",
+        ("evaluate", "--golds", "{bad}/g.json", "--predictions", "{bad}/g.json", "--out", "{bad}/empty"),
+        "is a folder",
+    ),
     # -- lamp leaderboard / export / models
     ("leaderboard-missing-folder", ("leaderboard", "{bad}/nope"), "does not exist"),
     ("leaderboard-format-unknown", ("leaderboard", "{runs}", "--format", "xml"), "format"),
@@ -185,13 +200,15 @@ def bad_files(tmp_path_factory):
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.parametrize(("name", "argv", "expected"), CORPUS, ids=[c[0] for c in CORPUS])
-def test_bad_input_is_one_line_exit_2_and_loses_nothing(name, argv, expected, finished_runs, bad_files,
-                                                         capsys, monkeypatch, tmp_path):
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(
+    name, argv, expected, finished_runs, bad_files, capsys, monkeypatch, tmp_path
+):
     monkeypatch.syspath_prepend(str(TOYS))
     monkeypatch.chdir(tmp_path)
     before = _snapshot(finished_runs)

@@ -15,8 +15,14 @@ from lamp_harness.cache import EmbeddingCache, rank_examples, ranking_path, text
 from lamp_harness.contracts import Example, ProfileItem, Ranking, RankQuery, Retriever, RunContext
 from lamp_harness.registry import host
 
-IDENTITY = {"model": "test/encoder", "revision": "1", "pooling": "mean", "normalize": False,
-            "max_tokens": 16, "role": "document"}
+IDENTITY = {
+    "model": "test/encoder",
+    "revision": "1",
+    "pooling": "mean",
+    "normalize": False,
+    "max_tokens": 16,
+    "role": "document",
+}
 
 
 class CountingEncoder:
@@ -67,8 +73,7 @@ def test_a_corrupt_cache_file_is_reported_and_rebuilt(lamp_home: Path, capsys, d
     EmbeddingCache(lamp_home, IDENTITY).get_or_encode(texts, CountingEncoder())
     (shard,) = EmbeddingCache(lamp_home, IDENTITY).root.glob("shard-*.npz")
     data = shard.read_bytes()
-    shard.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:200] + b"\x00" * 64
-                      + data[264:])
+    shard.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:200] + b"\x00" * 64 + data[264:])
     encode = CountingEncoder()
     vectors = EmbeddingCache(lamp_home, IDENTITY).get_or_encode(texts, encode)
     err = capsys.readouterr().err
@@ -92,10 +97,14 @@ def test_many_shards_are_merged_when_opened(lamp_home: Path, monkeypatch) -> Non
 
 
 def test_a_second_dense_run_performs_zero_encoder_forward_passes(lamp_home: Path) -> None:
-    profile = tuple(ProfileItem(str(i), i, {"text": t}) for i, t in
-                    enumerate(["the cat sat", "stocks fell", "a cat again", "the cat sat"]))
-    queries = [RankQuery("q1", "cats", tuple(p.get("text") for p in profile), profile),
-               RankQuery("q2", "money", tuple(p.get("text") for p in profile[:2]), profile[:2])]
+    profile = tuple(
+        ProfileItem(str(i), i, {"text": t})
+        for i, t in enumerate(["the cat sat", "stocks fell", "a cat again", "the cat sat"])
+    )
+    queries = [
+        RankQuery("q1", "cats", tuple(p.get("text") for p in profile), profile),
+        RankQuery("q2", "money", tuple(p.get("text") for p in profile[:2]), profile[:2]),
+    ]
 
     def run() -> tuple[list[Ranking], int, int]:
         context = RunContext(lamp_home=lamp_home, device="cpu")  # a fresh process's state
@@ -124,17 +133,21 @@ class CountingRetriever(Retriever):
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         self.seen.extend(q.example_id for q in queries)
-        return [tuple(sorted(range(len(q.documents)), key=lambda i: (-len(q.documents[i]), i)))
-                for q in queries]
+        return [tuple(sorted(range(len(q.documents)), key=lambda i: (-len(q.documents[i]), i))) for q in queries]
 
     def cache_key(self):
         return self.key
 
 
 def examples(n: int, suffix: str = "") -> list[Example]:
-    return [Example(f"e{i}", f"Paraphrase the following tweet: q{i}",
-                    tuple(ProfileItem(str(j), j, {"text": "x" * (j * 7 % 5 + 1) + suffix}) for j in range(4)))
-            for i in range(n)]
+    return [
+        Example(
+            f"e{i}",
+            f"Paraphrase the following tweet: q{i}",
+            tuple(ProfileItem(str(j), j, {"text": "x" * (j * 7 % 5 + 1) + suffix}) for j in range(4)),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture

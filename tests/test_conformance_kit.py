@@ -43,8 +43,7 @@ class LengthRetriever(Retriever):
     name = "length"
 
     def rank(self, queries):
-        return [tuple(sorted(range(len(q.documents)), key=lambda i: (-len(q.documents[i]), i)))
-                for q in queries]
+        return [tuple(sorted(range(len(q.documents)), key=lambda i: (-len(q.documents[i]), i))) for q in queries]
 
 
 class ParaphraseTask(Task):
@@ -95,8 +94,10 @@ class LabelTask(ParaphraseTask):
     def score(self, predictions, golds, *, seed=0):
         ids = [i for i in golds if i in predictions]
         wrong = [float(predictions[i] != golds[i]) for i in ids]
-        return [metrics.accuracy([predictions[i] for i in ids], [golds[i] for i in ids], seed=seed),
-                metrics.mean_metric("error-rate", wrong, higher_is_better=False, seed=seed)]
+        return [
+            metrics.accuracy([predictions[i] for i in ids], [golds[i] for i in ids], seed=seed),
+            metrics.mean_metric("error-rate", wrong, higher_is_better=False, seed=seed),
+        ]
 
 
 @pytest.fixture
@@ -180,15 +181,19 @@ class UnserializableKey(LengthRetriever):
         return {"name": self.name, "encoder": object()}
 
 
-@pytest.mark.parametrize("retriever, message", [
-    (TopOnly(), "not a permutation of the positions"),
-    (Shuffled(), "not deterministic"),
-    (CachesByExampleId(), "only from the given profile"),
-    (OneBased(), "not a permutation of the positions 0..5"),
-    (DropsQueries(), "returned 1 rankings for 5 queries"),
-    (FloatPositions(), "non-int positions"),
-    (UnserializableKey(), "cache_key() must be JSON-serializable"),
-], ids=lambda v: type(v).__name__ if isinstance(v, Retriever) else "")
+@pytest.mark.parametrize(
+    "retriever, message",
+    [
+        (TopOnly(), "not a permutation of the positions"),
+        (Shuffled(), "not deterministic"),
+        (CachesByExampleId(), "only from the given profile"),
+        (OneBased(), "not a permutation of the positions 0..5"),
+        (DropsQueries(), "returned 1 rankings for 5 queries"),
+        (FloatPositions(), "non-int positions"),
+        (UnserializableKey(), "cache_key() must be JSON-serializable"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Retriever) else "",
+)
 def test_check_retriever_names_the_broken_rule(retriever, message):
     random.seed(3)
     with pytest.raises(AssertionError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -252,16 +257,20 @@ class BadName(ParaphraseTask):
     name = "Toy_Paraphrase"
 
 
-@pytest.mark.parametrize("task, message", [
-    (NoBudget(), "prompt is over budget"),
-    (LabelledGeneration(), "generation task but declares labels"),
-    (LowerIsBetterMislabelled(), "on perfect predictions but"),
-    (IgnoresFreeText(), "must put free_text in the entry"),
-    (DropsInput(), "prompt with no items must contain the input"),
-    (RandomScore(), "not deterministic"),
-    (WrongCount(), "reports n=0 for 3 examples"),
-    (BadName(), "must be lowercase"),
-], ids=lambda v: type(v).__name__ if isinstance(v, Task) else "")
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        (NoBudget(), "prompt is over budget"),
+        (LabelledGeneration(), "generation task but declares labels"),
+        (LowerIsBetterMislabelled(), "on perfect predictions but"),
+        (IgnoresFreeText(), "must put free_text in the entry"),
+        (DropsInput(), "prompt with no items must contain the input"),
+        (RandomScore(), "not deterministic"),
+        (WrongCount(), "reports n=0 for 3 examples"),
+        (BadName(), "must be lowercase"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Task) else "",
+)
 def test_check_task_names_the_broken_rule(task, message):
     with pytest.raises(AssertionError, match=message):
         check_task(task)
@@ -314,10 +323,12 @@ def test_check_personalizer_names_the_broken_rule(context):
         def describe(self):
             return {"name": self.name, "device": object()}
 
-    cases = [(WrongId, ParaphraseTask(), "is not the example's id 'ex0'"),
-             (OverBudget, ParaphraseTask(), "the generator's budget is 48"),
-             (NoChoices, LabelTask(), "must carry them as choices"),
-             (Undescribed, ParaphraseTask(), r"describe\(\) must be JSON-serializable")]
+    cases = [
+        (WrongId, ParaphraseTask(), "is not the example's id 'ex0'"),
+        (OverBudget, ParaphraseTask(), "the generator's budget is 48"),
+        (NoChoices, LabelTask(), "must carry them as choices"),
+        (Undescribed, ParaphraseTask(), r"describe\(\) must be JSON-serializable"),
+    ]
     for cls, task, message in cases:
         with pytest.raises(AssertionError, match=message):
             check_personalizer(cls(context), task, EchoGenerator(max_input_tokens=48))
@@ -339,8 +350,11 @@ class SortsWithoutRestoring(EchoGenerator):
 
 class Short(EchoGenerator):
     def generate(self, requests, *, decode="generate"):
-        return super().generate(requests, decode=decode)[:-1] if len(requests) > 1 else \
-            super().generate(requests, decode=decode)
+        return (
+            super().generate(requests, decode=decode)[:-1]
+            if len(requests) > 1
+            else super().generate(requests, decode=decode)
+        )
 
 
 class AcceptsFusion(EchoGenerator):
@@ -376,14 +390,17 @@ class IgnoresTruncation(EchoGenerator):
         return NoisyCounter()
 
 
-@pytest.mark.parametrize("cls, message", [
-    (SortsWithoutRestoring, "reversed order"),
-    (Short, "returned 2 generations for 3 requests"),
-    (AcceptsFusion, "accepted a fusion-in-decoder request"),
-    (ReturnsStrings, "returned str"),
-    (LabelOutsideChoices, "answered 'maybe', not one of"),
-    (IgnoresTruncation, r"truncate\(text, 1\)"),
-])
+@pytest.mark.parametrize(
+    "cls, message",
+    [
+        (SortsWithoutRestoring, "reversed order"),
+        (Short, "returned 2 generations for 3 requests"),
+        (AcceptsFusion, "accepted a fusion-in-decoder request"),
+        (ReturnsStrings, "returned str"),
+        (LabelOutsideChoices, "answered 'maybe', not one of"),
+        (IgnoresTruncation, r"truncate\(text, 1\)"),
+    ],
+)
 def test_check_generator_names_the_broken_rule(cls, message):
     with pytest.raises(AssertionError, match=message):
         check_generator(cls())
@@ -391,10 +408,8 @@ def test_check_generator_names_the_broken_rule(cls, message):
 
 def test_check_generator_passes_an_encoder_decoder_that_fuses_passages():
     check_generator(EchoGenerator(encoder_decoder=True))
-    out = EchoGenerator(encoder_decoder=True, echo_words=2).generate(
-        [GenerationRequest("f", "", passages=("a b", "c d"))])
+    out = EchoGenerator(encoder_decoder=True, echo_words=2).generate([GenerationRequest("f", "", passages=("a b", "c d"))])
     assert out[0].text == "c d"
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,8 +430,9 @@ def test_every_built_in_task_passes_check_task(name, lamp_home):
     if task.judged_metrics:  # its golds have a shape of their own (a rubric): its demo data has them
         from lamp_harness.data import resolve_dataset
 
-        examples = resolve_dataset(task, data="demo", data_dir=None, split="dev",
-                                   context=RunContext(lamp_home=lamp_home)).examples[:3]
+        examples = resolve_dataset(
+            task, data="demo", data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home)
+        ).examples[:3]
     check_task(task, examples)
 
 
@@ -435,8 +451,7 @@ def test_every_built_in_retriever_passes_check_retriever(name, shared_context):
     from lamp_harness.errors import LampError
 
     try:
-        retriever = host().registry.create("retriever", name, shared_context,
-                                           **_RETRIEVER_ARGS.get(name, {}))
+        retriever = host().registry.create("retriever", name, shared_context, **_RETRIEVER_ARGS.get(name, {}))
         retriever.rank(sample_rank_queries()[:1])
     except LampError as exc:  # e.g. a model that is not available offline
         pytest.skip(f"retriever {name!r} cannot run here: {exc}")

@@ -97,15 +97,17 @@ class SampleSource(DataSource):
         if self.drift:  # a different number of questions on every call
             self.calls = getattr(self, "calls", 0) + 1
             examples = examples[: 1 + self.calls % 2]
-        records = [{"id": e.id, "input": e.input, "profile": [{"id": i.id, **i.fields} for i in e.profile]}
-                   for e in examples]
+        records = [
+            {"id": e.id, "input": e.input, "profile": [{"id": i.id, **i.fields} for i in e.profile]} for e in examples
+        ]
         (folder / q_name).write_text(json.dumps(records), encoding="utf-8")
         outputs = None
         if self.golds:
             outputs = folder / o_name
-            outputs.write_text(json.dumps({"task": task.official_name,
-                                           "golds": [{"id": e.id, "output": e.gold} for e in examples]}),
-                               encoding="utf-8")
+            outputs.write_text(
+                json.dumps({"task": task.official_name, "golds": [{"id": e.id, "output": e.gold} for e in examples]}),
+                encoding="utf-8",
+            )
         return SplitFiles(folder / q_name, outputs, "samples:v1")
 
 

@@ -64,8 +64,11 @@ def _write(folder: Path, questions, outputs=None, split="dev") -> tuple[Path, Pa
 
 
 QUESTIONS = [
-    {"id": "1", "input": "Is it? text: a", "profile": [{"id": "p1", "text": "x", "date": "2020-01-01"},
-                                                      {"text": "y", "extra": 3}]},
+    {
+        "id": "1",
+        "input": "Is it? text: a",
+        "profile": [{"id": "p1", "text": "x", "date": "2020-01-01"}, {"text": "y", "extra": 3}],
+    },
     {"id": "2", "input": "Is it? text: b", "profile": [{"id": "p9", "text": "z"}]},
 ]
 OUTPUTS = {"task": "Tiny_1", "golds": [{"id": "2", "output": "no"}, {"id": "1", "output": "yes"}]}
@@ -82,8 +85,10 @@ def test_load_split_builds_frozen_examples_with_golds_and_checksums(tmp_path):
     assert dict(first.profile[0].fields) == {"text": "x", "date": "2020-01-01"}
     assert dict(first.profile[1].fields) == {"text": "y", "extra": 3}
     assert first.profile[0].date == "2020-01-01" and first.profile[1].date is None
-    assert dataset.checksums == {"dev_questions.json": hashlib.sha256(q.read_bytes()).hexdigest(),
-                                 "dev_outputs.json": hashlib.sha256(o.read_bytes()).hexdigest()}
+    assert dataset.checksums == {
+        "dev_questions.json": hashlib.sha256(q.read_bytes()).hexdigest(),
+        "dev_outputs.json": hashlib.sha256(o.read_bytes()).hexdigest(),
+    }
     assert (dataset.task, dataset.split, dataset.source) == ("tiny", "dev", "local:test")
     with pytest.raises(dataclasses.FrozenInstanceError):
         first.gold = "no"  # type: ignore[misc]
@@ -135,8 +140,9 @@ def test_data_dir_wins_and_accepts_a_scheme_subfolder(tmp_path, lamp_home):
     _write(tmp_path / "data" / "time", QUESTIONS, OUTPUTS)
     context = RunContext(lamp_home=lamp_home)
     # `data` names no registered source: it is ignored because --data-dir wins
-    dataset = resolve_dataset(TinyTask(), data="no-such-source", data_dir=tmp_path / "data", split="dev",
-                              scheme="time", context=context)
+    dataset = resolve_dataset(
+        TinyTask(), data="no-such-source", data_dir=tmp_path / "data", split="dev", scheme="time", context=context
+    )
     assert len(dataset.examples) == 2
     assert dataset.source == f"local:{(tmp_path / 'data' / 'time').resolve()}"
 
@@ -144,8 +150,7 @@ def test_data_dir_wins_and_accepts_a_scheme_subfolder(tmp_path, lamp_home):
 def test_data_dir_without_the_split_names_what_it_has(tmp_path, lamp_home):
     _write(tmp_path, QUESTIONS, OUTPUTS, split="train")
     with pytest.raises(LampError, match=r"has no dev_questions.json \(it has train_questions.json\)"):
-        resolve_dataset(TinyTask(), data=None, data_dir=tmp_path, split="dev",
-                        context=RunContext(lamp_home=lamp_home))
+        resolve_dataset(TinyTask(), data=None, data_dir=tmp_path, split="dev", context=RunContext(lamp_home=lamp_home))
 
 
 def test_bad_split_and_scheme_are_one_line_errors(tmp_path, lamp_home):
@@ -153,8 +158,7 @@ def test_bad_split_and_scheme_are_one_line_errors(tmp_path, lamp_home):
     with pytest.raises(LampError, match="unknown split 'validation'"):
         resolve_dataset(TinyTask(), data=None, data_dir=tmp_path, split="validation", context=context)
     with pytest.raises(LampError, match="unknown split scheme 'random'"):
-        resolve_dataset(TinyTask(), data=None, data_dir=tmp_path, split="dev", scheme="random",
-                        context=context)
+        resolve_dataset(TinyTask(), data=None, data_dir=tmp_path, split="dev", scheme="random", context=context)
 
 
 def test_datasets_are_parsed_once_per_context(tmp_path, lamp_home):
@@ -175,8 +179,9 @@ class MirrorSource(DataSource):
     folder: Path = Path(".")
 
     def locate(self, task, split, scheme="user", *, download=True):
-        return SplitFiles(self.folder / f"{split}_questions.json", self.folder / f"{split}_outputs.json",
-                          source=f"mirror:{scheme}")
+        return SplitFiles(
+            self.folder / f"{split}_questions.json", self.folder / f"{split}_outputs.json", source=f"mirror:{scheme}"
+        )
 
 
 def test_a_registered_third_party_source_is_used_by_name(tmp_path, lamp_home):
@@ -184,15 +189,12 @@ def test_a_registered_third_party_source_is_used_by_name(tmp_path, lamp_home):
     MirrorSource.folder = tmp_path
 
     plugin = ModuleType("mirror_plugin")
-    plugin.lamp_register = hookimpl(
-        lambda registry: registry.add_data_source("mirror", MirrorSource, "test mirror"))
+    plugin.lamp_register = hookimpl(lambda registry: registry.add_data_source("mirror", MirrorSource, "test mirror"))
     reset_host(PluginHost(extra_plugins=[("mirror-plugin", plugin)]))
-    dataset = resolve_dataset(TinyTask(), data="mirror", data_dir=None, split="dev",
-                              context=RunContext(lamp_home=lamp_home))
+    dataset = resolve_dataset(TinyTask(), data="mirror", data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home))
     assert dataset.source == "mirror:user" and len(dataset.examples) == 2
     with pytest.raises(LampError, match="Unknown data source 'nope'. Available: .*mirror"):
-        resolve_dataset(TinyTask(), data="nope", data_dir=None, split="dev",
-                        context=RunContext(lamp_home=lamp_home))
+        resolve_dataset(TinyTask(), data="nope", data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home))
 
 
 def test_official_name_maps_to_the_task_and_profile_fields_break_ties():
@@ -210,27 +212,33 @@ def test_official_name_maps_to_the_task_and_profile_fields_break_ties():
 
 def test_real_lamp7_dev_loads_and_validates(shared_data, lamp_home):
     task = host().registry.create("task", "lamp-7")
-    dataset = resolve_dataset(task, data=None, data_dir=shared_data / "LaMP-7" / "user", split="dev",
-                              context=RunContext(lamp_home=lamp_home))
+    dataset = resolve_dataset(
+        task, data=None, data_dir=shared_data / "LaMP-7" / "user", split="dev", context=RunContext(lamp_home=lamp_home)
+    )
     assert len(dataset.examples) == 1500
     first = dataset.examples[0]
     assert first.id == "610" and first.gold == "got a busy day today.. but i'm bored right now "
     assert [i.id for i in first.profile[:3]] == ["0", "1", "2"]  # items carry no ids: positions
-    report = validate_split(task, shared_data / "LaMP-7" / "user" / "dev_questions.json",
-                            shared_data / "LaMP-7" / "user" / "dev_outputs.json")
+    report = validate_split(
+        task, shared_data / "LaMP-7" / "user" / "dev_questions.json", shared_data / "LaMP-7" / "user" / "dev_outputs.json"
+    )
     assert report.ok and report.profile.min == 9 and report.profile.max == 226
     assert round(report.profile.mean, 1) == 17.6
 
 
-@pytest.mark.parametrize("folder,task,splits", [
-    ("LaMP-1", "lamp-1", {"train": 5, "dev": 3, "test": 4}),
-    ("LaMP-2-news-v1", "lamp-2-news", {"train": 4, "dev": 3, "test": 4}),
-])
+@pytest.mark.parametrize(
+    "folder,task,splits",
+    [
+        ("LaMP-1", "lamp-1", {"train": 5, "dev": 3, "test": 4}),
+        ("LaMP-2-news-v1", "lamp-2-news", {"train": 4, "dev": 3, "test": 4}),
+    ],
+)
 def test_real_slices_load_every_split(shared_data, lamp_home, folder, task, splits):
     t = host().registry.create("task", task)
     for split, n in splits.items():
-        dataset = resolve_dataset(t, data=None, data_dir=shared_data / folder / "user", split=split,
-                                  context=RunContext(lamp_home=lamp_home))
+        dataset = resolve_dataset(
+            t, data=None, data_dir=shared_data / folder / "user", split=split, context=RunContext(lamp_home=lamp_home)
+        )
         assert len(dataset.examples) == n
         assert all((e.gold is None) == (split == "test") for e in dataset.examples)
         assert all(item.id for e in dataset.examples for item in e.profile)

@@ -59,8 +59,10 @@ def test_every_task_loads_and_validates(task, lamp_home):
     train_items = {i.id for e in train.examples for i in e.profile}
     assert not train_items & {i.id for e in dev.examples for i in e.profile}
     # the time-based scheme is served from the same files
-    _, timed = (t, resolve_dataset(t, data="demo", data_dir=None, split="dev", scheme="time",
-                                   context=RunContext(lamp_home=lamp_home)))
+    _, timed = (
+        t,
+        resolve_dataset(t, data="demo", data_dir=None, split="dev", scheme="time", context=RunContext(lamp_home=lamp_home)),
+    )
     assert timed.fingerprint == dev.fingerprint
 
 
@@ -68,8 +70,12 @@ def task_query_is_the_payload(task, example) -> bool:
     """The task's query extraction finds the payload in the demo's input (official templates)."""
     query = task.query(example)
     instruction = example.input.split(":", 1)[0]  # the template's words before the payload
-    return (bool(query.strip()) and _words(query) <= _words(example.input)
-            and len(query) < len(example.input) and instruction not in query)
+    return (
+        bool(query.strip())
+        and _words(query) <= _words(example.input)
+        and len(query) < len(example.input)
+        and instruction not in query
+    )
 
 
 def test_demo_has_no_test_split_and_no_other_tasks(lamp_home):
@@ -131,12 +137,15 @@ def test_lamp3_users_rate_with_a_constant_bias(lamp_home):
     assert Counter(biases)[0] < len(biases) / 2  # most users are biased
 
 
-@pytest.mark.parametrize("task,field,signature", [
-    ("lamp-4", "title", lambda s: s.split()[0]),
-    ("lamp-5", "title", lambda s: s.split()[0]),
-    ("lamp-6", "title", lambda s: s.split()[0]),
-    ("lamp-7", "text", lambda s: " ".join(w for w in s.split() if w.isupper() or w.startswith("#"))),
-])
+@pytest.mark.parametrize(
+    "task,field,signature",
+    [
+        ("lamp-4", "title", lambda s: s.split()[0]),
+        ("lamp-5", "title", lambda s: s.split()[0]),
+        ("lamp-6", "title", lambda s: s.split()[0]),
+        ("lamp-7", "text", lambda s: " ".join(w for w in s.split() if w.isupper() or w.startswith("#"))),
+    ],
+)
 def test_generation_users_have_a_signature_the_input_lacks(lamp_home, task, field, signature):
     _, dev = _load(task, "dev", lamp_home)
     signatures = set()

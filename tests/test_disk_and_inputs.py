@@ -20,8 +20,22 @@ from lamp_cli import TOYS
 from lamp_harness.errors import LampError
 
 BIN = Path(sys.executable).parent
-RUN = ("run", "--task", "lamp-7,lamp-3", "--personalizer", "none,ipa", "--retriever", "bm25", "--data", "demo",
-       "--generator", "toy-echo", "--limit", "30", "--quiet")
+RUN = (
+    "run",
+    "--task",
+    "lamp-7,lamp-3",
+    "--personalizer",
+    "none,ipa",
+    "--retriever",
+    "bm25",
+    "--data",
+    "demo",
+    "--generator",
+    "toy-echo",
+    "--limit",
+    "30",
+    "--quiet",
+)
 
 
 def _lamp(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -38,8 +52,11 @@ def _one_error(stderr: str) -> str:
 
 
 def _results(out: Path) -> dict[str, tuple[bytes, bytes]]:
-    return {d.name: ((d / "predictions.jsonl").read_bytes(), (d / "metrics.json").read_bytes())
-            for d in sorted(out.iterdir()) if d.is_dir()}
+    return {
+        d.name: ((d / "predictions.jsonl").read_bytes(), (d / "metrics.json").read_bytes())
+        for d in sorted(out.iterdir())
+        if d.is_dir()
+    }
 
 
 class SmallDisk:
@@ -48,8 +65,9 @@ class SmallDisk:
     def __init__(self, path: Path, size: str) -> None:
         self.path = path
         path.mkdir(parents=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
 
@@ -101,7 +119,8 @@ def reference(tmp_path_factory) -> dict[str, tuple[bytes, bytes]]:
 
 @pytest.mark.slow
 def test_a_full_disk_under_out_is_one_line_naming_the_file_and_a_rerun_keeps_the_finished_work(
-        small_disk, reference, tmp_path) -> None:
+    small_disk, reference, tmp_path
+) -> None:
     disk = small_disk("40k")  # room for the first cell's predictions, not for all four cells
     out = disk.path / "runs"
     done = _lamp(*RUN, "--out", str(out), LAMP_HOME=str(tmp_path / "home"))
@@ -119,13 +138,23 @@ def test_a_full_disk_under_out_is_one_line_naming_the_file_and_a_rerun_keeps_the
 
 
 @pytest.mark.slow
-def test_a_full_lamp_home_under_the_ranking_cache_is_one_line_and_a_rerun_completes(
-        small_disk, reference, tmp_path) -> None:
+def test_a_full_lamp_home_under_the_ranking_cache_is_one_line_and_a_rerun_completes(small_disk, reference, tmp_path) -> None:
     disk = small_disk("1m")
     home = disk.path / "home"
     # The demo data is generated into LAMP_HOME by a run without retrieval (no rankings cached)...
-    first = _lamp(*RUN[:3], "--data", "demo", "--generator", "toy-echo", "--limit", "2", "--quiet",
-                  "--out", str(tmp_path / "first"), LAMP_HOME=str(home))
+    first = _lamp(
+        *RUN[:3],
+        "--data",
+        "demo",
+        "--generator",
+        "toy-echo",
+        "--limit",
+        "2",
+        "--quiet",
+        "--out",
+        str(tmp_path / "first"),
+        LAMP_HOME=str(home),
+    )
     assert first.returncode == 0, first.stderr
     assert not list(home.rglob("*rank*"))
     filler = disk.fill()
@@ -164,18 +193,21 @@ def test_a_full_disk_under_the_response_cache_names_the_cache_file_and_keeps_the
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, says", [
-    ("class", "a Python keyword"),
-    ("import", "a Python keyword"),
-    ("match", "a Python keyword"),
-    ("test", "already taken here: the package 'test'"),
-    ("asyncio", "a module of Python's standard library"),
-    ("lamp-harness", "lamp-harness's own name"),
-    ("lamp_harness", "lamp-harness's own name"),
-    ("lamp-plugins", "lamp-harness's own name"),
-    ("numpy", "already taken here: the installed distribution 'numpy'"),
-    ("lamp-" + "x" * 295, "is 300 characters long (at most 64)"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("class", "a Python keyword"),
+        ("import", "a Python keyword"),
+        ("match", "a Python keyword"),
+        ("test", "already taken here: the package 'test'"),
+        ("asyncio", "a module of Python's standard library"),
+        ("lamp-harness", "lamp-harness's own name"),
+        ("lamp_harness", "lamp-harness's own name"),
+        ("lamp-plugins", "lamp-harness's own name"),
+        ("numpy", "already taken here: the installed distribution 'numpy'"),
+        ("lamp-" + "x" * 295, "is 300 characters long (at most 64)"),
+    ],
+)
 def test_plugins_new_refuses_names_that_cannot_work_before_writing_anything(cli, tmp_path, name, says) -> None:
     out = tmp_path / "new"
     code, _, err = cli("plugins", "new", name, "--out", str(out), "--kind", "retriever")
@@ -185,7 +217,10 @@ def test_plugins_new_refuses_names_that_cannot_work_before_writing_anything(cli,
 
 
 def test_a_reporter_raising_system_exit_in_a_hook_is_disabled_and_the_run_finishes(site, toys, cli, tmp_path) -> None:
-    site.add("lamp-quitter", "1.0", quitter="""
+    site.add(
+        "lamp-quitter",
+        "1.0",
+        quitter="""
         import sys
 
         from lamp_harness.hookspecs import hookimpl
@@ -193,26 +228,38 @@ def test_a_reporter_raising_system_exit_in_a_hook_is_disabled_and_the_run_finish
         @hookimpl
         def lamp_cell_started(cell):
             sys.exit(3)
-    """)
+    """,
+    )
     out = tmp_path / "runs"
-    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "4",
-                       "--quiet", "--out", str(out))
+    code, _, err = cli(
+        "run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "4", "--quiet", "--out", str(out)
+    )
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning")]
-    assert warnings == ["warning: plugin 'quitter' (lamp-quitter 1.0) failed in lamp_cell_started and is "
-                        "disabled for this run: SystemExit: 3 (<string>:8)"] or (
-        len(warnings) == 1 and "plugin 'quitter'" in warnings[0] and "SystemExit: 3" in warnings[0]), err
+    assert warnings == [
+        "warning: plugin 'quitter' (lamp-quitter 1.0) failed in lamp_cell_started and is "
+        "disabled for this run: SystemExit: 3 (<string>:8)"
+    ] or (len(warnings) == 1 and "plugin 'quitter'" in warnings[0] and "SystemExit: 3" in warnings[0]), err
     assert "Traceback" not in err
     (cell,) = [d for d in out.iterdir() if d.is_dir()]
     assert (cell / "metrics.json").is_file()
 
 
-@pytest.mark.parametrize("args, says", [
-    (("--task", "lamp-7", "--data", "lamp-7=lamp,lamp-7=demo"), "--data gives task 'lamp-7' two sources, 'lamp' and 'demo'"),
-    (("--task", "lamp-7", "--data", "lamp-7=demo,LaMP-7=lamp"), "--data gives task 'lamp-7' two sources"),
-    (("--task", "lamp-7", "--data", "lamp-5=demo"), "--data lamp-5=demo names a task this run does not include "
-                                                    "(its tasks: lamp-7)"),
-], ids=["same-name", "two-spellings", "not-in-the-run"])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ("--task", "lamp-7", "--data", "lamp-7=lamp,lamp-7=demo"),
+            "--data gives task 'lamp-7' two sources, 'lamp' and 'demo'",
+        ),
+        (("--task", "lamp-7", "--data", "lamp-7=demo,LaMP-7=lamp"), "--data gives task 'lamp-7' two sources"),
+        (
+            ("--task", "lamp-7", "--data", "lamp-5=demo"),
+            "--data lamp-5=demo names a task this run does not include (its tasks: lamp-7)",
+        ),
+    ],
+    ids=["same-name", "two-spellings", "not-in-the-run"],
+)
 def test_contradictory_or_unknown_per_task_data_is_one_line_before_any_work(toys, cli, tmp_path, args, says) -> None:
     out = tmp_path / "runs"
     code, _, err = cli("run", *args, "--generator", "toy-echo", "--limit", "2", "--quiet", "--out", str(out))
@@ -245,13 +292,41 @@ def test_a_checkpoint_without_a_manifest_is_verified_by_loading_it(toys, cli, tm
         step = _checkpoint(tmp_path / name, garbage)
         problem = checkpoint_problem(step)
         assert problem is not None and problem.startswith("weights.safetensors does not load"), problem
-        code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "2",
-                           "--quiet", "--out", str(tmp_path / "runs"), "--checkpoint", str(step))
+        code, _, err = cli(
+            "run",
+            "--task",
+            "lamp-7",
+            "--data",
+            "demo",
+            "--generator",
+            "toy-echo",
+            "--limit",
+            "2",
+            "--quiet",
+            "--out",
+            str(tmp_path / "runs"),
+            "--checkpoint",
+            str(step),
+        )
         assert code == 2 and err.count("\n") == 1, err
         assert err.startswith(f"Error: {step}: the checkpoint is damaged (weights.safetensors does not load"), err
         # The training folder: its damaged newest checkpoint is named, then the one-line error.
-        code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "2",
-                           "--quiet", "--out", str(tmp_path / "runs"), "--checkpoint", str(tmp_path / name))
+        code, _, err = cli(
+            "run",
+            "--task",
+            "lamp-7",
+            "--data",
+            "demo",
+            "--generator",
+            "toy-echo",
+            "--limit",
+            "2",
+            "--quiet",
+            "--out",
+            str(tmp_path / "runs"),
+            "--checkpoint",
+            str(tmp_path / name),
+        )
         assert code == 2 and "Traceback" not in err, err
         assert err.splitlines()[0].startswith(f"warning: checkpoint {step} is damaged (weights.safetensors does not load")
         assert err.splitlines()[1].startswith(f"Error: {tmp_path / name}: no checkpoint here") and err.count("\n") == 2

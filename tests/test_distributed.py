@@ -25,13 +25,31 @@ from lamp_harness.store import CellStore
 BIN = Path(sys.executable).parent
 # The toy generator's outputs depend on the batch each example ran in, so equal files prove
 # that the ranks generated exactly the batches one process generates.
-MATRIX = ("run", "--task", "lamp-7,lamp-3", "--data", "demo", "--personalizer", "none,ipa",
-          "--retriever", "bm25", "--generator", "toy-echo", "--limit", "14", "--quiet")
+MATRIX = (
+    "run",
+    "--task",
+    "lamp-7,lamp-3",
+    "--data",
+    "demo",
+    "--personalizer",
+    "none,ipa",
+    "--retriever",
+    "bm25",
+    "--generator",
+    "toy-echo",
+    "--limit",
+    "14",
+    "--quiet",
+)
 
 
 def env(**extra: str) -> dict[str, str]:
-    values = {**os.environ, "OMP_NUM_THREADS": "1", "LAMP_DIST_TIMEOUT": "120",
-              "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
+    values = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "LAMP_DIST_TIMEOUT": "120",
+        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
+    }
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID"):
         values.pop(name, None)
     return {**values, **extra}
@@ -44,8 +62,11 @@ def lamp(*args: str, launcher: tuple[str, ...] = (), **extra: str) -> subprocess
 
 def results(out: Path) -> dict[str, tuple[bytes, bytes]]:
     """Each cell's predictions and metrics, as bytes."""
-    return {d.name: ((d / "predictions.jsonl").read_bytes(), (d / "metrics.json").read_bytes())
-            for d in sorted(out.iterdir()) if d.is_dir()}
+    return {
+        d.name: ((d / "predictions.jsonl").read_bytes(), (d / "metrics.json").read_bytes())
+        for d in sorted(out.iterdir())
+        if d.is_dir()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +146,7 @@ def test_shards_of_any_world_size_resume_by_example_id_keeping_whole_batches(tmp
 
 
 def test_nproc_per_node_equals_one_process(reference, tmp_path) -> None:
-    done = lamp(*MATRIX, "--out", str(tmp_path / "runs"), "--nproc-per-node", "2",
-                LAMP_HOME=str(tmp_path / "home"))
+    done = lamp(*MATRIX, "--out", str(tmp_path / "runs"), "--nproc-per-node", "2", LAMP_HOME=str(tmp_path / "home"))
     assert done.returncode == 0, done.stderr
     assert results(tmp_path / "runs") == reference
     for cell in (tmp_path / "runs").iterdir():
@@ -138,19 +158,43 @@ def test_nproc_per_node_equals_one_process(reference, tmp_path) -> None:
 
 
 def test_torchrun_launched_job_equals_one_process(reference, tmp_path) -> None:
-    done = lamp(*MATRIX, "--out", str(tmp_path / "runs"), LAMP_HOME=str(tmp_path / "home"),
-                launcher=(str(BIN / "torchrun"), "--nproc-per-node", "2", "--standalone", "--no-python"))
+    done = lamp(
+        *MATRIX,
+        "--out",
+        str(tmp_path / "runs"),
+        LAMP_HOME=str(tmp_path / "home"),
+        launcher=(str(BIN / "torchrun"), "--nproc-per-node", "2", "--standalone", "--no-python"),
+    )
     assert done.returncode == 0, done.stderr
     assert results(tmp_path / "runs") == reference
 
 
 def test_two_local_nodes_through_a_rendezvous_equal_one_process(reference, tmp_path) -> None:
     endpoint = f"127.0.0.1:{free_port()}"
-    command = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-               "--rdzv-endpoint", endpoint, "--rdzv-id", "lamp-test", "--no-python", str(BIN / "lamp"),
-               *MATRIX, "--out", str(tmp_path / "runs")]
-    nodes = [subprocess.Popen(command, env=env(LAMP_HOME=str(tmp_path / "home")), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command = [
+        str(BIN / "torchrun"),
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        endpoint,
+        "--rdzv-id",
+        "lamp-test",
+        "--no-python",
+        str(BIN / "lamp"),
+        *MATRIX,
+        "--out",
+        str(tmp_path / "runs"),
+    ]
+    nodes = [
+        subprocess.Popen(
+            command, env=env(LAMP_HOME=str(tmp_path / "home")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     for node in nodes:
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err
@@ -158,9 +202,24 @@ def test_two_local_nodes_through_a_rendezvous_equal_one_process(reference, tmp_p
 
 
 def test_a_raising_rank_ends_the_job_with_one_line(tmp_path) -> None:
-    done = lamp("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "6",
-                "--quiet", "--out", str(tmp_path / "runs"), "--nproc-per-node", "2",
-                LAMP_HOME=str(tmp_path / "home"), LAMP_TOY_FAIL_RANK="1")
+    done = lamp(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--generator",
+        "toy-echo",
+        "--limit",
+        "6",
+        "--quiet",
+        "--out",
+        str(tmp_path / "runs"),
+        "--nproc-per-node",
+        "2",
+        LAMP_HOME=str(tmp_path / "home"),
+        LAMP_TOY_FAIL_RANK="1",
+    )
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if "rror" in line or "Traceback" in line]
     assert errors == ["Error: rank 1: ValueError: toy-echo failed on purpose"], done.stderr
@@ -183,8 +242,9 @@ def _workers(pid: int) -> dict[int, int]:
 def test_a_killed_rank_then_a_rerun_with_any_world_size_completes_identically(reference, tmp_path, rerun) -> None:
     out, home = tmp_path / "runs", str(tmp_path / "home")
     args = [str(BIN / "lamp"), *MATRIX, "--out", str(out), "--nproc-per-node", "2"]
-    job = subprocess.Popen(args, env=env(LAMP_HOME=home, LAMP_TOY_DELAY="0.3"), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        args, env=env(LAMP_HOME=home, LAMP_TOY_DELAY="0.3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 300
         while not list(out.glob("*/shards/rank-00001/predictions.jsonl")):
@@ -197,8 +257,7 @@ def test_a_killed_rank_then_a_rerun_with_any_world_size_completes_identically(re
             job.kill()
     assert job.returncode == 2
     assert "Error: rank 1: killed by signal 9 (SIGKILL)" in err, err
-    resumed = lamp(*MATRIX, "--out", str(out), *(["--nproc-per-node", rerun] if rerun != "1" else []),
-                   LAMP_HOME=home)
+    resumed = lamp(*MATRIX, "--out", str(out), *(["--nproc-per-node", rerun] if rerun != "1" else []), LAMP_HOME=home)
     assert resumed.returncode == 0, resumed.stderr
     assert results(out) == reference
 
@@ -211,9 +270,32 @@ def test_a_killed_rank_then_a_rerun_with_any_world_size_completes_identically(re
 def test_two_process_training_equals_one_process_with_the_same_effective_batch(tmp_path, tiny_llama_dir) -> None:
     from safetensors.torch import load_file
 
-    args = ("train", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "bm25", "--data", "demo",
-            "--generator", str(tiny_llama_dir), "--max-steps", "3", "--limit", "10", "--eval-split", "none",
-            "--save-every", "2", "--batch-size", "2", "--lr", "1e-3", "--quiet")
+    args = (
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--data",
+        "demo",
+        "--generator",
+        str(tiny_llama_dir),
+        "--max-steps",
+        "3",
+        "--limit",
+        "10",
+        "--eval-split",
+        "none",
+        "--save-every",
+        "2",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    )
     home = str(tmp_path / "home")
     one = lamp(*args, "--grad-accum", "2", "--out", str(tmp_path / "one"), LAMP_HOME=home)
     assert one.returncode == 0, one.stderr
@@ -223,8 +305,7 @@ def test_two_process_training_equals_one_process_with_the_same_effective_batch(t
 
     def final(folder: str) -> tuple[dict, list[float]]:
         step = tmp_path / folder / "checkpoints" / "step-00000003"
-        return (load_file(str(step / "weights.safetensors")),
-                json.loads((step / "state.json").read_text())["losses"])
+        return (load_file(str(step / "weights.safetensors")), json.loads((step / "state.json").read_text())["losses"])
 
     (w1, l1), (w2, l2) = final("one"), final("two")
     assert l1 == pytest.approx(l2, abs=1e-5)
@@ -247,10 +328,23 @@ def test_ranks_started_by_srun_find_each_other_from_slurm_variables(reference, t
     """What ``srun`` gives each task (no torchrun): SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID,
     and MASTER_ADDR / MASTER_PORT from the batch script."""
     port = str(free_port())
-    tasks = [subprocess.Popen([str(BIN / "lamp"), *MATRIX, "--out", str(tmp_path / "runs")],
-                              env=env(LAMP_HOME=str(tmp_path / "home"), SLURM_PROCID=str(rank), SLURM_NTASKS="2",
-                                      SLURM_LOCALID=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    tasks = [
+        subprocess.Popen(
+            [str(BIN / "lamp"), *MATRIX, "--out", str(tmp_path / "runs")],
+            env=env(
+                LAMP_HOME=str(tmp_path / "home"),
+                SLURM_PROCID=str(rank),
+                SLURM_NTASKS="2",
+                SLURM_LOCALID=str(rank),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
     for task in tasks:
         _, err = task.communicate(timeout=600)
         assert task.returncode == 0, err
@@ -258,13 +352,33 @@ def test_ranks_started_by_srun_find_each_other_from_slurm_variables(reference, t
 
 
 def test_bf16_mixed_precision_trains_through_accelerate_autocast(tmp_path, tiny_llama_dir) -> None:
-    args = ("train", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "bm25", "--data", "demo",
-            "--generator", str(tiny_llama_dir), "--max-steps", "2", "--limit", "8", "--eval-split", "none",
-            "--batch-size", "2", "--quiet")
+    args = (
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--data",
+        "demo",
+        "--generator",
+        str(tiny_llama_dir),
+        "--max-steps",
+        "2",
+        "--limit",
+        "8",
+        "--eval-split",
+        "none",
+        "--batch-size",
+        "2",
+        "--quiet",
+    )
     losses = {}
     for precision in ("no", "bf16"):
-        done = lamp(*args, "--mixed-precision", precision, "--out", str(tmp_path / precision),
-                    LAMP_HOME=str(tmp_path / "home"))
+        done = lamp(
+            *args, "--mixed-precision", precision, "--out", str(tmp_path / precision), LAMP_HOME=str(tmp_path / "home")
+        )
         assert done.returncode == 0, done.stderr
         state = tmp_path / precision / "checkpoints" / "step-00000002" / "state.json"
         losses[precision] = json.loads(state.read_text())["losses"]
@@ -289,8 +403,14 @@ TORCHRUN = (str(BIN / "torchrun"), "--nproc-per-node", "2", "--standalone", "--n
 
 def _start(args: tuple[str, ...], tmp_path: Path, launcher: tuple[str, ...] = (), **extra: str) -> subprocess.Popen:
     """``lamp ARGS`` as the leader of a process group of its own (as a shell starts a job)."""
-    return subprocess.Popen([*launcher, str(BIN / "lamp"), *args], env=env(LAMP_HOME=str(tmp_path / "home"), **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [*launcher, str(BIN / "lamp"), *args],
+        env=env(LAMP_HOME=str(tmp_path / "home"), **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_for(job: subprocess.Popen, pattern: str, root: Path, timeout: float = 300) -> None:
@@ -405,9 +525,34 @@ def test_a_second_job_cannot_compute_a_cell_the_first_job_holds(tmp_path) -> Non
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_a_killed_two_process_training_does_not_finish_on_its_own(tmp_path, tiny_llama_dir) -> None:
     out = tmp_path / "train"
-    args = ("train", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "bm25", "--data", "demo",
-            "--generator", str(tiny_llama_dir), "--max-steps", "400", "--limit", "10", "--eval-split", "none",
-            "--save-every", "1", "--batch-size", "1", "--quiet", "--out", str(out), "--nproc-per-node", "2")
+    args = (
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--data",
+        "demo",
+        "--generator",
+        str(tiny_llama_dir),
+        "--max-steps",
+        "400",
+        "--limit",
+        "10",
+        "--eval-split",
+        "none",
+        "--save-every",
+        "1",
+        "--batch-size",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+        "--nproc-per-node",
+        "2",
+    )
     job = _start(args, tmp_path)
     try:
         _wait_for(job, "checkpoints/step-*/weights.safetensors", out)
@@ -424,26 +569,36 @@ def test_a_killed_two_process_training_does_not_finish_on_its_own(tmp_path, tiny
     assert not (out / "checkpoints" / "step-00000400").exists()
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"LAMP_DIST_TIMEOUT": "-5"}, "LAMP_DIST_TIMEOUT='-5' is not a number of seconds above 0"),
-    ({"LAMP_DIST_TIMEOUT": "0"}, "LAMP_DIST_TIMEOUT='0' is not a number of seconds above 0"),
-    ({"LAMP_DIST_TIMEOUT": "nan"}, "LAMP_DIST_TIMEOUT='nan' is not a number of seconds above 0"),
-    ({"LAMP_DIST_TIMEOUT": "inf"}, "LAMP_DIST_TIMEOUT='inf' is not a number of seconds above 0"),
-    ({"LAMP_DIST_TIMEOUT": "abc"}, "LAMP_DIST_TIMEOUT='abc' is not a number of seconds above 0"),
-    ({"RANK": "5", "WORLD_SIZE": "2"}, "RANK=5 is outside a world of WORLD_SIZE=2 processes"),
-    ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is not a whole number >= 0"),
-    ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE='0' is not a whole number >= 1"),
-    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 but RANK is not set"),
-    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}, "LOCAL_RANK='-1' is not a whole number >= 0"),
-    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_RANK=2 is outside"),
-    ({"SLURM_PROCID": "3", "SLURM_NTASKS": "2"}, "SLURM_PROCID=3 is outside a world of SLURM_NTASKS=2"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"LAMP_DIST_TIMEOUT": "-5"}, "LAMP_DIST_TIMEOUT='-5' is not a number of seconds above 0"),
+        ({"LAMP_DIST_TIMEOUT": "0"}, "LAMP_DIST_TIMEOUT='0' is not a number of seconds above 0"),
+        ({"LAMP_DIST_TIMEOUT": "nan"}, "LAMP_DIST_TIMEOUT='nan' is not a number of seconds above 0"),
+        ({"LAMP_DIST_TIMEOUT": "inf"}, "LAMP_DIST_TIMEOUT='inf' is not a number of seconds above 0"),
+        ({"LAMP_DIST_TIMEOUT": "abc"}, "LAMP_DIST_TIMEOUT='abc' is not a number of seconds above 0"),
+        ({"RANK": "5", "WORLD_SIZE": "2"}, "RANK=5 is outside a world of WORLD_SIZE=2 processes"),
+        ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is not a whole number >= 0"),
+        ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE='0' is not a whole number >= 1"),
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 but RANK is not set"),
+        ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}, "LOCAL_RANK='-1' is not a whole number >= 0"),
+        ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"}, "LOCAL_RANK=2 is outside"),
+        ({"SLURM_PROCID": "3", "SLURM_NTASKS": "2"}, "SLURM_PROCID=3 is outside a world of SLURM_NTASKS=2"),
+    ],
+)
 def test_the_job_environment_is_validated_in_one_line(monkeypatch, variables, message) -> None:
     from lamp_harness.distributed import check_environment
     from lamp_harness.errors import LampError
 
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID",
-                 "LAMP_DIST_TIMEOUT"):
+    for name in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "SLURM_NTASKS",
+        "SLURM_PROCID",
+        "LAMP_DIST_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
@@ -453,14 +608,24 @@ def test_the_job_environment_is_validated_in_one_line(monkeypatch, variables, me
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variables, launcher", [
-    ({"LAMP_DIST_TIMEOUT": "nan"}, True),
-    ({"RANK": "5", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, False),
-], ids=["timeout-under-nproc-per-node", "rank-outside-the-world"])
+@pytest.mark.parametrize(
+    "variables, launcher",
+    [
+        ({"LAMP_DIST_TIMEOUT": "nan"}, True),
+        ({"RANK": "5", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, False),
+    ],
+    ids=["timeout-under-nproc-per-node", "rank-outside-the-world"],
+)
 def test_a_bad_job_environment_is_one_line_before_any_rendezvous(tmp_path, variables, launcher) -> None:
     started = time.monotonic()
-    done = lamp(*SLOW_RUN, "--out", str(tmp_path / "runs"), *(["--nproc-per-node", "2"] if launcher else []),
-                LAMP_HOME=str(tmp_path / "home"), **variables)
+    done = lamp(
+        *SLOW_RUN,
+        "--out",
+        str(tmp_path / "runs"),
+        *(["--nproc-per-node", "2"] if launcher else []),
+        LAMP_HOME=str(tmp_path / "home"),
+        **variables,
+    )
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("Error: environment: "), done.stderr
     assert time.monotonic() - started < 60  # no rendezvous wait

@@ -19,15 +19,19 @@ from lamp_harness.registry import host
 
 
 def _questions(n: int = 30) -> bytes:
-    records = [{"id": f"31{i}", "input": f"Generate a headline for the following article: story {i} " * 3,
-                "profile": [{"id": f"31{i}{j}", "title": f"Title {j}", "text": f"Text {j} " * 5}
-                            for j in range(3)]} for i in range(n)]
+    records = [
+        {
+            "id": f"31{i}",
+            "input": f"Generate a headline for the following article: story {i} " * 3,
+            "profile": [{"id": f"31{i}{j}", "title": f"Title {j}", "text": f"Text {j} " * 5} for j in range(3)],
+        }
+        for i in range(n)
+    ]
     return json.dumps(records, indent=1).encode()
 
 
 def _outputs(n: int = 30) -> bytes:
-    return json.dumps({"task": "LaMP_4", "golds": [{"id": f"31{i}", "output": f"Headline {i}"}
-                                                   for i in range(n)]}).encode()
+    return json.dumps({"task": "LaMP_4", "golds": [{"id": f"31{i}", "output": f"Headline {i}"} for i in range(n)]}).encode()
 
 
 class Server:
@@ -75,7 +79,7 @@ class Server:
                 self.end_headers()
                 if path in outer.drop_once:
                     outer.drop_once.discard(path)
-                    self.wfile.write(body[start: start + (len(body) - start) // 2])
+                    self.wfile.write(body[start : start + (len(body) - start) // 2])
                     self.wfile.flush()
                     self.close_connection = True
                     return
@@ -83,8 +87,7 @@ class Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -119,8 +122,7 @@ def test_normal_download_into_cache_with_checksums(server, lamp_home):
     assert not list(folder.glob("*.part"))
     # the second use reads the cache: no new request
     before = len(server.requests)
-    resolve_dataset(_task("lamp-4"), data="lamp", data_dir=None, split="dev",
-                    context=RunContext(lamp_home=lamp_home))
+    resolve_dataset(_task("lamp-4"), data="lamp", data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home))
     assert len(server.requests) == before
 
 
@@ -178,8 +180,7 @@ def test_offline_names_url_and_alternatives(monkeypatch, lamp_home):
     sock.close()  # nothing listens there now
     monkeypatch.setenv("LAMP_DATA_URL", f"http://127.0.0.1:{port}/LaMP")
     with pytest.raises(LampError) as info:
-        resolve_dataset(_task("lamp-7"), data=None, data_dir=None, split="dev",
-                        context=RunContext(lamp_home=lamp_home))
+        resolve_dataset(_task("lamp-7"), data=None, data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home))
     message = str(info.value)
     assert f"http://127.0.0.1:{port}/LaMP/LaMP_7/dev/dev_questions.json" in message
     assert "--data-dir" in message and "--data demo" in message and "\n" not in message
@@ -192,21 +193,26 @@ def test_url_layout_movie_tagging_news_and_time_split(monkeypatch):
     assert remote_folder(_task("lamp-2"), "test", "time") == "https://example.org/LaMP/time/LaMP_2/new/test/"
     assert remote_folder(_task("lamp-5"), "dev", "time") == "https://example.org/LaMP/time/LaMP_5/dev/"
     monkeypatch.delenv("LAMP_DATA_URL")
-    assert remote_folder(_task("lamp-1"), "dev", "user") == \
-        "https://ciir.cs.umass.edu/downloads/LaMP/LaMP_1/dev/"
+    assert remote_folder(_task("lamp-1"), "dev", "user") == "https://ciir.cs.umass.edu/downloads/LaMP/LaMP_1/dev/"
 
 
 def test_lamp6_is_not_public(lamp_home):
     with pytest.raises(LampError, match="not public") as info:
-        resolve_dataset(_task("lamp-6"), data="lamp", data_dir=None, split="dev",
-                        context=RunContext(lamp_home=lamp_home))
+        resolve_dataset(_task("lamp-6"), data="lamp", data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home))
     assert "--data-dir" in str(info.value)
 
 
 def test_without_download_a_missing_split_says_how_to_get_it(server, lamp_home):
     with pytest.raises(LampError, match="lamp data download --task lamp-4 --scheme time --split dev"):
-        resolve_dataset(_task("lamp-4"), data="lamp", data_dir=None, split="dev", scheme="time",
-                        context=RunContext(lamp_home=lamp_home), download=False)
+        resolve_dataset(
+            _task("lamp-4"),
+            data="lamp",
+            data_dir=None,
+            split="dev",
+            scheme="time",
+            context=RunContext(lamp_home=lamp_home),
+            download=False,
+        )
     assert server.requests == []
 
 

@@ -62,8 +62,7 @@ def test_lamp3_with_the_pplug_papers_scorer(tmp_path, capsys):
     for folder, outputs in (("g", {"1": "1", "2": "5"}), ("p", {"1": "maybe 2", "2": "x"})):
         write_outputs(tmp_path / folder / "LaMP_3.json", "LaMP_3", outputs)
         write_outputs(tmp_path / folder / "LaMP_7.json", "LaMP_7", {"1": "a b"})
-    submission = ["evaluate", "--submission", str(tmp_path / "p"), "--golds", str(tmp_path / "g"),
-                  "--out", str(out)]
+    submission = ["evaluate", "--submission", str(tmp_path / "p"), "--golds", str(tmp_path / "g"), "--out", str(out)]
     assert _run([*submission, "--task-arg", "lamp-3:scorer=pplug"]) == 0
     mae = next(m for m in json.loads(out.read_text())["tasks"]["LaMP_3"]["metrics"] if m["name"].lower() == "mae")
     assert mae["value"] == pytest.approx((1 + 4) / 2)  # "maybe 2" -> 2, "x" -> 1.0
@@ -78,8 +77,10 @@ def test_lamp3_with_the_pplug_papers_scorer(tmp_path, capsys):
     write_outputs(golds, "LaMP_3", {"1": "1"})
     write_outputs(preds, "LaMP_3", {"1": "1"})
     assert _run([*argv, "--task-arg", "scorers=pplug"]) == 2
-    assert ("task 'lamp-3' (--task-arg): unknown argument(s) scorers. Valid keys: max_new_tokens, scorer."
-            in capsys.readouterr().err)
+    assert (
+        "task 'lamp-3' (--task-arg): unknown argument(s) scorers. Valid keys: max_new_tokens, scorer."
+        in capsys.readouterr().err
+    )
 
 
 def test_prediction_ids_must_equal_gold_ids(tmp_path, capsys):
@@ -124,8 +125,9 @@ def test_submission_folder_scores_all_seven_tasks(tmp_path, capsys):
     golds = _demo_golds(tmp_path / "golds")
     _submission(tmp_path / "sub", golds)
     out = tmp_path / "all.json"
-    assert _run(["evaluate", "--submission", str(tmp_path / "sub"), "--golds", str(tmp_path / "golds"),
-                 "--out", str(out)]) == 0
+    assert (
+        _run(["evaluate", "--submission", str(tmp_path / "sub"), "--golds", str(tmp_path / "golds"), "--out", str(out)]) == 0
+    )
     result = json.loads(out.read_text())
     assert sorted(result["tasks"]) == [f"LaMP_{n}" for n in range(1, 8)]
     assert result["missing"] == [] and result["failed"] == []
@@ -163,8 +165,9 @@ def test_submission_with_wrong_ids_reports_the_task_and_exits_2(tmp_path, capsys
     broken = dict(golds["LaMP_3"], golds=golds["LaMP_3"]["golds"][1:])
     (tmp_path / "sub" / "preds_lamp_3.json").write_text(json.dumps(broken))
     out = tmp_path / "r.json"
-    assert _run(["evaluate", "--submission", str(tmp_path / "sub"), "--golds", str(tmp_path / "golds"),
-                 "--out", str(out)]) == 2
+    assert (
+        _run(["evaluate", "--submission", str(tmp_path / "sub"), "--golds", str(tmp_path / "golds"), "--out", str(out)]) == 2
+    )
     err = capsys.readouterr().err
     assert "preds_lamp_3.json: 1 gold id(s) have no prediction" in err
     assert json.loads(out.read_text())["failed"] == ["LaMP_3"]

@@ -67,19 +67,30 @@ def _write_lamp7(folder: Path) -> None:
     """Three LaMP-7 dev questions whose best word-overlap items are known (ids a2, b2, c1)."""
     folder.mkdir(parents=True)
     questions = [
-        {"id": "610", "input": LAMP7 + "Watching the sunset on the beach with a pelican",
-         "profile": [{"id": "a1", "text": "coffee time again"},
-                     {"id": "a2", "text": "a pelican stole my fries at the beach"},
-                     {"id": "a3", "text": "work work work"}]},
-        {"id": "611", "input": LAMP7 + "Coffee is the best start of the morning",
-         "profile": [{"id": "b1", "text": "late night gaming"},
-                     {"id": "b2", "text": "morning coffee on the porch"}]},
-        {"id": "612", "input": LAMP7 + "A third tweet",
-         "profile": [{"id": "c1", "text": "only one item"}]},
+        {
+            "id": "610",
+            "input": LAMP7 + "Watching the sunset on the beach with a pelican",
+            "profile": [
+                {"id": "a1", "text": "coffee time again"},
+                {"id": "a2", "text": "a pelican stole my fries at the beach"},
+                {"id": "a3", "text": "work work work"},
+            ],
+        },
+        {
+            "id": "611",
+            "input": LAMP7 + "Coffee is the best start of the morning",
+            "profile": [{"id": "b1", "text": "late night gaming"}, {"id": "b2", "text": "morning coffee on the porch"}],
+        },
+        {"id": "612", "input": LAMP7 + "A third tweet", "profile": [{"id": "c1", "text": "only one item"}]},
     ]
-    golds = {"task": "LaMP_7", "golds": [{"id": "610", "output": "Sunset, beach, pelican."},
-                                         {"id": "611", "output": "Coffee: the best start."},
-                                         {"id": "612", "output": "Tweet number three."}]}
+    golds = {
+        "task": "LaMP_7",
+        "golds": [
+            {"id": "610", "output": "Sunset, beach, pelican."},
+            {"id": "611", "output": "Coffee: the best start."},
+            {"id": "612", "output": "Tweet number three."},
+        ],
+    }
     (folder / "dev_questions.json").write_text(json.dumps(questions), encoding="utf-8")
     (folder / "dev_outputs.json").write_text(json.dumps(golds), encoding="utf-8")
 
@@ -89,9 +100,28 @@ def test_lamp_run_uses_the_installed_retriever(installed, tmp_path):
     _write_lamp7(data)
     out = tmp_path / "out"
     env = _env(installed, tmp_path / "home")
-    args = ["run", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "overlap", "--k", "1",
-            "--data-dir", str(data), "--split", "dev", "--limit", "2", "--generator", "toy-echo",
-            "--out", str(out), "--quiet"]
+    args = [
+        "run",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "overlap",
+        "--k",
+        "1",
+        "--data-dir",
+        str(data),
+        "--split",
+        "dev",
+        "--limit",
+        "2",
+        "--generator",
+        "toy-echo",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     done = _lamp(args, env, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -99,8 +129,7 @@ def test_lamp_run_uses_the_installed_retriever(installed, tmp_path):
     assert len(cells) == 1, cells
     config = json.loads((cells[0] / "config.json").read_text(encoding="utf-8"))
     assert config["retriever"]["name"] == "overlap"
-    predictions = [json.loads(line) for line in
-                   (cells[0] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    predictions = [json.loads(line) for line in (cells[0] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     by_id = {p["example_id"]: p for p in predictions}
     assert sorted(by_id) == ["610", "611"]  # --limit 2
     assert list(by_id["610"]["retrieved"]) == ["a2"]
@@ -109,8 +138,9 @@ def test_lamp_run_uses_the_installed_retriever(installed, tmp_path):
     metrics = json.loads((cells[0] / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["n"] == 2 and metrics["metrics"]
 
-    bad = _lamp([*args[:-3], "--out", str(tmp_path / "bad"), "--quiet",
-                 "--retriever-arg", "overlap:min_len=zero"], env, tmp_path)
+    bad = _lamp(
+        [*args[:-3], "--out", str(tmp_path / "bad"), "--quiet", "--retriever-arg", "overlap:min_len=zero"], env, tmp_path
+    )
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
     error_lines = [line for line in bad.stderr.splitlines() if line.startswith("Error:")]

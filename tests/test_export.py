@@ -45,9 +45,7 @@ def cli(capsys, *args):
 def test_selected_cells_become_gold_format_files_and_a_zip(tmp_path):
     runs = fabricate_runs(tmp_path / "runs", split="test")
     out = tmp_path / "submission"
-    result = export_submission(
-        [runs], out, split="test", select={"personalizer": "ipa", "k": "4"}, registry=toy_registry()
-    )
+    result = export_submission([runs], out, split="test", select={"personalizer": "ipa", "k": "4"}, registry=toy_registry())
     assert [e.official_name for e in result.exported] == ["LaMP_1", "LaMP_3"]
     data = json.loads((out / "LaMP_3.json").read_text(encoding="utf-8"))
     assert data == {
@@ -66,9 +64,7 @@ def test_selected_cells_become_gold_format_files_and_a_zip(tmp_path):
 def test_ambiguous_cells_are_rejected_listing_the_candidates(tmp_path):
     runs = fabricate_runs(tmp_path / "runs", split="test")
     with pytest.raises(LampError) as info:
-        export_submission(
-            [runs], tmp_path / "out", split="test", select={"personalizer": "ipa"}, registry=toy_registry()
-        )
+        export_submission([runs], tmp_path / "out", split="test", select={"personalizer": "ipa"}, registry=toy_registry())
     message = str(info.value)
     assert "\n" not in message
     assert "several candidate cells" in message and "--select" in message
@@ -80,12 +76,8 @@ def test_ambiguous_cells_are_rejected_listing_the_candidates(tmp_path):
 
 def test_tasks_sharing_an_official_name_are_ambiguous(tmp_path):
     metric = [{"name": "accuracy", "value": 0.5, "higher_is_better": True}]
-    write_cell(
-        tmp_path, task="lamp-2", personalizer="none", split="test", metrics=metric, outputs=[("a", "x")]
-    )
-    write_cell(
-        tmp_path, task="lamp-2-old", personalizer="none", split="test", metrics=metric, outputs=[("a", "y")]
-    )
+    write_cell(tmp_path, task="lamp-2", personalizer="none", split="test", metrics=metric, outputs=[("a", "x")])
+    write_cell(tmp_path, task="lamp-2-old", personalizer="none", split="test", metrics=metric, outputs=[("a", "y")])
     with pytest.raises(LampError, match="LaMP_2: lamp-2 .*lamp-2-old"):
         export_submission([tmp_path], tmp_path / "out", registry=toy_registry())
 
@@ -95,22 +87,16 @@ def test_split_and_selection_errors_say_what_exists(tmp_path):
     with pytest.raises(LampError, match="no finished cells for split 'test' \\(splits found: dev\\)"):
         export_submission([runs], tmp_path / "out", registry=toy_registry())
     with pytest.raises(LampError, match="--select matches none"):
-        export_submission(
-            [runs], tmp_path / "out", split="dev", select={"retriever": "contriever"}, registry=toy_registry()
-        )
+        export_submission([runs], tmp_path / "out", split="dev", select={"retriever": "contriever"}, registry=toy_registry())
     with pytest.raises(LampError, match="unknown key\\(s\\) colour"):
-        export_submission(
-            [runs], tmp_path / "out", split="dev", select={"colour": "red"}, registry=toy_registry()
-        )
+        export_submission([runs], tmp_path / "out", split="dev", select={"colour": "red"}, registry=toy_registry())
 
 
 def test_select_by_cell_id_prefix_and_by_no_retriever(tmp_path):
     runs = fabricate_runs(tmp_path / "runs", split="test")
     result = export_submission([runs], tmp_path / "a", select={"retriever": "none"}, registry=toy_registry())
     assert {e.cell.label for e in result.exported} == {"none / smollm2-135m-instruct"}
-    result = export_submission(
-        [runs], tmp_path / "b", select={"cell_id": "lamp-3_ipa_bm25_k1"}, registry=toy_registry()
-    )
+    result = export_submission([runs], tmp_path / "b", select={"cell_id": "lamp-3_ipa_bm25_k1"}, registry=toy_registry())
     assert [e.official_name for e in result.exported] == ["LaMP_3"]
 
 

@@ -23,9 +23,25 @@ def fake():
 
 
 def _run(cli, url: str, out, *extra: str, model: str = "fake-model"):
-    return cli("run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--generator", f"openai:{model}",
-               "--generator-arg", f"base_url={url}", "--generator-arg", "backoff=0", "--out", str(out), "--quiet",
-               *extra)
+    return cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        f"openai:{model}",
+        "--generator-arg",
+        f"base_url={url}",
+        "--generator-arg",
+        "backoff=0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    )
 
 
 def _one_line(code: int, err: str) -> str:
@@ -70,8 +86,7 @@ def test_a_model_named_like_the_key_is_masked_in_every_printed_line(cli, fake, t
     _nowhere(SECRET, out + err, tmp_path / "runs", lamp_home)
 
 
-def test_a_key_given_as_api_key_env_is_refused_in_one_line_and_never_written(cli, fake, tmp_path, lamp_home,
-                                                                               monkeypatch):
+def test_a_key_given_as_api_key_env_is_refused_in_one_line_and_never_written(cli, fake, tmp_path, lamp_home, monkeypatch):
     pasted = "sk_live_REVIEW_31415926"  # a valid variable name, but the key itself (and unset)
     monkeypatch.delenv(pasted, raising=False)
     code, out, err = _run(cli, fake.url, tmp_path / "runs", "--generator-arg", f"api_key_env={pasted}")

@@ -19,19 +19,36 @@ from lamp_cli import lamp_code as _lamp
 
 from lamp_harness.store import METRICS, PREDICTIONS
 
-RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet",
-       "--personalizer", "ipa", "--retriever", "bm25", "--limit", "24")
+RUN = (
+    "run",
+    "--task",
+    "lamp-7",
+    "--data",
+    "demo",
+    "--generator",
+    "toy-echo",
+    "--quiet",
+    "--personalizer",
+    "ipa",
+    "--retriever",
+    "bm25",
+    "--limit",
+    "24",
+)
 SEED = 20260
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, **extra,
-            "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
 
 
 def _lamp_process(args, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from lamp_harness.cli import main; main()", *args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from lamp_harness.cli import main; main()", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _lines(out: Path) -> int:
@@ -78,15 +95,42 @@ def test_kill_9_at_seeded_random_moments_of_lamp_run_then_resume_is_byte_identic
 
 
 def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_same_weights(
-        tiny_llama_dir, tiny_encoder_dir, tmp_path):
+    tiny_llama_dir, tiny_encoder_dir, tmp_path
+):
     from safetensors.torch import load_file
 
     from lamp_harness.training import latest_checkpoint
 
-    args = ["train", "--task", "lamp-7", "--personalizer", "pplug", "--data", "demo", "--generator",
-            str(tiny_llama_dir), "--generator-arg", "num_beams=1", "--personalizer-arg",
-            f"encoder={tiny_encoder_dir}", "--limit", "8", "--batch-size", "2", "--epochs", "1",
-            "--save-every", "1", "--eval-split", "none", "--seed", "3", "--device", "cpu", "--quiet"]
+    args = [
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "pplug",
+        "--data",
+        "demo",
+        "--generator",
+        str(tiny_llama_dir),
+        "--generator-arg",
+        "num_beams=1",
+        "--personalizer-arg",
+        f"encoder={tiny_encoder_dir}",
+        "--limit",
+        "8",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--save-every",
+        "1",
+        "--eval-split",
+        "none",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     env = _env(LAMP_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
     assert _lamp(*args, "--out", str(tmp_path / "whole")) == 0  # uninterrupted, in this process
 
@@ -117,8 +161,6 @@ def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_sam
 # -- damaged cache and store files ----------------------------------------------------------------
 
 
-
-
 def _garble_entry(path: Path) -> None:
     data = json.loads(path.read_text())
     first = next(iter(data["rankings"]))
@@ -145,8 +187,22 @@ RANKING_DAMAGE = {
 
 @pytest.mark.parametrize("damage", sorted(RANKING_DAMAGE))
 def test_a_damaged_ranking_cache_is_rebuilt_not_used(damage, toys, tmp_path, lamp_home, capsys):
-    args = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet",
-            "--personalizer", "ipa", "--retriever", "bm25", "--limit", "6")
+    args = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--generator",
+        "toy-echo",
+        "--quiet",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--limit",
+        "6",
+    )
     assert _lamp(*args, "--out", str(tmp_path / "first")) == 0
     (cache,) = (lamp_home / "rankings").rglob("*.json")
     RANKING_DAMAGE[damage](cache)
@@ -221,10 +277,10 @@ def test_concurrent_encoders_of_one_cache_take_turns(lamp_home):
 
 
 CHECKPOINT_DAMAGE = {
-    "weights-truncated": lambda c: (c / "weights.safetensors").write_bytes(
-        (c / "weights.safetensors").read_bytes()[:50]),
+    "weights-truncated": lambda c: (c / "weights.safetensors").write_bytes((c / "weights.safetensors").read_bytes()[:50]),
     "weights-garbled": lambda c: (c / "weights.safetensors").write_bytes(
-        (c / "weights.safetensors").read_bytes()[:-8] + b"\x00" * 8),
+        (c / "weights.safetensors").read_bytes()[:-8] + b"\x00" * 8
+    ),
     "trainer-state-garbled": lambda c: (c / "trainer_state.pt").write_bytes(b"not a torch file"),
     "config-deleted": lambda c: (c / "config.json").unlink(),
 }
@@ -237,10 +293,21 @@ def trained(tiny_llama_dir, tiny_encoder_dir, tmp_path_factory):
     from lamp_harness.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("trained")
-    config = TrainConfig(task="lamp-7", personalizer="pplug", personalizer_args={"encoder": str(tiny_encoder_dir)},
-                         generator=str(tiny_llama_dir), generator_args={"num_beams": "1"}, data="demo",
-                         eval_split=None, limit=4, batch_size=2, max_steps=2, save_every=1, seed=1,
-                         device="cpu")
+    config = TrainConfig(
+        task="lamp-7",
+        personalizer="pplug",
+        personalizer_args={"encoder": str(tiny_encoder_dir)},
+        generator=str(tiny_llama_dir),
+        generator_args={"num_beams": "1"},
+        data="demo",
+        eval_split=None,
+        limit=4,
+        batch_size=2,
+        max_steps=2,
+        save_every=1,
+        seed=1,
+        device="cpu",
+    )
     context = RunContext(lamp_home=root / "home", seed=1, device="cpu")
     train(config, root / "run", context=context, progress=False)
     return root / "run", config, context
@@ -275,8 +342,10 @@ def test_a_damaged_download_is_fetched_again(tmp_path, lamp_home, capsys):
     (folder / "dev_questions.json").write_bytes(good)
     from lamp_harness.io import atomic_write_json, file_sha256
 
-    atomic_write_json(folder / download.CHECKSUMS, {"dev_questions.json": {
-        "sha256": file_sha256(folder / "dev_questions.json"), "bytes": len(good), "url": "x"}})
+    atomic_write_json(
+        folder / download.CHECKSUMS,
+        {"dev_questions.json": {"sha256": file_sha256(folder / "dev_questions.json"), "bytes": len(good), "url": "x"}},
+    )
     recorded = download._read_checksums(folder)
     assert download._intact(folder / "dev_questions.json", recorded)
     (folder / "dev_questions.json").write_bytes(good.replace(b"x", b"y"))  # same size, other bytes
@@ -329,8 +398,7 @@ UNWRITABLE = {
 @pytest.mark.parametrize("case", sorted(UNWRITABLE))
 def test_an_unwritable_out_is_one_line_before_any_work(case, toys, tmp_path, capsys):
     out = UNWRITABLE[case](tmp_path)
-    code = _lamp("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet",
-                 "--out", str(out))
+    code = _lamp("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet", "--out", str(out))
     assert "--out" in _one_line(capsys, code)
 
 
@@ -378,8 +446,9 @@ def test_concurrent_rankers_of_one_cache_file_take_turns(task, demo_train, conte
 
     examples = demo_train[:6]
     results = []
-    worker = threading.Thread(target=lambda: results.append(
-        rank_examples(Slow(), task, "fp", examples, context, progress=False)))
+    worker = threading.Thread(
+        target=lambda: results.append(rank_examples(Slow(), task, "fp", examples, context, progress=False))
+    )
     worker.start()
     started.wait(5)
     second = rank_examples(Slow(), task, "fp", examples, context, progress=False)

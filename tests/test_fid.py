@@ -49,8 +49,7 @@ def test_fid_with_one_passage_equals_the_plain_model(context, task, examples, ti
     assert [g.text for g in generator.generate(requests)] == [g.text for g in generator.generate(plain)]
     golds = [ex.gold for ex in examples]
     with torch.no_grad():
-        assert float(generator.loss(requests, golds)) == pytest.approx(float(generator.loss(plain, golds)),
-                                                                       rel=1e-5)
+        assert float(generator.loss(requests, golds)) == pytest.approx(float(generator.loss(plain, golds)), rel=1e-5)
 
 
 def test_fid_attends_to_every_passage(context, task, examples, tiny_t5_dir) -> None:
@@ -61,7 +60,8 @@ def test_fid_attends_to_every_passage(context, task, examples, tiny_t5_dir) -> N
     three = fid.personalize(task, example, example.profile[:3])
     with torch.no_grad():
         assert float(generator.loss([one], [example.gold])) != pytest.approx(
-            float(generator.loss([three], [example.gold])), abs=1e-6)
+            float(generator.loss([three], [example.gold])), abs=1e-6
+        )
 
 
 def test_fid_refuses_a_decoder_onlygreedy_generator(context, task, tiny_llama_dir) -> None:
@@ -82,8 +82,7 @@ def test_fid_trains_the_generator_weights(context, task, examples, tiny_t5_dir) 
     params = trainable.parameters()
     decoder = {id(p) for p in generator.model.get_decoder().parameters()}
     assert params and all(id(p) in decoder or p is generator.model.lm_head.weight for p in params)
-    assert not any(p.requires_grad for p in generator.model.get_encoder().parameters()
-                   if id(p) not in decoder)
+    assert not any(p.requires_grad for p in generator.model.get_encoder().parameters() if id(p) not in decoder)
     before = {k: v.clone() for k, v in trainable.state_dict().items()}
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     loss = trainable.training_loss(task, examples[:2], [ex.profile[:2] for ex in examples[:2]])

@@ -50,12 +50,17 @@ def test_a_folder_with_a_dangling_link_is_rebuilt(base, tiny_llama_dir, tmp_path
     assert (folder / "config.json").resolve() == (tiny_llama_dir / "config.json").resolve()
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda s: s.pop(next(k for k in s if "layers.1." in k)), "lacks"),
-    (lambda s: s.update({"model.extra.weight": torch.zeros(2)}), "which the model has not"),
-    (lambda s: s.update({k: torch.zeros(3, 3) for k in [next(k for k in s if k.endswith("q_proj.weight"))]}),
-     "with shape (3, 3)"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda s: s.pop(next(k for k in s if "layers.1." in k)), "lacks"),
+        (lambda s: s.update({"model.extra.weight": torch.zeros(2)}), "which the model has not"),
+        (
+            lambda s: s.update({k: torch.zeros(3, 3) for k in [next(k for k in s if k.endswith("q_proj.weight"))]}),
+            "with shape (3, 3)",
+        ),
+    ],
+)
 def test_anything_but_a_whole_fine_tune_is_one_line(base, tiny_llama_dir, tmp_path, change, expected):
     weights = _checkpoint(tmp_path, tiny_llama_dir, change)
     with pytest.raises(LampError) as error:

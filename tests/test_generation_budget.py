@@ -163,11 +163,41 @@ def test_every_recorded_setting_is_the_one_the_generator_received(site, cli, tmp
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
     out = tmp_path / "out"
     code, stdout, err = cli(
-        "run", "--task", "lamp-7,toy-budget", "--data", "lamp-7=demo", "--limit", "3",
-        "--personalizer", "ipa", "--retriever", "bm25", "--k", "2",
-        "--generator", "recorder:my-model", "--batch-size", "2", "--num-beams", "3", "--max-input-tokens", "64",
-        "--generator-arg", "max_new_tokens=8", "--generator-arg", "style=loud", "--seed", "5",
-        "--device", "cpu", "--prompt-budget", "strict", "--out", str(out), "--quiet")
+        "run",
+        "--task",
+        "lamp-7,toy-budget",
+        "--data",
+        "lamp-7=demo",
+        "--limit",
+        "3",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--k",
+        "2",
+        "--generator",
+        "recorder:my-model",
+        "--batch-size",
+        "2",
+        "--num-beams",
+        "3",
+        "--max-input-tokens",
+        "64",
+        "--generator-arg",
+        "max_new_tokens=8",
+        "--generator-arg",
+        "style=loud",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--prompt-budget",
+        "strict",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert code == 0, stdout + err
     log = _log(lamp_home)
     (init,) = [r for r in log if r["event"] == "init"]  # one generator, shared by both cells
@@ -179,8 +209,7 @@ def test_every_recorded_setting_is_the_one_the_generator_received(site, cli, tmp
         # Generator settings: what config.json says is what the factory got.
         for key in ("model", "batch_size", "num_beams", "max_input_tokens"):
             assert generator[key] == init[key], (task, key)
-        assert (init["model"], init["batch_size"], init["num_beams"], init["max_input_tokens"]) == \
-            ("my-model", 2, 3, 64)
+        assert (init["model"], init["batch_size"], init["num_beams"], init["max_input_tokens"]) == ("my-model", 2, 3, 64)
         assert generator["style"] == init["args"]["style"] == "loud"
         # Run-level settings the generator sees through its context.
         assert (config["seed"], config["prompt_budget"]) == (init["seed"], init["prompt_budget"]) == (5, "strict")
@@ -200,8 +229,22 @@ def test_every_recorded_setting_is_the_one_the_generator_received(site, cli, tmp
 def test_label_decoding_recorded_is_the_decoding_the_generator_ran(site, cli, tmp_path, lamp_home):
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
     out = tmp_path / "out"
-    code, stdout, err = cli("run", "--task", "lamp-1,lamp-7", "--data", "demo", "--limit", "2", "--decode", "labels",
-                            "--generator", "recorder", "--out", str(out), "--quiet")
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "lamp-1,lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--decode",
+        "labels",
+        "--generator",
+        "recorder",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert code == 0, stdout + err
     requests = [r for r in _log(lamp_home) if r["event"] == "request"]
     cells = _cells(out)
@@ -212,11 +255,20 @@ def test_label_decoding_recorded_is_the_decoding_the_generator_ran(site, cli, tm
     assert (cells["lamp-1"]["decode"], cells["lamp-7"]["decode"]) == ("labels", "generate")
 
 
-def test_budget_precedence_task_arg_then_generator_arg_then_task_default_within_the_limit(
-        site, cli, tmp_path, lamp_home):
+def test_budget_precedence_task_arg_then_generator_arg_then_task_default_within_the_limit(site, cli, tmp_path, lamp_home):
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
-    base = ("run", "--task", "lamp-7,toy-budget", "--data", "lamp-7=demo", "--limit", "2",
-            "--generator", "recorder", "--quiet")
+    base = (
+        "run",
+        "--task",
+        "lamp-7,toy-budget",
+        "--data",
+        "lamp-7=demo",
+        "--limit",
+        "2",
+        "--generator",
+        "recorder",
+        "--quiet",
+    )
 
     def budgets(*extra: str, out: str) -> dict[str, tuple[int, str, set[int]]]:
         code, stdout, err = cli(*base, *extra, "--out", str(tmp_path / out))
@@ -227,25 +279,42 @@ def test_budget_precedence_task_arg_then_generator_arg_then_task_default_within_
             ids = {p["example_id"] for p in _predictions(tmp_path / out, config)}
             seen = {r["max_new_tokens"] for r in requests if r["id"] in ids}
             assert config["generator"]["max_new_tokens"] == config["generation"]["max_new_tokens"]
-            result[task] = (config["generation"]["max_new_tokens"], config["generation"]["max_new_tokens_from"],
-                            seen)
+            result[task] = (config["generation"]["max_new_tokens"], config["generation"]["max_new_tokens_from"], seen)
         return result
 
     # Nobody asked: each task's own default (LaMP-7: 128), not the generator's (100).
     assert budgets(out="defaults") == {"lamp-7": (128, "task", {128}), "toy-budget": (40, "task", {40})}
     # A task's own option wins over the generator's; the other task keeps the generator's.
-    assert budgets("--generator-arg", "max_new_tokens=8", "--task-arg", "toy-budget:max_new_tokens=12",
-                   out="both") == {"lamp-7": (8, "generator-arg", {8}), "toy-budget": (12, "task-arg", {12})}
+    assert budgets("--generator-arg", "max_new_tokens=8", "--task-arg", "toy-budget:max_new_tokens=12", out="both") == {
+        "lamp-7": (8, "generator-arg", {8}),
+        "toy-budget": (12, "task-arg", {12}),
+    }
     # A budget over the task's hard limit is cut to it, and config.json says why.
     assert budgets("--task-arg", "max_new_tokens=99", out="limit") == {
-        "lamp-7": (99, "task-arg", {99}), "toy-budget": (50, "task-limit", {50})}
+        "lamp-7": (99, "task-arg", {99}),
+        "toy-budget": (50, "task-limit", {50}),
+    }
 
 
 def test_task_options_are_validated_before_any_cell_and_recorded(site, cli, tmp_path, lamp_home):
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
     out = tmp_path / "out"
-    base = ("run", "--task", "toy-budget", "--personalizer", "ipa", "--retriever", "bm25", "--generator", "recorder",
-            "--limit", "2", "--quiet", "--out", str(out))
+    base = (
+        "run",
+        "--task",
+        "toy-budget",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--generator",
+        "recorder",
+        "--limit",
+        "2",
+        "--quiet",
+        "--out",
+        str(out),
+    )
 
     code, _, err = cli(*base, "--task-arg", "toy-budget:colour=red")
     assert code == 2 and "Traceback" not in err
@@ -264,9 +333,12 @@ def test_task_options_are_validated_before_any_cell_and_recorded(site, cli, tmp_
     assert plain["task_args"] == {}
 
     matrix = tmp_path / "matrix.toml"
-    matrix.write_text(f'task = "toy-budget"\npersonalizer = "ipa"\nretriever = "bm25"\ngenerator = "recorder"\n'
-                      f'limit = 2\nout = "{out}"\n'
-                      '[task-args.toy-budget]\nstyle = "short"\n', encoding="utf-8")
+    matrix.write_text(
+        f'task = "toy-budget"\npersonalizer = "ipa"\nretriever = "bm25"\ngenerator = "recorder"\n'
+        f'limit = 2\nout = "{out}"\n'
+        '[task-args.toy-budget]\nstyle = "short"\n',
+        encoding="utf-8",
+    )
     code, stdout, err = cli("run", "--config", str(matrix), "--quiet")
     assert code == 0, stdout + err
     configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
@@ -298,8 +370,24 @@ def test_max_new_tokens_8_bounds_every_lamp_task_with_the_real_model(cli, tmp_pa
     cell's config.json says 8."""
     out = tmp_path / "out"
     tasks = ",".join(f"lamp-{i}" for i in range(1, 8))
-    code, stdout, err = cli("run", "--task", tasks, "--data", "demo", "--limit", "2", "--decode", "generate",
-                            "--generator-arg", "max_new_tokens=8", "--device", "cpu", "--out", str(out), "--quiet")
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        tasks,
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--decode",
+        "generate",
+        "--generator-arg",
+        "max_new_tokens=8",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert code == 0, stdout + err
     cells = _cells(out)
     assert len(cells) == 7

@@ -31,7 +31,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-
 def make(context, folder, **args) -> HFGenerator:
     args.setdefault("max_new_tokens", "6")
     return HFGenerator(context, str(folder), **args)
@@ -63,15 +62,20 @@ def test_output_equals_a_plain_transformers_generate_call(family, beams, context
 
     tok, model = gen.tokenizer, gen.model
     if gen._chat is not None:  # the generator renders the chat template; do the same by hand
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
     else:
         ids = tok(prompt, return_tensors="pt").input_ids
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
-                         num_beams=beams, do_sample=False, eos_token_id=gen._eos_ids,
-                         pad_token_id=tok.pad_token_id)
-    new = out[0, 1:] if gen.is_encoder_decoder else out[0, ids.shape[1]:]
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=6,
+        num_beams=beams,
+        do_sample=False,
+        eos_token_id=gen._eos_ids,
+        pad_token_id=tok.pad_token_id,
+    )
+    new = out[0, 1:] if gen.is_encoder_decoder else out[0, ids.shape[1] :]
     expected = [t for t in new.tolist() if t not in gen._eos_ids and t != tok.pad_token_id]
     assert ours.text == tok.decode(expected, skip_special_tokens=True).strip()
     assert ours.prompt_tokens == ids.shape[1]
@@ -86,8 +90,7 @@ def _naive_label_scores(gen: HFGenerator, prompt: str, labels) -> list[float]:
         target = gen._target_ids(label)
         with torch.no_grad():
             if gen.is_encoder_decoder:
-                logits = gen.model(input_ids=torch.tensor([prompt_ids]),
-                                   labels=torch.tensor([target])).logits[0]
+                logits = gen.model(input_ids=torch.tensor([prompt_ids]), labels=torch.tensor([target])).logits[0]
                 logp = torch.log_softmax(logits.float(), -1)
                 scores.append(sum(float(logp[i, t]) for i, t in enumerate(target)))
             else:
@@ -138,16 +141,18 @@ def test_soft_tokens_of_own_embeddings_reproduce_the_text_prefix(family, context
     folder = request.getfixturevalue(family)
     gen = make(context, folder, num_beams="2", batch_size="4")
     prefix_text = "good day for music"
-    text_reqs = [GenerationRequest(str(i), p, prefix=("history :", prefix_text), choices=LABELS)
-                 for i, p in enumerate(PROMPTS)]
-    soft_reqs = [GenerationRequest(str(i), p, prefix=("history :", _soft(gen, prefix_text)),
-                                   choices=LABELS) for i, p in enumerate(PROMPTS)]
+    text_reqs = [
+        GenerationRequest(str(i), p, prefix=("history :", prefix_text), choices=LABELS) for i, p in enumerate(PROMPTS)
+    ]
+    soft_reqs = [
+        GenerationRequest(str(i), p, prefix=("history :", _soft(gen, prefix_text)), choices=LABELS)
+        for i, p in enumerate(PROMPTS)
+    ]
     assert soft_reqs[0].has_soft_tokens
     assert [g.text for g in gen.generate(soft_reqs)] == [g.text for g in gen.generate(text_reqs)]
     assert flat(gen.label_scores(soft_reqs)) == pytest.approx(flat(gen.label_scores(text_reqs)), abs=1e-5)
     targets = ["good", "sad day"] * 2 + ["love"]
-    assert float(gen.loss(soft_reqs, targets)) == pytest.approx(float(gen.loss(text_reqs, targets)),
-                                                                abs=1e-5)
+    assert float(gen.loss(soft_reqs, targets)) == pytest.approx(float(gen.loss(text_reqs, targets)), abs=1e-5)
     # The prefix really is part of the input (it changes what the model sees).
     plain = flat(gen.label_scores(requests(choices=LABELS)))
     assert plain != pytest.approx(flat(gen.label_scores(text_reqs)), abs=1e-5)
@@ -186,26 +191,30 @@ def test_fid_with_one_passage_equals_the_plain_model(family, context, request):
     assert fid[0].is_fusion
     assert [g.text for g in gen.generate(fid)] == [g.text for g in gen.generate(plain)]
     assert flat(gen.label_scores(fid)) == pytest.approx(flat(gen.label_scores(plain)), abs=1e-5)
-    assert float(gen.loss(fid, ["good"] * 5)) == pytest.approx(float(gen.loss(plain, ["good"] * 5)),
-                                                               abs=1e-5)
+    assert float(gen.loss(fid, ["good"] * 5)) == pytest.approx(float(gen.loss(plain, ["good"] * 5)), abs=1e-5)
 
 
 def test_fid_decoder_attends_to_every_passage(context, tiny_t5_dir):
     gen = make(context, tiny_t5_dir)
     passages = (PROMPTS[0], PROMPTS[1], PROMPTS[3])
-    encoded = [gen._encode(GenerationRequest("a", "", passages=passages)),
-               gen._encode(GenerationRequest("b", "", passages=passages[:1]))]
+    encoded = [
+        gen._encode(GenerationRequest("a", "", passages=passages)),
+        gen._encode(GenerationRequest("b", "", passages=passages[:1])),
+    ]
     fused = gen._fused_encoder(encoded)
     states, mask = fused["encoder_outputs"].last_hidden_state, fused["attention_mask"]
     lengths = [len(gen._ids(p)) + 1 for p in passages]  # + </s>
     assert mask.sum(-1).tolist() == [sum(lengths), lengths[0]]
     with torch.no_grad():
-        alone = [gen.model.get_encoder()(input_ids=torch.tensor([gen._ids(p) + [1]])).last_hidden_state[0]
-                 for p in passages]
-    assert torch.allclose(states[0, :sum(lengths)], torch.cat(alone), atol=1e-5)
+        alone = [gen.model.get_encoder()(input_ids=torch.tensor([gen._ids(p) + [1]])).last_hidden_state[0] for p in passages]
+    assert torch.allclose(states[0, : sum(lengths)], torch.cat(alone), atol=1e-5)
     # More passages change the answer's likelihood: the decoder sees them all.
-    one, three = gen.label_scores([GenerationRequest("a", "", passages=passages[:1], choices=LABELS),
-                                   GenerationRequest("b", "", passages=passages, choices=LABELS)])
+    one, three = gen.label_scores(
+        [
+            GenerationRequest("a", "", passages=passages[:1], choices=LABELS),
+            GenerationRequest("b", "", passages=passages, choices=LABELS),
+        ]
+    )
     assert one != pytest.approx(three, abs=1e-5)
 
 
@@ -224,8 +233,7 @@ def test_auto_batch_size_halves_on_out_of_memory(context, tiny_llama_dir, monkey
     sizes = []
 
     def generate_with_small_memory(**kwargs):
-        batch = (kwargs.get("input_ids") if kwargs.get("input_ids") is not None
-                 else kwargs["inputs_embeds"]).shape[0]
+        batch = (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]).shape[0]
         sizes.append(batch)
         if batch > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -237,8 +245,7 @@ def test_auto_batch_size_halves_on_out_of_memory(context, tiny_llama_dir, monkey
     assert sizes[:3] == [5, 2, 2] and gen.batch_size == 2
 
 
-def test_a_fixed_batch_size_that_runs_out_of_memory_is_a_one_line_error(context, tiny_llama_dir,
-                                                                        monkeypatch):
+def test_a_fixed_batch_size_that_runs_out_of_memory_is_a_one_line_error(context, tiny_llama_dir, monkeypatch):
     gen = make(context, tiny_llama_dir, batch_size="4")
 
     def oom(**kwargs):
@@ -282,8 +289,9 @@ def test_sampling_is_deterministic_for_a_seed(context, tiny_llama_dir):
 
 
 def test_extra_arguments_go_to_generate_or_from_pretrained(context, tiny_t5_dir):
-    gen = make(context, tiny_t5_dir, length_penalty="0.5", attn_implementation="eager",
-               **{"generate.no_repeat_ngram_size": "2"})
+    gen = make(
+        context, tiny_t5_dir, length_penalty="0.5", attn_implementation="eager", **{"generate.no_repeat_ngram_size": "2"}
+    )
     assert gen.generate_args == {"length_penalty": 0.5, "no_repeat_ngram_size": 2}
     assert gen.loader_args == {"attn_implementation": "eager"}
     assert gen.model.config._attn_implementation == "eager"
@@ -292,12 +300,15 @@ def test_extra_arguments_go_to_generate_or_from_pretrained(context, tiny_t5_dir)
     assert len(bigrams) == len(set(bigrams))  # no_repeat_ngram_size=2 reached generate
 
 
-@pytest.mark.parametrize("args, match", [
-    ({"num_beams": "four"}, "num_beams='four' is not an integer"),
-    ({"dtype": "float8"}, "dtype='float8'"),
-    ({"device": "tpu9"}, "device='tpu9'"),
-    ({"load.no_such_loader_argument": "1"}, "rejected the loader argument"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ({"num_beams": "four"}, "num_beams='four' is not an integer"),
+        ({"dtype": "float8"}, "dtype='float8'"),
+        ({"device": "tpu9"}, "device='tpu9'"),
+        ({"load.no_such_loader_argument": "1"}, "rejected the loader argument"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(args, match, context, tiny_t5_dir):
     with pytest.raises(LampError, match=match) as err:
         make(context, tiny_t5_dir, **args)
@@ -309,8 +320,7 @@ def test_describe_and_training_support(context, tiny_t5_dir):
     info = gen.describe()
     assert info["model"] == str(tiny_t5_dir) and info["family"] == "encoder-decoder"
     # The offline preset decodes greedily on CPU; the papers' presets keep their 4 beams.
-    assert (info["dtype"], info["device"], info["num_beams"], info["max_input_tokens"]) == \
-        ("float32", "cpu", 1, 256)
+    assert (info["dtype"], info["device"], info["num_beams"], info["max_input_tokens"]) == ("float32", "cpu", 1, 256)
     paper = RunContext(lamp_home=context.lamp_home, device="cpu", preset="lamp-paper")
     assert make(paper, tiny_t5_dir).describe()["num_beams"] == 4
     assert make(context, tiny_t5_dir, num_beams="4").describe()["num_beams"] == 4
@@ -338,10 +348,14 @@ def test_real_smollm2_converts_loads_and_answers(context):
     assert info["model"] == "smollm2-135m-instruct" and info["chat_template"] is True
     assert "gguf-sha256:" in info["revision"] and info["substitutes"]
     assert any("substitutes" in e for e in context.events)
-    out = gen.generate([GenerationRequest("a", "What is the capital of France? Answer in one word."),
-                        GenerationRequest("b", "Paraphrase: i love sunny days at the beach"),
-                        GenerationRequest("c", "Is this review positive or negative? 'Awful film.'",
-                                          choices=("positive", "negative"))], decode="labels")
+    out = gen.generate(
+        [
+            GenerationRequest("a", "What is the capital of France? Answer in one word."),
+            GenerationRequest("b", "Paraphrase: i love sunny days at the beach"),
+            GenerationRequest("c", "Is this review positive or negative? 'Awful film.'", choices=("positive", "negative")),
+        ],
+        decode="labels",
+    )
     assert "Paris" in out[0].text
     assert out[1].text and out[1].generated_tokens > 0
     assert out[2].text == "negative"

@@ -65,15 +65,24 @@ class Hub:
                     if files is None:
                         return self._json({"error": "Repository not found"}, 404)
                     if parts[4:5] == ["revision"]:
-                        return self._json({"id": repo, "sha": COMMIT, "private": False,
-                                           "siblings": [{"rfilename": name} for name in files]})
+                        return self._json(
+                            {
+                                "id": repo,
+                                "sha": COMMIT,
+                                "private": False,
+                                "siblings": [{"rfilename": name} for name in files],
+                            }
+                        )
                     if parts[4:5] == ["tree"]:
-                        return self._json([{"type": "file", "path": name, "size": len(data),
-                                            "oid": hashlib.sha1(data).hexdigest()}
-                                           for name, data in files.items()])
+                        return self._json(
+                            [
+                                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                                for name, data in files.items()
+                            ]
+                        )
                 if parts[:1] == ["datasets"] and "resolve" in parts:
                     at = parts.index("resolve")
-                    repo, name = "/".join(parts[1:at]), "/".join(parts[at + 2:])
+                    repo, name = "/".join(parts[1:at]), "/".join(parts[at + 2 :])
                     files = self._files(repo) or {}
                     if name not in files:
                         self.send_response(404)
@@ -94,7 +103,7 @@ class Hub:
                     if body:
                         chunk = data[start:]
                         if hub.cut is not None:
-                            chunk, hub.cut = chunk[:hub.cut], None
+                            chunk, hub.cut = chunk[: hub.cut], None
                             self.wfile.write(chunk)
                             self.wfile.flush()
                             self.connection.close()
@@ -131,25 +140,51 @@ def _parquet(rows) -> bytes:
 
 
 def _longlamp_rows(n: int):
-    return [{"input": f'Generate the review text ... "Product {i}".', "output": f"A long review number {i}. " * 20,
-             "reviewerId": f"u{i}",
-             "profile": [{"overall": "5.0", "summary": f"s{j}", "description": f"d{j}",
-                          "reviewText": f"review {j} of user {i}"} for j in range(3)]} for i in range(n)]
+    return [
+        {
+            "input": f'Generate the review text ... "Product {i}".',
+            "output": f"A long review number {i}. " * 20,
+            "reviewerId": f"u{i}",
+            "profile": [
+                {"overall": "5.0", "summary": f"s{j}", "description": f"d{j}", "reviewText": f"review {j} of user {i}"}
+                for j in range(3)
+            ],
+        }
+        for i in range(n)
+    ]
 
 
 def _personamem_files() -> dict[str, bytes]:
     chat = [{"role": "system", "content": "persona"}] + [
-        {"role": "user" if i % 2 else "assistant", "content": f"MSG{i}"} for i in range(1, 12)]
+        {"role": "user" if i % 2 else "assistant", "content": f"MSG{i}"} for i in range(1, 12)
+    ]
     contexts = (json.dumps({"c1": chat}) + "\n").encode()
     out = io.StringIO()
-    writer = csv.DictWriter(out, ["question_id", "question_type", "user_question_or_message", "correct_answer",
-                                  "all_options", "shared_context_id", "end_index_in_shared_context"])
+    writer = csv.DictWriter(
+        out,
+        [
+            "question_id",
+            "question_type",
+            "user_question_or_message",
+            "correct_answer",
+            "all_options",
+            "shared_context_id",
+            "end_index_in_shared_context",
+        ],
+    )
     writer.writeheader()
     for q, end in enumerate([9, 3, 6]):
-        writer.writerow({"question_id": f"q{q}", "question_type": "recall_user_shared_facts",
-                         "user_question_or_message": f"Question {q}?", "correct_answer": "(b)",
-                         "all_options": repr([f"({x}) answer {x}" for x in "abcd"]),
-                         "shared_context_id": "c1", "end_index_in_shared_context": str(end)})
+        writer.writerow(
+            {
+                "question_id": f"q{q}",
+                "question_type": "recall_user_shared_facts",
+                "user_question_or_message": f"Question {q}?",
+                "correct_answer": "(b)",
+                "all_options": repr([f"({x}) answer {x}" for x in "abcd"]),
+                "shared_context_id": "c1",
+                "end_index_in_shared_context": str(end),
+            }
+        )
     return {"questions_32k.csv": out.getvalue().encode(), "shared_contexts_32k.jsonl": contexts}
 
 
@@ -170,8 +205,9 @@ def test_longlamp_download_converts_caches_and_works_offline(hub, lamp_home, mon
     assert len(data.examples) == 3 and data.source == "hub:LongLaMP/LongLaMP"
     assert data.examples[0].profile[0].get("reviewText") == "review 0 of user 0"
     downloads = [r for r in hub.requests if r.startswith("GET /datasets/")]
-    assert downloads == ["GET /datasets/LongLaMP/LongLaMP/resolve/" + COMMIT
-                         + "/product_review_user/val-00000-of-00001.parquet"]
+    assert downloads == [
+        "GET /datasets/LongLaMP/LongLaMP/resolve/" + COMMIT + "/product_review_user/val-00000-of-00001.parquet"
+    ]
     assert list((lamp_home / "hub").glob("datasets--LongLaMP--LongLaMP/snapshots/*/product_review_user/*"))
     # offline once cached: the converted files and the hub cache are enough
     (lamp_home / "data" / "hub" / "user" / "longlamp-review" / "dev_questions.json").unlink()
@@ -182,8 +218,9 @@ def test_longlamp_download_converts_caches_and_works_offline(hub, lamp_home, mon
     assert [e.gold for e in again.examples] == [e.gold for e in data.examples] and hub.requests == []
     # the temporal configuration is --scheme time
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    temporal = resolve_dataset(task, data="hub", data_dir=None, split="dev", scheme="time",
-                               context=RunContext(lamp_home=lamp_home))
+    temporal = resolve_dataset(
+        task, data="hub", data_dir=None, split="dev", scheme="time", context=RunContext(lamp_home=lamp_home)
+    )
     assert len(temporal.examples) == 2
 
 
@@ -198,10 +235,18 @@ def test_offline_without_cache_is_one_line(hub, lamp_home, monkeypatch) -> None:
 
 
 def test_interrupted_download_resumes(hub, lamp_home) -> None:
-    hub.repos["LongLaMP/LongLaMP"] = {"topic_writing_user/test-00000-of-00001.parquet":
-                                      _parquet([{"input": "Generate the content for a reddit post x.",
-                                                 "output": "y " * 500,
-                                                 "profile": [{"summary": "s", "content": "c " * 300}]}] * 20)}
+    hub.repos["LongLaMP/LongLaMP"] = {
+        "topic_writing_user/test-00000-of-00001.parquet": _parquet(
+            [
+                {
+                    "input": "Generate the content for a reddit post x.",
+                    "output": "y " * 500,
+                    "profile": [{"summary": "s", "content": "c " * 300}],
+                }
+            ]
+            * 20
+        )
+    }
     task = host().registry.create("task", "longlamp-topic")
     hub.cut = 1500
     try:

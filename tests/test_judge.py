@@ -49,8 +49,15 @@ class ScriptedJudge(Generator):
     calls = 0
     fail_after: int | None = None  # raise like a judge server that went down
 
-    def __init__(self, context: RunContext, model: str | None = None, *, temperature: str = "0.0",
-                 top_p: str | None = None, **args: str) -> None:
+    def __init__(
+        self,
+        context: RunContext,
+        model: str | None = None,
+        *,
+        temperature: str = "0.0",
+        top_p: str | None = None,
+        **args: str,
+    ) -> None:
         self.temperature = f"{float(temperature):.1f}"
         self.model = model or "scripted"
 
@@ -92,17 +99,19 @@ class Recording(Generator):
         for r in requests:
             Recording.seen.append("\n".join([r.prompt, *map(str, r.prefix), *r.passages]))
         # An answer that names the question's last word, as JSON the official parser reads.
-        return [Generation(json.dumps({"personalized_answer": f"answer {r.prompt.split()[-1]}"}), 5, 5)
-                for r in requests]
+        return [Generation(json.dumps({"personalized_answer": f"answer {r.prompt.split()[-1]}"}), 5, 5) for r in requests]
 
 
 @pytest.fixture
 def judges():
     plugin = ModuleType("judge_toys")
-    plugin.lamp_register = hookimpl(lambda registry: (
-        registry.add_generator("scripted-judge", ScriptedJudge, "scripted judge"),
-        registry.add_generator("recording", Recording, "recording generator"),
-        registry.add_generator("label-judge", LabelJudge, "label-decoding judge")))
+    plugin.lamp_register = hookimpl(
+        lambda registry: (
+            registry.add_generator("scripted-judge", ScriptedJudge, "scripted judge"),
+            registry.add_generator("recording", Recording, "recording generator"),
+            registry.add_generator("label-judge", LabelJudge, "label-decoding judge"),
+        )
+    )
     reset_host(PluginHost(extra_plugins=[("judge-toys", plugin)]))
     ScriptedJudge.calls, ScriptedJudge.fail_after = 0, None
     Recording.seen = []
@@ -111,6 +120,7 @@ def judges():
 
 
 # -- the official evaluator, transcribed plainly (evaluation/evaluator.py of LaMP-QA) -----------
+
 
 class _Params:
     def __init__(self, temperature, top_p, max_tokens, logprobs):
@@ -155,10 +165,11 @@ def official_evaluator(queries, responses, details, aspects, llm, max_retries=10
     ids, prompts = [], []
     for i, (query, response, detail, aspect) in enumerate(zip(queries, responses, details, aspects, strict=True)):
         for j, asp in enumerate(aspect):
-            a = f'-aspect: {asp["aspect"]}\n    -reason: {asp["reason"]}\n    -evidence: {asp["evidence"]}'
-            conversation = [{"role": "system", "content": JUDGE_SYSTEM},
-                            {"role": "user", "content": JUDGE_USER.format(question=query, details=detail,
-                                                                         response=response, aspects=a)}]
+            a = f"-aspect: {asp['aspect']}\n    -reason: {asp['reason']}\n    -evidence: {asp['evidence']}"
+            conversation = [
+                {"role": "system", "content": JUDGE_SYSTEM},
+                {"role": "user", "content": JUDGE_USER.format(question=query, details=detail, response=response, aspects=a)},
+            ]
             prompts.append(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))
             ids.append({"q_id": i, "a_id": j})
     temperature, retries, outputs_dict = 0.0, 0, {}
@@ -193,8 +204,7 @@ def _demo(task_name="lamp-qa-arts", split="dev"):
     from lamp_harness.registry import host
 
     task = host().registry.create("task", task_name)
-    dataset = resolve_dataset(task, data="demo", data_dir=None, split=split,
-                              context=RunContext(lamp_home=lamp_home()))
+    dataset = resolve_dataset(task, data="demo", data_dir=None, split=split, context=RunContext(lamp_home=lamp_home()))
     return task, dataset.examples
 
 
@@ -207,14 +217,19 @@ def test_the_judge_scores_exactly_as_the_official_evaluator(judges, max_retries)
     outputs = {ex.id: f"Try {ex.input.split()[-1]} with friends." for ex in examples}
     metric = task.judged_metrics[0]
     registry = host().registry
-    identity = resolve_judge(registry, metric, JudgeChoice("scripted-judge", {"parse_retries": str(max_retries)}),
-                             "offline")
-    judged = judge_examples(task, metric, identity, examples, outputs, registry=registry,
-                            context=RunContext(lamp_home=Path(".")), progress=False)
+    identity = resolve_judge(registry, metric, JudgeChoice("scripted-judge", {"parse_retries": str(max_retries)}), "offline")
+    judged = judge_examples(
+        task, metric, identity, examples, outputs, registry=registry, context=RunContext(lamp_home=Path(".")), progress=False
+    )
     golds = [json.loads(ex.gold) for ex in examples]
-    official = official_evaluator([ex.input for ex in examples], [outputs[ex.id] for ex in examples],
-                                  [g["narrative"] for g in golds], [g["rubric_aspects"] for g in golds],
-                                  _OfficialLLM(), max_retries=max_retries)
+    official = official_evaluator(
+        [ex.input for ex in examples],
+        [outputs[ex.id] for ex in examples],
+        [g["narrative"] for g in golds],
+        [g["rubric_aspects"] for g in golds],
+        _OfficialLLM(),
+        max_retries=max_retries,
+    )
     ours = judged.scores.rows[:, 0].tolist()
     assert ours == pytest.approx(official["per_question_scores"], abs=0)
     assert float(judged.scores.rows.mean()) == pytest.approx(official["score"], abs=1e-12)
@@ -247,9 +262,17 @@ def test_judge_answers_are_parsed_as_the_official_parse_json(judges):
 def _run(tmp_path, out="runs", **overrides):
     from lamp_harness.runner import Matrix, run_matrix
 
-    settings = dict(tasks=("lamp-qa-arts",), personalizers=("none", "ipa"), retrievers=("bm25",), ks=(3,),
-                    generators=("recording",), data="demo", limit=6, judge="scripted-judge",
-                    judge_args={"parse_retries": "2"})
+    settings = dict(
+        tasks=("lamp-qa-arts",),
+        personalizers=("none", "ipa"),
+        retrievers=("bm25",),
+        ks=(3,),
+        generators=("recording",),
+        data="demo",
+        limit=6,
+        judge="scripted-judge",
+        judge_args={"parse_retries": "2"},
+    )
     settings.update(overrides)
     return run_matrix(Matrix(**settings), tmp_path / out, progress=False)
 
@@ -345,8 +368,9 @@ def test_data_dir_reads_the_official_download_layout(judges, tmp_path):
 
     records = _official_files(tmp_path / "official")
     task = host().registry.create("task", "lamp-qa-arts")
-    dataset = resolve_dataset(task, data=None, data_dir=tmp_path / "official", split="dev",
-                              context=RunContext(lamp_home=lamp_home()))
+    dataset = resolve_dataset(
+        task, data=None, data_dir=tmp_path / "official", split="dev", context=RunContext(lamp_home=lamp_home())
+    )
     assert [ex.id for ex in dataset.examples] == [r["id"] for r in records]
     first = dataset.examples[0]
     assert first.input == records[0]["question"] and "narrative" not in json.dumps([i.fields for i in first.profile])
@@ -356,14 +380,12 @@ def test_data_dir_reads_the_official_download_layout(judges, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "Art_and_Entertainment_test.json").write_text(json.dumps(records))
     with pytest.raises(LampError) as error:
-        resolve_dataset(task, data=None, data_dir=tmp_path / "bad", split="test",
-                        context=RunContext(lamp_home=lamp_home()))
+        resolve_dataset(task, data=None, data_dir=tmp_path / "bad", split="test", context=RunContext(lamp_home=lamp_home()))
     message = str(error.value)
     assert "\n" not in message and "Art_and_Entertainment_test.json" in message
     assert "record 3" in message and "rubric_aspects[1].evidence" in message
     with pytest.raises(LampError, match="has no Art_and_Entertainment_train.json"):
-        resolve_dataset(task, data=None, data_dir=tmp_path / "bad", split="train",
-                        context=RunContext(lamp_home=lamp_home()))
+        resolve_dataset(task, data=None, data_dir=tmp_path / "bad", split="train", context=RunContext(lamp_home=lamp_home()))
 
 
 @pytest.mark.slow
@@ -379,18 +401,21 @@ def test_the_packaged_smollm2_judges_through_the_real_hf_generator(tmp_path):
     metric = task.judged_metrics[0]
     registry = host().registry
     context = RunContext(lamp_home=Path("."), device="cpu")
-    identity = resolve_judge(registry, metric, JudgeChoice(None, {"parse_retries": "1", "max_new_tokens": "16",
-                                                                  "decode": "generate"}), "offline", context)
+    identity = resolve_judge(
+        registry,
+        metric,
+        JudgeChoice(None, {"parse_retries": "1", "max_new_tokens": "16", "decode": "generate"}),
+        "offline",
+        context,
+    )
     assert identity.plugin == "hf" and identity.model_name.lower().startswith("smollm2")
-    judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
-                            progress=False)
+    judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context, progress=False)
     questions = judged.usage["questions"]
     assert questions == 4 and questions <= judged.usage["calls"] <= 2 * questions
     assert judged.usage["generated_tokens"] > 0 and judged.usage["prompt_tokens"] > 300 * questions
     for result in judged.rationale.values():
         assert 0.0 <= result["score"] <= 1.0 and all(q["raw"] for q in result["questions"])
-    again = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
-                           progress=False)
+    again = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context, progress=False)
     assert again.usage["calls"] == 0 and again.rationale == judged.rationale
 
 
@@ -411,8 +436,7 @@ def test_the_offline_stand_in_judge_decodes_labels_through_the_real_hf_generator
     context = RunContext(lamp_home=Path("."), device="cpu")
     identity = resolve_judge(registry, metric, None, "offline", context)
     assert identity.plugin == "hf" and identity.decode == "labels" and identity.choices == JUDGE_CHOICES
-    judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
-                            progress=False)
+    judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context, progress=False)
     assert judged.usage["questions"] == judged.usage["calls"] == 4
     assert judged.usage["retried"] == judged.usage["unparsable"] == 0
     answers = [q for r in judged.rationale.values() for q in r["questions"]]
@@ -422,11 +446,11 @@ def test_the_offline_stand_in_judge_decodes_labels_through_the_real_hf_generator
     from lamp_harness.contracts import GenerationRequest
 
     prompts = [q for ex in examples for q in task.judge_prompts(metric.name, ex, outputs[ex.id])]
-    rows = generator.label_scores([GenerationRequest(f"q{i}", f"{p.system}\n\n{p.user}", choices=JUDGE_CHOICES)
-                                   for i, p in enumerate(prompts)])
+    rows = generator.label_scores(
+        [GenerationRequest(f"q{i}", f"{p.system}\n\n{p.user}", choices=JUDGE_CHOICES) for i, p in enumerate(prompts)]
+    )
     assert [JUDGE_CHOICES[max(range(3), key=row.__getitem__)] for row in rows] == [q["raw"] for q in answers]
-    again = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context,
-                           progress=False)
+    again = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context, progress=False)
     assert again.usage["calls"] == 0 and again.rationale == judged.rationale
 
 
@@ -442,8 +466,10 @@ class LabelJudge(ScriptedJudge):
         ScriptedJudge.calls += len(requests)
         if decode != "labels":
             return [Generation("I think the answer is good.", 10, 5) for r in requests]
-        return [Generation(r.choices[int(hashlib.sha256(r.prompt.encode()).hexdigest(), 16) % len(r.choices)], 10, 3)
-                for r in requests]
+        return [
+            Generation(r.choices[int(hashlib.sha256(r.prompt.encode()).hexdigest(), 16) % len(r.choices)], 10, 3)
+            for r in requests
+        ]
 
 
 def test_label_decoding_judges_with_the_metrics_choices_and_is_recorded(judges, tmp_path):
@@ -459,8 +485,9 @@ def test_label_decoding_judges_with_the_metrics_choices_and_is_recorded(judges, 
     metric = task.judged_metrics[0]
     registry = host().registry
     free = resolve_judge(registry, metric, JudgeChoice("label-judge", {"parse_retries": "2"}), "offline")
-    labels = resolve_judge(registry, metric, JudgeChoice("label-judge", {"parse_retries": "2", "decode": "labels"}),
-                           "offline")
+    labels = resolve_judge(
+        registry, metric, JudgeChoice("label-judge", {"parse_retries": "2", "decode": "labels"}), "offline"
+    )
     # free-form judging keeps the digests recorded before label decoding existed
     old = {k: v for k, v in free.__dict__.items() if k not in ("metric", "model_name", "decode", "choices")}
     assert free.decode == "generate" and free.digest == stable_hash(old, 6)
@@ -479,8 +506,10 @@ def test_label_decoding_judges_with_the_metrics_choices_and_is_recorded(judges, 
     assert on.usage["retried"] == on.usage["unparsable"] == 0 and LabelJudge.decodes[-1] == "labels"
     expected = []
     for ex in examples:
-        picks = [int(hashlib.sha256(f"{p.system}\n\n{p.user}".encode()).hexdigest(), 16) % 3
-                 for p in task.judge_prompts(metric.name, ex, outputs[ex.id])]
+        picks = [
+            int(hashlib.sha256(f"{p.system}\n\n{p.user}".encode()).hexdigest(), 16) % 3
+            for p in task.judge_prompts(metric.name, ex, outputs[ex.id])
+        ]
         expected.append(sum(picks) / (2 * len(picks)))
     assert on.scores.rows[:, 0].tolist() == pytest.approx(expected, abs=0) and 0 < max(expected)
 
@@ -540,14 +569,16 @@ class HubServer:
                 path = self.path.split("?")[0]
                 tree = f"/api/datasets/{repo}/tree/"
                 if path.startswith(tree):
-                    files = revisions.get(quoted.get(path[len(tree):].strip("/"), ""), {})
-                    listing = [{"type": "file", "path": name, "size": len(data),
-                                "oid": hashlib.sha1(data).hexdigest()} for name, data in sorted(files.items())]
+                    files = revisions.get(quoted.get(path[len(tree) :].strip("/"), ""), {})
+                    listing = [
+                        {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                        for name, data in sorted(files.items())
+                    ]
                     return self._send(200, json.dumps(listing).encode(), body, "application/json")
                 resolve = f"/datasets/{repo}/resolve/"
                 for key, revision in quoted.items():
                     if path.startswith(resolve + key + "/"):
-                        name = unquote(path[len(resolve + key) + 1:])
+                        name = unquote(path[len(resolve + key) + 1 :])
                         if name in revisions[revision]:
                             return self._send(200, revisions[revision][name], body)
                 self._send(404, b"", body)
@@ -616,14 +647,16 @@ def _hub_dataset(task_name, monkeypatch, revisions):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     task = host().registry.create("task", task_name)
     try:
-        return task, hub, resolve_dataset(task, data=None, data_dir=None, split="dev",
-                                          context=RunContext(lamp_home=lamp_home()))
+        return (
+            task,
+            hub,
+            resolve_dataset(task, data=None, data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home())),
+        )
     finally:
         hub.close()
 
 
-def test_the_hub_loader_reads_the_cards_configurations_and_works_offline_once_cached(judges, tmp_path,
-                                                                                      monkeypatch):
+def test_the_hub_loader_reads_the_cards_configurations_and_works_offline_once_cached(judges, tmp_path, monkeypatch):
     pytest.importorskip("pyarrow")
     from lamp_tasks.lamp_qa_data import card_data_files
 
@@ -633,12 +666,15 @@ def test_the_hub_loader_reads_the_cards_configurations_and_works_offline_once_ca
     assert card_data_files(CARD, "Art_and_Entertainment", "test") == ["Art_and_Entertainment/test-*"]
     assert card_data_files(CARD, "Lifestyle_and_Personal_Development", "test") == []
     records = _official_files(tmp_path / "official")
-    main = {"README.md": CARD.encode(), ".gitattributes": b"*.parquet filter=lfs\n",
-            # two shards, read in name order; another split and another category that must not be read
-            "Art_and_Entertainment/validation-00000-of-00002.parquet": _parquet(records[:12]),
-            "Art_and_Entertainment/validation-00001-of-00002.parquet": _parquet(records[12:]),
-            "Art_and_Entertainment/train-00000-of-00001.parquet": _parquet(records[:3]),
-            "Society_and_Culture/validation-00000-of-00001.parquet": _parquet(records[:2])}
+    main = {
+        "README.md": CARD.encode(),
+        ".gitattributes": b"*.parquet filter=lfs\n",
+        # two shards, read in name order; another split and another category that must not be read
+        "Art_and_Entertainment/validation-00000-of-00002.parquet": _parquet(records[:12]),
+        "Art_and_Entertainment/validation-00001-of-00002.parquet": _parquet(records[12:]),
+        "Art_and_Entertainment/train-00000-of-00001.parquet": _parquet(records[:3]),
+        "Society_and_Culture/validation-00000-of-00001.parquet": _parquet(records[:2]),
+    }
     task, hub, dataset = _hub_dataset("lamp-qa-arts", monkeypatch, {"main": main})
     assert [ex.id for ex in dataset.examples] == [r["id"] for r in records]
     assert dataset.source == "lamp-qa:hub"
@@ -658,11 +694,14 @@ def test_the_hub_loader_falls_back_to_the_parquet_conversion(judges, tmp_path, m
     from lamp_tasks.lamp_qa_data import PARQUET_REVISION
 
     records = _official_files(tmp_path / "official")
-    conversion = {f"Art_and_Entertainment/validation/{part:04d}.parquet": _parquet(chunk)
-                  for part, chunk in enumerate((records[:12], records[12:]))}
+    conversion = {
+        f"Art_and_Entertainment/validation/{part:04d}.parquet": _parquet(chunk)
+        for part, chunk in enumerate((records[:12], records[12:]))
+    }
     # a card without configurations: the hub's own Parquet conversion is read
-    _, hub, dataset = _hub_dataset("lamp-qa-arts", monkeypatch,
-                                   {"main": {"README.md": b"# LaMP-QA\n"}, PARQUET_REVISION: conversion})
+    _, hub, dataset = _hub_dataset(
+        "lamp-qa-arts", monkeypatch, {"main": {"README.md": b"# LaMP-QA\n"}, PARQUET_REVISION: conversion}
+    )
     assert [ex.id for ex in dataset.examples] == [r["id"] for r in records]
     assert any("0001.parquet" in r for r in hub.requests)
 

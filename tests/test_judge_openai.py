@@ -58,8 +58,13 @@ class JudgeServer:
                     server.completions += 1
                 prompt = body["messages"][-1]["content"]
                 text = scripted_answer(prompt, f"{float(body.get('temperature', 0)):.1f}")
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}],
-                                 "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 7}})
+                self._send(
+                    200,
+                    {
+                        "choices": [{"message": {"role": "assistant", "content": text}}],
+                        "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 7},
+                    },
+                )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -83,10 +88,23 @@ def server():
 def _run(tmp_path, url: str, http_retries: int = 4):
     from lamp_harness.runner import Matrix, run_matrix
 
-    matrix = Matrix(tasks=("lamp-qa-arts",), personalizers=("none", "ipa"), retrievers=("bm25",), ks=(2,),
-                    generators=("recording",), data="demo", limit=6, judge=f"openai:{MODEL}",
-                    judge_args={"base_url": url, "parse_retries": "3", "max_retries": str(http_retries), "backoff": "0.01",
-                                "concurrency": "2"})
+    matrix = Matrix(
+        tasks=("lamp-qa-arts",),
+        personalizers=("none", "ipa"),
+        retrievers=("bm25",),
+        ks=(2,),
+        generators=("recording",),
+        data="demo",
+        limit=6,
+        judge=f"openai:{MODEL}",
+        judge_args={
+            "base_url": url,
+            "parse_retries": "3",
+            "max_retries": str(http_retries),
+            "backoff": "0.01",
+            "concurrency": "2",
+        },
+    )
     return run_matrix(matrix, tmp_path / "runs", progress=False)
 
 

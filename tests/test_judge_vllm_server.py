@@ -33,20 +33,47 @@ def _lamp(args: list[str], home: Path, session_lamp_home: Path) -> subprocess.Co
 
 def _run(out: Path, server_url: str, judge_url: str) -> list[str]:
     # The answers come from the server directly; only the judge's calls go through the proxy.
-    return ["run", "--task", "lamp-qa-arts", "--data", "demo", "--personalizer", "none", "--limit", "2",
-            "--generator", f"openai:{MODEL}", "--generator-arg", f"base_url={server_url}",
-            "--generator-arg", "max_new_tokens=48", "--judge", f"openai:{MODEL}",
-            "--judge-arg", f"base_url={judge_url}", "--judge-arg", "max_new_tokens=24",
-            "--judge-arg", "parse_retries=1", "--quiet", "--out", str(out)]
+    return [
+        "run",
+        "--task",
+        "lamp-qa-arts",
+        "--data",
+        "demo",
+        "--personalizer",
+        "none",
+        "--limit",
+        "2",
+        "--generator",
+        f"openai:{MODEL}",
+        "--generator-arg",
+        f"base_url={server_url}",
+        "--generator-arg",
+        "max_new_tokens=48",
+        "--judge",
+        f"openai:{MODEL}",
+        "--judge-arg",
+        f"base_url={judge_url}",
+        "--judge-arg",
+        "max_new_tokens=24",
+        "--judge-arg",
+        "parse_retries=1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
 
 
 def _cells(out: Path) -> list[Path]:
     return sorted(p.parent for p in out.glob("*/metrics.json"))
 
 
-def test_the_judge_runs_through_a_real_vllm_server_and_a_rerun_sends_nothing(server, judge_proxy,  # noqa: F811
-                                                                           lamp_home, session_lamp_home,
-                                                                           tmp_path):
+def test_the_judge_runs_through_a_real_vllm_server_and_a_rerun_sends_nothing(
+    server,  # noqa: F811
+    judge_proxy,
+    lamp_home,
+    session_lamp_home,
+    tmp_path,
+):
     first = _lamp(_run(tmp_path / "a", server.url, judge_proxy.url), lamp_home, session_lamp_home)
     assert first.returncode == 0, first.stderr[-2000:]
     sent = judge_proxy.requests
@@ -67,9 +94,21 @@ def test_the_judge_runs_through_a_real_vllm_server_and_a_rerun_sends_nothing(ser
     assert judged_again["calls"] == 0 and judged_again["cached"] == judging["calls"]
 
     # label decoding through the server's completions endpoint: a second metric, one call a question
-    scored = _lamp(["score", str(tmp_path / "a"), "--judge", f"openai:{MODEL}", "--judge-arg",
-                    f"base_url={judge_proxy.url}", "--judge-arg", "decode=labels", "--quiet"],
-                   lamp_home, session_lamp_home)
+    scored = _lamp(
+        [
+            "score",
+            str(tmp_path / "a"),
+            "--judge",
+            f"openai:{MODEL}",
+            "--judge-arg",
+            f"base_url={judge_proxy.url}",
+            "--judge-arg",
+            "decode=labels",
+            "--quiet",
+        ],
+        lamp_home,
+        session_lamp_home,
+    )
     assert scored.returncode == 0, scored.stderr[-2000:]
     names = [m["name"] for m in json.loads((cell / "metrics.json").read_text())["metrics"]]
     assert len(names) == 2 and names[0] == metric

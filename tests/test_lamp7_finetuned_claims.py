@@ -24,8 +24,10 @@ def _script(name: str):
 
 def test_answers_talking_about_the_task_are_counted_as_the_readme_says():
     talk = _script("task_talk")
-    counts = {Path(label.rsplit(" [", 1)[1].rstrip("]")).name: sum(bool(talk.talks_about_task(o)) for o in outputs)
-              for label, outputs in talk.cells(EXPERIMENT / "runs")}
+    counts = {
+        Path(label.rsplit(" [", 1)[1].rstrip("]")).name: sum(bool(talk.talks_about_task(o)) for o in outputs)
+        for label, outputs in talk.cells(EXPERIMENT / "runs")
+    }
     assert counts["lamp-7_none-d74fef1e52"] == 125  # zero-shot none
     assert counts["lamp-7_none-d86ec8d121"] == 4  # (a)
     assert counts["lamp-7_pplug-a6a69151f8"] == 1  # (c)
@@ -36,18 +38,27 @@ def test_answers_talking_about_the_task_are_counted_as_the_readme_says():
 
 
 def test_the_paired_intervals_against_a_are_the_readmes():
-    out = subprocess.run([sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121",
-                          "lamp-7_ipa_bm25_k1-08f547223a"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121", "lamp-7_ipa_bm25_k1-08f547223a"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "-0.012 over 495 paired examples, 95% interval [-0.026, +0.003]" in out
-    out = subprocess.run([sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121",
-                          "lamp-7_pplug-5388405d1e"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121", "lamp-7_pplug-5388405d1e"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "-0.020 over 495 paired examples, 95% interval [-0.036, -0.005]" in out  # (d) against (a)
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="the real LaMP-7 data is not at ../shared/lamp-data")
 def test_the_capped_pplug_run_drew_1008_examples_reaching_652_users():
-    out = subprocess.run([sys.executable, str(EXPERIMENT / "budget.py"), str(DATA)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(EXPERIMENT / "budget.py"), str(DATA)], capture_output=True, text=True, check=True
+    ).stdout
     capped = next(line for line in out.splitlines() if "augment" not in line and "| 10 |" in line)
     assert "| 11,055 | 126 x 8 | 1,008 | 9% | 652 of 1,005 |" in capped
     fine_tuned = [line for line in out.splitlines() if "(fine-tuned)" in line]

@@ -96,9 +96,7 @@ def test_label_is_built_from_the_config_when_absent(tmp_path):
 
 def test_ci_shows_intervals(runs, capsys):
     out = cli_ok(capsys, "leaderboard", str(runs), "--ci").out
-    assert (
-        "| lamp-3 | MAE ↓ | **0.300** [0.200, 0.400] | 0.350 [0.250, 0.450] | 0.400 [0.300, 0.500] |" in out
-    )
+    assert "| lamp-3 | MAE ↓ | **0.300** [0.200, 0.400] | 0.350 [0.250, 0.450] | 0.400 [0.300, 0.500] |" in out
 
 
 def test_reference_lamp_time_adds_the_papers_numbers_beside_ours(runs, capsys):
@@ -111,13 +109,14 @@ def test_reference_lamp_time_adds_the_papers_numbers_beside_ours(runs, capsys):
         f"Contriever k=1 {ref} | Recency k=1 {ref} | IPA tuned {ref} | "
         f"FiD k=16 {ref} |"
     )
-    assert ("- **Reference columns** (LaMP paper; FlanT5-base, fine-tuned; time-based, dev set): LaMP paper "
-            "(Salemi et al., ACL 2024), results tables; model FlanT5-base, fine-tuned; split time-based, dev set. "
-            "Published numbers, not run here.") in out
+    assert (
+        "- **Reference columns** (LaMP paper; FlanT5-base, fine-tuned; time-based, dev set): LaMP paper "
+        "(Salemi et al., ACL 2024), results tables; model FlanT5-base, fine-tuned; split time-based, dev set. "
+        "Published numbers, not run here."
+    ) in out
     # LaMP paper, time-based split: LaMP-3 MAE row (leaderboard/references); our best stays the only bold one
     assert (
-        "| lamp-3 | MAE ↓ | **0.300** | 0.350 | 0.400 | 0.280 | 0.280 | 0.279 | 0.278 | 0.281 | "
-        "0.279 | 0.266 | 0.250 |"
+        "| lamp-3 | MAE ↓ | **0.300** | 0.350 | 0.400 | 0.280 | 0.280 | 0.279 | 0.278 | 0.281 | 0.279 | 0.266 | 0.250 |"
     ) in out
     # the paper reports no F1 for LaMP-1
     assert "| lamp-1 | f1 ↑ | **0.580** | **0.580** | 0.450 | – | – | – | – | – | – | – | – |" in out
@@ -143,11 +142,19 @@ def test_reference_personamem_shows_the_papers_accuracies_beside_ours(tmp_path, 
     and the per-question-type accuracies sit beside our cells, each column labelled."""
     runs = tmp_path / "runs"
     for personalizer, retriever, overall, facts in (("none", None, 0.375, 0.5), ("ipa", "bm25", 0.5, 0.75)):
-        write_cell(runs, task="personamem-128k", personalizer=personalizer, retriever=retriever,
-                   k=1 if retriever else None, split="test", scheme=None,
-                   metrics=[{"name": "accuracy", "value": overall, "higher_is_better": True},
-                            {"name": "accuracy:recall_user_shared_facts", "value": facts,
-                             "higher_is_better": True}])
+        write_cell(
+            runs,
+            task="personamem-128k",
+            personalizer=personalizer,
+            retriever=retriever,
+            k=1 if retriever else None,
+            split="test",
+            scheme=None,
+            metrics=[
+                {"name": "accuracy", "value": overall, "higher_is_better": True},
+                {"name": "accuracy:recall_user_shared_facts", "value": facts, "higher_is_better": True},
+            ],
+        )
     out = cli_ok(capsys, "leaderboard", str(runs), "--reference", "personamem").out
     ref = "(PersonaMem paper; as each column names it; zero-shot, discriminative, full history in the prompt; 128k contexts, all questions)"
     header = next(line for line in out.splitlines() if line.startswith("| task | metric |"))
@@ -157,8 +164,10 @@ def test_reference_personamem_shows_the_papers_accuracies_beside_ours(tmp_path, 
     ), header
     # Figure 4's "Overall" column, then Figure 3's "Recall User Shared Facts" row
     assert "| personamem-128k | accuracy ↑ | **0.500** | 0.375 | 0.520 | 0.450 | 0.390 | 0.430 | 0.250 |" in out
-    assert ("| personamem-128k | accuracy:recall_user_shared_facts ↑ | **0.750** | 0.500 | 0.610 | 0.410 | "
-            "0.550 | 0.370 | 0.250 |") in out
+    assert (
+        "| personamem-128k | accuracy:recall_user_shared_facts ↑ | **0.750** | 0.500 | 0.610 | 0.410 | "
+        "0.550 | 0.370 | 0.250 |"
+    ) in out
     assert "PersonaMem paper (Jiang et al., arXiv 2504.14225), Figures 3-4" in out
     # a pattern-free table: a type the paper does not map stays empty on our row, never the overall value
     table = {(r.task, r.metric) for r in lb.load_reference("personamem")}
@@ -175,8 +184,7 @@ def test_reference_metric_names_match_the_tasks():
     tables = {table: lb.load_reference(table) for table in lb.reference_names()}
     # a per-question-type metric (PersonaMem's accuracy:TYPE) is emitted for the types the
     # examples' ids carry ({type}:{question id}): give every type a reference names one example
-    types = {r.metric.split(":", 1)[1] for rows in tables.values() for r in rows
-             if r.metric.startswith("accuracy:")}
+    types = {r.metric.split(":", 1)[1] for rows in tables.values() for r in rows if r.metric.startswith("accuracy:")}
     emitted = set()
     for name in registry.names("task"):
         task = registry.create("task", name)
@@ -196,9 +204,7 @@ def test_reference_metric_names_match_the_tasks():
 def test_unknown_reference_is_a_one_line_error(runs, capsys):
     code, _, err = run_cli(capsys, "leaderboard", str(runs), "--reference", "lamp-moon")
     assert code == 2
-    assert (
-        "unknown reference 'lamp-moon'" in err and "lamp-time" in err and len(err.strip().splitlines()) == 1
-    )
+    assert "unknown reference 'lamp-moon'" in err and "lamp-time" in err and len(err.strip().splitlines()) == 1
 
 
 def test_json_format(runs, capsys):
@@ -235,10 +241,7 @@ def test_csv_format_is_long_and_complete(runs, capsys):
     assert len(rows) == 2 * 2 * 3  # tasks x metrics x methods
     best = [(r["task"], r["metric"], r["column"]) for r in rows if r["best"] == "true"]
     assert ("lamp-3", "MAE", "ipa / bm25 / k=1 / smollm2-135m-instruct") in best
-    assert (
-        float(next(r for r in rows if r["metric"] == "RMSE" and r["column"].startswith("none"))["value"])
-        == 0.7
-    )
+    assert float(next(r for r in rows if r["metric"] == "RMSE" and r["column"].startswith("none"))["value"]) == 0.7
 
 
 def test_output_is_deterministic_and_written_to_out(runs, tmp_path, capsys):
@@ -257,13 +260,17 @@ def test_newest_duplicate_wins_across_runs_dirs(runs, tmp_path, capsys):
     assert "kept the newer one" in result.err
 
 
-
 def test_same_label_different_settings_are_two_columns(tmp_path):
     """A --generator-arg the label does not show (dtype) makes another method, not a rerun."""
     metric = [{"name": "rouge-1", "value": 0.5, "higher_is_better": True}]
     for name, dtype, value in (("fp32", "float32", 0.5), ("bf16", "bfloat16", 0.4), ("rerun", "float32", 0.6)):
-        cell = write_cell(tmp_path / name, task="lamp-7", personalizer="none", cell_id=f"cell-{name}",
-                          metrics=[{**metric[0], "value": value}])
+        cell = write_cell(
+            tmp_path / name,
+            task="lamp-7",
+            personalizer="none",
+            cell_id=f"cell-{name}",
+            metrics=[{**metric[0], "value": value}],
+        )
         config = json.loads((cell / "config.json").read_text())
         config["generator"].update(dtype=dtype, device="cuda" if name == "rerun" else "cpu")
         (cell / "config.json").write_text(json.dumps(config))
@@ -276,12 +283,18 @@ def test_same_label_different_settings_are_two_columns(tmp_path):
     assert any("kept the newer one" in note for note in collected.notes)
 
 
-
 def _cell(root, name, value=0.5, mtime=1_000_000, **changes):
     """A finished lamp-7 cell whose config.json has ``changes`` applied (dotted keys reach into the
     components: ``generator.dtype``)."""
-    cell = write_cell(root / name, task="lamp-7", personalizer="ipa", retriever="dense", k=1,
-                      cell_id=f"cell-{name}", metrics=[{"name": "rouge-1", "value": value, "higher_is_better": True}])
+    cell = write_cell(
+        root / name,
+        task="lamp-7",
+        personalizer="ipa",
+        retriever="dense",
+        k=1,
+        cell_id=f"cell-{name}",
+        metrics=[{"name": "rouge-1", "value": value, "higher_is_better": True}],
+    )
     config = json.loads((cell / "config.json").read_text())
     for key, change in changes.items():
         *parts, last = key.split("__")
@@ -328,22 +341,46 @@ def test_after_an_upgrade_the_rerun_replaces_the_old_cell(tmp_path):
     """v1 ran float32 and bfloat16; v2 reran float32 only: two columns, the float32 one from v2."""
     _cell(tmp_path, "a", value=0.1, generator__dtype="float32", versions={"lamp-harness": "1"})
     _cell(tmp_path, "b", value=0.2, generator__dtype="bfloat16", versions={"lamp-harness": "1"})
-    _cell(tmp_path, "c", value=0.3, mtime=2_000_000, generator__dtype="float32",
-          generator__new_field=1, versions={"lamp-harness": "2"})
+    _cell(
+        tmp_path,
+        "c",
+        value=0.3,
+        mtime=2_000_000,
+        generator__dtype="float32",
+        generator__new_field=1,
+        versions={"lamp-harness": "2"},
+    )
     kept = {c.label.split(" / ")[-1]: c.metrics[0].value for c in lb.collect_cells([tmp_path]).cells}
     assert kept == {"dtype=float32": 0.3, "dtype=bfloat16": 0.2}
 
 
 def test_a_retriever_argument_gets_its_own_column(tmp_path, toys, cli):
     out = tmp_path / "runs"
-    common = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--personalizer", "ipa",
-              "--retriever", "bm25", "--limit", "6", "--quiet", "--out", str(out))
+    common = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--generator",
+        "toy-echo",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--limit",
+        "6",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert cli(*common)[0] == 0
     assert cli(*common, "--retriever-arg", "k1=0.5")[0] == 0
     code, board, err = cli("leaderboard", str(out))
     assert code == 0 and "same cell" not in err
     assert "ipa / bm25 / k=1 / toy-echo / k1=0.5" in board
     assert "ipa / bm25 / k=1 / toy-echo / k1=default" in board
+
 
 def test_results_on_different_data_never_share_a_table(tmp_path):
     metric = [{"name": "rouge-1", "value": 0.5, "higher_is_better": True}]
@@ -364,8 +401,11 @@ def test_blocks_per_split_and_scheme(tmp_path):
     write_cell(tmp_path, task="lamp-7", personalizer="none", split="dev", scheme="user", metrics=metric)
     write_cell(tmp_path, task="lamp-7", personalizer="none", split="train", scheme=None, metrics=metric)
     titles = [b.title for b in lb.leaderboard([tmp_path]).blocks]
-    assert titles == ["split: dev, scheme: time, data: fabricated", "split: dev, scheme: user, data: fabricated",
-                      "split: train, data: fabricated"]
+    assert titles == [
+        "split: dev, scheme: time, data: fabricated",
+        "split: dev, scheme: user, data: fabricated",
+        "split: train, data: fabricated",
+    ]
 
 
 def test_missing_runs_dir_and_empty_dir_are_one_line_errors(tmp_path, capsys):

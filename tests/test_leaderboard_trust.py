@@ -46,12 +46,40 @@ def pristine(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("pristine") / "runs"
     home = tmp_path_factory.mktemp("home")
-    env = {**os.environ, "LAMP_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", "from lamp_harness.cli import main; main()", "run", "--task",
-                           "lamp-7", "--data", "demo", "--generator", "toy-words", "--personalizer", "none,ipa",
-                           "--retriever", "bm25", "--k", "1", "--limit", "12", "--out", str(out), "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "LAMP_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from lamp_harness.cli import main; main()",
+            "run",
+            "--task",
+            "lamp-7",
+            "--data",
+            "demo",
+            "--generator",
+            "toy-words",
+            "--personalizer",
+            "none,ipa",
+            "--retriever",
+            "bm25",
+            "--k",
+            "1",
+            "--limit",
+            "12",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return out, home
 
@@ -136,9 +164,13 @@ def test_damaged_scores_that_cannot_be_recomputed_are_refused_with_a_note(damage
     assert compared(board) == []  # no test on values that were not verified
     for breakdown in board.get("breakdowns", []):  # nor a breakdown
         for row in breakdown["rows"]:
-            assert all(b["values"][breakdown["columns"].index(next(
-                c["label"] for c in board["blocks"][0]["columns"] if c["baseline"]))] is None
-                for b in row["buckets"])
+            assert all(
+                b["values"][
+                    breakdown["columns"].index(next(c["label"] for c in board["blocks"][0]["columns"] if c["baseline"]))
+                ]
+                is None
+                for b in row["buckets"]
+            )
     baseline_entry = next(v for r in board["blocks"][0]["rows"] for v in r["values"] if v and v["baseline"])
     assert baseline_entry["value"] is not None  # the table still shows the cell's metrics
 
@@ -192,9 +224,23 @@ def test_two_data_sets_with_one_name_get_two_tables_with_their_checksums(toys, t
     for part, examples in (("a", dataset.examples[:6]), ("b", dataset.examples[6:12])):
         folder = tmp_path / part / "data"
         write_split_files(replace(dataset, examples=examples), folder, "dev", task.official_name)
-        code, _, err = lamp(capsys, "run", "--task", "lamp-7", "--data-dir", str(folder), "--split", "dev",
-                            "--generator", "toy-words", "--personalizer", "none", "--out", str(out / part),
-                            "--quiet")
+        code, _, err = lamp(
+            capsys,
+            "run",
+            "--task",
+            "lamp-7",
+            "--data-dir",
+            str(folder),
+            "--split",
+            "dev",
+            "--generator",
+            "toy-words",
+            "--personalizer",
+            "none",
+            "--out",
+            str(out / part),
+            "--quiet",
+        )
         assert code == 0, err
     code, md, err = lamp(capsys, "leaderboard", str(out))
     assert code == 0, err
@@ -204,8 +250,23 @@ def test_two_data_sets_with_one_name_get_two_tables_with_their_checksums(toys, t
 
 
 def test_a_smaller_rerun_does_not_replace_the_larger_cell(runs, toys, capsys):
-    code, _, err = lamp(capsys, "run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-words",
-                        "--personalizer", "none", "--limit", "2", "--out", str(runs / "smoke"), "--quiet")
+    code, _, err = lamp(
+        capsys,
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--generator",
+        "toy-words",
+        "--personalizer",
+        "none",
+        "--limit",
+        "2",
+        "--out",
+        str(runs / "smoke"),
+        "--quiet",
+    )
     assert code == 0, err
     board, err = board_json(capsys, runs)
     baseline = next(v for r in board["blocks"][0]["rows"] for v in r["values"] if v and v["baseline"])
@@ -223,10 +284,13 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
     assert code == 0
     head = md.split("## split")[0]
     assert head.startswith("# Leaderboard\n")
-    assert ("**Data** (split: dev, scheme: user, data: demo:v1): demo:v1 (synthetic data in LaMP's format, generated "
-            "by the harness with planted personal signals; not the LaMP benchmark); checksum `") in head
-    assert ("n = 10 per task (lamp-1, lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7, longlamp-review, "
-            "personamem-32k)") in head
+    assert (
+        "**Data** (split: dev, scheme: user, data: demo:v1): demo:v1 (synthetic data in LaMP's format, generated "
+        "by the harness with planted personal signals; not the LaMP benchmark); checksum `"
+    ) in head
+    assert (
+        "n = 10 per task (lamp-1, lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7, longlamp-review, personamem-32k)"
+    ) in head
     assert "smollm2-135m-instruct (generator), a stand-in for google/flan-t5-base (preset 'offline')" in head
     assert "minilm (pplug encoder), a stand-in for BAAI/bge-base-en-v1.5" in head
     assert "minilm (contriever), a stand-in for facebook/contriever" in head  # from the preset's notes
@@ -235,10 +299,17 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
 
     code, out, _ = lamp(capsys, "leaderboard", str(demo), "-f", "json")
     header = json.loads(out)["header"]
-    assert header["data"][0]["n"] == [*([f"lamp-{i}", "10"] for i in range(1, 8)), ["longlamp-review", "10"],
-                                      ["personamem-32k", "10"]]
-    assert {"model": "smollm2-135m-instruct", "role": "generator", "stand_in_for": "google/flan-t5-base",
-            "preset": "offline"} in header["models"]
+    assert header["data"][0]["n"] == [
+        *([f"lamp-{i}", "10"] for i in range(1, 8)),
+        ["longlamp-review", "10"],
+        ["personamem-32k", "10"],
+    ]
+    assert {
+        "model": "smollm2-135m-instruct",
+        "role": "generator",
+        "stand_in_for": "google/flan-t5-base",
+        "preset": "offline",
+    } in header["models"]
     assert header["warnings"] and header["cells"] == 33
 
     page = tmp_path / "page.html"
@@ -257,27 +328,45 @@ def test_training_budget_is_recorded_by_the_runner_and_shown(tmp_path, capsys):
 
     save_file({"w": np.zeros(1, dtype=np.float32)}, str(step / "weights.safetensors"))  # intact, as a real one
     (step / "state.json").write_text(json.dumps({"step": 12, "world_size": 1}))
-    (step / "config.json").write_text(json.dumps({
-        "train_config": {"batch_size": 8, "grad_accum": 8, "lr": 1e-4, "epochs": 2, "max_steps": None},
-        "train_data": {"examples": 1005}, "personalizer": {"name": "pplug", "augment": 10},
-        "mixed_precision": "bf16"}))
+    (step / "config.json").write_text(
+        json.dumps(
+            {
+                "train_config": {"batch_size": 8, "grad_accum": 8, "lr": 1e-4, "epochs": 2, "max_steps": None},
+                "train_data": {"examples": 1005},
+                "personalizer": {"name": "pplug", "augment": 10},
+                "mixed_precision": "bf16",
+            }
+        )
+    )
     budget = recorded_budget(step)
-    assert budget == {"steps": 12, "batch_size": 8, "grad_accum": 8, "world_size": 1, "examples": 1005,
-                      "epochs": 2, "lr": 1e-4, "mixed_precision": "bf16", "augment": 10}
+    assert budget == {
+        "steps": 12,
+        "batch_size": 8,
+        "grad_accum": 8,
+        "world_size": 1,
+        "examples": 1005,
+        "epochs": 2,
+        "lr": 1e-4,
+        "mixed_precision": "bf16",
+        "augment": 10,
+    }
     text = lb.training_budget({"training": budget, "checkpoint": str(step)})
-    assert text == ("12 steps × batch 8 × 8 accumulated, 1005 training examples, 2 epoch(s) planned, lr 0.0001, "
-                    "augment 10, mixed precision bf16")
+    assert text == (
+        "12 steps × batch 8 × 8 accumulated, 1005 training examples, 2 epoch(s) planned, lr 0.0001, "
+        "augment 10, mixed precision bf16"
+    )
     assert "not recorded" in lb.training_budget({"checkpoint": "/somewhere/pplug"})
     assert lb.training_budget({"checkpoint": None}) is None
 
 
 def test_reference_columns_name_model_split_and_source(capsys):
-    code, md, _ = lamp(capsys, "leaderboard", str(REPO / "leaderboard/lamp7-finetuned/runs"),
-                       "--reference", "lamp-user")
+    code, md, _ = lamp(capsys, "leaderboard", str(REPO / "leaderboard/lamp7-finetuned/runs"), "--reference", "lamp-user")
     assert code == 0
     assert "No-retrieval (LaMP paper; FlanT5-base, fine-tuned; user-based, dev set)" in md
-    assert ("**Reference columns** (LaMP paper; FlanT5-base, fine-tuned; user-based, dev set): LaMP paper "
-            "(Salemi et al., ACL 2024), results tables; model FlanT5-base, fine-tuned; split user-based, dev set") in md
+    assert (
+        "**Reference columns** (LaMP paper; FlanT5-base, fine-tuned; user-based, dev set): LaMP paper "
+        "(Salemi et al., ACL 2024), results tables; model FlanT5-base, fine-tuned; split user-based, dev set"
+    ) in md
     for name in lb.reference_names():
         info = lb.reference_info(name)
         assert "?" not in (info.source, info.model, info.split), name
@@ -299,24 +388,36 @@ def test_a_dollar_in_a_column_label_renders_in_the_plot_and_the_page(runs, tmp_p
     victim = cell(runs, "lamp-7_ipa")
     rewrite_config(victim, lambda c: c.__setitem__("label", "ipa $x^$ / cost $5 / $\\frac{a"))
     page, image = tmp_path / "page.html", tmp_path / "plot.png"
-    code, _, err = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "-f", "html", "--out",
-                        str(page), "--plot", str(image))
+    code, _, err = lamp(
+        capsys, "leaderboard", str(runs), "--baseline", "none", "-f", "html", "--out", str(page), "--plot", str(image)
+    )
     assert code == 0, err
     assert "Traceback" not in err and image.read_bytes()[:4] == b"\x89PNG"
     assert "ipa $x^$ / cost $5 / $\\frac{a" in page.read_text()
 
 
-@pytest.mark.parametrize("command", [
-    ("leaderboard", "RUNS"),
-    ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-words", "--out", "OUT"),
-    ("train", "--task", "lamp-7", "--personalizer", "pplug", "--out", "OUT"),
-    ("rank", "--task", "lamp-7", "--data", "demo", "--retriever", "random", "--out", "OUT"),
-    ("evaluate", "--task", "lamp-7", "--golds", "PRED", "--predictions", "PRED"),
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("leaderboard", "RUNS"),
+        ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-words", "--out", "OUT"),
+        ("train", "--task", "lamp-7", "--personalizer", "pplug", "--out", "OUT"),
+        ("rank", "--task", "lamp-7", "--data", "demo", "--retriever", "random", "--out", "OUT"),
+        ("evaluate", "--task", "lamp-7", "--golds", "PRED", "--predictions", "PRED"),
+    ],
+)
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "1e3"])
 def test_every_seed_is_range_checked_in_one_line(command, seed, runs, toys, tmp_path, capsys):
-    args = [str(runs) if a == "RUNS" else str(tmp_path / "out") if a == "OUT"
-            else str(tmp_path / "p.jsonl") if a == "PRED" else a for a in command]
+    args = [
+        str(runs)
+        if a == "RUNS"
+        else str(tmp_path / "out")
+        if a == "OUT"
+        else str(tmp_path / "p.jsonl")
+        if a == "PRED"
+        else a
+        for a in command
+    ]
     code, _, err = lamp(capsys, *args, "--seed", seed)
     line = one_line(err)
     assert code == 2 and "--seed" in line and f"lamp {command[0]}" in line, line
@@ -365,8 +466,12 @@ def test_cells_whose_metric_is_another_statistic_get_a_note_not_a_test(runs, cap
     entry["statistic"] = "root_mean"
     (victim / SCORES).write_text(json.dumps(scores))
     rows = [r[0] for r in entry["rows"]]
-    edit_scores(victim / "metrics.json", lambda d: next(m for m in d["metrics"] if m["name"] == "rouge-1")
-                .__setitem__("value", math.sqrt(sum(rows) / len(rows))))
+    edit_scores(
+        victim / "metrics.json",
+        lambda d: next(m for m in d["metrics"] if m["name"] == "rouge-1").__setitem__(
+            "value", math.sqrt(sum(rows) / len(rows))
+        ),
+    )
     from lamp_harness.store import scores_digest
 
     # as a cell computed that way writes it: metrics.json records the checksum of that scores.json

@@ -34,21 +34,67 @@ def _task(name: str):
 # METEOR
 # ---------------------------------------------------------------------------------------------
 
-VOCAB = ["the", "cat", "cats", "sat", "sitting", "on", "mat", "a", "dog", "dogs", "ran", "running", "quick",
-         "fast", "rapid", "big", "large", "small", "little", "happy", "glad", "car", "automobile", "house",
-         "home", "review", "product", "works", "worked", "great", "good", "bad", "terrible", "awful", "."]
+VOCAB = [
+    "the",
+    "cat",
+    "cats",
+    "sat",
+    "sitting",
+    "on",
+    "mat",
+    "a",
+    "dog",
+    "dogs",
+    "ran",
+    "running",
+    "quick",
+    "fast",
+    "rapid",
+    "big",
+    "large",
+    "small",
+    "little",
+    "happy",
+    "glad",
+    "car",
+    "automobile",
+    "house",
+    "home",
+    "review",
+    "product",
+    "works",
+    "worked",
+    "great",
+    "good",
+    "bad",
+    "terrible",
+    "awful",
+    ".",
+]
 UNICODE = ["café", "naïve", "Zürich", "東京", "🙂", "straße", "ÉCOLE", "mañana", "–", "“quoted”", "résumé"]
 
 
 def _tricky_cases() -> list[tuple[str, str]]:
     rng = random.Random(23)
-    cases = [("", ""), ("", "something"), ("something", ""), ("   ", "a"), (".", "."), ("a", "a"),
-             ("The cat sat on the mat.", "The cat sat on the mat."), ("the the the the", "the"),
-             ("the", "the the the the"), ("cat cat dog dog", "dog dog cat cat"),
-             ("Hello world. Bye now. See you!", "Hello world. Bye now. See you!"),
-             ("big fast automobile", "large rapid car"), ("running dogs", "ran dog"),
-             ("don't stop, won't stop", "do not stop; will not stop"), ("café naïve 東京 🙂", "cafe naive 東京 🙂"),
-             ("ÉCOLE Zürich", "école zürich"), ("\n\ttabs\nand\nlines\n", "tabs and lines")]
+    cases = [
+        ("", ""),
+        ("", "something"),
+        ("something", ""),
+        ("   ", "a"),
+        (".", "."),
+        ("a", "a"),
+        ("The cat sat on the mat.", "The cat sat on the mat."),
+        ("the the the the", "the"),
+        ("the", "the the the the"),
+        ("cat cat dog dog", "dog dog cat cat"),
+        ("Hello world. Bye now. See you!", "Hello world. Bye now. See you!"),
+        ("big fast automobile", "large rapid car"),
+        ("running dogs", "ran dog"),
+        ("don't stop, won't stop", "do not stop; will not stop"),
+        ("café naïve 東京 🙂", "cafe naive 東京 🙂"),
+        ("ÉCOLE Zürich", "école zürich"),
+        ("\n\ttabs\nand\nlines\n", "tabs and lines"),
+    ]
     while len(cases) < 240:
         kind = len(cases) % 4
         n = rng.randint(1, 30) if kind < 3 else rng.randint(400, 900)  # every fourth: very long
@@ -75,15 +121,22 @@ def test_meteor_equals_nltk_on_240_tricky_cases() -> None:
     assert len(cases) >= 200
     ours = metrics.meteor_scores([h for h, _ in cases], [r for _, r in cases])
     for (hyp, ref), value in zip(cases, ours, strict=True):
-        expected = meteor_score([word_tokenize(ref, preserve_line=True)], word_tokenize(hyp, preserve_line=True),
-                                alpha=0.9, beta=3, gamma=0.5, wordnet=default_wordnet)
+        expected = meteor_score(
+            [word_tokenize(ref, preserve_line=True)],
+            word_tokenize(hyp, preserve_line=True),
+            alpha=0.9,
+            beta=3,
+            gamma=0.5,
+            wordnet=default_wordnet,
+        )
         assert value == pytest.approx(expected, abs=1e-12), (hyp[:60], ref[:60])
     assert default_wordnet.get_version() == "3.0"
     assert any(0 < v < 1 for v in ours) and ours[0] == 0.0
     # WordNet synonyms count ("auto" matches "car"; NLTK looks synonyms up after stemming, so
     # "large" -> "larg" finds none for "big", and neither do we).
-    synonym, unrelated, stemmed = metrics.meteor_scores(["the auto", "the xyz", "the large"],
-                                                        ["the car", "the car", "the big"])
+    synonym, unrelated, stemmed = metrics.meteor_scores(
+        ["the auto", "the xyz", "the large"], ["the car", "the car", "the big"]
+    )
     assert synonym > 0.9 and unrelated < 0.5 and stemmed == unrelated
 
 
@@ -156,19 +209,35 @@ def _release(folder, n_contexts=3, messages=40, questions=5) -> None:
                 role = "system" if i % 8 == 0 else ("user" if i % 2 else "assistant")
                 chat.append({"role": role, "content": f"ctx{c} MSG{i:03d} some words here"})
             handle.write(json.dumps({f"ctx{c}": chat}) + "\n")
-    fields = ["persona_id", "question_id", "question_type", "topic", "user_question_or_message",
-              "correct_answer", "all_options", "shared_context_id", "end_index_in_shared_context"]
+    fields = [
+        "persona_id",
+        "question_id",
+        "question_type",
+        "topic",
+        "user_question_or_message",
+        "correct_answer",
+        "all_options",
+        "shared_context_id",
+        "end_index_in_shared_context",
+    ]
     with open(folder / "questions_32k.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for q in range(n_contexts * questions):
             options = [f"({letter}) option {letter} of {q}" for letter in "abcd"]
-            writer.writerow({"persona_id": q % n_contexts, "question_id": f"q{q}",
-                             "question_type": rng.choice(["recall_user_shared_facts", "suggest_new_ideas"]),
-                             "topic": "music", "user_question_or_message": f"Question {q}?",
-                             "correct_answer": f"({'abcd'[q % 4]})", "all_options": repr(options),
-                             "shared_context_id": f"ctx{q % n_contexts}",
-                             "end_index_in_shared_context": rng.randint(1, messages)})
+            writer.writerow(
+                {
+                    "persona_id": q % n_contexts,
+                    "question_id": f"q{q}",
+                    "question_type": rng.choice(["recall_user_shared_facts", "suggest_new_ideas"]),
+                    "topic": "music",
+                    "user_question_or_message": f"Question {q}?",
+                    "correct_answer": f"({'abcd'[q % 4]})",
+                    "all_options": repr(options),
+                    "shared_context_id": f"ctx{q % n_contexts}",
+                    "end_index_in_shared_context": rng.randint(1, messages),
+                }
+            )
 
 
 def _converted(tmp_path):
@@ -176,8 +245,7 @@ def _converted(tmp_path):
 
     _release(tmp_path)
     task = _task("personamem-32k")
-    questions, golds = personamem_records(task, [tmp_path / "questions_32k.csv",
-                                                 tmp_path / "shared_contexts_32k.jsonl"])
+    questions, golds = personamem_records(task, [tmp_path / "questions_32k.csv", tmp_path / "shared_contexts_32k.jsonl"])
     return task, questions, golds
 
 
@@ -185,13 +253,17 @@ def test_no_personamem_prompt_sees_context_after_the_question(tmp_path) -> None:
     import csv
 
     task, questions, golds = _converted(tmp_path)
-    ends = {f"{r['question_type']}:{r['question_id']}": int(r["end_index_in_shared_context"])
-            for r in csv.DictReader(open(tmp_path / "questions_32k.csv", encoding="utf-8"))}
+    ends = {
+        f"{r['question_type']}:{r['question_id']}": int(r["end_index_in_shared_context"])
+        for r in csv.DictReader(open(tmp_path / "questions_32k.csv", encoding="utf-8"))
+    }
     assert len(questions) == 15 and {q["id"] for q in questions} == set(ends)
     for record in questions:
         end = ends[record["id"]]
-        profile = tuple(ProfileItem(item["id"], i, {k: v for k, v in item.items() if k != "id"})
-                        for i, item in enumerate(record["profile"]))
+        profile = tuple(
+            ProfileItem(item["id"], i, {k: v for k, v in item.items() if k != "id"})
+            for i, item in enumerate(record["profile"])
+        )
         example = Example(record["id"], record["input"], profile)
         assert all(item.fields["end"] <= end for item in profile)
         # none, ipa with every k and any order of retrieval, full; generous and tight budgets
@@ -210,8 +282,9 @@ def test_no_personamem_prompt_sees_context_after_the_question(tmp_path) -> None:
 def test_personamem_context_is_cut_from_the_oldest_end(tmp_path) -> None:
     task, questions, _ = _converted(tmp_path)
     record = max(questions, key=lambda q: len(q["profile"]))
-    profile = tuple(ProfileItem(item["id"], i, {k: v for k, v in item.items() if k != "id"})
-                    for i, item in enumerate(record["profile"]))
+    profile = tuple(
+        ProfileItem(item["id"], i, {k: v for k, v in item.items() if k != "id"}) for i, item in enumerate(record["profile"])
+    )
     example = Example(record["id"], record["input"], profile)
     prompt = task.prompt(example, profile, Words(), 80)
     assert Words().count(prompt) <= 80 and prompt.endswith(example.input)
@@ -239,8 +312,7 @@ def test_malformed_personamem_row_is_one_line_naming_file_row_field(tmp_path) ->
     text[3] = text[3].replace(",ctx", ",nosuchctx", 1)
     (tmp_path / "questions_32k.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
     with pytest.raises(LampError) as caught:
-        personamem_records(_task("personamem-32k"), [tmp_path / "questions_32k.csv",
-                                                     tmp_path / "shared_contexts_32k.jsonl"])
+        personamem_records(_task("personamem-32k"), [tmp_path / "questions_32k.csv", tmp_path / "shared_contexts_32k.jsonl"])
     message = str(caught.value)
     assert "\n" not in message and "questions_32k.csv" in message and "row 4" in message
     assert "shared_context_id" in message
@@ -249,8 +321,10 @@ def test_malformed_personamem_row_is_one_line_naming_file_row_field(tmp_path) ->
 def test_malformed_longlamp_row_is_one_line_naming_file_row_field(tmp_path) -> None:
     from lamp_tasks.hub import longlamp_records
 
-    rows = [{"input": "x", "output": "y", "profile": [{"title": "t", "abstract": "a"}]},
-            {"input": "x", "output": "y", "profile": [{"title": "t"}]}]
+    rows = [
+        {"input": "x", "output": "y", "profile": [{"title": "t", "abstract": "a"}]},
+        {"input": "x", "output": "y", "profile": [{"title": "t"}]},
+    ]
     path = tmp_path / "val.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     with pytest.raises(LampError) as caught:
@@ -266,9 +340,25 @@ def test_malformed_longlamp_row_is_one_line_naming_file_row_field(tmp_path) -> N
 
 def test_cli_runs_longlamp_and_personamem_demo_and_the_leaderboard_shows_their_metrics(cli, toys, tmp_path):
     out = tmp_path / "runs"
-    code, stdout, stderr = cli("run", "--task", "longlamp-review,personamem-32k", "--data", "demo",
-                               "--personalizer", "none,ipa,full", "--retriever", "bm25", "--limit", "8",
-                               "--generator", "toy-words", "--decode", "labels", "--out", str(out))
+    code, stdout, stderr = cli(
+        "run",
+        "--task",
+        "longlamp-review,personamem-32k",
+        "--data",
+        "demo",
+        "--personalizer",
+        "none,ipa,full",
+        "--retriever",
+        "bm25",
+        "--limit",
+        "8",
+        "--generator",
+        "toy-words",
+        "--decode",
+        "labels",
+        "--out",
+        str(out),
+    )
     assert code == 0, stderr
     code, board, stderr = cli("leaderboard", str(out))
     assert code == 0, stderr

@@ -26,8 +26,7 @@ CASES = {
     "q_record_not_object.json": ("lamp-3", "record 1: a question must be an object, found a list"),
     "q_missing_id.json": ("lamp-3", "record 0, field 'id': missing"),
     "q_id_number.json": ("lamp-3", "field 'id': must be a string, found a number"),
-    "q_duplicate_id.json": ("lamp-3",
-                            "record 2 (id '300'), field 'id': duplicate question id (also record 0)"),
+    "q_duplicate_id.json": ("lamp-3", "record 2 (id '300'), field 'id': duplicate question id (also record 0)"),
     "q_missing_input.json": ("lamp-3", "field 'input': missing"),
     "q_input_not_string.json": ("lamp-3", "field 'input': must be a string, found a list"),
     "q_empty_input.json": ("lamp-3", "field 'input': is empty"),
@@ -50,8 +49,7 @@ CASES = {
     "o_output_number.json": ("lamp-3", "field 'golds[0].output': must be a string, found a number"),
     "o_gold_id_number.json": ("lamp-3", "field 'golds[0].id': must be a string, found a number"),
     "o_duplicate_id.json": ("lamp-3", "field 'golds[1].id': duplicate id (also golds[0])"),
-    "o_rating_out_of_range.json": ("lamp-3",
-                                   "field 'golds[0].output': rating '6' is not a number from 1 to 5"),
+    "o_rating_out_of_range.json": ("lamp-3", "field 'golds[0].output': rating '6' is not a number from 1 to 5"),
     "o_unknown_tag.json": ("lamp-2", "label 'horror' is not one of the task's labels"),
     "pair_missing_golds": ("lamp-3", "1 question id(s) of dev_questions.json have no gold (e.g. '301')"),
     "pair_orphan_golds": ("lamp-3", "1 gold id(s) match no question in dev_questions.json (e.g. '399')"),
@@ -97,13 +95,17 @@ def test_loading_raises_the_same_first_error(name):
 def test_validation_collects_every_problem_of_a_file(tmp_path):
     """`validate` lists all problems; loading raises the first and counts the rest."""
     bad = tmp_path / "dev_questions.json"
-    bad.write_text('[{"id": 1, "input": "review: a", "profile": [{"text": "a", "score": "4"}]},'
-                   ' {"id": "2", "input": "", "profile": []}]')
+    bad.write_text(
+        '[{"id": 1, "input": "review: a", "profile": [{"text": "a", "score": "4"}]},'
+        ' {"id": "2", "input": "", "profile": []}]'
+    )
     task = host().registry.create("task", "lamp-3")
     report = validate_split(task, bad, None)
     assert report.problem_count == 3
     assert [("'id'" in p, "'input'" in p, "'profile'" in p) for p in report.problems] == [
-        (True, False, False), (False, True, False), (False, False, True)]
-    with pytest.raises(LampError,
-                       match=r"\(2 more problems in these files; list them with: lamp data validate"):
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+    ]
+    with pytest.raises(LampError, match=r"\(2 more problems in these files; list them with: lamp data validate"):
         load_split(task, bad, None, split="dev", source="test")

@@ -53,10 +53,18 @@ def test_rouge_hand_computed():
 def test_rouge_matches_rouge_score_itself():
     from rouge_score import rouge_scorer
 
-    preds = ["Enjoying the cool weather while walking to class!", "I wish Torchwood was on now",
-             "", "Running... running, running."]
-    refs = ["Enjoying the cool weather as I walk to my Anthro class  I love the cali weather...",
-            "I really wish Torchwood Children of Earth was on now ", "something", "running"]
+    preds = [
+        "Enjoying the cool weather while walking to class!",
+        "I wish Torchwood was on now",
+        "",
+        "Running... running, running.",
+    ]
+    refs = [
+        "Enjoying the cool weather as I walk to my Anthro class  I love the cali weather...",
+        "I really wish Torchwood Children of Earth was on now ",
+        "something",
+        "running",
+    ]
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
     expected = [scorer.score(r, p) for p, r in zip(preds, refs, strict=True)]
     r1, rl = metrics.rouge(preds, refs)
@@ -102,8 +110,9 @@ def test_vectorized_macro_f1_bootstrap_equals_recomputing_on_each_resample():
     preds = [labels[i] if i < 3 else "junk" for i in rng.integers(0, 4, 40)]
     result = metrics.macro_f1(preds, golds, labels, seed=5, resamples=60)
     draws = np.random.default_rng(5).integers(0, 40, size=(60, 40))
-    statistics = [metrics.macro_f1([preds[i] for i in row], [golds[i] for i in row], labels,
-                                   resamples=1).value for row in draws]
+    statistics = [
+        metrics.macro_f1([preds[i] for i in row], [golds[i] for i in row], labels, resamples=1).value for row in draws
+    ]
     low, high = np.percentile(statistics, [2.5, 97.5])
     assert result.ci_low == pytest.approx(min(low, result.value))
     assert result.ci_high == pytest.approx(max(high, result.value))

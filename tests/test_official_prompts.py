@@ -22,27 +22,35 @@ def items(*fields: dict) -> tuple[ProfileItem, ...]:
 def test_lamp1_titles_go_after_title_with_the_official_separator_reserve():
     # 23 input words; L=48: 48 - min(23, 28) = 25; share = (25 - 2*(2-1)) // 2 = 11;
     # title 1: 11 - 2 = 9 words kept (saved += 11 - 9 - 2 = 0); title 2: 9 allowed, 2 kept.
-    example = Example("1", 'For an author who has written the paper with the title "deep nets", which '
-                      'reference is related? [1]: "graph cuts" [2]: "neural codes"', ())
-    profile = items({"title": "one two three four five six seven eight nine ten eleven twelve",
-                     "abstract": "x"}, {"title": "alpha beta", "abstract": "y"})
+    example = Example(
+        "1",
+        'For an author who has written the paper with the title "deep nets", which '
+        'reference is related? [1]: "graph cuts" [2]: "neural codes"',
+        (),
+    )
+    profile = items(
+        {"title": "one two three four five six seven eight nine ten eleven twelve", "abstract": "x"},
+        {"title": "alpha beta", "abstract": "y"},
+    )
     assert lamp.LaMP1().prompt(example, profile, WORDS, 48) == (
         'For an author who has written the paper with the title, and "one two three four five six '
         'seven eight nine", and "alpha beta" "deep nets", which reference is related? [1]: '
-        '"graph cuts" [2]: "neural codes"')
+        '"graph cuts" [2]: "neural codes"'
+    )
     assert lamp.LaMP1().query(example) == "graph cuts neural codes"
 
 
 def test_lamp2_description_cut_to_its_share():
     # 17 input words; L=32: 32 - min(17, 19) = 15; share = (15 - 1) // 1 = 14;
     # fixed 'the tag for the movie: " " is "sci-fi" ' = 9 words -> 5 words of description.
-    example = Example("2", "Which tag does this movie relate to among the following tags? description: "
-                      "a boy meets a robot", ())
-    profile = items({"description": "space crew travels far from home to find a new planet",
-                     "tag": "sci-fi"})
+    example = Example(
+        "2", "Which tag does this movie relate to among the following tags? description: a boy meets a robot", ()
+    )
+    profile = items({"description": "space crew travels far from home to find a new planet", "tag": "sci-fi"})
     assert lamp.LaMP2().prompt(example, profile, WORDS, 32) == (
         'the tag for the movie: "space crew travels far from" is "sci-fi" . Which tag does this '
-        'movie relate to among the following tags? description: a boy meets a robot')
+        "movie relate to among the following tags? description: a boy meets a robot"
+    )
 
 
 def test_lamp3_review_cut_to_its_share():
@@ -50,8 +58,8 @@ def test_lamp3_review_cut_to_its_share():
     example = Example("3", "What is the score of this review? review: good product", ())
     profile = items({"text": "i love it so much and will buy again for my kids", "score": "5"})
     assert lamp.LaMP3().prompt(example, profile, WORDS, 24) == (
-        '5 is the score for "i love it so much and" . What is the score of this review? review: '
-        'good product')
+        '5 is the score for "i love it so much and" . What is the score of this review? review: good product'
+    )
 
 
 def test_lamp4_retries_lower_factors_until_the_allowances_are_not_negative():
@@ -60,11 +68,14 @@ def test_lamp4_retries_lower_factors_until_the_allowances_are_not_negative():
     # -3; 0.3 (0.30000000000000004 * 20 = 6): share 5 -> -2; 0.2: 4 -> share 6 -> -1;
     # 0.1 (0.10000000000000003 * 20 = 2): share 7 -> allowance 0 for both: empty texts.
     example = Example("4", "Generate a headline for the following article: rain falls", ())
-    profile = items({"title": "big storm", "text": "heavy rain hit the city today"},
-                    {"title": "new law", "text": "the senate passed a bill"})
+    profile = items(
+        {"title": "big storm", "text": "heavy rain hit the city today"},
+        {"title": "new law", "text": "the senate passed a bill"},
+    )
     assert lamp.LaMP4().prompt(example, profile, WORDS, 20) == (
         '"big storm" is the title for "" , and "new law" is the title for "" . Generate a headline '
-        'for the following article: rain falls')
+        "for the following article: rain falls"
+    )
 
 
 def test_lamp5_counts_its_fixed_part_as_the_official_code_writes_it():
@@ -76,7 +87,8 @@ def test_lamp5_counts_its_fixed_part_as_the_official_code_writes_it():
     kept = " ".join(f"w{i}" for i in range(15))
     assert lamp.LaMP5().prompt(example, profile, WORDS, 40) == (
         f'"deep nets" is a title for "{kept}" . Following the given patterns Generate a title for '
-        'the following abstract of a paper: we study nets')
+        "the following abstract of a paper: we study nets"
+    )
 
 
 def test_lamp6_an_allowance_of_zero_keeps_an_empty_text():
@@ -85,25 +97,29 @@ def test_lamp6_an_allowance_of_zero_keeps_an_empty_text():
     example = Example("6", "Generate a subject for the following email: see you", ())
     profile = items({"title": "hello", "text": "meeting moved to friday at noon"})
     assert lamp.LaMP6().prompt(example, profile, WORDS, 16) == (
-        '"hello" is the title for "" . Generate a subject for the following email: see you')
+        '"hello" is the title for "" . Generate a subject for the following email: see you'
+    )
 
 
 def test_lamp7_reserves_the_official_suffix_and_keeps_the_prompt_uncut():
     # 15 input words; L=32: 32 - min(15, 19) = 17; separators 1 + 2 = 3, suffix "are written by
     # user. Following the given patterns" = 8 -> share (17 - 11) // 2 = 3; fixed '"" ' = 1 -> 2 each.
-    example = Example("7", "Paraphrase the following tweet without any explanation before or after "
-                      "it: I love sunny days", ())
+    example = Example(
+        "7", "Paraphrase the following tweet without any explanation before or after it: I love sunny days", ()
+    )
     profile = items({"text": "one two three four five six seven eight nine ten"}, {"text": "alpha beta gamma"})
     assert lamp.LaMP7().prompt(example, profile, WORDS, 32) == (
         '"one two" , and "alpha beta"  are written by a person. Following the given patterns '
-        'Paraphrase the following tweet without any explanation before or after it: I love sunny days')
+        "Paraphrase the following tweet without any explanation before or after it: I love sunny days"
+    )
 
 
 def test_lamp7_at_8_tokens_falls_back_to_the_bare_input():
     # L=8: every factor leaves a negative allowance, so the official code returns the input as is
     # (longer than L: the generator's tokenizer cuts it, the prompt string is not cut).
-    example = Example("7b", "Paraphrase the following tweet without any explanation before or after "
-                      "it: I love sunny days", ())
+    example = Example(
+        "7b", "Paraphrase the following tweet without any explanation before or after it: I love sunny days", ()
+    )
     profile = items({"text": "one two three"})
     assert lamp.LaMP7().prompt(example, profile, WORDS, 8) == example.input
 
@@ -112,23 +128,26 @@ def test_lamp2_news_uses_the_category_template():
     # 7 input words; L=24: 24 - min(7, 14) = 17; share 16; fixed
     # 'the category for the article: " " is "sports" ' = 9 -> 7 words.
     example = Example("2n", "Which category does this article: team wins", ())
-    profile = items({"title": "t", "text": "the home team won the final game last night by ten",
-                     "category": "sports"})
+    profile = items({"title": "t", "text": "the home team won the final game last night by ten", "category": "sports"})
     assert lamp.LaMP2News().prompt(example, profile, WORDS, 24) == (
         'the category for the article: "the home team won the final game" is "sports" . Which '
-        'category does this article: team wins')
+        "category does this article: team wins"
+    )
 
 
 def test_strict_budget_is_the_opt_in_deviation():
     # Strict: LaMP-7's suffix counted as appended (9 words) and allowances must stay positive;
     # the whole prompt is cut to L.
-    example = Example("7", "Paraphrase the following tweet without any explanation before or after "
-                      "it: I love sunny days", ())
+    example = Example(
+        "7", "Paraphrase the following tweet without any explanation before or after it: I love sunny days", ()
+    )
     profile = items({"text": "one two three four five six seven eight nine ten"}, {"text": "alpha beta gamma"})
     strict = lamp.LaMP7().prompt(example, profile, WORDS, 32, budget="strict")
-    assert strict == ('"one" , and "alpha"  are written by a person. Following the given patterns '
-                      'Paraphrase the following tweet without any explanation before or after it: I love '
-                      'sunny days')
+    assert strict == (
+        '"one" , and "alpha"  are written by a person. Following the given patterns '
+        "Paraphrase the following tweet without any explanation before or after it: I love "
+        "sunny days"
+    )
     assert WORDS.count(strict) <= 32
     with pytest.raises(LampError, match="prompt budget 'loose'"):
         lamp.LaMP7().prompt(example, profile, WORDS, 32, budget="loose")
@@ -157,10 +176,12 @@ def test_an_allowance_of_zero_keeps_the_whole_text_with_an_end_token(t5_tokens):
     profile = items({"text": "i love music and the world"})
     assert lamp.LaMP7().prompt(example, profile, t5_tokens, 21) == (
         '"i love music and the world"  are written by a person. Following the given patterns '
-        'paraphrase this tweet : good day')
+        "paraphrase this tweet : good day"
+    )
     # L=22: share 4, allowance 1 = the end token alone: the text is cut to nothing.
     assert lamp.LaMP7().prompt(example, profile, t5_tokens, 22) == (
-        '""  are written by a person. Following the given patterns paraphrase this tweet : good day')
+        '""  are written by a person. Following the given patterns paraphrase this tweet : good day'
+    )
 
 
 def test_decode_clean_up_is_transformers_4_27s():
@@ -171,8 +192,13 @@ def test_a_strict_budget_cell_is_recorded_in_its_id_label_and_config(tmp_path):
     from lamp_harness.runner import Matrix, Runner
 
     def spec(budget: str):
-        runner = Runner(Matrix(tasks=("lamp-7",), personalizers=("ipa",), retrievers=("bm25",), data="demo",
-                               limit=2, prompt_budget=budget), tmp_path / "runs", progress=False)
+        runner = Runner(
+            Matrix(
+                tasks=("lamp-7",), personalizers=("ipa",), retrievers=("bm25",), data="demo", limit=2, prompt_budget=budget
+            ),
+            tmp_path / "runs",
+            progress=False,
+        )
         (draft,) = runner.plan()
         return runner, runner.cell(draft)
 

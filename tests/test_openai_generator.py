@@ -93,9 +93,26 @@ def test_the_vllm_generator_without_the_engine_is_a_one_line_error(tmp_path):
 
         pytest.skip("vllm is installed in this environment")
     lamp = Path(sys.executable).parent / "lamp"
-    done = subprocess.run([str(lamp), "run", "--task", "lamp-7", "--data", "demo", "--limit", "1", "--generator",
-                           "vllm", "--out", str(tmp_path / "runs"), "--quiet"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            str(lamp),
+            "run",
+            "--task",
+            "lamp-7",
+            "--data",
+            "demo",
+            "--limit",
+            "1",
+            "--generator",
+            "vllm",
+            "--out",
+            str(tmp_path / "runs"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     line = done.stderr.strip().splitlines()[-1]
     assert "vLLM engine" in line and "setup-vllm.sh" in line and "Traceback" not in done.stderr
@@ -106,6 +123,7 @@ def test_the_vllm_generator_without_the_engine_is_a_one_line_error(tmp_path):
 # Each case: the exit code, one line on stderr, no traceback, nothing cached that should not be.
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fake():
     server = FakeOpenAI()
@@ -115,9 +133,25 @@ def fake():
 
 def _run(cli, server: FakeOpenAI, out: Path, *extra: str, model: str | None = "fake-model"):
     generator = f"openai:{model}" if model else "openai"
-    return cli("run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--generator", generator,
-               "--generator-arg", f"base_url={server.url}", "--generator-arg", "backoff=0", "--out", str(out),
-               "--quiet", *extra)
+    return cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        generator,
+        "--generator-arg",
+        f"base_url={server.url}",
+        "--generator-arg",
+        "backoff=0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    )
 
 
 def _one_line(code: int, err: str, expected: int = 2) -> str:
@@ -140,8 +174,7 @@ def _cache_rows(lamp_home: Path) -> list[dict]:
 
 
 def _raws(out: Path) -> list[str]:
-    return [json.loads(line)["raw"] for p in sorted(out.glob("*/predictions.jsonl"))
-            for line in p.read_text().splitlines()]
+    return [json.loads(line)["raw"] for p in sorted(out.glob("*/predictions.jsonl")) for line in p.read_text().splitlines()]
 
 
 MALFORMED = {
@@ -174,8 +207,9 @@ def test_a_malformed_answer_is_refused_by_the_check(case):
 
 
 def test_a_good_answer_passes_the_check_with_its_usage():
-    answer = check_answer({"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 3,
-                                                                                    "completion_tokens": 1.0}}, True)
+    answer = check_answer(
+        {"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 3, "completion_tokens": 1.0}}, True
+    )
     assert (answer.text, answer.prompt_tokens, answer.completion_tokens) == ("hi", 3, 1)
     assert check_answer({"choices": [{"text": ""}]}, chat=False).text == ""  # an empty answer is an answer
 
@@ -193,8 +227,9 @@ def test_a_malformed_answer_is_retried_and_never_cached(cli, fake, tmp_path, lam
 
 
 @pytest.mark.parametrize("case", ["message a string", "choice a string", "usage Infinity", "no content"])
-def test_a_server_that_keeps_answering_malformed_stops_in_one_line_and_a_rerun_recovers(cli, fake, tmp_path,
-                                                                                      lamp_home, case):
+def test_a_server_that_keeps_answering_malformed_stops_in_one_line_and_a_rerun_recovers(
+    cli, fake, tmp_path, lamp_home, case
+):
     fake.always = ("json", MALFORMED[case])
     line = _one_line(*_run(cli, fake, tmp_path / "runs", "--generator-arg", "max_retries=1")[::2])
     assert "malformed answer" in line and fake.url in line and "did not answer after 2 attempts" in line
@@ -293,15 +328,33 @@ def test_concurrent_openers_of_a_damaged_cache_rebuild_it_once(tmp_path):
 def test_a_server_dripping_bytes_times_out_at_the_deadline(cli, fake, tmp_path, lamp_home):
     fake.always = ("drip", 0.2)  # every read succeeds within the 5 s timeout; the whole answer takes ~60 s
     started = time.monotonic()
-    line = _one_line(*_run(cli, fake, tmp_path / "runs", "--generator-arg", "timeout=5", "--generator-arg",
-                           "deadline=1.5", "--generator-arg", "max_retries=1")[::2])
+    line = _one_line(
+        *_run(
+            cli,
+            fake,
+            tmp_path / "runs",
+            "--generator-arg",
+            "timeout=5",
+            "--generator-arg",
+            "deadline=1.5",
+            "--generator-arg",
+            "max_retries=1",
+        )[::2]
+    )
     assert time.monotonic() - started < 20
     assert "within deadline=1.5 s" in line and "finished predictions are kept" in line
     assert _cache_rows(lamp_home) == []
 
 
-@pytest.mark.parametrize("header", [{"Retry-After": "86400"}, {"retry-after-ms": "1e12"},
-                                    {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}, {"Retry-After": "inf"}])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"Retry-After": "86400"},
+        {"retry-after-ms": "1e12"},
+        {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"},
+        {"Retry-After": "inf"},
+    ],
+)
 def test_a_retry_after_beyond_the_cap_is_one_line_at_once(cli, fake, tmp_path, header):
     fake.always = ("status", 429, header, '{"error": {"message": "slow down"}}')
     started = time.monotonic()
@@ -335,10 +388,30 @@ def test_retry_after_reads_infinity_and_ignores_nan():
     assert retry_after({"retry-after": "Mon, 99 Foo 2024 99:99:99 GMT"}) is None
 
 
-@pytest.mark.parametrize("arg", ["timeout=-1", "timeout=nan", "timeout=0", "timeout=abc", "deadline=inf",
-                                 "deadline=0", "backoff=-1", "max_retry_wait=nan", "max_retries=-1", "concurrency=0",
-                                 "rpm=-5", "tpm=1.5", "max_new_tokens=0", "temperature=NaN", "top_p=Infinity",
-                                 "endpoint=embeddings", "cache=maybe", "api_key_env=sk-live-123", "stream=true"])
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "timeout=-1",
+        "timeout=nan",
+        "timeout=0",
+        "timeout=abc",
+        "deadline=inf",
+        "deadline=0",
+        "backoff=-1",
+        "max_retry_wait=nan",
+        "max_retries=-1",
+        "concurrency=0",
+        "rpm=-5",
+        "tpm=1.5",
+        "max_new_tokens=0",
+        "temperature=NaN",
+        "top_p=Infinity",
+        "endpoint=embeddings",
+        "cache=maybe",
+        "api_key_env=sk-live-123",
+        "stream=true",
+    ],
+)
 def test_a_bad_argument_is_one_line_before_any_request(cli, fake, tmp_path, arg):
     line = _one_line(*_run(cli, fake, tmp_path / "runs", "--generator-arg", arg)[::2])
     # The generation budget is every generator's setting, checked by the harness before any generator exists.
@@ -348,19 +421,41 @@ def test_a_bad_argument_is_one_line_before_any_request(cli, fake, tmp_path, arg)
         assert "sk-live-123" not in line
 
 
-@pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1/v1", "http://127.0.0.1:99999/v1", "http:///v1",
-                                 "http://127.0.0.1:1/v1?x=1"])
+@pytest.mark.parametrize(
+    "url", ["notaurl", "ftp://127.0.0.1/v1", "http://127.0.0.1:99999/v1", "http:///v1", "http://127.0.0.1:1/v1?x=1"]
+)
 def test_an_unusable_base_url_is_one_line_at_once(cli, tmp_path, url):
     started = time.monotonic()
-    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--generator", "openai:m",
-                       "--generator-arg", f"base_url={url}", "--out", str(tmp_path / "runs"), "--quiet")
+    code, _, err = cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        "openai:m",
+        "--generator-arg",
+        f"base_url={url}",
+        "--out",
+        str(tmp_path / "runs"),
+        "--quiet",
+    )
     line = _one_line(code, err)
     assert "base_url" in line and "http" in line and time.monotonic() - started < 15
 
 
-@pytest.mark.parametrize("models", [{"data": [{"id": "fake-model"}]}, [{"id": "fake-model"}], ["fake-model"],
-                                    {"models": [{"name": "fake-model"}]}, {"object": "list", "data": [{"id": "fake-model",
-                                                                                                        "owned_by": "x"}]}])
+@pytest.mark.parametrize(
+    "models",
+    [
+        {"data": [{"id": "fake-model"}]},
+        [{"id": "fake-model"}],
+        ["fake-model"],
+        {"models": [{"name": "fake-model"}]},
+        {"object": "list", "data": [{"id": "fake-model", "owned_by": "x"}]},
+    ],
+)
 def test_the_served_model_is_found_in_the_shapes_servers_answer(cli, tmp_path, models):
     server = FakeOpenAI(models)
     try:
@@ -371,8 +466,9 @@ def test_the_served_model_is_found_in_the_shapes_servers_answer(cli, tmp_path, m
     assert json.loads(next((tmp_path / "runs").glob("*/config.json")).read_text())["generator"]["model"] == "fake-model"
 
 
-@pytest.mark.parametrize("models", [{"object": "list"}, {"data": "fake-model"}, [{"owned_by": "x"}], 42,
-                                    {"data": [{"id": "a"}, {"id": "b"}]}])
+@pytest.mark.parametrize(
+    "models", [{"object": "list"}, {"data": "fake-model"}, [{"owned_by": "x"}], 42, {"data": [{"id": "a"}, {"id": "b"}]}]
+)
 def test_a_model_list_that_names_no_single_model_is_one_line(cli, tmp_path, models):
     server = FakeOpenAI(models)
     try:
@@ -405,10 +501,10 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_it(cli, fake, tmp_pat
     assert "cache=false" in line and "finished predictions are kept" in line
 
 
-@pytest.mark.parametrize("fault", [("json", MALFORMED["message null"]),
-                                   ("status", 429, {"Retry-After": "86400"}, "{}")])
-def test_a_run_stopped_by_the_server_loses_nothing_and_a_resume_sends_only_what_is_missing(cli, fake, tmp_path,
-                                                                                         lamp_home, fault):
+@pytest.mark.parametrize("fault", [("json", MALFORMED["message null"]), ("status", 429, {"Retry-After": "86400"}, "{}")])
+def test_a_run_stopped_by_the_server_loses_nothing_and_a_resume_sends_only_what_is_missing(
+    cli, fake, tmp_path, lamp_home, fault
+):
     args = ("--generator-arg", "concurrency=1", "--generator-arg", "batch_size=1", "--generator-arg", "max_retries=1")
     code, _, err = _run(cli, fake, tmp_path / "probe", "--limit", "1", *args)  # caches the first answer
     assert code == 0, err

@@ -62,8 +62,13 @@ class Proxy:
                     time.sleep(STALL)
                     return self._send(503, b"{}")
                 try:
-                    response = httpx.request(method, proxy.upstream + self.path.removeprefix("/v1"), content=body,
-                                             headers={"Content-Type": "application/json"}, timeout=600)
+                    response = httpx.request(
+                        method,
+                        proxy.upstream + self.path.removeprefix("/v1"),
+                        content=body,
+                        headers={"Content-Type": "application/json"},
+                        timeout=600,
+                    )
                 except httpx.HTTPError:
                     return self._send(502, b'{"error": {"message": "upstream down"}}')
                 self._send(response.status_code, response.content)
@@ -120,9 +125,29 @@ def proxy(server):
 
 
 def _matrix(proxy: Proxy, out: Path, *extra: str) -> list[str]:
-    return ["run", "--task", "lamp-7,lamp-2", "--data", "demo", "--personalizer", "none,ipa", "--retriever", "bm25",
-            "--decode", "labels", "--limit", "4", "--generator", f"openai:{MODEL}", "--generator-arg",
-            f"base_url={proxy.url}", "--quiet", "--out", str(out), *extra]
+    return [
+        "run",
+        "--task",
+        "lamp-7,lamp-2",
+        "--data",
+        "demo",
+        "--personalizer",
+        "none,ipa",
+        "--retriever",
+        "bm25",
+        "--decode",
+        "labels",
+        "--limit",
+        "4",
+        "--generator",
+        f"openai:{MODEL}",
+        "--generator-arg",
+        f"base_url={proxy.url}",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _lamp(args: list[str], home: Path, session_lamp_home: Path) -> subprocess.CompletedProcess[str]:
@@ -169,8 +194,18 @@ def test_a_run_completes_and_an_identical_rerun_sends_no_request(proxy, lamp_hom
 
 def test_faults_are_retried_within_the_configured_limits(proxy, lamp_home, session_lamp_home, tmp_path):
     proxy.faults = ["429", "500", "stall", "500"]
-    args = _matrix(proxy, tmp_path / "runs", "--generator-arg", "rpm=120", "--generator-arg", "timeout=20",
-                   "--generator-arg", "backoff=0.2", "--generator-arg", "concurrency=4")
+    args = _matrix(
+        proxy,
+        tmp_path / "runs",
+        "--generator-arg",
+        "rpm=120",
+        "--generator-arg",
+        "timeout=20",
+        "--generator-arg",
+        "backoff=0.2",
+        "--generator-arg",
+        "concurrency=4",
+    )
     args[args.index("lamp-7,lamp-2")] = "lamp-7"
     done = _lamp(args, lamp_home, session_lamp_home)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -187,10 +222,10 @@ def test_faults_are_retried_within_the_configured_limits(proxy, lamp_home, sessi
     assert sum(u["retries"] for u in usage) == 4
 
 
-def test_a_killed_server_stops_the_run_in_one_line_and_a_resume_completes(server, proxy, lamp_home,
-                                                                         session_lamp_home, tmp_path):
-    reference = _lamp(_matrix(proxy, tmp_path / "reference", "--generator-arg", "cache=false"), lamp_home,
-                      session_lamp_home)
+def test_a_killed_server_stops_the_run_in_one_line_and_a_resume_completes(
+    server, proxy, lamp_home, session_lamp_home, tmp_path
+):
+    reference = _lamp(_matrix(proxy, tmp_path / "reference", "--generator-arg", "cache=false"), lamp_home, session_lamp_home)
     assert reference.returncode == 0, reference.stderr[-2000:]
     start = proxy.requests
     killed = threading.Event()
@@ -201,8 +236,18 @@ def test_a_killed_server_stops_the_run_in_one_line_and_a_resume_completes(server
             server.stop()
 
     proxy.on_request = kill_after_some
-    args = _matrix(proxy, tmp_path / "runs", "--generator-arg", "concurrency=1", "--generator-arg", "batch_size=2",
-                   "--generator-arg", "max_retries=2", "--generator-arg", "backoff=0.1")
+    args = _matrix(
+        proxy,
+        tmp_path / "runs",
+        "--generator-arg",
+        "concurrency=1",
+        "--generator-arg",
+        "batch_size=2",
+        "--generator-arg",
+        "max_retries=2",
+        "--generator-arg",
+        "backoff=0.1",
+    )
     failed = _lamp(args, lamp_home, session_lamp_home)
     assert killed.is_set() and failed.returncode == 2
     message = failed.stderr.strip().splitlines()[-1]

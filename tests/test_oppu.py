@@ -123,28 +123,58 @@ def test_hf_answers_with_the_users_adapter_as_a_merged_model_would(context, tiny
 def _adapters(store: Path) -> dict[str, dict]:
     from safetensors.torch import load_file
 
-    return {d.name: load_file(str(d / "adapter_model.safetensors"))
-            for d in sorted((store / "users").iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    return {
+        d.name: load_file(str(d / "adapter_model.safetensors"))
+        for d in sorted((store / "users").iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
 
 
 @pytest.mark.slow
 def test_killed_per_user_training_resumes_to_the_adapters_of_an_uninterrupted_run(tiny_llama_dir, tmp_path) -> None:
     import torch
 
-    args = ["train", "--task", "lamp-7", "--personalizer", "oppu", "--data", "demo", "--split", "dev",
-            "--limit", "8", "--generator", str(tiny_llama_dir), "--personalizer-arg", "epochs=12",
-            "--personalizer-arg", "batch_size=4", "--quiet"]
+    args = [
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "oppu",
+        "--data",
+        "demo",
+        "--split",
+        "dev",
+        "--limit",
+        "8",
+        "--generator",
+        str(tiny_llama_dir),
+        "--personalizer-arg",
+        "epochs=12",
+        "--personalizer-arg",
+        "batch_size=4",
+        "--quiet",
+    ]
     home = str(tmp_path / "home")
-    whole = subprocess.run([str(BIN / "lamp"), *args, "--out", str(tmp_path / "whole")], env=env(LAMP_HOME=home),
-                           capture_output=True, text=True, timeout=600)
+    whole = subprocess.run(
+        [str(BIN / "lamp"), *args, "--out", str(tmp_path / "whole")],
+        env=env(LAMP_HOME=home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert whole.returncode == 0, whole.stderr
     assert "trained 8 of 8 users' adapters" in whole.stdout
     reference = _adapters(tmp_path / "whole")
     assert len(reference) == 8
 
     killed = tmp_path / "killed"
-    job = subprocess.Popen([str(BIN / "lamp"), *args, "--out", str(killed)], env=env(LAMP_HOME=home),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [str(BIN / "lamp"), *args, "--out", str(killed)],
+        env=env(LAMP_HOME=home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and job.poll() is None:
         done = [d for d in (killed / "users").glob("*") if (d / "manifest.json").exists()] if killed.exists() else []
@@ -157,8 +187,13 @@ def test_killed_per_user_training_resumes_to_the_adapters_of_an_uninterrupted_ru
     partial = len(_adapters(killed))
     assert 2 <= partial < 8
     # Resumed with another world size: only the missing users are trained.
-    resumed = subprocess.run([str(BIN / "lamp"), *args, "--out", str(killed), "--nproc-per-node", "2"],
-                             env=env(LAMP_HOME=home), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [str(BIN / "lamp"), *args, "--out", str(killed), "--nproc-per-node", "2"],
+        env=env(LAMP_HOME=home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"trained {8 - partial} of 8 users' adapters" in resumed.stdout
     again = _adapters(killed)
@@ -172,16 +207,41 @@ def test_killed_per_user_training_resumes_to_the_adapters_of_an_uninterrupted_ru
 
 @pytest.mark.slow
 def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cli, tiny_llama_dir, tmp_path) -> None:
-    matrix = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu,oppu+retrieval,oppu+summary,pag",
-              "--retriever", "bm25", "--limit", "3", "--generator", str(tiny_llama_dir), "--generator-arg",
-              "num_beams=1", "--personalizer-arg", "pag:summary_tokens=6", "--personalizer-arg",
-              "oppu+summary:summary_tokens=6", "--personalizer-arg", "oppu:epochs=1",
-              "--summarizer", str(tiny_llama_dir), "--summarizer-arg", "num_beams=2")
+    matrix = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "oppu,oppu+retrieval,oppu+summary,pag",
+        "--retriever",
+        "bm25",
+        "--limit",
+        "3",
+        "--generator",
+        str(tiny_llama_dir),
+        "--generator-arg",
+        "num_beams=1",
+        "--personalizer-arg",
+        "pag:summary_tokens=6",
+        "--personalizer-arg",
+        "oppu+summary:summary_tokens=6",
+        "--personalizer-arg",
+        "oppu:epochs=1",
+        "--summarizer",
+        str(tiny_llama_dir),
+        "--summarizer-arg",
+        "num_beams=2",
+    )
     code, out, err = cli(*matrix, "--out", str(tmp_path / "one"))
     assert code == 0, err
     assert "oppu+retrieval" in out + err and "pag" in out + err  # the leaderboard rendered every method
-    configs = {json.loads((d / "config.json").read_text())["personalizer"]["name"]: d
-               for d in (tmp_path / "one").iterdir() if (d / "config.json").exists()}
+    configs = {
+        json.loads((d / "config.json").read_text())["personalizer"]["name"]: d
+        for d in (tmp_path / "one").iterdir()
+        if (d / "config.json").exists()
+    }
     assert set(configs) == {"oppu", "oppu+retrieval", "oppu+summary", "pag"}
     oppu = json.loads((configs["oppu"] / "config.json").read_text())["personalizer"]
     assert oppu["lora"] == {"rank": 8, "alpha": 8.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
@@ -206,13 +266,27 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
 
 
 def test_a_generator_that_cannot_serve_adapters_is_refused_in_one_line(cli, toys, tiny_llama_dir) -> None:
-    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu", "--limit", "1",
-                       "--generator", "toy-echo")
+    code, _, err = cli(
+        "run", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu", "--limit", "1", "--generator", "toy-echo"
+    )
     assert code != 0
     assert "cannot serve" in err and "Traceback" not in err
 
 
 def test_summarizer_options_without_a_summary_method_are_one_line_errors(cli) -> None:
-    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "none", "--limit", "1",
-                       "--summarizer", "hf", "--generator", "toy-echo")
+    code, _, err = cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "none",
+        "--limit",
+        "1",
+        "--summarizer",
+        "hf",
+        "--generator",
+        "toy-echo",
+    )
     assert code != 0 and "--summarizer applies to no personalizer" in err and "Traceback" not in err

@@ -127,9 +127,28 @@ def _predictions(cell: Path) -> list[dict]:
 def test_a_strict_generator_runs_with_num_beams_and_sees_retrieved_items(site, cli, tmp_path):
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     out = tmp_path / "out"
-    code, stdout, err = cli("run", "--task", "toy-echo-task", "--personalizer", "ipa", "--retriever", "bm25",
-                            "--k", "2", "--generator", "strict", "--num-beams", "4", "--batch-size", "1",
-                            "--max-input-tokens", "64", "--out", str(out), "--quiet")
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "toy-echo-task",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--k",
+        "2",
+        "--generator",
+        "strict",
+        "--num-beams",
+        "4",
+        "--batch-size",
+        "1",
+        "--max-input-tokens",
+        "64",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert code == 0, stdout + err
     (config,) = _cells(out).values()
     assert config["generator"]["name"] == "strict"
@@ -143,16 +162,25 @@ def test_a_strict_generator_runs_with_num_beams_and_sees_retrieved_items(site, c
         assert ids.split("|") == list(p["retrieved"]) and len(p["retrieved"]) == 2
         assert ids.split("|")[0].endswith("-a")  # bm25: the item sharing "question" ranks first
 
-    code, _, err = cli("run", "--task", "toy-echo-task", "--generator", "strict", "--generator-arg", "tone=x",
-                       "--out", str(tmp_path / "bad"), "--quiet")
+    code, _, err = cli(
+        "run",
+        "--task",
+        "toy-echo-task",
+        "--generator",
+        "strict",
+        "--generator-arg",
+        "tone=x",
+        "--out",
+        str(tmp_path / "bad"),
+        "--quiet",
+    )
     assert code == 2 and "unknown argument(s) tone" in err and "Traceback" not in err
 
 
 def test_per_task_data_sources_in_one_matrix_and_the_task_default(site, cli, tmp_path):
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     out = tmp_path / "out"
-    base = ("run", "--task", "lamp-7,toy-echo-task", "--generator", "strict", "--limit", "2", "--quiet",
-            "--out", str(out))
+    base = ("run", "--task", "lamp-7,toy-echo-task", "--generator", "strict", "--limit", "2", "--quiet", "--out", str(out))
     code, stdout, err = cli(*base, "--data", "lamp-7=demo,toy-echo-task=toy-files")
     assert code == 0, stdout + err
     sources = {c["task"]: c["data"]["source"] for c in _cells(out).values()}
@@ -166,8 +194,11 @@ def test_per_task_data_sources_in_one_matrix_and_the_task_default(site, cli, tmp
 
     # The matrix-file equivalent: a table of task = source.
     matrix = tmp_path / "matrix.toml"
-    matrix.write_text('task = ["lamp-7", "toy-echo-task"]\ngenerator = "strict"\nlimit = 2\n'
-                      f'out = "{out}"\n[data]\nlamp-7 = "demo"\ntoy-echo-task = "toy-files"\n', encoding="utf-8")
+    matrix.write_text(
+        'task = ["lamp-7", "toy-echo-task"]\ngenerator = "strict"\nlimit = 2\n'
+        f'out = "{out}"\n[data]\nlamp-7 = "demo"\ntoy-echo-task = "toy-files"\n',
+        encoding="utf-8",
+    )
     code, stdout, err = cli("run", "--config", str(matrix), "--quiet")
     assert code == 0, stdout + err
     assert set(_cells(out)) == first
@@ -188,15 +219,26 @@ def _set_version(site, dist: str, old: str, new: str) -> None:
     moved = site.root / f"{dist.replace('-', '_')}-{new}.dist-info"
     shutil.move(info, moved)
     metadata = moved / "METADATA"
-    metadata.write_text(metadata.read_text(encoding="utf-8").replace(f"Version: {old}", f"Version: {new}"),
-                        encoding="utf-8")
+    metadata.write_text(metadata.read_text(encoding="utf-8").replace(f"Version: {old}", f"Version: {new}"), encoding="utf-8")
 
 
 def test_a_plugin_upgrade_recomputes_its_cells_or_keeps_them_with_allow_stale(site, cli, tmp_path):
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     out = tmp_path / "out"
-    args = ("run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--generator", "strict",
-            "--out", str(out), "--quiet")
+    args = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        "strict",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     code, stdout, err = cli(*args)
     assert code == 0, stdout + err
     (old,) = _cells(out).values()
@@ -227,11 +269,25 @@ def test_a_plugin_upgrade_recomputes_its_cells_or_keeps_them_with_allow_stale(si
 def test_lamp_run_warns_about_a_hook_function_missing_hookimpl(site, cli, tmp_path):
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     site.add("lamp-forgetful", "0.1", forgetful="def lamp_cell_finished(cell, metrics):\n    pass\n")
-    code, stdout, err = cli("run", "--task", "lamp-7", "--data", "demo", "--limit", "1", "--generator", "strict",
-                            "--out", str(tmp_path / "out"), "--quiet")
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "1",
+        "--generator",
+        "strict",
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    )
     assert code == 0, stdout + err
-    assert ("warning: plugin 'forgetful' (lamp-forgetful 0.1): function 'lamp_cell_finished' looks like the "
-            "'lamp_cell_finished' hook but has no @hookimpl") in " ".join(err.split())
+    assert (
+        "warning: plugin 'forgetful' (lamp-forgetful 0.1): function 'lamp_cell_finished' looks like the "
+        "'lamp_cell_finished' hook but has no @hookimpl"
+    ) in " ".join(err.split())
 
 
 def test_batch_size_arg_takes_an_integer_or_auto_and_names_the_generator_otherwise():
@@ -253,8 +309,9 @@ def test_a_declared_num_beams_other_than_the_default_gets_a_label_and_a_column_o
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     out = tmp_path / "out"
     for extra in ([], ["--num-beams", "4"], ["--num-beams", "1"], ["--batch-size", "auto"]):
-        code, stdout, err = cli("run", "--task", "toy-echo-task", "--generator", "beams", *extra,
-                                "--out", str(out), "--quiet")
+        code, stdout, err = cli(
+            "run", "--task", "toy-echo-task", "--generator", "beams", *extra, "--out", str(out), "--quiet"
+        )
         assert code == 0, stdout + err
     labels = sorted(c["label"] for c in _cells(out).values())
     # 1 is the declared default and the batch size changes no output: those keep the plain label
@@ -263,7 +320,17 @@ def test_a_declared_num_beams_other_than_the_default_gets_a_label_and_a_column_o
     assert code == 0, err
     assert {"none / beams", "none / beams / beams=4"} <= set(json.dumps(json.loads(stdout)).split('"'))
     # strict declares no num_beams: the setting is unused, so it stays out of the label
-    code, stdout, err = cli("run", "--task", "toy-echo-task", "--generator", "strict", "--num-beams", "4",
-                            "--out", str(tmp_path / "strict"), "--quiet")
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "toy-echo-task",
+        "--generator",
+        "strict",
+        "--num-beams",
+        "4",
+        "--out",
+        str(tmp_path / "strict"),
+        "--quiet",
+    )
     assert code == 0, stdout + err
     assert [c["label"] for c in _cells(tmp_path / "strict").values()] == ["none / strict"]

@@ -56,8 +56,9 @@ def test_a_task_scoring_with_the_metric_helpers_gets_per_example_scores_without_
     accuracy = scored.scores.metric("accuracy")
     assert accuracy.rows[:, 0].tolist() == [1.0 if e.gold == "negative" else 0.0 for e in examples]
     reported = task.score({e.id: "negative" for e in examples}, {e.id: e.gold for e in examples}, seed=3)
-    assert [(m.name, m.value, m.ci_low, m.ci_high) for m in scored.metrics] == \
-        [(m.name, m.value, m.ci_low, m.ci_high) for m in reported]
+    assert [(m.name, m.value, m.ci_low, m.ci_high) for m in scored.metrics] == [
+        (m.name, m.value, m.ci_low, m.ci_high) for m in reported
+    ]
     for m, s in zip(scored.metrics, scored.scores.metrics, strict=True):
         assert metrics.summarize(s).value == pytest.approx(m.value, abs=1e-12)
     check_task(task, examples)  # the conformance kit passes it
@@ -166,8 +167,20 @@ def lamp_register(registry):
 def test_a_plugin_task_written_from_the_docs_gets_significance_and_profile_size_rows(site, cli, tmp_path):
     site.add("lamp-docs-task", "1.0", docs=docs_task_source() + PLUGIN)
     out = tmp_path / "out"
-    code, stdout, err = cli("run", "--task", "toy-sentiment", "--personalizer", "none,ipa", "--retriever", "bm25",
-                            "--generator", "habit", "--out", str(out), "--quiet")
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "toy-sentiment",
+        "--personalizer",
+        "none,ipa",
+        "--retriever",
+        "bm25",
+        "--generator",
+        "habit",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert code == 0, stdout + err
     cells = sorted(out.glob("*/config.json"))
     assert len(cells) == 2 and all((c.parent / "scores.json").is_file() for c in cells)

@@ -28,12 +28,11 @@ HEAVY = ("torch", "transformers", "sentence_transformers", "bm25s")
 
 def retriever_plugin(*names: str, then_raise: str | None = None) -> str:
     """Source of a plugin module that registers retrievers ``names`` (and may then fail)."""
-    adds = "".join(f"    registry.add_retriever({n!r}, 'collections:OrderedDict', 'fake {n}')\n"
-                   for n in names)
+    adds = "".join(f"    registry.add_retriever({n!r}, 'collections:OrderedDict', 'fake {n}')\n" for n in names)
     fail = f"    raise RuntimeError({then_raise!r})\n" if then_raise else ""
-    return ("from lamp_harness.hookspecs import hookimpl\n\n"
-            "@hookimpl\n"
-            "def lamp_register(registry):\n" + (adds + fail or "    pass\n"))
+    return "from lamp_harness.hookspecs import hookimpl\n\n@hookimpl\ndef lamp_register(registry):\n" + (
+        adds + fail or "    pass\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,13 +95,17 @@ def test_broken_plugin_does_not_leave_a_false_conflict_behind(site):
 
 
 def test_hook_implementation_matching_no_spec_is_rejected_at_load(site, cli):
-    site.add("lamp-typo", "1.0", typo="""
+    site.add(
+        "lamp-typo",
+        "1.0",
+        typo="""
         from lamp_harness.hookspecs import hookimpl
 
         @hookimpl
         def lamp_regster(registry):
             registry.add_retriever("never", "collections:OrderedDict")
-    """)
+    """,
+    )
     h = PluginHost()
     assert [b.name for b in h.broken] == ["typo"]
     assert "unknown hook 'lamp_regster'" in h.broken[0].error
@@ -115,13 +118,17 @@ def test_hook_implementation_matching_no_spec_is_rejected_at_load(site, cli):
 
 
 def test_hook_implementation_with_a_wrong_argument_name_is_rejected(site):
-    site.add("lamp-badarg", "1.0", badarg="""
+    site.add(
+        "lamp-badarg",
+        "1.0",
+        badarg="""
         from lamp_harness.hookspecs import hookimpl
 
         @hookimpl
         def lamp_register(registy):
             pass
-    """)
+    """,
+    )
     h = PluginHost()
     assert [b.name for b in h.broken] == ["badarg"]
     assert "registy" in h.broken[0].error
@@ -157,8 +164,7 @@ def test_two_distributions_with_the_same_entry_point_name_both_load(site):
 
 
 def test_third_party_plugin_named_like_a_built_in_breaking_does_not_remove_the_built_in(site):
-    site.add("lamp-third-party", "1.0",
-             personalizers=retriever_plugin("third-ret", then_raise="broken on purpose"))
+    site.add("lamp-third-party", "1.0", personalizers=retriever_plugin("third-ret", then_raise="broken on purpose"))
     h = PluginHost()
     assert [(b.name, b.distribution) for b in h.broken] == [("personalizers", "lamp-third-party")]
     assert h.registry.get("personalizer", "ipa").distribution == "lamp-harness"
@@ -327,10 +333,11 @@ def test_cli_reports_unknown_and_conflicting_names_in_one_line_with_exit_code_2(
 def test_lamp_run_with_an_unknown_or_conflicting_retriever_fails_in_one_line(site, cli, tmp_path):
     site.add("lamp-dup-a", "1.0", dupa=retriever_plugin("twin"))
     site.add("lamp-dup-b", "2.0", dupb=retriever_plugin("twin"))
-    base = ("run", "--task", "lamp-7", "--personalizer", "ipa", "--k", "1", "--data", "demo",
-            "--limit", "1", "--quiet")
-    for name, expected in (("bm52", "Error: Unknown retriever 'bm52'. Available: "),
-                           ("twin", "Error: Retriever 'twin' is registered twice, by lamp-dup-a 1.0")):
+    base = ("run", "--task", "lamp-7", "--personalizer", "ipa", "--k", "1", "--data", "demo", "--limit", "1", "--quiet")
+    for name, expected in (
+        ("bm52", "Error: Unknown retriever 'bm52'. Available: "),
+        ("twin", "Error: Retriever 'twin' is registered twice, by lamp-dup-a 1.0"),
+    ):
         out_dir = tmp_path / f"out-{name}"
         code, out, err = cli(*base, "--retriever", name, "--out", str(out_dir))
         assert code == 2, out + err
@@ -359,8 +366,15 @@ print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules))
 def test_help_and_plugins_import_no_heavy_library_and_start_fast(argv, tmp_path):
     env = {**os.environ, "LAMP_HOME": str(tmp_path), "COLUMNS": "200"}
     env.pop("LAMP_TRACE_PLUGINS", None)
-    probe = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *argv], env=env, check=False,
-                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), *argv],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip().splitlines()[-1] == "HEAVY=", probe.stdout[-300:]
     if argv == ["plugins"]:
@@ -371,8 +385,9 @@ def test_help_and_plugins_import_no_heavy_library_and_start_fast(argv, tmp_path)
     timings = []
     for _ in range(2):  # the best of two absorbs a cold file cache on a loaded machine
         start = time.perf_counter()
-        done = subprocess.run([*command, *argv], env=env, check=False, capture_output=True, text=True,
-                              timeout=60, cwd=tmp_path)
+        done = subprocess.run(
+            [*command, *argv], env=env, check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
         timings.append(time.perf_counter() - start)
         assert done.returncode == 0, done.stderr
     print(f"lamp {' '.join(argv)}: {min(timings):.2f} s wall (best of {len(timings)})")
@@ -386,7 +401,10 @@ def test_help_and_plugins_import_no_heavy_library_and_start_fast(argv, tmp_path)
 
 def test_plugin_calling_sys_exit_on_import_or_in_lamp_register_is_broken_not_fatal(site, cli):
     site.add("lamp-exit-import", "0.1", exitimport="import sys\nsys.exit('no licence key')\n")
-    site.add("lamp-exit-register", "0.2", exitregister="""
+    site.add(
+        "lamp-exit-register",
+        "0.2",
+        exitregister="""
         import sys
         from lamp_harness.hookspecs import hookimpl
 
@@ -394,7 +412,8 @@ def test_plugin_calling_sys_exit_on_import_or_in_lamp_register_is_broken_not_fat
         def lamp_register(registry):
             registry.add_retriever("exit-ret", "collections:OrderedDict")
             sys.exit(3)
-    """)
+    """,
+    )
     h = PluginHost()
     broken = {b.name: b for b in h.broken}
     assert set(broken) == {"exitimport", "exitregister"}
@@ -416,10 +435,12 @@ def test_keyboard_interrupt_while_loading_a_plugin_is_not_swallowed(site):
 
 
 def lazy_plugin(target: str) -> str:
-    return ("from lamp_harness.hookspecs import hookimpl\n\n"
-            "@hookimpl\n"
-            "def lamp_register(registry):\n"
-            f"    registry.add_retriever('lazy-ret', {target!r}, 'a lazy retriever')\n")
+    return (
+        "from lamp_harness.hookspecs import hookimpl\n\n"
+        "@hookimpl\n"
+        "def lamp_register(registry):\n"
+        f"    registry.add_retriever('lazy-ret', {target!r}, 'a lazy retriever')\n"
+    )
 
 
 @pytest.fixture
@@ -427,40 +448,61 @@ def heavy_module(site):
     """A module on the fake site that must never be imported by `lamp plugins`: importing it
     raises (standing in for a module that imports torch)."""
     (site.root / "lamp_fake_heavy_impl.py").write_text(
-        "raise RuntimeError('imported a heavy module')\n"
-        "class OverlapRetriever:\n    pass\n", encoding="utf-8")
+        "raise RuntimeError('imported a heavy module')\nclass OverlapRetriever:\n    pass\n", encoding="utf-8"
+    )
     site.modules.append("lamp_fake_heavy_impl")
     return "lamp_fake_heavy_impl"
 
 
 def test_lamp_plugins_finds_a_typo_in_a_lazy_target_without_importing_it(site, cli, heavy_module):
     site.add("lamp-typo-target", "1.4", typo=lazy_plugin(f"{heavy_module}:OverlapRetrievr"))
-    site.add("lamp-no-module", "2.0", nomod=lazy_plugin("lamp_fake_missing_module_xyz:Thing")
-             .replace("lazy-ret", "other-ret"))
-    site.add("lamp-fine-target", "1.0", fine=lazy_plugin(f"{heavy_module}:OverlapRetriever")
-             .replace("lazy-ret", "fine-ret"))
+    site.add(
+        "lamp-no-module", "2.0", nomod=lazy_plugin("lamp_fake_missing_module_xyz:Thing").replace("lazy-ret", "other-ret")
+    )
+    site.add("lamp-fine-target", "1.0", fine=lazy_plugin(f"{heavy_module}:OverlapRetriever").replace("lazy-ret", "fine-ret"))
     code, out, err = cli("plugins")
     assert code == 0, err
     assert heavy_module not in sys.modules  # checked by parsing, not importing
     broken = [line for line in out.splitlines() if line.startswith("broken")]
     assert len(broken) == 2, out
-    assert ("broken: retriever 'lazy-ret' of plugin 'typo' (lamp-typo-target 1.4) cannot load "
-            f"'{heavy_module}:OverlapRetrievr': module '{heavy_module}' defines no 'OverlapRetrievr' "
-            "(did you mean 'OverlapRetriever'?)") in broken
-    assert any("'other-ret' of plugin 'nomod' (lamp-no-module 2.0)" in line
-               and "no module named 'lamp_fake_missing_module_xyz'" in line for line in broken)
+    assert (
+        "broken: retriever 'lazy-ret' of plugin 'typo' (lamp-typo-target 1.4) cannot load "
+        f"'{heavy_module}:OverlapRetrievr': module '{heavy_module}' defines no 'OverlapRetrievr' "
+        "(did you mean 'OverlapRetriever'?)"
+    ) in broken
+    assert any(
+        "'other-ret' of plugin 'nomod' (lamp-no-module 2.0)" in line
+        and "no module named 'lamp_fake_missing_module_xyz'" in line
+        for line in broken
+    )
 
 
 def test_lamp_run_fails_up_front_on_a_lazy_target_typo_naming_plugin_and_distribution(site, cli, tmp_path):
     site.add("lamp-typo-target", "1.4", typo=lazy_plugin("collections:OrderedDikt"))
     out_dir = tmp_path / "out"
-    code, out, err = cli("run", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "lazy-ret",
-                         "--data", "demo", "--limit", "1", "--quiet", "--out", str(out_dir))
+    code, out, err = cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "lazy-ret",
+        "--data",
+        "demo",
+        "--limit",
+        "1",
+        "--quiet",
+        "--out",
+        str(out_dir),
+    )
     assert code == 2, out + err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
-    assert lines[0].startswith("Error: plugin 'typo' (lamp-typo-target 1.4): retriever 'lazy-ret' cannot be "
-                               "loaded from 'collections:OrderedDikt': AttributeError"), lines[0]
+    assert lines[0].startswith(
+        "Error: plugin 'typo' (lamp-typo-target 1.4): retriever 'lazy-ret' cannot be "
+        "loaded from 'collections:OrderedDikt': AttributeError"
+    ), lines[0]
     assert "LAMP_DISABLE_PLUGINS=typo" in lines[0]
     assert not out_dir.exists() or not any(out_dir.rglob("predictions.jsonl"))
 
@@ -476,8 +518,7 @@ def test_unknown_name_says_plugins_failed_and_names_the_broken_provider(site):
     assert "\n" not in message
     assert message.startswith("Unknown retriever 'half-ret'. Available: ")
     assert "2 plugins failed to load; see `lamp plugins`" in message
-    assert "plugin 'half' (lamp-half 2.0) would provide it but is broken: RuntimeError: cannot find my model" \
-        in message
+    assert "plugin 'half' (lamp-half 2.0) would provide it but is broken: RuntimeError: cannot find my model" in message
     assert "tfidf" not in message.split("failed to load")[1]  # only the likely provider is named
 
     message = str(pytest.raises(LampError, h.registry.get, "retriever", "tfidf").value)
@@ -488,20 +529,27 @@ def test_unknown_name_says_plugins_failed_and_names_the_broken_provider(site):
 
 
 def test_misspelled_hook_gets_a_did_you_mean(site):
-    site.add("lamp-typo", "1.0", typo="""
+    site.add(
+        "lamp-typo",
+        "1.0",
+        typo="""
         from lamp_harness.hookspecs import hookimpl
 
         @hookimpl
         def lamp_cell_finishd(cell, metrics):
             pass
-    """)
+    """,
+    )
     h = PluginHost()
     assert [b.name for b in h.broken] == ["typo"]
     assert "did you mean 'lamp_cell_finished' instead of 'lamp_cell_finishd'?" in h.broken[0].error
 
 
 def test_hook_named_function_without_hookimpl_draws_a_warning(site, cli):
-    site.add("lamp-undecorated", "1.0", undecorated="""
+    site.add(
+        "lamp-undecorated",
+        "1.0",
+        undecorated="""
         from lamp_harness.hookspecs import hookimpl
 
         def lamp_register(registry):
@@ -516,13 +564,16 @@ def test_hook_named_function_without_hookimpl_draws_a_warning(site, cli):
         @hookimpl
         def lamp_run_started(run):
             pass
-    """)
+    """,
+    )
     h = PluginHost()
     assert h.broken == []
     assert "never-ret" not in h.registry.names("retriever")
     assert len(h.warnings) == 2, h.warnings
-    assert ("plugin 'undecorated' (lamp-undecorated 1.0): function 'lamp_register' looks like the "
-            "'lamp_register' hook but has no @hookimpl") in h.warnings[1] + h.warnings[0]
+    assert (
+        "plugin 'undecorated' (lamp-undecorated 1.0): function 'lamp_register' looks like the "
+        "'lamp_register' hook but has no @hookimpl"
+    ) in h.warnings[1] + h.warnings[0]
     assert any("'lamp_cell_finishd' looks like the 'lamp_cell_finished' hook" in w for w in h.warnings)
 
     code, out, _ = cli("plugins")
@@ -543,14 +594,18 @@ def test_trace_names_the_plugin_and_distribution_behind_each_hook_call(site, cli
 def test_lamp_plugins_lists_plugins_hooks_reporters_data_sources_and_each_side_of_a_conflict(site, cli):
     site.add("lamp-dup-a", "1.0", dupa=retriever_plugin("twin"))
     site.add("lamp-dup-b", "2.0", dupb=retriever_plugin("twin"))
-    site.add("lamp-slack", "0.5", slack='''
+    site.add(
+        "lamp-slack",
+        "0.5",
+        slack='''
         """Posts finished cells to a chat channel."""
         from lamp_harness.hookspecs import hookimpl
 
         @hookimpl
         def lamp_cell_finished(cell, metrics):
             pass
-    ''')
+    ''',
+    )
     code, out, err = cli("plugins")
     assert code == 0, err
     lines = out.splitlines()

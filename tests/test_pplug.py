@@ -56,7 +56,7 @@ def test_selection_keeps_only_the_top_k_items() -> None:
     history = torch.randn(1, 6, 4)
     mask = torch.ones(1, 6, dtype=torch.bool)
     weights = attention_weights(query, history, mask, top_k=2)
-    scores = (history[0] @ query[0])
+    scores = history[0] @ query[0]
     best = scores.topk(2).indices
     assert int((weights[0] > 0).sum()) == 2
     assert set(torch.nonzero(weights[0]).flatten().tolist()) == set(best.tolist())
@@ -72,8 +72,9 @@ def test_an_empty_history_gets_zero_weights_not_nan() -> None:
 # -- the personalizer with tiny models --------------------------------------------------------------
 
 
-def test_mean_aggregation_is_the_plain_mean_of_projected_history(context, task, examples, tiny_llama_dir,
-                                                                  tiny_encoder_dir) -> None:
+def test_mean_aggregation_is_the_plain_mean_of_projected_history(
+    context, task, examples, tiny_llama_dir, tiny_encoder_dir
+) -> None:
     generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir, aggregation="mean")
     assert not hasattr(pplug.module, "input_encoder")  # the ablation has no input encoder to train
@@ -89,8 +90,9 @@ def test_mean_aggregation_is_the_plain_mean_of_projected_history(context, task, 
             assert torch.allclose(weights[row, :n], torch.full((n,), 1 / n))
 
 
-def test_scale_norm_puts_both_soft_tokens_at_the_llm_embedding_norm(context, task, examples, tiny_llama_dir,
-                                                                    tiny_encoder_dir) -> None:
+def test_scale_norm_puts_both_soft_tokens_at_the_llm_embedding_norm(
+    context, task, examples, tiny_llama_dir, tiny_encoder_dir
+) -> None:
     generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir, scale="norm")
     request = pplug.personalize(task, examples[0], ())
@@ -108,7 +110,8 @@ def test_scale_norm_puts_both_soft_tokens_at_the_llm_embedding_norm(context, tas
 
 
 def test_injection_changes_the_output_and_removing_it_restores_the_plain_path(
-        context, task, examples, tiny_llama_dir, tiny_encoder_dir) -> None:
+    context, task, examples, tiny_llama_dir, tiny_encoder_dir
+) -> None:
     generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir)
     plain = host().registry.create("personalizer", "none", context)
@@ -120,8 +123,9 @@ def test_injection_changes_the_output_and_removing_it_restores_the_plain_path(
     gold = [example.gold]
     with torch.no_grad():
         injected = float(generator.loss([request], gold))
-        stripped = GenerationRequest(request.example_id, request.prompt, choices=request.choices,
-                                     max_new_tokens=request.max_new_tokens)
+        stripped = GenerationRequest(
+            request.example_id, request.prompt, choices=request.choices, max_new_tokens=request.max_new_tokens
+        )
         assert stripped == baseline
         plain_loss = float(generator.loss([baseline], gold))
         assert float(generator.loss([stripped], gold)) == pytest.approx(plain_loss)
@@ -129,8 +133,9 @@ def test_injection_changes_the_output_and_removing_it_restores_the_plain_path(
     assert generator.generate([stripped])[0].text == generator.generate([baseline])[0].text
 
 
-def test_history_is_embedded_once_and_never_during_training_steps(context, task, examples, tiny_llama_dir,
-                                                                  tiny_encoder_dir) -> None:
+def test_history_is_embedded_once_and_never_during_training_steps(
+    context, task, examples, tiny_llama_dir, tiny_encoder_dir
+) -> None:
     generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir)
     pplug.prepare(task, examples)
@@ -151,7 +156,8 @@ def test_history_is_embedded_once_and_never_during_training_steps(context, task,
 
 
 def test_pplug_with_retrieval_puts_the_top_item_text_before_the_soft_tokens(
-        context, task, examples, tiny_llama_dir, tiny_encoder_dir) -> None:
+    context, task, examples, tiny_llama_dir, tiny_encoder_dir
+) -> None:
     generator = greedy_generator(context, tiny_llama_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir, name="pplug+retrieval")
     assert pplug.needs_retriever and pplug.default_retriever == "dense"
@@ -167,8 +173,7 @@ def test_pplug_with_retrieval_puts_the_top_item_text_before_the_soft_tokens(
     assert torch.isfinite(loss)
 
 
-def test_pplug_works_with_an_encoder_decodergreedy_generator(context, task, examples, tiny_t5_dir,
-                                                       tiny_encoder_dir) -> None:
+def test_pplug_works_with_an_encoder_decodergreedy_generator(context, task, examples, tiny_t5_dir, tiny_encoder_dir) -> None:
     generator = greedy_generator(context, tiny_t5_dir)
     pplug = _pplug(context, task, generator, tiny_encoder_dir)
     pplug.prepare(task, examples)
@@ -179,8 +184,7 @@ def test_pplug_works_with_an_encoder_decodergreedy_generator(context, task, exam
     assert isinstance(generation.text, str)
 
 
-def test_pplug_passes_the_personalizer_conformance_checks(context, task, tiny_llama_dir,
-                                                          tiny_encoder_dir) -> None:
+def test_pplug_passes_the_personalizer_conformance_checks(context, task, tiny_llama_dir, tiny_encoder_dir) -> None:
     from lamp_harness.testing import check_personalizer
 
     generator = greedy_generator(context, tiny_llama_dir)
@@ -188,15 +192,18 @@ def test_pplug_passes_the_personalizer_conformance_checks(context, task, tiny_ll
     check_personalizer(pplug, task, generator, context=context)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    ({"aggregation": "max"}, "aggregation"),
-    ({"pooling": "last"}, "pooling"),
-    ({"instruction": "maybe"}, "instruction"),
-    ({"history_top_k": "-1"}, "history_top_k"),
-    ({"aggregation": "mean", "history_top_k": "3"}, "history_top_k"),
-    ({"temperature": "2"}, "temperature"),
-    ({"scale": "huge"}, "scale"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ({"aggregation": "max"}, "aggregation"),
+        ({"pooling": "last"}, "pooling"),
+        ({"instruction": "maybe"}, "instruction"),
+        ({"history_top_k": "-1"}, "history_top_k"),
+        ({"aggregation": "mean", "history_top_k": "3"}, "history_top_k"),
+        ({"temperature": "2"}, "temperature"),
+        ({"scale": "huge"}, "scale"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(context, args, fragment) -> None:
     with pytest.raises(LampError, match=fragment):
         host().registry.create("personalizer", "pplug", context, **args)

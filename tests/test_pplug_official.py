@@ -52,8 +52,9 @@ def official_parse_data(llm_tokenizer, line: str, max_input_len: int, max_his_le
     keeps special tokens; transformers 4.44, PPlug's pin, cleans up tokenization spaces by
     default), the output, and the padded history ids (``pad_his``)."""
     data = json.loads(line)
-    input_str = llm_tokenizer.decode(llm_tokenizer.encode(data["input"])[:max_input_len][:-1],
-                                     clean_up_tokenization_spaces=True)
+    input_str = llm_tokenizer.decode(
+        llm_tokenizer.encode(data["input"])[:max_input_len][:-1], clean_up_tokenization_spaces=True
+    )
     his_id = data["his_id"]
     his_id = [x + 1 for x in his_id[-max_his_len:]] + [0] * (max_his_len - len(his_id))
     return input_str, data["output"], his_id
@@ -67,15 +68,15 @@ def official_process_qry(path: str, query: str) -> str:
         plc2 = query.find('",', plc)
         real_query = query[plc:plc2]
     if "2" in path:
-        real_query = query[query.find("description: ") + len("description: "):]
+        real_query = query[query.find("description: ") + len("description: ") :]
     if "3" in path:
-        real_query = query[query.find("review: ") + len("review: "):]
+        real_query = query[query.find("review: ") + len("review: ") :]
     if "4" in path:
-        real_query = query[query.find("article: ") + len("article: "):]
+        real_query = query[query.find("article: ") + len("article: ") :]
     if "5" in path:
-        real_query = query[query.find("paper: ") + len("paper: "):]
+        real_query = query[query.find("paper: ") + len("paper: ") :]
     if "7" in path:
-        real_query = query[query.find("before or after it: ") + len("before or after it: "):]
+        real_query = query[query.find("before or after it: ") + len("before or after it: ") :]
     return real_query
 
 
@@ -93,21 +94,30 @@ def official_profile_txt(task_id: int, profile: list[dict]) -> list[str]:
     return {}["profile_txt"]
 
 
-def official_getitem(llm_tokenizer, emb_tokenizer, path: str, line: str, max_input_len: int,
-                     max_new_len: int, max_his_len: int) -> dict:
+def official_getitem(
+    llm_tokenizer, emb_tokenizer, path: str, line: str, max_input_len: int, max_new_len: int, max_his_len: int
+) -> dict:
     """``PersonalDataset.__getitem__`` (``llm_tokenizer`` has the two placeholder tokens added,
     as ``main_profile.py`` does)."""
     query, output_str, his_id = official_parse_data(llm_tokenizer, line, max_input_len, max_his_len)
-    inputs = llm_tokenizer("[INST_PER_TOKEN][SPC_PER_TOKEN]" + query, max_length=max_input_len + 10,
-                           padding="max_length", truncation=True)
+    inputs = llm_tokenizer(
+        "[INST_PER_TOKEN][SPC_PER_TOKEN]" + query, max_length=max_input_len + 10, padding="max_length", truncation=True
+    )
     targets = llm_tokenizer(output_str, max_length=max_new_len, padding="max_length", truncation=True)
     emb_text = "Represent this sentence for searching relevant passages:" + official_process_qry(path, query)
     emb_inputs = emb_tokenizer(emb_text, max_length=max_input_len + 20, padding="max_length", truncation=True)
     labels = [x if x != llm_tokenizer.pad_token_id else -100 for x in targets["input_ids"]]
-    return {"query": query, "emb_text": emb_text, "llm_input_ids": inputs["input_ids"],
-            "llm_attention_mask": inputs["attention_mask"], "labels": labels,
-            "emb_input_ids": emb_inputs["input_ids"], "emb_attention_mask": emb_inputs["attention_mask"],
-            "emb_token_type_ids": emb_inputs["token_type_ids"], "his_id": his_id}
+    return {
+        "query": query,
+        "emb_text": emb_text,
+        "llm_input_ids": inputs["input_ids"],
+        "llm_attention_mask": inputs["attention_mask"],
+        "labels": labels,
+        "emb_input_ids": emb_inputs["input_ids"],
+        "emb_attention_mask": emb_inputs["attention_mask"],
+        "emb_token_type_ids": emb_inputs["token_type_ids"],
+        "his_id": his_id,
+    }
 
 
 def official_history_table(encoder, emb_tokenizer, texts: list[str]):
@@ -119,13 +129,17 @@ def official_history_table(encoder, emb_tokenizer, texts: list[str]):
     return torch.cat([torch.zeros(1, vectors.shape[1]), vectors], 0)
 
 
-def official_loss(llm_model, vocab_size: int, input_encoder, align_mlp, align_mlp_inst, inst_token,
-                  his_table, item: dict, scale: float):
+def official_loss(
+    llm_model, vocab_size: int, input_encoder, align_mlp, align_mlp_inst, inst_token, his_table, item: dict, scale: float
+):
     """``PersonalLLM.forward`` (training branch) on one example. ``vocab_size`` is the LLM's
     vocabulary after ``resize_token_embeddings`` (the two placeholders are its last two ids)."""
     as_tensor = lambda key: torch.tensor([item[key]])  # noqa: E731
-    task_outputs = input_encoder(input_ids=as_tensor("emb_input_ids"), attention_mask=as_tensor("emb_attention_mask"),
-                                 token_type_ids=as_tensor("emb_token_type_ids"))
+    task_outputs = input_encoder(
+        input_ids=as_tensor("emb_input_ids"),
+        attention_mask=as_tensor("emb_attention_mask"),
+        token_type_ids=as_tensor("emb_token_type_ids"),
+    )
     task_embs = torch.nn.functional.normalize(task_outputs[0][:, 0], p=2, dim=1)
     his_id = as_tensor("his_id")
     his_mask = torch.eq(his_id, 0)
@@ -140,8 +154,9 @@ def official_loss(llm_model, vocab_size: int, input_encoder, align_mlp, align_ml
     input_embs = llm_model.get_input_embeddings()(ids.clamp(max=vocab_size - 3)).clone()
     input_embs[ids == vocab_size - 1] = profile_embs.view(-1, profile_embs.shape[-1])
     input_embs[ids == vocab_size - 2] = inst_embs
-    return llm_model(inputs_embeds=input_embs, attention_mask=as_tensor("llm_attention_mask"),
-                     labels=as_tensor("labels")).loss
+    return llm_model(
+        inputs_embeds=input_embs, attention_mask=as_tensor("llm_attention_mask"), labels=as_tensor("labels")
+    ).loss
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -156,8 +171,14 @@ def _demo(task_name: str, context, split: str = "train") -> list[Example]:
 
 def _official_record(example: Example, start: int = 0) -> str:
     """An ``aggr_id.py`` line: input, output and the ids of the history items (``his_id``)."""
-    return json.dumps({"input": example.input, "output": example.gold or "", "id": example.id,
-                       "his_id": list(range(start, start + len(example.profile)))})
+    return json.dumps(
+        {
+            "input": example.input,
+            "output": example.gold or "",
+            "id": example.id,
+            "his_id": list(range(start, start + len(example.profile))),
+        }
+    )
 
 
 def _raw_profile(example: Example) -> list[dict]:
@@ -184,12 +205,23 @@ def demo_t5_dir(tmp_path_factory):
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                      num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0,
-                      eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False)
+    config = T5Config(
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        tie_word_embeddings=False,
+    )
     path = tmp_path_factory.mktemp("demo-t5") / "model"
     T5ForConditionalGeneration(config).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
@@ -207,13 +239,20 @@ def bert_encoder_dir():
 
 
 def _generator(context, model_dir, max_input_tokens: int):
-    return host().registry.create("generator", "hf", context, model=str(model_dir), num_beams="1",
-                                  max_new_tokens="6", max_input_tokens=str(max_input_tokens), device="cpu")
+    return host().registry.create(
+        "generator",
+        "hf",
+        context,
+        model=str(model_dir),
+        num_beams="1",
+        max_new_tokens="6",
+        max_input_tokens=str(max_input_tokens),
+        device="cpu",
+    )
 
 
 def _pplug(context, task, generator, encoder, **args):
-    pplug = host().registry.create("personalizer", "pplug", context, encoder=str(encoder), pooling="cls",
-                                   **args)
+    pplug = host().registry.create("personalizer", "pplug", context, encoder=str(encoder), pooling="cls", **args)
     pplug.setup(task, generator, context)
     return pplug
 
@@ -248,8 +287,10 @@ def test_inputs_equal_the_official_input_handling(task_name, context, demo_t5_di
             line = _official_record(example)
             query, _, his_id = official_parse_data(llm_tokenizer, line, budget, 512)
             assert pplug.llm_input(example) == query
-            assert generator._target_ids(example.gold) == llm_tokenizer(
-                example.gold, max_length=generator.max_new_tokens, truncation=True)["input_ids"]
+            assert (
+                generator._target_ids(example.gold)
+                == llm_tokenizer(example.gold, max_length=generator.max_new_tokens, truncation=True)["input_ids"]
+            )
             ours_text = pplug.query_prefix + pplug.input_query(task, example)
             ours_ids = pplug.tokenizer(ours_text, max_length=pplug.input_encoder_tokens, truncation=True)
             ours_history = [history_text(task, item) for item in pplug._history_items(example)]
@@ -263,8 +304,15 @@ def test_inputs_equal_the_official_input_handling(task_name, context, demo_t5_di
                 assert ours_history == [task.document(item) for item in example.profile[-512:]]
                 continue
             for split in ("train", "dev"):
-                item = official_getitem(llm_tokenizer, emb_tokenizer, official_data_path(task_id, split), line,
-                                        budget, generator.max_new_tokens, 512)
+                item = official_getitem(
+                    llm_tokenizer,
+                    emb_tokenizer,
+                    official_data_path(task_id, split),
+                    line,
+                    budget,
+                    generator.max_new_tokens,
+                    512,
+                )
                 assert ours_text == item["emb_text"]
                 kept = [i for i, m in zip(item["emb_input_ids"], item["emb_attention_mask"], strict=True) if m]
                 assert ours_ids["input_ids"] == kept
@@ -281,8 +329,7 @@ def test_the_official_placeholder_input_is_the_harness_prompt(context, demo_t5_d
     generator = _generator(context, demo_t5_dir, 24)
     pplug = _pplug(context, task, generator, bert_encoder_dir)
     for example in _demo("lamp-4", context)[:5]:
-        item = official_getitem(llm_tokenizer, emb_tokenizer, official_data_path(4), _official_record(example),
-                                24, 6, 512)
+        item = official_getitem(llm_tokenizer, emb_tokenizer, official_data_path(4), _official_record(example), 24, 6, 512)
         ids = [i for i, m in zip(item["llm_input_ids"], item["llm_attention_mask"], strict=True) if m]
         inst, spc = llm_tokenizer.convert_tokens_to_ids(["[INST_PER_TOKEN]", "[SPC_PER_TOKEN]"])
         assert ids[:2] == [inst, spc]
@@ -291,8 +338,7 @@ def test_the_official_placeholder_input_is_the_harness_prompt(context, demo_t5_d
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["lamp-1", "lamp-2", "lamp-3", "lamp-4", "lamp-5", "lamp-7"])
-def test_forward_equals_the_official_code_with_the_same_weights(task_name, context, demo_t5_dir,
-                                                                bert_encoder_dir) -> None:
+def test_forward_equals_the_official_code_with_the_same_weights(task_name, context, demo_t5_dir, bert_encoder_dir) -> None:
     """The training loss of the harness equals ``PersonalLLM.forward`` run on the official
     dataset's tensors (T5, the official code's only LLM family), with the same weights."""
     task = host().registry.create("task", task_name)
@@ -305,17 +351,33 @@ def test_forward_equals_the_official_code_with_the_same_weights(task_name, conte
     pplug.module.eval()
     module = pplug.module
     for example in examples:
-        item = official_getitem(llm_tokenizer, emb_tokenizer, official_data_path(task_id),
-                                _official_record(example), 24, generator.max_new_tokens, 512)
-        table = official_history_table(pplug.history.encoder, emb_tokenizer,
-                                       official_profile_txt(task_id, _raw_profile(example)))
+        item = official_getitem(
+            llm_tokenizer,
+            emb_tokenizer,
+            official_data_path(task_id),
+            _official_record(example),
+            24,
+            generator.max_new_tokens,
+            512,
+        )
+        table = official_history_table(
+            pplug.history.encoder, emb_tokenizer, official_profile_txt(task_id, _raw_profile(example))
+        )
         # The harness caches history vectors as float16 (a documented deviation): round alike.
         table = table.to(torch.float16).float()
         with torch.no_grad():
             ours = pplug.training_loss(task, [example], [()])
-            official = official_loss(generator.model, len(llm_tokenizer), module.input_encoder, module.projector,
-                                     module.instruction_projector, module.instruction_seed, table, item,
-                                     pplug.official_scale)
+            official = official_loss(
+                generator.model,
+                len(llm_tokenizer),
+                module.input_encoder,
+                module.projector,
+                module.instruction_projector,
+                module.instruction_seed,
+                table,
+                item,
+                pplug.official_scale,
+            )
         assert float(ours) == pytest.approx(float(official), rel=1e-5, abs=1e-6)
     # The scale is the constant rescaled to this model, and the norms are learned (not fixed).
     assert pplug.official_scale == pytest.approx(generator.embedding_norm)
@@ -324,8 +386,9 @@ def test_forward_equals_the_official_code_with_the_same_weights(task_name, conte
     assert not torch.allclose(vectors[0].norm(dim=-1), torch.full((2,), generator.embedding_norm))
 
 
-def test_decoder_only_models_get_the_soft_tokens_after_bos(context, task, tiny_llama_plain_dir,
-                                                           tiny_encoder_dir, demo_train) -> None:
+def test_decoder_only_models_get_the_soft_tokens_after_bos(
+    context, task, tiny_llama_plain_dir, tiny_encoder_dir, demo_train
+) -> None:
     """Not in the official code (it loads T5 only): on a decoder-only model ``[I; P]`` follow
     ``<s>``, the gold and the end token are the labels, with the official formulas."""
     generator = greedy_generator(context, tiny_llama_plain_dir)
@@ -336,14 +399,17 @@ def test_decoder_only_models_get_the_soft_tokens_after_bos(context, task, tiny_l
     module = pplug.module
     query = pplug.llm_input(example)
     emb_text = "Represent this sentence for searching relevant passages:" + official_process_qry(
-        official_data_path(7), query)
+        official_data_path(7), query
+    )
     with torch.no_grad():
         ours = pplug.training_loss(task, [example], [()])
-        emb = pplug.tokenizer([emb_text], max_length=pplug.input_encoder_tokens, truncation=True,
-                              return_tensors="pt")
+        emb = pplug.tokenizer([emb_text], max_length=pplug.input_encoder_tokens, truncation=True, return_tensors="pt")
         task_embs = torch.nn.functional.normalize(module.input_encoder(**emb)[0][:, 0], p=2, dim=1)
-        table = official_history_table(pplug.history.encoder, pplug.tokenizer,
-                                       official_profile_txt(7, _raw_profile(example))).to(torch.float16).float()
+        table = (
+            official_history_table(pplug.history.encoder, pplug.tokenizer, official_profile_txt(7, _raw_profile(example)))
+            .to(torch.float16)
+            .float()
+        )
         his_embs = table[1:].unsqueeze(0)
         his_weight = torch.softmax(torch.bmm(his_embs, task_embs.unsqueeze(-1)), dim=1)
         c = pplug.official_scale
@@ -351,8 +417,9 @@ def test_decoder_only_models_get_the_soft_tokens_after_bos(context, task, tiny_l
         inst_embs = module.instruction_projector(module.instruction_seed) / 7.0 * c
         tokenizer = generator.tokenizer
         text = tokenizer(query)["input_ids"]
-        target = (tokenizer(example.gold, add_special_tokens=False)["input_ids"][:generator.max_new_tokens - 1]
-                  + [tokenizer.eos_token_id])
+        target = tokenizer(example.gold, add_special_tokens=False)["input_ids"][: generator.max_new_tokens - 1] + [
+            tokenizer.eos_token_id
+        ]
         layer = generator.model.get_input_embeddings()
         placeholder = torch.stack([inst_embs, profile_embs[0]])
         input_embs = torch.cat([layer(torch.tensor(text[:1])), placeholder, layer(torch.tensor(text[1:] + target))])
@@ -423,8 +490,9 @@ def test_official_epochs_per_task(context, tiny_llama_dir, tiny_encoder_dir) -> 
 def _runner(tmp_path, retriever: str, personalizer: str = "pplug"):
     from lamp_harness.runner import Matrix, Runner
 
-    matrix = Matrix(tasks=("lamp-7",), personalizers=(personalizer,), retrievers=(retriever,),
-                    data="demo", limit=2, device="cpu")
+    matrix = Matrix(
+        tasks=("lamp-7",), personalizers=(personalizer,), retrievers=(retriever,), data="demo", limit=2, device="cpu"
+    )
     return Runner(matrix, tmp_path / "runs", progress=False)
 
 
@@ -454,8 +522,11 @@ def test_pplug_with_a_retriever_without_encoder_suggests_pplug_plus_retrieval(tm
 def test_pplug_plus_retrieval_keeps_its_items_and_defaults_to_the_bge_retriever(tmp_path) -> None:
     from lamp_harness.runner import Matrix, Runner
 
-    runner = Runner(Matrix(tasks=("lamp-7",), personalizers=("pplug+retrieval",), data="demo", limit=2),
-                    tmp_path / "runs", progress=False)
+    runner = Runner(
+        Matrix(tasks=("lamp-7",), personalizers=("pplug+retrieval",), data="demo", limit=2),
+        tmp_path / "runs",
+        progress=False,
+    )
     (draft,) = runner.plan()
     assert (draft.retriever, dict(draft.retriever_args), draft.k) == ("dense", {"model": "bge"}, 1)
     assert _runner(tmp_path, "bm25", "pplug+retrieval").plan()[0].k == 1
@@ -466,12 +537,13 @@ def test_in_a_matrix_with_item_methods_pplug_keeps_its_own_encoder_beside_bm25(t
     runs as plain PPlug (its own encoder), with a warning, instead of refusing the whole matrix."""
     from lamp_harness.runner import Matrix, Runner
 
-    matrix = Matrix(tasks=("lamp-7",), personalizers=("none", "ipa", "pplug"), retrievers=("bm25",),
-                    data="demo", limit=2, device="cpu")
+    matrix = Matrix(
+        tasks=("lamp-7",), personalizers=("none", "ipa", "pplug"), retrievers=("bm25",), data="demo", limit=2, device="cpu"
+    )
     drafts = Runner(matrix, tmp_path / "runs", progress=False).plan()
-    assert sorted((d.personalizer, d.retriever) for d in drafts) == [
-        ("ipa", "bm25"), ("none", None), ("pplug", None)]
+    assert sorted((d.personalizer, d.retriever) for d in drafts) == [("ipa", "bm25"), ("none", None), ("pplug", None)]
     assert "own encoder" in capsys.readouterr().err
-    alone = Runner(Matrix(tasks=("lamp-7",), personalizers=("pplug",), data="demo", limit=2),
-                   tmp_path / "runs", progress=False).plan()
+    alone = Runner(
+        Matrix(tasks=("lamp-7",), personalizers=("pplug",), data="demo", limit=2), tmp_path / "runs", progress=False
+    ).plan()
     assert [d for d in drafts if d.personalizer == "pplug"] == alone  # the same cell as plain pplug

@@ -26,9 +26,9 @@ def load(folder: Path, split: str) -> list[Example]:
     examples = []
     for q in questions:
         profile = tuple(
-            ProfileItem(id=str(p.get("id", position)), position=position,
-                        fields={k: v for k, v in p.items() if k != "id"})
-            for position, p in enumerate(q["profile"]))
+            ProfileItem(id=str(p.get("id", position)), position=position, fields={k: v for k, v in p.items() if k != "id"})
+            for position, p in enumerate(q["profile"])
+        )
         examples.append(Example(q["id"], q["input"], profile, golds.get(q["id"])))
     return examples
 
@@ -36,10 +36,12 @@ def load(folder: Path, split: str) -> list[Example]:
 def test_ipa_prompt_of_the_first_lamp7_dev_record_is_byte_exact(shared_data):
     first = load(shared_data / "LaMP-7" / "user", "dev")[0]
     prompt = task("lamp-7").prompt(first, first.profile[:1], WhitespaceTokenCounter(), max_tokens=256)
-    expected = ('"@stonesimon haha. no sorry i wasn\'t on twitter for abit. yaa i love soaps. not as '
-                'addicted as i used to be. but still love em "  are written by a person. Following the '
-                'given patterns Paraphrase the following tweet without any explanation before or after '
-                'it: Although I have a lot to do today, I am currently feeling unoccupied.')
+    expected = (
+        "\"@stonesimon haha. no sorry i wasn't on twitter for abit. yaa i love soaps. not as "
+        'addicted as i used to be. but still love em "  are written by a person. Following the '
+        "given patterns Paraphrase the following tweet without any explanation before or after "
+        "it: Although I have a lot to do today, I am currently feeling unoccupied."
+    )
     assert prompt == expected
 
 
@@ -50,7 +52,7 @@ def test_lamp7_dev_queries_are_the_tweets(shared_data):
     prefix = "Paraphrase the following tweet without any explanation before or after it:"
     for ex in examples:
         assert ex.input.startswith(prefix)
-        assert t.query(ex) == ex.input[len(prefix):].strip()
+        assert t.query(ex) == ex.input[len(prefix) :].strip()
         assert t.query(ex)
         assert all(set(t.profile_fields) <= set(p.fields) for p in ex.profile)
         assert t.validate_gold(ex.gold) is None
@@ -80,21 +82,22 @@ def test_lamp1_real_records(shared_data, minilm_tokens, split):
         for k in (1, 4, 16):
             prompt = t.prompt(ex, ex.profile[:k], minilm_tokens, max_tokens=256, budget="strict")
             assert minilm_tokens.count(prompt) <= 256
-            assert prompt.startswith("For an author who has written the paper with the title, and \"")
-            assert prompt.endswith(ex.input[ex.input.index("title") + len("title"):])
+            assert prompt.startswith('For an author who has written the paper with the title, and "')
+            assert prompt.endswith(ex.input[ex.input.index("title") + len("title") :])
 
 
 def test_lamp1_real_query_by_hand(shared_data):
     first = load(shared_data / "LaMP-1" / "user", "dev")[0]
-    assert task("lamp-1").query(first) == ("Pronunciation Modeling for Improved Spelling Correction "
-                                           "Path following algorithm for highly redundant manipulators")
+    assert task("lamp-1").query(first) == (
+        "Pronunciation Modeling for Improved Spelling Correction Path following algorithm for highly redundant manipulators"
+    )
 
 
 @pytest.mark.parametrize("split", ["dev", "train", "test"])
 def test_old_lamp2_news_real_records(shared_data, minilm_tokens, split):
     t = task("lamp-2-news")
     for ex in load(shared_data / "LaMP-2-news-v1" / "user", split):
-        assert t.query(ex) == ex.input[ex.input.index("article:") + len("article:"):].strip()
+        assert t.query(ex) == ex.input[ex.input.index("article:") + len("article:") :].strip()
         assert all(set(p.fields) == set(t.profile_fields) for p in ex.profile)
         assert all(t.validate_gold(p.get("category")) is None for p in ex.profile)
         if ex.gold is not None:

@@ -55,9 +55,7 @@ class Recorder:
 
     @hookimpl
     def lamp_cell_finished(self, cell, metrics, timing):
-        self.events.append(
-            ("cell_finished", (cell.cell_id, [m.name for m in metrics], timing.get("skipped", False)))
-        )
+        self.events.append(("cell_finished", (cell.cell_id, [m.name for m in metrics], timing.get("skipped", False))))
 
     @hookimpl
     def lamp_run_finished(self, results):
@@ -234,7 +232,6 @@ def test_built_in_reporters_are_loaded_through_the_entry_point():
     assert "reporters" in loaded and loaded["reporters"].module.__name__ == "lamp_plugins.reporters"
     names = {impl.plugin_name for impl in host.pm.hook.lamp_example_predicted.get_hookimpls()}
     assert "reporters" in names
-
 
 
 def test_a_real_run_logs_events_and_prints_the_summary(toys, tmp_path, capsys):

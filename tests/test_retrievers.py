@@ -51,8 +51,7 @@ def test_bm25_scores_equal_hand_computed_okapi_with_negative_idf_and_ties() -> N
     eps = 0.25 * (idf_a + idf_b + 3 * idf_rare) / 5  # terms a, b, c, d, e
     w_len2 = 2.5 / (1 + 1.5 * (0.25 + 0.75 * 2 / 2))  # tf 1 in a 2-token item: 1.0
     w_len3 = 2.5 / (1 + 1.5 * (0.25 + 0.75 * 3 / 2))
-    expected = [eps * w_len2 + idf_b * w_len2, eps * w_len2, eps * w_len2 + idf_b * w_len2, 0.0,
-                eps * w_len3]
+    expected = [eps * w_len2 + idf_b * w_len2, eps * w_len2, eps * w_len2 + idf_b * w_len2, 0.0, eps * w_len3]
     (scores,) = okapi_scores(["a b"], [docs])
     assert scores == pytest.approx(expected, rel=1e-12)
     assert eps == pytest.approx(0.12668484, rel=1e-6)
@@ -69,11 +68,23 @@ def test_bm25_repeated_query_tokens_count_again_and_unknown_tokens_count_zero() 
 
 def test_bm25_equals_rank_bm25_on_unicode_whitespace_and_long_tokens() -> None:
     rank_bm25 = pytest.importorskip("rank_bm25")
-    docs = ["caf\u00e9\u00a0au\u3000lait caf\u00e9", "tab\tsep\x1funit\x1crec new\nline",
-            "averyveryverylongtokenwithmorethansixteenbytes short", "Same same SAME same",
-            "nul\x00byte nul", "\U0001F600 emoji\u2003space", "", "   ", "exactly8 exactly8x"]
-    queries = ["caf\u00e9 lait same", "averyveryverylongtokenwithmorethansixteenbytes SAME",
-               "nul\x00byte \U0001F600 exactly8", "sep unit rec line tab"]
+    docs = [
+        "caf\u00e9\u00a0au\u3000lait caf\u00e9",
+        "tab\tsep\x1funit\x1crec new\nline",
+        "averyveryverylongtokenwithmorethansixteenbytes short",
+        "Same same SAME same",
+        "nul\x00byte nul",
+        "\U0001f600 emoji\u2003space",
+        "",
+        "   ",
+        "exactly8 exactly8x",
+    ]
+    queries = [
+        "caf\u00e9 lait same",
+        "averyveryverylongtokenwithmorethansixteenbytes SAME",
+        "nul\x00byte \U0001f600 exactly8",
+        "sep unit rec line tab",
+    ]
     ours = okapi_scores(queries, [docs] * len(queries))
     index = rank_bm25.BM25Okapi([d.split() for d in docs])
     for q, scores in zip(queries, ours, strict=True):
@@ -138,8 +149,9 @@ def test_bm25_arguments_are_validated(context) -> None:
 
 
 def test_recency_ranks_newest_first_across_date_formats(context) -> None:
-    profile = items("a", "b", "c", "d", "e",
-                    dates=("2011-03-14", "2012-01-01T08:00:00", "March 15, 2011", "2010", "2012-01-01"))
+    profile = items(
+        "a", "b", "c", "d", "e", dates=("2011-03-14", "2012-01-01T08:00:00", "March 15, 2011", "2010", "2012-01-01")
+    )
     (ranking,) = retriever("recency", context).rank([query("q", "", profile)])
     assert ranking == (1, 4, 2, 0, 3)
 
@@ -185,15 +197,21 @@ def test_random_is_seeded_per_example_and_samples_without_replacement(context) -
 
 
 def test_every_builtin_retriever_passes_the_conformance_kit(context) -> None:
-    for name, args in (("bm25", {}), ("random", {}), ("recency", {"fallback": "profile-order"}),
-                       ("contriever", {}), ("dense", {"model": "minilm", "pooling": "cls"})):
+    for name, args in (
+        ("bm25", {}),
+        ("random", {}),
+        ("recency", {"fallback": "profile-order"}),
+        ("contriever", {}),
+        ("dense", {"model": "minilm", "pooling": "cls"}),
+    ):
         check_retriever(retriever(name, context, **args))
 
 
 def test_contriever_ranks_by_meaning_and_matches_sentence_transformers(context) -> None:
     contriever = retriever("contriever", context)
-    profile = items("The stock market fell sharply today.", "My cat sleeps on the sofa all day.",
-                    "Kittens are playful little animals.")
+    profile = items(
+        "The stock market fell sharply today.", "My cat sleeps on the sofa all day.", "Kittens are playful little animals."
+    )
     (ranking,) = contriever.rank([query("q", "I adore my pet cat", profile)])
     assert ranking[-1] == 0
     key = contriever.cache_key()
@@ -201,8 +219,7 @@ def test_contriever_ranks_by_meaning_and_matches_sentence_transformers(context) 
     st = pytest.importorskip("sentence_transformers")
     from lamp_plugins.models import minilm_path
 
-    reference = st.SentenceTransformer(str(minilm_path()), device="cpu").encode(
-        [p.get("text") for p in profile])
+    reference = st.SentenceTransformer(str(minilm_path()), device="cpu").encode([p.get("text") for p in profile])
     ours = contriever.encoder.encode([p.get("text") for p in profile])
     assert np.allclose(ours, reference, atol=1e-5)
 
@@ -230,24 +247,27 @@ def test_lamp_rank_exports_ranked_profile_ids(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     data.mkdir()
     questions = [
-        {"id": "610", "input": "Paraphrase the following tweet without any explanation before or after "
-                               "it: cats and dogs", "profile": [{"text": "cats purr"}, {"text": "stocks"},
-                                                                {"text": "dogs and cats"}]},
-        {"id": "611", "input": "Paraphrase the following tweet without any explanation before or after "
-                               "it: rain",
-         "profile": [{"id": "x1", "text": "sun"}, {"id": "x2", "text": "rain"}]},
+        {
+            "id": "610",
+            "input": "Paraphrase the following tweet without any explanation before or after it: cats and dogs",
+            "profile": [{"text": "cats purr"}, {"text": "stocks"}, {"text": "dogs and cats"}],
+        },
+        {
+            "id": "611",
+            "input": "Paraphrase the following tweet without any explanation before or after it: rain",
+            "profile": [{"id": "x1", "text": "sun"}, {"id": "x2", "text": "rain"}],
+        },
     ]
     (data / "dev_questions.json").write_text(json.dumps(questions))
-    (data / "dev_outputs.json").write_text(json.dumps(
-        {"task": "LaMP_7", "golds": [{"id": "610", "output": "a"}, {"id": "611", "output": "b"}]}))
+    (data / "dev_outputs.json").write_text(
+        json.dumps({"task": "LaMP_7", "golds": [{"id": "610", "output": "a"}, {"id": "611", "output": "b"}]})
+    )
     out = tmp_path / "rankings.json"
     main(["rank", "--task", "lamp-7", "--retriever", "bm25", "--data-dir", str(data), "--out", str(out)])
     assert json.loads(out.read_text()) == {"610": ["2", "0", "1"], "611": ["x2", "x1"]}
-    main(["rank", "--task", "lamp-7", "--retriever", "bm25", "--data-dir", str(data), "--out", str(out),
-          "--top", "1"])
+    main(["rank", "--task", "lamp-7", "--retriever", "bm25", "--data-dir", str(data), "--out", str(out), "--top", "1"])
     assert json.loads(out.read_text()) == {"610": ["2"], "611": ["x2"]}
     with pytest.raises(SystemExit) as exited:
-        main(["rank", "--task", "lamp-7", "--retriever", "recency", "--data-dir", str(data),
-              "--out", str(out)])
+        main(["rank", "--task", "lamp-7", "--retriever", "recency", "--data-dir", str(data), "--out", str(out)])
     assert exited.value.code == 2
     assert "--scheme time" in capsys.readouterr().err

@@ -19,8 +19,20 @@ def test_task_arg_for_a_task_the_run_does_not_include_is_refused(toys, cli, tmp_
     refused like ``--data lamp-5=demo``, instead of running lamp-7 with its default budget; so is
     one option given two values under two spellings of one task."""
     out = tmp_path / "out"
-    base = ("run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--generator", "toy-echo",
-            "--quiet", "--out", str(out))
+    base = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        "toy-echo",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     code, _, err = cli(*base, "--task-arg", "lamp-5:max_new_tokens=4")
     line = _one_line(err)
     assert code == 2 and "--task-arg lamp-5:max_new_tokens=4 names a task this run does not include" in line
@@ -49,8 +61,24 @@ def test_scores_json_edited_without_changing_any_metric_is_not_used(toys, cli, t
     import shutil
 
     runs = tmp_path / "runs"
-    code, stdout, err = cli("run", "--task", "lamp-3", "--data", "demo", "--limit", "12", "--personalizer", "none,ipa",
-                            "--retriever", "bm25", "--generator", "toy-words", "--quiet", "--out", str(runs))
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "lamp-3",
+        "--data",
+        "demo",
+        "--limit",
+        "12",
+        "--personalizer",
+        "none,ipa",
+        "--retriever",
+        "bm25",
+        "--generator",
+        "toy-words",
+        "--quiet",
+        "--out",
+        str(runs),
+    )
     assert code == 0, stdout + err
     (baseline,) = runs.glob("lamp-3_none-*")
     recorded = json.loads((baseline / "metrics.json").read_text(encoding="utf-8"))["scores"]["sha256"]
@@ -90,13 +118,31 @@ def test_sigterm_ends_a_one_process_run_like_ctrl_c(tmp_path) -> None:
     from lamp_harness.store import CellStore
 
     out = tmp_path / "runs"
-    env = {**os.environ, "LAMP_HOME": str(tmp_path / "home"), "LAMP_TOY_DELAY": "0.5",
-           "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "LAMP_HOME": str(tmp_path / "home"),
+        "LAMP_TOY_DELAY": "0.5",
+        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
+    }
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
         env.pop(name, None)
-    command = [str(Path(sys.executable).parent / "lamp"), "run", "--task", "lamp-7", "--data", "demo",
-               "--generator", "toy-echo", "--generator-arg", "batch_size=2", "--limit", "40", "--quiet",
-               "--out", str(out)]
+    command = [
+        str(Path(sys.executable).parent / "lamp"),
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--generator",
+        "toy-echo",
+        "--generator-arg",
+        "batch_size=2",
+        "--limit",
+        "40",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -111,14 +157,14 @@ def test_sigterm_ends_a_one_process_run_like_ctrl_c(tmp_path) -> None:
             job.kill()
     assert job.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
-        "Interrupted: finished work is saved; run the same command again to resume.")
+        "Interrupted: finished work is saved; run the same command again to resume."
+    )
     (cell,) = [d for d in out.iterdir() if d.is_dir()]
     with CellStore(cell).lock():  # free: the lock went with the process
         pass
     kept = (cell / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert kept and not CellStore(cell).finished
-    resumed = subprocess.run([*command], env={**env, "LAMP_TOY_DELAY": "0"}, capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run([*command], env={**env, "LAMP_TOY_DELAY": "0"}, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert CellStore(cell).finished
 
@@ -189,13 +235,31 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_method_is_one_line(site, toys
     step.mkdir(parents=True)
     save_file({"weight": torch.zeros(3, 3)}, str(step / "weights.safetensors"))
     (step / "state.json").write_text(json.dumps({"step": 2, "finished": True}), encoding="utf-8")
-    (step / "config.json").write_text(json.dumps({"train_config": {"personalizer": "bias"},
-                                                  "component_versions": {"lamp-bias": "1.0"}}), encoding="utf-8")
-    (tmp_path / "trained" / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step-00000002"}),
-                                                      encoding="utf-8")
+    (step / "config.json").write_text(
+        json.dumps({"train_config": {"personalizer": "bias"}, "component_versions": {"lamp-bias": "1.0"}}), encoding="utf-8"
+    )
+    (tmp_path / "trained" / "latest.json").write_text(
+        json.dumps({"checkpoint": "checkpoints/step-00000002"}), encoding="utf-8"
+    )
     out = tmp_path / "runs"
-    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "bias", "--generator", "toy-echo",
-                       "--limit", "2", "--quiet", "--out", str(out), "--checkpoint", str(tmp_path / "trained"))
+    code, _, err = cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "bias",
+        "--generator",
+        "toy-echo",
+        "--limit",
+        "2",
+        "--quiet",
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(tmp_path / "trained"),
+    )
     errors = [line for line in err.splitlines() if line.startswith("Error")]
     assert code == 2 and "Traceback" not in err and len(errors) == 1, err
     assert errors[0].startswith(f"Error: {step}: its weights do not fit the method as set up here (RuntimeError:")
@@ -243,9 +307,24 @@ def test_generator_arg_max_new_tokens_works_with_a_generator_that_validates_its_
 
     site.add("lamp-strict", "1.0", strict=STRICT_GENERATOR)
     out = tmp_path / "runs"
-    code, stdout, err = cli("run", "--task", "lamp-7,lamp-3", "--data", "demo", "--generator", "strict", "--limit", "2",
-                            "--generator-arg", "max_new_tokens=8", "--generator-arg", "word=x", "--quiet",
-                            "--out", str(out))
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "lamp-7,lamp-3",
+        "--data",
+        "demo",
+        "--generator",
+        "strict",
+        "--limit",
+        "2",
+        "--generator-arg",
+        "max_new_tokens=8",
+        "--generator-arg",
+        "word=x",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert code == 0, stdout + err
     configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
     assert len(configs) == 2
@@ -254,11 +333,26 @@ def test_generator_arg_max_new_tokens_works_with_a_generator_that_validates_its_
         assert not any("max_new_tokens" in note for note in config["preset_notes"])
         predictions = (out / config["cell_id"] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
         assert all(json.loads(line)["generated_tokens"] == 8 for line in predictions)
-    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--generator", "strict", "--limit", "2",
-                       "--generator-arg", "wrod=x", "--quiet", "--out", str(out))
+    code, _, err = cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--generator",
+        "strict",
+        "--limit",
+        "2",
+        "--generator-arg",
+        "wrod=x",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert code == 2 and "Traceback" not in err  # its own validation still works
     assert [line for line in err.splitlines() if line.startswith("Error")] == [
-        "Error: generator 'strict': unknown argument(s) wrod. Valid keys: word."]
+        "Error: generator 'strict': unknown argument(s) wrod. Valid keys: word."
+    ]
 
 
 def test_an_empty_data_option_is_refused_not_sent_to_the_official_server(toys, cli, tmp_path, lamp_home):
@@ -266,12 +360,35 @@ def test_an_empty_data_option_is_refused_not_sent_to_the_official_server(toys, c
     every task to its default source (the official server for LaMP)."""
     out = tmp_path / "runs"
     for value in ("", ",,", " "):
-        code, _, err = cli("run", "--task", "lamp-7", "--data", value, "--generator", "toy-echo", "--limit", "2",
-                           "--quiet", "--out", str(out))
+        code, _, err = cli(
+            "run",
+            "--task",
+            "lamp-7",
+            "--data",
+            value,
+            "--generator",
+            "toy-echo",
+            "--limit",
+            "2",
+            "--quiet",
+            "--out",
+            str(out),
+        )
         assert code == 2 and "names no data source" in _one_line(err), (value, err)
     assert not list(out.glob("*/*"))
-    code, _, err = cli("train", "--task", "lamp-7", "--personalizer", "pplug", "--data", "", "--max-steps", "1",
-                       "--out", str(tmp_path / "trained"))
+    code, _, err = cli(
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "pplug",
+        "--data",
+        "",
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "trained"),
+    )
     assert code == 2 and "names no data source" in _one_line(err), err
 
 
@@ -282,8 +399,24 @@ def test_train_takes_task_args_as_lamp_run_writes_them(site, toys, cli, tmp_path
     import json
 
     site.add("lamp-bias", "1.0", bias=TRAINABLE)
-    base = ("train", "--task", "lamp-7", "--personalizer", "bias", "--generator", "toy-echo", "--data", "demo",
-            "--max-steps", "1", "--limit", "4", "--eval-split", "none", "--quiet")
+    base = (
+        "train",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "bias",
+        "--generator",
+        "toy-echo",
+        "--data",
+        "demo",
+        "--max-steps",
+        "1",
+        "--limit",
+        "4",
+        "--eval-split",
+        "none",
+        "--quiet",
+    )
     code, _, err = cli(*base, "--task-arg", "lamp-5:max_new_tokens=3", "--out", str(tmp_path / "refused"))
     assert code == 2 and "names another task than the one trained (lamp-7)" in _one_line(err)
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
@@ -301,8 +434,24 @@ def test_a_value_typed_into_metrics_json_is_not_shown_as_the_harness_s(toys, cli
     import json
 
     runs = tmp_path / "runs"
-    code, stdout, err = cli("run", "--task", "lamp-7", "--data", "demo", "--limit", "6", "--personalizer", "none,ipa",
-                            "--retriever", "bm25", "--generator", "toy-words", "--quiet", "--out", str(runs))
+    code, stdout, err = cli(
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "6",
+        "--personalizer",
+        "none,ipa",
+        "--retriever",
+        "bm25",
+        "--generator",
+        "toy-words",
+        "--quiet",
+        "--out",
+        str(runs),
+    )
     assert code == 0, stdout + err
     (victim,) = runs.glob("lamp-7_none-*")
     path = victim / "metrics.json"
@@ -325,8 +474,24 @@ def test_an_edited_config_json_makes_the_cell_inconsistent_not_another_method(to
     import json
 
     runs = tmp_path / "runs"
-    command = ("run", "--task", "lamp-7", "--data", "demo", "--limit", "6", "--personalizer", "none,ipa",
-               "--retriever", "bm25", "--generator", "toy-words", "--quiet", "--out", str(runs))
+    command = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "6",
+        "--personalizer",
+        "none,ipa",
+        "--retriever",
+        "bm25",
+        "--generator",
+        "toy-words",
+        "--quiet",
+        "--out",
+        str(runs),
+    )
     code, stdout, err = cli(*command)
     assert code == 0, stdout + err
     (victim,) = runs.glob("lamp-7_none-*")
@@ -350,7 +515,10 @@ def test_a_reporter_meeting_a_full_disk_ends_the_run_in_one_line(site, toys, cli
     a full disk: it was disabled with a warning and the run went on to fail at its next write, two
     lines and a truncated log. A full disk is the run's problem: one line naming the path, exit 2,
     finished work kept."""
-    site.add("lamp-diskfull", "1.0", diskfull=f"""
+    site.add(
+        "lamp-diskfull",
+        "1.0",
+        diskfull=f"""
         import errno
 
         from lamp_harness.hookspecs import hookimpl
@@ -358,10 +526,12 @@ def test_a_reporter_meeting_a_full_disk_ends_the_run_in_one_line(site, toys, cli
         @hookimpl
         def lamp_example_predicted(cell, example):
             raise OSError(errno.ENOSPC, "No space left on device", {str(tmp_path / "log.jsonl")!r})
-    """)
+    """,
+    )
     out = tmp_path / "runs"
-    code, _, err = cli("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "4",
-                       "--quiet", "--out", str(out))
+    code, _, err = cli(
+        "run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "4", "--quiet", "--out", str(out)
+    )
     assert code == 2 and not any(line.startswith("warning") for line in err.splitlines()), err
     (line,) = [line for line in err.splitlines() if line.startswith("Error")]
     assert line.startswith(f"Error: {tmp_path / 'log.jsonl'}: No space left on device. Free some space there"), line

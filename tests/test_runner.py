@@ -19,8 +19,11 @@ from lamp_harness.store import CellStore
 
 
 def cells(out: Path) -> dict[str, Path]:
-    return {json.loads((d / "config.json").read_text())["label"]: d
-            for d in sorted(out.iterdir()) if (d / "config.json").is_file()}
+    return {
+        json.loads((d / "config.json").read_text())["label"]: d
+        for d in sorted(out.iterdir())
+        if (d / "config.json").is_file()
+    }
 
 
 BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet")
@@ -28,16 +31,21 @@ BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", 
 
 def test_matrix_drops_meaningless_cells_and_writes_every_file(toys, tmp_path):
     out = tmp_path / "runs"
-    code = lamp(*BASE, "--personalizer", "none,ipa", "--retriever", "bm25,random", "--k", "1,2",
-                "--limit", "5", "--out", str(out))
+    code = lamp(
+        *BASE, "--personalizer", "none,ipa", "--retriever", "bm25,random", "--k", "1,2", "--limit", "5", "--out", str(out)
+    )
     assert code == 0
     found = cells(out)
     # none ignores retrievers and k: one cell, not four.
-    assert sorted(found) == sorted([
-        "none / toy-echo",
-        "ipa / bm25 / k=1 / toy-echo", "ipa / bm25 / k=2 / toy-echo",
-        "ipa / random / k=1 / toy-echo", "ipa / random / k=2 / toy-echo",
-    ])
+    assert sorted(found) == sorted(
+        [
+            "none / toy-echo",
+            "ipa / bm25 / k=1 / toy-echo",
+            "ipa / bm25 / k=2 / toy-echo",
+            "ipa / random / k=1 / toy-echo",
+            "ipa / random / k=2 / toy-echo",
+        ]
+    )
     cell = found["ipa / bm25 / k=2 / toy-echo"]
     config = json.loads((cell / "config.json").read_text())
     assert config["task"] == "lamp-7" and config["k"] == 2 and config["retriever"]["name"] == "bm25"
@@ -68,8 +76,7 @@ def test_rerun_skips_finished_cells_and_force_recomputes(toys, tmp_path):
 
 def test_impossible_cells_are_all_listed_before_any_work(toys, tmp_path):
     out = tmp_path / "runs"
-    code = lamp(*BASE, "--task", "lamp-7,lamp-4", "--personalizer", "fid", "--retriever", "bm25",
-                "--out", str(out))
+    code = lamp(*BASE, "--task", "lamp-7,lamp-4", "--personalizer", "fid", "--retriever", "bm25", "--out", str(out))
     assert code == 2
     assert not out.exists() or not any(out.iterdir())
 
@@ -129,8 +136,7 @@ retriever = ["bm25", "random"]
 k = [2]
 """)
     assert lamp("run", "--config", str(config), "--quiet") == 0
-    assert sorted(cells(out)) == ["ipa / bm25 / k=2 / toy-echo", "ipa / random / k=2 / toy-echo",
-                                  "none / toy-echo"]
+    assert sorted(cells(out)) == ["ipa / bm25 / k=2 / toy-echo", "ipa / random / k=2 / toy-echo", "none / toy-echo"]
     config.write_text(config.read_text() + "limit = 3\n")
     assert lamp("run", "--config", str(config)) == 2  # shared settings cannot move into a group
 
@@ -144,10 +150,25 @@ def test_bad_matrix_file_is_one_line(toys, tmp_path, capsys):
 
 
 def _run_cli(out: Path, delay: str) -> subprocess.Popen:
-    env = {**os.environ, "LAMP_TOY_DELAY": delay,
-           "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-c", "from lamp_harness.cli import main; main()", *BASE,
-           "--personalizer", "ipa", "--retriever", "bm25", "--limit", "30", "--out", str(out)]
+    env = {
+        **os.environ,
+        "LAMP_TOY_DELAY": delay,
+        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-c",
+        "from lamp_harness.cli import main; main()",
+        *BASE,
+        "--personalizer",
+        "ipa",
+        "--retriever",
+        "bm25",
+        "--limit",
+        "30",
+        "--out",
+        str(out),
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -176,17 +197,42 @@ def test_sigkill_mid_run_then_resume_gives_identical_predictions(toys, tmp_path)
     assert _run_cli(out, "0").wait(timeout=120) == 0
     assert predictions.parent.name == ref_cell.name  # the same stable cell id
     assert predictions.read_bytes() == (ref_cell / "predictions.jsonl").read_bytes()
-    assert json.loads((ref_cell / "metrics.json").read_text())["metrics"] == \
-        json.loads((predictions.parent / "metrics.json").read_text())["metrics"]
+    assert (
+        json.loads((ref_cell / "metrics.json").read_text())["metrics"]
+        == json.loads((predictions.parent / "metrics.json").read_text())["metrics"]
+    )
 
 
 def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_reusable(
-        tiny_llama_dir, tiny_encoder_dir, tmp_path, lamp_home):
+    tiny_llama_dir, tiny_encoder_dir, tmp_path, lamp_home
+):
     out = tmp_path / "runs"
-    args = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "pplug",
-            "--generator", str(tiny_llama_dir), "--personalizer-arg", f"encoder={tiny_encoder_dir}",
-            "--train-arg", "max_steps=2", "--train-arg", "batch_size=2", "--train-arg", "limit=4",
-            "--generator-arg", "max_new_tokens=4", "--limit", "3", "--device", "cpu", "--quiet")
+    args = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "pplug",
+        "--generator",
+        str(tiny_llama_dir),
+        "--personalizer-arg",
+        f"encoder={tiny_encoder_dir}",
+        "--train-arg",
+        "max_steps=2",
+        "--train-arg",
+        "batch_size=2",
+        "--train-arg",
+        "limit=4",
+        "--generator-arg",
+        "max_new_tokens=4",
+        "--limit",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert lamp(*args, "--out", str(out)) == 0
     (cell,) = cells(out).values()
     config = json.loads((cell / "config.json").read_text())
@@ -211,19 +257,53 @@ def test_real_smollm2_end_to_end_on_demo_examples(tmp_path):
     """The packaged offline generator through the whole path: demo data, BM25, IPA prompt,
     SmolLM2 generation, scoring; and label decoding that only ever answers with valid labels."""
     out = tmp_path / "runs"
-    assert lamp("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "ipa", "--retriever", "bm25",
-                "--limit", "2", "--generator-arg", "max_new_tokens=24", "--out", str(out), "--quiet") == 0
+    assert (
+        lamp(
+            "run",
+            "--task",
+            "lamp-7",
+            "--data",
+            "demo",
+            "--personalizer",
+            "ipa",
+            "--retriever",
+            "bm25",
+            "--limit",
+            "2",
+            "--generator-arg",
+            "max_new_tokens=24",
+            "--out",
+            str(out),
+            "--quiet",
+        )
+        == 0
+    )
     (cell,) = cells(out).values()
     config = json.loads((cell / "config.json").read_text())
     assert config["generator"]["model"] == "smollm2-135m-instruct"
     assert config["generator"]["substitutes"] is None or "smollm2" not in config["generator"]["substitutes"]
     predictions = [json.loads(line) for line in (cell / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 2 and all(p["raw"].strip() for p in predictions)
-    assert all('are written by a person' in p["prompt"] for p in predictions)  # the LaMP-7 AIP
+    assert all("are written by a person" in p["prompt"] for p in predictions)  # the LaMP-7 AIP
 
     labels_out = tmp_path / "labels"
-    assert lamp("run", "--task", "lamp-3", "--data", "demo", "--decode", "labels", "--limit", "4",
-                "--out", str(labels_out), "--quiet") == 0
+    assert (
+        lamp(
+            "run",
+            "--task",
+            "lamp-3",
+            "--data",
+            "demo",
+            "--decode",
+            "labels",
+            "--limit",
+            "4",
+            "--out",
+            str(labels_out),
+            "--quiet",
+        )
+        == 0
+    )
     (cell,) = cells(labels_out).values()
     assert json.loads((cell / "config.json").read_text())["decode"] == "labels"
     outputs = [json.loads(line)["output"] for line in (cell / "predictions.jsonl").read_text().splitlines()]

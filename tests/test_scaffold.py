@@ -17,8 +17,9 @@ def starter(tmp_path_factory):
     """``lamp plugins new lamp-starter --kind all``, generated and pip-installed."""
     root = tmp_path_factory.mktemp("scaffold")
     source = root / "lamp-starter"
-    done = run_lamp(["plugins", "new", "lamp-starter", "--out", str(source), "--kind", "all"],
-                    plugin_env([], root / "home"), root)
+    done = run_lamp(
+        ["plugins", "new", "lamp-starter", "--out", str(source), "--kind", "all"], plugin_env([], root / "home"), root
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Wrote 12 files" in done.stdout
     return source, pip_install(source, root)
@@ -38,16 +39,44 @@ def test_the_generated_components_are_listed_and_run_end_to_end(starter, tmp_pat
     listing = run_lamp(["plugins"], env, tmp_path)
     assert listing.returncode == 0, listing.stderr
     assert "broken" not in listing.stdout and "warning" not in listing.stdout
-    for kind, name in (("task", "starter-task"), ("data source", "starter-data"), ("retriever", "starter-retriever"),
-                       ("personalizer", "starter-personalizer"), ("personalizer", "starter-trainable"),
-                       ("generator", "starter-generator"), ("reporter", "starter-reporter")):
+    for kind, name in (
+        ("task", "starter-task"),
+        ("data source", "starter-data"),
+        ("retriever", "starter-retriever"),
+        ("personalizer", "starter-personalizer"),
+        ("personalizer", "starter-trainable"),
+        ("generator", "starter-generator"),
+        ("reporter", "starter-reporter"),
+    ):
         assert re.search(rf"^│ {kind}\s+│ {name}\s+│ lamp-starter 0\.1\.0", listing.stdout, re.M), (kind, name)
 
     out = tmp_path / "out"
-    done = run_lamp(["run", "--task", "starter-task", "--personalizer", "starter-personalizer,starter-trainable",
-                     "--retriever", "starter-retriever", "--k", "2", "--generator", "starter-generator",
-                     "--num-beams", "4", "--batch-size", "auto", "--train-arg", "max_steps=2", "--out", str(out),
-                     "--quiet"], env, tmp_path)
+    done = run_lamp(
+        [
+            "run",
+            "--task",
+            "starter-task",
+            "--personalizer",
+            "starter-personalizer,starter-trainable",
+            "--retriever",
+            "starter-retriever",
+            "--k",
+            "2",
+            "--generator",
+            "starter-generator",
+            "--num-beams",
+            "4",
+            "--batch-size",
+            "auto",
+            "--train-arg",
+            "max_steps=2",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
     assert sorted(c["personalizer"]["name"] for c in configs) == ["starter-personalizer", "starter-trainable"]
@@ -63,8 +92,11 @@ def test_the_generated_components_are_listed_and_run_end_to_end(starter, tmp_pat
 
 def test_a_single_kind_scaffold_installs_and_passes(tmp_path):
     source = tmp_path / "lamp-only-reporter"
-    done = run_lamp(["plugins", "new", "lamp-only-reporter", "--out", str(source), "--kind", "reporter"],
-                    plugin_env([], tmp_path / "home"), tmp_path)
+    done = run_lamp(
+        ["plugins", "new", "lamp-only-reporter", "--out", str(source), "--kind", "reporter"],
+        plugin_env([], tmp_path / "home"),
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert not (source / "lamp_only_reporter" / "plugin.py").exists()  # a reporter needs no registration
     pyproject = (source / "pyproject.toml").read_text(encoding="utf-8")

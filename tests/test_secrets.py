@@ -21,17 +21,54 @@ FILE_SECRET = "sk-in-a-file-55555"  # in a matrix file (refused)
 PLANTED = (SECRET, URL_SECRET, ENV_SECRET, FILE_SECRET)
 
 
-@pytest.mark.parametrize("name", ["api_key", "API-KEY", "openai_api_key", "key", "secret_key", "hf_token", "token",
-                                  "access_token", "password", "db_passwd", "client_secret", "credentials",
-                                  "authorization", "OPENAI_API_KEY", "HF_TOKEN"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "api_key",
+        "API-KEY",
+        "openai_api_key",
+        "key",
+        "secret_key",
+        "hf_token",
+        "token",
+        "access_token",
+        "password",
+        "db_passwd",
+        "client_secret",
+        "credentials",
+        "authorization",
+        "OPENAI_API_KEY",
+        "HF_TOKEN",
+    ],
+)
 def test_secret_names(name):
     assert is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", ["api_key_env", "max_new_tokens", "max_input_tokens", "tokenizer", "pad_token_id",
-                                  "eos_token_ids", "token_type_ids", "tpm", "temperature", "base_url", "keys",
-                                  "monkey", "TOKENIZERS_PARALLELISM", "k1", "detokenize", "pooling_mode_cls_token",
-                                  "token_logprobs", "stop_token_ids", "token_budget"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "api_key_env",
+        "max_new_tokens",
+        "max_input_tokens",
+        "tokenizer",
+        "pad_token_id",
+        "eos_token_ids",
+        "token_type_ids",
+        "tpm",
+        "temperature",
+        "base_url",
+        "keys",
+        "monkey",
+        "TOKENIZERS_PARALLELISM",
+        "k1",
+        "detokenize",
+        "pooling_mode_cls_token",
+        "token_logprobs",
+        "stop_token_ids",
+        "token_budget",
+    ],
+)
 def test_names_that_are_not_secrets(name):
     assert not is_secret_name(name)
 
@@ -42,12 +79,18 @@ def test_redaction_masks_names_urls_bearers_and_registered_values():
     assert redact_text("Authorization: Bearer sk-abc123456") == "Authorization: *** ***"
     assert redact_text("label none / m / api_key=sk-1 / hf_token: x1") == "label none / m / api_key=*** / hf_token: ***"
     assert redact_text("the server said registered-value-42.") == "the server said ***."
-    assert redact_text("basic retrieval, max_new_tokens=12, Bearer token") == \
-        "basic retrieval, max_new_tokens=12, Bearer token"
-    assert redact({"generator": {"api_key": "x", "base_url": "https://a:b@h/v1", "api_key_env": "MY_KEY"},
-                   "args": (("api_key", "v"), ("k1", "1.2"))}) == \
-        {"generator": {"api_key": "***", "base_url": "https://***@h/v1", "api_key_env": "MY_KEY"},
-         "args": (("api_key", "***"), ("k1", "1.2"))}
+    assert (
+        redact_text("basic retrieval, max_new_tokens=12, Bearer token") == "basic retrieval, max_new_tokens=12, Bearer token"
+    )
+    assert redact(
+        {
+            "generator": {"api_key": "x", "base_url": "https://a:b@h/v1", "api_key_env": "MY_KEY"},
+            "args": (("api_key", "v"), ("k1", "1.2")),
+        }
+    ) == {
+        "generator": {"api_key": "***", "base_url": "https://***@h/v1", "api_key_env": "MY_KEY"},
+        "args": (("api_key", "***"), ("k1", "1.2")),
+    }
     assert has_url_credentials("http://u@h/") and not has_url_credentials("http://h/v1")
 
 
@@ -71,15 +114,26 @@ def _all_bytes(*roots: Path) -> list[tuple[Path, bytes]]:
     return [(p, p.read_bytes()) for root in roots if root.exists() for p in sorted(root.rglob("*")) if p.is_file()]
 
 
-def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(cli, fake, tmp_path, lamp_home,
-                                                                                monkeypatch):
+def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(cli, fake, tmp_path, lamp_home, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs"
-    base = ("run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--generator", "openai:fake-model",
-            "--out", str(out), "--quiet")
+    base = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        "openai:fake-model",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     printed: list[str] = []
 
     def refused(*args: str) -> str:
@@ -91,8 +145,17 @@ def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(c
     for arg in (f"api_key={SECRET}", f"openai:api-key={SECRET}", f"hf_token={SECRET}", f"password={SECRET}"):
         line = refused(*base, "--generator-arg", f"base_url={fake.url}", "--generator-arg", arg)
         assert "api_key_env" in line and "environment variable" in line
-    line = refused(*base, "--retriever", "bm25", "--personalizer", "ipa", "--retriever-arg", f"bm25:token={SECRET}",
-                   "--generator-arg", f"base_url={fake.url}")
+    line = refused(
+        *base,
+        "--retriever",
+        "bm25",
+        "--personalizer",
+        "ipa",
+        "--retriever-arg",
+        f"bm25:token={SECRET}",
+        "--generator-arg",
+        f"base_url={fake.url}",
+    )
     assert "--retriever-arg token=***" in line
     # 2. Credentials inside base_url (argument, or $OPENAI_BASE_URL).
     cred_url = fake.url.replace("http://", f"http://me:{URL_SECRET}@")
@@ -105,8 +168,20 @@ def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(c
     # 3. A matrix file: refused naming the file and the line.
     matrix = tmp_path / "matrix.toml"
     matrix.write_text(f'task = ["lamp-7"]\n\n[generator-args]\nbase_url = "{fake.url}"\napi_key = "{FILE_SECRET}"\n')
-    line = refused("run", "--config", str(matrix), "--data", "demo", "--limit", "2", "--generator",
-                   "openai:fake-model", "--out", str(out), "--quiet")
+    line = refused(
+        "run",
+        "--config",
+        str(matrix),
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        "openai:fake-model",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert f"{matrix}:5" in line
     nested = tmp_path / "nested.toml"
     nested.write_text(f'task = ["lamp-7"]\n\n[retriever-args.bm25]\nk1 = 1.2\nsecret = "{FILE_SECRET}"\n')
@@ -115,14 +190,19 @@ def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(c
 
     # 4. The environment, through api_key_env: sent as the header, and the server echoes it back.
     monkeypatch.setenv("MY_LAMP_KEY", ENV_SECRET)
-    env_args = ("--generator-arg", f"base_url={fake.url}", "--generator-arg", "api_key_env=MY_LAMP_KEY",
-                "--generator-arg", "backoff=0")
+    env_args = (
+        "--generator-arg",
+        f"base_url={fake.url}",
+        "--generator-arg",
+        "api_key_env=MY_LAMP_KEY",
+        "--generator-arg",
+        "backoff=0",
+    )
     fake.faults = [("echo", 401)]
     line = refused(*base, *env_args)
     assert "HTTP 401" in line and "***" in line and "MY_LAMP_KEY" in line
     fake.faults = [("echo", 200)]  # an answer quoting the key: the prediction keeps it masked
-    code, stdout, err = cli(*base, *env_args, "--personalizer", "none,ipa", "--retriever", "bm25",
-                            "--reporter", "mlflow")
+    code, stdout, err = cli(*base, *env_args, "--personalizer", "none,ipa", "--retriever", "bm25", "--reporter", "mlflow")
     printed.extend([stdout, err])
     assert code == 0, err
     assert all(r["headers"].get("Authorization") == f"Bearer {ENV_SECRET}" for r in fake.requests[-4:])

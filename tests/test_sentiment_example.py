@@ -35,20 +35,50 @@ def test_lamp_plugins_lists_both_plugins_and_every_component(installed, tmp_path
     text = done.stdout
     assert re.search(r"^│ sentiment\s+│ lamp-sentiment-example\s+│ 0\.2\.0\s+│ lamp_register", text, re.M), text
     assert re.search(r"^│ sentiment-csv\s+│ lamp-sentiment-example\s+│ 0\.2\.0\s+│ lamp_cell_finished", text, re.M)
-    for kind, name in (("task", "toy-sentiment"), ("data source", "toy-sentiment"), ("personalizer", "user-prior"),
-                       ("generator", "prior-reader"), ("reporter", "sentiment-csv")):
+    for kind, name in (
+        ("task", "toy-sentiment"),
+        ("data source", "toy-sentiment"),
+        ("personalizer", "user-prior"),
+        ("generator", "prior-reader"),
+        ("reporter", "sentiment-csv"),
+    ):
         assert re.search(rf"^│ {kind}\s+│ {name}\s+│ lamp-sentiment-example 0\.2\.0", text, re.M), (kind, name)
 
 
 def test_one_matrix_runs_the_plugin_task_on_its_own_data_next_to_a_built_in_task(installed, tmp_path):
     env = plugin_env([installed], tmp_path / "home")
     out = tmp_path / "out"
-    done = run_lamp(["run", "--task", "toy-sentiment,lamp-7", "--data", "lamp-7=demo", "--personalizer", "none,ipa",
-                     "--retriever", "bm25", "--k", "3", "--generator", "prior-reader", "--num-beams", "4",
-                     "--limit", "6", "--out", str(out), "--quiet"], env, tmp_path)
+    done = run_lamp(
+        [
+            "run",
+            "--task",
+            "toy-sentiment,lamp-7",
+            "--data",
+            "lamp-7=demo",
+            "--personalizer",
+            "none,ipa",
+            "--retriever",
+            "bm25",
+            "--k",
+            "3",
+            "--generator",
+            "prior-reader",
+            "--num-beams",
+            "4",
+            "--limit",
+            "6",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    configs = {(c["task"], c["personalizer"]["name"]): c
-               for c in (json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json"))}
+    configs = {
+        (c["task"], c["personalizer"]["name"]): c
+        for c in (json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json"))
+    }
     assert set(configs) == {("toy-sentiment", "none"), ("toy-sentiment", "ipa"), ("lamp-7", "none"), ("lamp-7", "ipa")}
     assert configs[("toy-sentiment", "ipa")]["data"]["source"] == "toy-sentiment:v1"
     # The example task scores with the metric helpers: its cells get per-example scores.
@@ -59,8 +89,10 @@ def test_one_matrix_runs_the_plugin_task_on_its_own_data_next_to_a_built_in_task
 
     # prior-reader answers the majority label of the retrieved items: check it against the profile.
     cell = out / configs[("toy-sentiment", "ipa")]["cell_id"]
-    questions = {q["id"]: q for q in json.loads((tmp_path / "home" / "toy-sentiment" / "v1" /
-                                                 "dev_questions.json").read_text(encoding="utf-8"))}
+    questions = {
+        q["id"]: q
+        for q in json.loads((tmp_path / "home" / "toy-sentiment" / "v1" / "dev_questions.json").read_text(encoding="utf-8"))
+    }
     for line in (cell / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
         p = json.loads(line)
         labels = {i["id"]: i["label"] for i in questions[p["example_id"]]["profile"]}
@@ -76,16 +108,32 @@ def test_one_matrix_runs_the_plugin_task_on_its_own_data_next_to_a_built_in_task
 def test_the_trainable_personalizer_is_trained_before_its_cell_and_beats_the_baseline(installed, tmp_path):
     env = plugin_env([installed], tmp_path / "home")
     out = tmp_path / "out"
-    done = run_lamp(["run", "--task", "toy-sentiment", "--personalizer", "none,user-prior", "--generator",
-                     "prior-reader", "--train-arg", "lr=0.1", "--train-arg", "epochs=15", "--out", str(out),
-                     "--quiet"], env, tmp_path)
+    done = run_lamp(
+        [
+            "run",
+            "--task",
+            "toy-sentiment",
+            "--personalizer",
+            "none,user-prior",
+            "--generator",
+            "prior-reader",
+            "--train-arg",
+            "lr=0.1",
+            "--train-arg",
+            "epochs=15",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     accuracy = {}
     for config_path in out.glob("*/config.json"):
         config = json.loads(config_path.read_text(encoding="utf-8"))
         metrics = json.loads((config_path.parent / "metrics.json").read_text(encoding="utf-8"))
-        accuracy[config["personalizer"]["name"]] = next(m["value"] for m in metrics["metrics"]
-                                                        if m["name"] == "accuracy")
+        accuracy[config["personalizer"]["name"]] = next(m["value"] for m in metrics["metrics"] if m["name"] == "accuracy")
         if config["personalizer"]["name"] == "user-prior":
             assert config["checkpoint"] and Path(config["checkpoint"]).exists()
     assert accuracy["user-prior"] >= 0.8 > accuracy["none"], accuracy

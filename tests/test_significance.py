@@ -69,8 +69,10 @@ def test_approximate_randomization_agrees_with_an_independent_implementation():
     # A mean metric (ROUGE-like per-example scores) with a small true difference.
     a = rng.random(n)
     b = np.clip(a + rng.normal(0.0, 0.2, n), 0, 1)  # clipping alone shifts the mean a little
-    ours = sig.paired_test(metrics.example_scores("rouge-1", a, statistic="mean", higher_is_better=True),
-                           metrics.example_scores("rouge-1", b, statistic="mean", higher_is_better=True))
+    ours = sig.paired_test(
+        metrics.example_scores("rouge-1", a, statistic="mean", higher_is_better=True),
+        metrics.example_scores("rouge-1", b, statistic="mean", higher_is_better=True),
+    )
     theirs = reference_ar(list(a), list(b), mean_of)
     assert abs(ours.p_value - theirs) <= 0.03, (ours.p_value, theirs)
     assert 0.01 < theirs < 0.9  # a case where the p-value is informative
@@ -81,20 +83,20 @@ def test_approximate_randomization_agrees_with_an_independent_implementation():
     gold = [labels[i] for i in rng.integers(0, 5, n)]
     pred_a = [g if rng.random() < 0.5 else labels[rng.integers(0, 5)] for g in gold]
     pred_b = [g if rng.random() < 0.62 else labels[rng.integers(0, 5)] for g in gold]
-    ours = sig.paired_test(metrics.macro_f1_scores(pred_a, gold, labels),
-                           metrics.macro_f1_scores(pred_b, gold, labels))
-    theirs = reference_ar(list(zip(pred_a, gold, strict=True)), list(zip(pred_b, gold, strict=True)),
-                          macro_f1_of(labels), trials=1500)
+    ours = sig.paired_test(metrics.macro_f1_scores(pred_a, gold, labels), metrics.macro_f1_scores(pred_b, gold, labels))
+    theirs = reference_ar(
+        list(zip(pred_a, gold, strict=True)), list(zip(pred_b, gold, strict=True)), macro_f1_of(labels), trials=1500
+    )
     assert abs(ours.p_value - theirs) <= 0.03, (ours.p_value, theirs)
 
     # RMSE from squared errors.
     gold_r = rng.integers(1, 6, n).astype(float)
     pa = np.clip(gold_r + rng.integers(-2, 3, n), 1, 5)
     pb = np.clip(gold_r + rng.integers(-2, 3, n) * (rng.random(n) < 0.8), 1, 5)
-    ours = sig.paired_test(metrics.squared_error_scores(list(pa), list(gold_r)),
-                           metrics.squared_error_scores(list(pb), list(gold_r)))
-    theirs = reference_ar(list(zip(pa, gold_r, strict=True)), list(zip(pb, gold_r, strict=True)), rmse_of,
-                          trials=3000)
+    ours = sig.paired_test(
+        metrics.squared_error_scores(list(pa), list(gold_r)), metrics.squared_error_scores(list(pb), list(gold_r))
+    )
+    theirs = reference_ar(list(zip(pa, gold_r, strict=True)), list(zip(pb, gold_r, strict=True)), rmse_of, trials=3000)
     assert abs(ours.p_value - theirs) <= 0.03, (ours.p_value, theirs)
 
 
@@ -122,10 +124,10 @@ def test_bootstrap_agrees_roughly_with_randomization_and_seeds_are_reproducible(
 
 
 def test_only_shared_examples_are_paired():
-    a = metrics.example_scores("m", [1.0, 0.0, 1.0, 0.0], statistic="mean", higher_is_better=True,
-                               ids=["q1", "q2", "q3", "q4"])
-    b = metrics.example_scores("m", [0.0, 1.0, 1.0], statistic="mean", higher_is_better=True,
-                               ids=["q4", "q3", "q9"])
+    a = metrics.example_scores(
+        "m", [1.0, 0.0, 1.0, 0.0], statistic="mean", higher_is_better=True, ids=["q1", "q2", "q3", "q4"]
+    )
+    b = metrics.example_scores("m", [0.0, 1.0, 1.0], statistic="mean", higher_is_better=True, ids=["q4", "q3", "q9"])
     result = sig.paired_test(a, b)
     assert result.n == 2  # q3 and q4, matched by id whatever the order
     assert result.delta == pytest.approx((1.0 + 0.0) / 2 - (1.0 + 0.0) / 2)
@@ -142,17 +144,33 @@ def test_holm_correction():
 # -- end to end ---------------------------------------------------------------------------------
 
 
-
-
 @pytest.fixture
 def runs(toys, tmp_path, capsys):
     """Real cells: lamp-7 and lamp-3 on 24 demo questions, none vs IPA (BM25, k=1 and k=2), with the
     toy generator that answers from its prompt's words."""
     out = tmp_path / "runs"
     for task in ("lamp-7", "lamp-3"):
-        code, _, err = lamp(capsys, "run", "--task", task, "--data", "demo", "--generator", "toy-words",
-                            "--personalizer", "none,ipa", "--retriever", "bm25", "--k", "1,2", "--limit", "24",
-                            "--out", str(out), "--quiet")
+        code, _, err = lamp(
+            capsys,
+            "run",
+            "--task",
+            task,
+            "--data",
+            "demo",
+            "--generator",
+            "toy-words",
+            "--personalizer",
+            "none,ipa",
+            "--retriever",
+            "bm25",
+            "--k",
+            "1,2",
+            "--limit",
+            "24",
+            "--out",
+            str(out),
+            "--quiet",
+        )
         assert code == 0, err
     return out
 
@@ -199,8 +217,14 @@ def test_baseline_none_in_every_format_with_p_values_an_independent_test_confirm
     code, out, err = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "--format", "json")
     assert code == 0, err
     data = json.loads(out)
-    assert data["significance"] == {"baseline": "none", "test": "ar", "trials": 10000, "correction": "holm",
-                                    "seed": 0, "alpha": 0.05}
+    assert data["significance"] == {
+        "baseline": "none",
+        "test": "ar",
+        "trials": 10000,
+        "correction": "holm",
+        "seed": 0,
+        "alpha": 0.05,
+    }
     (block,) = data["blocks"]
     labels = [c["label"] for c in block["columns"]]
     base = next(i for i, c in enumerate(block["columns"]) if c["baseline"])
@@ -222,8 +246,18 @@ def test_baseline_none_in_every_format_with_p_values_an_independent_test_confirm
         tested = [v for v in row["values"] if v and not v["baseline"]]
         assert len(tested) == 2
         for entry in tested:
-            assert set(entry) >= {"task", "metric", "column", "value", "ci_low", "ci_high", "p_value",
-                                  "significant", "test", "n_paired"}
+            assert set(entry) >= {
+                "task",
+                "metric",
+                "column",
+                "value",
+                "ci_low",
+                "ci_high",
+                "p_value",
+                "significant",
+                "test",
+                "n_paired",
+            }
             assert entry["test"] == "ar" and entry["n_paired"] == 24
             outputs_a, outputs_b = predictions_of(base_cell), predictions_of(runs / entry["cell_id"])
             ids = sorted(outputs_a)
@@ -247,11 +281,25 @@ def test_baseline_none_in_every_format_with_p_values_an_independent_test_confirm
     assert "none / toy-words (baseline)" in md and "†" in md
     assert "† p < 0.05 against the baseline column `none` (paired approximate randomization, 10,000 trials" in md
 
-    code, text, _ = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "--test", "bootstrap",
-                         "--correction", "none", "--seed", "3", "-f", "csv")
+    code, text, _ = lamp(
+        capsys,
+        "leaderboard",
+        str(runs),
+        "--baseline",
+        "none",
+        "--test",
+        "bootstrap",
+        "--correction",
+        "none",
+        "--seed",
+        "3",
+        "-f",
+        "csv",
+    )
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert {"task", "metric", "column", "value", "ci_low", "ci_high", "p_value", "significant", "test",
-            "n_paired"} <= set(rows[0])
+    assert {"task", "metric", "column", "value", "ci_low", "ci_high", "p_value", "significant", "test", "n_paired"} <= set(
+        rows[0]
+    )
     tested = [r for r in rows if r["p_value"]]
     assert len(tested) == 2 * 2 * 2  # tasks x metrics x non-baseline columns
     assert all(r["test"] == "bootstrap" and r["p_value"] == r["p_adjusted"] for r in tested)
@@ -295,8 +343,20 @@ def test_baseline_that_matches_nothing_or_too_much_is_a_one_line_error(runs, cap
 
 
 def test_breakdowns_by_profile_size_and_the_win_rate_summary(runs, capsys):
-    code, out, err = lamp(capsys, "leaderboard", str(runs), "--baseline", "none", "--by", "profile-size",
-                          "--by", "user", "--summary", "-f", "json")
+    code, out, err = lamp(
+        capsys,
+        "leaderboard",
+        str(runs),
+        "--baseline",
+        "none",
+        "--by",
+        "profile-size",
+        "--by",
+        "user",
+        "--summary",
+        "-f",
+        "json",
+    )
     assert code == 0, err
     data = json.loads(out)
     breakdown, users = data["breakdowns"]

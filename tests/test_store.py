@@ -18,8 +18,6 @@ from lamp_harness.store import METRICS, PREDICTIONS, CellBusy, CellStore
 BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet")
 
 
-
-
 def preds(*ids: str) -> list[Prediction]:
     return [Prediction(i, f"out {i}", f"raw {i}") for i in ids]
 
@@ -48,9 +46,11 @@ def test_a_held_cell_lock_names_its_holder(tmp_path):
 
 
 def test_a_killed_holder_releases_the_lock(tmp_path):
-    code = ("import sys, time; from lamp_harness.store import CellStore\n"
-            f"with CellStore(r'{tmp_path / 'cell'}').lock():\n"
-            "    print('held', flush=True); time.sleep(60)\n")
+    code = (
+        "import sys, time; from lamp_harness.store import CellStore\n"
+        f"with CellStore(r'{tmp_path / 'cell'}').lock():\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
@@ -75,16 +75,27 @@ def test_metrics_record_the_predictions_checksum_and_count(tmp_path):
     assert store.inconsistency(["q0", "q1", "q2"]) is None and store.finished
 
 
-@pytest.mark.parametrize(("damage", "expected"), [
-    (lambda d: (d / PREDICTIONS).write_bytes((d / PREDICTIONS).read_bytes()[:-9]), "checksum"),
-    (lambda d: (d / PREDICTIONS).unlink(), "predictions.jsonl is missing"),
-    (lambda d: (d / "config.json").unlink(), "config.json is missing"),
-    (lambda d: (d / "config.json").write_text("{"), "config.json is unreadable"),
-    (lambda d: (d / METRICS).write_text('{"metrics": [{"na'), "metrics.json is unreadable"),
-    (lambda d: (d / METRICS).write_bytes(b"\xff\xfe"), "metrics.json is unreadable"),
-    (lambda d: (d / METRICS).unlink(), "not finished"),
-], ids=["predictions-truncated", "predictions-deleted", "config-deleted", "config-garbled",
-        "metrics-truncated", "metrics-not-utf8", "metrics-deleted"])
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda d: (d / PREDICTIONS).write_bytes((d / PREDICTIONS).read_bytes()[:-9]), "checksum"),
+        (lambda d: (d / PREDICTIONS).unlink(), "predictions.jsonl is missing"),
+        (lambda d: (d / "config.json").unlink(), "config.json is missing"),
+        (lambda d: (d / "config.json").write_text("{"), "config.json is unreadable"),
+        (lambda d: (d / METRICS).write_text('{"metrics": [{"na'), "metrics.json is unreadable"),
+        (lambda d: (d / METRICS).write_bytes(b"\xff\xfe"), "metrics.json is unreadable"),
+        (lambda d: (d / METRICS).unlink(), "not finished"),
+    ],
+    ids=[
+        "predictions-truncated",
+        "predictions-deleted",
+        "config-deleted",
+        "config-garbled",
+        "metrics-truncated",
+        "metrics-not-utf8",
+        "metrics-deleted",
+    ],
+)
 def test_a_cell_whose_files_disagree_is_not_finished(tmp_path, damage, expected):
     store = finished_cell(tmp_path / "c")
     damage(tmp_path / "c")
@@ -140,8 +151,7 @@ def test_a_rerun_repairs_an_inconsistent_cell_and_predicts_only_what_is_missing(
     # A foreign id in place of one prediction, and a duplicate of another.
     foreign = json.loads(lines[2])
     foreign["example_id"] = "not-in-the-split"
-    (cell / PREDICTIONS).write_bytes(b"".join([*lines[:2], json.dumps(foreign).encode() + b"\n",
-                                               *lines[3:], lines[0]]))
+    (cell / PREDICTIONS).write_bytes(b"".join([*lines[:2], json.dumps(foreign).encode() + b"\n", *lines[3:], lines[0]]))
     capsys.readouterr()
     assert lamp(*args) == 0
     err = capsys.readouterr().err
@@ -157,17 +167,35 @@ def test_a_rerun_repairs_an_inconsistent_cell_and_predicts_only_what_is_missing(
 
 def test_concurrent_runs_on_one_out_compute_each_prediction_once(toys, tmp_path):
     out = tmp_path / "runs"
-    env = {**os.environ, "LAMP_TOY_DELAY": "0.05",
-           "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-c", "from lamp_harness.cli import main; main()", *BASE,
-           "--personalizer", "none,ipa", "--retriever", "bm25", "--limit", "12", "--out", str(out)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    env = {
+        **os.environ,
+        "LAMP_TOY_DELAY": "0.05",
+        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-c",
+        "from lamp_harness.cli import main; main()",
+        *BASE,
+        "--personalizer",
+        "none,ipa",
+        "--retriever",
+        "bm25",
+        "--limit",
+        "12",
+        "--out",
+        str(out),
+    ]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     errors = [p.communicate(timeout=180)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     reference = tmp_path / "reference"
-    assert subprocess.run([*cmd[:-1], str(reference)], env={**env, "LAMP_TOY_DELAY": "0"},
-                          capture_output=True, timeout=180).returncode == 0
+    assert (
+        subprocess.run(
+            [*cmd[:-1], str(reference)], env={**env, "LAMP_TOY_DELAY": "0"}, capture_output=True, timeout=180
+        ).returncode
+        == 0
+    )
     cells = sorted(d for d in out.iterdir() if d.is_dir())
     assert len(cells) == 2
     for cell in cells:

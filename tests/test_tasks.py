@@ -30,16 +30,24 @@ def example(text: str, *items: ProfileItem, gold: str | None = None) -> Example:
     return Example(id="q1", input=text, profile=tuple(items), gold=gold)
 
 
-LAMP1_INPUT = ('For an author who has written the paper with the title "Deep nets", which reference is '
-               'related? Just answer with [1] or [2] without explanation. [1]: "Graph cuts" '
-               '[2]: "Sparse coding"')
-LAMP2_INPUT = ("Which tag does this movie relate to among the following tags? Just answer with the tag "
-               "name without further explanation. tags: [sci-fi, comedy] description: A boy meets a robot.")
-NEWS_INPUT = ("Which category does this article relate to among the following categories? Just answer "
-              "with the category name without further explanation. categories: [sports, politics] "
-              "article: The senate voted today.")
-LAMP3_INPUT = ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, "
-               "4, or 5 without further explanation. review: Works well.")
+LAMP1_INPUT = (
+    'For an author who has written the paper with the title "Deep nets", which reference is '
+    'related? Just answer with [1] or [2] without explanation. [1]: "Graph cuts" '
+    '[2]: "Sparse coding"'
+)
+LAMP2_INPUT = (
+    "Which tag does this movie relate to among the following tags? Just answer with the tag "
+    "name without further explanation. tags: [sci-fi, comedy] description: A boy meets a robot."
+)
+NEWS_INPUT = (
+    "Which category does this article relate to among the following categories? Just answer "
+    "with the category name without further explanation. categories: [sports, politics] "
+    "article: The senate voted today."
+)
+LAMP3_INPUT = (
+    "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, "
+    "4, or 5 without further explanation. review: Works well."
+)
 LAMP4_INPUT = "Generate a headline for the following article: Something happened."
 LAMP5_INPUT = "Generate a title for the following abstract of a paper: We study X."
 LAMP6_INPUT = "Generate a subject for the following email: Lunch at noon?"
@@ -54,22 +62,24 @@ def test_all_eight_tasks_are_registered_under_canonical_names():
     assert set(ALL_TASKS) <= set(names)
 
 
-@pytest.mark.parametrize("alias, canonical", [("LaMP_3", "lamp-3"), ("LaMP-7", "lamp-7"),
-                                              ("lamp_2_news", "lamp-2-news")])
+@pytest.mark.parametrize("alias, canonical", [("LaMP_3", "lamp-3"), ("LaMP-7", "lamp-7"), ("lamp_2_news", "lamp-2-news")])
 def test_official_spellings_resolve_to_the_canonical_task(alias, canonical):
     assert task(alias).name == canonical
 
 
-@pytest.mark.parametrize("name, official, kind, labels", [
-    ("lamp-1", "LaMP_1", "classification", ("[1]", "[2]")),
-    ("lamp-2", "LaMP_2", "classification", None),
-    ("lamp-2-news", "LaMP_2", "classification", None),
-    ("lamp-3", "LaMP_3", "ordinal", ("1", "2", "3", "4", "5")),
-    ("lamp-4", "LaMP_4", "generation", ()),
-    ("lamp-5", "LaMP_5", "generation", ()),
-    ("lamp-6", "LaMP_6", "generation", ()),
-    ("lamp-7", "LaMP_7", "generation", ()),
-])
+@pytest.mark.parametrize(
+    "name, official, kind, labels",
+    [
+        ("lamp-1", "LaMP_1", "classification", ("[1]", "[2]")),
+        ("lamp-2", "LaMP_2", "classification", None),
+        ("lamp-2-news", "LaMP_2", "classification", None),
+        ("lamp-3", "LaMP_3", "ordinal", ("1", "2", "3", "4", "5")),
+        ("lamp-4", "LaMP_4", "generation", ()),
+        ("lamp-5", "LaMP_5", "generation", ()),
+        ("lamp-6", "LaMP_6", "generation", ()),
+        ("lamp-7", "LaMP_7", "generation", ()),
+    ],
+)
 def test_task_identity(name, official, kind, labels):
     t = task(name)
     assert (t.name, t.official_name, t.kind) == (name, official, kind)
@@ -79,21 +89,54 @@ def test_task_identity(name, official, kind, labels):
 
 def test_label_sets_are_the_official_ones_in_order():
     assert task("lamp-2").labels == (
-        "sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia", "dark comedy",
-        "classic", "psychology", "fantasy", "romance", "thought-provoking", "social commentary",
-        "violence", "true story")
+        "sci-fi",
+        "based on a book",
+        "comedy",
+        "action",
+        "twist ending",
+        "dystopia",
+        "dark comedy",
+        "classic",
+        "psychology",
+        "fantasy",
+        "romance",
+        "thought-provoking",
+        "social commentary",
+        "violence",
+        "true story",
+    )
     assert task("lamp-2-news").labels == (
-        "food & drink", "sports", "education", "parents", "religion", "travel", "business", "crime",
-        "science & technology", "culture & arts", "entertainment", "politics", "women",
-        "style & beauty", "healthy living")
+        "food & drink",
+        "sports",
+        "education",
+        "parents",
+        "religion",
+        "travel",
+        "business",
+        "crime",
+        "science & technology",
+        "culture & arts",
+        "entertainment",
+        "politics",
+        "women",
+        "style & beauty",
+        "healthy living",
+    )
 
 
-@pytest.mark.parametrize("name, fields", [
-    ("lamp-1", ("title", "abstract")), ("lamp-2", ("description", "tag")),
-    ("lamp-2-news", ("title", "text", "category")), ("lamp-3", ("text", "score")),
-    ("lamp-4", ("title", "text")), ("lamp-5", ("title", "abstract")), ("lamp-6", ("title", "text")),
-    ("lamp-7", ("text",)),
-])
+@pytest.mark.parametrize(
+    "name, fields",
+    [
+        ("lamp-1", ("title", "abstract")),
+        ("lamp-2", ("description", "tag")),
+        ("lamp-2-news", ("title", "text", "category")),
+        ("lamp-3", ("text", "score")),
+        ("lamp-4", ("title", "text")),
+        ("lamp-5", ("title", "abstract")),
+        ("lamp-6", ("title", "text")),
+        ("lamp-7", ("text",)),
+    ],
+)
 def test_profile_fields(name, fields):
     assert task(name).profile_fields == fields
 
@@ -115,16 +158,19 @@ def test_task_passes_the_conformance_kit(name):
 # -- queries and documents (official LaMP code) -------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, text, query", [
-    ("lamp-1", LAMP1_INPUT, "Graph cuts Sparse coding"),
-    ("lamp-2", LAMP2_INPUT, "A boy meets a robot."),
-    ("lamp-2-news", NEWS_INPUT, "The senate voted today."),
-    ("lamp-3", LAMP3_INPUT, "Works well."),
-    ("lamp-4", LAMP4_INPUT, "Something happened."),
-    ("lamp-5", LAMP5_INPUT, "We study X."),
-    ("lamp-6", LAMP6_INPUT, "Lunch at noon?"),
-    ("lamp-7", LAMP7_INPUT, "so tired today"),
-])
+@pytest.mark.parametrize(
+    "name, text, query",
+    [
+        ("lamp-1", LAMP1_INPUT, "Graph cuts Sparse coding"),
+        ("lamp-2", LAMP2_INPUT, "A boy meets a robot."),
+        ("lamp-2-news", NEWS_INPUT, "The senate voted today."),
+        ("lamp-3", LAMP3_INPUT, "Works well."),
+        ("lamp-4", LAMP4_INPUT, "Something happened."),
+        ("lamp-5", LAMP5_INPUT, "We study X."),
+        ("lamp-6", LAMP6_INPUT, "Lunch at noon?"),
+        ("lamp-7", LAMP7_INPUT, "so tired today"),
+    ],
+)
 def test_query_is_taken_from_the_input(name, text, query):
     assert task(name).query(example(text)) == query
 
@@ -132,9 +178,11 @@ def test_query_is_taken_from_the_input(name, text, query):
 def test_lamp1_query_takes_the_official_quoted_strings_even_with_quotes_in_the_title():
     # The official extract_strings_between_quotes pairs quotes blindly: a title with quotes shifts
     # the query, and the harness reproduces that.
-    text = ('For an author who has written the paper with the title "On "naive" Bayes", which '
-            'reference is related? Just answer with [1] or [2] without explanation. '
-            '[1]: "Graph cuts" [2]: "Sparse coding"')
+    text = (
+        'For an author who has written the paper with the title "On "naive" Bayes", which '
+        "reference is related? Just answer with [1] or [2] without explanation. "
+        '[1]: "Graph cuts" [2]: "Sparse coding"'
+    )
     assert task("lamp-1").query(example(text)) == " Bayes Graph cuts"
 
 
@@ -151,16 +199,19 @@ def test_query_uses_the_first_colon_for_lamp7():
     assert task("lamp-7").query(example("Paraphrase: a: b ")) == "a: b"
 
 
-@pytest.mark.parametrize("name, fields, document", [
-    ("lamp-1", {"title": "T", "abstract": "A b"}, "T A b"),
-    ("lamp-2", {"description": "D", "tag": "comedy"}, "D"),
-    ("lamp-2-news", {"title": "T", "text": "X", "category": "sports"}, "T X"),
-    ("lamp-3", {"text": "Nice", "score": 5}, "Nice"),
-    ("lamp-4", {"title": "T", "text": "X"}, "T X"),
-    ("lamp-5", {"title": "T", "abstract": "A"}, "T A"),
-    ("lamp-6", {"title": "T", "text": "X"}, "X"),
-    ("lamp-7", {"text": "tw"}, "tw"),
-])
+@pytest.mark.parametrize(
+    "name, fields, document",
+    [
+        ("lamp-1", {"title": "T", "abstract": "A b"}, "T A b"),
+        ("lamp-2", {"description": "D", "tag": "comedy"}, "D"),
+        ("lamp-2-news", {"title": "T", "text": "X", "category": "sports"}, "T X"),
+        ("lamp-3", {"text": "Nice", "score": 5}, "Nice"),
+        ("lamp-4", {"title": "T", "text": "X"}, "T X"),
+        ("lamp-5", {"title": "T", "abstract": "A"}, "T A"),
+        ("lamp-6", {"title": "T", "text": "X"}, "X"),
+        ("lamp-7", {"text": "tw"}, "tw"),
+    ],
+)
 def test_document_text(name, fields, document):
     assert task(name).document(item(0, **fields)) == document
 
@@ -170,9 +221,11 @@ def test_document_text(name, fields, document):
 
 def test_lamp1_prompt_inserts_the_titles_after_the_word_title():
     items = (item(0, title="Alpha beta", abstract="x y"), item(1, title="Gamma", abstract="z"))
-    expected = ('For an author who has written the paper with the title, and "Alpha beta", and "Gamma" '
-                '"Deep nets", which reference is related? Just answer with [1] or [2] without '
-                'explanation. [1]: "Graph cuts" [2]: "Sparse coding"')
+    expected = (
+        'For an author who has written the paper with the title, and "Alpha beta", and "Gamma" '
+        '"Deep nets", which reference is related? Just answer with [1] or [2] without '
+        'explanation. [1]: "Graph cuts" [2]: "Sparse coding"'
+    )
     assert task("lamp-1").prompt(example(LAMP1_INPUT), items, WS) == expected
 
 
@@ -182,10 +235,11 @@ def test_lamp1_prompt_without_the_word_title_is_the_input():
 
 
 def test_lamp2_prompt():
-    items = (item(0, description="Robots take over.", tag="sci-fi"),
-             item(1, description="A clown falls.", tag="comedy"))
-    expected = ('the tag for the movie: "Robots take over." is "sci-fi" , and the tag for the movie: '
-                '"A clown falls." is "comedy" . ' + LAMP2_INPUT)
+    items = (item(0, description="Robots take over.", tag="sci-fi"), item(1, description="A clown falls.", tag="comedy"))
+    expected = (
+        'the tag for the movie: "Robots take over." is "sci-fi" , and the tag for the movie: '
+        '"A clown falls." is "comedy" . ' + LAMP2_INPUT
+    )
     assert task("lamp-2").prompt(example(LAMP2_INPUT), items, WS) == expected
 
 
@@ -197,8 +251,7 @@ def test_lamp2_news_prompt():
 
 def test_lamp3_prompt():
     items = (item(0, text="Great blender.", score=5), item(1, text="Broke fast.", score="1"))
-    expected = ('5 is the score for "Great blender." , and 1 is the score for "Broke fast." . '
-                + LAMP3_INPUT)
+    expected = '5 is the score for "Great blender." , and 1 is the score for "Broke fast." . ' + LAMP3_INPUT
     assert task("lamp-3").prompt(example(LAMP3_INPUT), items, WS) == expected
 
 
@@ -210,8 +263,10 @@ def test_lamp4_prompt():
 
 def test_lamp5_prompt():
     items = (item(0, title="On X", abstract="We look at X."), item(1, title="On Y", abstract="Y."))
-    expected = ('"On X" is a title for "We look at X." , and "On Y" is a title for "Y." . '
-                'Following the given patterns ' + LAMP5_INPUT)
+    expected = (
+        '"On X" is a title for "We look at X." , and "On Y" is a title for "Y." . '
+        "Following the given patterns " + LAMP5_INPUT
+    )
     assert task("lamp-5").prompt(example(LAMP5_INPUT), items, WS) == expected
 
 
@@ -223,8 +278,7 @@ def test_lamp6_prompt():
 
 def test_lamp7_prompt():
     items = (item(0, text="tweet one"), item(1, text="tweet two"))
-    expected = ('"tweet one" , and "tweet two"  are written by a person. Following the given patterns '
-                + LAMP7_INPUT)
+    expected = '"tweet one" , and "tweet two"  are written by a person. Following the given patterns ' + LAMP7_INPUT
     assert task("lamp-7").prompt(example(LAMP7_INPUT), items, WS) == expected
 
 
@@ -248,28 +302,26 @@ def test_budget_splits_the_share_evenly_and_truncates_only_the_free_text():
     # share (16-12)//2 = 2; the fixed part '"" ' is 1 word, so each text keeps 1 word.
     items = (item(0, text="one two three"), item(1, text="four five"))
     got = task("lamp-7").prompt(example("Paraphrase: a b c"), items, WS, max_tokens=20)
-    assert got == ('"one" , and "four"  are written by a person. Following the given patterns '
-                   "Paraphrase: a b c")
+    assert got == ('"one" , and "four"  are written by a person. Following the given patterns Paraphrase: a b c')
 
 
 def test_unused_share_rolls_over_to_the_next_item():
     # L=24: budget 20, share (20-12)//2 = 4; item 1 uses 1 of its 3 words, saving 2 for item 2 (5).
     items = (item(0, text="x"), item(1, text="a b c d e f g"))
     got = task("lamp-7").prompt(example("Paraphrase: a b c"), items, WS, max_tokens=24)
-    assert got == ('"x" , and "a b c d e"  are written by a person. Following the given patterns '
-                   "Paraphrase: a b c")
+    assert got == ('"x" , and "a b c d e"  are written by a person. Following the given patterns Paraphrase: a b c')
 
 
 def test_lamp1_budget_truncates_the_title():
     # L=14, input 7 words: budget 14-min(7, 8)=7, minus 2 for the one ", and": share 5, minus 2 for
     # the quotes: 3 title words.
     text = 'the title "P" [1]: "A" [2]: "B"'
-    got = task("lamp-1").prompt(example(text), (item(0, title="w1 w2 w3 w4 w5 w6", abstract="a"),),
-                                WS, max_tokens=14, budget="strict")
+    got = task("lamp-1").prompt(
+        example(text), (item(0, title="w1 w2 w3 w4 w5 w6", abstract="a"),), WS, max_tokens=14, budget="strict"
+    )
     assert got == 'the title, and "w1 w2 w3" "P" [1]: "A" [2]: "B"'
     # Official: no reserve for the first ", and": share 7, minus 2 for the quotes: 5 words.
-    official = task("lamp-1").prompt(example(text), (item(0, title="w1 w2 w3 w4 w5 w6", abstract="a"),),
-                                     WS, max_tokens=14)
+    official = task("lamp-1").prompt(example(text), (item(0, title="w1 w2 w3 w4 w5 w6", abstract="a"),), WS, max_tokens=14)
     assert official == 'the title, and "w1 w2 w3 w4 w5" "P" [1]: "A" [2]: "B"'
 
 
@@ -299,8 +351,7 @@ def test_when_no_factor_works_the_bare_input_is_used_and_cut_to_L():
     got = task("lamp-4").prompt(example("Generate: a b c d e f"), items, WS, max_tokens=5, budget="strict")
     assert got == "Generate: a b c d"
     # Official: the bare input, uncut (the generator's tokenizer cuts it to L tokens).
-    assert task("lamp-4").prompt(example("Generate: a b c d e f"), items, WS, max_tokens=5) == \
-        "Generate: a b c d e f"
+    assert task("lamp-4").prompt(example("Generate: a b c d e f"), items, WS, max_tokens=5) == "Generate: a b c d e f"
 
 
 def test_non_positive_budget_is_a_lamp_error():
@@ -310,14 +361,36 @@ def test_non_positive_budget_is_a_lamp_error():
 
 def _huge_text(words: int, seed: int) -> str:
     rng = random.Random(seed)
-    vocab = ["lorem", "ipsum", "dolor,", "sit", "amet.", "Schnellbahnverbindung", "x", "(ok)",
-             "naïve", "2024-01-01", "don't", "co-operate", "#tag", "@user", "🙂"]
+    vocab = [
+        "lorem",
+        "ipsum",
+        "dolor,",
+        "sit",
+        "amet.",
+        "Schnellbahnverbindung",
+        "x",
+        "(ok)",
+        "naïve",
+        "2024-01-01",
+        "don't",
+        "co-operate",
+        "#tag",
+        "@user",
+        "🙂",
+    ]
     return " ".join(rng.choice(vocab) for _ in range(words))
 
 
 def _huge_item(name: str, position: int, text: str) -> ProfileItem:
-    fields = {"title": "A modest title", "abstract": text, "description": text, "tag": "comedy",
-              "text": text, "score": "4", "category": "sports"}
+    fields = {
+        "title": "A modest title",
+        "abstract": text,
+        "description": text,
+        "tag": "comedy",
+        "text": text,
+        "score": "4",
+        "category": "sports",
+    }
     return item(position, **{f: fields[f] for f in task(name).profile_fields})
 
 
@@ -353,8 +426,7 @@ def test_budget_holds_with_a_10000_word_input_and_long_fixed_fields(name, minilm
     t = task(name)
     text = _huge_text(10_000, seed=2)
     fields = {f: text for f in t.profile_fields}
-    prompt = t.prompt(example("Task: " + text), (item(0, **fields),), minilm_tokens, max_tokens=256,
-                      budget="strict")
+    prompt = t.prompt(example("Task: " + text), (item(0, **fields),), minilm_tokens, max_tokens=256, budget="strict")
     assert 0 < minilm_tokens.count(prompt) <= 256
 
 

@@ -30,17 +30,44 @@ def test_a_matrix_mixing_its_task_with_a_lamp_task_runs_trains_and_reports(insta
     listing = run_lamp(["plugins"], env, tmp_path)
     assert listing.returncode == 0 and "broken" not in listing.stdout and "warning" not in listing.stdout
     out = tmp_path / "runs"
-    done = run_lamp(["run", "--task", "city-guess,lamp-2", "--data", "lamp-2=demo", "--personalizer",
-                     "none,summary,ipa,city-prior", "--retriever", "tfidf", "--k", "2", "--generator", "rules",
-                     "--num-beams", "4", "--limit", "10", "--train-arg", "lr=0.5", "--train-arg", "epochs=10",
-                     "--out", str(out), "--quiet"], env, tmp_path)
+    done = run_lamp(
+        [
+            "run",
+            "--task",
+            "city-guess,lamp-2",
+            "--data",
+            "lamp-2=demo",
+            "--personalizer",
+            "none,summary,ipa,city-prior",
+            "--retriever",
+            "tfidf",
+            "--k",
+            "2",
+            "--generator",
+            "rules",
+            "--num-beams",
+            "4",
+            "--limit",
+            "10",
+            "--train-arg",
+            "lr=0.5",
+            "--train-arg",
+            "epochs=10",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     accuracy = {}
     for config_path in out.glob("*/config.json"):
         config = json.loads(config_path.read_text(encoding="utf-8"))
         metrics = json.loads((config_path.parent / "metrics.json").read_text(encoding="utf-8"))["metrics"]
         accuracy[(config["task"], config["personalizer"]["name"])] = next(
-            m["value"] for m in metrics if m["name"] == "accuracy")
+            m["value"] for m in metrics if m["name"] == "accuracy"
+        )
         assert config["component_versions"].get("lamp-suite") == "1.0.0"
     assert len(accuracy) == 8
     # The city is in the user's posts: the summary and the trained prior find it, the bare input cannot.

@@ -9,12 +9,25 @@ from pathlib import Path
 import pytest
 from lamp_cli import lamp_output as lamp
 
-RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-words", "--personalizer", "none,ipa",
-       "--retriever", "bm25", "--limit", "6", "--quiet")
+RUN = (
+    "run",
+    "--task",
+    "lamp-7",
+    "--data",
+    "demo",
+    "--generator",
+    "toy-words",
+    "--personalizer",
+    "none,ipa",
+    "--retriever",
+    "bm25",
+    "--limit",
+    "6",
+    "--quiet",
+)
 
 
-def test_mlflow_logs_one_run_per_cell_with_params_metrics_intervals_and_artifacts(toys, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_mlflow_logs_one_run_per_cell_with_params_metrics_intervals_and_artifacts(toys, tmp_path, capsys, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -26,8 +39,9 @@ def test_mlflow_logs_one_run_per_cell_with_params_metrics_intervals_and_artifact
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("my-experiment")
     runs = client.search_runs([experiment.experiment_id])
-    cells = {json.loads((d / "config.json").read_text())["cell_id"]: d for d in out.iterdir()
-             if (d / "config.json").is_file()}
+    cells = {
+        json.loads((d / "config.json").read_text())["cell_id"]: d for d in out.iterdir() if (d / "config.json").is_file()
+    }
     assert sorted(r.data.tags["lamp_cell_id"] for r in runs) == sorted(cells)
     for run in runs:
         cell = cells[run.data.tags["lamp_cell_id"]]

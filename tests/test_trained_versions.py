@@ -83,31 +83,49 @@ def _set_version(site, dist: str, old: str, new: str) -> None:
     moved = site.root / f"{dist.replace('-', '_')}-{new}.dist-info"
     shutil.move(info, moved)
     metadata = moved / "METADATA"
-    metadata.write_text(metadata.read_text(encoding="utf-8").replace(f"Version: {old}", f"Version: {new}"),
-                        encoding="utf-8")
+    metadata.write_text(metadata.read_text(encoding="utf-8").replace(f"Version: {old}", f"Version: {new}"), encoding="utf-8")
 
 
 def _trainings(lamp_home: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text(encoding="utf-8"))
-            for p in sorted((lamp_home / "checkpoints").glob("*/config.json"))}
+    return {
+        p.parent.name: json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((lamp_home / "checkpoints").glob("*/config.json"))
+    }
 
 
 def _cell(out: Path, limit: int) -> dict:
-    (config,) = [c for c in (json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json"))
-                 if c["limit"] == limit]
+    (config,) = [
+        c for c in (json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")) if c["limit"] == limit
+    ]
     return config
 
 
-def test_a_version_bump_retrains_the_weights_or_keeps_them_marked_with_allow_stale(site, cli, tmp_path,
-                                                                                  lamp_home):
+def test_a_version_bump_retrains_the_weights_or_keeps_them_marked_with_allow_stale(site, cli, tmp_path, lamp_home):
     site.add("lamp-wordbias", "1.0", wordbias=TRAINABLE)
     out = tmp_path / "out"
-    args = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "word-bias", "--generator", "bias-echo",
-            "--train-arg", "max_steps=2", "--train-arg", "limit=4", "--train-arg", "batch_size=2",
-            "--out", str(out), "--quiet")
+    args = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "word-bias",
+        "--generator",
+        "bias-echo",
+        "--train-arg",
+        "max_steps=2",
+        "--train-arg",
+        "limit=4",
+        "--train-arg",
+        "batch_size=2",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     code, stdout, err = cli(*args, "--limit", "2")
     assert code == 0, stdout + err
-    (first_name, first), = _trainings(lamp_home).items()
+    ((first_name, first),) = _trainings(lamp_home).items()
     assert first["component_versions"]["lamp-wordbias"] == "1.0"
     assert "lamp-harness" in first["component_versions"] and first["base_identity"]
     cell = _cell(out, 2)
@@ -156,13 +174,45 @@ def test_a_version_bump_retrains_the_weights_or_keeps_them_marked_with_allow_sta
 def test_a_checkpoint_from_lamp_train_of_other_versions_is_refused_or_kept_marked(site, cli, tmp_path, lamp_home):
     site.add("lamp-wordbias", "1.0", wordbias=TRAINABLE)
     trained = tmp_path / "trained"
-    code, stdout, err = cli("train", "--task", "lamp-7", "--data", "demo", "--personalizer", "word-bias",
-                            "--generator", "bias-echo", "--max-steps", "2", "--limit", "4", "--batch-size", "2",
-                            "--eval-split", "none", "--out", str(trained))
+    code, stdout, err = cli(
+        "train",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "word-bias",
+        "--generator",
+        "bias-echo",
+        "--max-steps",
+        "2",
+        "--limit",
+        "4",
+        "--batch-size",
+        "2",
+        "--eval-split",
+        "none",
+        "--out",
+        str(trained),
+    )
     assert code == 0, stdout + err
     out = tmp_path / "out"
-    args = ("run", "--task", "lamp-7", "--data", "demo", "--personalizer", "word-bias",
-            "--generator", "bias-echo", "--checkpoint", str(trained), "--out", str(out), "--quiet")
+    args = (
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "word-bias",
+        "--generator",
+        "bias-echo",
+        "--checkpoint",
+        str(trained),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     code, stdout, err = cli(*args, "--limit", "2")
     assert code == 0, stdout + err
     assert _cell(out, 2)["stale_weights"] is None

@@ -31,12 +31,24 @@ GEN_ARGS = {"num_beams": "1", "max_new_tokens": "4", "device": "cpu"}
 
 @pytest.fixture
 def config(tiny_llama_dir, tiny_encoder_dir) -> TrainConfig:
-    return TrainConfig(task="lamp-7", personalizer="pplug",
-                       # augment=0: these tests count steps; augmentation has its own test below.
-                       personalizer_args={"encoder": str(tiny_encoder_dir), "augment": "0"},
-                       generator=str(tiny_llama_dir), generator_args=GEN_ARGS, data="demo", eval_split=None,
-                       limit=12, epochs=2, batch_size=4, lr=3e-3, warmup=0.1, seed=3, save_every=2,
-                       device="cpu")
+    return TrainConfig(
+        task="lamp-7",
+        personalizer="pplug",
+        # augment=0: these tests count steps; augmentation has its own test below.
+        personalizer_args={"encoder": str(tiny_encoder_dir), "augment": "0"},
+        generator=str(tiny_llama_dir),
+        generator_args=GEN_ARGS,
+        data="demo",
+        eval_split=None,
+        limit=12,
+        epochs=2,
+        batch_size=4,
+        lr=3e-3,
+        warmup=0.1,
+        seed=3,
+        save_every=2,
+        device="cpu",
+    )
 
 
 def _context(config: TrainConfig, lamp_home: Path) -> RunContext:
@@ -74,8 +86,7 @@ def test_schedule_visits_every_example_once_per_epoch_deterministically() -> Non
     schedule = Schedule(n_examples=10, batch_size=3, grad_accum=2, epochs=2, max_steps=None, seed=1)
     assert schedule.micro_per_epoch == 4 and schedule.steps_per_epoch == 2 and schedule.total_steps == 4
     for epoch in range(2):
-        seen = [i for step in range(epoch * 2, epoch * 2 + 2) for batch in schedule.micro_batches(step)[1]
-                for i in batch]
+        seen = [i for step in range(epoch * 2, epoch * 2 + 2) for batch in schedule.micro_batches(step)[1] for i in batch]
         assert sorted(seen) == list(range(10))
     assert schedule.order(0) != schedule.order(1)
     assert schedule.order(0) == Schedule(10, 3, 2, 2, None, 1).order(0)
@@ -105,24 +116,23 @@ def test_user_split_of_the_real_lamp7_dev_set(shared_data: Path, lamp_home: Path
     from lamp_harness.data import resolve_dataset
 
     task = host().registry.create("task", "lamp-7")
-    dataset = resolve_dataset(task, data=None, data_dir=shared_data / "LaMP-7" / "user", split="dev",
-                              context=RunContext(lamp_home=lamp_home))
+    dataset = resolve_dataset(
+        task, data=None, data_dir=shared_data / "LaMP-7" / "user", split="dev", context=RunContext(lamp_home=lamp_home)
+    )
     train_part, eval_part = split_by_users(dataset, 0.67)
     keys = {training.user_key(ex) for ex in train_part.examples}
     assert not keys & {training.user_key(ex) for ex in eval_part.examples}
     assert 0.6 < len(train_part.examples) / len(dataset.examples) < 0.74
     # The held-out users written as official files load back as the same examples.
     folder = training.write_split_files(eval_part, lamp_home / "heldout", "dev", task.official_name)
-    reloaded = resolve_dataset(task, data=None, data_dir=folder, split="dev",
-                               context=RunContext(lamp_home=lamp_home))
+    reloaded = resolve_dataset(task, data=None, data_dir=folder, split="dev", context=RunContext(lamp_home=lamp_home))
     assert reloaded.examples == eval_part.examples
 
 
 # -- training ------------------------------------------------------------------------------------------
 
 
-def test_training_lowers_the_loss_and_reloaded_weights_predict_identically(config, tmp_path,
-                                                                          lamp_home) -> None:
+def test_training_lowers_the_loss_and_reloaded_weights_predict_identically(config, tmp_path, lamp_home) -> None:
     task, _, untrained, examples = _fresh(config, lamp_home)
     before = _mean_loss(untrained, task, examples)
     result = train(config, tmp_path / "run", progress=False)
@@ -191,8 +201,7 @@ def test_prompt_only_methods_train_by_fine_tuning_the_generator(config, tmp_path
 
 def test_a_fine_tuned_generator_with_tied_embeddings_round_trips(config, tmp_path, lamp_home) -> None:
     tied = build_tiny_llama(tmp_path / "tied", tied=True)
-    plain = replace(config, personalizer="none", personalizer_args={}, generator=str(tied), max_steps=2,
-                    lr=1e-2)
+    plain = replace(config, personalizer="none", personalizer_args={}, generator=str(tied), max_steps=2, lr=1e-2)
     result = train(plain, tmp_path / "ft", progress=False)
     weights = _weights(tmp_path / "ft")
     assert "lm_head.weight" not in weights  # saved once, as the input embeddings
@@ -231,16 +240,42 @@ def test_ensure_trained_caches_by_configuration(config, monkeypatch, lamp_home) 
         ensure_trained(replace(quick, seed=4), progress=False)
 
 
-def test_lamp_train_command_trains_evaluates_and_reports(tiny_llama_dir, tiny_encoder_dir, tmp_path,
-                                                         capsys) -> None:
+def test_lamp_train_command_trains_evaluates_and_reports(tiny_llama_dir, tiny_encoder_dir, tmp_path, capsys) -> None:
     from lamp_harness.cli import main
 
     out = tmp_path / "cli"
-    main(["train", "--task", "lamp-7", "--personalizer", "pplug", "--data", "demo",
-          "--generator", str(tiny_llama_dir), "--generator-arg", "num_beams=1",
-          "--personalizer-arg", f"encoder={tiny_encoder_dir}", "--personalizer-arg", "aggregation=mean",
-          "--limit", "4", "--eval-limit", "2", "--max-steps", "2", "--batch-size", "2",
-          "--device", "cpu", "--out", str(out), "--quiet"])
+    main(
+        [
+            "train",
+            "--task",
+            "lamp-7",
+            "--personalizer",
+            "pplug",
+            "--data",
+            "demo",
+            "--generator",
+            str(tiny_llama_dir),
+            "--generator-arg",
+            "num_beams=1",
+            "--personalizer-arg",
+            f"encoder={tiny_encoder_dir}",
+            "--personalizer-arg",
+            "aggregation=mean",
+            "--limit",
+            "4",
+            "--eval-limit",
+            "2",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "trained 2 steps" in printed and "eval rouge" in printed.lower()
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
@@ -263,27 +298,52 @@ def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_
 
     plain = replace(config, personalizer="none", personalizer_args={}, max_steps=1)
     result = train(plain, tmp_path / "ft", progress=False)
-    run = ["run", "--task", "lamp-7", "--personalizer", "none", "--data", "demo", "--limit", "2",
-           "--generator", str(tiny_llama_dir), "--generator-arg", "max_new_tokens=4",
-           "--num-beams", "1", "--device", "cpu", "--out", str(tmp_path / "runs"), "--quiet"]
+    run = [
+        "run",
+        "--task",
+        "lamp-7",
+        "--personalizer",
+        "none",
+        "--data",
+        "demo",
+        "--limit",
+        "2",
+        "--generator",
+        str(tiny_llama_dir),
+        "--generator-arg",
+        "max_new_tokens=4",
+        "--num-beams",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "runs"),
+        "--quiet",
+    ]
     main(run)
     main([*run, "--checkpoint", str(result.directory)])
     labels = {json.loads(p.read_text())["label"] for p in (tmp_path / "runs").glob("*/config.json")}
     # The budget asked for is applied, hence in the label.
-    assert labels == {f"none / {tiny_llama_dir} / max-new-tokens=4",
-                      f"none (fine-tuned) / {tiny_llama_dir} / max-new-tokens=4"}
+    assert labels == {
+        f"none / {tiny_llama_dir} / max-new-tokens=4",
+        f"none (fine-tuned) / {tiny_llama_dir} / max-new-tokens=4",
+    }
     assert len(collect_cells([tmp_path / "runs"]).cells) == 2  # neither replaces the other
     # the fine-tuned cell records how its weights were trained, and the leaderboard says it
-    (tuned,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/config.json")
-                if json.loads(p.read_text())["checkpoint"]]
+    (tuned,) = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "runs").glob("*/config.json")
+        if json.loads(p.read_text())["checkpoint"]
+    ]
     assert tuned["training"]["steps"] == 1 and tuned["training"]["batch_size"] == plain.batch_size
     assert tuned["training"]["lr"] == plain.lr
     from lamp_harness.leaderboard import leaderboard, render
 
     board = render(leaderboard([tmp_path / "runs"]))
     # named by its column's label, the applied budget included
-    assert (f"- **Training** (none (fine-tuned) / {tiny_llama_dir} / max-new-tokens=4): 1 step × batch "
-            f"{plain.batch_size}") in board
+    assert (
+        f"- **Training** (none (fine-tuned) / {tiny_llama_dir} / max-new-tokens=4): 1 step × batch {plain.batch_size}"
+    ) in board
 
 
 def test_pplug_trains_on_the_official_augmented_set_with_hf_schedule_and_no_decay_groups(config, tmp_path):

@@ -28,8 +28,14 @@ COMMANDS = list(_leaves(typer.main.get_command(app)))
 
 
 def _options(command):
-    return [p for p in command.params if getattr(p, "opts", None) and p.opts[0].startswith("--")
-            and not getattr(p, "is_flag", False) and p.name not in ("help",)]
+    return [
+        p
+        for p in command.params
+        if getattr(p, "opts", None)
+        and p.opts[0].startswith("--")
+        and not getattr(p, "is_flag", False)
+        and p.name not in ("help",)
+    ]
 
 
 def _number(param) -> bool:
@@ -73,8 +79,19 @@ CASES = list(_cases())
 
 def test_the_matrix_covers_every_command():
     names = {" ".join(path) for path, _ in COMMANDS}
-    assert {"run", "train", "rank", "evaluate", "export", "leaderboard", "plugins", "models",
-            "data download", "data validate", "data info"} <= names
+    assert {
+        "run",
+        "train",
+        "rank",
+        "evaluate",
+        "export",
+        "leaderboard",
+        "plugins",
+        "models",
+        "data download",
+        "data validate",
+        "data info",
+    } <= names
     ids = {c.id for c in CASES}
     for kind in ("bad-type", "out-of-range", "missing-required", "misspelled-option"):
         assert any(i.endswith(kind) for i in ids), kind
@@ -138,8 +155,7 @@ def test_ctrl_c_prints_the_resume_line(monkeypatch, capsys, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_matrix", interrupted)
-    code, out, err = _invoke(["run", "--task", "lamp-7", "--data", "demo", "--out", str(tmp_path / "r")],
-                             capsys)
+    code, out, err = _invoke(["run", "--task", "lamp-7", "--data", "demo", "--out", str(tmp_path / "r")], capsys)
     assert code == 130
     assert err.strip() == "Interrupted: finished work is saved; run the same command again to resume."
 
@@ -157,8 +173,13 @@ def test_the_usage_error_exit_code_survives_a_real_process(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "from lamp_harness.cli import main; main()", "run", "--limt",
-                           "1"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "from lamp_harness.cli import main; main()", "run", "--limt", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: ")
     assert not list(Path(tmp_path).iterdir())

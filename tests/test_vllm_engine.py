@@ -68,8 +68,13 @@ def runs(tmp_path_factory, session_lamp_home):
     matrix.write_text(MATRIX_FILE, encoding="utf-8")
     command = ["run", "--config", str(matrix), "--quiet"]
     lamp = Path(sys.executable).parent / "lamp"
-    hf = subprocess.run([str(lamp), *command, "--generator", "hf", "--out", str(home / "hf")], env=env,
-                        capture_output=True, text=True, timeout=1800)
+    hf = subprocess.run(
+        [str(lamp), *command, "--generator", "hf", "--out", str(home / "hf")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert hf.returncode == 0, hf.stderr[-3000:]
     engine = lamp_vllm([*command, "--generator", "vllm", "--out", str(home / "vllm")], env)
     assert engine.returncode == 0, engine.stderr[-3000:]
@@ -118,8 +123,24 @@ def test_config_records_the_engine_and_timing_the_speed(runs):
 def test_encoder_decoder_models_are_refused_in_one_line_suggesting_hf(tiny_t5_dir, tmp_path, session_lamp_home):
     require_vllm()
     env = engine_env(tmp_path / "home", session_lamp_home / "models")
-    done = lamp_vllm(["run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--quiet",
-                      "--generator", f"vllm:{tiny_t5_dir}", "--out", str(tmp_path / "runs")], env, timeout=600)
+    done = lamp_vllm(
+        [
+            "run",
+            "--task",
+            "lamp-7",
+            "--data",
+            "demo",
+            "--limit",
+            "2",
+            "--quiet",
+            "--generator",
+            f"vllm:{tiny_t5_dir}",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        env,
+        timeout=600,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     message = done.stderr.strip().splitlines()[-1]
     assert "encoder-decoder" in message and f"--generator hf:{tiny_t5_dir}" in message
@@ -134,15 +155,59 @@ def test_a_fine_tuned_generator_is_served_from_its_checkpoint(runs, tmp_path, se
     lamp = Path(sys.executable).parent / "lamp"
     tuned = tmp_path / "none-ft"
     dtype = ("--generator-arg", "dtype=float32")
-    train = subprocess.run([str(lamp), "train", "--task", "lamp-7", "--data", "demo", "--personalizer", "none",
-                            "--eval-split", "none", "--max-steps", "3", "--batch-size", "4", "--limit", "12",
-                            "--lr", "1e-3", *dtype, "--out", str(tuned), "--quiet"],
-                           env=env, capture_output=True, text=True, timeout=1800)
+    train = subprocess.run(
+        [
+            str(lamp),
+            "train",
+            "--task",
+            "lamp-7",
+            "--data",
+            "demo",
+            "--personalizer",
+            "none",
+            "--eval-split",
+            "none",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--limit",
+            "12",
+            "--lr",
+            "1e-3",
+            *dtype,
+            "--out",
+            str(tuned),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
-    command = ["run", "--task", "lamp-7", "--data", "demo", "--limit", str(LIMIT), "--personalizer", "none",
-               "--checkpoint", str(tuned), *dtype, "--quiet"]
-    hf = subprocess.run([str(lamp), *command, "--generator", "hf", "--out", str(tmp_path / "hf")], env=env,
-                        capture_output=True, text=True, timeout=1800)
+    command = [
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--limit",
+        str(LIMIT),
+        "--personalizer",
+        "none",
+        "--checkpoint",
+        str(tuned),
+        *dtype,
+        "--quiet",
+    ]
+    hf = subprocess.run(
+        [str(lamp), *command, "--generator", "hf", "--out", str(tmp_path / "hf")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert hf.returncode == 0, hf.stderr[-3000:]
     engine = lamp_vllm([*command, "--generator", "vllm", "--out", str(tmp_path / "vllm")], env)
     assert engine.returncode == 0, engine.stderr[-3000:]

@@ -29,14 +29,47 @@ def _cell(out: Path) -> tuple[dict, dict[str, str]]:
 def test_vllm_serves_every_users_adapter_from_one_engine_as_hf_does(tmp_path, session_lamp_home) -> None:
     require_vllm()
     env = engine_env(tmp_path / "home", session_lamp_home / "models")
-    command = ["run", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu", "--limit", str(LIMIT),
-               "--num-beams", "1", "--generator-arg", "dtype=float32", "--personalizer-arg", "epochs=1", "--quiet"]
+    command = [
+        "run",
+        "--task",
+        "lamp-7",
+        "--data",
+        "demo",
+        "--personalizer",
+        "oppu",
+        "--limit",
+        str(LIMIT),
+        "--num-beams",
+        "1",
+        "--generator-arg",
+        "dtype=float32",
+        "--personalizer-arg",
+        "epochs=1",
+        "--quiet",
+    ]
     lamp = Path(sys.executable).parent / "lamp"
-    hf = subprocess.run([str(lamp), *command, "--generator", "hf", "--out", str(tmp_path / "hf")], env=env,
-                        capture_output=True, text=True, timeout=1800)
+    hf = subprocess.run(
+        [str(lamp), *command, "--generator", "hf", "--out", str(tmp_path / "hf")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert hf.returncode == 0, hf.stderr[-3000:]
-    engine = lamp_vllm([*command, "--generator", "vllm", "--generator-arg", "max_loras=4",
-                        "--generator-arg", "max_lora_rank=8", "--out", str(tmp_path / "vllm")], env)
+    engine = lamp_vllm(
+        [
+            *command,
+            "--generator",
+            "vllm",
+            "--generator-arg",
+            "max_loras=4",
+            "--generator-arg",
+            "max_lora_rank=8",
+            "--out",
+            str(tmp_path / "vllm"),
+        ],
+        env,
+    )
     assert engine.returncode == 0, engine.stderr[-3000:]
     hf_config, hf_raw = _cell(tmp_path / "hf")
     config, raw = _cell(tmp_path / "vllm")

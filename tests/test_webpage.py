@@ -28,10 +28,18 @@ EXTERNAL = re.compile(
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
 
 
-
 def chromium(*args: str, timeout: int = 120) -> str:
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--no-first-run", "--disable-extensions", "--mute-audio", *args]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-extensions",
+        "--mute-audio",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True).stdout
 
 
@@ -41,8 +49,20 @@ def page(tmp_path_factory):
     out = tmp_path_factory.mktemp("html") / "page.html"
     for args in (["--format", "json"], ["--format", "html", "--out", str(out)]):
         try:
-            main(["leaderboard", str(DEMO), "--baseline", "none", "--by", "profile-size", "--summary",
-                  "--reference", "lamp-user", *args])
+            main(
+                [
+                    "leaderboard",
+                    str(DEMO),
+                    "--baseline",
+                    "none",
+                    "--by",
+                    "profile-size",
+                    "--summary",
+                    "--reference",
+                    "lamp-user",
+                    *args,
+                ]
+            )
         except SystemExit as exc:
             assert not exc.code
     return out
@@ -62,8 +82,20 @@ def test_html_needs_an_out_file(capsys):
 
 @needs_chromium
 def test_rendered_dom_holds_every_value_marker_and_configuration(page, capsys):
-    code, out, _ = lamp(capsys, "leaderboard", str(DEMO), "--baseline", "none", "--by", "profile-size", "--summary",
-                        "--reference", "lamp-user", "--format", "json")
+    code, out, _ = lamp(
+        capsys,
+        "leaderboard",
+        str(DEMO),
+        "--baseline",
+        "none",
+        "--by",
+        "profile-size",
+        "--summary",
+        "--reference",
+        "lamp-user",
+        "--format",
+        "json",
+    )
     assert code == 0
     data = json.loads(out)
     dom = chromium("--dump-dom", page.as_uri())

@@ -21,8 +21,15 @@ def build_tiny_encoder(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     vocab = vocabulary()
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=512, pad_token_id=vocab["<pad>"])
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+        pad_token_id=vocab["<pad>"],
+    )
     path.mkdir(parents=True, exist_ok=True)
     BertModel(config).save_pretrained(str(path))
     build_tokenizer("bart").save_pretrained(str(path))

@@ -55,16 +55,20 @@ def build_tokenizer(frame: str, chat: bool = False):
 
     vocab = vocabulary()
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                  pre_tokenizers.Punctuation("isolated")])
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
     core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     single = {"t5": "$A </s>", "bart": "<s> $A </s>", "llama": "<s> $A"}[frame]
     core.post_processor = processors.TemplateProcessing(
-        single=single, special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
+        single=single, special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])]
+    )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="<|end|>" if chat else "</s>",
-        unk_token="<unk>", bos_token="<s>",
-        additional_special_tokens=["<|user|>", "<|assistant|>", "<|end|>"])
+        tokenizer_object=core,
+        pad_token="<pad>",
+        eos_token="<|end|>" if chat else "</s>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        additional_special_tokens=["<|user|>", "<|assistant|>", "<|end|>"],
+    )
     if chat:
         tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -84,10 +88,21 @@ def build_tiny_t5(path: Path, seed: int = 0) -> Path:
 
     vocab = vocabulary()
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                      num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=8,
-                      dropout_rate=0.0, pad_token_id=vocab["<pad>"], eos_token_id=vocab["</s>"],
-                      decoder_start_token_id=vocab["<pad>"], tie_word_embeddings=False)
+    config = T5Config(
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["</s>"],
+        decoder_start_token_id=vocab["<pad>"],
+        tie_word_embeddings=False,
+    )
     return _save(T5ForConditionalGeneration(config), build_tokenizer("t5"), path)
 
 
@@ -98,12 +113,25 @@ def build_tiny_bart(path: Path, seed: int = 0) -> Path:
 
     vocab = vocabulary()
     torch.manual_seed(seed)
-    config = BartConfig(vocab_size=len(vocab), d_model=32, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                        decoder_ffn_dim=64, max_position_embeddings=512, dropout=0.0,
-                        attention_dropout=0.0, scale_embedding=True, pad_token_id=vocab["<pad>"],
-                        bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
-                        decoder_start_token_id=vocab["</s>"], forced_eos_token_id=None)
+    config = BartConfig(
+        vocab_size=len(vocab),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=512,
+        dropout=0.0,
+        attention_dropout=0.0,
+        scale_embedding=True,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+        decoder_start_token_id=vocab["</s>"],
+        forced_eos_token_id=None,
+    )
     return _save(BartForConditionalGeneration(config), build_tokenizer("bart"), path)
 
 
@@ -116,10 +144,19 @@ def build_tiny_llama(path: Path, chat: bool = True, seed: int = 0, tied: bool = 
     vocab = vocabulary()
     torch.manual_seed(seed)
     eos = vocab["<|end|>"] if chat else vocab["</s>"]
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, pad_token_id=vocab["<pad>"],
-                         bos_token_id=vocab["<s>"], eos_token_id=eos, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=eos,
+        tie_word_embeddings=tied,
+    )
     return _save(LlamaForCausalLM(config), build_tokenizer("llama", chat=chat), path)
 
 
@@ -151,5 +188,6 @@ def greedy_generator(context, model_dir):
     """The real ``hf`` generator on a tiny model folder: greedy, 6 new tokens, CPU."""
     from lamp_harness.registry import host
 
-    return host().registry.create("generator", "hf", context, model=str(model_dir), num_beams="1",
-                                  max_new_tokens="6", device="cpu")
+    return host().registry.create(
+        "generator", "hf", context, model=str(model_dir), num_beams="1", max_new_tokens="6", device="cpu"
+    )

@@ -29,9 +29,16 @@ def engine_env(lamp_home: Path, model_cache: Path) -> dict[str, str]:
     """Environment for a ``.venv-vllm`` subprocess: the test's LAMP_HOME, offline hub, no
     network, and vLLM's CPU engine kept small."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(LAMP_HOME=str(lamp_home), LAMP_MODEL_CACHE=str(model_cache), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", VLLM_NO_USAGE_STATS="1",
-               DO_NOT_TRACK="1", VLLM_LOGGING_LEVEL="WARNING")
+    env.update(
+        LAMP_HOME=str(lamp_home),
+        LAMP_MODEL_CACHE=str(model_cache),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        VLLM_LOGGING_LEVEL="WARNING",
+    )
     return env
 
 
@@ -65,18 +72,38 @@ class Server:
         """Start and wait until ``/v1/models`` answers."""
         import httpx
 
-        command = [str(PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
-                   "--served-model-name", self.name, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--dtype", "float32", "--gpu-memory-utilization", "0.2", "--enforce-eager",
-                   "--block-size", "32", "--seed", "0"]
+        command = [
+            str(PYTHON),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            "float32",
+            "--gpu-memory-utilization",
+            "0.2",
+            "--enforce-eager",
+            "--block-size",
+            "32",
+            "--seed",
+            "0",
+        ]
         handle = open(self.log, "ab")  # noqa: SIM115 - the server writes to it until stop()
-        self.process = subprocess.Popen(command, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {self.process.returncode}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"vLLM server exited with {self.process.returncode}: {self.log.read_text(errors='replace')[-2000:]}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
                     return

@@ -38,8 +38,9 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                        help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
     """lamp-harness."""
 
 
@@ -56,8 +57,18 @@ from lamp_harness.cli import (  # noqa: E402  (commands register themselves on `
     train_cmd,
 )
 
-_COMMANDS = (plugins_cmd, run_cmd, data_cmd, evaluate_cmd, models_cmd, rank_cmd, train_cmd,
-             leaderboard_cmd, export_cmd, score_cmd)
+_COMMANDS = (
+    plugins_cmd,
+    run_cmd,
+    data_cmd,
+    evaluate_cmd,
+    models_cmd,
+    rank_cmd,
+    train_cmd,
+    leaderboard_cmd,
+    export_cmd,
+    score_cmd,
+)
 
 
 def _one_default_each(typer_app: typer.Typer) -> None:
@@ -174,17 +185,26 @@ def _main(argv: list[str] | None) -> None:
             from lamp_harness.io import lamp_home
 
             # A write that did not say where (a library writing an open file): both places lamp writes.
-            _fail(f"{exc.strerror or exc} (writing under the output folder or LAMP_HOME={lamp_home()}). Free "
-                  "some space there, then run the same command again: finished work is saved.", 2)
+            _fail(
+                f"{exc.strerror or exc} (writing under the output folder or LAMP_HOME={lamp_home()}). Free "
+                "some space there, then run the same command again: finished work is saved.",
+                2,
+            )
         if not exc.filename:  # not about a path the user gave: a bug, keep the traceback
             raise
         # A full disk, a read-only or vanished folder met mid-run: the path and the reason suffice.
         where = exc.filename if not exc.filename2 else f"{exc.filename} -> {exc.filename2}"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            _fail(f"{where}: {exc.strerror or exc}. Free some space there (or point --out / LAMP_HOME "
-                  "to a larger disk), then run the same command again: finished work is saved.", 2)
-        _fail(f"{where}: {exc.strerror or exc}. Check the path and its permissions (finished work is "
-              "saved; run the same command again to resume).", 2)
+            _fail(
+                f"{where}: {exc.strerror or exc}. Free some space there (or point --out / LAMP_HOME "
+                "to a larger disk), then run the same command again: finished work is saved.",
+                2,
+            )
+        _fail(
+            f"{where}: {exc.strerror or exc}. Check the path and its permissions (finished work is "
+            "saved; run the same command again to resume).",
+            2,
+        )
     except Exception as exc:
         kinds = {cls.__name__ for cls in type(exc).__mro__}
         if "Exit" in kinds:

@@ -10,8 +10,7 @@ from lamp_harness.cli import app
 from lamp_harness.errors import lamp_error
 
 data_app = typer.Typer(
-    help="Get and check LaMP data: download official splits into the cache, validate files, "
-    "show what is available.",
+    help="Get and check LaMP data: download official splits into the cache, validate files, show what is available.",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -48,19 +47,25 @@ def _size(n: int) -> str:
 
 @data_app.command("download")
 def download(
-    task: str = typer.Option(..., "--task", "-t",
-                             help="Task(s) to download, comma-separated, or 'all'. Example: --task lamp-4 "
-                             "or --task lamp-1,lamp-3."),
-    scheme: str = typer.Option("user", "--scheme",
-                               help="Split scheme: 'user' (user-based) or 'time' (time-based). "
-                               "[default: user]"),
-    split: str = typer.Option("train,dev", "--split",
-                              help="Split(s), comma-separated: train, dev, test (test has no golds). "
-                              "[default: train,dev]"),
-    data: str = typer.Option(None, "--data",
-                             help="Data source to fetch from (see `lamp data info`). Example: --data demo "
-                             "generates the synthetic set. [default: the task's own source: lamp for "
-                             "LaMP, hub for LongLaMP and PersonaMem]"),
+    task: str = typer.Option(
+        ...,
+        "--task",
+        "-t",
+        help="Task(s) to download, comma-separated, or 'all'. Example: --task lamp-4 or --task lamp-1,lamp-3.",
+    ),
+    scheme: str = typer.Option(
+        "user", "--scheme", help="Split scheme: 'user' (user-based) or 'time' (time-based). [default: user]"
+    ),
+    split: str = typer.Option(
+        "train,dev", "--split", help="Split(s), comma-separated: train, dev, test (test has no golds). [default: train,dev]"
+    ),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="Data source to fetch from (see `lamp data info`). Example: --data demo "
+        "generates the synthetic set. [default: the task's own source: lamp for "
+        "LaMP, hub for LongLaMP and PersonaMem]",
+    ),
     force: bool = typer.Option(False, "--force", help="Download again even when the cache has the files."),
 ) -> None:
     """Download splits into the cache ($LAMP_HOME/data/lamp/{scheme}/{task}/), resuming interrupted
@@ -104,16 +109,20 @@ def _pairs(path: Path) -> list[tuple[str, Path | None, Path | None]]:
     if path.is_file():
         return [(path.name, path, None)]
     if not path.is_dir():
-        raise lamp_error("does not exist", where=str(path),
-                         fix="Pass a questions file, an outputs file, or a folder holding them.")
+        raise lamp_error(
+            "does not exist", where=str(path), fix="Pass a questions file, an outputs file, or a folder holding them."
+        )
     prefixes: dict[str, list[Path | None]] = {}
     for file in sorted(path.glob("*.json")):
         for kind, suffix in ((0, "_questions.json"), (1, "_outputs.json")):
             if file.name.endswith(suffix):
                 prefixes.setdefault(file.name[: -len(suffix)], [None, None])[kind] = file
     if not prefixes:
-        raise lamp_error("holds no *_questions.json or *_outputs.json file", where=str(path),
-                         fix="Pass the folder of one split (e.g. dev_questions.json, dev_outputs.json).")
+        raise lamp_error(
+            "holds no *_questions.json or *_outputs.json file",
+            where=str(path),
+            fix="Pass the folder of one split (e.g. dev_questions.json, dev_outputs.json).",
+        )
     return [(prefix, q, o) for prefix, (q, o) in sorted(prefixes.items())]
 
 
@@ -135,13 +144,20 @@ def _infer_task(pairs: list[tuple[str, Path | None, Path | None]], path: Path):
                 continue
             if isinstance(data, dict) and isinstance(data.get("task"), str) and name is None:
                 name = data["task"]
-            elif (isinstance(data, list) and data and isinstance(data[0], dict)
-                  and isinstance(data[0].get("profile"), list) and data[0]["profile"]
-                  and isinstance(data[0]["profile"][0], dict) and sample is None):
+            elif (
+                isinstance(data, list)
+                and data
+                and isinstance(data[0], dict)
+                and isinstance(data[0].get("profile"), list)
+                and data[0]["profile"]
+                and isinstance(data[0]["profile"][0], dict)
+                and sample is None
+            ):
                 sample = data[0]["profile"][0]
     if name is None:
-        raise lamp_error("cannot tell which task these files belong to", where=str(path),
-                         fix="Pass --task, e.g. --task lamp-5.")
+        raise lamp_error(
+            "cannot tell which task these files belong to", where=str(path), fix="Pass --task, e.g. --task lamp-5."
+        )
     return task_for_official_name(name, sample_item=sample)
 
 
@@ -161,14 +177,19 @@ def _is_outputs_file(path: Path) -> bool:
 
 @data_app.command("validate")
 def validate(
-    path: Path = typer.Argument(..., help="A {split}_questions.json or {split}_outputs.json file, or a "
-                                "folder holding them (every split found is checked, questions against "
-                                "golds)."),
-    task: str = typer.Option(None, "--task", "-t",
-                             help="The task the files are for, e.g. --task lamp-5. [default: read from "
-                             "the outputs file's \"task\" field]"),
-    show: int = typer.Option(_SHOW, "--show", min=1,
-                             help=f"How many problems to list per split. [default: {_SHOW}]"),
+    path: Path = typer.Argument(
+        ...,
+        help="A {split}_questions.json or {split}_outputs.json file, or a "
+        "folder holding them (every split found is checked, questions against "
+        "golds).",
+    ),
+    task: str = typer.Option(
+        None,
+        "--task",
+        "-t",
+        help='The task the files are for, e.g. --task lamp-5. [default: read from the outputs file\'s "task" field]',
+    ),
+    show: int = typer.Option(_SHOW, "--show", min=1, help=f"How many problems to list per split. [default: {_SHOW}]"),
 ) -> None:
     """Check files against the official LaMP format and the task: JSON syntax, shape, required and
     typed fields, duplicate ids, questions without golds, labels. Prints OK with counts, or each
@@ -187,8 +208,7 @@ def validate(
         pairs = [(path.name, None, path) if _is_outputs_file(path) else (path.name, path, None)]
     t = host().registry.create("task", task) if task else _infer_task(pairs, path)
     console = Console()
-    reports = [(label, questions, outputs, validate_split(t, questions, outputs))
-               for label, questions, outputs in pairs]
+    reports = [(label, questions, outputs, validate_split(t, questions, outputs)) for label, questions, outputs in pairs]
     bad = [r for *_, r in reports if not r.ok]
     if len(bad) == 1 and bad[0].problem_count == 1 and len(pairs) == 1:
         raise LampError(bad[0].problems[0])  # a single problem: the one line says it all
@@ -198,15 +218,15 @@ def validate(
             parts = []
             if questions is not None:
                 p = report.profile
-                parts.append(f"{report.questions} questions, profiles {p.min}-{p.max} items "
-                             f"(mean {p.mean:.1f}, median {p.median:g})")
+                parts.append(
+                    f"{report.questions} questions, profiles {p.min}-{p.max} items (mean {p.mean:.1f}, median {p.median:g})"
+                )
             if outputs is not None:
                 parts.append(f"{report.golds} golds ({report.official_name})")
-            console.print(f"[green]OK[/] {t.name} {label}: {'; '.join(parts)}", soft_wrap=True,
-                          highlight=False)
+            console.print(f"[green]OK[/] {t.name} {label}: {'; '.join(parts)}", soft_wrap=True, highlight=False)
             continue
         total += report.problem_count
-        for line in report.problems[:max(show, 1)]:
+        for line in report.problems[: max(show, 1)]:
             print(f"Error: {line}", file=sys.stderr)
         hidden = report.problem_count - min(len(report.problems), max(show, 1))
         if hidden > 0:
@@ -218,8 +238,11 @@ def validate(
 
 @data_app.command("info")
 def info(
-    task: str = typer.Argument(None, help="A task for details (files, sizes, profile-length statistics), "
-                               "e.g. lamp-7. [default: an overview of every task]"),
+    task: str = typer.Argument(
+        None,
+        help="A task for details (files, sizes, profile-length statistics), "
+        "e.g. lamp-7. [default: an overview of every task]",
+    ),
 ) -> None:
     """Show the data sources and which splits are on this machine (official cache, demo). With a task:
     every cached split's files, sizes, question counts and profile lengths, plus notes (e.g. how to
@@ -261,12 +284,13 @@ def info(
         console.print("Details of one task: lamp data info TASK. Local files: --data-dir DIR.")
         return
     t = registry.create("task", task)
-    console.print(f"[bold]{t.name}[/] ({t.official_name}, {t.kind}); profile fields: "
-                  f"{', '.join(t.profile_fields)}" + (f"; {len(t.labels)} labels" if t.labels else ""),
-                  highlight=False)
+    console.print(
+        f"[bold]{t.name}[/] ({t.official_name}, {t.kind}); profile fields: "
+        f"{', '.join(t.profile_fields)}" + (f"; {len(t.labels)} labels" if t.labels else ""),
+        highlight=False,
+    )
     table = Table(title=f"{t.name} splits on this machine")
-    for column in ("source", "scheme", "split", "size", "questions", "golds", "profile min/mean/median/max",
-                   "status"):
+    for column in ("source", "scheme", "split", "size", "questions", "golds", "profile min/mean/median/max", "status"):
         table.add_column(column, overflow="fold")
     rows = 0
     for source in sources:
@@ -276,15 +300,28 @@ def info(
             report = validate_split(t, files.questions, files.outputs)
             size = sum(p.stat().st_size for p in (files.questions, files.outputs) if p is not None)
             p = report.profile
-            status = "ok" if report.ok else f"{report.problem_count} problem(s): lamp data validate " \
-                                           f"{files.questions.parent} --task {t.name}"
-            table.add_row(source.name, scheme, split, _size(size), str(report.questions),
-                          str(report.golds) if files.outputs else "withheld",
-                          f"{p.min}/{p.mean:.1f}/{p.median:g}/{p.max}", status)
+            status = (
+                "ok"
+                if report.ok
+                else f"{report.problem_count} problem(s): lamp data validate {files.questions.parent} --task {t.name}"
+            )
+            table.add_row(
+                source.name,
+                scheme,
+                split,
+                _size(size),
+                str(report.questions),
+                str(report.golds) if files.outputs else "withheld",
+                f"{p.min}/{p.mean:.1f}/{p.median:g}/{p.max}",
+                status,
+            )
             rows += 1
     if rows:
         console.print(table)
     else:
-        console.print(f"No {t.name} split is on this machine yet (see the notes above): run with "
-                      f"--data-dir DIR or --data demo, or fetch it with lamp data download --task {t.name} "
-                      "where the server has it.", highlight=False)
+        console.print(
+            f"No {t.name} split is on this machine yet (see the notes above): run with "
+            f"--data-dir DIR or --data demo, or fetch it with lamp data download --task {t.name} "
+            "where the server has it.",
+            highlight=False,
+        )

@@ -31,11 +31,15 @@ def _id_mismatch(golds: dict[str, str], predictions: dict[str, str], where: str)
     extra = [i for i in predictions if i not in golds]
     lines = []
     if missing:
-        lines.append(f"{where}: {len(missing)} gold id(s) have no prediction: {_ids(missing)}. "
-                     "Predict every question of the split (prediction ids must equal the gold ids).")
+        lines.append(
+            f"{where}: {len(missing)} gold id(s) have no prediction: {_ids(missing)}. "
+            "Predict every question of the split (prediction ids must equal the gold ids)."
+        )
     if extra:
-        lines.append(f"{where}: {len(extra)} prediction id(s) are not in the golds: {_ids(extra)}. "
-                     "Remove them, or score against the golds of the same split.")
+        lines.append(
+            f"{where}: {len(extra)} prediction id(s) are not in the golds: {_ids(extra)}. "
+            "Remove them, or score against the golds of the same split."
+        )
     return lines
 
 
@@ -44,16 +48,14 @@ def _ids(ids: list[str], n: int = 10) -> str:
 
 
 def _metrics_json(task, n: int, metrics: list, **extra: Any) -> dict[str, Any]:
-    return {"task": task.name, "official_name": task.official_name, **extra, "n": n,
-            "metrics": [asdict(m) for m in metrics]}
+    return {"task": task.name, "official_name": task.official_name, **extra, "n": n, "metrics": [asdict(m) for m in metrics]}
 
 
 def _table(title: str, rows: list[tuple[str, Any]]):
     from rich.table import Table
 
     table = Table(title=title)
-    for column, justify in (("task", "left"), ("metric", "left"), ("value", "right"),
-                            ("95% CI", "right"), ("n", "right")):
+    for column, justify in (("task", "left"), ("metric", "left"), ("value", "right"), ("95% CI", "right"), ("n", "right")):
         table.add_column(column, justify=justify)
     for task_name, m in rows:
         arrow = "↑" if m.higher_is_better else "↓"
@@ -64,30 +66,46 @@ def _table(title: str, rows: list[tuple[str, Any]]):
 
 @app.command("evaluate")
 def evaluate(
-    golds: Path = typer.Option(..., "--golds",
-                               help="Gold outputs: an official {split}_outputs.json, or with --submission "
-                               "a folder or .zip holding one per task. Example: "
-                               "--golds LaMP_3/dev_outputs.json"),
-    predictions: Path = typer.Option(None, "--predictions", "-p",
-                                     help="Predictions in the same format ({\"task\", \"golds\": [{\"id\", "
-                                     "\"output\"}]}), for one task. Example: --predictions preds.json"),
-    submission: Path = typer.Option(None, "--submission",
-                                    help="A folder or .zip with one predictions file per task (file names "
-                                    "are free: each file's \"task\" field identifies it). Example: "
-                                    "--submission submission.zip"),
-    task: str = typer.Option(None, "--task", "-t",
-                             help="The task, e.g. --task lamp-3. [default: the golds file's \"task\" field]"),
-    out: Path = typer.Option(None, "--out", "-o",
-                             help="Also write the metrics as JSON here, e.g. --out metrics.json."),
+    golds: Path = typer.Option(
+        ...,
+        "--golds",
+        help="Gold outputs: an official {split}_outputs.json, or with --submission "
+        "a folder or .zip holding one per task. Example: "
+        "--golds LaMP_3/dev_outputs.json",
+    ),
+    predictions: Path = typer.Option(
+        None,
+        "--predictions",
+        "-p",
+        help='Predictions in the same format ({"task", "golds": [{"id", '
+        '"output"}]}), for one task. Example: --predictions preds.json',
+    ),
+    submission: Path = typer.Option(
+        None,
+        "--submission",
+        help="A folder or .zip with one predictions file per task (file names "
+        'are free: each file\'s "task" field identifies it). Example: '
+        "--submission submission.zip",
+    ),
+    task: str = typer.Option(
+        None, "--task", "-t", help='The task, e.g. --task lamp-3. [default: the golds file\'s "task" field]'
+    ),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON here, e.g. --out metrics.json."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap intervals. [default: 0]"),
-    require_all: bool = typer.Option(False, "--require-all",
-                                     help="With --submission: fail (exit 2) when a task of the golds has no "
-                                     "predictions, like the leaderboard. [default: score what is there]"),
-    task_arg: list[str] = typer.Option([], "--task-arg",
-                                       help="KEY=VALUE option of the task (repeatable; a submission: "
-                                       "NAME:KEY=VALUE for one task), e.g. --task-arg scorer=pplug: "
-                                       "LaMP-3 scored by the PPlug paper's rule (an unparsable answer "
-                                       "counts as its first digit, else 1) instead of LaMP's."),
+    require_all: bool = typer.Option(
+        False,
+        "--require-all",
+        help="With --submission: fail (exit 2) when a task of the golds has no "
+        "predictions, like the leaderboard. [default: score what is there]",
+    ),
+    task_arg: list[str] = typer.Option(
+        [],
+        "--task-arg",
+        help="KEY=VALUE option of the task (repeatable; a submission: "
+        "NAME:KEY=VALUE for one task), e.g. --task-arg scorer=pplug: "
+        "LaMP-3 scored by the PPlug paper's rule (an unparsable answer "
+        "counts as its first digit, else 1) instead of LaMP's.",
+    ),
 ) -> None:
     """Score predictions against golds with the task's official metrics and seeded bootstrap 95%
     intervals. Examples: lamp evaluate --golds dev_outputs.json --predictions preds.json --out m.json;
@@ -100,8 +118,10 @@ def evaluate(
     from lamp_harness.secrets import RedactedStream
 
     if (predictions is None) == (submission is None):
-        raise lamp_error("pass exactly one of --predictions (one task) and --submission (all tasks)",
-                         fix="e.g. lamp evaluate --golds dev_outputs.json --predictions preds.json.")
+        raise lamp_error(
+            "pass exactly one of --predictions (one task) and --submission (all tasks)",
+            fix="e.g. lamp evaluate --golds dev_outputs.json --predictions preds.json.",
+        )
     if out is not None:
         writable_file(out, "--out")
     console = Console(file=RedactedStream("stdout"))  # no line repeats a secret
@@ -110,8 +130,10 @@ def evaluate(
         result, rows = _evaluate_one(golds, predictions, task, seed, task_args)
     else:
         if task is not None:
-            raise lamp_error("--task does not apply to --submission (each file's \"task\" field says it)",
-                             fix="Drop --task, or score one file with --predictions.")
+            raise lamp_error(
+                '--task does not apply to --submission (each file\'s "task" field says it)',
+                fix="Drop --task, or score one file with --predictions.",
+            )
         result, rows = _evaluate_submission(golds, submission, seed, require_all, console, task_args)
     if rows:
         console.print(_table("lamp evaluate", rows))
@@ -138,8 +160,10 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
     for key, value in task_args.items():
         name, _, option = key.rpartition(":")
         if not name and scoped:
-            raise lamp_error(f"--task-arg {key}={value}: with --submission, name the task",
-                             fix=f"Write --task-arg TASK:{key}={value}, e.g. lamp-3:{key}={value}.")
+            raise lamp_error(
+                f"--task-arg {key}={value}: with --submission, name the task",
+                fix=f"Write --task-arg TASK:{key}={value}, e.g. lamp-3:{key}={value}.",
+            )
         if not name or normalize(name) == normalize(task.name):
             args[option] = value
     if not args:
@@ -149,8 +173,7 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
     return make_task(host().registry, task.name, args)
 
 
-def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | None, seed: int,
-                  task_args: dict[str, str]):
+def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | None, seed: int, task_args: dict[str, str]):
     from lamp_harness.data import read_outputs, task_for_official_name
     from lamp_harness.errors import LampError
     from lamp_harness.registry import host
@@ -171,13 +194,20 @@ def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | Non
     metrics = task.score(predictions, golds, seed=seed)
     if not metrics:
         raise LampError(f"task {task.name} returned no metrics")
-    result = _metrics_json(task, len(golds), metrics, golds=str(golds_path),
-                           predictions=str(predictions_path), **({"task_args": task_args} if task_args else {}))
+    result = _metrics_json(
+        task,
+        len(golds),
+        metrics,
+        golds=str(golds_path),
+        predictions=str(predictions_path),
+        **({"task_args": task_args} if task_args else {}),
+    )
     return result, [(task.name, m) for m in metrics]
 
 
-def _evaluate_submission(golds_path: Path, submission_path: Path, seed: int, require_all: bool, console,
-                         task_args: dict[str, str]):
+def _evaluate_submission(
+    golds_path: Path, submission_path: Path, seed: int, require_all: bool, console, task_args: dict[str, str]
+):
     from lamp_harness.data import outputs_files, read_outputs, task_for_official_name
     from lamp_harness.errors import LampError
     from lamp_harness.registry import normalize
@@ -207,25 +237,36 @@ def _evaluate_submission(golds_path: Path, submission_path: Path, seed: int, req
                 failed.append(gold_file.task)
                 continue
             metrics = task.score(predictions, golds, seed=seed)
-            scored[gold_file.task] = _metrics_json(task, len(golds), metrics, golds=gold_file.label,
-                                                   predictions=pred_file.label)
+            scored[gold_file.task] = _metrics_json(
+                task, len(golds), metrics, golds=gold_file.label, predictions=pred_file.label
+            )
             rows.extend((task.name, m) for m in metrics)
         missing = sorted((gold_by[k].task for k in gold_by if k not in pred_by), key=_natural)
         unmatched = sorted((pred_by[k].task for k in pred_by if k not in gold_by), key=_natural)
     if missing:
         level = "Error" if require_all else "Missing"
-        print(f"{level}: {submission_path}: no predictions for {', '.join(missing)} (the golds have them; "
-              f"the leaderboard requires every task).", file=sys.stderr)
+        print(
+            f"{level}: {submission_path}: no predictions for {', '.join(missing)} (the golds have them; "
+            f"the leaderboard requires every task).",
+            file=sys.stderr,
+        )
     if unmatched:
-        print(f"Not scored: {submission_path}: no golds for {', '.join(unmatched)} in {golds_path}.",
-              file=sys.stderr)
+        print(f"Not scored: {submission_path}: no golds for {', '.join(unmatched)} in {golds_path}.", file=sys.stderr)
     if not scored and not failed:
-        raise lamp_error("no task could be scored: the submission and the golds share no task",
-                         where=str(submission_path),
-                         fix="Check the files' \"task\" fields (e.g. \"LaMP_3\").")
-    result = {"golds": str(golds_path), "submission": str(submission_path), "tasks": scored,
-              "missing": missing, "without_golds": unmatched, "failed": failed,
-              **({"task_args": task_args} if task_args else {})}
+        raise lamp_error(
+            "no task could be scored: the submission and the golds share no task",
+            where=str(submission_path),
+            fix='Check the files\' "task" fields (e.g. "LaMP_3").',
+        )
+    result = {
+        "golds": str(golds_path),
+        "submission": str(submission_path),
+        "tasks": scored,
+        "missing": missing,
+        "without_golds": unmatched,
+        "failed": failed,
+        **({"task_args": task_args} if task_args else {}),
+    }
     return result, rows
 
 

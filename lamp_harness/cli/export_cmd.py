@@ -22,9 +22,7 @@ def export(
     runs_dirs: list[Path] = typer.Argument(
         None, metavar="RUNS_DIR", help="Run folders to read, searched recursively. [default: runs]"
     ),
-    split: str = typer.Option(
-        "test", "--split", help="Which split's predictions: test or dev. [default: test]"
-    ),
+    split: str = typer.Option("test", "--split", help="Which split's predictions: test or dev. [default: test]"),
     select: str = typer.Option(
         None,
         "--select",
@@ -56,8 +54,7 @@ def export(
     print(f"{result.zip_path}  {len(result.exported)} task file(s)")
     for path in result.stale:
         print(
-            f"warning: {path} is from an earlier export and is not in the zip; delete it before "
-            "evaluating the folder",
+            f"warning: {path} is from an earlier export and is not in the zip; delete it before evaluating the folder",
             file=sys.stderr,
         )
     if result.missing:

@@ -29,8 +29,7 @@ def leaderboard(
     ci: bool = typer.Option(
         False,
         "--ci",
-        help="Show 95% bootstrap intervals, e.g. 0.512 [0.490, 0.530] "
-        "(markdown; json and csv always carry them).",
+        help="Show 95% bootstrap intervals, e.g. 0.512 [0.490, 0.530] (markdown; json and csv always carry them).",
     ),
     reference: list[str] = typer.Option(
         [],
@@ -43,8 +42,7 @@ def leaderboard(
     plot: Path = typer.Option(
         None,
         "--plot",
-        help="Also write a grouped bar chart, one panel per metric; PNG or SVG "
-        "by extension, e.g. --plot leaderboard.png",
+        help="Also write a grouped bar chart, one panel per metric; PNG or SVG by extension, e.g. --plot leaderboard.png",
     ),
     out: Path = typer.Option(
         None, "--out", "-o", help="Also write the table to this file (atomically; html goes only there)."
@@ -68,8 +66,7 @@ def leaderboard(
         "--correction",
         help="holm: Holm's correction across the columns compared in each row; none.",
     ),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX,
-                              help="Seed of the tests' random trials (0 to 4294967295)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the tests' random trials (0 to 4294967295)."),
     by: list[str] = typer.Option(
         [],
         "--by",
@@ -97,9 +94,7 @@ def leaderboard(
     from lamp_harness.io import atomic_write_text, writable_file
 
     if fmt not in lb.FORMATS:
-        raise lamp_error(
-            f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(lb.FORMATS)}."
-        )
+        raise lamp_error(f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(lb.FORMATS)}.")
     if plot is not None:
         lb.plot_format(plot)
     for path, option in ((out, "--out"), (plot, "--plot")):
@@ -114,14 +109,18 @@ def leaderboard(
     for name in by:
         comparisons.check_breakdown(name)
     if baseline is not None and not baseline.strip():  # `--baseline "$B"` with B unset: no silent untested table
-        raise lamp_error(f"{baseline!r} names no column", where="--baseline",
-                         fix="Pass a personalizer name, a column label or a cell-id prefix (e.g. --baseline none), "
-                             "or leave --baseline out for a table without tests.")
+        raise lamp_error(
+            f"{baseline!r} names no column",
+            where="--baseline",
+            fix="Pass a personalizer name, a column label or a cell-id prefix (e.g. --baseline none), "
+            "or leave --baseline out for a table without tests.",
+        )
     if fmt == "html" and out is None:
         raise lamp_error("an html page needs a file", where="--format html", fix="Add --out page.html.")
     board = lb.leaderboard(runs_dirs or [Path("runs")], references=reference)
-    board = comparisons.compare(board, baseline=baseline, test=test, correction=correction, seed=seed,
-                                by=by, summary=summary)
+    board = comparisons.compare(
+        board, baseline=baseline, test=test, correction=correction, seed=seed, by=by, summary=summary
+    )
     for note in board.notes:
         print(f"note: {note}", file=sys.stderr)
     text = lb.render(board, fmt, ci=ci)

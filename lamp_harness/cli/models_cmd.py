@@ -12,9 +12,9 @@ from lamp_harness.registry import host
 
 @app.command("models")
 def models(
-    preset: str = typer.Option(None, "--preset",
-                               help="Show only this preset's mapping (e.g. --preset lamp-paper). "
-                                    "Default: every preset."),
+    preset: str = typer.Option(
+        None, "--preset", help="Show only this preset's mapping (e.g. --preset lamp-paper). Default: every preset."
+    ),
 ) -> None:
     """List model aliases (role, source: hub id or package, installed/cached status, size) and
     presets (which model each role gets). Use an alias or a hub id with --model / --generator, and
@@ -30,8 +30,9 @@ def models(
         for c in registry.components("model"):
             role = c.metadata.get("role", "")
             role = role if isinstance(role, str) else "/".join(role)
-            table.add_row(c.name, role, str(c.metadata.get("source", "")), model_status(c),
-                          str(c.metadata.get("size", "")), c.summary)
+            table.add_row(
+                c.name, role, str(c.metadata.get("source", "")), model_status(c), str(c.metadata.get("size", "")), c.summary
+            )
         console.print(table)
 
     presets = [registry.get("preset", preset)] if preset else registry.components("preset")
@@ -42,5 +43,4 @@ def models(
         for i, (role, model) in enumerate(sorted(preset_roles(p.name, registry).items())):
             table.add_row(p.name if i == 0 else "", role, model, p.summary if i == 0 else "")
     console.print(table)
-    console.print(f"Converted models are cached in {model_cache_dir()} "
-                  "(set LAMP_MODEL_CACHE or LAMP_HOME to move it).")
+    console.print(f"Converted models are cached in {model_cache_dir()} (set LAMP_MODEL_CACHE or LAMP_HOME to move it).")

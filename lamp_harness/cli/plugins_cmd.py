@@ -41,8 +41,7 @@ def show(h: PluginHost, console: Console) -> None:
     provides: dict[tuple[str, str], list[str]] = {}
     for c in h.registry.components():
         for owner in conflicts.get((c.kind, c.name), [c]):
-            provides.setdefault((owner.plugin, owner.distribution), []).append(
-                f"{c.kind.replace('_', ' ')} {c.name}")
+            provides.setdefault((owner.plugin, owner.distribution), []).append(f"{c.kind.replace('_', ' ')} {c.name}")
 
     table = Table(title="lamp-harness plugins", show_lines=False)
     for column in ("plugin", "distribution", "version", "hooks", "provides"):
@@ -73,17 +72,24 @@ def show(h: PluginHost, console: Console) -> None:
     for p in h.loaded:
         if p.is_reporter:
             hooks = ", ".join(x.removeprefix("lamp_") for x in p.hooks if x != "lamp_register")
-            table.add_row("reporter", p.name, f"{p.provider} ({p.name})",
-                          (p.summary + " " if p.summary else "") + f"(hooks: {hooks})")
+            table.add_row(
+                "reporter", p.name, f"{p.provider} ({p.name})", (p.summary + " " if p.summary else "") + f"(hooks: {hooks})"
+            )
     console.print(table)
 
     for (kind, name), owners in conflicts.items():
         who = " and ".join(o.provider for o in owners)
-        console.print(f"[bold red]conflict[/]: {kind.replace('_', ' ')} {name!r} is registered by {who}; "
-                      "uninstall one or block it with LAMP_DISABLE_PLUGINS", soft_wrap=True)
+        console.print(
+            f"[bold red]conflict[/]: {kind.replace('_', ' ')} {name!r} is registered by {who}; "
+            "uninstall one or block it with LAMP_DISABLE_PLUGINS",
+            soft_wrap=True,
+        )
     for component, problem in h.registry.check_targets():
-        console.print(f"[bold red]broken[/]: {component.label} of plugin {component.plugin!r} "
-                      f"({component.provider}) cannot load {component.factory!r}: {problem}", soft_wrap=True)
+        console.print(
+            f"[bold red]broken[/]: {component.label} of plugin {component.plugin!r} "
+            f"({component.provider}) cannot load {component.factory!r}: {problem}",
+            soft_wrap=True,
+        )
     for b in h.broken:
         console.print(f"[bold red]broken[/]: {b.name} ({b.provider}): {b.error}", soft_wrap=True)
     for w in h.warnings:
@@ -95,12 +101,15 @@ def show(h: PluginHost, console: Console) -> None:
 @plugins_app.command("new")
 def new(
     name: str = typer.Argument(..., help="Distribution name, e.g. lamp-tfidf (the package becomes lamp_tfidf)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to create the distribution in (must not exist "
-                             "or be empty)."),
-    kind: list[str] = typer.Option(["retriever"], "--kind", "-k",
-                                   help="Component kind(s) to include (repeatable or comma list): task, "
-                                   "retriever, personalizer, trainable-personalizer, generator, data-source, "
-                                   "reporter, or all."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to create the distribution in (must not exist or be empty)."),
+    kind: list[str] = typer.Option(
+        ["retriever"],
+        "--kind",
+        "-k",
+        help="Component kind(s) to include (repeatable or comma list): task, "
+        "retriever, personalizer, trainable-personalizer, generator, data-source, "
+        "reporter, or all.",
+    ),
 ) -> None:
     """Write a ready plugin distribution: pyproject.toml with the entry point, a module with one
     working component per chosen kind, a README and conformance tests.

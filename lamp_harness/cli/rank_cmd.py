@@ -12,30 +12,48 @@ from lamp_harness.cli import SEED_MAX, app
 @app.command("rank")
 def rank(
     task: str = typer.Option(..., "--task", "-t", help="Task to rank for. Example: --task lamp-7."),
-    retriever: str = typer.Option(..., "--retriever", "-r",
-                                  help="Retriever (see `lamp plugins`): bm25, contriever, dense, recency, "
-                                  "random... Example: --retriever bm25."),
-    out: Path = typer.Option(..., "--out", "-o",
-                             help="JSON file to write: an object mapping each question id to its profile "
-                             "ids, best first. Example: --out rankings.json."),
+    retriever: str = typer.Option(
+        ...,
+        "--retriever",
+        "-r",
+        help="Retriever (see `lamp plugins`): bm25, contriever, dense, recency, random... Example: --retriever bm25.",
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="JSON file to write: an object mapping each question id to its profile "
+        "ids, best first. Example: --out rankings.json.",
+    ),
     split: str = typer.Option("dev", "--split", help="Split: train, dev or test. [default: dev]"),
-    data_dir: Path = typer.Option(None, "--data-dir",
-                                  help="Folder with {split}_questions.json (and outputs); wins over --data. "
-                                  "Example: --data-dir ../shared/lamp-data/LaMP-7/user."),
-    data: str = typer.Option(None, "--data",
-                             help="Data source when no --data-dir: lamp (official, cached) or demo "
-                             "(synthetic). [default: lamp]"),
-    scheme: str = typer.Option("user", "--scheme",
-                               help="Split scheme: user (user-based) or time (time-based, dated profiles; "
-                               "needed by recency). [default: user]"),
-    retriever_arg: list[str] = typer.Option([], "--retriever-arg",
-                                            help="Retriever argument KEY=VALUE, repeatable. Example: "
-                                            "--retriever-arg model=minilm --retriever-arg pooling=cls."),
-    top: int = typer.Option(0, "--top", min=0, help="Keep only the best N ids per question (0: the full "
-                            "ranking). [default: 0]"),
-    preset: str = typer.Option("offline", "--preset",
-                               help="Model preset for dense retrievers: offline (packaged MiniLM), "
-                               "lamp-paper (facebook/contriever)... [default: offline]"),
+    data_dir: Path = typer.Option(
+        None,
+        "--data-dir",
+        help="Folder with {split}_questions.json (and outputs); wins over --data. "
+        "Example: --data-dir ../shared/lamp-data/LaMP-7/user.",
+    ),
+    data: str = typer.Option(
+        None, "--data", help="Data source when no --data-dir: lamp (official, cached) or demo (synthetic). [default: lamp]"
+    ),
+    scheme: str = typer.Option(
+        "user",
+        "--scheme",
+        help="Split scheme: user (user-based) or time (time-based, dated profiles; needed by recency). [default: user]",
+    ),
+    retriever_arg: list[str] = typer.Option(
+        [],
+        "--retriever-arg",
+        help="Retriever argument KEY=VALUE, repeatable. Example: --retriever-arg model=minilm --retriever-arg pooling=cls.",
+    ),
+    top: int = typer.Option(
+        0, "--top", min=0, help="Keep only the best N ids per question (0: the full ranking). [default: 0]"
+    ),
+    preset: str = typer.Option(
+        "offline",
+        "--preset",
+        help="Model preset for dense retrievers: offline (packaged MiniLM), "
+        "lamp-paper (facebook/contriever)... [default: offline]",
+    ),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the random retriever. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
     limit: int = typer.Option(0, "--limit", min=0, help="Rank only the first N questions (0: all). [default: 0]"),
@@ -67,8 +85,7 @@ def rank(
     task_obj = registry.create("task", task)
     args = parse_kv(retriever_arg, "--retriever-arg")
     ranker = registry.create("retriever", retriever, context, **args)
-    dataset = resolve_dataset(task_obj, data=data, data_dir=data_dir, split=split, scheme=scheme,
-                              context=context)
+    dataset = resolve_dataset(task_obj, data=data, data_dir=data_dir, split=split, scheme=scheme, context=context)
     examples = dataset.examples[:limit] if limit else dataset.examples
     console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
     for note in context.events:
@@ -81,5 +98,6 @@ def rank(
         ids = [example.profile[i].id for i in rankings[example.id]]
         exported[example.id] = ids[:top] if top else ids
     atomic_write_json(Path(out), exported)
-    console.print(f"Ranked {len(examples)} questions of {task_obj.name} {split} with {ranker.name} in "
-                  f"{elapsed:.2f} s; wrote {out}")
+    console.print(
+        f"Ranked {len(examples)} questions of {task_obj.name} {split} with {ranker.name} in {elapsed:.2f} s; wrote {out}"
+    )

@@ -50,27 +50,37 @@ def data_sources(value: Any, where: str) -> tuple[str | None, dict[str, str]]:
         pairs = split_list(str(value))
     if not [pair for pair in pairs if str(pair).strip()]:
         # `--data "$DATA"` with DATA unset would otherwise send every task to its default source.
-        raise lamp_error(f"--data {str(value)!r} names no data source", where=where,
-                         fix="Pass e.g. --data demo (or --data lamp-7=demo), or leave --data out for each "
-                             "task's own source.")
+        raise lamp_error(
+            f"--data {str(value)!r} names no data source",
+            where=where,
+            fix="Pass e.g. --data demo (or --data lamp-7=demo), or leave --data out for each task's own source.",
+        )
     default: str | None = None
     per_task: dict[str, str] = {}
     for pair in pairs:
         task_name, sep, source = pair.partition("=")
         if not sep:
             if default is not None and default != pair.strip():
-                raise lamp_error(f"--data names two default sources, {default!r} and {pair.strip()!r}",
-                                 where=where, fix="Give one NAME, and TASK=NAME for the other tasks "
-                                 "(e.g. --data demo,toy-sentiment=toy).")
+                raise lamp_error(
+                    f"--data names two default sources, {default!r} and {pair.strip()!r}",
+                    where=where,
+                    fix="Give one NAME, and TASK=NAME for the other tasks (e.g. --data demo,toy-sentiment=toy).",
+                )
             default = pair.strip()
         elif not task_name.strip() or not source.strip():
-            raise lamp_error(f"--data entry {pair!r} is not TASK=SOURCE", where=where,
-                             fix="Write e.g. --data lamp-7=demo,toy-sentiment=toy.")
+            raise lamp_error(
+                f"--data entry {pair!r} is not TASK=SOURCE",
+                where=where,
+                fix="Write e.g. --data lamp-7=demo,toy-sentiment=toy.",
+            )
         else:
             name, source = task_name.strip(), source.strip()
             if per_task.get(name, source) != source:
-                raise lamp_error(f"--data gives task {name!r} two sources, {per_task[name]!r} and {source!r}",
-                                 where=where, fix=f"Keep one of them (e.g. --data {name}={source}).")
+                raise lamp_error(
+                    f"--data gives task {name!r} two sources, {per_task[name]!r} and {source!r}",
+                    where=where,
+                    fix=f"Keep one of them (e.g. --data {name}={source}).",
+                )
             per_task[name] = source
     return default, per_task
 
@@ -103,12 +113,14 @@ def read_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise lamp_error("matrix file not found", where=str(path), fix="Check the path. " + fix) from None
     except IsADirectoryError:
-        raise lamp_error("is a folder, not a matrix file", where=str(path),
-                         fix="Pass a .toml file, e.g. --config examples/matrix.toml.") from None
+        raise lamp_error(
+            "is a folder, not a matrix file", where=str(path), fix="Pass a .toml file, e.g. --config examples/matrix.toml."
+        ) from None
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        raise lamp_error(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x})", where=f"{path}:{line}",
-                         fix="Save the file as UTF-8.") from None
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise lamp_error(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x})", where=f"{path}:{line}", fix="Save the file as UTF-8."
+        ) from None
     except OSError as exc:
         raise lamp_error(f"cannot read it ({exc.strerror or exc})", where=str(path)) from None
     try:
@@ -147,24 +159,26 @@ def _table(value: Any) -> bool:
 
 
 CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "task": (_names, "a name or a list of names, e.g. [\"lamp-7\"]"),
-    "personalizer": (_names, "a name or a list of names, e.g. [\"none\", \"ipa\"]"),
-    "retriever": (_names, "a name or a list of names, e.g. [\"bm25\"]"),
+    "task": (_names, 'a name or a list of names, e.g. ["lamp-7"]'),
+    "personalizer": (_names, 'a name or a list of names, e.g. ["none", "ipa"]'),
+    "retriever": (_names, 'a name or a list of names, e.g. ["bm25"]'),
     "generator": (_names, "a model or a list of models"),
     "k": (_ints, "a whole number >= 1 or a list of them, e.g. [1, 4]"),
     "split": (lambda v: isinstance(v, str), "a string: train, dev or test"),
-    "data": (lambda v: isinstance(v, str) or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
-             "a source as a string (lamp, demo) or a table of task = source"),
+    "data": (
+        lambda v: isinstance(v, str) or (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())),
+        "a source as a string (lamp, demo) or a table of task = source",
+    ),
     "data-dir": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
-    "scheme": (lambda v: v in ("user", "time", "temporal"), "\"user\" or \"time\" (alias \"temporal\")"),
+    "scheme": (lambda v: v in ("user", "time", "temporal"), '"user" or "time" (alias "temporal")'),
     "limit": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "preset": (lambda v: isinstance(v, str), "a preset name as a string (see `lamp models`)"),
     "seed": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
-    "decode": (lambda v: v in ("generate", "labels"), "\"generate\" or \"labels\""),
-    "reporter": (_names, "a reporter name or a list of names, e.g. [\"mlflow\"]"),
-    "prompt-budget": (lambda v: v in ("official", "strict"), "\"official\" or \"strict\""),
+    "decode": (lambda v: v in ("generate", "labels"), '"generate" or "labels"'),
+    "reporter": (_names, 'a reporter name or a list of names, e.g. ["mlflow"]'),
+    "prompt-budget": (lambda v: v in ("official", "strict"), '"official" or "strict"'),
     "out": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path as a string"),
-    "batch-size": (lambda v: (_is_int(v) and v >= 1) or v == "auto", "a whole number >= 1 or \"auto\""),
+    "batch-size": (lambda v: (_is_int(v) and v >= 1) or v == "auto", 'a whole number >= 1 or "auto"'),
     "num-beams": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "max-input-tokens": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "device": (lambda v: isinstance(v, str), "a string: auto, cpu, cuda or mps"),
@@ -174,10 +188,9 @@ CONFIG_SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "generator-args": (_table, "a table, e.g. [generator-args]"),
     "task-args": (_table, "a table, e.g. [task-args] or [task-args.lamp-7]"),
     "train-args": (_table, "a table, e.g. [train-args]"),
-    "judge": (lambda v: isinstance(v, str) and bool(v.strip()), "a judge as a string, e.g. \"openai:MODEL\""),
+    "judge": (lambda v: isinstance(v, str) and bool(v.strip()), 'a judge as a string, e.g. "openai:MODEL"'),
     "judge-args": (_table, "a table, e.g. [judge-args]"),
-    "group": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
-              "an array of tables ([[group]])"),
+    "group": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v), "an array of tables ([[group]])"),
 }
 """Every key of a matrix file: whether a value is valid, and what a valid one looks like."""
 
@@ -191,8 +204,7 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> None:
         if key not in CONFIG_SCHEMA:
             close = difflib.get_close_matches(key, list(CONFIG_SCHEMA), n=1)
             hint = f"Did you mean {close[0]!r}? " if close else ""
-            raise lamp_error(f"unknown key {key!r}", where=where,
-                             fix=f"{hint}Valid keys: {', '.join(CONFIG_SCHEMA)}.")
+            raise lamp_error(f"unknown key {key!r}", where=where, fix=f"{hint}Valid keys: {', '.join(CONFIG_SCHEMA)}.")
         valid, expected = CONFIG_SCHEMA[key]
         if not valid(value):
             raise lamp_error(f"{key} = {_show(value)} is not valid", where=where, fix=f"Write {expected}.")
@@ -243,119 +255,183 @@ def _as_list(value: Any) -> list[str]:
 def _stringify(table: Any, where: str) -> dict[str, str]:
     if not isinstance(table, dict):
         raise lamp_error(f"{where} must be a table of key = value", fix="See examples/matrix.toml.")
-    return {str(k).replace("-", "_"): str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in table.items()}
+    return {str(k).replace("-", "_"): str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
 
 
 @app.command("run")
 def run(
     task: str = typer.Option(None, "--task", "-t", help=f"Task(s), e.g. lamp-7 or lamp-1,lamp-3. {_LIST}"),
-    personalizer: str = typer.Option(None, "--personalizer", "-p",
-                                     help=f"Method(s): none, ipa, fid, pplug, pplug+retrieval... {_LIST} "
-                                     "[default: none]"),
-    retriever: str = typer.Option(None, "--retriever", "-r",
-                                  help=f"Retriever(s): bm25, contriever, dense, recency, random... {_LIST} "
-                                  "Ignored for methods that use no retrieval (none)."),
+    personalizer: str = typer.Option(
+        None, "--personalizer", "-p", help=f"Method(s): none, ipa, fid, pplug, pplug+retrieval... {_LIST} [default: none]"
+    ),
+    retriever: str = typer.Option(
+        None,
+        "--retriever",
+        "-r",
+        help=f"Retriever(s): bm25, contriever, dense, recency, random... {_LIST} "
+        "Ignored for methods that use no retrieval (none).",
+    ),
     k: str = typer.Option(None, "--k", help=f"Retrieved items per prompt. {_LIST} [default: 1]"),
-    generator: str = typer.Option(None, "--generator", "-g",
-                                  help="Model alias, hub id or local path (served by the 'hf' plugin); or a "
-                                  "generator plugin's name (e.g. my-gen: its own default model); or "
-                                  "PLUGIN:MODEL (e.g. my-gen:my-model, its model argument). "
-                                  f"[default: the preset's generator] {_LIST}"),
-    preset: str = typer.Option(None, "--preset",
-                               help="Model preset: offline (packaged SmolLM2 + MiniLM, runs anywhere), "
-                               "lamp-paper, pplug-paper. See `lamp models`. [default: offline]"),
-    data: str = typer.Option(None, "--data",
-                             help="Data source: lamp (official server, cached in $LAMP_HOME) or demo "
-                             "(synthetic, offline), or one per task: lamp-7=demo,toy-sentiment=toy "
-                             "(NAME alone applies to the other tasks). `lamp plugins` lists the sources. "
-                             "[default: each task's own source, else lamp]"),
-    data_dir: Path = typer.Option(None, "--data-dir",
-                                  help="Folder with {split}_questions.json and {split}_outputs.json "
-                                  "(wins over --data)."),
+    generator: str = typer.Option(
+        None,
+        "--generator",
+        "-g",
+        help="Model alias, hub id or local path (served by the 'hf' plugin); or a "
+        "generator plugin's name (e.g. my-gen: its own default model); or "
+        "PLUGIN:MODEL (e.g. my-gen:my-model, its model argument). "
+        f"[default: the preset's generator] {_LIST}",
+    ),
+    preset: str = typer.Option(
+        None,
+        "--preset",
+        help="Model preset: offline (packaged SmolLM2 + MiniLM, runs anywhere), "
+        "lamp-paper, pplug-paper. See `lamp models`. [default: offline]",
+    ),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="Data source: lamp (official server, cached in $LAMP_HOME) or demo "
+        "(synthetic, offline), or one per task: lamp-7=demo,toy-sentiment=toy "
+        "(NAME alone applies to the other tasks). `lamp plugins` lists the sources. "
+        "[default: each task's own source, else lamp]",
+    ),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Folder with {split}_questions.json and {split}_outputs.json (wins over --data)."
+    ),
     split: str = typer.Option(None, "--split", help="train, dev or test (validation = dev). [default: dev]"),
-    scheme: str = typer.Option(None, "--scheme", help="user or time (LaMP's two splits; 'temporal', LongLaMP's word, "
-                                "is time). [default: user]"),
+    scheme: str = typer.Option(
+        None, "--scheme", help="user or time (LaMP's two splits; 'temporal', LongLaMP's word, is time). [default: user]"
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Only the first N questions of the split."),
     out: Path = typer.Option(None, "--out", "-o", help="Run folder: one sub-folder per cell. [default: runs]"),
-    config: Path = typer.Option(None, "--config", "-c",
-                                help="Matrix file (TOML) with the same keys as these options; options "
-                                "given on the command line win. Example: examples/matrix.toml"),
-    decode: str = typer.Option(None, "--decode",
-                               help="generate (free generation, as in the papers) or labels (score every "
-                               "label of a classification task and pick the best). [default: generate]"),
-    prompt_budget: str = typer.Option(None, "--prompt-budget",
-                                      help="official (the official LaMP prompt code's token budget, "
-                                      "prompt for prompt) or strict (the harness's deviation: counts "
-                                      "without special tokens, exact separator and suffix reserves, "
-                                      "the prompt cut to L). Recorded in config.json, the cell id and "
-                                      "the label. [default: official]"),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Matrix file (TOML) with the same keys as these options; options "
+        "given on the command line win. Example: examples/matrix.toml",
+    ),
+    decode: str = typer.Option(
+        None,
+        "--decode",
+        help="generate (free generation, as in the papers) or labels (score every "
+        "label of a classification task and pick the best). [default: generate]",
+    ),
+    prompt_budget: str = typer.Option(
+        None,
+        "--prompt-budget",
+        help="official (the official LaMP prompt code's token budget, "
+        "prompt for prompt) or strict (the harness's deviation: counts "
+        "without special tokens, exact separator and suffix reserves, "
+        "the prompt cut to L). Recorded in config.json, the cell id and "
+        "the label. [default: official]",
+    ),
     batch_size: str = typer.Option(None, "--batch-size", help="Generation batch size: N or auto."),
     num_beams: int = typer.Option(None, "--num-beams", min=1, help="Beam width (papers: 4; 1 = greedy)."),
-    max_input_tokens: int = typer.Option(None, "--max-input-tokens", min=1,
-                                         help="Prompt budget L in generator tokens. [default: 256]"),
-    retriever_arg: list[str] = typer.Option([], "--retriever-arg",
-                                            help="KEY=VALUE for every retriever, or NAME:KEY=VALUE for one "
-                                            "(repeatable), e.g. --retriever-arg recency:fallback=profile-order"),
-    personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
-                                               help="KEY=VALUE or NAME:KEY=VALUE (repeatable), e.g. "
-                                               "--personalizer-arg pplug:aggregation=mean"),
-    generator_arg: list[str] = typer.Option([], "--generator-arg",
-                                            help="KEY=VALUE passed to the model loader / generate "
-                                            "(repeatable), e.g. --generator-arg dtype=bfloat16. "
-                                            "max_new_tokens=N is the generation budget of every task "
-                                            "(it wins over each task's default)."),
-    task_arg: list[str] = typer.Option([], "--task-arg",
-                                       help="KEY=VALUE option of every task, or TASK:KEY=VALUE of one "
-                                       "(repeatable). Every task takes max_new_tokens=N (its generation "
-                                       "budget; wins over --generator-arg max_new_tokens); an unknown key is "
-                                       "refused with the task's valid ones. Recorded in config.json and the "
-                                       "cell id."),
-    judge: str = typer.Option(None, "--judge",
-                              help="The judge of judged metrics (LaMP-QA's aspect score): any generator, in "
-                              "the forms of --generator (a model for hf, PLUGIN, PLUGIN:MODEL), e.g. "
-                              "--judge openai:Qwen/Qwen2.5-32B-Instruct. Its identity is part of the metric's "
-                              "name and of the cell id; its calls are cached in $LAMP_HOME/judge. See "
-                              "docs/judges.md. [default: each judged metric's default for the preset]"),
-    judge_arg: list[str] = typer.Option([], "--judge-arg",
-                                        help="KEY=VALUE for the judge generator (as --generator-arg, e.g. "
-                                        "base_url=http://127.0.0.1:8000/v1), or its decoding: parse_retries=N, "
-                                        "max_new_tokens=N, decode=generate|labels (labels: the best of the "
-                                        "metric's allowed answers by log-likelihood; see docs/judges.md) "
-                                        "(repeatable)."),
-    summarizer: str = typer.Option(None, "--summarizer",
-                                   help="The generator that writes per-user profile summaries for the "
-                                   "methods that use them (pag, oppu+summary): the same forms as "
-                                   "--generator. [default: the run's generator]"),
-    summarizer_arg: list[str] = typer.Option([], "--summarizer-arg",
-                                             help="KEY=VALUE for the summarizer, as --generator-arg "
-                                             "(repeatable), e.g. --summarizer-arg num_beams=1"),
-    train_arg: list[str] = typer.Option([], "--train-arg",
-                                        help="KEY=VALUE training setting for trainable methods trained "
-                                        "before their cell (epochs, max_steps, batch_size, lr, limit...), "
-                                        "e.g. --train-arg max_steps=20"),
-    checkpoint: Path = typer.Option(None, "--checkpoint",
-                                    help="Trained weights from `lamp train` for a trainable method."),
-    seed: int = typer.Option(None, "--seed", min=0, max=SEED_MAX,
-                              help="Seed for sampling, random retrieval, bootstrap. [default: 0]"),
+    max_input_tokens: int = typer.Option(
+        None, "--max-input-tokens", min=1, help="Prompt budget L in generator tokens. [default: 256]"
+    ),
+    retriever_arg: list[str] = typer.Option(
+        [],
+        "--retriever-arg",
+        help="KEY=VALUE for every retriever, or NAME:KEY=VALUE for one "
+        "(repeatable), e.g. --retriever-arg recency:fallback=profile-order",
+    ),
+    personalizer_arg: list[str] = typer.Option(
+        [],
+        "--personalizer-arg",
+        help="KEY=VALUE or NAME:KEY=VALUE (repeatable), e.g. --personalizer-arg pplug:aggregation=mean",
+    ),
+    generator_arg: list[str] = typer.Option(
+        [],
+        "--generator-arg",
+        help="KEY=VALUE passed to the model loader / generate "
+        "(repeatable), e.g. --generator-arg dtype=bfloat16. "
+        "max_new_tokens=N is the generation budget of every task "
+        "(it wins over each task's default).",
+    ),
+    task_arg: list[str] = typer.Option(
+        [],
+        "--task-arg",
+        help="KEY=VALUE option of every task, or TASK:KEY=VALUE of one "
+        "(repeatable). Every task takes max_new_tokens=N (its generation "
+        "budget; wins over --generator-arg max_new_tokens); an unknown key is "
+        "refused with the task's valid ones. Recorded in config.json and the "
+        "cell id.",
+    ),
+    judge: str = typer.Option(
+        None,
+        "--judge",
+        help="The judge of judged metrics (LaMP-QA's aspect score): any generator, in "
+        "the forms of --generator (a model for hf, PLUGIN, PLUGIN:MODEL), e.g. "
+        "--judge openai:Qwen/Qwen2.5-32B-Instruct. Its identity is part of the metric's "
+        "name and of the cell id; its calls are cached in $LAMP_HOME/judge. See "
+        "docs/judges.md. [default: each judged metric's default for the preset]",
+    ),
+    judge_arg: list[str] = typer.Option(
+        [],
+        "--judge-arg",
+        help="KEY=VALUE for the judge generator (as --generator-arg, e.g. "
+        "base_url=http://127.0.0.1:8000/v1), or its decoding: parse_retries=N, "
+        "max_new_tokens=N, decode=generate|labels (labels: the best of the "
+        "metric's allowed answers by log-likelihood; see docs/judges.md) "
+        "(repeatable).",
+    ),
+    summarizer: str = typer.Option(
+        None,
+        "--summarizer",
+        help="The generator that writes per-user profile summaries for the "
+        "methods that use them (pag, oppu+summary): the same forms as "
+        "--generator. [default: the run's generator]",
+    ),
+    summarizer_arg: list[str] = typer.Option(
+        [],
+        "--summarizer-arg",
+        help="KEY=VALUE for the summarizer, as --generator-arg (repeatable), e.g. --summarizer-arg num_beams=1",
+    ),
+    train_arg: list[str] = typer.Option(
+        [],
+        "--train-arg",
+        help="KEY=VALUE training setting for trainable methods trained "
+        "before their cell (epochs, max_steps, batch_size, lr, limit...), "
+        "e.g. --train-arg max_steps=20",
+    ),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained weights from `lamp train` for a trainable method."),
+    seed: int = typer.Option(
+        None, "--seed", min=0, max=SEED_MAX, help="Seed for sampling, random retrieval, bootstrap. [default: 0]"
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
-    reporter: list[str] = typer.Option([], "--reporter",
-                                       help="Also report to an experiment tracker (repeatable or a comma "
-                                       "list): mlflow (one MLflow run per cell), wandb (one W&B run per "
-                                       "cell); any installed reporter plugin. Also: reporter = [...] in "
-                                       "--config, or LAMP_REPORTERS=mlflow. See `lamp plugins`."),
-    force: bool = typer.Option(False, "--force", help="Recompute cells that an earlier run finished (a remote "
-                               "model is asked again: the openai generator's response cache is not read)."),
-    allow_stale: bool = typer.Option(False, "--allow-stale",
-                                     help="Keep finished cells computed with other versions of their plugins "
-                                     "(with a warning) instead of recomputing them."),
+    reporter: list[str] = typer.Option(
+        [],
+        "--reporter",
+        help="Also report to an experiment tracker (repeatable or a comma "
+        "list): mlflow (one MLflow run per cell), wandb (one W&B run per "
+        "cell); any installed reporter plugin. Also: reporter = [...] in "
+        "--config, or LAMP_REPORTERS=mlflow. See `lamp plugins`.",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Recompute cells that an earlier run finished (a remote "
+        "model is asked again: the openai generator's response cache is not read).",
+    ),
+    allow_stale: bool = typer.Option(
+        False,
+        "--allow-stale",
+        help="Keep finished cells computed with other versions of their plugins "
+        "(with a warning) instead of recomputing them.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
-                                       help="Data-parallel worker processes on this machine (one per GPU, "
-                                       "or CPU processes with gloo), started through torch.distributed.run; "
-                                       "results equal a 1-process run. Under torchrun, accelerate launch "
-                                       "or srun the ranks are found from the environment instead. See "
-                                       "docs/scale-out.md."),
+    nproc_per_node: int = typer.Option(
+        None,
+        "--nproc-per-node",
+        min=1,
+        help="Data-parallel worker processes on this machine (one per GPU, "
+        "or CPU processes with gloo), started through torch.distributed.run; "
+        "results equal a 1-process run. Under torchrun, accelerate launch "
+        "or srun the ranks are found from the environment instead. See "
+        "docs/scale-out.md.",
+    ),
 ) -> None:
     """Run personalization methods on LaMP tasks and score them.
 
@@ -383,13 +459,17 @@ def run(
         return cli if cli is not None else cfg.get(key, default)
 
     if batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) >= 1):
-        raise lamp_error(f"--batch-size {batch_size!r} is not a whole number >= 1 or auto",
-                         fix="Pass e.g. --batch-size 8 or --batch-size auto.")
+        raise lamp_error(
+            f"--batch-size {batch_size!r} is not a whole number >= 1 or auto",
+            fix="Pass e.g. --batch-size 8 or --batch-size auto.",
+        )
     gen_args = _stringify(cfg.get("generator-args", {}), "[generator-args]")
     gen_args.update(parse_kv(generator_arg, "--generator-arg"))
-    for key, value in (("batch_size", pick(batch_size, "batch-size", None)),
-                       ("num_beams", pick(num_beams, "num-beams", None)),
-                       ("max_input_tokens", pick(max_input_tokens, "max-input-tokens", None))):
+    for key, value in (
+        ("batch_size", pick(batch_size, "batch-size", None)),
+        ("num_beams", pick(num_beams, "num-beams", None)),
+        ("max_input_tokens", pick(max_input_tokens, "max-input-tokens", None)),
+    ):
         if value is not None:
             gen_args[key] = str(value)
 
@@ -397,14 +477,16 @@ def run(
         """The selectors of the whole matrix or of one ``[[group]]`` (command-line values win)."""
         tasks = split_list(task) or _as_list(part.get("task"))
         if not tasks:
-            raise lamp_error("no task given", where=where,
-                             fix="Pass --task lamp-7 (or a comma list), or task = [...] in --config.")
+            raise lamp_error(
+                "no task given", where=where, fix="Pass --task lamp-7 (or a comma list), or task = [...] in --config."
+            )
         ks_raw = split_list(k) or _as_list(part.get("k")) or ["1"]
         try:
             ks = tuple(int(x) for x in ks_raw)
         except ValueError:
-            raise lamp_error(f"k {','.join(ks_raw)!r} is not a list of integers", where=where,
-                             fix="Write e.g. --k 1,4.") from None
+            raise lamp_error(
+                f"k {','.join(ks_raw)!r} is not a list of integers", where=where, fix="Write e.g. --k 1,4."
+            ) from None
         if any(x < 1 for x in ks):
             raise lamp_error("k values must be at least 1", where=where, fix="Write e.g. --k 1,4.")
         personalizers = tuple(split_list(personalizer) or _as_list(part.get("personalizer")) or ["none"])
@@ -430,8 +512,11 @@ def run(
         extra.update({f"summarizer.{k}": v for k, v in parse_kv(summarizer_arg, "--summarizer-arg").items()})
         takers = [n for n in names if getattr(host().registry.get("personalizer", n).load(), "takes_summarizer", False)]
         if not takers:
-            raise lamp_error("--summarizer applies to no personalizer of the matrix (none writes summaries)",
-                             where=where, fix="Add a summary method such as pag, or drop --summarizer.")
+            raise lamp_error(
+                "--summarizer applies to no personalizer of the matrix (none writes summaries)",
+                where=where,
+                fix="Add a summary method such as pag, or drop --summarizer.",
+            )
         for name in takers:
             args.setdefault(name.lower(), {}).update(extra)
 
@@ -450,17 +535,20 @@ def run(
     task_args = tables(cfg, "task-args", task_arg, "--task-arg")
     groups = cfg.get("group", [])
     if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-        raise lamp_error("group must be an array of tables ([[group]])", where=where,
-                         fix="See examples/demo.toml.")
+        raise lamp_error("group must be an array of tables ([[group]])", where=where, fix="See examples/demo.toml.")
     group_keys = {"task", "personalizer", "retriever", "k", "generator", "retriever-args", "personalizer-args"}
     for i, g in enumerate(groups):
         bad = sorted({key.replace("_", "-") for key in g} - group_keys)
         if bad:
-            raise lamp_error(f"[[group]] {i + 1} has key(s) {', '.join(bad)} that a group cannot set",
-                             where=where, fix=f"A group sets only {', '.join(sorted(group_keys))}; "
-                             "put shared settings at the top of the file.")
-    selected = [selection({**cfg, **{key.replace("_", "-"): v for key, v in g.items()}},
-                          f"{where} [[group]] {i + 1}") for i, g in enumerate(groups)]
+            raise lamp_error(
+                f"[[group]] {i + 1} has key(s) {', '.join(bad)} that a group cannot set",
+                where=where,
+                fix=f"A group sets only {', '.join(sorted(group_keys))}; put shared settings at the top of the file.",
+            )
+    selected = [
+        selection({**cfg, **{key.replace("_", "-"): v for key, v in g.items()}}, f"{where} [[group]] {i + 1}")
+        for i, g in enumerate(groups)
+    ]
     base = selection(cfg, where) if not selected or split_list(task) or cfg.get("task") else selected[0]
 
     data_dir_value = pick(data_dir, "data-dir", None)
@@ -494,12 +582,12 @@ def run(
         task_args=task_args,
         judge=pick(judge, "judge", None),
         judge_args={**_stringify(cfg.get("judge-args", {}), "[judge-args]"), **parse_kv(judge_arg, "--judge-arg")},
-        train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"),
-                    **parse_kv(train_arg, "--train-arg")},
+        train_args={**_stringify(cfg.get("train-args", {}), "[train-args]"), **parse_kv(train_arg, "--train-arg")},
         checkpoint=Path(checkpoint_value) if checkpoint_value else None,
         device=check_device(pick(device, "device", "auto")),
-        reporters=tuple(dict.fromkeys([*_as_list(cfg.get("reporter")),
-                                       *(name for value in reporter for name in split_list(value))])),
+        reporters=tuple(
+            dict.fromkeys([*_as_list(cfg.get("reporter")), *(name for value in reporter for name in split_list(value))])
+        ),
     )
     import os
 
@@ -512,5 +600,4 @@ def run(
         console.print(f"reporter [bold]{name}[/] enabled")
     out_dir = writable_dir(Path(pick(out, "out", "runs")), "--out")
     world = distributed.init()
-    run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main,
-               allow_stale=allow_stale)
+    run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main, allow_stale=allow_stale)

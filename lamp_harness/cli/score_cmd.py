@@ -12,14 +12,20 @@ from lamp_harness.cli import app
 @app.command("score")
 def score(
     runs: list[Path] = typer.Argument(..., help="Run folders (--out of `lamp run`) or cell folders."),
-    judge: str = typer.Option(None, "--judge",
-                              help="The judge, in the forms of --generator: a model for hf, PLUGIN or "
-                              "PLUGIN:MODEL, e.g. openai:Qwen/Qwen2.5-32B-Instruct. [default: each judged "
-                              "metric's default for the preset the cell ran with]"),
-    judge_arg: list[str] = typer.Option([], "--judge-arg",
-                                        help="KEY=VALUE for the judge generator (e.g. base_url=URL), or its "
-                                        "decoding: parse_retries=N, max_new_tokens=N, decode=generate|labels "
-                                        "(see docs/judges.md) (repeatable)."),
+    judge: str = typer.Option(
+        None,
+        "--judge",
+        help="The judge, in the forms of --generator: a model for hf, PLUGIN or "
+        "PLUGIN:MODEL, e.g. openai:Qwen/Qwen2.5-32B-Instruct. [default: each judged "
+        "metric's default for the preset the cell ran with]",
+    ),
+    judge_arg: list[str] = typer.Option(
+        [],
+        "--judge-arg",
+        help="KEY=VALUE for the judge generator (e.g. base_url=URL), or its "
+        "decoding: parse_retries=N, max_new_tokens=N, decode=generate|labels "
+        "(see docs/judges.md) (repeatable).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Score the judged metrics of finished cells with a judge, without generating again.
@@ -39,16 +45,24 @@ def score(
     from lamp_harness.options import parse_kv
 
     console = Console(stderr=True)
-    summaries = score_cells(runs, JudgeChoice(judge, parse_kv(judge_arg, "--judge-arg")), console=console,
-                            progress=not quiet)
+    summaries = score_cells(
+        runs, JudgeChoice(judge, parse_kv(judge_arg, "--judge-arg")), console=console, progress=not quiet
+    )
     table = Table("cell", "metric", "value", "questions", "sent", "cached", "unparsable")
     skipped = 0
     for s in summaries:
         if not s["judged"]:
             skipped += 1
         for j in s["judged"]:
-            table.add_row(Path(s["dir"]).name, j["metric"], f"{j['value']:.4f}", str(j["questions"]), str(j["calls"]),
-                          str(j["cached"]), str(j["unparsable"]))
+            table.add_row(
+                Path(s["dir"]).name,
+                j["metric"],
+                f"{j['value']:.4f}",
+                str(j["questions"]),
+                str(j["calls"]),
+                str(j["cached"]),
+                str(j["unparsable"]),
+            )
     Console().print(table)
     if skipped:
         console.print(f"{skipped} cell(s) have no judged metric and were left as they are.")

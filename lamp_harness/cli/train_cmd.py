@@ -15,72 +15,108 @@ from lamp_harness.options import check_device, parse_kv
 @app.command("train")
 def train(
     task: str = typer.Option(..., "--task", "-t", help="The task to train on, e.g. lamp-7."),
-    personalizer: str = typer.Option(..., "--personalizer", "-p",
-                                     help="pplug, pplug+retrieval, fid; or ipa / none (plain fine-tuning "
-                                     "of the generator, as in the LaMP paper)."),
-    data: str = typer.Option(None, "--data", help="Data source: lamp (official) or demo (synthetic). "
-                             "[default: lamp]"),
-    data_dir: Path = typer.Option(None, "--data-dir",
-                                  help="Folder with {split}_questions.json / {split}_outputs.json "
-                                  "(wins over --data), e.g. ../shared/lamp-data/LaMP-7/user."),
+    personalizer: str = typer.Option(
+        ...,
+        "--personalizer",
+        "-p",
+        help="pplug, pplug+retrieval, fid; or ipa / none (plain fine-tuning of the generator, as in the LaMP paper).",
+    ),
+    data: str = typer.Option(None, "--data", help="Data source: lamp (official) or demo (synthetic). [default: lamp]"),
+    data_dir: Path = typer.Option(
+        None,
+        "--data-dir",
+        help="Folder with {split}_questions.json / {split}_outputs.json "
+        "(wins over --data), e.g. ../shared/lamp-data/LaMP-7/user.",
+    ),
     scheme: str = typer.Option("user", "--scheme", help="user or time. [default: user]"),
     split: str = typer.Option("train", "--split", help="Split to train on. [default: train]"),
-    eval_split: str = typer.Option("dev", "--eval-split",
-                                   help="Split evaluated after training; 'none' to skip. [default: dev]"),
-    train_users: float = typer.Option(None, "--train-users",
-                                      help="Split --split by users instead: this fraction of the users "
-                                      "trains, the rest is evaluated (e.g. 0.67 for 2:1; for data with "
-                                      "only a dev split, like the real LaMP-7 records)."),
-    retriever: str = typer.Option(None, "--retriever", "-r",
-                                  help="Retriever for methods that use retrieved items (ipa, fid, "
-                                  "pplug+retrieval), e.g. bm25. [default: the method's default]"),
+    eval_split: str = typer.Option(
+        "dev", "--eval-split", help="Split evaluated after training; 'none' to skip. [default: dev]"
+    ),
+    train_users: float = typer.Option(
+        None,
+        "--train-users",
+        help="Split --split by users instead: this fraction of the users "
+        "trains, the rest is evaluated (e.g. 0.67 for 2:1; for data with "
+        "only a dev split, like the real LaMP-7 records).",
+    ),
+    retriever: str = typer.Option(
+        None,
+        "--retriever",
+        "-r",
+        help="Retriever for methods that use retrieved items (ipa, fid, "
+        "pplug+retrieval), e.g. bm25. [default: the method's default]",
+    ),
     retriever_arg: list[str] = typer.Option([], "--retriever-arg", help="KEY=VALUE (repeatable)."),
     k: int = typer.Option(1, "--k", min=1, help="Retrieved items per example. [default: 1]"),
-    generator: str = typer.Option(None, "--generator", "-g",
-                                  help="Model alias, hub id or folder for the hf plugin, or PLUGIN:MODEL. "
-                                  "[default: the preset's generator]"),
-    generator_arg: list[str] = typer.Option([], "--generator-arg",
-                                            help="KEY=VALUE for the generator (repeatable), e.g. "
-                                            "--generator-arg num_beams=1."),
-    preset: str = typer.Option("offline", "--preset", help="Model preset (see `lamp models`). "
-                               "[default: offline]"),
-    personalizer_arg: list[str] = typer.Option([], "--personalizer-arg",
-                                               help="KEY=VALUE (repeatable), e.g. --personalizer-arg "
-                                               "aggregation=mean."),
-    task_arg: list[str] = typer.Option([], "--task-arg",
-                                       help="KEY=VALUE (or TASK:KEY=VALUE) option of the task (repeatable), as in "
-                                       "`lamp run`; max_new_tokens=N is the evaluation's generation budget."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Passes over the training data. [default: the "
-                               "method's official count: 2, PPlug on LaMP-3 1]"),
+    generator: str = typer.Option(
+        None,
+        "--generator",
+        "-g",
+        help="Model alias, hub id or folder for the hf plugin, or PLUGIN:MODEL. [default: the preset's generator]",
+    ),
+    generator_arg: list[str] = typer.Option(
+        [], "--generator-arg", help="KEY=VALUE for the generator (repeatable), e.g. --generator-arg num_beams=1."
+    ),
+    preset: str = typer.Option("offline", "--preset", help="Model preset (see `lamp models`). [default: offline]"),
+    personalizer_arg: list[str] = typer.Option(
+        [], "--personalizer-arg", help="KEY=VALUE (repeatable), e.g. --personalizer-arg aggregation=mean."
+    ),
+    task_arg: list[str] = typer.Option(
+        [],
+        "--task-arg",
+        help="KEY=VALUE (or TASK:KEY=VALUE) option of the task (repeatable), as in "
+        "`lamp run`; max_new_tokens=N is the evaluation's generation budget.",
+    ),
+    epochs: int = typer.Option(
+        None,
+        "--epochs",
+        min=1,
+        help="Passes over the training data. [default: the method's official count: 2, PPlug on LaMP-3 1]",
+    ),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Examples per forward pass. [default: 8]"),
-    grad_accum: int = typer.Option(1, "--grad-accum", min=1,
-                                   help="Forward passes per optimizer step (effective batch = batch size "
-                                   "x this; PPlug used 64). [default: 1]"),
+    grad_accum: int = typer.Option(
+        1,
+        "--grad-accum",
+        min=1,
+        help="Forward passes per optimizer step (effective batch = batch size x this; PPlug used 64). [default: 1]",
+    ),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate. [default: 1e-4]"),
     weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="AdamW weight decay. [default: 1e-4]"),
-    warmup: float = typer.Option(0.05, "--warmup", help="Linear warmup, as a fraction of the steps. "
-                                 "[default: 0.05]"),
+    warmup: float = typer.Option(0.05, "--warmup", help="Linear warmup, as a fraction of the steps. [default: 0.05]"),
     limit: int = typer.Option(None, "--limit", min=1, help="Train on the first N examples only."),
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Evaluate the first N examples only."),
-    save_every: int = typer.Option(50, "--save-every", min=1, help="Checkpoint every N steps (and at the end). "
-                                   "[default: 50]"),
-    out: Path = typer.Option(None, "--out", "-o",
-                             help="Training folder (resumes if it holds an interrupted run). [default: "
-                             "$LAMP_HOME/checkpoints/TASK-PERSONALIZER-CONFIGHASH]"),
+    save_every: int = typer.Option(
+        50, "--save-every", min=1, help="Checkpoint every N steps (and at the end). [default: 50]"
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Training folder (resumes if it holds an interrupted run). [default: "
+        "$LAMP_HOME/checkpoints/TASK-PERSONALIZER-CONFIGHASH]",
+    ),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for shuffling and initialisation. [default: 0]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
-    prompt_budget: str = typer.Option("official", "--prompt-budget",
-                                      help="official (the official LaMP prompt budget) or strict (the "
-                                      "harness's deviation, see `lamp run --help`)."),
+    prompt_budget: str = typer.Option(
+        "official",
+        "--prompt-budget",
+        help="official (the official LaMP prompt budget) or strict (the harness's deviation, see `lamp run --help`).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
-                                       help="Data-parallel training processes on this machine (DDP through "
-                                       "accelerate; one per GPU, or CPU processes with gloo). --batch-size "
-                                       "is per process: the effective batch is batch size x processes x "
-                                       "--grad-accum. See docs/scale-out.md."),
-    mixed_precision: str = typer.Option("no", "--mixed-precision",
-                                        help="no, bf16 or fp16 (through accelerate). [default: no]"),
+    nproc_per_node: int = typer.Option(
+        None,
+        "--nproc-per-node",
+        min=1,
+        help="Data-parallel training processes on this machine (DDP through "
+        "accelerate; one per GPU, or CPU processes with gloo). --batch-size "
+        "is per process: the effective batch is batch size x processes x "
+        "--grad-accum. See docs/scale-out.md.",
+    ),
+    mixed_precision: str = typer.Option(
+        "no", "--mixed-precision", help="no, bf16 or fp16 (through accelerate). [default: no]"
+    ),
 ) -> None:
     """Train a personalizer and save its trainable weights.
 
@@ -102,8 +138,9 @@ def train(
     from lamp_harness.training import train as run_training
 
     if mixed_precision not in ("no", "bf16", "fp16"):
-        raise lamp_error(f"--mixed-precision {mixed_precision!r} is not no, bf16 or fp16",
-                         fix="Pass --mixed-precision bf16.")
+        raise lamp_error(
+            f"--mixed-precision {mixed_precision!r} is not no, bf16 or fp16", fix="Pass --mixed-precision bf16."
+        )
     if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
         from lamp_harness.cli import ARGV
         from lamp_harness.cli.run_cmd import without_option
@@ -111,20 +148,42 @@ def train(
         raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
     if data is not None and not data.strip():
         # `--data "$DATA"` with DATA unset would otherwise train on the task's default source.
-        raise lamp_error(f"--data {data!r} names no data source",
-                         fix="Pass e.g. --data demo, or leave --data out for the task's own source.")
+        raise lamp_error(
+            f"--data {data!r} names no data source",
+            fix="Pass e.g. --data demo, or leave --data out for the task's own source.",
+        )
     console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
     config = TrainConfig(
-        task=task, personalizer=personalizer,
+        task=task,
+        personalizer=personalizer,
         personalizer_args=parse_kv(personalizer_arg, "--personalizer-arg"),
-        retriever=retriever, retriever_args=parse_kv(retriever_arg, "--retriever-arg"), k=k,
-        generator=generator, generator_args=parse_kv(generator_arg, "--generator-arg"), preset=preset,
-        data=data, data_dir=str(data_dir) if data_dir else None, scheme=scheme, split=split,
+        retriever=retriever,
+        retriever_args=parse_kv(retriever_arg, "--retriever-arg"),
+        k=k,
+        generator=generator,
+        generator_args=parse_kv(generator_arg, "--generator-arg"),
+        preset=preset,
+        data=data,
+        data_dir=str(data_dir) if data_dir else None,
+        scheme=scheme,
+        split=split,
         eval_split=None if eval_split.strip().lower() in ("", "none") else eval_split,
-        train_users=train_users, limit=limit, eval_limit=eval_limit, epochs=epochs, max_steps=max_steps,
-        batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        seed=seed, save_every=save_every, device=device, prompt_budget=checked_budget(prompt_budget),
-        task_args=_task_args(task_arg, task))
+        train_users=train_users,
+        limit=limit,
+        eval_limit=eval_limit,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        seed=seed,
+        save_every=save_every,
+        device=device,
+        prompt_budget=checked_budget(prompt_budget),
+        task_args=_task_args(task_arg, task),
+    )
     check_device(device)
     config.validate()
     from lamp_harness.options import make_task
@@ -137,27 +196,35 @@ def train(
     if out is not None:
         writable_dir(out, "--out")
     world = distributed.init()
-    context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device,
-                         prompt_budget=config.prompt_budget)
+    context = RunContext(lamp_home=lamp_home(), preset=preset, seed=seed, device=device, prompt_budget=config.prompt_budget)
     if trains_per_user(personalizer):  # one adapter per user: users are dealt to the ranks
         if out is not None:
             config = replace(config, personalizer_args={**config.personalizer_args, "adapters": str(out)})
         result = run_training(config, Path("."), context=context, progress=not quiet, console=console, world=world)
         if world.is_main:
             per_minute = f", {result.users_per_minute:.2f} users/minute" if result.users_per_minute else ""
-            print(f"trained {result.users_trained} of {result.users} users' adapters ({result.steps} steps, "
-                  f"{result.world_size} process(es)) in {result.wall_s:.1f} s{per_minute}; the others were complete")
+            print(
+                f"trained {result.users_trained} of {result.users} users' adapters ({result.steps} steps, "
+                f"{result.world_size} process(es)) in {result.wall_s:.1f} s{per_minute}; the others were complete"
+            )
             print(f"adapters: {result.directory}")
             found = "" if out is None else f" --personalizer-arg adapters={out}"
-            print(f"use them with: lamp run --task {task} --personalizer {personalizer}{found} "
-                  "(found by their settings)")
+            print(f"use them with: lamp run --task {task} --personalizer {personalizer}{found} (found by their settings)")
         return
     # The folder of the equivalent 1-process run (same identity), so that either resumes the other.
     same = replace(config, grad_accum=grad_accum * world.size)
-    directory = out if out is not None else distributed.on_main(lambda: training_dir(same, context),
-                                                                "finding the training folder")
-    result = run_training(config, directory, context=context, progress=not quiet and world.is_main,
-                          console=console, world=world, mixed_precision=mixed_precision)
+    directory = (
+        out if out is not None else distributed.on_main(lambda: training_dir(same, context), "finding the training folder")
+    )
+    result = run_training(
+        config,
+        directory,
+        context=context,
+        progress=not quiet and world.is_main,
+        console=console,
+        world=world,
+        mixed_precision=mixed_precision,
+    )
     if not world.is_main:
         return
     for note in context.events:
@@ -167,16 +234,20 @@ def train(
     last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
     speed = f", {result.examples_per_s:.2f} examples/s" if result.examples else ""
     print(f"trained {result.steps} steps{resumed} in {result.wall_s:.1f} s{speed}{last}")
-    print(f"effective batch: {result.effective_batch} examples per step ({batch_size} per process x "
-          f"{result.world_size} process(es) x {grad_accum} accumulation); the same run as 1 process "
-          f"with --grad-accum {grad_accum * result.world_size}")
+    print(
+        f"effective batch: {result.effective_batch} examples per step ({batch_size} per process x "
+        f"{result.world_size} process(es) x {grad_accum} accumulation); the same run as 1 process "
+        f"with --grad-accum {grad_accum * result.world_size}"
+    )
     for metric in result.metrics:
-        ci = (f" [{metric.ci_low:.4f}, {metric.ci_high:.4f}]"
-              if metric.ci_low is not None and metric.ci_high is not None else "")
+        ci = (
+            f" [{metric.ci_low:.4f}, {metric.ci_high:.4f}]"
+            if metric.ci_low is not None and metric.ci_high is not None
+            else ""
+        )
         print(f"eval {metric.name}: {metric.value:.4f}{ci} (n={metric.n})")
     print(f"checkpoint: {checkpoint}")
-    print(f"use it with: lamp run --task {task} --personalizer {personalizer} "
-          f"--checkpoint {result.directory}")
+    print(f"use it with: lamp run --task {task} --personalizer {personalizer} --checkpoint {result.directory}")
 
 
 def _task_args(pairs: list[str], task: str) -> dict[str, str]:
@@ -192,7 +263,9 @@ def _task_args(pairs: list[str], task: str) -> dict[str, str]:
     for name, table in tables.items():
         if registry.get("task", name).name != registry.get("task", task).name:
             key, value = next(iter(table.items()))
-            raise lamp_error(f"--task-arg {name}:{key}={value} names another task than the one trained "
-                             f"({task})", fix=f"Write --task-arg {key}={value} (or {task}:{key}={value}).")
+            raise lamp_error(
+                f"--task-arg {name}:{key}={value} names another task than the one trained ({task})",
+                fix=f"Write --task-arg {key}={value} (or {task}:{key}={value}).",
+            )
         args.update(table)
     return args

@@ -34,32 +34,44 @@ def main() -> None:
     data_dir = sys.argv[1] if len(sys.argv) > 1 else "../shared/lamp-data/LaMP-7/user"
     task = host().registry.create("task", "lamp-7")
     context = RunContext(lamp_home=lamp_home(), preset="offline", seed=0, device="cpu")
-    print("| cell | lr | augment | training set | steps x batch | examples drawn | share of one epoch "
-          "| training users reached |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| cell | lr | augment | training set | steps x batch | examples drawn | share of one epoch "
+        "| training users reached |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for path in sorted(HERE.glob("runs/*/config.json")):
         config = json.loads(path.read_text(encoding="utf-8"))
         training = config.get("training")
         if not training:
             continue
-        split = TrainConfig(task="lamp-7", personalizer="none", data_dir=data_dir, split="dev",
-                            eval_split=None, train_users=TRAIN_USERS)
+        split = TrainConfig(
+            task="lamp-7", personalizer="none", data_dir=data_dir, split="dev", eval_split=None, train_users=TRAIN_USERS
+        )
         train, _ = load_training_data(split, task, context)
         examples = list(train.examples)
         if len(examples) != training["examples"]:
-            raise SystemExit(f"{path}: records {training['examples']} training examples, the split gives "
-                             f"{len(examples)}: another data set or split")
+            raise SystemExit(
+                f"{path}: records {training['examples']} training examples, the split gives "
+                f"{len(examples)}: another data set or split"
+            )
         copies = int(training.get("augment", 0))
         if copies:
             examples = augmented(examples, SEED, copies)
         users = {ex.id: user_key(ex) for ex in train.examples}
-        schedule = Schedule(len(examples), training["batch_size"], training["grad_accum"], training["epochs"],
-                            training.get("max_steps"), SEED)
-        drawn = [i for step in range(training["steps"]) for batch in schedule.micro_batches(step)[1]
-                 for i in batch]
+        schedule = Schedule(
+            len(examples),
+            training["batch_size"],
+            training["grad_accum"],
+            training["epochs"],
+            training.get("max_steps"),
+            SEED,
+        )
+        drawn = [i for step in range(training["steps"]) for batch in schedule.micro_batches(step)[1] for i in batch]
         reached = {users[examples[i].id.split("#aug", 1)[0]] for i in drawn}
-        print(f"| {config['label']} | {training['lr']:g} | {copies} | {len(examples):,} "
-              f"| {training['steps']} x {training['batch_size'] * training['grad_accum']} | {len(drawn):,} "
-              f"| {len(drawn) / len(examples):.0%} | {len(reached):,} of {len(users):,} |")
+        print(
+            f"| {config['label']} | {training['lr']:g} | {copies} | {len(examples):,} "
+            f"| {training['steps']} x {training['batch_size'] * training['grad_accum']} | {len(drawn):,} "
+            f"| {len(drawn) / len(examples):.0%} | {len(reached):,} of {len(users):,} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     means = difference[rng.integers(0, len(shared), size=(args.resamples, len(shared)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    print(f"{args.metric}: system - baseline = {difference.mean():+.3f} over {len(shared)} paired examples, "
-          f"95% interval [{low:+.3f}, {high:+.3f}]")
+    print(
+        f"{args.metric}: system - baseline = {difference.mean():+.3f} over {len(shared)} paired examples, "
+        f"95% interval [{low:+.3f}, {high:+.3f}]"
+    )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,25 @@ import re
 from pathlib import Path
 
 PHRASES = (
-    "I'm sorry for the confusion", "I'm unable to", "I can't assist", "I cannot",
-    "help with that", "help you with", "assist with", "what to say",
-    "here's a", "here is a", "original tweet", "the tweet", "rephrase", "rephrased", "paraphrase",
-    "paraphrased", "paraphrasing", "as an AI", "without any explanation",
+    "I'm sorry for the confusion",
+    "I'm unable to",
+    "I can't assist",
+    "I cannot",
+    "help with that",
+    "help you with",
+    "assist with",
+    "what to say",
+    "here's a",
+    "here is a",
+    "original tweet",
+    "the tweet",
+    "rephrase",
+    "rephrased",
+    "paraphrase",
+    "paraphrased",
+    "paraphrasing",
+    "as an AI",
+    "without any explanation",
 )
 """The phrases (matched as whole words, case-insensitively)."""
 

@@ -14,6 +14,8 @@ from lamp_harness.registry import Registry
 def lamp_register(registry: Registry) -> None:
     """Add the ``overlap`` retriever to lamp-harness."""
     registry.add_retriever(
-        "overlap", "lamp_plugin_example.overlap:OverlapRetriever",
+        "overlap",
+        "lamp_plugin_example.overlap:OverlapRetriever",
         "Word overlap: profile items sharing the most lowercase words with the query first "
-        "(example plugin; args: min_len=N ignores words shorter than N).")
+        "(example plugin; args: min_len=N ignores words shorter than N).",
+    )

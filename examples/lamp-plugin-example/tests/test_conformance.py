@@ -35,8 +35,9 @@ def test_conformance_checks_also_pass_on_custom_queries(context):
 
 
 def test_items_sharing_more_distinct_words_rank_first(context):
-    ranking = OverlapRetriever(context).rank([_query(
-        "Rainy Morning coffee", ["sunny afternoon", "rainy rainy day", "coffee on a rainy morning"])])
+    ranking = OverlapRetriever(context).rank(
+        [_query("Rainy Morning coffee", ["sunny afternoon", "rainy rainy day", "coffee on a rainy morning"])]
+    )
     assert ranking == [(2, 1, 0)]
 
 

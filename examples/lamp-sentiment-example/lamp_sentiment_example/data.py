@@ -57,8 +57,10 @@ class ToySentimentSource(DataSource):
 
     def locate(self, task: Task, split: str, scheme: str = "user", *, download: bool = True) -> SplitFiles:
         if task.name != "toy-sentiment":
-            raise lamp_error(f"the toy-sentiment source has no data for task {task.name!r}",
-                             fix="Use it for toy-sentiment only, e.g. --data toy-sentiment=toy-sentiment.")
+            raise lamp_error(
+                f"the toy-sentiment source has no data for task {task.name!r}",
+                fix="Use it for toy-sentiment only, e.g. --data toy-sentiment=toy-sentiment.",
+            )
         if split not in USERS:
             raise lamp_error(f"the toy-sentiment source has no {split!r} split", fix="Use --split train or dev.")
         folder = Path(self.context.lamp_home) / "toy-sentiment" / f"v{VERSION}"

@@ -44,8 +44,10 @@ class UserPrior(Personalizer):
         if not task.labels:
             from lamp_harness.errors import lamp_error
 
-            raise lamp_error(f"personalizer 'user-prior' needs a task with labels; {task.name!r} has none",
-                             fix="Use it with classification tasks such as toy-sentiment.")
+            raise lamp_error(
+                f"personalizer 'user-prior' needs a task with labels; {task.name!r} has none",
+                fix="Use it with classification tasks such as toy-sentiment.",
+            )
         self.generator = generator
         if self.labels != tuple(task.labels):
             self.labels = tuple(task.labels)
@@ -76,8 +78,13 @@ class UserPrior(Personalizer):
             probs = torch.softmax(self.logits(task, [example])[0], dim=-1).tolist()
         prompt = task.prompt(example, retrieved, self.generator.tokens, self.generator.max_input_tokens)
         scores = {label: round(p, 6) for label, p in zip(self.labels, probs, strict=True)}
-        return GenerationRequest(example.id, prompt, choices=tuple(task.labels),
-                                 max_new_tokens=task.max_new_tokens, metadata={"label_scores": scores})
+        return GenerationRequest(
+            example.id,
+            prompt,
+            choices=tuple(task.labels),
+            max_new_tokens=task.max_new_tokens,
+            metadata={"label_scores": scores},
+        )
 
     def describe(self) -> Mapping[str, Any]:
         return {"name": self.name, "buckets": BUCKETS}
@@ -87,8 +94,9 @@ class UserPrior(Personalizer):
         assert self.layer is not None, "setup() must run first"
         return list(self.layer.parameters())
 
-    def training_loss(self, task: Task, examples: Sequence[Example],
-                      retrieved: Sequence[Sequence[ProfileItem]]) -> torch.Tensor:
+    def training_loss(
+        self, task: Task, examples: Sequence[Example], retrieved: Sequence[Sequence[ProfileItem]]
+    ) -> torch.Tensor:
         targets = torch.tensor([self.labels.index(str(e.gold).strip()) for e in examples])
         return torch.nn.functional.cross_entropy(self.logits(task, examples), targets)
 

@@ -38,8 +38,7 @@ class PriorReader(Generator):
     def tokens(self) -> _Words:
         return self._tokens
 
-    def generate(self, requests: Sequence[GenerationRequest], *,
-                 decode: DecodeMode = "generate") -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, decode: DecodeMode = "generate") -> list[Generation]:
         if any(r.is_fusion for r in requests):
             raise lamp_error("generator 'prior-reader' cannot fuse passages", fix="Use it with ipa, none or user-prior.")
         out = []

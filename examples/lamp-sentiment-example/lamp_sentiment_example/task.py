@@ -33,8 +33,7 @@ class ToySentiment(Task):
         text = item.get("text") if free_text is None else free_text
         return f'"{text}" was {item.get("label")}'
 
-    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter,
-               max_tokens: int = 256) -> str:
+    def prompt(self, example: Example, items: Sequence[ProfileItem], tokens: TokenCounter, max_tokens: int = 256) -> str:
         prompt = example.input
         for item in reversed(items):  # best item closest to the question
             longer = f"{self.ppep(item)}. {prompt}"
@@ -43,10 +42,8 @@ class ToySentiment(Task):
             prompt = longer
         return prompt if tokens.count(prompt) <= max_tokens else tokens.truncate(prompt, max_tokens)
 
-    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *,
-              seed: int = 0) -> list[MetricResult]:
+    def score(self, predictions: Mapping[str, str], golds: Mapping[str, str], *, seed: int = 0) -> list[MetricResult]:
         ids = sorted(set(predictions) & set(golds))
         outputs = [predictions[i].strip() for i in ids]
         truth = [golds[i].strip() for i in ids]
-        return [metrics.accuracy(outputs, truth, seed=seed),
-                metrics.macro_f1(outputs, truth, self.labels, seed=seed)]
+        return [metrics.accuracy(outputs, truth, seed=seed), metrics.macro_f1(outputs, truth, self.labels, seed=seed)]

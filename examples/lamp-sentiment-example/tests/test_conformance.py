@@ -87,8 +87,9 @@ def _files(source, task, split):
 
 
 def test_prior_reader_answers_the_majority_label_of_the_retrieved_items(context):
-    items = tuple(ProfileItem(str(i), i, {"text": "x", "label": label})
-                  for i, label in enumerate(["positive", "negative", "positive"]))
+    items = tuple(
+        ProfileItem(str(i), i, {"text": "x", "label": label}) for i, label in enumerate(["positive", "negative", "positive"])
+    )
     request = GenerationRequest("q", "prompt", choices=("negative", "positive"), retrieved=items)
     assert PriorReader(context).generate([request])[0].text == "positive"
 
@@ -102,8 +103,12 @@ def test_prior_reader_rejects_its_unknown_arguments_but_not_run_level_settings(c
 def test_installed_distribution_registers_everything_through_its_entry_points():
     host = PluginHost()
     registry = host.registry
-    for kind, name in (("task", "toy-sentiment"), ("data_source", "toy-sentiment"),
-                       ("personalizer", "user-prior"), ("generator", "prior-reader")):
+    for kind, name in (
+        ("task", "toy-sentiment"),
+        ("data_source", "toy-sentiment"),
+        ("personalizer", "user-prior"),
+        ("generator", "prior-reader"),
+    ):
         assert registry.get(kind, name).distribution == "lamp-sentiment-example"
     csv_plugin = [p for p in host.loaded if p.name == "sentiment-csv"]
     assert len(csv_plugin) == 1 and csv_plugin[0].is_reporter

@@ -21,11 +21,14 @@ class Cities(DataSource):
             questions, golds = [], []
             for u in range(20 if split == "train" else 10):
                 city = CITIES[u % 3]
-                profile = [{"id": f"{split}{u}-{i}", "text": f"lovely day in {city if i % 2 else rng.choice(CITIES)}"}
-                           for i in range(6)]
+                profile = [
+                    {"id": f"{split}{u}-{i}", "text": f"lovely day in {city if i % 2 else rng.choice(CITIES)}"}
+                    for i in range(6)
+                ]
                 qid = f"{split}-{u}"
-                questions.append({"id": qid, "input": "Which city does this user live in: weekend plans",
-                                  "profile": profile})
+                questions.append(
+                    {"id": qid, "input": "Which city does this user live in: weekend plans", "profile": profile}
+                )
                 golds.append({"id": qid, "output": city})
             atomic_write_json(folder / q_name, questions)
             atomic_write_json(folder / o_name, {"task": task.official_name, "golds": golds})

@@ -1,4 +1,5 @@
 """Writes suite-log.csv with one row per finished cell."""
+
 import csv
 from pathlib import Path
 

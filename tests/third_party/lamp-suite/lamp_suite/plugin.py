@@ -1,4 +1,5 @@
 """Registers the suite's components."""
+
 from lamp_harness.hookspecs import hookimpl
 
 

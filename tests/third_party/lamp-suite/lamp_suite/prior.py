@@ -29,8 +29,13 @@ class CityPrior(Personalizer):
         with torch.no_grad():
             probs = torch.softmax(self.logits(task, [example])[0], dim=-1).tolist()
         prompt = task.prompt(example, retrieved, self.generator.tokens, self.generator.max_input_tokens)
-        return GenerationRequest(example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens,
-                                 metadata={"label_scores": dict(zip(self.labels, probs, strict=True))})
+        return GenerationRequest(
+            example.id,
+            prompt,
+            choices=task.labels,
+            max_new_tokens=task.max_new_tokens,
+            metadata={"label_scores": dict(zip(self.labels, probs, strict=True))},
+        )
 
     def parameters(self):
         return list(self.layer.parameters())

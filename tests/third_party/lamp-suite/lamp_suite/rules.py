@@ -8,7 +8,7 @@ class Words:
         return len(text.split())
 
     def truncate(self, text, max_tokens):
-        return " ".join(text.split()[:max(0, max_tokens)])
+        return " ".join(text.split()[: max(0, max_tokens)])
 
 
 class Rules(Generator):

@@ -21,8 +21,9 @@ class Summary(Personalizer):
         summary = " ".join(w for w, _ in counts.most_common(self.words))
         prompt = task.prompt(example, (), self.tokens, self.budget)
         prompt = self.tokens.truncate(f"user often writes: {summary}. {prompt}", self.budget)
-        return GenerationRequest(example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens,
-                                 metadata={"summary": summary})
+        return GenerationRequest(
+            example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens, metadata={"summary": summary}
+        )
 
     def describe(self):
         return {"name": self.name, "words": self.words}

@@ -30,8 +30,9 @@ class Tfidf(Retriever):
         return out
 
     def vector(self, counts, df, n):
-        return {w: (1 + math.log(t) if self.sublinear else t) * math.log((1 + n) / (1 + df[w]) + 1)
-                for w, t in counts.items()}
+        return {
+            w: (1 + math.log(t) if self.sublinear else t) * math.log((1 + n) / (1 + df[w]) + 1) for w, t in counts.items()
+        }
 
     def cache_key(self):
         return {"name": self.name, "sublinear": self.sublinear, "version": 1}
