@@ -1,7 +1,8 @@
 """Generation throughput: the ``hf`` generator against a plain transformers ``generate`` loop.
 
-On the same prompts (real LaMP-7 dev prompts with one profile tweet in the prompt when
-``../shared/lamp-data`` is present, else synthetic tweets) and the same batch size, it measures:
+On the same prompts (real LaMP-7 dev prompts with one profile tweet in the prompt when the folder
+``LAMP7_DATA`` names holds LaMP-7's user-based ``dev_questions.json``, else synthetic tweets) and
+the same batch size, it measures:
 
 1. examples/s of ``HFGenerator.generate`` vs a hand-written loop (tokenize with left padding,
    ``model.generate``, decode) over the same loaded model: the ratio should be >= 0.9;
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAMP7 = REPO.parent / "shared" / "lamp-data" / "LaMP-7" / "user" / "dev_questions.json"
+LAMP7 = Path(os.environ.get("LAMP7_DATA", REPO / "data" / "LaMP-7" / "user")) / "dev_questions.json"
 
 
 def load_prompts(limit: int, tokens) -> tuple[list[str], str]:

@@ -18,7 +18,7 @@ Needs (none of it is part of the project, and none of it is committed):
 
 Records: deterministic synthetic records of all seven tasks with duplicated items (tied BM25
 scores) and profiles of 1-130 items, and real records (``--real TASK=FOLDER``, repeatable: every
-``*_questions.json`` in the folder, e.g. ``--real LaMP-7=../shared/lamp-data/LaMP-7/user``).
+``*_questions.json`` in the folder, e.g. ``--real LaMP-7=path/to/LaMP-7/user``).
 Prints the share of identical prompts and top-k lists per (data set, tokenizer, task, k, L), and
 the total; ``--summary FILE`` also writes them as Markdown (per data set, tokenizer, budget and k;
 per data set and task), with the versions on both sides. The committed summary
@@ -27,7 +27,7 @@ per data set and task), with the versions on both sides. The committed summary
     nice -n 10 .venv/bin/python benchmarks/official_prompts.py --lamp-repo /tmp/lamp-src \\
         --lamp-commit 38c9d4d87629 --official-python /tmp/lamp-official/bin/python \\
         --tokenizer smollm2=smollm2-135m-instruct --tokenizer minilm=minilm --end-token smollm2 \\
-        --real LaMP-7=../shared/lamp-data/LaMP-7/user --real LaMP-1=../shared/lamp-data/LaMP-1/user \\
+        --real LaMP-7=path/to/LaMP-7/user --real LaMP-1=path/to/LaMP-1/user \\
         --summary benchmarks/results/official_prompts.md
 
 (``/tmp/lamp-src``: ``git clone https://github.com/LaMP-Benchmark/LaMP /tmp/lamp-src``.)

@@ -2,7 +2,7 @@
 
 Prints, in one run:
 
-1. BM25 on the real LaMP-7 dev set (``../shared/lamp-data/LaMP-7/user``, skipped when absent) and
+1. BM25 on the real LaMP-7 dev set (the folder ``LAMP7_DATA`` names, skipped when unset or absent) and
    on a synthetic LaMP-4-sized set (200 items of ~200 words per profile, ~200-word queries, 500
    questions, Zipf-distributed words): queries/s of ``lamp_plugins.bm25`` vs the official approach
    (one ``rank_bm25.BM25Okapi`` per question + ``get_top_n``), and top-1 / top-4 / full-ranking
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-LAMP7 = REPO.parent / "shared" / "lamp-data" / "LaMP-7" / "user"
+LAMP7 = Path(os.environ.get("LAMP7_DATA", REPO / "data" / "LaMP-7" / "user"))
 
 
 def official_rankings(queries: list[str], profiles: list[list[str]]) -> tuple[list[list[int]], float]:

@@ -3,14 +3,13 @@ training users reached, and the share of one epoch over its training set.
 
     .venv/bin/python leaderboard/lamp7-finetuned/budget.py [DATA_DIR]
 
-DATA_DIR is the real LaMP-7 user-based dev set (default ``../shared/lamp-data/LaMP-7/user``, as in
-run.sh). No model is loaded: the script splits the users exactly as run.sh's ``lamp train
---train-users 0.67`` does, builds each row's training set (PPlug's official augmentation when the
-row's ``augment`` is not 0) and replays the trainer's schedule, seeded with ``lamp train``'s default
-seed 0 as run.sh leaves it, for the row's steps. The rows' budgets (steps, batch size, gradient
-accumulation, epochs, ``max_steps``, lr, ``augment``) are those their cells record under
-``training`` in ``runs/*/config.json``.
-"""
+DATA_DIR is the real LaMP-7 user-based dev set (the folder with its official ``dev_questions.json``
+and ``dev_outputs.json``, as ``DATA`` in run.sh). No model is loaded: the script splits the users
+exactly as run.sh's ``lamp train --train-users 0.67`` does, builds each row's training set (PPlug's
+official augmentation when the row's ``augment`` is not 0) and replays the trainer's schedule,
+seeded with ``lamp train``'s default seed 0 as run.sh leaves it, for the row's steps. The rows'
+budgets (steps, batch size, gradient accumulation, epochs, ``max_steps``, lr, ``augment``) are those
+their cells record under ``training`` in ``runs/*/config.json``."""
 
 from __future__ import annotations
 
@@ -31,7 +30,9 @@ SEED = 0  # run.sh trains with lamp train's default --seed
 
 
 def main() -> None:
-    data_dir = sys.argv[1] if len(sys.argv) > 1 else "../shared/lamp-data/LaMP-7/user"
+    if len(sys.argv) != 2:
+        sys.exit("usage: budget.py DATA_DIR (the folder with LaMP-7's user-based dev_questions.json and dev_outputs.json)")
+    data_dir = sys.argv[1]
     task = host().registry.create("task", "lamp-7")
     context = RunContext(lamp_home=lamp_home(), preset="offline", seed=0, device="cpu")
     print(

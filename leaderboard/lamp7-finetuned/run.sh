@@ -40,7 +40,7 @@
 # Set OUT to another folder to keep the committed cells.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA=${DATA:-../shared/lamp-data/LaMP-7/user}
+DATA=${DATA:?set DATA to the folder with LaMP-7\'s user-based dev_questions.json and dev_outputs.json}
 TRAIN_LIMIT=${TRAIN_LIMIT-}       # training users (first N of the 1,005); empty: all
 EVAL_LIMIT=${EVAL_LIMIT-}         # held-out users (first N of the 495); empty: all
 EPOCHS=${EPOCHS:-1}

@@ -16,7 +16,7 @@
 # TRAIN_LIMIT=1005 EVAL_LIMIT=495 EPOCHS=2 LR=1e-4 (hours on CPU; minutes on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA=${DATA:-../shared/lamp-data/LaMP-7/user}
+DATA=${DATA:?set DATA to the folder with LaMP-7\'s user-based dev_questions.json and dev_outputs.json}
 TRAIN_LIMIT=${TRAIN_LIMIT:-64}
 EVAL_LIMIT=${EVAL_LIMIT:-100}
 EPOCHS=${EPOCHS:-1}
