@@ -1,7 +1,7 @@
 """Recompute what each trained row of this experiment saw in training: examples drawn, distinct
 training users reached, and the share of one epoch over its training set.
 
-    .venv/bin/python leaderboard/lamp7-finetuned/budget.py [DATA_DIR]
+    .venv/bin/python leaderboard/lamp7-finetuned/budget.py DATA_DIR
 
 DATA_DIR is the real LaMP-7 user-based dev set (the folder with its official ``dev_questions.json``
 and ``dev_outputs.json``, as ``DATA`` in run.sh). No model is loaded: the script splits the users
