@@ -20,7 +20,7 @@ With them, everything else a plugin's tests need, so that they import only ``lam
 :class:`WhitespaceTokens`), :func:`load_split` (read and validate a split's official files, e.g.
 the ones your data source wrote), :class:`PluginHost` (every installed plugin, loaded as ``lamp``
 loads them, or yours in-process with ``extra_plugins=``), and :class:`Matrix` with
-:func:`run_matrix` (a whole run in-process; both are imported on first use). Like the top level,
+:func:`run_matrix` (a whole run in-process). Like the top level,
 the names in ``__all__`` follow the plugin API's semantic versioning (docs/plugins.md).
 
 Only the contracts are used here: nothing concrete (no task, retriever or model name) is assumed.
@@ -33,7 +33,7 @@ import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lamp_harness.contracts import (
     DecodeMode,
@@ -53,9 +53,7 @@ from lamp_harness.contracts import (
 from lamp_harness.data import load_split
 from lamp_harness.errors import LampError, lamp_error
 from lamp_harness.registry import PluginHost
-
-if TYPE_CHECKING:
-    from lamp_harness.runner import Matrix, run_matrix
+from lamp_harness.runner import Matrix, run_matrix
 
 __all__ = [
     "EchoGenerator",
@@ -77,18 +75,6 @@ __all__ = [
 ]
 
 _KINDS = ("classification", "ordinal", "generation")
-
-# The run machinery is imported only by the tests that run a matrix.
-_RUNNER = ("Matrix", "run_matrix")
-
-
-def __getattr__(name: str) -> Any:
-    """:class:`Matrix` and :func:`run_matrix`, from the runner, on first use."""
-    if name not in _RUNNER:
-        raise AttributeError(f"module 'lamp_harness.testing' has no attribute {name!r}")
-    import lamp_harness.runner
-
-    return getattr(lamp_harness.runner, name)
 
 
 # ---------------------------------------------------------------------------------------------
