@@ -595,7 +595,7 @@ class Trainable(BasePersonalizer):
         prompt = task.prompt(example, items, self.generator.tokens, self.generator.max_input_tokens)
         return GenerationRequest(example.id, prompt, choices=task.choices(example), max_new_tokens=task.max_new_tokens)
 
-    # -- what lamp train needs (lamp_harness.contracts.Trainable) --------------------------------
+    # -- what lamp train needs (lamp_harness.Trainable) -----------------------------------------
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.layer.parameters())
 
