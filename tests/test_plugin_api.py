@@ -2,7 +2,10 @@
 installed distributions: generators get run-level settings only when they declare them, requests
 carry the retrieved items and metadata, per-task data sources (``--data TASK=NAME``, the matrix
 file's table, a task's own ``data_source``), and plugin versions in the cell id (recomputed on an
-upgrade, or kept under ``--allow-stale``)."""
+upgrade, or kept under ``--allow-stale``). And the declared surface itself: ``lamp_harness.__all__``
+and ``lamp_harness.testing.__all__`` resolve, cost nothing to import, match the type stub, and are
+all that the examples, the scaffold, the plugin guide and (but for a few marked sites) the
+built-ins import."""
 
 from __future__ import annotations
 
@@ -304,10 +307,7 @@ def test_lamp_run_warns_about_a_hook_function_missing_hookimpl(site, cli, tmp_pa
 
 
 def test_batch_size_arg_takes_an_integer_or_auto_and_names_the_generator_otherwise():
-    import pytest
-
-    from lamp_harness.errors import LampError
-    from lamp_harness.options import batch_size_arg
+    from lamp_harness import LampError, batch_size_arg
 
     assert batch_size_arg("auto", 32, "generator 'x'") == 32
     assert batch_size_arg(" AUTO ", 32, "generator 'x'") == 32
