@@ -228,7 +228,7 @@ Factories are "module:Class" strings, so a module is imported only when its comp
 
 from __future__ import annotations
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 
 @hookimpl
@@ -285,8 +285,8 @@ it in each cell's `config.json` and cell id, and recomputes cells made by anothe
 
 def _tests(v: dict[str, str], kinds: Sequence[str]) -> str:
     p = v["package"]
-    imports = ["from lamp_harness.contracts import RunContext", "from lamp_harness.registry import PluginHost"]
-    kit = []
+    imports = ["from lamp_harness import RunContext"]
+    kit = ["PluginHost"]
     body = []
     task_expr = "Task()" if "task" in kinds else 'PluginHost().registry.create("task", "lamp-7")'
     if "task" in kinds:
@@ -397,9 +397,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lamp_harness import metrics
-from lamp_harness.contracts import Example, MetricResult, ProfileItem, TokenCounter
-from lamp_harness.contracts import Task as BaseTask
+from lamp_harness import Example, MetricResult, ProfileItem, TokenCounter, metrics
+from lamp_harness import Task as BaseTask
 
 
 class Task(BaseTask):
@@ -445,10 +444,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lamp_harness.contracts import Task
-from lamp_harness.data import DataSource, SplitFiles, split_file_names
-from lamp_harness.errors import lamp_error
-from lamp_harness.io import atomic_write_json
+from lamp_harness import DataSource, SplitFiles, Task, atomic_write_json, lamp_error, split_file_names
 from lamp_harness.testing import sample_examples
 
 SIZES = {"train": 8, "dev": 4}
@@ -486,9 +482,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lamp_harness.contracts import Ranking, RankQuery, RunContext
-from lamp_harness.contracts import Retriever as BaseRetriever
-from lamp_harness.options import int_arg, reject_unknown_args
+from lamp_harness import Ranking, RankQuery, RunContext, int_arg, reject_unknown_args
+from lamp_harness import Retriever as BaseRetriever
 
 _WORD = re.compile(r"\\w+")
 
@@ -525,9 +520,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lamp_harness.contracts import Example, GenerationRequest, Generator, ProfileItem, RunContext, Task
-from lamp_harness.contracts import Personalizer as BasePersonalizer
-from lamp_harness.options import reject_unknown_args
+from lamp_harness import Example, GenerationRequest, Generator, ProfileItem, RunContext, Task, reject_unknown_args
+from lamp_harness import Personalizer as BasePersonalizer
 
 
 class Personalizer(BasePersonalizer):
@@ -561,9 +555,8 @@ from typing import Any
 
 import torch
 
-from lamp_harness.contracts import Example, GenerationRequest, Generator, ProfileItem, RunContext, Task
-from lamp_harness.contracts import Personalizer as BasePersonalizer
-from lamp_harness.options import reject_unknown_args
+from lamp_harness import Example, GenerationRequest, Generator, ProfileItem, RunContext, Task, reject_unknown_args
+from lamp_harness import Personalizer as BasePersonalizer
 
 BUCKETS = 64
 
@@ -602,7 +595,7 @@ class Trainable(BasePersonalizer):
         prompt = task.prompt(example, items, self.generator.tokens, self.generator.max_input_tokens)
         return GenerationRequest(example.id, prompt, choices=task.choices(example), max_new_tokens=task.max_new_tokens)
 
-    # -- what lamp train needs (lamp_harness.contracts.Trainable) --------------------------------
+    # -- what lamp train needs (lamp_harness.Trainable) -----------------------------------------
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.layer.parameters())
 
@@ -625,10 +618,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, RunContext
-from lamp_harness.contracts import Generator as BaseGenerator
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import batch_size_arg, int_arg, reject_unknown_args
+from lamp_harness import (
+    DecodeMode,
+    Generation,
+    GenerationRequest,
+    RunContext,
+    batch_size_arg,
+    int_arg,
+    lamp_error,
+    reject_unknown_args,
+)
+from lamp_harness import Generator as BaseGenerator
 
 
 class Words:
@@ -699,7 +699,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 FILE = "$short-cells.jsonl"
 

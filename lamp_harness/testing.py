@@ -14,6 +14,15 @@ Kinds and their checks: :func:`check_task`, :func:`check_retriever`, :func:`chec
 :func:`check_trainable_personalizer` (needs torch), :func:`check_generator`,
 :func:`check_data_source` and :func:`check_reporter`.
 
+With them, everything else a plugin's tests need, so that they import only ``lamp_harness`` and
+``lamp_harness.testing``: sample data (:func:`sample_examples`, :func:`sample_profile`,
+:func:`sample_rank_queries`), model-free stand-ins (:class:`EchoGenerator`,
+:class:`WhitespaceTokens`), :func:`load_split` (read and validate a split's official files, e.g.
+the ones your data source wrote), :class:`PluginHost` (every installed plugin, loaded as ``lamp``
+loads them, or yours in-process with ``extra_plugins=``), and :class:`Matrix` with
+:func:`run_matrix` (a whole run in-process). Like the top level,
+the names in ``__all__`` follow the plugin API's semantic versioning (docs/plugins.md).
+
 Only the contracts are used here: nothing concrete (no task, retriever or model name) is assumed.
 """
 
@@ -41,10 +50,15 @@ from lamp_harness.contracts import (
     Task,
     TokenCounter,
 )
+from lamp_harness.data import load_split
 from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.registry import PluginHost
+from lamp_harness.runner import Matrix, run_matrix
 
 __all__ = [
     "EchoGenerator",
+    "Matrix",
+    "PluginHost",
     "WhitespaceTokens",
     "check_data_source",
     "check_generator",
@@ -53,6 +67,8 @@ __all__ = [
     "check_retriever",
     "check_task",
     "check_trainable_personalizer",
+    "load_split",
+    "run_matrix",
     "sample_examples",
     "sample_profile",
     "sample_rank_queries",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lamp_harness.contracts import (
+from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
@@ -14,8 +14,8 @@ from lamp_harness.contracts import (
     RunContext,
     Task,
     prompt_options,
+    reject_unknown_args,
 )
-from lamp_harness.options import reject_unknown_args
 
 
 class NonPersonalized(Personalizer):

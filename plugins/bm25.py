@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 from lamp_plugins.ordering import ALGORITHM, official_descending
 
-from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
-from lamp_harness.options import float_arg, reject_unknown_args
+from lamp_harness import Ranking, RankQuery, Retriever, RunContext, float_arg, reject_unknown_args
 
 # Bytes that ``str.isspace()`` accepts among ASCII characters.
 _WHITESPACE = np.zeros(256, dtype=bool)

@@ -24,10 +24,17 @@ from typing import Any, ClassVar
 import numpy as np
 from lamp_plugins.encoders import POOLINGS, TextEncoder, load_encoder
 
-from lamp_harness.cache import EmbeddingCache
-from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import bool_arg, int_arg, reject_unknown_args
+from lamp_harness import (
+    EmbeddingCache,
+    Ranking,
+    RankQuery,
+    Retriever,
+    RunContext,
+    bool_arg,
+    int_arg,
+    lamp_error,
+    reject_unknown_args,
+)
 
 
 class DenseRetriever(Retriever):
@@ -71,7 +78,7 @@ class DenseRetriever(Retriever):
                 where=owner,
                 fix="Pass --retriever-arg model=ALIAS|HUB_ID|FOLDER, e.g. model=minilm, or a preset role such as model=bge.",
             )
-        from lamp_harness.models import preset_roles
+        from lamp_harness import preset_roles
 
         try:
             roles = preset_roles(context.preset)
@@ -79,6 +86,8 @@ class DenseRetriever(Retriever):
             roles = {}
         if model in roles and model != self.role:
             return model, None  # a role of the preset: whatever model the preset puts there
+        # core-internal: whether `model` is a registered alias, and which roles it serves, is in the
+        # process's registry; the plugin API does not hand a component the registry yet.
         from lamp_harness.registry import host, normalize
 
         registry = host().registry

@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lamp_harness.cache import encoder_identity
-from lamp_harness.contracts import RunContext
-from lamp_harness.errors import lamp_error
+from lamp_harness import RunContext, encoder_identity, lamp_error
 
 POOLINGS = ("mean", "cls")
 DEFAULT_MAX_TOKENS = 512
@@ -91,7 +89,7 @@ class TextEncoder:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from lamp_harness.models import loading_error, pretrained_kwargs
+        from lamp_harness import loading_error, pretrained_kwargs
 
         kwargs = pretrained_kwargs(self.resolved)
         hf_logging.disable_progress_bar()  # a per-load bar would clutter the run's own progress
@@ -196,7 +194,7 @@ def load_encoder(
 ) -> TextEncoder:
     """The text encoder for ``spec`` (alias, hub id or folder; ``None``: the preset's model for
     ``role``), shared per process through ``context.shared``."""
-    from lamp_harness.models import resolve_model
+    from lamp_harness import resolve_model
 
     resolved = resolve_model(role, context, spec)
     meta = dict(resolved.metadata)

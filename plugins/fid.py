@@ -19,19 +19,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lamp_harness.contracts import (
+from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
+    GeneratorFineTuning,
     Personalizer,
     ProfileItem,
     RunContext,
     Task,
+    lamp_error,
     prompt_options,
+    reject_unknown_args,
 )
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import reject_unknown_args
-from lamp_harness.training import GeneratorFineTuning
 
 
 class FusionInDecoder(GeneratorFineTuning, Personalizer):

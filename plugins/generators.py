@@ -8,7 +8,7 @@ torch, transformers, vllm and httpx are imported only when a generator is create
 
 from __future__ import annotations
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 
 @hookimpl

@@ -53,24 +53,23 @@ from typing import Any
 
 import torch
 
-from lamp_harness.contracts import (
+from lamp_harness import (
     DecodeMode,
     Generation,
     GenerationRequest,
     Generator,
+    HFTokenCounter,
+    ResolvedModel,
     RunContext,
     SoftTokens,
-)
-from lamp_harness.errors import lamp_error
-from lamp_harness.models import (
-    ResolvedModel,
+    bool_arg,
+    int_arg,
+    lamp_error,
     loading_error,
     preset_generator_args,
     pretrained_kwargs,
     resolve_model,
 )
-from lamp_harness.options import bool_arg, int_arg
-from lamp_harness.tokens import HFTokenCounter
 
 OWNER = "generator 'hf'"
 KNOWN_ARGS = ("device", "dtype", "num_beams", "max_input_tokens", "max_new_tokens", "batch_size", "chat_template")

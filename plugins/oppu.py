@@ -76,7 +76,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.contracts import (
+from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
@@ -85,11 +85,27 @@ from lamp_harness.contracts import (
     RankQuery,
     RunContext,
     Task,
+    atomic_write_json,
+    check_manifest,
+    float_arg,
+    folder_manifest,
+    int_arg,
+    lamp_error,
     prompt_options,
+    reject_unknown_args,
+    stable_hash,
 )
-from lamp_harness.errors import lamp_error
-from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, stable_hash
-from lamp_harness.options import float_arg, int_arg, reject_unknown_args
+
+# core-internal: users are dealt to ranks by the runner's own rule, so that trainer and engine agree.
+from lamp_harness.distributed import deal
+
+# core-internal: the summarizer and adapter trainer are built from a --generator spec exactly as the
+# runner builds its generator; the plugin API has no such factory yet.
+from lamp_harness.options import generator_kwargs, generator_spec
+
+# core-internal: the summarizer, adapter trainer and bm25 retriever come from the process's registry;
+# the plugin API does not hand a component the registry yet.
+from lamp_harness.registry import host
 
 
 @dataclass(frozen=True)
@@ -263,8 +279,6 @@ class Summaries:
         if self.spec is None and not self.args:
             self.generator = run_generator
             return
-        from lamp_harness.options import generator_kwargs, generator_spec
-        from lamp_harness.registry import host
 
         registry = host().registry
         plugin, model = generator_spec(self.spec, registry.names("generator"))
@@ -411,9 +425,6 @@ class OPPU(Personalizer):
     def _trainer_generator(self, spec: str, args: Mapping[str, str]) -> Generator:
         """The generator that trains the adapters an inference engine serves (same weights and
         prompts; built once per run)."""
-        from lamp_harness.options import generator_kwargs, generator_spec
-        from lamp_harness.registry import host
-
         registry = host().registry
         plugin, model = generator_spec(spec, registry.names("generator"))
         key = ("adapter-trainer", plugin, model, tuple(sorted(args.items())))
@@ -482,8 +493,6 @@ class OPPU(Personalizer):
     def _rank_earlier(self, task: Task, items: Sequence[ProfileItem]) -> list[tuple[int, ...]]:
         """For each item, the items before it ranked by BM25 against its retrieval query (the
         script's training-time retrieval)."""
-        from lamp_harness.registry import host
-
         retriever = host().registry.create("retriever", "bm25", self.context)
         queries = [
             RankQuery(f"item-{i}", task.document(items[i]), tuple(task.document(x) for x in items[:i]), tuple(items[:i]))
@@ -515,8 +524,6 @@ class OPPU(Personalizer):
     ) -> dict[str, Any]:
         """Train the missing adapters of ``examples``' users; with ``world_size`` > 1, only this
         ``rank``'s share (users dealt by history size). Returns counts and timings."""
-        from lamp_harness.distributed import deal
-
         users = users_of(examples)
         if self.summaries is not None:
             self.summaries.ensure(task, users, self.seed, self.context.lamp_home)

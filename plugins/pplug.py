@@ -81,19 +81,21 @@ from typing import Any
 
 from lamp_plugins.encoders import pool
 
-from lamp_harness.contracts import (
+from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
+    HFTokenCounter,
     Personalizer,
     ProfileItem,
     RunContext,
     SoftTokens,
     Task,
+    bool_arg,
+    int_arg,
+    lamp_error,
+    reject_unknown_args,
 )
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import bool_arg, int_arg, reject_unknown_args
-from lamp_harness.tokens import HFTokenCounter
 
 BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages:"
 """BGE's query instruction as the official PPlug code writes it (no space before the query)."""
@@ -391,7 +393,7 @@ class PPlug(Personalizer):
         """Load the encoder (once per process), build the trainable module for ``generator``."""
         import torch
 
-        from lamp_harness.models import resolve_model
+        from lamp_harness import resolve_model
 
         if self.module is not None and self.generator is generator:
             return
@@ -671,7 +673,7 @@ def _load_encoder(resolved: Any, context: RunContext, device: str) -> tuple[Any,
     if key not in context.shared:
         from transformers import AutoModel, AutoTokenizer
 
-        from lamp_harness.models import loading_error, pretrained_kwargs
+        from lamp_harness import loading_error, pretrained_kwargs
 
         kwargs = pretrained_kwargs(resolved)
         try:
@@ -698,7 +700,7 @@ class _EmbeddingStore:
     """Adapter from :class:`HistoryTable` to :class:`lamp_harness.cache.EmbeddingCache`."""
 
     def __init__(self, context: RunContext, resolved: Any, pooling: str, max_tokens: int) -> None:
-        from lamp_harness.cache import EmbeddingCache
+        from lamp_harness import EmbeddingCache
 
         self.cache = EmbeddingCache.for_model(
             context, resolved, pooling=pooling, normalize=True, max_tokens=max_tokens, role="document"

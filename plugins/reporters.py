@@ -15,8 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.secrets import redact
+from lamp_harness import hookimpl, redact
 
 EVENTS_FILE = "events.jsonl"
 

@@ -27,9 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import int_arg, reject_unknown_args
+from lamp_harness import Ranking, RankQuery, Retriever, RunContext, int_arg, lamp_error, reject_unknown_args
 
 FALLBACKS = ("error", "profile-order")
 _FORMATS = (

@@ -9,8 +9,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.errors import lamp_error
-from lamp_harness.secrets import redact
+from lamp_harness import lamp_error, redact
+
+# core-internal: the tracker reporters upload a cell's files by name, until hooks hand them typed cell records.
 from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, SCORES, TIMING
 
 ARTIFACTS = (CONFIG, METRICS, PREDICTIONS, SCORES, TIMING)

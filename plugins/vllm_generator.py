@@ -63,11 +63,22 @@ from typing import Any
 import torch
 from lamp_plugins.hf_generator import _DTYPES, RequestEncoding, _Encoded, split_passthrough
 
-from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Generator, RunContext
-from lamp_harness.errors import lamp_error
-from lamp_harness.models import ResolvedModel, loading_error, preset_generator_args, pretrained_kwargs, resolve_model
-from lamp_harness.options import bool_arg, int_arg
-from lamp_harness.tokens import HFTokenCounter
+from lamp_harness import (
+    DecodeMode,
+    Generation,
+    GenerationRequest,
+    Generator,
+    HFTokenCounter,
+    ResolvedModel,
+    RunContext,
+    bool_arg,
+    int_arg,
+    lamp_error,
+    loading_error,
+    preset_generator_args,
+    pretrained_kwargs,
+    resolve_model,
+)
 
 OWNER = "generator 'vllm'"
 KNOWN_ARGS = (
@@ -231,8 +242,7 @@ def fine_tuned_folder(resolved: ResolvedModel, weights: Path) -> Path:
 
     from transformers.utils import cached_file
 
-    from lamp_harness.io import stable_hash
-    from lamp_harness.models import model_cache_dir
+    from lamp_harness import model_cache_dir, stable_hash
 
     hub = pretrained_kwargs(resolved)
     try:

@@ -20,8 +20,7 @@ from typing import Any
 
 from lamp_plugins.trackers import artifacts, cell_config, metric_values, require
 
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.secrets import redact_text
+from lamp_harness import hookimpl, redact_text
 
 
 @contextmanager

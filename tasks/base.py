@@ -43,10 +43,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from lamp_harness.contracts import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import prompt_budget
-from lamp_harness.tokens import HFTokenCounter
+from lamp_harness import (
+    Example,
+    ExampleScores,
+    HFTokenCounter,
+    MetricResult,
+    ProfileItem,
+    Task,
+    TokenCounter,
+    lamp_error,
+    prompt_budget,
+)
 
 INITIAL_FACTOR = 0.6
 FACTOR_STEP = 0.1

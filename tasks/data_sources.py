@@ -5,7 +5,7 @@ Registered lazily (``"module:Class"`` strings), so listing plugins imports neith
 
 from __future__ import annotations
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 
 @hookimpl

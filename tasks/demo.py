@@ -52,10 +52,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lamp_harness.contracts import RunContext, Task
-from lamp_harness.data import DataSource, SplitFiles, check_split_name, split_file_names
-from lamp_harness.errors import lamp_error
-from lamp_harness.io import writing
+from lamp_harness import DataSource, RunContext, SplitFiles, Task, check_split_name, lamp_error, split_file_names, writing
 
 VERSION = 1
 USERS = {"train": 40, "dev": 40}

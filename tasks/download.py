@@ -32,11 +32,22 @@ from typing import ClassVar
 
 from filelock import FileLock
 
-from lamp_harness import __version__
-from lamp_harness.contracts import RunContext, Task
-from lamp_harness.data import DataSource, SplitFiles, check_scheme, check_split_name, split_file_names
-from lamp_harness.errors import LampError, lamp_error, warn
-from lamp_harness.io import atomic_write_json, file_matches, file_sha256
+from lamp_harness import (
+    DataSource,
+    LampError,
+    RunContext,
+    SplitFiles,
+    Task,
+    __version__,
+    atomic_write_json,
+    check_scheme,
+    check_split_name,
+    file_matches,
+    file_sha256,
+    lamp_error,
+    split_file_names,
+    warn,
+)
 
 DEFAULT_URL = "https://ciir.cs.umass.edu/downloads/LaMP/"
 CHECKSUMS = "checksums.json"

@@ -33,10 +33,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lamp_harness.contracts import RunContext, Task
-from lamp_harness.data import DataSource, SplitFiles, check_scheme, check_split_name, split_file_names
-from lamp_harness.errors import LampError, lamp_error
-from lamp_harness.io import atomic_write_bytes, atomic_write_json
+from lamp_harness import (
+    DataSource,
+    LampError,
+    RunContext,
+    SplitFiles,
+    Task,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_scheme,
+    check_split_name,
+    lamp_error,
+    split_file_names,
+)
 
 HUB_URL_ENV = "LAMP_HUB_URL"
 LONGLAMP_SPLITS = {"train": "train", "dev": "val", "test": "test"}

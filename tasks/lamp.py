@@ -34,8 +34,7 @@ from collections.abc import Mapping, Sequence
 
 from lamp_tasks.base import LampClassificationTask, LampGenerationTask, LampTask
 
-from lamp_harness.contracts import Example, ExampleScores, ProfileItem, TokenCounter
-from lamp_harness.errors import lamp_error
+from lamp_harness import Example, ExampleScores, ProfileItem, TokenCounter, lamp_error
 
 MOVIE_TAGS = (
     "sci-fi",

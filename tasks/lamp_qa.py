@@ -47,15 +47,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from lamp_harness.contracts import (
-    Example,
-    JudgedMetric,
-    JudgePrompt,
-    MetricResult,
-    ProfileItem,
-    Task,
-    TokenCounter,
-)
+from lamp_harness import Example, JudgedMetric, JudgePrompt, MetricResult, ProfileItem, Task, TokenCounter
 
 PROMPT_VERSION = "lamp-qa-1"
 METRIC = "aspect-score"

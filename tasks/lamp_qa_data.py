@@ -24,10 +24,17 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lamp_harness.contracts import RunContext, Task
-from lamp_harness.data import DataSource, SplitFiles, split_file_names
-from lamp_harness.errors import LampError, lamp_error
-from lamp_harness.io import atomic_write_bytes, file_sha256
+from lamp_harness import (
+    DataSource,
+    LampError,
+    RunContext,
+    SplitFiles,
+    Task,
+    atomic_write_bytes,
+    file_sha256,
+    lamp_error,
+    split_file_names,
+)
 
 REPO = "alireza7/LaMP-QA"
 MAIN = "main"

@@ -136,7 +136,7 @@ def generate(task: Any, split: str) -> tuple[list[dict[str, Any]], dict[str, Any
     """``(questions, outputs)`` of ``task``'s demo ``split`` in the harness's file format."""
     from lamp_tasks.lamp_qa import gold_record
 
-    from lamp_harness.errors import lamp_error
+    from lamp_harness import lamp_error
 
     if split not in USERS:
         raise lamp_error(

@@ -6,7 +6,7 @@ are lazy strings, so listing plugins imports nothing heavy.
 
 from __future__ import annotations
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 TASKS = (
     ("lamp-qa-arts", "LampQAArts", "Arts & Entertainment"),

@@ -39,9 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from lamp_harness import metrics
-from lamp_harness.contracts import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter
-from lamp_harness.errors import lamp_error
+from lamp_harness import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter, lamp_error, metrics
 
 JOINER = ", and "
 

@@ -35,8 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from lamp_harness import metrics
-from lamp_harness.contracts import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter
+from lamp_harness import Example, ExampleScores, MetricResult, ProfileItem, Task, TokenCounter, metrics
 
 INSTRUCTION = (
     "Find the most appropriate model response and give your final answer (a), (b), (c), or (d) "

@@ -3,7 +3,7 @@ nothing heavy is imported here)."""
 
 from __future__ import annotations
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 TASKS = (
     ("lamp-1", "LaMP1", "LaMP-1 citation identification, [1] or [2] (accuracy, macro-F1)"),

@@ -2,25 +2,41 @@
 installed distributions: generators get run-level settings only when they declare them, requests
 carry the retrieved items and metadata, per-task data sources (``--data TASK=NAME``, the matrix
 file's table, a task's own ``data_source``), and plugin versions in the cell id (recomputed on an
-upgrade, or kept under ``--allow-stale``)."""
+upgrade, or kept under ``--allow-stale``). And the declared surface itself: ``lamp_harness.__all__``
+and ``lamp_harness.testing.__all__`` resolve, cost nothing to import, match the type stub, and are
+all that the examples, the scaffold, the plugin guide and (but for a few marked sites) the
+built-ins import."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 # A fake distribution holding a strict generator, a task with its own data source, and the source.
 COMPONENTS = '''
 import json
 from pathlib import Path
 
-from lamp_harness import metrics
-from lamp_harness.contracts import Generation, Generator, Task
-from lamp_harness.data import DataSource, SplitFiles
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.io import atomic_write_json
-from lamp_harness.options import batch_size_arg, reject_unknown_args
+from lamp_harness import (
+    DataSource,
+    Generation,
+    Generator,
+    SplitFiles,
+    Task,
+    atomic_write_json,
+    batch_size_arg,
+    hookimpl,
+    metrics,
+    reject_unknown_args,
+)
 
 
 class Words:
@@ -291,10 +307,7 @@ def test_lamp_run_warns_about_a_hook_function_missing_hookimpl(site, cli, tmp_pa
 
 
 def test_batch_size_arg_takes_an_integer_or_auto_and_names_the_generator_otherwise():
-    import pytest
-
-    from lamp_harness.errors import LampError
-    from lamp_harness.options import batch_size_arg
+    from lamp_harness import LampError, batch_size_arg
 
     assert batch_size_arg("auto", 32, "generator 'x'") == 32
     assert batch_size_arg(" AUTO ", 32, "generator 'x'") == 32
@@ -334,3 +347,130 @@ def test_a_declared_num_beams_other_than_the_default_gets_a_label_and_a_column_o
     )
     assert code == 0, stdout + err
     assert [c["label"] for c in _cells(tmp_path / "strict").values()] == ["none / strict"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The declared surface: `lamp_harness` and `lamp_harness.testing`, and who imports what
+# ---------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC = ("lamp_harness", "lamp_harness.testing")
+INTERNAL_MARK = "# core-internal:"
+MAX_BUILT_IN_EXCEPTIONS = 10
+
+
+def _import_sites(source: str, where: str) -> list[tuple[str, int, str, tuple[str, ...]]]:
+    """Every import of a ``lamp_harness`` module in ``source`` (module level, in functions, under
+    ``TYPE_CHECKING``): ``(where, line, module, names)``."""
+    sites = []
+    for node in ast.walk(ast.parse(source, where)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "lamp_harness":
+            sites.append((where, node.lineno, node.module or "", tuple(a.name for a in node.names)))
+        elif isinstance(node, ast.Import):
+            sites += [(where, node.lineno, a.name, ()) for a in node.names if a.name.split(".")[0] == "lamp_harness"]
+    return sites
+
+
+def _off_api(sites: list[tuple[str, int, str, tuple[str, ...]]]) -> list[str]:
+    """The sites that reach past the plugin API: another module, or a name not in its ``__all__``."""
+    import lamp_harness
+    import lamp_harness.testing
+
+    declared = {"lamp_harness": set(lamp_harness.__all__), "lamp_harness.testing": set(lamp_harness.testing.__all__)}
+    off = []
+    for where, line, module, names in sites:
+        if module not in PUBLIC:
+            off.append(f"{where}:{line}: {module}")
+        elif not names:
+            off.append(f"{where}:{line}: import {module} (import names from it)")
+        elif unknown := sorted(set(names) - declared[module]):
+            off.append(f"{where}:{line}: {module} has no public {', '.join(unknown)}")
+    return off
+
+
+def _python_files(*folders: Path) -> list[Path]:
+    return sorted(p for folder in folders for p in folder.rglob("*.py"))
+
+
+def test_every_public_name_resolves_and_the_type_stub_declares_the_same_names():
+    import lamp_harness
+    import lamp_harness.testing
+
+    exports = lamp_harness._EXPORTS
+    assert lamp_harness.__all__ == ["__version__", *exports]
+    for name in exports:
+        value = getattr(lamp_harness, name)
+        module = importlib.import_module(f"lamp_harness.{exports[name]}")
+        assert value is (module if name == exports[name] else getattr(module, name)), name
+    assert set(lamp_harness.__all__) <= set(dir(lamp_harness))
+    for name in lamp_harness.testing.__all__:
+        assert getattr(lamp_harness.testing, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'runner'"):
+        lamp_harness.__getattr__("runner")
+
+    stub = ast.parse((ROOT / "lamp_harness" / "__init__.pyi").read_text(encoding="utf-8"))
+    stubbed = {}
+    for node in stub.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                assert alias.asname == alias.name, f"the stub must re-export {alias.name} as itself"
+                stubbed[alias.name] = (node.module or "").removeprefix("lamp_harness.").removeprefix("lamp_harness")
+    stubbed["metrics"] = "metrics"
+    assert stubbed == exports
+
+
+def test_the_trainable_generator_mixin_lives_below_the_trainer():
+    import lamp_harness
+    from lamp_harness import trainable, training
+
+    assert lamp_harness.GeneratorFineTuning is trainable.GeneratorFineTuning is training.GeneratorFineTuning
+    assert issubclass(training.FineTuned, lamp_harness.GeneratorFineTuning)
+    assert "lamp_harness.training" not in {m for _, _, m, _ in _import_sites(Path(trainable.__file__).read_text(), "x")}
+
+
+def test_importing_the_plugin_api_loads_nothing_until_a_name_is_used():
+    probe = (
+        "import sys, lamp_harness\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lamp_harness')))\n"
+        "from lamp_harness import Retriever, hookimpl, int_arg, GeneratorFineTuning\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'lamp_harness.runner') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['lamp_harness']", "[]"]
+
+
+def test_the_examples_the_scaffold_and_the_plugin_guide_import_only_the_plugin_api(tmp_path):
+    from lamp_harness.scaffold import SCAFFOLD_KINDS, scaffold
+
+    sites = []
+    for path in _python_files(ROOT / "examples"):
+        sites += _import_sites(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    written = scaffold("lamp-api-probe", tmp_path / "probe", list(SCAFFOLD_KINDS))
+    for path in (p for p in written if p.suffix == ".py"):
+        sites += _import_sites(path.read_text(encoding="utf-8"), f"lamp plugins new: {path.relative_to(tmp_path)}")
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    for n, block in enumerate(re.findall(r"```python\n(.*?)```", guide, flags=re.S)):
+        sites += _import_sites(block, f"docs/plugins.md, python block {n + 1}")
+    assert len({s[0] for s in sites}) > 20  # every kind of component, its tests and the guide's blocks
+    assert _off_api(sites) == []
+
+
+def test_the_built_ins_import_only_the_plugin_api_but_for_a_few_marked_exceptions():
+    exceptions, unmarked = [], []
+    for path in _python_files(ROOT / "plugins", ROOT / "tasks"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        sites = _import_sites("\n".join(lines), str(path.relative_to(ROOT)))
+        for site in sites:
+            if site[2] in PUBLIC:
+                continue
+            where, line = site[0], site[1]
+            above = line - 2
+            while above >= 0 and lines[above].strip().startswith("#") and INTERNAL_MARK not in lines[above]:
+                above -= 1  # the mark opens the comment block right above the import
+            reason = lines[above].strip() if above >= 0 and lines[above].strip().startswith("#") else ""
+            reason = reason.split(INTERNAL_MARK, 1)[1].strip() if INTERNAL_MARK in reason else ""
+            (exceptions if reason else unmarked).append(f"{where}:{line}: {site[2]}")
+        assert _off_api([s for s in sites if s[2] in PUBLIC]) == [], path
+    assert unmarked == [], f"an import past the plugin API needs a '{INTERNAL_MARK} why' comment right above it"
+    assert len(exceptions) <= MAX_BUILT_IN_EXCEPTIONS, exceptions

@@ -6,8 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lamp_harness.contracts import Ranking, RankQuery, Retriever, RunContext
-from lamp_harness.options import int_arg, reject_unknown_args
+from lamp_harness import Ranking, RankQuery, Retriever, RunContext, int_arg, reject_unknown_args
 
 _WORD = re.compile(r"\w+")
 

@@ -6,8 +6,7 @@ only when someone actually runs the ``overlap`` retriever (``lamp --help`` stays
 
 from __future__ import annotations
 
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.registry import Registry
+from lamp_harness import Registry, hookimpl
 
 
 @hookimpl

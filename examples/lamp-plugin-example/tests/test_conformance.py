@@ -8,10 +8,8 @@ from __future__ import annotations
 import pytest
 from lamp_plugin_example.overlap import OverlapRetriever
 
-from lamp_harness.contracts import ProfileItem, RankQuery, RunContext
-from lamp_harness.errors import LampError
-from lamp_harness.registry import PluginHost
-from lamp_harness.testing import check_retriever, sample_rank_queries
+from lamp_harness import LampError, ProfileItem, RankQuery, RunContext
+from lamp_harness.testing import PluginHost, check_retriever, sample_rank_queries
 
 
 @pytest.fixture

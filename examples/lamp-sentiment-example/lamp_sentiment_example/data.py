@@ -6,10 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from lamp_harness.contracts import Task
-from lamp_harness.data import DataSource, SplitFiles, split_file_names
-from lamp_harness.errors import lamp_error
-from lamp_harness.io import atomic_write_json
+from lamp_harness import DataSource, SplitFiles, Task, atomic_write_json, lamp_error, split_file_names
 
 VERSION = 1
 USERS = {"train": 30, "dev": 30}

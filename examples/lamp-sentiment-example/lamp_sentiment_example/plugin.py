@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.registry import Registry
+from lamp_harness import Registry, hookimpl
 
 
 @hookimpl

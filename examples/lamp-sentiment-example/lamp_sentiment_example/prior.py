@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lamp_harness.contracts import (
+from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
@@ -18,8 +18,8 @@ from lamp_harness.contracts import (
     ProfileItem,
     RunContext,
     Task,
+    reject_unknown_args,
 )
-from lamp_harness.options import reject_unknown_args
 
 BUCKETS = 32  # hashed input words
 
@@ -42,7 +42,7 @@ class UserPrior(Personalizer):
 
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
         if not task.labels:
-            from lamp_harness.errors import lamp_error
+            from lamp_harness import lamp_error
 
             raise lamp_error(
                 f"personalizer 'user-prior' needs a task with labels; {task.name!r} has none",

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from lamp_harness.contracts import DecodeMode, Generation, GenerationRequest, Generator, RunContext
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import reject_unknown_args
+from lamp_harness import DecodeMode, Generation, GenerationRequest, Generator, RunContext, lamp_error, reject_unknown_args
 
 
 class _Words:

@@ -9,7 +9,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 FILE = "cells.csv"
 COLUMNS = ("cell_id", "label", "task", "split", "metric", "value", "ci_low", "ci_high", "n", "status")

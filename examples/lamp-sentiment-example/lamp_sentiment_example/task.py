@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lamp_harness import metrics
-from lamp_harness.contracts import Example, MetricResult, ProfileItem, Task, TokenCounter
+from lamp_harness import Example, MetricResult, ProfileItem, Task, TokenCounter, metrics
 
 INSTRUCTION = "Is this review positive or negative? Answer with one word. review: "
 

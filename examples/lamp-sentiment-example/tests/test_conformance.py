@@ -12,17 +12,16 @@ from lamp_sentiment_example.reader import PriorReader
 from lamp_sentiment_example.reporter import CsvReporter
 from lamp_sentiment_example.task import ToySentiment
 
-from lamp_harness.contracts import GenerationRequest, ProfileItem, RunContext
-from lamp_harness.data import load_split
-from lamp_harness.errors import LampError
-from lamp_harness.registry import PluginHost
+from lamp_harness import GenerationRequest, LampError, ProfileItem, RunContext
 from lamp_harness.testing import (
+    PluginHost,
     check_data_source,
     check_generator,
     check_personalizer,
     check_reporter,
     check_task,
     check_trainable_personalizer,
+    load_split,
 )
 
 

@@ -1,9 +1,7 @@
 import random
 from pathlib import Path
 
-from lamp_harness.data import DataSource, SplitFiles, split_file_names
-from lamp_harness.errors import lamp_error
-from lamp_harness.io import atomic_write_json
+from lamp_harness import DataSource, SplitFiles, atomic_write_json, lamp_error, split_file_names
 from lamp_suite.task import CITIES
 
 

@@ -3,7 +3,7 @@
 import csv
 from pathlib import Path
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 
 @hookimpl

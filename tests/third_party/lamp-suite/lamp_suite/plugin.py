@@ -1,6 +1,6 @@
 """Registers the suite's components."""
 
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness import hookimpl
 
 
 @hookimpl

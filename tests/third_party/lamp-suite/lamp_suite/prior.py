@@ -1,7 +1,6 @@
 import torch
 
-from lamp_harness.contracts import GenerationRequest, Personalizer
-from lamp_harness.options import reject_unknown_args
+from lamp_harness import GenerationRequest, Personalizer, reject_unknown_args
 
 
 class CityPrior(Personalizer):

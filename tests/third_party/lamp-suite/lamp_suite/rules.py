@@ -1,6 +1,4 @@
-from lamp_harness.contracts import Generation, Generator
-from lamp_harness.errors import lamp_error
-from lamp_harness.options import reject_unknown_args
+from lamp_harness import Generation, Generator, lamp_error, reject_unknown_args
 
 
 class Words:

@@ -1,7 +1,6 @@
 from collections import Counter
 
-from lamp_harness.contracts import GenerationRequest, Personalizer
-from lamp_harness.options import int_arg, reject_unknown_args
+from lamp_harness import GenerationRequest, Personalizer, int_arg, reject_unknown_args
 
 
 class Summary(Personalizer):

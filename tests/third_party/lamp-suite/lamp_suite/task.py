@@ -1,5 +1,4 @@
-from lamp_harness import metrics
-from lamp_harness.contracts import Task
+from lamp_harness import Task, metrics
 
 CITIES = ("paris", "rome", "oslo")
 

@@ -1,8 +1,7 @@
 import math
 from collections import Counter
 
-from lamp_harness.contracts import Retriever
-from lamp_harness.options import bool_arg, reject_unknown_args
+from lamp_harness import Retriever, bool_arg, reject_unknown_args
 
 
 class Tfidf(Retriever):

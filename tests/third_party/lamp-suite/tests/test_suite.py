@@ -6,7 +6,7 @@ from lamp_suite.summary import Summary
 from lamp_suite.task import CityGuess
 from lamp_suite.tfidf import Tfidf
 
-from lamp_harness.contracts import RunContext
+from lamp_harness import RunContext
 from lamp_harness.testing import (
     check_data_source,
     check_generator,

@@ -1,0 +1,210 @@
+"""What type checkers see of ``lamp_harness``: the plugin API (``__init__.py`` resolves the same names lazily)."""
+
+from lamp_harness import metrics as metrics
+from lamp_harness.cache import (
+    EmbeddingCache as EmbeddingCache,
+)
+from lamp_harness.cache import (
+    encoder_identity as encoder_identity,
+)
+from lamp_harness.contracts import (
+    Dataset as Dataset,
+)
+from lamp_harness.contracts import (
+    DecodeMode as DecodeMode,
+)
+from lamp_harness.contracts import (
+    Example as Example,
+)
+from lamp_harness.contracts import (
+    ExampleScores as ExampleScores,
+)
+from lamp_harness.contracts import (
+    Generation as Generation,
+)
+from lamp_harness.contracts import (
+    GenerationRequest as GenerationRequest,
+)
+from lamp_harness.contracts import (
+    Generator as Generator,
+)
+from lamp_harness.contracts import (
+    JudgedMetric as JudgedMetric,
+)
+from lamp_harness.contracts import (
+    JudgePrompt as JudgePrompt,
+)
+from lamp_harness.contracts import (
+    MetricResult as MetricResult,
+)
+from lamp_harness.contracts import (
+    Personalizer as Personalizer,
+)
+from lamp_harness.contracts import (
+    Prediction as Prediction,
+)
+from lamp_harness.contracts import (
+    ProfileItem as ProfileItem,
+)
+from lamp_harness.contracts import (
+    Ranking as Ranking,
+)
+from lamp_harness.contracts import (
+    RankQuery as RankQuery,
+)
+from lamp_harness.contracts import (
+    Retriever as Retriever,
+)
+from lamp_harness.contracts import (
+    RunContext as RunContext,
+)
+from lamp_harness.contracts import (
+    Segment as Segment,
+)
+from lamp_harness.contracts import (
+    SoftTokens as SoftTokens,
+)
+from lamp_harness.contracts import (
+    Task as Task,
+)
+from lamp_harness.contracts import (
+    TokenCounter as TokenCounter,
+)
+from lamp_harness.contracts import (
+    Trainable as Trainable,
+)
+from lamp_harness.contracts import (
+    prompt_options as prompt_options,
+)
+from lamp_harness.data import (
+    DataSource as DataSource,
+)
+from lamp_harness.data import (
+    SplitFiles as SplitFiles,
+)
+from lamp_harness.data import (
+    check_scheme as check_scheme,
+)
+from lamp_harness.data import (
+    check_split_name as check_split_name,
+)
+from lamp_harness.data import (
+    split_file_names as split_file_names,
+)
+from lamp_harness.errors import (
+    LampError as LampError,
+)
+from lamp_harness.errors import (
+    lamp_error as lamp_error,
+)
+from lamp_harness.errors import (
+    warn as warn,
+)
+from lamp_harness.hookspecs import (
+    hookimpl as hookimpl,
+)
+from lamp_harness.io import (
+    atomic_write_bytes as atomic_write_bytes,
+)
+from lamp_harness.io import (
+    atomic_write_json as atomic_write_json,
+)
+from lamp_harness.io import (
+    atomic_write_text as atomic_write_text,
+)
+from lamp_harness.io import (
+    check_manifest as check_manifest,
+)
+from lamp_harness.io import (
+    file_matches as file_matches,
+)
+from lamp_harness.io import (
+    file_sha256 as file_sha256,
+)
+from lamp_harness.io import (
+    folder_manifest as folder_manifest,
+)
+from lamp_harness.io import (
+    lamp_home as lamp_home,
+)
+from lamp_harness.io import (
+    stable_hash as stable_hash,
+)
+from lamp_harness.io import (
+    writing as writing,
+)
+from lamp_harness.models import (
+    ResolvedModel as ResolvedModel,
+)
+from lamp_harness.models import (
+    loading_error as loading_error,
+)
+from lamp_harness.models import (
+    model_cache_dir as model_cache_dir,
+)
+from lamp_harness.models import (
+    preset_generator_args as preset_generator_args,
+)
+from lamp_harness.models import (
+    preset_roles as preset_roles,
+)
+from lamp_harness.models import (
+    pretrained_kwargs as pretrained_kwargs,
+)
+from lamp_harness.models import (
+    resolve_model as resolve_model,
+)
+from lamp_harness.options import (
+    batch_size_arg as batch_size_arg,
+)
+from lamp_harness.options import (
+    bool_arg as bool_arg,
+)
+from lamp_harness.options import (
+    check_args as check_args,
+)
+from lamp_harness.options import (
+    float_arg as float_arg,
+)
+from lamp_harness.options import (
+    int_arg as int_arg,
+)
+from lamp_harness.options import (
+    prompt_budget as prompt_budget,
+)
+from lamp_harness.options import (
+    reject_unknown_args as reject_unknown_args,
+)
+from lamp_harness.registry import (
+    Component as Component,
+)
+from lamp_harness.registry import (
+    Registry as Registry,
+)
+from lamp_harness.secrets import (
+    MASK as MASK,
+)
+from lamp_harness.secrets import (
+    is_secret_name as is_secret_name,
+)
+from lamp_harness.secrets import (
+    redact as redact,
+)
+from lamp_harness.secrets import (
+    redact_text as redact_text,
+)
+from lamp_harness.secrets import (
+    remember as remember,
+)
+from lamp_harness.tokens import (
+    HFTokenCounter as HFTokenCounter,
+)
+from lamp_harness.tokens import (
+    WhitespaceTokenCounter as WhitespaceTokenCounter,
+)
+from lamp_harness.trainable import (
+    GeneratorFineTuning as GeneratorFineTuning,
+)
+
+__version__: str
+__all__: list[str]
