@@ -1,0 +1,214 @@
+"""The cell module: the plan (product, capability rules, impossible cells), the one assembly the
+runner and the trainer share, and the matrix built from a matrix file and the command line, all
+against the real registry (the built-in plugins and the model-free toy generators)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import lamp_harness
+from lamp_harness import cells
+from lamp_harness.cells import Choice, Draft, Matrix
+from lamp_harness.contracts import Example, ProfileItem, RunContext
+from lamp_harness.errors import LampError
+from lamp_harness.registry import reset_host
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def registry(toys):
+    from lamp_harness.registry import host
+
+    reset_host(None)
+    yield host().registry
+    reset_host(None)
+
+
+def _generators(registry, context):
+    built = {}
+
+    def generator(key):
+        if key not in built:
+            built[key] = registry.create("generator", key[0], context)
+        return built[key]
+
+    return generator
+
+
+def _label(draft: Draft) -> str:
+    return " / ".join(x for x in (draft.personalizer, draft.retriever, draft.generator) if x)
+
+
+# -- the capability rules -------------------------------------------------------------------------
+
+
+def test_each_personalizer_gets_the_retriever_its_flags_allow(registry) -> None:
+    def choose(name: str, retriever: str | None, k: int = 2, args: dict | None = None):
+        cls = registry.get("personalizer", name).load()
+        return cells.retriever_choice(cls, retriever, k, lambda _: args or {})
+
+    assert choose("none", "bm25") == (None, {}, 0)  # accepts no retriever: dropped
+    assert choose("ipa", "bm25", args={"k1": "1.2"}) == ("bm25", {"k1": "1.2"}, 2)
+    assert choose("pplug", "contriever") == ("contriever", {}, 0)  # borrows the encoder: no items
+    assert choose("pplug", None) == (None, {}, 0)  # its own encoder
+    # The default retriever, its default arguments under the user's.
+    assert choose("pplug+retrieval", None, 1) == ("dense", {"model": "bge"}, 1)
+    assert choose("pplug+retrieval", None, 1, {"model": "contriever"}) == ("dense", {"model": "contriever"}, 1)
+    with pytest.raises(cells.NeedsRetriever):
+        choose("ipa", None)
+
+
+def test_the_trainer_resolves_a_retriever_as_the_plan_does(registry) -> None:
+    from lamp_harness.training import TrainConfig, resolve_retriever
+
+    pcls = registry.get("personalizer", "pplug+retrieval").load()
+    resolved = resolve_retriever(TrainConfig(task="lamp-7", personalizer="pplug+retrieval"), pcls)
+    (draft,), _ = cells.expand(Matrix(tasks=("lamp-7",), personalizers=("pplug+retrieval",)), registry)
+    assert (resolved.retriever, dict(resolved.retriever_args), resolved.k) == (
+        draft.retriever,
+        dict(draft.retriever_args),
+        draft.k,
+    )
+    with pytest.raises(LampError, match="personalizer 'ipa' needs a retriever"):
+        resolve_retriever(TrainConfig(task="lamp-7", personalizer="ipa"), registry.get("personalizer", "ipa").load())
+
+
+# -- the plan ---------------------------------------------------------------------------------------
+
+
+def test_expand_takes_each_groups_product_in_order_without_duplicates(registry) -> None:
+    matrix = Matrix(
+        tasks=("lamp-7",),
+        groups=(
+            Matrix(tasks=("lamp-7",), personalizers=("none", "ipa"), retrievers=("bm25",), ks=(1, 2)),
+            Matrix(tasks=("LaMP-7",), personalizers=("none", "pplug"), retrievers=("contriever",), ks=(1, 2)),
+        ),
+        generators=("toy-echo",),
+    )
+    drafts, problems = cells.expand(matrix, registry)
+    assert problems == []
+    assert [(d.personalizer, d.retriever, d.k) for d in drafts] == [
+        ("none", None, 0),  # once: none drops the retriever and k
+        ("ipa", "bm25", 1),
+        ("ipa", "bm25", 2),
+        ("pplug", "contriever", 0),  # once: the encoder plays no part of k
+    ]
+    assert {d.generator_key for d in drafts} == {("hf", None)}  # groups set their own generators
+
+
+def test_a_method_that_needs_a_retriever_is_one_problem_naming_some(registry) -> None:
+    drafts, problems = cells.expand(Matrix(tasks=("lamp-7", "lamp-3"), personalizers=("none", "ipa")), registry)
+    assert [d.personalizer for d in drafts] == ["none", "none"]
+    assert problems == ["ipa needs a retriever (add --retriever, e.g. bm25, contriever, dense, random)"] * 2
+    with pytest.raises(LampError, match=r"^1 impossible cell\(s\), nothing was run: ipa needs a retriever"):
+        cells.check_drafts(drafts, problems, registry, RunContext(Path(".")), generator=None, label=_label)
+
+
+def test_an_encoder_method_beside_item_methods_keeps_its_own_encoder(registry, lamp_home, capsys) -> None:
+    context = RunContext(lamp_home)
+    matrix = Matrix(tasks=("lamp-7",), personalizers=("ipa", "pplug"), retrievers=("bm25",), generators=("toy-echo",))
+    drafts, problems = cells.expand(matrix, registry)
+    checked = cells.check_drafts(drafts, problems, registry, context, generator=_generators(registry, context), label=_label)
+    assert [(d.personalizer, d.retriever) for d in checked] == [("ipa", "bm25"), ("pplug", None)]
+    assert "pplug uses a retriever's encoder and 'bm25' has none" in capsys.readouterr().err
+
+    alone = Matrix(tasks=("lamp-7",), personalizers=("pplug",), retrievers=("bm25",), generators=("toy-echo",))
+    with pytest.raises(LampError) as refused:
+        cells.check_drafts(*cells.expand(alone, registry), registry, context, generator=None, label=_label)
+    assert str(refused.value) == (
+        "1 impossible cell(s), nothing was run: pplug / bm25 / toy-echo: 'pplug' uses a retriever's text "
+        "encoder as its own, and 'bm25' has none (use a dense retriever such as contriever, or --personalizer "
+        "pplug+retrieval to put its top items in the prompt). Fix the selection."
+    )
+
+
+def test_an_encoder_decoder_method_is_refused_with_a_decoder_only_generator(registry, lamp_home) -> None:
+    context = RunContext(lamp_home)
+    generator = _generators(registry, context)
+    matrix = Matrix(tasks=("lamp-7",), personalizers=("fid",), retrievers=("bm25",), generators=("toy-encdec",))
+    assert (
+        len(cells.check_drafts(*cells.expand(matrix, registry), registry, context, generator=generator, label=_label)) == 1
+    )
+    with pytest.raises(LampError, match="'fid' needs an encoder-decoder model and 'toy' is decoder-only.*flan-t5-base"):
+        cells.check_drafts(
+            *cells.expand(
+                Matrix(tasks=("lamp-7",), personalizers=("fid",), retrievers=("bm25",), generators=("toy-echo",)), registry
+            ),
+            registry,
+            context,
+            generator=generator,
+            label=_label,
+        )
+
+
+# -- the assembly -----------------------------------------------------------------------------------
+
+
+def test_assemble_builds_the_task_and_sets_the_personalizer_up(registry, lamp_home) -> None:
+    context = RunContext(lamp_home)
+    generator = registry.create("generator", "toy-echo", context)
+    built = cells.assemble(Choice("lamp-7", "ipa", retriever="bm25"), context, registry, generator=generator)
+    assert built.task.name == "lamp-7" and built.generator is generator and built.personalizer.name == "ipa"
+    example = Example("q1", 'Paraphrase the tweet: "sunny day"', (ProfileItem("p1", 0, {"text": "rainy day"}),))
+    request = built.personalizer.personalize(built.task, example, example.profile)  # setup ran
+    assert "rainy day" in request.prompt and "sunny day" in request.prompt
+    with pytest.raises(LampError, match="task 'lamp-7'.*nope"):
+        cells.assemble(Choice("lamp-7", "ipa", task_args={"nope": "1"}), context, registry, generator=generator)
+
+
+def test_assemble_refuses_a_borrowed_encoder_that_does_not_exist_in_one_line(registry, lamp_home) -> None:
+    context = RunContext(lamp_home)
+    generator = registry.create("generator", "toy-echo", context)
+    with pytest.raises(LampError) as refused:
+        cells.assemble(
+            Choice("lamp-7", "pplug", retriever="recency"), context, registry, generator=generator, where="lamp train"
+        )
+    assert str(refused.value) == (
+        "lamp train: 'pplug' uses a retriever's text encoder as its own, and 'recency' has none. Use a dense "
+        "retriever such as contriever, or --personalizer pplug+retrieval to put its top items in the prompt."
+    )
+
+
+def test_neither_the_runner_nor_the_trainer_reads_a_capability_flag() -> None:
+    flags = {
+        "accepts_retriever",
+        "retriever_use",
+        "default_retriever",
+        "default_retriever_args",
+        "needs_retriever",
+        "items_variant",
+        "requires_encoder_decoder",
+    }
+    package = Path(lamp_harness.__file__).parent
+    for module in ("runner", "training"):
+        tree = ast.parse((package / f"{module}.py").read_text(encoding="utf-8"))
+        read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        read |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not flags & read, f"{module}.py reads {sorted(flags & read)}: use lamp_harness.cells"
+
+
+def test_the_cell_module_imports_nothing_that_imports_the_hook_specs() -> None:
+    """The hook specs type their arguments with CellSpec and RunInfo: whatever cells imports (at
+    any depth, lazily or for typing) must not lead back to them."""
+    package = Path(lamp_harness.__file__).parent
+
+    def imports(module: str) -> set[str]:
+        tree = ast.parse((package / f"{module}.py").read_text(encoding="utf-8"))
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lamp_harness."):
+                found.add(node.module.split(".")[1])
+        return found
+
+    seen, todo = set(), ["cells"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += sorted(imports(module))
+    assert "cells" in imports("hookspecs")
+    assert not {"hookspecs", "registry", "runner", "training"} & seen, sorted(seen)
