@@ -212,3 +212,43 @@ def test_the_cell_module_imports_nothing_that_imports_the_hook_specs() -> None:
             todo += sorted(imports(module))
     assert "cells" in imports("hookspecs")
     assert not {"hookspecs", "registry", "runner", "training"} & seen, sorted(seen)
+
+
+# -- the matrix from a matrix file and the command line ----------------------------------------
+
+
+def test_from_config_reads_the_groups_and_the_command_line_wins(registry) -> None:
+    demo = ROOT / "examples" / "demo.toml"
+    matrix = Matrix.from_config(demo, registry)
+    assert matrix.data == "demo" and matrix.limit == 10 and matrix.decode == "labels"
+    assert matrix.generator_args["num_beams"] == "1" and matrix.train_args["max_steps"] == "6"
+    assert [g.personalizers for g in matrix.groups][:2] == [("none", "pplug"), ("ipa",)]
+    over = Matrix.from_config(demo, registry, limit=2, seed=7, num_beams=4, task_arg=["lamp-7:max_new_tokens=5"])
+    assert (over.limit, over.seed, over.generator_args["num_beams"]) == (2, 7, "4")
+    assert over.task_args == {"lamp-7": {"max_new_tokens": "5"}}
+
+
+def test_from_cli_normalizes_and_checks_each_value(registry, tmp_path) -> None:
+    matrix = Matrix.from_cli(
+        registry, task="lamp-7", personalizer="none,pag", k="1,2", split="validation", scheme="temporal",
+        summarizer="toy-echo", data="demo,lamp-3=lamp", reporter=["a,b", "a"],
+    )  # fmt: skip
+    assert (matrix.split, matrix.scheme, matrix.ks, matrix.data, dict(matrix.task_data)) == (
+        "dev",
+        "time",
+        (1, 2),
+        "demo",
+        {"lamp-3": "lamp"},
+    )
+    assert matrix.personalizer_args == {"pag": {"summarizer": "toy-echo"}} and matrix.reporters == ("a", "b")
+    with pytest.raises(LampError, match="--summarizer applies to no personalizer"):
+        Matrix.from_cli(registry, task="lamp-7", summarizer="toy-echo")
+    with pytest.raises(LampError, match="^lamp run: no task given"):
+        Matrix.from_cli(registry)
+    bad = tmp_path / "m.toml"
+    bad.write_text('task = "lamp-7"\n[[group]]\nseed = 3\n', encoding="utf-8")
+    with pytest.raises(LampError, match=r"m\.toml: \[\[group\]\] 1 has key\(s\) seed that a group cannot set"):
+        Matrix.from_config(bad, registry)
+    checked = []
+    Matrix.from_cli(registry, task="lamp-7", checkpoint=tmp_path, check_checkpoint=checked.append)
+    assert checked == [tmp_path]
