@@ -26,8 +26,10 @@ from typing import Any, Protocol
 
 from lamp_harness.contracts import SPLIT_ALIASES, Generator, Personalizer, RunContext, Task, check_scheme
 from lamp_harness.errors import LampError, lamp_error, warn
+from lamp_harness.io import stable_hash
 from lamp_harness.options import check_args, check_device, generator_spec, make_task, parse_kv
 from lamp_harness.options import prompt_budget as checked_budget
+from lamp_harness.secrets import redact_text
 
 Pairs = tuple[tuple[str, str], ...]
 """Sorted ``(key, value)`` string pairs: a component's arguments as a cell records them."""
@@ -280,6 +282,15 @@ class Matrix:
                 dict.fromkeys([*_as_list(cfg.get("reporter")), *(name for value in reporter for name in split_list(value))])
             ),
         )
+
+    def task_args_of(self, task: str, registry: ComponentRegistry) -> Pairs:
+        """A task's options: ``--task-arg KEY=VALUE`` for every task, overridden by
+        ``--task-arg TASK:KEY=VALUE`` for this one (any spelling of its name)."""
+        args = dict(self.task_args.get("*", {}))
+        for name, table in self.task_args.items():
+            if name != "*" and registry.get("task", name).name == task:
+                args.update(table)
+        return tuple(sorted(args.items()))
 
     def retriever_args_of(self, name: str) -> Pairs:
         """A retriever's arguments: ``--retriever-arg KEY=VALUE`` for every retriever, overridden
@@ -568,6 +579,182 @@ def used_components(drafts: Iterable[Draft], data_source: Callable[[str], str | 
         if source is not None:
             used.append(("data_source", source))
     return used
+
+
+def check_task_data(matrix: Matrix, drafts: Sequence[Draft], registry: ComponentRegistry) -> None:
+    """Each ``--data TASK=NAME`` names a task of the run, and no task gets two sources (two
+    spellings of one task); otherwise a typo would silently send that task to its default source."""
+    tasks = list(dict.fromkeys(d.task for d in drafts))
+    chosen: dict[str, tuple[str, str]] = {}
+    for name, source in matrix.task_data.items():
+        task = registry.get("task", name).name
+        if task not in tasks:
+            raise lamp_error(
+                f"--data {name}={source} names a task this run does not include (its tasks: {', '.join(tasks)})",
+                fix=f"Fix the task name (e.g. --data {tasks[0]}={source}) or add --task {name}."
+                if tasks
+                else "Fix the task name.",
+            )
+        if task in chosen and chosen[task][1] != source:
+            raise lamp_error(
+                f"--data gives task {task!r} two sources, {chosen[task][0]}={chosen[task][1]} and {name}={source}",
+                fix="Keep one of them.",
+            )
+        chosen[task] = (name, source)
+
+
+def check_task_args(matrix: Matrix, drafts: Sequence[Draft], registry: ComponentRegistry) -> None:
+    """Each ``--task-arg TASK:KEY=VALUE`` (``[task-args.TASK]``) names a task of the run, and no
+    option is given two values under two spellings of one task; otherwise a typo in the task
+    name would silently run the task without the option."""
+    tasks = list(dict.fromkeys(d.task for d in drafts))
+    chosen: dict[str, dict[str, tuple[str, str]]] = {}
+    for name, table in matrix.task_args.items():
+        if name == "*":
+            continue
+        task = registry.get("task", name).name
+        if task not in tasks:
+            key, value = next(iter(table.items()), ("KEY", "VALUE"))
+            raise lamp_error(
+                f"--task-arg {name}:{key}={value} names a task this run does not include (its tasks: {', '.join(tasks)})",
+                fix=f"Fix the task name (e.g. --task-arg {tasks[0]}:{key}={value}) or add --task {name}."
+                if tasks
+                else "Fix the task name.",
+            )
+        for key, value in table.items():
+            earlier = chosen.setdefault(task, {}).get(key)
+            if earlier is not None and earlier[1] != value:
+                raise lamp_error(
+                    f"--task-arg gives task {task!r} two values of {key}, "
+                    f"{earlier[0]}:{key}={earlier[1]} and {name}:{key}={value}",
+                    fix="Keep one of them.",
+                )
+            chosen[task][key] = (name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# A cell's identity: its id and its label
+# ---------------------------------------------------------------------------------------------
+
+
+def label(
+    draft: Draft,
+    matrix: Matrix,
+    registry: ComponentRegistry,
+    *,
+    model: str,
+    settings: Sequence[str],
+    budget: tuple[int, str],
+) -> str:
+    """The method's display name: ``personalizer[args] / retriever / k=K / model``, then the
+    generator's label ``settings`` (``beams=N``...), ``max-new-tokens=N`` when the budget is the
+    user's (``budget``: the tokens and their source), ``prompt-budget=strict`` when not official."""
+    args = draft.personalizer_args
+    # Ablations (pplug aggregation=mean...) must get columns of their own.
+    parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "")]
+    if matrix.checkpoint is not None and not is_trainable(registry.get("personalizer", draft.personalizer).load()):
+        # A prompt-only method given a checkpoint runs a fine-tuned generator: it must not share
+        # a column (nor a baseline selector) with the same method zero-shot.
+        parts[0] += " (fine-tuned)"
+    if draft.retriever:
+        parts += [draft.retriever, f"k={draft.k}"] if draft.k else [f"encoder={draft.retriever}"]
+    parts.append(model)
+    parts += settings
+    tokens, source = budget
+    if source != "task":  # the user's budget, not the task's: a setting of its own
+        parts.append(f"max-new-tokens={tokens}")
+    if matrix.prompt_budget != "official":  # a deviation shows in the column name
+        parts.append(f"prompt-budget={matrix.prompt_budget}")
+    # A display name: shown, recorded and sent to reporters (run names, tags), so never a secret
+    # (a model named like the key, a key inside a URL-valued setting).
+    return redact_text(" / ".join(parts))
+
+
+def spec(
+    draft: Draft,
+    matrix: Matrix,
+    registry: ComponentRegistry,
+    out_dir: Path,
+    *,
+    label: str,
+    fingerprint: str,
+    decode: str,
+    budget: tuple[int, str],
+    judges: Sequence[str],
+    versions: Pairs,
+) -> CellSpec:
+    """The fully resolved :class:`CellSpec` of a planned cell, given what the run resolved for it
+    (its ``label``, its data's ``fingerprint``, the ``decode`` mode, the generation ``budget`` and
+    its source, the names of its judged metrics, the ``versions`` of its components' providers).
+
+    Its id is ``{task}_{personalizer}_{retriever}_k{k}-{hash}``: the hash covers everything that
+    changes predictions, the versions included; ``base_id`` hashes the same without them."""
+    m = matrix
+    pargs = draft.personalizer_args
+    rargs = draft.retriever_args
+    gargs = tuple(sorted(m.generator_args.items()))
+    identity: dict[str, Any] = {
+        "task": draft.task,
+        "split": m.split,
+        "data": fingerprint,
+        "limit": m.limit,
+        "personalizer": [draft.personalizer, pargs],
+        "retriever": [draft.retriever, rargs],
+        "k": draft.k,
+        "generator": [draft.generator, draft.model, gargs],
+        "preset": m.preset,
+        "decode": decode,
+        "seed": m.seed,
+        "prompt_budget": m.prompt_budget,
+        "checkpoint": str(m.checkpoint) if m.checkpoint else None,
+    }
+    targs = m.task_args_of(draft.task, registry)
+    tokens, budget_source = budget
+    # Added only when set, so the cells of runs without them keep their ids.
+    if targs:
+        identity["task_args"] = [list(pair) for pair in targs]
+    if budget_source != "task":
+        identity["max_new_tokens"] = tokens
+    if judges:  # a judged metric's judge is part of the cell: two judges never share a row
+        identity["judges"] = list(judges)
+    if m.train_args:  # only trained cells' predictions depend on them
+        if is_trainable(registry.get("personalizer", draft.personalizer).load()):
+            identity["train"] = sorted(m.train_args.items())
+    slug = "_".join(
+        x
+        for x in (
+            draft.task,
+            draft.personalizer,
+            draft.retriever or "",
+            f"k{draft.k}" if draft.retriever and draft.k else "",
+        )
+        if x
+    )
+    slug = slug.replace("+", "plus")
+    base_id = f"{slug}-{stable_hash(identity, 10)}"
+    # A plugin upgrade changes the cell: its results are recomputed (or reused on request).
+    cell_id = f"{slug}-{stable_hash({**identity, 'versions': dict(versions)}, 10)}"
+    return CellSpec(
+        cell_id,
+        label,
+        draft.task,
+        m.split,
+        draft.personalizer,
+        pargs,
+        draft.retriever,
+        rargs,
+        draft.k,
+        draft.generator,
+        draft.model,
+        gargs,
+        decode,
+        out_dir / cell_id,
+        versions,
+        base_id,
+        targs,
+        tokens,
+        budget_source,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

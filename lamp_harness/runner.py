@@ -28,7 +28,7 @@ from lamp_harness.contracts import (
     RunContext,
 )
 from lamp_harness.errors import LampError, lamp_error, warn
-from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
+from lamp_harness.io import atomic_write_json, lamp_home
 from lamp_harness.models import preset_generator_args
 from lamp_harness.options import generation_budget, generator_kwargs, label_settings, make_task
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
@@ -81,63 +81,13 @@ class Runner:
         ones rejected, all of them listed at once, before any work (see :mod:`lamp_harness.cells`)."""
         self.registry.get("preset", self.matrix.preset)  # a typo fails here, before any work
         drafts, problems = cells.expand(self.matrix, self.registry)
-        self._check_task_data(drafts)
-        self._check_task_args(drafts)
+        cells.check_task_data(self.matrix, drafts, self.registry)
+        cells.check_task_args(self.matrix, drafts, self.registry)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
         self.host.check_components(cells.used_components(drafts, self.data_source_name))
         for name in dict.fromkeys(d.task for d in drafts):  # a bad --task-arg fails here too
             self.budget(name)
         return cells.check_drafts(drafts, problems, self.registry, self.context, generator=self.generator, label=self._label)
-
-    def _check_task_data(self, drafts: Sequence[Draft]) -> None:
-        """Each ``--data TASK=NAME`` names a task of the run, and no task gets two sources (two
-        spellings of one task); otherwise a typo would silently send that task to its default source."""
-        tasks = list(dict.fromkeys(d.task for d in drafts))
-        chosen: dict[str, tuple[str, str]] = {}
-        for name, source in self.matrix.task_data.items():
-            task = self.registry.get("task", name).name
-            if task not in tasks:
-                raise lamp_error(
-                    f"--data {name}={source} names a task this run does not include (its tasks: {', '.join(tasks)})",
-                    fix=f"Fix the task name (e.g. --data {tasks[0]}={source}) or add --task {name}."
-                    if tasks
-                    else "Fix the task name.",
-                )
-            if task in chosen and chosen[task][1] != source:
-                raise lamp_error(
-                    f"--data gives task {task!r} two sources, {chosen[task][0]}={chosen[task][1]} and {name}={source}",
-                    fix="Keep one of them.",
-                )
-            chosen[task] = (name, source)
-
-    def _check_task_args(self, drafts: Sequence[Draft]) -> None:
-        """Each ``--task-arg TASK:KEY=VALUE`` (``[task-args.TASK]``) names a task of the run, and no
-        option is given two values under two spellings of one task; otherwise a typo in the task
-        name would silently run the task without the option."""
-        tasks = list(dict.fromkeys(d.task for d in drafts))
-        chosen: dict[str, dict[str, tuple[str, str]]] = {}
-        for name, table in self.matrix.task_args.items():
-            if name == "*":
-                continue
-            task = self.registry.get("task", name).name
-            if task not in tasks:
-                key, value = next(iter(table.items()), ("KEY", "VALUE"))
-                raise lamp_error(
-                    f"--task-arg {name}:{key}={value} names a task this run does not include "
-                    f"(its tasks: {', '.join(tasks)})",
-                    fix=f"Fix the task name (e.g. --task-arg {tasks[0]}:{key}={value}) or add --task {name}."
-                    if tasks
-                    else "Fix the task name.",
-                )
-            for key, value in table.items():
-                earlier = chosen.setdefault(task, {}).get(key)
-                if earlier is not None and earlier[1] != value:
-                    raise lamp_error(
-                        f"--task-arg gives task {task!r} two values of {key}, "
-                        f"{earlier[0]}:{key}={earlier[1]} and {name}:{key}={value}",
-                        fix="Keep one of them.",
-                    )
-                chosen[task][key] = (name, value)
 
     def data_source_name(self, task_name: str) -> str | None:
         """The data source a task reads: ``--data TASK=NAME``, else ``None`` when ``--data-dir``
@@ -217,13 +167,8 @@ class Runner:
         return self._rankings[key]
 
     def task_args(self, task_name: str) -> tuple[tuple[str, str], ...]:
-        """The task's options: ``--task-arg KEY=VALUE`` for every task, overridden by
-        ``--task-arg TASK:KEY=VALUE`` for this one."""
-        args = dict(self.matrix.task_args.get("*", {}))
-        for name, table in self.matrix.task_args.items():
-            if name != "*" and self.registry.get("task", name).name == task_name:
-                args.update(table)
-        return tuple(sorted(args.items()))
+        """The task's options (see :meth:`~lamp_harness.cells.Matrix.task_args_of`)."""
+        return self.matrix.task_args_of(task_name, self.registry)
 
     def task(self, task_name: str) -> Any:
         """The task built with its options (a bad option is a one-line error)."""
@@ -236,35 +181,17 @@ class Runner:
 
     # -- cells ----------------------------------------------------------------------------------
     def _label(self, draft: Draft) -> str:
-        args = draft.personalizer_args
-        # Ablations (pplug aggregation=mean...) must get columns of their own.
-        parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "")]
-        if self.matrix.checkpoint is not None and not cells.is_trainable(
-            self.registry.get("personalizer", draft.personalizer).load()
-        ):
-            # A prompt-only method given a checkpoint runs a fine-tuned generator: it must not share
-            # a column (nor a baseline selector) with the same method zero-shot.
-            parts[0] += " (fine-tuned)"
-        if draft.retriever:
-            parts += [draft.retriever, f"k={draft.k}"] if draft.k else [f"encoder={draft.retriever}"]
-        parts.append(self._model_name(draft))
-        # --num-beams 4 vs the default are different methods: the label must tell them apart.
-        try:
-            parts += label_settings(
+        model = self._model_name(draft)
+        settings: list[str] = []
+        try:  # --num-beams 4 vs the default are different methods: the label must tell them apart
+            settings = label_settings(
                 self.registry.get("generator", draft.generator).load(),
                 self.matrix.generator_args,
                 preset_generator_args(self.matrix.preset, self.registry),
             )
         except (ImportError, LampError):  # a broken generator is reported where it is built
             pass
-        budget, source = self.budget(draft.task)
-        if source != "task":  # the user's budget, not the task's: a setting of its own
-            parts.append(f"max-new-tokens={budget}")
-        if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
-            parts.append(f"prompt-budget={self.matrix.prompt_budget}")
-        # A display name: shown, recorded and sent to reporters (run names, tags), so never a secret
-        # (a model named like the key, a key inside a URL-valued setting).
-        return redact_text(" / ".join(parts))
+        return cells.label(draft, self.matrix, self.registry, model=model, settings=settings, budget=self.budget(draft.task))
 
     def _model_name(self, draft: Draft) -> str:
         if draft.model is None and draft.generator == "hf":
@@ -283,75 +210,23 @@ class Runner:
 
     def cell(self, draft: Draft) -> CellSpec:
         """The fully resolved :class:`CellSpec` of a planned cell (its id hashes the identity)."""
-        m = self.matrix
         dataset = self.dataset(draft.task)
         decode = self._decode_for(draft.task)
-        pargs = draft.personalizer_args
-        rargs = draft.retriever_args
-        gargs = tuple(sorted(m.generator_args.items()))
-        identity = {
-            "task": draft.task,
-            "split": m.split,
-            "data": dataset.fingerprint,
-            "limit": m.limit,
-            "personalizer": [draft.personalizer, pargs],
-            "retriever": [draft.retriever, rargs],
-            "k": draft.k,
-            "generator": [draft.generator, draft.model, gargs],
-            "preset": m.preset,
-            "decode": decode,
-            "seed": m.seed,
-            "prompt_budget": m.prompt_budget,
-            "checkpoint": str(m.checkpoint) if m.checkpoint else None,
-        }
-        targs = self.task_args(draft.task)
-        budget, budget_source = self.budget(draft.task)
-        # Added only when set, so the cells of runs without them keep their ids.
-        if targs:
-            identity["task_args"] = [list(pair) for pair in targs]
-        if budget_source != "task":
-            identity["max_new_tokens"] = budget
-        judges = self.judges(draft.task)
-        if judges:  # a judged metric's judge is part of the cell: two judges never share a row
-            identity["judges"] = [j.metric_name for j in judges]
-        if m.train_args:  # only trained cells' predictions depend on them
-            if cells.is_trainable(self.registry.get("personalizer", draft.personalizer).load()):
-                identity["train"] = sorted(m.train_args.items())
-        slug = "_".join(
-            x
-            for x in (
-                draft.task,
-                draft.personalizer,
-                draft.retriever or "",
-                f"k{draft.k}" if draft.retriever and draft.k else "",
-            )
-            if x
-        )
-        slug = slug.replace("+", "plus")
-        base_id = f"{slug}-{stable_hash(identity, 10)}"
+        budget = self.budget(draft.task)
+        judges = tuple(j.metric_name for j in self.judges(draft.task))
         versions = self.component_versions(draft)
-        # A plugin upgrade changes the cell: its results are recomputed (or reused on request).
-        cell_id = f"{slug}-{stable_hash({**identity, 'versions': dict(versions)}, 10)}"
-        return CellSpec(
-            cell_id,
-            self._label(draft),
-            draft.task,
-            m.split,
-            draft.personalizer,
-            pargs,
-            draft.retriever,
-            rargs,
-            draft.k,
-            draft.generator,
-            draft.model,
-            gargs,
-            decode,
-            self.out_dir / cell_id,
-            versions,
-            base_id,
-            targs,
-            budget,
-            budget_source,
+        label = self._label(draft)
+        return cells.spec(
+            draft,
+            self.matrix,
+            self.registry,
+            self.out_dir,
+            label=label,
+            fingerprint=dataset.fingerprint,
+            decode=decode,
+            budget=budget,
+            judges=judges,
+            versions=versions,
         )
 
     def component_versions(self, draft: Draft) -> tuple[tuple[str, str], ...]:

@@ -145,6 +145,60 @@ def test_an_encoder_decoder_method_is_refused_with_a_decoder_only_generator(regi
         )
 
 
+# -- a cell's identity -------------------------------------------------------------------------------
+
+
+def test_the_label_names_every_setting_that_makes_a_method_of_its_own(registry, tmp_path) -> None:
+    def label(draft: Draft, matrix: Matrix = Matrix(tasks=("lamp-7",)), budget=(128, "task")) -> str:
+        return cells.label(draft, matrix, registry, model="m", settings=["beams=4"], budget=budget)
+
+    ipa = Draft("lamp-7", "ipa", "bm25", 2, "hf", None, personalizer_args=(("a", "1"),))
+    assert label(ipa) == "ipa[a=1] / bm25 / k=2 / m / beams=4"
+    assert label(Draft("lamp-7", "pplug", "contriever", 0, "hf", None)) == "pplug / encoder=contriever / m / beams=4"
+    tuned = Matrix(tasks=("lamp-7",), checkpoint=tmp_path, prompt_budget="strict")
+    assert label(ipa, tuned, (9, "generator_args")) == (
+        "ipa[a=1] (fine-tuned) / bm25 / k=2 / m / beams=4 / max-new-tokens=9 / prompt-budget=strict"
+    )
+    assert "(fine-tuned)" not in label(Draft("lamp-7", "pplug", None, 0, "hf", None), tuned)  # trains itself
+
+
+def test_the_cell_id_hashes_what_changes_predictions_and_the_versions(registry, tmp_path) -> None:
+    def spec(draft: Draft, matrix: Matrix, versions=(("lamp-harness", "1"),)):
+        return cells.spec(
+            draft, matrix, registry, tmp_path, label="x", fingerprint="f", decode="generate", budget=(5, "task"),
+            judges=(), versions=versions,
+        )  # fmt: skip
+
+    matrix = Matrix(tasks=("lamp-7",))
+    none = spec(Draft("lamp-7", "none", None, 0, "hf", None), matrix)
+    assert none.cell_id.startswith("lamp-7_none-") and none.dir == tmp_path / none.cell_id
+    upgraded = spec(Draft("lamp-7", "none", None, 0, "hf", None), matrix, (("lamp-harness", "2"),))
+    assert upgraded.base_id == none.base_id and upgraded.cell_id != none.cell_id
+    plus = spec(Draft("lamp-7", "pplug+retrieval", "dense", 1, "hf", None), matrix)
+    assert plus.cell_id.startswith("lamp-7_pplugplusretrieval_dense_k1-")
+    trained = Matrix(tasks=("lamp-7",), train_args={"max_steps": "2"}, task_args={"LaMP-7": {"max_new_tokens": "3"}})
+    assert spec(Draft("lamp-7", "none", None, 0, "hf", None), trained).cell_id != none.cell_id  # the task option
+    assert spec(Draft("lamp-7", "none", None, 0, "hf", None), trained).task_args == (("max_new_tokens", "3"),)
+    untrained = Matrix(tasks=("lamp-7",), train_args={"max_steps": "2"})
+    assert spec(Draft("lamp-7", "none", None, 0, "hf", None), untrained).cell_id == none.cell_id  # none trains nothing
+    pplug = Draft("lamp-7", "pplug", None, 0, "hf", None)
+    assert spec(pplug, untrained).cell_id != spec(pplug, matrix).cell_id
+
+
+def test_task_options_and_sources_must_name_a_task_of_the_run(registry) -> None:
+    drafts, _ = cells.expand(Matrix(tasks=("lamp-7",)), registry)
+    with pytest.raises(LampError, match=r"--data lamp-3=demo names a task this run does not include \(its tasks: lamp-7\)"):
+        cells.check_task_data(Matrix(tasks=("lamp-7",), task_data={"lamp-3": "demo"}), drafts, registry)
+    with pytest.raises(LampError, match="--data gives task 'lamp-7' two sources"):
+        cells.check_task_data(Matrix(tasks=("lamp-7",), task_data={"lamp-7": "demo", "LaMP-7": "lamp"}), drafts, registry)
+    two = Matrix(tasks=("lamp-7",), task_args={"lamp-7": {"max_new_tokens": "3"}, "LAMP-7": {"max_new_tokens": "4"}})
+    with pytest.raises(LampError, match="--task-arg gives task 'lamp-7' two values of max_new_tokens"):
+        cells.check_task_args(two, drafts, registry)
+    both = Matrix(tasks=("lamp-7",), task_args={"*": {"a": "1", "b": "1"}, "LaMP-7": {"b": "2"}})
+    assert both.task_args_of("lamp-7", registry) == (("a", "1"), ("b", "2"))
+    assert both.task_args_of("lamp-3", registry) == (("a", "1"), ("b", "1"))
+
+
 # -- the assembly -----------------------------------------------------------------------------------
 
 
