@@ -762,10 +762,10 @@ class Runner:
         if checkpoint is not None:
             training.load_checkpoint(personalizer, checkpoint, generator=generator)
         else:
-            where = cells.CellContext(
+            context = cells.CellContext(
                 self.context, self.matrix, self.data_source_name(spec.task), self.progress, self.console, self.allow_stale
             )
-            checkpoint, stale = training.ensure_trained_for_cell(spec, where, personalizer, task, generator)
+            checkpoint, stale = training.ensure_trained_for_cell(spec, context, personalizer, task, generator)
         return restore, checkpoint, stale
 
 

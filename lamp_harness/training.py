@@ -1665,18 +1665,18 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, str]) -> TrainCo
 
 
 def ensure_trained_for_cell(
-    spec: CellSpec, where: CellContext, personalizer: Personalizer, task: Task, generator: Generator
+    spec: CellSpec, context: CellContext, personalizer: Personalizer, task: Task, generator: Generator
 ) -> tuple[Path, StaleWeights | None]:
     """Train a cell's personalizer on the ``train`` split of the cell's data (cached by
     configuration under ``$LAMP_HOME/checkpoints``) and load the weights into it.
 
     Called by the runner for trainable personalizers when no ``--checkpoint`` is given, with what
-    the cell runs in (``where``: the run's context and settings, the task's data source). Data
+    the cell runs in (``context``: the run's context and settings, the task's data source). Data
     without a train split (e.g. the real LaMP-7 dev file) needs an explicit ``lamp train
     --train-users`` run and ``--checkpoint``. Returns the checkpoint, and what made it stale when
     ``--allow-stale`` kept weights trained with other versions of the components.
     """
-    matrix = where.matrix
+    matrix = context.matrix
     if spec.split == "train":
         raise lamp_error(
             f"cell {spec.label!r} evaluates on the train split, which its personalizer would be trained on",
@@ -1692,7 +1692,7 @@ def ensure_trained_for_cell(
         # personalizer of its own, then load the checkpoint into this cell's personalizer.
         model, generator_args = trainer
         train_generator = train_personalizer = None
-    source = where.data_source  # --data TASK=NAME, the task's own source...
+    source = context.data_source  # --data TASK=NAME, the task's own source...
     config = TrainConfig(
         task=spec.task,
         personalizer=spec.personalizer,
@@ -1717,12 +1717,12 @@ def ensure_trained_for_cell(
     try:
         checkpoint, stale = _ensure_trained(
             config,
-            context=where.run,
+            context=context.run,
             generator=train_generator,
             personalizer=train_personalizer,
-            progress=where.progress,
-            console=where.console,
-            allow_stale=where.allow_stale,
+            progress=context.progress,
+            console=context.console,
+            allow_stale=context.allow_stale,
         )
     except FileNotFoundError as exc:  # pragma: no cover - data sources raise LampErrors
         raise lamp_error(
