@@ -1,17 +1,21 @@
-"""The cell: what a run is asked for (:class:`Matrix`), what one cell is (:class:`CellSpec`), the
-plan that turns the one into the others, the rules of the personalizers' capability flags, and
-the assembly of a cell's components (:func:`assemble`), which the runner and the trainer share.
+"""The cell: what a run is asked for (:class:`Matrix`, built from a matrix file and the command
+line by :meth:`Matrix.from_config` / :meth:`Matrix.from_cli`), what one cell is (:class:`CellSpec`:
+its id and label, :func:`spec`, :func:`label`), the plan that turns the one into the others, the
+rules of the personalizers' capability flags, and the assembly of a cell's components
+(:func:`assemble`), which the runner and the trainer share.
 
 A cell is one (task, personalizer, retriever, k, generator) combination on one split. Planning a
-matrix takes the product of its selectors (of each ``[[group]]``), applies each personalizer's
-capability flags (:func:`retriever_choice`: a method without retrieval drops the retriever, one
-that borrows a retriever's encoder retrieves no items, one with a default retriever gets it...) and
-rejects impossible cells, all of them at once, before any work (:func:`check_drafts`).
+matrix takes the product of its selectors (of each ``[[group]]``, :func:`expand`), applies each
+personalizer's capability flags (:func:`retriever_choice`: a method without retrieval drops the
+retriever, one that borrows a retriever's encoder retrieves no items, one with a default retriever
+gets it...) and rejects impossible cells, all of them at once, before any work
+(:func:`check_drafts`).
 
 This module sits one floor below the runner and the trainer, and below the hook specs (which type
 their arguments with :class:`CellSpec` and :class:`RunInfo`): it imports only the contracts and
-small helpers, and is handed the registry it looks components up in (:class:`ComponentRegistry`),
-so that no import leads from here back to the hook specs.
+small helpers (options, errors, io, secrets) and is handed the registry it looks components up in
+(:class:`ComponentRegistry`) and what the run resolves (datasets, generators, judges), so that no
+import leads from here back to the hook specs.
 """
 
 from __future__ import annotations
