@@ -275,6 +275,43 @@ class TokenCounter(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
+# Splits: the names a dataset's split and split scheme take
+# ---------------------------------------------------------------------------------------------
+
+
+SPLITS = ("train", "dev", "test")
+SCHEMES = ("user", "time")
+SPLIT_ALIASES = {"validation": "dev", "val": "dev"}
+"""Other benchmarks' names of the harness's splits (LaMP-QA's ``validation`` is ``dev``)."""
+
+
+def check_split_name(split: str) -> str:
+    """``split`` if it is train, dev or test, else a one-line error."""
+    if split not in SPLITS:
+        from lamp_harness.errors import lamp_error
+
+        raise lamp_error(f"unknown split {split!r}", fix=f"Use one of {', '.join(SPLITS)}.")
+    return split
+
+
+SCHEME_ALIASES = {"temporal": "time"}
+"""Other names of the split schemes (LongLaMP calls the time-based split ``temporal``)."""
+
+
+def check_scheme(scheme: str) -> str:
+    """``scheme`` if it is ``user`` or ``time`` (``temporal`` is ``time``), else a one-line error.
+    Returns the canonical name."""
+    scheme = SCHEME_ALIASES.get(scheme, scheme)
+    if scheme not in SCHEMES:
+        from lamp_harness.errors import lamp_error
+
+        raise lamp_error(
+            f"unknown split scheme {scheme!r}", fix="Use 'user' (user-based split) or 'time' (time-based split)."
+        )
+    return scheme
+
+
+# ---------------------------------------------------------------------------------------------
 # Run context: what a component factory receives
 # ---------------------------------------------------------------------------------------------
 

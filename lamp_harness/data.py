@@ -34,13 +34,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lamp_harness.contracts import Dataset, Example, ProfileItem, RunContext, Task
+from lamp_harness.contracts import (  # the split vocabulary lives with Dataset, below the cells module
+    SCHEME_ALIASES,  # noqa: F401  (re-exported: data's names)
+    SCHEMES,
+    SPLIT_ALIASES,  # noqa: F401
+    SPLITS,  # noqa: F401
+    Dataset,
+    Example,
+    ProfileItem,
+    RunContext,
+    Task,
+    check_scheme,
+    check_split_name,
+)
 from lamp_harness.errors import LampError, lamp_error
 from lamp_harness.io import broken_link
 from lamp_harness.registry import normalize
 
-SPLITS = ("train", "dev", "test")
-SCHEMES = ("user", "time")
 DEFAULT_SOURCE = "lamp"
 MAX_PROBLEMS = 200
 """How many problem lines a validation keeps (all are counted)."""
@@ -110,32 +120,6 @@ class DataSource(ABC):
         (``--data-dir``) in that layout, converted when needed. ``None`` (the default): the folder
         holds the harness's ``{split}_questions.json`` / ``{split}_outputs.json``."""
         return None
-
-
-SPLIT_ALIASES = {"validation": "dev", "val": "dev"}
-"""Other benchmarks' names of the harness's splits (LaMP-QA's ``validation`` is ``dev``)."""
-
-
-def check_split_name(split: str) -> str:
-    """``split`` if it is train, dev or test, else a one-line error."""
-    if split not in SPLITS:
-        raise lamp_error(f"unknown split {split!r}", fix=f"Use one of {', '.join(SPLITS)}.")
-    return split
-
-
-SCHEME_ALIASES = {"temporal": "time"}
-"""Other names of the split schemes (LongLaMP calls the time-based split ``temporal``)."""
-
-
-def check_scheme(scheme: str) -> str:
-    """``scheme`` if it is ``user`` or ``time`` (``temporal`` is ``time``), else a one-line error.
-    Returns the canonical name."""
-    scheme = SCHEME_ALIASES.get(scheme, scheme)
-    if scheme not in SCHEMES:
-        raise lamp_error(
-            f"unknown split scheme {scheme!r}", fix="Use 'user' (user-based split) or 'time' (time-based split)."
-        )
-    return scheme
 
 
 # ---------------------------------------------------------------------------------------------

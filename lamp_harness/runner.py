@@ -1,5 +1,7 @@
-"""The experiment runner: expands a matrix into cells, validates them all before any work, shares
-expensive work across cells (data, rankings, loaded models), and runs each cell resumably.
+"""The experiment runner, a scheduler: it has a :class:`~lamp_harness.cells.Matrix` planned and
+checked (:mod:`lamp_harness.cells`, before any work), shares expensive work across cells (data,
+rankings, loaded models), orders the cells, holds their locks, deals their batches to the ranks of
+a data-parallel job, resumes them, and notifies the reporters.
 
 A cell is one (task, personalizer, retriever, k, generator) combination on one split. Its id is a
 hash of its resolved configuration, so re-running the same command finds the same folders: finished
@@ -8,16 +10,16 @@ cells are skipped, partial ones resume from their last whole batch (see :mod:`la
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from lamp_harness import __version__, distributed
+from lamp_harness import __version__, cells, distributed
+from lamp_harness.cells import CellSpec, Draft, Matrix, RunInfo
 from lamp_harness.contracts import (
     Dataset,
     Example,
@@ -26,142 +28,15 @@ from lamp_harness.contracts import (
     RunContext,
 )
 from lamp_harness.errors import LampError, lamp_error, warn
-from lamp_harness.io import atomic_write_json, lamp_home, stable_hash
+from lamp_harness.io import atomic_write_json, lamp_home
 from lamp_harness.models import preset_generator_args
-from lamp_harness.options import generation_budget, generator_kwargs, generator_spec, label_settings, make_task
+from lamp_harness.options import generation_budget, generator_kwargs, label_settings, make_task
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
 from lamp_harness.scores import score_cell
 from lamp_harness.secrets import redact_text
 from lamp_harness.store import METRICS, CellBusy, CellStore
-
-
-@dataclass(frozen=True)
-class Matrix:
-    """What ``lamp run`` was asked for: every selector is a list; the runner takes the product."""
-
-    tasks: tuple[str, ...]
-    personalizers: tuple[str, ...] = ("none",)
-    retrievers: tuple[str, ...] = ()
-    ks: tuple[int, ...] = (1,)
-    generators: tuple[str | None, ...] = (None,)
-    split: str = "dev"
-    data: str | None = None
-    """The data source of every task (``--data NAME``); ``None``: each task's own default."""
-    task_data: Mapping[str, str] = field(default_factory=dict)
-    """Per-task data sources (``--data lamp-7=demo,toy-sentiment=toy``); they win over ``data``
-    and ``data_dir``."""
-    data_dir: Path | None = None
-    scheme: str = "user"
-    limit: int | None = None
-    preset: str = "offline"
-    seed: int = 0
-    decode: str = "generate"
-    prompt_budget: str = "official"
-    """``official`` (the official LaMP prompt budget) or ``strict`` (the harness's deviation)."""
-    personalizer_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    retriever_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    generator_args: Mapping[str, str] = field(default_factory=dict)
-    task_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    """Task options (``--task-arg``, ``[task-args]``), under ``"*"`` for every task or a task's
-    name; ``max_new_tokens`` among them is the task's generation budget."""
-    train_args: Mapping[str, str] = field(default_factory=dict)
-    """Overrides of the training settings (epochs, max_steps, batch_size, lr...) used when a
-    trainable personalizer is trained before its cell (see ``lamp train --help``)."""
-    checkpoint: Path | None = None
-    device: str = "auto"
-    judge: str | None = None
-    """The judge of judged metrics (``--judge``, a ``--generator`` value); ``None``: each judged
-    metric's default (see ``docs/judges.md``)."""
-    judge_args: Mapping[str, str] = field(default_factory=dict)
-    """``--judge-arg`` pairs: the judge generator's arguments, plus ``parse_retries``,
-    ``max_new_tokens`` and ``decode`` for its decoding."""
-    reporters: tuple[str, ...] = ()
-    """Opt-in reporters (registered ``reporter`` components) to enable for the run, besides those
-    named in ``LAMP_REPORTERS``."""
-    groups: tuple[Matrix, ...] = ()
-    """Sub-matrices whose products are run together (``[[group]]`` tables of a matrix file):
-    each group sets its own selectors and component arguments; every other setting is shared."""
-
-    def selections(self) -> tuple[Matrix, ...]:
-        """The sub-matrices to expand: the ``[[group]]`` tables, or the matrix itself."""
-        return self.groups or (self,)
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One cell of a matrix, fully resolved (what its folder's ``config.json`` records).
-
-    - ``cell_id``: the folder name, ``{task}_{personalizer}_{retriever}_k{k}-{hash}``; the hash
-      covers everything that changes predictions, including the versions of the distributions
-      that provide the cell's components (see ``versions``).
-    - ``label``: the method's display name, ``personalizer[args] / retriever / k=K / model``, then
-      ``beams=N``, ``max-input-tokens=N``, ``max-new-tokens=N`` (a user's budget),
-      ``prompt-budget=strict`` when not the defaults.
-    - ``task``, ``split``, ``personalizer``, ``retriever`` (``None`` without retrieval), ``k``
-      (0 without retrieval), ``generator`` (the generator plugin) and ``model`` (its model, or
-      ``None`` for the preset's): registry names.
-    - ``personalizer_args``, ``retriever_args``, ``generator_args``: sorted ``(key, value)``
-      string pairs, as given by the user.
-    - ``decode``: ``generate`` or ``labels``.
-    - ``dir``: the cell's folder (``config.json``, ``predictions.jsonl``, ``metrics.json``...).
-    - ``versions``: ``(distribution, version)`` pairs of the cell's components' providers.
-    - ``base_id``: the cell id without the versions: cells that differ only by plugin versions
-      share it (how ``--allow-stale`` finds a cell computed by another version).
-    - ``task_args``: the task's options (``--task-arg``), sorted ``(key, value)`` pairs.
-    - ``max_new_tokens`` and ``budget_source``: the generation budget put on every request and
-      where it comes from (see :func:`lamp_harness.options.generation_budget`).
-    """
-
-    cell_id: str
-    label: str
-    task: str
-    split: str
-    personalizer: str
-    personalizer_args: tuple[tuple[str, str], ...]
-    retriever: str | None
-    retriever_args: tuple[tuple[str, str], ...]
-    k: int
-    generator: str
-    model: str | None
-    generator_args: tuple[tuple[str, str], ...]
-    decode: str
-    dir: Path
-    versions: tuple[tuple[str, str], ...] = ()
-    base_id: str = ""
-    task_args: tuple[tuple[str, str], ...] = ()
-    max_new_tokens: int | None = None
-    budget_source: str = "task"
-
-
-@dataclass
-class RunInfo:
-    """A whole ``lamp run`` invocation, as the lifecycle hooks see it: ``out_dir`` (the run
-    folder), ``cells`` (every :class:`CellSpec`), ``matrix`` (what was asked), ``context`` (the
-    :class:`~lamp_harness.contracts.RunContext`) and ``console`` (a rich ``Console`` or ``None``)."""
-
-    out_dir: Path
-    cells: list[CellSpec]
-    matrix: Matrix
-    context: RunContext
-    console: Any = None
-
-
-@dataclass(frozen=True)
-class _Draft:
-    task: str
-    personalizer: str
-    retriever: str | None
-    k: int
-    generator: str
-    model: str | None
-    retriever_args: tuple[tuple[str, str], ...] = ()
-    personalizer_args: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def generator_key(self) -> tuple[str, str | None]:
-        return (self.generator, self.model)
 
 
 class Runner:
@@ -201,166 +76,18 @@ class Runner:
         self._rankings: dict[tuple[str, str], dict[str, Any]] = {}
 
     # -- planning -------------------------------------------------------------------------------
-    def plan(self) -> list[_Draft]:
+    def plan(self) -> list[Draft]:
         """The cells to run: the product (of each group), minus meaningless cells, with impossible
-        ones rejected, all of them listed at once, before any work."""
-        drafts: list[_Draft] = []
-        problems: list[str] = []
+        ones rejected, all of them listed at once, before any work (see :mod:`lamp_harness.cells`)."""
         self.registry.get("preset", self.matrix.preset)  # a typo fails here, before any work
-        for selection in self.matrix.selections():
-            self._expand(selection, drafts, problems)
-        self._check_task_data(drafts)
-        self._check_task_args(drafts)
+        drafts, problems = cells.expand(self.matrix, self.registry)
+        cells.check_task_data(self.matrix, drafts, self.registry)
+        cells.check_task_args(self.matrix, drafts, self.registry)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
-        self.host.check_components(self._used_components(drafts))
+        self.host.check_components(cells.used_components(drafts, self.data_source_name))
         for name in dict.fromkeys(d.task for d in drafts):  # a bad --task-arg fails here too
             self.budget(name)
-        for index, draft in enumerate(drafts):
-            cls = self.registry.get("personalizer", draft.personalizer).load()
-            if cls.retriever_use == "encoder" and draft.retriever:
-                retriever = self.registry.create("retriever", draft.retriever, self.context, **dict(draft.retriever_args))
-                if retriever.text_encoder() is None and self._items_use(drafts, draft.retriever):
-                    # The retriever is in the matrix for other methods (none,ipa,pplug x bm25):
-                    # this method keeps its own encoder, as a method without a retriever does.
-                    drafts[index] = replace(draft, retriever=None, retriever_args=())
-                    warn(
-                        f"{draft.personalizer} uses a retriever's encoder and {draft.retriever!r} "
-                        f"has none: its cell runs with {draft.personalizer}'s own encoder"
-                        + (
-                            f" (--personalizer {cls.items_variant} puts {draft.retriever}'s top items in the prompt)"
-                            if cls.items_variant
-                            else ""
-                        )
-                    )
-                elif retriever.text_encoder() is None:
-                    instead = (
-                        f"; use --personalizer {cls.items_variant} to put its top items in the prompt instead"
-                        if cls.items_variant
-                        else ""
-                    )
-                    problems.append(
-                        f"{self._label(draft)}: {draft.personalizer!r} uses a retriever's "
-                        f"text encoder as its own, and {draft.retriever!r} has none (use a "
-                        f"dense retriever such as contriever{instead})"
-                    )
-            if cls.requires_encoder_decoder:
-                generator = self.generator(draft.generator_key)
-                if not generator.is_encoder_decoder:
-                    model = generator.describe().get("model", draft.model or draft.generator)
-                    problems.append(
-                        f"{self._label(draft)}: personalizer {draft.personalizer!r} needs an "
-                        f"encoder-decoder model and {model!r} is decoder-only"
-                    )
-        drafts = list(dict.fromkeys(drafts))
-        if problems:
-            unique = list(dict.fromkeys(problems))
-            hint = " (e.g. --generator google/flan-t5-base for fid)" if any("encoder-decoder" in p for p in unique) else ""
-            raise LampError(
-                f"{len(unique)} impossible cell(s), nothing was run: " + "; ".join(unique) + f". Fix the selection{hint}."
-            )
-        return drafts
-
-    def _items_use(self, drafts: Sequence[_Draft], retriever: str) -> bool:
-        """Whether some cell of the plan uses ``retriever``'s ranked items."""
-        return any(
-            d.retriever == retriever and self.registry.get("personalizer", d.personalizer).load().retriever_use == "items"
-            for d in drafts
-        )
-
-    def _expand(self, m: Matrix, drafts: list[_Draft], problems: list[str]) -> None:
-        reg = self.registry
-        tasks = [reg.get("task", t).name for t in m.tasks]
-        personalizers = [reg.get("personalizer", p).name for p in m.personalizers]
-        retrievers = [reg.get("retriever", r).name for r in m.retrievers]
-        generators = [self._generator_spec(g) for g in m.generators]
-        for task, pers, gen in itertools.product(tasks, personalizers, generators):
-            cls = reg.get("personalizer", pers).load()
-            options: list[tuple[str | None, int, tuple[tuple[str, str], ...]]]
-            if not cls.accepts_retriever:
-                options = [(None, 0, ())]
-            elif retrievers and cls.retriever_use == "encoder":
-                # The retriever lends its encoder, not items: k plays no part.
-                options = [(r, 0, self._retriever_args(m, r)) for r in retrievers]
-            elif retrievers:
-                options = [(r, k, self._retriever_args(m, r)) for r in retrievers for k in m.ks]
-            elif cls.default_retriever:
-                name = reg.get("retriever", cls.default_retriever).name
-                args = tuple(sorted({**cls.default_retriever_args, **dict(self._retriever_args(m, name))}.items()))
-                options = [(name, k, args) for k in m.ks]
-            elif cls.needs_retriever:
-                problems.append(f"{pers} needs a retriever (add --retriever, e.g. {', '.join(reg.names('retriever')[:4])})")
-                continue
-            else:
-                options = [(None, 0, ())]
-            pargs = self._personalizer_args(m, pers)
-            for retriever, k, rargs in options:
-                draft = _Draft(task, pers, retriever, k, *gen, retriever_args=rargs, personalizer_args=pargs)
-                if draft not in drafts:
-                    drafts.append(draft)
-
-    def _generator_spec(self, value: str | None) -> tuple[str, str | None]:
-        return generator_spec(value, self.registry.names("generator"))
-
-    def _used_components(self, drafts: Sequence[_Draft]) -> list[tuple[str, str]]:
-        used: list[tuple[str, str]] = []
-        for d in drafts:
-            used += [("task", d.task), ("personalizer", d.personalizer), ("generator", d.generator)]
-            if d.retriever:
-                used.append(("retriever", d.retriever))
-            source = self.data_source_name(d.task)
-            if source is not None:
-                used.append(("data_source", source))
-        return used
-
-    def _check_task_data(self, drafts: Sequence[_Draft]) -> None:
-        """Each ``--data TASK=NAME`` names a task of the run, and no task gets two sources (two
-        spellings of one task); otherwise a typo would silently send that task to its default source."""
-        tasks = list(dict.fromkeys(d.task for d in drafts))
-        chosen: dict[str, tuple[str, str]] = {}
-        for name, source in self.matrix.task_data.items():
-            task = self.registry.get("task", name).name
-            if task not in tasks:
-                raise lamp_error(
-                    f"--data {name}={source} names a task this run does not include (its tasks: {', '.join(tasks)})",
-                    fix=f"Fix the task name (e.g. --data {tasks[0]}={source}) or add --task {name}."
-                    if tasks
-                    else "Fix the task name.",
-                )
-            if task in chosen and chosen[task][1] != source:
-                raise lamp_error(
-                    f"--data gives task {task!r} two sources, {chosen[task][0]}={chosen[task][1]} and {name}={source}",
-                    fix="Keep one of them.",
-                )
-            chosen[task] = (name, source)
-
-    def _check_task_args(self, drafts: Sequence[_Draft]) -> None:
-        """Each ``--task-arg TASK:KEY=VALUE`` (``[task-args.TASK]``) names a task of the run, and no
-        option is given two values under two spellings of one task; otherwise a typo in the task
-        name would silently run the task without the option."""
-        tasks = list(dict.fromkeys(d.task for d in drafts))
-        chosen: dict[str, dict[str, tuple[str, str]]] = {}
-        for name, table in self.matrix.task_args.items():
-            if name == "*":
-                continue
-            task = self.registry.get("task", name).name
-            if task not in tasks:
-                key, value = next(iter(table.items()), ("KEY", "VALUE"))
-                raise lamp_error(
-                    f"--task-arg {name}:{key}={value} names a task this run does not include "
-                    f"(its tasks: {', '.join(tasks)})",
-                    fix=f"Fix the task name (e.g. --task-arg {tasks[0]}:{key}={value}) or add --task {name}."
-                    if tasks
-                    else "Fix the task name.",
-                )
-            for key, value in table.items():
-                earlier = chosen.setdefault(task, {}).get(key)
-                if earlier is not None and earlier[1] != value:
-                    raise lamp_error(
-                        f"--task-arg gives task {task!r} two values of {key}, "
-                        f"{earlier[0]}:{key}={earlier[1]} and {name}:{key}={value}",
-                        fix="Keep one of them.",
-                    )
-                chosen[task][key] = (name, value)
+        return cells.check_drafts(drafts, problems, self.registry, self.context, generator=self.generator, label=self._label)
 
     def data_source_name(self, task_name: str) -> str | None:
         """The data source a task reads: ``--data TASK=NAME``, else ``None`` when ``--data-dir``
@@ -440,13 +167,8 @@ class Runner:
         return self._rankings[key]
 
     def task_args(self, task_name: str) -> tuple[tuple[str, str], ...]:
-        """The task's options: ``--task-arg KEY=VALUE`` for every task, overridden by
-        ``--task-arg TASK:KEY=VALUE`` for this one."""
-        args = dict(self.matrix.task_args.get("*", {}))
-        for name, table in self.matrix.task_args.items():
-            if name != "*" and self.registry.get("task", name).name == task_name:
-                args.update(table)
-        return tuple(sorted(args.items()))
+        """The task's options (see :meth:`~lamp_harness.cells.Matrix.task_args_of`)."""
+        return self.matrix.task_args_of(task_name, self.registry)
 
     def task(self, task_name: str) -> Any:
         """The task built with its options (a bad option is a one-line error)."""
@@ -457,51 +179,21 @@ class Runner:
         :func:`~lamp_harness.options.generation_budget`)."""
         return generation_budget(self.task(task_name), self.matrix.generator_args, dict(self.task_args(task_name)))
 
-    @staticmethod
-    def _retriever_args(m: Matrix, name: str) -> tuple[tuple[str, str], ...]:
-        args = dict(m.retriever_args.get("*", {}))
-        args.update(m.retriever_args.get(name, {}))
-        return tuple(sorted(args.items()))
-
-    @staticmethod
-    def _personalizer_args(m: Matrix, name: str) -> tuple[tuple[str, str], ...]:
-        args = dict(m.personalizer_args.get("*", {}))
-        args.update(m.personalizer_args.get(name, {}))
-        return tuple(sorted(args.items()))
-
     # -- cells ----------------------------------------------------------------------------------
-    def _label(self, draft: _Draft) -> str:
-        args = draft.personalizer_args
-        # Ablations (pplug aggregation=mean...) must get columns of their own.
-        parts = [draft.personalizer + (f"[{','.join(f'{k}={v}' for k, v in args)}]" if args else "")]
-        if self.matrix.checkpoint is not None and not getattr(
-            self.registry.get("personalizer", draft.personalizer).load(), "trainable", False
-        ):
-            # A prompt-only method given a checkpoint runs a fine-tuned generator: it must not share
-            # a column (nor a baseline selector) with the same method zero-shot.
-            parts[0] += " (fine-tuned)"
-        if draft.retriever:
-            parts += [draft.retriever, f"k={draft.k}"] if draft.k else [f"encoder={draft.retriever}"]
-        parts.append(self._model_name(draft))
-        # --num-beams 4 vs the default are different methods: the label must tell them apart.
-        try:
-            parts += label_settings(
+    def _label(self, draft: Draft) -> str:
+        model = self._model_name(draft)
+        settings: list[str] = []
+        try:  # --num-beams 4 vs the default are different methods: the label must tell them apart
+            settings = label_settings(
                 self.registry.get("generator", draft.generator).load(),
                 self.matrix.generator_args,
                 preset_generator_args(self.matrix.preset, self.registry),
             )
         except (ImportError, LampError):  # a broken generator is reported where it is built
             pass
-        budget, source = self.budget(draft.task)
-        if source != "task":  # the user's budget, not the task's: a setting of its own
-            parts.append(f"max-new-tokens={budget}")
-        if self.matrix.prompt_budget != "official":  # a deviation shows in the column name
-            parts.append(f"prompt-budget={self.matrix.prompt_budget}")
-        # A display name: shown, recorded and sent to reporters (run names, tags), so never a secret
-        # (a model named like the key, a key inside a URL-valued setting).
-        return redact_text(" / ".join(parts))
+        return cells.label(draft, self.matrix, self.registry, model=model, settings=settings, budget=self.budget(draft.task))
 
-    def _model_name(self, draft: _Draft) -> str:
+    def _model_name(self, draft: Draft) -> str:
         if draft.model is None and draft.generator == "hf":
             try:
                 from lamp_harness.models import resolve_model
@@ -516,81 +208,28 @@ class Runner:
         # Label scoring needs a label set: generation tasks always generate.
         return self.matrix.decode if task.labels else "generate"
 
-    def cell(self, draft: _Draft) -> CellSpec:
+    def cell(self, draft: Draft) -> CellSpec:
         """The fully resolved :class:`CellSpec` of a planned cell (its id hashes the identity)."""
-        m = self.matrix
         dataset = self.dataset(draft.task)
         decode = self._decode_for(draft.task)
-        pargs = draft.personalizer_args
-        rargs = draft.retriever_args
-        gargs = tuple(sorted(m.generator_args.items()))
-        identity = {
-            "task": draft.task,
-            "split": m.split,
-            "data": dataset.fingerprint,
-            "limit": m.limit,
-            "personalizer": [draft.personalizer, pargs],
-            "retriever": [draft.retriever, rargs],
-            "k": draft.k,
-            "generator": [draft.generator, draft.model, gargs],
-            "preset": m.preset,
-            "decode": decode,
-            "seed": m.seed,
-            "prompt_budget": m.prompt_budget,
-            "checkpoint": str(m.checkpoint) if m.checkpoint else None,
-        }
-        targs = self.task_args(draft.task)
-        budget, budget_source = self.budget(draft.task)
-        # Added only when set, so the cells of runs without them keep their ids.
-        if targs:
-            identity["task_args"] = [list(pair) for pair in targs]
-        if budget_source != "task":
-            identity["max_new_tokens"] = budget
-        judges = self.judges(draft.task)
-        if judges:  # a judged metric's judge is part of the cell: two judges never share a row
-            identity["judges"] = [j.metric_name for j in judges]
-        if m.train_args:  # only trained cells' predictions depend on them
-            cls = self.registry.get("personalizer", draft.personalizer).load()
-            if getattr(cls, "trainable", False):
-                identity["train"] = sorted(m.train_args.items())
-        slug = "_".join(
-            x
-            for x in (
-                draft.task,
-                draft.personalizer,
-                draft.retriever or "",
-                f"k{draft.k}" if draft.retriever and draft.k else "",
-            )
-            if x
-        )
-        slug = slug.replace("+", "plus")
-        base_id = f"{slug}-{stable_hash(identity, 10)}"
+        budget = self.budget(draft.task)
+        judges = tuple(j.metric_name for j in self.judges(draft.task))
         versions = self.component_versions(draft)
-        # A plugin upgrade changes the cell: its results are recomputed (or reused on request).
-        cell_id = f"{slug}-{stable_hash({**identity, 'versions': dict(versions)}, 10)}"
-        return CellSpec(
-            cell_id,
-            self._label(draft),
-            draft.task,
-            m.split,
-            draft.personalizer,
-            pargs,
-            draft.retriever,
-            rargs,
-            draft.k,
-            draft.generator,
-            draft.model,
-            gargs,
-            decode,
-            self.out_dir / cell_id,
-            versions,
-            base_id,
-            targs,
-            budget,
-            budget_source,
+        label = self._label(draft)
+        return cells.spec(
+            draft,
+            self.matrix,
+            self.registry,
+            self.out_dir,
+            label=label,
+            fingerprint=dataset.fingerprint,
+            decode=decode,
+            budget=budget,
+            judges=judges,
+            versions=versions,
         )
 
-    def component_versions(self, draft: _Draft) -> tuple[tuple[str, str], ...]:
+    def component_versions(self, draft: Draft) -> tuple[tuple[str, str], ...]:
         """``(distribution, version)`` of every package providing one of the cell's components
         (task, data source, retriever, personalizer, generator), sorted."""
         wanted = [("task", draft.task), ("personalizer", draft.personalizer), ("generator", draft.generator)]
@@ -854,7 +493,7 @@ class Runner:
         else:
             print(f"warning: {message}", file=sys.stderr)
 
-    def run_cell(self, info: RunInfo, draft: _Draft, spec: CellSpec) -> dict[str, Any]:
+    def run_cell(self, info: RunInfo, draft: Draft, spec: CellSpec) -> dict[str, Any]:
         """Run one cell (skip it when finished, resume it when partial); returns its summary."""
         store = CellStore(spec.dir)
         if self.force and self.world.is_main:
@@ -897,14 +536,9 @@ class Runner:
                 "dir": str(spec.dir),
             }
 
-        task = self.task(spec.task)
         dataset = self.dataset(spec.task)
-        generator = self.generator(draft.generator_key)
-        personalizer = self.registry.create("personalizer", spec.personalizer, self.context, **dict(spec.personalizer_args))
-        if spec.retriever and personalizer.retriever_use == "encoder":
-            retriever = self.registry.create("retriever", spec.retriever, self.context, **dict(spec.retriever_args))
-            personalizer.use_encoder(retriever.text_encoder() or {})
-        personalizer.setup(task, generator, self.context)
+        built = cells.assemble(spec, self.context, self.registry, generator=self.generator(draft.generator_key))
+        task, generator, personalizer = built.task, built.generator, built.personalizer
         # Rank 0 first: it fills the embedding cache and trains; the others then only read.
         distributed.main_first(lambda: personalizer.prepare(task, dataset.examples), f"preparing {spec.personalizer}")
         restore, checkpoint, stale = distributed.main_first(
@@ -1107,7 +741,7 @@ class Runner:
         into a generator that other cells share are restored after the cell), the checkpoint used,
         and, when ``--allow-stale`` kept weights trained by other versions, what made them stale."""
         checkpoint = self.matrix.checkpoint
-        if checkpoint is None and not getattr(personalizer, "trainable", False):
+        if checkpoint is None and not cells.is_trainable(personalizer):
             return (lambda: None), None, None
         from lamp_harness import training
 
@@ -1115,7 +749,7 @@ class Runner:
         # Only a generator that overrides serve_fine_tuned loads weights itself (the checkpoint is
         # verified once, here or in load_checkpoint below).
         serves = getattr(type(generator), "serve_fine_tuned", None) not in (None, Generator.serve_fine_tuned)
-        if checkpoint is not None and serves and not getattr(personalizer, "trainable", False):
+        if checkpoint is not None and serves and not cells.is_trainable(personalizer):
             # An inference engine loads fine-tuned weights itself (it cannot be handed tensors).
             undo = generator.serve_fine_tuned(training.fine_tuned_weights(personalizer, checkpoint))
             if undo is not None:
@@ -1128,7 +762,10 @@ class Runner:
         if checkpoint is not None:
             training.load_checkpoint(personalizer, checkpoint, generator=generator)
         else:
-            checkpoint, stale = training.ensure_trained_for_cell(self, personalizer, spec, task, generator)
+            context = cells.CellContext(
+                self.context, self.matrix, self.data_source_name(spec.task), self.progress, self.console, self.allow_stale
+            )
+            checkpoint, stale = training.ensure_trained_for_cell(spec, context, personalizer, task, generator)
         return restore, checkpoint, stale
 
 

@@ -880,9 +880,9 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
     argument names match the specs), implement at least one lifecycle hook, draw no warning and
     never raise.
     """
+    from lamp_harness.cells import CellSpec, Matrix, RunInfo
     from lamp_harness.contracts import Prediction
     from lamp_harness.registry import LIFECYCLE_HOOKS, PluginHost
-    from lamp_harness.runner import CellSpec, Matrix, RunInfo
 
     who = _who(reporter)
     host = PluginHost(extra_plugins=[("reporter-under-check", reporter)], entry_points=False)

@@ -50,6 +50,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lamp_harness import cells
+from lamp_harness.cells import CellContext, CellSpec
 from lamp_harness.contracts import (
     Dataset,
     Example,
@@ -334,25 +336,19 @@ def load_training_data(config: TrainConfig, task: Task, context: RunContext) -> 
 
 
 def resolve_retriever(config: TrainConfig, personalizer_cls: Any) -> TrainConfig:
-    """``config`` with the personalizer's default retriever filled in (as the runner does), or the
-    retriever dropped for methods that accept none; a retriever that lends its encoder (PPlug)
-    retrieves no items (k = 0)."""
-    if not getattr(personalizer_cls, "accepts_retriever", True):
-        return replace(config, retriever=None, retriever_args={}, k=0)
-    if config.retriever and getattr(personalizer_cls, "retriever_use", "items") == "encoder":
-        return replace(config, k=0)
-    if config.retriever is None and getattr(personalizer_cls, "default_retriever", None):
-        args = {**personalizer_cls.default_retriever_args, **config.retriever_args}
-        return replace(config, retriever=personalizer_cls.default_retriever, retriever_args=args)
-    if config.retriever is None and getattr(personalizer_cls, "needs_retriever", False):
+    """``config`` with the retriever, arguments and k a cell of the personalizer runs with (the
+    rules of :func:`lamp_harness.cells.retriever_choice`, as the runner plans them)."""
+    try:
+        retriever, args, k = cells.retriever_choice(
+            personalizer_cls, config.retriever, config.k, lambda _: config.retriever_args
+        )
+    except cells.NeedsRetriever:
         raise lamp_error(
             f"personalizer {personalizer_cls.name!r} needs a retriever",
             where="lamp train",
             fix="Add --retriever (e.g. bm25) and --k.",
-        )
-    if config.retriever is None:
-        return replace(config, retriever_args={}, k=0)
-    return config
+        ) from None
+    return replace(config, retriever=retriever, retriever_args=args, k=k)
 
 
 def retrieve(config: TrainConfig, task: Task, dataset: Dataset, context: RunContext) -> dict[str, tuple[ProfileItem, ...]]:
@@ -438,20 +434,16 @@ def _session(
             context, **generator_kwargs(factory, config.generator_args, model, f"generator {plugin!r}", context.events)
         )
     if personalizer is None:
-        personalizer = registry.create("personalizer", config.personalizer, context, **dict(config.personalizer_args))
-        if config.retriever and getattr(personalizer, "retriever_use", "items") == "encoder":
-            retriever = registry.create("retriever", config.retriever, context, **dict(config.retriever_args))
-            encoder = retriever.text_encoder()
-            if encoder is None:
-                variant = getattr(personalizer, "items_variant", None)
-                raise lamp_error(
-                    f"{config.personalizer!r} uses a retriever's text encoder as its own, and {config.retriever!r} has none",
-                    where="lamp train",
-                    fix="Use a dense retriever such as contriever"
-                    + (f", or --personalizer {variant} to put its top items in the prompt." if variant else "."),
-                )
-            personalizer.use_encoder(encoder)
-        personalizer.setup(task, generator, context)
+        choice = cells.Choice(
+            config.task,
+            config.personalizer,
+            config.personalizer_args,
+            config.retriever,
+            config.retriever_args,
+            config.task_args,
+        )
+        built = cells.assemble(choice, context, registry, generator=generator, task=task, where="lamp train")
+        personalizer = built.personalizer
     if config.epochs is None:
         official = getattr(personalizer, "official_epochs", None)
         config = replace(config, epochs=official(task) if official is not None else DEFAULT_EPOCHS)
@@ -1592,17 +1584,18 @@ def with_overrides(config: TrainConfig, overrides: Mapping[str, str]) -> TrainCo
 
 
 def ensure_trained_for_cell(
-    runner: Any, personalizer: Personalizer, spec: Any, task: Task, generator: Generator
+    spec: CellSpec, context: CellContext, personalizer: Personalizer, task: Task, generator: Generator
 ) -> tuple[Path, StaleWeights | None]:
     """Train a cell's personalizer on the ``train`` split of the cell's data (cached by
     configuration under ``$LAMP_HOME/checkpoints``) and load the weights into it.
 
-    Called by the runner for trainable personalizers when no ``--checkpoint`` is given. Data without
-    a train split (e.g. the real LaMP-7 dev file) needs an explicit ``lamp train --train-users``
-    run and ``--checkpoint``. Returns the checkpoint, and what made it stale when the runner's
+    Called by the runner for trainable personalizers when no ``--checkpoint`` is given, with what
+    the cell runs in (``context``: the run's context and settings, the task's data source). Data
+    without a train split (e.g. the real LaMP-7 dev file) needs an explicit ``lamp train
+    --train-users`` run and ``--checkpoint``. Returns the checkpoint, and what made it stale when
     ``--allow-stale`` kept weights trained with other versions of the components.
     """
-    matrix = runner.matrix
+    matrix = context.matrix
     if spec.split == "train":
         raise lamp_error(
             f"cell {spec.label!r} evaluates on the train split, which its personalizer would be trained on",
@@ -1618,7 +1611,7 @@ def ensure_trained_for_cell(
         # personalizer of its own, then load the checkpoint into this cell's personalizer.
         model, generator_args = trainer
         train_generator = train_personalizer = None
-    source = runner.data_source_name(spec.task)  # --data TASK=NAME, the task's own source...
+    source = context.data_source  # --data TASK=NAME, the task's own source...
     config = TrainConfig(
         task=spec.task,
         personalizer=spec.personalizer,
@@ -1636,19 +1629,19 @@ def ensure_trained_for_cell(
         eval_split=None,
         seed=matrix.seed,
         device=matrix.device,
-        prompt_budget=getattr(matrix, "prompt_budget", "official"),
+        prompt_budget=matrix.prompt_budget,
         task_args=dict(spec.task_args),
     )
-    config = with_overrides(config, getattr(matrix, "train_args", {}) or {})
+    config = with_overrides(config, matrix.train_args)
     try:
         checkpoint, stale = _ensure_trained(
             config,
-            context=runner.context,
+            context=context.run,
             generator=train_generator,
             personalizer=train_personalizer,
-            progress=getattr(runner, "progress", True),
-            console=getattr(runner, "console", None),
-            allow_stale=getattr(runner, "allow_stale", False),
+            progress=context.progress,
+            console=context.console,
+            allow_stale=context.allow_stale,
         )
     except FileNotFoundError as exc:  # pragma: no cover - data sources raise LampErrors
         raise lamp_error(

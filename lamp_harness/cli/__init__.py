@@ -12,6 +12,7 @@ import sys
 import typer
 
 from lamp_harness import __version__
+from lamp_harness.cells import SEED_MAX  # noqa: F401  (the commands' --seed bound, one rule with the matrix file's)
 from lamp_harness.errors import LampError
 from lamp_harness.secrets import redact_text
 
@@ -24,11 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-
-
-SEED_MAX = 2**32 - 1
-"""The largest ``--seed`` any command takes: every seeded library accepts it (NumPy's legacy
-seeding, and hence ``transformers.set_seed``, stops at 2**32 - 1)."""
 
 
 def _version(value: bool) -> None:

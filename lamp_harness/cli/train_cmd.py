@@ -253,7 +253,7 @@ def train(
 def _task_args(pairs: list[str], task: str) -> dict[str, str]:
     """``--task-arg`` as in ``lamp run``: ``KEY=VALUE``, or ``TASK:KEY=VALUE`` naming the trained
     task (so a run's options can be copied as they are); another task's name is one line."""
-    from lamp_harness.cli.run_cmd import component_args
+    from lamp_harness.cells import component_args
     from lamp_harness.errors import lamp_error
     from lamp_harness.registry import host
 
