@@ -35,7 +35,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -481,8 +481,8 @@ def score_cells(
     summaries = []
     for folder in cells:
         store = CellStore(folder)
-        config = store.read_config()
-        task = registry.create("task", str(config["task"]))
+        config = store.read_record()
+        task = registry.create("task", str(config.task))
         metrics = tuple(getattr(task, "judged_metrics", ()))
         if not metrics:
             summaries.append({"dir": str(folder), "task": task.name, "judged": []})
@@ -492,8 +492,8 @@ def score_cells(
             predictions = store.read_predictions()
             outputs = {p.example_id: p.output for p in predictions}
             examples = [ex for ex in dataset.examples if ex.id in outputs]
-            preset = str(config.get("preset") or "offline")
-            seed = int(config.get("seed") or 0)
+            preset = str(config.preset or "offline")
+            seed = int(config.seed or 0)
             context = RunContext(lamp_home=_home(), preset=preset, seed=seed)
             judged = [
                 judge_examples(
@@ -506,7 +506,7 @@ def score_cells(
                     context=context,
                     console=console,
                     progress=progress,
-                    label=f"{config.get('label', folder.name)} ({task.name})",
+                    label=f"{config.label if 'label' in config else folder.name} ({task.name})",
                 )
                 for m in metrics
             ]
@@ -516,19 +516,18 @@ def score_cells(
             timing = store.read_timing()
             runs = [
                 u
-                for u in (timing.get("judging") or {}).get("judges", [])
+                for u in (timing.judging or {}).get("judges", [])
                 if u.get("judge") not in {j.identity.metric_name for j in judged}
             ]
-            timing["judging"] = {"judges": runs + [j.usage for j in judged]}
-            recorded = [
-                j for j in config.get("judges") or [] if j.get("metric_name") not in {x.identity.metric_name for x in judged}
-            ]
-            config["judges"] = recorded + [asdict(j.identity) | {"metric_name": j.identity.metric_name} for j in judged]
-            store.write_config(config)
+            timing = timing.with_(judging={"judges": runs + [j.usage for j in judged]})
+            names = {x.identity.metric_name for x in judged}
+            recorded = [j for j in config.judges or [] if j.get("metric_name") not in names]
+            judges = recorded + [asdict(j.identity) | {"metric_name": j.identity.metric_name} for j in judged]
+            store.write_record(replace(config, judges=judges))
             write_judgments(folder, judged)
             store.write_results(
                 task.name,
-                str(config.get("split")),
+                str(config.split),
                 scored.metrics,
                 timing,
                 scored.scores.to_json() if scored.scores else None,
@@ -537,7 +536,7 @@ def score_cells(
             {
                 "dir": str(folder),
                 "task": task.name,
-                "label": config.get("label"),
+                "label": config.label,
                 "judged": [
                     {"metric": j.identity.metric_name, "value": float(j.scores.rows.mean()), **j.usage} for j in judged
                 ],

@@ -13,10 +13,13 @@ import json
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.secrets import redact
+
+if TYPE_CHECKING:
+    from lamp_harness.records import CellResult, Timing
 
 EVENTS_FILE = "events.jsonl"
 
@@ -65,7 +68,7 @@ class ConsoleReporter:
             run.console.print(f"[cyan]started[/] {cell.label} ({cell.task}, {cell.split}, {total} examples)")
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
         self._timing[cell.cell_id] = dict(timing)
         if run.console is None:
             return
@@ -98,7 +101,7 @@ class ConsoleReporter:
             run.console.print(f"[dim]{_timing_text(timing)}[/]")
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
         if run.console is None or not results:
             return
         from rich.table import Table
@@ -108,15 +111,15 @@ class ConsoleReporter:
         for name in ("task", "split", "method", "metrics", "status", "time"):
             table.add_column(name, overflow="fold")
         for result in results:
-            cell_id = result.get("cell_id", "")
-            timing = self._timing.get(cell_id, result.get("timing") or {})
-            metrics = ", ".join(f"{m['name']} {m['value']:.3f}" for m in map(_metric, result.get("metrics") or []))
-            status = "skipped" if result.get("skipped") or timing.get("skipped") else "done"
+            cell_id = result.cell_id
+            timing = self._timing.get(cell_id, dict(result.timing or {}))
+            metrics = ", ".join(f"{m['name']} {m['value']:.3f}" for m in map(_metric, result.metrics))
+            status = "skipped" if result.skipped or timing.get("skipped") else "done"
             wall = timing.get("wall_s")
             table.add_row(
-                str(result.get("task", "")),
+                result.task,
                 splits.get(cell_id, ""),
-                str(result.get("label", cell_id)),
+                result.label,
                 metrics or "-",
                 status,
                 f"{wall:.1f}s" if isinstance(wall, (int, float)) else "",
@@ -203,7 +206,7 @@ class EventLog:
         )
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
         self._write(
             self._open(run.out_dir),
             "cell_finished",
@@ -213,15 +216,15 @@ class EventLog:
         )
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
         handle = self._open(run.out_dir)
         summary = [
             {
-                "cell_id": r.get("cell_id"),
-                "label": r.get("label"),
-                "task": r.get("task"),
-                "skipped": bool(r.get("skipped")),
-                "metrics": [_metric(m) for m in r.get("metrics") or []],
+                "cell_id": r.cell_id,
+                "label": r.label,
+                "task": r.task,
+                "skipped": bool(r.skipped),
+                "metrics": [_metric(m) for m in r.metrics],
             }
             for r in results
         ]
@@ -262,14 +265,14 @@ def lamp_example_predicted(cell: Any, example: Any, prediction: Any) -> None:
 
 
 @hookimpl
-def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
     """Log the cell's metrics and print its table (or a 'skipped' line)."""
     for reporter in _REPORTERS:
         reporter.lamp_cell_finished(run, cell, metrics, timing)
 
 
 @hookimpl
-def lamp_run_finished(run: Any, results: list[dict[str, Any]]) -> None:
+def lamp_run_finished(run: Any, results: list[CellResult]) -> None:
     """Log the end of the run, close the log, print the summary table."""
     for reporter in _REPORTERS:
         reporter.lamp_run_finished(run, results)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamp_harness.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from lamp_harness.records import CellResult, Timing
 
 FILE = "cells.csv"
 COLUMNS = ("cell_id", "label", "task", "split", "metric", "value", "ci_low", "ci_high", "n", "status")
@@ -26,11 +29,11 @@ class CsvReporter:
         self.rows = 0
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
         path = Path(run.out_dir) / FILE
         new = not path.is_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        status = "skipped" if timing.get("skipped") else "done"
+        status = "skipped" if timing.skipped else "done"
         with open(path, "a", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             if new:
@@ -41,7 +44,7 @@ class CsvReporter:
                 self.rows += 1
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
         if run.console is not None:
             run.console.print(f"cells.csv: {self.rows} row(s) -> {Path(run.out_dir) / FILE}")
 
@@ -56,12 +59,12 @@ def lamp_run_started(run: Any) -> None:
 
 
 @hookimpl
-def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
     """Write the cell's metric rows."""
     _reporter.lamp_cell_finished(run, cell, metrics, timing)
 
 
 @hookimpl
-def lamp_run_finished(run: Any, results: list[dict[str, Any]]) -> None:
+def lamp_run_finished(run: Any, results: list[CellResult]) -> None:
     """Say where the rows went."""
     _reporter.lamp_run_finished(run, results)

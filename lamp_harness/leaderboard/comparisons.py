@@ -15,7 +15,7 @@ from typing import Any
 
 from lamp_harness import significance as sig
 from lamp_harness.errors import lamp_error
-from lamp_harness.leaderboard import (
+from lamp_harness.leaderboard.model import (
     PLACES,
     Block,
     Breakdown,
@@ -55,7 +55,7 @@ class ScoreBook:
         """The cell's per-example scores (loaded or rescored once), ``None`` when unavailable."""
         if cell_id not in self._scores:
             cell = self._cells.get(cell_id)
-            scores, reason = cell_scores(cell.dir, cell.config, cell.metrics) if cell else (None, "unknown cell")
+            scores, reason = cell_scores(cell.dir, cell.record, cell.metrics) if cell else (None, "unknown cell")
             self._scores[cell_id] = scores
             if scores is None:
                 self.missing[cell_id] = reason or "no per-example scores"
@@ -78,7 +78,7 @@ class ScoreBook:
 
 
 def _personalizer(cell: Cell) -> str:
-    value = cell.config.get("personalizer")
+    value = cell.record.personalizer
     return _norm(value.get("name") if isinstance(value, Mapping) else value)
 
 
