@@ -37,12 +37,12 @@ def test_every_committed_file_round_trips_byte_identically(tmp_path, name) -> No
 
 
 def test_a_record_reads_its_fields_and_keeps_unknown_keys_and_their_order(tmp_path) -> None:
-    data = {"task": "lamp-7", "later_key": [1, 2], "split": "dev", "k": None, "generator": {"model": "m"}}
+    data = {"task": "lamp-7", "added_later": [1, 2], "split": "dev", "k": None, "generator": {"model": "m"}}
     record = CellRecord.from_json(data)
     assert (record.task, record.split, record.k, record.label) == ("lamp-7", "dev", None, None)
-    assert record.extra == {"later_key": [1, 2]} and record.section("generator") == {"model": "m"}
+    assert record.extra == {"added_later": [1, 2]} and record.section("generator") == {"model": "m"}
     assert record.section("data") == {} and "label" not in record and "k" in record
-    assert list(record.to_json()) == ["task", "later_key", "split", "k", "generator"]
+    assert list(record.to_json()) == ["task", "added_later", "split", "k", "generator"]
     store = CellStore(tmp_path / "cell")
     store.dir.mkdir()
     store.write_record(record)
