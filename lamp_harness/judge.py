@@ -35,7 +35,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -423,18 +423,13 @@ def _restart(bar: ProgressBar, console: Any, progress: bool, description: str, t
 
 def write_judgments(directory: Path, judged: Sequence[Judged]) -> None:
     """Add (or replace) each judged metric's rationale in the cell's :data:`JUDGMENTS` file."""
-    from lamp_harness.io import atomic_write_json
+    from lamp_harness.store import CellStore
 
-    path = Path(directory) / JUDGMENTS
-    data: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
+    store = CellStore(Path(directory))
+    data = store.read_artifact(JUDGMENTS)
     for j in judged:
         data[j.identity.metric_name] = {"judge": asdict(j.identity), "usage": j.usage, "examples": j.rationale}
-    atomic_write_json(path, data)
+    store.write_artifact(JUDGMENTS, data)
 
 
 def cell_folders(paths: Sequence[Path]) -> list[Path]:
@@ -523,7 +518,7 @@ def score_cells(
             names = {x.identity.metric_name for x in judged}
             recorded = [j for j in config.judges or [] if j.get("metric_name") not in names]
             judges = recorded + [asdict(j.identity) | {"metric_name": j.identity.metric_name} for j in judged]
-            store.write_record(replace(config, judges=judges))
+            store.write_record(config.with_(judges=judges))
             write_judgments(folder, judged)
             store.write_results(
                 task.name,

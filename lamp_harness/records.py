@@ -15,9 +15,9 @@ as ``None`` and is not written back; a record built by the runner writes the key
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from lamp_harness.contracts import MetricResult
 
@@ -39,7 +39,7 @@ class _Document(Mapping[str, Any]):
         return tuple(f.name for f in fields(cls) if f.name not in ("extra", "order"))  # type: ignore[arg-type]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Any:
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
         """The record of a JSON object (a file's content), keys and their order kept."""
         known = set(cls._known())
         values = {key: value for key, value in data.items() if key in known}
@@ -64,6 +64,13 @@ class _Document(Mapping[str, Any]):
             elif key in known:
                 out[key] = _plain(getattr(self, key))
         return out
+
+    def with_(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (keys the file did not have are written after its own)."""
+        order = self.order
+        if order is not None:
+            order += tuple(k for k in changes if k not in order)
+        return replace(self, **changes, order=order)  # type: ignore[type-var]
 
     # -- the JSON object's view ---------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -188,15 +195,6 @@ class Timing(_Document):
     )
     """A new timing writes the figures it has (the runner's, read from ``timing_summary``, keep
     their keys and order, ``null`` included)."""
-
-    def with_(self, **changes: Any) -> Timing:
-        """A copy with ``changes`` (new keys go after the existing ones)."""
-        from dataclasses import replace
-
-        order = self.order
-        if order is not None:
-            order += tuple(k for k in changes if k not in order)
-        return replace(self, **changes, order=order)
 
 
 @dataclass(frozen=True, eq=True)

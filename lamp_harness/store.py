@@ -433,8 +433,18 @@ class CellStore:
         """The paths of the cell's files among ``names`` that exist (what a tracker attaches)."""
         return [self.dir / name for name in names if (self.dir / name).is_file()]
 
+    def read_artifact(self, name: str) -> dict[str, Any]:
+        """A JSON object the cell keeps beside its results (``judgments.json``...); empty when it
+        is absent or unreadable (it is rewritten whole)."""
+        try:
+            data = json.loads((self.dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def write_artifact(self, name: str, value: Any) -> None:
-        """Write what a method produced on the way (PAG's summaries) as ``name``, atomically."""
+        """Write a JSON file the cell keeps beside its results, atomically: what a method produced
+        on the way (PAG's summaries), the judges' rationale (``judgments.json``)."""
         atomic_write_json(self.dir / name, value)
 
     def write_predictions(self, predictions: Sequence[Prediction]) -> None:

@@ -33,27 +33,28 @@ from lamp_harness.leaderboard.model import (
     natural_key,
     training_budget,
 )
+from lamp_harness.records import CellRecord
 from lamp_harness.scores import recorded_values_problem
 from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, CellStore
 
 
-def method_label(config: Mapping[str, Any]) -> str:
-    """``personalizer / retriever / k=K / model`` (the config's own ``label``, written by the runner,
+def method_label(config: CellRecord) -> str:
+    """``personalizer / retriever / k=K / model`` (the record's own ``label``, written by the runner,
     when present);
     retriever and k are left out when the cell has no retriever."""
-    label = config.get("label")
+    label = config.label
     if isinstance(label, str) and label.strip():
         return label.strip()
-    personalizer = config.get("personalizer")
+    personalizer: Any = config.personalizer
     if isinstance(personalizer, Mapping):
         personalizer = personalizer.get("name")
     parts = [str(personalizer or "?")]
-    retriever = _name(config.get("retriever"))
+    retriever = _name(config.retriever)
     if retriever:
         parts.append(retriever)
-        if config.get("k") not in (None, ""):
-            parts.append(f"k={config['k']}")
-    generator = config.get("generator")
+        if config.k not in (None, ""):
+            parts.append(f"k={config.k}")
+    generator: Any = config.generator
     if isinstance(generator, Mapping):
         model = generator.get("model") or generator.get("name") or "?"
         parts.append(str(model).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1])
@@ -70,34 +71,30 @@ def _name(component: Any) -> str | None:
     return str(component) if component not in (None, "", "none") else None
 
 
-def _scheme(config: Mapping[str, Any]) -> str | None:
-    """The data scheme (user- or time-based split) when the config records one."""
-    data = config.get("data")
-    for source in (config, data if isinstance(data, Mapping) else {}):
-        value = source.get("scheme")
+def _scheme(config: CellRecord) -> str | None:
+    """The data scheme (user- or time-based split) when the record has one."""
+    for value in (config.scheme, config.section("data").get("scheme")):
         if value not in (None, ""):
             return str(value)
     return None
 
 
-def _data_source(config: Mapping[str, Any]) -> str | None:
+def _data_source(config: CellRecord) -> str | None:
     """The data source recorded by the runner, without machine-specific absolute paths."""
-    data = config.get("data")
-    source = data.get("source") if isinstance(data, Mapping) else None
+    source = config.section("data").get("source")
     if not source:
         return None
     kind, sep, rest = str(source).partition(":")
     return f"{kind}:{Path(rest).name}" if sep and kind == "local" else str(source)
 
 
-def _data_id(config: Mapping[str, Any]) -> str | None:
+def _data_id(config: CellRecord) -> str | None:
     """A short digest of the data's file checksums (``config.json``'s ``data.checksums``): two
     folders both called ``data`` holding different files get different identities, and a
     ``--limit`` rerun on the same files the same one."""
     from lamp_harness.io import stable_hash
 
-    data = config.get("data")
-    checksums = data.get("checksums") if isinstance(data, Mapping) else None
+    checksums = config.section("data").get("checksums")
     if not isinstance(checksums, Mapping) or not checksums:
         return None
     return stable_hash(dict(sorted((str(k), str(v)) for k, v in checksums.items())), 12)
@@ -243,8 +240,8 @@ RUN_SETTINGS = ("seed", "decode")
 out: its path differs from machine to machine for the same weights.)"""
 
 
-def _settings(config: Mapping[str, Any]) -> dict[str, str]:
-    """The output-changing settings a cell's ``config.json`` records for its generator, retriever,
+def _settings(config: CellRecord) -> dict[str, str]:
+    """The output-changing settings a cell's record (``config.json``) holds for its generator, retriever,
     personalizer and task (``task_args``), and :data:`RUN_SETTINGS`, flattened by path: ``{"generator.dtype":
     '"bfloat16"', "retriever.k1": "1.2", "seed": "1", ...}`` (values as JSON)."""
     flat: dict[str, str] = {}
@@ -258,12 +255,12 @@ def _settings(config: Mapping[str, Any]) -> dict[str, str]:
             flat[path] = json.dumps(value, sort_keys=True, default=str)
 
     for part in ("generator", "retriever", "personalizer", "task_args"):
-        if isinstance(config.get(part), Mapping):
-            walk(config[part], part)
+        if isinstance(getattr(config, part), Mapping):
+            walk(getattr(config, part), part)
     for name in RUN_SETTINGS:
-        if config.get(name) is not None:
-            flat[name] = json.dumps(config[name], sort_keys=True, default=str)
-    training = config.get("training")
+        if getattr(config, name) is not None:
+            flat[name] = json.dumps(getattr(config, name), sort_keys=True, default=str)
+    training = config.training
     if isinstance(training, Mapping):
         # How the cell's weights were trained (PPlug at effective batch 8 and at the paper's 64 are
         # two methods). A data-parallel job is the 1-process run with its accumulation x processes.
