@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Self
 
@@ -36,7 +37,11 @@ class _Document(Mapping[str, Any]):
 
     @classmethod
     def _known(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.name not in ("extra", "order"))  # type: ignore[arg-type]
+        known = cls.__dict__.get("_KNOWN")
+        if known is None:
+            known = tuple(f.name for f in fields(cls) if f.name not in ("extra", "order"))  # type: ignore[arg-type]
+            cls._KNOWN = known  # type: ignore[attr-defined]
+        return known
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
@@ -72,16 +77,19 @@ class _Document(Mapping[str, Any]):
             order += tuple(k for k in changes if k not in order)
         return replace(self, **changes, order=order)  # type: ignore[type-var]
 
-    # -- the JSON object's view ---------------------------------------------------------------
+    # -- the JSON object's view (built once: the record is frozen) -----------------------------
+    @cached_property
+    def _view(self) -> dict[str, Any]:
+        return self.to_json()
+
     def __getitem__(self, key: str) -> Any:
-        document = self.to_json()
-        return document[key]
+        return self._view[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.to_json())
+        return iter(self._view)
 
     def __len__(self) -> int:
-        return len(self.to_json())
+        return len(self._view)
 
 
 def _plain(value: Any) -> Any:
