@@ -509,6 +509,13 @@ class CellStore:
         return ordered
 
 
+def cell_dirs(root: Path) -> list[Path]:
+    """Every folder under ``root`` (searched recursively) that holds a cell's results or
+    predictions, finished or not, sorted: what a report reads (and names when it cannot)."""
+    root = Path(root)
+    return sorted({p.parent for p in root.rglob(METRICS)} | {p.parent for p in root.rglob(PREDICTIONS)})
+
+
 _EMPTY = hashlib.sha256(b"").hexdigest()
 
 

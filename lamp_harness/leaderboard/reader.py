@@ -35,7 +35,7 @@ from lamp_harness.leaderboard.model import (
 )
 from lamp_harness.records import CellRecord
 from lamp_harness.scores import recorded_values_problem
-from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, CellStore
+from lamp_harness.store import CONFIG, METRICS, CellStore, cell_dirs
 
 
 def method_label(config: CellRecord) -> str:
@@ -152,8 +152,7 @@ def collect_cells(runs_dirs: Iterable[Path]) -> Collection:
                 where=str(root),
                 fix="Pass the --out folder of a `lamp run` (default runs/).",
             )
-        candidates = {p.parent for p in root.rglob(METRICS)} | {p.parent for p in root.rglob(PREDICTIONS)}
-        for directory in sorted(candidates):
+        for directory in cell_dirs(root):
             if directory.resolve() in found:
                 continue
             # A cell whose files disagree is named, never silently dropped or half-read.
