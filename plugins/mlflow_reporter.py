@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lamp_plugins.trackers import artifacts, cell_config, flatten, metric_values, require
 
 from lamp_harness.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from lamp_harness.records import CellResult, Timing
 
 _PARAM_BATCH = 100  # MLflow's limit of params per batch call
 _PARAM_CHARS = 6000  # MLflow's limit of a param value
@@ -56,7 +53,7 @@ class MlflowReporter:
         self.logged = 0
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         if self._client is None:
@@ -93,7 +90,7 @@ class MlflowReporter:
         self.logged += 1
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
         if run.console is not None and self._client is not None:
             run.console.print(
                 f"mlflow: logged {self.logged} cell(s) to experiment {Path(run.out_dir).resolve().name!r} "

@@ -5,6 +5,9 @@ like a third-party reporter would be (see docs/reporters.md). This module is the
 module-level hooks feed one :class:`ConsoleReporter` and one :class:`EventLog`. Each class also
 carries its own ``@hookimpl`` methods, so an instance can be registered on its own (tests do).
 Block both with ``LAMP_DISABLE_PLUGINS=reporters``.
+
+``timing`` is a :class:`lamp_harness.records.Timing` and ``results`` a list of
+:class:`lamp_harness.records.CellResult` (the typed records the runner hands every reporter).
 """
 
 from __future__ import annotations
@@ -13,13 +16,10 @@ import json
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.secrets import redact
-
-if TYPE_CHECKING:
-    from lamp_harness.records import CellResult, Timing
 
 EVENTS_FILE = "events.jsonl"
 
@@ -68,7 +68,7 @@ class ConsoleReporter:
             run.console.print(f"[cyan]started[/] {cell.label} ({cell.task}, {cell.split}, {total} examples)")
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
         self._timing[cell.cell_id] = dict(timing)
         if run.console is None:
             return
@@ -101,7 +101,7 @@ class ConsoleReporter:
             run.console.print(f"[dim]{_timing_text(timing)}[/]")
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[Any]) -> None:
         if run.console is None or not results:
             return
         from rich.table import Table
@@ -206,7 +206,7 @@ class EventLog:
         )
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
         self._write(
             self._open(run.out_dir),
             "cell_finished",
@@ -216,7 +216,7 @@ class EventLog:
         )
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[Any]) -> None:
         handle = self._open(run.out_dir)
         summary = [
             {
@@ -265,14 +265,14 @@ def lamp_example_predicted(cell: Any, example: Any, prediction: Any) -> None:
 
 
 @hookimpl
-def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
     """Log the cell's metrics and print its table (or a 'skipped' line)."""
     for reporter in _REPORTERS:
         reporter.lamp_cell_finished(run, cell, metrics, timing)
 
 
 @hookimpl
-def lamp_run_finished(run: Any, results: list[CellResult]) -> None:
+def lamp_run_finished(run: Any, results: list[Any]) -> None:
     """Log the end of the run, close the log, print the summary table."""
     for reporter in _REPORTERS:
         reporter.lamp_run_finished(run, results)

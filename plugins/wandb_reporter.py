@@ -16,15 +16,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lamp_plugins.trackers import artifacts, cell_config, metric_values, require
 
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.secrets import redact_text
-
-if TYPE_CHECKING:
-    from lamp_harness.records import CellResult, Timing
 
 
 @contextmanager
@@ -47,7 +44,7 @@ class WandbReporter:
         self.logged = 0
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
         if timing.get("skipped"):
             return
         import wandb
@@ -56,7 +53,7 @@ class WandbReporter:
             self._log(wandb, run, cell, metrics, timing)
         self.logged += 1
 
-    def _log(self, wandb: Any, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+    def _log(self, wandb: Any, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
         out = Path(run.out_dir).resolve()
         directory = os.environ.get("WANDB_DIR") or str(out)
         tracked = wandb.init(
@@ -81,6 +78,6 @@ class WandbReporter:
             tracked.finish()
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
         if run.console is not None and self.logged:
             run.console.print(f"wandb: logged {self.logged} cell(s) (project {Path(run.out_dir).resolve().name!r})")

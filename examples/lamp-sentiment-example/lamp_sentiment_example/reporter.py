@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lamp_harness.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from lamp_harness.records import CellResult, Timing
 
 FILE = "cells.csv"
 COLUMNS = ("cell_id", "label", "task", "split", "metric", "value", "ci_low", "ci_high", "n", "status")
@@ -29,7 +26,7 @@ class CsvReporter:
         self.rows = 0
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
         path = Path(run.out_dir) / FILE
         new = not path.is_file()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +41,7 @@ class CsvReporter:
                 self.rows += 1
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[CellResult]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[Any]) -> None:
         if run.console is not None:
             run.console.print(f"cells.csv: {self.rows} row(s) -> {Path(run.out_dir) / FILE}")
 
@@ -59,12 +56,12 @@ def lamp_run_started(run: Any) -> None:
 
 
 @hookimpl
-def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Timing) -> None:
+def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
     """Write the cell's metric rows."""
     _reporter.lamp_cell_finished(run, cell, metrics, timing)
 
 
 @hookimpl
-def lamp_run_finished(run: Any, results: list[CellResult]) -> None:
+def lamp_run_finished(run: Any, results: list[Any]) -> None:
     """Say where the rows went."""
     _reporter.lamp_run_finished(run, results)
