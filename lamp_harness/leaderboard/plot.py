@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from lamp_harness.errors import lamp_error
 from lamp_harness.leaderboard.model import Leaderboard, arrow
@@ -56,7 +57,7 @@ def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
         fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 0.4 * (len(columns) // 2 + 1)), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False)
         colors = matplotlib.colormaps["tab20"]
-        handles = {}
+        handles: dict[str, Any] = {}
         for ax, (block, metric, rows) in zip(axes.flat, panels, strict=False):
             present = [
                 c for c in columns if c in block.columns and any(r.values[block.columns.index(c)] is not None for r in rows)
@@ -64,6 +65,7 @@ def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
             width = 0.8 / max(1, len(present))
             for j, column in enumerate(present):
                 index = block.columns.index(column)
+                errs: list[list[float]]
                 xs, ys, errs = [], [], [[], []]
                 for i, row in enumerate(rows):
                     v = row.values[index]

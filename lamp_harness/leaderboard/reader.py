@@ -464,20 +464,24 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
         wanted = {_ref_key(t, m) for t, m, _ in row_keys}
         for name, table in ref_tables:
             for method in dict.fromkeys(r.method for r in table):
-                values = {_ref_key(r.task, r.metric): r.value for r in table if r.method == method}
-                if any(_ref_value(values, key) is not None for key in wanted):
+                published = {_ref_key(r.task, r.metric): r.value for r in table if r.method == method}
+                if any(_ref_value(published, key) is not None for key in wanted):
                     columns.append(Column(f"{method} ({reference_info(name).short})", "reference", name))
-                    ref_values.append(values)
+                    ref_values.append(published)
         rows = []
         for task, metric, higher in row_keys:
             values: list[Value | None] = []
             for label in labels:
-                cell = by_key.get((task, label))
-                m = next((m for m in cell.metrics if m.name == metric), None) if cell else None
-                values.append(None if m is None or cell is None else Value(m.value, m.ci_low, m.ci_high, m.n, cell.cell_id))
+                found = by_key.get((task, label))
+                result = next((m for m in found.metrics if m.name == metric), None) if found else None
+                values.append(
+                    None
+                    if result is None or found is None
+                    else Value(result.value, result.ci_low, result.ci_high, result.n, found.cell_id)
+                )
             values = _mark_best(values, higher)
             key = _ref_key(task, metric)
-            values += [None if _ref_value(v, key) is None else Value(_ref_value(v, key)) for v in ref_values]
+            values += [None if (ref := _ref_value(v, key)) is None else Value(ref) for v in ref_values]
             rows.append(Row(task, metric, higher, tuple(values)))
         blocks.append(
             Block(
