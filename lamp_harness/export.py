@@ -21,8 +21,9 @@ from typing import Any
 
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_bytes, atomic_write_json
-from lamp_harness.leaderboard import Cell, collect_cells, natural_key
-from lamp_harness.store import PREDICTIONS, CellStore
+from lamp_harness.leaderboard.model import Cell, natural_key
+from lamp_harness.leaderboard.reader import collect_cells
+from lamp_harness.store import CONFIG, CellStore
 
 ZIP_NAME = "submission.zip"
 SELECT_KEYS = ("personalizer", "retriever", "k", "generator", "model", "label", "cell_id")
@@ -58,17 +59,17 @@ def _norm(text: Any) -> str:
 
 def cell_facets(cell: Cell) -> dict[str, set[str]]:
     """The values a ``--select`` key can match for ``cell`` (all normalized)."""
-    config = cell.config
-    personalizer = config.get("personalizer")
-    retriever = config.get("retriever")
-    generator = config.get("generator")
+    record = cell.record
+    personalizer = record.personalizer
+    retriever = record.retriever
+    generator = record.generator
     gen = generator if isinstance(generator, Mapping) else {"name": generator}
     model = gen.get("model")
     models = {_norm(model), _norm(str(model).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1])} if model else set()
     return {
         "personalizer": {_norm(personalizer.get("name") if isinstance(personalizer, Mapping) else personalizer)},
         "retriever": {_norm(retriever.get("name") if isinstance(retriever, Mapping) else retriever or "none")},
-        "k": {_norm(config.get("k"))} if retriever else {"0", "none"},
+        "k": {_norm(record.k)} if retriever else {"0", "none"},
         "generator": {_norm(x) for x in (gen.get("plugin"), gen.get("name")) if x} | models,
         "model": models,
         "label": {_norm(cell.label)},
@@ -118,15 +119,15 @@ def _official_names(registry: Any) -> dict[str, tuple[str, str]]:
 def read_outputs(cell: Cell) -> list[dict[str, str]]:
     """``[{"id", "output"}]`` from a cell's ``predictions.jsonl``, in file order (a repeated id
     keeps its last prediction)."""
-    path = cell.dir / PREDICTIONS
-    if not path.is_file():
+    store = CellStore(cell.dir)
+    if not store.has_predictions():
         raise lamp_error(
             "the cell has no predictions.jsonl",
             where=str(cell.dir),
             fix="Re-run the cell with `lamp run ... --force`.",
         )
     outputs: dict[str, str] = {}
-    for prediction in CellStore(cell.dir).read_predictions():
+    for prediction in store.read_predictions():
         outputs[str(prediction.example_id)] = prediction.output
     return [{"id": i, "output": o} for i, o in outputs.items()]
 
@@ -180,7 +181,7 @@ def export_submission(
         if name is None:
             raise lamp_error(
                 f"task {cell.task!r} is not registered, so its official name is unknown",
-                where=str(cell.dir / "config.json"),
+                where=str(cell.dir / CONFIG),
                 fix="Install the plugin that provides it (see `lamp plugins`).",
             )
         by_official.setdefault(official[name][0], []).append(cell)

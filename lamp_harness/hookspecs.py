@@ -13,13 +13,14 @@ plugin loads, so a typo cannot silently do nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     from lamp_harness.cells import CellSpec, RunInfo
     from lamp_harness.contracts import Example, MetricResult, Prediction
+    from lamp_harness.records import CellResult, Timing
     from lamp_harness.registry import Registry
 
 PROJECT = "lamp_harness"
@@ -66,12 +67,17 @@ def lamp_example_predicted(cell: CellSpec, example: Example, prediction: Predict
 
 
 @hookspec
-def lamp_cell_finished(run: RunInfo, cell: CellSpec, metrics: list[MetricResult], timing: dict[str, Any]) -> None:
+def lamp_cell_finished(run: RunInfo, cell: CellSpec, metrics: list[MetricResult], timing: Timing) -> None:
     """Called after a cell's ``metrics.json`` and ``timing.json`` are written (also for cells
-    skipped because an earlier run finished them; ``timing["skipped"]`` is then true)."""
+    skipped because an earlier run finished them; ``timing.skipped`` is then true).
+
+    ``timing`` is a :class:`~lamp_harness.records.Timing` (``wall_s``, ``examples_per_s``...), also
+    readable as the ``timing.json`` object (``timing["wall_s"]``, ``timing.get("skipped")``)."""
 
 
 @hookspec
-def lamp_run_finished(run: RunInfo, results: list[dict[str, Any]]) -> None:
-    """Called once after every cell has finished; ``results`` holds one summary per cell
-    (``cell_id``, ``label``, ``metrics``)."""
+def lamp_run_finished(run: RunInfo, results: list[CellResult]) -> None:
+    """Called once after every cell has finished; ``results`` holds one
+    :class:`~lamp_harness.records.CellResult` per cell (``cell_id``, ``label``, ``task``,
+    ``metrics``, ``skipped``, ``dir``, ``timing``), also readable as the summary dict of earlier
+    versions (``result["cell_id"]``)."""

@@ -423,18 +423,13 @@ def _restart(bar: ProgressBar, console: Any, progress: bool, description: str, t
 
 def write_judgments(directory: Path, judged: Sequence[Judged]) -> None:
     """Add (or replace) each judged metric's rationale in the cell's :data:`JUDGMENTS` file."""
-    from lamp_harness.io import atomic_write_json
+    from lamp_harness.store import CellStore
 
-    path = Path(directory) / JUDGMENTS
-    data: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
+    store = CellStore(Path(directory))
+    data = store.read_artifact(JUDGMENTS)
     for j in judged:
         data[j.identity.metric_name] = {"judge": asdict(j.identity), "usage": j.usage, "examples": j.rationale}
-    atomic_write_json(path, data)
+    store.write_artifact(JUDGMENTS, data)
 
 
 def cell_folders(paths: Sequence[Path]) -> list[Path]:
@@ -481,8 +476,8 @@ def score_cells(
     summaries = []
     for folder in cells:
         store = CellStore(folder)
-        config = store.read_config()
-        task = registry.create("task", str(config["task"]))
+        config = store.read_record()
+        task = registry.create("task", str(config.task))
         metrics = tuple(getattr(task, "judged_metrics", ()))
         if not metrics:
             summaries.append({"dir": str(folder), "task": task.name, "judged": []})
@@ -492,8 +487,8 @@ def score_cells(
             predictions = store.read_predictions()
             outputs = {p.example_id: p.output for p in predictions}
             examples = [ex for ex in dataset.examples if ex.id in outputs]
-            preset = str(config.get("preset") or "offline")
-            seed = int(config.get("seed") or 0)
+            preset = str(config.preset or "offline")
+            seed = int(config.seed or 0)
             context = RunContext(lamp_home=_home(), preset=preset, seed=seed)
             judged = [
                 judge_examples(
@@ -506,7 +501,7 @@ def score_cells(
                     context=context,
                     console=console,
                     progress=progress,
-                    label=f"{config.get('label', folder.name)} ({task.name})",
+                    label=f"{config.label if 'label' in config else folder.name} ({task.name})",
                 )
                 for m in metrics
             ]
@@ -516,19 +511,18 @@ def score_cells(
             timing = store.read_timing()
             runs = [
                 u
-                for u in (timing.get("judging") or {}).get("judges", [])
+                for u in (timing.judging or {}).get("judges", [])
                 if u.get("judge") not in {j.identity.metric_name for j in judged}
             ]
-            timing["judging"] = {"judges": runs + [j.usage for j in judged]}
-            recorded = [
-                j for j in config.get("judges") or [] if j.get("metric_name") not in {x.identity.metric_name for x in judged}
-            ]
-            config["judges"] = recorded + [asdict(j.identity) | {"metric_name": j.identity.metric_name} for j in judged]
-            store.write_config(config)
+            timing = timing.with_(judging={"judges": runs + [j.usage for j in judged]})
+            names = {x.identity.metric_name for x in judged}
+            recorded = [j for j in config.judges or [] if j.get("metric_name") not in names]
+            judges = recorded + [asdict(j.identity) | {"metric_name": j.identity.metric_name} for j in judged]
+            store.write_record(config.with_(judges=judges))
             write_judgments(folder, judged)
             store.write_results(
                 task.name,
-                str(config.get("split")),
+                str(config.split),
                 scored.metrics,
                 timing,
                 scored.scores.to_json() if scored.scores else None,
@@ -537,7 +531,7 @@ def score_cells(
             {
                 "dir": str(folder),
                 "task": task.name,
-                "label": config.get("label"),
+                "label": config.label,
                 "judged": [
                     {"metric": j.identity.metric_name, "value": float(j.scores.rows.mean()), **j.usage} for j in judged
                 ],

@@ -28,11 +28,12 @@ from lamp_harness.contracts import (
     RunContext,
 )
 from lamp_harness.errors import LampError, lamp_error, warn
-from lamp_harness.io import atomic_write_json, lamp_home
+from lamp_harness.io import lamp_home
 from lamp_harness.models import preset_generator_args
 from lamp_harness.options import generation_budget, generator_kwargs, label_settings, make_task
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
+from lamp_harness.records import CellRecord, CellResult, Timing
 from lamp_harness.registry import REPORTERS_ENV, PluginHost, host
 from lamp_harness.scores import score_cell
 from lamp_harness.secrets import redact_text
@@ -334,7 +335,7 @@ class Runner:
         return scored, {"judges": [j.usage for j in judged]}
 
     # -- running --------------------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> list[CellResult]:
         """Plan, check and run every cell; returns one summary per cell."""
         drafts = self.plan()
         specs = [self.cell(d) for d in drafts]
@@ -349,7 +350,7 @@ class Runner:
                 self.console.print(f"reporter [bold]{name}[/] enabled")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.notify("lamp_run_started", run=info)
-        results = []
+        results: list[CellResult] = []
         # Cells sharing a generator run back to back, so a loaded model is reused.
         order = sorted(
             range(len(specs)),
@@ -444,14 +445,14 @@ class Runner:
             if not store.finished:
                 continue
             try:
-                config = store.read_config()
+                config = store.read_record()
             except (LampError, OSError, ValueError):
                 continue
             if config.get("base_id", folder.name) == spec.base_id:
                 return store, dict(config.get("component_versions") or {})
         return None
 
-    def _reuse_stale(self, info: RunInfo, spec: CellSpec) -> dict[str, Any] | None:
+    def _reuse_stale(self, info: RunInfo, spec: CellSpec) -> CellResult | None:
         found = self.stale_cell(spec)
         if found is None:
             return None
@@ -470,17 +471,9 @@ class Runner:
             f"({changed or 'unrecorded'}), because of --allow-stale"
         )
         metrics = store.read_metrics()
-        timing = {**store.read_timing(), "skipped": True, "stale": True}
+        timing = store.read_timing().with_(skipped=True, stale=True)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-        return {
-            "cell_id": store.dir.name,
-            "label": spec.label,
-            "task": spec.task,
-            "metrics": metrics,
-            "skipped": True,
-            "stale": True,
-            "dir": str(store.dir),
-        }
+        return CellResult(store.dir.name, spec.label, spec.task, tuple(metrics), True, store.dir, stale=True)
 
     def _warn(self, message: str) -> None:
         import sys
@@ -493,7 +486,7 @@ class Runner:
         else:
             print(f"warning: {message}", file=sys.stderr)
 
-    def run_cell(self, info: RunInfo, draft: Draft, spec: CellSpec) -> dict[str, Any]:
+    def run_cell(self, info: RunInfo, draft: Draft, spec: CellSpec) -> CellResult:
         """Run one cell (skip it when finished, resume it when partial); returns its summary."""
         store = CellStore(spec.dir)
         if self.force and self.world.is_main:
@@ -525,16 +518,9 @@ class Runner:
                 return reused
         if finished:
             metrics = store.read_metrics()
-            timing = {**store.read_timing(), "skipped": True}
+            timing = store.read_timing().with_(skipped=True)
             self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-            return {
-                "cell_id": spec.cell_id,
-                "label": spec.label,
-                "task": spec.task,
-                "metrics": metrics,
-                "skipped": True,
-                "dir": str(spec.dir),
-            }
+            return CellResult(spec.cell_id, spec.label, spec.task, tuple(metrics), True, spec.dir)
 
         dataset = self.dataset(spec.task)
         built = cells.assemble(spec, self.context, self.registry, generator=self.generator(draft.generator_key))
@@ -552,14 +538,14 @@ class Runner:
             restore()
         if self.world.is_main:  # what the method produced on the way (PAG's summaries), kept with the cell
             for name, value in dict(getattr(personalizer, "artifacts", dict)()).items():
-                atomic_write_json(spec.dir / name, value)
+                store.write_artifact(name, value)
         return summary
 
     @staticmethod
     def _stale_weights(store: CellStore) -> bool:
         """Whether a finished cell was predicted with weights kept by ``--allow-stale``."""
         try:
-            return bool(store.read_config().get("stale_weights"))
+            return bool(store.read_record().stale_weights)
         except (LampError, OSError, ValueError):
             return False
 
@@ -574,7 +560,7 @@ class Runner:
         personalizer: Any,
         checkpoint: Path | None,
         stale: Any = None,
-    ) -> dict[str, Any]:
+    ) -> CellResult:
         rankings = self.rankings(spec.task, spec.retriever, spec.retriever_args) if spec.retriever and spec.k > 0 else {}
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
@@ -584,7 +570,7 @@ class Runner:
             config["training"] = recorded_budget(checkpoint)
         config["stale_weights"] = stale.describe() if stale is not None else None
         if self.world.is_main:
-            store.write_config(config)
+            store.write_record(CellRecord.from_json(config))
 
         chunk = chunk_size(generator)
         if self.world.distributed or store.has_shards():
@@ -625,22 +611,15 @@ class Runner:
         usage = {k: v - usage_before.get(k, 0) for k, v in generator.usage().items()}
         scored, judging = self.score(task, spec, examples, done)
         metrics = scored.metrics
-        timing = timing_summary(done, len(new), wall)
+        measured = timing_summary(done, len(new), wall)
         if usage:
-            timing["usage"] = usage
+            measured["usage"] = usage
         if judging:
-            timing["judging"] = judging
+            measured["judging"] = judging
+        timing = Timing.from_json(measured)
         store.write_results(spec.task, spec.split, metrics, timing, scored.scores.to_json() if scored.scores else None)
         self.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-        return {
-            "cell_id": spec.cell_id,
-            "label": spec.label,
-            "task": spec.task,
-            "metrics": metrics,
-            "skipped": False,
-            "dir": str(spec.dir),
-            "timing": timing,
-        }
+        return CellResult(spec.cell_id, spec.label, spec.task, tuple(metrics), False, spec.dir, timing)
 
     def _predict_sharded(
         self,
@@ -653,7 +632,7 @@ class Runner:
         personalizer: Any,
         rankings: Mapping[str, Any],
         chunk: int,
-    ) -> dict[str, Any]:
+    ) -> CellResult:
         """The data-parallel prediction of a cell (also a 1-process resume of one).
 
         The batches are those of a 1-process run (``chunk`` consecutive examples), so every batch
@@ -704,7 +683,7 @@ class Runner:
             }
         )
 
-        def merge() -> dict[str, Any]:
+        def merge() -> CellResult:
             assert speeds is not None
             done = store.merge_shards(examples, kept)
             for ex, prediction in zip(examples, done, strict=True):
@@ -713,23 +692,17 @@ class Runner:
             scored, judging = self.score(task, spec, examples, done)
             metrics = scored.metrics
             longest = max(s["wall_s"] for s in speeds)
-            timing = {
-                **timing_summary(done, sum(s["examples"] for s in speeds), longest),
-                "world_size": world.size,
-                "ranks": speeds,
-                **({"judging": judging} if judging else {}),
-            }
+            timing = Timing.from_json(
+                {
+                    **timing_summary(done, sum(s["examples"] for s in speeds), longest),
+                    "world_size": world.size,
+                    "ranks": speeds,
+                    **({"judging": judging} if judging else {}),
+                }
+            )
             store.write_results(spec.task, spec.split, metrics, timing, scored.scores.to_json() if scored.scores else None)
             self.host.notify("lamp_cell_finished", run=info, cell=spec, metrics=metrics, timing=timing)
-            return {
-                "cell_id": spec.cell_id,
-                "label": spec.label,
-                "task": spec.task,
-                "metrics": metrics,
-                "skipped": False,
-                "dir": str(spec.dir),
-                "timing": timing,
-            }
+            return CellResult(spec.cell_id, spec.label, spec.task, tuple(metrics), False, spec.dir, timing)
 
         return distributed.on_main(merge, f"merging {spec.label}'s predictions")
 
@@ -778,9 +751,9 @@ def run_matrix(
     plugin_host: PluginHost | None = None,
     progress: bool = True,
     allow_stale: bool = False,
-) -> list[dict[str, Any]]:
-    """Run every cell of ``matrix`` into ``out_dir``; returns one summary per cell
-    (``cell_id``, ``label``, ``task``, ``metrics``, ``skipped``, ``dir``).
+) -> list[CellResult]:
+    """Run every cell of ``matrix`` into ``out_dir``; returns one :class:`~lamp_harness.records.CellResult`
+    per cell (``cell_id``, ``label``, ``task``, ``metrics``, ``skipped``, ``dir``, ``timing``).
 
     ``force`` recomputes finished cells; ``allow_stale`` keeps a finished cell computed with other
     versions of its plugins (with a warning) instead of recomputing it."""

@@ -32,15 +32,15 @@ Nothing here knows a concrete task or metric: statistics are named by how they c
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.contracts import Example, ExampleScores, MetricResult, Prediction
+from lamp_harness.contracts import Dataset, Example, ExampleScores, MetricResult, Prediction, Task
 from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.records import CellRecord
 from lamp_harness.store import SCORES, CellStore
 
 
@@ -107,7 +107,7 @@ def user_key(example: Example) -> str | None:
     return digest.hexdigest()[:12]
 
 
-def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction], *, seed: int) -> Scored:
+def score_cell(task: Task, examples: Sequence[Example], predictions: Sequence[Prediction], *, seed: int) -> Scored:
     """Score ``predictions`` against the golds of ``examples``: per-example statistics and the
     metrics derived from them, or the task's own :meth:`score` when it offers no statistics."""
     from lamp_harness import metrics
@@ -139,7 +139,7 @@ def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Pre
 
 
 def derived_example_scores(
-    task: Any, outputs: Mapping[str, str], golds: Mapping[str, str], *, seed: int
+    task: Task, outputs: Mapping[str, str], golds: Mapping[str, str], *, seed: int
 ) -> tuple[list[MetricResult], list[ExampleScores]]:
     """``task.score``'s metrics, and the per-example scores behind them when the task computes
     them with the helpers of :mod:`lamp_harness.metrics` (else ``[]``).
@@ -266,18 +266,10 @@ def _count(value: Any, what: str) -> int:
 
 def read_scores(directory: Path) -> CellScores | None:
     """The cell's stored ``scores.json``, or ``None`` when it has none."""
-    path = Path(directory) / SCORES
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise lamp_error(
-            f"cannot read JSON ({type(exc).__name__}: {exc})",
-            where=str(path),
-            fix="Delete the file; `lamp leaderboard` rescores the cell from its predictions when the data is present.",
-        ) from None
-    return parse_scores(data, str(path))
+    data = CellStore(directory).read_scores(
+        fix="Delete the file; `lamp leaderboard` rescores the cell from its predictions when the data is present."
+    )
+    return None if data is None else parse_scores(data, str(Path(directory) / SCORES))
 
 
 def edited(directory: Path) -> str | None:
@@ -285,17 +277,7 @@ def edited(directory: Path) -> str | None:
     checksum differs from the one ``metrics.json`` records for it (rows swapped between examples,
     a profile size changed: edits that leave every metric's value intact). Cells written before
     the checksum was recorded have nothing to compare with (``None``)."""
-    from lamp_harness.store import METRICS, scores_digest
-
-    directory = Path(directory)
-    try:
-        recorded = json.loads((directory / METRICS).read_text(encoding="utf-8")).get("scores", {}).get("sha256")
-        data = json.loads((directory / SCORES).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
-    if isinstance(recorded, str) and scores_digest(data) != recorded:
-        return f"its content does not match the checksum {METRICS} records for it (changed after the cell wrote it)"
-    return None
+    return CellStore(directory).scores_edited()
 
 
 def recorded_values_problem(directory: Path, values: Mapping[str, float]) -> str | None:
@@ -308,8 +290,8 @@ def recorded_values_problem(directory: Path, values: Mapping[str, float]) -> str
 
     from lamp_harness.metrics import combine
 
-    directory = Path(directory)
-    if not (directory / SCORES).is_file() or _recorded_digest(directory) is None or edited(directory):
+    store = CellStore(directory)
+    if not store.has_scores() or store.recorded_scores_digest() is None or edited(directory):
         return None
     try:
         scores = read_scores(directory)
@@ -328,31 +310,20 @@ def recorded_values_problem(directory: Path, values: Mapping[str, float]) -> str
     return None
 
 
-def _recorded_digest(directory: Path) -> str | None:
-    from lamp_harness.store import METRICS
-
-    try:
-        digest = json.loads((Path(directory) / METRICS).read_text(encoding="utf-8")).get("scores", {}).get("sha256")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
-    return digest if isinstance(digest, str) else None
-
-
-def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
+def rescore(directory: Path, config: CellRecord) -> CellScores:
     """Per-example scores of a cell without ``scores.json``: its predictions scored again against
     the golds of the data its ``config.json`` records (never downloaded; checksums must match).
     Raises :class:`LampError` saying why when that is not possible."""
+    store = CellStore(directory)
     task, dataset = recorded_dataset(directory, config)
-    predictions = CellStore(directory).read_predictions()
-    scored = score_cell(task, dataset.examples, predictions, seed=int(config.get("seed") or 0))
+    predictions = store.read_predictions()
+    scored = score_cell(task, dataset.examples, predictions, seed=int(config.seed or 0))
     if scored.scores is None:
         raise lamp_error(f"task {task.name!r} offers no per-example scores", where=str(directory))
-    from lamp_harness.store import PREDICTIONS, _digest_and_count
-
-    return replace(scored.scores, predictions=_digest_and_count(directory / PREDICTIONS))
+    return replace(scored.scores, predictions=store.predictions_digest())
 
 
-def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Any, Any]:
+def recorded_dataset(directory: Path, config: CellRecord) -> tuple[Task, Dataset]:
     """The task and the data a cell's ``config.json`` records, read from this machine (never
     downloaded); a one-line :class:`LampError` when the data is absent or its checksums differ."""
     from lamp_harness.contracts import RunContext
@@ -361,7 +332,7 @@ def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Any, A
     from lamp_harness.registry import host
 
     directory = Path(directory)
-    data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    data = config.section("data")
     source = str(data.get("source") or "")
     kind, _, rest = source.partition(":")
     if not kind:
@@ -369,16 +340,16 @@ def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Any, A
     from lamp_harness.options import make_task
 
     registry = host().registry
-    task = make_task(registry, str(config["task"]), dict(config.get("task_args") or {}))
+    task = make_task(registry, str(config.task), dict(config.task_args or {}))
     context = RunContext(lamp_home())
-    scheme = str(config.get("scheme") or "user")
+    scheme = str(config.scheme or "user")
     if kind == "local":
         dataset = resolve_dataset(
-            task, data=None, data_dir=Path(rest), split=str(config["split"]), scheme=scheme, context=context
+            task, data=None, data_dir=Path(rest), split=str(config.split), scheme=scheme, context=context
         )
     else:
         dataset = resolve_dataset(
-            task, data=kind, data_dir=None, split=str(config["split"]), scheme=scheme, context=context, download=False
+            task, data=kind, data_dir=None, split=str(config.split), scheme=scheme, context=context, download=False
         )
     recorded = data.get("checksums") or {}
     if recorded and dict(dataset.checksums) != dict(recorded):
@@ -436,7 +407,7 @@ def verify(
 
 
 def cell_scores(
-    directory: Path, config: Mapping[str, Any], metrics: Sequence[MetricResult] | None = None
+    directory: Path, config: CellRecord, metrics: Sequence[MetricResult] | None = None
 ) -> tuple[CellScores | None, str | None]:
     """The cell's verified per-example scores, and a note: ``(scores, None)`` when the stored file
     is verified; ``(rescored, why)`` when it failed verification (or predates checksums and
@@ -447,16 +418,13 @@ def cell_scores(
     for a cell without ``scores.json`` are saved as its ``scores.json`` (atomically; a read-only
     folder is left as is), so they are computed once and travel with the cell, e.g. to a machine
     without the data. A damaged file is left for the user to see; it is never used."""
-    from lamp_harness.io import atomic_write_json
-    from lamp_harness.store import PREDICTIONS, _digest_and_count, _ids_of
-
     directory = Path(directory)
+    store = CellStore(directory)
     try:
         if metrics is None:
-            metrics = CellStore(directory).read_metrics()
-        path = directory / PREDICTIONS
-        digest = _digest_and_count(path) if path.is_file() else None
-        prediction_ids = _ids_of(path) if path.is_file() else []
+            metrics = store.read_metrics()
+        digest = store.predictions_digest()
+        prediction_ids = store.prediction_ids()
     except (LampError, OSError, ValueError) as exc:
         return None, f"cannot read the cell ({' '.join(str(exc).split())[:160]})"
 
@@ -494,7 +462,7 @@ def cell_scores(
         )
     if stored is None and problem is None:
         try:
-            atomic_write_json(directory / SCORES, rescored.to_json())
+            store.write_scores(rescored.to_json())
         except OSError:
             pass
         return rescored, None

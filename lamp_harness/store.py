@@ -19,6 +19,10 @@ Layout of ``OUT/<cell_id>/``:
   interrupted: each rank's predictions, merged into ``predictions.jsonl`` by rank 0;
 - ``.lock`` / ``.lock.owner``: the exclusive lock of the process computing the cell, and its PID.
 
+:class:`CellStore` is the only code that reads or writes these files: the runner, the trainer's
+evaluation, the judge and every report (leaderboard, comparisons, scores, export, page) go through
+it, and receive typed records (:mod:`lamp_harness.records`) rather than raw JSON objects.
+
 A cell is *finished* only when the three files agree (:meth:`CellStore.inconsistency`): both JSON
 files parse, the predictions file has the checksum and count ``metrics.json`` recorded, and (when
 the caller knows the split) it holds every example id of the split exactly once and nothing else.
@@ -30,11 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +48,7 @@ from typing import Any
 from lamp_harness.contracts import Example, MetricResult, Prediction
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_bytes, atomic_write_json, writing
+from lamp_harness.records import CellRecord, FinishedCell, Timing
 from lamp_harness.secrets import redact
 
 CONFIG = "config.json"
@@ -174,14 +180,19 @@ class CellStore:
             (self.dir / name).unlink(missing_ok=True)
 
     # -- config ---------------------------------------------------------------------------------
-    def write_config(self, config: dict[str, Any]) -> None:
+    def write_record(self, record: CellRecord) -> None:
         """Write ``config.json`` atomically, secrets masked (:func:`~lamp_harness.secrets.redact`:
         a component's ``describe()`` or a note cannot put a key on disk)."""
-        atomic_write_json(self.dir / CONFIG, redact(config))
+        atomic_write_json(self.dir / CONFIG, redact(record.to_json()))
 
-    def read_config(self) -> dict[str, Any]:
-        """``config.json``; an unreadable one is a one-line error naming it."""
-        return _read_or_fail(self.dir / CONFIG)
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """:meth:`write_record` of a JSON object (what a writer resolved, in its key order)."""
+        self.write_record(CellRecord.from_json(config))
+
+    def read_record(self) -> CellRecord:
+        """``config.json`` (secrets masked, for folders written before they were); an unreadable
+        one is a one-line error naming it."""
+        return CellRecord.from_json(redact(_read_or_fail(self.dir / CONFIG)))
 
     # -- predictions ----------------------------------------------------------------------------
     def recover_predictions(self, batch_size: int, expected_ids: Collection[str] | None = None) -> list[Prediction]:
@@ -284,13 +295,14 @@ class CellStore:
         task: str,
         split: str,
         metrics: Iterable[MetricResult],
-        timing: dict[str, Any],
+        timing: Timing | Mapping[str, Any],
         scores: dict[str, Any] | None = None,
     ) -> None:
         """Write ``timing.json``, ``scores.json`` (when ``scores`` is given) and, last,
         ``metrics.json`` with the predictions' checksum and count (what makes the cell finished)."""
         metrics = list(metrics)
-        atomic_write_json(self.dir / TIMING, timing)
+        timing = timing if isinstance(timing, Timing) else Timing.from_json(timing)
+        atomic_write_json(self.dir / TIMING, timing.to_json())
         path = self.dir / PREDICTIONS
         digest, count = _digest_and_count(path) if path.is_file() else (_EMPTY, 0)
         recorded: dict[str, Any] = {}
@@ -326,13 +338,114 @@ class CellStore:
                 fix="Re-run the cell with the same `lamp run` command.",
             ) from None
 
-    def read_timing(self) -> dict[str, Any]:
-        """The cell's ``timing.json``."""
-        path = self.dir / TIMING
+    def read_timing(self) -> Timing:
+        """The cell's ``timing.json`` (empty when absent or unreadable: timing is informative only)."""
         try:
-            return _read_object(path)
+            return Timing.from_json(_read_object(self.dir / TIMING))
         except (OSError, ValueError):
-            return {}  # timing is informative only
+            return Timing.from_json({})
+
+    def read_finished(self) -> FinishedCell:
+        """What a report shows of a finished cell: its record and its metrics, checked strictly
+        (every value a finite number: NaN or Infinity would be ranked, bolded and plotted); a
+        malformed file is a one-line error naming it and the fix."""
+        record = CellRecord.from_json(redact(_report_json(self.dir / CONFIG)))  # masked: older folders
+        data = _report_json(self.dir / METRICS)
+        try:
+            metrics = tuple(
+                MetricResult(
+                    str(m["name"]),
+                    float(m["value"]),
+                    bool(m["higher_is_better"]),
+                    _maybe_float(m.get("ci_low")),
+                    _maybe_float(m.get("ci_high")),
+                    int(m.get("n") or 0),
+                )
+                for m in data["metrics"]
+            )
+            for m in metrics:
+                if not all(math.isfinite(x) for x in (m.value, m.ci_low or 0.0, m.ci_high or 0.0)):
+                    raise ValueError(f"metric {m.name!r} has a non-finite value")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise lamp_error(
+                f"malformed metrics entry ({type(exc).__name__}: {exc})",
+                where=str(self.dir / METRICS),
+                fix="Re-run the cell with `lamp run ... --force`.",
+            ) from None
+        task, split = data.get("task"), data.get("split")
+        return FinishedCell(record, metrics, task, split, (self.dir / METRICS).stat().st_mtime)
+
+    # -- per-example scores ---------------------------------------------------------------------
+    def read_scores(self, fix: str) -> dict[str, Any] | None:
+        """``scores.json`` as a JSON object (parsed by :mod:`lamp_harness.scores`), ``None`` when
+        the cell has none; an unreadable file is a one-line error naming it and ``fix``."""
+        path = self.dir / SCORES
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise lamp_error(f"cannot read JSON ({type(exc).__name__}: {exc})", where=str(path), fix=fix) from None
+
+    def write_scores(self, scores: Mapping[str, Any]) -> None:
+        """Write ``scores.json`` atomically (scores rescored for a cell written without them)."""
+        atomic_write_json(self.dir / SCORES, scores)
+
+    def has_scores(self) -> bool:
+        """Whether the cell has a ``scores.json``."""
+        return (self.dir / SCORES).is_file()
+
+    def scores_edited(self) -> str | None:
+        """Why ``scores.json`` is not the file the cell wrote (its checksum differs from the one
+        ``metrics.json`` records for it), or ``None`` (also when there is nothing to compare)."""
+        try:
+            recorded = _read_object(self.dir / METRICS).get("scores", {}).get("sha256")
+            data = json.loads((self.dir / SCORES).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            return None
+        if isinstance(recorded, str) and scores_digest(data) != recorded:
+            return f"its content does not match the checksum {METRICS} records for it (changed after the cell wrote it)"
+        return None
+
+    def recorded_scores_digest(self) -> str | None:
+        """The checksum ``metrics.json`` records for ``scores.json`` (``None`` in older cells)."""
+        try:
+            digest = _read_object(self.dir / METRICS).get("scores", {}).get("sha256")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            return None
+        return digest if isinstance(digest, str) else None
+
+    def predictions_digest(self) -> tuple[str, int] | None:
+        """``(sha256, count)`` of ``predictions.jsonl``; ``None`` when it is missing."""
+        path = self.dir / PREDICTIONS
+        return _digest_and_count(path) if path.is_file() else None
+
+    def prediction_ids(self) -> list[str]:
+        """The example ids of ``predictions.jsonl`` in file order (empty when it is missing)."""
+        path = self.dir / PREDICTIONS
+        return _ids_of(path) if path.is_file() else []
+
+    def has_predictions(self) -> bool:
+        """Whether the cell has a ``predictions.jsonl``."""
+        return (self.dir / PREDICTIONS).is_file()
+
+    def files(self, names: Iterable[str]) -> list[Path]:
+        """The paths of the cell's files among ``names`` that exist (what a tracker attaches)."""
+        return [self.dir / name for name in names if (self.dir / name).is_file()]
+
+    def read_artifact(self, name: str) -> dict[str, Any]:
+        """A JSON object the cell keeps beside its results (``judgments.json``...); empty when it
+        is absent or unreadable (it is rewritten whole)."""
+        try:
+            data = json.loads((self.dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_artifact(self, name: str, value: Any) -> None:
+        """Write a JSON file the cell keeps beside its results, atomically: what a method produced
+        on the way (PAG's summaries), the judges' rationale (``judgments.json``)."""
+        atomic_write_json(self.dir / name, value)
 
     def write_predictions(self, predictions: Sequence[Prediction]) -> None:
         """Replace ``predictions.jsonl`` atomically (same lines as appending them one by one)."""
@@ -394,6 +507,13 @@ class CellStore:
         self.write_predictions(ordered)
         self.remove_shards()
         return ordered
+
+
+def cell_dirs(root: Path) -> list[Path]:
+    """Every folder under ``root`` (searched recursively) that holds a cell's results or
+    predictions, finished or not, sorted: what a report reads (and names when it cannot)."""
+    root = Path(root)
+    return sorted({p.parent for p in root.rglob(METRICS)} | {p.parent for p in root.rglob(PREDICTIONS)})
 
 
 _EMPTY = hashlib.sha256(b"").hexdigest()
@@ -487,6 +607,29 @@ def _read_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
+
+
+def _report_json(path: Path) -> dict[str, Any]:
+    """A cell file as a report reads it: a one-line error naming it when it is not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise lamp_error(
+            f"cannot read JSON ({type(exc).__name__}: {exc})",
+            where=str(path),
+            fix="Re-run the cell with `lamp run ... --force`, or delete the folder.",
+        ) from None
+    if not isinstance(data, dict):
+        raise lamp_error(
+            "expected a JSON object",
+            where=str(path),
+            fix="Re-run the cell with `lamp run ... --force`, or delete the folder.",
+        )
+    return data
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _read_or_fail(path: Path) -> dict[str, Any]:

@@ -882,6 +882,7 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
     """
     from lamp_harness.cells import CellSpec, Matrix, RunInfo
     from lamp_harness.contracts import Prediction
+    from lamp_harness.records import CellResult, Timing
     from lamp_harness.registry import LIFECYCLE_HOOKS, PluginHost
 
     who = _who(reporter)
@@ -918,14 +919,14 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
         info = RunInfo(out, cells, Matrix(tasks=("sample-task",)), RunContext(lamp_home=Path(tmp)), None)
         sample = sample_examples()[:1] * examples
         metrics = [MetricResult("accuracy", 0.5, True, 0.25, 0.75, examples)]
-        timing = {
-            "wall_s": 1.0,
-            "examples": examples,
-            "examples_this_run": examples,
-            "examples_per_s": float(examples),
-            "mean_prompt_tokens": 10.0,
-            "generated_tokens": 3 * examples,
-        }
+        timing = Timing(
+            wall_s=1.0,
+            examples=examples,
+            examples_this_run=examples,
+            examples_per_s=float(examples),
+            mean_prompt_tokens=10.0,
+            generated_tokens=3 * examples,
+        )
         for _ in range(2):
             out.mkdir(parents=True, exist_ok=True)
             host.notify("lamp_run_started", run=info)
@@ -934,11 +935,11 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
                 prediction = Prediction(f"{example.id}-{i}", "answer", "answer", "prompt", ("p0",), 10, 3)
                 host.notify("lamp_example_predicted", cell=cells[0], example=example, prediction=prediction)
             host.notify("lamp_cell_finished", run=info, cell=cells[0], metrics=metrics, timing=timing)
-            host.notify("lamp_cell_finished", run=info, cell=cells[1], metrics=metrics, timing={**timing, "skipped": True})
+            host.notify("lamp_cell_finished", run=info, cell=cells[1], metrics=metrics, timing=timing.with_(skipped=True))
             host.notify("lamp_cell_started", run=info, cell=cells[2], total=examples, done=1)
             host.notify("lamp_cell_finished", run=info, cell=cells[2], metrics=[], timing=timing)
             results = [
-                {"cell_id": c.cell_id, "label": c.label, "task": c.task, "metrics": m, "skipped": i == 1, "dir": str(c.dir)}
+                CellResult(c.cell_id, c.label, c.task, tuple(m), i == 1, c.dir, None if i == 1 else timing)
                 for i, (c, m) in enumerate(zip(cells, (metrics, metrics, []), strict=True))
             ]
             host.notify("lamp_run_finished", run=info, results=results)

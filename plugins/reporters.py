@@ -5,6 +5,9 @@ like a third-party reporter would be (see docs/reporters.md). This module is the
 module-level hooks feed one :class:`ConsoleReporter` and one :class:`EventLog`. Each class also
 carries its own ``@hookimpl`` methods, so an instance can be registered on its own (tests do).
 Block both with ``LAMP_DISABLE_PLUGINS=reporters``.
+
+``timing`` is a :class:`lamp_harness.records.Timing` and ``results`` a list of
+:class:`lamp_harness.records.CellResult` (the typed records the runner hands every reporter).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class ConsoleReporter:
             run.console.print(f"[cyan]started[/] {cell.label} ({cell.task}, {cell.split}, {total} examples)")
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
         self._timing[cell.cell_id] = dict(timing)
         if run.console is None:
             return
@@ -97,7 +100,7 @@ class ConsoleReporter:
             run.console.print(f"[dim]{_timing_text(timing)}[/]")
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[Any]) -> None:
         if run.console is None or not results:
             return
         from rich.table import Table
@@ -107,15 +110,15 @@ class ConsoleReporter:
         for name in ("task", "split", "method", "metrics", "status", "time"):
             table.add_column(name, overflow="fold")
         for result in results:
-            cell_id = result.get("cell_id", "")
-            timing = self._timing.get(cell_id, result.get("timing") or {})
-            metrics = ", ".join(f"{m['name']} {m['value']:.3f}" for m in map(_metric, result.get("metrics") or []))
-            status = "skipped" if result.get("skipped") or timing.get("skipped") else "done"
+            cell_id = result.cell_id
+            timing = self._timing.get(cell_id, dict(result.timing or {}))
+            metrics = ", ".join(f"{m['name']} {m['value']:.3f}" for m in map(_metric, result.metrics))
+            status = "skipped" if result.skipped or timing.get("skipped") else "done"
             wall = timing.get("wall_s")
             table.add_row(
-                str(result.get("task", "")),
+                result.task,
                 splits.get(cell_id, ""),
-                str(result.get("label", cell_id)),
+                result.label,
                 metrics or "-",
                 status,
                 f"{wall:.1f}s" if isinstance(wall, (int, float)) else "",
@@ -202,7 +205,7 @@ class EventLog:
         )
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
         self._write(
             self._open(run.out_dir),
             "cell_finished",
@@ -212,15 +215,15 @@ class EventLog:
         )
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[Any]) -> None:
         handle = self._open(run.out_dir)
         summary = [
             {
-                "cell_id": r.get("cell_id"),
-                "label": r.get("label"),
-                "task": r.get("task"),
-                "skipped": bool(r.get("skipped")),
-                "metrics": [_metric(m) for m in r.get("metrics") or []],
+                "cell_id": r.cell_id,
+                "label": r.label,
+                "task": r.task,
+                "skipped": bool(r.skipped),
+                "metrics": [_metric(m) for m in r.metrics],
             }
             for r in results
         ]
@@ -261,14 +264,14 @@ def lamp_example_predicted(cell: Any, example: Any, prediction: Any) -> None:
 
 
 @hookimpl
-def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
     """Log the cell's metrics and print its table (or a 'skipped' line)."""
     for reporter in _REPORTERS:
         reporter.lamp_cell_finished(run, cell, metrics, timing)
 
 
 @hookimpl
-def lamp_run_finished(run: Any, results: list[dict[str, Any]]) -> None:
+def lamp_run_finished(run: Any, results: list[Any]) -> None:
     """Log the end of the run, close the log, print the summary table."""
     for reporter in _REPORTERS:
         reporter.lamp_run_finished(run, results)

@@ -9,10 +9,10 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from lamp_harness import lamp_error, redact
+from lamp_harness import LampError, lamp_error
 
 # core-internal: the tracker reporters upload a cell's files by name, until hooks hand them typed cell records.
-from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, SCORES, TIMING
+from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, SCORES, TIMING, CellStore
 
 ARTIFACTS = (CONFIG, METRICS, PREDICTIONS, SCORES, TIMING)
 
@@ -27,11 +27,12 @@ def require(module: str, extra: str, package: str) -> None:
 
 
 def cell_config(cell: Any) -> dict[str, Any]:
-    """The cell's ``config.json``, secrets masked (a folder written before they were: see
-    :mod:`lamp_harness.secrets`); empty when it cannot be read: a reporter never stops a run."""
+    """The cell's ``config.json`` (its :class:`~lamp_harness.records.CellRecord`, read through the
+    run store), secrets masked (a folder written before they were: see :mod:`lamp_harness.secrets`);
+    empty when it cannot be read: a reporter never stops a run."""
     try:
-        return redact(json.loads((Path(cell.dir) / CONFIG).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
+        return CellStore(Path(cell.dir)).read_record().to_json()
+    except (LampError, OSError, ValueError):
         return {}
 
 
@@ -67,4 +68,4 @@ def metric_values(metrics: list[Any], timing: Mapping[str, Any]) -> dict[str, fl
 
 def artifacts(cell: Any) -> list[Path]:
     """The cell's files worth attaching: config, predictions, metrics, per-example scores, timing."""
-    return [Path(cell.dir) / name for name in ARTIFACTS if (Path(cell.dir) / name).is_file()]
+    return CellStore(Path(cell.dir)).files(ARTIFACTS)

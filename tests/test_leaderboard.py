@@ -13,6 +13,7 @@ from run_folders import fabricate_runs, write_cell
 from lamp_harness import leaderboard as lb
 from lamp_harness.cli import main
 from lamp_harness.errors import LampError
+from lamp_harness.leaderboard.reader import _ref_value
 
 EXPECTED = """\
 ## split: dev, scheme: user, data: fabricated
@@ -198,7 +199,7 @@ def test_reference_metric_names_match_the_tasks():
     for table, rows in tables.items():
         for row in rows:
             key = (row.task, row.metric.lower())
-            assert key in emitted or any(lb._ref_value({key: 1.0}, e) for e in emitted), (table, row)
+            assert key in emitted or any(_ref_value({key: 1.0}, e) for e in emitted), (table, row)
 
 
 def test_unknown_reference_is_a_one_line_error(runs, capsys):
@@ -435,3 +436,25 @@ def test_plot_writes_a_valid_png_and_svg(runs, tmp_path, capsys):
     assert "MAE ↓" in text  # panel titles are kept as text (svg.fonttype none)
     with pytest.raises(LampError, match="png or .svg"):
         lb.plot(lb.leaderboard([runs]), tmp_path / "board.gif")
+
+
+def test_the_page_chart_renderers_and_comparisons_read_the_model_never_the_reader():
+    """The leaderboard package's floors: the reader fills the model; everything that shows or tests
+    a board imports the model (no cycle through the reader, the way leaderboard.py and webpage.py
+    once imported each other)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(lb.__file__).parent
+    floors = ["model", "plot", "page", "render", "comparisons", "reader"]
+    for index, module in enumerate(floors):
+        tree = ast.parse((package / f"{module}.py").read_text(encoding="utf-8"))
+        imported = {
+            n.module.rsplit(".", 1)[-1]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("lamp_harness.leaderboard.")
+        }
+        assert imported <= set(floors[:index]), (module, imported - set(floors[:index]))
+        assert not any(isinstance(n, ast.ImportFrom) and n.module == "lamp_harness.leaderboard" for n in ast.walk(tree)), (
+            module
+        )

@@ -15,6 +15,7 @@ from rich.console import Console
 from lamp_harness.cli import main
 from lamp_harness.contracts import Example, MetricResult, Prediction
 from lamp_harness.hookspecs import hookimpl
+from lamp_harness.records import CellResult, Timing
 from lamp_harness.registry import PluginHost
 
 
@@ -76,25 +77,21 @@ def simulate(host: PluginHost, run: Run, cell: Cell, *, skipped_cell: Cell | Non
         run=run,
         cell=cell,
         metrics=metrics,
-        timing={"wall_s": 1.5, "examples_per_s": 1.33, "examples": 2, "mean_prompt_tokens": 7},
+        timing=Timing(wall_s=1.5, examples_per_s=1.33, examples=2, mean_prompt_tokens=7),
     )
-    results = [{"cell_id": cell.cell_id, "label": cell.label, "task": cell.task, "metrics": metrics}]
+    results = [CellResult(cell.cell_id, cell.label, cell.task, tuple(metrics), False, cell.dir)]
     if skipped_cell is not None:
         host.notify(
             "lamp_cell_finished",
             run=run,
             cell=skipped_cell,
             metrics=metrics[:1],
-            timing={"wall_s": 3.0, "skipped": True},
+            timing=Timing(wall_s=3.0, skipped=True),
         )
         results.append(
-            {
-                "cell_id": skipped_cell.cell_id,
-                "label": skipped_cell.label,
-                "task": skipped_cell.task,
-                "metrics": metrics[:1],
-                "skipped": True,
-            }
+            CellResult(
+                skipped_cell.cell_id, skipped_cell.label, skipped_cell.task, tuple(metrics[:1]), True, skipped_cell.dir
+            )
         )
     host.notify("lamp_run_finished", run=run, results=results)
 

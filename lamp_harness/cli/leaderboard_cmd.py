@@ -100,7 +100,8 @@ def leaderboard(
     for path, option in ((out, "--out"), (plot, "--plot")):
         if path is not None:
             writable_file(path, option)
-    from lamp_harness import comparisons, significance
+    from lamp_harness import significance
+    from lamp_harness.leaderboard import comparisons
 
     for name in reference:  # checked before any reading, so a typo fails fast
         lb.load_reference(name)

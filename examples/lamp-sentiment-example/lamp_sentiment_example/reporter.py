@@ -26,11 +26,11 @@ class CsvReporter:
         self.rows = 0
 
     @hookimpl
-    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+    def lamp_cell_finished(self, run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
         path = Path(run.out_dir) / FILE
         new = not path.is_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        status = "skipped" if timing.get("skipped") else "done"
+        status = "skipped" if timing.skipped else "done"
         with open(path, "a", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             if new:
@@ -41,7 +41,7 @@ class CsvReporter:
                 self.rows += 1
 
     @hookimpl
-    def lamp_run_finished(self, run: Any, results: list[dict[str, Any]]) -> None:
+    def lamp_run_finished(self, run: Any, results: list[Any]) -> None:
         if run.console is not None:
             run.console.print(f"cells.csv: {self.rows} row(s) -> {Path(run.out_dir) / FILE}")
 
@@ -56,12 +56,12 @@ def lamp_run_started(run: Any) -> None:
 
 
 @hookimpl
-def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: dict[str, Any]) -> None:
+def lamp_cell_finished(run: Any, cell: Any, metrics: list[Any], timing: Any) -> None:
     """Write the cell's metric rows."""
     _reporter.lamp_cell_finished(run, cell, metrics, timing)
 
 
 @hookimpl
-def lamp_run_finished(run: Any, results: list[dict[str, Any]]) -> None:
+def lamp_run_finished(run: Any, results: list[Any]) -> None:
     """Say where the rows went."""
     _reporter.lamp_run_finished(run, results)

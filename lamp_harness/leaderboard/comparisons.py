@@ -15,7 +15,7 @@ from typing import Any
 
 from lamp_harness import significance as sig
 from lamp_harness.errors import lamp_error
-from lamp_harness.leaderboard import (
+from lamp_harness.leaderboard.model import (
     PLACES,
     Block,
     Breakdown,
@@ -55,7 +55,7 @@ class ScoreBook:
         """The cell's per-example scores (loaded or rescored once), ``None`` when unavailable."""
         if cell_id not in self._scores:
             cell = self._cells.get(cell_id)
-            scores, reason = cell_scores(cell.dir, cell.config, cell.metrics) if cell else (None, "unknown cell")
+            scores, reason = cell_scores(cell.dir, cell.record, cell.metrics) if cell else (None, "unknown cell")
             self._scores[cell_id] = scores
             if scores is None:
                 self.missing[cell_id] = reason or "no per-example scores"
@@ -78,7 +78,7 @@ class ScoreBook:
 
 
 def _personalizer(cell: Cell) -> str:
-    value = cell.config.get("personalizer")
+    value = cell.record.personalizer
     return _norm(value.get("name") if isinstance(value, Mapping) else value)
 
 
@@ -171,8 +171,10 @@ def with_significance(
             adjusted = sig.correct([r.p_value for r in results.values()], correction)
             values = list(row.values)
             for (j, result), p_adjusted in zip(results.items(), adjusted, strict=True):
+                tested = values[j]
+                assert tested is not None  # a test ran only against a value
                 values[j] = replace(
-                    values[j],
+                    tested,
                     p_value=result.p_value,
                     p_adjusted=p_adjusted,
                     significant=p_adjusted < sig.ALPHA,
@@ -294,7 +296,8 @@ def breakdowns(board: Leaderboard, by: str, *, book: ScoreBook | None = None) ->
                         {u: float(combine(entry.statistic, array[ks].sum(axis=0), len(ks))) for u, ks in groups.items()}
                     )
                 base = runs.index(block.baseline) if block.baseline in runs else None
-                values, details = [], []
+                values: list[Value | None] = []
+                details: list[str] = []
                 for j, means in enumerate(per_user):
                     if means is None:
                         values.append(None)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
-from lamp_harness.leaderboard import (
+from lamp_harness.leaderboard.model import (
     PLACES,
     Block,
     Breakdown,
@@ -25,9 +25,9 @@ from lamp_harness.leaderboard import (
     Value,
     arrow,
     column_title,
-    plot_bytes,
     training_budget,
 )
+from lamp_harness.leaderboard.plot import plot_bytes
 
 STYLE = """
 :root { --fg: #1f2328; --muted: #656d76; --line: #d0d7de; --head: #f6f8fa; --best: #0a3069;
@@ -199,7 +199,7 @@ def _block(board: Leaderboard, block: Block, number: int) -> str:
 
 
 def _configurations(board: Leaderboard, block: Block) -> str:
-    """Each run column's configuration, gathered from its cells' ``config.json``."""
+    """Each run column's configuration, gathered from its cells' records (``config.json``)."""
     items = []
     for column in block.columns:
         if column.kind != "run":
@@ -226,22 +226,22 @@ def configuration(cells: Iterable[Cell]) -> dict[str, str]:
         facts.setdefault(key, {}).setdefault(str(value), []).append(task)
 
     for cell in sorted(cells, key=lambda c: c.task):
-        config = cell.config
-        generator = config.get("generator") if isinstance(config.get("generator"), Mapping) else {}
+        record = cell.record
+        generator = record.section("generator")
         add("model", generator.get("model"), cell.task)
         add("model revision", generator.get("revision"), cell.task)
         add("decoding", _pairs(generator, ("dtype", "num_beams", "max_new_tokens", "max_input_tokens")), cell.task)
-        add("personalizer", _pairs(config.get("personalizer"), None), cell.task)
-        retriever = config.get("retriever")
+        add("personalizer", _pairs(record.personalizer, None), cell.task)
+        retriever = record.retriever
         add("retriever", _pairs(retriever, None) if isinstance(retriever, Mapping) else retriever, cell.task)
         if retriever:
-            add("k", config.get("k"), cell.task)
-        add("preset", config.get("preset"), cell.task)
-        add("decode", config.get("decode"), cell.task)
-        add("seed", config.get("seed"), cell.task)
-        add("checkpoint", config.get("checkpoint"), cell.task)
-        add("training", training_budget(config), cell.task)
-        data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+            add("k", record.k, cell.task)
+        add("preset", record.preset, cell.task)
+        add("decode", record.decode, cell.task)
+        add("seed", record.seed, cell.task)
+        add("checkpoint", record.checkpoint, cell.task)
+        add("training", training_budget(record), cell.task)
+        data = record.section("data")
         add("data", data.get("source"), cell.task)
         checksums = data.get("checksums") or {}
         add(
@@ -249,7 +249,7 @@ def configuration(cells: Iterable[Cell]) -> dict[str, str]:
             ", ".join(f"{name}: {str(digest)[:12]}" for name, digest in sorted(checksums.items())),
             cell.task,
         )
-        add("versions", _pairs(config.get("versions"), None), cell.task)
+        add("versions", _pairs(record.versions, None), cell.task)
         add("cell", cell.cell_id, cell.task)
     shown = {}
     for key, values in facts.items():
