@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from lamp_harness.catalog import Registry
     from lamp_harness.contracts import Example, MetricResult, Prediction
-    from lamp_harness.registry import Registry
     from lamp_harness.runner import CellSpec, RunInfo
 
 PROJECT = "lamp_harness"

@@ -1,35 +1,240 @@
-"""The core's floors: a module never imports one that imports it back."""
+"""The core's floors: no import cycle among ``lamp_harness`` modules, and each module imports only
+modules on its own floor or below, as the floor map in ``docs/architecture.md`` declares.
+
+Every import counts: at module level, inside functions (a lazy import closes a circle just as
+well) and under ``if TYPE_CHECKING:`` (a type a module names is a dependency of its meaning).
+"""
 
 from __future__ import annotations
 
 import ast
+import re
+from functools import cache
+from itertools import pairwise
 from pathlib import Path
+
+import pytest
 
 import lamp_harness
 
 PACKAGE = Path(lamp_harness.__file__).parent
+ROOT = "lamp_harness"
+FLOOR_MAP = PACKAGE.parent / "docs" / "architecture.md"
 
 
-def _imports(module: str) -> set[str]:
-    """Every ``lamp_harness`` module ``module`` imports, at any depth of its code (lazy imports
-    inside functions included: they close a circle just as well)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lamp_harness"):
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@cache
+def core_modules() -> dict[str, Path]:
+    """Every module of the core, by dotted name (a package by its ``__init__``)."""
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _base(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module an ``ImportFrom`` reads from (``from . import x`` and ``from .a import
+    b`` resolved against the importing module's package)."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    package = package[: len(package) - (node.level - 1)]
+    return ".".join(package + ([node.module] if node.module else []))
+
+
+def imports_of(module: str) -> dict[str, int]:
+    """The core modules ``module`` imports, each with the line of its first import.
+    ``from lamp_harness import x`` counts as importing the module ``lamp_harness.x`` when ``x`` is
+    one, else as importing the package ``lamp_harness`` (whose ``__init__`` then runs)."""
+    modules = core_modules()
+    path = modules[module]
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            base = _base(module, path, node)
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                targets.append(submodule if submodule in modules else base)
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("lamp_harness"))
+            for alias in node.names:
+                # ``import lamp_harness.a.b`` runs ``lamp_harness.a.b``: the deepest core module named.
+                name = alias.name
+                while name and name not in modules:
+                    name = name.rpartition(".")[0]
+                targets.append(name)
+        for target in targets:
+            if target in modules and target != module:
+                found[target] = min(found.get(target, node.lineno), node.lineno)
     return found
 
 
-def test_the_prediction_loop_sits_below_the_runner_and_the_trainer() -> None:
-    assert not {"lamp_harness.runner", "lamp_harness.training"} & _imports("prediction")
-    assert "lamp_harness.prediction" in _imports("runner")
-    assert "lamp_harness.prediction" in _imports("training")
+@cache
+def import_graph() -> dict[str, dict[str, int]]:
+    return {module: imports_of(module) for module in core_modules()}
 
 
-def test_the_trainer_does_not_import_the_runner_back() -> None:
-    assert "lamp_harness.training" in _imports("runner")
-    assert "lamp_harness.runner" not in _imports("training")
+def find_cycles(graph: dict[str, dict[str, int]]) -> list[tuple[list[str], list[str]]]:
+    """Per knot of modules that import each other around circles (a strongly connected component
+    of more than one module, found with Tarjan's algorithm): one shortest circle through it, as a
+    closed path ``a -> b -> ... -> a``, and all the modules of the knot."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    cycles = []
+    for component in components:
+        start = min(component)
+        parents: dict[str, str] = {}  # breadth-first from ``start`` back to itself, inside the component
+        frontier = [start]
+        while start not in parents:
+            following = []
+            for node in frontier:
+                for nxt in sorted(graph[node]):
+                    if nxt in component and nxt not in parents:
+                        parents[nxt] = node
+                        following.append(nxt)
+            frontier = following
+        chain = []
+        node = parents[start]
+        while node != start:
+            chain.append(node)
+            node = parents[node]
+        cycles.append(([start, *reversed(chain), start], sorted(component)))
+    return cycles
+
+
+def _describe(cycle: list[str], knot: list[str], graph: dict[str, dict[str, int]]) -> str:
+    lines = [f"knot of {len(knot)} modules: {', '.join(knot)}; one circle through it:"]
+    for a, b in pairwise(cycle):
+        lines.append(f"  {a} -> {b} ({core_modules()[a].relative_to(PACKAGE.parent)}:{graph[a][b]})")
+    return "\n    ".join(lines)
+
+
+@cache
+def floor_map() -> tuple[dict[str, int], set[str]]:
+    """The floors declared in ``docs/architecture.md``: its table rows ``| 3 | `name` | ...``,
+    where ``name`` is a module (``runner``), a folder (``cli/``: the package and everything in
+    it) or the package itself (``lamp_harness``). Rows marked *planned* may name a module that
+    does not exist yet. Returns the floors and the planned names."""
+    floors: dict[str, int] = {}
+    planned: set[str] = set()
+    for line in FLOOR_MAP.read_text(encoding="utf-8").splitlines():
+        row = re.match(r"\|\s*(\d+)\s*\|\s*`([\w./]+)`\s*\|(.*)", line)
+        if not row:
+            continue
+        name = row.group(2).rstrip("/").replace("/", ".")
+        name = ROOT if name == ROOT else f"{ROOT}.{name}"
+        assert name not in floors, f"{FLOOR_MAP.name}: {name} has two rows in the floor map"
+        floors[name] = int(row.group(1))
+        if "planned" in row.group(3).lower():
+            planned.add(name)
+    return floors, planned
+
+
+def floor_of(module: str) -> int | None:
+    """A module's floor: its own row, else the row of the nearest folder that holds it."""
+    floors, _ = floor_map()
+    if module == ROOT:
+        return floors.get(ROOT)
+    name = module
+    while name != ROOT:  # a module the map misses does not inherit the facade's floor
+        if name in floors:
+            return floors[name]
+        name = name.rpartition(".")[0]
+    return None
+
+
+def test_the_import_graph_sees_every_kind_of_import() -> None:
+    """The graph counts lazy and TYPE_CHECKING imports and resolves relative ones (checked on the
+    real modules, so a parser change that drops one kind shows here)."""
+    graph = import_graph()
+    assert "lamp_harness.catalog" in graph["lamp_harness.hookspecs"]  # under TYPE_CHECKING only
+    assert "lamp_harness.distributed" in graph["lamp_harness.training"]  # inside functions only
+    assert "lamp_harness.cli.root" in graph["lamp_harness.cli.run_cmd"]
+    assert "lamp_harness" in graph["lamp_harness.runner"]  # ``from lamp_harness import __version__``
+    assert "lamp_harness.significance" in graph["lamp_harness.comparisons"]  # ``from lamp_harness import x``
+    found = find_cycles({"a": {"b": 1}, "b": {"c": 1, "d": 1}, "c": {"a": 1}, "d": {}})
+    assert found == [(["a", "b", "c", "a"], ["a", "b", "c"])]
+
+
+def test_the_core_has_no_import_cycle() -> None:
+    graph = import_graph()
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycles in the core (break each by moving the shared piece to a lower floor):\n  " + (
+        "\n  ".join(_describe(cycle, knot, graph) for cycle, knot in cycles)
+    )
+
+
+def test_every_module_has_a_floor_in_the_map_and_the_map_names_real_modules() -> None:
+    floors, planned = floor_map()
+    assert floors, f"{FLOOR_MAP} has no floor map table"
+    missing = sorted(m for m in core_modules() if floor_of(m) is None)
+    assert not missing, f"add these modules to the floor map in {FLOOR_MAP}: {', '.join(missing)}"
+    stale = sorted(n for n in floors if n not in core_modules() and n not in planned)
+    assert not stale, f"the floor map in {FLOOR_MAP} names modules that do not exist: {', '.join(stale)}"
+
+
+def test_each_module_imports_only_its_own_floor_or_below() -> None:
+    graph = import_graph()
+    upward = [
+        f"{module} (floor {floor_of(module)}) imports {target} (floor {floor_of(target)}) "
+        f"at {core_modules()[module].relative_to(PACKAGE.parent)}:{line}"
+        for module, targets in sorted(graph.items())
+        for target, line in sorted(targets.items())
+        if (floor_of(module) or 0) < (floor_of(target) or 0)
+    ]
+    assert not upward, f"imports that climb a floor (see the floor map in {FLOOR_MAP}):\n  " + "\n  ".join(upward)
+
+
+def test_the_core_imports_no_plugin() -> None:
+    """The core knows no concrete component: it never imports the built-in plugin packages (they
+    are found through the entry-point group like any third party's)."""
+    offenders = []
+    for module, path in core_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            offenders += [f"{module}:{node.lineno} {n}" for n in names if n.split(".")[0] in {"lamp_plugins", "lamp_tasks"}]
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper"),
+    [("prediction", "runner"), ("prediction", "training"), ("training", "runner")],
+)
+def test_the_named_floors_keep_their_order(lower: str, upper: str) -> None:
+    """The prediction loop sits below the runner and the trainer, the trainer below the runner."""
+    lower_floor, upper_floor = floor_of(f"{ROOT}.{lower}"), floor_of(f"{ROOT}.{upper}")
+    assert lower_floor is not None and upper_floor is not None and lower_floor <= upper_floor
+    assert f"{ROOT}.{upper}" not in import_graph()[f"{ROOT}.{lower}"]

@@ -11,40 +11,7 @@ import sys
 
 import typer
 
-from lamp_harness import __version__
-from lamp_harness.errors import LampError
-from lamp_harness.secrets import redact_text
-
-app = typer.Typer(
-    name="lamp",
-    help="Benchmark personalized language models on LaMP: run methods side by side, score them "
-    "like the official scorer, and render paper-style leaderboards.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
-)
-
-
-SEED_MAX = 2**32 - 1
-"""The largest ``--seed`` any command takes: every seeded library accepts it (NumPy's legacy
-seeding, and hence ``transformers.set_seed``, stops at 2**32 - 1)."""
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"lamp-harness {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-) -> None:
-    """lamp-harness."""
-
-
-from lamp_harness.cli import (  # noqa: E402  (commands register themselves on ``app``)
+from lamp_harness.cli import (  # the commands register themselves on ``app`` when imported
     data_cmd,
     evaluate_cmd,
     export_cmd,
@@ -56,6 +23,9 @@ from lamp_harness.cli import (  # noqa: E402  (commands register themselves on `
     score_cmd,
     train_cmd,
 )
+from lamp_harness.cli.root import ARGV, SEED_MAX, app  # noqa: F401  (SEED_MAX: re-exported)
+from lamp_harness.errors import LampError
+from lamp_harness.secrets import redact_text
 
 _COMMANDS = (
     plugins_cmd,
@@ -89,9 +59,6 @@ _one_default_each(app)
 
 
 from lamp_harness.errors import INTERRUPTED  # noqa: E402  (here for the commands that print it)
-
-ARGV: list[str] = []
-"""The arguments of this invocation (``--nproc-per-node`` hands them on to its workers)."""
 
 
 def main(argv: list[str] | None = None) -> None:

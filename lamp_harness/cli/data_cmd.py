@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli.root import app
 from lamp_harness.errors import lamp_error
 
 data_app = typer.Typer(

@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from lamp_harness.cli import SEED_MAX, app
+from lamp_harness.cli.root import SEED_MAX, app
 from lamp_harness.errors import lamp_error
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from lamp_harness.cli import SEED_MAX, app
+from lamp_harness.cli.root import SEED_MAX, app
 from lamp_harness.errors import lamp_error
 from lamp_harness.options import check_args, check_device, parse_kv
 
@@ -449,7 +449,7 @@ def run(
     from lamp_harness.secrets import RedactedStream
 
     if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
-        from lamp_harness.cli import ARGV
+        from lamp_harness.cli.root import ARGV
 
         raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
 
