@@ -171,8 +171,10 @@ def with_significance(
             adjusted = sig.correct([r.p_value for r in results.values()], correction)
             values = list(row.values)
             for (j, result), p_adjusted in zip(results.items(), adjusted, strict=True):
+                tested = values[j]
+                assert tested is not None  # a test ran only against a value
                 values[j] = replace(
-                    values[j],
+                    tested,
                     p_value=result.p_value,
                     p_adjusted=p_adjusted,
                     significant=p_adjusted < sig.ALPHA,
@@ -294,7 +296,8 @@ def breakdowns(board: Leaderboard, by: str, *, book: ScoreBook | None = None) ->
                         {u: float(combine(entry.statistic, array[ks].sum(axis=0), len(ks))) for u, ks in groups.items()}
                     )
                 base = runs.index(block.baseline) if block.baseline in runs else None
-                values, details = [], []
+                values: list[Value | None] = []
+                details: list[str] = []
                 for j, means in enumerate(per_user):
                     if means is None:
                         values.append(None)

@@ -888,20 +888,24 @@ def build(cells: Sequence[Cell], references: Sequence[str] = (), notes: Sequence
         wanted = {_ref_key(t, m) for t, m, _ in row_keys}
         for name, table in ref_tables:
             for method in dict.fromkeys(r.method for r in table):
-                values = {_ref_key(r.task, r.metric): r.value for r in table if r.method == method}
-                if any(_ref_value(values, key) is not None for key in wanted):
+                published = {_ref_key(r.task, r.metric): r.value for r in table if r.method == method}
+                if any(_ref_value(published, key) is not None for key in wanted):
                     columns.append(Column(f"{method} ({reference_info(name).short})", "reference", name))
-                    ref_values.append(values)
+                    ref_values.append(published)
         rows = []
         for task, metric, higher in row_keys:
             values: list[Value | None] = []
             for label in labels:
-                cell = by_key.get((task, label))
-                m = next((m for m in cell.metrics if m.name == metric), None) if cell else None
-                values.append(None if m is None or cell is None else Value(m.value, m.ci_low, m.ci_high, m.n, cell.cell_id))
+                found = by_key.get((task, label))
+                result = next((m for m in found.metrics if m.name == metric), None) if found else None
+                values.append(
+                    None
+                    if result is None or found is None
+                    else Value(result.value, result.ci_low, result.ci_high, result.n, found.cell_id)
+                )
             values = _mark_best(values, higher)
             key = _ref_key(task, metric)
-            values += [None if _ref_value(v, key) is None else Value(_ref_value(v, key)) for v in ref_values]
+            values += [None if (ref := _ref_value(v, key)) is None else Value(ref) for v in ref_values]
             rows.append(Row(task, metric, higher, tuple(values)))
         blocks.append(
             Block(
@@ -1293,7 +1297,7 @@ def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
         fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 0.4 * (len(columns) // 2 + 1)), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False)
         colors = matplotlib.colormaps["tab20"]
-        handles = {}
+        handles: dict[str, Any] = {}
         for ax, (block, metric, rows) in zip(axes.flat, panels, strict=False):
             present = [
                 c for c in columns if c in block.columns and any(r.values[block.columns.index(c)] is not None for r in rows)
@@ -1301,6 +1305,7 @@ def plot_bytes(board: Leaderboard, fmt: str = "svg") -> bytes:
             width = 0.8 / max(1, len(present))
             for j, column in enumerate(present):
                 index = block.columns.index(column)
+                errs: list[list[float]]
                 xs, ys, errs = [], [], [[], []]
                 for i, row in enumerate(rows):
                     v = row.values[index]

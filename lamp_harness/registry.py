@@ -101,7 +101,11 @@ class PluginHost:
         if entry_points:  # off: only ``extra_plugins`` (the conformance kit checks one reporter alone)
             self._load_entry_points()
         for name, module in extra_plugins:
-            self._add(name, "(in-process)", "", lambda m=module: m)
+
+            def load(module: Any = module) -> Any:
+                return module
+
+            self._add(name, "(in-process)", "", load)
         self._register_all()
 
     @property

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.contracts import Example, ExampleScores, MetricResult, Prediction
+from lamp_harness.contracts import Dataset, Example, ExampleScores, MetricResult, Prediction, Task
 from lamp_harness.errors import LampError, lamp_error
 from lamp_harness.store import SCORES, CellStore
 
@@ -107,7 +107,7 @@ def user_key(example: Example) -> str | None:
     return digest.hexdigest()[:12]
 
 
-def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Prediction], *, seed: int) -> Scored:
+def score_cell(task: Task, examples: Sequence[Example], predictions: Sequence[Prediction], *, seed: int) -> Scored:
     """Score ``predictions`` against the golds of ``examples``: per-example statistics and the
     metrics derived from them, or the task's own :meth:`score` when it offers no statistics."""
     from lamp_harness import metrics
@@ -139,7 +139,7 @@ def score_cell(task: Any, examples: Sequence[Example], predictions: Sequence[Pre
 
 
 def derived_example_scores(
-    task: Any, outputs: Mapping[str, str], golds: Mapping[str, str], *, seed: int
+    task: Task, outputs: Mapping[str, str], golds: Mapping[str, str], *, seed: int
 ) -> tuple[list[MetricResult], list[ExampleScores]]:
     """``task.score``'s metrics, and the per-example scores behind them when the task computes
     them with the helpers of :mod:`lamp_harness.metrics` (else ``[]``).
@@ -352,7 +352,7 @@ def rescore(directory: Path, config: Mapping[str, Any]) -> CellScores:
     return replace(scored.scores, predictions=_digest_and_count(directory / PREDICTIONS))
 
 
-def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Any, Any]:
+def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Task, Dataset]:
     """The task and the data a cell's ``config.json`` records, read from this machine (never
     downloaded); a one-line :class:`LampError` when the data is absent or its checksums differ."""
     from lamp_harness.contracts import RunContext
@@ -361,7 +361,7 @@ def recorded_dataset(directory: Path, config: Mapping[str, Any]) -> tuple[Any, A
     from lamp_harness.registry import host
 
     directory = Path(directory)
-    data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    data = recorded_data if isinstance(recorded_data := config.get("data"), Mapping) else {}
     source = str(data.get("source") or "")
     kind, _, rest = source.partition(":")
     if not kind:

@@ -227,7 +227,7 @@ def configuration(cells: Iterable[Cell]) -> dict[str, str]:
 
     for cell in sorted(cells, key=lambda c: c.task):
         config = cell.config
-        generator = config.get("generator") if isinstance(config.get("generator"), Mapping) else {}
+        generator = recorded if isinstance(recorded := config.get("generator"), Mapping) else {}
         add("model", generator.get("model"), cell.task)
         add("model revision", generator.get("revision"), cell.task)
         add("decoding", _pairs(generator, ("dtype", "num_beams", "max_new_tokens", "max_input_tokens")), cell.task)
@@ -241,7 +241,7 @@ def configuration(cells: Iterable[Cell]) -> dict[str, str]:
         add("seed", config.get("seed"), cell.task)
         add("checkpoint", config.get("checkpoint"), cell.task)
         add("training", training_budget(config), cell.task)
-        data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+        data = recorded if isinstance(recorded := config.get("data"), Mapping) else {}
         add("data", data.get("source"), cell.task)
         checksums = data.get("checksums") or {}
         add(

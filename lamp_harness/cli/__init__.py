@@ -47,12 +47,15 @@ def _one_default_each(typer_app: typer.Typer) -> None:
     import inspect
 
     for command in typer_app.registered_commands:
+        if command.callback is None:
+            continue
         for parameter in inspect.signature(command.callback).parameters.values():
             info = parameter.default
             if isinstance(info, typer.models.ParameterInfo) and "[default:" in (info.help or ""):
                 info.show_default = False
     for group in typer_app.registered_groups:
-        _one_default_each(group.typer_instance)
+        if group.typer_instance is not None:
+            _one_default_each(group.typer_instance)
 
 
 _one_default_each(app)
@@ -180,7 +183,7 @@ def _main(argv: list[str] | None) -> None:
             _fail(INTERRUPTED, 130, prefix="")
         elif "NoArgsIsHelpError" in kinds:  # a bare `lamp` or `lamp data`: show the help
             ctx = getattr(exc, "ctx", None)
-            print(ctx.get_help() if ctx is not None else exc.format_message())
+            print(ctx.get_help() if ctx is not None else exc.format_message())  # type: ignore[attr-defined]  # click's
             path = ctx.command_path if ctx is not None else "lamp"
             _fail(f"{path}: missing command. Pick one of the commands listed above.", 2)
         elif "ClickException" in kinds:

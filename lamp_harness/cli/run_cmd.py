@@ -594,7 +594,7 @@ def run(
     from lamp_harness.io import writable_dir
     from lamp_harness.registry import REPORTERS_ENV, host
 
-    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
+    console = Console(file=RedactedStream("stderr"))  # type: ignore[arg-type]  # an IO by delegation; no line repeats a secret
     # An unknown reporter or its missing library is refused before anything is written.
     for name in host().enable_reporters([*matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]):
         console.print(f"reporter [bold]{name}[/] enabled")

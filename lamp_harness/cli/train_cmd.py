@@ -152,7 +152,7 @@ def train(
             f"--data {data!r} names no data source",
             fix="Pass e.g. --data demo, or leave --data out for the task's own source.",
         )
-    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
+    console = Console(file=RedactedStream("stderr"))  # type: ignore[arg-type]  # an IO by delegation; no line repeats a secret
     config = TrainConfig(
         task=task,
         personalizer=personalizer,
