@@ -53,6 +53,6 @@ def test_the_api_reference_builds_without_warnings(tmp_path):
     assert "warn" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
     contracts = (tmp_path / "lamp_harness" / "contracts.html").read_text(encoding="utf-8")
     assert "GenerationRequest" in contracts and "retrieved" in contracts
-    registry = (tmp_path / "lamp_harness" / "registry.html").read_text(encoding="utf-8")
-    assert "factory(context, **args)" in registry  # the add_* docstrings: how each factory is called
+    catalog = (tmp_path / "lamp_harness" / "catalog.html").read_text(encoding="utf-8")
+    assert "factory(context, **args)" in catalog  # the add_* docstrings of Registry: how each factory is called
     assert (tmp_path / "lamp_harness" / "testing.html").is_file()
