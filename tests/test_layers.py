@@ -144,7 +144,7 @@ def _describe(cycle: list[str], knot: list[str], graph: dict[str, dict[str, int]
 def floor_map() -> tuple[dict[str, int], set[str]]:
     """The floors declared in ``docs/architecture.md``: its table rows ``| 3 | `name` | ...``,
     where ``name`` is a module (``runner``), a folder (``cli/``: the package and everything in
-    it) or the package itself (``lamp_harness``). Rows marked *planned* may name a module that
+    it) or the package itself (``lamp_harness``). Rows marked ``(planned)`` may name a module that
     does not exist yet. Returns the floors and the planned names."""
     floors: dict[str, int] = {}
     planned: set[str] = set()
@@ -156,7 +156,7 @@ def floor_map() -> tuple[dict[str, int], set[str]]:
         name = ROOT if name == ROOT else f"{ROOT}.{name}"
         assert name not in floors, f"{FLOOR_MAP.name}: {name} has two rows in the floor map"
         floors[name] = int(row.group(1))
-        if "planned" in row.group(3).lower():
+        if "(planned)" in row.group(3):
             planned.add(name)
     return floors, planned
 
