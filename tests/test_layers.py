@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable, Mapping
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
@@ -45,14 +46,18 @@ def _base(module: str, path: Path, node: ast.ImportFrom) -> str:
     return ".".join(package + ([node.module] if node.module else []))
 
 
-def imports_of(module: str) -> dict[str, int]:
-    """The core modules ``module`` imports, each with the line of its first import.
+def imports_of(module: str) -> dict[str, str]:
+    """The core modules ``module`` imports, each with where it first imports it (``file:line``).
     ``from lamp_harness import x`` counts as importing the module ``lamp_harness.x`` when ``x`` is
     one, else as importing the package ``lamp_harness`` (whose ``__init__`` then runs)."""
     modules = core_modules()
     path = modules[module]
-    found: dict[str, int] = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    found: dict[str, tuple[Path, int]] = {}
+    # A stub next to a module (``__init__.pyi`` of a package that resolves its names lazily) holds
+    # the imports its lazy lookups perform: they count as the module's own.
+    stub = path.with_suffix(".pyi")
+    files = [p for p in (path, stub) if p.is_file()]
+    for file, node in ((f, n) for f in files for n in ast.walk(ast.parse(f.read_text(encoding="utf-8"), filename=str(f)))):
         targets: list[str] = []
         if isinstance(node, ast.ImportFrom):
             base = _base(module, path, node)
@@ -68,16 +73,16 @@ def imports_of(module: str) -> dict[str, int]:
                 targets.append(name)
         for target in targets:
             if target in modules and target != module:
-                found[target] = min(found.get(target, node.lineno), node.lineno)
-    return found
+                found[target] = min(found.get(target, (file, node.lineno)), (file, node.lineno))
+    return {target: f"{file.relative_to(PACKAGE.parent)}:{line}" for target, (file, line) in found.items()}
 
 
 @cache
-def import_graph() -> dict[str, dict[str, int]]:
+def import_graph() -> dict[str, dict[str, str]]:
     return {module: imports_of(module) for module in core_modules()}
 
 
-def find_cycles(graph: dict[str, dict[str, int]]) -> list[tuple[list[str], list[str]]]:
+def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[tuple[list[str], list[str]]]:
     """Per knot of modules that import each other around circles (a strongly connected component
     of more than one module, found with Tarjan's algorithm): one shortest circle through it, as a
     closed path ``a -> b -> ... -> a``, and all the modules of the knot."""
@@ -133,10 +138,10 @@ def find_cycles(graph: dict[str, dict[str, int]]) -> list[tuple[list[str], list[
     return cycles
 
 
-def _describe(cycle: list[str], knot: list[str], graph: dict[str, dict[str, int]]) -> str:
+def _describe(cycle: list[str], knot: list[str], graph: dict[str, dict[str, str]]) -> str:
     lines = [f"knot of {len(knot)} modules: {', '.join(knot)}; one circle through it:"]
     for a, b in pairwise(cycle):
-        lines.append(f"  {a} -> {b} ({core_modules()[a].relative_to(PACKAGE.parent)}:{graph[a][b]})")
+        lines.append(f"  {a} -> {b} ({graph[a][b]})")
     return "\n    ".join(lines)
 
 
@@ -183,7 +188,7 @@ def test_the_import_graph_sees_every_kind_of_import() -> None:
     assert "lamp_harness.cli.root" in graph["lamp_harness.cli.run_cmd"]
     assert "lamp_harness" in graph["lamp_harness.runner"]  # ``from lamp_harness import __version__``
     assert "lamp_harness.significance" in graph["lamp_harness.comparisons"]  # ``from lamp_harness import x``
-    found = find_cycles({"a": {"b": 1}, "b": {"c": 1, "d": 1}, "c": {"a": 1}, "d": {}})
+    found = find_cycles({"a": {"b"}, "b": {"c", "d"}, "c": {"a"}, "d": set()})
     assert found == [(["a", "b", "c", "a"], ["a", "b", "c"])]
 
 
@@ -207,10 +212,9 @@ def test_every_module_has_a_floor_in_the_map_and_the_map_names_real_modules() ->
 def test_each_module_imports_only_its_own_floor_or_below() -> None:
     graph = import_graph()
     upward = [
-        f"{module} (floor {floor_of(module)}) imports {target} (floor {floor_of(target)}) "
-        f"at {core_modules()[module].relative_to(PACKAGE.parent)}:{line}"
+        f"{module} (floor {floor_of(module)}) imports {target} (floor {floor_of(target)}) at {where}"
         for module, targets in sorted(graph.items())
-        for target, line in sorted(targets.items())
+        for target, where in sorted(targets.items())
         if (floor_of(module) or 0) < (floor_of(target) or 0)
     ]
     assert not upward, f"imports that climb a floor (see the floor map in {FLOOR_MAP}):\n  " + "\n  ".join(upward)
