@@ -58,6 +58,13 @@ _EXPORTS: dict[str, str] = {
     "check_scheme": "data",
     # Registration: the hook marker and what lamp_register receives.
     "hookimpl": "hookspecs",
+    # What the hooks receive: the run and its cells (lamp_run_started, lamp_cell_started ...), and
+    # what a cell leaves on disk, typed (lamp_cell_finished's timing, lamp_run_finished's results).
+    "RunInfo": "cells",
+    "CellSpec": "cells",
+    "CellRecord": "records",
+    "CellResult": "records",
+    "Timing": "records",
     "Registry": "registry",
     "Component": "registry",
     # Errors a user can fix, and warnings.

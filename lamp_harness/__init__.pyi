@@ -7,6 +7,12 @@ from lamp_harness.cache import (
 from lamp_harness.cache import (
     encoder_identity as encoder_identity,
 )
+from lamp_harness.cells import (
+    CellSpec as CellSpec,
+)
+from lamp_harness.cells import (
+    RunInfo as RunInfo,
+)
 from lamp_harness.contracts import (
     Dataset as Dataset,
 )
@@ -174,6 +180,15 @@ from lamp_harness.options import (
 )
 from lamp_harness.options import (
     reject_unknown_args as reject_unknown_args,
+)
+from lamp_harness.records import (
+    CellRecord as CellRecord,
+)
+from lamp_harness.records import (
+    CellResult as CellResult,
+)
+from lamp_harness.records import (
+    Timing as Timing,
 )
 from lamp_harness.registry import (
     Component as Component,

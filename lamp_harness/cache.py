@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from lamp_harness.errors import lamp_error, warn
 from lamp_harness.io import atomic_write_bytes, atomic_write_json, lamp_home, stable_hash
@@ -390,7 +390,7 @@ def _rankings_checksum(entries: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _valid_ranking(entry: Any, digest: str, size: int) -> bool:
+def _valid_ranking(entry: Any, digest: str, size: int) -> TypeGuard[list[Any]]:
     """A cached entry is used only when it is ``[digest, permutation of range(size)]``."""
     if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == digest and isinstance(entry[1], list)):
         return False

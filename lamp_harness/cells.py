@@ -14,7 +14,7 @@ gets it...) and rejects impossible cells, all of them at once, before any work
 This module sits one floor below the runner and the trainer, and below the hook specs (which type
 their arguments with :class:`CellSpec` and :class:`RunInfo`): it imports only the contracts and
 small helpers (options, errors, io, secrets) and is handed the registry it looks components up in
-(:class:`ComponentRegistry`) and what the run resolves (datasets, generators, judges), so that no
+(:class:`Registry`) and what the run resolves (datasets, generators, judges), so that no
 import leads from here back to the hook specs.
 """
 
@@ -26,8 +26,9 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from lamp_harness.catalog import Registry
 from lamp_harness.contracts import SPLIT_ALIASES, Generator, Personalizer, RunContext, Task, check_scheme
 from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import stable_hash
@@ -37,20 +38,6 @@ from lamp_harness.secrets import redact_text
 
 Pairs = tuple[tuple[str, str], ...]
 """Sorted ``(key, value)`` string pairs: a component's arguments as a cell records them."""
-
-
-class ComponentRegistry(Protocol):
-    """What the plan and the assembly need of :class:`lamp_harness.registry.Registry` (passed in,
-    not imported: the registry loads the hook specs, which import this module)."""
-
-    def get(self, kind: str, name: str) -> Any:
-        """The registered component (its ``name`` and ``load()``), or a one-line error."""
-
-    def create(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
-        """A component instance: ``factory(*args, **kwargs)``."""
-
-    def names(self, kind: str) -> list[str]:
-        """The registered names of ``kind``, sorted."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +97,7 @@ class Matrix:
         return self.groups or (self,)
 
     @classmethod
-    def from_config(cls, path: Path, registry: ComponentRegistry, **options: Any) -> Matrix:
+    def from_config(cls, path: Path, registry: Registry, **options: Any) -> Matrix:
         """The matrix a matrix file (TOML, see :func:`read_config`) describes; ``options`` are
         command-line values (the keyword arguments of :meth:`from_cli`), which win over the file's."""
         return cls.from_cli(registry, config=read_config(path), where=str(path), **options)
@@ -118,7 +105,7 @@ class Matrix:
     @classmethod
     def from_cli(
         cls,
-        registry: ComponentRegistry,
+        registry: Registry,
         *,
         config: Mapping[str, Any] | None = None,
         where: str = "lamp run",
@@ -287,7 +274,7 @@ class Matrix:
             ),
         )
 
-    def task_args_of(self, task: str, registry: ComponentRegistry) -> Pairs:
+    def task_args_of(self, task: str, registry: Registry) -> Pairs:
         """A task's options: ``--task-arg KEY=VALUE`` for every task, overridden by
         ``--task-arg TASK:KEY=VALUE`` for this one (any spelling of its name)."""
         args = dict(self.task_args.get("*", {}))
@@ -477,7 +464,7 @@ def no_encoder(personalizer: str, retriever: str, items_variant: str | None) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-def expand(matrix: Matrix, registry: ComponentRegistry) -> tuple[list[Draft], list[str]]:
+def expand(matrix: Matrix, registry: Registry) -> tuple[list[Draft], list[str]]:
     """The product of each selection of ``matrix`` (each ``[[group]]``, or the matrix itself)
     under the capability rules, without duplicates, in order; and the problems found (a method
     that needs a retriever and has none), to be reported with the others."""
@@ -488,7 +475,7 @@ def expand(matrix: Matrix, registry: ComponentRegistry) -> tuple[list[Draft], li
     return drafts, problems
 
 
-def _expand(m: Matrix, reg: ComponentRegistry, drafts: list[Draft], problems: list[str]) -> None:
+def _expand(m: Matrix, reg: Registry, drafts: list[Draft], problems: list[str]) -> None:
     tasks = [reg.get("task", t).name for t in m.tasks]
     personalizers = [reg.get("personalizer", p).name for p in m.personalizers]
     retrievers = [reg.get("retriever", r).name for r in m.retrievers]
@@ -497,7 +484,8 @@ def _expand(m: Matrix, reg: ComponentRegistry, drafts: list[Draft], problems: li
         cls = reg.get("personalizer", pers).load()
         options: list[tuple[str | None, int, Pairs]] = []
         try:
-            for retriever, k in itertools.product(retrievers or [None], m.ks):
+            candidates: list[str | None] = [*retrievers] or [None]
+            for retriever, k in itertools.product(candidates, m.ks):
                 name, args, k = retriever_choice(
                     cls, retriever, k, lambda r: dict(m.retriever_args_of(r)), lambda r: reg.get("retriever", r).name
                 )
@@ -517,7 +505,7 @@ def _expand(m: Matrix, reg: ComponentRegistry, drafts: list[Draft], problems: li
 def check_drafts(
     drafts: list[Draft],
     problems: list[str],
-    registry: ComponentRegistry,
+    registry: Registry,
     context: RunContext,
     *,
     generator: Callable[[tuple[str, str | None]], Generator],
@@ -564,7 +552,7 @@ def check_drafts(
     return drafts
 
 
-def _items_use(drafts: Sequence[Draft], retriever: str, registry: ComponentRegistry) -> bool:
+def _items_use(drafts: Sequence[Draft], retriever: str, registry: Registry) -> bool:
     """Whether some cell of the plan uses ``retriever``'s ranked items."""
     return any(
         d.retriever == retriever and not uses_encoder(registry.get("personalizer", d.personalizer).load()) for d in drafts
@@ -585,7 +573,7 @@ def used_components(drafts: Iterable[Draft], data_source: Callable[[str], str | 
     return used
 
 
-def check_task_data(matrix: Matrix, drafts: Sequence[Draft], registry: ComponentRegistry) -> None:
+def check_task_data(matrix: Matrix, drafts: Sequence[Draft], registry: Registry) -> None:
     """Each ``--data TASK=NAME`` names a task of the run, and no task gets two sources (two
     spellings of one task); otherwise a typo would silently send that task to its default source."""
     tasks = list(dict.fromkeys(d.task for d in drafts))
@@ -607,7 +595,7 @@ def check_task_data(matrix: Matrix, drafts: Sequence[Draft], registry: Component
         chosen[task] = (name, source)
 
 
-def check_task_args(matrix: Matrix, drafts: Sequence[Draft], registry: ComponentRegistry) -> None:
+def check_task_args(matrix: Matrix, drafts: Sequence[Draft], registry: Registry) -> None:
     """Each ``--task-arg TASK:KEY=VALUE`` (``[task-args.TASK]``) names a task of the run, and no
     option is given two values under two spellings of one task; otherwise a typo in the task
     name would silently run the task without the option."""
@@ -644,7 +632,7 @@ def check_task_args(matrix: Matrix, drafts: Sequence[Draft], registry: Component
 def label(
     draft: Draft,
     matrix: Matrix,
-    registry: ComponentRegistry,
+    registry: Registry,
     *,
     model: str,
     settings: Sequence[str],
@@ -677,7 +665,7 @@ def label(
 def spec(
     draft: Draft,
     matrix: Matrix,
-    registry: ComponentRegistry,
+    registry: Registry,
     out_dir: Path,
     *,
     label: str,
@@ -803,7 +791,7 @@ class Components:
 def assemble(
     spec: CellSpec | Choice,
     context: RunContext,
-    registry: ComponentRegistry,
+    registry: Registry,
     *,
     generator: Generator,
     task: Task | None = None,

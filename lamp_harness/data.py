@@ -384,7 +384,7 @@ def _check_questions(task: Task, path: Path, data: Any, problems: _Problems) -> 
                 what = f"{what} in {len(positions)} of {len(profile)} items (positions {shown})"
             problems.add(path, what, index=index, rid=rid, field_name=field_name, fix=fix)
         sizes.append(len(profile))
-        if ok:
+        if ok and isinstance(rid, str) and isinstance(text, str):  # ok: both were checked above
             examples.append(Example(id=rid, input=text, profile=tuple(items)))
     return examples, sizes
 
@@ -596,7 +596,7 @@ def _read_split(
         if digest is not None:
             checksums[Path(outputs_path).name] = digest
             official, golds = _check_outputs(task, Path(outputs_path), data, problems, check_labels=True)
-            if questions_ok:
+            if questions_ok and questions_path is not None:
                 _cross_check(
                     Path(questions_path),
                     Path(outputs_path),

@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -149,7 +149,7 @@ def timeout_s() -> float:
     return value
 
 
-def is_rank_process(env: dict[str, str] | None = None) -> bool:
+def is_rank_process(env: Mapping[str, str] | None = None) -> bool:
     """Whether a launcher (torchrun, accelerate, ``--nproc-per-node``, srun) started this process
     as one rank of a job (checked without validating anything)."""
     env = os.environ if env is None else env

@@ -17,13 +17,16 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamp_harness.errors import lamp_error
 from lamp_harness.io import atomic_write_bytes, atomic_write_json
 from lamp_harness.leaderboard.model import Cell, natural_key
 from lamp_harness.leaderboard.reader import collect_cells
 from lamp_harness.store import CONFIG, CellStore
+
+if TYPE_CHECKING:
+    from lamp_harness.catalog import Registry
 
 ZIP_NAME = "submission.zip"
 SELECT_KEYS = ("personalizer", "retriever", "k", "generator", "model", "label", "cell_id")
@@ -101,7 +104,7 @@ def select_cells(cells: Iterable[Cell], select: Mapping[str, str]) -> list[Cell]
     return chosen
 
 
-def _official_names(registry: Any) -> dict[str, tuple[str, str]]:
+def _official_names(registry: Registry) -> dict[str, tuple[str, str]]:
     """Registered task name -> (official name, benchmark), from the task plugins; a task that
     names no ``benchmark`` is a benchmark of its own (its official name)."""
     names = {}
@@ -138,7 +141,7 @@ def export_submission(
     *,
     split: str = "test",
     select: Mapping[str, str] | None = None,
-    registry: Any = None,
+    registry: Registry | None = None,
 ) -> Submission:
     """Write one gold-format predictions file per task found in ``runs_dirs`` for ``split`` into
     ``out_dir``, plus ``out_dir/submission.zip`` holding them.

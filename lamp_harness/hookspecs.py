@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from lamp_harness.catalog import Registry
     from lamp_harness.cells import CellSpec, RunInfo
     from lamp_harness.contracts import Example, MetricResult, Prediction
     from lamp_harness.records import CellResult, Timing
-    from lamp_harness.registry import Registry
 
 PROJECT = "lamp_harness"
 

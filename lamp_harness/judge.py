@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamp_harness.contracts import (
     Example,
@@ -53,6 +53,9 @@ from lamp_harness.errors import LampError, lamp_error
 from lamp_harness.io import stable_hash
 from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from lamp_harness.catalog import Registry
 
 CACHE_FILE = Path("judge") / "calls.sqlite"
 JUDGMENTS = "judgments.json"
@@ -112,7 +115,7 @@ class JudgeIdentity:
 
     def call_key(self, temperature: str, prompt: JudgePrompt) -> str:
         """The cache key of one call: what changes the judge's answer to it (not ``max_retries``)."""
-        what = {
+        what: dict[str, Any] = {
             "plugin": self.plugin,
             "model": self.model,
             "args": list(self.args),
@@ -129,11 +132,12 @@ class JudgeIdentity:
 
 
 def resolve_judge(
-    registry: Any, metric: JudgedMetric, choice: JudgeChoice | None, preset: str, context: RunContext | None = None
+    registry: Registry, metric: JudgedMetric, choice: JudgeChoice | None, preset: str, context: RunContext | None = None
 ) -> JudgeIdentity:
     """The judge of ``metric`` for a run: the user's choice, else the metric's default for the
     preset. Judge settings (:data:`JUDGE_SETTINGS`) are taken out of the arguments."""
     choice = choice or JudgeChoice()
+    spec: str | None
     if choice.spec:
         spec, args = choice.spec, dict(choice.args)
     else:
@@ -249,7 +253,7 @@ class _Asker:
     """Sends judge questions at one temperature, through the cache, in batches."""
 
     def __init__(
-        self, registry: Any, context: RunContext, identity: JudgeIdentity, cache: JudgeCache, usage: dict[str, Any]
+        self, registry: Registry, context: RunContext, identity: JudgeIdentity, cache: JudgeCache, usage: dict[str, Any]
     ) -> None:
         self.registry, self.context, self.identity, self.cache, self.usage = registry, context, identity, cache, usage
         self._generators: dict[str, Generator | None] = {}
@@ -336,7 +340,7 @@ def judge_examples(
     examples: Sequence[Example],
     outputs: Mapping[str, str],
     *,
-    registry: Any,
+    registry: Registry,
     context: RunContext,
     console: Any = None,
     progress: bool = True,
@@ -402,10 +406,10 @@ def judge_examples(
     usage["seconds"] = round(time.perf_counter() - started, 3)
     values, rationale = [], {}
     for ex in judged:
-        answers = [results[(ex.id, q.key)] for q in questions[ex.id]]
-        value = float(task.judge_combine(metric.name, ex, [a["score"] for a in answers]))
+        verdicts = [results[(ex.id, q.key)] for q in questions[ex.id]]
+        value = float(task.judge_combine(metric.name, ex, [a["score"] for a in verdicts]))
         values.append(value)
-        rationale[ex.id] = {"score": value, "questions": answers}
+        rationale[ex.id] = {"score": value, "questions": verdicts}
     scores = metric_helpers.example_scores(
         identity.metric_name,
         [[v] for v in values],

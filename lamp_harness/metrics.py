@@ -142,7 +142,7 @@ def summarize(scores: ExampleScores, *, seed: int = 0, resamples: int = DEFAULT_
 
 def example_scores(
     name: str,
-    rows: Sequence[Sequence[float]] | np.ndarray,
+    rows: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
     *,
     statistic: str,
     higher_is_better: bool,

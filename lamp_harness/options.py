@@ -6,10 +6,14 @@ import inspect
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamp_harness.errors import lamp_error
 from lamp_harness.secrets import redact_text, refusal
+
+if TYPE_CHECKING:
+    from lamp_harness.catalog import Registry
+    from lamp_harness.contracts import Task
 
 PROMPT_BUDGETS = ("official", "strict")
 """``--prompt-budget`` values: the official LaMP code's budget (default) and the harness's stricter one."""
@@ -189,7 +193,7 @@ def task_option_names(factory: Any) -> list[str]:
     return sorted({TASK_BUDGET_OPTION, *_declared_parameters(factory)})
 
 
-def make_task(registry: Any, name: str, args: Mapping[str, str] | None = None) -> Any:
+def make_task(registry: Registry, name: str, args: Mapping[str, str] | None = None) -> Task:
     """The task ``name`` built with its ``--task-arg`` strings (``max_new_tokens`` excepted, which
     the harness applies). A key the task does not declare is a one-line error listing the valid
     options; a bad value is the task's own one-line error. Both happen before any cell runs: the
@@ -210,7 +214,7 @@ def make_task(registry: Any, name: str, args: Mapping[str, str] | None = None) -
 
 
 def generation_budget(
-    task: Any, generator_args: Mapping[str, str], task_args: Mapping[str, str] | None = None
+    task: Task, generator_args: Mapping[str, str], task_args: Mapping[str, str] | None = None
 ) -> tuple[int, str]:
     """The number of new tokens a cell's generator is allowed per example, and where it comes
     from. The precedence, most specific first:

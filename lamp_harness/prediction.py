@@ -12,7 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from lamp_harness.contracts import Example, GenerationRequest, Generator, MetricResult, Prediction, ProfileItem
+from lamp_harness.contracts import (
+    Example,
+    GenerationRequest,
+    Generator,
+    MetricResult,
+    Personalizer,
+    Prediction,
+    ProfileItem,
+    Task,
+)
 from lamp_harness.scores import score_cell
 from lamp_harness.store import CellStore
 
@@ -20,8 +29,8 @@ DEFAULT_CHUNK = 16
 
 
 def predict(
-    task: Any,
-    personalizer: Any,
+    task: Task,
+    personalizer: Personalizer,
     generator: Generator,
     examples: Sequence[Example],
     store: CellStore,
@@ -107,7 +116,7 @@ def top_k(example: Example, rankings: Mapping[str, Any], k: int) -> tuple[Profil
 
 
 def score_predictions(
-    task: Any, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
+    task: Task, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
 ) -> list[MetricResult]:
     """The metrics of ``predictions`` (empty on a split without golds); see
     :func:`lamp_harness.scores.score_cell`, which also gives the per-example scores behind them."""

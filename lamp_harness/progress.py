@@ -37,7 +37,8 @@ class ProgressBar:
                 console=console,
             )
             self._bar.start()
-            self._id = self._bar.add_task(description, total=total, completed=completed, **fields)
+            columns: dict[str, Any] = dict(fields)  # rich's own keywords are not among them
+            self._id = self._bar.add_task(description, total=total, completed=completed, **columns)
         return self
 
     def advance(self, n: int) -> None:
@@ -48,7 +49,8 @@ class ProgressBar:
     def update(self, completed: int, **fields: str) -> None:
         """Set the bar's position (and extra fields)."""
         if self.enabled:
-            self._bar.update(self._id, completed=completed, **fields)
+            columns: dict[str, Any] = dict(fields)
+            self._bar.update(self._id, completed=completed, **columns)
 
     def __exit__(self, *exc: Any) -> None:
         if self.enabled:

@@ -49,7 +49,7 @@ class _Document(Mapping[str, Any]):
         known = set(cls._known())
         values = {key: value for key, value in data.items() if key in known}
         extra = {key: value for key, value in data.items() if key not in known}
-        return cls(**values, extra=extra, order=tuple(data))
+        return cls(**values, extra=extra, order=tuple(data))  # type: ignore[call-arg]  # the subclasses are dataclasses with these fields
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object to write: the file's keys in its order (a record read from disk), or

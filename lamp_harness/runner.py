@@ -74,7 +74,7 @@ class Runner:
         self._generators: dict[tuple[str, str | None], Generator] = {}
         self._checkpoint_stale: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
-        self._rankings: dict[tuple[str, str], dict[str, Any]] = {}
+        self._rankings: dict[tuple[str, str, tuple[tuple[str, str], ...]], Mapping[str, Any]] = {}
 
     # -- planning -------------------------------------------------------------------------------
     def plan(self) -> list[Draft]:
@@ -391,8 +391,8 @@ class Runner:
                 f"{len(taken_by)} cell(s) are being computed by another job: {'; '.join(taken_by)}",
                 fix="The other cells are done; run the same command again when that job has finished.",
             )
-        for i, exc in busy:
-            self._say(f"waiting for {specs[i].label}: {exc}")
+        for i, reason in busy:
+            self._say(f"waiting for {specs[i].label}: {reason}")
             with CellStore(specs[i].dir).lock(wait=True):
                 results.append(self.run_cell(info, drafts[i], specs[i]))
         self.notify("lamp_run_finished", run=info, results=results)

@@ -60,7 +60,7 @@ def check_name(name: str) -> str:
         raise lamp_error(f"{name!r} is lamp-harness's own name (or one of its packages)", fix=fix)
     try:
         importlib.metadata.distribution(normalized)
-        taken = f"the installed distribution {normalized!r}"
+        taken: str | None = f"the installed distribution {normalized!r}"
     except importlib.metadata.PackageNotFoundError:
         spec = importlib.util.find_spec(package)
         taken = (

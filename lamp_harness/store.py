@@ -243,7 +243,7 @@ class CellStore:
         if clean and (expected_ids is None or _is_prefix(kept, expected_ids)):
             # A kill: keep whole batches so the resumed run batches exactly as an uninterrupted one.
             keep = (len(kept) // batch_size) * batch_size
-            if expected_ids is not None and len(kept) == len(expected):
+            if expected is not None and len(kept) == len(expected):
                 keep = len(kept)  # every example predicted (scoring was cut short, e.g. a judge went down)
             end = sum(len(line) for line in kept_lines[:keep])
             if end != len(raw):

@@ -760,11 +760,11 @@ def check_trainable_personalizer(
         context = context if context is not None else RunContext(lamp_home=Path(tmp))
         personalizer.setup(task, generator, context)
         personalizer.prepare(task, examples)
-        params = [p for p in personalizer.parameters() if getattr(p, "requires_grad", False)]  # type: ignore[attr-defined]
+        params = [p for p in personalizer.parameters() if getattr(p, "requires_grad", False)]
         assert params, f"{who}.parameters() yields no tensor with requires_grad=True"
 
         def snapshot() -> dict[str, Any]:
-            state = personalizer.state_dict()  # type: ignore[attr-defined]
+            state = personalizer.state_dict()
             assert isinstance(state, dict) and state, f"{who}.state_dict() must return a non-empty dict"
             bad = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
             assert not bad, f"{who}.state_dict() values must be tensors; {bad[:3]} are not"
@@ -774,7 +774,7 @@ def check_trainable_personalizer(
         retrieved = [example.profile[:k] for example in examples]
         optimizer = torch.optim.SGD(params, lr=lr)
         optimizer.zero_grad()
-        loss = personalizer.training_loss(task, examples, retrieved)  # type: ignore[attr-defined]
+        loss = personalizer.training_loss(task, examples, retrieved)
         assert isinstance(loss, torch.Tensor) and loss.dim() == 0, (
             f"{who}.training_loss must return a scalar torch tensor, got {loss!r}"
         )
@@ -798,7 +798,7 @@ def check_trainable_personalizer(
         assert any(not torch.equal(v, after[n]) for n, v in snapshot().items()), (
             f"{who}.state_dict() does not reflect the parameters' values"
         )
-        personalizer.load_state_dict(restored)  # type: ignore[attr-defined]
+        personalizer.load_state_dict(restored)
         reloaded = snapshot()
         for name, value in after.items():
             assert torch.equal(reloaded[name], value), (

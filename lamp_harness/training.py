@@ -220,7 +220,7 @@ def as_trainable(personalizer: Personalizer, generator: Generator | None = None)
             f"personalizer {personalizer.name!r} is not trainable by itself and no generator was given to fine-tune",
             where="lamp_harness.training",
         )
-    return FineTuned(personalizer, generator)  # type: ignore[return-value]
+    return FineTuned(personalizer, generator)
 
 
 def fine_tunes_generator(personalizer: Personalizer) -> bool:
@@ -748,9 +748,9 @@ def recorded_budget(path: Path) -> dict[str, Any] | None:
         state = _read_checkpoint_json(folder / STATE) if (folder / STATE).is_file() else {}
     except LampError:
         return None
-    train = config.get("train_config") if isinstance(config.get("train_config"), Mapping) else {}
-    data = config.get("train_data") if isinstance(config.get("train_data"), Mapping) else {}
-    personalizer = config.get("personalizer") if isinstance(config.get("personalizer"), Mapping) else {}
+    train = recorded if isinstance(recorded := config.get("train_config"), Mapping) else {}
+    data = recorded if isinstance(recorded := config.get("train_data"), Mapping) else {}
+    personalizer = recorded if isinstance(recorded := config.get("personalizer"), Mapping) else {}
     budget = {
         "steps": state.get("step"),
         "batch_size": train.get("batch_size"),
@@ -1018,18 +1018,20 @@ def train_per_user(
     dataset = _limited(dataset, config.limit)
     started = time.perf_counter()
     say = (lambda text: console.print(f"[dim]rank {world.rank}: {text}[/dim]")) if console and progress else None
-    stats = personalizer.train_users(
+    # train_users, store and index_users: the per-user training protocol, which the Personalizer
+    # contract does not declare (OPPU's).
+    stats = personalizer.train_users(  # type: ignore[union-attr]
         task,
         dataset.examples,
-        rank=world.rank,  # type: ignore[attr-defined]
+        rank=world.rank,
         world_size=world.size,
         progress=say,
     )
     barrier(world)
     wall = time.perf_counter() - started
-    store = Path(personalizer.store())  # type: ignore[attr-defined]
+    store = Path(personalizer.store())  # type: ignore[union-attr]
     if world.is_main:
-        personalizer.index_users()  # type: ignore[attr-defined]
+        personalizer.index_users()  # type: ignore[union-attr]
     from lamp_harness import distributed
 
     every = distributed.gather(stats) if world.distributed else [stats]
@@ -1111,6 +1113,7 @@ def _train(
         base = {ex.id: ex.id.split("#aug", 1)[0] for ex in examples}
         retrieved = {ex.id: retrieved[base[ex.id] if base[ex.id] in originals else ex.id] for ex in examples}
 
+    assert config.epochs is not None  # _session filled in the official count
     schedule = Schedule(len(examples), config.batch_size, config.grad_accum, config.epochs, config.max_steps, config.seed)
     total = schedule.total_steps
     trainable = session.trainable
@@ -1120,7 +1123,8 @@ def _train(
     optimizer = torch.optim.AdamW(decay_groups(trainable, params, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, config.warmup))
 
-    step, losses = 0, []
+    step = 0
+    losses: list[float] = []
     found = broadcast(world, latest_checkpoint(out_dir) if world.is_main else None)
     if found is not None:
         step, losses = _resume(found, trainable, optimizer, scheduler)
@@ -1184,7 +1188,7 @@ def _train(
     wall = time.perf_counter() - started
     assert checkpoint is not None
     passes = None
-    if passes_before is not None:
+    if history is not None and passes_before is not None:
         passes = history.forward_passes - passes_before
     metrics: tuple[Any, ...] = ()
     barrier(world)  # the last checkpoint is on disk before any rank reports it

@@ -11,36 +11,7 @@ import sys
 
 import typer
 
-from lamp_harness import __version__
-from lamp_harness.cells import SEED_MAX  # noqa: F401  (the commands' --seed bound, one rule with the matrix file's)
-from lamp_harness.errors import LampError
-from lamp_harness.secrets import redact_text
-
-app = typer.Typer(
-    name="lamp",
-    help="Benchmark personalized language models on LaMP: run methods side by side, score them "
-    "like the official scorer, and render paper-style leaderboards.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"lamp-harness {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-) -> None:
-    """lamp-harness."""
-
-
-from lamp_harness.cli import (  # noqa: E402  (commands register themselves on ``app``)
+from lamp_harness.cli import (  # the commands register themselves on ``app`` when imported
     data_cmd,
     evaluate_cmd,
     export_cmd,
@@ -52,6 +23,9 @@ from lamp_harness.cli import (  # noqa: E402  (commands register themselves on `
     score_cmd,
     train_cmd,
 )
+from lamp_harness.cli.root import ARGV, SEED_MAX, app  # noqa: F401  (SEED_MAX: re-exported)
+from lamp_harness.errors import LampError
+from lamp_harness.secrets import redact_text
 
 _COMMANDS = (
     plugins_cmd,
@@ -73,21 +47,21 @@ def _one_default_each(typer_app: typer.Typer) -> None:
     import inspect
 
     for command in typer_app.registered_commands:
+        if command.callback is None:
+            continue
         for parameter in inspect.signature(command.callback).parameters.values():
             info = parameter.default
             if isinstance(info, typer.models.ParameterInfo) and "[default:" in (info.help or ""):
                 info.show_default = False
     for group in typer_app.registered_groups:
-        _one_default_each(group.typer_instance)
+        if group.typer_instance is not None:
+            _one_default_each(group.typer_instance)
 
 
 _one_default_each(app)
 
 
 from lamp_harness.errors import INTERRUPTED  # noqa: E402  (here for the commands that print it)
-
-ARGV: list[str] = []
-"""The arguments of this invocation (``--nproc-per-node`` hands them on to its workers)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,7 +183,7 @@ def _main(argv: list[str] | None) -> None:
             _fail(INTERRUPTED, 130, prefix="")
         elif "NoArgsIsHelpError" in kinds:  # a bare `lamp` or `lamp data`: show the help
             ctx = getattr(exc, "ctx", None)
-            print(ctx.get_help() if ctx is not None else exc.format_message())
+            print(ctx.get_help() if ctx is not None else exc.format_message())  # type: ignore[attr-defined]  # click's
             path = ctx.command_path if ctx is not None else "lamp"
             _fail(f"{path}: missing command. Pick one of the commands listed above.", 2)
         elif "ClickException" in kinds:

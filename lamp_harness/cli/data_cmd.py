@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli.root import app
 from lamp_harness.errors import lamp_error
 
 data_app = typer.Typer(
@@ -37,7 +37,7 @@ def _tasks(value: str) -> list:
     return [registry.create("task", n) for n in names]
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from lamp_harness.cli import SEED_MAX, app
+from lamp_harness.cli.root import SEED_MAX, app
 from lamp_harness.errors import lamp_error
 
 
@@ -52,10 +52,18 @@ def _metrics_json(task, n: int, metrics: list, **extra: Any) -> dict[str, Any]:
 
 
 def _table(title: str, rows: list[tuple[str, Any]]):
+    from rich.console import JustifyMethod
     from rich.table import Table
 
     table = Table(title=title)
-    for column, justify in (("task", "left"), ("metric", "left"), ("value", "right"), ("95% CI", "right"), ("n", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("task", "left"),
+        ("metric", "left"),
+        ("value", "right"),
+        ("95% CI", "right"),
+        ("n", "right"),
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for task_name, m in rows:
         arrow = "↑" if m.higher_is_better else "↓"
@@ -124,7 +132,7 @@ def evaluate(
         )
     if out is not None:
         writable_file(out, "--out")
-    console = Console(file=RedactedStream("stdout"))  # no line repeats a secret
+    console = Console(file=RedactedStream("stdout"))  # type: ignore[arg-type]  # an IO by delegation; no line repeats a secret
     task_args = parse_kv(task_arg, "--task-arg")
     if predictions is not None:
         result, rows = _evaluate_one(golds, predictions, task, seed, task_args)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import SEED_MAX, app
+from lamp_harness.cli.root import SEED_MAX, app
 
 
 @app.command("leaderboard")

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lamp_harness.cli import app
+from lamp_harness.cli.root import app
 from lamp_harness.registry import host
 
 

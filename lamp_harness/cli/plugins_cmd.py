@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lamp_harness.cli import app
+from lamp_harness.cli.root import app
 from lamp_harness.registry import KINDS, PluginHost, host
 
 plugins_app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")

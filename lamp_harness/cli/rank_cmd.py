@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import SEED_MAX, app
+from lamp_harness.cli.root import SEED_MAX, app
 
 
 @app.command("rank")
@@ -87,7 +87,7 @@ def rank(
     ranker = registry.create("retriever", retriever, context, **args)
     dataset = resolve_dataset(task_obj, data=data, data_dir=data_dir, split=split, scheme=scheme, context=context)
     examples = dataset.examples[:limit] if limit else dataset.examples
-    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
+    console = Console(file=RedactedStream("stderr"))  # type: ignore[arg-type]  # an IO by delegation; no line repeats a secret
     for note in context.events:
         console.print(f"[dim]{note}[/dim]")
     started = time.perf_counter()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import SEED_MAX, app
+from lamp_harness.cli.root import SEED_MAX, app
 
 _LIST = "Comma list allowed: every combination is run."
 
@@ -220,7 +220,7 @@ def run(
     from lamp_harness.training import resolve_checkpoint
 
     if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
-        from lamp_harness.cli import ARGV
+        from lamp_harness.cli.root import ARGV
 
         raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
 
@@ -260,7 +260,7 @@ def run(
         device=device,
         reporter=reporter,
     )
-    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
+    console = Console(file=RedactedStream("stderr"))  # type: ignore[arg-type]  # an IO by delegation; no line repeats a secret
     # An unknown reporter or its missing library is refused before anything is written.
     for name in host().enable_reporters([*matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]):
         console.print(f"reporter [bold]{name}[/] enabled")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import app
+from lamp_harness.cli.root import app
 
 
 @app.command("score")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli import SEED_MAX, app
+from lamp_harness.cli.root import SEED_MAX, app
 from lamp_harness.options import check_device, parse_kv
 
 
@@ -142,7 +142,7 @@ def train(
             f"--mixed-precision {mixed_precision!r} is not no, bf16 or fp16", fix="Pass --mixed-precision bf16."
         )
     if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
-        from lamp_harness.cli import ARGV
+        from lamp_harness.cli.root import ARGV
         from lamp_harness.cli.run_cmd import without_option
 
         raise typer.Exit(distributed.launch(nproc_per_node, without_option(ARGV, "--nproc-per-node")))
@@ -152,7 +152,7 @@ def train(
             f"--data {data!r} names no data source",
             fix="Pass e.g. --data demo, or leave --data out for the task's own source.",
         )
-    console = Console(file=RedactedStream("stderr"))  # no line repeats a secret
+    console = Console(file=RedactedStream("stderr"))  # type: ignore[arg-type]  # an IO by delegation; no line repeats a secret
     config = TrainConfig(
         task=task,
         personalizer=personalizer,
