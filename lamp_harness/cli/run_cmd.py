@@ -12,7 +12,7 @@ import typer
 
 from lamp_harness.cli import SEED_MAX, app
 from lamp_harness.errors import lamp_error
-from lamp_harness.options import check_args, check_device, parse_kv
+from lamp_harness.options import check_args, check_device, check_matrix_options, parse_kv
 
 _LIST = "Comma list allowed: every combination is run."
 
@@ -598,6 +598,7 @@ def run(
     # An unknown reporter or its missing library is refused before anything is written.
     for name in host().enable_reporters([*matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]):
         console.print(f"reporter [bold]{name}[/] enabled")
+    check_matrix_options(matrix, host().registry)  # every cell's component options, before any work
     out_dir = writable_dir(Path(pick(out, "out", "runs")), "--out")
     world = distributed.init()
     run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main, allow_stale=allow_stale)

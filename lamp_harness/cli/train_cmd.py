@@ -186,13 +186,24 @@ def train(
     )
     check_device(device)
     config.validate()
-    from lamp_harness.options import make_task
+    from lamp_harness.options import Selection, check_matrix_options, make_task
     from lamp_harness.registry import host
 
     registry = host().registry
     registry.get("preset", preset)  # typos fail here, before any work
     make_task(registry, task, config.task_args)  # an unknown or bad task option too
     registry.get("personalizer", personalizer)
+    check_matrix_options(  # a bad component option fails here, before any work
+        Selection(
+            (personalizer,),
+            (retriever,) if retriever else (),
+            (generator,),
+            {"*": config.personalizer_args},
+            {"*": config.retriever_args},
+            config.generator_args,
+        ),
+        registry,
+    )
     if out is not None:
         writable_dir(out, "--out")
     world = distributed.init()
