@@ -12,6 +12,7 @@ import sys
 import typer
 
 from lamp_harness import __version__
+from lamp_harness.cli.options import SEED_MAX as SEED_MAX  # declared with the shared options
 from lamp_harness.errors import LampError
 from lamp_harness.secrets import redact_text
 
@@ -24,11 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-
-
-SEED_MAX = 2**32 - 1
-"""The largest ``--seed`` any command takes: every seeded library accepts it (NumPy's legacy
-seeding, and hence ``transformers.set_seed``, stops at 2**32 - 1)."""
 
 
 def _version(value: bool) -> None:
@@ -75,12 +71,16 @@ def _one_default_each(typer_app: typer.Typer) -> None:
     """Options whose help states its default in words (``[default: 1e-4]``, ``[default: the
     preset's generator]``) do not get typer's own ``[default: ...]`` line as well."""
     import inspect
+    import typing
 
     for command in typer_app.registered_commands:
-        for parameter in inspect.signature(command.callback).parameters.values():
-            info = parameter.default
-            if isinstance(info, typer.models.ParameterInfo) and "[default:" in (info.help or ""):
-                info.show_default = False
+        for parameter in inspect.signature(command.callback, eval_str=True).parameters.values():
+            # Old style, ``x: int = typer.Option(...)``, or an alias of lamp_harness.cli.options,
+            # ``x: Seed = 0`` (the option sits in the ``Annotated`` metadata).
+            infos = [parameter.default, *typing.get_args(parameter.annotation)[1:]]
+            for info in infos:
+                if isinstance(info, typer.models.ParameterInfo) and "[default:" in (info.help or ""):
+                    info.show_default = False
     for group in typer_app.registered_groups:
         _one_default_each(group.typer_instance)
 
