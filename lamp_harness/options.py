@@ -590,15 +590,21 @@ class MatrixLike(Protocol):
     retriever_args: Mapping[str, Mapping[str, str]]
     generator_args: Mapping[str, str]
 
-    def selections(self) -> Sequence[Any]: ...
+    def selections(self) -> Sequence[Any]:
+        """The sub-matrices whose products are the cells (the ``[[group]]`` tables, or itself)."""
+        ...
 
 
 class RegistryLike(Protocol):
     """What :func:`check_matrix_options` reads of the registry."""
 
-    def get(self, kind: str, name: str) -> Any: ...
+    def get(self, kind: str, name: str) -> Any:
+        """The registered component ``name`` of ``kind`` (a one-line error when unknown)."""
+        ...
 
-    def names(self, kind: str) -> list[str]: ...
+    def names(self, kind: str) -> list[str]:
+        """The registered names of ``kind``."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -614,6 +620,7 @@ class Selection:
     generator_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def selections(self) -> tuple[Selection, ...]:
+        """Itself: one product."""
         return (self,)
 
 
