@@ -221,6 +221,26 @@ def test_a_bad_option_of_a_later_cell_fails_before_the_first_cell(toys, cli, tmp
     assert not out.exists()  # nothing was run, nothing written
 
 
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("chat_template=maybe", "Error: generator 'hf': argument chat_template='maybe' is not a boolean."),
+        ("num_beam=2", "Error: generator 'hf': unknown argument num_beam (did you mean num_beams?)."),
+        ("dtype=float8", "Error: generator 'hf': argument dtype='float8' is not one of auto, float32,"),
+    ],
+    ids=["value", "typo", "choice"],
+)
+def test_a_bad_generator_option_fails_before_the_model_loads(cli, tmp_path, arg, expected) -> None:
+    out = tmp_path / "runs"
+    code, _, err = cli(
+        "run", "--task", "lamp-7", "--data", "demo", "--limit", "2", "--generator-arg", arg, "--out", str(out)
+    )
+    assert code == 2 and "Traceback" not in err and "Converting" not in err
+    lines = _error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert not out.exists()
+
+
 def test_matrix_file_values_are_checked_before_any_work(toys, cli, tmp_path) -> None:
     config = tmp_path / "matrix.toml"
     config.write_text(
