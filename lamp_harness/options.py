@@ -335,8 +335,8 @@ def option(
     choices: Sequence[str] = (),
     words: Sequence[str] = (),
 ) -> Any:
-    """A field of an :class:`Options` dataclass: ``k1: float = option(1.5, "term saturation",
-    minimum=0)``. The field's annotation gives the type (``int``, ``float``, ``bool``, ``str``,
+    """A field of an :class:`Options` dataclass: ``min_len: int = option(1, "shortest word
+    counted", minimum=1)``. The field's annotation gives the type (``int``, ``float``, ``bool``, ``str``,
     or one of them ``| None`` for an option that may stay unset); ``choices`` lists the values of
     a text option (matched without case; an empty value means the default); ``words`` the words a
     number option takes besides numbers (``batch_size: int | str = option("auto", words=("auto",))``)."""
@@ -367,18 +367,19 @@ OptionsT = TypeVar("OptionsT", bound="Options")
 
 class Options:
     """Base of a component's declared options. Subclass it as a frozen dataclass whose fields
-    are :func:`option` s, and name the subclass on the component (``options = BM25Options``)::
+    are :func:`option` s, and name the subclass on the component (``options = OverlapOptions``)::
 
         @dataclass(frozen=True)
-        class BM25Options(Options):
-            k1: float = option(1.5, "term-frequency saturation", minimum=0)
-            b: float = option(0.75, "length normalisation", minimum=0, maximum=1)
+        class OverlapOptions(Options):
+            min_len: int = option(1, "shortest word counted", minimum=1)
+            case: str = option("fold", "fold or keep letter case", choices=("fold", "keep"))
 
-        class BM25(Retriever):
-            options = BM25Options
+        class OverlapRetriever(Retriever):
+            name = "overlap"
+            options = OverlapOptions
 
             def __init__(self, context, **args):
-                self.opts = BM25Options.parse(args, f"retriever {self.name!r}")
+                self.opts = OverlapOptions.parse(args, f"retriever {self.name!r}")
 
     ``passthrough`` (a sentence) declares that keys not declared are handed on elsewhere (the
     ``hf`` generator gives them to ``from_pretrained`` / ``generate``): they are then not
@@ -413,7 +414,7 @@ class Options:
         parsed.validate(owner)
         return parsed
 
-    def validate(self, owner: str) -> None:  # noqa: B027
+    def validate(self, owner: str) -> None:
         """Rules across options (``aggregation=mean`` with ``history_top_k``...): override to raise
         a one-line :func:`~lamp_harness.errors.lamp_error` naming ``owner``. Runs after every
         option parsed, also in the check before any work."""
