@@ -584,12 +584,35 @@ def _convert(f: dataclasses.Field[Any], hint: Any, raw: Any, default: Any, owner
 class MatrixLike(Protocol):
     """What :func:`check_matrix_options` reads of a run's matrix."""
 
-    personalizers: tuple[str, ...]
-    retrievers: tuple[str, ...]
-    generators: tuple[str | None, ...]
-    personalizer_args: Mapping[str, Mapping[str, str]]
-    retriever_args: Mapping[str, Mapping[str, str]]
-    generator_args: Mapping[str, str]
+    @property
+    def personalizers(self) -> tuple[str, ...]:
+        """The personalizers' names."""
+        ...
+
+    @property
+    def retrievers(self) -> tuple[str, ...]:
+        """The retrievers' names."""
+        ...
+
+    @property
+    def generators(self) -> tuple[str | None, ...]:
+        """The ``--generator`` values (``None``: the preset's)."""
+        ...
+
+    @property
+    def personalizer_args(self) -> Mapping[str, Mapping[str, str]]:
+        """``--personalizer-arg`` tables, under ``"*"`` or a personalizer's name."""
+        ...
+
+    @property
+    def retriever_args(self) -> Mapping[str, Mapping[str, str]]:
+        """``--retriever-arg`` tables, under ``"*"`` or a retriever's name."""
+        ...
+
+    @property
+    def generator_args(self) -> Mapping[str, str]:
+        """``--generator-arg`` pairs (and the run-level generator settings)."""
+        ...
 
     def selections(self) -> Sequence[Any]:
         """The sub-matrices whose products are the cells (the ``[[group]]`` tables, or itself)."""

@@ -125,7 +125,7 @@ def show_options(
     Example: `lamp plugins show bm25`, `lamp plugins show pplug`, `lamp plugins show --kind generator`.
     """
     registry = host().registry
-    kinds = _OPTION_KINDS
+    kinds: tuple[str, ...] = _OPTION_KINDS
     if kind is not None:
         if normalize(kind).replace("-", "_") not in _OPTION_KINDS:
             raise lamp_error(f"--kind {kind!r} is not one of {', '.join(_OPTION_KINDS)}", fix="Pass e.g. --kind retriever.")
