@@ -347,3 +347,46 @@ def test_plugins_show_an_unknown_name_is_one_line_with_a_suggestion(cli) -> None
     ]
     code, _, err = cli("plugins", "show", "bm25", "--kind", "model")
     assert code == 2 and "--kind 'model' is not one of task, retriever, personalizer, generator" in err
+
+
+SHARED = (
+    "--seed",
+    "--device",
+    "--scheme",
+    "--data-dir",
+    "--prompt-budget",
+    "--quiet",
+    "--nproc-per-node",
+    "--retriever-arg",
+    "--personalizer-arg",
+    "--generator-arg",
+)
+
+
+def _commands(command, path=()):
+    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
+        yield from _commands(sub, (*path, name))
+    if not getattr(command, "commands", None) or path == ():
+        yield " ".join(path), command
+
+
+def test_shared_cli_options_are_declared_once_with_one_help_and_one_range() -> None:
+    """``--seed``, ``--device``... mean the same in every command that takes them: one declaration
+    (lamp_harness/cli/options.py), hence one help text, one type and one range everywhere."""
+    import typer
+
+    from lamp_harness.cli import app
+
+    seen: dict[str, dict[tuple, list[str]]] = {}
+    for name, command in _commands(typer.main.get_command(app)):
+        for param in command.params:
+            flag = next((o for o in getattr(param, "opts", ()) if o.startswith("--")), None)
+            if flag in SHARED:
+                kind = getattr(param, "type", None)
+                key = (param.help, getattr(kind, "min", None), getattr(kind, "max", None), param.multiple)
+                seen.setdefault(flag, {}).setdefault(key, []).append(name)
+    assert set(seen) == set(SHARED)
+    for flag, declarations in seen.items():
+        assert len(declarations) == 1, f"{flag} is declared {len(declarations)} ways: {list(declarations.values())}"
+    assert sorted(next(iter(seen["--seed"].values()))) == ["evaluate", "leaderboard", "rank", "run", "train"]
+    assert sorted(next(iter(seen["--generator-arg"].values()))) == ["run", "train"]
