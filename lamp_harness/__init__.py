@@ -71,7 +71,11 @@ _EXPORTS: dict[str, str] = {
     "LampError": "errors",
     "lamp_error": "errors",
     "warn": "errors",
-    # Component options (--retriever-arg key=value ...).
+    # Component options (--retriever-arg key=value ...): declared once, typed, checked before any work.
+    "Options": "options",
+    "option": "options",
+    "NoOptions": "options",
+    "OptionInfo": "options",
     "reject_unknown_args": "options",
     "check_args": "options",
     "int_arg": "options",

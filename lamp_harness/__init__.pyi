@@ -161,6 +161,15 @@ from lamp_harness.models import (
     resolve_model as resolve_model,
 )
 from lamp_harness.options import (
+    NoOptions as NoOptions,
+)
+from lamp_harness.options import (
+    OptionInfo as OptionInfo,
+)
+from lamp_harness.options import (
+    Options as Options,
+)
+from lamp_harness.options import (
     batch_size_arg as batch_size_arg,
 )
 from lamp_harness.options import (
@@ -174,6 +183,9 @@ from lamp_harness.options import (
 )
 from lamp_harness.options import (
     int_arg as int_arg,
+)
+from lamp_harness.options import (
+    option as option,
 )
 from lamp_harness.options import (
     prompt_budget as prompt_budget,

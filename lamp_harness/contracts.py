@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from lamp_harness.options import Options
+
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
@@ -506,6 +508,10 @@ class Retriever(ABC):
     under :meth:`cache_key`, so every k and every personalizer reuses them."""
 
     name: ClassVar[str]
+    options: ClassVar[type[Options] | None] = None
+    """The component's declared options (an :class:`~lamp_harness.options.Options` dataclass):
+    the harness checks every cell's arguments against it before any work and ``lamp plugins show``
+    lists it. ``None``: the component parses its arguments by hand, checked when it is built."""
 
     @abstractmethod
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
@@ -529,6 +535,10 @@ class Personalizer(ABC):
     """Turns (task, example, retrieved items) into a generation request."""
 
     name: ClassVar[str]
+    options: ClassVar[type[Options] | None] = None
+    """The component's declared options (an :class:`~lamp_harness.options.Options` dataclass):
+    the harness checks every cell's arguments against it before any work and ``lamp plugins show``
+    lists it. ``None``: the component parses its arguments by hand, checked when it is built."""
     needs_retriever: ClassVar[bool] = True
     """``True`` when the method cannot work without retrieved items (``ipa``, ``fid``)."""
     accepts_retriever: ClassVar[bool] = True
@@ -581,6 +591,10 @@ class Generator(ABC):
     """Turns generation requests into text. Also the tokenizer the prompt budget counts with."""
 
     name: ClassVar[str]
+    options: ClassVar[type[Options] | None] = None
+    """The component's declared options (an :class:`~lamp_harness.options.Options` dataclass):
+    the harness checks every cell's arguments against it before any work and ``lamp plugins show``
+    lists it. ``None``: the component parses its arguments by hand, checked when it is built."""
     serves_adapters: ClassVar[bool] = False
     """``True`` when :meth:`generate` answers requests that name a LoRA adapter
     (``GenerationRequest.adapter``); others are refused before any work starts."""

@@ -1,12 +1,35 @@
-"""Parsing of ``key=value`` component arguments (``--retriever-arg``, ``--generator-arg``...)."""
+"""Component options: declared once, typed, checked before any work.
+
+A retriever, personalizer or generator declares the ``--retriever-arg`` / ``--personalizer-arg``
+/ ``--generator-arg`` keys it takes once, as a frozen dataclass deriving from :class:`Options`
+whose fields carry a type, a default, a range or choices and a help line (:func:`option`), and
+names it on its class (``options = MyOptions``). Then:
+
+- the component turns the ``KEY=VALUE`` strings it is given into the typed object with
+  ``MyOptions.parse(args, owner)`` (a bad key gets a did-you-mean and the valid keys, a bad value
+  its range or choices, in one line);
+- the harness checks every cell's options against the declarations before the first cell runs
+  (:func:`check_matrix_options`), so a typo in the last cell of a matrix does not wait for the
+  first ones;
+- ``lamp plugins show NAME`` prints them as a table (:meth:`Options.describe`).
+
+What is recorded (the cell id, ``config.json``) stays the strings the user gave, as before.
+The older helpers (:func:`int_arg`, :func:`bool_arg`, :func:`reject_unknown_args`...) keep working
+for components that parse by hand; such a component's options are checked when it is built.
+This module also holds the other ``key=value`` parsing of the command line (:func:`parse_kv`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import inspect
 import math
 import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from lamp_harness.errors import lamp_error
 from lamp_harness.secrets import redact_text, refusal
@@ -282,3 +305,429 @@ def _declared_parameters(factory: Any) -> set[str]:
         for name, p in signature.parameters.items()
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared options
+# ---------------------------------------------------------------------------------------------
+
+_SPEC = "lamp_harness.option"
+_INT_FLOOR = -(2**63)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """What :func:`option` records on a field besides its default: the help line and the values
+    allowed (``minimum``/``maximum`` inclusive, ``above``: strictly greater, ``choices``: the
+    words of a text option, ``words``: words a number option also takes, such as ``auto``)."""
+
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    choices: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+
+
+def option(
+    default: Any,
+    help: str = "",
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    choices: Sequence[str] = (),
+    words: Sequence[str] = (),
+) -> Any:
+    """A field of an :class:`Options` dataclass: ``min_len: int = option(1, "shortest word
+    counted", minimum=1)``. The field's annotation gives the type (``int``, ``float``, ``bool``, ``str``,
+    or one of them ``| None`` for an option that may stay unset); ``choices`` lists the values of
+    a text option (matched without case; an empty value means the default); ``words`` the words a
+    number option takes besides numbers (``batch_size: int | str = option("auto", words=("auto",))``)."""
+    spec = OptionSpec(
+        help=help,
+        minimum=minimum,
+        maximum=maximum,
+        above=above,
+        choices=tuple(str(c).lower() for c in choices),
+        words=tuple(str(w).lower() for w in words),
+    )
+    return dataclasses.field(default=default, metadata={_SPEC: spec})
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionInfo:
+    """One declared option as ``lamp plugins show`` prints it."""
+
+    name: str
+    type: str
+    default: str
+    allowed: str
+    help: str
+
+
+OptionsT = TypeVar("OptionsT", bound="Options")
+
+
+class Options:
+    """Base of a component's declared options. Subclass it as a frozen dataclass whose fields
+    are :func:`option` s, and name the subclass on the component (``options = OverlapOptions``)::
+
+        @dataclass(frozen=True)
+        class OverlapOptions(Options):
+            min_len: int = option(1, "shortest word counted", minimum=1)
+            case: str = option("fold", "fold or keep letter case", choices=("fold", "keep"))
+
+        class OverlapRetriever(Retriever):
+            name = "overlap"
+            options = OverlapOptions
+
+            def __init__(self, context, **args):
+                self.opts = OverlapOptions.parse(args, f"retriever {self.name!r}")
+
+    ``passthrough`` (a sentence) declares that keys not declared are handed on elsewhere (the
+    ``hf`` generator gives them to ``from_pretrained`` / ``generate``): they are then not
+    refused."""
+
+    passthrough: ClassVar[str] = ""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The declared keys, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(cls: type[OptionsT], args: Mapping[str, Any], owner: str, **defaults: Any) -> OptionsT:
+        """The typed options from ``KEY=VALUE`` strings (values may also be Python values, as the
+        Python API passes them). ``defaults`` replace declared defaults known only at run time
+        (e.g. ``seed=context.seed``). An unknown key (unless :attr:`passthrough`), a value of the
+        wrong type or out of range is a one-line error naming ``owner``."""
+        if not cls.passthrough:
+            check_keys(args, cls.names(), owner)
+        else:
+            _check_passed_on(args, cls.names(), owner, cls.passthrough)
+        values: dict[str, Any] = {}
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            default = defaults.get(f.name, f.default)
+            if f.name in args:
+                values[f.name] = _convert(f, hints[f.name], args[f.name], default, owner)
+            else:
+                values[f.name] = default
+        parsed = cls(**values)
+        parsed.validate(owner)
+        return parsed
+
+    def validate(self, owner: str) -> None:
+        """Rules across options (``aggregation=mean`` with ``history_top_k``...): override to raise
+        a one-line :func:`~lamp_harness.errors.lamp_error` naming ``owner``. Runs after every
+        option parsed, also in the check before any work."""
+
+    @classmethod
+    def check(cls, args: Mapping[str, Any], owner: str) -> None:
+        """Raise the one-line error :meth:`parse` would raise for ``args``, without building anything."""
+        cls.parse(args, owner)
+
+    @classmethod
+    def describe(cls) -> list[OptionInfo]:
+        """Each option's name, type, default, allowed values and help, for tables and docs."""
+        hints = _hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            spec = _spec(f)
+            base, optional = _base(hints[f.name])
+            kind = {int: "integer", float: "number", bool: "boolean"}.get(base, "text")
+            if spec.words:
+                kind += " or " + " or ".join(spec.words)
+            default = "unset" if f.default is None else _show(f.default)
+            rows.append(OptionInfo(f.name, kind, default, _allowed(spec), spec.help))
+        return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions(Options):
+    """The declaration of a component that takes no options: any key is refused."""
+
+
+def declared_options(factory: Any) -> type[Options] | None:
+    """The :class:`Options` subclass a component factory declares (its ``options`` attribute),
+    or ``None`` for a component that parses its arguments by hand."""
+    declared = getattr(factory, "options", None)
+    if isinstance(declared, type) and issubclass(declared, Options) and dataclasses.is_dataclass(declared):
+        return declared
+    return None
+
+
+def check_keys(args: Mapping[str, object], known: Iterable[str], owner: str) -> None:
+    """A one-line error for keys a component does not declare, with a did-you-mean and the valid
+    keys (``retriever 'bm25': unknown argument(s) k2 (did you mean k1?). Valid keys: b, epsilon, k1.``)."""
+    known = sorted(set(known))
+    unknown = sorted(set(args) - set(known))
+    if not unknown:
+        return
+    guesses = [g for key in unknown for g in difflib.get_close_matches(key, known, n=1, cutoff=0.5)]
+    hint = f" (did you mean {', '.join(dict.fromkeys(guesses))}?)" if guesses else ""
+    raise lamp_error(
+        f"unknown argument(s) {', '.join(unknown)}{hint}",
+        where=owner,
+        fix=f"Valid keys: {', '.join(known) or 'none'}.",
+    )
+
+
+def _check_passed_on(args: Mapping[str, object], known: Sequence[str], owner: str, passthrough: str) -> None:
+    """For options with a :attr:`Options.passthrough`: a key handed on that is one letter away
+    from a declared one (``num_beam``) is almost surely a typo, which would otherwise fail late
+    (when the model loads) or not at all; a ``PREFIX.KEY`` key is always handed on as written."""
+    for key in sorted(args):
+        if key in known or "." in key:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if close:
+            raise lamp_error(
+                f"unknown argument {key} (did you mean {close[0]}?)",
+                where=owner,
+                fix=f"Valid keys: {', '.join(sorted(known))}; {passthrough}.",
+            )
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: treat every option as text
+        return {f.name: str for f in dataclasses.fields(cls)}
+
+
+def _spec(f: dataclasses.Field[Any]) -> OptionSpec:
+    spec = f.metadata.get(_SPEC)
+    return spec if isinstance(spec, OptionSpec) else OptionSpec()
+
+
+def _base(hint: Any) -> tuple[type, bool]:
+    """``int | None`` -> ``(int, True)``; ``int | str`` (a number or a word) -> ``(int, False)``."""
+    parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional = type(None) in parts
+    for kind in (bool, int, float, str):
+        if kind in parts:
+            return kind, optional
+    return str, optional
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _or(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _allowed(spec: OptionSpec) -> str:
+    if spec.choices:
+        return " | ".join(spec.choices)
+    parts = []
+    if spec.minimum is not None:
+        parts.append(f">= {spec.minimum:g}")
+    if spec.above is not None:
+        parts.append(f"> {spec.above:g}")
+    if spec.maximum is not None:
+        parts.append(f"<= {spec.maximum:g}")
+    return ", ".join(parts)
+
+
+def _convert(f: dataclasses.Field[Any], hint: Any, raw: Any, default: Any, owner: str) -> Any:
+    """One value, converted and checked with the messages of :func:`int_arg`, :func:`float_arg`
+    and :func:`bool_arg`."""
+    spec = _spec(f)
+    base, optional = _base(hint)
+    key = f.name
+    text = str(raw).strip().lower()
+    if spec.words and text in spec.words:
+        return text
+    if base is str:
+        if not spec.choices:
+            return raw if isinstance(raw, str) or raw is None else str(raw)
+        if not text:
+            return default
+        if text not in spec.choices:
+            raise lamp_error(
+                f"argument {key}={raw!r} is not one of {', '.join(spec.choices)}",
+                where=owner,
+                fix=f"Pass {_or([f'{key}={c}' for c in spec.choices])}.",
+            )
+        return text
+    if base is bool:
+        return bool_arg({key: raw}, key, bool(default), owner)
+    example = default if isinstance(default, (int, float)) and not isinstance(default, bool) else None
+    if base is int:
+        if example is None:
+            example = int(spec.minimum) if spec.minimum is not None else 1
+        value: float = int_arg(
+            {key: raw}, key, int(example), owner, minimum=int(spec.minimum) if spec.minimum is not None else _INT_FLOOR
+        )
+    else:
+        if example is None:
+            example = spec.minimum if spec.minimum is not None else 1.0
+        value = float_arg(
+            {key: raw}, key, example, owner, minimum=spec.minimum, positive=spec.above is not None and spec.above == 0
+        )
+    if spec.above is not None and value <= spec.above:
+        raise lamp_error(
+            f"argument {key}={raw} must be above {spec.above:g}", where=owner, fix=f"Pass e.g. {key}={example}."
+        )
+    if spec.maximum is not None and value > spec.maximum:
+        raise lamp_error(
+            f"argument {key}={raw} must be at most {spec.maximum:g}", where=owner, fix=f"Pass e.g. {key}={example}."
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Every cell's options, before any work
+# ---------------------------------------------------------------------------------------------
+
+
+class MatrixLike(Protocol):
+    """What :func:`check_matrix_options` reads of a run's matrix."""
+
+    @property
+    def personalizers(self) -> tuple[str, ...]:
+        """The personalizers' names."""
+        ...
+
+    @property
+    def retrievers(self) -> tuple[str, ...]:
+        """The retrievers' names."""
+        ...
+
+    @property
+    def generators(self) -> tuple[str | None, ...]:
+        """The ``--generator`` values (``None``: the preset's)."""
+        ...
+
+    @property
+    def personalizer_args(self) -> Mapping[str, Mapping[str, str]]:
+        """``--personalizer-arg`` tables, under ``"*"`` or a personalizer's name."""
+        ...
+
+    @property
+    def retriever_args(self) -> Mapping[str, Mapping[str, str]]:
+        """``--retriever-arg`` tables, under ``"*"`` or a retriever's name."""
+        ...
+
+    @property
+    def generator_args(self) -> Mapping[str, str]:
+        """``--generator-arg`` pairs (and the run-level generator settings)."""
+        ...
+
+    def selections(self) -> Sequence[Any]:
+        """The sub-matrices whose products are the cells (the ``[[group]]`` tables, or itself)."""
+        ...
+
+
+class RegistryLike(Protocol):
+    """What :func:`check_matrix_options` reads of the registry."""
+
+    def get(self, kind: str, name: str) -> Any:
+        """The registered component ``name`` of ``kind`` (a one-line error when unknown)."""
+        ...
+
+    def names(self, kind: str) -> list[str]:
+        """The registered names of ``kind``."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """One product of components and their arguments, for commands that build no run matrix
+    (``lamp train``): the same shape as a matrix, so :func:`check_matrix_options` checks it."""
+
+    personalizers: tuple[str, ...]
+    retrievers: tuple[str, ...] = ()
+    generators: tuple[str | None, ...] = (None,)
+    personalizer_args: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    retriever_args: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    generator_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def selections(self) -> tuple[Selection, ...]:
+        """Itself: one product."""
+        return (self,)
+
+
+ComponentUse = tuple[str, str, Mapping[str, str]]
+"""``(kind, name, args)``: a component of a cell and the arguments it will be built with."""
+
+
+def check_matrix_options(matrix: MatrixLike, registry: RegistryLike) -> None:
+    """Check the options of every component of every cell of ``matrix`` against their
+    declarations (:class:`Options`) before any work: the first bad key or value is a one-line
+    error naming the component, the valid keys and a did-you-mean. Components that declare no
+    options are checked when they are built, as before; names that do not resolve are left to
+    the planner, which reports them."""
+    check_component_options(registry, matrix_uses(matrix, registry))
+
+
+def check_component_options(registry: RegistryLike, uses: Iterable[ComponentUse]) -> None:
+    """Check each ``(kind, name, args)`` against the declaration of the component ``name``."""
+    for kind, name, args in dict.fromkeys((k, n, tuple(sorted(a.items()))) for k, n, a in uses):
+        declared = _declaration(registry, kind, name)
+        if declared is not None:
+            declared.check(dict(args), f"{kind} {registry.get(kind, name).name!r}")
+
+
+def _declaration(registry: RegistryLike, kind: str, name: str) -> type[Options] | None:
+    from lamp_harness.errors import LampError
+
+    try:
+        return declared_options(registry.get(kind, name).load())
+    except LampError:  # an unknown name or a broken plugin: the planner's one line says it
+        return None
+
+
+def matrix_uses(matrix: MatrixLike, registry: RegistryLike) -> Iterator[ComponentUse]:
+    """Every component of every cell of ``matrix`` with its arguments: each personalizer with
+    its ``*`` and own arguments, each retriever a cell uses (the matrix's, or a personalizer's
+    default one) likewise, each generator with the ``--generator-arg`` keys its factory receives
+    (:func:`generator_kwargs`; ``max_new_tokens`` aside, which :func:`generation_budget` checks)."""
+    from lamp_harness.errors import LampError
+
+    for m in matrix.selections():
+        for pers in m.personalizers:
+            yield ("personalizer", pers, _merged(m.personalizer_args, pers, registry, "personalizer"))
+            try:
+                cls = registry.get("personalizer", pers).load()
+            except LampError:
+                continue
+            if not getattr(cls, "accepts_retriever", True):
+                continue
+            if m.retrievers:
+                for retriever in m.retrievers:
+                    yield ("retriever", retriever, _merged(m.retriever_args, retriever, registry, "retriever"))
+            elif getattr(cls, "default_retriever", None):
+                name = _canonical(registry, "retriever", cls.default_retriever) or cls.default_retriever
+                own = _merged(m.retriever_args, name, registry, "retriever")
+                yield ("retriever", name, {**cls.default_retriever_args, **own})
+        for value in m.generators:
+            plugin, model = generator_spec(value, registry.names("generator"))
+            try:
+                factory = registry.get("generator", plugin).load()
+            except LampError:
+                continue
+            kwargs = generator_kwargs(factory, matrix.generator_args, model)
+            kwargs.pop("model", None)
+            # The generation budget is every task's setting, checked by the harness with its own line.
+            kwargs.pop(TASK_BUDGET_OPTION, None)
+            yield ("generator", plugin, kwargs)
+
+
+def _merged(tables: Mapping[str, Mapping[str, str]], name: str, registry: RegistryLike, kind: str) -> dict[str, str]:
+    """The ``*`` arguments, then the component's own (filed under its registered name), as the
+    planner merges them."""
+    return {**tables.get("*", {}), **tables.get(_canonical(registry, kind, name) or name, {})}
+
+
+def _canonical(registry: RegistryLike, kind: str, name: str) -> str | None:
+    from lamp_harness.errors import LampError
+
+    try:
+        return str(registry.get(kind, name).name)
+    except LampError:
+        return None

@@ -9,12 +9,12 @@ from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
+    NoOptions,
     Personalizer,
     ProfileItem,
     RunContext,
     Task,
     prompt_options,
-    reject_unknown_args,
 )
 
 
@@ -24,9 +24,10 @@ class NonPersonalized(Personalizer):
     name = "none"
     needs_retriever = False
     accepts_retriever = False
+    options = NoOptions
 
     def __init__(self, context: RunContext, **args: str) -> None:
-        reject_unknown_args(args, set(), f"personalizer {self.name!r}")
+        NoOptions.parse(args, f"personalizer {self.name!r}")
 
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
         self._tokens = generator.tokens

@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 from lamp_plugins.ordering import ALGORITHM, official_descending
 
-from lamp_harness import Ranking, RankQuery, Retriever, RunContext, float_arg, reject_unknown_args
+from lamp_harness import (
+    Options,
+    Ranking,
+    RankQuery,
+    Retriever,
+    RunContext,
+    option,
+)
 
 # Bytes that ``str.isspace()`` accepts among ASCII characters.
 _WHITESPACE = np.zeros(256, dtype=bool)
@@ -54,12 +61,12 @@ _SEEDS = ((0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9), (0xD6E8FEB86659FD93, 0x94D04
 
 
 @dataclass(frozen=True)
-class OkapiParams:
-    """BM25Okapi's parameters (the official values by default)."""
+class OkapiParams(Options):
+    """BM25Okapi's parameters (the official values by default): the ``bm25`` retriever's options."""
 
-    k1: float = 1.5
-    b: float = 0.75
-    epsilon: float = 0.25
+    k1: float = option(1.5, "term-frequency saturation (the official 1.5)")
+    b: float = option(0.75, "document-length normalisation (the official 0.75)")
+    epsilon: float = option(0.25, "floor of negative IDFs, as a fraction of the mean IDF (the official 0.25)")
 
 
 class BM25Retriever(Retriever):
@@ -69,14 +76,10 @@ class BM25Retriever(Retriever):
     """
 
     name = "bm25"
+    options = OkapiParams
 
     def __init__(self, context: RunContext | None = None, **args: str) -> None:
-        reject_unknown_args(args, ("k1", "b", "epsilon"), "retriever 'bm25'")
-        self.params = OkapiParams(
-            k1=float_arg(args, "k1", 1.5, "retriever 'bm25'"),
-            b=float_arg(args, "b", 0.75, "retriever 'bm25'"),
-            epsilon=float_arg(args, "epsilon", 0.25, "retriever 'bm25'"),
-        )
+        self.params = OkapiParams.parse(args, "retriever 'bm25'")
 
     def rank(self, queries: Sequence[RankQuery]) -> list[Ranking]:
         scores = okapi_scores([q.query for q in queries], [q.documents for q in queries], self.params)

@@ -19,6 +19,7 @@ under a separate identity (which includes the query prefix).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,15 +27,33 @@ from lamp_plugins.encoders import POOLINGS, TextEncoder, load_encoder
 
 from lamp_harness import (
     EmbeddingCache,
+    Options,
     Ranking,
     RankQuery,
     Retriever,
     RunContext,
-    bool_arg,
-    int_arg,
     lamp_error,
-    reject_unknown_args,
+    option,
 )
+
+
+@dataclass(frozen=True)
+class ContrieverOptions(Options):
+    """The ``contriever`` retriever's options."""
+
+    model: str | None = option(None, "the encoder: a model alias, hub id, folder or preset role (unset: the preset's)")
+    normalize: bool | None = option(None, "L2-normalise the vectors (unset: the model's own convention)")
+    batch_size: int = option(64, "texts per encoder forward pass", minimum=1)
+    max_length: int | None = option(None, "encoder tokens per text (unset: the model's own limit)", minimum=1)
+
+
+@dataclass(frozen=True)
+class DenseOptions(ContrieverOptions):
+    """The ``dense`` retriever's options (``model`` is required)."""
+
+    model: str | None = option(None, "the encoder (required): a model alias, hub id, folder or preset role")
+    pooling: str | None = option(None, "how token vectors become one (unset: the model's own)", choices=POOLINGS)
+    query_prefix: str | None = option(None, "text put before each query (unset: the model's own)")
 
 
 class DenseRetriever(Retriever):
@@ -42,29 +61,22 @@ class DenseRetriever(Retriever):
 
     name = "dense"
     role: ClassVar[str] = "dense"
-    arguments: ClassVar[tuple[str, ...]] = ("model", "pooling", "normalize", "query_prefix", "batch_size", "max_length")
+    options: ClassVar[type[Options]] = DenseOptions
 
     def __init__(self, context: RunContext, **args: str) -> None:
         owner = f"retriever {self.name!r}"
-        reject_unknown_args(args, self.arguments, owner)
+        opts = self.options.parse(args, owner)
         self.context = context
-        pooling = args.get("pooling") or self._default_pooling()
-        if pooling is not None and pooling not in POOLINGS:
-            raise lamp_error(
-                f"argument pooling={pooling!r} is not supported", where=owner, fix=f"Use one of: {', '.join(POOLINGS)}."
-            )
-        normalize = bool_arg(args, "normalize", False, owner) if "normalize" in args else None
-        max_length = int_arg(args, "max_length", 0, owner, minimum=1) if "max_length" in args else None
-        role, spec = self._model(context, args.get("model"), owner)
+        role, spec = self._model(context, getattr(opts, "model", None), owner)
         self.encoder: TextEncoder = load_encoder(
             context,
             spec,
             role,
-            pooling=pooling,
-            normalize=normalize,
-            query_prefix=args.get("query_prefix"),
-            max_length=max_length,
-            batch_size=int_arg(args, "batch_size", 64, owner, minimum=1),
+            pooling=getattr(opts, "pooling", None) or self._default_pooling(),
+            normalize=getattr(opts, "normalize", None),
+            query_prefix=getattr(opts, "query_prefix", None),
+            max_length=getattr(opts, "max_length", None),
+            batch_size=getattr(opts, "batch_size", 64),
         )
 
     def _default_pooling(self) -> str | None:
@@ -150,7 +162,7 @@ class ContrieverRetriever(DenseRetriever):
 
     name = "contriever"
     role = "contriever"
-    arguments = ("model", "normalize", "batch_size", "max_length")
+    options = ContrieverOptions
 
     def _default_pooling(self) -> str | None:
         return "mean"

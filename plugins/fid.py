@@ -17,6 +17,7 @@ the decoder (plus the LM head), a cheaper variant for small machines.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lamp_harness import (
@@ -24,14 +25,22 @@ from lamp_harness import (
     GenerationRequest,
     Generator,
     GeneratorFineTuning,
+    Options,
     Personalizer,
     ProfileItem,
     RunContext,
     Task,
     lamp_error,
+    option,
     prompt_options,
-    reject_unknown_args,
 )
+
+
+@dataclass(frozen=True)
+class FiDOptions(Options):
+    """FiD's options (``--personalizer-arg``)."""
+
+    train: str = option("all", "what fine-tuning trains: the whole model (all) or its decoder", choices=("all", "decoder"))
 
 
 class FusionInDecoder(GeneratorFineTuning, Personalizer):
@@ -42,17 +51,10 @@ class FusionInDecoder(GeneratorFineTuning, Personalizer):
     accepts_retriever = True
     requires_encoder_decoder = True
     trainable = True
+    options = FiDOptions
 
     def __init__(self, context: RunContext, **args: str) -> None:
-        owner = f"personalizer {self.name!r}"
-        reject_unknown_args(args, {"train"}, owner)
-        self.train_part = (args.get("train") or "all").strip().lower()
-        if self.train_part not in ("all", "decoder"):
-            raise lamp_error(
-                f"argument train={self.train_part!r} is not all or decoder",
-                where=owner,
-                fix="Pass train=all (default) or train=decoder.",
-            )
+        self.train_part = FiDOptions.parse(args, f"personalizer {self.name!r}").train
         self.generator: Generator | None = None
 
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:

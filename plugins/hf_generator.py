@@ -49,7 +49,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -59,20 +59,19 @@ from lamp_harness import (
     GenerationRequest,
     Generator,
     HFTokenCounter,
+    Options,
     ResolvedModel,
     RunContext,
     SoftTokens,
-    bool_arg,
-    int_arg,
     lamp_error,
     loading_error,
+    option,
     preset_generator_args,
     pretrained_kwargs,
     resolve_model,
 )
 
 OWNER = "generator 'hf'"
-KNOWN_ARGS = ("device", "dtype", "num_beams", "max_input_tokens", "max_new_tokens", "batch_size", "chat_template")
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -84,6 +83,30 @@ _DTYPES = {
     "half": torch.float16,
 }
 _AUTO_START = {"cpu": 8, "mps": 16, "cuda": 64}
+
+
+@dataclass(frozen=True)
+class HFOptions(Options):
+    """The ``hf`` generator's options (``--generator-arg``; ``--batch-size``, ``--num-beams`` and
+    ``--max-input-tokens`` set the options of the same names)."""
+
+    passthrough: ClassVar[str] = (
+        "any other KEY=VALUE goes to from_pretrained, or to generate when it is a generation setting "
+        "(load.KEY / generate.KEY say which)"
+    )
+
+    device: str | None = option(None, "auto, cpu, cuda, cuda:N or mps (unset: the run's --device)")
+    dtype: str = option("auto", "weights' dtype", choices=("auto", *_DTYPES))
+    num_beams: int = option(4, "beam width (1: greedy)", minimum=1)
+    max_input_tokens: int = option(256, "the prompt budget L in tokens", minimum=1)
+    max_new_tokens: int = option(128, "new tokens per answer (also caps a task's own budget)", minimum=1)
+    batch_size: int | str = option(
+        "auto", "prompts per generate call (auto: the largest that fits)", minimum=1, words=("auto",)
+    )
+    chat_template: bool = option(True, "wrap prompts in the model's chat template when it has one")
+
+
+KNOWN_ARGS = HFOptions.names()
 _MARKER = "<<<LAMP-PROMPT-MARKER>>>"
 
 
@@ -390,6 +413,7 @@ class HFGenerator(RequestEncoding, Generator):
 
     name = "hf"
     serves_adapters = True
+    options = HFOptions
     MAX_LOADED_ADAPTERS = 32
     """LoRA adapters kept loaded on the model at once (the least recently used one is dropped)."""
 
@@ -420,27 +444,17 @@ class HFGenerator(RequestEncoding, Generator):
         args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.loader_args, self.generate_args = _split_extra({k: v for k, v in args.items() if k not in KNOWN_ARGS})
-        self.device = _pick_device(str(known.get("device", context.device)))
-        self.num_beams = int_arg(known, "num_beams", 4, OWNER, minimum=1)
-        self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
-        self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
+        opts = HFOptions.parse(known, OWNER)
+        self.device = _pick_device(str(context.device if opts.device is None else opts.device))
+        self.num_beams = opts.num_beams
+        self._max_input_tokens = opts.max_input_tokens
+        self.max_new_tokens = opts.max_new_tokens
         # Given explicitly, it also caps a task's own budget (LaMP-QA asks for 4,096 tokens).
         self.max_new_tokens_cap = self.max_new_tokens if "max_new_tokens" in known else None
-        self.use_chat_template = bool_arg(known, "chat_template", True, OWNER)
-        raw_batch = str(known.get("batch_size", "auto")).strip().lower()
-        self.auto_batch = raw_batch == "auto"
-        self.batch_size = (
-            _AUTO_START.get(self.device.split(":")[0], 8)
-            if self.auto_batch
-            else int_arg(known, "batch_size", 8, OWNER, minimum=1)
-        )
-        dtype = str(known.get("dtype", "auto")).strip().lower()
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise lamp_error(
-                f"argument dtype={dtype!r} is not a known dtype",
-                where=OWNER,
-                fix="Pass dtype=auto, float32, bfloat16 or float16.",
-            )
+        self.use_chat_template = opts.chat_template
+        self.auto_batch = opts.batch_size == "auto"
+        self.batch_size = _AUTO_START.get(self.device.split(":")[0], 8) if self.auto_batch else int(opts.batch_size)
+        dtype = opts.dtype
         self.loaded = load_model(context, self.resolved, self.device, dtype, self.loader_args)
         self.dtype = self.loaded.dtype
         self.model = self.loaded.model

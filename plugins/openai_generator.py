@@ -97,7 +97,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from lamp_harness import (
@@ -108,13 +108,12 @@ from lamp_harness import (
     Generator,
     HFTokenCounter,
     LampError,
+    Options,
     RunContext,
     WhitespaceTokenCounter,
-    bool_arg,
     check_args,
-    float_arg,
-    int_arg,
     lamp_error,
+    option,
     preset_generator_args,
     redact,
     redact_text,
@@ -123,31 +122,55 @@ from lamp_harness import (
 )
 
 OWNER = "generator 'openai'"
-KNOWN_ARGS = (
-    "base_url",
-    "api_key_env",
-    "endpoint",
-    "concurrency",
-    "rpm",
-    "tpm",
-    "timeout",
-    "deadline",
-    "max_retries",
-    "backoff",
-    "max_retry_wait",
-    "cache",
-    "max_new_tokens",
-    "max_input_tokens",
-    "tokenizer",
-    "num_beams",
-    "batch_size",
-)
 MAX_BACKOFF = 60.0
 """The longest backoff between two attempts (seconds), whatever ``backoff`` and the attempt."""
 MAX_RETRY_WAIT = 300.0
 """Default of ``max_retry_wait``: the longest ``Retry-After`` honoured (seconds)."""
 ANNOUNCE_WAIT = 5.0
 """Waits longer than this (seconds) are announced on stderr."""
+
+
+@dataclass(frozen=True)
+class OpenAIOptions(Options):
+    """The ``openai`` generator's options (``--generator-arg``; ``--batch-size``, ``--num-beams``
+    and ``--max-input-tokens`` set the options of the same names)."""
+
+    passthrough: ClassVar[str] = "any other KEY=VALUE goes into each request's body (temperature, top_p, seed...)"
+
+    base_url: str | None = option(
+        None, "the server's URL, e.g. http://127.0.0.1:8000/v1 (unset: $OPENAI_BASE_URL, else OpenAI)"
+    )
+    api_key_env: str = option("OPENAI_API_KEY", "the environment variable holding the key (never the key itself)")
+    endpoint: str = option(
+        "chat",
+        "chat (the chat template applied by the server) or completions (plain prompts)",
+        choices=("chat", "completions"),
+    )
+    concurrency: int = option(8, "requests in flight at once", minimum=1)
+    batch_size: int | None = option(None, "prompts handed to the pool at once (unset: max(16, 4 x concurrency))", minimum=1)
+    rpm: int = option(0, "requests per minute at most (0: no limit)", minimum=0)
+    tpm: int = option(0, "tokens per minute at most (0: no limit)", minimum=0)
+    timeout: float = option(60.0, "seconds per request", above=0)
+    deadline: float = option(600.0, "seconds per request, retries included", above=0)
+    max_retries: int = option(6, "retries of a failed request", minimum=0)
+    backoff: float = option(1.0, "first wait between retries in seconds (doubles each time)", minimum=0)
+    max_retry_wait: float = option(MAX_RETRY_WAIT, "the longest Retry-After honoured, in seconds", minimum=0)
+    cache: bool = option(True, "read and write the response cache ($LAMP_HOME/openai-cache.sqlite)")
+    max_new_tokens: int = option(128, "new tokens per answer", minimum=1)
+    max_input_tokens: int = option(256, "the prompt budget L in tokens", minimum=1)
+    tokenizer: str | None = option(None, "a tokenizer to count prompt tokens with (unset: the model's, else whitespace)")
+    num_beams: int = option(1, "beam width: only 1, the OpenAI API has no beam search", minimum=1)
+
+    def validate(self, owner: str) -> None:
+        if self.num_beams > 1:
+            raise lamp_error(
+                "beam search is not part of the OpenAI API",
+                where=owner,
+                fix="Drop num_beams (the offline preset's greedy decoding is used), or use --generator vllm / hf for beams.",
+            )
+
+
+KNOWN_ARGS = OpenAIOptions.names()
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -571,6 +594,7 @@ class OpenAIGenerator(Generator):
     """A model behind an OpenAI-compatible HTTP API (see module doc)."""
 
     name = "openai"
+    options = OpenAIOptions
 
     def __init__(
         self,
@@ -645,30 +669,19 @@ class OpenAIGenerator(Generator):
                 fix="Set the variable (export MY_API_KEY) and pass api_key_env=MY_API_KEY, or drop "
                 "api_key_env for a server that needs no key.",
             )
-        self.endpoint = str(known.get("endpoint", "chat")).strip().lower()
-        if self.endpoint not in ("chat", "completions"):
-            raise lamp_error(
-                f"argument endpoint={self.endpoint!r} is not chat or completions",
-                where=OWNER,
-                fix="Pass endpoint=chat (chat template on the server) or endpoint=completions.",
-            )
-        self.concurrency = int_arg(known, "concurrency", 8, OWNER, minimum=1)
-        self.batch_size = int_arg(known, "batch_size", max(16, 4 * self.concurrency), OWNER, minimum=1)
-        self.limiter = RateLimiter(int_arg(known, "rpm", 0, OWNER), int_arg(known, "tpm", 0, OWNER))
-        self.timeout = float_arg(known, "timeout", 60.0, OWNER, positive=True)
-        self.deadline = float_arg(known, "deadline", 600.0, OWNER, positive=True)
-        self.max_retries = int_arg(known, "max_retries", 6, OWNER)
-        self.backoff = float_arg(known, "backoff", 1.0, OWNER, minimum=0)
-        self.max_retry_wait = float_arg(known, "max_retry_wait", MAX_RETRY_WAIT, OWNER, minimum=0)
-        self.use_cache = bool_arg(known, "cache", True, OWNER)
-        self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
-        self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
-        if int_arg(known, "num_beams", 1, OWNER, minimum=1) > 1:
-            raise lamp_error(
-                "beam search is not part of the OpenAI API",
-                where=OWNER,
-                fix="Drop num_beams (the offline preset's greedy decoding is used), or use --generator vllm / hf for beams.",
-            )
+        opts = OpenAIOptions.parse(known, OWNER)
+        self.endpoint = opts.endpoint
+        self.concurrency = opts.concurrency
+        self.batch_size = opts.batch_size if opts.batch_size is not None else max(16, 4 * self.concurrency)
+        self.limiter = RateLimiter(opts.rpm, opts.tpm)
+        self.timeout = opts.timeout
+        self.deadline = opts.deadline
+        self.max_retries = opts.max_retries
+        self.backoff = opts.backoff
+        self.max_retry_wait = opts.max_retry_wait
+        self.use_cache = opts.cache
+        self.max_new_tokens = opts.max_new_tokens
+        self._max_input_tokens = opts.max_input_tokens
         remember(os.environ.get(self.api_key_env))  # masked wherever a line could repeat it
         self.client = httpx.Client(
             timeout=self.timeout, headers=self._headers(), limits=httpx.Limits(max_connections=self.concurrency)

@@ -77,6 +77,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lamp_plugins.encoders import pool
@@ -86,15 +87,14 @@ from lamp_harness import (
     GenerationRequest,
     Generator,
     HFTokenCounter,
+    Options,
     Personalizer,
     ProfileItem,
     RunContext,
     SoftTokens,
     Task,
-    bool_arg,
-    int_arg,
     lamp_error,
-    reject_unknown_args,
+    option,
 )
 
 BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages:"
@@ -124,20 +124,40 @@ HISTORY_FIELDS: dict[str, tuple[str, ...]] = {
 """The official history item texts: these fields joined by a space."""
 OFFICIAL_EPOCHS = {"lamp-3": 1}
 """Training epochs of the official run script where they differ from 2."""
-_ARGS = {
-    "encoder",
-    "pooling",
-    "query_prefix",
-    "aggregation",
-    "instruction",
-    "history_top_k",
-    "history_size",
-    "max_encoder_tokens",
-    "input_encoder_tokens",
-    "encode_batch_size",
-    "scale",
-    "augment",
-}
+
+
+@dataclass(frozen=True)
+class PPlugOptions(Options):
+    """PPlug's options (``--personalizer-arg``); see the module documentation for each one."""
+
+    encoder: str | None = option(
+        None, "the encoder model: alias, hub id or folder (unset: the cell's dense retriever's, else the preset's bge)"
+    )
+    pooling: str = option(
+        "model", "token pooling: the model's metadata (model), cls or mean", choices=("model", "cls", "mean")
+    )
+    query_prefix: str | None = option(None, "instruction before the input's query (unset: the model's metadata)")
+    aggregation: str = option(
+        "input", "input-aware softmax over the history (input) or a plain mean (ablation)", choices=("input", "mean")
+    )
+    instruction: bool = option(True, "prepend the instruction embedding I (false: ablation)")
+    history_top_k: int = option(0, "only the top-K history items by weight (0: all; ablation)", minimum=0)
+    history_size: int = option(512, "most recent profile items used", minimum=1)
+    max_encoder_tokens: int = option(512, "history encoder input length", minimum=8)
+    input_encoder_tokens: int = option(0, "input encoder length (0: L + 20)", minimum=0)
+    encode_batch_size: int = option(64, "batch size of the history precomputation", minimum=1)
+    scale: str = option(
+        "official", "the authors' learned norms (official) or the LLM's mean embedding norm (norm)", choices=SCALES
+    )
+    augment: int = option(AUGMENT_COPIES, "extra training copies per example with 3+ history items (0: off)", minimum=0)
+
+    def validate(self, owner: str) -> None:
+        if self.aggregation == "mean" and self.history_top_k:
+            raise lamp_error(
+                "history_top_k selects items by the input-aware weights, which aggregation=mean does not compute",
+                where=owner,
+                fix="Use one ablation at a time.",
+            )
 
 
 def official_query(task_name: str, text: str) -> str | None:
@@ -334,47 +354,23 @@ class PPlug(Personalizer):
     retriever_use = "encoder"
     items_variant = "pplug+retrieval"
     trainable = True
+    options = PPlugOptions
 
     def __init__(self, context: RunContext, **args: str) -> None:
-        owner = f"personalizer {self.name!r}"
-        reject_unknown_args(args, _ARGS, owner)
+        opts = PPlugOptions.parse(args, f"personalizer {self.name!r}")
         self.context = context
-        self.encoder_spec = args.get("encoder") or None
-        self.pooling_arg = (args.get("pooling") or "model").strip().lower()
-        if self.pooling_arg not in ("model", "cls", "mean"):
-            raise lamp_error(
-                f"argument pooling={self.pooling_arg!r} is not model, cls or mean",
-                where=owner,
-                fix="Pass pooling=cls (the paper) or pooling=mean.",
-            )
-        self.query_prefix_arg = args.get("query_prefix")
-        self.aggregation = (args.get("aggregation") or "input").strip().lower()
-        if self.aggregation not in ("input", "mean"):
-            raise lamp_error(
-                f"argument aggregation={self.aggregation!r} is not input or mean",
-                where=owner,
-                fix="Pass aggregation=input (PPlug) or aggregation=mean (the plain-mean ablation).",
-            )
-        self.instruction = bool_arg(args, "instruction", True, owner)
-        self.history_top_k = int_arg(args, "history_top_k", 0, owner)
-        self.history_size = int_arg(args, "history_size", 512, owner, minimum=1)
-        self.max_encoder_tokens = int_arg(args, "max_encoder_tokens", 512, owner, minimum=8)
-        self.input_encoder_tokens = int_arg(args, "input_encoder_tokens", 0, owner)
-        self.augment = int_arg(args, "augment", AUGMENT_COPIES, owner)
-        self.scale = (args.get("scale") or "official").strip().lower()
-        if self.scale not in SCALES:
-            raise lamp_error(
-                f"argument scale={self.scale!r} is not official or norm",
-                where=owner,
-                fix="Pass scale=official (the authors' learned norms) or scale=norm.",
-            )
-        self.encode_batch_size = int_arg(args, "encode_batch_size", 64, owner, minimum=1)
-        if self.aggregation == "mean" and self.history_top_k:
-            raise lamp_error(
-                "history_top_k selects items by the input-aware weights, which aggregation=mean does not compute",
-                where=owner,
-                fix="Use one ablation at a time.",
-            )
+        self.encoder_spec = opts.encoder or None
+        self.pooling_arg = opts.pooling
+        self.query_prefix_arg = opts.query_prefix
+        self.aggregation = opts.aggregation
+        self.instruction = opts.instruction
+        self.history_top_k = opts.history_top_k
+        self.history_size = opts.history_size
+        self.max_encoder_tokens = opts.max_encoder_tokens
+        self.input_encoder_tokens = opts.input_encoder_tokens
+        self.augment = opts.augment
+        self.scale = opts.scale
+        self.encode_batch_size = opts.encode_batch_size
         self.module: Any = None
         self.generator: Generator | None = None
 

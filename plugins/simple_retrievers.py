@@ -24,10 +24,19 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from lamp_harness import Ranking, RankQuery, Retriever, RunContext, int_arg, lamp_error, reject_unknown_args
+from lamp_harness import (
+    Options,
+    Ranking,
+    RankQuery,
+    Retriever,
+    RunContext,
+    lamp_error,
+    option,
+)
 
 FALLBACKS = ("error", "profile-order")
 _FORMATS = (
@@ -71,22 +80,26 @@ def _utc(moment: datetime) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
+@dataclass(frozen=True)
+class RecencyOptions(Options):
+    """The ``recency`` retriever's options."""
+
+    fallback: str = option(
+        "error",
+        "what an undated profile gets: an error, or its items last first (profile-order)",
+        choices=FALLBACKS,
+    )
+
+
 class RecencyRetriever(Retriever):
     """Newest profile items first, by ``date`` (``--retriever-arg fallback=profile-order`` ranks
     undated profiles last item first instead of failing)."""
 
     name = "recency"
+    options = RecencyOptions
 
     def __init__(self, context: RunContext | None = None, **args: str) -> None:
-        owner = "retriever 'recency'"
-        reject_unknown_args(args, ("fallback",), owner)
-        self.fallback = args.get("fallback", "error").strip().lower()
-        if self.fallback not in FALLBACKS:
-            raise lamp_error(
-                f"argument fallback={self.fallback!r} is not one of {', '.join(FALLBACKS)}",
-                where=owner,
-                fix="Pass fallback=profile-order to rank undated profiles last item first.",
-            )
+        self.fallback = RecencyOptions.parse(args, "retriever 'recency'").fallback
 
     def cache_key(self) -> Mapping[str, Any]:
         return {"name": self.name, "fallback": self.fallback, "order": "stable-newest-first", "version": 1}
@@ -125,15 +138,22 @@ class RecencyRetriever(Retriever):
         return tuple(reversed(oldest_first))
 
 
+@dataclass(frozen=True)
+class RandomOptions(Options):
+    """The ``random`` retriever's options."""
+
+    seed: int | None = option(None, "the permutation's seed (unset: the run's --seed)")
+
+
 class RandomRetriever(Retriever):
     """A seeded random permutation of each profile (without replacement)."""
 
     name = "random"
+    options = RandomOptions
 
     def __init__(self, context: RunContext | None = None, **args: str) -> None:
-        reject_unknown_args(args, ("seed",), "retriever 'random'")
         default = context.seed if context is not None else 0
-        self.seed = int_arg(args, "seed", default, "retriever 'random'", minimum=-(2**63))
+        self.seed = RandomOptions.parse(args, "retriever 'random'", seed=default).seed
 
     def cache_key(self) -> Mapping[str, Any]:
         return {"name": self.name, "seed": self.seed, "order": "numpy-pcg64-permutation", "version": 1}

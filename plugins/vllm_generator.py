@@ -58,7 +58,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lamp_plugins.hf_generator import _DTYPES, RequestEncoding, _Encoded, split_passthrough
@@ -69,31 +69,53 @@ from lamp_harness import (
     GenerationRequest,
     Generator,
     HFTokenCounter,
+    Options,
     ResolvedModel,
     RunContext,
-    bool_arg,
     int_arg,
     lamp_error,
     loading_error,
+    option,
     preset_generator_args,
     pretrained_kwargs,
     resolve_model,
 )
 
 OWNER = "generator 'vllm'"
-KNOWN_ARGS = (
-    "dtype",
-    "num_beams",
-    "max_input_tokens",
-    "max_new_tokens",
-    "batch_size",
-    "chat_template",
-    "do_sample",
-    "device",
-)
+DEFAULT_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class VLLMOptions(Options):
+    """The ``vllm`` generator's options (``--generator-arg``; ``--batch-size``, ``--num-beams`` and
+    ``--max-input-tokens`` set the options of the same names)."""
+
+    passthrough: ClassVar[str] = (
+        "any other KEY=VALUE goes to vllm.LLM, or to SamplingParams when it is a sampling field "
+        "(engine.KEY / sampling.KEY say which)"
+    )
+
+    dtype: str = option("auto", "weights' dtype", choices=("auto", *_DTYPES))
+    num_beams: int = option(4, "beam width (1: greedy)", minimum=1)
+    max_input_tokens: int = option(256, "the prompt budget L in tokens", minimum=1)
+    max_new_tokens: int = option(128, "new tokens per answer", minimum=1)
+    batch_size: int = option(DEFAULT_BATCH, "prompts per engine call", minimum=1)
+    chat_template: bool = option(True, "wrap prompts in the model's chat template when it has one")
+    do_sample: bool = option(False, "sample (temperature 1 unless sampling.temperature is given) instead of searching")
+    device: str = option("auto", "auto, cpu or cuda: vLLM picks its platform itself")
+
+    def validate(self, owner: str) -> None:
+        if self.device.strip().lower() not in ("auto", "cpu", "cuda"):
+            raise lamp_error(
+                f"argument device={self.device.strip().lower()!r} cannot be chosen per generator with vLLM",
+                where=owner,
+                fix="vLLM picks its platform itself; use tensor_parallel_size and CUDA_VISIBLE_DEVICES to place it.",
+            )
+
+
+KNOWN_ARGS = VLLMOptions.names()
 SHARED_WITH_HF = ("dtype", "max_input_tokens", "max_new_tokens", "chat_template", "num_beams")
 """Arguments that mean the same to ``hf``: they follow a checkpoint trained there."""
-DEFAULT_BATCH = 1024
 CPU_MEMORY_FRACTION = 0.2
 
 
@@ -390,6 +412,7 @@ class VLLMGenerator(RequestEncoding, Generator):
     """A decoder-only model behind an in-process vLLM engine (see module doc)."""
 
     name = "vllm"
+    options = VLLMOptions
     serves_adapters = True
     LORA_DEFAULTS = {"max_loras": 8, "max_lora_rank": 16}
     """Engine LoRA slots and the largest rank served, unless ``--generator-arg`` sets them
@@ -429,27 +452,15 @@ class VLLMGenerator(RequestEncoding, Generator):
         if any(k in self.engine_args for k in ("enable_lora", *self.LORA_DEFAULTS)):
             # LoRA settings given: the one engine starts with LoRA enabled.
             self.engine_args = self._lora_args(self.engine_args)
-        self.num_beams = int_arg(known, "num_beams", 4, OWNER, minimum=1)
-        self._max_input_tokens = int_arg(known, "max_input_tokens", 256, OWNER, minimum=1)
-        self.max_new_tokens = int_arg(known, "max_new_tokens", 128, OWNER, minimum=1)
-        self.batch_size = int_arg(known, "batch_size", DEFAULT_BATCH, OWNER, minimum=1)
-        self.use_chat_template = bool_arg(known, "chat_template", True, OWNER)
-        if bool_arg(known, "do_sample", False, OWNER):
+        opts = VLLMOptions.parse(known, OWNER)
+        self.num_beams = opts.num_beams
+        self._max_input_tokens = opts.max_input_tokens
+        self.max_new_tokens = opts.max_new_tokens
+        self.batch_size = opts.batch_size
+        self.use_chat_template = opts.chat_template
+        if opts.do_sample:
             self.sampling_args.setdefault("temperature", 1.0)
-        device = str(known.get("device", "auto")).strip().lower()
-        if device not in ("auto", "cpu", "cuda"):
-            raise lamp_error(
-                f"argument device={device!r} cannot be chosen per generator with vLLM",
-                where=OWNER,
-                fix="vLLM picks its platform itself; use tensor_parallel_size and CUDA_VISIBLE_DEVICES to place it.",
-            )
-        dtype = str(known.get("dtype", "auto")).strip().lower()
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise lamp_error(
-                f"argument dtype={dtype!r} is not a known dtype",
-                where=OWNER,
-                fix="Pass dtype=auto, float32, bfloat16 or float16.",
-            )
+        dtype = opts.dtype
         if dtype != "auto":
             dtype = str(_DTYPES[dtype]).removeprefix("torch.")
         self.dtype = dtype

@@ -45,14 +45,18 @@ def _one_default_each(typer_app: typer.Typer) -> None:
     """Options whose help states its default in words (``[default: 1e-4]``, ``[default: the
     preset's generator]``) do not get typer's own ``[default: ...]`` line as well."""
     import inspect
+    import typing
 
     for command in typer_app.registered_commands:
         if command.callback is None:
             continue
-        for parameter in inspect.signature(command.callback).parameters.values():
-            info = parameter.default
-            if isinstance(info, typer.models.ParameterInfo) and "[default:" in (info.help or ""):
-                info.show_default = False
+        for parameter in inspect.signature(command.callback, eval_str=True).parameters.values():
+            # Old style, ``x: int = typer.Option(...)``, or an alias of lamp_harness.cli.options,
+            # ``x: Seed = 0`` (the option sits in the ``Annotated`` metadata).
+            infos = [parameter.default, *typing.get_args(parameter.annotation)[1:]]
+            for info in infos:
+                if isinstance(info, typer.models.ParameterInfo) and "[default:" in (info.help or ""):
+                    info.show_default = False
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
             _one_default_each(group.typer_instance)

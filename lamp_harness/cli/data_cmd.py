@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from lamp_harness.cli.options import SCHEME_DEFAULT, DataSource, Scheme
 from lamp_harness.cli.root import app
 from lamp_harness.errors import lamp_error
 
@@ -53,19 +54,11 @@ def download(
         "-t",
         help="Task(s) to download, comma-separated, or 'all'. Example: --task lamp-4 or --task lamp-1,lamp-3.",
     ),
-    scheme: str = typer.Option(
-        "user", "--scheme", help="Split scheme: 'user' (user-based) or 'time' (time-based). [default: user]"
-    ),
+    scheme: Scheme = SCHEME_DEFAULT,
     split: str = typer.Option(
         "train,dev", "--split", help="Split(s), comma-separated: train, dev, test (test has no golds). [default: train,dev]"
     ),
-    data: str = typer.Option(
-        None,
-        "--data",
-        help="Data source to fetch from (see `lamp data info`). Example: --data demo "
-        "generates the synthetic set. [default: the task's own source: lamp for "
-        "LaMP, hub for LongLaMP and PersonaMem]",
-    ),
+    data: DataSource = None,
     force: bool = typer.Option(False, "--force", help="Download again even when the cache has the files."),
 ) -> None:
     """Download splits into the cache ($LAMP_HOME/data/lamp/{scheme}/{task}/), resuming interrupted

@@ -21,7 +21,8 @@ from typing import Any
 
 import typer
 
-from lamp_harness.cli.root import SEED_MAX, app
+from lamp_harness.cli.options import SEED_DEFAULT, Seed
+from lamp_harness.cli.root import app
 from lamp_harness.errors import lamp_error
 
 
@@ -99,7 +100,7 @@ def evaluate(
         None, "--task", "-t", help='The task, e.g. --task lamp-3. [default: the golds file\'s "task" field]'
     ),
     out: Path = typer.Option(None, "--out", "-o", help="Also write the metrics as JSON here, e.g. --out metrics.json."),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap intervals. [default: 0]"),
+    seed: Seed = SEED_DEFAULT,
     require_all: bool = typer.Option(
         False,
         "--require-all",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli.root import SEED_MAX, app
+from lamp_harness.cli.options import SEED_DEFAULT, Seed
+from lamp_harness.cli.root import app
 
 
 @app.command("leaderboard")
@@ -66,7 +67,7 @@ def leaderboard(
         "--correction",
         help="holm: Holm's correction across the columns compared in each row; none.",
     ),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the tests' random trials (0 to 4294967295)."),
+    seed: Seed = SEED_DEFAULT,
     by: list[str] = typer.Option(
         [],
         "--by",

@@ -1,5 +1,5 @@
-"""``lamp plugins``: what is installed, who provides it, and what is broken; ``lamp plugins new``
-writes a ready-to-install plugin distribution."""
+"""``lamp plugins``: what is installed, who provides it, and what is broken; ``lamp plugins show``
+lists a component's options; ``lamp plugins new`` writes a ready-to-install plugin distribution."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lamp_harness.cli.root import app
-from lamp_harness.registry import KINDS, PluginHost, host
+from lamp_harness.errors import LampError, lamp_error
+from lamp_harness.registry import KINDS, Component, PluginHost, Registry, host, normalize
 
 plugins_app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 app.add_typer(plugins_app, name="plugins")
@@ -27,8 +28,9 @@ def plugins(ctx: typer.Context) -> None:
     Lazy `module:Class` targets are checked without importing them, so a typo shows here.
     Block plugins with LAMP_DISABLE_PLUGINS=a,b; trace hook calls with LAMP_TRACE_PLUGINS=1.
 
-    `lamp plugins new NAME --out DIR --kind ...` writes a new plugin distribution; the plugin
-    guide is docs/plugins.md.
+    `lamp plugins show NAME` lists a component's options (`--retriever-arg`, `--personalizer-arg`,
+    `--generator-arg`, `--task-arg` keys). `lamp plugins new NAME --out DIR --kind ...` writes a new
+    plugin distribution; the plugin guide is docs/plugins.md.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -96,6 +98,119 @@ def show(h: PluginHost, console: Console) -> None:
         console.print(f"[yellow]warning[/]: {w}", soft_wrap=True)
     for d in h.disabled:
         console.print(f"[yellow]disabled[/] by LAMP_DISABLE_PLUGINS: {d}")
+
+
+_OPTION_KINDS = ("task", "retriever", "personalizer", "generator")
+_FLAG = {
+    "task": "--task-arg",
+    "retriever": "--retriever-arg",
+    "personalizer": "--personalizer-arg",
+    "generator": "--generator-arg",
+}
+
+
+@plugins_app.command("show")
+def show_options(
+    name: str = typer.Argument(
+        None, help="A task, retriever, personalizer or generator, e.g. bm25, pplug, hf. [default: every one]"
+    ),
+    kind: str = typer.Option(
+        None, "--kind", "-k", help="Only this kind: task, retriever, personalizer or generator. [default: every kind]"
+    ),
+) -> None:
+    """List a component's options: name, type, default, allowed values and help; the keys that
+    `lamp run --retriever-arg` / `--personalizer-arg` / `--generator-arg` / `--task-arg` take
+    (NAME:KEY=VALUE for one component), checked for every cell before a run starts.
+
+    Example: `lamp plugins show bm25`, `lamp plugins show pplug`, `lamp plugins show --kind generator`.
+    """
+    registry = host().registry
+    kinds: tuple[str, ...] = _OPTION_KINDS
+    if kind is not None:
+        if normalize(kind).replace("-", "_") not in _OPTION_KINDS:
+            raise lamp_error(f"--kind {kind!r} is not one of {', '.join(_OPTION_KINDS)}", fix="Pass e.g. --kind retriever.")
+        kinds = (normalize(kind).replace("-", "_"),)
+    components = _matching(registry, kinds, name)
+    console = Console()
+    for component in components:
+        _print_options(component, console)
+
+
+def _matching(registry: Registry, kinds: tuple[str, ...], name: str | None) -> list[Component]:
+    """The components of ``kinds`` named ``name`` (any alias or spelling), or all of them; an
+    unknown name is a one-line error with a did-you-mean."""
+    import difflib
+
+    if name is None:
+        return [c for k in kinds for c in registry.components(k)]
+    found = []
+    for k in kinds:
+        try:
+            found.append(registry.get(k, name))
+        except LampError:
+            continue
+    if not found:
+        names = sorted({c.name for k in kinds for c in registry.components(k)})
+        close = difflib.get_close_matches(normalize(name), names, n=3, cutoff=0.6)
+        raise lamp_error(
+            f"no {' or '.join(kinds)} is named {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""),
+            fix="`lamp plugins` lists every component.",
+        )
+    return found
+
+
+def _print_options(component: Component, console: Console) -> None:
+    """One component's header line and options table."""
+    from lamp_harness.options import declared_options, task_option_names
+
+    label = f"{component.kind} {component.name}"
+    console.print(f"[bold]{label}[/] ({component.provider}): {component.summary}", soft_wrap=True)
+    try:
+        factory = component.load()
+    except LampError as exc:
+        console.print(f"  [bold red]broken[/]: {exc}", soft_wrap=True)
+        return
+    flag = _FLAG[component.kind]
+    declared = declared_options(factory)
+    if declared is None and component.kind == "task":
+        table = Table(title=f"{flag} options of {label}", title_justify="left")
+        table.add_column("option", no_wrap=True)
+        table.add_column("default")
+        for option in task_option_names(factory):
+            budget = f"{getattr(factory, 'max_new_tokens', '')} (the task's generation budget)"
+            table.add_row(option, budget if option == "max_new_tokens" else _task_default(factory, option))
+        console.print(table)
+        return
+    if declared is None:
+        console.print(
+            f"  declares no options table: its {flag} keys are checked when it is built (see its documentation)",
+            soft_wrap=True,
+        )
+        return
+    rows = declared.describe()
+    if not rows and not declared.passthrough:
+        console.print(f"  takes no {flag} options")
+        return
+    if rows:
+        table = Table(title=f"{flag} options of {label}", title_justify="left")
+        table.add_column("option", no_wrap=True)
+        for column in ("type", "default", "allowed", "help"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(row.name, row.type, row.default, row.allowed, row.help)
+        console.print(table)
+    if declared.passthrough:
+        console.print(f"  and {declared.passthrough}", soft_wrap=True)
+
+
+def _task_default(factory: object, option: str) -> str:
+    import inspect
+
+    try:
+        default = inspect.signature(factory).parameters[option].default  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return "" if default is inspect.Parameter.empty else str(default)
 
 
 @plugins_app.command("new")

@@ -6,7 +6,20 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli.root import SEED_MAX, app
+from lamp_harness.cli.options import (
+    DEVICE_DEFAULT,
+    PRESET_DEFAULT,
+    SCHEME_DEFAULT,
+    SEED_DEFAULT,
+    DataDir,
+    DataSource,
+    Device,
+    Preset,
+    RetrieverArgs,
+    Scheme,
+    Seed,
+)
+from lamp_harness.cli.root import app
 
 
 @app.command("rank")
@@ -26,36 +39,16 @@ def rank(
         "ids, best first. Example: --out rankings.json.",
     ),
     split: str = typer.Option("dev", "--split", help="Split: train, dev or test. [default: dev]"),
-    data_dir: Path = typer.Option(
-        None,
-        "--data-dir",
-        help="Folder with {split}_questions.json (and outputs); wins over --data. "
-        "Example: --data-dir ../shared/lamp-data/LaMP-7/user.",
-    ),
-    data: str = typer.Option(
-        None, "--data", help="Data source when no --data-dir: lamp (official, cached) or demo (synthetic). [default: lamp]"
-    ),
-    scheme: str = typer.Option(
-        "user",
-        "--scheme",
-        help="Split scheme: user (user-based) or time (time-based, dated profiles; needed by recency). [default: user]",
-    ),
-    retriever_arg: list[str] = typer.Option(
-        [],
-        "--retriever-arg",
-        help="Retriever argument KEY=VALUE, repeatable. Example: --retriever-arg model=minilm --retriever-arg pooling=cls.",
-    ),
+    data_dir: DataDir = None,
+    data: DataSource = None,
+    scheme: Scheme = SCHEME_DEFAULT,
+    retriever_arg: RetrieverArgs = [],
     top: int = typer.Option(
         0, "--top", min=0, help="Keep only the best N ids per question (0: the full ranking). [default: 0]"
     ),
-    preset: str = typer.Option(
-        "offline",
-        "--preset",
-        help="Model preset for dense retrievers: offline (packaged MiniLM), "
-        "lamp-paper (facebook/contriever)... [default: offline]",
-    ),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the random retriever. [default: 0]"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    preset: Preset = PRESET_DEFAULT,
+    seed: Seed = SEED_DEFAULT,
+    device: Device = DEVICE_DEFAULT,
     limit: int = typer.Option(0, "--limit", min=0, help="Rank only the first N questions (0: all). [default: 0]"),
 ) -> None:
     """Rank every question's profile with a retriever and write the ranked profile ids (items

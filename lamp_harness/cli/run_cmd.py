@@ -7,7 +7,24 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli.root import SEED_MAX, app
+from lamp_harness.cli.options import (
+    DataDir,
+    DataSources,
+    GeneratorArgs,
+    Limit,
+    MaybeDevice,
+    MaybePreset,
+    MaybePromptBudget,
+    MaybeScheme,
+    MaybeSeed,
+    NprocPerNode,
+    PersonalizerArgs,
+    Quiet,
+    RetrieverArgs,
+    TaskArgs,
+)
+from lamp_harness.cli.root import app
+from lamp_harness.options import check_matrix_options
 
 _LIST = "Comma list allowed: every combination is run."
 
@@ -49,28 +66,12 @@ def run(
         "PLUGIN:MODEL (e.g. my-gen:my-model, its model argument). "
         f"[default: the preset's generator] {_LIST}",
     ),
-    preset: str = typer.Option(
-        None,
-        "--preset",
-        help="Model preset: offline (packaged SmolLM2 + MiniLM, runs anywhere), "
-        "lamp-paper, pplug-paper. See `lamp models`. [default: offline]",
-    ),
-    data: str = typer.Option(
-        None,
-        "--data",
-        help="Data source: lamp (official server, cached in $LAMP_HOME) or demo "
-        "(synthetic, offline), or one per task: lamp-7=demo,toy-sentiment=toy "
-        "(NAME alone applies to the other tasks). `lamp plugins` lists the sources. "
-        "[default: each task's own source, else lamp]",
-    ),
-    data_dir: Path = typer.Option(
-        None, "--data-dir", help="Folder with {split}_questions.json and {split}_outputs.json (wins over --data)."
-    ),
+    preset: MaybePreset = None,
+    data: DataSources = None,
+    data_dir: DataDir = None,
     split: str = typer.Option(None, "--split", help="train, dev or test (validation = dev). [default: dev]"),
-    scheme: str = typer.Option(
-        None, "--scheme", help="user or time (LaMP's two splits; 'temporal', LongLaMP's word, is time). [default: user]"
-    ),
-    limit: int = typer.Option(None, "--limit", min=1, help="Only the first N questions of the split."),
+    scheme: MaybeScheme = None,
+    limit: Limit = None,
     out: Path = typer.Option(None, "--out", "-o", help="Run folder: one sub-folder per cell. [default: runs]"),
     config: Path = typer.Option(
         None,
@@ -85,48 +86,16 @@ def run(
         help="generate (free generation, as in the papers) or labels (score every "
         "label of a classification task and pick the best). [default: generate]",
     ),
-    prompt_budget: str = typer.Option(
-        None,
-        "--prompt-budget",
-        help="official (the official LaMP prompt code's token budget, "
-        "prompt for prompt) or strict (the harness's deviation: counts "
-        "without special tokens, exact separator and suffix reserves, "
-        "the prompt cut to L). Recorded in config.json, the cell id and "
-        "the label. [default: official]",
-    ),
+    prompt_budget: MaybePromptBudget = None,
     batch_size: str = typer.Option(None, "--batch-size", help="Generation batch size: N or auto."),
     num_beams: int = typer.Option(None, "--num-beams", min=1, help="Beam width (papers: 4; 1 = greedy)."),
     max_input_tokens: int = typer.Option(
         None, "--max-input-tokens", min=1, help="Prompt budget L in generator tokens. [default: 256]"
     ),
-    retriever_arg: list[str] = typer.Option(
-        [],
-        "--retriever-arg",
-        help="KEY=VALUE for every retriever, or NAME:KEY=VALUE for one "
-        "(repeatable), e.g. --retriever-arg recency:fallback=profile-order",
-    ),
-    personalizer_arg: list[str] = typer.Option(
-        [],
-        "--personalizer-arg",
-        help="KEY=VALUE or NAME:KEY=VALUE (repeatable), e.g. --personalizer-arg pplug:aggregation=mean",
-    ),
-    generator_arg: list[str] = typer.Option(
-        [],
-        "--generator-arg",
-        help="KEY=VALUE passed to the model loader / generate "
-        "(repeatable), e.g. --generator-arg dtype=bfloat16. "
-        "max_new_tokens=N is the generation budget of every task "
-        "(it wins over each task's default).",
-    ),
-    task_arg: list[str] = typer.Option(
-        [],
-        "--task-arg",
-        help="KEY=VALUE option of every task, or TASK:KEY=VALUE of one "
-        "(repeatable). Every task takes max_new_tokens=N (its generation "
-        "budget; wins over --generator-arg max_new_tokens); an unknown key is "
-        "refused with the task's valid ones. Recorded in config.json and the "
-        "cell id.",
-    ),
+    retriever_arg: RetrieverArgs = [],
+    personalizer_arg: PersonalizerArgs = [],
+    generator_arg: GeneratorArgs = [],
+    task_arg: TaskArgs = [],
     judge: str = typer.Option(
         None,
         "--judge",
@@ -165,10 +134,8 @@ def run(
         "e.g. --train-arg max_steps=20",
     ),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Trained weights from `lamp train` for a trainable method."),
-    seed: int = typer.Option(
-        None, "--seed", min=0, max=SEED_MAX, help="Seed for sampling, random retrieval, bootstrap. [default: 0]"
-    ),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, mps. [default: auto]"),
+    seed: MaybeSeed = None,
+    device: MaybeDevice = None,
     reporter: list[str] = typer.Option(
         [],
         "--reporter",
@@ -189,17 +156,8 @@ def run(
         help="Keep finished cells computed with other versions of their plugins "
         "(with a warning) instead of recomputing them.",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    nproc_per_node: int = typer.Option(
-        None,
-        "--nproc-per-node",
-        min=1,
-        help="Data-parallel worker processes on this machine (one per GPU, "
-        "or CPU processes with gloo), started through torch.distributed.run; "
-        "results equal a 1-process run. Under torchrun, accelerate launch "
-        "or srun the ranks are found from the environment instead. See "
-        "docs/scale-out.md.",
-    ),
+    quiet: Quiet = False,
+    nproc_per_node: NprocPerNode = None,
 ) -> None:
     """Run personalization methods on LaMP tasks and score them.
 
@@ -264,6 +222,7 @@ def run(
     # An unknown reporter or its missing library is refused before anything is written.
     for name in host().enable_reporters([*matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]):
         console.print(f"reporter [bold]{name}[/] enabled")
+    check_matrix_options(matrix, host().registry)  # every cell's component options, before any work
     out_dir = writable_dir(Path(out if out is not None else settings.get("out", "runs")), "--out")
     world = distributed.init()
     run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main, allow_stale=allow_stale)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from lamp_harness.cli.options import Quiet
 from lamp_harness.cli.root import app
 
 
@@ -26,7 +27,7 @@ def score(
         "decoding: parse_retries=N, max_new_tokens=N, decode=generate|labels "
         "(see docs/judges.md) (repeatable).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: Quiet = False,
 ) -> None:
     """Score the judged metrics of finished cells with a judge, without generating again.
 

@@ -8,7 +8,28 @@ from pathlib import Path
 
 import typer
 
-from lamp_harness.cli.root import SEED_MAX, app
+from lamp_harness.cli.options import (
+    DEVICE_DEFAULT,
+    PRESET_DEFAULT,
+    PROMPT_BUDGET_DEFAULT,
+    SCHEME_DEFAULT,
+    SEED_DEFAULT,
+    DataDir,
+    DataSource,
+    Device,
+    GeneratorArgs,
+    Limit,
+    NprocPerNode,
+    PersonalizerArgs,
+    Preset,
+    PromptBudget,
+    Quiet,
+    RetrieverArgs,
+    Scheme,
+    Seed,
+    TaskArgs,
+)
+from lamp_harness.cli.root import app
 from lamp_harness.options import check_device, parse_kv
 
 
@@ -21,14 +42,9 @@ def train(
         "-p",
         help="pplug, pplug+retrieval, fid; or ipa / none (plain fine-tuning of the generator, as in the LaMP paper).",
     ),
-    data: str = typer.Option(None, "--data", help="Data source: lamp (official) or demo (synthetic). [default: lamp]"),
-    data_dir: Path = typer.Option(
-        None,
-        "--data-dir",
-        help="Folder with {split}_questions.json / {split}_outputs.json "
-        "(wins over --data), e.g. ../shared/lamp-data/LaMP-7/user.",
-    ),
-    scheme: str = typer.Option("user", "--scheme", help="user or time. [default: user]"),
+    data: DataSource = None,
+    data_dir: DataDir = None,
+    scheme: Scheme = SCHEME_DEFAULT,
     split: str = typer.Option("train", "--split", help="Split to train on. [default: train]"),
     eval_split: str = typer.Option(
         "dev", "--eval-split", help="Split evaluated after training; 'none' to skip. [default: dev]"
@@ -47,7 +63,7 @@ def train(
         help="Retriever for methods that use retrieved items (ipa, fid, "
         "pplug+retrieval), e.g. bm25. [default: the method's default]",
     ),
-    retriever_arg: list[str] = typer.Option([], "--retriever-arg", help="KEY=VALUE (repeatable)."),
+    retriever_arg: RetrieverArgs = [],
     k: int = typer.Option(1, "--k", min=1, help="Retrieved items per example. [default: 1]"),
     generator: str = typer.Option(
         None,
@@ -55,19 +71,10 @@ def train(
         "-g",
         help="Model alias, hub id or folder for the hf plugin, or PLUGIN:MODEL. [default: the preset's generator]",
     ),
-    generator_arg: list[str] = typer.Option(
-        [], "--generator-arg", help="KEY=VALUE for the generator (repeatable), e.g. --generator-arg num_beams=1."
-    ),
-    preset: str = typer.Option("offline", "--preset", help="Model preset (see `lamp models`). [default: offline]"),
-    personalizer_arg: list[str] = typer.Option(
-        [], "--personalizer-arg", help="KEY=VALUE (repeatable), e.g. --personalizer-arg aggregation=mean."
-    ),
-    task_arg: list[str] = typer.Option(
-        [],
-        "--task-arg",
-        help="KEY=VALUE (or TASK:KEY=VALUE) option of the task (repeatable), as in "
-        "`lamp run`; max_new_tokens=N is the evaluation's generation budget.",
-    ),
+    generator_arg: GeneratorArgs = [],
+    preset: Preset = PRESET_DEFAULT,
+    personalizer_arg: PersonalizerArgs = [],
+    task_arg: TaskArgs = [],
     epochs: int = typer.Option(
         None,
         "--epochs",
@@ -85,7 +92,7 @@ def train(
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate. [default: 1e-4]"),
     weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="AdamW weight decay. [default: 1e-4]"),
     warmup: float = typer.Option(0.05, "--warmup", help="Linear warmup, as a fraction of the steps. [default: 0.05]"),
-    limit: int = typer.Option(None, "--limit", min=1, help="Train on the first N examples only."),
+    limit: Limit = None,
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Evaluate the first N examples only."),
     save_every: int = typer.Option(
         50, "--save-every", min=1, help="Checkpoint every N steps (and at the end). [default: 50]"
@@ -97,23 +104,11 @@ def train(
         help="Training folder (resumes if it holds an interrupted run). [default: "
         "$LAMP_HOME/checkpoints/TASK-PERSONALIZER-CONFIGHASH]",
     ),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for shuffling and initialisation. [default: 0]"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps. [default: auto]"),
-    prompt_budget: str = typer.Option(
-        "official",
-        "--prompt-budget",
-        help="official (the official LaMP prompt budget) or strict (the harness's deviation, see `lamp run --help`).",
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    nproc_per_node: int = typer.Option(
-        None,
-        "--nproc-per-node",
-        min=1,
-        help="Data-parallel training processes on this machine (DDP through "
-        "accelerate; one per GPU, or CPU processes with gloo). --batch-size "
-        "is per process: the effective batch is batch size x processes x "
-        "--grad-accum. See docs/scale-out.md.",
-    ),
+    seed: Seed = SEED_DEFAULT,
+    device: Device = DEVICE_DEFAULT,
+    prompt_budget: PromptBudget = PROMPT_BUDGET_DEFAULT,
+    quiet: Quiet = False,
+    nproc_per_node: NprocPerNode = None,
     mixed_precision: str = typer.Option(
         "no", "--mixed-precision", help="no, bf16 or fp16 (through accelerate). [default: no]"
     ),
@@ -186,13 +181,24 @@ def train(
     )
     check_device(device)
     config.validate()
-    from lamp_harness.options import make_task
+    from lamp_harness.options import Selection, check_matrix_options, make_task
     from lamp_harness.registry import host
 
     registry = host().registry
     registry.get("preset", preset)  # typos fail here, before any work
     make_task(registry, task, config.task_args)  # an unknown or bad task option too
     registry.get("personalizer", personalizer)
+    check_matrix_options(  # a bad component option fails here, before any work
+        Selection(
+            (personalizer,),
+            (retriever,) if retriever else (),
+            (generator,),
+            {"*": config.personalizer_args},
+            {"*": config.retriever_args},
+            config.generator_args,
+        ),
+        registry,
+    )
     if out is not None:
         writable_dir(out, "--out")
     world = distributed.init()
