@@ -20,6 +20,7 @@ import leads from here back to the hook specs.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 import sys
@@ -32,7 +33,16 @@ from lamp_harness.catalog import Registry
 from lamp_harness.contracts import SPLIT_ALIASES, Generator, Personalizer, RunContext, Task, check_scheme
 from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import stable_hash
-from lamp_harness.options import check_args, check_device, generator_spec, make_task, parse_kv
+from lamp_harness.options import (
+    TASK_BUDGET_OPTION,
+    check_args,
+    check_device,
+    generator_spec,
+    int_arg,
+    parse_kv,
+    reject_unknown_args,
+    task_option_names,
+)
 from lamp_harness.options import prompt_budget as checked_budget
 from lamp_harness.secrets import redact_text
 
@@ -321,7 +331,7 @@ class CellSpec:
       share it (how ``--allow-stale`` finds a cell computed by another version).
     - ``task_args``: the task's options (``--task-arg``), sorted ``(key, value)`` pairs.
     - ``max_new_tokens`` and ``budget_source``: the generation budget put on every request and
-      where it comes from (see :func:`lamp_harness.options.generation_budget`).
+      where it comes from (see :func:`lamp_harness.cells.generation_budget`).
     """
 
     cell_id: str
@@ -1049,3 +1059,59 @@ def _stringify(table: Any, where: str) -> dict[str, str]:
     if not isinstance(table, dict):
         raise lamp_error(f"{where} must be a table of key = value", fix="See examples/matrix.toml.")
     return {str(k).replace("-", "_"): str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# A cell's task and its generation budget
+# ---------------------------------------------------------------------------------------------
+
+
+def make_task(registry: Registry, name: str, args: Mapping[str, str] | None = None) -> Task:
+    """The task ``name`` built with its ``--task-arg`` strings (``max_new_tokens`` excepted, which
+    the harness applies). A key the task does not declare is a one-line error listing the valid
+    options; a bad value is the task's own one-line error. Both happen before any cell runs: the
+    runner builds every task of the plan once while planning."""
+    factory = registry.get("task", name).load()
+    args = dict(args or {})
+    owner = f"task {name!r} (--task-arg)"
+    if TASK_BUDGET_OPTION in args:
+        int_arg(args, TASK_BUDGET_OPTION, 1, owner, minimum=1)
+    passed = {k: v for k, v in args.items() if k != TASK_BUDGET_OPTION}
+    try:
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        accepts_any = False
+    if not accepts_any:
+        reject_unknown_args(args, task_option_names(factory), owner)
+    return factory(**passed)
+
+
+def generation_budget(
+    task: Task, generator_args: Mapping[str, str], task_args: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    """The number of new tokens a cell's generator is allowed per example, and where it comes
+    from. The precedence, most specific first:
+
+    1. ``--task-arg max_new_tokens=N`` (``[task-args]``): the user's budget for this task;
+    2. ``--generator-arg max_new_tokens=N`` (``[generator-args]``): the user's budget for every task;
+    3. the task's own default, ``Task.max_new_tokens``.
+
+    A user's budget is kept within the task's hard limit, ``Task.max_new_tokens_limit`` (when the
+    task declares one). The runner puts the result on every request of the cell and records it in
+    the cell's ``config.json`` (``generation``), so what is recorded is what the generator used.
+    Returns ``(budget, source)``; ``source`` is ``task-arg``, ``generator-arg``, ``task`` or, when
+    the limit cut a user's value, ``task-limit``."""
+    owner = f"task {getattr(task, 'name', '?')!r}"
+    default = int(task.max_new_tokens)
+    if TASK_BUDGET_OPTION in (task_args or {}):
+        value = int_arg(task_args or {}, TASK_BUDGET_OPTION, default, f"{owner} (--task-arg)", minimum=1)
+        source = "task-arg"
+    elif TASK_BUDGET_OPTION in generator_args:
+        value = int_arg(generator_args, TASK_BUDGET_OPTION, default, "--generator-arg", minimum=1)
+        source = "generator-arg"
+    else:
+        return default, "task"
+    limit = getattr(task, "max_new_tokens_limit", None)
+    if limit is not None and value > int(limit):
+        return int(limit), "task-limit"
+    return value, source

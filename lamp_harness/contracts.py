@@ -99,7 +99,7 @@ class GenerationRequest:
     - ``choices``: the label set, used by label-scoring decoding (``--decode labels``).
     - ``max_new_tokens``: the generation budget. Personalizers put the task's default here; the
       runner then sets every request of a cell to the cell's budget
-      (:func:`lamp_harness.options.generation_budget`: a user's ``--task-arg`` or
+      (:func:`lamp_harness.cells.generation_budget`: a user's ``--task-arg`` or
       ``--generator-arg max_new_tokens`` wins over the task's default, within the task's
       ``max_new_tokens_limit``), the value its ``config.json`` records. ``None`` (a request built
       outside a run): the generator's default.
@@ -403,7 +403,7 @@ class Task(ABC):
     max_new_tokens: ClassVar[int] = 128
     """The task's default generation budget. A user's ``--task-arg max_new_tokens=N`` or
     ``--generator-arg max_new_tokens=N`` wins over it (see
-    :func:`lamp_harness.options.generation_budget`)."""
+    :func:`lamp_harness.cells.generation_budget`)."""
     max_new_tokens_limit: ClassVar[int | None] = None
     """The task's hard limit on the generation budget, or ``None`` for none: a user's larger budget
     is cut to it (and the cell's ``config.json`` says so)."""

@@ -44,7 +44,7 @@ def predict(
     """Predict ``examples`` batch by batch (``chunk`` at a time), appending each batch to ``store``
     before the next starts; returns the new predictions. Shared by ``lamp run`` and the
     evaluation at the end of ``lamp train``. ``max_new_tokens`` (the cell's budget, see
-    :func:`lamp_harness.options.generation_budget`) is put on every request, whatever the
+    :func:`lamp_harness.cells.generation_budget`) is put on every request, whatever the
     personalizer set, so the budget recorded is the one the generator gets."""
     predictions: list[Prediction] = []
     for start in range(0, len(examples), chunk):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lamp_harness import __version__, cells, distributed
-from lamp_harness.cells import CellSpec, Draft, Matrix, RunInfo
+from lamp_harness.cells import CellSpec, Draft, Matrix, RunInfo, generation_budget, make_task
 from lamp_harness.contracts import (
     Dataset,
     Example,
@@ -30,7 +30,7 @@ from lamp_harness.contracts import (
 from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import lamp_home
 from lamp_harness.models import preset_generator_args
-from lamp_harness.options import generation_budget, generator_kwargs, label_settings, make_task
+from lamp_harness.options import generator_kwargs, label_settings
 from lamp_harness.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.progress import ProgressBar
 from lamp_harness.records import CellRecord, CellResult, Timing
@@ -177,7 +177,7 @@ class Runner:
 
     def budget(self, task_name: str) -> tuple[int, str]:
         """The cell's generation budget for this task and its source (see
-        :func:`~lamp_harness.options.generation_budget`)."""
+        :func:`~lamp_harness.cells.generation_budget`)."""
         return generation_budget(self.task(task_name), self.matrix.generator_args, dict(self.task_args(task_name)))
 
     # -- cells ----------------------------------------------------------------------------------

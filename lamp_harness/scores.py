@@ -337,7 +337,7 @@ def recorded_dataset(directory: Path, config: CellRecord) -> tuple[Task, Dataset
     kind, _, rest = source.partition(":")
     if not kind:
         raise lamp_error("config.json records no data source", where=str(directory))
-    from lamp_harness.options import make_task
+    from lamp_harness.cells import make_task
 
     registry = host().registry
     task = make_task(registry, str(config.task), dict(config.task_args or {}))

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from lamp_harness import cells
-from lamp_harness.cells import CellContext, CellSpec
+from lamp_harness.cells import CellContext, CellSpec, generation_budget, make_task
 from lamp_harness.contracts import (
     Dataset,
     Example,
@@ -65,7 +65,7 @@ from lamp_harness.contracts import (
 from lamp_harness.distributed import World, device_for
 from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash, writing
-from lamp_harness.options import generation_budget, generator_kwargs, generator_spec, make_task
+from lamp_harness.options import generator_kwargs, generator_spec
 from lamp_harness.prediction import predict, timing_summary
 from lamp_harness.progress import ProgressBar
 from lamp_harness.scores import score_cell

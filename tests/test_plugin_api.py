@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -450,8 +451,8 @@ def test_the_examples_the_scaffold_and_the_plugin_guide_import_only_the_plugin_a
     for path in (p for p in written if p.suffix == ".py"):
         sites += _import_sites(path.read_text(encoding="utf-8"), f"lamp plugins new: {path.relative_to(tmp_path)}")
     guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
-    for n, block in enumerate(re.findall(r"```python\n(.*?)```", guide, flags=re.S)):
-        sites += _import_sites(block, f"docs/plugins.md, python block {n + 1}")
+    for n, block in enumerate(re.findall(r"```python\n(.*?)```", guide, flags=re.S)):  # a list item's is indented
+        sites += _import_sites(textwrap.dedent(block), f"docs/plugins.md, python block {n + 1}")
     assert len({s[0] for s in sites}) > 20  # every kind of component, its tests and the guide's blocks
     assert _off_api(sites) == []
 

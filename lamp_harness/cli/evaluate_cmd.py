@@ -177,7 +177,7 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
             args[option] = value
     if not args:
         return task
-    from lamp_harness.options import make_task
+    from lamp_harness.cells import make_task
 
     return make_task(host().registry, task.name, args)
 

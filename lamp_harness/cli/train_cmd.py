@@ -181,7 +181,8 @@ def train(
     )
     check_device(device)
     config.validate()
-    from lamp_harness.options import Selection, check_matrix_options, make_task
+    from lamp_harness.cells import make_task
+    from lamp_harness.options import Selection, check_matrix_options
     from lamp_harness.registry import host
 
     registry = host().registry
