@@ -35,8 +35,11 @@ from lamp_harness.errors import LampError, lamp_error, warn
 from lamp_harness.io import stable_hash
 from lamp_harness.options import (
     TASK_BUDGET_OPTION,
+    ComponentUse,
     check_args,
+    check_component_options,
     check_device,
+    generator_kwargs,
     generator_spec,
     int_arg,
     parse_kv,
@@ -510,6 +513,34 @@ def _expand(m: Matrix, reg: Registry, drafts: list[Draft], problems: list[str]) 
             draft = Draft(task, pers, retriever, k, *gen, retriever_args=rargs, personalizer_args=pargs)
             if draft not in drafts:
                 drafts.append(draft)
+
+
+def component_uses(drafts: Sequence[Draft], matrix: Matrix, registry: Registry) -> list[ComponentUse]:
+    """Every component of the planned cells with the arguments it will be built with: each
+    personalizer and retriever as the plan resolved them (a personalizer's default retriever
+    included), each generator with the ``--generator-arg`` keys its factory receives
+    (``max_new_tokens`` aside: :func:`generation_budget` checks it with its own line)."""
+    uses: list[ComponentUse] = []
+    for d in drafts:
+        uses.append(("personalizer", d.personalizer, dict(d.personalizer_args)))
+        if d.retriever:
+            uses.append(("retriever", d.retriever, dict(d.retriever_args)))
+    for plugin, model in dict.fromkeys(d.generator_key for d in drafts):
+        kwargs = generator_kwargs(registry.get("generator", plugin).load(), matrix.generator_args, model)
+        kwargs.pop("model", None)
+        kwargs.pop(TASK_BUDGET_OPTION, None)
+        uses.append(("generator", plugin, kwargs))
+    return uses
+
+
+def check_options(matrix: Matrix, registry: Registry, drafts: Sequence[Draft] | None = None) -> None:
+    """Check the options of every component of every cell of ``matrix`` (its ``drafts``, when
+    already planned) against their declarations (:class:`lamp_harness.options.Options`) before
+    any work: the first bad key or value is a one-line error naming the component, the valid
+    keys and a did-you-mean. Components that declare no options are checked when built."""
+    if drafts is None:
+        drafts, _ = expand(matrix, registry)
+    check_component_options(registry, component_uses(drafts, matrix, registry))
 
 
 def check_drafts(

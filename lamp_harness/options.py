@@ -9,8 +9,8 @@ names it on its class (``options = MyOptions``). Then:
   ``MyOptions.parse(args, owner)`` (a bad key gets a did-you-mean and the valid keys, a bad value
   its range or choices, in one line);
 - the harness checks every cell's options against the declarations before the first cell runs
-  (:func:`check_matrix_options`), so a typo in the last cell of a matrix does not wait for the
-  first ones;
+  (:func:`lamp_harness.cells.check_options`, on the cells the plan expands), so a typo in the
+  last cell of a matrix does not wait for the first ones;
 - ``lamp plugins show NAME`` prints them as a table (:meth:`Options.describe`).
 
 What is recorded (the cell id, ``config.json``) stays the strings the user gave, as before.
@@ -28,7 +28,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from lamp_harness.errors import lamp_error
@@ -533,84 +533,16 @@ def _convert(f: dataclasses.Field[Any], hint: Any, raw: Any, default: Any, owner
 # ---------------------------------------------------------------------------------------------
 
 
-class MatrixLike(Protocol):
-    """What :func:`check_matrix_options` reads of a run's matrix."""
-
-    @property
-    def personalizers(self) -> tuple[str, ...]:
-        """The personalizers' names."""
-        ...
-
-    @property
-    def retrievers(self) -> tuple[str, ...]:
-        """The retrievers' names."""
-        ...
-
-    @property
-    def generators(self) -> tuple[str | None, ...]:
-        """The ``--generator`` values (``None``: the preset's)."""
-        ...
-
-    @property
-    def personalizer_args(self) -> Mapping[str, Mapping[str, str]]:
-        """``--personalizer-arg`` tables, under ``"*"`` or a personalizer's name."""
-        ...
-
-    @property
-    def retriever_args(self) -> Mapping[str, Mapping[str, str]]:
-        """``--retriever-arg`` tables, under ``"*"`` or a retriever's name."""
-        ...
-
-    @property
-    def generator_args(self) -> Mapping[str, str]:
-        """``--generator-arg`` pairs (and the run-level generator settings)."""
-        ...
-
-    def selections(self) -> Sequence[Any]:
-        """The sub-matrices whose products are the cells (the ``[[group]]`` tables, or itself)."""
-        ...
-
-
 class RegistryLike(Protocol):
-    """What :func:`check_matrix_options` reads of the registry."""
+    """What :func:`check_component_options` reads of the registry."""
 
     def get(self, kind: str, name: str) -> Any:
         """The registered component ``name`` of ``kind`` (a one-line error when unknown)."""
         ...
 
-    def names(self, kind: str) -> list[str]:
-        """The registered names of ``kind``."""
-        ...
-
-
-@dataclasses.dataclass(frozen=True)
-class Selection:
-    """One product of components and their arguments, for commands that build no run matrix
-    (``lamp train``): the same shape as a matrix, so :func:`check_matrix_options` checks it."""
-
-    personalizers: tuple[str, ...]
-    retrievers: tuple[str, ...] = ()
-    generators: tuple[str | None, ...] = (None,)
-    personalizer_args: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
-    retriever_args: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
-    generator_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    def selections(self) -> tuple[Selection, ...]:
-        """Itself: one product."""
-        return (self,)
-
 
 ComponentUse = tuple[str, str, Mapping[str, str]]
 """``(kind, name, args)``: a component of a cell and the arguments it will be built with."""
-
-
-def check_matrix_options(matrix: MatrixLike, registry: RegistryLike) -> None:
-    """Check the options of every component of every cell of ``matrix`` against their
-    declarations (:class:`Options`) before any work: the first bad key or value is a one-line
-    error naming the component, the valid keys and a did-you-mean. Components that declare no
-    options are checked when they are built, as before; names that do not resolve are left to
-    the planner, which reports them."""
-    check_component_options(registry, matrix_uses(matrix, registry))
 
 
 def check_component_options(registry: RegistryLike, uses: Iterable[ComponentUse]) -> None:
@@ -627,55 +559,4 @@ def _declaration(registry: RegistryLike, kind: str, name: str) -> type[Options] 
     try:
         return declared_options(registry.get(kind, name).load())
     except LampError:  # an unknown name or a broken plugin: the planner's one line says it
-        return None
-
-
-def matrix_uses(matrix: MatrixLike, registry: RegistryLike) -> Iterator[ComponentUse]:
-    """Every component of every cell of ``matrix`` with its arguments: each personalizer with
-    its ``*`` and own arguments, each retriever a cell uses (the matrix's, or a personalizer's
-    default one) likewise, each generator with the ``--generator-arg`` keys its factory receives
-    (:func:`generator_kwargs`; ``max_new_tokens`` aside, which :func:`generation_budget` checks)."""
-    from lamp_harness.errors import LampError
-
-    for m in matrix.selections():
-        for pers in m.personalizers:
-            yield ("personalizer", pers, _merged(m.personalizer_args, pers, registry, "personalizer"))
-            try:
-                cls = registry.get("personalizer", pers).load()
-            except LampError:
-                continue
-            if not getattr(cls, "accepts_retriever", True):
-                continue
-            if m.retrievers:
-                for retriever in m.retrievers:
-                    yield ("retriever", retriever, _merged(m.retriever_args, retriever, registry, "retriever"))
-            elif getattr(cls, "default_retriever", None):
-                name = _canonical(registry, "retriever", cls.default_retriever) or cls.default_retriever
-                own = _merged(m.retriever_args, name, registry, "retriever")
-                yield ("retriever", name, {**cls.default_retriever_args, **own})
-        for value in m.generators:
-            plugin, model = generator_spec(value, registry.names("generator"))
-            try:
-                factory = registry.get("generator", plugin).load()
-            except LampError:
-                continue
-            kwargs = generator_kwargs(factory, matrix.generator_args, model)
-            kwargs.pop("model", None)
-            # The generation budget is every task's setting, checked by the harness with its own line.
-            kwargs.pop(TASK_BUDGET_OPTION, None)
-            yield ("generator", plugin, kwargs)
-
-
-def _merged(tables: Mapping[str, Mapping[str, str]], name: str, registry: RegistryLike, kind: str) -> dict[str, str]:
-    """The ``*`` arguments, then the component's own (filed under its registered name), as the
-    planner merges them."""
-    return {**tables.get("*", {}), **tables.get(_canonical(registry, kind, name) or name, {})}
-
-
-def _canonical(registry: RegistryLike, kind: str, name: str) -> str | None:
-    from lamp_harness.errors import LampError
-
-    try:
-        return str(registry.get(kind, name).name)
-    except LampError:
         return None

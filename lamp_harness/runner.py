@@ -86,6 +86,7 @@ class Runner:
         cells.check_task_args(self.matrix, drafts, self.registry)
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
         self.host.check_components(cells.used_components(drafts, self.data_source_name))
+        cells.check_options(self.matrix, self.registry, drafts)  # the Python API's runs too
         for name in dict.fromkeys(d.task for d in drafts):  # a bad --task-arg fails here too
             self.budget(name)
         return cells.check_drafts(drafts, problems, self.registry, self.context, generator=self.generator, label=self._label)

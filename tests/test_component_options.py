@@ -10,13 +10,12 @@ from typing import ClassVar
 
 import pytest
 
+from lamp_harness.cells import Matrix, check_options
 from lamp_harness.errors import LampError
 from lamp_harness.options import (
     NoOptions,
     Options,
-    Selection,
     check_component_options,
-    check_matrix_options,
     declared_options,
     option,
 )
@@ -164,18 +163,29 @@ def test_the_built_ins_keep_their_recorded_values() -> None:
     assert RandomRetriever(None, seed="-3").seed == -3
 
 
+def _matrix(personalizers, retrievers, personalizer_args, retriever_args, generator_args=None) -> Matrix:
+    return Matrix(
+        tasks=("lamp-7",),
+        personalizers=personalizers,
+        retrievers=retrievers,
+        personalizer_args=personalizer_args,
+        retriever_args=retriever_args,
+        generator_args=generator_args or {},
+    )
+
+
 def test_the_check_reads_every_cell_of_every_group() -> None:
     registry = host().registry
-    fine = Selection(("none", "ipa", "pplug+retrieval"), ("bm25",), (None,), {"*": {}}, {"bm25": {"k1": "1.2"}})
-    check_matrix_options(fine, registry)
+    fine = _matrix(("none", "ipa", "pplug+retrieval"), ("bm25",), {"*": {}}, {"bm25": {"k1": "1.2"}})
+    check_options(fine, registry)
     # pplug+retrieval gets its default retriever (dense, model=bge) when the matrix names none:
     # a *-argument that the default retriever does not take is found before any work.
     with pytest.raises(LampError, match="retriever 'dense': unknown argument"):
-        check_matrix_options(Selection(("pplug+retrieval",), (), (None,), {}, {"*": {"k1": "1"}}), registry)
+        check_options(_matrix(("pplug+retrieval",), (), {}, {"*": {"k1": "1"}}), registry)
     # A personalizer that takes no retriever never builds one: its retriever arguments are not read.
-    check_matrix_options(Selection(("none",), ("bm25",), (None,), {}, {"bm25": {"k2": "1"}}), registry)
+    check_options(_matrix(("none",), ("bm25",), {}, {"bm25": {"k2": "1"}}), registry)
     with pytest.raises(LampError, match="generator 'hf': unknown argument num_beam "):
-        check_matrix_options(Selection(("none",), (), (None,), {}, {}, {"num_beam": "2"}), registry)
+        check_options(_matrix(("none",), (), {}, {}, {"num_beam": "2"}), registry)
     # An unknown component is left to the planner, which names the valid ones.
     check_component_options(registry, [("retriever", "no-such-retriever", {"x": "1"})])
 

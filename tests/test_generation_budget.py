@@ -351,8 +351,7 @@ def test_task_options_are_validated_before_any_cell_and_recorded(site, cli, tmp_
 
 def test_demo_toml_budget_applies_to_every_task():
     """examples/demo.toml says its outputs are short (24 tokens): every task's budget is 24."""
-    from lamp_harness.cells import _stringify, read_config
-    from lamp_harness.cells import generation_budget
+    from lamp_harness.cells import _stringify, generation_budget, read_config
     from lamp_harness.registry import host
 
     root = Path(__file__).resolve().parents[1]

@@ -24,7 +24,6 @@ from lamp_harness.cli.options import (
     TaskArgs,
 )
 from lamp_harness.cli.root import app
-from lamp_harness.options import check_matrix_options
 
 _LIST = "Comma list allowed: every combination is run."
 
@@ -170,7 +169,7 @@ def run(
     from rich.console import Console
 
     from lamp_harness import distributed
-    from lamp_harness.cells import Matrix, read_config
+    from lamp_harness.cells import Matrix, check_options, read_config
     from lamp_harness.io import writable_dir
     from lamp_harness.registry import REPORTERS_ENV, host
     from lamp_harness.runner import run_matrix
@@ -222,7 +221,7 @@ def run(
     # An unknown reporter or its missing library is refused before anything is written.
     for name in host().enable_reporters([*matrix.reporters, *os.environ.get(REPORTERS_ENV, "").split(",")]):
         console.print(f"reporter [bold]{name}[/] enabled")
-    check_matrix_options(matrix, host().registry)  # every cell's component options, before any work
+    check_options(matrix, host().registry)  # every cell's component options, before any work
     out_dir = writable_dir(Path(out if out is not None else settings.get("out", "runs")), "--out")
     world = distributed.init()
     run_matrix(matrix, out_dir, force=force, console=console, progress=not quiet and world.is_main, allow_stale=allow_stale)

@@ -181,22 +181,23 @@ def train(
     )
     check_device(device)
     config.validate()
-    from lamp_harness.cells import make_task
-    from lamp_harness.options import Selection, check_matrix_options
+    from lamp_harness.cells import Matrix, check_options, make_task
     from lamp_harness.registry import host
 
     registry = host().registry
     registry.get("preset", preset)  # typos fail here, before any work
     make_task(registry, task, config.task_args)  # an unknown or bad task option too
     registry.get("personalizer", personalizer)
-    check_matrix_options(  # a bad component option fails here, before any work
-        Selection(
-            (personalizer,),
-            (retriever,) if retriever else (),
-            (generator,),
-            {"*": config.personalizer_args},
-            {"*": config.retriever_args},
-            config.generator_args,
+    check_options(  # a bad component option fails here, before any work
+        Matrix(
+            tasks=(task,),
+            personalizers=(personalizer,),
+            retrievers=(retriever,) if retriever else (),
+            generators=(generator,),
+            preset=preset,
+            personalizer_args={"*": config.personalizer_args},
+            retriever_args={"*": config.retriever_args},
+            generator_args=config.generator_args,
         ),
         registry,
     )
