@@ -1,7 +1,7 @@
 """The openai generator: its flow-control pieces on their own (rate-limit pacing, Retry-After
 parsing, the response cache key, the answer check), the plugin listing of both engine generators,
 and its faults through the real CLI against a real fault-injecting HTTP server on 127.0.0.1
-(tests/openai_fake.py; the tests against a real vLLM server are in test_openai_server.py)."""
+(tests/support/openai_fake.py; the tests against a real vLLM server are in test_openai_server.py)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_the_vllm_generator_without_the_engine_is_a_one_line_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Faults against a real HTTP server on 127.0.0.1 (tests/openai_fake.py), through the real CLI.
+# Faults against a real HTTP server on 127.0.0.1 (tests/support/openai_fake.py), through the real CLI.
 # Each case: the exit code, one line on stderr, no traceback, nothing cached that should not be.
 # ---------------------------------------------------------------------------------------------
 

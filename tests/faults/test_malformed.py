@@ -12,7 +12,7 @@ from lamp_harness.data import load_split, validate_split
 from lamp_harness.errors import LampError
 from lamp_harness.registry import host
 
-CORPUS = Path(__file__).resolve().parent / "data" / "malformed"
+CORPUS = Path(__file__).resolve().parents[1] / "support" / "data" / "malformed"
 
 # file or folder -> (task, text its first error must contain)
 CASES = {

@@ -7,7 +7,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _readme_commands() -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "leaderboard" / "lamp7-finetuned"
+EXPERIMENT = Path(__file__).resolve().parents[2] / "leaderboard" / "lamp7-finetuned"
 DATA = EXPERIMENT.parents[2] / "shared" / "lamp-data" / "LaMP-7" / "user"
 
 

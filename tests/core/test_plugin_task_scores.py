@@ -16,7 +16,7 @@ from lamp_harness.contracts import Example, MetricResult, Prediction, ProfileIte
 from lamp_harness.scores import score_cell
 from lamp_harness.testing import check_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def docs_task_source() -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "lamp-plugin-example"
 LAMP7 = "Paraphrase the following tweet without any explanation before or after it: "
 

@@ -22,7 +22,7 @@ from lamp_harness.errors import LampError
 from lamp_harness.hookspecs import hookimpl
 from lamp_harness.registry import PluginHost, host
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "sentence_transformers", "bm25s")
 
 

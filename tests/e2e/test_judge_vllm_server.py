@@ -1,6 +1,6 @@
 """The LaMP-QA judge through the ``openai`` generator against a real vLLM OpenAI-compatible server
 serving SmolLM2 on 127.0.0.1 (``--judge openai:MODEL --judge-arg base_url=...``), behind the
-counting proxy of ``test_openai_server``. A rerun of the same matrix into another folder sends no
+counting proxy of ``support/vllm_server.py``. A rerun of the same matrix into another folder sends no
 judge request; ``lamp score`` with label decoding judges through the server's completions
 endpoint. Skips when ``.venv-vllm`` is not built."""
 
@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_openai_server import MODEL, Proxy, server  # noqa: F401  (the fixture is used by name)
 from vllm_env import engine_env
+from vllm_server import MODEL, Proxy
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def judge_proxy(server):  # noqa: F811
+def judge_proxy(server):
     made = Proxy(server.url)
     yield made
     made.close()
@@ -68,7 +68,7 @@ def _cells(out: Path) -> list[Path]:
 
 
 def test_the_judge_runs_through_a_real_vllm_server_and_a_rerun_sends_nothing(
-    server,  # noqa: F811
+    server,
     judge_proxy,
     lamp_home,
     session_lamp_home,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lamp-sentiment-example"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lamp-sentiment-example"
 
 
 @pytest.fixture(scope="module")

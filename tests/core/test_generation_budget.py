@@ -355,7 +355,7 @@ def test_demo_toml_budget_applies_to_every_task():
     from lamp_harness.options import generation_budget
     from lamp_harness.registry import host
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     config = read_config(root / "examples" / "demo.toml")
     generator_args = _stringify(config["generator-args"], "[generator-args]")
     registry = host().registry

@@ -9,7 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from test_judge import Recording, judges, scripted_answer  # noqa: F401  (the fixture is used by name)
+from judge_toys import Recording, scripted_answer
 
 from lamp_harness.errors import LampError
 
@@ -108,7 +108,7 @@ def _run(tmp_path, url: str, http_retries: int = 4):
     return run_matrix(matrix, tmp_path / "runs", progress=False)
 
 
-def test_an_openai_judge_with_429s_and_malformed_answers(judges, server, tmp_path):  # noqa: F811
+def test_an_openai_judge_with_429s_and_malformed_answers(judges, server, tmp_path):
     server.refuse = 3
     results = _run(tmp_path, server.url)
     assert server.refused == 3
@@ -122,7 +122,7 @@ def test_an_openai_judge_with_429s_and_malformed_answers(judges, server, tmp_pat
     assert server.completions == sent
 
 
-def test_a_judge_server_killed_mid_judging_loses_nothing(judges, server, tmp_path):  # noqa: F811
+def test_a_judge_server_killed_mid_judging_loses_nothing(judges, server, tmp_path):
     server.die_after = 10
     with pytest.raises(LampError) as error:
         _run(tmp_path, server.url, http_retries=1)

@@ -21,7 +21,7 @@ from run_folders import rewrite_config
 from lamp_harness import leaderboard as lb
 from lamp_harness.store import PREDICTIONS, SCORES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def one_line(err: str) -> str:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from lamp_harness.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "leaderboard" / "demo-runs"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 # Anything a browser would fetch: a URL scheme, a protocol-relative or non-fragment src/href/url(),

@@ -1,4 +1,4 @@
-"""A third-party distribution written from ``docs/plugins.md`` alone (``tests/third_party/lamp-suite``:
+"""A third-party distribution written from ``docs/plugins.md`` alone (``tests/support/third_party/lamp-suite``:
 a task with its own data source, a TF-IDF retriever, a summary personalizer, a trainable
 personalizer, a rule-based generator, a CSV reporter), pip-installed and run against the harness."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
-SUITE = Path(__file__).resolve().parent / "third_party" / "lamp-suite"
+SUITE = Path(__file__).resolve().parents[1] / "support" / "third_party" / "lamp-suite"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCKS = {".venv": "constraints.txt", ".venv-vllm": "constraints-vllm.txt"}
 REFRESH = (
     "refresh the lock with `bash scripts/lock.sh` (it rebuilds both virtualenvs from pyproject.toml, "

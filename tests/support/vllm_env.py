@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".venv-vllm"
 PYTHON = VENV / "bin" / "python"
 LAMP = VENV / "bin" / "lamp"
