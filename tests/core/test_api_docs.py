@@ -9,6 +9,8 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import lamp_harness
 
 
@@ -41,6 +43,7 @@ def test_every_public_class_function_and_method_has_a_docstring():
     assert _undocumented() == []
 
 
+@pytest.mark.slow
 def test_the_api_reference_builds_without_warnings(tmp_path):
     done = subprocess.run(
         [sys.executable, "-W", "error", "-m", "pdoc", "lamp_harness", "-o", str(tmp_path)],

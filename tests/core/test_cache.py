@@ -96,6 +96,7 @@ def test_many_shards_are_merged_when_opened(lamp_home: Path, monkeypatch) -> Non
     assert encode.calls == []
 
 
+@pytest.mark.slow
 def test_a_second_dense_run_performs_zero_encoder_forward_passes(lamp_home: Path) -> None:
     profile = tuple(
         ProfileItem(str(i), i, {"text": t})

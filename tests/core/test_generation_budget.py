@@ -159,6 +159,7 @@ def _predictions(out: Path, config: dict) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+@pytest.mark.slow
 def test_every_recorded_setting_is_the_one_the_generator_received(site, cli, tmp_path, lamp_home):
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
     out = tmp_path / "out"

@@ -533,6 +533,7 @@ def _hub_dataset(task_name, monkeypatch, revisions):
         hub.close()
 
 
+@pytest.mark.slow
 def test_the_hub_loader_reads_the_cards_configurations_and_works_offline_once_cached(judges, tmp_path, monkeypatch):
     pytest.importorskip("pyarrow")
     from lamp_tasks.lamp_qa_data import card_data_files

@@ -10,6 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 # A fake distribution holding a strict generator, a task with its own data source, and the source.
 COMPONENTS = '''
 import json
@@ -177,6 +179,7 @@ def test_a_strict_generator_runs_with_num_beams_and_sees_retrieved_items(site, c
     assert code == 2 and "unknown argument(s) tone" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_per_task_data_sources_in_one_matrix_and_the_task_default(site, cli, tmp_path):
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     out = tmp_path / "out"

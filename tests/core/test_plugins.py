@@ -362,6 +362,7 @@ print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--help"], ["plugins"]], ids=["help", "plugins"])
 def test_help_and_plugins_import_no_heavy_library_and_start_fast(argv, tmp_path):
     env = {**os.environ, "LAMP_HOME": str(tmp_path), "COLUMNS": "200"}

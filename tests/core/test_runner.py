@@ -172,6 +172,7 @@ def _run_cli(out: Path, delay: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_identical_predictions(toys, tmp_path):
     reference = tmp_path / "reference"
     assert _run_cli(reference, "0").wait(timeout=120) == 0

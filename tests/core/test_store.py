@@ -165,6 +165,7 @@ def test_a_rerun_repairs_an_inconsistent_cell_and_predicts_only_what_is_missing(
     assert "repairing" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_concurrent_runs_on_one_out_compute_each_prediction_once(toys, tmp_path):
     out = tmp_path / "runs"
     env = {

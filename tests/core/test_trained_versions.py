@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 TRAINABLE = '''
 import torch
 
@@ -100,6 +102,7 @@ def _cell(out: Path, limit: int) -> dict:
     return config
 
 
+@pytest.mark.slow
 def test_a_version_bump_retrains_the_weights_or_keeps_them_marked_with_allow_stale(site, cli, tmp_path, lamp_home):
     site.add("lamp-wordbias", "1.0", wordbias=TRAINABLE)
     out = tmp_path / "out"

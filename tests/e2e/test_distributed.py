@@ -145,6 +145,7 @@ def test_shards_of_any_world_size_resume_by_example_id_keeping_whole_batches(tmp
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nproc_per_node_equals_one_process(reference, tmp_path) -> None:
     done = lamp(*MATRIX, "--out", str(tmp_path / "runs"), "--nproc-per-node", "2", LAMP_HOME=str(tmp_path / "home"))
     assert done.returncode == 0, done.stderr
@@ -157,6 +158,7 @@ def test_nproc_per_node_equals_one_process(reference, tmp_path) -> None:
             assert not (cell / "shards").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_launched_job_equals_one_process(reference, tmp_path) -> None:
     done = lamp(
         *MATRIX,
@@ -169,6 +171,7 @@ def test_torchrun_launched_job_equals_one_process(reference, tmp_path) -> None:
     assert results(tmp_path / "runs") == reference
 
 
+@pytest.mark.slow
 def test_two_local_nodes_through_a_rendezvous_equal_one_process(reference, tmp_path) -> None:
     endpoint = f"127.0.0.1:{free_port()}"
     command = [
@@ -201,6 +204,7 @@ def test_two_local_nodes_through_a_rendezvous_equal_one_process(reference, tmp_p
     assert results(tmp_path / "runs") == reference
 
 
+@pytest.mark.slow
 def test_a_raising_rank_ends_the_job_with_one_line(tmp_path) -> None:
     done = lamp(
         "run",
@@ -237,6 +241,7 @@ def _workers(pid: int) -> dict[int, int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the workers")
 @pytest.mark.parametrize("rerun", ["1", "2"])
 def test_a_killed_rank_then_a_rerun_with_any_world_size_completes_identically(reference, tmp_path, rerun) -> None:
@@ -267,6 +272,7 @@ def test_a_killed_rank_then_a_rerun_with_any_world_size_completes_identically(re
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_process_training_equals_one_process_with_the_same_effective_batch(tmp_path, tiny_llama_dir) -> None:
     from safetensors.torch import load_file
 
@@ -324,6 +330,7 @@ def test_two_process_training_equals_one_process_with_the_same_effective_batch(t
     assert max(float((w1[k] - w3[k]).abs().max()) for k in w1) < 1e-5
 
 
+@pytest.mark.slow
 def test_ranks_started_by_srun_find_each_other_from_slurm_variables(reference, tmp_path) -> None:
     """What ``srun`` gives each task (no torchrun): SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID,
     and MASTER_ADDR / MASTER_PORT from the batch script."""
@@ -351,6 +358,7 @@ def test_ranks_started_by_srun_find_each_other_from_slurm_variables(reference, t
     assert results(tmp_path / "runs") == reference
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains_through_accelerate_autocast(tmp_path, tiny_llama_dir) -> None:
     args = (
         "train",

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
+pytestmark = pytest.mark.slow  # pip-installs a distribution and runs it in subprocesses
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "lamp-plugin-example"
 LAMP7 = "Paraphrase the following tweet without any explanation before or after it: "

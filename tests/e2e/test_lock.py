@@ -59,6 +59,7 @@ def test_the_comparison_names_unpinned_and_differing_packages() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("venv", sorted(LOCKS))
 def test_every_installed_package_is_locked_at_its_version(venv: str) -> None:
     python = ROOT / venv / "bin" / "python"

@@ -11,6 +11,8 @@ from installing import pip_install, plugin_env, run_lamp, run_pytest
 
 from lamp_harness import __version__
 
+pytestmark = pytest.mark.slow  # pip-installs a distribution and runs it in subprocesses
+
 
 @pytest.fixture(scope="module")
 def starter(tmp_path_factory):

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
+pytestmark = pytest.mark.slow  # pip-installs a distribution and runs it in subprocesses
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lamp-sentiment-example"
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from installing import pip_install, plugin_env, run_lamp, run_pytest
 
+pytestmark = pytest.mark.slow  # pip-installs a distribution and runs it in subprocesses
+
 SUITE = Path(__file__).resolve().parents[1] / "support" / "third_party" / "lamp-suite"
 
 

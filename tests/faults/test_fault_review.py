@@ -111,6 +111,7 @@ def test_non_finite_numbers_written_as_text_are_refused_before_any_request(cli, 
     assert "not a finite number" in line and fake.requests == []
 
 
+@pytest.mark.slow
 def test_a_model_named_like_the_key_reaches_no_reporter(cli, fake, tmp_path, lamp_home, monkeypatch):
     """MLflow got the key in its run name and tags (the cell label), W&B in its metadata (the
     command line it records)."""

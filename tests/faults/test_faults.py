@@ -64,6 +64,7 @@ def reference_run(toys, tmp_path):
     return cell
 
 
+@pytest.mark.slow
 def test_kill_9_at_seeded_random_moments_of_lamp_run_then_resume_is_byte_identical(reference_run, tmp_path):
     rng = random.Random(SEED)
     out, home = tmp_path / "runs", tmp_path / "home"
@@ -94,6 +95,7 @@ def test_kill_9_at_seeded_random_moments_of_lamp_run_then_resume_is_byte_identic
     assert json.loads((cell / METRICS).read_text()) == json.loads((reference_run / METRICS).read_text())
 
 
+@pytest.mark.slow
 def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_same_weights(
     tiny_llama_dir, tiny_encoder_dir, tmp_path
 ):

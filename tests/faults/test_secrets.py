@@ -114,6 +114,7 @@ def _all_bytes(*roots: Path) -> list[tuple[Path, bytes]]:
     return [(p, p.read_bytes()) for root in roots if root.exists() for p in sorted(root.rglob("*")) if p.is_file()]
 
 
+@pytest.mark.slow
 def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(cli, fake, tmp_path, lamp_home, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

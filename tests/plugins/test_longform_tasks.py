@@ -109,6 +109,7 @@ def _tricky_cases() -> list[tuple[str, str]]:
     return cases
 
 
+@pytest.mark.slow
 def test_meteor_equals_nltk_on_240_tricky_cases() -> None:
     """Our per-example METEOR against NLTK's meteor_score called the way evaluate's meteor calls it
     for one reference (its tokenization without the Punkt sentence split, see meteor_tokens):

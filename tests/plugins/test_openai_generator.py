@@ -85,6 +85,7 @@ def test_lamp_plugins_lists_the_engine_generators():
     assert "vllm" in out and "openai" in out
 
 
+@pytest.mark.slow
 def test_the_vllm_generator_without_the_engine_is_a_one_line_error(tmp_path):
     import importlib.util
 
@@ -325,6 +326,7 @@ def test_concurrent_openers_of_a_damaged_cache_rebuild_it_once(tmp_path):
     assert opened[3].get("k") == {"choices": [{"text": "x"}]}
 
 
+@pytest.mark.slow
 def test_a_server_dripping_bytes_times_out_at_the_deadline(cli, fake, tmp_path, lamp_home):
     fake.always = ("drip", 0.2)  # every read succeeds within the 5 s timeout; the whole answer takes ~60 s
     started = time.monotonic()
@@ -371,6 +373,7 @@ def test_an_unreadable_or_negative_retry_after_falls_back_to_the_backoff(cli, fa
     assert fake.completions == 3
 
 
+@pytest.mark.slow
 def test_a_long_retry_after_is_announced_and_honoured(cli, fake, tmp_path):
     fake.faults = [("status", 503, {"Retry-After": "6"}, "{}")]
     started = time.monotonic()

@@ -58,6 +58,7 @@ def test_lamp7_dev_queries_are_the_tweets(shared_data):
         assert t.validate_gold(ex.gold) is None
 
 
+@pytest.mark.slow
 def test_lamp7_dev_prompts_stay_within_budget_under_the_strict_budget(shared_data, minilm_tokens):
     t = task("lamp-7")
     examples = load(shared_data / "LaMP-7" / "user", "dev")[:150]

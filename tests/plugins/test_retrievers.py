@@ -106,6 +106,7 @@ def test_bm25_empty_profile_empty_items_and_empty_query(context) -> None:
     assert ranked == [(), (1, 0), (1, 0)]
 
 
+@pytest.mark.slow
 def test_bm25_agrees_with_rank_bm25_on_real_lamp7_dev(shared_data: Path) -> None:
     rank_bm25 = pytest.importorskip("rank_bm25")
     questions = json.loads((shared_data / "LaMP-7" / "user" / "dev_questions.json").read_text())
@@ -207,6 +208,7 @@ def test_every_builtin_retriever_passes_the_conformance_kit(context) -> None:
         check_retriever(retriever(name, context, **args))
 
 
+@pytest.mark.slow
 def test_contriever_ranks_by_meaning_and_matches_sentence_transformers(context) -> None:
     contriever = retriever("contriever", context)
     profile = items(

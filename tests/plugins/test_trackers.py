@@ -27,6 +27,7 @@ RUN = (
 )
 
 
+@pytest.mark.slow
 def test_mlflow_logs_one_run_per_cell_with_params_metrics_intervals_and_artifacts(toys, tmp_path, capsys, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -68,6 +69,7 @@ def test_mlflow_logs_one_run_per_cell_with_params_metrics_intervals_and_artifact
     assert len(client.search_runs([experiment.experiment_id])) == len(cells)
 
 
+@pytest.mark.slow
 def test_mlflow_from_a_matrix_file_and_an_explicit_tracking_uri(toys, tmp_path, capsys, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -84,6 +86,7 @@ def test_mlflow_from_a_matrix_file_and_an_explicit_tracking_uri(toys, tmp_path, 
     assert not (tmp_path / "runs" / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_one_local_run_per_cell(toys, tmp_path, capsys, monkeypatch):
     pytest.importorskip("wandb")
     import pytest_socket

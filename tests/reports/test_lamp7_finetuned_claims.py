@@ -54,6 +54,7 @@ def test_the_paired_intervals_against_a_are_the_readmes():
     assert "-0.020 over 495 paired examples, 95% interval [-0.036, -0.005]" in out  # (d) against (a)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason="the real LaMP-7 data is not at ../shared/lamp-data")
 def test_the_capped_pplug_run_drew_1008_examples_reaching_652_users():
     out = subprocess.run(

@@ -425,6 +425,7 @@ def test_malformed_metrics_skips_the_cell_and_names_it(runs, capsys):
     assert f"skipped {bad.parent}" in cli_ok(capsys, "leaderboard", str(runs)).err
 
 
+@pytest.mark.slow
 def test_plot_writes_a_valid_png_and_svg(runs, tmp_path, capsys):
     png, svg = tmp_path / "board.png", tmp_path / "board.svg"
     cli_ok(capsys, "leaderboard", str(runs), "--plot", str(png), "--reference", "pplug")

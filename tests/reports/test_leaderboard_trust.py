@@ -197,6 +197,7 @@ def test_old_scores_without_a_checksum_are_verified_by_rescoring(runs, capsys):
     assert board["blocks"] == intact["blocks"]
 
 
+@pytest.mark.slow
 def test_committed_run_folders_still_render_with_tests(capsys):
     for runs in ("leaderboard/demo-runs", "leaderboard/lamp7-finetuned/runs"):
         before = {p: p.read_bytes() for p in (REPO / runs).rglob("*") if p.is_file()}
@@ -278,6 +279,7 @@ def test_a_smaller_rerun_does_not_replace_the_larger_cell(runs, toys, capsys):
 # -- every table says what it is ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_path, capsys):
     demo = REPO / "leaderboard/demo-runs"
     code, md, _ = lamp(capsys, "leaderboard", str(demo), "--baseline", "none")

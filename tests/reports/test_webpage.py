@@ -68,6 +68,7 @@ def page(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_page_references_nothing_outside_itself(page):
     text = page.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "<svg" in text and "<script>" in text and "<style>" in text
@@ -80,6 +81,7 @@ def test_html_needs_an_out_file(capsys):
     assert code == 2 and "--out" in err
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_rendered_dom_holds_every_value_marker_and_configuration(page, capsys):
     code, out, _ = lamp(
@@ -125,6 +127,7 @@ def test_rendered_dom_holds_every_value_marker_and_configuration(page, capsys):
     assert "smollm2-135m-instruct" in text and "dev_outputs.json: " in text and "lamp-harness=" in text
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_screenshot_is_not_blank(page, tmp_path):
     shot = tmp_path / "shot.png"
