@@ -136,7 +136,7 @@ def main() -> None:
         context.shared.clear()
 
     if not args.skip_server:
-        sys.path.insert(0, str(REPO / "tests"))
+        sys.path.insert(0, str(REPO / "tests" / "support"))
         from lamp_plugins.models import materialize_smollm2
         from vllm_env import Server, engine_env
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refresh the lock: constraints.txt (the exact versions `scripts/setup.sh` installs in .venv, every
 # extra's dependencies included) and constraints-vllm.txt (those `scripts/setup-vllm.sh` installs
-# in .venv-vllm). tests/test_lock.py fails when a built virtualenv holds a package the lock lacks
+# in .venv-vllm). tests/e2e/test_lock.py fails when a built virtualenv holds a package the lock lacks
 # or pins differently.
 #
 #   bash scripts/lock.sh                 # newest versions pyproject.toml's ranges allow: installs

@@ -10,8 +10,10 @@ import pytest
 from installing import FakeSite
 from lamp_cli import TOYS
 
-# Session-scoped tiny models built from configs (tiny_t5_dir, tiny_bart_dir, tiny_llama_dir...).
-pytest_plugins = ("tiny_models", "tiny_encoder")
+# Fixture modules in tests/support: session-scoped tiny models built from configs (tiny_t5_dir,
+# tiny_bart_dir, tiny_llama_dir...), the tiny encoder, the model-free judges (`judges`) and the real
+# vLLM server (`server`, module-scoped; a module's own `server` fixture overrides it).
+pytest_plugins = ("tiny_models", "tiny_encoder", "judge_toys", "vllm_server")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "lamp-data"
@@ -135,6 +137,7 @@ def cli(capsys, monkeypatch):
     return run
 
 
-# Distributions under tests/third_party are installed by the tests that use them; their own tests
-# run in those subprocesses, not in this session.
-collect_ignore_glob = ["third_party/*"]
+# tests/support holds helpers and data, no tests of this session: the distributions under
+# support/third_party are installed by the tests that use them, and their own tests run in those
+# subprocesses.
+collect_ignore = ["support"]
