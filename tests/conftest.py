@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from installing import FakeSite
 from lamp_cli import TOYS
+from real_data import REAL_DATA
 
 # Fixture modules in tests/support: session-scoped tiny models built from configs (tiny_t5_dir,
 # tiny_bart_dir, tiny_llama_dir...), the tiny encoder, the model-free judges (`judges`) and the real
@@ -16,7 +17,7 @@ from lamp_cli import TOYS
 pytest_plugins = ("tiny_models", "tiny_encoder", "judge_toys", "vllm_server")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "lamp-data"
+SHARED_DATA = REAL_DATA
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -47,7 +48,7 @@ def lamp_home(tmp_path, monkeypatch, session_lamp_home) -> Path:
 def shared_data() -> Path:
     """The real LaMP records beside the checkout; skips cleanly when absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/lamp-data is absent")
+        pytest.skip(f"no real LaMP data at {SHARED_DATA} (set LAMP_REAL_DATA to a folder of LaMP-N/ slices)")
     return SHARED_DATA
 
 

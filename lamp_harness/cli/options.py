@@ -58,7 +58,7 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         help="Folder with {split}_questions.json and {split}_outputs.json (wins over --data), "
-        "e.g. ../shared/lamp-data/LaMP-7/user.",
+        "e.g. path/to/LaMP-7/user.",
     ),
 ]
 

@@ -54,7 +54,7 @@ def rank(
     """Rank every question's profile with a retriever and write the ranked profile ids (items
     without ids are named by their position, "0", "1", ...). Rankings are cached under
     $LAMP_HOME/rankings and shared with `lamp run`. Example:
-    lamp rank --task lamp-7 --retriever bm25 --data-dir ../shared/lamp-data/LaMP-7/user --out r.json"""
+    lamp rank --task lamp-7 --retriever bm25 --data-dir path/to/LaMP-7/user --out r.json"""
     import time
 
     from rich.console import Console

@@ -1,4 +1,4 @@
-"""Queries and prompts on real LaMP records (../shared/lamp-data; skipped when absent)."""
+"""Queries and prompts on real LaMP records (the ``shared_data`` fixture: skipped when absent)."""
 
 from __future__ import annotations
 

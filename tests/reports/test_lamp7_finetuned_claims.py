@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from real_data import REAL_DATA
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "leaderboard" / "lamp7-finetuned"
-DATA = EXPERIMENT.parents[2] / "shared" / "lamp-data" / "LaMP-7" / "user"
+DATA = REAL_DATA / "LaMP-7" / "user"
 
 
 def _script(name: str):
@@ -55,7 +56,7 @@ def test_the_paired_intervals_against_a_are_the_readmes():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.is_dir(), reason="the real LaMP-7 data is not at ../shared/lamp-data")
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"the real LaMP-7 data is not at {DATA} (set LAMP_REAL_DATA)")
 def test_the_capped_pplug_run_drew_1008_examples_reaching_652_users():
     out = subprocess.run(
         [sys.executable, str(EXPERIMENT / "budget.py"), str(DATA)], capture_output=True, text=True, check=True
