@@ -40,7 +40,7 @@
 # Set OUT to another folder to keep the committed cells.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA=${DATA:?set DATA to the folder with LaMP-7\'s user-based dev_questions.json and dev_outputs.json}
+DATA=${DATA-}                      # the folder with LaMP-7's user-based dev_questions.json and dev_outputs.json (training steps)
 TRAIN_LIMIT=${TRAIN_LIMIT-}       # training users (first N of the 1,005); empty: all
 EVAL_LIMIT=${EVAL_LIMIT-}         # held-out users (first N of the 495); empty: all
 EPOCHS=${EPOCHS:-1}
@@ -73,7 +73,8 @@ TRAINED="$WORK/trained-$SETTINGS"
 
 limit() { [ -n "$1" ] && echo "--limit $1" || true; }
 
-train() {  # train NAME LR EPOCHS GRAD_ACCUM LAMP-TRAIN-OPTION... (EPOCHS empty: the method's official count)
+train() {
+  : "${DATA:?set DATA to the folder of the LaMP-7 user-based dev_questions.json and dev_outputs.json}"  # train NAME LR EPOCHS GRAD_ACCUM LAMP-TRAIN-OPTION... (EPOCHS empty: the method's official count)
   local name=$1 lr=$2 epochs=$3 accum=$4; shift 4
   mkdir -p "$TRAINED" && rm -f "$TRAINED/$name.failed"
   # shellcheck disable=SC2046

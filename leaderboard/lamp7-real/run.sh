@@ -16,7 +16,7 @@
 # TRAIN_LIMIT=1005 EVAL_LIMIT=495 EPOCHS=2 LR=1e-4 (hours on CPU; minutes on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA=${DATA:?set DATA to the folder with LaMP-7\'s user-based dev_questions.json and dev_outputs.json}
+DATA=${DATA-}                      # the folder with LaMP-7's user-based dev_questions.json and dev_outputs.json (training steps)
 TRAIN_LIMIT=${TRAIN_LIMIT:-64}
 EVAL_LIMIT=${EVAL_LIMIT:-100}
 EPOCHS=${EPOCHS:-1}
@@ -26,6 +26,7 @@ WORK=${WORK:-${LAMP_HOME:-$HOME/.cache/lamp-harness}/lamp7-real}   # checkpoints
 OUT=${OUT:-leaderboard/lamp7-real/runs}
 
 train() {
+  : "${DATA:?set DATA to the folder of the LaMP-7 user-based dev_questions.json and dev_outputs.json}"
   local name=$1; shift
   /usr/bin/time -f "$name: training wall %e s" lamp train --task lamp-7 --data-dir "$DATA" --split dev \
     --train-users 0.67 --limit "$TRAIN_LIMIT" --eval-limit "$EVAL_LIMIT" --eval-split none \
