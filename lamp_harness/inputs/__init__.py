@@ -5,7 +5,7 @@ metrics with bootstrap intervals), ``data`` (LaMP data files, the data-source co
 resolution) and ``models`` (model aliases, presets, the model cache).
 
 What it may import: ``cache`` and ``metrics`` (floor 1) only ``lamp_harness.base`` and floor 1 of
-``lamp_harness.plugin``; ``data`` and ``models`` (floor 4) also the plugin host
-(``lamp_harness.plugin.registry``) and the cell types of ``lamp_harness.run`` (floor 2). This
-package imports nothing itself (no re-exports). The floors are in docs/architecture.md.
+``lamp_harness.plugin`` (``contracts``); ``data`` and ``models`` (floor 4) also the plugin host
+(``lamp_harness.plugin.registry``, which looks components up). This package imports nothing itself
+(no re-exports). The floors are in docs/architecture.md.
 """

@@ -5,8 +5,10 @@ of a cell), the ``leaderboard`` package (paper-style tables, the HTML page, comp
 and comparisons build on its model, not on its reader) and ``export`` (official-format submission
 files).
 
-What it may import: ``significance`` (floor 1) only ``lamp_harness.base``; ``scores`` (floor 4) also
-``lamp_harness.inputs`` and the run records; ``leaderboard`` and ``export`` (floor 8) anything below
+What it may import: ``significance`` (floor 1) only floors 0-1 (``lamp_harness.base``,
+``plugin.contracts``, ``inputs.metrics``); ``scores`` (floor 4) also the plugin host,
+``lamp_harness.inputs`` and the run's cells, records and store (floor 2), and sits below the
+prediction loop, which scores through it; ``leaderboard`` and ``export`` (floor 8) anything below
 the CLI. Cell files are read through ``lamp_harness.run.store.CellStore`` only. This package imports
 nothing itself (no re-exports). The floors are in docs/architecture.md.
 """

@@ -7,7 +7,8 @@ scheduler of ``lamp run``).
 
 What it may import: ``cells``, ``records`` and ``store`` (floor 2) only ``lamp_harness.base`` and
 floor 1 (``plugin.contracts``, ``plugin.options``, ``plugin.catalog``, ``inputs.cache``,
-``inputs.metrics``...); ``prediction`` and ``judge`` (floor 5) also the plugin host and
-``lamp_harness.inputs``; ``runner`` (floor 7) also the plugin API and ``lamp_harness.train``. This
-package imports nothing itself (no re-exports). The floors are in docs/architecture.md.
+``inputs.metrics``...); ``prediction`` and ``judge`` (floor 5) also the plugin host,
+``lamp_harness.inputs`` and ``report.scores`` (floor 4: a cell's per-example scores); ``runner``
+(floor 7) also the plugin API and ``lamp_harness.train``. This package imports nothing itself (no
+re-exports). The floors are in docs/architecture.md.
 """
