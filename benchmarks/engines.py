@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build_requests(context, limit: int):
     """(name, requests) for none and ipa on the LaMP-7 demo dev split."""
-    from lamp_harness.cache import rank_examples
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.registry import host
+    from lamp_harness.inputs.cache import rank_examples
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.registry import host
 
     registry = host().registry
     task = registry.create("task", "lamp-7")
@@ -51,7 +51,7 @@ def build_requests(context, limit: int):
 
 
 def personalize(task, examples, rankings, generator, context):
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
 
     out = {}
     for name, k in (("none", 0), ("ipa", 1)):
@@ -79,9 +79,9 @@ def main() -> None:
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.io import lamp_home
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.plugin.contracts import RunContext
+    from lamp_harness.plugin.registry import host
 
     context = RunContext(lamp_home=lamp_home(), device="cpu")
     registry = host().registry

@@ -35,11 +35,11 @@ LAMP7 = Path(os.environ.get("LAMP7_DATA", REPO / "data" / "LaMP-7" / "user")) / 
 def load_prompts(limit: int, tokens) -> tuple[list[str], str]:
     """LaMP-7 prompts (the task's own prompt builder, k=1) or synthetic ones, and where from."""
     if LAMP7.is_file():
-        from lamp_harness.contracts import Example, ProfileItem
+        from lamp_harness.plugin.contracts import Example, ProfileItem
 
         records = json.loads(LAMP7.read_text(encoding="utf-8"))[:limit]
         try:
-            from lamp_harness.registry import host
+            from lamp_harness.plugin.registry import host
 
             task = host().registry.create("task", "lamp-7")
         except Exception:  # the task plugin is optional here: fall back to the bare inputs
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from lamp_plugins.hf_generator import HFGenerator
 
-    from lamp_harness.contracts import GenerationRequest, RunContext
-    from lamp_harness.io import lamp_home
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.plugin.contracts import GenerationRequest, RunContext
 
     context = RunContext(lamp_home=lamp_home(), device=args.device)
     gen = HFGenerator(

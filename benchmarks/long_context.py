@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from lamp_plugins.hf_generator import HFGenerator
 
-    from lamp_harness.contracts import GenerationRequest, RunContext
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.io import lamp_home
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.contracts import GenerationRequest, RunContext
+    from lamp_harness.plugin.registry import host
 
     context = RunContext(lamp_home=lamp_home(), device="cpu")
     task = host().registry.create("task", args.task)

@@ -186,9 +186,9 @@ def tokenizer_folder(spec: str) -> Path:
     """A folder as given, or the folder of a harness model alias (materialized on first use)."""
     if Path(spec).expanduser().is_dir():
         return Path(spec).expanduser()
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.io import lamp_home
-    from lamp_harness.models import resolve_model
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.models import resolve_model
+    from lamp_harness.plugin.contracts import RunContext
 
     role = "generator" if spec.startswith(("smollm", "flan")) else "bge"
     return Path(resolve_model(role, RunContext(lamp_home=lamp_home()), spec).path)
@@ -200,9 +200,9 @@ def harness_side(jobs: list[dict]) -> dict[str, list]:
     from lamp_plugins.bm25 import okapi_scores, ranking_from_scores
     from transformers import AutoTokenizer
 
-    from lamp_harness.contracts import Example, ProfileItem
-    from lamp_harness.registry import host
-    from lamp_harness.tokens import HFTokenCounter
+    from lamp_harness.base.tokens import HFTokenCounter
+    from lamp_harness.plugin.contracts import Example, ProfileItem
+    from lamp_harness.plugin.registry import host
 
     out: dict[str, list] = {}
     for job in jobs:

@@ -76,10 +76,10 @@ def train(users: int, epochs: int, nproc: int, out: Path, home: Path, generator:
 
 
 def serve(users: int, epochs: int, adapters: Path, home: Path, generator: str | None, name: str) -> dict:
-    from lamp_harness.contracts import GenerationRequest, RunContext
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.options import generator_kwargs, generator_spec
-    from lamp_harness.registry import host
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.contracts import GenerationRequest, RunContext
+    from lamp_harness.plugin.options import generator_kwargs, generator_spec
+    from lamp_harness.plugin.registry import host
 
     context = RunContext(lamp_home=home, seed=0, device="cpu")
     registry = host().registry

@@ -49,7 +49,7 @@ def official_rankings(queries: list[str], profiles: list[list[str]]) -> tuple[li
 def ours(queries: list[str], profiles: list[list[str]]) -> tuple[list[tuple[int, ...]], float]:
     from lamp_plugins.bm25 import BM25Retriever
 
-    from lamp_harness.contracts import ProfileItem, RankQuery
+    from lamp_harness.plugin.contracts import ProfileItem, RankQuery
 
     rank_queries = [
         RankQuery(str(i), q, tuple(d), tuple(ProfileItem(str(j), j, {}) for j in range(len(d))))
@@ -126,7 +126,7 @@ def dense(texts: list[str]) -> None:
     from lamp_plugins.models import minilm_path
     from sentence_transformers import SentenceTransformer
 
-    from lamp_harness.contracts import RunContext
+    from lamp_harness.plugin.contracts import RunContext
 
     context = RunContext(lamp_home=Path(os.environ["LAMP_HOME"]), device="cpu")
     encoder = load_encoder(context, "minilm", "contriever", batch_size=64)
@@ -148,9 +148,9 @@ def dense(texts: list[str]) -> None:
 
 
 def cached_reruns(questions: list[dict], n: int) -> None:
-    from lamp_harness.cache import rank_examples
-    from lamp_harness.contracts import Example, ProfileItem, RunContext
-    from lamp_harness.registry import host
+    from lamp_harness.inputs.cache import rank_examples
+    from lamp_harness.plugin.contracts import Example, ProfileItem, RunContext
+    from lamp_harness.plugin.registry import host
 
     registry = host().registry
     task = registry.create("task", "lamp-7")
@@ -178,7 +178,7 @@ def cached_reruns(questions: list[dict], n: int) -> None:
         if name == "contriever":
             context = RunContext(lamp_home=home, device="cpu")
             retriever = registry.create("retriever", name, context)
-            from lamp_harness.cache import rank_query
+            from lamp_harness.inputs.cache import rank_query
 
             started = time.perf_counter()
             retriever.rank([rank_query(task, e) for e in examples])

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from lamp_harness import metrics
-from lamp_harness import significance as sig
+from lamp_harness.report import significance as sig
 
 
 def pairs(n: int) -> dict[str, tuple[object, object]]:

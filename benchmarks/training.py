@@ -39,10 +39,10 @@ def main() -> None:
 
     import torch
 
-    from lamp_harness.contracts import GenerationRequest, RunContext, SoftTokens
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.io import lamp_home
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.contracts import GenerationRequest, RunContext, SoftTokens
+    from lamp_harness.plugin.registry import host
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Conformance checks for plugin authors: call them from your own test suite.
 
-Each ``check_*`` function exercises one contract of :mod:`lamp_harness.contracts` on tiny sample
+Each ``check_*`` function exercises one contract of :mod:`lamp_harness.plugin.contracts` on tiny sample
 data built in code and raises :class:`AssertionError` with a message that names the component and
 the broken rule. They need no pytest and no model downloads::
 
@@ -35,7 +35,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lamp_harness.contracts import (
+from lamp_harness.base.errors import LampError, lamp_error
+from lamp_harness.inputs.data import load_split
+from lamp_harness.plugin.contracts import (
     DecodeMode,
     Example,
     Generation,
@@ -50,10 +52,8 @@ from lamp_harness.contracts import (
     Task,
     TokenCounter,
 )
-from lamp_harness.data import load_split
-from lamp_harness.errors import LampError, lamp_error
-from lamp_harness.registry import PluginHost
-from lamp_harness.runner import Matrix, run_matrix
+from lamp_harness.plugin.registry import PluginHost
+from lamp_harness.run.runner import Matrix, run_matrix
 
 __all__ = [
     "EchoGenerator",
@@ -83,7 +83,7 @@ _KINDS = ("classification", "ordinal", "generation")
 
 
 class WhitespaceTokens:
-    """A :class:`~lamp_harness.contracts.TokenCounter` where every whitespace-separated word is
+    """A :class:`~lamp_harness.plugin.contracts.TokenCounter` where every whitespace-separated word is
     one token. Good enough to check that prompts respect a token budget."""
 
     def count(self, text: str) -> int:
@@ -246,7 +246,7 @@ def _check_json(value: Any, what: str) -> None:
 
 
 def check_retriever(retriever: Retriever, queries: Sequence[RankQuery] | None = None) -> None:
-    """Check a :class:`~lamp_harness.contracts.Retriever`.
+    """Check a :class:`~lamp_harness.plugin.contracts.Retriever`.
 
     - ``rank`` returns one ranking per query, and each ranking is a permutation of the positions of
       that query's items (full rankings, plain ints), so any top-k slice holds at most k distinct
@@ -259,7 +259,7 @@ def check_retriever(retriever: Retriever, queries: Sequence[RankQuery] | None = 
     document formats your retriever expects).
     """
     who = _who(retriever)
-    assert isinstance(retriever, Retriever), f"{who} does not subclass lamp_harness.contracts.Retriever"
+    assert isinstance(retriever, Retriever), f"{who} does not subclass lamp_harness.Retriever"
     assert isinstance(getattr(retriever, "name", None), str) and retriever.name, (
         f"{who} needs a non-empty class attribute 'name'"
     )
@@ -314,7 +314,7 @@ def _check_rankings(who: str, queries: Sequence[RankQuery], rankings: Any) -> No
 
 
 def check_task(task: Task, examples: Sequence[Example] | None = None, tokens: TokenCounter | None = None) -> None:
-    """Check a :class:`~lamp_harness.contracts.Task`.
+    """Check a :class:`~lamp_harness.plugin.contracts.Task`.
 
     - ``name``, ``official_name``, ``kind``, ``labels`` and ``profile_fields`` are consistent
       (classification and ordinal tasks have labels, generation tasks none);
@@ -334,7 +334,7 @@ def check_task(task: Task, examples: Sequence[Example] | None = None, tokens: To
     give each a gold and a profile with the task's ``profile_fields``.
     """
     who = _who(task)
-    assert isinstance(task, Task), f"{who} does not subclass lamp_harness.contracts.Task"
+    assert isinstance(task, Task), f"{who} does not subclass lamp_harness.Task"
     tokens = tokens or WhitespaceTokens()
     _check_task_metadata(who, task)
     examples = tuple(examples) if examples is not None else sample_examples(task)
@@ -493,9 +493,9 @@ def _check_scores(who: str, task: Task, examples: Sequence[Example]) -> None:
 
 
 def _check_example_scores(who: str, task: Task, examples: Sequence[Example], predictions: Mapping[str, str]) -> None:
-    from lamp_harness.contracts import Prediction
-    from lamp_harness.metrics import summarize
-    from lamp_harness.scores import score_cell
+    from lamp_harness.inputs.metrics import summarize
+    from lamp_harness.plugin.contracts import Prediction
+    from lamp_harness.report.scores import score_cell
 
     done = [Prediction(i, output, output) for i, output in predictions.items()]
     scored = score_cell(task, examples, done, seed=0)
@@ -544,7 +544,7 @@ def check_personalizer(
     examples: Sequence[Example] | None = None,
     context: RunContext | None = None,
 ) -> None:
-    """Check a :class:`~lamp_harness.contracts.Personalizer` with ``task`` and ``generator``
+    """Check a :class:`~lamp_harness.plugin.contracts.Personalizer` with ``task`` and ``generator``
     (default: an :class:`EchoGenerator` with a 64-token budget).
 
     - ``setup`` accepts the task and generator; ``personalize`` returns a ``GenerationRequest``
@@ -555,7 +555,7 @@ def check_personalizer(
     - a personalizer that accepts no retriever gives the same request whatever is retrieved.
     """
     who = _who(personalizer)
-    assert isinstance(personalizer, Personalizer), f"{who} does not subclass lamp_harness.contracts.Personalizer"
+    assert isinstance(personalizer, Personalizer), f"{who} does not subclass lamp_harness.Personalizer"
     generator = generator if generator is not None else EchoGenerator()
     examples = tuple(examples) if examples is not None else sample_examples(task)
     with tempfile.TemporaryDirectory(prefix="lamp-check-") as tmp:
@@ -616,7 +616,7 @@ def _check_request(who: str, task: Task, example: Example, request: Any) -> None
 
 
 def check_generator(generator: Generator, *, check_order: bool = True) -> None:
-    """Check a :class:`~lamp_harness.contracts.Generator`.
+    """Check a :class:`~lamp_harness.plugin.contracts.Generator`.
 
     - ``tokens`` is a TokenCounter whose ``truncate`` respects its ``count``; ``max_input_tokens``
       is a positive int; ``describe`` is JSON-serializable;
@@ -628,7 +628,7 @@ def check_generator(generator: Generator, *, check_order: bool = True) -> None:
     - a decoder-only generator refuses fusion-in-decoder requests with a ``LampError``.
     """
     who = _who(generator)
-    assert isinstance(generator, Generator), f"{who} does not subclass lamp_harness.contracts.Generator"
+    assert isinstance(generator, Generator), f"{who} does not subclass lamp_harness.Generator"
     tokens = generator.tokens
     assert isinstance(tokens, TokenCounter), f"{who}.tokens is not a TokenCounter (count, truncate)"
     text = "The quick brown fox jumps over the lazy dog near the river bank at dawn"
@@ -725,8 +725,8 @@ def check_trainable_personalizer(
     lr: float = 0.05,
     context: RunContext | None = None,
 ) -> None:
-    """Check a trainable :class:`~lamp_harness.contracts.Personalizer` (one that implements
-    :class:`~lamp_harness.contracts.Trainable`), the way ``lamp train`` uses it. Needs torch.
+    """Check a trainable :class:`~lamp_harness.plugin.contracts.Personalizer` (one that implements
+    :class:`~lamp_harness.plugin.contracts.Trainable`), the way ``lamp train`` uses it. Needs torch.
 
     - ``trainable`` is ``True`` and the personalizer has trainable torch parameters;
     - ``training_loss`` on a batch (each example with its first ``k`` profile items as retrieved)
@@ -744,10 +744,10 @@ def check_trainable_personalizer(
     from safetensors.torch import load as load_safetensors
     from safetensors.torch import save as save_safetensors
 
-    from lamp_harness.contracts import Trainable
+    from lamp_harness.plugin.contracts import Trainable
 
     who = _who(personalizer)
-    assert isinstance(personalizer, Personalizer), f"{who} does not subclass lamp_harness.contracts.Personalizer"
+    assert isinstance(personalizer, Personalizer), f"{who} does not subclass lamp_harness.Personalizer"
     assert getattr(personalizer, "trainable", False) is True, (
         f"{who} must set the class attribute trainable = True so that lamp run trains it first"
     )
@@ -812,20 +812,20 @@ def check_trainable_personalizer(
 
 
 def check_data_source(source: Any, task: Task, splits: Sequence[str] = ("dev",)) -> None:
-    """Check a :class:`~lamp_harness.data.DataSource` for ``task``.
+    """Check a :class:`~lamp_harness.inputs.data.DataSource` for ``task``.
 
     - ``name`` is a non-empty lowercase string and ``schemes`` a subset of ``("user", "time")``;
     - ``locate`` gives, for each split in ``splits`` and each scheme, files that exist and load
-      and validate as the task's official format (:func:`lamp_harness.data.load_split`), with
+      and validate as the task's official format (:func:`lamp_harness.inputs.data.load_split`), with
       golds for the train and dev splits, and a ``source`` label for ``config.json``;
     - a second ``locate`` returns the same files and the same data (runs are reproducible);
     - an unknown split is refused with a one-line :class:`LampError`;
     - ``cached`` and ``notes`` return lists of the documented shapes.
     """
-    from lamp_harness.data import SCHEMES, DataSource, SplitFiles, load_split
+    from lamp_harness.inputs.data import SCHEMES, DataSource, SplitFiles, load_split
 
     who = _who(source)
-    assert isinstance(source, DataSource), f"{who} does not subclass lamp_harness.data.DataSource"
+    assert isinstance(source, DataSource), f"{who} does not subclass lamp_harness.DataSource"
     assert isinstance(getattr(source, "name", None), str) and source.name == source.name.strip().lower() and source.name, (
         f"{who} needs a non-empty lowercase class attribute 'name'"
     )
@@ -872,7 +872,7 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
     """Check a reporter: the plugin itself, i.e. its module (``from my_package import reporter``)
     or an instance whose methods carry the lifecycle ``@hookimpl`` marks; not a class.
 
-    It is loaded into a real :class:`~lamp_harness.registry.PluginHost` (without the installed
+    It is loaded into a real :class:`~lamp_harness.plugin.registry.PluginHost` (without the installed
     plugins) and driven through a whole fake run in a temporary folder: ``lamp_run_started``, a
     computed cell (``lamp_cell_started``, ``examples`` x ``lamp_example_predicted``,
     ``lamp_cell_finished``), a skipped cell, a cell without metrics (test split), and
@@ -880,10 +880,10 @@ def check_reporter(reporter: Any, *, examples: int = 3) -> None:
     argument names match the specs), implement at least one lifecycle hook, draw no warning and
     never raise.
     """
-    from lamp_harness.cells import CellSpec, Matrix, RunInfo
-    from lamp_harness.contracts import Prediction
-    from lamp_harness.records import CellResult, Timing
-    from lamp_harness.registry import LIFECYCLE_HOOKS, PluginHost
+    from lamp_harness.plugin.contracts import Prediction
+    from lamp_harness.plugin.registry import LIFECYCLE_HOOKS, PluginHost
+    from lamp_harness.run.cells import CellSpec, Matrix, RunInfo
+    from lamp_harness.run.records import CellResult, Timing
 
     who = _who(reporter)
     host = PluginHost(extra_plugins=[("reporter-under-check", reporter)], entry_points=False)

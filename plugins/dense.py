@@ -2,7 +2,7 @@
 
 Both embed every profile item and the query with a text encoder (:mod:`lamp_plugins.encoders`)
 and rank by dot product, best first; equal scores keep profile order. Profile-item vectors come
-from the shared embedding cache (:class:`lamp_harness.cache.EmbeddingCache`), so each distinct
+from the shared embedding cache (:class:`lamp_harness.inputs.cache.EmbeddingCache`), so each distinct
 text is encoded once across questions, splits and runs; query vectors are cached the same way
 under a separate identity (which includes the query prefix).
 
@@ -100,7 +100,7 @@ class DenseRetriever(Retriever):
             return model, None  # a role of the preset: whatever model the preset puts there
         # core-internal: whether `model` is a registered alias, and which roles it serves, is in the
         # process's registry; the plugin API does not hand a component the registry yet.
-        from lamp_harness.registry import host, normalize
+        from lamp_harness.plugin.registry import host, normalize
 
         registry = host().registry
         if normalize(model) in registry.names("model"):

@@ -1,6 +1,6 @@
 """Text encoders for dense retrieval (and anything else that embeds texts): one way to load them.
 
-:func:`load_encoder` resolves a model through :func:`lamp_harness.models.resolve_model` (an alias
+:func:`load_encoder` resolves a model through :func:`lamp_harness.inputs.models.resolve_model` (an alias
 such as ``minilm``, a hub id, or a local folder; without one, the preset's model for the role) and
 loads it with plain ``transformers``. Settings come, in order of precedence, from the explicit
 arguments, the alias's registered metadata (``pooling``, ``normalize``, ``query_prefix``), a

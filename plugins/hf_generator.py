@@ -230,7 +230,7 @@ def load_model(
 
     ``dtype`` is a name or ``auto`` (decided once the config says which family the model is).
     Hub ids that are neither cached nor reachable fail at once in one line (see
-    :func:`lamp_harness.models.pretrained_kwargs`).
+    :func:`lamp_harness.inputs.models.pretrained_kwargs`).
     """
     key = (
         "hf-generator",
@@ -430,7 +430,7 @@ class HFGenerator(RequestEncoding, Generator):
     ) -> None:
         self.context = context
         self.resolved = resolve_model("generator", context, model)
-        # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
+        # The run-level settings arrive as declared keywords (see lamp_harness.plugin.options.RUN_LEVEL_ARGS).
         run_level = {
             k: v
             for k, v in (

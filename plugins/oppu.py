@@ -97,15 +97,15 @@ from lamp_harness import (
 )
 
 # core-internal: users are dealt to ranks by the runner's own rule, so that trainer and engine agree.
-from lamp_harness.distributed import deal
+from lamp_harness.base.distributed import deal
 
 # core-internal: the summarizer and adapter trainer are built from a --generator spec exactly as the
 # runner builds its generator; the plugin API has no such factory yet.
-from lamp_harness.options import generator_kwargs, generator_spec
+from lamp_harness.plugin.options import generator_kwargs, generator_spec
 
 # core-internal: the summarizer, adapter trainer and bm25 retriever come from the process's registry;
 # the plugin API does not hand a component the registry yet.
-from lamp_harness.registry import host
+from lamp_harness.plugin.registry import host
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ The method as its authors' code runs it (rucliujn/PPlug: ``code/ModelForPer.py``
   the constant as FlanT5-XXL's typical token-embedding norm: ``c = generator.embedding_norm``
   (FlanT5-XXL itself keeps 539.9738). ``scale=norm`` (a deviation) L2-normalises ``I`` and ``P``
   to ``generator.embedding_norm`` instead (only directions train, ``‖I‖ = ‖P‖``);
-- ``[I; P]`` go to the generator as :class:`~lamp_harness.contracts.SoftTokens` in front of the
+- ``[I; P]`` go to the generator as :class:`~lamp_harness.plugin.contracts.SoftTokens` in front of the
   input, where the official code overwrites two placeholder tokens' embeddings.
 
 Only the input encoder, the two projectors and the instruction seed train; the LLM is frozen but
@@ -693,7 +693,7 @@ def _history_store(context: RunContext, resolved: Any, pooling: str, max_tokens:
 
 
 class _EmbeddingStore:
-    """Adapter from :class:`HistoryTable` to :class:`lamp_harness.cache.EmbeddingCache`."""
+    """Adapter from :class:`HistoryTable` to :class:`lamp_harness.inputs.cache.EmbeddingCache`."""
 
     def __init__(self, context: RunContext, resolved: Any, pooling: str, max_tokens: int) -> None:
         from lamp_harness import EmbeddingCache

@@ -6,8 +6,8 @@ module-level hooks feed one :class:`ConsoleReporter` and one :class:`EventLog`. 
 carries its own ``@hookimpl`` methods, so an instance can be registered on its own (tests do).
 Block both with ``LAMP_DISABLE_PLUGINS=reporters``.
 
-``timing`` is a :class:`lamp_harness.records.Timing` and ``results`` a list of
-:class:`lamp_harness.records.CellResult` (the typed records the runner hands every reporter).
+``timing`` is a :class:`lamp_harness.run.records.Timing` and ``results`` a list of
+:class:`lamp_harness.run.records.CellResult` (the typed records the runner hands every reporter).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 from lamp_harness import LampError, lamp_error
 
 # core-internal: the tracker reporters upload a cell's files by name, until hooks hand them typed cell records.
-from lamp_harness.store import CONFIG, METRICS, PREDICTIONS, SCORES, TIMING, CellStore
+from lamp_harness.run.store import CONFIG, METRICS, PREDICTIONS, SCORES, TIMING, CellStore
 
 ARTIFACTS = (CONFIG, METRICS, PREDICTIONS, SCORES, TIMING)
 
@@ -27,8 +27,8 @@ def require(module: str, extra: str, package: str) -> None:
 
 
 def cell_config(cell: Any) -> dict[str, Any]:
-    """The cell's ``config.json`` (its :class:`~lamp_harness.records.CellRecord`, read through the
-    run store), secrets masked (a folder written before they were: see :mod:`lamp_harness.secrets`);
+    """The cell's ``config.json`` (its :class:`~lamp_harness.run.records.CellRecord`, read through the
+    run store), secrets masked (a folder written before they were: see :mod:`lamp_harness.base.secrets`);
     empty when it cannot be read: a reporter never stops a run."""
     try:
         return CellStore(Path(cell.dir)).read_record().to_json()

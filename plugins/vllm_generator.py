@@ -433,7 +433,7 @@ class VLLMGenerator(RequestEncoding, Generator):
         self.context = context
         self.resolved = resolve_model("generator", context, model)
         self.model_spec = model
-        # The run-level settings arrive as declared keywords (see lamp_harness.options.RUN_LEVEL_ARGS).
+        # The run-level settings arrive as declared keywords (see lamp_harness.plugin.options.RUN_LEVEL_ARGS).
         run_level = {
             k: v
             for k, v in (

@@ -17,7 +17,7 @@ tokens the tokenizer adds (T5's ``</s>``):
    ``fixed_i`` counts the item's PPEP with its free text replaced by ``" "`` (LaMP-7: ``""``;
    LaMP-5: the official ``"{title}" is a title " " ``, without ``for``; LaMP-1: the constant 2).
    The kept ids are decoded with ``skip_special_tokens=True`` and transformers 4.27.1's clean-up
-   (:func:`lamp_harness.tokens.clean_up_tokenization`), and ``saved += share - n_i - fixed_i``
+   (:func:`lamp_harness.base.tokens.clean_up_tokenization`), and ``saved += share - n_i - fixed_i``
    with ``n_i`` the number of ids the call returned (special tokens included).
 4. The call behaves as the fast tokenizer's: a negative ``max_length`` raises, which lowers the
    factor by 0.1 (float arithmetic as in the official loop: 0.6, 0.5, ..., 0.1 and ~3e-17) and
@@ -74,7 +74,7 @@ def official_count(tokens: TokenCounter, text: str) -> int:
 
 def official_call(tokens: TokenCounter, text: str, max_length: int) -> tuple[str, int]:
     """The official truncating tokenizer call and decode: the kept text and the number of ids
-    (see :meth:`lamp_harness.tokens.HFTokenCounter.official_call`). Raises :class:`_NoRoom` for a
+    (see :meth:`lamp_harness.base.tokens.HFTokenCounter.official_call`). Raises :class:`_NoRoom` for a
     negative ``max_length``, where the official call raises."""
     if max_length < 0:
         raise _NoRoom

@@ -25,7 +25,7 @@ of the LaMP-QA repository):
   (code fences removed, ``json.loads(strict=False)``, then ``json5``) and must hold
   ``match_score``; the question's score is the sum over its aspects divided by 2 x the number of
   aspects; the metric is the mean over questions. Retries follow the official rule (see
-  :mod:`lamp_harness.judge`): greedy first, then +0.1 temperature per retry with top-p 0.95, at
+  :mod:`lamp_harness.run.judge`): greedy first, then +0.1 temperature per retry with top-p 0.95, at
   most 100 retries, then 0. The offline preset's stand-in judge (SmolLM2-135M) instead picks the
   most likely of the three official answers (:data:`JUDGE_CHOICES`, ``--judge-arg
   decode=labels``), a documented deviation: it cannot write the JSON itself;

@@ -1,7 +1,7 @@
 """LongLaMP: personalized long-form generation (abstracts, product reviews, topic writing).
 
-A task plugin written against the plugin API only (:mod:`lamp_harness.contracts` for the types,
-:mod:`lamp_harness.metrics` for the shared metric functions, :mod:`lamp_harness.errors` for the
+A task plugin written against the plugin API only (:mod:`lamp_harness.plugin.contracts` for the types,
+:mod:`lamp_harness.inputs.metrics` for the shared metric functions, :mod:`lamp_harness.base.errors` for the
 one-line error). The data come from the Hugging Face dataset ``LongLaMP/LongLaMP`` through the
 ``hub`` data source (:mod:`lamp_tasks.hub`), which converts its rows into the harness's question
 and output files; ``--data demo`` has synthetic data with planted per-user signals.
@@ -30,7 +30,7 @@ the prompt never exceeds the budget and always ends with the whole input.
 Outputs are hundreds of tokens: ``max_new_tokens`` is 512 for every task (the paper's long targets
 average about 150 to 300 words), put on every request and so recorded in each cell's config.
 Metrics: ``rouge-1``, ``rouge-L`` (rouge-score, as LaMP) and ``meteor`` (NLTK's METEOR with
-WordNet 3.0, see :func:`lamp_harness.metrics.meteor_scores`), all per example, so paired
+WordNet 3.0, see :func:`lamp_harness.inputs.metrics.meteor_scores`), all per example, so paired
 significance tests work.
 """
 

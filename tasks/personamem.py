@@ -1,8 +1,8 @@
 """PersonaMem: questions about one user, answered from their long multi-session history with a
 chatbot by choosing among options (accuracy, with the official per-question-type breakdown).
 
-A task plugin written against the plugin API only (:mod:`lamp_harness.contracts`,
-:mod:`lamp_harness.metrics`, :mod:`lamp_harness.errors`).
+A task plugin written against the plugin API only (:mod:`lamp_harness.plugin.contracts`,
+:mod:`lamp_harness.inputs.metrics`, :mod:`lamp_harness.base.errors`).
 
 **Data.** The official release (Hugging Face ``bowen-upenn/PersonaMem``) has, per context size
 (32k, 128k, 1M tokens), a questions table (``questions_{size}.csv``) and the shared contexts

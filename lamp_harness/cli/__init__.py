@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from lamp_harness.base.errors import LampError
+from lamp_harness.base.secrets import redact_text
 from lamp_harness.cli import (  # the commands register themselves on ``app`` when imported
     data_cmd,
     evaluate_cmd,
@@ -24,8 +26,6 @@ from lamp_harness.cli import (  # the commands register themselves on ``app`` wh
     train_cmd,
 )
 from lamp_harness.cli.root import ARGV, SEED_MAX, app  # noqa: F401  (SEED_MAX: re-exported)
-from lamp_harness.errors import LampError
-from lamp_harness.secrets import redact_text
 
 _COMMANDS = (
     plugins_cmd,
@@ -65,7 +65,7 @@ def _one_default_each(typer_app: typer.Typer) -> None:
 _one_default_each(app)
 
 
-from lamp_harness.errors import INTERRUPTED  # noqa: E402  (here for the commands that print it)
+from lamp_harness.base.errors import INTERRUPTED  # noqa: E402  (here for the commands that print it)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     if argv is None:
         _as_a_rank()
-    from lamp_harness.secrets import remember_environment
+    from lamp_harness.base.secrets import remember_environment
 
     remember_environment()  # no line printed or written repeats a key from the environment
     try:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except BaseException as exc:
-        from lamp_harness import distributed
+        from lamp_harness.base import distributed
 
         if not distributed.current().distributed:
             raise
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Error: {redact_text(line)}", file=sys.stderr)
         sys.exit(exc.exit_code if isinstance(exc, LampError) else 1)
     finally:
-        from lamp_harness import distributed
+        from lamp_harness.base import distributed
 
         distributed.shutdown()
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
 def _as_a_rank() -> None:
     """A process a launcher started as one rank dies with its launcher; a worker of
     ``--nproc-per-node`` also ends silently on Ctrl-C (its launcher prints the one line)."""
-    from lamp_harness import distributed
+    from lamp_harness.base import distributed
 
     if not distributed.is_rank_process():
         return
@@ -121,7 +121,7 @@ def _terminate_like_ctrl_c() -> None:
     import signal
     import threading
 
-    from lamp_harness import distributed
+    from lamp_harness.base import distributed
 
     if distributed.is_rank_process() or threading.current_thread() is not threading.main_thread():
         return
@@ -145,7 +145,7 @@ def _main(argv: list[str] | None) -> None:
         # Without standalone mode click returns (not raises) the code of a ``typer.Exit``.
         code = app(args=argv, standalone_mode=False, prog_name="lamp")
     except LampError as exc:
-        from lamp_harness import distributed
+        from lamp_harness.base import distributed
 
         if distributed.current().distributed:
             raise  # main() names the rank
@@ -156,7 +156,7 @@ def _main(argv: list[str] | None) -> None:
         import errno
 
         if not exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            from lamp_harness.io import lamp_home
+            from lamp_harness.base.io import lamp_home
 
             # A write that did not say where (a library writing an open file): both places lamp writes.
             _fail(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
+from lamp_harness.base.errors import lamp_error
 from lamp_harness.cli.options import SCHEME_DEFAULT, DataSource, Scheme
 from lamp_harness.cli.root import app
-from lamp_harness.errors import lamp_error
 
 data_app = typer.Typer(
     help="Get and check LaMP data: download official splits into the cache, validate files, show what is available.",
@@ -20,14 +20,14 @@ _SHOW = 20
 
 
 def _context():
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.io import lamp_home
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.plugin.contracts import RunContext
 
     return RunContext(lamp_home=lamp_home())
 
 
 def _tasks(value: str) -> list:
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
 
     registry = host().registry
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -67,8 +67,8 @@ def download(
     from rich.console import Console
     from rich.table import Table
 
-    from lamp_harness.data import check_scheme, check_split_name, get_source
-    from lamp_harness.errors import LampError
+    from lamp_harness.base.errors import LampError
+    from lamp_harness.inputs.data import check_scheme, check_split_name, get_source
 
     scheme = check_scheme(scheme)
     splits = [check_split_name(s.strip()) for s in split.split(",") if s.strip()]
@@ -124,7 +124,7 @@ def _infer_task(pairs: list[tuple[str, Path | None, Path | None]], path: Path):
     file's first profile item tells apart tasks that share an official name."""
     import json
 
-    from lamp_harness.data import task_for_official_name
+    from lamp_harness.inputs.data import task_for_official_name
 
     name, sample = None, None
     for _, questions, outputs in pairs:
@@ -192,9 +192,9 @@ def validate(
 
     from rich.console import Console
 
-    from lamp_harness.data import validate_split
-    from lamp_harness.errors import LampError
-    from lamp_harness.registry import host
+    from lamp_harness.base.errors import LampError
+    from lamp_harness.inputs.data import validate_split
+    from lamp_harness.plugin.registry import host
 
     pairs = _pairs(path)
     if path.is_file():
@@ -243,8 +243,8 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from lamp_harness.data import get_source, validate_split
-    from lamp_harness.registry import host
+    from lamp_harness.inputs.data import get_source, validate_split
+    from lamp_harness.plugin.registry import host
 
     registry = host().registry
     context = _context()

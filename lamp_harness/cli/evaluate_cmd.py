@@ -21,9 +21,9 @@ from typing import Any
 
 import typer
 
+from lamp_harness.base.errors import lamp_error
 from lamp_harness.cli.options import SEED_DEFAULT, Seed
 from lamp_harness.cli.root import app
-from lamp_harness.errors import lamp_error
 
 
 def _id_mismatch(golds: dict[str, str], predictions: dict[str, str], where: str) -> list[str]:
@@ -121,10 +121,10 @@ def evaluate(
     lamp evaluate --submission submission.zip --golds golds.zip"""
     from rich.console import Console
 
-    from lamp_harness.errors import LampError
-    from lamp_harness.io import atomic_write_json, writable_file
-    from lamp_harness.options import parse_kv
-    from lamp_harness.secrets import RedactedStream
+    from lamp_harness.base.errors import LampError
+    from lamp_harness.base.io import atomic_write_json, writable_file
+    from lamp_harness.base.secrets import RedactedStream
+    from lamp_harness.plugin.options import parse_kv
 
     if (predictions is None) == (submission is None):
         raise lamp_error(
@@ -163,7 +163,7 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
     """``task`` rebuilt with its ``--task-arg`` options: ``KEY=VALUE``, or ``NAME:KEY=VALUE`` for
     the task NAME only (the only form with ``scoped``, a submission of several tasks). A task that
     takes no options is a one-line error."""
-    from lamp_harness.registry import host, normalize
+    from lamp_harness.plugin.registry import host, normalize
 
     args = {}
     for key, value in task_args.items():
@@ -177,15 +177,15 @@ def _with_args(task, task_args: dict[str, str], scoped: bool = False):
             args[option] = value
     if not args:
         return task
-    from lamp_harness.cells import make_task
+    from lamp_harness.run.cells import make_task
 
     return make_task(host().registry, task.name, args)
 
 
 def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | None, seed: int, task_args: dict[str, str]):
-    from lamp_harness.data import read_outputs, task_for_official_name
-    from lamp_harness.errors import LampError
-    from lamp_harness.registry import host
+    from lamp_harness.base.errors import LampError
+    from lamp_harness.inputs.data import read_outputs, task_for_official_name
+    from lamp_harness.plugin.registry import host
 
     if task_name:
         task = host().registry.create("task", task_name)
@@ -217,9 +217,9 @@ def _evaluate_one(golds_path: Path, predictions_path: Path, task_name: str | Non
 def _evaluate_submission(
     golds_path: Path, submission_path: Path, seed: int, require_all: bool, console, task_args: dict[str, str]
 ):
-    from lamp_harness.data import outputs_files, read_outputs, task_for_official_name
-    from lamp_harness.errors import LampError
-    from lamp_harness.registry import normalize
+    from lamp_harness.base.errors import LampError
+    from lamp_harness.inputs.data import outputs_files, read_outputs, task_for_official_name
+    from lamp_harness.plugin.registry import normalize
 
     rows: list[tuple[str, Any]] = []
     scored: dict[str, Any] = {}

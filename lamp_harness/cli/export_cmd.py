@@ -39,9 +39,9 @@ def export(
 
     Example: lamp export --submission submission/ runs/ --select personalizer=ipa,retriever=bm25
     """
-    from lamp_harness.export import export_submission
-    from lamp_harness.io import writable_dir
-    from lamp_harness.options import parse_kv
+    from lamp_harness.base.io import writable_dir
+    from lamp_harness.plugin.options import parse_kv
+    from lamp_harness.report.export import export_submission
 
     pairs = [p for p in (select or "").split(",") if p.strip()]
     chosen = parse_kv(pairs, "--select")

@@ -90,9 +90,9 @@ def leaderboard(
 
     lamp leaderboard runs/ --baseline none --by profile-size --summary --format html --out page.html
     """
-    from lamp_harness import leaderboard as lb
-    from lamp_harness.errors import lamp_error
-    from lamp_harness.io import atomic_write_text, writable_file
+    from lamp_harness.base.errors import lamp_error
+    from lamp_harness.base.io import atomic_write_text, writable_file
+    from lamp_harness.report import leaderboard as lb
 
     if fmt not in lb.FORMATS:
         raise lamp_error(f"unknown format {fmt!r}", where="--format", fix=f"Use one of {', '.join(lb.FORMATS)}.")
@@ -101,8 +101,8 @@ def leaderboard(
     for path, option in ((out, "--out"), (plot, "--plot")):
         if path is not None:
             writable_file(path, option)
-    from lamp_harness import significance
-    from lamp_harness.leaderboard import comparisons
+    from lamp_harness.report import significance
+    from lamp_harness.report.leaderboard import comparisons
 
     for name in reference:  # checked before any reading, so a typo fails fast
         lb.load_reference(name)

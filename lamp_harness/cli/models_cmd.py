@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lamp_harness.cli.root import app
-from lamp_harness.registry import host
+from lamp_harness.plugin.registry import host
 
 
 @app.command("models")
@@ -19,7 +19,7 @@ def models(
     """List model aliases (role, source: hub id or package, installed/cached status, size) and
     presets (which model each role gets). Use an alias or a hub id with --model / --generator, and
     a preset with --preset (default: offline, packaged models only)."""
-    from lamp_harness.models import model_cache_dir, model_status, preset_roles
+    from lamp_harness.inputs.models import model_cache_dir, model_status, preset_roles
 
     registry = host().registry
     console = Console()

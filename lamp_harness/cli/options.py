@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from lamp_harness.cells import SEED_MAX  # the largest --seed: one rule with the matrix file's
+from lamp_harness.run.cells import SEED_MAX  # the largest --seed: one rule with the matrix file's
 
 SEED_DEFAULT = 0
 DEVICE_DEFAULT = "auto"
@@ -57,8 +57,7 @@ DataDir = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Folder with {split}_questions.json and {split}_outputs.json (wins over --data), "
-        "e.g. path/to/LaMP-7/user.",
+        help="Folder with {split}_questions.json and {split}_outputs.json (wins over --data), e.g. path/to/LaMP-7/user.",
     ),
 ]
 

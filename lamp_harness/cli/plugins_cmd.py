@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lamp_harness.base.errors import LampError, lamp_error
 from lamp_harness.cli.root import app
-from lamp_harness.errors import LampError, lamp_error
-from lamp_harness.registry import KINDS, Component, PluginHost, Registry, host, normalize
+from lamp_harness.plugin.registry import KINDS, Component, PluginHost, Registry, host, normalize
 
 plugins_app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 app.add_typer(plugins_app, name="plugins")
@@ -161,7 +161,7 @@ def _matching(registry: Registry, kinds: tuple[str, ...], name: str | None) -> l
 
 def _print_options(component: Component, console: Console) -> None:
     """One component's header line and options table."""
-    from lamp_harness.options import declared_options, task_option_names
+    from lamp_harness.plugin.options import declared_options, task_option_names
 
     label = f"{component.kind} {component.name}"
     console.print(f"[bold]{label}[/] ({component.provider}): {component.summary}", soft_wrap=True)
@@ -232,7 +232,7 @@ def new(
     Example: `lamp plugins new lamp-mine --out ./lamp-mine --kind retriever,reporter`, then
     `pip install -e ./lamp-mine && pytest ./lamp-mine/tests`.
     """
-    from lamp_harness.scaffold import scaffold
+    from lamp_harness.plugin.scaffold import scaffold
 
     written = scaffold(name, out, [k for value in kind for k in value.split(",") if k.strip()])
     console = Console()

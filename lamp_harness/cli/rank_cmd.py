@@ -59,14 +59,14 @@ def rank(
 
     from rich.console import Console
 
-    from lamp_harness.cache import rank_examples
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.errors import lamp_error
-    from lamp_harness.io import atomic_write_json, lamp_home, writable_file
-    from lamp_harness.options import check_device, parse_kv
-    from lamp_harness.registry import host
-    from lamp_harness.secrets import RedactedStream
+    from lamp_harness.base.errors import lamp_error
+    from lamp_harness.base.io import atomic_write_json, lamp_home, writable_file
+    from lamp_harness.base.secrets import RedactedStream
+    from lamp_harness.inputs.cache import rank_examples
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.contracts import RunContext
+    from lamp_harness.plugin.options import check_device, parse_kv
+    from lamp_harness.plugin.registry import host
 
     if top < 0 or limit < 0:
         raise lamp_error("--top and --limit must be 0 or more", fix="Pass e.g. --top 4.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from lamp_harness import __version__
-from lamp_harness.cells import SEED_MAX  # noqa: F401  (the commands' --seed bound: one rule with the matrix file's)
+from lamp_harness.run.cells import SEED_MAX  # noqa: F401  (the commands' --seed bound: one rule with the matrix file's)
 
 app = typer.Typer(
     name="lamp",

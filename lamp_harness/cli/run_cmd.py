@@ -168,13 +168,13 @@ def run(
     """
     from rich.console import Console
 
-    from lamp_harness import distributed
-    from lamp_harness.cells import Matrix, check_options, read_config
-    from lamp_harness.io import writable_dir
-    from lamp_harness.registry import REPORTERS_ENV, host
-    from lamp_harness.runner import run_matrix
-    from lamp_harness.secrets import RedactedStream
-    from lamp_harness.training import resolve_checkpoint
+    from lamp_harness.base import distributed
+    from lamp_harness.base.io import writable_dir
+    from lamp_harness.base.secrets import RedactedStream
+    from lamp_harness.plugin.registry import REPORTERS_ENV, host
+    from lamp_harness.run.cells import Matrix, check_options, read_config
+    from lamp_harness.run.runner import run_matrix
+    from lamp_harness.train.training import resolve_checkpoint
 
     if nproc_per_node and nproc_per_node > 1 and not distributed.detect_world().distributed:
         from lamp_harness.cli.root import ARGV

@@ -42,8 +42,8 @@ def score(
     from rich.console import Console
     from rich.table import Table
 
-    from lamp_harness.judge import JudgeChoice, score_cells
-    from lamp_harness.options import parse_kv
+    from lamp_harness.plugin.options import parse_kv
+    from lamp_harness.run.judge import JudgeChoice, score_cells
 
     console = Console(stderr=True)
     summaries = score_cells(

@@ -30,7 +30,7 @@ from lamp_harness.cli.options import (
     TaskArgs,
 )
 from lamp_harness.cli.root import app
-from lamp_harness.options import check_device, parse_kv
+from lamp_harness.plugin.options import check_device, parse_kv
 
 
 @app.command("train")
@@ -123,14 +123,14 @@ def train(
     """
     from rich.console import Console
 
-    from lamp_harness import distributed
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.errors import lamp_error
-    from lamp_harness.io import lamp_home, writable_dir
-    from lamp_harness.options import prompt_budget as checked_budget
-    from lamp_harness.secrets import RedactedStream
-    from lamp_harness.training import TrainConfig, latest_checkpoint, training_dir, trains_per_user
-    from lamp_harness.training import train as run_training
+    from lamp_harness.base import distributed
+    from lamp_harness.base.errors import lamp_error
+    from lamp_harness.base.io import lamp_home, writable_dir
+    from lamp_harness.base.secrets import RedactedStream
+    from lamp_harness.plugin.contracts import RunContext
+    from lamp_harness.plugin.options import prompt_budget as checked_budget
+    from lamp_harness.train.training import TrainConfig, latest_checkpoint, training_dir, trains_per_user
+    from lamp_harness.train.training import train as run_training
 
     if mixed_precision not in ("no", "bf16", "fp16"):
         raise lamp_error(
@@ -181,8 +181,8 @@ def train(
     )
     check_device(device)
     config.validate()
-    from lamp_harness.cells import Matrix, check_options, make_task
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.run.cells import Matrix, check_options, make_task
 
     registry = host().registry
     registry.get("preset", preset)  # typos fail here, before any work
@@ -261,9 +261,9 @@ def train(
 def _task_args(pairs: list[str], task: str) -> dict[str, str]:
     """``--task-arg`` as in ``lamp run``: ``KEY=VALUE``, or ``TASK:KEY=VALUE`` naming the trained
     task (so a run's options can be copied as they are); another task's name is one line."""
-    from lamp_harness.cells import component_args
-    from lamp_harness.errors import lamp_error
-    from lamp_harness.registry import host
+    from lamp_harness.base.errors import lamp_error
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.run.cells import component_args
 
     tables = component_args(pairs, "--task-arg")
     args = dict(tables.pop("*", {}))

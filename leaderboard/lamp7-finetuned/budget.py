@@ -19,10 +19,10 @@ from pathlib import Path
 
 from lamp_plugins.pplug import augmented
 
-from lamp_harness.contracts import RunContext
-from lamp_harness.io import lamp_home
-from lamp_harness.registry import host
-from lamp_harness.training import Schedule, TrainConfig, load_training_data, user_key
+from lamp_harness.base.io import lamp_home
+from lamp_harness.plugin.contracts import RunContext
+from lamp_harness.plugin.registry import host
+from lamp_harness.train.training import Schedule, TrainConfig, load_training_data, user_key
 
 HERE = Path(__file__).parent
 TRAIN_USERS = 0.67  # run.sh: lamp train --train-users 0.67

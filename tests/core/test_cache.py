@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lamp_harness import cache as cache_module
-from lamp_harness.cache import EmbeddingCache, rank_examples, ranking_path, text_key
-from lamp_harness.contracts import Example, ProfileItem, Ranking, RankQuery, Retriever, RunContext
-from lamp_harness.registry import host
+from lamp_harness.inputs import cache as cache_module
+from lamp_harness.inputs.cache import EmbeddingCache, rank_examples, ranking_path, text_key
+from lamp_harness.plugin.contracts import Example, ProfileItem, Ranking, RankQuery, Retriever, RunContext
+from lamp_harness.plugin.registry import host
 
 IDENTITY = {
     "model": "test/encoder",
@@ -210,7 +210,7 @@ def test_a_retriever_returning_a_partial_ranking_is_reported(lamp_home: Path, ta
         def rank(self, queries):
             return [(0,) for _ in queries]
 
-    from lamp_harness.errors import LampError
+    from lamp_harness.base.errors import LampError
 
     with pytest.raises(LampError, match="not a full ranking"):
         rank_examples(Broken(), task, "fp", examples(1), RunContext(lamp_home=lamp_home), progress=False)

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 
 import lamp_harness
-from lamp_harness import cells
-from lamp_harness.cells import Choice, Draft, Matrix
-from lamp_harness.contracts import Example, ProfileItem, RunContext
-from lamp_harness.errors import LampError
-from lamp_harness.registry import reset_host
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.contracts import Example, ProfileItem, RunContext
+from lamp_harness.plugin.registry import reset_host
+from lamp_harness.run import cells
+from lamp_harness.run.cells import Choice, Draft, Matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def registry(toys):
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
 
     reset_host(None)
     yield host().registry
@@ -63,7 +63,7 @@ def test_each_personalizer_gets_the_retriever_its_flags_allow(registry) -> None:
 
 
 def test_the_trainer_resolves_a_retriever_as_the_plan_does(registry) -> None:
-    from lamp_harness.training import TrainConfig, resolve_retriever
+    from lamp_harness.train.training import TrainConfig, resolve_retriever
 
     pcls = registry.get("personalizer", "pplug+retrieval").load()
     resolved = resolve_retriever(TrainConfig(task="lamp-7", personalizer="pplug+retrieval"), pcls)
@@ -238,11 +238,11 @@ def test_neither_the_runner_nor_the_trainer_reads_a_capability_flag() -> None:
         "requires_encoder_decoder",
     }
     package = Path(lamp_harness.__file__).parent
-    for module in ("runner", "training"):
+    for module in ("run/runner", "train/training"):
         tree = ast.parse((package / f"{module}.py").read_text(encoding="utf-8"))
         read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         read |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-        assert not flags & read, f"{module}.py reads {sorted(flags & read)}: use lamp_harness.cells"
+        assert not flags & read, f"{module}.py reads {sorted(flags & read)}: use lamp_harness.run.cells"
 
 
 def test_the_cell_module_imports_nothing_that_imports_the_hook_specs() -> None:
@@ -251,21 +251,22 @@ def test_the_cell_module_imports_nothing_that_imports_the_hook_specs() -> None:
     package = Path(lamp_harness.__file__).parent
 
     def imports(module: str) -> set[str]:
+        """The core modules ``module`` (a path below the package: ``run/cells``) imports."""
         tree = ast.parse((package / f"{module}.py").read_text(encoding="utf-8"))
         found = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lamp_harness."):
-                found.add(node.module.split(".")[1])
+                found.add(node.module.removeprefix("lamp_harness.").replace(".", "/"))
         return found
 
-    seen, todo = set(), ["cells"]
+    seen, todo = set(), ["run/cells"]
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
             todo += sorted(imports(module))
-    assert "cells" in imports("hookspecs")
-    assert not {"hookspecs", "registry", "runner", "training"} & seen, sorted(seen)
+    assert "run/cells" in imports("plugin/hookspecs")
+    assert not {"plugin/hookspecs", "plugin/registry", "run/runner", "train/training"} & seen, sorted(seen)
 
 
 # -- the matrix from a matrix file and the command line ----------------------------------------

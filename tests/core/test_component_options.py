@@ -1,4 +1,4 @@
-"""Typed component options (:mod:`lamp_harness.options`): declared once per component, parsed
+"""Typed component options (:mod:`lamp_harness.plugin.options`): declared once per component, parsed
 from ``KEY=VALUE`` strings, checked for every cell of a run before any work, listed by
 ``lamp plugins show``."""
 
@@ -10,16 +10,16 @@ from typing import ClassVar
 
 import pytest
 
-from lamp_harness.cells import Matrix, check_options
-from lamp_harness.errors import LampError
-from lamp_harness.options import (
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.options import (
     NoOptions,
     Options,
     check_component_options,
     declared_options,
     option,
 )
-from lamp_harness.registry import host
+from lamp_harness.plugin.registry import host
+from lamp_harness.run.cells import Matrix, check_options
 
 
 @dataclass(frozen=True)
@@ -289,9 +289,9 @@ def test_lamp_train_checks_its_options_before_any_work(cli, tmp_path) -> None:
 PLUGIN = """
 from dataclasses import dataclass
 
-from lamp_harness.contracts import Retriever
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.options import Options, option
+from lamp_harness.plugin.contracts import Retriever
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.plugin.options import Options, option
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from lamp_harness import metrics
-from lamp_harness.contracts import (
+from lamp_harness.plugin.contracts import (
     Example,
     Generation,
     GenerationRequest,
@@ -20,7 +20,7 @@ from lamp_harness.contracts import (
     Task,
     TokenCounter,
 )
-from lamp_harness.registry import host
+from lamp_harness.plugin.registry import host
 from lamp_harness.testing import (
     EchoGenerator,
     WhitespaceTokens,
@@ -76,7 +76,7 @@ class ParaphraseTask(Task):
         for i in ids:
             p, g = set(predictions[i].split()), set(golds[i].split())
             overlaps.append(len(p & g) / max(1, len(p | g)))
-        # A helper of lamp_harness.metrics: the harness then has per-example scores too.
+        # A helper of lamp_harness.inputs.metrics: the harness then has per-example scores too.
         return [metrics.mean_metric("overlap", overlaps, higher_is_better=True, seed=seed)]
 
 
@@ -418,7 +418,7 @@ def test_check_generator_passes_an_encoder_decoder_that_fuses_passages():
 
 
 def _built_in(kind: str) -> list[str]:
-    from lamp_harness.registry import PluginHost
+    from lamp_harness.plugin.registry import PluginHost
 
     return [c.name for c in PluginHost().registry.components(kind) if c.distribution == "lamp-harness"]
 
@@ -428,7 +428,7 @@ def test_every_built_in_task_passes_check_task(name, lamp_home):
     task = host().registry.create("task", name)
     examples = None
     if task.judged_metrics:  # its golds have a shape of their own (a rubric): its demo data has them
-        from lamp_harness.data import resolve_dataset
+        from lamp_harness.inputs.data import resolve_dataset
 
         examples = resolve_dataset(
             task, data="demo", data_dir=None, split="dev", context=RunContext(lamp_home=lamp_home)
@@ -448,7 +448,7 @@ def shared_context(tmp_path_factory) -> RunContext:
 
 @pytest.mark.parametrize("name", _built_in("retriever"))
 def test_every_built_in_retriever_passes_check_retriever(name, shared_context):
-    from lamp_harness.errors import LampError
+    from lamp_harness.base.errors import LampError
 
     try:
         retriever = host().registry.create("retriever", name, shared_context, **_RETRIEVER_ARGS.get(name, {}))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lamp_harness.contracts import GenerationRequest, Personalizer, RunContext
-from lamp_harness.data import DataSource, SplitFiles, split_file_names
-from lamp_harness.errors import lamp_error
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.registry import host
+from lamp_harness.base.errors import lamp_error
+from lamp_harness.inputs.data import DataSource, SplitFiles, split_file_names
+from lamp_harness.plugin.contracts import GenerationRequest, Personalizer, RunContext
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.plugin.registry import host
 from lamp_harness.testing import check_data_source, check_reporter, check_trainable_personalizer, sample_examples
 
 

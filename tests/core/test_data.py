@@ -1,4 +1,4 @@
-"""Loading, validation and resolution of LaMP splits (lamp_harness.data)."""
+"""Loading, validation and resolution of LaMP splits (lamp_harness.inputs.data)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from types import ModuleType
 
 import pytest
 
-from lamp_harness.contracts import MetricResult, RunContext, Task
-from lamp_harness.data import (
+from lamp_harness.base.errors import LampError
+from lamp_harness.inputs.data import (
     DataSource,
     SplitFiles,
     load_split,
@@ -21,9 +21,9 @@ from lamp_harness.data import (
     validate_split,
     write_outputs,
 )
-from lamp_harness.errors import LampError
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.registry import PluginHost, host, reset_host
+from lamp_harness.plugin.contracts import MetricResult, RunContext, Task
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.plugin.registry import PluginHost, host, reset_host
 
 
 class TinyTask(Task):

@@ -18,12 +18,12 @@ import json
 from pathlib import Path
 
 from lamp_harness import metrics
-from lamp_harness.contracts import Generation, Generator, Task
-from lamp_harness.data import DataSource, SplitFiles
-from lamp_harness.errors import lamp_error
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.io import atomic_write_json
-from lamp_harness.options import batch_size_arg, int_arg
+from lamp_harness.plugin.contracts import Generation, Generator, Task
+from lamp_harness.inputs.data import DataSource, SplitFiles
+from lamp_harness.base.errors import lamp_error
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.base.io import atomic_write_json
+from lamp_harness.plugin.options import batch_size_arg, int_arg
 
 
 class Words:
@@ -352,8 +352,8 @@ def test_task_options_are_validated_before_any_cell_and_recorded(site, cli, tmp_
 
 def test_demo_toml_budget_applies_to_every_task():
     """examples/demo.toml says its outputs are short (24 tokens): every task's budget is 24."""
-    from lamp_harness.cells import _stringify, generation_budget, read_config
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.run.cells import _stringify, generation_budget, read_config
 
     root = Path(__file__).resolve().parents[2]
     config = read_config(root / "examples" / "demo.toml")

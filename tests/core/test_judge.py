@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from judge_toys import LabelJudge, Recording, ScriptedJudge, scripted_answer
 
-from lamp_harness.contracts import RunContext
-from lamp_harness.errors import LampError
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.contracts import RunContext
 
 # -- the official evaluator, transcribed plainly (evaluation/evaluator.py of LaMP-QA) -----------
 
@@ -94,9 +94,9 @@ def official_evaluator(queries, responses, details, aspects, llm, max_retries=10
 
 
 def _demo(task_name="lamp-qa-arts", split="dev"):
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.io import lamp_home
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.registry import host
 
     task = host().registry.create("task", task_name)
     dataset = resolve_dataset(task, data="demo", data_dir=None, split=split, context=RunContext(lamp_home=lamp_home()))
@@ -105,8 +105,8 @@ def _demo(task_name="lamp-qa-arts", split="dev"):
 
 @pytest.mark.parametrize("max_retries", [0, 1, 3, 12])
 def test_the_judge_scores_exactly_as_the_official_evaluator(judges, max_retries):
-    from lamp_harness.judge import JudgeChoice, judge_examples, resolve_judge
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.run.judge import JudgeChoice, judge_examples, resolve_judge
 
     task, examples = _demo()
     outputs = {ex.id: f"Try {ex.input.split()[-1]} with friends." for ex in examples}
@@ -134,7 +134,7 @@ def test_the_judge_scores_exactly_as_the_official_evaluator(judges, max_retries)
 
 
 def test_temperatures_step_as_the_official_loop():
-    from lamp_harness.judge import temperatures
+    from lamp_harness.run.judge import temperatures
 
     steps, t = [], 0.0
     for _ in range(15):
@@ -155,7 +155,7 @@ def test_judge_answers_are_parsed_as_the_official_parse_json(judges):
 
 
 def _run(tmp_path, out="runs", **overrides):
-    from lamp_harness.runner import Matrix, run_matrix
+    from lamp_harness.run.runner import Matrix, run_matrix
 
     settings = dict(
         tasks=("lamp-qa-arts",),
@@ -213,7 +213,7 @@ def test_a_run_judges_once_and_another_matrix_sends_nothing(judges, tmp_path, cl
 
     # a second judge through `lamp score`: a second metric, nothing generated
     generated = len(Recording.seen)
-    from lamp_harness.judge import JudgeChoice, score_cells
+    from lamp_harness.run.judge import JudgeChoice, score_cells
 
     summaries = score_cells([tmp_path / "runs"], JudgeChoice("scripted-judge:second"), progress=False)
     assert len(summaries) == 2 and sum(s["judged"][0]["calls"] for s in summaries) > 0  # same outputs: asked once
@@ -229,7 +229,7 @@ def test_a_run_judges_once_and_another_matrix_sends_nothing(judges, tmp_path, cl
 
 
 def test_a_judge_going_down_loses_nothing_and_a_rerun_resumes(judges, tmp_path):
-    from lamp_harness.judge import BATCH
+    from lamp_harness.run.judge import BATCH
 
     ScriptedJudge.fail_after = BATCH  # one batch answered, then the server is gone
     with pytest.raises(LampError, match="unreachable"):
@@ -257,9 +257,9 @@ def _official_files(folder: Path, split="validation"):
 
 
 def test_data_dir_reads_the_official_download_layout(judges, tmp_path):
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.io import lamp_home
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.registry import host
 
     records = _official_files(tmp_path / "official")
     task = host().registry.create("task", "lamp-qa-arts")
@@ -287,8 +287,8 @@ def test_data_dir_reads_the_official_download_layout(judges, tmp_path):
 def test_the_packaged_smollm2_judges_through_the_real_hf_generator(tmp_path):
     """The offline preset's stand-in judge, end to end: real prompts, real answers, parsed or
     retried by sampling, every call cached (a second pass sends nothing)."""
-    from lamp_harness.judge import JudgeChoice, judge_examples, resolve_judge
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.run.judge import JudgeChoice, judge_examples, resolve_judge
 
     task, examples = _demo()
     examples = examples[:2]
@@ -320,8 +320,8 @@ def test_the_offline_stand_in_judge_decodes_labels_through_the_real_hf_generator
     log-likelihood, so every question gets a valid score at the first call."""
     from lamp_tasks.lamp_qa import JUDGE_CHOICES
 
-    from lamp_harness.judge import judge_examples, resolve_judge
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.run.judge import judge_examples, resolve_judge
 
     task, examples = _demo()
     examples = examples[:2]
@@ -338,7 +338,7 @@ def test_the_offline_stand_in_judge_decodes_labels_through_the_real_hf_generator
     assert all(q["raw"] in JUDGE_CHOICES and q["tries"] == 1 and "parsed" not in q for q in answers)
     # the generator's own label scores: the chosen answer is the most likely of the three
     generator = registry.get("generator", "hf").load()(context, max_input_tokens="2048")
-    from lamp_harness.contracts import GenerationRequest
+    from lamp_harness.plugin.contracts import GenerationRequest
 
     prompts = [q for ex in examples for q in task.judge_prompts(metric.name, ex, outputs[ex.id])]
     rows = generator.label_scores(
@@ -352,9 +352,9 @@ def test_the_offline_stand_in_judge_decodes_labels_through_the_real_hf_generator
 def test_label_decoding_judges_with_the_metrics_choices_and_is_recorded(judges, tmp_path):
     from lamp_tasks.lamp_qa import JUDGE_CHOICES
 
-    from lamp_harness.io import stable_hash
-    from lamp_harness.judge import JudgeChoice, judge_examples, resolve_judge
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import stable_hash
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.run.judge import JudgeChoice, judge_examples, resolve_judge
 
     LabelJudge.decodes = []
     task, examples = _demo()
@@ -515,9 +515,9 @@ def _hub_dataset(task_name, monkeypatch, revisions):
     import huggingface_hub.constants
     from lamp_tasks.lamp_qa_data import REPO
 
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.io import lamp_home
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.registry import host
 
     hub = HubServer(REPO, revisions)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -538,8 +538,8 @@ def test_the_hub_loader_reads_the_cards_configurations_and_works_offline_once_ca
     pytest.importorskip("pyarrow")
     from lamp_tasks.lamp_qa_data import card_data_files
 
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.io import lamp_home
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.data import resolve_dataset
 
     assert card_data_files(CARD, "Art_and_Entertainment", "test") == ["Art_and_Entertainment/test-*"]
     assert card_data_files(CARD, "Lifestyle_and_Personal_Development", "test") == []
@@ -585,10 +585,10 @@ def test_the_hub_loader_falls_back_to_the_parquet_conversion(judges, tmp_path, m
 
 
 def test_the_paper_numbers_sit_beside_the_paper_judge_only(judges, tmp_path):
-    from lamp_harness.leaderboard import leaderboard
+    from lamp_harness.report.leaderboard import leaderboard
 
     _run(tmp_path, out="paper", judge="scripted-judge:Qwen/Qwen2.5-32B-Instruct", personalizers=("none",))
-    from lamp_harness.judge import JudgeChoice, score_cells
+    from lamp_harness.run.judge import JudgeChoice, score_cells
 
     score_cells([tmp_path / "paper"], JudgeChoice("scripted-judge:other"), progress=False)
     board = leaderboard([tmp_path / "paper"], references=["lamp-qa"])

@@ -150,13 +150,15 @@ def _describe(cycle: list[str], knot: list[str], graph: dict[str, dict[str, str]
 
 
 @cache
-def floor_map() -> tuple[dict[str, int], set[str]]:
+def floor_map() -> tuple[dict[str, int], set[str], set[str]]:
     """The floors declared in ``docs/architecture.md``: its table rows ``| 3 | `name` | ...``,
-    where ``name`` is a module (``runner``), a folder (``cli/``: the package and everything in
-    it) or the package itself (``lamp_harness``). Rows marked ``(planned)`` may name a module that
-    does not exist yet. Returns the floors and the planned names."""
+    where ``name`` is a module by its path below the package (``run/runner``), a folder
+    (``cli/``: the package and everything in it without a row of its own) or the package itself
+    (``lamp_harness``). Rows marked ``(planned)`` may name a module that does not exist yet.
+    Returns the floors, the planned names and the folders."""
     floors: dict[str, int] = {}
     planned: set[str] = set()
+    folders: set[str] = set()
     for line in FLOOR_MAP.read_text(encoding="utf-8").splitlines():
         row = re.match(r"\|\s*(\d+)\s*\|\s*`([\w./]+)`\s*\|(.*)", line)
         if not row:
@@ -167,17 +169,20 @@ def floor_map() -> tuple[dict[str, int], set[str]]:
         floors[name] = int(row.group(1))
         if "(planned)" in row.group(3):
             planned.add(name)
-    return floors, planned
+        if row.group(2).endswith("/"):
+            folders.add(name)
+    return floors, planned, folders
 
 
 def floor_of(module: str) -> int | None:
-    """A module's floor: its own row, else the row of the nearest folder that holds it."""
-    floors, _ = floor_map()
-    if module == ROOT:
-        return floors.get(ROOT)
-    name = module
-    while name != ROOT:  # a module the map misses does not inherit the facade's floor
-        if name in floors:
+    """A module's floor: its own row, else the row of the nearest folder (a row ending in ``/``)
+    that holds it. A package's own row (``run``) covers its ``__init__`` only."""
+    floors, _, folders = floor_map()
+    if module in floors:
+        return floors[module]
+    name = module.rpartition(".")[0]
+    while name and name != ROOT:  # a module the map misses does not inherit the facade's floor
+        if name in folders:
             return floors[name]
         name = name.rpartition(".")[0]
     return None
@@ -226,7 +231,7 @@ def test_the_core_has_no_import_cycle() -> None:
 
 
 def test_every_module_has_a_floor_in_the_map_and_the_map_names_real_modules() -> None:
-    floors, planned = floor_map()
+    floors, planned, _ = floor_map()
     assert floors, f"{FLOOR_MAP} has no floor map table"
     missing = sorted(m for m in core_modules() if floor_of(m) is None)
     assert not missing, f"add these modules to the floor map in {FLOOR_MAP}: {', '.join(missing)}"
@@ -260,10 +265,34 @@ def test_the_core_imports_no_plugin() -> None:
 
 @pytest.mark.parametrize(
     ("lower", "upper"),
-    [("prediction", "runner"), ("prediction", "training"), ("training", "runner")],
+    [("run.prediction", "run.runner"), ("run.prediction", "train.training"), ("train.training", "run.runner")],
 )
 def test_the_named_floors_keep_their_order(lower: str, upper: str) -> None:
     """The prediction loop sits below the runner and the trainer, the trainer below the runner."""
     lower_floor, upper_floor = floor_of(f"{ROOT}.{lower}"), floor_of(f"{ROOT}.{upper}")
     assert lower_floor is not None and upper_floor is not None and lower_floor <= upper_floor
     assert f"{ROOT}.{upper}" not in import_graph()[f"{ROOT}.{lower}"]
+
+
+def test_each_folder_of_the_core_says_what_lives_there_and_imports_nothing() -> None:
+    """A folder's ``__init__`` opens with a docstring (what lives there, what it may import) and
+    imports nothing: no re-exports, so importing one module of a folder loads no sibling, and no
+    circle can close through a package."""
+    packages = [m for m, path in core_modules().items() if path.name == "__init__.py" and m != ROOT]
+    assert {"lamp_harness.base", "lamp_harness.plugin", "lamp_harness.run", "lamp_harness.report"} <= set(packages)
+    for module in packages:
+        tree = ast.parse(core_modules()[module].read_text(encoding="utf-8"))
+        if module in {f"{ROOT}.cli", f"{ROOT}.report.leaderboard"}:  # a command and a package with a body of their own
+            continue
+        assert ast.get_docstring(tree), f"{module}: open its __init__.py with what lives there and what it may import"
+        assert "may import" in ast.get_docstring(tree), module
+        assert [type(node).__name__ for node in tree.body] == ["Expr"], f"{module}: its __init__.py holds only its docstring"
+
+
+def test_the_wheel_lists_every_package_of_the_core() -> None:
+    """``pyproject.toml`` names the packages one by one: a folder missing there would be missing from
+    the wheel (an editable install would not notice)."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = {p for p in config["tool"]["setuptools"]["packages"] if p.split(".")[0] == ROOT}
+    assert listed == {m for m, path in core_modules().items() if path.name == "__init__.py"}

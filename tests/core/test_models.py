@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lamp_harness.contracts import RunContext
-from lamp_harness.errors import LampError
-from lamp_harness.models import SOURCE_FILE, model_cache_dir, resolve_model
+from lamp_harness.base.errors import LampError
+from lamp_harness.inputs.models import SOURCE_FILE, model_cache_dir, resolve_model
+from lamp_harness.plugin.contracts import RunContext
 
 
 @pytest.fixture

@@ -403,7 +403,7 @@ def test_every_public_name_resolves_and_the_type_stub_declares_the_same_names():
     for name in exports:
         value = getattr(lamp_harness, name)
         module = importlib.import_module(f"lamp_harness.{exports[name]}")
-        assert value is (module if name == exports[name] else getattr(module, name)), name
+        assert value is (module if name == exports[name].rpartition(".")[2] else getattr(module, name)), name
     assert set(lamp_harness.__all__) <= set(dir(lamp_harness))
     for name in lamp_harness.testing.__all__:
         assert getattr(lamp_harness.testing, name) is not None, name
@@ -417,17 +417,19 @@ def test_every_public_name_resolves_and_the_type_stub_declares_the_same_names():
             for alias in node.names:
                 assert alias.asname == alias.name, f"the stub must re-export {alias.name} as itself"
                 stubbed[alias.name] = (node.module or "").removeprefix("lamp_harness.").removeprefix("lamp_harness")
-    stubbed["metrics"] = "metrics"
+    stubbed["metrics"] = "inputs.metrics"
     assert stubbed == exports
 
 
 def test_the_trainable_generator_mixin_lives_below_the_trainer():
     import lamp_harness
-    from lamp_harness import trainable, training
+    from lamp_harness.plugin import trainable
+    from lamp_harness.train import training
 
     assert lamp_harness.GeneratorFineTuning is trainable.GeneratorFineTuning is training.GeneratorFineTuning
     assert issubclass(training.FineTuned, lamp_harness.GeneratorFineTuning)
-    assert "lamp_harness.training" not in {m for _, _, m, _ in _import_sites(Path(trainable.__file__).read_text(), "x")}
+    imported = {m for _, _, m, _ in _import_sites(Path(trainable.__file__).read_text(), "x")}
+    assert "lamp_harness.train.training" not in imported
 
 
 def test_importing_the_plugin_api_loads_nothing_until_a_name_is_used():
@@ -435,7 +437,7 @@ def test_importing_the_plugin_api_loads_nothing_until_a_name_is_used():
         "import sys, lamp_harness\n"
         "print(sorted(m for m in sys.modules if m.startswith('lamp_harness')))\n"
         "from lamp_harness import Retriever, hookimpl, int_arg, GeneratorFineTuning\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'lamp_harness.runner') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'lamp_harness.run.runner') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
@@ -443,7 +445,7 @@ def test_importing_the_plugin_api_loads_nothing_until_a_name_is_used():
 
 
 def test_the_examples_the_scaffold_and_the_plugin_guide_import_only_the_plugin_api(tmp_path):
-    from lamp_harness.scaffold import SCAFFOLD_KINDS, scaffold
+    from lamp_harness.plugin.scaffold import SCAFFOLD_KINDS, scaffold
 
     sites = []
     for path in _python_files(ROOT / "examples"):

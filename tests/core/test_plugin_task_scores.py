@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lamp_harness import metrics
-from lamp_harness.contracts import Example, MetricResult, Prediction, ProfileItem
-from lamp_harness.scores import score_cell
+from lamp_harness.plugin.contracts import Example, MetricResult, Prediction, ProfileItem
+from lamp_harness.report.scores import score_cell
 from lamp_harness.testing import check_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,10 +105,10 @@ def test_rows_that_do_not_reproduce_the_metric_are_not_kept():
 PLUGIN = '''
 from pathlib import Path
 
-from lamp_harness.contracts import Generation, Generator
-from lamp_harness.data import DataSource, SplitFiles
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.io import atomic_write_json
+from lamp_harness.plugin.contracts import Generation, Generator
+from lamp_harness.inputs.data import DataSource, SplitFiles
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.base.io import atomic_write_json
 
 
 class Words:

@@ -17,10 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from lamp_harness.base.errors import LampError
 from lamp_harness.cli import app
-from lamp_harness.errors import LampError
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.registry import PluginHost, host
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.plugin.registry import PluginHost, host
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "sentence_transformers", "bm25s")
@@ -30,7 +30,7 @@ def retriever_plugin(*names: str, then_raise: str | None = None) -> str:
     """Source of a plugin module that registers retrievers ``names`` (and may then fail)."""
     adds = "".join(f"    registry.add_retriever({n!r}, 'collections:OrderedDict', 'fake {n}')\n" for n in names)
     fail = f"    raise RuntimeError({then_raise!r})\n" if then_raise else ""
-    return "from lamp_harness.hookspecs import hookimpl\n\n@hookimpl\ndef lamp_register(registry):\n" + (
+    return "from lamp_harness.plugin.hookspecs import hookimpl\n\n@hookimpl\ndef lamp_register(registry):\n" + (
         adds + fail or "    pass\n"
     )
 
@@ -99,7 +99,7 @@ def test_hook_implementation_matching_no_spec_is_rejected_at_load(site, cli):
         "lamp-typo",
         "1.0",
         typo="""
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         @hookimpl
         def lamp_regster(registry):
@@ -122,7 +122,7 @@ def test_hook_implementation_with_a_wrong_argument_name_is_rejected(site):
         "lamp-badarg",
         "1.0",
         badarg="""
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         @hookimpl
         def lamp_register(registy):
@@ -407,7 +407,7 @@ def test_plugin_calling_sys_exit_on_import_or_in_lamp_register_is_broken_not_fat
         "0.2",
         exitregister="""
         import sys
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         @hookimpl
         def lamp_register(registry):
@@ -437,7 +437,7 @@ def test_keyboard_interrupt_while_loading_a_plugin_is_not_swallowed(site):
 
 def lazy_plugin(target: str) -> str:
     return (
-        "from lamp_harness.hookspecs import hookimpl\n\n"
+        "from lamp_harness.plugin.hookspecs import hookimpl\n\n"
         "@hookimpl\n"
         "def lamp_register(registry):\n"
         f"    registry.add_retriever('lazy-ret', {target!r}, 'a lazy retriever')\n"
@@ -534,7 +534,7 @@ def test_misspelled_hook_gets_a_did_you_mean(site):
         "lamp-typo",
         "1.0",
         typo="""
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         @hookimpl
         def lamp_cell_finishd(cell, metrics):
@@ -551,7 +551,7 @@ def test_hook_named_function_without_hookimpl_draws_a_warning(site, cli):
         "lamp-undecorated",
         "1.0",
         undecorated="""
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         def lamp_register(registry):
             registry.add_retriever("never-ret", "collections:OrderedDict")
@@ -600,7 +600,7 @@ def test_lamp_plugins_lists_plugins_hooks_reporters_data_sources_and_each_side_o
         "0.5",
         slack='''
         """Posts finished cells to a chat channel."""
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         @hookimpl
         def lamp_cell_finished(cell, metrics):

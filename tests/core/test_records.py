@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lamp_harness.contracts import MetricResult
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.io import atomic_write_json
-from lamp_harness.records import CellRecord, CellResult, Timing
-from lamp_harness.store import CellStore
+from lamp_harness.base.io import atomic_write_json
+from lamp_harness.plugin.contracts import MetricResult
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.run.records import CellRecord, CellResult, Timing
+from lamp_harness.run.store import CellStore
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((ROOT / "leaderboard").rglob("config.json"))
@@ -116,8 +116,8 @@ class Recorder:
 
 
 def test_a_real_run_hands_the_hooks_typed_records_that_match_its_files(toys, tmp_path, monkeypatch) -> None:
-    from lamp_harness.registry import PluginHost
-    from lamp_harness.runner import Matrix, run_matrix
+    from lamp_harness.plugin.registry import PluginHost
+    from lamp_harness.run.runner import Matrix, run_matrix
 
     monkeypatch.setenv("LAMP_HOME", str(tmp_path / "home"))
     recorder = Recorder()

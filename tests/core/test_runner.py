@@ -14,8 +14,8 @@ import pytest
 from lamp_cli import TOYS
 from lamp_cli import lamp_code as lamp
 
-from lamp_harness.contracts import Prediction
-from lamp_harness.store import CellStore
+from lamp_harness.plugin.contracts import Prediction
+from lamp_harness.run.store import CellStore
 
 
 def cells(out: Path) -> dict[str, Path]:

@@ -12,8 +12,8 @@ import pytest
 from lamp_cli import TOYS
 from lamp_cli import lamp_code as lamp
 
-from lamp_harness.contracts import MetricResult, Prediction
-from lamp_harness.store import METRICS, PREDICTIONS, CellBusy, CellStore
+from lamp_harness.plugin.contracts import MetricResult, Prediction
+from lamp_harness.run.store import METRICS, PREDICTIONS, CellBusy, CellStore
 
 BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet")
 
@@ -47,7 +47,7 @@ def test_a_held_cell_lock_names_its_holder(tmp_path):
 
 def test_a_killed_holder_releases_the_lock(tmp_path):
     code = (
-        "import sys, time; from lamp_harness.store import CellStore\n"
+        "import sys, time; from lamp_harness.run.store import CellStore\n"
         f"with CellStore(r'{tmp_path / 'cell'}').lock():\n"
         "    print('held', flush=True); time.sleep(60)\n"
     )

@@ -13,8 +13,8 @@ import pytest
 TRAINABLE = '''
 import torch
 
-from lamp_harness.contracts import Generation, GenerationRequest, Generator, Personalizer
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness.plugin.contracts import Generation, GenerationRequest, Generator, Personalizer
+from lamp_harness.plugin.hookspecs import hookimpl
 
 
 class Words:

@@ -11,11 +11,11 @@ import pytest
 import torch
 from tiny_models import build_tiny_llama
 
-from lamp_harness import training
-from lamp_harness.contracts import Dataset, Example, ProfileItem, RunContext
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
-from lamp_harness.training import (
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.contracts import Dataset, Example, ProfileItem, RunContext
+from lamp_harness.plugin.registry import host
+from lamp_harness.train import training
+from lamp_harness.train.training import (
     Schedule,
     TrainConfig,
     ensure_trained,
@@ -113,7 +113,7 @@ def test_user_split_is_disjoint_deterministic_and_two_to_one() -> None:
 
 
 def test_user_split_of_the_real_lamp7_dev_set(shared_data: Path, lamp_home: Path) -> None:
-    from lamp_harness.data import resolve_dataset
+    from lamp_harness.inputs.data import resolve_dataset
 
     task = host().registry.create("task", "lamp-7")
     dataset = resolve_dataset(
@@ -294,7 +294,7 @@ def test_bad_training_options_are_one_line_errors(config) -> None:
 
 def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_dir, tmp_path) -> None:
     from lamp_harness.cli import main
-    from lamp_harness.leaderboard import collect_cells
+    from lamp_harness.report.leaderboard import collect_cells
 
     plain = replace(config, personalizer="none", personalizer_args={}, max_steps=1)
     result = train(plain, tmp_path / "ft", progress=False)
@@ -337,7 +337,7 @@ def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_
     ]
     assert tuned["training"]["steps"] == 1 and tuned["training"]["batch_size"] == plain.batch_size
     assert tuned["training"]["lr"] == plain.lr
-    from lamp_harness.leaderboard import leaderboard, render
+    from lamp_harness.report.leaderboard import leaderboard, render
 
     board = render(leaderboard([tmp_path / "runs"]))
     # named by its column's label, the applied budget included
@@ -347,7 +347,7 @@ def test_a_fine_tuned_prompt_only_method_gets_its_own_column(config, tiny_llama_
 
 
 def test_pplug_trains_on_the_official_augmented_set_with_hf_schedule_and_no_decay_groups(config, tmp_path):
-    from lamp_harness.training import _lr_lambda, decay_groups
+    from lamp_harness.train.training import _lr_lambda, decay_groups
 
     args = {**config.personalizer_args, "augment": "10"}
     augmented = replace(config, personalizer_args=args, limit=4, epochs=None, max_steps=None, batch_size=8)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from lamp_cli import TOYS
 
+from lamp_harness.base.distributed import World, deal, detect_world
 from lamp_harness.cli.run_cmd import without_option
-from lamp_harness.contracts import Example, Prediction
-from lamp_harness.distributed import World, deal, detect_world
-from lamp_harness.store import CellStore
+from lamp_harness.plugin.contracts import Example, Prediction
+from lamp_harness.run.store import CellStore
 
 BIN = Path(sys.executable).parent
 # The toy generator's outputs depend on the batch each example ran in, so equal files prove
@@ -595,8 +595,8 @@ def test_a_killed_two_process_training_does_not_finish_on_its_own(tmp_path, tiny
     ],
 )
 def test_the_job_environment_is_validated_in_one_line(monkeypatch, variables, message) -> None:
-    from lamp_harness.distributed import check_environment
-    from lamp_harness.errors import LampError
+    from lamp_harness.base.distributed import check_environment
+    from lamp_harness.base.errors import LampError
 
     for name in (
         "RANK",

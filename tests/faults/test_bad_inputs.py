@@ -156,7 +156,7 @@ def finished_runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAMP_HOME", str(root / "home"))
         patch.syspath_prepend(str(TOYS))
-        from lamp_harness import registry
+        from lamp_harness.plugin import registry
 
         registry.reset_host(None)
         try:

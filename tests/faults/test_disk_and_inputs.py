@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lamp_cli import TOYS
 
-from lamp_harness.errors import LampError
+from lamp_harness.base.errors import LampError
 
 BIN = Path(sys.executable).parent
 RUN = (
@@ -223,7 +223,7 @@ def test_a_reporter_raising_system_exit_in_a_hook_is_disabled_and_the_run_finish
         quitter="""
         import sys
 
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         @hookimpl
         def lamp_cell_started(cell):
@@ -280,7 +280,7 @@ def test_a_checkpoint_without_a_manifest_is_verified_by_loading_it(toys, cli, tm
     import torch
     from safetensors.torch import save_file
 
-    from lamp_harness.training import checkpoint_problem, latest_checkpoint
+    from lamp_harness.train.training import checkpoint_problem, latest_checkpoint
 
     # A valid one from before manifests existed is still accepted.
     good = _checkpoint(tmp_path / "good", b"")

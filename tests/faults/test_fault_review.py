@@ -10,7 +10,7 @@ import pytest
 from lamp_plugins.openai_generator import check_base_url
 from openai_fake import FakeOpenAI
 
-from lamp_harness.secrets import redact_text
+from lamp_harness.base.secrets import redact_text
 
 SECRET = "sk-review-planted-31415926"
 

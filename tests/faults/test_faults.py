@@ -17,7 +17,7 @@ import pytest
 from lamp_cli import TOYS
 from lamp_cli import lamp_code as _lamp
 
-from lamp_harness.store import METRICS, PREDICTIONS
+from lamp_harness.run.store import METRICS, PREDICTIONS
 
 RUN = (
     "run",
@@ -101,7 +101,7 @@ def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_sam
 ):
     from safetensors.torch import load_file
 
-    from lamp_harness.training import latest_checkpoint
+    from lamp_harness.train.training import latest_checkpoint
 
     args = [
         "train",
@@ -234,7 +234,7 @@ EMBEDDING_DAMAGE = {
 def test_a_damaged_embedding_shard_is_re_encoded(damage, tmp_path, lamp_home, capsys):
     import numpy as np
 
-    from lamp_harness.cache import EmbeddingCache
+    from lamp_harness.inputs.cache import EmbeddingCache
 
     texts = [f"text {i}" for i in range(5)]
 
@@ -258,7 +258,7 @@ def test_concurrent_encoders_of_one_cache_take_turns(lamp_home):
 
     import numpy as np
 
-    from lamp_harness.cache import EmbeddingCache
+    from lamp_harness.inputs.cache import EmbeddingCache
 
     texts = [f"text {i}" for i in range(8)]
     started = threading.Event()
@@ -291,8 +291,8 @@ CHECKPOINT_DAMAGE = {
 @pytest.fixture(scope="module")
 def trained(tiny_llama_dir, tiny_encoder_dir, tmp_path_factory):
     """A finished tiny PPlug training folder with two checkpoints (steps 1 and 2)."""
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.training import TrainConfig, train
+    from lamp_harness.plugin.contracts import RunContext
+    from lamp_harness.train.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("trained")
     config = TrainConfig(
@@ -319,8 +319,8 @@ def trained(tiny_llama_dir, tiny_encoder_dir, tmp_path_factory):
 def test_a_damaged_checkpoint_is_skipped_when_resuming_and_refused_when_given(damage, trained, tmp_path, capsys):
     import shutil
 
-    from lamp_harness.errors import LampError
-    from lamp_harness.training import latest_checkpoint, load_checkpoint
+    from lamp_harness.base.errors import LampError
+    from lamp_harness.train.training import latest_checkpoint, load_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
@@ -342,7 +342,7 @@ def test_a_damaged_download_is_fetched_again(tmp_path, lamp_home, capsys):
     folder.mkdir(parents=True)
     good = b'[{"id": "1", "input": "x", "profile": []}]'
     (folder / "dev_questions.json").write_bytes(good)
-    from lamp_harness.io import atomic_write_json, file_sha256
+    from lamp_harness.base.io import atomic_write_json, file_sha256
 
     atomic_write_json(
         folder / download.CHECKSUMS,
@@ -358,7 +358,7 @@ def test_a_damaged_download_is_fetched_again(tmp_path, lamp_home, capsys):
 def test_a_damaged_converted_model_is_detected_by_its_manifest(tmp_path):
     from lamp_plugins import models
 
-    from lamp_harness.io import atomic_write_json, folder_manifest
+    from lamp_harness.base.io import atomic_write_json, folder_manifest
 
     folder = tmp_path / "converted"
     folder.mkdir()
@@ -429,7 +429,7 @@ def test_concurrent_rankers_of_one_cache_file_take_turns(task, demo_train, conte
     second reuses the first's rankings instead of computing them again."""
     import threading
 
-    from lamp_harness.cache import rank_examples
+    from lamp_harness.inputs.cache import rank_examples
 
     calls: list[int] = []
     started = threading.Event()

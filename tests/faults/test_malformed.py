@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from lamp_harness.base.errors import LampError
 from lamp_harness.cli import main
-from lamp_harness.data import load_split, validate_split
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
+from lamp_harness.inputs.data import load_split, validate_split
+from lamp_harness.plugin.registry import host
 
 CORPUS = Path(__file__).resolve().parents[1] / "support" / "data" / "malformed"
 

@@ -92,7 +92,7 @@ def test_scores_json_edited_without_changing_any_metric_is_not_used(toys, cli, t
     other = next(i for i, row in enumerate(rows) if row != rows[0])
     rows[0], rows[other] = rows[other], rows[0]
     path.write_text(json.dumps(data), encoding="utf-8")
-    from lamp_harness.store import scores_digest
+    from lamp_harness.run.store import scores_digest
 
     assert scores_digest(data) != recorded
     tested, err = _leaderboard_json(cli, edited)
@@ -115,7 +115,7 @@ def test_sigterm_ends_a_one_process_run_like_ctrl_c(tmp_path) -> None:
 
     from lamp_cli import TOYS
 
-    from lamp_harness.store import CellStore
+    from lamp_harness.run.store import CellStore
 
     out = tmp_path / "runs"
     env = {
@@ -181,8 +181,8 @@ def test_plugins_new_refuses_the_name_of_its_own_test_folder(cli, tmp_path) -> N
 TRAINABLE = '''
 import torch
 
-from lamp_harness.contracts import GenerationRequest, Personalizer
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness.plugin.contracts import GenerationRequest, Personalizer
+from lamp_harness.plugin.hookspecs import hookimpl
 
 
 class Bias(Personalizer):
@@ -268,9 +268,9 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_method_is_one_line(site, toys
 
 
 STRICT_GENERATOR = '''
-from lamp_harness.contracts import Generation, Generator
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.options import reject_unknown_args
+from lamp_harness.plugin.contracts import Generation, Generator
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.plugin.options import reject_unknown_args
 
 
 class Strict(Generator):
@@ -521,7 +521,7 @@ def test_a_reporter_meeting_a_full_disk_ends_the_run_in_one_line(site, toys, cli
         diskfull=f"""
         import errno
 
-        from lamp_harness.hookspecs import hookimpl
+        from lamp_harness.plugin.hookspecs import hookimpl
 
         @hookimpl
         def lamp_example_predicted(cell, example):

@@ -1,4 +1,4 @@
-"""Secrets are never written: one notion of a secret setting (lamp_harness/secrets.py), refused as an
+"""Secrets are never written: one notion of a secret setting (lamp_harness/base/secrets.py), refused as an
 argument through every input path, and masked everywhere the harness writes or prints. The
 end-to-end test plants secrets through every path against a real HTTP server on 127.0.0.1 and
 greps every byte of the run folder, the leaderboard outputs and $LAMP_HOME."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openai_fake import FakeOpenAI
 
-from lamp_harness.secrets import has_url_credentials, is_secret_name, redact, redact_text, remember
+from lamp_harness.base.secrets import has_url_credentials, is_secret_name, redact, redact_text, remember
 
 SECRET = "sk-planted-0123456789abcdef"  # an argument's value (refused)
 URL_SECRET = "urlpass-0123456789"  # inside base_url (refused)

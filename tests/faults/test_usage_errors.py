@@ -149,7 +149,7 @@ def test_an_unknown_command_is_one_line_with_a_suggestion(args, capsys):
 
 
 def test_ctrl_c_prints_the_resume_line(monkeypatch, capsys, tmp_path):
-    from lamp_harness import runner
+    from lamp_harness.run import runner
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

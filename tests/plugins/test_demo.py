@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from lamp_tasks import demo
 
-from lamp_harness.contracts import RunContext
-from lamp_harness.data import resolve_dataset, validate_split
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
+from lamp_harness.base.errors import LampError
+from lamp_harness.inputs.data import resolve_dataset, validate_split
+from lamp_harness.plugin.contracts import RunContext
+from lamp_harness.plugin.registry import host
 
 TASKS = ("lamp-1", "lamp-2", "lamp-3", "lamp-4", "lamp-5", "lamp-6", "lamp-7")
 

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from lamp_tasks.download import NotFound, download_file, remote_folder
 
+from lamp_harness.base.errors import LampError
+from lamp_harness.base.io import file_sha256
 from lamp_harness.cli import main
-from lamp_harness.contracts import RunContext
-from lamp_harness.data import resolve_dataset
-from lamp_harness.errors import LampError
-from lamp_harness.io import file_sha256
-from lamp_harness.registry import host
+from lamp_harness.inputs.data import resolve_dataset
+from lamp_harness.plugin.contracts import RunContext
+from lamp_harness.plugin.registry import host
 
 
 def _questions(n: int = 30) -> bytes:

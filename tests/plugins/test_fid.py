@@ -8,9 +8,9 @@ import pytest
 import torch
 from tiny_models import greedy_generator
 
-from lamp_harness.contracts import GenerationRequest
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.contracts import GenerationRequest
+from lamp_harness.plugin.registry import host
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -73,7 +73,7 @@ def test_fid_refuses_a_decoder_onlygreedy_generator(context, task, tiny_llama_di
 
 
 def test_fid_trains_the_generator_weights(context, task, examples, tiny_t5_dir) -> None:
-    from lamp_harness.training import as_trainable
+    from lamp_harness.train.training import as_trainable
 
     generator = greedy_generator(context, tiny_t5_dir)
     fid = _fid(context, task, generator, train="decoder")

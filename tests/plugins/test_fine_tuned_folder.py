@@ -9,8 +9,8 @@ import torch
 from lamp_plugins.vllm_generator import fine_tuned_folder
 from safetensors.torch import load_file, save_file
 
-from lamp_harness.errors import LampError
-from lamp_harness.models import ResolvedModel
+from lamp_harness.base.errors import LampError
+from lamp_harness.inputs.models import ResolvedModel
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 import torch
 from lamp_plugins.hf_generator import HFGenerator
 
-from lamp_harness.contracts import GenerationRequest, RunContext, SoftTokens
-from lamp_harness.errors import LampError
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.contracts import GenerationRequest, RunContext, SoftTokens
 
 PROMPTS = (
     "the tweet is good and happy",
@@ -334,7 +334,7 @@ def test_describe_and_training_support(context, tiny_t5_dir):
 
 
 def test_generator_is_registered_as_hf(context, tiny_llama_dir):
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
 
     gen = host().registry.create("generator", "hf", context, model=str(tiny_llama_dir))
     assert isinstance(gen, HFGenerator) and not gen.is_encoder_decoder

@@ -14,10 +14,10 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from lamp_harness.contracts import RunContext
-from lamp_harness.data import resolve_dataset
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
+from lamp_harness.base.errors import LampError
+from lamp_harness.inputs.data import resolve_dataset
+from lamp_harness.plugin.contracts import RunContext
+from lamp_harness.plugin.registry import host
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

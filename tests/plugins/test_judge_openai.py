@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from judge_toys import Recording, scripted_answer
 
-from lamp_harness.errors import LampError
+from lamp_harness.base.errors import LampError
 
 MODEL = "judge-model"
 
@@ -86,7 +86,7 @@ def server():
 
 
 def _run(tmp_path, url: str, http_retries: int = 4):
-    from lamp_harness.runner import Matrix, run_matrix
+    from lamp_harness.run.runner import Matrix, run_matrix
 
     matrix = Matrix(
         tasks=("lamp-qa-arts",),

@@ -10,10 +10,10 @@ import re
 import pytest
 
 from lamp_harness import metrics
-from lamp_harness.contracts import Example, ProfileItem, RunContext
-from lamp_harness.data import resolve_dataset
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
+from lamp_harness.base.errors import LampError
+from lamp_harness.inputs.data import resolve_dataset
+from lamp_harness.plugin.contracts import Example, ProfileItem, RunContext
+from lamp_harness.plugin.registry import host
 
 
 class Words:
@@ -177,7 +177,7 @@ def test_longlamp_temporal_scheme_is_the_time_split() -> None:
     task = _task("longlamp-review")
     assert task.hub_config("user") == "product_review_user"
     assert task.hub_config("time") == "product_review_temporal"
-    from lamp_harness.data import check_scheme
+    from lamp_harness.inputs.data import check_scheme
 
     assert check_scheme("temporal") == "time"
 

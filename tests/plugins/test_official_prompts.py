@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from lamp_tasks import lamp
 
-from lamp_harness.contracts import Example, ProfileItem
-from lamp_harness.errors import LampError
-from lamp_harness.tokens import HFTokenCounter, WhitespaceTokenCounter, clean_up_tokenization
+from lamp_harness.base.errors import LampError
+from lamp_harness.base.tokens import HFTokenCounter, WhitespaceTokenCounter, clean_up_tokenization
+from lamp_harness.plugin.contracts import Example, ProfileItem
 
 WORDS = WhitespaceTokenCounter()  # one token per word, no special tokens
 
@@ -189,7 +189,7 @@ def test_decode_clean_up_is_transformers_4_27s():
 
 
 def test_a_strict_budget_cell_is_recorded_in_its_id_label_and_config(tmp_path):
-    from lamp_harness.runner import Matrix, Runner
+    from lamp_harness.run.runner import Matrix, Runner
 
     def spec(budget: str):
         runner = Runner(

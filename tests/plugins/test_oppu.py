@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lamp_harness.contracts import GenerationRequest, RunContext
-from lamp_harness.data import resolve_dataset
-from lamp_harness.registry import host
+from lamp_harness.inputs.data import resolve_dataset
+from lamp_harness.plugin.contracts import GenerationRequest, RunContext
+from lamp_harness.plugin.registry import host
 
 pytest_plugins = ("tiny_models",)
 BIN = Path(sys.executable).parent

@@ -10,9 +10,9 @@ import torch
 from lamp_plugins.pplug import attention_weights, history_text, mean_weights
 from tiny_models import greedy_generator
 
-from lamp_harness.contracts import GenerationRequest, SoftTokens
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.contracts import GenerationRequest, SoftTokens
+from lamp_harness.plugin.registry import host
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -27,8 +27,8 @@ import torch
 from lamp_plugins.pplug import OFFICIAL_SCALE, augmented, history_text
 from tiny_models import greedy_generator
 
-from lamp_harness.contracts import Example, ProfileItem
-from lamp_harness.registry import host
+from lamp_harness.plugin.contracts import Example, ProfileItem
+from lamp_harness.plugin.registry import host
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -163,7 +163,7 @@ def official_loss(
 
 
 def _demo(task_name: str, context, split: str = "train") -> list[Example]:
-    from lamp_harness.data import resolve_dataset
+    from lamp_harness.inputs.data import resolve_dataset
 
     task = host().registry.create("task", task_name)
     return list(resolve_dataset(task, data="demo", data_dir=None, split=split, context=context).examples)
@@ -192,7 +192,7 @@ def demo_t5_dir(tmp_path_factory):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
-    from lamp_harness.contracts import RunContext
+    from lamp_harness.plugin.contracts import RunContext
 
     context = RunContext(lamp_home=tmp_path_factory.mktemp("demo-home"), seed=0, device="cpu")
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
@@ -488,7 +488,7 @@ def test_official_epochs_per_task(context, tiny_llama_dir, tiny_encoder_dir) -> 
 
 
 def _runner(tmp_path, retriever: str, personalizer: str = "pplug"):
-    from lamp_harness.runner import Matrix, Runner
+    from lamp_harness.run.runner import Matrix, Runner
 
     matrix = Matrix(
         tasks=("lamp-7",), personalizers=(personalizer,), retrievers=(retriever,), data="demo", limit=2, device="cpu"
@@ -497,7 +497,7 @@ def _runner(tmp_path, retriever: str, personalizer: str = "pplug"):
 
 
 def test_pplug_with_contriever_uses_the_contriever_role_encoder(tmp_path) -> None:
-    from lamp_harness.models import resolve_model
+    from lamp_harness.inputs.models import resolve_model
 
     runner = _runner(tmp_path, "contriever")
     (draft,) = runner.plan()
@@ -513,14 +513,14 @@ def test_pplug_with_contriever_uses_the_contriever_role_encoder(tmp_path) -> Non
 
 @pytest.mark.parametrize("retriever", ["bm25", "recency", "random"])
 def test_pplug_with_a_retriever_without_encoder_suggests_pplug_plus_retrieval(tmp_path, retriever) -> None:
-    from lamp_harness.errors import LampError
+    from lamp_harness.base.errors import LampError
 
     with pytest.raises(LampError, match=r"has none .*--personalizer pplug\+retrieval"):
         _runner(tmp_path, retriever).plan()
 
 
 def test_pplug_plus_retrieval_keeps_its_items_and_defaults_to_the_bge_retriever(tmp_path) -> None:
-    from lamp_harness.runner import Matrix, Runner
+    from lamp_harness.run.runner import Matrix, Runner
 
     runner = Runner(
         Matrix(tasks=("lamp-7",), personalizers=("pplug+retrieval",), data="demo", limit=2),
@@ -535,7 +535,7 @@ def test_pplug_plus_retrieval_keeps_its_items_and_defaults_to_the_bge_retriever(
 def test_in_a_matrix_with_item_methods_pplug_keeps_its_own_encoder_beside_bm25(tmp_path, capsys) -> None:
     """``--personalizer none,ipa,pplug --retriever bm25``: bm25 is there for IPA; the pplug cell
     runs as plain PPlug (its own encoder), with a warning, instead of refusing the whole matrix."""
-    from lamp_harness.runner import Matrix, Runner
+    from lamp_harness.run.runner import Matrix, Runner
 
     matrix = Matrix(
         tasks=("lamp-7",), personalizers=("none", "ipa", "pplug"), retrievers=("bm25",), data="demo", limit=2, device="cpu"

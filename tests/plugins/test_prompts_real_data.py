@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lamp_harness.contracts import Example, ProfileItem
-from lamp_harness.registry import host
-from lamp_harness.tokens import WhitespaceTokenCounter
+from lamp_harness.base.tokens import WhitespaceTokenCounter
+from lamp_harness.plugin.contracts import Example, ProfileItem
+from lamp_harness.plugin.registry import host
 
 
 def task(name: str):

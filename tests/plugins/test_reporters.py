@@ -13,10 +13,10 @@ from lamp_plugins.reporters import ConsoleReporter, EventLog
 from rich.console import Console
 
 from lamp_harness.cli import main
-from lamp_harness.contracts import Example, MetricResult, Prediction
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.records import CellResult, Timing
-from lamp_harness.registry import PluginHost
+from lamp_harness.plugin.contracts import Example, MetricResult, Prediction
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.plugin.registry import PluginHost
+from lamp_harness.run.records import CellResult, Timing
 
 
 # Stand-ins with exactly the attributes reporters may use (RunInfo / CellSpec of the runner).
@@ -232,7 +232,7 @@ def test_built_in_reporters_are_loaded_through_the_entry_point():
 
 
 def test_a_real_run_logs_events_and_prints_the_summary(toys, tmp_path, capsys):
-    from lamp_harness.runner import run_matrix  # noqa: F401  (the runner must exist for this test)
+    from lamp_harness.run.runner import run_matrix  # noqa: F401  (the runner must exist for this test)
 
     out = tmp_path / "runs"
     args = [

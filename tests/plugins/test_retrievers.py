@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from lamp_plugins.bm25 import okapi_scores, ranking_from_scores
 
-from lamp_harness.contracts import ProfileItem, RankQuery, RunContext
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
+from lamp_harness.base.errors import LampError
+from lamp_harness.plugin.contracts import ProfileItem, RankQuery, RunContext
+from lamp_harness.plugin.registry import host
 from lamp_harness.testing import check_retriever
 
 
@@ -111,7 +111,7 @@ def test_bm25_agrees_with_rank_bm25_on_real_lamp7_dev(shared_data: Path) -> None
     rank_bm25 = pytest.importorskip("rank_bm25")
     questions = json.loads((shared_data / "LaMP-7" / "user" / "dev_questions.json").read_text())
     task = host().registry.create("task", "lamp-7")
-    from lamp_harness.contracts import Example
+    from lamp_harness.plugin.contracts import Example
 
     queries = []
     for q in questions:

@@ -9,10 +9,10 @@ import random
 
 import pytest
 
-from lamp_harness.contracts import Example, ProfileItem
-from lamp_harness.errors import LampError
-from lamp_harness.registry import host
-from lamp_harness.tokens import WhitespaceTokenCounter
+from lamp_harness.base.errors import LampError
+from lamp_harness.base.tokens import WhitespaceTokenCounter
+from lamp_harness.plugin.contracts import Example, ProfileItem
+from lamp_harness.plugin.registry import host
 
 WS = WhitespaceTokenCounter()
 ALL_TASKS = ("lamp-1", "lamp-2", "lamp-2-news", "lamp-3", "lamp-4", "lamp-5", "lamp-6", "lamp-7")

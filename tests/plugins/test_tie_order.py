@@ -9,7 +9,7 @@ import pytest
 from lamp_plugins.bm25 import BM25Retriever
 from lamp_plugins.ordering import ALGORITHM, argsort_numpy124, official_descending
 
-from lamp_harness.contracts import ProfileItem, RankQuery
+from lamp_harness.plugin.contracts import ProfileItem, RankQuery
 
 # ``np.argsort(values)[::-1].tolist()`` recorded under numpy 1.24.2 (the official LaMP pin).
 GOLDEN = {

@@ -11,7 +11,7 @@ import pytest
 from lamp_tasks import demo
 
 from lamp_harness.cli import main
-from lamp_harness.data import write_outputs
+from lamp_harness.inputs.data import write_outputs
 
 
 def _run(argv: list[str]) -> int:

@@ -8,10 +8,10 @@ import zipfile
 import pytest
 from run_folders import fabricate_runs, write_cell
 
+from lamp_harness.base.errors import LampError
 from lamp_harness.cli import main
-from lamp_harness.errors import LampError
-from lamp_harness.export import export_submission
-from lamp_harness.registry import Registry
+from lamp_harness.plugin.registry import Registry
+from lamp_harness.report.export import export_submission
 
 SEVEN = [f"LaMP_{n}" for n in range(1, 8)]
 

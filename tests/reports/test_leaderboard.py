@@ -10,10 +10,10 @@ import os
 import pytest
 from run_folders import fabricate_runs, write_cell
 
-from lamp_harness import leaderboard as lb
+from lamp_harness.base.errors import LampError
 from lamp_harness.cli import main
-from lamp_harness.errors import LampError
-from lamp_harness.leaderboard.reader import _ref_value
+from lamp_harness.report import leaderboard as lb
+from lamp_harness.report.leaderboard.reader import _ref_value
 
 EXPECTED = """\
 ## split: dev, scheme: user, data: fabricated
@@ -179,7 +179,7 @@ def test_reference_personamem_shows_the_papers_accuracies_beside_ours(tmp_path, 
 def test_reference_metric_names_match_the_tasks():
     """The reference tables name the tasks and metrics the registered tasks emit (compared without
     regard to case, as the leaderboard matches them)."""
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
 
     registry = host().registry
     tables = {table: lb.load_reference(table) for table in lb.reference_names()}
@@ -193,7 +193,7 @@ def test_reference_metric_names_match_the_tasks():
         golds = {"a": gold, **{f"{kind}:q1": gold for kind in sorted(types)}}
         emitted |= {(name, m.name.lower()) for m in task.score(golds, golds)}
         for metric in task.judged_metrics:  # named after the judge: the paper preset's default one
-            from lamp_harness.judge import resolve_judge
+            from lamp_harness.run.judge import resolve_judge
 
             emitted.add((name, resolve_judge(registry, metric, None, "lamp-paper").metric_name.lower()))
     for table, rows in tables.items():
@@ -453,9 +453,9 @@ def test_the_page_chart_renderers_and_comparisons_read_the_model_never_the_reade
         imported = {
             n.module.rsplit(".", 1)[-1]
             for n in ast.walk(tree)
-            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("lamp_harness.leaderboard.")
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("lamp_harness.report.leaderboard.")
         }
         assert imported <= set(floors[:index]), (module, imported - set(floors[:index]))
-        assert not any(isinstance(n, ast.ImportFrom) and n.module == "lamp_harness.leaderboard" for n in ast.walk(tree)), (
-            module
-        )
+        assert not any(
+            isinstance(n, ast.ImportFrom) and n.module == "lamp_harness.report.leaderboard" for n in ast.walk(tree)
+        ), module

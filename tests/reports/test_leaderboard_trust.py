@@ -18,8 +18,8 @@ import pytest
 from lamp_cli import lamp_output as lamp
 from run_folders import rewrite_config
 
-from lamp_harness import leaderboard as lb
-from lamp_harness.store import PREDICTIONS, SCORES
+from lamp_harness.report import leaderboard as lb
+from lamp_harness.run.store import PREDICTIONS, SCORES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ def edit_scores(path: Path, change) -> None:
 
 
 def test_stored_scores_carry_the_checksum_of_their_predictions(runs):
-    from lamp_harness.store import _digest_and_count
+    from lamp_harness.run.store import _digest_and_count
 
     for directory in (d for d in runs.iterdir() if d.is_dir()):
         stored = json.loads((directory / SCORES).read_text())
@@ -214,10 +214,10 @@ def test_committed_run_folders_still_render_with_tests(capsys):
 def test_two_data_sets_with_one_name_get_two_tables_with_their_checksums(toys, tmp_path, capsys):
     from dataclasses import replace
 
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.registry import host
-    from lamp_harness.training import write_split_files
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.contracts import RunContext
+    from lamp_harness.plugin.registry import host
+    from lamp_harness.train.training import write_split_files
 
     task = host().registry.create("task", "lamp-7")
     dataset = resolve_dataset(task, data="demo", data_dir=None, split="dev", context=RunContext(tmp_path))
@@ -322,7 +322,7 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
 
 def test_training_budget_is_recorded_by_the_runner_and_shown(tmp_path, capsys):
     """A fabricated checkpoint folder: what `lamp train` writes beside the weights."""
-    from lamp_harness.training import recorded_budget
+    from lamp_harness.train.training import recorded_budget
 
     step = tmp_path / "train" / "checkpoints" / "step-00000012"
     step.mkdir(parents=True)
@@ -474,7 +474,7 @@ def test_cells_whose_metric_is_another_statistic_get_a_note_not_a_test(runs, cap
             "value", math.sqrt(sum(rows) / len(rows))
         ),
     )
-    from lamp_harness.store import scores_digest
+    from lamp_harness.run.store import scores_digest
 
     # as a cell computed that way writes it: metrics.json records the checksum of that scores.json
     edit_scores(victim / "metrics.json", lambda d: d["scores"].__setitem__("sha256", scores_digest(scores)))

@@ -17,8 +17,8 @@ from rouge_score import rouge_scorer
 from run_folders import rewrite_config
 
 from lamp_harness import metrics
-from lamp_harness import significance as sig
-from lamp_harness.store import SCORES
+from lamp_harness.report import significance as sig
+from lamp_harness.run.store import SCORES
 
 # -- an independent paired approximate randomization test (plain Python, per-trial loop) ----------
 
@@ -176,10 +176,10 @@ def runs(toys, tmp_path, capsys):
 
 
 def golds_of(task):
-    from lamp_harness.contracts import RunContext
-    from lamp_harness.data import resolve_dataset
-    from lamp_harness.io import lamp_home
-    from lamp_harness.registry import host
+    from lamp_harness.base.io import lamp_home
+    from lamp_harness.inputs.data import resolve_dataset
+    from lamp_harness.plugin.contracts import RunContext
+    from lamp_harness.plugin.registry import host
 
     task_ = host().registry.create("task", task)
     data = resolve_dataset(task_, data="demo", data_dir=None, split="dev", context=RunContext(lamp_home()))

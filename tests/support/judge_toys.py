@@ -10,10 +10,10 @@ from types import ModuleType
 
 import pytest
 
-from lamp_harness.contracts import Generation, Generator, RunContext
-from lamp_harness.errors import lamp_error
-from lamp_harness.hookspecs import hookimpl
-from lamp_harness.registry import PluginHost, reset_host
+from lamp_harness.base.errors import lamp_error
+from lamp_harness.plugin.contracts import Generation, Generator, RunContext
+from lamp_harness.plugin.hookspecs import hookimpl
+from lamp_harness.plugin.registry import PluginHost, reset_host
 
 
 class _Words:

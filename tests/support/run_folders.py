@@ -150,7 +150,7 @@ def rewrite_config(cell: Path, change) -> None:
     """Apply ``change`` to a real cell's ``config.json`` as if the cell had been run that way:
     ``metrics.json`` records the checksum of the configuration its results belong to, so it is
     updated too (an edit alone makes the cell inconsistent, which is what the run store checks)."""
-    from lamp_harness.store import scores_digest
+    from lamp_harness.run.store import scores_digest
 
     config = json.loads((cell / "config.json").read_text(encoding="utf-8"))
     change(config)

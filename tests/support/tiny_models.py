@@ -186,7 +186,7 @@ def tiny_llama_plain_dir(tmp_path_factory) -> Path:
 
 def greedy_generator(context, model_dir):
     """The real ``hf`` generator on a tiny model folder: greedy, 6 new tokens, CPU."""
-    from lamp_harness.registry import host
+    from lamp_harness.plugin.registry import host
 
     return host().registry.create(
         "generator", "hf", context, model=str(model_dir), num_beams="1", max_new_tokens="6", device="cpu"

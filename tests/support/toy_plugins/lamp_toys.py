@@ -16,8 +16,8 @@ import hashlib
 import os
 import time
 
-from lamp_harness.contracts import Generation, Generator
-from lamp_harness.hookspecs import hookimpl
+from lamp_harness.plugin.contracts import Generation, Generator
+from lamp_harness.plugin.hookspecs import hookimpl
 
 
 class _Words:
