@@ -404,7 +404,8 @@ class Runner:
             )
         return self._datasets[task_name]
 
-    def _read_dataset(self, task_name: str) -> Dataset:
+    def _read_dataset(self, task_name: str, split: str | None = None) -> Dataset:
+        """The run's split cut to ``--limit``, or another ``split`` of the same source, whole."""
         from lamp_harness.data import resolve_dataset
 
         m = self.matrix
@@ -414,11 +415,11 @@ class Runner:
             task,
             data=source,
             data_dir=m.data_dir if source is None else None,
-            split=m.split,
+            split=split or m.split,
             scheme=m.scheme,
             context=self.context,
         )
-        if m.limit is not None:
+        if m.limit is not None and split is None:
             dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit], dataset.source, dataset.checksums)
         return dataset
 
@@ -905,6 +906,7 @@ class Runner:
             retriever = self.registry.create("retriever", spec.retriever, self.context, **dict(spec.retriever_args))
             personalizer.use_encoder(retriever.text_encoder() or {})
         personalizer.setup(task, generator, self.context)
+        personalizer.use_train_split(lambda: self._read_dataset(spec.task, split="train").examples)
         # Rank 0 first: it fills the embedding cache and trains; the others then only read.
         distributed.main_first(lambda: personalizer.prepare(task, dataset.examples), f"preparing {spec.personalizer}")
         restore, checkpoint, stale = distributed.main_first(
