@@ -562,6 +562,8 @@ class OPPU(Personalizer):
     ) -> dict[str, Any]:
         """Train the missing adapters of ``examples``' users; with ``world_size`` > 1, only this
         ``rank``'s share (users dealt by history size). Returns counts and timings."""
+        from filelock import FileLock
+
         from lamp_harness.distributed import deal
 
         users = users_of(examples)
@@ -582,9 +584,14 @@ class OPPU(Personalizer):
             folder = self.user_folder(key)
             if self.adapter_problem(folder) is None:
                 continue
-            if progress:
-                progress(f"training user {n + 1}/{len(mine)} ({len(users[key].profile)} items)")
-            stats = self._train_one(task, key, users[key], folder)
+            # Another process sharing the store (a second lamp run) may be training this user:
+            # wait for it, and take its adapter.
+            with FileLock(str(folder.parent / f".{folder.name}.lock")):
+                if self.adapter_problem(folder) is None:
+                    continue
+                if progress:
+                    progress(f"training user {n + 1}/{len(mine)} ({len(users[key].profile)} items)")
+                stats = self._train_one(task, key, users[key], folder)
             trained.append(key)
             steps += stats["steps"]
             items += stats["examples"]
