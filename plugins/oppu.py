@@ -786,13 +786,14 @@ class OPPU(Personalizer):
 
     def stage1_identity(self, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
         """Everything the stage-1 model depends on: the base model, the LoRA and training
-        settings, the seed, the training texts, and the versions of the code that trains it."""
-        from importlib.metadata import version
-
-        from lamp_harness import __version__
+        settings, the seed, the training texts, and the versions of the distributions providing
+        the task, this personalizer and the generator (as other trained weights are keyed)."""
+        from lamp_harness.registry import host
 
         assert self.stage1 is not None
         gen = dict(self.base_trainer.describe())
+        registry = host().registry
+        wanted = [("task", self.task.name), ("personalizer", self.name), ("generator", self.base_trainer.name)]
         return {
             "task": self.task.name,
             "model": {k: gen.get(k) for k in ("model", "revision", "dtype", "chat_template")},
@@ -800,7 +801,7 @@ class OPPU(Personalizer):
             "train": {**self.train, "epochs": self.stage1["epochs"], "examples": len(pairs)},
             "seed": self.seed,
             "data": stable_hash([text_hash(f"{p}\n{a}") for p, a in pairs], 16),
-            "versions": {"lamp-harness": __version__, **{d: version(d) for d in ("peft", "transformers", "torch")}},
+            "versions": dict(sorted({registry.provider(kind, name) for kind, name in wanted})),
             "layout": STAGE1_LAYOUT,
         }
 
