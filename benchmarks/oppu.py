@@ -6,8 +6,9 @@ model (SmolLM2-135M-Instruct) unless ``--generator`` names another; OPPU's LoRA 
 
 - training: ``lamp train --personalizer oppu --split dev --limit N`` into a fresh folder, once with
   1 process and once with ``--nproc-per-node 2`` (users dealt to the ranks); users/minute is
-  what ``lamp train`` reports (trained users over the wall time of the training, model loading
-  excluded);
+  what ``lamp train`` reports (trained users over the wall time of the per-user training: model
+  loading and stage 1 excluded; stage 1, the task LoRA on the demo's 80 training questions, is
+  trained by the first run and read by the second, its time is reported apart);
 - serving: the adapters of the 1-process run answer the N questions, greedy, the task's 128 new
   tokens: ``hf`` (``HFGenerator.generate``: questions grouped by adapter, each adapter switched on
   once, the base model never reloaded) and, when ``vllm`` imports (run in ``.venv-vllm``), the
@@ -92,7 +93,8 @@ def serve(users: int, epochs: int, adapters: Path, home: Path, generator: str | 
     gen = factory(context, **generator_kwargs(factory, {"num_beams": "1", "dtype": "float32"}, model))
     oppu = registry.create("personalizer", "oppu", context, adapters=str(adapters), epochs=str(epochs))
     oppu.setup(task, gen, context)
-    oppu.prepare(task, examples)  # finds the adapters (trains nothing)
+    oppu.use_train_split(lambda: resolve_dataset(task, data="demo", data_dir=None, split="train", context=context).examples)
+    oppu.prepare(task, examples)  # finds the stage-1 model and the adapters (trains nothing)
     requests = [oppu.personalize(task, ex, ()) for ex in examples]
     if name == "vllm":  # start the LoRA engine outside the timing
         gen.generate([GenerationRequest("warm", "hello", max_new_tokens=1, adapter=requests[0].adapter)])
@@ -140,6 +142,9 @@ def main() -> None:
         result["training"] = [train(args.users, args.epochs, n, work / f"p{n}", home, args.generator) for n in (1, 2)]
     else:
         train(args.users, args.epochs, 1, work / "p1", home, args.generator)
+    for manifest in sorted((home / "checkpoints").glob("lamp-7-oppu-stage1-*/manifest.json")):
+        stage1 = json.loads(manifest.read_text(encoding="utf-8"))
+        result["stage1"] = {k: stage1[k] for k in ("examples", "steps", "train_s")}
     serving = [serve(args.users, args.epochs, work / "p1", home, args.generator, "hf")]
     try:
         import vllm  # noqa: F401

@@ -441,6 +441,7 @@ class HFGenerator(RequestEncoding, Generator):
             )
             if v is not None
         }
+        self.init_args = {**run_level, **args}  # what on_base() builds its generator with
         args = {**preset_generator_args(context.preset), **run_level, **args}
         known = {k: v for k, v in args.items() if k in KNOWN_ARGS}
         self.loader_args, self.generate_args = _split_extra({k: v for k, v in args.items() if k not in KNOWN_ARGS})
@@ -510,13 +511,19 @@ class HFGenerator(RequestEncoding, Generator):
         adapters = list(dict.fromkeys(r.adapter for r in requests))
         if adapters != [None]:
             # Questions grouped by adapter (per-user LoRA): each adapter is switched on once for
-            # its requests, on the same base model (never reloaded).
+            # its requests, on the same base model (never reloaded); an adapter trained on a
+            # merged model folder (its config names it) is answered on that model (on_base).
             results: list[Generation | None] = [None] * len(requests)
             for adapter in adapters:
                 idx = [i for i, r in enumerate(requests) if r.adapter == adapter]
-                with self._adapter(adapter):
-                    for i, gen in zip(idx, self._generate([requests[i] for i in idx], decode), strict=True):
-                        results[i] = gen
+                base = self._base_of(adapter)
+                if base is not self:
+                    answers = base.generate([requests[i] for i in idx], decode=decode)
+                else:
+                    with self._adapter(adapter):
+                        answers = self._generate([requests[i] for i in idx], decode)
+                for i, gen in zip(idx, answers, strict=True):
+                    results[i] = gen
             return [r for r in results if r is not None]
         with self._adapter(None):
             return self._generate(requests, decode)
@@ -609,6 +616,31 @@ class HFGenerator(RequestEncoding, Generator):
         return self.model
 
     # -- per-user LoRA adapters -----------------------------------------------------------------
+    def on_base(self, folder: str | Path) -> HFGenerator:
+        """This generator's settings on the model in ``folder`` (e.g. a task LoRA merged into
+        this model, OPPU's stage 1): built once per run, and the same object every time, so the
+        adapters trained on it and the questions answered with them share one loaded model. One
+        such model is kept at a time (asking for another releases the previous one)."""
+        path = str(Path(folder).resolve())
+        if path == str(Path(self.resolved.path).resolve()):
+            return self
+        key = ("hf-on-base", path, tuple(sorted((k, repr(v)) for k, v in self.init_args.items())))
+        if key not in self.context.shared:
+            for other in [k for k in self.context.shared if isinstance(k, tuple) and k[:1] == ("hf-on-base",)]:
+                held = self.context.shared.pop(other)
+                for cached in [k for k, v in self.context.shared.items() if v is held.loaded]:
+                    del self.context.shared[cached]
+            self.context.shared[key] = HFGenerator(self.context, path, **self.init_args)
+        return self.context.shared[key]
+
+    def _base_of(self, adapter: str | None) -> HFGenerator:
+        """The generator that answers with ``adapter``: this one, or :meth:`on_base` of the merged
+        model the adapter was trained on."""
+        from lamp_plugins import lora
+
+        base = lora.local_base(adapter) if adapter else None
+        return self if base is None else self.on_base(base)
+
     @contextlib.contextmanager
     def _adapter(self, folder: str | None) -> Any:
         """The model answering with the LoRA adapter in ``folder`` (loaded once, by name; the

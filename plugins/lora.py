@@ -6,6 +6,11 @@ model computes exactly its base outputs. One adapter at a time is active; adapte
 (to train one), loaded from a folder in the peft layout (``adapter_config.json``,
 ``adapter_model.safetensors``: what ``PeftModel.save_pretrained`` and vLLM read), saved to one, and
 deleted. The OPPU trainer and the ``hf`` generator's per-request adapters both use these functions.
+
+An adapter can also be merged into the model's weights and the result saved as a model folder
+(:func:`save_merged`: OPPU's task LoRA). Adapters trained on such a folder name it as their base
+(``base_model_name_or_path``, peft's field); :func:`local_base` reads it back, so a generator
+answers them on that model rather than on its own.
 """
 
 from __future__ import annotations
@@ -119,3 +124,40 @@ def load(model: Any, folder: Path, name: str) -> None:
             fix="Serve it with the model it was trained on.",
         )
     activate(model, name)
+
+
+def save_merged(model: Any, name: str, tokenizer: Any, folder: Path) -> None:
+    """Save ``model`` with adapter ``name`` merged into its weights (``W + scale * B @ A``, what
+    ``PeftModel.merge_and_unload`` computes) as a transformers model folder (config, safetensors,
+    generation config, tokenizer) in ``folder``; ``model`` itself is left unchanged."""
+    import torch
+
+    tuned = set(_layers(model))
+    layers = {path: module for path, module in model.named_modules() if module in tuned}
+    weights: dict[str, Any] = {}
+    for key, value in model.state_dict().items():
+        if "lora_" in key:
+            continue
+        weights[key.replace(".base_layer.", ".")] = value
+    with torch.no_grad():
+        for path, layer in layers.items():
+            if name not in layer.lora_A:
+                continue
+            key = f"{path}.weight"
+            weights[key] = (weights[key] + layer.get_delta_weight(name).to(weights[key].dtype)).contiguous()
+    model.save_pretrained(str(folder), state_dict=weights, safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+
+
+def local_base(folder: str | Path) -> str | None:
+    """The model folder the adapter in ``folder`` was trained on, when its config names a local
+    transformers model folder (a merged model, see :func:`save_merged`); ``None`` when it names a
+    hub id or alias (the generator's own model)."""
+    try:
+        raw = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = raw.get("base_model_name_or_path")
+    if not isinstance(base, str) or not Path(base).is_absolute() or not (Path(base) / "config.json").is_file():
+        return None
+    return str(Path(base).resolve())

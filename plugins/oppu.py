@@ -32,8 +32,19 @@ Defects of the published script fixed by default (docs/fidelity.md lists each on
   only the new tokens;
 - items are cut by whitespace-split "tokens": here by the generator's tokens.
 
-Not implemented: stage 1 of the paper (a task LoRA trained on the training users, merged into the
-base model before the per-user LoRAs): per-user adapters are trained on the base model itself.
+Stage 1 (the authors' ``task_LoRA.py``, the paper's "base LLM task adaption"), on by default: a
+task LoRA trained on the task's *training* users (the training split, whose users are not the
+ones asked), then merged into the base model; every per-user LoRA is trained on, and served
+with, that merged model. Its data: one example per training question, the question's OPPU prompt
+(with the same retrieved items / summary as the method's questions) followed by its gold answer;
+its LoRA: rank 8, alpha 8, dropout 0.05 on ``q_proj,v_proj,k_proj,out_proj`` (the modules a model
+has of these), 3 epochs, the other settings as above. It is trained once per task, model,
+settings, training data and component versions, under
+``$LAMP_HOME/checkpoints/<task>-<method>-stage1-<hash>/`` (``adapter/``: the task LoRA;
+``model/``: the merged model, a transformers folder that ``hf`` and ``vllm`` load;
+``manifest.json``), by ``lamp run`` or ``lamp train``, whichever needs it first (a file lock makes
+concurrent ranks wait for one training). ``--personalizer-arg stage1=false`` trains the per-user
+LoRAs on the base model itself (the harness's behaviour before stage 1 existed).
 For tasks the official prompts do not cover (LaMP-1, whose official data has a ``citation``
 field the LaMP files lack, and third-party tasks) an adapter trains on each item's PPEP as text
 and questions use the task's own prompt.
@@ -58,7 +69,9 @@ Arguments (``--personalizer-arg k=v``): ``rank`` (8), ``alpha`` (8), ``dropout``
 ``target_modules`` (``q_proj,v_proj``), ``epochs`` (2), ``lr`` (1e-4), ``weight_decay`` (0.01),
 ``batch_size`` (16), ``warmup`` (0.1), ``max_grad_norm`` (0.3), ``item_tokens`` (768),
 ``max_items`` (0: every history item), ``train_k`` (``oppu+retrieval``: 1), ``adapters`` (a
-folder for the adapters instead of the cache); summaries: ``summarizer`` (a ``--generator``
+folder for the adapters instead of the cache); stage 1: ``stage1`` (true), ``stage1_epochs`` (3),
+``stage1_examples`` (0: every training question), ``stage1_target_modules``
+(``q_proj,v_proj,k_proj,out_proj``); summaries: ``summarizer`` (a ``--generator``
 value; default the run's generator), ``summarizer.KEY=VALUE`` (its ``--generator-arg``),
 ``summary_tokens`` (200), ``summary_items`` (10).
 """
@@ -86,6 +99,7 @@ from lamp_harness import (
     RunContext,
     Task,
     atomic_write_json,
+    bool_arg,
     check_manifest,
     float_arg,
     folder_manifest,
@@ -216,6 +230,9 @@ TRAIN_DEFAULTS = {
     "item_tokens": 768,
     "max_items": 0,
 }
+STAGE1_DEFAULTS = {"epochs": 3, "examples": 0, "target_modules": "q_proj,v_proj,k_proj,out_proj"}
+"""Stage 1's task LoRA (``task_LoRA.py``: 3 epochs; its LoRA also on ``k_proj`` and ``out_proj``)."""
+STAGE1_LAYOUT = 1
 SUMMARY_DEFAULTS = {"summary_tokens": 200, "summary_items": 10, "summary_item_tokens": 200}
 TEST_ITEM_TOKENS = 368
 """Each retrieved item's free text is cut to this many tokens at question time (the script's 368)."""
@@ -357,6 +374,7 @@ class OPPU(Personalizer):
         summarizer_args = {k.split(".", 1)[1]: v for k, v in args.items() if k.startswith("summarizer.")}
         plain = {k: v for k, v in args.items() if not k.startswith("summarizer.")}
         known = set(TRAIN_DEFAULTS) | set(LORA_DEFAULTS) | {"adapters"}
+        known |= {"stage1", "stage1_epochs", "stage1_examples", "stage1_target_modules"}
         if self.uses_items:
             known |= {"train_k"}
         if self.uses_summary:
@@ -388,6 +406,18 @@ class OPPU(Personalizer):
             "max_items": int_arg(plain, "max_items", TRAIN_DEFAULTS["max_items"], owner),
         }
         self.train_k = int_arg(plain, "train_k", 1, owner) if self.uses_items else 0
+        self.stage1: dict[str, Any] | None = None
+        if self.uses_adapter and bool_arg(plain, "stage1", True, owner):
+            targets = str(plain.get("stage1_target_modules", STAGE1_DEFAULTS["target_modules"]))
+            self.stage1 = {
+                "epochs": int_arg(plain, "stage1_epochs", STAGE1_DEFAULTS["epochs"], owner, minimum=1),
+                "examples": int_arg(plain, "stage1_examples", STAGE1_DEFAULTS["examples"], owner),
+                "target_modules": [m.strip() for m in targets.split(",") if m.strip()],
+            }
+        self._train_split: Callable[[], Sequence[Example]] | None = None
+        self.merged: Path | None = None
+        """The stage-1 model folder (the task LoRA merged into the base model) once prepared."""
+        self.stage1_record: dict[str, Any] = {}
         self.adapters_dir = Path(plain["adapters"]) if plain.get("adapters") else None
         self.summaries = None
         if self.uses_summary:
@@ -421,6 +451,18 @@ class OPPU(Personalizer):
         spec = generator.trainer() if self.uses_adapter else None
         if spec is not None:  # an inference engine: adapters train on the generator it names
             self.trainer = self._trainer_generator(*spec)
+        self.base_trainer = self.trainer
+        """The generator on the base model (stage 1 trains there; :attr:`trainer` then moves to
+        the merged model)."""
+        if self.stage1 is not None and not hasattr(self.base_trainer, "on_base"):
+            raise lamp_error(
+                f"{self.name}'s stage 1 merges a task LoRA into the model, which generator "
+                f"{self.base_trainer.name!r} cannot load",
+                fix="Use the 'hf' generator (or 'vllm'), or pass --personalizer-arg stage1=false.",
+            )
+
+    def use_train_split(self, load: Callable[[], Sequence[Example]]) -> None:
+        self._train_split = load
 
     def _trainer_generator(self, spec: str, args: Mapping[str, str]) -> Generator:
         """The generator that trains the adapters an inference engine serves (same weights and
@@ -436,9 +478,15 @@ class OPPU(Personalizer):
     def identity(self) -> dict[str, Any]:
         """Everything an adapter's weights depend on (besides the user's history): the same for
         an engine's cell and its trainer's, so both use the same adapters."""
-        gen = dict(self.trainer.describe())
+        gen = dict(self.base_trainer.describe())
         model = {k: gen.get(k) for k in ("model", "revision", "dtype", "chat_template")}
+        stage1 = None
+        if self.stage1 is not None:
+            if not self.stage1_record:
+                raise lamp_error(f"{self.name}'s stage 1 is not prepared yet", fix="Call prepare() with the examples first.")
+            stage1 = self.stage1_record["identity"]
         return {
+            **({"stage1": stage1} if stage1 is not None else {}),
             "method": self.name,
             "task": self.task.name,
             "model": model,
@@ -524,9 +572,14 @@ class OPPU(Personalizer):
     ) -> dict[str, Any]:
         """Train the missing adapters of ``examples``' users; with ``world_size`` > 1, only this
         ``rank``'s share (users dealt by history size). Returns counts and timings."""
+        from filelock import FileLock
+
         users = users_of(examples)
         if self.summaries is not None:
             self.summaries.ensure(task, users, self.seed, self.context.lamp_home)
+        stage1_started = time.perf_counter()
+        self.ensure_stage1(task, examples, progress)
+        stage1_s = time.perf_counter() - stage1_started
         store = self.store()
         (store / USERS).mkdir(parents=True, exist_ok=True)
         atomic_write_json(store / "config.json", self.identity())
@@ -539,9 +592,14 @@ class OPPU(Personalizer):
             folder = self.user_folder(key)
             if self.adapter_problem(folder) is None:
                 continue
-            if progress:
-                progress(f"training user {n + 1}/{len(mine)} ({len(users[key].profile)} items)")
-            stats = self._train_one(task, key, users[key], folder)
+            # Another process sharing the store (a second lamp run) may be training this user:
+            # wait for it, and take its adapter.
+            with FileLock(str(folder.parent / f".{folder.name}.lock")):
+                if self.adapter_problem(folder) is None:
+                    continue
+                if progress:
+                    progress(f"training user {n + 1}/{len(mine)} ({len(users[key].profile)} items)")
+                stats = self._train_one(task, key, users[key], folder)
             trained.append(key)
             steps += stats["steps"]
             items += stats["examples"]
@@ -560,6 +618,8 @@ class OPPU(Personalizer):
             "examples": items,
             "wall_s": round(wall, 3),
             "users_per_minute": round(60 * len(trained) / wall, 3) if trained and wall else None,
+            "stage1": {k: v for k, v in self.stage1_record.items() if k != "identity"} or None,
+            "stage1_s": round(stage1_s, 3),
         }
         return self.train_stats
 
@@ -620,40 +680,14 @@ class OPPU(Personalizer):
                 fix="Pass --personalizer-arg target_modules=... naming the model's attention "
                 "projections (e.g. c_attn for GPT-2).",
             ) from None
-        losses: list[float] = []
         started = time.perf_counter()
         try:
-            optimizer = torch.optim.AdamW(params, lr=self.train["lr"], weight_decay=self.train["weight_decay"])
-            batch = self.train["batch_size"]
-            total = -(-len(pairs) // batch) * self.train["epochs"]
-            warm = int(-(-total * self.train["warmup"] // 1))
-
-            def factor(step: int) -> float:  # linear warmup, then linear decay to 0 (HF's schedule)
-                if step < warm:
-                    return step / max(1, warm)
-                return max(0.0, (total - step) / max(1, total - warm))
-
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            order_rng = random.Random(seed)
-            self.trainer.set_train_mode(True)
-            for _epoch in range(self.train["epochs"]):
-                order = list(range(len(pairs)))
-                order_rng.shuffle(order)
-                for start in range(0, len(order), batch):
-                    chosen = [pairs[i] for i in order[start : start + batch]]
-                    requests = [GenerationRequest(f"train-{i}", p) for i, (p, _) in enumerate(chosen)]
-                    loss = self.trainer.loss(requests, [a for _, a in chosen])
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, self.train["max_grad_norm"])
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    losses.append(round(float(loss.detach()), 6))
-            self.trainer.set_train_mode(False)
+            losses = self._fit(self.trainer, params, pairs, seed, self.train["epochs"])
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
             try:
-                lora.save(model, name, config, tmp, str(dict(self.trainer.describe()).get("model")))
+                base = str(self.merged) if self.merged is not None else str(dict(self.trainer.describe()).get("model"))
+                lora.save(model, name, config, tmp, base)
                 atomic_write_json(
                     tmp / MANIFEST,
                     {
@@ -677,6 +711,191 @@ class OPPU(Personalizer):
             lora.delete(model, name)
             lora.activate(model, None)
         return {"steps": len(losses), "examples": len(pairs)}
+
+    def _fit(
+        self, trainer: Generator, params: list[Any], pairs: Sequence[tuple[str, str]], seed: int, epochs: int
+    ) -> list[float]:
+        """Train ``params`` (an adapter of ``trainer``'s model) on ``pairs``: AdamW, linear warmup
+        then decay, gradient clipping, a seeded shuffle per epoch; returns the loss of each step."""
+        import torch
+
+        losses: list[float] = []
+        optimizer = torch.optim.AdamW(params, lr=self.train["lr"], weight_decay=self.train["weight_decay"])
+        batch = self.train["batch_size"]
+        total = -(-len(pairs) // batch) * epochs
+        warm = int(-(-total * self.train["warmup"] // 1))
+
+        def factor(step: int) -> float:  # linear warmup, then linear decay to 0 (HF's schedule)
+            if step < warm:
+                return step / max(1, warm)
+            return max(0.0, (total - step) / max(1, total - warm))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        order_rng = random.Random(seed)
+        trainer.set_train_mode(True)
+        try:
+            for _epoch in range(epochs):
+                order = list(range(len(pairs)))
+                order_rng.shuffle(order)
+                for start in range(0, len(order), batch):
+                    chosen = [pairs[i] for i in order[start : start + batch]]
+                    requests = [GenerationRequest(f"train-{i}", p) for i, (p, _) in enumerate(chosen)]
+                    loss = trainer.loss(requests, [a for _, a in chosen])
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, self.train["max_grad_norm"])
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(round(float(loss.detach()), 6))
+        finally:
+            trainer.set_train_mode(False)
+        return losses
+
+    # -- stage 1: the task LoRA -------------------------------------------------------------------
+    def stage1_pairs(self, task: Task, asked: Sequence[Example]) -> list[tuple[str, str]]:
+        """Stage 1's training examples ``(prompt, answer)``: each question of the training split
+        whose user is not asked (``asked``), with its gold answer; the prompt is the method's own
+        question prompt (retrieved items from that user's profile / that user's summary)."""
+        if self._train_split is None:
+            raise lamp_error(
+                f"{self.name}'s stage 1 trains a task LoRA on the task's training split, which was not given",
+                fix="Run it through `lamp run` or `lamp train`, or pass --personalizer-arg stage1=false.",
+            )
+        assert self.stage1 is not None
+        asked_users = {user_key(example) for example in asked}
+        train = [ex for ex in self._train_split() if ex.gold is not None and user_key(ex) not in asked_users]
+        if self.stage1["examples"]:
+            train = train[: self.stage1["examples"]]
+        if not train:
+            raise lamp_error(
+                f"the {task.name} training split has no question of a user other than the ones asked: "
+                f"{self.name}'s stage 1 has nothing to train on",
+                fix="Ask the questions of another split (--split dev), or pass --personalizer-arg stage1=false.",
+            )
+        if self.summaries is not None:
+            self.summaries.ensure(task, users_of(train), self.seed, self.context.lamp_home)
+        ranked: list[tuple[int, ...]] = [()] * len(train)
+        if self.uses_items and self.train_k > 0:
+            retriever = host().registry.create("retriever", "bm25", self.context)
+            queries = [
+                RankQuery(ex.id, task.query(ex), tuple(task.document(item) for item in ex.profile), ex.profile)
+                for ex in train
+            ]
+            ranked = [tuple(r) for r in retriever.rank(queries)]
+        return [
+            (
+                self._question(task, ex, [ex.profile[j] for j in order[: self.train_k]], self._head(ex)),
+                str(ex.gold),
+            )
+            for ex, order in zip(train, ranked, strict=True)
+        ]
+
+    def stage1_identity(self, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Everything the stage-1 model depends on: the base model, the LoRA and training
+        settings, the seed, the training texts, and the versions of the distributions providing
+        the task, this personalizer and the generator (as other trained weights are keyed)."""
+        assert self.stage1 is not None
+        gen = dict(self.base_trainer.describe())
+        registry = host().registry
+        wanted = [("task", self.task.name), ("personalizer", self.name), ("generator", self.base_trainer.name)]
+        return {
+            "task": self.task.name,
+            "model": {k: gen.get(k) for k in ("model", "revision", "dtype", "chat_template")},
+            "lora": {**self.lora, "target_modules": self.stage1["target_modules"]},
+            "train": {**self.train, "epochs": self.stage1["epochs"], "examples": len(pairs)},
+            "seed": self.seed,
+            "data": stable_hash([text_hash(f"{p}\n{a}") for p, a in pairs], 16),
+            "versions": dict(sorted({registry.provider(kind, name) for kind, name in wanted})),
+            "layout": STAGE1_LAYOUT,
+        }
+
+    def ensure_stage1(self, task: Task, asked: Sequence[Example], progress: Callable[[str], None] | None = None) -> None:
+        """Stage 1: the merged task model, read from the cache or trained now (once: concurrent
+        processes wait on a file lock); afterwards :attr:`trainer` is the generator on it."""
+        if self.stage1 is None or self.merged is not None:
+            return
+        from filelock import FileLock
+
+        pairs = self.stage1_pairs(task, asked)
+        identity = self.stage1_identity(pairs)
+        slug = f"{task.name}-{self.name}".replace("+", "plus")
+        folder = self.context.lamp_home / "checkpoints" / f"{slug}-stage1-{stable_hash(identity, 16)}"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        trained = False
+        with FileLock(str(folder.parent / f".{folder.name}.lock")):
+            if self.adapter_problem(folder) is not None:
+                if progress:
+                    progress(f"stage 1: training the task LoRA on {len(pairs)} training questions")
+                self._train_stage1(pairs, identity, folder)
+                trained = True
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        self.merged = folder / "model"
+        self.stage1_record = {
+            "identity": identity,
+            "folder": str(folder),
+            "examples": manifest["examples"],
+            "epochs": self.stage1["epochs"],
+            "steps": manifest["steps"],
+            "lora": identity["lora"],
+            "train_s": manifest["train_s"],
+            "trained_this_run": trained,
+        }
+        self.trainer = self.base_trainer.on_base(self.merged)  # type: ignore[attr-defined]
+
+    def _train_stage1(self, pairs: Sequence[tuple[str, str]], identity: Mapping[str, Any], folder: Path) -> None:
+        import torch
+        from lamp_plugins import lora
+        from peft import LoraConfig
+
+        assert self.stage1 is not None
+        trainer = self.base_trainer
+        model = trainer.adapter_module()
+        name = "oppu_task"
+        seed = int(hashlib.sha256(f"oppu-stage1:{self.seed}".encode()).hexdigest()[:8], 16)
+        torch.manual_seed(seed)
+        config = LoraConfig(
+            r=self.lora["rank"],
+            lora_alpha=self.lora["alpha"],
+            lora_dropout=self.lora["dropout"],
+            target_modules=list(self.stage1["target_modules"]),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        try:
+            params = lora.add(model, config, name)
+        except ValueError as exc:
+            raise lamp_error(
+                f"stage-1 LoRA target modules {','.join(self.stage1['target_modules'])} not found in the model: "
+                f"{' '.join(str(exc).split())[:200]}",
+                fix="Pass --personalizer-arg stage1_target_modules=... naming the model's attention projections.",
+            ) from None
+        started = time.perf_counter()
+        try:
+            losses = self._fit(trainer, params, pairs, seed, self.stage1["epochs"])
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            try:
+                (tmp / "adapter").mkdir()
+                lora.save(model, name, config, tmp / "adapter", str(identity["model"]["model"]))
+                lora.save_merged(model, name, trainer.tokenizer, tmp / "model")  # type: ignore[attr-defined]
+                atomic_write_json(
+                    tmp / MANIFEST,
+                    {
+                        "examples": len(pairs),
+                        "steps": len(losses),
+                        "losses": losses,
+                        "train_s": round(time.perf_counter() - started, 3),
+                        "identity": identity,
+                        "files": folder_manifest(tmp, skip=(MANIFEST,)),
+                    },
+                )
+                if folder.exists():  # an incomplete one left by a killed run
+                    shutil.rmtree(folder)
+                tmp.rename(folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            lora.delete(model, name)
+            lora.activate(model, None)
 
     # -- questions ------------------------------------------------------------------------------
     def _question(self, task: Task, example: Example, items: Sequence[ProfileItem], head: str) -> str:
@@ -729,8 +948,11 @@ class OPPU(Personalizer):
         )
 
     def describe(self) -> Mapping[str, Any]:
-        described: dict[str, Any] = {"name": self.name, "stage1_task_lora": False}
+        described: dict[str, Any] = {"name": self.name}
         if self.uses_adapter:
+            described["stage1_task_lora"] = self.merged is not None
+            if self.stage1_record:
+                described["stage1"] = {k: v for k, v in self.stage1_record.items() if k != "identity"}
             described.update(
                 {
                     "lora": self.lora,

@@ -465,6 +465,8 @@ class VLLMGenerator(RequestEncoding, Generator):
             dtype = str(_DTYPES[dtype]).removeprefix("torch.")
         self.dtype = dtype
         self.serving = self.resolved  # the base model, or a fine-tuned folder (serve_fine_tuned)
+        self.adapter_base: str | None = None
+        """The merged model folder the adapters being served were trained on (see _serve_adapters)."""
         self.tokenizer = self.engine.tokenizer
         self.generation_config = self.engine.generation_config
         self._counter = HFTokenCounter(self.tokenizer)
@@ -475,14 +477,17 @@ class VLLMGenerator(RequestEncoding, Generator):
     def engine(self) -> Engine:
         """The engine serving the current weights (:attr:`serving`). One engine per model and its
         fine-tunes: switching weights shuts the other one down first (a GPU holds one)."""
-        key = engine_key(self.serving, self.dtype, self.engine_args)
+        serving = self.serving
+        if self.adapter_base is not None:
+            serving = replace(self.resolved, path=self.adapter_base, revision=None)
+        key = engine_key(serving, self.dtype, self.engine_args)
         if key not in self.context.shared:
             family = self.context.shared.setdefault(("vllm-family", self.resolved.path, self.dtype), set())
             for other in family - {key}:
                 release_engine(self.context, other)
             family.clear()
             family.add(key)
-        return load_engine(self.context, self.serving, self.dtype, self.engine_args)
+        return load_engine(self.context, serving, self.dtype, self.engine_args)
 
     @property
     def llm(self) -> Any:
@@ -577,8 +582,7 @@ class VLLMGenerator(RequestEncoding, Generator):
         if not requests:
             return []
         self._check_supported(requests)
-        if any(r.adapter for r in requests):
-            self._enable_lora()
+        self._serve_adapters(requests)
         encoded = [self._encode(r) for r in requests]
         results: list[Generation | None] = [None] * len(requests)
         lora = [self._lora_request(r.adapter) for r in requests]
@@ -613,6 +617,26 @@ class VLLMGenerator(RequestEncoding, Generator):
         return [r for r in results if r is not None]
 
     # -- per-user LoRA adapters -----------------------------------------------------------------
+    def _serve_adapters(self, requests: Sequence[GenerationRequest]) -> None:
+        """Pick the engine for ``requests``: adapters trained on a merged model folder (their
+        config names it: OPPU's stage 1) are served by one LoRA engine on that folder, the others
+        by the LoRA engine on this generator's model; plain requests by the current weights."""
+        from lamp_plugins import lora
+
+        adapters = {r.adapter for r in requests if r.adapter}
+        if not adapters:
+            self.adapter_base = None
+            return
+        bases = {lora.local_base(a) for a in adapters}
+        if len(bases) > 1:
+            raise lamp_error(
+                f"these requests name adapters trained on {len(bases)} different base models; one engine serves one",
+                where=OWNER,
+                fix="Send the adapters of each base model in a call of their own.",
+            )
+        self.adapter_base = bases.pop()
+        self._enable_lora()
+
     def _enable_lora(self) -> None:
         """Serve LoRA adapters: the engine is (re)started once with LoRA enabled, then serves
         every user's adapter (and plain requests) from that one engine."""
@@ -651,8 +675,7 @@ class VLLMGenerator(RequestEncoding, Generator):
     def label_scores(self, requests: Sequence[GenerationRequest]) -> list[list[float]]:
         """Summed log-likelihood of every choice of every request (what label decoding maximises)."""
         self._check_supported(requests)
-        if any(r.adapter for r in requests):
-            self._enable_lora()
+        self._serve_adapters(requests)
         return self._label_scores(requests, [self._encode(r) for r in requests])
 
     # -- requests -> engine prompts -------------------------------------------------------------

@@ -570,6 +570,12 @@ class Personalizer(ABC):
         personalize, before the first one: the place to precompute per-profile state in batches
         (PPlug embeds all history items here, once, through the embedding cache)."""
 
+    def use_train_split(self, load: Callable[[], Sequence[Example]]) -> None:  # noqa: B027
+        """Given before :meth:`prepare` (by ``lamp run`` and ``lamp train``): ``load()`` reads the
+        task's training split from the cell's data source (the whole split, not cut by
+        ``--limit``). A method that first trains something on the training users (OPPU's task
+        LoRA) keeps it and calls it in :meth:`prepare`; the others ignore it."""
+
     @abstractmethod
     def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         """The request for ``example``; ``retrieved`` holds the top-k items (empty without a

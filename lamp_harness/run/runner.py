@@ -135,7 +135,8 @@ class Runner:
             )
         return self._datasets[task_name]
 
-    def _read_dataset(self, task_name: str) -> Dataset:
+    def _read_dataset(self, task_name: str, split: str | None = None) -> Dataset:
+        """The run's split cut to ``--limit``, or another ``split`` of the same source, whole."""
         from lamp_harness.inputs.data import resolve_dataset
 
         m = self.matrix
@@ -145,11 +146,11 @@ class Runner:
             task,
             data=source,
             data_dir=m.data_dir if source is None else None,
-            split=m.split,
+            split=split or m.split,
             scheme=m.scheme,
             context=self.context,
         )
-        if m.limit is not None:
+        if m.limit is not None and split is None:
             dataset = Dataset(dataset.task, dataset.split, dataset.examples[: m.limit], dataset.source, dataset.checksums)
         return dataset
 
@@ -528,6 +529,7 @@ class Runner:
         dataset = self.dataset(spec.task)
         built = cells.assemble(spec, self.context, self.registry, generator=self.generator(draft.generator_key))
         task, generator, personalizer = built.task, built.generator, built.personalizer
+        personalizer.use_train_split(lambda: self._read_dataset(spec.task, split="train").examples)
         # Rank 0 first: it fills the embedding cache and trains; the others then only read.
         distributed.main_first(lambda: personalizer.prepare(task, dataset.examples), f"preparing {spec.personalizer}")
         restore, checkpoint, stale = distributed.main_first(

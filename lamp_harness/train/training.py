@@ -1006,6 +1006,13 @@ def train_per_user(
         personalizer = registry.create("personalizer", config.personalizer, context, **dict(config.personalizer_args))
         personalizer.setup(task, generator, context)
     data_dir = Path(config.data_dir) if config.data_dir else None
+    personalizer.use_train_split(
+        lambda: (
+            resolve_dataset(
+                task, data=config.data, data_dir=data_dir, split="train", scheme=config.scheme, context=context
+            ).examples
+        )
+    )
     dataset = on_ranks(
         world,
         lambda: resolve_dataset(
@@ -1036,6 +1043,9 @@ def train_per_user(
 
     every = distributed.gather(stats) if world.distributed else [stats]
     every = every or [stats]
+    # users/minute counts per-user training only: a shared first stage (trained once, or read)
+    # is left out of the wall time.
+    wall = max(wall - max(float(s.get("stage1_s") or 0.0) for s in every), 1e-9)
     trained = sum(s["trained"] for s in every)
     steps = sum(s["steps"] for s in every)
     examples = sum(s["examples"] for s in every)

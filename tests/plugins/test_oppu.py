@@ -44,7 +44,8 @@ def test_each_users_adapter_is_trained_on_that_users_history_only(context, tiny_
     from lamp_plugins.oppu import OPPU, text_hash, user_key
 
     task, examples = dev_examples(context, n=3)
-    generator, oppu = build(context, tiny_llama_dir, epochs="1", batch_size="4")
+    # Stage 1 off: the per-user adapters train on this very generator, whose loss is recorded.
+    generator, oppu = build(context, tiny_llama_dir, epochs="1", batch_size="4", stage1="false")
     oppu.setup(task, generator, context)
     seen: dict[str, list[str]] = {}
     current: list[str] = []
@@ -87,7 +88,7 @@ def test_hf_answers_with_the_users_adapter_as_a_merged_model_would(context, tiny
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     task, examples = dev_examples(context, n=2)
-    generator, oppu = build(context, tiny_llama_dir, epochs="3", lr="0.05", batch_size="4")
+    generator, oppu = build(context, tiny_llama_dir, epochs="3", lr="0.05", batch_size="4", stage1="false")
     oppu.setup(task, generator, context)
     oppu.prepare(task, examples)
     requests = [oppu.personalize(task, ex, ()) for ex in examples]
@@ -118,6 +119,88 @@ def test_hf_answers_with_the_users_adapter_as_a_merged_model_would(context, tiny
         AutoTokenizer.from_pretrained(str(tiny_llama_dir)).save_pretrained(merged)
         reference = host().registry.create("generator", "hf", context, model=str(merged), num_beams="1")
         assert reference.generate([GenerationRequest("x", request.prompt, max_new_tokens=8)])[0].text == text
+
+
+def train_split(context: RunContext, task_name: str = "lamp-7"):
+    task = host().registry.create("task", task_name)
+    return lambda: resolve_dataset(task, data="demo", data_dir=None, split="train", context=context).examples
+
+
+@pytest.mark.slow
+def test_stage1_task_lora_is_trained_once_merged_and_the_users_adapters_sit_on_it(context, tiny_llama_dir) -> None:
+    """Stage 1: a task LoRA trained on the training users, merged into the base model (what
+    peft's merge_and_unload gives), trained once and reused by another cell; each user's adapter
+    is trained on and answered with that merged model, by the hf generator."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    task, examples = dev_examples(context, n=2)
+    args = {"epochs": "1", "batch_size": "4", "lr": "0.05", "stage1_examples": "8", "stage1_epochs": "2"}
+    generator, oppu = build(context, tiny_llama_dir, **args)
+    oppu.setup(task, generator, context)
+    oppu.use_train_split(train_split(context))
+    oppu.prepare(task, examples)
+    described = oppu.describe()
+    assert described["stage1_task_lora"] is True
+    stage1 = described["stage1"]
+    assert stage1["examples"] == 8 and stage1["epochs"] == 2 and stage1["steps"] == 4 and stage1["trained_this_run"]
+    folder = Path(stage1["folder"])
+    merged = folder / "model"
+    # The merged model is the base with the task LoRA merged in (peft's own merge), not the base.
+    raw = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir))
+    reference = PeftModel.from_pretrained(raw, str(folder / "adapter")).merge_and_unload()
+    saved = load_file(str(merged / "model.safetensors"))
+    base = dict(AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).state_dict())
+    expected = reference.state_dict()
+    assert set(saved) <= set(expected) and not any("lora" in k for k in saved)
+    for key, value in saved.items():
+        assert torch.allclose(value, expected[key], atol=1e-6), key
+    changed = [k for k in saved if not torch.equal(saved[k], base[k])]
+    assert changed and all(("q_proj" in k or "k_proj" in k or "v_proj" in k) for k in changed)
+    # Each user's adapter names the merged model as its base, and is answered on it.
+    requests = [oppu.personalize(task, ex, ()) for ex in examples]
+    for request in requests:
+        config = json.loads((Path(request.adapter) / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == str(merged)
+    asked = [GenerationRequest(r.example_id, r.prompt, max_new_tokens=6, adapter=r.adapter) for r in requests]
+    on_merged = generator.on_base(merged)
+    assert on_merged is oppu.trainer and on_merged is not generator
+    texts = [g.text for g in generator.generate(asked)]
+    assert texts == [g.text for g in on_merged.generate(asked)]
+    plain = [GenerationRequest(r.example_id, r.prompt, max_new_tokens=6) for r in requests]
+    assert [g.text for g in generator.generate(plain)] != [g.text for g in on_merged.generate(plain)]
+    stamp = (merged / "model.safetensors").stat().st_mtime_ns
+
+    # Another cell (a new personalizer): stage 1 is found, not trained again.
+    again = host().registry.create("personalizer", "oppu", context, **args)
+    again.setup(task, generator, context)
+    again.use_train_split(train_split(context))
+    again.prepare(task, examples)
+    assert again.describe()["stage1"]["trained_this_run"] is False and again.merged == merged
+    assert again.describe()["trained_this_run"] == 0  # the per-user adapters too
+    assert (merged / "model.safetensors").stat().st_mtime_ns == stamp
+    # Switched off: the adapters train on the base model, in a store of their own.
+    off = host().registry.create("personalizer", "oppu", context, **args, stage1="false")
+    off.setup(task, generator, context)
+    off.prepare(task, examples)
+    assert off.describe()["stage1_task_lora"] is False and "stage1" not in off.describe()
+    assert off.store() != oppu.store()
+
+
+@pytest.mark.slow
+def test_stage1_without_a_training_split_is_a_one_line_error(context, tiny_llama_dir) -> None:
+    from lamp_harness import LampError
+
+    task, examples = dev_examples(context, n=1)
+    generator, oppu = build(context, tiny_llama_dir)
+    oppu.setup(task, generator, context)
+    with pytest.raises(LampError, match="stage1=false"):
+        oppu.prepare(task, examples)
+    oppu.use_train_split(train_split(context))
+    with pytest.raises(LampError, match="nothing to train on"):  # asked users are never stage-1 users
+        oppu.prepare(task, train_split(context)())
 
 
 def _adapters(store: Path) -> dict[str, dict]:
@@ -245,11 +328,14 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
     assert set(configs) == {"oppu", "oppu+retrieval", "oppu+summary", "pag"}
     oppu = json.loads((configs["oppu"] / "config.json").read_text())["personalizer"]
     assert oppu["lora"] == {"rank": 8, "alpha": 8.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
-    assert oppu["train"]["epochs"] == 1 and oppu["trained_this_run"] == 3 and oppu["stage1_task_lora"] is False
+    assert oppu["train"]["epochs"] == 1 and oppu["trained_this_run"] == 3 and oppu["stage1_task_lora"] is True
+    # Stage 1 on the demo's training split (40 users x 2 questions), the official 3 epochs.
+    assert oppu["stage1"]["examples"] == 80 and oppu["stage1"]["epochs"] == 3 and oppu["stage1"]["trained_this_run"]
     pag = json.loads((configs["pag"] / "config.json").read_text())["personalizer"]
-    # oppu+summary ran first (cells run in matrix order) and wrote the same 3 summaries: pag reuses them.
+    # oppu+summary ran first (cells run in matrix order) and wrote the same 3 summaries (and its
+    # stage 1 those of the 40 training users): pag reuses them.
     summary_cell = json.loads((configs["oppu+summary"] / "config.json").read_text())["personalizer"]
-    assert summary_cell["summaries"]["generated_this_run"] + pag["summaries"]["generated_this_run"] == 3
+    assert summary_cell["summaries"]["generated_this_run"] == 43 and pag["summaries"]["generated_this_run"] == 0
     assert pag["summaries"]["summarizer"]["num_beams"] == 2  # --summarizer-arg reached the summarizer
     kept = json.loads((configs["pag"] / "summaries.json").read_text())
     assert len(kept["users"]) == 3 and all(isinstance(u["summary"], str) for u in kept["users"])
@@ -262,6 +348,7 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
         if (d / "config.json").exists():
             described = json.loads((d / "config.json").read_text())["personalizer"]
             assert described.get("trained_this_run", 0) == 0  # the adapters were found
+            assert not described.get("stage1", {}).get("trained_this_run")  # and the stage-1 models
             assert described.get("summaries", {}).get("generated_this_run", 0) == 0  # and the summaries
 
 
