@@ -4,6 +4,7 @@ Each ``check_*`` function exercises one contract of :mod:`lamp_harness.plugin.co
 data built in code and raises :class:`AssertionError` with a message that names the component and
 the broken rule. They need no pytest and no model downloads::
 
+    from lamp_harness import RunContext
     from lamp_harness.testing import check_retriever
     from my_package.retriever import MyRetriever
 
