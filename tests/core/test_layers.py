@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import lamp_harness
-
-PACKAGE = Path(lamp_harness.__file__).parent
+# The source tree of the checkout (not the installed copy, which has no docs/ beside it).
+PACKAGE = Path(__file__).resolve().parents[2] / "lamp_harness"
 ROOT = "lamp_harness"
 FLOOR_MAP = PACKAGE.parent / "docs" / "architecture.md"
 
