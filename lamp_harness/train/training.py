@@ -961,6 +961,21 @@ def trains_per_user(personalizer: Personalizer | str) -> bool:
     return bool(getattr(personalizer, "trains_per_user", False))
 
 
+def _rank_context(config: TrainConfig, context: RunContext | None, world: World) -> RunContext:
+    """The run context a training job runs in (the caller's, else one built from ``config``), on
+    this rank's device when the job is data-parallel."""
+    context = context or RunContext(
+        lamp_home=lamp_home(),
+        preset=config.preset,
+        seed=config.seed,
+        device=config.device,
+        prompt_budget=config.prompt_budget,
+    )
+    if world.distributed:
+        context = replace(context, device=device_for(context.device, world))
+    return context
+
+
 def train_per_user(
     config: TrainConfig,
     *,
@@ -981,15 +996,7 @@ def train_per_user(
     from lamp_harness.plugin.registry import host
 
     world = world or World()
-    context = context or RunContext(
-        lamp_home=lamp_home(),
-        preset=config.preset,
-        seed=config.seed,
-        device=config.device,
-        prompt_budget=config.prompt_budget,
-    )
-    if world.distributed:
-        context = replace(context, device=device_for(context.device, world))
+    context = _rank_context(config, context, world)
     registry = host().registry
     task = registry.create("task", config.task)
     if generator is None:
@@ -1079,15 +1086,7 @@ def _train(
 ) -> TrainResult:
     import torch
 
-    context = context or RunContext(
-        lamp_home=lamp_home(),
-        preset=config.preset,
-        seed=config.seed,
-        device=config.device,
-        prompt_budget=config.prompt_budget,
-    )
-    if world.distributed:
-        context = replace(context, device=device_for(context.device, world))
+    context = _rank_context(config, context, world)
     session = on_ranks(
         world,
         lambda: _session(config, context, generator=generator, personalizer=personalizer),
