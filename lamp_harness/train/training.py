@@ -998,7 +998,7 @@ def train_per_user(
     world = world or World()
     context = _rank_context(config, context, world)
     registry = host().registry
-    task = registry.create("task", config.task)
+    task = make_task(registry, config.task, config.task_args)
     if generator is None:
         plugin, model = generator_spec(config.generator, registry.names("generator"))
         factory = registry.get("generator", plugin).load()
