@@ -210,7 +210,7 @@ def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(c
     raws = [json.loads(line)["raw"] for p in out.glob("*/predictions.jsonl") for line in p.read_text().splitlines()]
     assert "you sent api-key ***" in raws
     # A run folder written before secrets were masked: the leaderboard and reporters mask it.
-    old = next(out.glob("lamp-7_none-*"))
+    old = next(out.glob("lamp-7_none-*/config.json")).parent  # the refused 401 run left only a lock folder
     legacy = out / "legacy-cell"
     shutil.copytree(old, legacy)
     config = json.loads((legacy / "config.json").read_text())
