@@ -65,15 +65,11 @@ so no summary is generated twice; the question's prompt is the summary, then the
 with the top-k retrieved items, within the task's token budget. The cell keeps the summaries in
 ``summaries.json``.
 
-Arguments (``--personalizer-arg k=v``): ``rank`` (8), ``alpha`` (8), ``dropout`` (0.05),
-``target_modules`` (``q_proj,v_proj``), ``epochs`` (2), ``lr`` (1e-4), ``weight_decay`` (0.01),
-``batch_size`` (16), ``warmup`` (0.1), ``max_grad_norm`` (0.3), ``item_tokens`` (768),
-``max_items`` (0: every history item), ``train_k`` (``oppu+retrieval``: 1), ``adapters`` (a
-folder for the adapters instead of the cache); stage 1: ``stage1`` (true), ``stage1_epochs`` (3),
-``stage1_examples`` (0: every training question), ``stage1_target_modules``
-(``q_proj,v_proj,k_proj,out_proj``); summaries: ``summarizer`` (a ``--generator``
-value; default the run's generator), ``summarizer.KEY=VALUE`` (its ``--generator-arg``),
-``summary_tokens`` (200), ``summary_items`` (10).
+Arguments (``--personalizer-arg k=v``) are declared in :class:`OPPUOptions` (``oppu``),
+:class:`OPPURetrievalOptions` (``oppu+retrieval``: also ``train_k``), :class:`OPPUSummaryOptions`
+(``oppu+summary``) and :class:`SummaryOptions` (``pag``: ``summarizer``, ``summary_tokens``,
+``summary_items``, and ``summarizer.KEY=VALUE``, the summarizer's ``--generator-arg``); ``lamp
+plugins show oppu`` prints each with its default, range and help.
 """
 
 from __future__ import annotations
@@ -87,26 +83,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
+    Options,
     Personalizer,
     ProfileItem,
     RankQuery,
     RunContext,
     Task,
     atomic_write_json,
-    bool_arg,
     check_manifest,
-    float_arg,
     folder_manifest,
-    int_arg,
     lamp_error,
+    option,
     prompt_options,
-    reject_unknown_args,
     stable_hash,
 )
 
@@ -219,21 +213,81 @@ GENERIC_SUMMARY = (
 )
 """The summary prompt for tasks the paper has none for."""
 
-LORA_DEFAULTS = {"rank": 8, "alpha": 8, "dropout": 0.05, "target_modules": "q_proj,v_proj"}
-TRAIN_DEFAULTS = {
-    "epochs": 2,
-    "lr": 1e-4,
-    "weight_decay": 0.01,
-    "batch_size": 16,
-    "warmup": 0.1,
-    "max_grad_norm": 0.3,
-    "item_tokens": 768,
-    "max_items": 0,
-}
-STAGE1_DEFAULTS = {"epochs": 3, "examples": 0, "target_modules": "q_proj,v_proj,k_proj,out_proj"}
-"""Stage 1's task LoRA (``task_LoRA.py``: 3 epochs; its LoRA also on ``k_proj`` and ``out_proj``)."""
+
+@dataclass(frozen=True)
+class SummaryOptions(Options):
+    """PAG's options (``pag``; ``oppu+summary`` adds them to OPPU's)."""
+
+    prefixes: ClassVar[tuple[str, ...]] = ("summarizer",)
+
+    summarizer: str | None = option(None, "the generator that writes summaries (a --generator value); unset: the run's")
+    summary_tokens: int = option(200, "the longest summary, in tokens", minimum=1)
+    summary_items: int = option(10, "history items the summary reads (a seeded sample)", minimum=1)
+
+
+@dataclass(frozen=True)
+class OPPUOptions(Options):
+    """OPPU's options: the published script's per-user LoRA and training, then stage 1's task LoRA."""
+
+    rank: int = option(8, "LoRA rank", minimum=1)
+    alpha: float = option(8.0, "LoRA alpha")
+    dropout: float = option(0.05, "LoRA dropout", minimum=0)
+    target_modules: str = option("q_proj,v_proj", "the modules given a LoRA, comma-separated")
+    epochs: int = option(2, "epochs over the user's history", minimum=1)
+    lr: float = option(1e-4, "AdamW learning rate", above=0)
+    weight_decay: float = option(0.01, "AdamW weight decay", minimum=0)
+    batch_size: int = option(16, "training batch", minimum=1)
+    warmup: float = option(0.1, "share of the steps spent warming up (linear)", minimum=0, maximum=1)
+    max_grad_norm: float = option(0.3, "gradient clipping", minimum=0)
+    item_tokens: int = option(768, "each history item's fields cut to this many tokens", minimum=1)
+    max_items: int = option(0, "train on the user's last N history items (0: every item)", minimum=0)
+    adapters: str | None = option(None, "a folder for the adapters instead of the $LAMP_HOME cache")
+    stage1: bool = option(True, "train a task LoRA on the training users and merge it in first (the paper)")
+    stage1_epochs: int = option(3, "stage 1's epochs", minimum=1)
+    stage1_examples: int = option(0, "stage 1's training questions (0: every one)", minimum=0)
+    stage1_target_modules: str = option("q_proj,v_proj,k_proj,out_proj", "stage 1's LoRA modules, comma-separated")
+
+    def lora(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "dropout": self.dropout,
+            "target_modules": _modules(self.target_modules),
+        }
+
+    def train(self) -> dict[str, Any]:
+        keys = ("epochs", "lr", "weight_decay", "batch_size", "warmup", "max_grad_norm", "item_tokens", "max_items")
+        return {key: getattr(self, key) for key in keys}
+
+    def stage1_settings(self) -> dict[str, Any] | None:
+        if not self.stage1:
+            return None
+        return {
+            "epochs": self.stage1_epochs,
+            "examples": self.stage1_examples,
+            "target_modules": _modules(self.stage1_target_modules),
+        }
+
+
+@dataclass(frozen=True)
+class OPPURetrievalOptions(OPPUOptions):
+    """``oppu+retrieval``: OPPU's options and the retrieved items of each training example."""
+
+    train_k: int = option(1, "retrieved items in front of each training example (the README's --k 1)", minimum=0)
+
+
+@dataclass(frozen=True)
+class OPPUSummaryOptions(SummaryOptions, OPPUOptions):
+    """``oppu+summary``: OPPU's options and PAG's."""
+
+
+def _modules(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+SUMMARY_ITEM_TOKENS = 200
+"""Each item's fields cut to this many tokens in the summary prompt (the script's 200)."""
 STAGE1_LAYOUT = 1
-SUMMARY_DEFAULTS = {"summary_tokens": 200, "summary_items": 10, "summary_item_tokens": 200}
 TEST_ITEM_TOKENS = 368
 """Each retrieved item's free text is cut to this many tokens at question time (the script's 368)."""
 USERS = "users"
@@ -368,66 +422,33 @@ class OPPU(Personalizer):
     uses_items = False
     uses_summary = False
     uses_adapter = True
+    options: type[Options] = OPPUOptions
 
     def __init__(self, context: RunContext, **args: str) -> None:
-        owner = f"personalizer {self.name!r}"
-        summarizer_args = {k.split(".", 1)[1]: v for k, v in args.items() if k.startswith("summarizer.")}
-        plain = {k: v for k, v in args.items() if not k.startswith("summarizer.")}
-        known = set(TRAIN_DEFAULTS) | set(LORA_DEFAULTS) | {"adapters"}
-        known |= {"stage1", "stage1_epochs", "stage1_examples", "stage1_target_modules"}
-        if self.uses_items:
-            known |= {"train_k"}
-        if self.uses_summary:
-            known |= {"summarizer", "summary_tokens", "summary_items"}
-        if not self.uses_adapter:
-            known = {"summarizer", "summary_tokens", "summary_items"}
-        if summarizer_args and not self.uses_summary:
-            raise lamp_error(
-                f"{owner} writes no summaries: summarizer.* arguments do not apply", fix="Use them with pag or oppu+summary."
-            )
-        reject_unknown_args(plain, known, owner)
+        opts = self.options.parse(args, f"personalizer {self.name!r}")
         self.context = context
-        self.lora = {
-            "rank": int_arg(plain, "rank", LORA_DEFAULTS["rank"], owner, minimum=1),
-            "alpha": float_arg(plain, "alpha", LORA_DEFAULTS["alpha"], owner),
-            "dropout": float_arg(plain, "dropout", LORA_DEFAULTS["dropout"], owner),
-            "target_modules": [
-                m.strip() for m in str(plain.get("target_modules", LORA_DEFAULTS["target_modules"])).split(",") if m.strip()
-            ],
-        }
-        self.train = {
-            "epochs": int_arg(plain, "epochs", TRAIN_DEFAULTS["epochs"], owner, minimum=1),
-            "lr": float_arg(plain, "lr", TRAIN_DEFAULTS["lr"], owner),
-            "weight_decay": float_arg(plain, "weight_decay", TRAIN_DEFAULTS["weight_decay"], owner),
-            "batch_size": int_arg(plain, "batch_size", TRAIN_DEFAULTS["batch_size"], owner, minimum=1),
-            "warmup": float_arg(plain, "warmup", TRAIN_DEFAULTS["warmup"], owner),
-            "max_grad_norm": float_arg(plain, "max_grad_norm", TRAIN_DEFAULTS["max_grad_norm"], owner),
-            "item_tokens": int_arg(plain, "item_tokens", TRAIN_DEFAULTS["item_tokens"], owner, minimum=1),
-            "max_items": int_arg(plain, "max_items", TRAIN_DEFAULTS["max_items"], owner),
-        }
-        self.train_k = int_arg(plain, "train_k", 1, owner) if self.uses_items else 0
+        self.opts = opts
+        self.lora: dict[str, Any] = {}
+        self.train: dict[str, Any] = {}
         self.stage1: dict[str, Any] | None = None
-        if self.uses_adapter and bool_arg(plain, "stage1", True, owner):
-            targets = str(plain.get("stage1_target_modules", STAGE1_DEFAULTS["target_modules"]))
-            self.stage1 = {
-                "epochs": int_arg(plain, "stage1_epochs", STAGE1_DEFAULTS["epochs"], owner, minimum=1),
-                "examples": int_arg(plain, "stage1_examples", STAGE1_DEFAULTS["examples"], owner),
-                "target_modules": [m.strip() for m in targets.split(",") if m.strip()],
-            }
+        if isinstance(opts, OPPUOptions):
+            self.lora, self.train, self.stage1 = opts.lora(), opts.train(), opts.stage1_settings()
+        self.train_k = opts.train_k if isinstance(opts, OPPURetrievalOptions) else 0
         self._train_split: Callable[[], Sequence[Example]] | None = None
         self.merged: Path | None = None
         """The stage-1 model folder (the task LoRA merged into the base model) once prepared."""
         self.stage1_record: dict[str, Any] = {}
-        self.adapters_dir = Path(plain["adapters"]) if plain.get("adapters") else None
+        adapters = getattr(opts, "adapters", None)
+        self.adapters_dir = Path(adapters) if adapters else None
         self.summaries = None
-        if self.uses_summary:
+        if isinstance(opts, SummaryOptions):
             self.summaries = Summaries(
                 context,
-                plain.get("summarizer"),
-                summarizer_args,
-                tokens=int_arg(plain, "summary_tokens", SUMMARY_DEFAULTS["summary_tokens"], owner, minimum=1),
-                items=int_arg(plain, "summary_items", SUMMARY_DEFAULTS["summary_items"], owner, minimum=1),
-                item_tokens=SUMMARY_DEFAULTS["summary_item_tokens"],
+                opts.summarizer,
+                opts.sub_args(args, "summarizer"),
+                tokens=opts.summary_tokens,
+                items=opts.summary_items,
+                item_tokens=SUMMARY_ITEM_TOKENS,
             )
         self.adapters: dict[str, Path] = {}
         self.trained_now: list[str] = []
@@ -963,7 +984,7 @@ class OPPU(Personalizer):
                     "fixes": ["per-user data", "fresh adapter per user", "deterministic decoding", "token-level cuts"],
                 }
             )
-        if self.uses_items:
+        if isinstance(self.opts, OPPURetrievalOptions):
             described["train_k"] = self.train_k
         if self.summaries is not None:
             described["summaries"] = {**self.summaries.identity(), "generated_this_run": self.summaries.generated}
@@ -988,6 +1009,7 @@ class OPPURetrieval(OPPU):
     accepts_retriever = True
     default_retriever = "bm25"
     uses_items = True
+    options = OPPURetrievalOptions
 
 
 class OPPUSummary(OPPU):
@@ -997,6 +1019,7 @@ class OPPUSummary(OPPU):
     uses_summary = True
     takes_summarizer = True
     """``lamp run --summarizer G --summarizer-arg K=V`` reach it as ``summarizer`` / ``summarizer.K``."""
+    options = OPPUSummaryOptions
 
 
 class PAG(OPPU):
@@ -1011,6 +1034,7 @@ class PAG(OPPU):
     uses_items = True
     uses_summary = True
     uses_adapter = False
+    options = SummaryOptions
 
     def personalize(self, task: Task, example: Example, retrieved: Sequence[ProfileItem]) -> GenerationRequest:
         head = self._head(example)

@@ -188,7 +188,7 @@ def _print_options(component: Component, console: Console) -> None:
         )
         return
     rows = declared.describe()
-    if not rows and not declared.passthrough:
+    if not rows and not declared.passthrough and not declared.prefixes:
         console.print(f"  takes no {flag} options")
         return
     if rows:
@@ -201,6 +201,8 @@ def _print_options(component: Component, console: Console) -> None:
         console.print(table)
     if declared.passthrough:
         console.print(f"  and {declared.passthrough}", soft_wrap=True)
+    for prefix in declared.prefixes:
+        console.print(f"  and {prefix}.KEY=VALUE: an option of its {prefix}, handed on to it", soft_wrap=True)
 
 
 def _task_default(factory: object, option: str) -> str:

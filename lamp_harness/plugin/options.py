@@ -335,9 +335,14 @@ class Options:
 
     ``passthrough`` (a sentence) declares that keys not declared are handed on elsewhere (the
     ``hf`` generator gives them to ``from_pretrained`` / ``generate``): they are then not
-    refused."""
+    refused.
+
+    ``prefixes`` names sub-components whose own arguments travel as ``PREFIX.KEY`` (OPPU's
+    summarizer takes ``summarizer.KEY=VALUE``): such keys are not parsed here, and
+    :meth:`sub_args` hands them on with the prefix removed."""
 
     passthrough: ClassVar[str] = ""
+    prefixes: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -350,6 +355,7 @@ class Options:
         Python API passes them). ``defaults`` replace declared defaults known only at run time
         (e.g. ``seed=context.seed``). An unknown key (unless :attr:`passthrough`), a value of the
         wrong type or out of range is a one-line error naming ``owner``."""
+        args = {k: v for k, v in args.items() if not (k.partition(".")[0] in cls.prefixes and k.partition(".")[2])}
         if not cls.passthrough:
             check_keys(args, cls.names(), owner)
         else:
@@ -365,6 +371,11 @@ class Options:
         parsed = cls(**values)
         parsed.validate(owner)
         return parsed
+
+    @classmethod
+    def sub_args(cls, args: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        """The ``PREFIX.KEY`` arguments of one of :attr:`prefixes`, as ``{KEY: value}``."""
+        return {k.split(".", 1)[1]: v for k, v in args.items() if k.startswith(f"{prefix}.") and k != f"{prefix}."}
 
     def validate(self, owner: str) -> None:
         """Rules across options (``aggregation=mean`` with ``history_top_k``...): override to raise
@@ -413,7 +424,7 @@ def check_keys(args: Mapping[str, object], known: Iterable[str], owner: str) -> 
     unknown = sorted(set(args) - set(known))
     if not unknown:
         return
-    guesses = [g for key in unknown for g in difflib.get_close_matches(key, known, n=1, cutoff=0.5)]
+    guesses = [g for key in unknown if "." not in key for g in difflib.get_close_matches(key, known, n=1, cutoff=0.5)]
     hint = f" (did you mean {', '.join(dict.fromkeys(guesses))}?)" if guesses else ""
     raise lamp_error(
         f"unknown argument(s) {', '.join(unknown)}{hint}",

@@ -113,6 +113,20 @@ def test_passed_on_keys_are_free_but_a_near_miss_of_a_declared_one_is_a_typo() -
     )
 
 
+def test_prefixed_keys_go_to_the_sub_component_and_any_other_key_is_still_checked() -> None:
+    @dataclass(frozen=True)
+    class WithHelper(Options):
+        prefixes: ClassVar[tuple[str, ...]] = ("helper",)
+        depth: int = option(2, "how deep", minimum=1)
+
+    args = {"depth": "3", "helper.max_new_tokens": "9", "helper.model": "m"}
+    assert WithHelper.parse(args, "x") == WithHelper(depth=3)
+    assert WithHelper.sub_args(args, "helper") == {"max_new_tokens": "9", "model": "m"}
+    assert _error(WithHelper, **{"helpr.model": "m"}).startswith("retriever 'knobs': unknown argument(s) helpr.model")
+    assert _error(WithHelper, **{"helper.": "m"}).startswith("retriever 'knobs': unknown argument(s) helper.")
+    assert _error(Knobs, **{"helper.model": "m"}).startswith("retriever 'knobs': unknown argument(s) helper.model")
+
+
 def test_describe_lists_name_type_default_allowed_values_and_help() -> None:
     rows = {row.name: row for row in Knobs.describe()}
     assert list(rows) == ["depth", "rate", "strict", "mode", "label", "batch"]
@@ -139,6 +153,10 @@ BUILT_INS = [
     ("personalizer", "fid"),
     ("personalizer", "pplug"),
     ("personalizer", "pplug+retrieval"),
+    ("personalizer", "oppu"),
+    ("personalizer", "oppu+retrieval"),
+    ("personalizer", "oppu+summary"),
+    ("personalizer", "pag"),
     ("generator", "hf"),
     ("generator", "vllm"),
     ("generator", "openai"),
@@ -217,8 +235,28 @@ def _error_lines(err: str) -> list[str]:
             "Error: personalizer 'fid': argument train='encoder' is not one of all, decoder. "
             "Pass train=all or train=decoder.",
         ),
+        (
+            ("--personalizer", "none,oppu", "--personalizer-arg", "oppu:rnak=4"),
+            "Error: personalizer 'oppu': unknown argument(s) rnak (did you mean rank?).",
+        ),
+        (
+            ("--personalizer", "none,pag", "--personalizer-arg", "pag:summary_tokens=0"),
+            "Error: personalizer 'pag': argument summary_tokens=0 must be at least 1",
+        ),
+        (
+            ("--personalizer", "none,oppu", "--personalizer-arg", "oppu:summarizer.max_new_tokens=9"),
+            "Error: personalizer 'oppu': unknown argument(s) summarizer.max_new_tokens.",
+        ),
     ],
-    ids=["retriever-key", "retriever-value", "personalizer-key", "personalizer-value"],
+    ids=[
+        "retriever-key",
+        "retriever-value",
+        "personalizer-key",
+        "personalizer-value",
+        "oppu-key",
+        "pag-value",
+        "oppu-no-summarizer",
+    ],
 )
 def test_a_bad_option_of_a_later_cell_fails_before_the_first_cell(toys, cli, tmp_path, args, expected) -> None:
     """The first cell (personalizer none) needs none of these options; before the check it ran,
