@@ -556,12 +556,13 @@ ComponentUse = tuple[str, str, Mapping[str, str]]
 """``(kind, name, args)``: a component of a cell and the arguments it will be built with."""
 
 
-def check_component_options(registry: RegistryLike, uses: Iterable[ComponentUse]) -> None:
-    """Check each ``(kind, name, args)`` against the declaration of the component ``name``."""
+def check_component_options(registry: RegistryLike, uses: Iterable[ComponentUse], owner: str = "") -> None:
+    """Check each ``(kind, name, args)`` against the declaration of the component ``name``
+    (``owner``: what the error names before the component, e.g. ``--judge-arg for ...: judge``)."""
     for kind, name, args in dict.fromkeys((k, n, tuple(sorted(a.items()))) for k, n, a in uses):
         declared = _declaration(registry, kind, name)
         if declared is not None:
-            declared.check(dict(args), f"{kind} {registry.get(kind, name).name!r}")
+            declared.check(dict(args), f"{owner or kind} {registry.get(kind, name).name!r}")
 
 
 def _declaration(registry: RegistryLike, kind: str, name: str) -> type[Options] | None:

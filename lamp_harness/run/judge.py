@@ -52,7 +52,7 @@ from lamp_harness.plugin.contracts import (
     RunContext,
     Task,
 )
-from lamp_harness.plugin.options import generator_kwargs, generator_spec
+from lamp_harness.plugin.options import check_component_options, generator_kwargs, generator_spec
 
 if TYPE_CHECKING:
     from lamp_harness.plugin.catalog import Registry
@@ -163,6 +163,7 @@ def resolve_judge(
             where=owner,
             fix="Pass --judge-arg decode=generate.",
         )
+    _check_judge_options(registry, plugin, model, args, owner)
     model_name = model or plugin
     if model is None and plugin == generator_spec(None, ())[0]:  # the default generator: the preset's model
         try:
@@ -186,6 +187,15 @@ def resolve_judge(
         decode,
         tuple(metric.judge_choices) if decode == "labels" else (),
     )
+
+
+def _check_judge_options(registry: Registry, plugin: str, model: str | None, args: Mapping[str, str], owner: str) -> None:
+    """The judge generator's arguments against its declared options, before any work (a typo in
+    ``--judge-arg`` would otherwise surface only when the first cell is scored)."""
+    factory = registry.get("generator", plugin).load()
+    kwargs = generator_kwargs(factory, args, model)
+    kwargs.pop("model", None)
+    check_component_options(registry, [("generator", plugin, kwargs)], owner=f"{owner}: judge")
 
 
 def _whole(value: Any, key: str, owner: str) -> int:

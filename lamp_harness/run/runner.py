@@ -89,8 +89,9 @@ class Runner:
         # Import every factory now: a typo in a plugin's lazy target fails before any work.
         self.host.check_components(cells.used_components(drafts, self.data_source_name))
         cells.check_options(self.matrix, self.registry, drafts)  # the Python API's runs too
-        for name in dict.fromkeys(d.task for d in drafts):  # a bad --task-arg fails here too
+        for name in dict.fromkeys(d.task for d in drafts):  # a bad --task-arg or --judge-arg fails here too
             self.budget(name)
+            self.judges(name)
         return cells.check_drafts(drafts, problems, self.registry, self.context, generator=self.generator, label=self._label)
 
     def data_source_name(self, task_name: str) -> str | None:

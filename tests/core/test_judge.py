@@ -607,3 +607,27 @@ def test_lamp_score_on_a_folder_without_cells_is_one_line(cli, tmp_path):
     assert code == 2 and "no finished cells" in err and "lamp run" in err and "Traceback" not in err
     code, out, err = cli("score", str(tmp_path / "nope"))
     assert code == 2 and "is not a run folder or a cell folder" in err
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        (
+            "nmu_beams=2",
+            "Error: --judge-arg for aspect-score: judge 'hf': unknown argument nmu_beams (did you mean num_beams?).",
+        ),
+        ("num_beams=0", "Error: --judge-arg for aspect-score: judge 'hf': argument num_beams=0 must be at least 1"),
+        ("decode=bogus", "Error: --judge-arg for aspect-score: decode='bogus' is not one of generate, labels."),
+    ],
+    ids=["typo", "range", "setting"],
+)
+def test_a_bad_judge_argument_fails_before_any_cell_runs(cli, tmp_path, arg, expected):
+    """The judge's generator options are checked with the plan: a typo used to surface only when
+    the first cell was scored, after all its generation."""
+    out = tmp_path / "runs"
+    argv = ("run", "--task", "lamp-qa-arts", "--data", "demo", "--personalizer", "none", "--limit", "2")
+    code, _, err = cli(*argv, "--judge-arg", arg, "--out", str(out), "--quiet")
+    lines = [line for line in err.splitlines() if line.startswith("Error")]
+    assert code == 2 and "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert not list(out.glob("*/config.json"))  # no cell started
