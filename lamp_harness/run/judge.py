@@ -449,15 +449,15 @@ def write_judgments(directory: Path, judged: Sequence[Judged]) -> None:
 def cell_folders(paths: Sequence[Path]) -> list[Path]:
     """The finished cells (folders with ``config.json`` and ``metrics.json``) in ``paths``: cell
     folders themselves or run folders holding them."""
-    from lamp_harness.run.store import CONFIG, METRICS
+    from lamp_harness.run.store import CellStore, run_cells
 
     found: list[Path] = []
     for path in paths:
         path = Path(path)
-        if (path / CONFIG).is_file() and (path / METRICS).is_file():
+        if CellStore(path).has_results():
             found.append(path)
         elif path.is_dir():
-            found += sorted(p.parent for p in path.glob(f"*/{METRICS}") if (p.parent / CONFIG).is_file())
+            found += [cell.dir for cell in run_cells(path) if cell.has_results()]
         else:
             raise lamp_error(
                 "is not a run folder or a cell folder",

@@ -39,7 +39,7 @@ from lamp_harness.run import cells
 from lamp_harness.run.cells import CellSpec, Draft, Matrix, RunInfo, generation_budget, make_task
 from lamp_harness.run.prediction import chunk_size, predict, timing_summary, top_k
 from lamp_harness.run.records import CellRecord, CellResult, Timing
-from lamp_harness.run.store import METRICS, CellBusy, CellStore
+from lamp_harness.run.store import CellBusy, CellStore, run_cells
 
 
 class Runner:
@@ -440,14 +440,9 @@ class Runner:
         """A finished cell in the run folder that differs from ``spec`` only by the versions of
         its components' distributions (its ``config.json`` has the same ``base_id``; cells from
         before versions were recorded have it as their folder name), with its versions."""
-        if not self.out_dir.is_dir():
-            return None
-        for config_path in sorted(self.out_dir.glob("*/config.json")):
-            folder = config_path.parent
-            if folder == spec.dir:
-                continue
-            store = CellStore(folder)
-            if not store.finished:
+        for store in run_cells(self.out_dir):
+            folder = store.dir
+            if folder == spec.dir or not store.finished:
                 continue
             try:
                 config = store.read_record()
@@ -501,7 +496,7 @@ class Runner:
         problem = None
         if self.world.is_main:
             problem = store.inconsistency([ex.id for ex in self.dataset(spec.task).examples])
-            if problem is not None and (spec.dir / METRICS).exists():
+            if problem is not None and store.has_metrics():
                 warn(
                     f"{spec.dir}: {problem}; repairing the cell (its valid predictions are kept, the rest "
                     "is predicted again)"

@@ -429,6 +429,15 @@ class CellStore:
         """Whether the cell has a ``predictions.jsonl``."""
         return (self.dir / PREDICTIONS).is_file()
 
+    def has_metrics(self) -> bool:
+        """Whether the cell wrote its ``metrics.json`` (whether or not its files still agree)."""
+        return (self.dir / METRICS).is_file()
+
+    def has_results(self) -> bool:
+        """Whether the folder holds a cell's record and results (``config.json`` and
+        ``metrics.json``): what ``lamp score`` reads (:attr:`finished` also checks they agree)."""
+        return (self.dir / CONFIG).is_file() and self.has_metrics()
+
     def files(self, names: Iterable[str]) -> list[Path]:
         """The paths of the cell's files among ``names`` that exist (what a tracker attaches)."""
         return [self.dir / name for name in names if (self.dir / name).is_file()]
@@ -507,6 +516,13 @@ class CellStore:
         self.write_predictions(ordered)
         self.remove_shards()
         return ordered
+
+
+def run_cells(root: Path) -> list[CellStore]:
+    """The cells of a run folder: its immediate sub-folders with a ``config.json``, by name (a
+    cell refused before it started leaves a folder holding only its lock, which is not a cell)."""
+    root = Path(root)
+    return [CellStore(p.parent) for p in sorted(root.glob(f"*/{CONFIG}"))] if root.is_dir() else []
 
 
 def cell_dirs(root: Path) -> list[Path]:
