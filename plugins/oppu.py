@@ -670,9 +670,7 @@ class OPPU(Personalizer):
             atomic_write_json(store / USERS_INDEX, {"users": held, "count": len(held)})
 
     def _train_one(self, task: Task, key: str, example: Example, folder: Path) -> dict[str, Any]:
-        import torch
         from lamp_plugins import lora
-        from peft import LoraConfig
 
         pairs = self.training_pairs(task, example)
         if not pairs:
@@ -683,24 +681,8 @@ class OPPU(Personalizer):
         model = self.trainer.adapter_module()
         name = "oppu_training"
         seed = int(hashlib.sha256(f"oppu:{self.seed}:{key}".encode()).hexdigest()[:8], 16)
-        torch.manual_seed(seed)  # a fresh adapter per user, initialised from the seed and the user
-        config = LoraConfig(
-            r=self.lora["rank"],
-            lora_alpha=self.lora["alpha"],
-            lora_dropout=self.lora["dropout"],
-            target_modules=list(self.lora["target_modules"]),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        try:
-            params = lora.add(model, config, name)
-        except ValueError as exc:
-            raise lamp_error(
-                f"LoRA target modules {','.join(self.lora['target_modules'])} not found in the model: "
-                f"{' '.join(str(exc).split())[:200]}",
-                fix="Pass --personalizer-arg target_modules=... naming the model's attention "
-                "projections (e.g. c_attn for GPT-2).",
-            ) from None
+        # A fresh adapter per user, initialised from the seed and the user.
+        config, params = self._new_lora(model, name, seed, self.lora["target_modules"], "target_modules")
         started = time.perf_counter()
         try:
             losses = self._fit(self.trainer, params, pairs, seed, self.train["epochs"])
@@ -863,33 +845,40 @@ class OPPU(Personalizer):
         }
         self.trainer = self.base_trainer.on_base(self.merged)  # type: ignore[attr-defined]
 
-    def _train_stage1(self, pairs: Sequence[tuple[str, str]], identity: Mapping[str, Any], folder: Path) -> None:
+    def _new_lora(self, model: Any, name: str, seed: int, modules: Sequence[str], option: str) -> tuple[Any, list[Any]]:
+        """A fresh LoRA ``name`` on ``modules`` of ``model`` (the method's rank, alpha and dropout),
+        initialised from ``seed``: its peft config and its trainable parameters. ``option`` is the
+        ``--personalizer-arg`` that names the modules, for the error when the model has none of them."""
         import torch
         from lamp_plugins import lora
         from peft import LoraConfig
+
+        torch.manual_seed(seed)
+        config = LoraConfig(
+            r=self.lora["rank"],
+            lora_alpha=self.lora["alpha"],
+            lora_dropout=self.lora["dropout"],
+            target_modules=list(modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        try:
+            return config, lora.add(model, config, name)
+        except ValueError as exc:
+            raise lamp_error(
+                f"LoRA target modules {','.join(modules)} not found in the model: {' '.join(str(exc).split())[:200]}",
+                fix=f"Pass --personalizer-arg {option}=... naming the attention projections (e.g. c_attn for GPT-2).",
+            ) from None
+
+    def _train_stage1(self, pairs: Sequence[tuple[str, str]], identity: Mapping[str, Any], folder: Path) -> None:
+        from lamp_plugins import lora
 
         assert self.stage1 is not None
         trainer = self.base_trainer
         model = trainer.adapter_module()
         name = "oppu_task"
         seed = int(hashlib.sha256(f"oppu-stage1:{self.seed}".encode()).hexdigest()[:8], 16)
-        torch.manual_seed(seed)
-        config = LoraConfig(
-            r=self.lora["rank"],
-            lora_alpha=self.lora["alpha"],
-            lora_dropout=self.lora["dropout"],
-            target_modules=list(self.stage1["target_modules"]),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        try:
-            params = lora.add(model, config, name)
-        except ValueError as exc:
-            raise lamp_error(
-                f"stage-1 LoRA target modules {','.join(self.stage1['target_modules'])} not found in the model: "
-                f"{' '.join(str(exc).split())[:200]}",
-                fix="Pass --personalizer-arg stage1_target_modules=... naming the model's attention projections.",
-            ) from None
+        config, params = self._new_lora(model, name, seed, self.stage1["target_modules"], "stage1_target_modules")
         started = time.perf_counter()
         try:
             losses = self._fit(trainer, params, pairs, seed, self.stage1["epochs"])

@@ -260,7 +260,13 @@ def test_killed_per_user_training_resumes_to_the_adapters_of_an_uninterrupted_ru
     )
     deadline = time.time() + 300
     while time.time() < deadline and job.poll() is None:
-        done = [d for d in (killed / "users").glob("*") if (d / "manifest.json").exists()] if killed.exists() else []
+        # An adapter counts once renamed into place: its temporary folder (".NAME.xxx") holds a manifest first.
+        users = killed / "users"
+        done = (
+            [d for d in users.glob("*") if not d.name.startswith(".") and (d / "manifest.json").exists()]
+            if users.exists()
+            else []
+        )
         if len(done) >= 2:
             break
         time.sleep(0.05)
