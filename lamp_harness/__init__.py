@@ -106,6 +106,7 @@ _EXPORTS: dict[str, str] = {
     "atomic_write_bytes": "base.io",
     "atomic_write_text": "base.io",
     "atomic_write_json": "base.io",
+    "staging_dir": "base.io",
     "file_sha256": "base.io",
     "file_matches": "base.io",
     "stable_hash": "base.io",

@@ -37,6 +37,9 @@ from lamp_harness.base.io import (
     stable_hash as stable_hash,
 )
 from lamp_harness.base.io import (
+    staging_dir as staging_dir,
+)
+from lamp_harness.base.io import (
     writing as writing,
 )
 from lamp_harness.base.secrets import (

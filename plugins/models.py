@@ -18,12 +18,20 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from lamp_harness import atomic_write_json, check_manifest, file_sha256, folder_manifest, lamp_error, model_cache_dir, warn
+from lamp_harness import (
+    atomic_write_json,
+    check_manifest,
+    file_sha256,
+    folder_manifest,
+    lamp_error,
+    model_cache_dir,
+    staging_dir,
+    warn,
+)
 
 # core-internal: the model catalog writes the source file that the core's model resolver reads.
 from lamp_harness.inputs.models import SOURCE_FILE
@@ -200,14 +208,13 @@ def materialize_smollm2() -> Path:
         if target.exists():  # damaged, or left by something else than us
             warn(f"converted model {target} is damaged ({problem}); converting it again")
             shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_ALIAS}.", dir=target.parent))
+        tmp = staging_dir(target)
         try:
             _convert_gguf(gguf, tmp)
             # The manifest (size and SHA-256 of every file) lets later reads verify the folder.
             source = json.loads((tmp / SOURCE_FILE).read_text(encoding="utf-8"))
             atomic_write_json(tmp / SOURCE_FILE, {**source, "files": folder_manifest(tmp, skip=(SOURCE_FILE,))})
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-            for child in tmp.iterdir():
+            for child in tmp.iterdir():  # the converter's files, opened as the folder is (the cache may be shared)
                 child.chmod(0o644)
             os.rename(tmp, target)
         except BaseException:

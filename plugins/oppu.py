@@ -78,7 +78,6 @@ import hashlib
 import json
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,6 +101,7 @@ from lamp_harness import (
     option,
     prompt_options,
     stable_hash,
+    staging_dir,
 )
 
 # core-internal: users are dealt to ranks by the runner's own rule, so that trainer and engine agree.
@@ -687,7 +687,7 @@ class OPPU(Personalizer):
         try:
             losses = self._fit(self.trainer, params, pairs, seed, self.train["epochs"])
             folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            tmp = staging_dir(folder)
             try:
                 base = str(self.merged) if self.merged is not None else str(dict(self.trainer.describe()).get("model"))
                 lora.save(model, name, config, tmp, base)
@@ -882,7 +882,7 @@ class OPPU(Personalizer):
         started = time.perf_counter()
         try:
             losses = self._fit(trainer, params, pairs, seed, self.stage1["epochs"])
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            tmp = staging_dir(folder)
             try:
                 (tmp / "adapter").mkdir()
                 lora.save(model, name, config, tmp / "adapter", str(identity["model"]["model"]))

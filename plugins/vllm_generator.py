@@ -79,6 +79,7 @@ from lamp_harness import (
     preset_generator_args,
     pretrained_kwargs,
     resolve_model,
+    staging_dir,
 )
 
 OWNER = "generator 'vllm'"
@@ -260,7 +261,6 @@ def fine_tuned_folder(resolved: ResolvedModel, weights: Path) -> Path:
     anything else is a one-line error."""
     import os
     import shutil
-    import tempfile
 
     from transformers.utils import cached_file
 
@@ -279,7 +279,7 @@ def fine_tuned_folder(resolved: ResolvedModel, weights: Path) -> Path:
     if folder.is_dir() and all(link.exists() for link in folder.iterdir()):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = staging_dir(folder)
     for item in base.iterdir():
         if item.is_file() and not item.name.endswith(WEIGHT_FILES):
             os.symlink(item.resolve(), staging / item.name)

@@ -46,13 +46,22 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lamp_harness import DataSource, RunContext, SplitFiles, Task, check_split_name, lamp_error, split_file_names, writing
+from lamp_harness import (
+    DataSource,
+    RunContext,
+    SplitFiles,
+    Task,
+    check_split_name,
+    lamp_error,
+    split_file_names,
+    staging_dir,
+    writing,
+)
 
 VERSION = 1
 USERS = {"train": 40, "dev": 40}
@@ -505,7 +514,7 @@ def ensure_demo(root: Path, task: str) -> Path:
     if folder.is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{task}.", dir=folder.parent))
+    tmp = staging_dir(folder)
     try:
         for split in USERS:
             questions, outputs = generate(task, split)
@@ -563,7 +572,7 @@ class DemoSource(DataSource):
         if not folder.is_dir():
             questions, outputs = task.demo_data(split)  # type: ignore[attr-defined]
             folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=folder.parent))
+            tmp = staging_dir(folder)
             try:
                 (tmp / q_name).write_bytes(render(questions))
                 (tmp / o_name).write_bytes(render(outputs))

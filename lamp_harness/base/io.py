@@ -106,6 +106,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def staging_dir(target: Path) -> Path:
+    """A new empty folder beside ``target`` (``.NAME.xxxxxxxx``) to write a whole folder into
+    before renaming it to ``target``, so that ``target`` is complete or absent. ``mkdtemp`` makes
+    it private; it is opened to 0755, as everything the harness writes is meant to be shared (a
+    ``$LAMP_HOME`` may serve a team)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)
+    return tmp
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -42,7 +42,6 @@ import json
 import math
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,7 +51,15 @@ from typing import Any
 
 from lamp_harness.base.distributed import World, device_for
 from lamp_harness.base.errors import LampError, lamp_error, warn
-from lamp_harness.base.io import atomic_write_json, check_manifest, folder_manifest, lamp_home, stable_hash, writing
+from lamp_harness.base.io import (
+    atomic_write_json,
+    check_manifest,
+    folder_manifest,
+    lamp_home,
+    stable_hash,
+    staging_dir,
+    writing,
+)
 from lamp_harness.base.progress import ProgressBar
 from lamp_harness.base.secrets import redact
 from lamp_harness.plugin.contracts import (
@@ -618,7 +625,7 @@ def save_checkpoint(
     root = directory / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=root))
+    tmp = staging_dir(target)
     try:
         with writing(tmp / WEIGHTS):
             save_file(dict(trainable.state_dict()), str(tmp / WEIGHTS), metadata={"step": str(step)})

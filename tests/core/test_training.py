@@ -140,6 +140,7 @@ def test_training_lowers_the_loss_and_reloaded_weights_predict_identically(confi
     assert (tmp_path / "run" / "latest.json").is_file()
     state = json.loads((latest_checkpoint(tmp_path / "run") / "state.json").read_text())
     assert state["finished"] and state["step"] == 6
+    assert latest_checkpoint(tmp_path / "run").stat().st_mode & 0o777 == 0o755  # readable by a team sharing the folder
 
     task, generator, reloaded, examples = _fresh(config, lamp_home)
     loaded = load_checkpoint(reloaded, tmp_path / "run")

@@ -75,6 +75,7 @@ def test_each_users_adapter_is_trained_on_that_users_history_only(context, tiny_
         assert len(texts) == sizes[key]  # 1 epoch: every item of the user once, nothing else
         manifest = json.loads((oppu.user_folder(key) / "manifest.json").read_text())
         assert sorted(manifest["trained_on"]) == sorted(text_hash(t) for t in texts)
+        assert oppu.user_folder(key).stat().st_mode & 0o777 == 0o755  # a shared $LAMP_HOME serves a team
     held = json.loads((oppu.store() / "users.json").read_text())
     assert held["count"] == 3 and set(held["users"]) == {k[:32] for k in profiles}
 
