@@ -14,27 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS
+from lamp_cli import TOYS, demo_run
 from lamp_cli import lamp_code as _lamp
 
 from lamp_harness.run.store import METRICS, PREDICTIONS
 
-RUN = (
-    "run",
-    "--task",
-    "lamp-7",
-    "--data",
-    "demo",
-    "--generator",
-    "toy-echo",
-    "--quiet",
-    "--personalizer",
-    "ipa",
-    "--retriever",
-    "bm25",
-    "--limit",
-    "24",
-)
+RUN = demo_run("--personalizer", "ipa", "--retriever", "bm25", limit=24)
 SEED = 20260
 
 
@@ -189,22 +174,7 @@ RANKING_DAMAGE = {
 
 @pytest.mark.parametrize("damage", sorted(RANKING_DAMAGE))
 def test_a_damaged_ranking_cache_is_rebuilt_not_used(damage, toys, tmp_path, lamp_home, capsys):
-    args = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-echo",
-        "--quiet",
-        "--personalizer",
-        "ipa",
-        "--retriever",
-        "bm25",
-        "--limit",
-        "6",
-    )
+    args = demo_run("--personalizer", "ipa", "--retriever", "bm25", limit=6)
     assert _lamp(*args, "--out", str(tmp_path / "first")) == 0
     (cache,) = (lamp_home / "rankings").rglob("*.json")
     RANKING_DAMAGE[damage](cache)

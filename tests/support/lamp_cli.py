@@ -1,10 +1,12 @@
 """The real ``lamp`` entry point, run in-process by tests, and the toy plugins it can load.
 
 ``TOYS`` holds the fake ``lamp-toys`` distribution (model-free generators such as ``toy-echo``);
-the ``toys`` fixture in ``conftest.py`` puts it on ``sys.path`` and ``PYTHONPATH``."""
+the ``toys`` fixture in ``conftest.py`` puts it on ``sys.path`` and ``PYTHONPATH``. ``demo_run`` writes
+out the ``lamp run`` command line most tests start from (a task on the bundled demo data)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lamp_harness.cli import main
@@ -26,3 +28,26 @@ def lamp_output(capsys, *args: str) -> tuple[int, str, str]:
     code = lamp_code(*args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def demo_run(
+    *extra: str,
+    task: str = "lamp-7",
+    generator: str | None = "toy-echo",
+    limit: int | str | None = None,
+    out: str | os.PathLike | None = None,
+    quiet: bool = True,
+) -> tuple[str, ...]:
+    """The arguments of ``lamp run --task TASK --data demo --generator GENERATOR --limit LIMIT
+    --out OUT --quiet EXTRA...``: ``generator``, ``limit`` and ``out`` are left out when None,
+    ``--quiet`` when ``quiet`` is false; EXTRA follows in the order given."""
+    args = ["run", "--task", task, "--data", "demo"]
+    if generator is not None:
+        args += ["--generator", generator]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    if out is not None:
+        args += ["--out", str(out)]
+    if quiet:
+        args.append("--quiet")
+    return (*args, *extra)
