@@ -104,3 +104,13 @@ class FakeSite:
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
         (info / "entry_points.txt").write_text("[lamp_harness]\n" + "\n".join(lines) + "\n", encoding="utf-8")
         return names
+
+    def set_version(self, dist: str, old: str, new: str) -> None:
+        """Upgrade (or downgrade) the installed ``dist`` from version ``old`` to ``new`` in place:
+        its dist-info folder and its METADATA, as a ``pip install`` of the new version would."""
+        info = self.root / f"{dist.replace('-', '_')}-{old}.dist-info"
+        moved = self.root / f"{dist.replace('-', '_')}-{new}.dist-info"
+        shutil.move(info, moved)
+        metadata = moved / "METADATA"
+        text = metadata.read_text(encoding="utf-8")
+        metadata.write_text(text.replace(f"Version: {old}", f"Version: {new}"), encoding="utf-8")

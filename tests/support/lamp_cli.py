@@ -2,7 +2,7 @@
 
 ``TOYS`` holds the fake ``lamp-toys`` distribution (model-free generators such as ``toy-echo``);
 the ``toys`` fixture in ``conftest.py`` puts it on ``sys.path`` and ``PYTHONPATH``. ``demo_run`` writes
-out the ``lamp run`` command line most tests start from (a task on the bundled demo data)."""
+out the ``lamp run`` command line most tests start from (by default lamp-7 on the bundled demo data)."""
 
 from __future__ import annotations
 
@@ -33,15 +33,16 @@ def lamp_output(capsys, *args: str) -> tuple[int, str, str]:
 def demo_run(
     *extra: str,
     task: str = "lamp-7",
+    data: str = "demo",
     generator: str | None = "toy-echo",
     limit: int | str | None = None,
     out: str | os.PathLike | None = None,
     quiet: bool = True,
 ) -> tuple[str, ...]:
-    """The arguments of ``lamp run --task TASK --data demo --generator GENERATOR --limit LIMIT
+    """The arguments of ``lamp run --task TASK --data DATA --generator GENERATOR --limit LIMIT
     --out OUT --quiet EXTRA...``: ``generator``, ``limit`` and ``out`` are left out when None,
     ``--quiet`` when ``quiet`` is false; EXTRA follows in the order given."""
-    args = ["run", "--task", task, "--data", "demo"]
+    args = ["run", "--task", task, "--data", data]
     if generator is not None:
         args += ["--generator", generator]
     if limit is not None:
