@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS
+from lamp_cli import TOYS, demo_run
 from lamp_cli import lamp_code as lamp
 
 from lamp_harness.plugin.contracts import Prediction
@@ -208,16 +208,9 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
     tiny_llama_dir, tiny_encoder_dir, tmp_path, lamp_home
 ):
     out = tmp_path / "runs"
-    args = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
+    args = demo_run(
         "--personalizer",
         "pplug",
-        "--generator",
-        str(tiny_llama_dir),
         "--personalizer-arg",
         f"encoder={tiny_encoder_dir}",
         "--train-arg",
@@ -228,11 +221,10 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
         "limit=4",
         "--generator-arg",
         "max_new_tokens=4",
-        "--limit",
-        "3",
         "--device",
         "cpu",
-        "--quiet",
+        generator=str(tiny_llama_dir),
+        limit=3,
     )
     assert lamp(*args, "--out", str(out)) == 0
     (cell,) = cells(out).values()
@@ -260,22 +252,17 @@ def test_real_smollm2_end_to_end_on_demo_examples(tmp_path):
     out = tmp_path / "runs"
     assert (
         lamp(
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            "demo",
-            "--personalizer",
-            "ipa",
-            "--retriever",
-            "bm25",
-            "--limit",
-            "2",
-            "--generator-arg",
-            "max_new_tokens=24",
-            "--out",
-            str(out),
-            "--quiet",
+            *demo_run(
+                "--personalizer",
+                "ipa",
+                "--retriever",
+                "bm25",
+                "--generator-arg",
+                "max_new_tokens=24",
+                generator=None,
+                limit=2,
+                out=out,
+            )
         )
         == 0
     )

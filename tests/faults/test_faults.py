@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS, demo_run
+from lamp_cli import TOYS, demo_run, pplug_train
 from lamp_cli import lamp_code as _lamp
 
 from lamp_harness.run.store import METRICS, PREDICTIONS
@@ -89,19 +89,7 @@ def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_sam
     from lamp_harness.train.training import latest_checkpoint
 
     args = [
-        "train",
-        "--task",
-        "lamp-7",
-        "--personalizer",
-        "pplug",
-        "--data",
-        "demo",
-        "--generator",
-        str(tiny_llama_dir),
-        "--generator-arg",
-        "num_beams=1",
-        "--personalizer-arg",
-        f"encoder={tiny_encoder_dir}",
+        *pplug_train(tiny_llama_dir, tiny_encoder_dir),
         "--limit",
         "8",
         "--batch-size",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lamp_cli import demo_run
 from lamp_cli import lamp_output as lamp
 from run_folders import rewrite_config
 
@@ -56,24 +57,9 @@ def pristine(tmp_path_factory):
             sys.executable,
             "-c",
             "from lamp_harness.cli import main; main()",
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            "demo",
-            "--generator",
-            "toy-words",
-            "--personalizer",
-            "none,ipa",
-            "--retriever",
-            "bm25",
-            "--k",
-            "1",
-            "--limit",
-            "12",
-            "--out",
-            str(out),
-            "--quiet",
+            *demo_run(
+                "--personalizer", "none,ipa", "--retriever", "bm25", "--k", "1", generator="toy-words", limit=12, out=out
+            ),
         ],
         env=env,
         capture_output=True,
@@ -251,23 +237,7 @@ def test_two_data_sets_with_one_name_get_two_tables_with_their_checksums(toys, t
 
 
 def test_a_smaller_rerun_does_not_replace_the_larger_cell(runs, toys, capsys):
-    code, _, err = lamp(
-        capsys,
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-words",
-        "--personalizer",
-        "none",
-        "--limit",
-        "2",
-        "--out",
-        str(runs / "smoke"),
-        "--quiet",
-    )
+    code, _, err = lamp(capsys, *demo_run("--personalizer", "none", generator="toy-words", limit=2, out=runs / "smoke"))
     assert code == 0, err
     board, err = board_json(capsys, runs)
     baseline = next(v for r in board["blocks"][0]["rows"] for v in r["values"] if v and v["baseline"])

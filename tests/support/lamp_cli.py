@@ -2,7 +2,8 @@
 
 ``TOYS`` holds the fake ``lamp-toys`` distribution (model-free generators such as ``toy-echo``);
 the ``toys`` fixture in ``conftest.py`` puts it on ``sys.path`` and ``PYTHONPATH``. ``demo_run`` writes
-out the ``lamp run`` command line most tests start from (by default lamp-7 on the bundled demo data)."""
+out the ``lamp run`` command line most tests start from (by default lamp-7 on the bundled demo data),
+``pplug_train`` a ``lamp train`` of PPlug on it."""
 
 from __future__ import annotations
 
@@ -52,3 +53,12 @@ def demo_run(
     if quiet:
         args.append("--quiet")
     return (*args, *extra)
+
+
+def pplug_train(generator: str | os.PathLike, encoder: str | os.PathLike, *extra: str) -> tuple[str, ...]:
+    """The arguments of ``lamp train`` of PPlug on lamp-7's demo data: the generator folder
+    ``generator`` (greedy: ``num_beams=1``) with the history encoder folder ``encoder``; EXTRA follows."""
+    return (
+        "train", "--task", "lamp-7", "--personalizer", "pplug", "--data", "demo", "--generator", str(generator),
+        "--generator-arg", "num_beams=1", "--personalizer-arg", f"encoder={encoder}", *extra,
+    )  # fmt: skip
