@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS, demo_run
+from lamp_cli import LAMP_PROCESS, demo_run, toys_env
 from lamp_cli import lamp_code as lamp
 
 from lamp_harness.plugin.contracts import Prediction
@@ -26,7 +24,7 @@ def cells(out: Path) -> dict[str, Path]:
     }
 
 
-BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet")
+BASE = demo_run()
 
 
 def test_matrix_drops_meaningless_cells_and_writes_every_file(toys, tmp_path):
@@ -150,15 +148,9 @@ def test_bad_matrix_file_is_one_line(toys, tmp_path, capsys):
 
 
 def _run_cli(out: Path, delay: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "LAMP_TOY_DELAY": delay,
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toys_env(LAMP_TOY_DELAY=delay)
     cmd = [
-        sys.executable,
-        "-c",
-        "from lamp_harness.cli import main; main()",
+        *LAMP_PROCESS,
         *BASE,
         "--personalizer",
         "ipa",

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS, demo_run
+from lamp_cli import demo_run, toys_env
 
 from lamp_harness.base.distributed import World, deal, detect_world
 from lamp_harness.cli.run_cmd import without_option
@@ -38,12 +38,7 @@ def _train(generator: Path, *extra: str, max_steps: int, limit: int) -> tuple[st
 
 
 def env(**extra: str) -> dict[str, str]:
-    values = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "LAMP_DIST_TIMEOUT": "120",
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    values = toys_env(OMP_NUM_THREADS="1", LAMP_DIST_TIMEOUT="120")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID"):
         values.pop(name, None)
     return {**values, **extra}

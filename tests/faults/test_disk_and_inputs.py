@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS, demo_run
+from lamp_cli import demo_run, toys_env
 
 from lamp_harness.base.errors import LampError
 
@@ -25,8 +25,7 @@ RUN = demo_run("--personalizer", "none,ipa", "--retriever", "bm25", task=TASKS, 
 
 
 def _lamp(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **extra, "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([str(BIN / "lamp"), *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(BIN / "lamp"), *args], env=toys_env(**extra), capture_output=True, text=True, timeout=600)
 
 
 def _one_error(stderr: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lamp_cli import demo_run
+from lamp_cli import demo_run, toys_env
 
 
 def _one_line(err: str) -> str:
@@ -85,23 +85,15 @@ def test_sigterm_ends_a_one_process_run_like_ctrl_c(tmp_path) -> None:
     """``kill PID`` (or ``timeout``, a scheduler's stop) of a plain ``lamp run`` ends it as Ctrl-C
     does: the one line, exit code 130, its lock released; it used to die silently (-15). The
     rerun finishes the cell from the predictions already written."""
-    import os
     import signal
     import subprocess
     import sys
     import time
 
-    from lamp_cli import TOYS
-
     from lamp_harness.run.store import CellStore
 
     out = tmp_path / "runs"
-    env = {
-        **os.environ,
-        "LAMP_HOME": str(tmp_path / "home"),
-        "LAMP_TOY_DELAY": "0.5",
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toys_env(LAMP_HOME=str(tmp_path / "home"), LAMP_TOY_DELAY="0.5")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
         env.pop(name, None)
     command = [str(Path(sys.executable).parent / "lamp"), *demo_run("--generator-arg", "batch_size=2", limit=40, out=out)]

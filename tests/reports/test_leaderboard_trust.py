@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from lamp_cli import demo_run
+from lamp_cli import LAMP_PROCESS, demo_run, toys_env
 from lamp_cli import lamp_output as lamp
 from run_folders import rewrite_config
 
@@ -41,22 +40,13 @@ def notes(err: str) -> list[str]:
 def pristine(tmp_path_factory):
     """lamp-7 on 12 demo questions: none and IPA (BM25, k=1), the toy generator (made once)."""
     import subprocess
-    import sys
-
-    from lamp_cli import TOYS
 
     out = tmp_path_factory.mktemp("pristine") / "runs"
     home = tmp_path_factory.mktemp("home")
-    env = {
-        **os.environ,
-        "LAMP_HOME": str(home),
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toys_env(LAMP_HOME=str(home))
     done = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            "from lamp_harness.cli import main; main()",
+            *LAMP_PROCESS,
             *demo_run(
                 "--personalizer", "none,ipa", "--retriever", "bm25", "--k", "1", generator="toy-words", limit=12, out=out
             ),

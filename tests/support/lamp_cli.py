@@ -1,18 +1,29 @@
 """The real ``lamp`` entry point, run in-process by tests, and the toy plugins it can load.
 
 ``TOYS`` holds the fake ``lamp-toys`` distribution (model-free generators such as ``toy-echo``);
-the ``toys`` fixture in ``conftest.py`` puts it on ``sys.path`` and ``PYTHONPATH``. ``demo_run`` writes
+the ``toys`` fixture in ``conftest.py`` puts it on ``sys.path`` and ``PYTHONPATH``, ``toys_env`` on the
+``PYTHONPATH`` of a ``lamp`` process (``LAMP_PROCESS``, or the ``lamp`` script). ``demo_run`` writes
 out the ``lamp run`` command line most tests start from (by default lamp-7 on the bundled demo data),
 ``pplug_train`` a ``lamp train`` of PPlug on it."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from lamp_harness.cli import main
 
 TOYS = Path(__file__).resolve().parent / "toy_plugins"
+
+# The command of a ``lamp`` process run by this interpreter (the harness this test session imports).
+LAMP_PROCESS = (sys.executable, "-c", "from lamp_harness.cli import main; main()")
+
+
+def toys_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``lamp`` process that loads the toy plugins: this process's, plus
+    EXTRA, with ``TOYS`` first on ``PYTHONPATH``."""
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
 
 
 def lamp_code(*args: str) -> int:
