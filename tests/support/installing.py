@@ -6,14 +6,16 @@ through ``PYTHONPATH``."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
-from lamp_cli import TOYS  # the model-free `toy-echo` generator
+from lamp_cli import LAMP_PROCESS, TOYS  # TOYS: the model-free `toy-echo` generator
 
 _counter = itertools.count()
 
@@ -64,8 +66,25 @@ def plugin_env(sites: list[Path], home: Path, **extra: str) -> dict[str, str]:
 def run_lamp(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     """``lamp ARGS`` in a subprocess (the venv's script, or the module when it is absent)."""
     script = Path(sys.executable).with_name("lamp")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from lamp_harness.cli import main; main()"]
+    command = [str(script)] if script.exists() else LAMP_PROCESS
     return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_lamp_into(out: Path, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``lamp ARGS --out OUT --quiet`` through :func:`run_lamp`; it must succeed (its output
+    is the failure's message)."""
+    done = run_lamp([*args, "--out", str(out), "--quiet"], env, cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def cells_with_metrics(out: Path) -> Iterator[tuple[dict, dict]]:
+    """Each cell of the run folder ``out``: its ``config.json`` and its ``metrics.json``, read."""
+    for path in out.glob("*/config.json"):
+        yield (
+            json.loads(path.read_text(encoding="utf-8")),
+            json.loads((path.parent / "metrics.json").read_text(encoding="utf-8")),
+        )
 
 
 def run_pytest(tests: Path, env: dict[str, str], cwd: Path, rootdir: Path) -> subprocess.CompletedProcess[str]:
