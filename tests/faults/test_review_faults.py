@@ -276,20 +276,7 @@ def test_an_empty_data_option_is_refused_not_sent_to_the_official_server(toys, c
     every task to its default source (the official server for LaMP)."""
     out = tmp_path / "runs"
     for value in ("", ",,", " "):
-        code, _, err = cli(
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            value,
-            "--generator",
-            "toy-echo",
-            "--limit",
-            "2",
-            "--quiet",
-            "--out",
-            str(out),
-        )
+        code, _, err = cli(*demo_run(data=value, limit=2, out=out))
         assert code == 2 and "names no data source" in _one_line(err), (value, err)
     assert not list(out.glob("*/*"))
     code, _, err = cli(
