@@ -14,7 +14,7 @@ from real_data import REAL_DATA
 # Fixture modules in tests/support: session-scoped tiny models built from configs (tiny_t5_dir,
 # tiny_bart_dir, tiny_llama_dir...), the tiny encoder, the model-free judges (`judges`) and the real
 # vLLM server (`server`, module-scoped; a module's own `server` fixture overrides it).
-pytest_plugins = ("tiny_models", "tiny_encoder", "judge_toys", "vllm_server")
+pytest_plugins = ("tiny_models", "tiny_encoder", "judge_toys", "vllm_server", "openai_fake")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REAL_DATA

@@ -12,8 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+from lamp_cli import demo_run
+from toy_sources import TEXT_ITEM_METHODS, WORDS
 
-RECORDER = '''
+RECORDER = (
+    """
 import json
 from pathlib import Path
 
@@ -25,14 +28,9 @@ from lamp_harness.plugin.hookspecs import hookimpl
 from lamp_harness.base.io import atomic_write_json
 from lamp_harness.plugin.options import batch_size_arg, int_arg
 
-
-class Words:
-    def count(self, text):
-        return len(text.split())
-
-    def truncate(self, text, max_tokens):
-        return " ".join(text.split()[:max_tokens])
-
+"""
+    + WORDS
+    + '''
 
 class Recorder(Generator):
     """Answers with as many words as the request's budget allows, and logs what it received."""
@@ -100,16 +98,9 @@ class Budgeted(Task):
             raise lamp_error(f"style {style!r} is not plain or short", where="task 'toy-budget'",
                              fix="Pass --task-arg toy-budget:style=short.")
         self.style = style
-
-    def query(self, example):
-        return example.input
-
-    def document(self, item):
-        return item.get("text")
-
-    def ppep(self, item, free_text=None):
-        return item.get("text") if free_text is None else free_text
-
+'''
+    + TEXT_ITEM_METHODS
+    + """
     def prompt(self, example, items, tokens, max_tokens=256, **budget):
         text = " ".join([*(self.ppep(i) for i in items), example.input])
         return tokens.truncate(text if self.style == "plain" else example.input, max_tokens)
@@ -139,7 +130,8 @@ def lamp_register(registry):
     registry.add_generator("recorder", Recorder, "records what it receives")
     registry.add_task("toy-budget", Budgeted, "toy task with an option and a budget limit")
     registry.add_data_source("toy-budget-files", Files, "toy data")
-'''
+"""
+)
 
 
 def _cells(out: Path) -> dict[str, dict]:
@@ -230,22 +222,7 @@ def test_every_recorded_setting_is_the_one_the_generator_received(site, cli, tmp
 def test_label_decoding_recorded_is_the_decoding_the_generator_ran(site, cli, tmp_path, lamp_home):
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
     out = tmp_path / "out"
-    code, stdout, err = cli(
-        "run",
-        "--task",
-        "lamp-1,lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--decode",
-        "labels",
-        "--generator",
-        "recorder",
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    code, stdout, err = cli(*demo_run("--decode", "labels", task="lamp-1,lamp-7", generator="recorder", limit=2, out=out))
     assert code == 0, stdout + err
     requests = [r for r in _log(lamp_home) if r["event"] == "request"]
     cells = _cells(out)
@@ -258,18 +235,7 @@ def test_label_decoding_recorded_is_the_decoding_the_generator_ran(site, cli, tm
 
 def test_budget_precedence_task_arg_then_generator_arg_then_task_default_within_the_limit(site, cli, tmp_path, lamp_home):
     site.add("lamp-recorder", "1.0", recorder=RECORDER)
-    base = (
-        "run",
-        "--task",
-        "lamp-7,toy-budget",
-        "--data",
-        "lamp-7=demo",
-        "--limit",
-        "2",
-        "--generator",
-        "recorder",
-        "--quiet",
-    )
+    base = demo_run(task="lamp-7,toy-budget", data="lamp-7=demo", generator="recorder", limit=2)
 
     def budgets(*extra: str, out: str) -> dict[str, tuple[int, str, set[int]]]:
         code, stdout, err = cli(*base, *extra, "--out", str(tmp_path / out))
@@ -371,22 +337,18 @@ def test_max_new_tokens_8_bounds_every_lamp_task_with_the_real_model(cli, tmp_pa
     out = tmp_path / "out"
     tasks = ",".join(f"lamp-{i}" for i in range(1, 8))
     code, stdout, err = cli(
-        "run",
-        "--task",
-        tasks,
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--decode",
-        "generate",
-        "--generator-arg",
-        "max_new_tokens=8",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-        "--quiet",
+        *demo_run(
+            "--decode",
+            "generate",
+            "--generator-arg",
+            "max_new_tokens=8",
+            "--device",
+            "cpu",
+            task=tasks,
+            generator=None,
+            limit=2,
+            out=out,
+        )
     )
     assert code == 0, stdout + err
     cells = _cells(out)

@@ -283,19 +283,24 @@ def test_data_dir_reads_the_official_download_layout(judges, tmp_path):
         resolve_dataset(task, data=None, data_dir=tmp_path / "bad", split="train", context=RunContext(lamp_home=lamp_home()))
 
 
-@pytest.mark.slow
-def test_the_packaged_smollm2_judges_through_the_real_hf_generator(tmp_path):
-    """The offline preset's stand-in judge, end to end: real prompts, real answers, parsed or
-    retried by sampling, every call cached (a second pass sends nothing)."""
+def _two_answered_examples():
+    """What the packaged-judge tests judge: the first two demo examples of LaMP-QA (arts), one
+    fixed answer each, the task's judged metric, the plugin registry and a CPU context."""
     from lamp_harness.plugin.registry import host
-    from lamp_harness.run.judge import JudgeChoice, judge_examples, resolve_judge
 
     task, examples = _demo()
     examples = examples[:2]
     outputs = {ex.id: "Start small: ten minutes a day, free videos online, and a cheap sketchbook." for ex in examples}
-    metric = task.judged_metrics[0]
-    registry = host().registry
-    context = RunContext(lamp_home=Path("."), device="cpu")
+    return task, examples, outputs, task.judged_metrics[0], host().registry, RunContext(lamp_home=Path("."), device="cpu")
+
+
+@pytest.mark.slow
+def test_the_packaged_smollm2_judges_through_the_real_hf_generator(tmp_path):
+    """The offline preset's stand-in judge, end to end: real prompts, real answers, parsed or
+    retried by sampling, every call cached (a second pass sends nothing)."""
+    from lamp_harness.run.judge import JudgeChoice, judge_examples, resolve_judge
+
+    task, examples, outputs, metric, registry, context = _two_answered_examples()
     identity = resolve_judge(
         registry,
         metric,
@@ -320,15 +325,9 @@ def test_the_offline_stand_in_judge_decodes_labels_through_the_real_hf_generator
     log-likelihood, so every question gets a valid score at the first call."""
     from lamp_tasks.lamp_qa import JUDGE_CHOICES
 
-    from lamp_harness.plugin.registry import host
     from lamp_harness.run.judge import judge_examples, resolve_judge
 
-    task, examples = _demo()
-    examples = examples[:2]
-    outputs = {ex.id: "Start small: ten minutes a day, free videos online, and a cheap sketchbook." for ex in examples}
-    metric = task.judged_metrics[0]
-    registry = host().registry
-    context = RunContext(lamp_home=Path("."), device="cpu")
+    task, examples, outputs, metric, registry, context = _two_answered_examples()
     identity = resolve_judge(registry, metric, None, "offline", context)
     assert identity.plugin == "hf" and identity.decode == "labels" and identity.choices == JUDGE_CHOICES
     judged = judge_examples(task, metric, identity, examples, outputs, registry=registry, context=context, progress=False)

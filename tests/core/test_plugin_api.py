@@ -13,16 +13,18 @@ import ast
 import importlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from lamp_cli import demo_run
+from toy_sources import TEXT_ITEM_METHODS, WORDS
 
 # A fake distribution holding a strict generator, a task with its own data source, and the source.
-COMPONENTS = '''
+COMPONENTS = (
+    """
 import json
 from pathlib import Path
 
@@ -39,14 +41,9 @@ from lamp_harness import (
     reject_unknown_args,
 )
 
-
-class Words:
-    def count(self, text):
-        return len(text.split())
-
-    def truncate(self, text, max_tokens):
-        return " ".join(text.split()[:max_tokens])
-
+"""
+    + WORDS
+    + '''
 
 class Strict(Generator):
     """Rejects unknown arguments, declares only batch_size; answers with what it was sent."""
@@ -89,16 +86,9 @@ class Echo(Task):
     kind = "generation"
     profile_fields = ("text",)
     data_source = "toy-files"
-
-    def query(self, example):
-        return example.input
-
-    def document(self, item):
-        return item.get("text")
-
-    def ppep(self, item, free_text=None):
-        return item.get("text") if free_text is None else free_text
-
+'''
+    + TEXT_ITEM_METHODS
+    + """
     def prompt(self, example, items, tokens, max_tokens=256):
         return tokens.truncate(" ".join([*(self.ppep(i) for i in items), example.input]), max_tokens)
 
@@ -129,7 +119,8 @@ def lamp_register(registry):
     registry.add_generator("beams", Beams, "toy generator declaring num_beams")
     registry.add_task("toy-echo-task", Echo, "toy task with its own data")
     registry.add_data_source("toy-files", ToyFiles, "toy data")
-'''
+"""
+)
 
 
 def _cells(out: Path) -> dict[str, dict]:
@@ -232,31 +223,10 @@ def test_per_task_data_sources_in_one_matrix_and_the_task_default(site, cli, tmp
     assert code == 2 and "Unknown task 'lamp-77'" in err
 
 
-def _set_version(site, dist: str, old: str, new: str) -> None:
-    info = site.root / f"{dist.replace('-', '_')}-{old}.dist-info"
-    moved = site.root / f"{dist.replace('-', '_')}-{new}.dist-info"
-    shutil.move(info, moved)
-    metadata = moved / "METADATA"
-    metadata.write_text(metadata.read_text(encoding="utf-8").replace(f"Version: {old}", f"Version: {new}"), encoding="utf-8")
-
-
 def test_a_plugin_upgrade_recomputes_its_cells_or_keeps_them_with_allow_stale(site, cli, tmp_path):
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     out = tmp_path / "out"
-    args = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--generator",
-        "strict",
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    args = demo_run(generator="strict", limit=2, out=out)
     code, stdout, err = cli(*args)
     assert code == 0, stdout + err
     (old,) = _cells(out).values()
@@ -264,7 +234,7 @@ def test_a_plugin_upgrade_recomputes_its_cells_or_keeps_them_with_allow_stale(si
     assert "lamp-harness" in old["component_versions"]
     assert old["versions"]["lamp-strict"] == "1.0"
 
-    _set_version(site, "lamp-strict", "1.0", "1.1")
+    site.set_version("lamp-strict", "1.0", "1.1")
     code, stdout, err = cli(*args, "--allow-stale")
     assert code == 0, stdout + err
     assert list(_cells(out)) == [old["cell_id"]]  # nothing recomputed
@@ -287,20 +257,7 @@ def test_a_plugin_upgrade_recomputes_its_cells_or_keeps_them_with_allow_stale(si
 def test_lamp_run_warns_about_a_hook_function_missing_hookimpl(site, cli, tmp_path):
     site.add("lamp-strict", "1.0", strict=COMPONENTS)
     site.add("lamp-forgetful", "0.1", forgetful="def lamp_cell_finished(cell, metrics):\n    pass\n")
-    code, stdout, err = cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "1",
-        "--generator",
-        "strict",
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-    )
+    code, stdout, err = cli(*demo_run(generator="strict", limit=1, out=tmp_path / "out"))
     assert code == 0, stdout + err
     assert (
         "warning: plugin 'forgetful' (lamp-forgetful 0.1): function 'lamp_cell_finished' looks like the "

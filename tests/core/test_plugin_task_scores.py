@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from toy_sources import WORDS
 
 from lamp_harness import metrics
 from lamp_harness.plugin.contracts import Example, MetricResult, Prediction, ProfileItem
@@ -102,7 +103,8 @@ def test_rows_that_do_not_reproduce_the_metric_are_not_kept():
 
 # -- the acceptance: a plugin task from the docs gets † marks and profile-size rows ---------------
 
-PLUGIN = '''
+PLUGIN = (
+    """
 from pathlib import Path
 
 from lamp_harness.plugin.contracts import Generation, Generator
@@ -110,14 +112,9 @@ from lamp_harness.inputs.data import DataSource, SplitFiles
 from lamp_harness.plugin.hookspecs import hookimpl
 from lamp_harness.base.io import atomic_write_json
 
-
-class Words:
-    def count(self, text):
-        return len(text.split())
-
-    def truncate(self, text, max_tokens):
-        return " ".join(text.split()[:max_tokens])
-
+"""
+    + WORDS
+    + '''
 
 class Habit(Generator):
     """Answers with the label of the best retrieved review, else "negative"."""
@@ -162,6 +159,7 @@ def lamp_register(registry):
     registry.add_generator("habit", Habit, "answers with the best retrieved review's label")
     registry.add_data_source("toy-sentiment", Reviews, "toy reviews")
 '''
+)
 
 
 def test_a_plugin_task_written_from_the_docs_gets_significance_and_profile_size_rows(site, cli, tmp_path):

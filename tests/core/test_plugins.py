@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from lamp_cli import demo_run
 
 from lamp_harness.base.errors import LampError
 from lamp_harness.cli import app
@@ -481,22 +482,7 @@ def test_lamp_plugins_finds_a_typo_in_a_lazy_target_without_importing_it(site, c
 def test_lamp_run_fails_up_front_on_a_lazy_target_typo_naming_plugin_and_distribution(site, cli, tmp_path):
     site.add("lamp-typo-target", "1.4", typo=lazy_plugin("collections:OrderedDikt"))
     out_dir = tmp_path / "out"
-    code, out, err = cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--personalizer",
-        "ipa",
-        "--retriever",
-        "lazy-ret",
-        "--data",
-        "demo",
-        "--limit",
-        "1",
-        "--quiet",
-        "--out",
-        str(out_dir),
-    )
+    code, out, err = cli(*demo_run("--personalizer", "ipa", "--retriever", "lazy-ret", generator=None, limit=1, out=out_dir))
     assert code == 2, out + err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS
+from lamp_cli import LAMP_PROCESS, demo_run, toys_env
 from lamp_cli import lamp_code as lamp
 
 from lamp_harness.plugin.contracts import Prediction
@@ -26,7 +24,7 @@ def cells(out: Path) -> dict[str, Path]:
     }
 
 
-BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet")
+BASE = demo_run()
 
 
 def test_matrix_drops_meaningless_cells_and_writes_every_file(toys, tmp_path):
@@ -150,15 +148,9 @@ def test_bad_matrix_file_is_one_line(toys, tmp_path, capsys):
 
 
 def _run_cli(out: Path, delay: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "LAMP_TOY_DELAY": delay,
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toys_env(LAMP_TOY_DELAY=delay)
     cmd = [
-        sys.executable,
-        "-c",
-        "from lamp_harness.cli import main; main()",
+        *LAMP_PROCESS,
         *BASE,
         "--personalizer",
         "ipa",
@@ -208,16 +200,9 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
     tiny_llama_dir, tiny_encoder_dir, tmp_path, lamp_home
 ):
     out = tmp_path / "runs"
-    args = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
+    args = demo_run(
         "--personalizer",
         "pplug",
-        "--generator",
-        str(tiny_llama_dir),
         "--personalizer-arg",
         f"encoder={tiny_encoder_dir}",
         "--train-arg",
@@ -228,11 +213,10 @@ def test_a_trainable_method_is_trained_before_its_cell_once_and_checkpoints_are_
         "limit=4",
         "--generator-arg",
         "max_new_tokens=4",
-        "--limit",
-        "3",
         "--device",
         "cpu",
-        "--quiet",
+        generator=str(tiny_llama_dir),
+        limit=3,
     )
     assert lamp(*args, "--out", str(out)) == 0
     (cell,) = cells(out).values()
@@ -260,22 +244,17 @@ def test_real_smollm2_end_to_end_on_demo_examples(tmp_path):
     out = tmp_path / "runs"
     assert (
         lamp(
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            "demo",
-            "--personalizer",
-            "ipa",
-            "--retriever",
-            "bm25",
-            "--limit",
-            "2",
-            "--generator-arg",
-            "max_new_tokens=24",
-            "--out",
-            str(out),
-            "--quiet",
+            *demo_run(
+                "--personalizer",
+                "ipa",
+                "--retriever",
+                "bm25",
+                "--generator-arg",
+                "max_new_tokens=24",
+                generator=None,
+                limit=2,
+                out=out,
+            )
         )
         == 0
     )

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS
+from lamp_cli import LAMP_PROCESS, demo_run, toys_env
 from lamp_cli import lamp_code as lamp
 
 from lamp_harness.plugin.contracts import MetricResult, Prediction
 from lamp_harness.run.store import METRICS, PREDICTIONS, CellBusy, CellStore
 
-BASE = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--quiet")
+BASE = demo_run()
 
 
 def preds(*ids: str) -> list[Prediction]:
@@ -168,15 +168,9 @@ def test_a_rerun_repairs_an_inconsistent_cell_and_predicts_only_what_is_missing(
 @pytest.mark.slow
 def test_concurrent_runs_on_one_out_compute_each_prediction_once(toys, tmp_path):
     out = tmp_path / "runs"
-    env = {
-        **os.environ,
-        "LAMP_TOY_DELAY": "0.05",
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toys_env(LAMP_TOY_DELAY="0.05")
     cmd = [
-        sys.executable,
-        "-c",
-        "from lamp_harness.cli import main; main()",
+        *LAMP_PROCESS,
         *BASE,
         "--personalizer",
         "none,ipa",

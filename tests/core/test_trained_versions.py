@@ -5,25 +5,22 @@ every component that shaped it; after a plugin's version bump it is trained agai
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from lamp_cli import demo_run
+from toy_sources import WORDS
 
-TRAINABLE = '''
+TRAINABLE = (
+    """
 import torch
 
 from lamp_harness.plugin.contracts import Generation, GenerationRequest, Generator, Personalizer
 from lamp_harness.plugin.hookspecs import hookimpl
 
-
-class Words:
-    def count(self, text):
-        return len(text.split())
-
-    def truncate(self, text, max_tokens):
-        return " ".join(text.split()[:max_tokens])
-
+"""
+    + WORDS
+    + '''
 
 class Echo(Generator):
     name = "bias-echo"
@@ -78,14 +75,12 @@ def lamp_register(registry):
     registry.add_generator("bias-echo", Echo, "echoes the first prompt word")
     registry.add_personalizer("word-bias", WordBias, "a toy trainable personalizer")
 '''
+)
 
 
-def _set_version(site, dist: str, old: str, new: str) -> None:
-    info = site.root / f"{dist.replace('-', '_')}-{old}.dist-info"
-    moved = site.root / f"{dist.replace('-', '_')}-{new}.dist-info"
-    shutil.move(info, moved)
-    metadata = moved / "METADATA"
-    metadata.write_text(metadata.read_text(encoding="utf-8").replace(f"Version: {old}", f"Version: {new}"), encoding="utf-8")
+def _bias_run(out: Path, *extra: str) -> tuple[str, ...]:
+    """``lamp run`` of the toy ``word-bias`` personalizer with ``bias-echo`` on lamp-7's demo data."""
+    return demo_run("--personalizer", "word-bias", *extra, generator="bias-echo", out=out)
 
 
 def _trainings(lamp_home: Path) -> dict[str, dict]:
@@ -106,26 +101,7 @@ def _cell(out: Path, limit: int) -> dict:
 def test_a_version_bump_retrains_the_weights_or_keeps_them_marked_with_allow_stale(site, cli, tmp_path, lamp_home):
     site.add("lamp-wordbias", "1.0", wordbias=TRAINABLE)
     out = tmp_path / "out"
-    args = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--personalizer",
-        "word-bias",
-        "--generator",
-        "bias-echo",
-        "--train-arg",
-        "max_steps=2",
-        "--train-arg",
-        "limit=4",
-        "--train-arg",
-        "batch_size=2",
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    args = _bias_run(out, "--train-arg", "max_steps=2", "--train-arg", "limit=4", "--train-arg", "batch_size=2")
     code, stdout, err = cli(*args, "--limit", "2")
     assert code == 0, stdout + err
     ((first_name, first),) = _trainings(lamp_home).items()
@@ -139,7 +115,7 @@ def test_a_version_bump_retrains_the_weights_or_keeps_them_marked_with_allow_sta
     assert code == 0, stdout + err
     assert list(_trainings(lamp_home)) == [first_name] and "training again" not in err
 
-    _set_version(site, "lamp-wordbias", "1.0", "1.1")
+    site.set_version("lamp-wordbias", "1.0", "1.1")
     # --allow-stale keeps the old weights for a new cell, says so, and labels the cell.
     code, stdout, err = cli(*args, "--limit", "4", "--allow-stale")
     assert code == 0, stdout + err
@@ -200,27 +176,12 @@ def test_a_checkpoint_from_lamp_train_of_other_versions_is_refused_or_kept_marke
     )
     assert code == 0, stdout + err
     out = tmp_path / "out"
-    args = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--personalizer",
-        "word-bias",
-        "--generator",
-        "bias-echo",
-        "--checkpoint",
-        str(trained),
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    args = _bias_run(out, "--checkpoint", str(trained))
     code, stdout, err = cli(*args, "--limit", "2")
     assert code == 0, stdout + err
     assert _cell(out, 2)["stale_weights"] is None
 
-    _set_version(site, "lamp-wordbias", "1.0", "1.1")
+    site.set_version("lamp-wordbias", "1.0", "1.1")
     # A new cell (another --limit): the old one would be kept whole by --allow-stale.
     args = (*args, "--limit", "3")
     code, stdout, err = cli(*args)

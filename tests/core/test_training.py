@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lamp_cli import pplug_train
 from tiny_models import build_tiny_llama
 
 from lamp_harness.base.errors import LampError
@@ -247,19 +248,7 @@ def test_lamp_train_command_trains_evaluates_and_reports(tiny_llama_dir, tiny_en
     out = tmp_path / "cli"
     main(
         [
-            "train",
-            "--task",
-            "lamp-7",
-            "--personalizer",
-            "pplug",
-            "--data",
-            "demo",
-            "--generator",
-            str(tiny_llama_dir),
-            "--generator-arg",
-            "num_beams=1",
-            "--personalizer-arg",
-            f"encoder={tiny_encoder_dir}",
+            *pplug_train(tiny_llama_dir, tiny_encoder_dir),
             "--personalizer-arg",
             "aggregation=mean",
             "--limit",

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS
+from lamp_cli import demo_run, toys_env
 
 from lamp_harness.base.distributed import World, deal, detect_world
 from lamp_harness.cli.run_cmd import without_option
@@ -25,31 +25,20 @@ from lamp_harness.run.store import CellStore
 BIN = Path(sys.executable).parent
 # The toy generator's outputs depend on the batch each example ran in, so equal files prove
 # that the ranks generated exactly the batches one process generates.
-MATRIX = (
-    "run",
-    "--task",
-    "lamp-7,lamp-3",
-    "--data",
-    "demo",
-    "--personalizer",
-    "none,ipa",
-    "--retriever",
-    "bm25",
-    "--generator",
-    "toy-echo",
-    "--limit",
-    "14",
-    "--quiet",
-)
+MATRIX = demo_run("--personalizer", "none,ipa", "--retriever", "bm25", task="lamp-7,lamp-3", limit=14)
+
+
+def _train(generator: Path, *extra: str, max_steps: int, limit: int) -> tuple[str, ...]:
+    """``lamp train`` of IPA with BM25 on lamp-7's demo data, no evaluation split, quiet; EXTRA follows."""
+    return (
+        "train", "--task", "lamp-7", "--personalizer", "ipa", "--retriever", "bm25", "--data", "demo",
+        "--generator", str(generator), "--max-steps", str(max_steps), "--limit", str(limit), "--eval-split", "none",
+        "--quiet", *extra,
+    )  # fmt: skip
 
 
 def env(**extra: str) -> dict[str, str]:
-    values = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "LAMP_DIST_TIMEOUT": "120",
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    values = toys_env(OMP_NUM_THREADS="1", LAMP_DIST_TIMEOUT="120")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID"):
         values.pop(name, None)
     return {**values, **extra}
@@ -207,20 +196,7 @@ def test_two_local_nodes_through_a_rendezvous_equal_one_process(reference, tmp_p
 @pytest.mark.slow
 def test_a_raising_rank_ends_the_job_with_one_line(tmp_path) -> None:
     done = lamp(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-echo",
-        "--limit",
-        "6",
-        "--quiet",
-        "--out",
-        str(tmp_path / "runs"),
-        "--nproc-per-node",
-        "2",
+        *demo_run("--nproc-per-node", "2", limit=6, out=tmp_path / "runs"),
         LAMP_HOME=str(tmp_path / "home"),
         LAMP_TOY_FAIL_RANK="1",
     )
@@ -276,32 +252,7 @@ def test_a_killed_rank_then_a_rerun_with_any_world_size_completes_identically(re
 def test_two_process_training_equals_one_process_with_the_same_effective_batch(tmp_path, tiny_llama_dir) -> None:
     from safetensors.torch import load_file
 
-    args = (
-        "train",
-        "--task",
-        "lamp-7",
-        "--personalizer",
-        "ipa",
-        "--retriever",
-        "bm25",
-        "--data",
-        "demo",
-        "--generator",
-        str(tiny_llama_dir),
-        "--max-steps",
-        "3",
-        "--limit",
-        "10",
-        "--eval-split",
-        "none",
-        "--save-every",
-        "2",
-        "--batch-size",
-        "2",
-        "--lr",
-        "1e-3",
-        "--quiet",
-    )
+    args = _train(tiny_llama_dir, "--save-every", "2", "--batch-size", "2", "--lr", "1e-3", max_steps=3, limit=10)
     home = str(tmp_path / "home")
     one = lamp(*args, "--grad-accum", "2", "--out", str(tmp_path / "one"), LAMP_HOME=home)
     assert one.returncode == 0, one.stderr
@@ -360,28 +311,7 @@ def test_ranks_started_by_srun_find_each_other_from_slurm_variables(reference, t
 
 @pytest.mark.slow
 def test_bf16_mixed_precision_trains_through_accelerate_autocast(tmp_path, tiny_llama_dir) -> None:
-    args = (
-        "train",
-        "--task",
-        "lamp-7",
-        "--personalizer",
-        "ipa",
-        "--retriever",
-        "bm25",
-        "--data",
-        "demo",
-        "--generator",
-        str(tiny_llama_dir),
-        "--max-steps",
-        "2",
-        "--limit",
-        "8",
-        "--eval-split",
-        "none",
-        "--batch-size",
-        "2",
-        "--quiet",
-    )
+    args = _train(tiny_llama_dir, "--batch-size", "2", max_steps=2, limit=8)
     losses = {}
     for precision in ("no", "bf16"):
         done = lamp(
@@ -403,7 +333,7 @@ def test_bf16_mixed_precision_trains_through_accelerate_autocast(tmp_path, tiny_
 # Lifetime: ranks die with their launcher, Ctrl-C/SIGTERM end the job, one job per cell
 # ---------------------------------------------------------------------------------------------
 
-SLOW_RUN = ("run", "--task", "lamp-7", "--data", "demo", "--generator", "toy-echo", "--limit", "40", "--quiet")
+SLOW_RUN = demo_run(limit=40)
 
 
 TORCHRUN = (str(BIN / "torchrun"), "--nproc-per-node", "2", "--standalone", "--no-python")
@@ -453,6 +383,25 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
+def _kill_group_then_watch(job: subprocess.Popen, pattern: str, out: Path, still_for: float) -> dict[int, int]:
+    """Once ``pattern`` exists under ``out``, kill -9 the launcher's process group (torch starts each
+    rank in a session of its own); assert that no rank outlives it and that nothing under ``out``
+    changes for ``still_for`` seconds afterwards. The ranks it found (rank -> pid)."""
+    try:
+        _wait_for(job, pattern, out)
+        ranks = _workers(job.pid)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        assert _gone(ranks.values()) == []
+        before = _snapshot(out)
+        time.sleep(still_for)
+        assert _snapshot(out) == before
+    finally:
+        for pid in _alive(_workers(job.pid).values() if job.poll() is None else ()):
+            os.kill(pid, signal.SIGKILL)
+    return ranks
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 @pytest.mark.parametrize("launcher", ["nproc-per-node", "torchrun"])
@@ -462,19 +411,8 @@ def test_kill_9_of_the_launchers_group_leaves_no_rank_alive_and_no_shard_written
         job = _start((*SLOW_RUN, "--out", str(out)), tmp_path, TORCHRUN, LAMP_TOY_DELAY="0.3")
     else:
         job = _start((*SLOW_RUN, "--out", str(out), "--nproc-per-node", "2"), tmp_path, LAMP_TOY_DELAY="0.3")
-    try:
-        _wait_for(job, "*/shards/rank-0000[01]/predictions.jsonl", out)
-        ranks = _workers(job.pid)
-        assert sorted(ranks) == [0, 1]
-        os.killpg(job.pid, signal.SIGKILL)  # the launcher's group: torch starts each rank in a session of its own
-        job.wait(timeout=30)
-        assert _gone(ranks.values()) == []
-        before = _snapshot(out)
-        time.sleep(2)
-        assert _snapshot(out) == before
-    finally:
-        for pid in _alive(_workers(job.pid).values() if job.poll() is None else ()):
-            os.kill(pid, signal.SIGKILL)
+    ranks = _kill_group_then_watch(job, "*/shards/rank-0000[01]/predictions.jsonl", out, still_for=2)
+    assert sorted(ranks) == [0, 1]
     # Nothing lost: a rerun finishes the cell from the shards the ranks wrote.
     resumed = lamp(*SLOW_RUN, "--out", str(out), LAMP_HOME=str(tmp_path / "home"))
     assert resumed.returncode == 0, resumed.stderr
@@ -533,47 +471,21 @@ def test_a_second_job_cannot_compute_a_cell_the_first_job_holds(tmp_path) -> Non
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_a_killed_two_process_training_does_not_finish_on_its_own(tmp_path, tiny_llama_dir) -> None:
     out = tmp_path / "train"
-    args = (
-        "train",
-        "--task",
-        "lamp-7",
-        "--personalizer",
-        "ipa",
-        "--retriever",
-        "bm25",
-        "--data",
-        "demo",
-        "--generator",
-        str(tiny_llama_dir),
-        "--max-steps",
-        "400",
-        "--limit",
-        "10",
-        "--eval-split",
-        "none",
+    args = _train(
+        tiny_llama_dir,
         "--save-every",
         "1",
         "--batch-size",
         "1",
-        "--quiet",
         "--out",
         str(out),
         "--nproc-per-node",
         "2",
+        max_steps=400,
+        limit=10,
     )
     job = _start(args, tmp_path)
-    try:
-        _wait_for(job, "checkpoints/step-*/weights.safetensors", out)
-        ranks = _workers(job.pid)
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(timeout=30)
-        assert _gone(ranks.values()) == []
-        before = _snapshot(out)
-        time.sleep(3)
-        assert _snapshot(out) == before
-    finally:
-        for pid in _alive(_workers(job.pid).values() if job.poll() is None else ()):
-            os.kill(pid, signal.SIGKILL)
+    _kill_group_then_watch(job, "checkpoints/step-*/weights.safetensors", out, still_for=3)
     assert not (out / "checkpoints" / "step-00000400").exists()
 
 

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from installing import pip_install, plugin_env, run_lamp, run_pytest
+from installing import pip_install, plugin_env, run_lamp, run_lamp_into, run_pytest
 
 from lamp_harness import __version__
 
@@ -53,7 +53,8 @@ def test_the_generated_components_are_listed_and_run_end_to_end(starter, tmp_pat
         assert re.search(rf"^│ {kind}\s+│ {name}\s+│ lamp-starter 0\.1\.0", listing.stdout, re.M), (kind, name)
 
     out = tmp_path / "out"
-    done = run_lamp(
+    run_lamp_into(
+        out,
         [
             "run",
             "--task",
@@ -72,14 +73,10 @@ def test_the_generated_components_are_listed_and_run_end_to_end(starter, tmp_pat
             "auto",
             "--train-arg",
             "max_steps=2",
-            "--out",
-            str(out),
-            "--quiet",
         ],
         env,
         tmp_path,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
     assert sorted(c["personalizer"]["name"] for c in configs) == ["starter-personalizer", "starter-trainable"]
     assert all(c["data"]["source"] == "starter-data:v1" for c in configs)  # the task's own data source

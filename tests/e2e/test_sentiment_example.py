@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from installing import pip_install, plugin_env, run_lamp, run_pytest
+from installing import cells_with_metrics, pip_install, plugin_env, run_lamp, run_lamp_into, run_pytest
 
 pytestmark = pytest.mark.slow  # pip-installs a distribution and runs it in subprocesses
 
@@ -50,7 +50,8 @@ def test_lamp_plugins_lists_both_plugins_and_every_component(installed, tmp_path
 def test_one_matrix_runs_the_plugin_task_on_its_own_data_next_to_a_built_in_task(installed, tmp_path):
     env = plugin_env([installed], tmp_path / "home")
     out = tmp_path / "out"
-    done = run_lamp(
+    run_lamp_into(
+        out,
         [
             "run",
             "--task",
@@ -69,14 +70,10 @@ def test_one_matrix_runs_the_plugin_task_on_its_own_data_next_to_a_built_in_task
             "4",
             "--limit",
             "6",
-            "--out",
-            str(out),
-            "--quiet",
         ],
         env,
         tmp_path,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     configs = {
         (c["task"], c["personalizer"]["name"]): c
         for c in (json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json"))
@@ -110,7 +107,8 @@ def test_one_matrix_runs_the_plugin_task_on_its_own_data_next_to_a_built_in_task
 def test_the_trainable_personalizer_is_trained_before_its_cell_and_beats_the_baseline(installed, tmp_path):
     env = plugin_env([installed], tmp_path / "home")
     out = tmp_path / "out"
-    done = run_lamp(
+    run_lamp_into(
+        out,
         [
             "run",
             "--task",
@@ -123,18 +121,12 @@ def test_the_trainable_personalizer_is_trained_before_its_cell_and_beats_the_bas
             "lr=0.1",
             "--train-arg",
             "epochs=15",
-            "--out",
-            str(out),
-            "--quiet",
         ],
         env,
         tmp_path,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     accuracy = {}
-    for config_path in out.glob("*/config.json"):
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        metrics = json.loads((config_path.parent / "metrics.json").read_text(encoding="utf-8"))
+    for config, metrics in cells_with_metrics(out):
         accuracy[config["personalizer"]["name"]] = next(m["value"] for m in metrics["metrics"] if m["name"] == "accuracy")
         if config["personalizer"]["name"] == "user-prior":
             assert config["checkpoint"] and Path(config["checkpoint"]).exists()

@@ -5,11 +5,10 @@ personalizer, a rule-based generator, a CSV reporter), pip-installed and run aga
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
-from installing import pip_install, plugin_env, run_lamp, run_pytest
+from installing import cells_with_metrics, pip_install, plugin_env, run_lamp, run_lamp_into, run_pytest
 
 pytestmark = pytest.mark.slow  # pip-installs a distribution and runs it in subprocesses
 
@@ -32,7 +31,8 @@ def test_a_matrix_mixing_its_task_with_a_lamp_task_runs_trains_and_reports(insta
     listing = run_lamp(["plugins"], env, tmp_path)
     assert listing.returncode == 0 and "broken" not in listing.stdout and "warning" not in listing.stdout
     out = tmp_path / "runs"
-    done = run_lamp(
+    run_lamp_into(
+        out,
         [
             "run",
             "--task",
@@ -55,20 +55,14 @@ def test_a_matrix_mixing_its_task_with_a_lamp_task_runs_trains_and_reports(insta
             "lr=0.5",
             "--train-arg",
             "epochs=10",
-            "--out",
-            str(out),
-            "--quiet",
         ],
         env,
         tmp_path,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     accuracy = {}
-    for config_path in out.glob("*/config.json"):
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        metrics = json.loads((config_path.parent / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    for config, metrics in cells_with_metrics(out):
         accuracy[(config["task"], config["personalizer"]["name"])] = next(
-            m["value"] for m in metrics if m["name"] == "accuracy"
+            m["value"] for m in metrics["metrics"] if m["name"] == "accuracy"
         )
         assert config["component_versions"].get("lamp-suite") == "1.0.0"
     assert len(accuracy) == 8

@@ -15,32 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS
+from lamp_cli import demo_run, toys_env
 
 from lamp_harness.base.errors import LampError
 
 BIN = Path(sys.executable).parent
-RUN = (
-    "run",
-    "--task",
-    "lamp-7,lamp-3",
-    "--personalizer",
-    "none,ipa",
-    "--retriever",
-    "bm25",
-    "--data",
-    "demo",
-    "--generator",
-    "toy-echo",
-    "--limit",
-    "30",
-    "--quiet",
-)
+TASKS = "lamp-7,lamp-3"
+RUN = demo_run("--personalizer", "none,ipa", "--retriever", "bm25", task=TASKS, limit=30)
 
 
 def _lamp(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **extra, "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([str(BIN / "lamp"), *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(BIN / "lamp"), *args], env=toys_env(**extra), capture_output=True, text=True, timeout=600)
 
 
 def _one_error(stderr: str) -> str:
@@ -142,19 +127,7 @@ def test_a_full_lamp_home_under_the_ranking_cache_is_one_line_and_a_rerun_comple
     disk = small_disk("1m")
     home = disk.path / "home"
     # The demo data is generated into LAMP_HOME by a run without retrieval (no rankings cached)...
-    first = _lamp(
-        *RUN[:3],
-        "--data",
-        "demo",
-        "--generator",
-        "toy-echo",
-        "--limit",
-        "2",
-        "--quiet",
-        "--out",
-        str(tmp_path / "first"),
-        LAMP_HOME=str(home),
-    )
+    first = _lamp(*demo_run(task=TASKS, limit=2, out=tmp_path / "first"), LAMP_HOME=str(home))
     assert first.returncode == 0, first.stderr
     assert not list(home.rglob("*rank*"))
     filler = disk.fill()
@@ -292,41 +265,11 @@ def test_a_checkpoint_without_a_manifest_is_verified_by_loading_it(toys, cli, tm
         step = _checkpoint(tmp_path / name, garbage)
         problem = checkpoint_problem(step)
         assert problem is not None and problem.startswith("weights.safetensors does not load"), problem
-        code, _, err = cli(
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            "demo",
-            "--generator",
-            "toy-echo",
-            "--limit",
-            "2",
-            "--quiet",
-            "--out",
-            str(tmp_path / "runs"),
-            "--checkpoint",
-            str(step),
-        )
+        code, _, err = cli(*demo_run("--checkpoint", str(step), limit=2, out=tmp_path / "runs"))
         assert code == 2 and err.count("\n") == 1, err
         assert err.startswith(f"Error: {step}: the checkpoint is damaged (weights.safetensors does not load"), err
         # The training folder: its damaged newest checkpoint is named, then the one-line error.
-        code, _, err = cli(
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            "demo",
-            "--generator",
-            "toy-echo",
-            "--limit",
-            "2",
-            "--quiet",
-            "--out",
-            str(tmp_path / "runs"),
-            "--checkpoint",
-            str(tmp_path / name),
-        )
+        code, _, err = cli(*demo_run("--checkpoint", str(tmp_path / name), limit=2, out=tmp_path / "runs"))
         assert code == 2 and "Traceback" not in err, err
         assert err.splitlines()[0].startswith(f"warning: checkpoint {step} is damaged (weights.safetensors does not load")
         assert err.splitlines()[1].startswith(f"Error: {tmp_path / name}: no checkpoint here") and err.count("\n") == 2

@@ -8,40 +8,15 @@ from __future__ import annotations
 
 import pytest
 from lamp_plugins.openai_generator import check_base_url
-from openai_fake import FakeOpenAI
+from openai_fake import openai_run
 
 from lamp_harness.base.secrets import redact_text
 
 SECRET = "sk-review-planted-31415926"
 
 
-@pytest.fixture
-def fake():
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
 def _run(cli, url: str, out, *extra: str, model: str = "fake-model"):
-    return cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--generator",
-        f"openai:{model}",
-        "--generator-arg",
-        f"base_url={url}",
-        "--generator-arg",
-        "backoff=0",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    )
+    return cli(*openai_run(url, out, *extra, model=model))
 
 
 def _one_line(code: int, err: str) -> str:

@@ -9,42 +9,22 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from lamp_cli import TOYS
+from lamp_cli import LAMP_PROCESS, demo_run, pplug_train, toys_env
 from lamp_cli import lamp_code as _lamp
 
 from lamp_harness.run.store import METRICS, PREDICTIONS
 
-RUN = (
-    "run",
-    "--task",
-    "lamp-7",
-    "--data",
-    "demo",
-    "--generator",
-    "toy-echo",
-    "--quiet",
-    "--personalizer",
-    "ipa",
-    "--retriever",
-    "bm25",
-    "--limit",
-    "24",
-)
+RUN = demo_run("--personalizer", "ipa", "--retriever", "bm25", limit=24)
 SEED = 20260
-
-
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")])}
 
 
 def _lamp_process(args, env) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", "from lamp_harness.cli import main; main()", *args],
+        [*LAMP_PROCESS, *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -68,7 +48,7 @@ def reference_run(toys, tmp_path):
 def test_kill_9_at_seeded_random_moments_of_lamp_run_then_resume_is_byte_identical(reference_run, tmp_path):
     rng = random.Random(SEED)
     out, home = tmp_path / "runs", tmp_path / "home"
-    env = _env(LAMP_HOME=str(home), LAMP_TOY_DELAY="0.15")
+    env = toys_env(LAMP_HOME=str(home), LAMP_TOY_DELAY="0.15")
     # Kill moments: while starting up (seeded delay), then at seeded prediction counts plus a
     # seeded extra pause, so kills land between and during batch writes.
     killed = 0
@@ -88,7 +68,7 @@ def test_kill_9_at_seeded_random_moments_of_lamp_run_then_resume_is_byte_identic
         cell = out / reference_run.name
         assert not (cell / METRICS).exists() or proc.returncode == 0
     assert killed == len(moments)  # every kill landed before the run finished
-    proc = _lamp_process([*RUN, "--out", str(out)], _env(LAMP_HOME=str(home), LAMP_TOY_DELAY="0"))
+    proc = _lamp_process([*RUN, "--out", str(out)], toys_env(LAMP_HOME=str(home), LAMP_TOY_DELAY="0"))
     assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()
     cell = out / reference_run.name
     assert (cell / PREDICTIONS).read_bytes() == (reference_run / PREDICTIONS).read_bytes()
@@ -104,19 +84,7 @@ def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_sam
     from lamp_harness.train.training import latest_checkpoint
 
     args = [
-        "train",
-        "--task",
-        "lamp-7",
-        "--personalizer",
-        "pplug",
-        "--data",
-        "demo",
-        "--generator",
-        str(tiny_llama_dir),
-        "--generator-arg",
-        "num_beams=1",
-        "--personalizer-arg",
-        f"encoder={tiny_encoder_dir}",
+        *pplug_train(tiny_llama_dir, tiny_encoder_dir),
         "--limit",
         "8",
         "--batch-size",
@@ -133,7 +101,7 @@ def test_kill_9_at_seeded_random_moments_of_lamp_train_then_resume_gives_the_sam
         "cpu",
         "--quiet",
     ]
-    env = _env(LAMP_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    env = toys_env(LAMP_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
     assert _lamp(*args, "--out", str(tmp_path / "whole")) == 0  # uninterrupted, in this process
 
     rng = random.Random(SEED)
@@ -189,22 +157,7 @@ RANKING_DAMAGE = {
 
 @pytest.mark.parametrize("damage", sorted(RANKING_DAMAGE))
 def test_a_damaged_ranking_cache_is_rebuilt_not_used(damage, toys, tmp_path, lamp_home, capsys):
-    args = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-echo",
-        "--quiet",
-        "--personalizer",
-        "ipa",
-        "--retriever",
-        "bm25",
-        "--limit",
-        "6",
-    )
+    args = demo_run("--personalizer", "ipa", "--retriever", "bm25", limit=6)
     assert _lamp(*args, "--out", str(tmp_path / "first")) == 0
     (cache,) = (lamp_home / "rankings").rglob("*.json")
     RANKING_DAMAGE[damage](cache)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lamp_cli import demo_run, toys_env
 
 
 def _one_line(err: str) -> str:
@@ -19,20 +20,7 @@ def test_task_arg_for_a_task_the_run_does_not_include_is_refused(toys, cli, tmp_
     refused like ``--data lamp-5=demo``, instead of running lamp-7 with its default budget; so is
     one option given two values under two spellings of one task."""
     out = tmp_path / "out"
-    base = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--generator",
-        "toy-echo",
-        "--quiet",
-        "--out",
-        str(out),
-    )
+    base = demo_run(limit=2, out=out)
     code, _, err = cli(*base, "--task-arg", "lamp-5:max_new_tokens=4")
     line = _one_line(err)
     assert code == 2 and "--task-arg lamp-5:max_new_tokens=4 names a task this run does not include" in line
@@ -42,6 +30,13 @@ def test_task_arg_for_a_task_the_run_does_not_include_is_refused(toys, cli, tmp_
     assert not out.exists() or not list(Path(out).glob("*/config.json"))
     code, stdout, err = cli(*base, "--task-arg", "lamp-7:max_new_tokens=4", "--task-arg", "LAMP-7:max_new_tokens=4")
     assert code == 0, stdout + err
+
+
+def _words_run(runs: Path, task: str = "lamp-7", limit: int = 6) -> tuple[str, ...]:
+    """A ``toy-words`` run with the baseline and IPA/BM25 on the demo data: a leaderboard to damage."""
+    return demo_run(
+        "--personalizer", "none,ipa", "--retriever", "bm25", task=task, generator="toy-words", limit=limit, out=runs
+    )
 
 
 def _leaderboard_json(cli, runs: Path) -> tuple[list[dict], str]:
@@ -61,24 +56,7 @@ def test_scores_json_edited_without_changing_any_metric_is_not_used(toys, cli, t
     import shutil
 
     runs = tmp_path / "runs"
-    code, stdout, err = cli(
-        "run",
-        "--task",
-        "lamp-3",
-        "--data",
-        "demo",
-        "--limit",
-        "12",
-        "--personalizer",
-        "none,ipa",
-        "--retriever",
-        "bm25",
-        "--generator",
-        "toy-words",
-        "--quiet",
-        "--out",
-        str(runs),
-    )
+    code, stdout, err = cli(*_words_run(runs, task="lamp-3", limit=12))
     assert code == 0, stdout + err
     (baseline,) = runs.glob("lamp-3_none-*")
     recorded = json.loads((baseline / "metrics.json").read_text(encoding="utf-8"))["scores"]["sha256"]
@@ -107,42 +85,18 @@ def test_sigterm_ends_a_one_process_run_like_ctrl_c(tmp_path) -> None:
     """``kill PID`` (or ``timeout``, a scheduler's stop) of a plain ``lamp run`` ends it as Ctrl-C
     does: the one line, exit code 130, its lock released; it used to die silently (-15). The
     rerun finishes the cell from the predictions already written."""
-    import os
     import signal
     import subprocess
     import sys
     import time
 
-    from lamp_cli import TOYS
-
     from lamp_harness.run.store import CellStore
 
     out = tmp_path / "runs"
-    env = {
-        **os.environ,
-        "LAMP_HOME": str(tmp_path / "home"),
-        "LAMP_TOY_DELAY": "0.5",
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toys_env(LAMP_HOME=str(tmp_path / "home"), LAMP_TOY_DELAY="0.5")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
         env.pop(name, None)
-    command = [
-        str(Path(sys.executable).parent / "lamp"),
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-echo",
-        "--generator-arg",
-        "batch_size=2",
-        "--limit",
-        "40",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
+    command = [str(Path(sys.executable).parent / "lamp"), *demo_run("--generator-arg", "batch_size=2", limit=40, out=out)]
     job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -242,24 +196,7 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_method_is_one_line(site, toys
         json.dumps({"checkpoint": "checkpoints/step-00000002"}), encoding="utf-8"
     )
     out = tmp_path / "runs"
-    code, _, err = cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--personalizer",
-        "bias",
-        "--generator",
-        "toy-echo",
-        "--limit",
-        "2",
-        "--quiet",
-        "--out",
-        str(out),
-        "--checkpoint",
-        str(tmp_path / "trained"),
-    )
+    code, _, err = cli(*demo_run("--personalizer", "bias", "--checkpoint", str(tmp_path / "trained"), limit=2, out=out))
     errors = [line for line in err.splitlines() if line.startswith("Error")]
     assert code == 2 and "Traceback" not in err and len(errors) == 1, err
     assert errors[0].startswith(f"Error: {step}: its weights do not fit the method as set up here (RuntimeError:")
@@ -308,22 +245,16 @@ def test_generator_arg_max_new_tokens_works_with_a_generator_that_validates_its_
     site.add("lamp-strict", "1.0", strict=STRICT_GENERATOR)
     out = tmp_path / "runs"
     code, stdout, err = cli(
-        "run",
-        "--task",
-        "lamp-7,lamp-3",
-        "--data",
-        "demo",
-        "--generator",
-        "strict",
-        "--limit",
-        "2",
-        "--generator-arg",
-        "max_new_tokens=8",
-        "--generator-arg",
-        "word=x",
-        "--quiet",
-        "--out",
-        str(out),
+        *demo_run(
+            "--generator-arg",
+            "max_new_tokens=8",
+            "--generator-arg",
+            "word=x",
+            task="lamp-7,lamp-3",
+            generator="strict",
+            limit=2,
+            out=out,
+        )
     )
     assert code == 0, stdout + err
     configs = [json.loads(p.read_text(encoding="utf-8")) for p in out.glob("*/config.json")]
@@ -333,22 +264,7 @@ def test_generator_arg_max_new_tokens_works_with_a_generator_that_validates_its_
         assert not any("max_new_tokens" in note for note in config["preset_notes"])
         predictions = (out / config["cell_id"] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
         assert all(json.loads(line)["generated_tokens"] == 8 for line in predictions)
-    code, _, err = cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "strict",
-        "--limit",
-        "2",
-        "--generator-arg",
-        "wrod=x",
-        "--quiet",
-        "--out",
-        str(out),
-    )
+    code, _, err = cli(*demo_run("--generator-arg", "wrod=x", generator="strict", limit=2, out=out))
     assert code == 2 and "Traceback" not in err  # its own validation still works
     assert [line for line in err.splitlines() if line.startswith("Error")] == [
         "Error: generator 'strict': unknown argument(s) wrod. Valid keys: word."
@@ -360,20 +276,7 @@ def test_an_empty_data_option_is_refused_not_sent_to_the_official_server(toys, c
     every task to its default source (the official server for LaMP)."""
     out = tmp_path / "runs"
     for value in ("", ",,", " "):
-        code, _, err = cli(
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            value,
-            "--generator",
-            "toy-echo",
-            "--limit",
-            "2",
-            "--quiet",
-            "--out",
-            str(out),
-        )
+        code, _, err = cli(*demo_run(data=value, limit=2, out=out))
         assert code == 2 and "names no data source" in _one_line(err), (value, err)
     assert not list(out.glob("*/*"))
     code, _, err = cli(
@@ -434,24 +337,7 @@ def test_a_value_typed_into_metrics_json_is_not_shown_as_the_harness_s(toys, cli
     import json
 
     runs = tmp_path / "runs"
-    code, stdout, err = cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "6",
-        "--personalizer",
-        "none,ipa",
-        "--retriever",
-        "bm25",
-        "--generator",
-        "toy-words",
-        "--quiet",
-        "--out",
-        str(runs),
-    )
+    code, stdout, err = cli(*_words_run(runs))
     assert code == 0, stdout + err
     (victim,) = runs.glob("lamp-7_none-*")
     path = victim / "metrics.json"
@@ -474,24 +360,7 @@ def test_an_edited_config_json_makes_the_cell_inconsistent_not_another_method(to
     import json
 
     runs = tmp_path / "runs"
-    command = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "6",
-        "--personalizer",
-        "none,ipa",
-        "--retriever",
-        "bm25",
-        "--generator",
-        "toy-words",
-        "--quiet",
-        "--out",
-        str(runs),
-    )
+    command = _words_run(runs)
     code, stdout, err = cli(*command)
     assert code == 0, stdout + err
     (victim,) = runs.glob("lamp-7_none-*")

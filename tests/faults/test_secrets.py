@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from openai_fake import FakeOpenAI
+from lamp_cli import demo_run
 
 from lamp_harness.base.secrets import has_url_credentials, is_secret_name, redact, redact_text, remember
 
@@ -94,13 +94,6 @@ def test_redaction_masks_names_urls_bearers_and_registered_values():
     assert has_url_credentials("http://u@h/") and not has_url_credentials("http://h/v1")
 
 
-@pytest.fixture
-def fake():
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
 def _refused(code: int, err: str) -> str:
     assert code == 2 and "Traceback" not in err, err
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -121,20 +114,7 @@ def test_a_secret_planted_through_every_input_path_is_never_written_or_printed(c
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs"
-    base = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--generator",
-        "openai:fake-model",
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    base = demo_run(generator="openai:fake-model", limit=2, out=out)
     printed: list[str] = []
 
     def refused(*args: str) -> str:

@@ -16,8 +16,9 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from lamp_cli import demo_run
 from lamp_plugins.openai_generator import MalformedAnswer, RateLimiter, ResponseCache, check_answer, retry_after
-from openai_fake import FakeOpenAI, answer_text
+from openai_fake import FakeOpenAI, answer_text, openai_run
 
 
 class FakeClock:
@@ -95,21 +96,7 @@ def test_the_vllm_generator_without_the_engine_is_a_one_line_error(tmp_path):
         pytest.skip("vllm is installed in this environment")
     lamp = Path(sys.executable).parent / "lamp"
     done = subprocess.run(
-        [
-            str(lamp),
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            "demo",
-            "--limit",
-            "1",
-            "--generator",
-            "vllm",
-            "--out",
-            str(tmp_path / "runs"),
-            "--quiet",
-        ],
+        [str(lamp), *demo_run(generator="vllm", limit=1, out=tmp_path / "runs")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -125,34 +112,8 @@ def test_the_vllm_generator_without_the_engine_is_a_one_line_error(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fake():
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
 def _run(cli, server: FakeOpenAI, out: Path, *extra: str, model: str | None = "fake-model"):
-    generator = f"openai:{model}" if model else "openai"
-    return cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--generator",
-        generator,
-        "--generator-arg",
-        f"base_url={server.url}",
-        "--generator-arg",
-        "backoff=0",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    )
+    return cli(*openai_run(server.url, out, *extra, model=model))
 
 
 def _one_line(code: int, err: str, expected: int = 2) -> str:
@@ -429,22 +390,7 @@ def test_a_bad_argument_is_one_line_before_any_request(cli, fake, tmp_path, arg)
 )
 def test_an_unusable_base_url_is_one_line_at_once(cli, tmp_path, url):
     started = time.monotonic()
-    code, _, err = cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--limit",
-        "2",
-        "--generator",
-        "openai:m",
-        "--generator-arg",
-        f"base_url={url}",
-        "--out",
-        str(tmp_path / "runs"),
-        "--quiet",
-    )
+    code, _, err = cli(*demo_run("--generator-arg", f"base_url={url}", generator="openai:m", limit=2, out=tmp_path / "runs"))
     line = _one_line(code, err)
     assert "base_url" in line and "http" in line and time.monotonic() - started < 15
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lamp_cli import demo_run
 
 from lamp_harness.inputs.data import resolve_dataset
 from lamp_harness.plugin.contracts import GenerationRequest, RunContext
@@ -297,20 +298,11 @@ def test_killed_per_user_training_resumes_to_the_adapters_of_an_uninterrupted_ru
 
 @pytest.mark.slow
 def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cli, tiny_llama_dir, tmp_path) -> None:
-    matrix = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
+    matrix = demo_run(
         "--personalizer",
         "oppu,oppu+retrieval,oppu+summary,pag",
         "--retriever",
         "bm25",
-        "--limit",
-        "3",
-        "--generator",
-        str(tiny_llama_dir),
         "--generator-arg",
         "num_beams=1",
         "--personalizer-arg",
@@ -323,6 +315,9 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
         str(tiny_llama_dir),
         "--summarizer-arg",
         "num_beams=2",
+        generator=str(tiny_llama_dir),
+        limit=3,
+        quiet=False,
     )
     code, out, err = cli(*matrix, "--out", str(tmp_path / "one"))
     assert code == 0, err
@@ -368,19 +363,5 @@ def test_a_generator_that_cannot_serve_adapters_is_refused_in_one_line(cli, toys
 
 
 def test_summarizer_options_without_a_summary_method_are_one_line_errors(cli) -> None:
-    code, _, err = cli(
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--personalizer",
-        "none",
-        "--limit",
-        "1",
-        "--summarizer",
-        "hf",
-        "--generator",
-        "toy-echo",
-    )
+    code, _, err = cli(*demo_run("--personalizer", "none", "--summarizer", "hf", limit=1, quiet=False))
     assert code != 0 and "--summarizer applies to no personalizer" in err and "Traceback" not in err

@@ -25,7 +25,7 @@ import json
 import pytest
 import torch
 from lamp_plugins.pplug import OFFICIAL_SCALE, augmented, history_text
-from tiny_models import greedy_generator
+from tiny_models import greedy_generator, save_model, tiny_t5_config
 
 from lamp_harness.plugin.contracts import Example, ProfileItem
 from lamp_harness.plugin.registry import host
@@ -190,7 +190,7 @@ def demo_t5_dir(tmp_path_factory):
     """A tiny T5 whose word-level tokenizer (whitespace words, ``</s>`` appended, as T5's) covers
     every word of the demo data of all seven tasks, so no input degrades to ``<unk>``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+    from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration
 
     from lamp_harness.plugin.contracts import RunContext
 
@@ -207,25 +207,8 @@ def demo_t5_dir(tmp_path_factory):
     core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=len(vocab),
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        dropout_rate=0.0,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-        tie_word_embeddings=False,
-    )
     path = tmp_path_factory.mktemp("demo-t5") / "model"
-    T5ForConditionalGeneration(config).save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
+    return save_model(T5ForConditionalGeneration(tiny_t5_config(vocab)), tokenizer, path)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lamp_cli import demo_run
 from lamp_plugins.reporters import ConsoleReporter, EventLog
 from rich.console import Console
 
@@ -235,22 +236,7 @@ def test_a_real_run_logs_events_and_prints_the_summary(toys, tmp_path, capsys):
     from lamp_harness.run.runner import run_matrix  # noqa: F401  (the runner must exist for this test)
 
     out = tmp_path / "runs"
-    args = [
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-echo",
-        "--quiet",
-        "--personalizer",
-        "none",
-        "--limit",
-        "3",
-        "--out",
-        str(out),
-    ]
+    args = [*demo_run("--personalizer", "none", limit=3, out=out)]
     for _ in range(2):  # the second run skips the finished cell
         try:
             main(args)

@@ -7,24 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from lamp_cli import demo_run
 from lamp_cli import lamp_output as lamp
 
-RUN = (
-    "run",
-    "--task",
-    "lamp-7",
-    "--data",
-    "demo",
-    "--generator",
-    "toy-words",
-    "--personalizer",
-    "none,ipa",
-    "--retriever",
-    "bm25",
-    "--limit",
-    "6",
-    "--quiet",
-)
+RUN = demo_run("--personalizer", "none,ipa", "--retriever", "bm25", generator="toy-words", limit=6)
 
 
 @pytest.mark.slow

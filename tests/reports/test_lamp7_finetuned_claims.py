@@ -38,20 +38,16 @@ def test_answers_talking_about_the_task_are_counted_as_the_readme_says():
     assert talk.talks_about_task("there's a party tonight") == []  # whole words only
 
 
+def _paired_ci(*cells: str) -> str:
+    """What the experiment's ``paired_ci.py CELL CELL`` prints (it must exit 0)."""
+    command = [sys.executable, str(EXPERIMENT / "paired_ci.py"), *cells]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
 def test_the_paired_intervals_against_a_are_the_readmes():
-    out = subprocess.run(
-        [sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121", "lamp-7_ipa_bm25_k1-08f547223a"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _paired_ci("lamp-7_none-d86ec8d121", "lamp-7_ipa_bm25_k1-08f547223a")
     assert "-0.012 over 495 paired examples, 95% interval [-0.026, +0.003]" in out
-    out = subprocess.run(
-        [sys.executable, str(EXPERIMENT / "paired_ci.py"), "lamp-7_none-d86ec8d121", "lamp-7_pplug-5388405d1e"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _paired_ci("lamp-7_none-d86ec8d121", "lamp-7_pplug-5388405d1e")
     assert "-0.020 over 495 paired examples, 95% interval [-0.036, -0.005]" in out  # (d) against (a)
 
 

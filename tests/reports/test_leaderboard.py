@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+from lamp_cli import demo_run
 from run_folders import fabricate_runs, write_cell
 
 from lamp_harness.base.errors import LampError
@@ -357,24 +358,7 @@ def test_after_an_upgrade_the_rerun_replaces_the_old_cell(tmp_path):
 
 def test_a_retriever_argument_gets_its_own_column(tmp_path, toys, cli):
     out = tmp_path / "runs"
-    common = (
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-echo",
-        "--personalizer",
-        "ipa",
-        "--retriever",
-        "bm25",
-        "--limit",
-        "6",
-        "--quiet",
-        "--out",
-        str(out),
-    )
+    common = demo_run("--personalizer", "ipa", "--retriever", "bm25", limit=6, out=out)
     assert cli(*common)[0] == 0
     assert cli(*common, "--retriever-arg", "k1=0.5")[0] == 0
     code, board, err = cli("leaderboard", str(out))

@@ -9,12 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from lamp_cli import LAMP_PROCESS, demo_run, toys_env
 from lamp_cli import lamp_output as lamp
 from run_folders import rewrite_config
 
@@ -40,40 +40,16 @@ def notes(err: str) -> list[str]:
 def pristine(tmp_path_factory):
     """lamp-7 on 12 demo questions: none and IPA (BM25, k=1), the toy generator (made once)."""
     import subprocess
-    import sys
-
-    from lamp_cli import TOYS
 
     out = tmp_path_factory.mktemp("pristine") / "runs"
     home = tmp_path_factory.mktemp("home")
-    env = {
-        **os.environ,
-        "LAMP_HOME": str(home),
-        "PYTHONPATH": os.pathsep.join([str(TOYS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toys_env(LAMP_HOME=str(home))
     done = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            "from lamp_harness.cli import main; main()",
-            "run",
-            "--task",
-            "lamp-7",
-            "--data",
-            "demo",
-            "--generator",
-            "toy-words",
-            "--personalizer",
-            "none,ipa",
-            "--retriever",
-            "bm25",
-            "--k",
-            "1",
-            "--limit",
-            "12",
-            "--out",
-            str(out),
-            "--quiet",
+            *LAMP_PROCESS,
+            *demo_run(
+                "--personalizer", "none,ipa", "--retriever", "bm25", "--k", "1", generator="toy-words", limit=12, out=out
+            ),
         ],
         env=env,
         capture_output=True,
@@ -251,23 +227,7 @@ def test_two_data_sets_with_one_name_get_two_tables_with_their_checksums(toys, t
 
 
 def test_a_smaller_rerun_does_not_replace_the_larger_cell(runs, toys, capsys):
-    code, _, err = lamp(
-        capsys,
-        "run",
-        "--task",
-        "lamp-7",
-        "--data",
-        "demo",
-        "--generator",
-        "toy-words",
-        "--personalizer",
-        "none",
-        "--limit",
-        "2",
-        "--out",
-        str(runs / "smoke"),
-        "--quiet",
-    )
+    code, _, err = lamp(capsys, *demo_run("--personalizer", "none", generator="toy-words", limit=2, out=runs / "smoke"))
     assert code == 0, err
     board, err = board_json(capsys, runs)
     baseline = next(v for r in board["blocks"][0]["rows"] for v in r["values"] if v and v["baseline"])

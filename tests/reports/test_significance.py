@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lamp_cli import demo_run
 from lamp_cli import lamp_output as lamp
 from rouge_score import rouge_scorer
 from run_folders import rewrite_config
@@ -152,24 +153,18 @@ def runs(toys, tmp_path, capsys):
     for task in ("lamp-7", "lamp-3"):
         code, _, err = lamp(
             capsys,
-            "run",
-            "--task",
-            task,
-            "--data",
-            "demo",
-            "--generator",
-            "toy-words",
-            "--personalizer",
-            "none,ipa",
-            "--retriever",
-            "bm25",
-            "--k",
-            "1,2",
-            "--limit",
-            "24",
-            "--out",
-            str(out),
-            "--quiet",
+            *demo_run(
+                "--personalizer",
+                "none,ipa",
+                "--retriever",
+                "bm25",
+                "--k",
+                "1,2",
+                task=task,
+                generator="toy-words",
+                limit=24,
+                out=out,
+            ),
         )
         assert code == 0, err
     return out

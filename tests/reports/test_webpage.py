@@ -43,26 +43,20 @@ def chromium(*args: str, timeout: int = 120) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True).stdout
 
 
+# ``lamp leaderboard`` of the demo runs with every addition: baseline none, the profile-size
+# breakdown, the win-rate summary against the lamp-user reference.
+EVERYTHING = (
+    "leaderboard", str(DEMO), "--baseline", "none", "--by", "profile-size", "--summary", "--reference", "lamp-user"
+)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     """The demo leaderboard with every addition: baseline none, both breakdowns, the summary."""
     out = tmp_path_factory.mktemp("html") / "page.html"
     for args in (["--format", "json"], ["--format", "html", "--out", str(out)]):
         try:
-            main(
-                [
-                    "leaderboard",
-                    str(DEMO),
-                    "--baseline",
-                    "none",
-                    "--by",
-                    "profile-size",
-                    "--summary",
-                    "--reference",
-                    "lamp-user",
-                    *args,
-                ]
-            )
+            main([*EVERYTHING, *args])
         except SystemExit as exc:
             assert not exc.code
     return out
@@ -84,20 +78,7 @@ def test_html_needs_an_out_file(capsys):
 @pytest.mark.slow
 @needs_chromium
 def test_rendered_dom_holds_every_value_marker_and_configuration(page, capsys):
-    code, out, _ = lamp(
-        capsys,
-        "leaderboard",
-        str(DEMO),
-        "--baseline",
-        "none",
-        "--by",
-        "profile-size",
-        "--summary",
-        "--reference",
-        "lamp-user",
-        "--format",
-        "json",
-    )
+    code, out, _ = lamp(capsys, *EVERYTHING, "--format", "json")
     assert code == 0
     data = json.loads(out)
     dom = chromium("--dump-dom", page.as_uri())

@@ -6,14 +6,16 @@ through ``PYTHONPATH``."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
-from lamp_cli import TOYS  # the model-free `toy-echo` generator
+from lamp_cli import LAMP_PROCESS, TOYS  # TOYS: the model-free `toy-echo` generator
 
 _counter = itertools.count()
 
@@ -64,8 +66,25 @@ def plugin_env(sites: list[Path], home: Path, **extra: str) -> dict[str, str]:
 def run_lamp(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     """``lamp ARGS`` in a subprocess (the venv's script, or the module when it is absent)."""
     script = Path(sys.executable).with_name("lamp")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from lamp_harness.cli import main; main()"]
+    command = [str(script)] if script.exists() else LAMP_PROCESS
     return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_lamp_into(out: Path, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``lamp ARGS --out OUT --quiet`` through :func:`run_lamp`; it must succeed (its output
+    is the failure's message)."""
+    done = run_lamp([*args, "--out", str(out), "--quiet"], env, cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def cells_with_metrics(out: Path) -> Iterator[tuple[dict, dict]]:
+    """Each cell of the run folder ``out``: its ``config.json`` and its ``metrics.json``, read."""
+    for path in out.glob("*/config.json"):
+        yield (
+            json.loads(path.read_text(encoding="utf-8")),
+            json.loads((path.parent / "metrics.json").read_text(encoding="utf-8")),
+        )
 
 
 def run_pytest(tests: Path, env: dict[str, str], cwd: Path, rootdir: Path) -> subprocess.CompletedProcess[str]:
@@ -104,3 +123,13 @@ class FakeSite:
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
         (info / "entry_points.txt").write_text("[lamp_harness]\n" + "\n".join(lines) + "\n", encoding="utf-8")
         return names
+
+    def set_version(self, dist: str, old: str, new: str) -> None:
+        """Upgrade (or downgrade) the installed ``dist`` from version ``old`` to ``new`` in place:
+        its dist-info folder and its METADATA, as a ``pip install`` of the new version would."""
+        info = self.root / f"{dist.replace('-', '_')}-{old}.dist-info"
+        moved = self.root / f"{dist.replace('-', '_')}-{new}.dist-info"
+        shutil.move(info, moved)
+        metadata = moved / "METADATA"
+        text = metadata.read_text(encoding="utf-8")
+        metadata.write_text(text.replace(f"Version: {old}", f"Version: {new}"), encoding="utf-8")

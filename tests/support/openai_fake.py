@@ -12,6 +12,9 @@ headers, body). ``faults`` is a queue of what to serve instead of the next compl
 - ``("hang", seconds)``: nothing for ``seconds``, then a 503.
 
 ``always`` (a fault) is served once the queue is empty, for servers that stay broken.
+
+The ``fake`` fixture (registered in ``conftest.py``) is a server that lives for one test;
+``openai_run`` writes the ``lamp run`` arguments of the openai generator against one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
+from lamp_cli import demo_run
 
 
 def send_json(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -148,3 +154,21 @@ class FakeOpenAI:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def fake():
+    """A :class:`FakeOpenAI` server for one test, closed after it."""
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+def openai_run(url: str, out, *extra: str, model: str | None = "fake-model") -> tuple[str, ...]:
+    """``lamp run`` of lamp-7 on the demo data (2 profiles) with the openai generator against the
+    server at ``url`` (no backoff between retries), results to ``out``, then EXTRA; the generator
+    is ``openai:MODEL``, or plain ``openai`` (the server's model) when ``model`` is None."""
+    generator = f"openai:{model}" if model else "openai"
+    return demo_run(
+        "--generator-arg", f"base_url={url}", "--generator-arg", "backoff=0", *extra, generator=generator, limit=2, out=out
+    )

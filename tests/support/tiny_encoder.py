@@ -16,7 +16,7 @@ import pytest
 def build_tiny_encoder(path: Path, seed: int = 0) -> Path:
     """A 2-layer BERT (hidden 16) saved with its tokenizer to ``path``."""
     import torch
-    from tiny_models import build_tokenizer, vocabulary
+    from tiny_models import build_tokenizer, save_model, vocabulary
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
@@ -30,10 +30,7 @@ def build_tiny_encoder(path: Path, seed: int = 0) -> Path:
         max_position_embeddings=512,
         pad_token_id=vocab["<pad>"],
     )
-    path.mkdir(parents=True, exist_ok=True)
-    BertModel(config).save_pretrained(str(path))
-    build_tokenizer("bart").save_pretrained(str(path))
-    return path
+    return save_model(BertModel(config), build_tokenizer("bart"), path)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,9 @@ Fixtures (session-scoped). A test module enables them with::
 - ``tiny_bart_dir``: a 2-layer BART (encoder-decoder, scaled embeddings), ``<s> ... </s>``.
 - ``tiny_llama_dir``: a 2-layer Llama (decoder-only) whose tokenizer has a chat template.
 - ``tiny_llama_plain_dir``: the same Llama without a chat template (BOS + text).
+
+For a tiny model over another vocabulary or of another kind: ``tiny_t5_config`` (the T5 above)
+and ``save_model`` (a model and its tokenizer into one folder).
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ def build_tokenizer(frame: str, chat: bool = False):
     return tokenizer
 
 
-def _save(model, tokenizer, path: Path) -> Path:
+def save_model(model, tokenizer, path: Path) -> Path:
+    """Save ``model`` and its ``tokenizer`` to the folder ``path`` (made if missing); ``path``."""
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
@@ -84,11 +88,18 @@ def _save(model, tokenizer, path: Path) -> Path:
 def build_tiny_t5(path: Path, seed: int = 0) -> Path:
     """A 2-layer T5 (d_model 32) saved with its tokenizer to ``path``."""
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
-    vocab = vocabulary()
     torch.manual_seed(seed)
-    config = T5Config(
+    return save_model(T5ForConditionalGeneration(tiny_t5_config(vocabulary())), build_tokenizer("t5"), path)
+
+
+def tiny_t5_config(vocab: dict[str, int]):
+    """The configuration of a 2-layer T5 (d_model 32) over ``vocab``, which holds ``<pad>`` (also
+    the decoder's start token) and ``</s>``."""
+    from transformers import T5Config
+
+    return T5Config(
         vocab_size=len(vocab),
         d_model=32,
         d_kv=8,
@@ -103,7 +114,6 @@ def build_tiny_t5(path: Path, seed: int = 0) -> Path:
         decoder_start_token_id=vocab["<pad>"],
         tie_word_embeddings=False,
     )
-    return _save(T5ForConditionalGeneration(config), build_tokenizer("t5"), path)
 
 
 def build_tiny_bart(path: Path, seed: int = 0) -> Path:
@@ -132,7 +142,7 @@ def build_tiny_bart(path: Path, seed: int = 0) -> Path:
         decoder_start_token_id=vocab["</s>"],
         forced_eos_token_id=None,
     )
-    return _save(BartForConditionalGeneration(config), build_tokenizer("bart"), path)
+    return save_model(BartForConditionalGeneration(config), build_tokenizer("bart"), path)
 
 
 def build_tiny_llama(path: Path, chat: bool = True, seed: int = 0, tied: bool = False) -> Path:
@@ -157,7 +167,7 @@ def build_tiny_llama(path: Path, chat: bool = True, seed: int = 0, tied: bool = 
         eos_token_id=eos,
         tie_word_embeddings=tied,
     )
-    return _save(LlamaForCausalLM(config), build_tokenizer("llama", chat=chat), path)
+    return save_model(LlamaForCausalLM(config), build_tokenizer("llama", chat=chat), path)
 
 
 @pytest.fixture(scope="session")
