@@ -90,6 +90,17 @@ def save(model: Any, name: str, config: Any, folder: Path, base_model: str) -> N
     (folder / CONFIG_FILE).write_text(json.dumps(described, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
+def applied_modules(folder: Path) -> list[str]:
+    """The modules the adapter saved in ``folder`` actually adapts (``q_proj``, ``v_proj``...),
+    read from its weights' names: a requested target module the model lacks (``out_proj`` on a
+    Llama) matches nothing and is absent here."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / WEIGHTS_FILE), framework="pt") as weights:
+        names = list(weights.keys())
+    return sorted({name.split(".lora_")[0].rsplit(".", 1)[-1] for name in names if ".lora_" in name})
+
+
 def read_config(folder: Path) -> Any:
     """The ``peft.LoraConfig`` saved in ``folder``."""
     from peft import LoraConfig

@@ -38,7 +38,8 @@ ones asked), then merged into the base model; every per-user LoRA is trained on,
 with, that merged model. Its data: one example per training question, the question's OPPU prompt
 (with the same retrieved items / summary as the method's questions) followed by its gold answer;
 its LoRA: rank 8, alpha 8, dropout 0.05 on ``q_proj,v_proj,k_proj,out_proj`` (the modules a model
-has of these), 3 epochs, the other settings as above. It is trained once per task, model,
+has of these: on a Llama, ``out_proj`` names no module, as in the official run; the cell records
+the modules adapted as ``applied_to``), 3 epochs, the other settings as above. It is trained once per task, model,
 settings, training data and component versions, under
 ``$LAMP_HOME/checkpoints/<task>-<method>-stage1-<hash>/`` (``adapter/``: the task LoRA;
 ``model/``: the merged model, a transformers folder that ``hf`` and ``vllm`` load;
@@ -818,6 +819,7 @@ class OPPU(Personalizer):
         if self.stage1 is None or self.merged is not None:
             return
         from filelock import FileLock
+        from lamp_plugins import lora
 
         pairs = self.stage1_pairs(task, asked)
         identity = self.stage1_identity(pairs)
@@ -839,7 +841,7 @@ class OPPU(Personalizer):
             "examples": manifest["examples"],
             "epochs": self.stage1["epochs"],
             "steps": manifest["steps"],
-            "lora": identity["lora"],
+            "lora": {**identity["lora"], "applied_to": lora.applied_modules(folder / "adapter")},
             "train_s": manifest["train_s"],
             "trained_this_run": trained,
         }
@@ -957,6 +959,14 @@ class OPPU(Personalizer):
             example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens, adapter=str(adapter)
         )
 
+    def _applied_modules(self) -> list[str]:
+        """The modules the users' adapters adapt (the same for every user of a configuration):
+        what was applied, where ``lora.target_modules`` is what was asked."""
+        from lamp_plugins import lora
+
+        folder = next(iter(self.adapters.values()), None)
+        return lora.applied_modules(folder) if folder is not None else []
+
     def describe(self) -> Mapping[str, Any]:
         described: dict[str, Any] = {"name": self.name}
         if self.uses_adapter:
@@ -965,7 +975,7 @@ class OPPU(Personalizer):
                 described["stage1"] = {k: v for k, v in self.stage1_record.items() if k != "identity"}
             described.update(
                 {
-                    "lora": self.lora,
+                    "lora": {**self.lora, "applied_to": self._applied_modules()},
                     "train": self.train,
                     "adapters": str(self.store()),
                     "users": len(self.adapters),

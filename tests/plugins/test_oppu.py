@@ -148,6 +148,10 @@ def test_stage1_task_lora_is_trained_once_merged_and_the_users_adapters_sit_on_i
     assert described["stage1_task_lora"] is True
     stage1 = described["stage1"]
     assert stage1["examples"] == 8 and stage1["epochs"] == 2 and stage1["steps"] == 4 and stage1["trained_this_run"]
+    # What was applied, beside what was asked: a Llama has o_proj, not the official script's out_proj.
+    assert stage1["lora"]["target_modules"] == ["q_proj", "v_proj", "k_proj", "out_proj"]
+    assert stage1["lora"]["applied_to"] == ["k_proj", "q_proj", "v_proj"]
+    assert described["lora"]["applied_to"] == ["q_proj", "v_proj"]
     folder = Path(stage1["folder"])
     merged = folder / "model"
     # The merged model is the base with the task LoRA merged in (peft's own merge), not the base.
