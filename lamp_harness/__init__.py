@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "Prediction": "plugin.contracts",
     "MetricResult": "plugin.contracts",
     "ExampleScores": "plugin.contracts",
+    "TrainingBudget": "plugin.contracts",
     "JudgePrompt": "plugin.contracts",
     "JudgedMetric": "plugin.contracts",
     "TokenCounter": "plugin.contracts",

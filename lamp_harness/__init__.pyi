@@ -173,6 +173,9 @@ from lamp_harness.plugin.contracts import (
     Trainable as Trainable,
 )
 from lamp_harness.plugin.contracts import (
+    TrainingBudget as TrainingBudget,
+)
+from lamp_harness.plugin.contracts import (
     prompt_options as prompt_options,
 )
 from lamp_harness.plugin.hookspecs import (

@@ -95,6 +95,7 @@ from lamp_harness import (
     RankQuery,
     RunContext,
     Task,
+    TrainingBudget,
     atomic_write_json,
     check_manifest,
     folder_manifest,
@@ -103,6 +104,7 @@ from lamp_harness import (
     prompt_options,
     stable_hash,
     staging_dir,
+    warn,
 )
 
 # core-internal: users are dealt to ranks by the runner's own rule, so that trainer and engine agree.
@@ -230,9 +232,9 @@ class SummaryOptions(Options):
 class OPPUOptions(Options):
     """OPPU's options: the published script's per-user LoRA and training, then stage 1's task LoRA."""
 
-    rank: int = option(8, "LoRA rank", minimum=1)
-    alpha: float = option(8.0, "LoRA alpha")
-    dropout: float = option(0.05, "LoRA dropout", minimum=0)
+    rank: int = option(8, "LoRA rank (stage 1's too)", minimum=1)
+    alpha: float = option(8.0, "LoRA alpha (stage 1's too)")
+    dropout: float = option(0.05, "LoRA dropout (stage 1's too)", minimum=0)
     target_modules: str = option("q_proj,v_proj", "the modules given a LoRA, comma-separated")
     epochs: int = option(2, "epochs over the user's history", minimum=1)
     lr: float = option(1e-4, "AdamW learning rate", above=0)
@@ -247,6 +249,20 @@ class OPPUOptions(Options):
     stage1_epochs: int = option(3, "stage 1's epochs", minimum=1)
     stage1_examples: int = option(0, "stage 1's training questions (0: every one)", minimum=0)
     stage1_target_modules: str = option("q_proj,v_proj,k_proj,out_proj", "stage 1's LoRA modules, comma-separated")
+
+    def validate(self, owner: str) -> None:
+        if not self.stage1:
+            given = [
+                name
+                for name in ("stage1_epochs", "stage1_examples", "stage1_target_modules")
+                if getattr(self, name) != type(self).__dataclass_fields__[name].default
+            ]
+            if given:
+                raise lamp_error(
+                    f"{', '.join(given)} set stage 1, which stage1=false turns off",
+                    where=owner,
+                    fix="Drop them, or leave stage 1 on.",
+                )
 
     def lora(self) -> dict[str, Any]:
         return {
@@ -454,6 +470,7 @@ class OPPU(Personalizer):
         self.adapters: dict[str, Path] = {}
         self.trained_now: list[str] = []
         self.train_stats: dict[str, Any] = {}
+        self._warned_warmup = False
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self, task: Task, generator: Generator, context: RunContext) -> None:
@@ -604,6 +621,7 @@ class OPPU(Personalizer):
         stage1_s = time.perf_counter() - stage1_started
         store = self.store()
         (store / USERS).mkdir(parents=True, exist_ok=True)
+        self._check_store(store)
         atomic_write_json(store / "config.json", self.identity())
         keys = list(users)
         shares = deal([float(len(users[k].profile)) for k in keys], world_size)
@@ -644,6 +662,23 @@ class OPPU(Personalizer):
             "stage1_s": round(stage1_s, 3),
         }
         return self.train_stats
+
+    def _check_store(self, store: Path) -> None:
+        """Refuse a folder of adapters trained with other settings (``adapters=FOLDER`` of another
+        configuration): answering with them would record settings that were not applied."""
+        try:
+            recorded = json.loads((store / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # a new folder, or one that records nothing: its adapters are checked one by one
+        current = json.loads(json.dumps(self.identity(), default=str))
+        if isinstance(recorded, dict) and recorded != current:
+            differ = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+            raise lamp_error(
+                f"the adapters in {store} were trained with other settings ({', '.join(differ)} differ)",
+                where=f"personalizer {self.name!r}",
+                fix="Pass the settings they were trained with (their config.json), or another adapters= folder "
+                "(without adapters=, each configuration has its own folder under $LAMP_HOME/checkpoints).",
+            )
 
     def user_folder(self, key: str) -> Path:
         return self.store() / USERS / key[:32]
@@ -734,6 +769,13 @@ class OPPU(Personalizer):
                 return step / max(1, warm)
             return max(0.0, (total - step) / max(1, total - warm))
 
+        if total and all(factor(step) == 0 for step in range(total)) and not self._warned_warmup:
+            self._warned_warmup = True
+            warn(
+                f"{self.name}: each adapter's {total} optimizer step(s) all fall in the warm-up, where the "
+                "learning rate is 0 (HF's schedule): the adapters stay untrained; pass --personalizer-arg "
+                "epochs=N for more steps, or warmup=0"
+            )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         order_rng = random.Random(seed)
         trainer.set_train_mode(True)
@@ -957,6 +999,30 @@ class OPPU(Personalizer):
         prompt = self._question(task, example, retrieved if self.uses_items else (), self._head(example))
         return GenerationRequest(
             example.id, prompt, choices=task.labels, max_new_tokens=task.max_new_tokens, adapter=str(adapter)
+        )
+
+    def training_budget(self) -> TrainingBudget | None:
+        """The users' adapters' training, summed over the users this cell answers (from each
+        adapter's manifest, so adapters trained by another run are counted as they were trained),
+        after stage 1 when it ran."""
+        if not self.uses_adapter or not self.adapters:
+            return None
+        manifests = [json.loads((folder / MANIFEST).read_text(encoding="utf-8")) for folder in self.adapters.values()]
+        before = None
+        if self.stage1_record:
+            s1 = self.stage1_record
+            before = (
+                f"stage 1: a task LoRA on {s1['examples']} training questions, {s1['epochs']} epoch(s), "
+                f"{s1['steps']} steps, merged into the model"
+            )
+        return TrainingBudget(
+            steps=sum(int(m.get("steps", 0)) for m in manifests),
+            batch_size=self.train["batch_size"],
+            examples=sum(int(m.get("examples", 0)) for m in manifests),
+            epochs=self.train["epochs"],
+            lr=self.train["lr"],
+            per_user=len(manifests),
+            before=before,
         )
 
     def _applied_modules(self) -> list[str]:

@@ -3,8 +3,10 @@ prompt-only one (IPA, none), with checkpoints, resuming, and a dev evaluation at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -32,6 +34,9 @@ from lamp_harness.cli.options import (
 from lamp_harness.cli.root import app
 from lamp_harness.plugin.options import check_device, parse_kv
 
+if TYPE_CHECKING:
+    from lamp_harness.train.training import TrainConfig
+
 
 @app.command("train")
 def train(
@@ -40,7 +45,9 @@ def train(
         ...,
         "--personalizer",
         "-p",
-        help="pplug, pplug+retrieval, fid; or ipa / none (plain fine-tuning of the generator, as in the LaMP paper).",
+        help="A trainable method: pplug, pplug+retrieval, fid; ipa / none (plain fine-tuning of the generator, as "
+        "in the LaMP paper); or a per-user one (oppu, oppu+retrieval, oppu+summary: one adapter per user, trained "
+        "with its own --personalizer-arg settings). `lamp plugins` lists the installed ones.",
     ),
     data: DataSource = None,
     data_dir: DataDir = None,
@@ -201,6 +208,26 @@ def train(
         ),
         registry,
     )
+    if trains_per_user(personalizer):  # its training settings are its own options: refuse the loop's
+        given = {
+            "--epochs": (epochs is not None, "epochs"),
+            "--max-steps": (max_steps is not None, None),
+            "--batch-size": (batch_size != 8, "batch_size"),
+            "--grad-accum": (grad_accum != 1, None),
+            "--lr": (lr != 1e-4, "lr"),
+            "--weight-decay": (weight_decay != 1e-4, "weight_decay"),
+            "--warmup": (warmup != 0.05, "warmup"),
+            "--mixed-precision": (mixed_precision != "no", None),
+        }
+        unused = [flag for flag, (set_, _) in given.items() if set_]
+        if unused:
+            mapped = [f"{key}=..." for flag, (set_, key) in given.items() if set_ and key]
+            raise lamp_error(
+                f"{personalizer} trains one adapter per user with its own settings: {', '.join(unused)} "
+                f"{'does' if len(unused) == 1 else 'do'} not apply",
+                fix=(f"Pass --personalizer-arg {' / '.join(mapped)} instead" if mapped else "Leave them out")
+                + f" (`lamp plugins show {personalizer}` lists its settings).",
+            )
     if out is not None:
         writable_dir(out, "--out")
     world = distributed.init()
@@ -216,8 +243,7 @@ def train(
                 f"{result.world_size} process(es)) in {result.wall_s:.1f} s{per_minute}; the others were complete"
             )
             print(f"adapters: {result.directory}")
-            found = "" if out is None else f" --personalizer-arg adapters={out}"
-            print(f"use them with: lamp run --task {task} --personalizer {personalizer}{found} (found by their settings)")
+            print(f"use them with: {_run_command(config, generator_arg)} (found by their settings)")
         return
     # The folder of the equivalent 1-process run (same identity), so that either resumes the other.
     same = replace(config, grad_accum=grad_accum * world.size)
@@ -277,3 +303,26 @@ def _task_args(pairs: list[str], task: str) -> dict[str, str]:
             )
         args.update(table)
     return args
+
+
+def _run_command(config: TrainConfig, generator_arg: Sequence[str]) -> str:
+    """The ``lamp run`` command that answers with the adapters just trained: the same task, data,
+    split, generator and personalizer settings (an adapter is found by them)."""
+    import shlex
+
+    parts = ["lamp", "run", "--task", config.task]
+    if config.data:
+        parts += ["--data", config.data]
+    if config.data_dir:
+        parts += ["--data-dir", config.data_dir]
+    parts += ["--split", config.split]
+    if config.generator:
+        parts += ["--generator", config.generator]
+    for pair in generator_arg:
+        parts += ["--generator-arg", pair]
+    parts += ["--personalizer", config.personalizer]
+    for key, value in config.personalizer_args.items():
+        parts += ["--personalizer-arg", f"{key}={value}"]
+    if config.seed:
+        parts += ["--seed", str(config.seed)]
+    return " ".join(shlex.quote(part) for part in parts)

@@ -180,6 +180,38 @@ class MetricResult:
 
 
 @dataclass(frozen=True)
+class TrainingBudget:
+    """How a cell's trained weights were trained: recorded as its ``config.json``'s ``training``,
+    stated by every leaderboard beside the column (two budgets are two methods). The runner
+    records it from a ``lamp train`` checkpoint, or asks the personalizer
+    (:meth:`Personalizer.training_budget`) when the method trains its own weights (OPPU's
+    per-user adapters). Every field is optional: leave out what does not apply."""
+
+    steps: int | None = None
+    """Optimizer steps (summed over users for per-user weights)."""
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    world_size: int | None = None
+    """Processes of a data-parallel job (each ran ``steps`` with ``grad_accum``)."""
+    examples: int | None = None
+    """Training examples (summed over users for per-user weights)."""
+    epochs: int | None = None
+    max_steps: int | None = None
+    lr: float | None = None
+    mixed_precision: str | None = None
+    augment: Any = None
+    """The personalizer's data augmentation, when it has one (PPlug's)."""
+    per_user: int | None = None
+    """Users with weights of their own (one adapter each); ``None`` for weights shared by all."""
+    before: str | None = None
+    """A training stage these weights start from, in words (OPPU's stage 1 task LoRA)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The recorded form: the fields that are set, in declaration order."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class ExampleScores:
     """One metric's per-example sufficient statistics, from which the metric can be recomputed on
     any subset or resample of the examples (paired significance tests, breakdowns, intervals).
@@ -591,6 +623,13 @@ class Personalizer(ABC):
         what a reader needs to see what the method produced on the way (PAG: each user's profile
         summary). Empty by default."""
         return {}
+
+    def training_budget(self) -> TrainingBudget | None:
+        """How the weights this cell answers with were trained, when the method trains weights
+        of its own outside ``lamp train``'s checkpoints (OPPU: one adapter per user), asked after
+        :meth:`prepare`; recorded in ``config.json`` and stated by leaderboards. ``None`` (the
+        default): the method trains nothing itself."""
+        return None
 
 
 class Generator(ABC):

@@ -540,7 +540,18 @@ def check_options(matrix: Matrix, registry: Registry, drafts: Sequence[Draft] | 
     keys and a did-you-mean. Components that declare no options are checked when built."""
     if drafts is None:
         drafts, _ = expand(matrix, registry)
-    check_component_options(registry, component_uses(drafts, matrix, registry))
+    try:
+        check_component_options(registry, component_uses(drafts, matrix, registry))
+    except LampError as exc:
+        text = str(exc)
+        used = {"personalizer": {d.personalizer for d in drafts}, "retriever": {d.retriever for d in drafts if d.retriever}}
+        for kind, names in used.items():
+            if text.startswith(f"{kind} ") and len(names) > 1:  # a key meant for one of several components
+                raise LampError(
+                    f"{text.rstrip('.')}. A key for one {kind} only is written --{kind}-arg NAME:KEY=VALUE "
+                    f"(e.g. {sorted(names)[-1]}:KEY=VALUE)."
+                ) from None
+        raise
 
 
 def check_drafts(

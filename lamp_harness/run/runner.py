@@ -565,10 +565,16 @@ class Runner:
         rankings = self.rankings(spec.task, spec.retriever, spec.retriever_args) if spec.retriever and spec.k > 0 else {}
         config = self.resolved_config(spec, personalizer, generator)
         config["checkpoint"] = str(checkpoint) if checkpoint else None
-        if checkpoint:  # how the weights were trained, so a leaderboard can say it
+        # How the weights were trained, so a leaderboard can say it: a lamp train checkpoint's
+        # record, or the method's own (per-user adapters).
+        budget = None
+        if checkpoint:
             from lamp_harness.train.training import recorded_budget
 
-            config["training"] = recorded_budget(checkpoint)
+            budget = recorded_budget(checkpoint)
+            config["training"] = budget.to_json() if budget is not None else None
+        elif (budget := personalizer.training_budget()) is not None:
+            config["training"] = budget.to_json()
         config["stale_weights"] = stale.describe() if stale is not None else None
         if self.world.is_main:
             store.write_record(CellRecord.from_json(config))

@@ -71,6 +71,7 @@ from lamp_harness.plugin.contracts import (
     RunContext,
     Task,
     Trainable,
+    TrainingBudget,
 )
 from lamp_harness.plugin.options import generator_kwargs, generator_spec
 from lamp_harness.plugin.trainable import GeneratorFineTuning
@@ -743,7 +744,7 @@ def read_checkpoint_config(path: Path) -> dict[str, Any]:
     return _read_checkpoint_json(_checkpoint_dir(path) / CONFIG)
 
 
-def recorded_budget(path: Path) -> dict[str, Any] | None:
+def recorded_budget(path: Path) -> TrainingBudget | None:
     """The training budget of the checkpoint a cell ran (what its ``config.json`` records as
     ``training``, so a leaderboard can say how long a column trained): optimizer steps, batch
     size, gradient accumulation, training examples, epochs (planned), ``max_steps``, learning
@@ -770,7 +771,8 @@ def recorded_budget(path: Path) -> dict[str, Any] | None:
         "mixed_precision": config.get("mixed_precision"),
         "augment": personalizer.get("augment"),
     }
-    return {k: v for k, v in budget.items() if v is not None} or None
+    recorded = TrainingBudget(**{k: v for k, v in budget.items() if v is not None})
+    return recorded if recorded.to_json() else None
 
 
 def _read_checkpoint_json(path: Path) -> dict[str, Any]:

@@ -188,7 +188,8 @@ def test_stage1_task_lora_is_trained_once_merged_and_the_users_adapters_sit_on_i
     assert again.describe()["trained_this_run"] == 0  # the per-user adapters too
     assert (merged / "model.safetensors").stat().st_mtime_ns == stamp
     # Switched off: the adapters train on the base model, in a store of their own.
-    off = host().registry.create("personalizer", "oppu", context, **args, stage1="false")
+    plain = {k: v for k, v in args.items() if not k.startswith("stage1_")}  # stage-1 settings are refused then
+    off = host().registry.create("personalizer", "oppu", context, **plain, stage1="false")
     off.setup(task, generator, context)
     off.prepare(task, examples)
     assert off.describe()["stage1_task_lora"] is False and "stage1" not in off.describe()
@@ -253,6 +254,9 @@ def test_killed_per_user_training_resumes_to_the_adapters_of_an_uninterrupted_ru
     )
     assert whole.returncode == 0, whole.stderr
     assert "trained 8 of 8 users' adapters" in whole.stdout
+    # The command it suggests finds these adapters: the same data, split, model and settings.
+    suggested = f"use them with: lamp run --task lamp-7 --data demo --split dev --generator {tiny_llama_dir}"
+    assert suggested in whole.stdout and "--personalizer oppu --personalizer-arg epochs=12" in whole.stdout
     reference = _adapters(tmp_path / "whole")
     assert len(reference) == 8
 
@@ -333,10 +337,18 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
     }
     assert set(configs) == {"oppu", "oppu+retrieval", "oppu+summary", "pag"}
     oppu = json.loads((configs["oppu"] / "config.json").read_text())["personalizer"]
-    assert oppu["lora"] == {"rank": 8, "alpha": 8.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    lora = {"rank": 8, "alpha": 8.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    assert oppu["lora"] == {**lora, "applied_to": ["q_proj", "v_proj"]}
     assert oppu["train"]["epochs"] == 1 and oppu["trained_this_run"] == 3 and oppu["stage1_task_lora"] is True
     # Stage 1 on the demo's training split (40 users x 2 questions), the official 3 epochs.
     assert oppu["stage1"]["examples"] == 80 and oppu["stage1"]["epochs"] == 3 and oppu["stage1"]["trained_this_run"]
+    # The training budget is recorded, and every leaderboard states it beside the column.
+    budget = json.loads((configs["oppu"] / "config.json").read_text())["training"]
+    assert budget["per_user"] == 3 and budget["epochs"] == 1 and budget["batch_size"] == 16 and budget["lr"] == 1e-4
+    assert budget["before"].startswith("stage 1: a task LoRA on 80 training questions, 3 epoch(s), 15 steps")
+    code, board, err = cli("leaderboard", str(tmp_path / "one"))
+    assert code == 0 and "**Training** (oppu[epochs=1] / " in board
+    assert "model): one adapter per user (3 users), 3 steps × batch 16, 43 training examples, 1 epoch(s)" in board
     pag = json.loads((configs["pag"] / "config.json").read_text())["personalizer"]
     # oppu+summary ran first (cells run in matrix order) and wrote the same 3 summaries (and its
     # stage 1 those of the 40 training users): pag reuses them.
@@ -369,3 +381,49 @@ def test_a_generator_that_cannot_serve_adapters_is_refused_in_one_line(cli, toys
 def test_summarizer_options_without_a_summary_method_are_one_line_errors(cli) -> None:
     code, _, err = cli(*demo_run("--personalizer", "none", "--summarizer", "hf", limit=1, quiet=False))
     assert code != 0 and "--summarizer applies to no personalizer" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_an_adapters_folder_of_other_settings_is_refused_and_untrained_adapters_are_told(
+    context, tiny_llama_dir, tmp_path, capsys
+) -> None:
+    """``adapters=FOLDER`` holding another configuration's adapters was used silently (its cell then
+    recorded settings that were not applied) and its record overwritten; one optimizer step per
+    user falls in the warm-up, where the learning rate is 0, and trained nothing without a word."""
+    from lamp_harness.base.errors import LampError
+
+    task, examples = dev_examples(context, n=1)
+    folder = tmp_path / "adapters"
+    args = {"epochs": "1", "batch_size": "16", "stage1": "false", "adapters": str(folder)}
+    generator, oppu = build(context, tiny_llama_dir, **args)
+    oppu.setup(task, generator, context)
+    oppu.prepare(task, examples)
+    assert "all fall in the warm-up" in capsys.readouterr().err
+    other = host().registry.create("personalizer", "oppu", context, **args, rank="4")
+    other.setup(task, generator, context)
+    with pytest.raises(LampError, match=r"were trained with other settings \(lora differ\)"):
+        other.prepare(task, examples)
+    assert json.loads((folder / "config.json").read_text())["lora"]["rank"] == 8  # its record is kept
+
+
+def test_lamp_train_refuses_the_loop_settings_a_per_user_method_does_not_use(cli, tmp_path) -> None:
+    code, _, err = cli(
+        "train", "--task", "lamp-7", "--data", "demo", "--personalizer", "oppu", "--epochs", "3", "--max-steps", "1"
+    )
+    lines = [line for line in err.splitlines() if line.startswith("Error")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "--epochs, --max-steps do not apply" in lines[0] and "--personalizer-arg epochs=..." in lines[0]
+
+
+def test_settings_that_would_not_apply_are_refused_before_any_work(cli, tmp_path) -> None:
+    out = tmp_path / "runs"
+    code, _, err = cli(
+        *demo_run(
+            "--personalizer", "oppu", "--personalizer-arg", "stage1=false", "--personalizer-arg", "stage1_epochs=2", out=out
+        )
+    )
+    assert code == 2 and "stage1_epochs set stage 1, which stage1=false turns off" in err
+    # A key given to every method of a matrix that one of them lacks: the scoped form is named.
+    code, _, err = cli(*demo_run("--personalizer", "none,oppu", "--personalizer-arg", "epochs=1", out=out))
+    assert code == 2 and "--personalizer-arg NAME:KEY=VALUE (e.g. oppu:KEY=VALUE)" in err
+    assert not out.exists()

@@ -282,6 +282,7 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
 
 def test_training_budget_is_recorded_by_the_runner_and_shown(tmp_path, capsys):
     """A fabricated checkpoint folder: what `lamp train` writes beside the weights."""
+    from lamp_harness import TrainingBudget
     from lamp_harness.train.training import recorded_budget
 
     step = tmp_path / "train" / "checkpoints" / "step-00000012"
@@ -300,7 +301,13 @@ def test_training_budget_is_recorded_by_the_runner_and_shown(tmp_path, capsys):
             }
         )
     )
-    budget = recorded_budget(step)
+    recorded = recorded_budget(step)
+    assert recorded is not None
+    budget = recorded.to_json()
+    assert list(budget) == ["steps", "batch_size", "grad_accum", "world_size", "examples", "epochs", "lr"] + [
+        "mixed_precision",
+        "augment",
+    ]  # the order config.json has always had
     assert budget == {
         "steps": 12,
         "batch_size": 8,
@@ -319,6 +326,12 @@ def test_training_budget_is_recorded_by_the_runner_and_shown(tmp_path, capsys):
     )
     assert "not recorded" in lb.training_budget({"checkpoint": "/somewhere/pplug"})
     assert lb.training_budget({"checkpoint": None}) is None
+    # Weights a method trains itself, one adapter per user after a stage it starts from (OPPU).
+    own = TrainingBudget(steps=16, batch_size=16, examples=121, epochs=2, lr=1e-4, per_user=8, before="stage 1: x")
+    assert lb.training_budget({"training": own.to_json(), "checkpoint": None}) == (
+        "one adapter per user (8 users), 16 steps × batch 16, 121 training examples, 2 epoch(s) planned, "
+        "lr 0.0001, after stage 1: x"
+    )
 
 
 def test_reference_columns_name_model_split_and_source(capsys):

@@ -197,12 +197,16 @@ class Header:
 def training_budget(config: Mapping[str, Any]) -> str | None:
     """How a trained cell's weights were trained, as its record (a
     :class:`~lamp_harness.run.records.CellRecord`, or its ``config.json`` object) says (``training``,
-    written by the runner from the checkpoint); for cells run before that was recorded, what the
+    written by the runner from the checkpoint or the method's :class:`~lamp_harness.plugin.contracts.TrainingBudget`);
+    for cells run before that was recorded, what the
     checkpoint's path tells (its step), saying what is not recorded. ``None`` for an untrained cell."""
     recorded = config.get("training")
     checkpoint = config.get("checkpoint")
     if isinstance(recorded, Mapping) and recorded:
         parts = []
+        users = recorded.get("per_user")
+        if users is not None:
+            parts.append(f"one adapter per user ({users} user{'' if users == 1 else 's'})")
         steps, batch, accum = recorded.get("steps"), recorded.get("batch_size"), recorded.get("grad_accum")
         if steps is not None:
             text = f"{steps} step{'' if steps == 1 else 's'}"
@@ -223,6 +227,8 @@ def training_budget(config: Mapping[str, Any]) -> str | None:
         for key in ("augment", "mixed_precision"):
             if recorded.get(key) not in (None, False, 0, ""):
                 parts.append(f"{key.replace('_', ' ')} {recorded[key]}")
+        if recorded.get("before"):
+            parts.append(f"after {recorded['before']}")
         return ", ".join(parts) or "trained (budget not recorded)"
     if not checkpoint:
         return None
