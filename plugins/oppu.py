@@ -395,7 +395,9 @@ class Summaries:
         history = [cut(task.ppep(item)).strip() for item in items]
         return GENERIC_SUMMARY.format(history=" | ".join(history))
 
-    def ensure(self, task: Task, users: Mapping[str, Example], seed: int, home: Path) -> None:
+    def ensure(
+        self, task: Task, users: Mapping[str, Example], seed: int, home: Path, progress: Callable[[str], None] | None = None
+    ) -> None:
         """Summaries of ``users`` (by user key): read from the cache, the missing ones generated in
         one batch and cached."""
         assert self.generator is not None
@@ -412,6 +414,10 @@ class Summaries:
                 todo.append((key, prompt, path))
         if not todo:
             return
+        if progress is not None:
+            progress(
+                f"writing {len(todo)} profile summar{'y' if len(todo) == 1 else 'ies'} ({len(users) - len(todo)} cached)"
+            )
         requests = [GenerationRequest(f"summary-{key[:12]}", prompt, max_new_tokens=self.tokens) for key, prompt, _ in todo]
         generations = self.generator.generate(requests)
         for (key, prompt, path), generation in zip(todo, generations, strict=True):
@@ -596,9 +602,9 @@ class OPPU(Personalizer):
         """Summaries and adapters of every user of ``examples``: the missing ones are made here."""
         users = users_of(examples)
         if self.summaries is not None:
-            self.summaries.ensure(task, users, self.seed, self.context.lamp_home)
+            self.summaries.ensure(task, users, self.seed, self.context.lamp_home, self.context.progress)
         if self.uses_adapter:
-            self.train_users(task, examples)
+            self.train_users(task, examples, progress=lambda line: self.context.progress(f"{self.name}: {line}"))
 
     def train_users(
         self,

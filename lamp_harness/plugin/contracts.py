@@ -380,11 +380,20 @@ class RunContext:
     shared: dict[Any, Any] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     force: bool = False
+    reporter: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    """Where :meth:`progress` lines go (set by ``lamp run``; ``None``: nowhere, e.g. ``--quiet``)."""
 
     def note(self, message: str) -> None:
         """Record a message for the console (e.g. which preset substituted which model)."""
         if message not in self.events:
             self.events.append(message)
+
+    def progress(self, message: str) -> None:
+        """Tell the user what long work is under way before a cell's first prediction (OPPU
+        training each user's adapter, PAG writing summaries): one line on ``lamp run``'s console,
+        nothing when the run is quiet. Not recorded."""
+        if self.reporter is not None:
+            self.reporter(message)
 
 
 # ---------------------------------------------------------------------------------------------

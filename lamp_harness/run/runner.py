@@ -72,6 +72,7 @@ class Runner:
             device=distributed.device_for(matrix.device, self.world),
             prompt_budget=matrix.prompt_budget,
             force=force,
+            reporter=self._say if progress and self.world.is_main else None,
         )
         self._generators: dict[tuple[str, str | None], Generator] = {}
         self._checkpoint_stale: dict[str, Any] = {}

@@ -330,6 +330,9 @@ def test_lamp_run_trains_serves_and_keeps_pag_summaries_generating_none_twice(cl
     code, out, err = cli(*matrix, "--out", str(tmp_path / "one"))
     assert code == 0, err
     assert "oppu+retrieval" in out + err and "pag" in out + err  # the leaderboard rendered every method
+    # The training before the first prediction is told as it happens.
+    assert "oppu: stage 1: training the task LoRA on 80 training questions" in err and "oppu: training user 1/3" in err
+    assert "writing 3 profile summaries" in err
     configs = {
         json.loads((d / "config.json").read_text())["personalizer"]["name"]: d
         for d in (tmp_path / "one").iterdir()
