@@ -89,6 +89,7 @@ from lamp_harness import (
     Example,
     GenerationRequest,
     Generator,
+    LampError,
     Options,
     Personalizer,
     ProfileItem,
@@ -374,7 +375,10 @@ class Summaries:
         if key not in self.context.shared:
             factory = registry.get("generator", plugin).load()
             kwargs = generator_kwargs(factory, self.args, model, f"summarizer {plugin!r}")
-            self.context.shared[key] = factory(self.context, **kwargs)
+            try:
+                self.context.shared[key] = factory(self.context, **kwargs)
+            except LampError as exc:  # its message says "the generator": name the summarizer
+                raise LampError(f"--summarizer {self.spec or plugin}: {exc}") from None
         self.generator = self.context.shared[key]
 
     def identity(self) -> dict[str, Any]:

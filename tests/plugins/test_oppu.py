@@ -430,3 +430,9 @@ def test_settings_that_would_not_apply_are_refused_before_any_work(cli, tmp_path
     code, _, err = cli(*demo_run("--personalizer", "none,oppu", "--personalizer-arg", "epochs=1", out=out))
     assert code == 2 and "--personalizer-arg NAME:KEY=VALUE (e.g. oppu:KEY=VALUE)" in err
     assert not out.exists()
+
+
+def test_a_bad_summarizer_is_named_as_the_summarizer(cli, tmp_path) -> None:
+    code, _, err = cli(*demo_run("--personalizer", "pag", "--summarizer", "nosuchmodel", limit=1, out=tmp_path / "runs"))
+    assert code == 2 and "Traceback" not in err
+    assert "Error: --summarizer nosuchmodel: unknown model 'nosuchmodel'" in err
