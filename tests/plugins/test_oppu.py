@@ -433,6 +433,7 @@ def test_settings_that_would_not_apply_are_refused_before_any_work(cli, tmp_path
 
 
 def test_a_bad_summarizer_is_named_as_the_summarizer(cli, tmp_path) -> None:
-    code, _, err = cli(*demo_run("--personalizer", "pag", "--summarizer", "nosuchmodel", limit=1, out=tmp_path / "runs"))
+    argv = demo_run("--personalizer", "pag", "--summarizer", "nosuchmodel", generator=None, limit=1, out=tmp_path / "runs")
+    code, _, err = cli(*argv)
     assert code == 2 and "Traceback" not in err
     assert "Error: --summarizer nosuchmodel: unknown model 'nosuchmodel'" in err
