@@ -432,6 +432,7 @@ def test_settings_that_would_not_apply_are_refused_before_any_work(cli, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow  # the run's generator (the offline model) loads before the summarizer
 def test_a_bad_summarizer_is_named_as_the_summarizer(cli, tmp_path) -> None:
     argv = demo_run("--personalizer", "pag", "--summarizer", "nosuchmodel", generator=None, limit=1, out=tmp_path / "runs")
     code, _, err = cli(*argv)
