@@ -256,7 +256,10 @@ def test_header_says_data_models_training_and_small_samples_in_every_format(tmp_
     assert "smollm2-135m-instruct (generator), a stand-in for google/flan-t5-base (preset 'offline')" in head
     assert "minilm (pplug encoder), a stand-in for BAAI/bge-base-en-v1.5" in head
     assert "minilm (contriever), a stand-in for facebook/contriever" in head  # from the preset's notes
-    assert "**Training** (pplug / smollm2-135m-instruct / max-new-tokens=24): 6 steps × batch 4" in head
+    # PPlug trains 1 epoch on LaMP-3 and 2 on the others (the paper's counts): each budget names its tasks.
+    assert "**Training** (pplug / smollm2-135m-instruct / max-new-tokens=24): lamp-1, lamp-2, lamp-4, lamp-5" in head
+    assert "lamp-7: 6 steps × batch 4, 24 training examples, 2 epoch(s) planned" in head
+    assert "; lamp-3: 6 steps × batch 4, 24 training examples, 1 epoch(s) planned" in head
     assert "**Warning**: table 'split: dev, scheme: user, data: demo:v1' rests on fewer than 30" in head
 
     code, out, _ = lamp(capsys, "leaderboard", str(demo), "-f", "json")

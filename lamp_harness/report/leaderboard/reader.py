@@ -420,20 +420,28 @@ def describe(blocks: Sequence[Block], cells: Sequence[Cell], references: Sequenc
                 "intervals are wide, its paired tests coarse and able to show only very large "
                 "differences; read its values and † marks as a demonstration, not a result"
             )
-    training: dict[tuple[str, str], list[str]] = {}
+    # Each column's budgets, by task: a column whose tasks trained differently names the task of each.
+    training: dict[tuple[str, str], dict[str, list[str]]] = {}
     titles = {block.key: block.title for block in blocks}
     for cell in cells:
         budget = training_budget(cell.record)
         if budget is not None and cell.block in titles:
             key = (titles[cell.block] if len(blocks) > 1 else "", cell.label)
-            training.setdefault(key, [])
-            if budget not in training[key]:
-                training[key].append(budget)
+            by_budget = training.setdefault(key, {})
+            if cell.task not in by_budget.setdefault(budget, []):
+                by_budget[budget].append(cell.task)
     return Header(
         cells=len(cells),
         data=tuple(data),
         models=_models(cells),
-        training=tuple(TrainingInfo(label, "; ".join(b), table) for (table, label), b in training.items()),
+        training=tuple(
+            TrainingInfo(
+                label,
+                "; ".join(b if len(by) == 1 else f"{', '.join(sorted(t))}: {b}" for b, t in by.items()),
+                table,
+            )
+            for (table, label), by in training.items()
+        ),
         references=tuple(reference_info(name) for name, _ in references),
         warnings=tuple(warnings),
     )
