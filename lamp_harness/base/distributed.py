@@ -222,13 +222,21 @@ def init() -> World:
     return world
 
 
-def shutdown() -> None:
-    """Leave the process group (if one was joined)."""
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group (if one was joined). ``wait`` (a rank whose work ended well): first
+    wait for every rank to get here, so that no rank tears the group down (rank 0 also hosts its
+    store) while another still uses it; a rank whose peers vanished under it could abort
+    ("terminate called without an active exception", SIGABRT) after finishing its work."""
     global _current
     if _current.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if wait:
+                try:
+                    dist.barrier()
+                except Exception:  # noqa: BLE001  a peer that failed: its own line says why
+                    pass
             dist.destroy_process_group()
     _current = World()
 

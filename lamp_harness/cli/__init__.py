@@ -77,9 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     from lamp_harness.base.secrets import remember_environment
 
     remember_environment()  # no line printed or written repeats a key from the environment
+    ended_well = False
     try:
         _main(argv)
-    except SystemExit:
+        ended_well = True
+    except SystemExit as exc:
+        ended_well = exc.code in (None, 0)
         raise
     except BaseException as exc:
         from lamp_harness.base import distributed
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         from lamp_harness.base import distributed
 
-        distributed.shutdown()
+        distributed.shutdown(wait=ended_well)
 
 
 def _as_a_rank() -> None:
