@@ -970,16 +970,21 @@ def trains_per_user(personalizer: Personalizer | str) -> bool:
     return bool(getattr(personalizer, "trains_per_user", False))
 
 
-def _rank_context(config: TrainConfig, context: RunContext | None, world: World) -> RunContext:
-    """The run context a training job runs in (the caller's, else one built from ``config``), on
-    this rank's device when the job is data-parallel."""
-    context = context or RunContext(
+def _config_context(config: TrainConfig) -> RunContext:
+    """The run context of a training job given none: ``config``'s preset, seed, device and prompt budget."""
+    return RunContext(
         lamp_home=lamp_home(),
         preset=config.preset,
         seed=config.seed,
         device=config.device,
         prompt_budget=config.prompt_budget,
     )
+
+
+def _rank_context(config: TrainConfig, context: RunContext | None, world: World) -> RunContext:
+    """The run context a training job runs in (the caller's, else one built from ``config``), on
+    this rank's device when the job is data-parallel."""
+    context = context or _config_context(config)
     if world.distributed:
         context = replace(context, device=device_for(context.device, world))
     return context
@@ -1430,13 +1435,7 @@ def checkpoint_home() -> Path:
 def _identities(config: TrainConfig, context: RunContext | None) -> tuple[str, str, dict[str, str]]:
     from lamp_harness.plugin.registry import host
 
-    context = context or RunContext(
-        lamp_home=lamp_home(),
-        preset=config.preset,
-        seed=config.seed,
-        device=config.device,
-        prompt_budget=config.prompt_budget,
-    )
+    context = context or _config_context(config)
     task = make_task(host().registry, config.task, config.task_args)
     train_data, _ = load_training_data(replace(config, eval_split=None), task, context)
     return training_identity(config, train_data)
@@ -1531,13 +1530,7 @@ def _ensure_trained(
     """:func:`ensure_trained`; with a training of other versions of the components found
     (:func:`stale_weights`), its weights are kept when ``allow_stale`` (and returned as stale),
     else the settings are trained again, with a warning either way."""
-    context = context or RunContext(
-        lamp_home=lamp_home(),
-        preset=config.preset,
-        seed=config.seed,
-        device=config.device,
-        prompt_budget=config.prompt_budget,
-    )
+    context = context or _config_context(config)
     from lamp_harness.plugin.registry import host
 
     pcls = (
